@@ -1,0 +1,103 @@
+#!/bin/bash
+# pvhpc job script: one ParaViewWeb server for one session, on the node Slurm picked.
+#
+# pvhpc renders this template: each double-braced placeholder gets a value from the
+# validated site config or session request, already shell-quoted, so no value is
+# ever interpreted by the shell. Scheduler options (partition, GPUs, walltime,
+# job name) are passed to sbatch as arguments, never as #SBATCH lines.
+#
+# What it does: start a private X server when the partition renders through Xvfb,
+# start the ParaViewWeb server on a port the kernel picks, tell pvhpc the node
+# and port once the server listens, and clean everything up when the job ends or
+# is cancelled.
+
+set -u
+
+PVPYTHON={{ pvpython }}
+SERVER_SCRIPT={{ server_script }}
+HELPER_PYTHON={{ helper_python }}
+JOB_HELPER={{ job_helper }}
+DATA_DIR={{ data_dir }}
+LOAD_FILE={{ load_file }}
+REPORT_URL={{ report_url }}
+RENDER_MODE={{ render_mode }}
+START_TIMEOUT={{ start_timeout }}
+IDLE_TIMEOUT={{ idle_timeout }}
+export PVHPC_SECRET={{ secret }}
+export PVHPC_REPORT_TOKEN={{ report_token }}
+export PYTHONPATH={{ pythonpath }}${PYTHONPATH:+:$PYTHONPATH}
+
+workdir=$(mktemp -d "${TMPDIR:-/tmp}/pvhpc-job.XXXXXXXX")
+chmod 700 "$workdir"
+child_pids=()
+
+cleanup() {
+    trap - EXIT TERM INT HUP
+    for pid in "${child_pids[@]}"; do
+        kill -TERM "$pid" 2>/dev/null
+    done
+    for pid in "${child_pids[@]}"; do
+        for _ in 1 2 3 4 5 6 7 8 9 10; do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.2
+        done
+        kill -KILL "$pid" 2>/dev/null
+    done
+    rm -rf "$workdir"
+}
+trap cleanup EXIT
+trap 'exit 143' TERM INT HUP
+
+fail() {
+    echo "pvhpc: $1" >&2
+    "$HELPER_PYTHON" "$JOB_HELPER" report --url "$REPORT_URL" --event failed --reason "$1" --give-up-after 30
+    exit 1
+}
+
+case "$RENDER_MODE" in
+xvfb)
+    # A private display with its own cookie: other users on the node cannot attach to it.
+    cookie=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+    export XAUTHORITY="$workdir/Xauthority"
+    touch "$XAUTHORITY"
+    touch "$workdir/Xserver-auth"
+    xauth -q -f "$workdir/Xserver-auth" add :0 . "$cookie"
+    Xvfb -displayfd 3 -auth "$workdir/Xserver-auth" -nolisten tcp -screen 0 1920x1080x24 \
+        3>"$workdir/display" >"$workdir/xvfb.log" 2>&1 &
+    child_pids+=($!)
+    for _ in $(seq 100); do
+        [ -s "$workdir/display" ] && break
+        kill -0 "${child_pids[0]}" 2>/dev/null || fail "Xvfb exited at start: $(tail -n 3 "$workdir/xvfb.log" | tr '\n' ' ')"
+        sleep 0.1
+    done
+    [ -s "$workdir/display" ] || fail "Xvfb gave no display number within 10 s"
+    export DISPLAY=":$(tr -d '[:space:]' <"$workdir/display")"
+    xauth -q add "$DISPLAY" . "$cookie"
+    ;;
+egl | osmesa) ;; # offscreen builds of ParaView need no X server
+*) fail "unknown render mode $RENDER_MODE" ;;
+esac
+
+server_args=(--host 0.0.0.0 --port 0 --timeout "$IDLE_TIMEOUT" --data "$DATA_DIR" --ready-file "$workdir/port")
+[ -n "$LOAD_FILE" ] && server_args+=(--load "$LOAD_FILE")
+
+echo "pvhpc: starting ParaViewWeb on $(hostname) (job ${SLURM_JOB_ID:-?}, node ${SLURMD_NODENAME:-?}, render $RENDER_MODE)"
+"$PVPYTHON" "$SERVER_SCRIPT" "${server_args[@]}" > >(tee -a "$workdir/server.log") 2>&1 &
+server_pid=$!
+child_pids+=("$server_pid")
+
+if port=$("$HELPER_PYTHON" "$JOB_HELPER" wait-ready --file "$workdir/port" --pid "$server_pid" --timeout "$START_TIMEOUT"); then
+    "$HELPER_PYTHON" "$JOB_HELPER" report --url "$REPORT_URL" --event ready --port "$port" --give-up-after "$START_TIMEOUT" &
+else
+    status=$?
+    if [ "$status" -eq 1 ]; then
+        wait "$server_pid"
+        fail "ParaViewWeb server exited (code $?) before it listened: $(tail -n 5 "$workdir/server.log" | tr '\n' ' ')"
+    fi
+    fail "ParaViewWeb server did not listen within $START_TIMEOUT s"
+fi
+
+wait "$server_pid"
+code=$?
+echo "pvhpc: ParaViewWeb server ended (code $code)"
+exit "$code"

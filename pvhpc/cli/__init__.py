@@ -1,0 +1,34 @@
+"""The ``pvhpc`` command: one entry point, one module per group of subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import cluster_cmd, demo_cmd, runtime_cmd
+
+GROUPS = (cluster_cmd, runtime_cmd, demo_cmd)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pvhpc",
+        description="Launch ParaViewWeb sessions as Slurm jobs and put them in users' browsers.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for group in GROUPS:
+        group.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""``pvhpc cluster start|stop|status|env``: the throwaway local Slurm cluster."""
+
+from __future__ import annotations
+
+import sys
+
+from .. import paths
+from ..localcluster import DEFAULT_BASE_PORT, ClusterError, LocalCluster
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "cluster",
+        help="start, stop or inspect a local Slurm cluster for trying pvhpc",
+        description=(
+            "A local Slurm cluster on this machine: munged, slurmctld and four slurmd (partition gpu: gpu01-02 "
+            "with two fake a100 GPUs each; partition cpu: cpu01-02). All its files live in one directory "
+            "(default: $PVHPC_CLUSTER_DIR, else /var/lib/pvhpc/cluster for root, ~/.local/share/pvhpc/cluster "
+            "otherwise)."
+        ),
+    )
+    p.add_argument("action", choices=("start", "stop", "status", "env"),
+                   help="start (idempotent), stop (only what this cluster started), status, or env (print "
+                        "the shell line that points Slurm's commands at it)")
+    p.add_argument("--dir", default=None, help="the cluster's directory")
+    p.add_argument("--base-port", type=int, default=DEFAULT_BASE_PORT,
+                   help=f"slurmctld's port; the four slurmd use the next four (default {DEFAULT_BASE_PORT})")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    cluster = LocalCluster(args.dir or paths.cluster_dir(), base_port=args.base_port)
+    try:
+        if args.action == "start":
+            was_running = cluster.is_running()
+            cluster.start()
+            print(f"cluster {'already running' if was_running else 'started'} in {cluster.dir}")
+            print(f"use it with: export SLURM_CONF={cluster.conf}")
+        elif args.action == "stop":
+            stopped = cluster.stop()
+            print(f"stopped: {', '.join(stopped)}" if stopped else f"nothing of {cluster.dir} was running")
+        elif args.action == "env":
+            print(f"export SLURM_CONF={cluster.conf}")
+        else:
+            statuses = cluster.status()
+            for d in statuses:
+                print(f"{d.name:14} {'running' if d.running else 'stopped'}" + (f" (pid {d.pid})" if d.running else ""))
+            return 0 if all(d.running for d in statuses) else 3
+    except ClusterError as e:
+        print(f"pvhpc cluster {args.action}: {e}", file=sys.stderr)
+        return 1
+    return 0

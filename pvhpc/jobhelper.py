@@ -1,0 +1,124 @@
+"""Helper that a session's job script runs on the compute node (standard library only).
+
+    python3 jobhelper.py wait-ready --file F --pid P --timeout T
+        Wait until the server wrote its port to F; print it. Exit 1 if process P
+        died first, 2 on timeout.
+    python3 jobhelper.py report --url U --event ready --host H --port N
+    python3 jobhelper.py report --url U --event failed --reason TEXT
+        Tell pvhpc about the session, authenticated by the per-session token in
+        the environment variable PVHPC_REPORT_TOKEN. Retries with back-off, since
+        pvhpc may be restarting. Without --url it only prints the report line,
+        which stays in the job's output as a record.
+
+It runs under the node's own Python, not pvhpc's, so it imports nothing else.
+"""
+
+import argparse
+import json
+import os
+import socket
+import sys
+import time
+import urllib.error
+import urllib.request
+
+READY_PREFIX = "PVHPC_READY"
+
+
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_ready(path, pid, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(path) as f:
+                port = f.read().strip()
+            if port.isdigit():
+                print(port)
+                return 0
+        except FileNotFoundError:
+            pass
+        if not pid_alive(pid):
+            return 1
+        time.sleep(0.05)
+    return 2
+
+
+def report(url, payload, token, give_up_after):
+    body = json.dumps(payload).encode()
+    delay = 0.2
+    deadline = time.monotonic() + give_up_after
+    while True:
+        request = urllib.request.Request(
+            url, data=body, method="POST",
+            headers={"Content-Type": "application/json", "Authorization": f"token {token}"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                response.read()
+            return 0
+        except urllib.error.HTTPError as e:
+            # 4xx: pvhpc refused this report (wrong token, session over); retrying will not help.
+            if 400 <= e.code < 500:
+                print(f"pvhpc refused the report: HTTP {e.code} {e.read()[:200]!r}", file=sys.stderr)
+                return 1
+            error = f"HTTP {e.code}"
+        except (urllib.error.URLError, OSError) as e:
+            error = str(e)
+        if time.monotonic() + delay > deadline:
+            print(f"could not report to pvhpc: {error}", file=sys.stderr)
+            return 1
+        time.sleep(delay)
+        delay = min(delay * 2, 5.0)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="jobhelper")
+    sub = parser.add_subparsers(dest="command", required=True)
+    w = sub.add_parser("wait-ready")
+    w.add_argument("--file", required=True)
+    w.add_argument("--pid", type=int, required=True)
+    w.add_argument("--timeout", type=float, default=300)
+    r = sub.add_parser("report")
+    r.add_argument("--url", default="")
+    r.add_argument("--event", choices=("ready", "failed"), required=True)
+    r.add_argument("--host", default="")
+    r.add_argument("--port", type=int, default=0)
+    r.add_argument("--reason", default="")
+    r.add_argument("--give-up-after", type=float, default=300)
+    args = parser.parse_args(argv)
+
+    if args.command == "wait-ready":
+        return wait_ready(args.file, args.pid, args.timeout)
+
+    payload = {
+        "event": args.event,
+        "job_id": os.environ.get("SLURM_JOB_ID", ""),
+        "node": os.environ.get("SLURMD_NODENAME", ""),
+    }
+    if args.event == "ready":
+        payload.update(host=args.host or socket.gethostname(), port=args.port)
+        print(f"{READY_PREFIX} host={payload['host']} port={args.port} node={payload['node']}", flush=True)
+    else:
+        payload["reason"] = args.reason[:2000]
+        print(f"PVHPC_FAILED {payload['reason']}", flush=True)
+    if not args.url:
+        return 0
+    token = os.environ.get("PVHPC_REPORT_TOKEN", "")
+    return report(args.url, payload, token, args.give_up_after)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""Render job scripts from the templates in ``jobscripts/``.
+
+A template is a shell script with ``{{ name }}`` placeholders. Every value is
+shell-quoted when it is put in, so whatever a value holds (spaces, quotes, ``$``,
+newlines) reaches the script as one literal word; nothing is ever interpreted by
+the shell. A placeholder without a value, or a value the template does not use,
+is an error: a typo must not silently become an empty string.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+from typing import Mapping
+
+PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+
+# Where pvhpc's own job scripts live: next to the package in a checkout, or
+# installed as package data.
+PACKAGE_DIR = Path(__file__).resolve().parent
+JOBSCRIPTS_DIR = PACKAGE_DIR.parent / "jobscripts"
+SERVER_SCRIPT = PACKAGE_DIR / "pvweb_server.py"
+JOB_HELPER = PACKAGE_DIR / "jobhelper.py"
+
+
+class TemplateError(Exception):
+    pass
+
+
+class JobTemplate:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        try:
+            self.text = self.path.read_text()
+        except OSError as e:
+            raise TemplateError(f"cannot read job script template {self.path}: {e.strerror}") from None
+        self.names = frozenset(PLACEHOLDER.findall(self.text))
+
+    def render(self, values: Mapping[str, object]) -> str:
+        missing = self.names - values.keys()
+        if missing:
+            raise TemplateError(f"{self.path.name}: no value for {', '.join(sorted(missing))}")
+        unused = values.keys() - self.names
+        if unused:
+            raise TemplateError(f"{self.path.name}: does not use {', '.join(sorted(unused))}")
+        return PLACEHOLDER.sub(lambda m: shlex.quote(_as_text(values[m.group(1)], m.group(1))), self.text)
+
+
+def _as_text(value: object, name: str) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, (str, int, float, Path)):
+        text = str(value)
+    else:
+        raise TemplateError(f"value for {name} is a {type(value).__name__}, not text or a number")
+    if "\0" in text:
+        raise TemplateError(f"value for {name} contains a NUL byte")
+    return text
+
+
+def find_template(name_or_path: str, search_dir: Path = JOBSCRIPTS_DIR) -> Path:
+    path = Path(name_or_path)
+    if not path.is_absolute():
+        path = search_dir / path
+    return path

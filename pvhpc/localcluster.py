@@ -1,0 +1,305 @@
+"""A throwaway Slurm cluster on one machine, for trying pvhpc and for its tests.
+
+munged, slurmctld and one slurmd per emulated node run as plain processes (no
+systemd); every file they use (config, key, state, spool, logs, sockets, pid
+files) lives in one directory, so several clusters can coexist and stopping one
+touches nothing else. Debian's slurm-wlm runs many slurmd on one host when each
+node gets its own port and spool directory.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+GPU_NODES = ("gpu01", "gpu02")
+CPU_NODES = ("cpu01", "cpu02")
+GPUS_PER_NODE = 2
+GPU_TYPE = "a100"
+DEFAULT_BASE_PORT = 17000
+
+
+class ClusterError(Exception):
+    """The local cluster could not be set up, started or stopped."""
+
+
+@dataclass
+class DaemonStatus:
+    name: str
+    pid: int | None
+    running: bool
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie still answers kill(0); it is not running.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _process_command(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+class LocalCluster:
+    """One emulated cluster: partitions ``gpu`` (gpu01-02, two fake GPUs each) and ``cpu`` (cpu01-02)."""
+
+    def __init__(self, directory: str | os.PathLike, base_port: int = DEFAULT_BASE_PORT):
+        self.dir = Path(directory).resolve()
+        self.base_port = base_port
+        self.hostname = socket.gethostname()
+
+    # -- paths ---------------------------------------------------------
+    @property
+    def conf(self) -> Path:
+        return self.dir / "etc" / "slurm.conf"
+
+    @property
+    def munge_socket(self) -> Path:
+        return self.dir / "run" / "munge.socket"
+
+    @property
+    def nodes(self) -> tuple[str, ...]:
+        return GPU_NODES + CPU_NODES
+
+    def environment(self) -> dict[str, str]:
+        """Variables a Slurm client needs to talk to this cluster."""
+        return {"SLURM_CONF": str(self.conf)}
+
+    def _pidfile(self, daemon: str) -> Path:
+        return self.dir / "run" / f"{daemon}.pid"
+
+    def _daemon_names(self) -> list[str]:
+        return ["munged", "slurmctld"] + [f"slurmd-{n}" for n in self.nodes]
+
+    # -- set-up --------------------------------------------------------
+    def _check_directory(self) -> None:
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ClusterError(f"cannot create cluster directory {self.dir}: {e.strerror}") from None
+        if not os.access(self.dir, os.W_OK | os.X_OK):
+            raise ClusterError(f"cluster directory {self.dir} is not writable by this user")
+        probe = self.dir / ".write-test"
+        try:
+            probe.write_text("")
+            probe.unlink()
+        except OSError as e:
+            raise ClusterError(f"cluster directory {self.dir} is not writable: {e.strerror}") from None
+        for tool in ("munged", "slurmctld", "slurmd", "sbatch"):
+            if shutil.which(tool) is None and not Path("/usr/sbin", tool).exists():
+                raise ClusterError(
+                    f"{tool} is not installed: install Debian's slurm-wlm and munge packages (see install.sh)"
+                )
+
+    def write_config(self) -> None:
+        d = self.dir
+        for sub in ("etc", "run", "log", "state", "spool", "gpus", "munge"):
+            (d / sub).mkdir(exist_ok=True)
+        # munged insists on private directories for its key and socket.
+        for sub in ("run", "munge", "etc"):
+            os.chmod(d / sub, 0o755 if sub != "munge" else 0o700)
+        for node in self.nodes:
+            (d / "spool" / node).mkdir(exist_ok=True)
+        for i in range(GPUS_PER_NODE):
+            (d / "gpus" / f"fakegpu{i}").touch()
+        key = d / "munge" / "munge.key"
+        if not key.exists():
+            key.write_bytes(os.urandom(1024))
+            os.chmod(key, 0o400)
+
+        ctld_port = self.base_port
+        gpu_first = self.base_port + 1
+        cpu_first = gpu_first + len(GPU_NODES)
+        gpu_range = f"{gpu_first}-{gpu_first + len(GPU_NODES) - 1}"
+        cpu_range = f"{cpu_first}-{cpu_first + len(CPU_NODES) - 1}"
+        conf = f"""# Written by pvhpc's local cluster (pvhpc cluster start); regenerated on every start.
+ClusterName=pvhpc-local
+SlurmctldHost={self.hostname}
+SlurmctldPort={ctld_port}
+SlurmdPort={gpu_first}
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+AuthInfo=socket={self.munge_socket}
+CredType=cred/munge
+StateSaveLocation={d}/state
+SlurmdSpoolDir={d}/spool/%n
+SlurmctldPidFile={self._pidfile('slurmctld')}
+SlurmdPidFile={d}/run/slurmd-%n.pid
+SlurmctldLogFile={d}/log/slurmctld.log
+SlurmdLogFile={d}/log/slurmd-%n.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core_Memory
+SchedulerType=sched/backfill
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+JobCompType=jobcomp/filetxt
+JobCompLoc={d}/log/jobcomp.log
+MpiDefault=none
+SwitchType=switch/none
+ReturnToService=2
+SlurmdParameters=config_overrides
+KillWait=5
+MinJobAge=300
+SlurmdTimeout=30
+InactiveLimit=0
+GresTypes=gpu
+NodeName={','.join(GPU_NODES)} NodeHostname={self.hostname} Port={gpu_range} CPUs=2 RealMemory=4000 Gres=gpu:{GPU_TYPE}:{GPUS_PER_NODE} State=UNKNOWN
+NodeName={','.join(CPU_NODES)} NodeHostname={self.hostname} Port={cpu_range} CPUs=2 RealMemory=4000 State=UNKNOWN
+PartitionName=gpu Nodes={','.join(GPU_NODES)} DefaultTime=01:00:00 MaxTime=08:00:00 State=UP
+PartitionName=cpu Nodes={','.join(CPU_NODES)} DefaultTime=01:00:00 MaxTime=08:00:00 State=UP Default=YES
+"""
+        self.conf.write_text(conf)
+        gres = (
+            f"NodeName={','.join(GPU_NODES)} Name=gpu Type={GPU_TYPE} "
+            f"File={d}/gpus/fakegpu[0-{GPUS_PER_NODE - 1}]\n"
+        )
+        (d / "etc" / "gres.conf").write_text(gres)
+
+    # -- life cycle ----------------------------------------------------
+    def status(self) -> list[DaemonStatus]:
+        out = []
+        for name in self._daemon_names():
+            pid = _read_pid(self._pidfile(name)) if name in ("munged", "slurmctld") else _read_pid(
+                self.dir / "run" / f"{name}.pid"
+            )
+            running = pid is not None and _pid_alive(pid) and str(self.dir) in _process_command(pid)
+            out.append(DaemonStatus(name, pid, running))
+        return out
+
+    def is_running(self) -> bool:
+        return all(d.running for d in self.status())
+
+    def _run_daemon(self, argv: list[str], name: str) -> None:
+        env = dict(os.environ, SLURM_CONF=str(self.conf))
+        log = self.dir / "log" / f"{name}.stderr"
+        with open(log, "ab") as err:
+            proc = subprocess.run(argv, env=env, stdout=err, stderr=err, stdin=subprocess.DEVNULL)
+        if proc.returncode != 0:
+            tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+            raise ClusterError(f"{name} failed to start (exit {proc.returncode}): " + " | ".join(tail))
+
+    def _wait_pidfile(self, path: Path, name: str, timeout: float = 15) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pid = _read_pid(path)
+            if pid and _pid_alive(pid):
+                return
+            time.sleep(0.1)
+        raise ClusterError(f"{name} did not start within {timeout:.0f} s; see {self.dir}/log")
+
+    def start(self, timeout: float = 60) -> None:
+        """Start whatever of the cluster is not running yet, then wait until every node is usable."""
+        self._check_directory()
+        running = {d.name for d in self.status() if d.running}
+        if len(running) == len(self._daemon_names()):
+            return
+        if not running:
+            self.write_config()
+        if "munged" not in running:
+            self._run_daemon(
+                [
+                    "munged", "--force",
+                    f"--socket={self.munge_socket}",
+                    f"--key-file={self.dir}/munge/munge.key",
+                    f"--pid-file={self._pidfile('munged')}",
+                    f"--log-file={self.dir}/log/munged.log",
+                    f"--seed-file={self.dir}/munge/munged.seed",
+                ],
+                "munged",
+            )
+            self._wait_pidfile(self._pidfile("munged"), "munged")
+        if "slurmctld" not in running:
+            self._run_daemon(["slurmctld", "-f", str(self.conf)], "slurmctld")
+            self._wait_pidfile(self._pidfile("slurmctld"), "slurmctld")
+        for node in self.nodes:
+            if f"slurmd-{node}" not in running:
+                self._run_daemon(["slurmd", "-f", str(self.conf), "-N", node], f"slurmd-{node}")
+        self.wait_nodes_idle(timeout)
+
+    def _sinfo_states(self) -> dict[str, str]:
+        env = dict(os.environ, SLURM_CONF=str(self.conf))
+        proc = subprocess.run(
+            ["sinfo", "-h", "-N", "-o", "%N %t"], env=env, capture_output=True, text=True, timeout=20
+        )
+        if proc.returncode != 0:
+            return {}
+        return dict(line.split() for line in proc.stdout.splitlines() if line.strip())
+
+    def wait_nodes_idle(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        states: dict[str, str] = {}
+        while time.monotonic() < deadline:
+            states = self._sinfo_states()
+            usable = {"idle", "mix", "alloc", "comp"}
+            if states and all(states.get(n, "").rstrip("*~#") in usable for n in self.nodes):
+                return
+            time.sleep(0.5)
+        raise ClusterError(
+            f"nodes not up within {timeout:.0f} s (states: {states or 'slurmctld not answering'}); "
+            f"see {self.dir}/log"
+        )
+
+    def _cancel_all_jobs(self, timeout: float) -> None:
+        """Cancel every job first: slurmstepd outlives slurmd, so a job left running would outlive the cluster."""
+        env = dict(os.environ, SLURM_CONF=str(self.conf))
+
+        def live_jobs() -> list[str]:
+            try:
+                proc = subprocess.run(["squeue", "-h", "-o", "%i"], env=env, capture_output=True, text=True, timeout=10)
+            except subprocess.TimeoutExpired:
+                return []
+            return proc.stdout.split() if proc.returncode == 0 else []
+
+        jobs = live_jobs()
+        if not jobs:
+            return
+        subprocess.run(["scancel", *jobs], env=env, capture_output=True, timeout=20)
+        deadline = time.monotonic() + timeout
+        while live_jobs() and time.monotonic() < deadline:
+            time.sleep(0.3)
+
+    def stop(self, timeout: float = 20) -> list[str]:
+        """Stop the daemons this cluster started (found by their pid files); return their names."""
+        if any(d.running and d.name == "slurmctld" for d in self.status()):
+            self._cancel_all_jobs(timeout)
+        stopped = []
+        # Nodes first, so running jobs are killed by their slurmd, then the controller, then munge.
+        for d in reversed(self.status()):
+            if d.running and d.pid:
+                os.kill(d.pid, signal.SIGTERM)
+                stopped.append((d.name, d.pid))
+        deadline = time.monotonic() + timeout
+        for name, pid in stopped:
+            while _pid_alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if _pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        return [name for name, _ in stopped]

@@ -1,0 +1,26 @@
+"""Default locations of pvhpc's files, so every command agrees on them.
+
+Root gets system-wide places; any other user gets places under their home.
+Each can be overridden by an environment variable or a command-line option.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def _base(system: str, user: str) -> Path:
+    return Path(system) if os.geteuid() == 0 else Path.home() / user
+
+
+def cluster_dir() -> Path:
+    return Path(os.environ.get("PVHPC_CLUSTER_DIR") or _base("/var/lib/pvhpc/cluster", ".local/share/pvhpc/cluster"))
+
+
+def runtime_dir() -> Path:
+    return Path(os.environ.get("PVHPC_RUNTIME_DIR") or _base("/opt/pvhpc/pvweb-site", ".local/share/pvhpc/pvweb-site"))
+
+
+def state_dir() -> Path:
+    return Path(os.environ.get("PVHPC_STATE_DIR") or _base("/var/lib/pvhpc", ".local/share/pvhpc"))

@@ -1,0 +1,104 @@
+"""pvhpc's ParaViewWeb server application, run by ``pvpython`` inside a session's Slurm job.
+
+This file runs on compute nodes under ParaView's Python: it imports only the
+standard library, ParaView and wslink, never pvhpc itself.
+
+It serves the standard ParaView web protocols (view port, image delivery, mouse
+interaction, proxy manager, file listing of one data directory). The secret
+comes from ``--authKey`` or, so that it does not show in ``ps``, from the
+environment variable PVHPC_SECRET; there is no default secret. With ``--port 0``
+the kernel picks a free port, so two sessions on one node never race for one.
+Once the server listens it prints ``pvhpc-server: ready port=N`` and, with
+``--ready-file``, writes the port there (atomically) for the job script.
+"""
+
+import argparse
+import os
+import sys
+
+READY_LINE = "pvhpc-server: ready port={port}"
+
+
+def parse_args(argv=None):
+    from wslink import server
+
+    parser = argparse.ArgumentParser(
+        prog="pvhpc_pvweb_server",
+        description="ParaViewWeb server for a pvhpc session",
+    )
+    server.add_arguments(parser)
+    # wslink's own default secret is public knowledge; refuse to run without one given.
+    parser.set_defaults(authKey=None)
+    parser.add_argument("--data", dest="data", default=None, help="directory whose files clients may list and open")
+    parser.add_argument("--ready-file", default=None, help="write the listening port to this file once ready")
+    parser.add_argument("--load", default=None, help="file (relative to --data) to open at start")
+    args = parser.parse_args(argv)
+
+    secret = args.authKey if args.authKey is not None else os.environ.get("PVHPC_SECRET")
+    if not secret:
+        parser.error("no secret: pass --authKey or set PVHPC_SECRET (an empty secret is refused)")
+    args.authKey = secret
+    if args.data is None:
+        args.data = os.getcwd()
+    if not os.path.isdir(args.data):
+        parser.error(f"--data {args.data!r} is not an existing directory")
+    args.data = os.path.realpath(args.data)
+    if args.load:
+        target = os.path.realpath(os.path.join(args.data, args.load))
+        if not target.startswith(args.data + os.sep) or not os.path.isfile(target):
+            parser.error(f"--load {args.load!r} is not a file inside --data")
+        args.load = target
+    return args
+
+
+def make_protocol(args):
+    from paraview.web import pv_wslink
+    from paraview.web import protocols as pv_protocols
+
+    class SessionServer(pv_wslink.PVServerProtocol):
+        def initialize(self):
+            self.registerVtkWebProtocol(
+                pv_protocols.ParaViewWebFileListing(args.data, "Home", r"^\.|~$|^\$", r"[0-9]+\.[0-9]+\.|[0-9]+\.")
+            )
+            self.registerVtkWebProtocol(
+                pv_protocols.ParaViewWebProxyManager(
+                    baseDir=args.data, fileToLoad=args.load, allowUnconfiguredReaders=True
+                )
+            )
+            self.registerVtkWebProtocol(pv_protocols.ParaViewWebColorManager())
+            self.registerVtkWebProtocol(pv_protocols.ParaViewWebMouseHandler())
+            self.registerVtkWebProtocol(pv_protocols.ParaViewWebViewPort())
+            self.registerVtkWebProtocol(pv_protocols.ParaViewWebViewPortImageDelivery())
+            self.registerVtkWebProtocol(pv_protocols.ParaViewWebPublishImageDelivery(decode=False))
+            self.registerVtkWebProtocol(pv_protocols.ParaViewWebViewPortGeometryDelivery())
+            self.registerVtkWebProtocol(pv_protocols.ParaViewWebTimeHandler())
+            self.updateSecret(args.authKey)
+
+        def port_callback(self, port):
+            # Called by wslink once the socket listens: the one moment "ready" is true.
+            if args.ready_file:
+                tmp = args.ready_file + ".tmp"
+                with open(tmp, "w") as f:
+                    f.write(f"{port}\n")
+                os.replace(tmp, args.ready_file)
+            print(READY_LINE.format(port=port), flush=True)
+
+    return SessionServer
+
+
+def main(argv=None):
+    try:
+        args = parse_args(argv)
+    except SystemExit as e:
+        # pvpython can crash while tearing ParaView down after an early exit; leave at once instead.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(e.code if isinstance(e.code, int) else 2)
+    from wslink import server
+
+    server.start_webserver(options=args, protocol=make_protocol(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,23 @@
+"""Scheduler backends behind one small interface (see base.py)."""
+
+from .base import (  # noqa: F401
+    JobInfo,
+    JobRequest,
+    PartitionInfo,
+    Scheduler,
+    SchedulerUnavailable,
+    SubmitRefused,
+)
+
+
+def make_scheduler(kind: str, runner):
+    """Build the backend a site asked for: 'slurm' (command-line tools) or 'pyslurm'."""
+    if kind == "slurm":
+        from .slurm_cli import SlurmCLI
+
+        return SlurmCLI(runner)
+    if kind == "pyslurm":
+        from .pyslurm_backend import PySlurm
+
+        return PySlurm()
+    raise ValueError(f"unknown scheduler backend {kind!r} (choose 'slurm' or 'pyslurm')")

@@ -1,0 +1,225 @@
+"""Slurm through its command-line tools (sbatch, squeue, sacct, scancel, sinfo, scontrol).
+
+The default backend: it works with any Slurm release, needs no build against
+Slurm's libraries, and runs wherever a CommandRunner can run a command (here,
+as another user through sudo, or on a login node over SSH).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from ..runners import CommandRunner, CommandResult, CommandUnavailable
+from .base import JobInfo, JobRequest, PartitionInfo, Scheduler, SchedulerUnavailable, SubmitRefused
+
+SQUEUE_FORMAT = "%i|%T|%r|%N|%S|%j"
+
+# Messages of Slurm's client tools that mean "the controller did not answer", as opposed to "it said no".
+UNREACHABLE = re.compile(
+    r"Unable to contact slurm controller|Socket timed out|Zero Bytes were transmitted|Connection refused"
+    r"|Communication connection failure|Slurm backup controller in standby|slurm_receive_msg|"
+    r"Unable to establish controller machine|Transport endpoint|Connection timed out|Resource temporarily unavailable",
+    re.IGNORECASE,
+)
+INVALID_JOB_ID = "Invalid job id specified"
+
+
+def parse_time(text: str) -> datetime | None:
+    if not text or text in ("N/A", "Unknown", "None", "(null)"):
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def parse_minutes(text: str) -> int | None:
+    """Slurm's time limits: 'UNLIMITED', 'MM', 'HH:MM:SS', 'D-HH:MM:SS', 'D-HH', 'MM:SS'."""
+    if not text or text.upper() in ("UNLIMITED", "INFINITE", "NONE", "N/A"):
+        return None
+    days = 0
+    if "-" in text:
+        d, text = text.split("-", 1)
+        days = int(d)
+        parts = [int(p) for p in text.split(":")] + [0, 0]
+        hours, minutes, seconds = parts[0], parts[1], parts[2]
+    else:
+        parts = [int(p) for p in text.split(":")]
+        if len(parts) == 3:
+            hours, minutes, seconds = parts
+        elif len(parts) == 2:
+            hours, minutes, seconds = 0, parts[0], parts[1]
+        else:
+            hours, minutes, seconds = 0, parts[0], 0
+    return days * 1440 + hours * 60 + minutes + (1 if seconds else 0)
+
+
+def parse_squeue(stdout: str) -> list[JobInfo]:
+    jobs = []
+    for line in stdout.splitlines():
+        fields = line.split("|")
+        if len(fields) < 6:
+            continue
+        job_id, state, reason, nodes, start, name = (f.strip() for f in fields[:6])
+        state = state.split()[0] if state else ""
+        jobs.append(JobInfo(
+            job_id=job_id, state=state, reason="" if reason == "None" else reason,
+            nodes="" if nodes in ("", "(null)") else nodes, name=name,
+            expected_start=parse_time(start) if state == "PENDING" else None,
+        ))
+    return jobs
+
+
+class SlurmCLI(Scheduler):
+    name = "slurm"
+
+    def __init__(self, runner: CommandRunner, timeout: float = 30):
+        self.runner = runner
+        self.timeout = timeout
+        #: number of scheduler commands run, by command: what the tracker's batching is measured by
+        self.calls: dict[str, int] = {}
+
+    async def _run(self, argv: list[str], input: str | None = None) -> CommandResult:
+        self.calls[argv[0]] = self.calls.get(argv[0], 0) + 1
+        try:
+            return await self.runner.run(argv, input=input, timeout=self.timeout)
+        except CommandUnavailable as e:
+            raise SchedulerUnavailable(str(e)) from None
+
+    def _unavailable_or(self, result: CommandResult, exc_type):
+        if UNREACHABLE.search(result.stderr):
+            return SchedulerUnavailable(result.describe())
+        return exc_type(result.describe())
+
+    @staticmethod
+    def sbatch_argv(request: JobRequest) -> list[str]:
+        argv = [
+            "sbatch", "--parsable",
+            f"--job-name={request.name}",
+            f"--partition={request.partition}",
+            f"--time={request.time_limit_minutes}",
+            f"--output={request.output}",
+            f"--cpus-per-task={request.cpus}",
+            "--nodes=1", "--ntasks=1",
+            # The job gets the user's own login environment, never the service's.
+            "--export=NONE",
+        ]
+        if request.gpus:
+            gres = f"gpu:{request.gpu_type}:{request.gpus}" if request.gpu_type else f"gpu:{request.gpus}"
+            argv.append(f"--gres={gres}")
+        if request.memory_mb:
+            argv.append(f"--mem={request.memory_mb}")
+        if request.account:
+            argv.append(f"--account={request.account}")
+        if request.qos:
+            argv.append(f"--qos={request.qos}")
+        if request.comment:
+            argv.append(f"--comment={request.comment}")
+        if request.workdir:
+            argv.append(f"--chdir={request.workdir}")
+        return argv
+
+    async def submit(self, request: JobRequest) -> str:
+        result = await self._run(self.sbatch_argv(request), input=request.script)
+        if not result.ok:
+            raise self._unavailable_or(result, SubmitRefused)
+        job_id = result.stdout.strip().split(";")[0]
+        if not job_id.isdigit():
+            raise SchedulerUnavailable(f"sbatch printed no job id: {result.stdout.strip()[:200]!r}")
+        return job_id
+
+    async def query(self, job_ids: list[str]) -> dict[str, JobInfo]:
+        if not job_ids:
+            return {}
+        result = await self._run(["squeue", "-h", "-t", "all", "-j", ",".join(job_ids), "-o", SQUEUE_FORMAT])
+        if not result.ok:
+            # squeue fails this way only when every id it was given is unknown.
+            if INVALID_JOB_ID in result.stderr:
+                return {}
+            raise SchedulerUnavailable(result.describe())
+        return {job.job_id: job for job in parse_squeue(result.stdout)}
+
+    async def find_by_name(self, names: list[str]) -> dict[str, JobInfo]:
+        if not names:
+            return {}
+        result = await self._run(["squeue", "-h", "-t", "all", "-n", ",".join(names), "-o", SQUEUE_FORMAT])
+        if not result.ok:
+            raise SchedulerUnavailable(result.describe())
+        found: dict[str, JobInfo] = {}
+        for job in parse_squeue(result.stdout):
+            # A resubmission would make two; the live one (or the newest) is the one to keep.
+            if job.name not in found or not job.is_finished:
+                found[job.name] = job
+        return found
+
+    async def lookup_finished(self, job_id: str) -> JobInfo | None:
+        result = await self._run(["sacct", "-n", "-P", "-X", "-j", job_id, "-o", "JobID,State,ExitCode,NodeList,JobName"])
+        if not result.ok:
+            if "accounting storage is disabled" in (result.stderr + result.stdout):
+                return None
+            raise SchedulerUnavailable(result.describe())
+        for line in result.stdout.splitlines():
+            fields = line.split("|")
+            if len(fields) >= 5 and fields[0] == job_id:
+                return JobInfo(job_id=job_id, state=fields[1].split()[0], exit_code=fields[2],
+                               nodes=fields[3], name=fields[4])
+        return None
+
+    async def cancel(self, job_id: str) -> None:
+        result = await self._run(["scancel", job_id])
+        if not result.ok and INVALID_JOB_ID not in result.stderr:
+            raise SchedulerUnavailable(result.describe())
+
+    async def partitions(self) -> list[PartitionInfo]:
+        parts = await self._run(["scontrol", "show", "partition", "-o"])
+        if not parts.ok:
+            raise SchedulerUnavailable(parts.describe())
+        nodes = await self._run(["sinfo", "-h", "-N", "-O", "NodeList:|,Partition:|,StateCompact:|,Gres:|,GresUsed:|"])
+        if not nodes.ok:
+            raise SchedulerUnavailable(nodes.describe())
+        per_partition: dict[str, list[tuple[str, str, str, str]]] = {}
+        for line in nodes.stdout.splitlines():
+            f = [x.strip() for x in line.split("|")]
+            if len(f) >= 5:
+                per_partition.setdefault(f[1].rstrip("*"), []).append((f[0], f[2], f[3], f[4]))
+        out = []
+        for line in parts.stdout.splitlines():
+            kv = dict(item.split("=", 1) for item in line.split() if "=" in item)
+            name = kv.get("PartitionName", "")
+            rows = per_partition.get(name, [])
+            gpu_types: dict[str, int] = {}
+            total = used = 0
+            for _node, _state, gres, gres_used in rows:
+                for gtype, count in _gres_gpus(gres):
+                    gpu_types[gtype] = max(gpu_types.get(gtype, 0), count)
+                    total += count
+                used += sum(count for _, count in _gres_gpus(gres_used))
+            out.append(PartitionInfo(
+                name=name,
+                available=kv.get("State") == "UP",
+                max_time_minutes=parse_minutes(kv.get("MaxTime", "")),
+                default_time_minutes=parse_minutes(kv.get("DefaultTime", "")),
+                nodes=tuple(r[0] for r in rows),
+                idle_nodes=sum(1 for r in rows if r[1].rstrip("*~#$@") == "idle"),
+                gpu_types=gpu_types, gpus_total=total, gpus_used=used,
+            ))
+        return out
+
+
+def _gres_gpus(text: str) -> list[tuple[str, int]]:
+    """'gpu:a100:2,foo:1' -> [('a100', 2)]; 'gpu:a100:1(IDX:0)' -> [('a100', 1)]; 'gpu:2' -> [('', 2)]."""
+    found = []
+    for item in re.split(r",(?![^(]*\))", text or ""):
+        item = re.sub(r"\(.*\)", "", item).strip()
+        parts = item.split(":")
+        if parts[0] != "gpu" or len(parts) < 2:
+            continue
+        try:
+            if len(parts) == 2:
+                found.append(("", int(parts[1])))
+            else:
+                found.append((parts[1], int(parts[2])))
+        except ValueError:
+            continue
+    return found

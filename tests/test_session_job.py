@@ -1,0 +1,76 @@
+"""The session job script on the real cluster: a real ParaViewWeb server on a GPU node."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import uuid
+
+import pytest
+
+from pvhpc.jobscript import JOB_HELPER, JOBSCRIPTS_DIR, SERVER_SCRIPT, JobTemplate
+from pvhpc.scheduler import JobRequest
+from pvhpc.wslink_client import WslinkClient, WslinkError
+
+from .conftest import run
+from .helpers import foreground_fraction, processes_of_job, wait_for_line, wait_until
+
+pytestmark = pytest.mark.cluster
+
+
+def render_job(runtime_dir, data_dir, secret):
+    return JobTemplate(JOBSCRIPTS_DIR / "paraview-web.sh").render(dict(
+        pvpython="/usr/bin/pvpython", server_script=SERVER_SCRIPT, helper_python="/usr/bin/python3",
+        job_helper=JOB_HELPER, data_dir=data_dir, load_file="", report_url="", render_mode="xvfb",
+        start_timeout=120, idle_timeout=600, secret=secret, report_token="unused", pythonpath=runtime_dir,
+    ))
+
+
+def test_gpu_job_serves_rendered_images_and_cleans_up(slurm, runtime_dir, tmp_path, artifacts):
+    secret = secrets.token_urlsafe(24)
+    output = tmp_path / "job.out"
+    job_id = run(slurm.submit(JobRequest(
+        script=render_job(runtime_dir, tmp_path, secret), name=f"pvhpc-test-{uuid.uuid4().hex[:8]}",
+        partition="gpu", gpus=1, time_limit_minutes=10, output=str(output),
+    )))
+    try:
+        ready = wait_for_line(output, r"PVHPC_READY host=(\S+) port=(\d+) node=(\S+)", timeout=120)
+        host, port, node = ready.group(1), int(ready.group(2)), ready.group(3)
+        info = run(slurm.query([job_id]))[job_id]
+        assert info.state == "RUNNING"
+        assert info.nodes in ("gpu01", "gpu02") and node == info.nodes
+
+        async def session():
+            with pytest.raises(WslinkError, match="Authentication failed"):
+                await WslinkClient.connect(f"ws://{host}:{port}/ws", "not-the-secret")
+            client = await WslinkClient.connect(f"ws://{host}:{port}/ws", secret)
+            try:
+                await client.create_source("Sphere")
+                return await client.render((400, 300))
+            finally:
+                client.close()
+
+        image = run(session())
+        (artifacts / "sphere.jpg").write_bytes(image)
+        assert foreground_fraction(image) > 0.02, "the rendered image is (almost) all background"
+        assert processes_of_job(job_id), "no process of the job found while it runs"
+    finally:
+        run(slurm.cancel(job_id))
+    wait_until(lambda: run(slurm.query([job_id]))[job_id].is_finished, 30, message="job finished after scancel")
+    try:
+        wait_until(lambda: not processes_of_job(job_id), 20)
+    except AssertionError:
+        pytest.fail(f"processes of cancelled job {job_id} left behind: {processes_of_job(job_id)}")
+
+
+def test_job_reports_failure_when_server_cannot_start(slurm, runtime_dir, tmp_path):
+    """A data directory that does not exist: the server refuses before it listens, the job says why and ends."""
+    output = tmp_path / "job.out"
+    job_id = run(slurm.submit(JobRequest(
+        script=render_job(runtime_dir, tmp_path / "missing", "s3cret-value"), name="pvhpc-test-fail",
+        partition="cpu", time_limit_minutes=5, output=str(output),
+    )))
+    failed = wait_for_line(output, r"PVHPC_FAILED (.*)", timeout=90)
+    assert "is not an existing directory" in failed.group(1)
+    wait_until(lambda: run(slurm.query([job_id]))[job_id].is_finished, 30, message="job ended")
+    assert run(slurm.query([job_id]))[job_id].state == "FAILED"
