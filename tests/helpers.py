@@ -11,7 +11,7 @@ from pathlib import Path
 from PIL import Image
 
 
-def wait_for_line(path: Path, pattern: str, timeout: float = 90) -> re.Match:
+def wait_for_line(path: Path, pattern: str, timeout: float = 90, explain=None) -> re.Match:
     regex = re.compile(pattern)
     deadline = time.monotonic() + timeout
     text = ""
@@ -24,7 +24,8 @@ def wait_for_line(path: Path, pattern: str, timeout: float = 90) -> re.Match:
         if m:
             return m
         time.sleep(0.2)
-    raise AssertionError(f"{pattern!r} not in {path} within {timeout} s; it holds:\n{text[-2000:]}")
+    extra = f"\n{explain()}" if explain else ""
+    raise AssertionError(f"{pattern!r} not in {path} within {timeout} s; it holds:\n{text[-2000:]}{extra}")
 
 
 def foreground_fraction(jpeg: bytes) -> float:

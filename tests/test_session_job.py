@@ -34,7 +34,8 @@ def test_gpu_job_serves_rendered_images_and_cleans_up(slurm, runtime_dir, tmp_pa
         partition="gpu", gpus=1, time_limit_minutes=10, output=str(output),
     )))
     try:
-        ready = wait_for_line(output, r"PVHPC_READY host=(\S+) port=(\d+) node=(\S+)", timeout=120)
+        ready = wait_for_line(output, r"PVHPC_READY host=(\S+) port=(\d+) node=(\S+)", timeout=120,
+                              explain=lambda: f"job: {run(slurm.query([job_id]))}")
         host, port, node = ready.group(1), int(ready.group(2)), ready.group(3)
         info = run(slurm.query([job_id]))[job_id]
         assert info.state == "RUNNING"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
+from ..durations import parse_minutes as _parse_minutes
 from ..runners import CommandRunner, CommandResult, CommandUnavailable
 from .base import JobInfo, JobRequest, PartitionInfo, Scheduler, SchedulerUnavailable, SubmitRefused
 
@@ -32,27 +33,6 @@ def parse_time(text: str) -> datetime | None:
         return datetime.fromisoformat(text)
     except ValueError:
         return None
-
-
-def parse_minutes(text: str) -> int | None:
-    """Slurm's time limits: 'UNLIMITED', 'MM', 'HH:MM:SS', 'D-HH:MM:SS', 'D-HH', 'MM:SS'."""
-    if not text or text.upper() in ("UNLIMITED", "INFINITE", "NONE", "N/A"):
-        return None
-    days = 0
-    if "-" in text:
-        d, text = text.split("-", 1)
-        days = int(d)
-        parts = [int(p) for p in text.split(":")] + [0, 0]
-        hours, minutes, seconds = parts[0], parts[1], parts[2]
-    else:
-        parts = [int(p) for p in text.split(":")]
-        if len(parts) == 3:
-            hours, minutes, seconds = parts
-        elif len(parts) == 2:
-            hours, minutes, seconds = 0, parts[0], parts[1]
-        else:
-            hours, minutes, seconds = 0, parts[0], 0
-    return days * 1440 + hours * 60 + minutes + (1 if seconds else 0)
 
 
 def parse_squeue(stdout: str) -> list[JobInfo]:
@@ -198,8 +178,8 @@ class SlurmCLI(Scheduler):
             out.append(PartitionInfo(
                 name=name,
                 available=kv.get("State") == "UP",
-                max_time_minutes=parse_minutes(kv.get("MaxTime", "")),
-                default_time_minutes=parse_minutes(kv.get("DefaultTime", "")),
+                max_time_minutes=_slurm_limit(kv.get("MaxTime", "")),
+                default_time_minutes=_slurm_limit(kv.get("DefaultTime", "")),
                 nodes=tuple(r[0] for r in rows),
                 idle_nodes=sum(1 for r in rows if r[1].rstrip("*~#$@") == "idle"),
                 gpu_types=gpu_types, gpus_total=total, gpus_used=used,
@@ -223,3 +203,10 @@ def _gres_gpus(text: str) -> list[tuple[str, int]]:
         except ValueError:
             continue
     return found
+
+
+def _slurm_limit(text: str) -> int | None:
+    try:
+        return _parse_minutes(text)
+    except ValueError:
+        return None  # NONE, N/A: no limit set

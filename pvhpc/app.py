@@ -1,0 +1,112 @@
+"""The application object: builds each part from the config and wires them. It does no part's work.
+
+request -> spec -> job script -> scheduler -> tracker -> store -> event bus -> front end / clients
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import tornado.httpserver
+import tornado.netutil
+import tornado.web
+
+from .auth import Authenticator, make_authenticator
+from .config import SiteConfig
+from .events import EventBus
+from .frontends import FrontEnd, make_frontend
+from .runners import LocalRunner
+from .scheduler import Scheduler, make_scheduler
+from .sessions import SessionService
+from .store import Store
+from .tracker import Tracker
+from .web import api, launcher
+from .web.base import NotFoundHandler
+
+log = logging.getLogger("pvhpc")
+SESSION_ID = r"([A-Za-z0-9_-]{1,128})"
+
+
+@dataclass
+class Context:
+    """What request handlers may use."""
+
+    config: SiteConfig
+    store: Store
+    scheduler: Scheduler
+    bus: EventBus
+    service: SessionService
+    frontend: FrontEnd
+    auth: Authenticator
+
+
+def routes(ctx: Context) -> list:
+    c = {"ctx": ctx}
+    return [
+        (r"/paraview/?", launcher.LaunchHandler, c),
+        (rf"/paraview/{SESSION_ID}", launcher.LaunchedSessionHandler, c),
+        (r"/api/v1/sessions", api.SessionsHandler, c),
+        (rf"/api/v1/sessions/{SESSION_ID}", api.SessionHandler, c),
+        (rf"/api/v1/sessions/{SESSION_ID}/events", api.SessionEventsHandler, c),
+        (rf"/api/v1/sessions/{SESSION_ID}/report", api.ReportHandler, c),
+        (r"/api/v1/applications", api.ApplicationsHandler, c),
+        (r"/api/v1/partitions", api.PartitionsHandler, c),
+        (r"/api/v1/health", api.HealthHandler, c),
+        (r"/api/.*", NotFoundHandler, c),
+    ]
+
+
+class PvhpcApp:
+    def __init__(self, config: SiteConfig, scheduler: Scheduler | None = None):
+        self.config = config
+        store = Store(config.service.database_url)
+        scheduler = scheduler or make_scheduler(
+            config.scheduler.backend, LocalRunner(config.scheduler.environment)
+        )
+        if hasattr(scheduler, "timeout"):
+            scheduler.timeout = config.scheduler.command_timeout
+        bus = EventBus()
+        service = SessionService(config, store, scheduler, bus)
+        frontend = make_frontend(config)
+        bus.on_change(frontend.update)
+        self.ctx = Context(config, store, scheduler, bus, service, frontend, make_authenticator(config.auth))
+        self.tracker = Tracker(config, store, scheduler, service)
+        self.web = tornado.web.Application(routes(self.ctx), default_handler_class=NotFoundHandler,
+                                           default_handler_args={"ctx": self.ctx})
+        self.server: tornado.httpserver.HTTPServer | None = None
+
+    async def start(self, port: int | None = None) -> int:
+        """Open the store, reconcile with the scheduler, rebuild the front-end map, listen. Returns the port."""
+        cfg = self.config
+        self.ctx.store.open()
+        cfg.service.job_output_dir.mkdir(parents=True, exist_ok=True)
+        stats = await self.tracker.poll_once()
+        log.info("reconciled %d live sessions with the scheduler (%s)", stats.sessions,
+                 "reachable" if stats.reachable else "UNREACHABLE: kept as unknown")
+        self.ctx.frontend.rebuild(self.ctx.store.live())
+        self.server = tornado.httpserver.HTTPServer(
+            self.web, xheaders=False, max_body_size=max(cfg.limits.max_body_bytes * 4, 1024 * 1024)
+        )
+        sockets = tornado.netutil.bind_sockets(cfg.service.listen_port if port is None else port,
+                                               cfg.service.listen_host)
+        self.server.add_sockets(sockets)
+        self.tracker.start()
+        return sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        await self.tracker.stop()
+        if self.server:
+            self.server.stop()
+            await self.server.close_all_connections()
+
+
+async def serve_forever(config: SiteConfig) -> None:
+    app = PvhpcApp(config)
+    port = await app.start()
+    log.info("pvhpc listening on %s:%d (public URL %s)", config.service.listen_host, port, config.service.public_url)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await app.stop()

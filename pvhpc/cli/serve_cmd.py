@@ -1,0 +1,51 @@
+"""``pvhpc serve``: run the service."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+from .. import config as site_config
+from ..app import serve_forever
+from ..store import SchemaError
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="run the pvhpc service (ParaViewWeb launcher API, native API)",
+        description=(
+            "Loads and checks the site config, opens the database, reconciles its sessions with the scheduler "
+            "(live jobs are reattached, ended ones closed, nothing is resubmitted), then serves. Without "
+            "--config it serves the local cluster of 'pvhpc cluster start' with embedded defaults."
+        ),
+    )
+    p.add_argument("--config", help="site config file (YAML)")
+    p.add_argument("--port", type=int, default=None, help="listen on this port instead of service.listen's")
+    p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = site_config.load(args.config) if args.config else site_config.embedded_defaults()
+    except site_config.ConfigError as e:
+        print(f"pvhpc serve: config error: {e}", file=sys.stderr)
+        return 2
+    if args.port is not None:
+        from dataclasses import replace
+
+        cfg = replace(cfg, service=replace(cfg.service, listen_port=args.port))
+    try:
+        asyncio.run(serve_forever(cfg))
+    except SchemaError as e:
+        print(f"pvhpc serve: database: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"pvhpc serve: cannot listen on {cfg.service.listen_host}:{cfg.service.listen_port}: {e.strerror}",
+              file=sys.stderr)
+        return 2
+    return 0
+

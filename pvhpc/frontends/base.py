@@ -1,0 +1,36 @@
+"""The front-end interface: a session URL for clients, and a mapping kept in step with the store.
+
+``update`` is called with every session change (from the event bus), ``rebuild``
+once at start with every live session; a front end that keeps a map (Apache's
+RewriteMap, the built-in proxy's table) holds exactly the ready sessions.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from ..store import SessionRecord
+
+
+class FrontEnd:
+    def __init__(self, session_url: str):
+        self.url_template = session_url
+
+    def session_url(self, record: SessionRecord) -> str | None:
+        if not (record.host and record.port):
+            return None
+        return self.url_template.format(id=record.id, host=record.host, port=record.port)
+
+    def update(self, record: SessionRecord) -> None:
+        pass
+
+    def rebuild(self, records: Iterable[SessionRecord]) -> None:
+        pass
+
+    def routable(self, record: SessionRecord) -> bool:
+        """Ready, or last seen ready while the scheduler cannot be asked (its server is most likely still up)."""
+        return bool(record.host and record.port) and record.state in ("ready", "unknown")
+
+
+class DirectFrontEnd(FrontEnd):
+    """No front end: clients connect straight to node:port (the node must be reachable from them)."""

@@ -1,0 +1,63 @@
+"""How a session moves, decided from what the scheduler says about its job (pure logic, no I/O).
+
+The tracker gathers facts (one batched query per poll cycle) and asks this
+module what each fact means for each session; the store applies the answer.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from .scheduler import JobInfo
+from .states import END_MESSAGES, SLURM_END_REASONS, EndReason, SessionState, explain_queue_reason
+from .store import Change, SessionRecord
+
+S = SessionState
+
+
+def ended(reason: EndReason, extra: str = "") -> Change:
+    detail = END_MESSAGES[reason] + (f": {extra}" if extra else "")
+    return Change.to(S.ENDED, detail, end_reason=reason)
+
+
+def ready(host: str, port: int, node: str | None, **fields) -> Change:
+    return Change.to(S.READY, f"ParaView is listening on {node or host}", host=host, port=port, node=node or host,
+                     **fields)
+
+
+def from_job(session: SessionRecord, job: JobInfo, now: datetime, start_timeout: float) -> Change | None:
+    """The move a session makes given its job's state in the queue."""
+    state = session.session_state
+    if state is S.ENDED:
+        return None
+    if job.is_pending:
+        words = explain_queue_reason(job.reason)
+        # Requeued after it ran: the old host and port are gone.
+        return Change.to(S.QUEUED, words, expected_start=job.expected_start, host=None, port=None, node=None)
+    if job.is_running:
+        if session.host and session.port:
+            return ready(session.host, session.port, session.node)
+        since = session.running_since or now
+        if (now - since) > timedelta(seconds=start_timeout):
+            return None  # decided by start_timed_out, which also cancels the job
+        return Change.to(S.STARTING, f"job running on {job.nodes}; starting ParaView", node=job.nodes,
+                         running_since=since, expected_start=None)
+    if job.state == "COMPLETING":
+        return None  # the final state follows in a moment
+    reason = SLURM_END_REASONS.get(job.state, EndReason.FAILED)
+    extra = f"Slurm state {job.state}" + (f", {job.reason}" if job.reason else "")
+    if job.exit_code:
+        extra += f", exit code {job.exit_code}"
+    return ended(reason, extra)
+
+
+def start_timed_out(session: SessionRecord, now: datetime, start_timeout: float) -> bool:
+    return (session.session_state is S.STARTING and session.running_since is not None
+            and now - session.running_since > timedelta(seconds=start_timeout))
+
+
+def unreachable(session: SessionRecord, error: str) -> Change | None:
+    """The scheduler could not be asked: keep the session, say so."""
+    if session.session_state in (S.ENDED, S.UNKNOWN):
+        return None
+    return Change.to(S.UNKNOWN, f"cannot reach the scheduler ({error[:200]}); the session is kept")

@@ -1,0 +1,218 @@
+"""What can be done to a session: create (submit its job), cancel, take the job's report, wait for it.
+
+Every state change goes store -> event bus, in that order, through ``apply``;
+nothing else writes a session's state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import re
+import secrets
+from typing import Iterable
+
+from . import lifecycle
+from .config import SiteConfig
+from .events import EventBus
+from .jobscript import TemplateError
+from .scheduler import Scheduler, SchedulerUnavailable, SubmitRefused
+from .sessionjob import build_job
+from .spec import RequestError, SessionSpec
+from .states import EndReason, SessionState
+from .store import Change, SessionRecord, Store, utcnow
+
+log = logging.getLogger("pvhpc.sessions")
+S = SessionState
+HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,253}[A-Za-z0-9])?$")
+
+
+class ServiceError(Exception):
+    """A request that is fine but cannot be served now (status 503), or is not allowed (403/404/409/429)."""
+
+    def __init__(self, status: int, message: str):
+        self.status, self.message = status, message
+        super().__init__(message)
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class SessionService:
+    def __init__(self, config: SiteConfig, store: Store, scheduler: Scheduler, bus: EventBus):
+        self.config = config
+        self.store = store
+        self.scheduler = scheduler
+        self.bus = bus
+        self._create_locks: dict[str, asyncio.Lock] = {}
+
+    # -- the one way a state changes ----------------------------------------
+    def apply(self, session_id: str, change: Change | None) -> SessionRecord | None:
+        if change is None:
+            return None
+        record = self.store.change(session_id, change)
+        if record is not None:
+            log.info("session %s… %s: %s", session_id[:6], record.state, record.detail)
+            self.bus.publish(record)
+        return record
+
+    async def end(self, record: SessionRecord, reason: EndReason, extra: str = "") -> None:
+        """End a session and make sure its job is gone."""
+        self.apply(record.id, lifecycle.ended(reason, extra))
+        if record.job_id:
+            try:
+                await self.scheduler.cancel(record.job_id)
+            except SchedulerUnavailable as e:
+                log.warning("could not cancel job %s of an ended session: %s", record.job_id, e)
+
+    # -- create ----------------------------------------------------------------
+    def attachable(self, user: str, request_key: str) -> SessionRecord | None:
+        """A live session of the same request that no launcher reply has handed out yet."""
+        found = self.store.find(
+            SessionRecord.user == user, SessionRecord.request_key == request_key,
+            SessionRecord.state != S.ENDED.value, SessionRecord.handed_out.is_(False), limit=1,
+        )
+        return found[0] if found else None
+
+    def check_limits(self, user: str, spec: SessionSpec) -> None:
+        live = self.store.find(SessionRecord.user == user, SessionRecord.state != S.ENDED.value)
+        limits = self.config.limits
+        if len(live) >= limits.sessions_per_user:
+            raise RequestError(None, f"you already have {len(live)} live sessions, the most this site allows "
+                                     f"(limits.sessions_per_user = {limits.sessions_per_user}); end one first",
+                               status=429)
+        gpus = sum(s.gpus for s in live)
+        if spec.gpus and gpus + spec.gpus > limits.gpus_per_user:
+            raise RequestError("gpus", f"{spec.gpus} more GPUs would make {gpus + spec.gpus}; this site allows "
+                                       f"{limits.gpus_per_user} per user at once", status=429)
+
+    async def create(self, user: str, spec: SessionSpec, attach: bool = False) -> SessionRecord:
+        """Record the session, then submit its job. With ``attach``, a retried request joins its first session."""
+        key = spec.request_key(user)
+        lock = self._create_locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            if attach:
+                existing = self.attachable(user, key)
+                if existing is not None:
+                    return existing
+            self.check_limits(user, spec)
+            report_token = secrets.token_urlsafe(32)
+            record = SessionRecord(
+                id=secrets.token_urlsafe(24), user=user, application=spec.application, partition=spec.partition,
+                gpus=spec.gpus, walltime_minutes=spec.walltime_minutes, account=spec.account,
+                data_file=spec.data_file, request_key=key, state=S.SUBMITTING.value,
+                detail="submitting the job to Slurm", job_name=f"pvhpc-{secrets.token_hex(8)}",
+                secret=secrets.token_urlsafe(24), report_token_hash=token_hash(report_token),
+            )
+            # Recorded before sbatch runs: a crash or a lost answer leaves a session to find the job by name.
+            self.store.add(record)
+            self.bus.publish(record)
+        if len(self._create_locks) > 10000:
+            self._create_locks = {k: v for k, v in self._create_locks.items() if v.locked()}
+        try:
+            job = build_job(self.config, spec, record.id, record.job_name, record.secret, report_token)
+        except TemplateError as e:
+            self.apply(record.id, lifecycle.ended(EndReason.SUBMIT_FAILED, str(e)))
+            raise ServiceError(500, f"the job script could not be made: {e}") from None
+        return await self._submit(record, job)
+
+    async def _submit(self, record: SessionRecord, job) -> SessionRecord:
+        try:
+            job_id = await self.scheduler.submit(job)
+        except SubmitRefused as e:
+            self.apply(record.id, lifecycle.ended(EndReason.SUBMIT_FAILED, str(e)))
+            raise ServiceError(400, f"Slurm refused the job: {e}") from None
+        except SchedulerUnavailable as e:
+            # The job may or may not be queued: ask by name before deciding.
+            try:
+                found = (await self.scheduler.find_by_name([record.job_name])).get(record.job_name)
+            except SchedulerUnavailable:
+                self.apply(record.id, Change.to(S.SUBMITTING, f"Slurm did not answer ({e}); looking for the job"))
+                return self.store.get(record.id)
+            if found is None:
+                self.apply(record.id, lifecycle.ended(EndReason.SUBMIT_FAILED, f"Slurm did not answer: {e}"))
+                raise ServiceError(503, f"the scheduler did not answer, nothing was queued: {e}") from None
+            job_id = found.job_id
+        updated = self.apply(record.id, Change.to(S.QUEUED, f"submitted as job {job_id}", job_id=job_id))
+        if updated is None:
+            current = self.store.get(record.id)
+            if current is not None and current.session_state is S.ENDED:
+                # Cancelled (or reported) while sbatch was running: the job must not outlive it.
+                await self.scheduler.cancel(job_id)
+            elif current is not None and current.job_id is None:
+                self.store.change(record.id, Change.to(current.session_state, current.detail, job_id=job_id))
+            return self.store.get(record.id)
+        return updated
+
+    # -- cancel ----------------------------------------------------------------
+    async def cancel(self, record: SessionRecord) -> SessionRecord:
+        if record.session_state is S.ENDED:
+            return record
+        if record.job_id:
+            try:
+                await self.scheduler.cancel(record.job_id)
+            except SchedulerUnavailable as e:
+                raise ServiceError(503, f"could not reach the scheduler to cancel job {record.job_id}: {e}") from None
+        self.apply(record.id, lifecycle.ended(EndReason.CANCELLED))
+        return self.store.get(record.id)
+
+    # -- the job's report --------------------------------------------------------
+    async def report(self, session_id: str, token: str, payload: object) -> SessionRecord:
+        record = self.store.get(session_id)
+        # Unknown session and wrong token get the same answer: no way to probe for ids.
+        if record is None or not token or not hmac.compare_digest(token_hash(token), record.report_token_hash):
+            raise ServiceError(403, "unknown session or wrong report token")
+        if record.session_state is S.ENDED:
+            raise ServiceError(409, "the session has ended")
+        if not isinstance(payload, dict):
+            raise RequestError(None, "the report must be a JSON object")
+        event = payload.get("event")
+        job_id = payload.get("job_id") or None
+        if job_id is not None and (not isinstance(job_id, str) or not job_id.isdigit()):
+            raise RequestError("job_id", "must be a job id")
+        if job_id and record.job_id and job_id != record.job_id:
+            raise ServiceError(403, f"the report comes from job {job_id}, not this session's job")
+        node = payload.get("node") or None
+        if node is not None and (not isinstance(node, str) or not HOSTNAME.match(node)):
+            raise RequestError("node", "must be a node name")
+        if event == "ready":
+            host, port = payload.get("host"), payload.get("port")
+            if not isinstance(host, str) or not HOSTNAME.match(host):
+                raise RequestError("host", "must be a host name or address")
+            if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+                raise RequestError("port", "must be a port number between 1 and 65535")
+            fields = dict(ready_at=utcnow(), expected_start=None)
+            if record.job_id is None and job_id:
+                fields["job_id"] = job_id
+            self.apply(record.id, lifecycle.ready(host, port, node, **fields))
+        elif event == "failed":
+            reason = payload.get("reason")
+            if not isinstance(reason, str):
+                raise RequestError("reason", "must be a string")
+            await self.end(record, EndReason.START_FAILED, reason[:1000])
+        else:
+            raise RequestError("event", "must be 'ready' or 'failed'")
+        return self.store.get(record.id)
+
+    # -- waiting -----------------------------------------------------------------
+    async def wait_for(self, session_id: str, states: Iterable[SessionState], timeout: float) -> SessionRecord:
+        """Wait until the session is in one of ``states`` or has ended; return it as it is then."""
+        wanted = {s.value for s in states} | {S.ENDED.value}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        with self.bus.subscribe() as events:
+            record = self.store.get(session_id)
+            while record is not None and record.state not in wanted:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    changed = await events.get(remaining)
+                except asyncio.TimeoutError:
+                    break
+                if changed.id == session_id:
+                    record = changed
+        return record

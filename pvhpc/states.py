@@ -1,0 +1,108 @@
+"""Session states, the moves between them, and why a session ended: defined here and nowhere else."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class SessionState(str, Enum):
+    SUBMITTING = "submitting"   # recorded; sbatch sent, answer not yet in
+    QUEUED = "queued"           # the job waits in Slurm's queue
+    STARTING = "starting"       # the job runs; its server has not reported yet
+    READY = "ready"             # the server listens at host:port
+    UNKNOWN = "unknown"         # the scheduler could not be asked; the session is kept as it was
+    ENDED = "ended"             # for good; end_reason says why
+
+    @property
+    def live(self) -> bool:
+        return self is not SessionState.ENDED
+
+
+S = SessionState
+TRANSITIONS: dict[SessionState, frozenset[SessionState]] = {
+    S.SUBMITTING: frozenset({S.QUEUED, S.STARTING, S.READY, S.UNKNOWN, S.ENDED}),
+    S.QUEUED: frozenset({S.STARTING, S.READY, S.UNKNOWN, S.ENDED}),
+    S.STARTING: frozenset({S.QUEUED, S.READY, S.UNKNOWN, S.ENDED}),   # QUEUED: requeued by Slurm
+    S.READY: frozenset({S.QUEUED, S.UNKNOWN, S.ENDED}),
+    S.UNKNOWN: frozenset({S.QUEUED, S.STARTING, S.READY, S.ENDED}),
+    S.ENDED: frozenset(),
+}
+
+
+class IllegalTransition(Exception):
+    pass
+
+
+def check_transition(old: SessionState, new: SessionState) -> None:
+    if new is not old and new not in TRANSITIONS[old]:
+        raise IllegalTransition(f"a session cannot go from {old.value} to {new.value}")
+
+
+class EndReason(str, Enum):
+    CANCELLED = "cancelled"               # by its user, through pvhpc
+    CANCELLED_OUTSIDE = "cancelled_outside"  # scancel or staff, not through pvhpc
+    COMPLETED = "completed"               # the server exited (idle timeout, client asked it to)
+    WALLTIME = "walltime"                 # the job hit its time limit
+    FAILED = "failed"                     # the job failed
+    START_FAILED = "start_failed"         # the server could not start (the job said why)
+    START_TIMEOUT = "start_timeout"       # the server did not report ready in time
+    NODE_FAILURE = "node_failure"
+    PREEMPTED = "preempted"
+    OUT_OF_MEMORY = "out_of_memory"
+    SUBMIT_FAILED = "submit_failed"       # the scheduler refused or never queued the job
+    LOST = "lost"                         # the job left the queue and no record tells how
+
+
+# Slurm's final job states, as the reason a session ended.
+SLURM_END_REASONS = {
+    "COMPLETED": EndReason.COMPLETED,
+    "CANCELLED": EndReason.CANCELLED_OUTSIDE,
+    "TIMEOUT": EndReason.WALLTIME,
+    "DEADLINE": EndReason.WALLTIME,
+    "FAILED": EndReason.FAILED,
+    "BOOT_FAIL": EndReason.NODE_FAILURE,
+    "NODE_FAIL": EndReason.NODE_FAILURE,
+    "PREEMPTED": EndReason.PREEMPTED,
+    "OUT_OF_MEMORY": EndReason.OUT_OF_MEMORY,
+    "SPECIAL_EXIT": EndReason.FAILED,
+    "REVOKED": EndReason.CANCELLED_OUTSIDE,
+}
+
+END_MESSAGES = {
+    EndReason.CANCELLED: "cancelled by its user",
+    EndReason.CANCELLED_OUTSIDE: "the job was cancelled outside pvhpc (scancel or staff)",
+    EndReason.COMPLETED: "the ParaView server exited",
+    EndReason.WALLTIME: "the job reached its walltime",
+    EndReason.FAILED: "the job failed",
+    EndReason.START_FAILED: "the ParaView server could not start",
+    EndReason.START_TIMEOUT: "the ParaView server did not report ready in time",
+    EndReason.NODE_FAILURE: "the node failed",
+    EndReason.PREEMPTED: "the job was preempted",
+    EndReason.OUT_OF_MEMORY: "the job ran out of memory",
+    EndReason.SUBMIT_FAILED: "the job could not be submitted",
+    EndReason.LOST: "the job left the queue and no record says how it ended",
+}
+
+# Slurm's pending reasons in words a user understands.
+QUEUE_REASONS = {
+    "Resources": "waiting for free nodes or GPUs",
+    "Priority": "waiting behind jobs with higher priority",
+    "Dependency": "waiting for another job to finish",
+    "QOSMaxJobsPerUserLimit": "you have as many jobs running as your QoS allows",
+    "QOSMaxGRESPerUser": "you use as many GPUs as your QoS allows",
+    "AssocMaxJobsLimit": "your account has as many jobs running as it may",
+    "ReqNodeNotAvail": "a node the job needs is unavailable (drained, down or reserved)",
+    "PartitionDown": "the partition is down",
+    "PartitionInactive": "the partition is inactive",
+    "PartitionTimeLimit": "the walltime is over the partition's limit",
+    "JobHeldUser": "held by you",
+    "JobHeldAdmin": "held by the administrators",
+    "BeginTime": "waiting for its start time",
+    "Reservation": "waiting for its reservation",
+    "None": "waiting to be scheduled",
+    "": "waiting to be scheduled",
+}
+
+
+def explain_queue_reason(reason: str) -> str:
+    return QUEUE_REASONS.get(reason, reason)

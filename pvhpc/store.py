@@ -1,0 +1,254 @@
+"""The store: sessions and their state history, in SQLAlchemy 2 (SQLite with WAL by default).
+
+Every change of a session's state goes through ``Store.change``, which checks
+the move against states.TRANSITIONS and writes the new state and a history row
+in one transaction. The schema carries a version number; ``upgrade`` applies
+the migrations in MIGRATIONS in order, so an upgrade keeps the data.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
+
+from sqlalchemy import (
+    ForeignKey, Index, Integer, String, Text, create_engine, event, inspect, select, text,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
+
+from .states import SessionState, check_transition
+
+SCHEMA_VERSION = 1
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class SessionRecord(Base):
+    __tablename__ = "sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user: Mapped[str] = mapped_column(String(64), index=True)
+    application: Mapped[str] = mapped_column(String(64))
+    partition: Mapped[str] = mapped_column(String(64))
+    gpus: Mapped[int] = mapped_column(Integer, default=0)
+    walltime_minutes: Mapped[int] = mapped_column(Integer)
+    account: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    data_file: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Same user + same request: a launcher retry attaches here instead of submitting again.
+    request_key: Mapped[str] = mapped_column(String(64), index=True)
+    handed_out: Mapped[bool] = mapped_column(default=False)
+
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    detail: Mapped[str] = mapped_column(Text, default="")          # queue reason, last news
+    end_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+
+    job_name: Mapped[str] = mapped_column(String(64), unique=True)
+    job_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    node: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    host: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    port: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    secret: Mapped[str] = mapped_column(String(128))
+    report_token_hash: Mapped[str] = mapped_column(String(64))
+    expected_start: Mapped[datetime | None] = mapped_column(nullable=True)
+
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    running_since: Mapped[datetime | None] = mapped_column(nullable=True)
+    ready_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    ended_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+    events: Mapped[list["SessionEvent"]] = relationship(
+        back_populates="session", order_by="SessionEvent.id", cascade="all, delete-orphan"
+    )
+
+    @property
+    def session_state(self) -> SessionState:
+        return SessionState(self.state)
+
+
+class SessionEvent(Base):
+    __tablename__ = "session_events"
+    __table_args__ = (Index("ix_session_events_session", "session_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    state: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[str] = mapped_column(Text, default="")
+
+    session: Mapped[SessionRecord] = relationship(back_populates="events")
+
+
+class SchemaVersion(Base):
+    __tablename__ = "pvhpc_schema"
+
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+
+
+# version -> function that brings a database from version-1 to version.
+MIGRATIONS: dict[int, object] = {}
+
+
+class SchemaError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Change:
+    """One move of a session: its new state and the fields that move sets."""
+
+    state: SessionState
+    detail: str = ""
+    end_reason: str | None = None
+    fields: tuple[tuple[str, object], ...] = ()
+
+    @classmethod
+    def to(cls, state: SessionState, detail: str = "", end_reason=None, **fields) -> "Change":
+        reason = end_reason.value if hasattr(end_reason, "value") else end_reason
+        return cls(state, detail, reason, tuple(sorted(fields.items())))
+
+
+SETTABLE = frozenset({"job_id", "node", "host", "port", "expected_start", "running_since", "ready_at",
+                      "handed_out"})
+
+
+class Store:
+    def __init__(self, url: str, echo: bool = False):
+        self.url = url
+        kwargs: dict = {"echo": echo, "future": True}
+        if url.startswith("sqlite"):
+            path = url.split("///", 1)[-1]
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"timeout": 10}
+        self.engine: Engine = create_engine(url, **kwargs)
+        if url.startswith("sqlite"):
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    # -- schema -----------------------------------------------------------
+    def schema_version(self) -> int | None:
+        if not inspect(self.engine).has_table(SchemaVersion.__tablename__):
+            return None
+        with self._sessions() as db:
+            return db.scalar(select(SchemaVersion.version))
+
+    def open(self, upgrade: bool = False) -> None:
+        """Create a new database, or check that an existing one is current (or upgrade it when asked)."""
+        version = self.schema_version()
+        if version is None:
+            if inspect(self.engine).has_table(SessionRecord.__tablename__):
+                raise SchemaError(f"{self.safe_url}: has pvhpc tables but no schema version; refusing to touch it")
+            Base.metadata.create_all(self.engine)
+            with self._sessions.begin() as db:
+                db.add(SchemaVersion(version=SCHEMA_VERSION))
+            return
+        if version > SCHEMA_VERSION:
+            raise SchemaError(
+                f"{self.safe_url}: schema version {version} is newer than this pvhpc knows ({SCHEMA_VERSION}); "
+                "upgrade pvhpc"
+            )
+        if version < SCHEMA_VERSION:
+            if not upgrade:
+                raise SchemaError(
+                    f"{self.safe_url}: schema version {version} is older than this pvhpc's ({SCHEMA_VERSION}); "
+                    "back it up, then run 'pvhpc db upgrade'"
+                )
+            self.upgrade(version)
+
+    def upgrade(self, version: int) -> None:
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            with self.engine.begin() as conn:
+                MIGRATIONS[target](conn)
+                conn.execute(text("UPDATE pvhpc_schema SET version = :v"), {"v": target})
+
+    @property
+    def safe_url(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True)
+
+    # -- access ------------------------------------------------------------
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        with self._sessions.begin() as db:
+            yield db
+
+    def add(self, record: SessionRecord) -> SessionRecord:
+        with self.transaction() as db:
+            db.add(record)
+            db.add(SessionEvent(session_id=record.id, state=record.state, detail=record.detail))
+        return record
+
+    def get(self, session_id: str) -> SessionRecord | None:
+        with self._sessions() as db:
+            return db.get(SessionRecord, session_id)
+
+    def find(self, *where, order_newest_first: bool = True, limit: int | None = None) -> list[SessionRecord]:
+        query = select(SessionRecord).where(*where)
+        query = query.order_by(SessionRecord.created_at.desc() if order_newest_first else SessionRecord.created_at)
+        if limit:
+            query = query.limit(limit)
+        with self._sessions() as db:
+            return list(db.scalars(query))
+
+    def live(self) -> list[SessionRecord]:
+        return self.find(SessionRecord.state != SessionState.ENDED.value, order_newest_first=False)
+
+    def events(self, session_id: str) -> list[SessionEvent]:
+        with self._sessions() as db:
+            return list(db.scalars(select(SessionEvent).where(SessionEvent.session_id == session_id)
+                                   .order_by(SessionEvent.id)))
+
+    def change(self, session_id: str, change: Change) -> SessionRecord | None:
+        """Apply one move; return the updated record, or None when it changed nothing.
+
+        The record is read again inside the transaction, so a move decided on
+        stale data (the tracker's poll racing a user's cancel) is checked
+        against the state as it is now.
+        """
+        with self.transaction() as db:
+            record = db.get(SessionRecord, session_id, with_for_update=True)
+            if record is None:
+                return None
+            old = record.session_state
+            new = change.state
+            fields = dict(change.fields)
+            unknown = fields.keys() - SETTABLE
+            if unknown:
+                raise ValueError(f"cannot set {', '.join(sorted(unknown))} through a change")
+            if old is SessionState.ENDED:
+                return None
+            check_transition(old, new)
+            same = (new is old and change.detail == record.detail
+                    and all(getattr(record, k) == v for k, v in fields.items()))
+            if same:
+                return None
+            now = utcnow()
+            for key, value in fields.items():
+                setattr(record, key, value)
+            if new is not old or change.detail != record.detail:
+                db.add(SessionEvent(session_id=record.id, state=new.value, detail=change.detail, at=now))
+            record.state = new.value
+            record.detail = change.detail
+            record.updated_at = now
+            if new is SessionState.ENDED:
+                record.end_reason = change.end_reason
+                record.ended_at = now
+            return record
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()

@@ -1,0 +1,130 @@
+"""Follow every live session's job with one batched scheduler query per poll cycle.
+
+Never one query per session: the cost to slurmctld must not grow with the
+number of sessions (jupyterhub#4646, batchspawner#292). The same cycle, run
+once at start-up, reconciles the store with the scheduler after a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+from . import lifecycle
+from .config import SiteConfig
+from .scheduler import Scheduler, SchedulerUnavailable
+from .sessions import SessionService
+from .states import EndReason, SessionState
+from .store import Change, Store, utcnow
+
+log = logging.getLogger("pvhpc.tracker")
+S = SessionState
+
+
+@dataclass
+class PollStats:
+    sessions: int = 0
+    scheduler_calls: int = 0
+    reachable: bool = True
+
+
+class Tracker:
+    def __init__(self, config: SiteConfig, store: Store, scheduler: Scheduler, service: SessionService):
+        self.config = config
+        self.store = store
+        self.scheduler = scheduler
+        self.service = service
+        self._task: asyncio.Task | None = None
+        self._wake = asyncio.Event()
+
+    def start_timeout(self, application: str) -> float:
+        app = self.config.applications.get(application)
+        return app.start_timeout if app else 300
+
+    async def poll_once(self) -> PollStats:
+        live = self.store.live()
+        stats = PollStats(sessions=len(live))
+        with_job = [s for s in live if s.job_id]
+        if with_job:
+            stats.scheduler_calls += 1
+            try:
+                jobs = await self.scheduler.query([s.job_id for s in with_job])
+            except SchedulerUnavailable as e:
+                stats.reachable = False
+                log.warning("scheduler unreachable; %d sessions kept as unknown: %s", len(with_job), e)
+                for s in with_job:
+                    self.service.apply(s.id, lifecycle.unreachable(s, str(e)))
+                return stats
+            now = utcnow()
+            gone = []
+            for s in with_job:
+                job = jobs.get(s.job_id)
+                timeout = self.start_timeout(s.application)
+                if job is None:
+                    gone.append(s)
+                elif job.is_running and lifecycle.start_timed_out(s, now, timeout):
+                    await self.service.end(s, EndReason.START_TIMEOUT, f"no report within {timeout:.0f} s")
+                else:
+                    self.service.apply(s.id, lifecycle.from_job(s, job, now, timeout))
+            for s in gone:
+                # Gone from the queue: one more look (accounting) before calling it ended.
+                stats.scheduler_calls += 1
+                try:
+                    record = await self.scheduler.lookup_finished(s.job_id)
+                except SchedulerUnavailable:
+                    continue
+                change = lifecycle.from_job(s, record, now, 0) if record else lifecycle.ended(EndReason.LOST)
+                self.service.apply(s.id, change)
+        await self._find_unanswered_submissions([s for s in live if not s.job_id], stats)
+        return stats
+
+    async def _find_unanswered_submissions(self, sessions, stats: PollStats) -> None:
+        """Sessions whose sbatch answer was lost: attach the job by its name, or give up after the grace time."""
+        now = utcnow()
+        grace = timedelta(seconds=self.config.service.submit_grace)
+        settle = timedelta(seconds=self.config.scheduler.command_timeout)
+        # Young ones may still have sbatch running in this process.
+        waiting = [s for s in sessions if s.session_state is S.SUBMITTING and now - s.created_at > settle]
+        if not waiting:
+            return
+        stats.scheduler_calls += 1
+        try:
+            found = await self.scheduler.find_by_name([s.job_name for s in waiting])
+        except SchedulerUnavailable:
+            return
+        for s in waiting:
+            job = found.get(s.job_name)
+            if job is not None:
+                self.service.apply(s.id, Change.to(S.QUEUED, f"found job {job.job_id} by name", job_id=job.job_id))
+            elif now - s.created_at > grace:
+                self.service.apply(s.id, lifecycle.ended(EndReason.SUBMIT_FAILED, "no job was queued"))
+
+    def wake(self) -> None:
+        """Poll now rather than at the end of the interval."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        interval = self.config.service.poll_interval
+        while True:
+            try:
+                await self.poll_once()
+            except Exception:  # a bug in one cycle must not stop tracking for good
+                log.exception("poll cycle failed")
+            try:
+                await asyncio.wait_for(self._wake.wait(), interval)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self.run())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass

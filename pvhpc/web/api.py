@@ -1,0 +1,135 @@
+"""pvhpc's native API (/api/v1): create returns at once; a push channel reports each change."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from tornado.iostream import StreamClosedError
+
+from ..scheduler import SchedulerUnavailable
+from ..spec import parse_spec
+from ..states import SessionState
+from ..store import SessionRecord
+from .base import APIError, JSONHandler
+from .views import session_json
+
+S = SessionState
+
+
+class SessionsHandler(JSONHandler):
+    def get(self) -> None:
+        user = self.require_user()
+        where = []
+        if not (self.get_query_argument("all", "") and self.ctx.auth.is_staff(user)):
+            where.append(SessionRecord.user == user)
+        state = self.get_query_argument("state", "")
+        if state == "live":
+            where.append(SessionRecord.state != S.ENDED.value)
+        elif state:
+            if state not in {s.value for s in S}:
+                raise APIError(400, f"state: {state!r} is not a session state or 'live'", "state")
+            where.append(SessionRecord.state == state)
+        records = self.ctx.store.find(*where, limit=1000)
+        self.send({"sessions": [session_json(r, self.ctx.frontend, with_secret=r.user == user) for r in records]})
+
+    async def post(self) -> None:
+        user = self.require_user()
+        spec = parse_spec(self.ctx.config, self.json_body(), strict=True)
+        record = await self.ctx.service.create(user, spec)
+        self.send(session_json(record, self.ctx.frontend), status=201)
+
+
+class SessionHandler(JSONHandler):
+    def get(self, session_id: str) -> None:
+        record = self.own_session(session_id)
+        data = session_json(record, self.ctx.frontend, with_secret=record.user == self.current_user)
+        data["history"] = [{"at": e.at.isoformat() + "Z", "state": e.state, "detail": e.detail}
+                           for e in self.ctx.store.events(record.id)]
+        self.send(data)
+
+    async def delete(self, session_id: str) -> None:
+        record = await self.ctx.service.cancel(self.own_session(session_id))
+        self.send(session_json(record, self.ctx.frontend))
+
+
+class ReportHandler(JSONHandler):
+    """The job's report from the node; authenticated by the session's own token, not by a user."""
+
+    async def post(self, session_id: str) -> None:
+        auth = self.request.headers.get("Authorization", "")
+        token = auth[len("token "):] if auth.startswith("token ") else ""
+        await self.ctx.service.report(session_id, token, self.json_body())
+        self.send({"ok": True})
+
+
+class SessionEventsHandler(JSONHandler):
+    """Server-sent events: the session now, then every change, until it ends."""
+
+    KEEPALIVE = 15.0
+
+    async def get(self, session_id: str) -> None:
+        record = self.own_session(session_id)
+        self.set_header("Content-Type", "text/event-stream")
+        self.set_header("X-Accel-Buffering", "no")
+        with self.ctx.bus.subscribe() as events:
+            try:
+                await self._send_event(record)
+                while record.state != S.ENDED.value:
+                    try:
+                        changed = await events.get(self.KEEPALIVE)
+                    except asyncio.TimeoutError:
+                        self.write(": keepalive\n\n")
+                        await self.flush()
+                        continue
+                    if changed.id == session_id:
+                        record = changed
+                        await self._send_event(record)
+            except StreamClosedError:
+                return
+        self.finish()
+
+    async def _send_event(self, record: SessionRecord) -> None:
+        data = session_json(record, self.ctx.frontend, with_secret=record.user == self.current_user)
+        self.write(f"event: session\ndata: {json.dumps(data, default=str)}\n\n")
+        await self.flush()
+
+
+class ApplicationsHandler(JSONHandler):
+    def get(self) -> None:
+        self.require_user()
+        apps = self.ctx.config.applications
+        self.send({"applications": [
+            {"name": a.name, "description": a.description, "partitions": list(a.partitions),
+             "default_partition": a.default_partition, "data_roots": [str(r) for r in a.data_roots]}
+            for a in apps.values()
+        ]})
+
+
+class PartitionsHandler(JSONHandler):
+    async def get(self) -> None:
+        self.require_user()
+        try:
+            live = {p.name: p for p in await self.ctx.scheduler.partitions()}
+            error = None
+        except SchedulerUnavailable as e:
+            live, error = {}, str(e)
+        out = []
+        for p in self.ctx.config.partitions.values():
+            info = live.get(p.slurm_partition)
+            out.append({
+                "name": p.name, "description": p.description, "render": p.render, "gpu_type": p.gpu_type,
+                "gpus": {"default": p.gpus.default, "max": p.gpus.max},
+                "walltime_minutes": {"default": p.walltime.default, "max": p.walltime.max},
+                "accounts": list(p.accounts), "qos": list(p.qos),
+                "now": None if info is None else {
+                    "available": info.available, "nodes": len(info.nodes), "idle_nodes": info.idle_nodes,
+                    "gpus_total": info.gpus_total, "gpus_free": info.gpus_total - info.gpus_used,
+                },
+            })
+        self.send({"partitions": out, "scheduler_error": error})
+
+
+class HealthHandler(JSONHandler):
+    def get(self) -> None:
+        self.send({"ok": True, "live_sessions": len(self.ctx.store.live())})

@@ -1,0 +1,47 @@
+"""The ParaViewWeb launcher REST API, so unchanged ParaViewWeb clients (wslink SmartConnect) work.
+
+POST /paraview/ (or /paraview) with {"application": ...} answers 200 with the
+session (id, sessionURL, secret, ...) once it is ready, within
+service.launcher_wait seconds. A session still queued then is kept and the
+client gets 503; its retry of the same request attaches to that session
+instead of submitting a second job. GET and DELETE /paraview/<id> return the
+session (DELETE ends it first).
+"""
+
+from __future__ import annotations
+
+from ..spec import parse_spec
+from ..states import SessionState
+from ..store import Change
+from .base import APIError, JSONHandler
+from .views import session_json
+
+S = SessionState
+
+
+class LaunchHandler(JSONHandler):
+    async def post(self) -> None:
+        user = self.require_user()
+        spec = parse_spec(self.ctx.config, self.json_body(), strict=False)
+        service = self.ctx.service
+        record = await service.create(user, spec, attach=True)
+        record = await service.wait_for(record.id, [S.READY], self.ctx.config.service.launcher_wait)
+        if record.state == S.READY.value:
+            service.apply(record.id, Change.to(S.READY, record.detail, handed_out=True))
+            return self.send(session_json(record, self.ctx.frontend))
+        if record.state == S.ENDED.value:
+            raise APIError(503, f"the session ended before it was ready: {record.detail}")
+        raise APIError(
+            503,
+            f"session {record.id} is {record.state} ({record.detail}) after "
+            f"{self.ctx.config.service.launcher_wait:.0f} s; it is kept: repeat the same request to attach to it",
+        )
+
+
+class LaunchedSessionHandler(JSONHandler):
+    def get(self, session_id: str) -> None:
+        self.send(session_json(self.own_session(session_id), self.ctx.frontend))
+
+    async def delete(self, session_id: str) -> None:
+        record = await self.ctx.service.cancel(self.own_session(session_id))
+        self.send(session_json(record, self.ctx.frontend))

@@ -1,0 +1,39 @@
+"""Sessions as the APIs show them."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from ..durations import format_minutes
+from ..store import SessionRecord
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.replace(tzinfo=timezone.utc).isoformat() if value else None
+
+
+def session_json(record: SessionRecord, frontend, with_secret: bool = True) -> dict:
+    data = {
+        "id": record.id,
+        "user": record.user,
+        "application": record.application,
+        "partition": record.partition,
+        "gpus": record.gpus,
+        "walltime": format_minutes(record.walltime_minutes),
+        "data": record.data_file,
+        "state": record.state,
+        "detail": record.detail,
+        "end_reason": record.end_reason,
+        "job_id": record.job_id,
+        "node": record.node,
+        "host": record.host,
+        "port": record.port,
+        "sessionURL": frontend.session_url(record),
+        "expected_start": _iso(record.expected_start),
+        "created_at": _iso(record.created_at),
+        "ready_at": _iso(record.ready_at),
+        "ended_at": _iso(record.ended_at),
+    }
+    if with_secret and record.state != "ended":
+        data["secret"] = record.secret
+    return data
