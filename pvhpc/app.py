@@ -73,7 +73,8 @@ class PvhpcApp:
         bus.on_change(frontend.update)
         self.ctx = Context(config, store, scheduler, bus, service, frontend, make_authenticator(config.auth))
         self.tracker = Tracker(config, store, scheduler, service)
-        self.web = tornado.web.Application(routes(self.ctx), default_handler_class=NotFoundHandler,
+        self.web = tornado.web.Application(frontend.handlers(self.ctx) + routes(self.ctx),
+                                           default_handler_class=NotFoundHandler,
                                            default_handler_args={"ctx": self.ctx})
         self.server: tornado.httpserver.HTTPServer | None = None
 
@@ -85,6 +86,7 @@ class PvhpcApp:
         stats = await self.tracker.poll_once()
         log.info("reconciled %d live sessions with the scheduler (%s)", stats.sessions,
                  "reachable" if stats.reachable else "UNREACHABLE: kept as unknown")
+        await self.ctx.frontend.start()
         self.ctx.frontend.rebuild(self.ctx.store.live())
         self.server = tornado.httpserver.HTTPServer(
             self.web, xheaders=False, max_body_size=max(cfg.limits.max_body_bytes * 4, 1024 * 1024)
@@ -97,6 +99,7 @@ class PvhpcApp:
 
     async def stop(self) -> None:
         await self.tracker.stop()
+        await self.ctx.frontend.stop()
         if self.server:
             self.server.stop()
             await self.server.close_all_connections()

@@ -27,6 +27,16 @@ class FrontEnd:
     def rebuild(self, records: Iterable[SessionRecord]) -> None:
         pass
 
+    def handlers(self, ctx) -> list:
+        """Extra Tornado routes this front end serves (the built-in proxy's websocket endpoint)."""
+        return []
+
+    async def start(self) -> None:
+        """Called once when the service starts, before rebuild (check paths, open connections)."""
+
+    async def stop(self) -> None:
+        pass
+
     def routable(self, record: SessionRecord) -> bool:
         """Ready, or last seen ready while the scheduler cannot be asked (its server is most likely still up)."""
         return bool(record.host and record.port) and record.state in ("ready", "unknown")
