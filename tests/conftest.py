@@ -82,3 +82,148 @@ def artifacts(request) -> Path:
 
 def run(coro):
     return asyncio.run(coro)
+
+
+class ServiceProcess:
+    """A real ``pvhpc serve`` in a child process, with a site config written for the test cluster."""
+
+    def __init__(self, directory: Path, config: dict):
+        import yaml
+
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.config_path = self.dir / "site.yaml"
+        self.config_path.write_text(yaml.safe_dump(config))
+        self.port = int(config["service"]["listen"].rsplit(":", 1)[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = None
+        self.log = self.dir / "service.log"
+
+    def start(self, timeout: float = 30) -> "ServiceProcess":
+        import subprocess
+        import sys
+        import time
+        import urllib.request
+
+        log = open(self.log, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pvhpc", "serve", "--config", str(self.config_path), "--log-level", "DEBUG"],
+            stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"pvhpc serve exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
+            try:
+                urllib.request.urlopen(self.url + "/api/v1/health", timeout=2).read()
+                return self
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"pvhpc serve did not answer within {timeout} s:\n{self.log.read_text()[-3000:]}")
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except Exception:
+                self.kill()
+
+    def client(self, **kwargs):
+        from pvhpc.client import Client
+
+        return Client(self.url, **kwargs)
+
+
+def site_config(cluster: LocalCluster, directory: Path, runtime: Path, **overrides) -> dict:
+    """A site config for the test cluster; ``overrides`` replace whole top-level sections or service keys."""
+    data_dir = directory / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = free_port_block(1)
+    config = {
+        "service": {
+            "listen": f"127.0.0.1:{port}",
+            "database": f"sqlite:///{directory / 'pvhpc.sqlite'}",
+            "job_output_dir": str(directory / "jobs"),
+            "poll_interval": 1,
+            "launcher_wait": 60,
+            "submit_grace": 20,
+        },
+        "scheduler": {"environment": cluster.environment(), "command_timeout": 20},
+        "runtime": {"pythonpath": str(runtime)},
+        "partitions": {
+            "gpu": {"gpu_type": "a100", "gpus": {"default": 1, "max": 2}, "walltime": {"default": 30, "max": 120}},
+            "cpu": {"walltime": {"default": 30, "max": 120}},
+        },
+        "applications": {"paraview": {"data_roots": [str(data_dir)], "start_timeout": 120}},
+    }
+    for key, value in overrides.items():
+        if key in config["service"]:
+            config["service"][key] = value
+        else:
+            config[key] = value
+    return config
+
+
+@pytest.fixture
+def service_factory(cluster, runtime_dir, tmp_path):
+    """Start real pvhpc services against the test cluster; all are stopped and their jobs cancelled after."""
+    started: list[ServiceProcess] = []
+
+    def make(name: str = "svc", **overrides) -> ServiceProcess:
+        directory = tmp_path / name
+        directory.mkdir(parents=True, exist_ok=True)
+        svc = ServiceProcess(directory, site_config(cluster, directory, runtime_dir, **overrides))
+        started.append(svc)
+        return svc
+
+    yield make
+    for svc in started:
+        svc.stop()
+    # No test may leave a job behind for the next one.
+    import subprocess
+
+    env = dict(os.environ, **cluster.environment())
+    jobs = subprocess.run(["squeue", "-h", "-o", "%i"], env=env, capture_output=True, text=True).stdout.split()
+    if jobs:
+        subprocess.run(["scancel", *jobs], env=env)
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory):
+    """A real PostgreSQL server of the test's own (Debian's postgresql), trust auth on loopback."""
+    import glob
+    import shutil
+    import subprocess
+
+    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not bins:
+        pytest.fail("PostgreSQL is not installed (install.sh installs Debian's postgresql)")
+    bindir = Path(bins[-1]).parent
+    base = Path(tempfile.mkdtemp(prefix="pvhpc-test-pg-"))
+    shutil.chown(base, "postgres")
+    data, port = base / "data", free_port_block(1)
+
+    def as_postgres(*argv):
+        return subprocess.run(["runuser", "-u", "postgres", "--", *map(str, argv)], capture_output=True, text=True,
+                              timeout=120)
+
+    if os.geteuid() == 0:
+        run_pg = as_postgres
+    else:
+        def run_pg(*argv):
+            return subprocess.run(list(map(str, argv)), capture_output=True, text=True, timeout=120)
+    proc = run_pg(bindir / "initdb", "-D", data, "--auth=trust", "-U", "postgres")
+    assert proc.returncode == 0, proc.stderr
+    proc = run_pg(bindir / "pg_ctl", "-D", data, "-l", base / "log", "-w", "-o",
+                  f"-p {port} -k {base} -c listen_addresses=127.0.0.1", "start")
+    assert proc.returncode == 0, proc.stderr + (base / "log").read_text()
+    proc = run_pg(bindir / "createdb", "-h", "127.0.0.1", "-p", port, "-U", "postgres", "pvhpc")
+    assert proc.returncode == 0, proc.stderr
+    yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/pvhpc"
+    run_pg(bindir / "pg_ctl", "-D", data, "-m", "fast", "stop")

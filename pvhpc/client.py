@@ -1,0 +1,115 @@
+"""Python client for a pvhpc service, for scripts and notebooks.
+
+    from pvhpc.client import Client
+    c = Client("https://viz.example.org", token="...")
+    s = c.create(application="paraview", partition="gpu", gpus=1)
+    s = c.wait(s["id"])                 # until ready or ended
+    print(s["sessionURL"], s["secret"])
+    c.cancel(s["id"])
+
+Standard library only, so it works wherever Python does. The service URL and
+token default to PVHPC_URL and PVHPC_TOKEN.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+from typing import Any, Iterator
+
+
+class ClientError(Exception):
+    """The service answered with an error. ``status`` is the HTTP status (0: no answer at all)."""
+
+    def __init__(self, status: int, message: str, field: str | None = None):
+        self.status, self.message, self.field = status, message, field
+        super().__init__(f"{message} (HTTP {status})" if status else message)
+
+
+class Client:
+    def __init__(self, url: str | None = None, token: str | None = None, headers: dict | None = None,
+                 timeout: float = 120):
+        url = url or os.environ.get("PVHPC_URL")
+        if not url:
+            raise ClientError(0, "no service URL: pass url= or set PVHPC_URL")
+        self.url = url.rstrip("/")
+        self.token = token if token is not None else os.environ.get("PVHPC_TOKEN")
+        self.headers = dict(headers or {})
+        self.timeout = timeout
+
+    # -- transport --------------------------------------------------------------
+    def _open(self, method: str, path: str, body: Any = None, timeout: float | None = None, raw: bytes | None = None):
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        headers = {"Accept": "application/json", **self.headers}
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+        if self.token:
+            headers["Authorization"] = f"token {self.token}"
+        request = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
+        try:
+            return urllib.request.urlopen(request, timeout=timeout or self.timeout)
+        except urllib.error.HTTPError as e:
+            text = e.read().decode(errors="replace")
+            try:
+                err = json.loads(text)
+                raise ClientError(e.code, err.get("error", text), err.get("field")) from None
+            except (ValueError, AttributeError):
+                raise ClientError(e.code, text[:300] or e.reason) from None
+        except (urllib.error.URLError, OSError) as e:
+            reason = getattr(e, "reason", e)
+            raise ClientError(0, f"cannot reach pvhpc at {self.url}: {reason}") from None
+
+    def request(self, method: str, path: str, body: Any = None, timeout: float | None = None,
+                raw: bytes | None = None) -> Any:
+        with self._open(method, path, body, timeout, raw) as response:
+            text = response.read().decode()
+            return json.loads(text) if text else None
+
+    # -- the ParaViewWeb launcher API ------------------------------------------
+    def launch(self, application: str, **fields) -> dict:
+        """POST /paraview/ like a ParaViewWeb client: returns the session once it is ready."""
+        return self.request("POST", "/paraview/", {"application": application, **fields})
+
+    # -- the native API ---------------------------------------------------------
+    def create(self, application: str, **fields) -> dict:
+        return self.request("POST", "/api/v1/sessions", {"application": application, **fields})
+
+    def get(self, session_id: str) -> dict:
+        return self.request("GET", f"/api/v1/sessions/{session_id}")
+
+    def list(self, state: str = "", all_users: bool = False) -> list[dict]:
+        query = "&".join(q for q in (f"state={state}" if state else "", "all=1" if all_users else "") if q)
+        return self.request("GET", "/api/v1/sessions" + (f"?{query}" if query else ""))["sessions"]
+
+    def cancel(self, session_id: str) -> dict:
+        return self.request("DELETE", f"/api/v1/sessions/{session_id}")
+
+    def partitions(self) -> dict:
+        return self.request("GET", "/api/v1/partitions")
+
+    def applications(self) -> list[dict]:
+        return self.request("GET", "/api/v1/applications")["applications"]
+
+    def events(self, session_id: str, timeout: float = 3600) -> Iterator[dict]:
+        """Each state of the session as it happens (server-sent events), ending when the session ends."""
+        with self._open("GET", f"/api/v1/sessions/{session_id}/events", timeout=timeout) as response:
+            data = []
+            for raw in response:
+                line = raw.decode().rstrip("\r\n")
+                if line.startswith("data:"):
+                    data.append(line[5:].strip())
+                elif not line and data:
+                    yield json.loads("\n".join(data))
+                    data = []
+
+    def wait(self, session_id: str, until: tuple[str, ...] = ("ready",), timeout: float = 3600) -> dict:
+        """Follow the session until it reaches one of ``until`` or ends; return it then."""
+        deadline = time.monotonic() + timeout
+        last = None
+        for last in self.events(session_id, timeout=timeout):
+            if last["state"] in until or last["state"] == "ended" or time.monotonic() > deadline:
+                return last
+        return last or self.get(session_id)

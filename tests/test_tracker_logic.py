@@ -1,0 +1,139 @@
+"""The tracker's decisions, with a scripted scheduler (pure logic; the real path is in test_launcher_e2e.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+
+from pvhpc import config
+from pvhpc.events import EventBus
+from pvhpc.scheduler import JobInfo, Scheduler, SchedulerUnavailable
+from pvhpc.sessions import SessionService
+from pvhpc.states import SessionState
+from pvhpc.store import Change, SessionRecord, Store, utcnow
+from pvhpc.tracker import Tracker
+
+S = SessionState
+
+
+class ScriptedScheduler(Scheduler):
+    def __init__(self):
+        self.jobs: dict[str, JobInfo] = {}
+        self.down = False
+        self.calls: list[tuple] = []
+        self.finished: dict[str, JobInfo] = {}
+
+    async def query(self, job_ids):
+        self.calls.append(("query", tuple(job_ids)))
+        if self.down:
+            raise SchedulerUnavailable("slurm_load_jobs error: Unable to contact slurm controller")
+        return {j: self.jobs[j] for j in job_ids if j in self.jobs}
+
+    async def find_by_name(self, names):
+        self.calls.append(("find_by_name", tuple(names)))
+        return {j.name: j for j in self.jobs.values() if j.name in names}
+
+    async def lookup_finished(self, job_id):
+        self.calls.append(("lookup_finished", job_id))
+        return self.finished.get(job_id)
+
+    async def cancel(self, job_id):
+        self.calls.append(("cancel", job_id))
+        self.jobs.pop(job_id, None)
+
+
+@pytest.fixture
+def world(tmp_path):
+    cfg = config.parse({"service": {"submit_grace": 60}, "scheduler": {"command_timeout": 5},
+                        "partitions": {"gpu": {}}, "applications": {"paraview": {"data_roots": [str(tmp_path)], "start_timeout": 30}}},
+                       "site.yaml")
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    store.open()
+    sched = ScriptedScheduler()
+    service = SessionService(cfg, store, sched, EventBus())
+    return store, sched, Tracker(cfg, store, sched, service)
+
+
+def add(store, i, state=S.QUEUED, job_id=None, **kw):
+    store.add(SessionRecord(id=f"s{i}", user="u", application="paraview", partition="gpu", gpus=0,
+                            walltime_minutes=60, request_key="k", state=S.SUBMITTING.value, detail="",
+                            job_name=f"pvhpc-{i}", secret="x", report_token_hash="h",
+                            created_at=kw.pop("created_at", utcnow())))
+    if state is not S.SUBMITTING:
+        store.change(f"s{i}", Change.to(state, "", job_id=job_id or str(1000 + i), **kw))
+
+
+def poll(tracker):
+    return asyncio.run(tracker.poll_once())
+
+
+def test_one_query_per_cycle_for_many_sessions(world):
+    store, sched, tracker = world
+    for i in range(300):
+        add(store, i)
+        sched.jobs[str(1000 + i)] = JobInfo(str(1000 + i), "PENDING", "Priority", name=f"pvhpc-{i}")
+    stats = poll(tracker)
+    assert stats.scheduler_calls == 1 and [c[0] for c in sched.calls] == ["query"]
+    assert len(sched.calls[0][1]) == 300
+    assert {r.detail for r in store.live()} == {"waiting behind jobs with higher priority"}
+
+
+def test_outage_keeps_sessions_as_unknown_and_recovers(world):
+    store, sched, tracker = world
+    add(store, 1, S.READY, host="n1", port=4000, node="gpu01")
+    add(store, 2, S.QUEUED)
+    sched.down = True
+    poll(tracker)
+    assert {r.id: r.state for r in store.live()} == {"s1": "unknown", "s2": "unknown"}
+    assert "cannot reach the scheduler" in store.get("s1").detail
+    poll(tracker)   # still down: nothing ends, nothing is asked twice
+    assert len(store.live()) == 2 and [c[0] for c in sched.calls] == ["query", "query"]
+    sched.down = False
+    sched.jobs = {"1001": JobInfo("1001", "RUNNING", nodes="gpu01"), "1002": JobInfo("1002", "PENDING", "Resources")}
+    poll(tracker)
+    assert {r.id: r.state for r in store.live()} == {"s1": "ready", "s2": "queued"}
+    assert store.get("s1").port == 4000
+
+
+def test_gone_job_is_looked_up_once_more_before_it_ends(world):
+    store, sched, tracker = world
+    add(store, 1, S.READY, host="n1", port=4000)
+    add(store, 2, S.QUEUED)
+    sched.finished["1001"] = JobInfo("1001", "TIMEOUT")
+    poll(tracker)
+    assert ("lookup_finished", "1001") in sched.calls and ("lookup_finished", "1002") in sched.calls
+    assert (store.get("s1").state, store.get("s1").end_reason) == ("ended", "walltime")
+    assert (store.get("s2").state, store.get("s2").end_reason) == ("ended", "lost")
+
+
+def test_finished_states_give_reasons(world):
+    store, sched, tracker = world
+    for i, state in enumerate(["CANCELLED", "NODE_FAIL", "COMPLETED", "OUT_OF_MEMORY", "FAILED"]):
+        add(store, i, S.STARTING)
+        sched.jobs[str(1000 + i)] = JobInfo(str(1000 + i), state)
+    poll(tracker)
+    assert [store.get(f"s{i}").end_reason for i in range(5)] == [
+        "cancelled_outside", "node_failure", "completed", "out_of_memory", "failed"]
+
+
+def test_start_timeout_cancels_the_job(world):
+    store, sched, tracker = world
+    add(store, 1, S.STARTING, running_since=utcnow() - timedelta(seconds=31))
+    sched.jobs["1001"] = JobInfo("1001", "RUNNING", nodes="gpu01")
+    poll(tracker)
+    assert store.get("s1").end_reason == "start_timeout" and ("cancel", "1001") in sched.calls
+
+
+def test_unanswered_submission_is_found_by_name_or_given_up(world):
+    store, sched, tracker = world
+    add(store, 1, S.SUBMITTING, created_at=utcnow() - timedelta(seconds=10))
+    add(store, 2, S.SUBMITTING, created_at=utcnow() - timedelta(seconds=61))
+    add(store, 3, S.SUBMITTING)   # just created: its sbatch may still be running
+    sched.jobs["555"] = JobInfo("555", "PENDING", "Resources", name="pvhpc-1")
+    poll(tracker)
+    assert [(c[0], sorted(c[1])) for c in sched.calls] == [("find_by_name", ["pvhpc-1", "pvhpc-2"])]
+    assert (store.get("s1").state, store.get("s1").job_id) == ("queued", "555")
+    assert store.get("s2").end_reason == "submit_failed"
+    assert store.get("s3").state == "submitting"
