@@ -12,6 +12,7 @@
 # is cancelled.
 
 set -u
+unset DISPLAY
 
 PVPYTHON={{ pvpython }}
 SERVER_SCRIPT={{ server_script }}
@@ -57,21 +58,35 @@ fail() {
 case "$RENDER_MODE" in
 xvfb)
     # A private display with its own cookie: other users on the node cannot attach to it.
+    # Display numbers are drawn at random from a wide range rather than taken lowest-free:
+    # a number another job has just given up may still be held by its dying X server.
     cookie=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
     export XAUTHORITY="$workdir/Xauthority"
-    touch "$XAUTHORITY"
-    touch "$workdir/Xserver-auth"
-    xauth -q -f "$workdir/Xserver-auth" add :0 . "$cookie"
-    Xvfb -displayfd 3 -auth "$workdir/Xserver-auth" -nolisten tcp -screen 0 1920x1080x24 \
-        3>"$workdir/display" >"$workdir/xvfb.log" 2>&1 &
-    child_pids+=($!)
-    for _ in $(seq 100); do
-        [ -s "$workdir/display" ] && break
-        kill -0 "${child_pids[0]}" 2>/dev/null || fail "Xvfb exited at start: $(tail -n 3 "$workdir/xvfb.log" | tr '\n' ' ')"
-        sleep 0.1
+    touch "$XAUTHORITY" "$workdir/Xserver-auth"
+    for _ in $(seq 20); do
+        n=$((RANDOM % 20000 + 1000))
+        [ -e "/tmp/.X$n-lock" ] || [ -e "/tmp/.X11-unix/X$n" ] && continue
+        xauth -q -f "$workdir/Xserver-auth" add ":$n" . "$cookie"
+        # -displayfd: Xvfb writes the number there once it accepts clients, not merely once its socket exists.
+        # -noreset: without it the server resets when its first client disconnects, and ParaView opens
+        # the display more than once at start; a connection made during the reset fails.
+        rm -f "$workdir/display"
+        Xvfb ":$n" -displayfd 3 -auth "$workdir/Xserver-auth" -nolisten tcp -noreset -screen 0 1920x1080x24 \
+            3>"$workdir/display" >"$workdir/xvfb.log" 2>&1 &
+        xvfb_pid=$!
+        for _ in $(seq 200); do
+            [ -s "$workdir/display" ] && break
+            kill -0 "$xvfb_pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        if kill -0 "$xvfb_pid" 2>/dev/null && [ -s "$workdir/display" ]; then
+            child_pids+=("$xvfb_pid")
+            export DISPLAY=":$n"
+            break
+        fi
+        kill "$xvfb_pid" 2>/dev/null
     done
-    [ -s "$workdir/display" ] || fail "Xvfb gave no display number within 10 s"
-    export DISPLAY=":$(tr -d '[:space:]' <"$workdir/display")"
+    [ -n "${DISPLAY:-}" ] || fail "could not start Xvfb: $(tail -n 3 "$workdir/xvfb.log" | tr '\n' ' ')"
     xauth -q add "$DISPLAY" . "$cookie"
     ;;
 egl | osmesa) ;; # offscreen builds of ParaView need no X server
@@ -92,7 +107,12 @@ else
     status=$?
     if [ "$status" -eq 1 ]; then
         wait "$server_pid"
-        fail "ParaViewWeb server exited (code $?) before it listened: $(tail -n 5 "$workdir/server.log" | tr '\n' ' ')"
+        code=$?
+        if [ "$RENDER_MODE" = xvfb ]; then
+            echo "pvhpc: Xvfb on $DISPLAY $(kill -0 "${child_pids[0]}" 2>/dev/null && echo runs || echo has exited); its log:"
+            cat "$workdir/xvfb.log"
+        fi
+        fail "ParaViewWeb server exited (code $code) before it listened: $(grep -m 3 -E 'ERR|Error|error' "$workdir/server.log" | tr '\n' ' ')"
     fi
     fail "ParaViewWeb server did not listen within $START_TIMEOUT s"
 fi

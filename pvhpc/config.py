@@ -106,7 +106,9 @@ class RuntimeConfig:
 @dataclass(frozen=True)
 class FrontendConfig:
     kind: str
-    session_url: str             # template with {id}, {host}, {port}; USE_HOSTNAME is kept for the JS client
+    session_url: str             # template with {id}, {host}, {port}; USE_HOST(NAME) is left for the JS client to fill in
+    map_file: Path | None = None  # apache: the RewriteMap file pvhpc keeps (frontends/proxymap.py)
+    map_group: str | None = None  # apache: the map file's group (Apache's), None keeps pvhpc's own
 
 
 @dataclass(frozen=True)
@@ -327,6 +329,43 @@ def _application(parent: _Section, name: str, partitions: dict[str, PartitionCon
     return app
 
 
+def _frontend(fe: _Section, service: ServiceConfig) -> FrontendConfig:
+    kind = fe.get("kind", "direct", _choice(FRONTENDS))
+    if kind == "direct":
+        default_url = "ws://{host}:{port}/ws"
+    elif kind == "builtin":
+        # The built-in proxy answers on pvhpc's own address, whatever port that is.
+        default_url = re.sub(r"^http", "ws", service.public_url) + "/proxy?sessionId={id}&path=ws"
+    else:
+        default_url = "ws://USE_HOST/proxy?sessionId={id}&path=ws"
+    session_url = fe.get("session_url", default_url, _text)
+    try:
+        session_url.format(id="x", host="h", port=1)
+    except (KeyError, IndexError, ValueError) as e:
+        raise fe.error("session_url", f"only {{id}}, {{host}} and {{port}} may be used ({e})") from None
+    map_file = map_group = None
+    if kind == "apache":
+        map_file = Path(fe.get("map_file", str(paths.state_dir() / "apache" / "session-map.txt"), _text))
+        if not map_file.is_absolute():
+            raise fe.error("map_file", f"{map_file} is not an absolute path")
+        map_group = fe.get("map_group", None, lambda v: _text(str(v)))
+        # The map is written while sessions change; a directory it cannot be written
+        # to must stop the service now, not fail the first session that becomes ready.
+        from .frontends.proxymap import ProxyMapError, ProxyMapFile
+
+        try:
+            ProxyMapFile(map_file, map_group).check()
+        except ProxyMapError as e:
+            raise fe.error("map_group" if e.about == "group" else "map_file", str(e)) from None
+    else:
+        for key in ("map_file", "map_group"):
+            if key in fe.data:
+                fe.get(key, None)
+                raise fe.error(key, f"is used only with kind: apache (this front end is {kind!r})")
+    fe.finish()
+    return FrontendConfig(kind=kind, session_url=session_url, map_file=map_file, map_group=map_group)
+
+
 def parse(data: Any, source: str = "<config>") -> SiteConfig:
     top = _Section(source, "", data)
 
@@ -386,15 +425,7 @@ def parse(data: Any, source: str = "<config>") -> SiteConfig:
     )
     lim.finish()
 
-    fe = top.section("frontend")
-    kind = fe.get("kind", "direct", _choice(FRONTENDS))
-    default_url = "ws://{host}:{port}/ws" if kind == "direct" else "ws://USE_HOSTNAME/proxy?sessionId={id}&path=ws"
-    frontend = FrontendConfig(kind=kind, session_url=fe.get("session_url", default_url, _text))
-    try:
-        frontend.session_url.format(id="x", host="h", port=1)
-    except (KeyError, IndexError, ValueError) as e:
-        raise fe.error("session_url", f"only {{id}}, {{host}} and {{port}} may be used ({e})") from None
-    fe.finish()
+    frontend = _frontend(top.section("frontend"), service)
 
     au = top.section("auth")
     auth = AuthConfig(

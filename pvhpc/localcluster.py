@@ -168,6 +168,7 @@ ReturnToService=2
 SlurmdParameters=config_overrides
 KillWait=5
 MinJobAge=300
+DefMemPerCPU=500
 SlurmdTimeout=30
 InactiveLimit=0
 GresTypes=gpu

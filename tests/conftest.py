@@ -93,7 +93,7 @@ class ServiceProcess:
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
         self.config_path = self.dir / "site.yaml"
-        self.config_path.write_text(yaml.safe_dump(config))
+        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         self.port = int(config["service"]["listen"].rsplit(":", 1)[1])
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = None
@@ -227,3 +227,93 @@ def postgres_url(tmp_path_factory):
     assert proc.returncode == 0, proc.stderr
     yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/pvhpc"
     run_pg(bindir / "pg_ctl", "-D", data, "-m", "fast", "stop")
+
+
+# -- a real Apache (Debian's apache2) for the front-end tests ----------------------------------------
+
+APACHE_GROUP = "www-data"   # the group Debian's Apache workers run as; the map file must be readable by it
+
+
+@pytest.fixture
+def apache_dir():
+    """A directory Apache's workers (group www-data) can read: pytest's tmp_path is private to root."""
+    import grp
+    import shutil
+
+    directory = Path(tempfile.mkdtemp(prefix="pvhpc-test-apache-"))
+    os.chown(directory, -1, grp.getgrnam(APACHE_GROUP).gr_gid)
+    directory.chmod(0o750)
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+class ApacheServer:
+    """Debian's apache2 in the foreground, with a standalone config rendered by pvhpc around one site file."""
+
+    def __init__(self, root: Path, site, binary: str = "/usr/sbin/apache2"):
+        from pvhpc import apacheconf
+
+        self.root, self.site, self.binary = root, site, binary
+        self.site_file = root / "pvhpc-site.conf"
+        self.site_file.write_text(apacheconf.render_site(site))
+        self.config = root / "httpd.conf"
+        self.config.write_text(apacheconf.render_standalone(
+            self.site_file, root, f"127.0.0.1:{site.listen_port}", tls=site.tls, group=APACHE_GROUP))
+        self.proc = None
+        scheme = "https" if site.tls else "http"
+        self.url = f"{scheme}://127.0.0.1:{site.listen_port}{site.prefix}"
+
+    def error_log(self) -> str:
+        path = self.root / "error.log"
+        return path.read_text(errors="replace")[-3000:] if path.exists() else "(no error.log)"
+
+    def start(self, timeout: float = 20) -> "ApacheServer":
+        import subprocess
+        import time
+
+        out = open(self.root / "stdout.log", "ab")
+        self.proc = subprocess.Popen([self.binary, "-f", str(self.config), "-DFOREGROUND"],
+                                     stdout=out, stderr=out, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"apache2 exited with {self.proc.returncode}:\n"
+                                   f"{(self.root / 'stdout.log').read_text()}\n{self.error_log()}")
+            try:
+                socket.create_connection(("127.0.0.1", self.site.listen_port), timeout=1).close()
+                return self
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"apache2 did not listen within {timeout} s:\n{self.error_log()}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()   # SIGTERM: the parent stops its workers and exits
+            try:
+                self.proc.wait(15)
+            except Exception:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture
+def apache_factory():
+    """Make real Apache servers for pvhpc.apacheconf.Site descriptions; each is stopped after the test."""
+    import shutil
+
+    started: list[ApacheServer] = []
+    roots: list[Path] = []
+
+    def make(site) -> ApacheServer:
+        root = Path(tempfile.mkdtemp(prefix="pvhpc-test-httpd-"))
+        root.chmod(0o755)
+        roots.append(root)
+        server = ApacheServer(root, site)
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        server.stop()
+    for root in roots:
+        shutil.rmtree(root, ignore_errors=True)

@@ -4,7 +4,16 @@ from .base import DirectFrontEnd, FrontEnd  # noqa: F401
 
 
 def make_frontend(config) -> FrontEnd:
-    kind = config.frontend.kind
-    if kind == "direct":
-        return DirectFrontEnd(config.frontend.session_url)
-    raise ValueError(f"front end {kind!r} is not available in this version")
+    fe = config.frontend
+    if fe.kind == "direct":
+        return DirectFrontEnd(fe.session_url)
+    if fe.kind == "apache":
+        from .apache import ApacheFrontEnd
+        from .proxymap import ProxyMapFile
+
+        return ApacheFrontEnd(fe.session_url, ProxyMapFile(fe.map_file, fe.map_group))
+    if fe.kind == "builtin":
+        from .builtin import BuiltinFrontEnd
+
+        return BuiltinFrontEnd(fe.session_url)
+    raise ValueError(f"front end {fe.kind!r} is not available in this version")

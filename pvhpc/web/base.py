@@ -20,8 +20,8 @@ log = logging.getLogger("pvhpc.web")
 
 
 class APIError(Exception):
-    def __init__(self, status: int, message: str, field: str | None = None):
-        self.status, self.message, self.field = status, message, field
+    def __init__(self, status: int, message: str, field: str | None = None, extra: dict | None = None):
+        self.status, self.message, self.field, self.extra = status, message, field, extra or {}
         super().__init__(message)
 
 
@@ -62,7 +62,7 @@ class JSONHandler(RequestHandler):
 
     def _handle_request_exception(self, e: BaseException) -> None:
         if isinstance(e, APIError):
-            return self.send_error_json(e.status, e.message, e.field)
+            return self.send_error_json(e.status, e.message, e.field, e.extra)
         if isinstance(e, RequestError):
             return self.send_error_json(e.status, e.message, e.field)
         if isinstance(e, ServiceError):
@@ -72,12 +72,12 @@ class JSONHandler(RequestHandler):
         log.exception("unexpected error in %s %s", self.request.method, self.request.path)
         return self.send_error_json(500, "internal error in pvhpc; the service log has the details")
 
-    def send_error_json(self, status: int, message: str, field: str | None = None) -> None:
+    def send_error_json(self, status: int, message: str, field: str | None = None, extra: dict | None = None) -> None:
         if self._finished:
             return
         self.clear()
         self.set_default_headers()
-        body = {"error": f"{field}: {message}" if field else message}
+        body = {"error": f"{field}: {message}" if field else message, **(extra or {})}
         if field:
             body["field"] = field
         self.set_status(status)

@@ -29,12 +29,14 @@ class LaunchHandler(JSONHandler):
         if record.state == S.READY.value:
             service.apply(record.id, Change.to(S.READY, record.detail, handed_out=True))
             return self.send(session_json(record, self.ctx.frontend))
+        about = {"id": record.id, "state": record.state, "detail": record.detail}
         if record.state == S.ENDED.value:
-            raise APIError(503, f"the session ended before it was ready: {record.detail}")
+            raise APIError(503, f"the session ended before it was ready: {record.detail}", extra=about)
         raise APIError(
             503,
-            f"session {record.id} is {record.state} ({record.detail}) after "
+            f"the session is {record.state} ({record.detail}) after "
             f"{self.ctx.config.service.launcher_wait:.0f} s; it is kept: repeat the same request to attach to it",
+            extra=about,
         )
 
 

@@ -1,0 +1,181 @@
+"""Apache configuration for a site: rendered from the templates in apache/, checked with ``apache2 -t``.
+
+``render_site`` makes the virtual host (for a Debian-style sites-available/);
+``render_standalone`` a complete server around it (its own ServerRoot, modules,
+Listen), which hosts without /etc/apache2 and pvhpc's tests run. ``check`` runs
+Apache's own configuration test on either and returns what Apache said.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "apache"
+MODULES_DIR = Path("/usr/lib/apache2/modules")   # Debian's; other systems: --modules-dir
+BINARIES = ("apache2", "httpd")
+# What the site file uses, in load order; ssl only with TLS.
+MODULES = ("mpm_event", "authz_core", "authz_host", "authz_user", "authn_core", "authn_file", "auth_basic",
+           "headers", "rewrite", "proxy", "proxy_http", "proxy_wstunnel")
+TLS_MODULES = ("socache_shmcb", "ssl")
+
+HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,253}[A-Za-z0-9])?$")
+PREFIX = re.compile(r"^(/[A-Za-z0-9_.~-]+)+$")
+SERVICE_URL = re.compile(r"^https?://[A-Za-z0-9.:\[\]-]+(/[A-Za-z0-9_.~/-]*)?$")
+SAFE_PATH = re.compile(r'^/[^\s"\\]*$')   # a path Apache reads unquoted in "txt:PATH" and quoted elsewhere
+
+
+class ApacheConfigError(ValueError):
+    """An option that cannot make a working configuration; the message names the option."""
+
+
+@dataclass(frozen=True)
+class Site:
+    server_name: str
+    map_file: Path
+    service_url: str
+    port: int | None = None          # default: 443 with TLS, 80 without
+    prefix: str = ""                 # e.g. /viz: everything pvhpc serves lives under it
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    auth_include: Path | None = None   # Apache directives that authenticate users (AuthType ... Require ...)
+    ws_idle_timeout: int = 3600
+    http_timeout: int = 300
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+    @property
+    def listen_port(self) -> int:
+        return self.port or (443 if self.tls else 80)
+
+    @property
+    def public_url(self) -> str:
+        scheme, default = ("https", 443) if self.tls else ("http", 80)
+        port = "" if self.listen_port == default else f":{self.listen_port}"
+        return f"{scheme}://{self.server_name}{port}{self.prefix}"
+
+    @property
+    def session_url(self) -> str:
+        # USE_HOST, not USE_HOSTNAME: the JS client puts the page's host *with* its port there.
+        return f"{'wss' if self.tls else 'ws'}://USE_HOST{self.prefix}/proxy?sessionId={{id}}&path=ws"
+
+    def validate(self) -> "Site":
+        if not HOSTNAME.match(self.server_name):
+            raise ApacheConfigError(f"--server-name: {self.server_name!r} is not a host name")
+        if not SAFE_PATH.match(str(self.map_file)):
+            raise ApacheConfigError(f"--map-file: {self.map_file} must be an absolute path without spaces or quotes")
+        if not SERVICE_URL.match(self.service_url):
+            raise ApacheConfigError(f"--service-url: {self.service_url!r} is not an http(s) URL such as "
+                                    "http://127.0.0.1:8480")
+        if self.prefix and not PREFIX.match(self.prefix):
+            raise ApacheConfigError(f"--prefix: {self.prefix!r} must look like /viz (a leading slash, no trailing one)")
+        if not 0 < self.listen_port < 65536:
+            raise ApacheConfigError(f"--listen: {self.listen_port} is not a port")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ApacheConfigError("--tls-cert and --tls-key go together")
+        for option, path in (("--tls-cert", self.tls_cert), ("--tls-key", self.tls_key),
+                             ("--auth-include", self.auth_include)):
+            if path is not None and not SAFE_PATH.match(str(path)):
+                raise ApacheConfigError(f"{option}: {path} must be an absolute path without spaces or quotes")
+        return self
+
+
+def _fill(template: str, values: dict[str, str]) -> str:
+    text = (TEMPLATES / template).read_text()
+    for key, value in values.items():
+        text = text.replace(f"@{key}@", value)
+    left = re.findall(r"@[A-Z_]+@", text)
+    if left:
+        raise RuntimeError(f"apache/{template}: no value for {', '.join(sorted(set(left)))}")
+    return text
+
+
+def render_site(site: Site) -> str:
+    site.validate()
+    tls = _fill("tls.conf.in", {"TLS_CERT": str(site.tls_cert), "TLS_KEY": str(site.tls_key)}) if site.tls else ""
+    if site.auth_include:
+        auth = f'        Include "{site.auth_include}"'
+    else:
+        auth = ("        # No authentication here: with auth.kind header pvhpc then refuses every request (401).\n"
+                "        # Put the site's directives in a file and render with --auth-include FILE, e.g.\n"
+                "        #   AuthType Basic / AuthName pvhpc / AuthUserFile ... / Require valid-user")
+    return _fill("site.conf.in", {
+        "SERVER_NAME": site.server_name, "PORT": str(site.listen_port), "PREFIX": site.prefix,
+        "MAP_FILE": str(site.map_file), "SERVICE_URL": site.service_url.rstrip("/"),
+        "SESSION_URL": site.session_url, "PUBLIC_URL": site.public_url, "TLS": tls, "AUTH": auth,
+        "SSL_MODULE": " ssl" if site.tls else "",
+        "WS_IDLE_TIMEOUT": str(site.ws_idle_timeout), "HTTP_TIMEOUT": str(site.http_timeout),
+    })
+
+
+def module_lines(tls: bool, modules_dir: Path = MODULES_DIR) -> str:
+    names = MODULES + (TLS_MODULES if tls else ())
+    return "\n".join(f"LoadModule {name}_module {modules_dir / f'mod_{name}.so'}" for name in names)
+
+
+def render_standalone(site_file: Path, server_root: Path, listen: str, server_name: str = "localhost",
+                      tls: bool = False, modules_dir: Path = MODULES_DIR,
+                      user: str = "www-data", group: str = "www-data") -> str:
+    for option, path in (("--standalone", server_root), ("site file", site_file)):
+        if not SAFE_PATH.match(str(path)):
+            raise ApacheConfigError(f"{option}: {path} must be an absolute path without spaces or quotes")
+    return _fill("standalone.conf.in", {
+        "SERVER_ROOT": str(server_root), "SITE_FILE": str(site_file), "LISTEN": listen,
+        "SERVER_NAME": server_name, "MODULES": module_lines(tls, modules_dir), "RUN_USER": user, "RUN_GROUP": group,
+    })
+
+
+def apache_binary(explicit: str | None = None) -> str:
+    if explicit:
+        return explicit
+    for name in BINARIES:
+        found = shutil.which(name) or (f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists() else None)
+        if found:
+            return found
+    raise FileNotFoundError("no Apache httpd found (looked for apache2 and httpd); install apache2 or pass --apache")
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    ok: bool
+    command: list[str]
+    output: str          # what Apache printed
+    hint: str = ""       # what to do about a failure pvhpc recognises
+
+
+def is_standalone(text: str) -> bool:
+    return re.search(r"^\s*ServerRoot\s", text, re.MULTILINE) is not None
+
+
+def check(config_file: Path, binary: str | None = None, modules_dir: Path = MODULES_DIR) -> CheckResult:
+    """Apache's configuration test on a standalone config, or on a site file inside a minimal server."""
+    config_file = Path(config_file).resolve()
+    text = config_file.read_text()
+    exe = apache_binary(binary)
+    with tempfile.TemporaryDirectory(prefix="pvhpc-apache-check-") as tmp:
+        target = config_file
+        if not is_standalone(text):
+            target = Path(tmp) / "httpd.conf"
+            target.write_text(render_standalone(config_file, Path(tmp), "127.0.0.1:80",
+                                                tls="SSLEngine" in text, modules_dir=modules_dir))
+        command = [exe, "-t", "-f", str(target)]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    output = (done.stdout + done.stderr).strip()
+    ok = done.returncode == 0
+    return CheckResult(ok, command, output, "" if ok else _hint(output))
+
+
+def _hint(output: str) -> str:
+    if re.search(r"file for map \S* ?not found", output):
+        return ("the map file does not exist yet: start pvhpc first (it writes the map at start), "
+                "or create an empty one with the mode and group from docs/apache.md")
+    if "Invalid command" in output:
+        return "a module the configuration needs is not loaded (Debian: a2enmod rewrite proxy proxy_http " \
+               "proxy_wstunnel headers, and ssl for TLS)"
+    return ""

@@ -1,0 +1,71 @@
+"""The Apache front end: clients reach sessions through Apache's /proxy URL; pvhpc keeps its map file.
+
+Apache's part is the configuration in apache/ (``pvhpc apache render``); this
+part keeps the RewriteMap file equal to the set of routable sessions. The file
+is rewritten only when that set changes, not on every state detail.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Iterable
+
+from tornado.ioloop import PeriodicCallback
+
+from ..store import SessionRecord
+from .base import FrontEnd
+from .proxymap import ProxyMapError, ProxyMapFile
+from .routes import RouteTable
+
+log = logging.getLogger("pvhpc.frontends.apache")
+RETRY_SECONDS = 5
+
+
+class FrontEndError(Exception):
+    """A front end cannot start (the message says what to fix)."""
+
+
+class ApacheFrontEnd(FrontEnd):
+    def __init__(self, session_url: str, map_file: ProxyMapFile):
+        super().__init__(session_url)
+        self.map_file = map_file
+        self.routes = RouteTable(self.routable)
+        self._stale = False    # the last write failed: the file lags the table
+        self._retry: PeriodicCallback | None = None
+
+    async def start(self) -> None:
+        try:
+            self.map_file.check()
+        except ProxyMapError as e:
+            raise FrontEndError(f"frontend.map_file {self.map_file.path}: {e}") from None
+        # A failed write is retried even if no session changes after it.
+        self._retry = PeriodicCallback(self._write_if_stale, RETRY_SECONDS * 1000)
+        self._retry.start()
+
+    async def stop(self) -> None:
+        # The file stays: sessions that outlive this process stay reachable, and
+        # the next start rebuilds it from the store.
+        if self._retry:
+            self._retry.stop()
+
+    def rebuild(self, records: Iterable[SessionRecord]) -> None:
+        self.routes.reset(records)
+        self._write()
+
+    def update(self, record: SessionRecord) -> None:
+        if self.routes.apply(record) or self._stale:
+            self._write()
+
+    def _write_if_stale(self) -> None:
+        if self._stale:
+            self._write()
+
+    def _write(self) -> None:
+        # Called from the event bus inside a state change: a full disk must not
+        # fail the change itself. The next change tries again.
+        try:
+            self.map_file.write(self.routes.targets())
+            self._stale = False
+        except (OSError, ProxyMapError) as e:
+            self._stale = True
+            log.error("could not write the proxy map %s (%d sessions): %s", self.map_file.path, len(self.routes), e)

@@ -1,0 +1,162 @@
+"""The built-in front end: pvhpc's own Tornado server proxies session websockets.
+
+For sites without Apache, and the embedded default. It answers at the same URL
+as Apache's front end, ``/proxy?sessionId=<id>&path=<path>``, so a client cannot
+tell which one it talks to. It checks more than Apache can: the session must be
+routable *and* belong to the user making the request (or the user is staff);
+any other id is answered 404 before the upgrade, as if it did not exist.
+When a session stops being routable its open connections are closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from typing import Iterable
+
+from tornado.httpclient import HTTPClientError, HTTPRequest
+from tornado.websocket import (
+    WebSocketClientConnection, WebSocketClosedError, WebSocketError, WebSocketHandler, websocket_connect,
+)
+
+from ..store import SessionRecord
+from .base import FrontEnd
+from .routes import SESSION_ID, Route, RouteTable
+
+log = logging.getLogger("pvhpc.frontends.builtin")
+
+PATH = re.compile(r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")   # no dots: nothing but the server's own paths
+MAX_MESSAGE = 64 * 1024 * 1024   # a full-resolution image frame fits with room to spare
+CONNECT_TIMEOUT = 15
+SESSION_GONE = (1001, "the session ended")
+
+
+class BuiltinFrontEnd(FrontEnd):
+    def __init__(self, session_url: str):
+        super().__init__(session_url)
+        self.routes = RouteTable(self.routable)
+        self.connections: dict[str, set[SessionProxyHandler]] = {}
+
+    def update(self, record: SessionRecord) -> None:
+        # A changed route (ended, or moved after a requeue) leaves the old server: drop its connections.
+        if self.routes.apply(record):
+            self._close_connections(record.id)
+
+    def rebuild(self, records: Iterable[SessionRecord]) -> None:
+        self.routes.reset(records)
+        for session_id in list(self.connections):
+            if self.routes.get(session_id) is None:
+                self._close_connections(session_id)
+
+    def handlers(self, ctx) -> list:
+        return [(r"/proxy", SessionProxyHandler, {"frontend": self, "auth": ctx.auth})]
+
+    async def stop(self) -> None:
+        for session_id in list(self.connections):
+            self._close_connections(session_id)
+
+    def opened(self, handler: "SessionProxyHandler") -> None:
+        self.connections.setdefault(handler.route.session_id, set()).add(handler)
+
+    def closed(self, handler: "SessionProxyHandler") -> None:
+        handlers = self.connections.get(handler.route.session_id)
+        if handlers is not None:
+            handlers.discard(handler)
+            if not handlers:
+                del self.connections[handler.route.session_id]
+
+    def _close_connections(self, session_id: str) -> None:
+        for handler in list(self.connections.pop(session_id, ())):
+            handler.close(*SESSION_GONE)
+
+
+class SessionProxyHandler(WebSocketHandler):
+    """One client websocket, joined to one websocket on the session's server; frames pass unchanged."""
+
+    def initialize(self, frontend: BuiltinFrontEnd, auth) -> None:
+        self.frontend = frontend
+        self.auth = auth
+        self.route: Route | None = None
+        self.upstream: WebSocketClientConnection | None = None
+        self._pump: asyncio.Task | None = None
+
+    @property
+    def max_message_size(self) -> int:
+        return MAX_MESSAGE
+
+    async def get(self, *args, **kwargs) -> None:
+        session_id = self.get_query_argument("sessionId", "")
+        path = self.get_query_argument("path", "ws")
+        route = self._own_route(session_id)
+        if route is None:
+            return self._refuse(404, "no such session")
+        if not PATH.match(path):
+            return self._refuse(400, f"path {path!r} is not a server path")
+        if self.request.headers.get("Upgrade", "").lower() != "websocket":
+            return self._refuse(400, "this URL takes websocket connections only")
+        try:
+            request = HTTPRequest(f"ws://{route.target}/{path}", connect_timeout=CONNECT_TIMEOUT,
+                                  request_timeout=CONNECT_TIMEOUT)
+            self.upstream = await websocket_connect(request, max_message_size=MAX_MESSAGE)
+        except (OSError, HTTPClientError, WebSocketError, asyncio.TimeoutError) as e:
+            log.warning("session %s… does not answer at %s: %s", session_id[:6], route.target, e)
+            return self._refuse(502, "the session's server does not answer")
+        if self.frontend.routes.get(session_id) != route:
+            self.upstream.close(*SESSION_GONE)   # it ended while we connected
+            return self._refuse(404, "no such session")
+        self.route = route
+        await super().get(*args, **kwargs)
+        if self.ws_connection is None or self._pump is None:
+            self.upstream.close()   # the upgrade itself was refused (bad headers, foreign origin)
+
+    def open(self, *args, **kwargs) -> None:
+        self.frontend.opened(self)
+        self._pump = asyncio.ensure_future(self._from_server())
+
+    async def on_message(self, message) -> None:
+        # Awaited by Tornado before it reads the next frame: a slow server slows the client down.
+        try:
+            await self.upstream.write_message(message, binary=isinstance(message, bytes))
+        except WebSocketClosedError:
+            self.close(1011, "the session's server went away")
+
+    async def _from_server(self) -> None:
+        while True:
+            message = await self.upstream.read_message()
+            if message is None:
+                break
+            try:
+                await self.write_message(message, binary=isinstance(message, bytes))
+            except WebSocketClosedError:
+                return
+        self.close(*_passable(self.upstream.close_code, self.upstream.close_reason))
+
+    def on_close(self) -> None:
+        if self.route is not None:
+            self.frontend.closed(self)
+        if self.upstream is not None:
+            self.upstream.close(*_passable(self.close_code, self.close_reason))
+
+    def _own_route(self, session_id: str) -> Route | None:
+        """The session's route if it is routable and the caller's own; an unknown id and another user's look alike."""
+        route = self.frontend.routes.get(session_id) if SESSION_ID.match(session_id) else None
+        if route is None:
+            return None
+        user = self.auth.user(self.request)
+        if user is None or (user != route.user and not self.auth.is_staff(user)):
+            return None
+        return route
+
+    def _refuse(self, status: int, message: str) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.finish(json.dumps({"error": message}))
+
+
+def _passable(code: int | None, reason: str | None) -> tuple:
+    """A close code one side gave, if it may be sent on to the other (1005, 1006, 1015 only describe, never travel)."""
+    if code is not None and (1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999):
+        return code, reason
+    return (1000, None) if code is None else (1011, "the other side closed abnormally")

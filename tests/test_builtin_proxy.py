@@ -1,0 +1,157 @@
+"""The built-in proxy's mechanics against a real websocket server on this machine (no cluster needed).
+
+The upstream here is a small Tornado websocket server, so the proxy can be
+watched doing what a ParaViewWeb server cannot show on demand: binary frames,
+close codes, and a session that ends while its server is still up (the real
+flow is in test_frontends.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import tornado.web
+from tornado.httpclient import HTTPClientError
+from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
+from tornado.websocket import WebSocketHandler, websocket_connect
+
+from pvhpc.auth import make_authenticator
+from pvhpc.config import AuthConfig
+from pvhpc.frontends.builtin import BuiltinFrontEnd
+from pvhpc.store import SessionRecord
+
+
+class Upstream(WebSocketHandler):
+    """Echoes every frame as it came (text or binary); "close:<code>" makes it close with that code."""
+
+    closed: list = []
+
+    def on_message(self, message):
+        if isinstance(message, str) and message.startswith("close:"):
+            self.close(int(message[6:]), "asked to")
+        else:
+            self.write_message(message, binary=isinstance(message, bytes))
+
+    def on_close(self):
+        Upstream.closed.append(self.close_code)
+
+
+def record(sid, port, state="ready", user="alice") -> SessionRecord:
+    return SessionRecord(id=sid, user=user, state=state, host="127.0.0.1", port=port)
+
+
+class Rig:
+    def __init__(self, staff=()):
+        self.frontend = BuiltinFrontEnd("unused")
+        auth = make_authenticator(AuthConfig("local", "alice", "X-Remote-User", ("127.0.0.1",), tuple(staff)))
+        ctx = type("Ctx", (), {"auth": auth})()
+        upstream_sockets = bind_sockets(0, "127.0.0.1")
+        proxy_sockets = bind_sockets(0, "127.0.0.1")
+        self.upstream_port = upstream_sockets[0].getsockname()[1]
+        self.port = proxy_sockets[0].getsockname()[1]
+        self.servers = [HTTPServer(tornado.web.Application([(r"/ws", Upstream)])),
+                        HTTPServer(tornado.web.Application(self.frontend.handlers(ctx)))]
+        self.servers[0].add_sockets(upstream_sockets)
+        self.servers[1].add_sockets(proxy_sockets)
+        Upstream.closed = []
+
+    def url(self, sid, path="ws"):
+        return f"ws://127.0.0.1:{self.port}/proxy?sessionId={sid}&path={path}"
+
+    async def refused(self, sid, path="ws"):
+        try:
+            conn = await websocket_connect(self.url(sid, path))
+        except HTTPClientError as e:
+            return e.code, json.loads(e.response.body)["error"] if e.response and e.response.body else ""
+        conn.close()
+        return 101, ""
+
+    def stop(self):
+        for s in self.servers:
+            s.stop()
+
+
+def run(coro_fn, **kwargs):
+    async def go():
+        rig = Rig(**kwargs)
+        try:
+            return await coro_fn(rig)
+        finally:
+            rig.stop()
+    return asyncio.run(go())
+
+
+def test_text_and_binary_frames_pass_both_ways_unchanged():
+    async def go(rig):
+        rig.frontend.rebuild([record("s1", rig.upstream_port)])
+        conn = await websocket_connect(rig.url("s1"), max_message_size=64 << 20)
+        big = bytes(range(256)) * (20 * 1024)   # 5 MiB: a large image frame
+        for message in ("hello", b"\x00\x01binary\xff", big, '{"wslink": "1.0"}'):
+            await conn.write_message(message, binary=isinstance(message, bytes))
+            assert await conn.read_message() == message
+        conn.close()
+    run(go)
+
+
+def test_unknown_unready_and_other_users_sessions_are_refused_before_the_upgrade():
+    async def go(rig):
+        rig.frontend.rebuild([record("mine", rig.upstream_port), record("queued", None, state="queued"),
+                              record("bobs", rig.upstream_port, user="bob")])
+        assert await rig.refused("nope") == (404, "no such session")
+        assert await rig.refused("queued") == (404, "no such session")
+        assert await rig.refused("bobs") == (404, "no such session")   # looks exactly like an unknown id
+        assert (await rig.refused("mine", "../admin"))[0] == 400
+        assert (await rig.refused("mine"))[0] == 101
+    run(go)
+
+
+def test_staff_may_reach_any_session():
+    async def go(rig):
+        rig.frontend.rebuild([record("bobs", rig.upstream_port, user="bob")])
+        assert (await rig.refused("bobs"))[0] == 101
+    run(go, staff=("alice",))
+
+
+def test_a_session_that_ends_has_its_connections_closed_while_its_server_still_runs():
+    async def go(rig):
+        rig.frontend.rebuild([record("s1", rig.upstream_port)])
+        conn = await websocket_connect(rig.url("s1"))
+        await conn.write_message("ping")
+        assert await conn.read_message() == "ping"
+        rig.frontend.update(record("s1", rig.upstream_port, state="ended"))
+        assert await asyncio.wait_for(conn.read_message(), 2) is None
+        assert conn.close_code == 1001 and conn.close_reason == "the session ended"
+        await asyncio.sleep(0.2)
+        assert Upstream.closed, "the connection to the server was left open"
+        assert rig.frontend.connections == {}
+        assert (await rig.refused("s1"))[0] == 404
+    run(go)
+
+
+def test_close_codes_travel_and_a_client_close_reaches_the_server():
+    async def go(rig):
+        rig.frontend.rebuild([record("s1", rig.upstream_port)])
+        conn = await websocket_connect(rig.url("s1"))
+        await conn.write_message("close:4001")
+        assert await asyncio.wait_for(conn.read_message(), 2) is None
+        assert conn.close_code == 4001
+        conn = await websocket_connect(rig.url("s1"))
+        conn.close(4002, "bye")
+        for _ in range(40):
+            if 4002 in Upstream.closed:
+                break
+            await asyncio.sleep(0.05)
+        assert 4002 in Upstream.closed
+    run(go)
+
+
+def test_a_server_that_does_not_answer_gives_502():
+    async def go(rig):
+        dead = bind_sockets(0, "127.0.0.1")
+        port = dead[0].getsockname()[1]
+        dead[0].close()
+        rig.frontend.rebuild([record("s1", port)])
+        assert (await rig.refused("s1"))[0] == 502
+    run(go)

@@ -1,0 +1,247 @@
+"""The Apache and built-in front ends with real parts: Debian's apache2, a real pvhpc service, real sessions.
+
+Both answer the same URL, /proxy?sessionId=<id>&path=ws; a client follows the
+sessionURL the launcher gives it, replacing USE_HOSTNAME/USE_HOST as the
+ParaViewWeb JS client does, and cannot tell which front end it talks to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import grp
+import os
+import secrets
+import ssl
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from tornado.httpclient import HTTPClientError, HTTPRequest
+from tornado.websocket import websocket_connect
+
+from pvhpc import apacheconf
+from pvhpc.cli import main as pvhpc_main
+from pvhpc.client import Client, ClientError
+from pvhpc.frontends.proxymap import ProxyMapFile
+from pvhpc.wslink_client import WslinkClient
+
+from .conftest import free_port_block
+from .helpers import foreground_fraction
+
+USER, PASSWORD = "alice", "pvhpc-test-password"
+BASIC = {"Authorization": "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()}
+
+
+def as_js_client(session_url: str, page_host: str) -> str:
+    """What wslink's SmartConnect does to a sessionURL before it connects (hostname first, then host:port)."""
+    return session_url.replace("USE_HOSTNAME", page_host.split(":")[0]).replace("USE_HOST", page_host)
+
+
+async def render_through(url: str, secret: str, headers: dict | None = None, ca_file: Path | None = None) -> bytes:
+    if ca_file is None:
+        client = await WslinkClient.connect(url, secret, headers=headers)
+    else:   # wss:// with the test's own certificate authority
+        conn = await websocket_connect(HTTPRequest(url, headers=headers, ca_certs=str(ca_file)))
+        client = WslinkClient(conn)
+        await client.call("wslink.hello", [{"secret": secret}], system=True)
+    try:
+        await client.create_source("Sphere")
+        return await client.render((400, 300))
+    finally:
+        client.close()
+
+
+async def refused_status(url: str, headers: dict | None = None, ca_file: Path | None = None) -> int:
+    """The HTTP status a websocket upgrade to ``url`` is answered with (it must not succeed)."""
+    try:
+        conn = await websocket_connect(HTTPRequest(url, headers=headers, ca_certs=ca_file and str(ca_file),
+                                                   connect_timeout=10, request_timeout=10))
+    except HTTPClientError as e:
+        return e.code
+    conn.close()
+    raise AssertionError(f"{url} accepted a websocket")
+
+
+class _trusting:
+    """urllib (pvhpc.client) trusts ``cert`` while inside: the test's self-signed certificate."""
+
+    def __init__(self, cert: Path):
+        self.context = ssl.create_default_context(cafile=str(cert))
+
+    def __enter__(self):
+        import urllib.request
+
+        self.opener = urllib.request._opener
+        urllib.request.install_opener(urllib.request.build_opener(urllib.request.HTTPSHandler(context=self.context)))
+
+    def __exit__(self, *exc):
+        import urllib.request
+
+        urllib.request._opener = self.opener
+
+
+def proxy_url_shape(session_url: str, session_id: str) -> str:
+    return session_url.split("/proxy", 1)[1].replace(session_id, "<id>")
+
+
+# -- rendering and checking the configuration ---------------------------------------------------------
+
+def make_cert(directory: Path) -> tuple[Path, Path]:
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    return cert, key
+
+
+@pytest.mark.apache
+def test_every_variant_passes_apaches_configuration_test(apache_dir, capsys):
+    map_file = apache_dir / "map.txt"
+    ProxyMapFile(map_file).write({})
+    cert, key = make_cert(apache_dir)
+    auth = apache_dir / "auth.conf"
+    auth.write_text(f"AuthType Basic\nAuthName pvhpc\nAuthUserFile {apache_dir}/users\nRequire valid-user\n")
+    variants = {
+        "plain": [],
+        "tls": ["--tls-cert", str(cert), "--tls-key", str(key)],
+        "prefix": ["--prefix", "/viz", "--listen", "8080"],
+        "all": ["--tls-cert", str(cert), "--tls-key", str(key), "--prefix", "/viz", "--auth-include", str(auth)],
+    }
+    for name, extra in variants.items():
+        out = apache_dir / f"{name}.conf"
+        assert pvhpc_main(["apache", "render", "--server-name", "viz.example.org", "--map-file", str(map_file),
+                           "--service-url", "http://127.0.0.1:8480", "-o", str(out), *extra]) == 0
+        assert pvhpc_main(["apache", "check", str(out)]) == 0, capsys.readouterr().err
+        assert "configuration test passed" in capsys.readouterr().out
+    text = (apache_dir / "all.conf").read_text()
+    assert 'session_url: "wss://USE_HOST/viz/proxy?sessionId={id}&path=ws"' in text
+    assert "RewriteRule ^/viz/proxy$ ws://%1/%2 [P,L,QSD]" in text and "SSLEngine on" in text
+
+
+@pytest.mark.apache
+def test_check_reports_apaches_own_complaint_and_what_to_do(apache_dir, capsys):
+    good = apache_dir / "site.conf"
+    assert pvhpc_main(["apache", "render", "--server-name", "viz.example.org", "--map-file",
+                       str(apache_dir / "not-yet.txt"), "--service-url", "http://127.0.0.1:8480", "-o", str(good)]) == 0
+    capsys.readouterr()
+    assert pvhpc_main(["apache", "check", str(good)]) == 1
+    err = capsys.readouterr().err
+    assert f"{good} FAILS Apache's configuration test" in err
+    assert "RewriteMap: file for map session-to-port not found" in err     # Apache's own words
+    assert "hint: the map file does not exist yet: start pvhpc first" in err
+
+    broken = apache_dir / "broken.conf"
+    ProxyMapFile(apache_dir / "map.txt").write({})
+    broken.write_text(good.read_text().replace("not-yet.txt", "map.txt").replace("RewriteEngine On", "RewriteEngin On"))
+    assert pvhpc_main(["apache", "check", str(broken)]) == 1
+    err = capsys.readouterr().err
+    assert "Invalid command 'RewriteEngin'" in err and f"of {broken}" in err
+
+    assert pvhpc_main(["apache", "render", "--server-name", "bad name", "--map-file", "/m",
+                       "--service-url", "http://x"]) == 2
+    assert "--server-name: 'bad name' is not a host name" in capsys.readouterr().err
+
+
+# -- a real session through each front end -----------------------------------------------------------
+
+@pytest.mark.cluster
+@pytest.mark.apache
+def test_session_through_apache_renders_and_is_gone_after_delete(service_factory, apache_factory, apache_dir,
+                                                                   artifacts):
+    map_file = apache_dir / "session-map.txt"
+    users = apache_dir / "users"
+    subprocess.run(["htpasswd", "-bc", str(users), USER, PASSWORD], check=True, capture_output=True)
+    os.chown(users, -1, grp.getgrnam("www-data").gr_gid)
+    users.chmod(0o640)
+    auth = apache_dir / "auth.conf"
+    auth.write_text(f"AuthType Basic\nAuthName pvhpc\nAuthUserFile {users}\nRequire valid-user\n")
+    port = free_port_block(1)
+    site = apacheconf.Site("localhost", map_file, "http://127.0.0.1:1", port=port, auth_include=auth)
+
+    svc = service_factory("apache", frontend={"kind": "apache", "map_file": str(map_file), "map_group": "www-data",
+                                              "session_url": site.session_url},
+                          auth={"kind": "header", "header": "X-Remote-User"})
+    site = apacheconf.Site("localhost", map_file, svc.url, port=port, auth_include=auth)
+    svc.start()
+    # pvhpc writes the (empty) map at start, with the mode and group Apache's workers need.
+    st = map_file.stat()
+    assert stat.S_IMODE(st.st_mode) == 0o640 and st.st_gid == grp.getgrnam("www-data").gr_gid
+    apache = apache_factory(site).start()
+    page_host = f"127.0.0.1:{port}"
+
+    # Without Apache's authentication nothing reaches pvhpc; a forged identity header is dropped.
+    with pytest.raises(ClientError) as e:
+        Client(apache.url, headers={"X-Remote-User": USER}).launch("paraview")
+    assert e.value.status == 401
+    client = Client(apache.url, headers={**BASIC, "X-Remote-User": "mallory"})
+    session = client.launch("paraview", partition="cpu")
+    assert session["state"] == "ready" and session["user"] == USER
+    sid = session["id"]
+    assert ProxyMapFile(map_file).read() == {sid: f"{session['host']}:{session['port']}"}
+    assert proxy_url_shape(session["sessionURL"], sid) == "?sessionId=<id>&path=ws"
+
+    url = as_js_client(session["sessionURL"], page_host)
+    assert url == f"ws://{page_host}/proxy?sessionId={sid}&path=ws"
+    image = asyncio.run(render_through(url, session["secret"], BASIC))
+    (artifacts / "through-apache.jpg").write_bytes(image)
+    assert foreground_fraction(image) > 0.01
+
+    unknown = f"ws://{page_host}/proxy?sessionId={secrets.token_urlsafe(24)}&path=ws"
+    assert asyncio.run(refused_status(unknown, BASIC)) == 404
+
+    # The same session through a second Apache with TLS and a URL prefix: https://.../viz, wss://.../viz/proxy.
+    cert, key = make_cert(apache_dir)
+    tls_port = free_port_block(1)
+    tls_site = apacheconf.Site("localhost", map_file, svc.url, port=tls_port, prefix="/viz",
+                               tls_cert=cert, tls_key=key, auth_include=auth)
+    apache_factory(tls_site).start()
+    tls_host = f"127.0.0.1:{tls_port}"
+    tls_client = Client(f"https://{tls_host}/viz", headers=BASIC)
+    with _trusting(cert):
+        assert tls_client.request("GET", f"/paraview/{sid}")["state"] == "ready"
+    wss_url = as_js_client(tls_site.session_url.format(id=sid), tls_host)
+    assert wss_url == f"wss://{tls_host}/viz/proxy?sessionId={sid}&path=ws"
+    image = asyncio.run(render_through(wss_url, session["secret"], BASIC, ca_file=cert))
+    assert foreground_fraction(image) > 0.01
+    assert asyncio.run(refused_status(f"ws://{page_host}/proxy?sessionId={sid}&path=../etc", BASIC)) == 404
+
+    ended = client.request("DELETE", f"/paraview/{sid}")
+    assert ended["state"] == "ended"
+    assert ProxyMapFile(map_file).read() == {}
+    assert asyncio.run(refused_status(url, BASIC)) == 404, "the ended session is still reachable"
+
+
+@pytest.mark.cluster
+def test_session_through_the_builtin_proxy_renders_and_is_cut_off_by_delete(service_factory, artifacts):
+    svc = service_factory("builtin", frontend={"kind": "builtin"}).start()
+    client = svc.client()
+    session = client.launch("paraview", partition="cpu")
+    sid = session["id"]
+    assert session["state"] == "ready"
+    # The same URL as through Apache.
+    assert proxy_url_shape(session["sessionURL"], sid) == "?sessionId=<id>&path=ws"
+    url = as_js_client(session["sessionURL"], f"127.0.0.1:{svc.port}")
+    assert url == f"ws://127.0.0.1:{svc.port}/proxy?sessionId={sid}&path=ws"
+
+    async def render_then_delete() -> tuple[bytes, float]:
+        image = await render_through(url, session["secret"])
+        held = await WslinkClient.connect(url, session["secret"])
+        await held.create_source("Cone")
+        await asyncio.to_thread(client.request, "DELETE", f"/paraview/{sid}")
+        started = time.monotonic()
+        with pytest.raises(ConnectionError):
+            await held.call("viewport.image.render", [{"size": [100, 100], "view": -1, "quality": 50, "mtime": 0}],
+                            timeout=20)
+        return image, time.monotonic() - started
+
+    image, cut_after = asyncio.run(render_then_delete())
+    (artifacts / "through-builtin.jpg").write_bytes(image)
+    assert foreground_fraction(image) > 0.01
+    assert cut_after < 5, f"an open connection to the ended session lived {cut_after:.1f} s"
+
+    assert asyncio.run(refused_status(url)) == 404, "the ended session is still reachable"
+    unknown = f"ws://127.0.0.1:{svc.port}/proxy?sessionId={secrets.token_urlsafe(24)}&path=ws"
+    assert asyncio.run(refused_status(unknown)) == 404
