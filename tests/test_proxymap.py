@@ -161,7 +161,7 @@ def parse_frontend(frontend: dict, **service):
 def test_frontend_config_keys(tmp_path):
     cfg = parse_frontend({"kind": "apache", "map_file": str(tmp_path / "m.txt"), "map_group": "www-data"})
     assert cfg.frontend.map_file == tmp_path / "m.txt" and cfg.frontend.map_group == "www-data"
-    assert cfg.frontend.session_url == "ws://USE_HOSTNAME/proxy?sessionId={id}&path=ws"
+    assert cfg.frontend.session_url == "ws://USE_HOST/proxy?sessionId={id}&path=ws"
     cfg = parse_frontend({"kind": "builtin"}, listen="127.0.0.1:9000", public_url="https://viz.example.org/pv")
     assert cfg.frontend.session_url == "wss://viz.example.org/pv/proxy?sessionId={id}&path=ws"
     assert cfg.frontend.map_file is None
