@@ -51,6 +51,7 @@ def routes(ctx: Context) -> list:
         (rf"/api/v1/sessions/{SESSION_ID}", api.SessionHandler, c),
         (rf"/api/v1/sessions/{SESSION_ID}/events", api.SessionEventsHandler, c),
         (rf"/api/v1/sessions/{SESSION_ID}/report", api.ReportHandler, c),
+        (rf"/api/v1/sessions/{SESSION_ID}/log", api.SessionLogHandler, c),
         (r"/api/v1/applications", api.ApplicationsHandler, c),
         (r"/api/v1/partitions", api.PartitionsHandler, c),
         (r"/api/v1/health", api.HealthHandler, c),

@@ -87,6 +87,10 @@ class Client:
     def cancel(self, session_id: str) -> dict:
         return self.request("DELETE", f"/api/v1/sessions/{session_id}")
 
+    def log(self, session_id: str) -> str:
+        """The session job's output (the ParaView server's log); the last 256 KiB."""
+        return self.request("GET", f"/api/v1/sessions/{session_id}/log")["log"]
+
     def partitions(self) -> dict:
         return self.request("GET", "/api/v1/partitions")
 

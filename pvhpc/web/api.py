@@ -53,6 +53,26 @@ class SessionHandler(JSONHandler):
         self.send(session_json(record, self.ctx.frontend))
 
 
+class SessionLogHandler(JSONHandler):
+    """The job's output (the server's log), for its owner: the first place to look when a session fails."""
+
+    MAX_BYTES = 256 * 1024
+
+    def get(self, session_id: str) -> None:
+        record = self.own_session(session_id)
+        path = self.ctx.config.service.job_output_dir / f"{record.job_name}.out"
+        try:
+            with open(path, "rb") as f:
+                f.seek(0, 2)
+                size = f.tell()
+                f.seek(max(0, size - self.MAX_BYTES))
+                text = f.read().decode(errors="replace")
+        except FileNotFoundError:
+            text, size = "", 0
+        self.send({"id": record.id, "job_id": record.job_id, "size": size, "truncated": size > self.MAX_BYTES,
+                   "log": text})
+
+
 class ReportHandler(JSONHandler):
     """The job's report from the node; authenticated by the session's own token, not by a user."""
 
