@@ -110,7 +110,9 @@ def main(argv=None):
     }
     if args.event == "ready":
         payload.update(host=args.host or socket.gethostname(), port=args.port)
-        print(f"{READY_PREFIX} host={payload['host']} port={args.port} node={payload['node']}", flush=True)
+        # at=: when the report leaves the node, so the delay to "client told ready" can be measured.
+        print(f"{READY_PREFIX} host={payload['host']} port={args.port} node={payload['node']} at={time.time():.3f}",
+              flush=True)
     else:
         payload["reason"] = args.reason[:2000]
         print(f"PVHPC_FAILED {payload['reason']}", flush=True)
