@@ -466,6 +466,8 @@ def embedded_defaults(cluster_conf: Path | None = None, **service: Any) -> SiteC
     data = {
         "service": {"poll_interval": 2, **service},
         "scheduler": {"environment": {"SLURM_CONF": str(conf)}},
+        # One point of entry: the service proxies the session websockets itself.
+        "frontend": {"kind": "builtin"},
         "partitions": {
             "gpu": {"gpu_type": "a100", "gpus": {"default": 1, "max": 2}, "walltime": {"default": 60, "max": 480},
                     "description": "GPU nodes (fake a100s on the local cluster)"},

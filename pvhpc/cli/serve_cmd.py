@@ -30,7 +30,10 @@ def register(sub) -> None:
 def run(args) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        cfg = site_config.load(args.config) if args.config else site_config.embedded_defaults()
+        if args.config:
+            cfg = site_config.load(args.config)
+        else:
+            cfg = site_config.embedded_defaults(**({"listen": f"127.0.0.1:{args.port}"} if args.port else {}))
     except site_config.ConfigError as e:
         print(f"pvhpc serve: config error: {e}", file=sys.stderr)
         return 2
