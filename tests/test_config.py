@@ -87,3 +87,14 @@ def test_serve_refuses_to_start_on_bad_config(tmp_path):
 def test_embedded_defaults_are_valid():
     cfg = config.embedded_defaults()
     assert set(cfg.partitions) == {"gpu", "cpu"} and cfg.partitions["gpu"].gpu_type == "a100"
+
+
+def test_the_example_site_config_parses(tmp_path):
+    import yaml
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parent.parent / "docs" / "site.example.yaml"
+    data = yaml.safe_load(example.read_text())
+    cfg = config.parse(data, str(example))
+    assert cfg.partitions["gpu"].walltime.max == 480 and cfg.frontend.kind == "builtin"
+    assert cfg.applications["paraview"].default_partition == "gpu"

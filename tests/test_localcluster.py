@@ -70,3 +70,16 @@ def test_refuses_directory_it_cannot_write(tmp_path):
         locked.mkdir(mode=0o500)
         with pytest.raises(ClusterError, match="not writable"):
             LocalCluster(locked).start()
+
+
+@pytest.mark.cluster
+def test_demo_runs_the_whole_path(cluster, runtime_dir, tmp_path):
+    from .conftest import free_port_block
+    from .helpers import foreground_fraction
+
+    image = tmp_path / "demo.jpg"
+    proc = pvhpc("demo", "--cluster-dir", str(cluster.dir), "--port", str(free_port_block(1)), "--image", str(image),
+                 env={"PVHPC_STATE_DIR": str(tmp_path / "state"), "PVHPC_RUNTIME_DIR": str(runtime_dir)})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "ready in" in proc.stdout and "ended (cancelled by its user)" in proc.stdout
+    assert foreground_fraction(image.read_bytes()) > 0.02
