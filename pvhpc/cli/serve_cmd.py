@@ -8,6 +8,7 @@ import sys
 
 from .. import config as site_config
 from ..app import serve_forever
+from ..frontends.base import FrontEndError
 from ..store import SchemaError
 
 
@@ -43,6 +44,9 @@ def run(args) -> int:
         cfg = replace(cfg, service=replace(cfg.service, listen_port=args.port))
     try:
         asyncio.run(serve_forever(cfg))
+    except FrontEndError as e:
+        print(f"pvhpc serve: front end: {e}", file=sys.stderr)
+        return 2
     except SchemaError as e:
         print(f"pvhpc serve: database: {e}", file=sys.stderr)
         return 2

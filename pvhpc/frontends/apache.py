@@ -13,16 +13,12 @@ from typing import Iterable
 from tornado.ioloop import PeriodicCallback
 
 from ..store import SessionRecord
-from .base import FrontEnd
+from .base import FrontEnd, FrontEndError
 from .proxymap import ProxyMapError, ProxyMapFile
 from .routes import RouteTable
 
 log = logging.getLogger("pvhpc.frontends.apache")
 RETRY_SECONDS = 5
-
-
-class FrontEndError(Exception):
-    """A front end cannot start (the message says what to fix)."""
 
 
 class ApacheFrontEnd(FrontEnd):

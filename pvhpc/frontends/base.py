@@ -12,6 +12,10 @@ from typing import Iterable
 from ..store import SessionRecord
 
 
+class FrontEndError(Exception):
+    """A front end cannot do its job (e.g. its map file cannot be written); the service must not start."""
+
+
 class FrontEnd:
     def __init__(self, session_url: str):
         self.url_template = session_url
