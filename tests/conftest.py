@@ -140,7 +140,7 @@ class ServiceProcess:
         return Client(self.url, **kwargs)
 
 
-def site_config(cluster: LocalCluster, directory: Path, runtime: Path, **overrides) -> dict:
+def site_config(cluster: LocalCluster, directory: Path, runtime_path: Path, **overrides) -> dict:
     """A site config for the test cluster; ``overrides`` replace whole top-level sections or service keys."""
     data_dir = directory / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -155,7 +155,7 @@ def site_config(cluster: LocalCluster, directory: Path, runtime: Path, **overrid
             "submit_grace": 20,
         },
         "scheduler": {"environment": cluster.environment(), "command_timeout": 20},
-        "runtime": {"pythonpath": str(runtime)},
+        "runtime": {"pythonpath": str(runtime_path)},
         "partitions": {
             "gpu": {"gpu_type": "a100", "gpus": {"default": 1, "max": 2}, "walltime": {"default": 30, "max": 120}},
             "cpu": {"walltime": {"default": 30, "max": 120}},

@@ -263,3 +263,62 @@ def test_job_cancelled_outside_pvhpc_ends_the_session_with_that_reason(service_f
     with pytest.raises(ClientError) as e:
         client.request("GET", "/paraview/no-such-session")
     assert e.value.status == 404
+
+
+def test_a_server_that_cannot_start_ends_the_session_with_the_reason(service_factory, cluster):
+    import pvhpc.paths
+
+    svc = service_factory(runtime={"pvpython": "/usr/bin/no-such-pvpython",
+                                   "pythonpath": str(pvhpc.paths.runtime_dir())}).start()
+    client = svc.client()
+    session = client.create("paraview", partition="cpu")
+    ended = client.wait(session["id"], timeout=60)
+    assert ended["state"] == "ended" and ended["end_reason"] == "start_failed"
+    assert "no-such-pvpython" in ended["detail"] or "exited" in ended["detail"]
+    assert "no-such-pvpython" in client.log(session["id"])
+    wait_until(lambda: not pvhpc_jobs(cluster), 20, message="the failed job is gone")
+
+
+def test_a_server_that_never_reports_is_cancelled_after_the_start_timeout(service_factory, cluster, tmp_path):
+    data = tmp_path / "slow" / "data"
+    data.mkdir(parents=True)
+    svc = service_factory("slow", applications={"slow": {
+        "data_roots": [str(data)], "start_timeout": 5, "jobscript": slow_start_jobscript(tmp_path)}}).start()
+    client = svc.client()
+    session = client.create("slow", partition="cpu")
+    ended = client.wait(session["id"], timeout=60)
+    assert (ended["state"], ended["end_reason"]) == ("ended", "start_timeout")
+    wait_until(lambda: not pvhpc_jobs(cluster), 20, message="the job was cancelled")
+
+
+def test_a_lost_sbatch_answer_is_found_by_job_name_not_submitted_twice(cluster, runtime_dir, tmp_path):
+    """sbatch queued the job but its answer never came back (a timeout): the session attaches to that job."""
+    from pvhpc import config as site_config
+    from pvhpc.events import EventBus
+    from pvhpc.runners import CommandUnavailable, LocalRunner
+    from pvhpc.scheduler.slurm_cli import SlurmCLI
+    from pvhpc.sessions import SessionService
+    from pvhpc.spec import parse_spec
+    from pvhpc.store import Store
+
+    from .conftest import site_config as make_site_config
+
+    class AnswerLostRunner(LocalRunner):
+        async def run(self, argv, input=None, timeout=30):
+            result = await super().run(argv, input=input, timeout=timeout)
+            if argv[0] == "sbatch":
+                raise CommandUnavailable("sbatch did not finish within 30 s")
+            return result
+
+    cfg = site_config.parse(make_site_config(cluster, tmp_path, runtime_dir), "test")
+    store = Store(cfg.service.database_url)
+    store.open()
+    slurm = SlurmCLI(AnswerLostRunner(cluster.environment()))
+    service = SessionService(cfg, store, slurm, EventBus())
+    record = asyncio.run(service.create("alice", parse_spec(cfg, {"application": "paraview", "partition": "cpu"}, True)))
+    try:
+        assert record.state == "queued" and record.job_id
+        jobs = [j for j in pvhpc_jobs(cluster) if j[1] == record.job_name]
+        assert [j[0] for j in jobs] == [record.job_id], "the job was lost or doubled"
+    finally:
+        asyncio.run(service.cancel(store.get(record.id)))
