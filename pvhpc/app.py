@@ -21,6 +21,7 @@ from .runners import LocalRunner
 from .scheduler import Scheduler, make_scheduler
 from .sessions import SessionService
 from .store import Store
+from .tokens import TokenStore
 from .tracker import Tracker
 from .web import api, launcher
 from .web.base import NotFoundHandler
@@ -40,6 +41,7 @@ class Context:
     service: SessionService
     frontend: FrontEnd
     auth: Authenticator
+    tokens: TokenStore
 
 
 def routes(ctx: Context) -> list:
@@ -54,6 +56,8 @@ def routes(ctx: Context) -> list:
         (rf"/api/v1/sessions/{SESSION_ID}/log", api.SessionLogHandler, c),
         (r"/api/v1/applications", api.ApplicationsHandler, c),
         (r"/api/v1/partitions", api.PartitionsHandler, c),
+        (r"/api/v1/tokens", api.TokensHandler, c),
+        (r"/api/v1/tokens/([0-9]{1,18})", api.TokenHandler, c),
         (r"/api/v1/health", api.HealthHandler, c),
         (r"/api/.*", NotFoundHandler, c),
     ]
@@ -72,7 +76,9 @@ class PvhpcApp:
         service = SessionService(config, store, scheduler, bus)
         frontend = make_frontend(config)
         bus.on_change(frontend.update)
-        self.ctx = Context(config, store, scheduler, bus, service, frontend, make_authenticator(config.auth))
+        tokens = TokenStore(store)
+        self.ctx = Context(config, store, scheduler, bus, service, frontend,
+                           make_authenticator(config.auth, tokens), tokens)
         self.tracker = Tracker(config, store, scheduler, service)
         self.web = tornado.web.Application(frontend.handlers(self.ctx) + routes(self.ctx),
                                            default_handler_class=NotFoundHandler,

@@ -41,5 +41,25 @@ class HeaderAuthenticator(Authenticator):
         return value if NAME.match(value) else None
 
 
-def make_authenticator(config: AuthConfig) -> Authenticator:
-    return {"local": LocalAuthenticator, "header": HeaderAuthenticator}[config.kind](config)
+class WithTokens(Authenticator):
+    """Personal API tokens first (scripts), then the site's own way (browsers through the front end).
+
+    A request that presents a token is that token's user or nobody: a bad token is
+    never quietly replaced by another identity the request might also carry.
+    """
+
+    def __init__(self, inner: Authenticator, tokens):
+        super().__init__(inner.config)
+        self.inner = inner
+        self.tokens = tokens
+
+    def user(self, request) -> str | None:
+        header = request.headers.get("Authorization", "")
+        if header.startswith("token "):
+            return self.tokens.user_for(header[len("token "):].strip())
+        return self.inner.user(request)
+
+
+def make_authenticator(config: AuthConfig, tokens) -> Authenticator:
+    inner = {"local": LocalAuthenticator, "header": HeaderAuthenticator}[config.kind](config)
+    return WithTokens(inner, tokens)

@@ -22,7 +22,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, rela
 
 from .states import SessionState, check_transition
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def utcnow() -> datetime:
@@ -89,14 +89,35 @@ class SessionEvent(Base):
     session: Mapped[SessionRecord] = relationship(back_populates="events")
 
 
+class ApiToken(Base):
+    """A personal API token for scripts. Only its SHA-256 is stored; the token itself is shown once."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user: Mapped[str] = mapped_column(String(64), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
 class SchemaVersion(Base):
     __tablename__ = "pvhpc_schema"
 
     version: Mapped[int] = mapped_column(Integer, primary_key=True)
 
 
-# version -> function that brings a database from version-1 to version.
-MIGRATIONS: dict[int, object] = {}
+def _add_api_tokens(conn) -> None:
+    ApiToken.__table__.create(conn)
+
+
+# version -> function that brings a database from version-1 to version, inside one transaction.
+MIGRATIONS = {
+    2: _add_api_tokens,
+}
 
 
 class SchemaError(Exception):

@@ -76,3 +76,52 @@ def test_sqlite_uses_wal(tmp_path):
     s.open()
     with s.engine.connect() as conn:
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+
+
+def test_upgrade_from_schema_1_keeps_every_session(tmp_path):
+    """A database as pvhpc's first schema made it: 'pvhpc db upgrade' brings it to now with its data."""
+    from pvhpc.store import ApiToken, Base, SchemaVersion, SessionEvent
+    from pvhpc.tokens import TokenStore
+
+    url = f"sqlite:///{tmp_path / 'v1.sqlite'}"
+    old = Store(url)
+    v1_tables = [SessionRecord.__table__, SessionEvent.__table__, SchemaVersion.__table__]
+    Base.metadata.create_all(old.engine, tables=v1_tables)
+    with old.transaction() as db:
+        db.add(SchemaVersion(version=1))
+    old.add(record(7))
+    old.change("s7", Change.to(S.QUEUED, "q", job_id="77"))
+
+    with pytest.raises(SchemaError, match="schema version 1 is older"):
+        Store(url).open()
+    upgraded = Store(url)
+    upgraded.open(upgrade=True)
+    assert upgraded.schema_version() == SCHEMA_VERSION == 2
+    assert [(r.id, r.job_id, r.state) for r in upgraded.live()] == [("s7", "77", "queued")]
+    assert [e.state for e in upgraded.events("s7")] == ["submitting", "queued"]
+    assert ApiToken.__tablename__ in upgraded.engine.dialect.get_table_names(upgraded.engine.connect())
+    _, token = TokenStore(upgraded).create("alice", "laptop", 1)
+    assert TokenStore(upgraded).user_for(token) == "alice"
+
+
+def test_tokens_are_stored_hashed_expire_and_revoke(store):
+    from datetime import timedelta
+
+    from sqlalchemy import select
+
+    from pvhpc.store import ApiToken
+    from pvhpc.tokens import TokenStore
+
+    tokens = TokenStore(store)
+    record, token = tokens.create("alice", "laptop", 30)
+    assert tokens.user_for(token) == "alice" and tokens.user_for(token + "x") is None
+    assert tokens.user_for("not-a-token") is None
+    with store.transaction() as db:
+        stored = db.scalar(select(ApiToken))
+        assert token not in (stored.token_hash, stored.name) and len(stored.token_hash) == 64
+        stored.expires_at = stored.created_at - timedelta(seconds=1)
+    assert tokens.user_for(token) is None   # expired
+    _, second = tokens.create("alice", "cron", 30)
+    assert tokens.revoke("bob", 2) is None   # not bob's
+    assert tokens.revoke("alice", 2).revoked_at is not None
+    assert tokens.user_for(second) is None

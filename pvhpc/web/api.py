@@ -7,6 +7,7 @@ import json
 
 from tornado.iostream import StreamClosedError
 
+from .. import tokens
 from ..scheduler import SchedulerUnavailable
 from ..spec import parse_spec
 from ..states import SessionState
@@ -148,6 +149,40 @@ class PartitionsHandler(JSONHandler):
                 },
             })
         self.send({"partitions": out, "scheduler_error": error})
+
+
+class TokensHandler(JSONHandler):
+    """The caller's personal API tokens: list them, or make one (its value is shown only in this answer)."""
+
+    def get(self) -> None:
+        user = self.require_user()
+        self.send({"tokens": [tokens.describe(t) for t in self.ctx.tokens.list(user)]})
+
+    def post(self) -> None:
+        user = self.require_user()
+        body = self.json_body()
+        if not isinstance(body, dict):
+            raise APIError(400, "the request body must be a JSON object")
+        unknown = sorted(set(body) - {"name", "days"})
+        if unknown:
+            raise APIError(400, "unknown field (known: name, days)", unknown[0])
+        name = body.get("name", "token")
+        if not isinstance(name, str) or not 0 < len(name) <= 64 or not name.isprintable():
+            raise APIError(400, "must be a printable name of 1 to 64 characters", "name")
+        days = body.get("days", 90)
+        if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= tokens.MAX_DAYS:
+            raise APIError(400, f"must be a whole number of days from 1 to {tokens.MAX_DAYS}", "days")
+        record, token = self.ctx.tokens.create(user, name, days)
+        self.send({**tokens.describe(record), "token": token}, status=201)
+
+
+class TokenHandler(JSONHandler):
+    def delete(self, token_id: str) -> None:
+        user = self.require_user()
+        record = self.ctx.tokens.revoke(user, int(token_id))
+        if record is None:
+            raise APIError(404, f"no token {token_id}")
+        self.send(tokens.describe(record))
 
 
 class HealthHandler(JSONHandler):
