@@ -60,6 +60,6 @@ class WithTokens(Authenticator):
         return self.inner.user(request)
 
 
-def make_authenticator(config: AuthConfig, tokens) -> Authenticator:
+def make_authenticator(config: AuthConfig, tokens=None) -> Authenticator:
     inner = {"local": LocalAuthenticator, "header": HeaderAuthenticator}[config.kind](config)
-    return WithTokens(inner, tokens)
+    return WithTokens(inner, tokens) if tokens is not None else inner
