@@ -17,7 +17,7 @@ from .auth import Authenticator, make_authenticator
 from .config import SiteConfig
 from .events import EventBus
 from .frontends import FrontEnd, make_frontend
-from .runners import LocalRunner
+from .runners import LocalRunner, SSHRunner
 from .scheduler import Scheduler, make_scheduler
 from .sessions import SessionService
 from .store import Store
@@ -67,14 +67,22 @@ class PvhpcApp:
     def __init__(self, config: SiteConfig, scheduler: Scheduler | None = None):
         self.config = config
         store = Store(config.service.database_url)
-        scheduler = scheduler or make_scheduler(
-            config.scheduler.backend, LocalRunner(config.scheduler.environment)
-        )
+        # SSH mode: one connection to the login host carries the scheduler's commands and the proxy's tunnels.
+        self.ssh_link = None
+        if config.ssh is not None:
+            from . import ssh
+
+            self.ssh_link = ssh.SSHLink.from_config(config.ssh)
+        env = config.scheduler.environment
+        runner = SSHRunner(self.ssh_link, env) if self.ssh_link else LocalRunner(env)
+        scheduler = scheduler or make_scheduler(config.scheduler.backend, runner)
         if hasattr(scheduler, "timeout"):
             scheduler.timeout = config.scheduler.command_timeout
         bus = EventBus()
         service = SessionService(config, store, scheduler, bus)
         frontend = make_frontend(config)
+        if self.ssh_link:
+            ssh.route_through(frontend, self.ssh_link)
         bus.on_change(frontend.update)
         tokens = TokenStore(store)
         self.ctx = Context(config, store, scheduler, bus, service, frontend,
@@ -90,6 +98,8 @@ class PvhpcApp:
         cfg = self.config
         self.ctx.store.open()
         cfg.service.job_output_dir.mkdir(parents=True, exist_ok=True)
+        if self.ssh_link:
+            await self.ssh_link.check()   # an unusable login host stops the service here, with its reason
         stats = await self.tracker.poll_once()
         log.info("reconciled %d live sessions with the scheduler (%s)", stats.sessions,
                  "reachable" if stats.reachable else "UNREACHABLE: kept as unknown")
@@ -107,6 +117,8 @@ class PvhpcApp:
     async def stop(self) -> None:
         await self.tracker.stop()
         await self.ctx.frontend.stop()
+        if self.ssh_link:
+            self.ssh_link.close()
         if self.server:
             self.server.stop()
             await self.server.close_all_connections()

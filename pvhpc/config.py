@@ -121,6 +121,18 @@ class AuthConfig:
 
 
 @dataclass(frozen=True)
+class SSHConfig:
+    """SSH mode (pvhpc off the cluster): scheduler commands and session tunnels go through this login host."""
+    host: str
+    port: int
+    user: str
+    key_file: Path
+    known_hosts: Path            # the only host keys trusted; an unknown key is refused, never added
+    keepalive: float             # seconds between keep-alives on an idle connection
+    connect_timeout: float
+
+
+@dataclass(frozen=True)
 class SiteConfig:
     source: str
     service: ServiceConfig
@@ -131,6 +143,7 @@ class SiteConfig:
     limits: Limits
     frontend: FrontendConfig
     auth: AuthConfig
+    ssh: SSHConfig | None = None
 
     def template(self, app: ApplicationConfig) -> JobTemplate:
         return JobTemplate(app.jobscript)
@@ -366,6 +379,41 @@ def _frontend(fe: _Section, service: ServiceConfig) -> FrontendConfig:
     return FrontendConfig(kind=kind, session_url=session_url, map_file=map_file, map_group=map_group)
 
 
+def _ssh(s: _Section, scheduler: SchedulerConfig) -> SSHConfig:
+    from .frontends.routes import HOST
+
+    host = s.get("host", None, _text)
+    if host is None:
+        raise s.error("host", "is required: the login host that runs the scheduler's commands")
+    if not HOST.match(host):
+        raise s.error("host", f"{host!r} is not a host name or address")
+    files = {}
+    for key, default in (("key_file", None), ("known_hosts", str(Path.home() / ".ssh" / "known_hosts"))):
+        value = s.get(key, default, _text)
+        if value is None:
+            raise s.error(key, "is required: the private key pvhpc logs in with")
+        path = Path(value).expanduser()
+        if not path.is_absolute():
+            raise s.error(key, f"{path} is not an absolute path")
+        if not os.access(path, os.R_OK) or not path.is_file():
+            hint = f" (add the host's key with: ssh-keyscan {host} >> {path})" if key == "known_hosts" else ""
+            raise s.error(key, f"{path} is not a readable file{hint}")
+        files[key] = path
+    cfg = SSHConfig(
+        host=host,
+        port=s.get("port", 22, _int(1, 65535)),
+        user=s.get("user", _current_user(), _name),
+        key_file=files["key_file"],
+        known_hosts=files["known_hosts"],
+        keepalive=s.get("keepalive", 15.0, _seconds),
+        connect_timeout=s.get("connect_timeout", 10.0, _seconds),
+    )
+    s.finish()
+    if scheduler.backend != "slurm":
+        raise s.error("host", f"SSH mode runs Slurm's command-line tools; scheduler.backend is {scheduler.backend!r}")
+    return cfg
+
+
 def parse(data: Any, source: str = "<config>") -> SiteConfig:
     top = _Section(source, "", data)
 
@@ -437,8 +485,10 @@ def parse(data: Any, source: str = "<config>") -> SiteConfig:
     )
     au.finish()
 
+    ssh = _ssh(top.section("ssh"), scheduler) if "ssh" in top.data else None
+
     top.finish()
-    return SiteConfig(source, service, scheduler, runtime, partitions, applications, limits, frontend, auth)
+    return SiteConfig(source, service, scheduler, runtime, partitions, applications, limits, frontend, auth, ssh)
 
 
 def _current_user() -> str:

@@ -2,16 +2,24 @@
 
 The scheduler backends build argument lists; a runner executes them. Arguments
 are always a list handed to exec, never a shell string, so nothing in them is
-interpreted by a shell.
+interpreted by a shell. The one exception is SSH, whose remote side always
+starts a shell: there every word is quoted, so the shell sees them as words.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
+import shlex
 import time
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
+
+if TYPE_CHECKING:   # paramiko is imported only by sites that use SSH mode
+    from .ssh import SSHLink
+
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class CommandUnavailable(Exception):
@@ -71,3 +79,42 @@ class LocalRunner(CommandRunner):
             raise CommandUnavailable(f"{argv[0]} did not finish within {timeout:g} s") from None
         return CommandResult(argv, proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"),
                              time.monotonic() - started)
+
+
+class SSHRunner(CommandRunner):
+    """Runs commands on a login host over pvhpc's shared SSH connection (pvhpc.ssh.SSHLink).
+
+    The environment (e.g. SLURM_CONF) goes in front as ``env NAME=VALUE``:
+    sshd passes few client variables through (AcceptEnv), and a prefix needs
+    no change on the login host.
+    """
+
+    def __init__(self, link: "SSHLink", env: Mapping[str, str] | None = None):
+        for name in env or {}:
+            # A name such as "-u" would be read by env as an option, not a variable.
+            if not ENV_NAME.match(name):
+                raise ValueError(f"{name!r} is not an environment variable name")
+        self.link = link
+        self.env = dict(env or {})
+
+    def command_line(self, argv: Sequence[str]) -> str:
+        """The line the login host's shell runs: every word quoted, so none is expanded or split."""
+        prefix = ["env", *(f"{k}={v}" for k, v in self.env.items())] if self.env else []
+        return shlex.join(prefix + [str(a) for a in argv])
+
+    async def run(self, argv: Sequence[str], input: str | None = None, timeout: float = 30) -> CommandResult:
+        from .ssh import SSHError
+
+        argv = [str(a) for a in argv]
+        started = time.monotonic()
+        try:
+            status, out, err = await self.link.run(self.command_line(argv), input=input, timeout=timeout)
+        except SSHError as e:
+            # Not connected, or the connection dropped mid-command: the scheduler's answer is unknown,
+            # which is never the same as "no such job".
+            raise CommandUnavailable(f"{argv[0]} via SSH: {e}") from None
+        if status in (126, 127):
+            # The shell could not start it (not installed on the login host, or not on its PATH): as with
+            # a local command that does not exist, the scheduler was never asked.
+            raise CommandUnavailable(f"cannot run {argv[0]} on {self.link.name}: {err.strip()[:300]}")
+        return CommandResult(argv, status, out, err, time.monotonic() - started)

@@ -9,6 +9,7 @@ import sys
 from .. import config as site_config
 from ..app import serve_forever
 from ..frontends.base import FrontEndError
+from ..ssh import SSHError
 from ..store import SchemaError
 
 
@@ -44,6 +45,9 @@ def run(args) -> int:
         cfg = replace(cfg, service=replace(cfg.service, listen_port=args.port))
     try:
         asyncio.run(serve_forever(cfg))
+    except SSHError as e:
+        print(f"pvhpc serve: ssh: {e}", file=sys.stderr)
+        return 2
     except FrontEndError as e:
         print(f"pvhpc serve: front end: {e}", file=sys.stderr)
         return 2

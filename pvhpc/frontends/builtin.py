@@ -6,6 +6,9 @@ tell which one it talks to. It checks more than Apache can: the session must be
 routable *and* belong to the user making the request (or the user is staff);
 any other id is answered 404 before the upgrade, as if it did not exist.
 When a session stops being routable its open connections are closed.
+
+How the proxy reaches a server is a Connector: straight over the network by
+default, or through an SSH tunnel when pvhpc runs off the cluster (ssh.py).
 """
 
 from __future__ import annotations
@@ -33,22 +36,46 @@ CONNECT_TIMEOUT = 15
 SESSION_GONE = (1001, "the session ended")
 
 
+class Connector:
+    """How the proxy reaches a session's server: the host:port its websocket client dials for a route."""
+
+    async def address(self, route: Route) -> str:
+        raise NotImplementedError
+
+    def forget(self, session_id: str) -> None:
+        """The session's route went away or changed: release what was held for it."""
+
+    async def close(self) -> None:
+        pass
+
+
+class DirectConnector(Connector):
+    """pvhpc can reach the nodes itself: dial node:port."""
+
+    async def address(self, route: Route) -> str:
+        return route.target
+
+
 class BuiltinFrontEnd(FrontEnd):
-    def __init__(self, session_url: str):
+    def __init__(self, session_url: str, connector: Connector | None = None):
         super().__init__(session_url)
         self.routes = RouteTable(self.routable)
         self.connections: dict[str, set[SessionProxyHandler]] = {}
+        self.connector = connector or DirectConnector()
 
     def update(self, record: SessionRecord) -> None:
         # A changed route (ended, or moved after a requeue) leaves the old server: drop its connections.
         if self.routes.apply(record):
             self._close_connections(record.id)
+            self.connector.forget(record.id)
 
     def rebuild(self, records: Iterable[SessionRecord]) -> None:
+        before = set(self.routes.targets())
         self.routes.reset(records)
-        for session_id in list(self.connections):
+        for session_id in before | set(self.connections):
             if self.routes.get(session_id) is None:
                 self._close_connections(session_id)
+                self.connector.forget(session_id)
 
     def handlers(self, ctx) -> list:
         return [(r"/proxy", SessionProxyHandler, {"frontend": self, "auth": ctx.auth})]
@@ -56,6 +83,7 @@ class BuiltinFrontEnd(FrontEnd):
     async def stop(self) -> None:
         for session_id in list(self.connections):
             self._close_connections(session_id)
+        await self.connector.close()
 
     def opened(self, handler: "SessionProxyHandler") -> None:
         self.connections.setdefault(handler.route.session_id, set()).add(handler)
@@ -97,7 +125,8 @@ class SessionProxyHandler(WebSocketHandler):
         if self.request.headers.get("Upgrade", "").lower() != "websocket":
             return self._refuse(400, "this URL takes websocket connections only")
         try:
-            request = HTTPRequest(f"ws://{route.target}/{path}", connect_timeout=CONNECT_TIMEOUT,
+            target = await self.frontend.connector.address(route)
+            request = HTTPRequest(f"ws://{target}/{path}", connect_timeout=CONNECT_TIMEOUT,
                                   request_timeout=CONNECT_TIMEOUT)
             self.upstream = await websocket_connect(request, max_message_size=MAX_MESSAGE)
         except (OSError, HTTPClientError, WebSocketError, asyncio.TimeoutError) as e:

@@ -1,0 +1,247 @@
+"""Image delivery of one ParaViewWeb session by the way it is reached: frames and bytes per second.
+
+    /opt/pvhpc/venv/bin/python bench/tunnel_bench.py [--seconds 4] [--rounds 2]
+
+Needs root, Debian's slurm/paraview (as ``install.sh`` sets up) and OpenSSH's
+sshd. It starts a throwaway local cluster (or uses the one named by
+--slurm-conf), a pvhpc service that launches one session on the cpu
+partition, and an sshd of its own on a loopback port (keys made here). Then it
+asks the session for rendered images, as a ParaViewWeb client does, along each
+path in turn:
+
+  direct            ws://node:port/ws
+  builtin proxy     pvhpc's built-in /proxy, dialling the node itself
+  ssh -L (OpenSSH)  OpenSSH's client forwarding a loopback port (the baseline for tunnels)
+  paramiko tunnel   pvhpc's LoopbackForward over its SSH link, without the proxy
+  proxy+tunnel      the built-in /proxy in SSH mode: what a browser gets when pvhpc runs off the cluster
+
+Each proxy and tunnel runs in a process of its own, as it does in production,
+so the client's work here does not slow it down. Bytes are the image payloads
+as they travel (base64 JPEG in wslink 1.x text frames).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SIZES = ((400, 300, 80), (1920, 1080, 95))
+
+
+# -- the child processes that carry a path: a proxy, or a paramiko forward -----------------------------
+
+def serve_child(args) -> None:
+    """Runs in its own process: a built-in proxy (direct or through SSH) or a bare paramiko forward."""
+    import tornado.web
+    from tornado.httpserver import HTTPServer
+    from tornado.netutil import bind_sockets
+
+    from pvhpc.auth import make_authenticator
+    from pvhpc.config import AuthConfig
+    from pvhpc.frontends.builtin import BuiltinFrontEnd, DirectConnector
+    from pvhpc.ssh import LoopbackForward, SSHLink, TunnelConnector
+    from pvhpc.store import SessionRecord
+
+    spec = json.loads(args.child)
+
+    async def main():
+        link = None
+        if spec.get("ssh"):
+            s = spec["ssh"]
+            link = SSHLink(s["host"], s["user"], Path(s["key_file"]), Path(s["known_hosts"]), s["port"])
+            await link.check()
+        if spec["kind"] == "forward":
+            forward = LoopbackForward(link, spec["host"], spec["port"])
+            print(forward.local_port, flush=True)
+        else:
+            connector = TunnelConnector(link) if link else DirectConnector()
+            frontend = BuiltinFrontEnd("unused", connector)
+            frontend.rebuild([SessionRecord(id=spec["sid"], user=spec["user"], state="ready", host=spec["host"],
+                                            port=spec["port"])])
+            auth = make_authenticator(AuthConfig("local", spec["user"], "X-Remote-User", ("127.0.0.1",), ()))
+            ctx = type("Ctx", (), {"auth": auth})()
+            sockets = bind_sockets(0, "127.0.0.1")
+            HTTPServer(tornado.web.Application(frontend.handlers(ctx))).add_sockets(sockets)
+            print(sockets[0].getsockname()[1], flush=True)
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+def start_child(spec: dict) -> tuple[subprocess.Popen, int]:
+    proc = subprocess.Popen([sys.executable, __file__, "--child", json.dumps(spec)], stdout=subprocess.PIPE,
+                            text=True)
+    line = proc.stdout.readline()
+    if not line.strip().isdigit():
+        proc.kill()
+        raise RuntimeError(f"the {spec['kind']} process did not start")
+    return proc, int(line)
+
+
+def openssh_forward(sshd, host: str, port: int) -> tuple[subprocess.Popen, int]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        local = s.getsockname()[1]
+    proc = subprocess.Popen(["ssh", "-N", "-L", f"127.0.0.1:{local}:{host}:{port}", "-p", str(sshd.port),
+                             "-i", str(sshd.client_key), "-o", f"UserKnownHostsFile={sshd.known_hosts}",
+                             "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "ExitOnForwardFailure=yes",
+                             "root@127.0.0.1"], stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", local), timeout=1).close()
+            return proc, local
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("ssh -L did not listen")
+
+
+# -- measuring ------------------------------------------------------------------------------------------
+
+async def measure(url: str, secret: str, size: tuple[int, int, int], seconds: float,
+                  turn: bool) -> tuple[float, float]:
+    """(frames per second, bytes per second) of back-to-back frames over one connection.
+
+    turn: each frame is a mouse move (the camera turns) and a render, as a
+    browser asks while the user drags the view: the rate a user sees, which the
+    server's rendering bounds. Otherwise the view stays still and the server
+    answers from its image cache: what the path itself can carry.
+    """
+    from pvhpc.wslink_client import WslinkClient
+
+    client = await WslinkClient.connect(url, secret)
+    try:
+        width, height, quality = size
+        args = [{"size": [width, height], "view": -1, "quality": quality, "mtime": 0}]
+        await client.call("viewport.image.render", args)   # warm up: the first frame builds the pipeline
+        if turn:
+            await client.mouse("down", 0.5, 0.5)
+        frames = payload = 0
+        started = time.monotonic()
+        while time.monotonic() - started < seconds:
+            if turn:
+                await client.mouse("move", 0.5 + 0.3 * math.sin(frames / 15), 0.5)
+            result = await client.call("viewport.image.render", args)
+            frames += 1
+            payload += len(result["image"])
+        elapsed = time.monotonic() - started
+        if turn:
+            await client.mouse("up", 0.5, 0.5)
+        return frames / elapsed, payload / elapsed
+    finally:
+        client.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=4, help="seconds per path and image size")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds over all paths (the median is printed)")
+    parser.add_argument("--slurm-conf", help="use this running cluster instead of starting one")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        serve_child(args)
+        return 0
+
+    from pvhpc import paths, runtime
+    from pvhpc.localcluster import LocalCluster
+    from pvhpc.wslink_client import WslinkClient
+    from tests.conftest import ServiceProcess, SSHDaemon, free_port_block, site_config
+
+    work = Path(tempfile.mkdtemp(prefix="pvhpc-tunnel-bench-"))
+    cleanup: list = []
+    try:
+        if args.slurm_conf:
+            cluster = LocalCluster(Path(args.slurm_conf).parent.parent)
+        else:
+            cluster = LocalCluster(work / "cluster", base_port=free_port_block(5))
+            print("starting a local Slurm cluster ...", flush=True)
+            cluster.start()
+            cleanup.append(cluster.stop)
+        runtime_dir = paths.runtime_dir()
+        runtime.install(runtime_dir)
+        (work / "sshd").mkdir()
+        sshd = SSHDaemon(work / "sshd").start()
+        cleanup.append(sshd.stop)
+        svc = ServiceProcess(work / "svc",
+                             site_config(cluster, work / "svc", runtime_dir, frontend={"kind": "builtin"}))
+        svc.start()
+        cleanup.append(svc.stop)
+        session = svc.client().launch("paraview", partition="cpu")
+        cleanup.insert(0, lambda: svc.client().request("DELETE", f"/paraview/{session['id']}"))
+        host, port, sid, secret = session["host"], session["port"], session["id"], session["secret"]
+        print(f"session {sid[:6]}… on {host}:{port} (job {session['job_id']})", flush=True)
+
+        ssh = {"host": "127.0.0.1", "port": sshd.port, "user": "root", "key_file": str(sshd.client_key),
+               "known_hosts": str(sshd.known_hosts)}
+        record = {"sid": sid, "user": session["user"], "host": host, "port": port}
+        proxy, proxy_port = start_child({"kind": "proxy", **record})
+        forward, forward_port = start_child({"kind": "forward", "ssh": ssh, **record})
+        tunnel_proxy, tunnel_proxy_port = start_child({"kind": "proxy", "ssh": ssh, **record})
+        openssh, openssh_port = openssh_forward(sshd, host, port)
+        for p in (proxy, forward, tunnel_proxy, openssh):
+            cleanup.insert(0, p.kill)
+
+        def proxied(p: int) -> str:
+            return f"ws://127.0.0.1:{p}/proxy?sessionId={sid}&path=ws"
+
+        routes = {
+            "direct": f"ws://{host}:{port}/ws",
+            "builtin proxy": proxied(proxy_port),
+            "ssh -L (OpenSSH)": f"ws://127.0.0.1:{openssh_port}/ws",
+            "paramiko tunnel": f"ws://127.0.0.1:{forward_port}/ws",
+            "proxy+tunnel": proxied(tunnel_proxy_port),
+        }
+
+        async def prepare():
+            client = await WslinkClient.connect(routes["direct"], secret)
+            await client.create_source("Sphere")
+            client.close()
+
+        asyncio.run(prepare())
+        results: dict[tuple, list[tuple[float, float]]] = {}
+        cases = [(size, turn) for turn in (True, False) for size in SIZES]
+        for r in range(args.rounds):
+            for case in cases:
+                for name, url in routes.items():
+                    results.setdefault((name, case), []).append(
+                        asyncio.run(measure(url, secret, case[0], args.seconds, case[1])))
+            print(f"round {r + 1}/{args.rounds} done", flush=True)
+
+        print(f"\nimage delivery of one session, {args.seconds:g} s per path and case, median of {args.rounds} rounds")
+        for case in cases:
+            (width, height, quality), turn = case
+            what = "view turning (mouse move + render)" if turn else "still view (server's cached image)"
+            print(f"\n{width}x{height} JPEG quality {quality}, {what}")
+            print(f"  {'path':<18} {'frames/s':>9} {'MB/s':>8} {'vs direct':>10}")
+            base = statistics.median(f for f, _ in results[("direct", case)])
+            for name in routes:
+                fps = statistics.median(f for f, _ in results[(name, case)])
+                bps = statistics.median(b for _, b in results[(name, case)])
+                print(f"  {name:<18} {fps:9.1f} {bps / 1e6:8.2f} {fps / base:9.2f}x")
+        return 0
+    finally:
+        for step in cleanup:
+            try:
+                step()
+            except Exception as e:   # keep cleaning up: a cluster left running blocks the next run
+                print(f"cleanup: {e}", file=sys.stderr)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
