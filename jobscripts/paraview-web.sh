@@ -24,9 +24,16 @@ REPORT_URL={{ report_url }}
 RENDER_MODE={{ render_mode }}
 START_TIMEOUT={{ start_timeout }}
 IDLE_TIMEOUT={{ idle_timeout }}
+LOG_FILE={{ log_file }}
 export PVHPC_SECRET={{ secret }}
 export PVHPC_REPORT_TOKEN={{ report_token }}
 export PYTHONPATH={{ pythonpath }}${PYTHONPATH:+:$PYTHONPATH}
+
+if [ -n "$LOG_FILE" ]; then
+    # The job's own log, where only its user can read it.
+    mkdir -p -m 700 "$(dirname "$LOG_FILE")"
+    exec >>"$LOG_FILE" 2>&1
+fi
 
 workdir=$(mktemp -d "${TMPDIR:-/tmp}/pvhpc-job.XXXXXXXX")
 chmod 700 "$workdir"

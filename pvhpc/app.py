@@ -6,6 +6,7 @@ request -> spec -> job script -> scheduler -> tracker -> store -> event bus -> f
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from dataclasses import dataclass
 
@@ -17,7 +18,7 @@ from .auth import Authenticator, make_authenticator
 from .config import SiteConfig
 from .events import EventBus
 from .frontends import FrontEnd, make_frontend
-from .runners import LocalRunner, SSHRunner
+from .runners import LocalRunner, SSHRunner, SudoRunner
 from .scheduler import Scheduler, make_scheduler
 from .sessions import SessionService
 from .store import Store
@@ -75,7 +76,10 @@ class PvhpcApp:
             self.ssh_link = ssh.SSHLink.from_config(config.ssh)
         env = config.scheduler.environment
         runner = SSHRunner(self.ssh_link, env) if self.ssh_link else LocalRunner(env)
-        scheduler = scheduler or make_scheduler(config.scheduler.backend, runner)
+        runner_for_user = None
+        if config.scheduler.submit_as == "user":
+            runner_for_user = functools.partial(SudoRunner, env=env)
+        scheduler = scheduler or make_scheduler(config.scheduler.backend, runner, runner_for_user)
         if hasattr(scheduler, "timeout"):
             scheduler.timeout = config.scheduler.command_timeout
         bus = EventBus()

@@ -21,7 +21,7 @@ import yaml
 
 from . import paths
 from .durations import parse_minutes
-from .jobscript import JOBSCRIPTS_DIR, SERVER_SCRIPT, JobTemplate, TemplateError, find_template
+from .jobscript import JOB_HELPER, JOBSCRIPTS_DIR, SERVER_SCRIPT, JobTemplate, TemplateError, find_template
 
 RENDER_MODES = ("xvfb", "egl", "osmesa")
 FRONTENDS = ("direct", "builtin", "apache")
@@ -94,6 +94,9 @@ class SchedulerConfig:
     backend: str
     environment: dict[str, str]
     command_timeout: float
+    # "service": jobs are the service account's; "user": submitted (and cancelled) as the session's
+    # user through sudo, their output written where only that user can read it.
+    submit_as: str = "service"
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,7 @@ class RuntimeConfig:
     pvpython: str
     helper_python: str
     pythonpath: str
+    job_helper: str              # pvhpc's node-side helper; must be readable by every user's jobs
 
 
 @dataclass(frozen=True)
@@ -444,14 +448,18 @@ def parse(data: Any, source: str = "<config>") -> SiteConfig:
         backend=sch.get("backend", "slurm", _choice(("slurm", "pyslurm"))),
         environment={str(k): str(v) for k, v in env.items()},
         command_timeout=sch.get("command_timeout", 30.0, _seconds),
+        submit_as=sch.get("submit_as", "service", _choice(("service", "user"))),
     )
     sch.finish()
+    if scheduler.submit_as == "user" and scheduler.backend != "slurm":
+        raise sch.error("submit_as", "'user' needs backend 'slurm' (pyslurm acts only as the service's own user)")
 
     rt = top.section("runtime")
     runtime = RuntimeConfig(
         pvpython=rt.get("pvpython", "/usr/bin/pvpython", _text),
         helper_python=rt.get("helper_python", "/usr/bin/python3", _text),
         pythonpath=rt.get("pythonpath", str(paths.runtime_dir()), _text),
+        job_helper=rt.get("job_helper", str(JOB_HELPER), _text),
     )
     rt.finish()
 
@@ -486,6 +494,8 @@ def parse(data: Any, source: str = "<config>") -> SiteConfig:
     au.finish()
 
     ssh = _ssh(top.section("ssh"), scheduler) if "ssh" in top.data else None
+    if ssh is not None and scheduler.submit_as == "user":
+        raise sch.error("submit_as", "'user' is not available in SSH mode yet: jobs there are the SSH user's")
 
     top.finish()
     return SiteConfig(source, service, scheduler, runtime, partitions, applications, limits, frontend, auth, ssh)

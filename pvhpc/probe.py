@@ -53,6 +53,7 @@ async def probe_partition(
         pvpython=pvpython, server_script=SERVER_SCRIPT, helper_python="/usr/bin/python3",
         job_helper=JOB_HELPER, data_dir=workdir, load_file="", report_url="", render_mode=render_mode,
         start_timeout=int(timeout), idle_timeout=120, secret=secret, report_token="", pythonpath=runtime_dir,
+        log_file="",
     ))
     output = workdir / "job.out"
     started = time.monotonic()

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from . import joblogs
 from .config import SiteConfig
-from .jobscript import JOB_HELPER
 from .scheduler import JobRequest
 from .spec import SessionSpec
 
@@ -12,15 +12,17 @@ def report_url(config: SiteConfig, session_id: str) -> str:
     return f"{config.service.callback_url}/api/v1/sessions/{session_id}/report"
 
 
-def build_job(config: SiteConfig, spec: SessionSpec, session_id: str, job_name: str, secret: str,
+def build_job(config: SiteConfig, spec: SessionSpec, user: str, session_id: str, job_name: str, secret: str,
               report_token: str) -> JobRequest:
     app = config.applications[spec.application]
     partition = config.partitions[spec.partition]
+    per_user = joblogs.per_user(config)
+    log = joblogs.log_path(config, user, job_name)
     script = config.template(app).render({
         "pvpython": config.runtime.pvpython,
         "server_script": app.server_script,
         "helper_python": config.runtime.helper_python,
-        "job_helper": JOB_HELPER,
+        "job_helper": config.runtime.job_helper,
         "data_dir": spec.data_root,
         "load_file": spec.data_file or "",
         "report_url": report_url(config, session_id),
@@ -30,13 +32,16 @@ def build_job(config: SiteConfig, spec: SessionSpec, session_id: str, job_name: 
         "secret": secret,
         "report_token": report_token,
         "pythonpath": config.runtime.pythonpath,
+        # Jobs run as their users write their own log under the user's home (Slurm would need the
+        # directory to exist before the job starts); the service account's jobs use Slurm's --output.
+        "log_file": str(log) if per_user else "",
     })
     return JobRequest(
         script=script,
         name=job_name,
         partition=partition.slurm_partition,
         time_limit_minutes=spec.walltime_minutes,
-        output=str(config.service.job_output_dir / f"{job_name}.out"),
+        output="/dev/null" if per_user else str(log),
         gpus=spec.gpus,
         gpu_type=partition.gpu_type if spec.gpus else None,
         cpus=partition.cpus,
@@ -44,4 +49,5 @@ def build_job(config: SiteConfig, spec: SessionSpec, session_id: str, job_name: 
         account=spec.account,
         qos=spec.qos,
         comment=f"pvhpc {spec.application}",
+        user=user if per_user else None,
     )

@@ -64,7 +64,7 @@ class SessionService:
         self.apply(record.id, lifecycle.ended(reason, extra))
         if record.job_id:
             try:
-                await self.scheduler.cancel(record.job_id)
+                await self.scheduler.cancel(record.job_id, record.user)
             except SchedulerUnavailable as e:
                 log.warning("could not cancel job %s of an ended session: %s", record.job_id, e)
 
@@ -113,7 +113,7 @@ class SessionService:
         if len(self._create_locks) > 10000:
             self._create_locks = {k: v for k, v in self._create_locks.items() if v.locked()}
         try:
-            job = build_job(self.config, spec, record.id, record.job_name, record.secret, report_token)
+            job = build_job(self.config, spec, user, record.id, record.job_name, record.secret, report_token)
         except TemplateError as e:
             self.apply(record.id, lifecycle.ended(EndReason.SUBMIT_FAILED, str(e)))
             raise ServiceError(500, f"the job script could not be made: {e}") from None
@@ -141,7 +141,7 @@ class SessionService:
             current = self.store.get(record.id)
             if current is not None and current.session_state is S.ENDED:
                 # Cancelled (or reported) while sbatch was running: the job must not outlive it.
-                await self.scheduler.cancel(job_id)
+                await self.scheduler.cancel(job_id, record.user)
             elif current is not None and current.job_id is None:
                 self.store.change(record.id, Change.to(current.session_state, current.detail, job_id=job_id))
             return self.store.get(record.id)
@@ -153,7 +153,7 @@ class SessionService:
             return record
         if record.job_id:
             try:
-                await self.scheduler.cancel(record.job_id)
+                await self.scheduler.cancel(record.job_id, record.user)
             except SchedulerUnavailable as e:
                 raise ServiceError(503, f"could not reach the scheduler to cancel job {record.job_id}: {e}") from None
         self.apply(record.id, lifecycle.ended(EndReason.CANCELLED))

@@ -62,6 +62,7 @@ def cluster(tmp_path_factory):
         return
     # A short path: munge and slurm sockets have length limits.
     directory = Path(tempfile.mkdtemp(prefix="pvhpc-test-cluster-"))
+    directory.chmod(0o755)   # every user's Slurm commands read its slurm.conf and use its munge socket
     c = LocalCluster(directory, base_port=free_port_block(5))
     c.start()
     yield c
@@ -99,17 +100,19 @@ class ServiceProcess:
         self.proc = None
         self.log = self.dir / "service.log"
 
-    def start(self, timeout: float = 30) -> "ServiceProcess":
+    def start(self, timeout: float = 30, as_user: str | None = None) -> "ServiceProcess":
         import subprocess
         import sys
         import time
         import urllib.request
 
         log = open(self.log, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pvhpc", "serve", "--config", str(self.config_path), "--log-level", "DEBUG"],
-            stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-        )
+        argv = [sys.executable, "-m", "pvhpc", "serve", "--config", str(self.config_path), "--log-level", "DEBUG"]
+        if as_user:
+            # A service account, as a site would run it: it may only read what every user may read.
+            argv = ["runuser", "-u", as_user, "--", *argv]
+        self.proc = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                                     env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent)))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -175,8 +178,8 @@ def service_factory(cluster, runtime_dir, tmp_path):
     """Start real pvhpc services against the test cluster; all are stopped and their jobs cancelled after."""
     started: list[ServiceProcess] = []
 
-    def make(name: str = "svc", **overrides) -> ServiceProcess:
-        directory = tmp_path / name
+    def make(name: str = "svc", directory: Path | None = None, **overrides) -> ServiceProcess:
+        directory = directory or tmp_path / name
         directory.mkdir(parents=True, exist_ok=True)
         svc = ServiceProcess(directory, site_config(cluster, directory, runtime_dir, **overrides))
         started.append(svc)

@@ -22,7 +22,7 @@ def render_job(runtime_dir, data_dir, secret):
     return JobTemplate(JOBSCRIPTS_DIR / "paraview-web.sh").render(dict(
         pvpython="/usr/bin/pvpython", server_script=SERVER_SCRIPT, helper_python="/usr/bin/python3",
         job_helper=JOB_HELPER, data_dir=data_dir, load_file="", report_url="", render_mode="xvfb",
-        start_timeout=120, idle_timeout=600, secret=secret, report_token="unused", pythonpath=runtime_dir,
+        start_timeout=120, idle_timeout=600, secret=secret, report_token="unused", pythonpath=runtime_dir, log_file="",
     ))
 
 

@@ -113,7 +113,7 @@ def test_template_errors(tmp_path):
 
 def test_session_job_script_is_valid_bash_and_options_are_arguments(site):
     spec = parse_spec(site, {"application": "paraview", "data": "sub/can.vtk", "account": "proj1"}, True)
-    job = build_job(site, spec, "sid", "pvhpc-0123", "s3cret'$(id)", "tok")
+    job = build_job(site, spec, "alice", "sid", "pvhpc-0123", "s3cret'$(id)", "tok")
     subprocess.run(["bash", "-n"], input=job.script, text=True, check=True)
     assert "export PVHPC_SECRET='s3cret'\"'\"'$(id)'" in job.script
     assert not any(line.startswith("#SBATCH") for line in job.script.splitlines())

@@ -39,7 +39,7 @@ class ScriptedScheduler(Scheduler):
         self.calls.append(("lookup_finished", job_id))
         return self.finished.get(job_id)
 
-    async def cancel(self, job_id):
+    async def cancel(self, job_id, user=None):
         self.calls.append(("cancel", job_id))
         self.jobs.pop(job_id, None)
 

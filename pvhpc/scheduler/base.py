@@ -35,6 +35,7 @@ class JobRequest:
     qos: str | None = None
     comment: str | None = None
     workdir: str | None = None
+    user: str | None = None        # submit as this user (when the site runs jobs as their users)
 
 
 # Slurm's job states grouped by what they mean for a session.
@@ -101,7 +102,8 @@ class Scheduler:
         """A second look for a job gone from the queue (accounting). None where there is no record."""
         raise NotImplementedError
 
-    async def cancel(self, job_id: str) -> None:
+    async def cancel(self, job_id: str, user: str | None = None) -> None:
+        """Cancel the job (as ``user`` when the site runs jobs as their users). Fine if it already ended."""
         raise NotImplementedError
 
     async def partitions(self) -> list[PartitionInfo]:

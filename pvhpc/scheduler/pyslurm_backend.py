@@ -117,7 +117,8 @@ class PySlurm(Scheduler):
             return None  # no accounting database, or no record of it
         return self._job_info(job)
 
-    async def cancel(self, job_id: str) -> None:
+    async def cancel(self, job_id: str, user: str | None = None) -> None:
+        # pyslurm acts as the service's own user; sites that run jobs as their users use the slurm backend.
         try:
             await self._call(self.slurm.Job(int(job_id)).cancel)
         except SchedulerUnavailable:

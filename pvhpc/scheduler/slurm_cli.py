@@ -54,16 +54,19 @@ def parse_squeue(stdout: str) -> list[JobInfo]:
 class SlurmCLI(Scheduler):
     name = "slurm"
 
-    def __init__(self, runner: CommandRunner, timeout: float = 30):
+    def __init__(self, runner: CommandRunner, timeout: float = 30, runner_for_user=None):
         self.runner = runner
+        # Submitting and cancelling as the session's user (sudo, SSH as the user); queries stay the service's.
+        self.runner_for_user = runner_for_user
         self.timeout = timeout
         #: number of scheduler commands run, by command: what the tracker's batching is measured by
         self.calls: dict[str, int] = {}
 
-    async def _run(self, argv: list[str], input: str | None = None) -> CommandResult:
+    async def _run(self, argv: list[str], input: str | None = None, user: str | None = None) -> CommandResult:
         self.calls[argv[0]] = self.calls.get(argv[0], 0) + 1
+        runner = self.runner_for_user(user) if user and self.runner_for_user else self.runner
         try:
-            return await self.runner.run(argv, input=input, timeout=self.timeout)
+            return await runner.run(argv, input=input, timeout=self.timeout)
         except CommandUnavailable as e:
             raise SchedulerUnavailable(str(e)) from None
 
@@ -101,7 +104,7 @@ class SlurmCLI(Scheduler):
         return argv
 
     async def submit(self, request: JobRequest) -> str:
-        result = await self._run(self.sbatch_argv(request), input=request.script)
+        result = await self._run(self.sbatch_argv(request), input=request.script, user=request.user)
         if not result.ok:
             raise self._unavailable_or(result, SubmitRefused)
         job_id = result.stdout.strip().split(";")[0]
@@ -146,8 +149,8 @@ class SlurmCLI(Scheduler):
                                nodes=fields[3], name=fields[4])
         return None
 
-    async def cancel(self, job_id: str) -> None:
-        result = await self._run(["scancel", job_id])
+    async def cancel(self, job_id: str, user: str | None = None) -> None:
+        result = await self._run(["scancel", job_id], user=user)
         if not result.ok and INVALID_JOB_ID not in result.stderr:
             raise SchedulerUnavailable(result.describe())
 

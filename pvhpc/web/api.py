@@ -7,7 +7,7 @@ import json
 
 from tornado.iostream import StreamClosedError
 
-from .. import tokens
+from .. import joblogs, tokens
 from ..scheduler import SchedulerUnavailable
 from ..spec import parse_spec
 from ..states import SessionState
@@ -57,20 +57,10 @@ class SessionHandler(JSONHandler):
 class SessionLogHandler(JSONHandler):
     """The job's output (the server's log), for its owner: the first place to look when a session fails."""
 
-    MAX_BYTES = 256 * 1024
-
-    def get(self, session_id: str) -> None:
+    async def get(self, session_id: str) -> None:
         record = self.own_session(session_id)
-        path = self.ctx.config.service.job_output_dir / f"{record.job_name}.out"
-        try:
-            with open(path, "rb") as f:
-                f.seek(0, 2)
-                size = f.tell()
-                f.seek(max(0, size - self.MAX_BYTES))
-                text = f.read().decode(errors="replace")
-        except FileNotFoundError:
-            text, size = "", 0
-        self.send({"id": record.id, "job_id": record.job_id, "size": size, "truncated": size > self.MAX_BYTES,
+        text, size = await joblogs.read_tail(self.ctx.config, record.user, record.job_name)
+        self.send({"id": record.id, "job_id": record.job_id, "size": size, "truncated": size > joblogs.MAX_BYTES,
                    "log": text})
 
 
