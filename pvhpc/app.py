@@ -18,6 +18,7 @@ from .auth import Authenticator, make_authenticator
 from .config import SiteConfig
 from .events import EventBus
 from .frontends import FrontEnd, make_frontend
+from .ratelimit import RateLimiter
 from .runners import LocalRunner, SSHRunner, SudoRunner
 from .scheduler import Scheduler, make_scheduler
 from .sessions import SessionService
@@ -26,6 +27,7 @@ from .tokens import TokenStore
 from .tracker import Tracker
 from .web import api, launcher
 from .web.base import NotFoundHandler
+from .weblog import log_request
 
 log = logging.getLogger("pvhpc")
 SESSION_ID = r"([A-Za-z0-9_-]{1,128})"
@@ -43,6 +45,7 @@ class Context:
     frontend: FrontEnd
     auth: Authenticator
     tokens: TokenStore
+    limiter: RateLimiter
 
 
 def routes(ctx: Context) -> list:
@@ -90,10 +93,11 @@ class PvhpcApp:
         bus.on_change(frontend.update)
         tokens = TokenStore(store)
         self.ctx = Context(config, store, scheduler, bus, service, frontend,
-                           make_authenticator(config.auth, tokens), tokens)
+                           make_authenticator(config.auth, tokens), tokens,
+                           RateLimiter(config.limits.requests_per_minute))
         self.tracker = Tracker(config, store, scheduler, service)
         self.web = tornado.web.Application(frontend.handlers(self.ctx) + routes(self.ctx),
-                                           default_handler_class=NotFoundHandler,
+                                           default_handler_class=NotFoundHandler, log_function=log_request,
                                            default_handler_args={"ctx": self.ctx})
         self.server: tornado.httpserver.HTTPServer | None = None
 

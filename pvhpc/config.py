@@ -74,6 +74,7 @@ class Limits:
     sessions_per_user: int
     gpus_per_user: int
     max_body_bytes: int
+    requests_per_minute: int = 600    # per user, over the APIs
 
 
 @dataclass(frozen=True)
@@ -478,6 +479,7 @@ def parse(data: Any, source: str = "<config>") -> SiteConfig:
         sessions_per_user=lim.get("sessions_per_user", 4, _int(1, 10000)),
         gpus_per_user=lim.get("gpus_per_user", 8, _int(0, 100000)),
         max_body_bytes=lim.get("max_body_bytes", 64 * 1024, _int(1024, 16 * 1024 * 1024)),
+        requests_per_minute=lim.get("requests_per_minute", 600, _int(1, 1000000)),
     )
     lim.finish()
 

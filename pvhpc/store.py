@@ -8,6 +8,7 @@ the migrations in MIGRATIONS in order, so an upgrade keeps the data.
 
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -167,6 +168,7 @@ class Store:
     def open(self, upgrade: bool = False) -> None:
         """Create a new database, or check that an existing one is current (or upgrade it when asked)."""
         version = self.schema_version()
+        self._narrow_permissions()
         if version is None:
             if inspect(self.engine).has_table(SessionRecord.__tablename__):
                 raise SchemaError(f"{self.safe_url}: has pvhpc tables but no schema version; refusing to touch it")
@@ -186,6 +188,15 @@ class Store:
                     "back it up, then run 'pvhpc db upgrade'"
                 )
             self.upgrade(version)
+
+    def _narrow_permissions(self) -> None:
+        """A SQLite file holds session secrets: readable by the service account alone, checked at every start."""
+        if self.engine.url.get_backend_name() != "sqlite" or not self.engine.url.database:
+            return
+        for suffix in ("", "-wal", "-shm"):
+            path = Path(self.engine.url.database + suffix)
+            if path.exists() and path.stat().st_mode & 0o077:
+                os.chmod(path, 0o600)
 
     def upgrade(self, version: int) -> None:
         for target in range(version + 1, SCHEMA_VERSION + 1):

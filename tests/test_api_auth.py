@@ -71,3 +71,15 @@ def test_personal_tokens(service_factory):
             assert e.value.status == 400 and e.value.field == field
     finally:
         alice.cancel(session["id"])
+
+
+def test_requests_per_minute_are_limited_per_user(service_factory):
+    svc = service_factory(auth=HEADER_AUTH, limits={"sessions_per_user": 2, "gpus_per_user": 2,
+                                                    "requests_per_minute": 5}).start()
+    alice, bob = as_user(svc, "alice"), as_user(svc, "bob")
+    for _ in range(5):
+        alice.list()
+    with pytest.raises(ClientError) as e:
+        alice.list()
+    assert e.value.status == 429 and "limits.requests_per_minute" in e.value.message
+    assert bob.list() == []   # another user's budget is untouched

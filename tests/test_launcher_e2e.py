@@ -98,6 +98,11 @@ def test_launcher_post_gives_a_rendering_session_and_delete_cancels_it(service_f
     status, second = raw_post(svc.url + "/paraview", b'{"application": "paraview", "partition": "cpu"}')
     assert status == 200 and second["partition"] == "cpu" and second["node"] in ("cpu01", "cpu02")
     client.request("DELETE", f"/paraview/{second['id']}")
+    # Session ids and secrets never reach the service's log.
+    log = svc.log.read_text()
+    assert "POST /paraview/" in log and "/report" in log
+    for value in (session["id"], session["secret"], second["id"], second["secret"]):
+        assert value not in log
 
 
 def test_native_api_pushes_every_state_and_a_full_partition_queues_with_its_reason(service_factory, cluster):

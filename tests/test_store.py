@@ -125,3 +125,14 @@ def test_tokens_are_stored_hashed_expire_and_revoke(store):
     assert tokens.revoke("bob", 2) is None   # not bob's
     assert tokens.revoke("alice", 2).revoked_at is not None
     assert tokens.user_for(second) is None
+
+
+def test_sqlite_file_is_private_and_fixed_at_start(tmp_path):
+    import os
+
+    path = tmp_path / "p.sqlite"
+    Store(f"sqlite:///{path}").open()
+    assert path.stat().st_mode & 0o777 == 0o600
+    os.chmod(path, 0o644)
+    Store(f"sqlite:///{path}").open()
+    assert path.stat().st_mode & 0o777 == 0o600

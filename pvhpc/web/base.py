@@ -15,6 +15,7 @@ from tornado.web import HTTPError, RequestHandler
 
 from ..sessions import ServiceError
 from ..spec import RequestError
+from ..weblog import scrub
 
 log = logging.getLogger("pvhpc.web")
 
@@ -45,6 +46,13 @@ class JSONHandler(RequestHandler):
         user = self.current_user
         if not user:
             raise APIError(401, "not logged in")
+        if not getattr(self, "_counted", False):
+            self._counted = True
+            if not self.ctx.limiter.allow(user):
+                wait = int(self.ctx.limiter.retry_after(user)) + 1
+                raise APIError(429, f"too many requests: this site allows {self.ctx.config.limits.requests_per_minute}"
+                                    f" a minute per user (limits.requests_per_minute); try again in {wait} s",
+                               extra={"retry_after": wait})
         return user
 
     def json_body(self) -> Any:
@@ -69,7 +77,7 @@ class JSONHandler(RequestHandler):
             return self.send_error_json(e.status, e.message)
         if isinstance(e, HTTPError):
             return self.send_error_json(e.status_code, e.log_message or self._reason)
-        log.exception("unexpected error in %s %s", self.request.method, self.request.path)
+        log.exception("unexpected error in %s %s", self.request.method, scrub(self.request.path))
         return self.send_error_json(500, "internal error in pvhpc; the service log has the details")
 
     def send_error_json(self, status: int, message: str, field: str | None = None, extra: dict | None = None) -> None:
@@ -78,6 +86,8 @@ class JSONHandler(RequestHandler):
         self.clear()
         self.set_default_headers()
         body = {"error": f"{field}: {message}" if field else message, **(extra or {})}
+        if "retry_after" in body:
+            self.set_header("Retry-After", str(body["retry_after"]))
         if field:
             body["field"] = field
         self.set_status(status)
