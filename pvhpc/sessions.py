@@ -48,6 +48,7 @@ class SessionService:
         self.scheduler = scheduler
         self.bus = bus
         self._create_locks: dict[str, asyncio.Lock] = {}
+        self._nodes: dict[str, set[str]] = {}   # node -> its names and addresses, refreshed on a new node
 
     # -- the one way a state changes ----------------------------------------
     def apply(self, session_id: str, change: Change | None) -> SessionRecord | None:
@@ -182,8 +183,11 @@ class SessionService:
             host, port = payload.get("host"), payload.get("port")
             if not isinstance(host, str) or not HOSTNAME.match(host):
                 raise RequestError("host", "must be a host name or address")
-            if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
-                raise RequestError("port", "must be a port number between 1 and 65535")
+            if isinstance(port, bool) or not isinstance(port, int) or not 1024 <= port < 65536:
+                raise RequestError("port", "must be a port number between 1024 and 65535")
+            # The front end will connect wherever this says: it must be the job's own node, or a forged
+            # report could point the proxy at any host the login node reaches.
+            await self._check_on_job_node(record, job_id or record.job_id, host)
             fields = dict(ready_at=utcnow(), expected_start=None)
             if record.job_id is None and job_id:
                 fields["job_id"] = job_id
@@ -196,6 +200,32 @@ class SessionService:
         else:
             raise RequestError("event", "must be 'ready' or 'failed'")
         return self.store.get(record.id)
+
+    async def _check_on_job_node(self, record: SessionRecord, job_id: str | None, host: str) -> None:
+        if not job_id:
+            raise ServiceError(409, "the report names no job and the session has none yet")
+        try:
+            job = (await self.scheduler.query([job_id])).get(job_id)
+            if job is None or not job.is_running or (record.job_id is None and job.name != record.job_name):
+                raise ServiceError(409, f"job {job_id} is not this session's running job")
+            if job.nodes not in self._nodes:
+                self._nodes = await self.scheduler.node_addresses()
+        except SchedulerUnavailable as e:
+            raise ServiceError(503, f"cannot check the report with the scheduler now: {e}") from None
+        names = self._nodes.get(job.nodes, {job.nodes})
+        if host.lower() in {n.lower() for n in names}:
+            return
+        loop = asyncio.get_running_loop()
+
+        async def addresses(name: str) -> set[str]:
+            try:
+                return {info[4][0] for info in await loop.getaddrinfo(name, None)}
+            except OSError:
+                return set()
+
+        node_ips = set().union(*[await addresses(n) for n in names])
+        if not (await addresses(host)) & node_ips:
+            raise ServiceError(403, f"the report says {host}, which is not node {job.nodes} where job {job_id} runs")
 
     # -- waiting -----------------------------------------------------------------
     async def wait_for(self, session_id: str, states: Iterable[SessionState], timeout: float) -> SessionRecord:

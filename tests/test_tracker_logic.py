@@ -137,3 +137,30 @@ def test_unanswered_submission_is_found_by_name_or_given_up(world):
     assert (store.get("s1").state, store.get("s1").job_id) == ("queued", "555")
     assert store.get("s2").end_reason == "submit_failed"
     assert store.get("s3").state == "submitting"
+
+
+def test_a_report_must_name_the_jobs_own_node(world):
+    from pvhpc.sessions import ServiceError, token_hash
+
+    store, sched, tracker = world
+    service = tracker.service
+    sched.node_addresses = lambda: asyncio.sleep(0, {"gpu01": {"gpu01", "localhost"}})
+    add(store, 1, S.STARTING)
+    with store.transaction() as db:
+        db.get(SessionRecord, "s1").report_token_hash = token_hash("tok")
+    sched.jobs["1001"] = JobInfo("1001", "RUNNING", nodes="gpu01", name="pvhpc-1")
+
+    def report(host, port=40000, job_id="1001"):
+        return asyncio.run(service.report("s1", "tok", {"event": "ready", "host": host, "port": port, "job_id": job_id}))
+
+    for host in ("evil.example", "10.0.0.1", "login-node"):
+        with pytest.raises(ServiceError) as e:
+            report(host)
+        assert e.value.status == 403 and "not node gpu01" in e.value.message
+    with pytest.raises(ServiceError, match="not this session's job"):
+        report("gpu01", job_id="999")
+    from pvhpc.spec import RequestError
+
+    with pytest.raises(RequestError, match="between 1024 and 65535"):
+        report("gpu01", port=22)
+    assert report("127.0.0.1").state == "ready"   # an address of the node (localhost here) is the node

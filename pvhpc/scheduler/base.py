@@ -108,3 +108,7 @@ class Scheduler:
 
     async def partitions(self) -> list[PartitionInfo]:
         raise NotImplementedError
+
+    async def node_addresses(self) -> dict[str, set[str]]:
+        """Every node's names and addresses (NodeName, NodeAddr, NodeHostname), for checking where a job says it is."""
+        raise NotImplementedError

@@ -127,6 +127,16 @@ class PySlurm(Scheduler):
             if "Invalid job id" not in str(e) and "already completed" not in str(e):
                 raise SchedulerUnavailable(f"cancel {job_id}: {e}") from None
 
+    async def node_addresses(self) -> dict[str, set[str]]:
+        try:
+            nodes = await self._call(self.slurm.Nodes.load)
+        except SchedulerUnavailable:
+            raise
+        except Exception as e:
+            raise SchedulerUnavailable(f"pyslurm Nodes.load failed: {e}") from None
+        return {n.name: {n.name, *(a for a in (getattr(n, "address", None), getattr(n, "hostname", None)) if a)}
+                for n in nodes.values()}
+
     async def partitions(self) -> list[PartitionInfo]:
         try:
             parts = await self._call(self.slurm.Partitions.load)

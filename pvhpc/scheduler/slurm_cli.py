@@ -154,6 +154,17 @@ class SlurmCLI(Scheduler):
         if not result.ok and INVALID_JOB_ID not in result.stderr:
             raise SchedulerUnavailable(result.describe())
 
+    async def node_addresses(self) -> dict[str, set[str]]:
+        result = await self._run(["sinfo", "-h", "-N", "-o", "%N|%o|%n"])
+        if not result.ok:
+            raise SchedulerUnavailable(result.describe())
+        nodes: dict[str, set[str]] = {}
+        for line in result.stdout.splitlines():
+            fields = [f.strip() for f in line.split("|")]
+            if len(fields) == 3 and fields[0]:
+                nodes.setdefault(fields[0], set()).update(f for f in fields if f and f != "(null)")
+        return nodes
+
     async def partitions(self) -> list[PartitionInfo]:
         parts = await self._run(["scontrol", "show", "partition", "-o"])
         if not parts.ok:
