@@ -12,6 +12,7 @@ PACKAGES=(
     slurm-wlm slurm-wlm-basic-plugins munge
     paraview python3-paraview xvfb xauth
     apache2 openssh-server openssh-client postgresql
+    chromium
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -25,7 +25,7 @@ from .sessions import SessionService
 from .store import Store
 from .tokens import TokenStore
 from .tracker import Tracker
-from .web import api, launcher
+from .web import api, launcher, pages
 from .web.base import NotFoundHandler
 from .weblog import log_request
 
@@ -63,6 +63,7 @@ def routes(ctx: Context) -> list:
         (r"/api/v1/tokens", api.TokensHandler, c),
         (r"/api/v1/tokens/([0-9]{1,18})", api.TokenHandler, c),
         (r"/api/v1/health", api.HealthHandler, c),
+        *pages.routes(ctx),
         (r"/api/.*", NotFoundHandler, c),
     ]
 

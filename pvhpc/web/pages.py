@@ -1,0 +1,115 @@
+"""The browser page: launch a session, follow it, and use ParaView in it.
+
+The page itself is static (HTML, CSS, plain JS modules under ``static/``) and
+talks to the native API like any other client. Only two things are served from
+here rather than by the API: the page, with the user's name and staff flag
+filled in (one round trip less on a slow link), and a one-directory listing of
+an application's data roots for the data-file chooser.
+
+Every URL the page uses is relative, so it works unchanged under a front end
+that serves pvhpc below a path prefix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import os
+from pathlib import Path
+
+from tornado.web import RequestHandler, StaticFileHandler
+
+from .base import APIError, JSONHandler
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+MAX_LISTING = 500   # entries of one directory; a chooser with more is no longer a chooser
+
+
+def _version(name: str) -> str:
+    """A short content hash: the asset URL changes when the file does, so browsers may cache it for long."""
+    return hashlib.sha256((STATIC_DIR / name).read_bytes()).hexdigest()[:12]
+
+
+class PageHandler(RequestHandler):
+    """``/``: the page, with who is logged in. Without a user it says how to log in (401)."""
+
+    def initialize(self, ctx) -> None:
+        self.ctx = ctx
+
+    def get(self) -> None:
+        user = self.ctx.auth.user(self.request)
+        template = (STATIC_DIR / "index.html").read_text()
+        values = {
+            "user": html.escape(user or ""),
+            "staff": "true" if user and self.ctx.auth.is_staff(user) else "false",
+            "css": _version("pvhpc.css"),
+            "js": _version("page.js"),
+        }
+        for key, value in values.items():
+            template = template.replace("{{" + key + "}}", value)
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.set_header("Cache-Control", "no-store")
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("Referrer-Policy", "same-origin")
+        if not user:
+            self.set_status(401)
+        self.finish(template)
+
+
+class AssetHandler(StaticFileHandler):
+    def set_extra_headers(self, path: str) -> None:
+        self.set_header("X-Content-Type-Options", "nosniff")
+
+
+class DataFilesHandler(JSONHandler):
+    """One directory of an application's data roots: what the data-file chooser shows.
+
+    ``path`` is relative to the root (``root`` is its index); the answer names
+    only entries inside the root after symlinks are resolved, as the session
+    request itself will insist.
+    """
+
+    def get(self, app_name: str) -> None:
+        self.require_user()
+        app = self.ctx.config.applications.get(app_name)
+        if app is None:
+            raise APIError(404, f"no application {app_name}")
+        try:
+            index = int(self.get_query_argument("root", "0"))
+            root = app.data_roots[index]
+        except (ValueError, IndexError):
+            raise APIError(400, f"must be a number from 0 to {len(app.data_roots) - 1}", "root") from None
+        relative = self.get_query_argument("path", "").strip("/")
+        directory = Path(os.path.realpath(root / relative))
+        if not (directory == root or root in directory.parents):
+            raise APIError(400, "is outside the data directory", "path")
+        if not directory.is_dir():
+            raise APIError(404, f"{relative or '/'} is not a directory")
+        entries = []
+        try:
+            names = sorted(os.listdir(directory), key=str.lower)
+        except PermissionError:
+            raise APIError(403, f"{relative or '/'} cannot be read") from None
+        for name in names:
+            if name.startswith("."):
+                continue
+            target = Path(os.path.realpath(directory / name))
+            if not (target == root or root in target.parents):
+                continue   # a link out of the root: the request would refuse it anyway
+            if target.is_dir():
+                entries.append({"name": name, "kind": "directory"})
+            elif target.is_file():
+                entries.append({"name": name, "kind": "file", "size": target.stat().st_size})
+            if len(entries) >= MAX_LISTING:
+                break
+        path = str(directory.relative_to(root)) if directory != root else ""
+        self.send({"root": str(root), "path": path, "entries": entries, "truncated": len(entries) >= MAX_LISTING})
+
+
+def routes(ctx) -> list:
+    c = {"ctx": ctx}
+    return [
+        (r"/", PageHandler, c),
+        (r"/static/([A-Za-z0-9_-]+\.(?:css|js|svg))", AssetHandler, {"path": str(STATIC_DIR)}),
+        (r"/api/v1/applications/([A-Za-z0-9_.-]{1,64})/files", DataFilesHandler, c),
+    ]

@@ -1,0 +1,577 @@
+// The session page: the launch form, the current session (its states pushed over server-sent events,
+// its view once ready), and the user's running and past sessions. Everything comes from the native API;
+// every URL is relative so the page works below a front end's path prefix.
+
+import { RemoteView } from "./viewer.js";
+
+const $ = (id) => document.getElementById(id);
+const body = document.body;
+const USER = body.dataset.user;
+const STAFF = body.dataset.staff === "true";
+const FIELDS = ["application", "partition", "gpus", "walltime", "account", "qos", "data"];
+const LISTS_EVERY_MS = 30000;
+
+const STATE_WORDS = {
+  submitting: "Submitting", queued: "Queued", starting: "Starting", ready: "Ready",
+  unknown: "Unknown (the scheduler does not answer)", ended: "Ended",
+};
+const END_WORDS = {
+  cancelled: "Cancelled by its user", cancelled_outside: "Cancelled outside pvhpc", completed: "Finished",
+  walltime: "Walltime reached", failed: "Failed", start_failed: "Server could not start",
+  start_timeout: "Server did not start in time", node_failure: "Node failure", preempted: "Preempted",
+  out_of_memory: "Out of memory", submit_failed: "Could not be submitted", lost: "Lost",
+};
+
+let applications = [];
+let partitions = [];
+let current = null;        // {id, session, events: EventSource|null, view: RemoteView|null, lastState}
+let browse = { root: 0, path: "" };
+
+// -- talking to the API ---------------------------------------------------------------------------
+
+class ApiError extends Error {
+  constructor(status, message, field) {
+    super(message);
+    this.status = status;
+    this.field = field || null;
+  }
+}
+
+async function api(method, path, data) {
+  const options = { method, headers: { Accept: "application/json" } };
+  if (data !== undefined) {
+    options.headers["Content-Type"] = "application/json";
+    options.body = JSON.stringify(data);
+  }
+  let response;
+  try {
+    response = await fetch(path, options);
+  } catch {
+    throw new ApiError(0, "pvhpc cannot be reached. Check your connection and try again.");
+  }
+  let answer = null;
+  try {
+    answer = await response.json();
+  } catch {
+    answer = null;
+  }
+  if (!response.ok) {
+    throw new ApiError(response.status, plainError(response.status, answer), answer && answer.field);
+  }
+  return answer;
+}
+
+// The API's error in words for the person at the form: without the field name (the error sits next to
+// the field), and with what to do where the status says more than the message.
+function plainError(status, answer) {
+  let text = answer && answer.error ? String(answer.error) : `The request failed (HTTP ${status}).`;
+  if (answer && answer.field && text.startsWith(answer.field + ": ")) text = text.slice(answer.field.length + 2);
+  if (status === 401) return "You are not logged in. Open this page through your center's login page.";
+  if (status === 503) text += ". Please try again in a minute.";
+  return text.charAt(0).toUpperCase() + text.slice(1);
+}
+
+// -- small helpers ---------------------------------------------------------------------------------
+
+function announce(text) {
+  // Clear first so that the same words said twice are read twice.
+  const region = $("status");
+  region.textContent = "";
+  setTimeout(() => { region.textContent = text; }, 50);
+}
+
+function showPageError(text) {
+  const p = $("page-error");
+  p.textContent = text;
+  p.hidden = !text;
+}
+
+function formatMinutes(minutes) {
+  const days = Math.floor(minutes / 1440);
+  const hours = Math.floor((minutes % 1440) / 60);
+  const mins = minutes % 60;
+  const hm = `${String(hours).padStart(2, "0")}:${String(mins).padStart(2, "0")}:00`;
+  return days ? `${days}-${hm}` : hm;
+}
+
+function formatTime(iso) {
+  if (!iso) return "";
+  const date = new Date(iso);
+  return date.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
+}
+
+function fromNow(iso) {
+  const minutes = Math.round((new Date(iso) - Date.now()) / 60000);
+  if (minutes <= 0) return "now";
+  if (minutes < 90) return `in about ${minutes} min`;
+  return `in about ${Math.round(minutes / 60)} h`;
+}
+
+function element(tag, text, attributes = {}) {
+  const el = document.createElement(tag);
+  if (text !== undefined && text !== null) el.textContent = text;
+  for (const [key, value] of Object.entries(attributes)) el.setAttribute(key, value);
+  return el;
+}
+
+function fillSelect(select, values, chosen) {
+  select.replaceChildren(...values.map(([value, label]) => {
+    const option = element("option", label, { value });
+    if (value === chosen) option.selected = true;
+    return option;
+  }));
+}
+
+// -- the form --------------------------------------------------------------------------------------
+
+function currentApplication() {
+  return applications.find((a) => a.name === $("application").value);
+}
+
+function currentPartition() {
+  return partitions.find((p) => p.name === $("partition").value);
+}
+
+function partitionNow(p) {
+  if (!p.now) return "what is free now is not known (the scheduler did not answer)";
+  const parts = [`${p.now.idle_nodes} of ${p.now.nodes} nodes idle`];
+  if (p.now.gpus_total) parts.unshift(`${p.now.gpus_free} of ${p.now.gpus_total} GPUs free`);
+  if (!p.now.available) parts.unshift("not available");
+  return parts.join(", ");
+}
+
+function partitionLimits(p) {
+  const gpus = p.gpus.max ? `up to ${p.gpus.max} GPU${p.gpus.max > 1 ? "s" : ""}` : "no GPUs";
+  return `${gpus}, walltime up to ${formatMinutes(p.walltime_minutes.max)}`;
+}
+
+function onApplicationChange() {
+  const app = currentApplication();
+  if (!app) return;
+  const offered = partitions.filter((p) => app.partitions.includes(p.name));
+  fillSelect($("partition"), offered.map((p) => [p.name, `${p.name}: ${partitionNow(p)}`]), app.default_partition);
+  const roots = app.data_roots;
+  $("data-hint").textContent = roots.length === 1
+    ? `A file under ${roots[0]} (a path relative to it is fine). Leave empty to start with a cone.`
+    : `A file under one of: ${roots.join(", ")}. Leave empty to start with a cone.`;
+  browse = { root: 0, path: "" };
+  if (!$("files").hidden) loadFiles();
+  onPartitionChange();
+}
+
+function onPartitionChange() {
+  const p = currentPartition();
+  if (!p) return;
+  $("partition-now").textContent = `Now: ${partitionNow(p)}. Limits: ${partitionLimits(p)}.`;
+  const gpus = $("gpus");
+  gpus.max = String(p.gpus.max);
+  gpus.value = String(p.gpus.default);
+  gpus.disabled = p.gpus.max === 0;
+  $("gpus-hint").textContent = p.gpus.max === 0 ? "This partition has no GPUs." : `0 to ${p.gpus.max}.`;
+  $("walltime").value = formatMinutes(p.walltime_minutes.default);
+  $("walltime-hint").textContent = `Hours:minutes:seconds or minutes; at most ${formatMinutes(p.walltime_minutes.max)}.`;
+  $("account-field").hidden = p.accounts.length === 0;
+  fillSelect($("account"), p.accounts.map((a) => [a, a]), p.accounts[0]);
+  $("qos-field").hidden = p.qos.length === 0;
+  fillSelect($("qos"), [["", "default"], ...p.qos.map((q) => [q, q])], "");
+}
+
+function clearErrors() {
+  for (const field of [...FIELDS, "form"]) {
+    const error = $(`${field}-error`);
+    error.hidden = true;
+    error.textContent = "";
+    const input = $(field);
+    if (input) input.removeAttribute("aria-invalid");
+  }
+}
+
+function showError(error) {
+  const input = error.field && $(error.field);
+  if (input && $(`${error.field}-error`)) {
+    const p = $(`${error.field}-error`);
+    p.textContent = error.message;
+    p.hidden = false;
+    input.setAttribute("aria-invalid", "true");
+    input.focus();
+    announce(`${input.labels[0] ? input.labels[0].textContent : error.field}: ${error.message}`);
+  } else {
+    const p = $("form-error");
+    p.textContent = error.message;
+    p.hidden = false;
+  }
+}
+
+function formRequest() {
+  const request = { application: $("application").value, partition: $("partition").value };
+  const p = currentPartition();
+  const gpus = $("gpus").value.trim();
+  if (!$("gpus").disabled && gpus !== "") request.gpus = /^-?\d+$/.test(gpus) ? Number(gpus) : gpus;
+  const walltime = $("walltime").value.trim();
+  if (walltime) request.walltime = walltime;
+  if (p && p.accounts.length) request.account = $("account").value;
+  if (p && p.qos.length && $("qos").value) request.qos = $("qos").value;
+  const data = $("data").value.trim();
+  if (data) request.data = data;
+  return request;
+}
+
+async function onLaunch(event) {
+  event.preventDefault();
+  clearErrors();
+  const button = $("launch-button");
+  button.disabled = true;
+  button.textContent = "Launching…";
+  try {
+    const session = await api("POST", "api/v1/sessions", formRequest());
+    announce("Session submitted.");
+    openSession(session);
+    refreshLists();
+  } catch (error) {
+    showError(error);
+  } finally {
+    button.disabled = false;
+    button.textContent = "Launch";
+  }
+}
+
+// -- the data-file chooser -------------------------------------------------------------------------
+
+async function loadFiles() {
+  const app = currentApplication();
+  const list = $("files-list");
+  const query = new URLSearchParams({ root: String(browse.root), path: browse.path });
+  let listing;
+  try {
+    listing = await api("GET", `api/v1/applications/${encodeURIComponent(app.name)}/files?${query}`);
+  } catch (error) {
+    list.replaceChildren(element("li", error.message));
+    return;
+  }
+  $("files-where").textContent = `In ${listing.root}${listing.path ? "/" + listing.path : ""}:`;
+  const items = [];
+  app.data_roots.forEach((root, index) => {
+    if (app.data_roots.length > 1 && index !== browse.root) {
+      items.push(fileButton(`Other data directory: ${root}`, () => { browse = { root: index, path: "" }; loadFiles(); }));
+    }
+  });
+  if (listing.path) {
+    const up = listing.path.split("/").slice(0, -1).join("/");
+    items.push(fileButton("Up one directory", () => { browse.path = up; loadFiles(); }));
+  }
+  for (const entry of listing.entries) {
+    const relative = listing.path ? `${listing.path}/${entry.name}` : entry.name;
+    if (entry.kind === "directory") {
+      items.push(fileButton(`${entry.name}/`, () => { browse.path = relative; loadFiles(); }));
+    } else {
+      items.push(fileButton(entry.name, () => {
+        $("data").value = `${listing.root}/${relative}`;
+        $("files").hidden = true;
+        $("browse").setAttribute("aria-expanded", "false");
+        $("data").focus();
+      }));
+    }
+  }
+  if (!listing.entries.length) items.push(element("li", "(empty)"));
+  if (listing.truncated) items.push(element("li", "(more files than shown; type the path)"));
+  list.replaceChildren(...items);
+}
+
+function fileButton(label, action) {
+  const li = element("li");
+  const button = element("button", label, { type: "button" });
+  button.addEventListener("click", action);
+  li.append(button);
+  return li;
+}
+
+function onBrowse() {
+  const files = $("files");
+  files.hidden = !files.hidden;
+  $("browse").setAttribute("aria-expanded", String(!files.hidden));
+  if (!files.hidden) loadFiles();
+}
+
+// -- the current session ---------------------------------------------------------------------------
+
+function sessionURL(url) {
+  // As the wslink JS client does: USE_HOST stands for the page's own host.
+  let resolved = url.replace("USE_HOSTNAME", location.hostname).replace("USE_HOST", location.host);
+  if (location.protocol === "https:" && resolved.startsWith(`ws://${location.host}/`)) {
+    resolved = "wss://" + resolved.slice(5);
+  }
+  return resolved;
+}
+
+function closeSession() {
+  if (!current) return;
+  if (current.events) current.events.close();
+  if (current.view) current.view.close();
+  current = null;
+  $("session-body").hidden = true;
+  $("session-none").hidden = false;
+  $("viewer-area").hidden = true;
+  $("log").hidden = true;
+  $("show-log").setAttribute("aria-expanded", "false");
+  $("show-log").textContent = "Show job log";
+}
+
+function openSession(session, history) {
+  closeSession();
+  current = { id: session.id, session, events: null, view: null, lastState: null };
+  $("session-none").hidden = true;
+  $("session-body").hidden = false;
+  $("session-timeline").replaceChildren();
+  for (const step of history || []) addTimeline(step.state, step.detail, step.at);
+  showSession(session);
+  if (session.state !== "ended") follow(session.id);
+  $("session").focus({ preventScroll: false });
+}
+
+function follow(id) {
+  const events = new EventSource(`api/v1/sessions/${encodeURIComponent(id)}/events`);
+  current.events = events;
+  events.addEventListener("session", (event) => {
+    if (!current || current.id !== id) return;
+    showSession(JSON.parse(event.data));
+  });
+  events.addEventListener("error", async () => {
+    // EventSource reconnects by itself after a dropped link; it gives up only when the answer was an error.
+    if (events.readyState !== EventSource.CLOSED || !current || current.id !== id) return;
+    try {
+      showSession(await api("GET", `api/v1/sessions/${encodeURIComponent(id)}`));
+    } catch (error) {
+      showPageError(error.message);
+    }
+  });
+}
+
+function addTimeline(state, detail, at) {
+  const li = element("li", `${STATE_WORDS[state] || state}${detail ? ": " + detail : ""}`);
+  li.dataset.state = state;
+  li.dataset.key = `${state}|${detail || ""}`;
+  if (at) li.prepend(element("time", new Date(at).toLocaleTimeString(), { datetime: at }), " ");
+  $("session-timeline").append(li);
+}
+
+function showSession(session) {
+  current.session = session;
+  // A new reason while queued is news too ("waiting to be scheduled" -> "waiting for free nodes or GPUs").
+  const key = `${session.state}|${session.detail || ""}`;
+  const changed = key !== current.lastState;
+  const stateEl = $("session-state");
+  stateEl.textContent = STATE_WORDS[session.state] || session.state;
+  stateEl.dataset.state = session.state;
+  $("session-detail").textContent = session.state === "ended"
+    ? `${END_WORDS[session.end_reason] || session.end_reason || ""}${session.detail ? ": " + session.detail : ""}`
+    : session.detail || "";
+  const waiting = ["submitting", "queued"].includes(session.state);
+  $("session-start-label").hidden = !waiting;
+  $("session-start").hidden = !waiting;
+  $("session-start").textContent = session.expected_start
+    ? `${formatTime(session.expected_start)} (${fromNow(session.expected_start)})`
+    : "not known yet: Slurm gives no expected start for this job now";
+  $("session-job").textContent = [
+    session.job_id ? `Slurm job ${session.job_id}` : "not yet submitted",
+    `partition ${session.partition}`, session.gpus ? `${session.gpus} GPU${session.gpus > 1 ? "s" : ""}` : null,
+    `walltime ${session.walltime}`, session.node ? `on ${session.node}` : null, session.data ? `data ${session.data}` : null,
+  ].filter(Boolean).join(", ");
+  $("cancel").hidden = session.state === "ended";
+
+  if (changed) {
+    current.lastState = key;
+    const last = $("session-timeline").lastElementChild;
+    if (!last || last.dataset.key !== key) addTimeline(session.state, session.detail, new Date().toISOString());
+    let words = `Session ${STATE_WORDS[session.state] || session.state}`;
+    if (session.state === "queued") {
+      words += `: ${session.detail || "waiting"}. Expected start: ${session.expected_start ? formatTime(session.expected_start) : "not known yet"}.`;
+    } else if (session.state === "ended") {
+      words += `: ${$("session-detail").textContent}.`;
+    } else if (session.state === "ready") {
+      words += ". The view is loading below.";
+    }
+    announce(words);
+    refreshLists();
+  }
+  if (session.state === "ready" && !current.view) startView(session);
+  if (session.state === "ended") {
+    if (current.events) current.events.close();
+    if (current.view) current.view.close();
+    current.view = null;
+    $("viewer-area").hidden = true;
+  }
+}
+
+async function startView(session) {
+  $("viewer-area").hidden = false;
+  const status = (text, isError) => {
+    const s = $("viewer-status");
+    s.textContent = text;
+    s.classList.toggle("bad", Boolean(isError));
+  };
+  if (!session.secret || !session.sessionURL) {
+    status("Only the session's owner can open its view.", true);
+    return;
+  }
+  const view = new RemoteView($("viewer"), $("viewer-image"), status);
+  current.view = view;
+  try {
+    await view.open(sessionURL(session.sessionURL), session.secret);
+  } catch (error) {
+    if (current && current.view === view) {
+      status(`The view could not be opened: ${error.message}`, true);
+      current.view = null;
+    }
+  }
+}
+
+async function onCancel() {
+  if (!current) return;
+  const button = $("cancel");
+  button.disabled = true;
+  try {
+    showSession(await api("DELETE", `api/v1/sessions/${encodeURIComponent(current.id)}`));
+  } catch (error) {
+    showPageError(`The session could not be cancelled: ${error.message}`);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+async function onShowLog() {
+  const log = $("log");
+  const button = $("show-log");
+  if (!log.hidden) {
+    log.hidden = true;
+    button.setAttribute("aria-expanded", "false");
+    button.textContent = "Show job log";
+    return;
+  }
+  try {
+    const answer = await api("GET", `api/v1/sessions/${encodeURIComponent(current.id)}/log`);
+    log.textContent = (answer.truncated ? "[only the end of the log is shown]\n" : "")
+      + (answer.log || "(the job has written nothing yet)");
+  } catch (error) {
+    log.textContent = error.message;
+  }
+  log.hidden = false;
+  button.setAttribute("aria-expanded", "true");
+  button.textContent = "Hide job log";
+}
+
+async function openById(id) {
+  try {
+    const session = await api("GET", `api/v1/sessions/${encodeURIComponent(id)}`);
+    openSession(session, session.history);
+  } catch (error) {
+    showPageError(error.message);
+  }
+}
+
+// -- lists -----------------------------------------------------------------------------------------
+
+async function refreshLists() {
+  const all = STAFF && $("all-users").checked ? "?all=1" : "";
+  let answer;
+  try {
+    answer = await api("GET", `api/v1/sessions${all}`);
+  } catch (error) {
+    showPageError(error.message);
+    return;
+  }
+  const live = answer.sessions.filter((s) => s.state !== "ended");
+  const past = answer.sessions.filter((s) => s.state === "ended").slice(0, 50);
+  $("live-table").querySelector("tbody").replaceChildren(...live.map((s) => {
+    const row = element("tr");
+    row.dataset.session = s.id;
+    const open = element("button", current && current.id === s.id ? "Open (shown)" : "Open", {
+      type: "button", "aria-label": `Open session on ${s.partition} started ${formatTime(s.created_at)}`,
+    });
+    open.addEventListener("click", () => openById(s.id));
+    const action = element("td");
+    action.append(open);
+    row.append(element("td", formatTime(s.created_at)), element("td", s.user), element("td", s.partition),
+               element("td", `${STATE_WORDS[s.state] || s.state}${s.detail ? ": " + s.detail : ""}`), action);
+    return row;
+  }));
+  $("live-table").hidden = live.length === 0;
+  $("live-empty").hidden = live.length !== 0;
+  $("past-table").querySelector("tbody").replaceChildren(...past.map((s) => {
+    const row = element("tr");
+    row.dataset.session = s.id;
+    row.append(element("td", formatTime(s.ended_at)), element("td", s.user), element("td", s.partition),
+               element("td", END_WORDS[s.end_reason] || s.end_reason || ""), element("td", s.detail || ""));
+    return row;
+  }));
+  $("past-table").hidden = past.length === 0;
+  $("past-empty").hidden = past.length !== 0;
+}
+
+async function refreshPartitions() {
+  let answer;
+  try {
+    answer = await api("GET", "api/v1/partitions");
+  } catch (error) {
+    showPageError(error.message);
+    return;
+  }
+  partitions = answer.partitions;
+  $("partition-table").querySelector("tbody").replaceChildren(...partitions.map((p) => {
+    const row = element("tr");
+    row.append(element("th", p.name, { scope: "row" }),
+               element("td", p.now ? `${p.now.idle_nodes} of ${p.now.nodes}` : "unknown"),
+               element("td", p.now ? (p.now.gpus_total ? `${p.now.gpus_free} of ${p.now.gpus_total}` : "none") : "unknown"),
+               element("td", partitionLimits(p)));
+    return row;
+  }));
+  const schedulerWords = "The scheduler does not answer now";
+  if (answer.scheduler_error) showPageError(`${schedulerWords}: ${answer.scheduler_error}`);
+  else if ($("page-error").textContent.startsWith(schedulerWords)) showPageError("");
+  // Keep the user's choices; refresh only what the options say about the partitions.
+  const chosen = $("partition").value;
+  for (const option of $("partition").options) {
+    const p = partitions.find((x) => x.name === option.value);
+    if (p) option.textContent = `${p.name}: ${partitionNow(p)}`;
+  }
+  const p = partitions.find((x) => x.name === chosen);
+  if (p) $("partition-now").textContent = `Now: ${partitionNow(p)}. Limits: ${partitionLimits(p)}.`;
+}
+
+// -- start -----------------------------------------------------------------------------------------
+
+async function start() {
+  if (!USER) {
+    showPageError("You are not logged in. Open this page through your center's login page.");
+    $("launch-button").disabled = true;
+    return;
+  }
+  $("who").textContent = `Logged in as ${USER}${STAFF ? " (staff)" : ""}`;
+  $("all-users-label").hidden = !STAFF;
+  $("launch-form").addEventListener("submit", onLaunch);
+  $("application").addEventListener("change", onApplicationChange);
+  $("partition").addEventListener("change", onPartitionChange);
+  $("browse").addEventListener("click", onBrowse);
+  $("cancel").addEventListener("click", onCancel);
+  $("show-log").addEventListener("click", onShowLog);
+  $("close-session").addEventListener("click", () => { closeSession(); refreshLists(); });
+  $("all-users").addEventListener("change", refreshLists);
+  $("refresh-partitions").addEventListener("click", refreshPartitions);
+  $("add-source-button").addEventListener("click", () => current && current.view && current.view.addSource($("add-source").value));
+  $("reset-camera").addEventListener("click", () => current && current.view && current.view.resetCamera());
+  let apps;
+  try {
+    [apps] = await Promise.all([api("GET", "api/v1/applications"), refreshPartitions()]);
+  } catch (error) {
+    showPageError(error.message);
+    return;
+  }
+  applications = apps.applications;
+  fillSelect($("application"), applications.map((a) => [a.name, a.description ? `${a.name}: ${a.description}` : a.name]),
+             applications[0] && applications[0].name);
+  onApplicationChange();
+  await refreshLists();
+  body.dataset.loaded = "true";
+  setInterval(() => { if (!document.hidden) { refreshLists(); refreshPartitions(); } }, LISTS_EVERY_MS);
+}
+
+start();

@@ -1,0 +1,230 @@
+// The remote view: JPEG frames rendered by the session's ParaView server, and the mouse sent back to it.
+//
+// One render request is in flight at a time and requests made meanwhile collapse into one, so a slow
+// link shows fewer frames instead of a growing backlog. Frames during a drag use a lower JPEG quality;
+// the still frame after it is sent at full quality. Mouse moves queued behind a slow answer collapse
+// into the latest position for the same reason.
+
+import { WslinkConnection } from "./wslink.js";
+
+const STILL_QUALITY = 85;
+const MOVING_QUALITY = 50;
+const MAX_PIXELS = 1920 * 1200;        // a frame larger than this costs more than it shows
+const STALE_RETRY_MS = 40;
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+export class RemoteView {
+  // container: the element that takes the mouse; image: the <img> frames are shown in;
+  // onStatus(text, isError): where to say what happens.
+  constructor(container, image, onStatus) {
+    this.container = container;
+    this.image = image;
+    this.onStatus = onStatus;
+    this.connection = null;
+    this.mtime = 0;
+    this.shownQuality = 0;
+    this.frames = 0;
+    this.frameWanted = false;
+    this.rendering = false;
+    this.dragButton = null;
+    this.queuedMove = null;
+    this.chain = Promise.resolve();
+    this.listeners = [];
+    this.resizeObserver = null;
+  }
+
+  async open(url, secret) {
+    this.onStatus("Connecting to the session's server…");
+    this.connection = await WslinkConnection.connect(url, secret);
+    this.connection.onclose = (event) => {
+      this.connection = null;
+      this.detach();
+      this.onStatus(event.code === 1000 ? "Disconnected." : `Disconnected (${event.reason || "connection lost"}).`,
+                    event.code !== 1000);
+    };
+    // A session opened with a data file shows it already; an empty one gets a cone so there is something to turn.
+    const listing = await this.connection.call("pv.proxy.manager.list", []);
+    if (!listing || !listing.sources || listing.sources.length === 0) {
+      await this.connection.call("pv.proxy.manager.create", ["Cone", -1]);
+      await this.connection.call("viewport.camera.reset", [-1]);
+    }
+    this.attach();
+    this.onStatus("Connected. Drag to rotate, right or middle drag to pan, wheel to zoom.");
+    this.requestFrame();
+  }
+
+  close() {
+    this.detach();
+    if (this.connection) {
+      this.connection.onclose = null;
+      this.connection.close();
+      this.connection = null;
+    }
+  }
+
+  async addSource(name) {
+    await this.connection.call("pv.proxy.manager.create", [name, -1]);
+    this.requestFrame();
+  }
+
+  async resetCamera() {
+    await this.connection.call("viewport.camera.reset", [-1]);
+    this.requestFrame();
+  }
+
+  // -- frames ------------------------------------------------------------------------------------
+
+  requestFrame() {
+    this.frameWanted = true;
+    if (!this.rendering) this._renderLoop();
+  }
+
+  _size() {
+    const ratio = window.devicePixelRatio || 1;
+    let width = Math.max(1, Math.round(this.container.clientWidth * ratio));
+    let height = Math.max(1, Math.round(this.container.clientHeight * ratio));
+    const scale = Math.sqrt(Math.min(1, MAX_PIXELS / (width * height)));
+    return [Math.round(width * scale), Math.round(height * scale)];
+  }
+
+  async _renderLoop() {
+    this.rendering = true;
+    try {
+      while (this.connection) {
+        const moving = this.dragButton !== null;
+        const upgrade = !moving && this.shownQuality > 0 && this.shownQuality < STILL_QUALITY;
+        if (!this.frameWanted && !upgrade) break;
+        this.frameWanted = false;
+        const quality = moving ? MOVING_QUALITY : STILL_QUALITY;
+        // mtime: the server sends no image when nothing changed since the frame we have (saves the link);
+        // a quality upgrade of an unchanged scene must ask with 0 to get one.
+        const reply = await this.connection.call("viewport.image.render", [{
+          size: this._size(), view: -1, quality, mtime: upgrade ? 0 : this.mtime, localTime: Date.now(),
+        }]);
+        if (reply && reply.image) {
+          this.image.src = "data:image/jpeg;base64," + reply.image;
+          this.mtime = reply.mtime;
+          this.shownQuality = quality;
+          this.frames += 1;
+          this.container.dataset.frames = String(this.frames);
+        } else if (upgrade) {
+          this.shownQuality = STILL_QUALITY;   // nothing newer to show
+        }
+        if (reply && reply.stale) {
+          await sleep(STALE_RETRY_MS);
+          this.frameWanted = true;
+        }
+      }
+    } catch (error) {
+      if (this.connection) this.onStatus(`The view could not be rendered: ${error.message}`, true);
+    } finally {
+      this.rendering = false;
+    }
+  }
+
+  // -- mouse and keys ----------------------------------------------------------------------------
+
+  attach() {
+    const on = (target, type, handler, options) => {
+      target.addEventListener(type, handler, options);
+      this.listeners.push([target, type, handler, options]);
+    };
+    const c = this.container;
+    on(c, "pointerdown", (e) => this._pointerDown(e));
+    on(c, "pointermove", (e) => this._pointerMove(e));
+    on(c, "pointerup", (e) => this._pointerUp(e));
+    on(c, "pointercancel", (e) => this._pointerUp(e));
+    on(c, "contextmenu", (e) => e.preventDefault());
+    on(c, "wheel", (e) => this._wheel(e), { passive: false });
+    on(c, "keydown", (e) => this._key(e));
+    this.resizeObserver = new ResizeObserver(() => this.requestFrame());
+    this.resizeObserver.observe(c);
+  }
+
+  detach() {
+    for (const [target, type, handler, options] of this.listeners) target.removeEventListener(type, handler, options);
+    this.listeners = [];
+    if (this.resizeObserver) this.resizeObserver.disconnect();
+    this.resizeObserver = null;
+    this.dragButton = null;
+  }
+
+  _position(e) {
+    const box = this.container.getBoundingClientRect();
+    // ParaView takes the position as a fraction of the view, y upwards.
+    return [(e.clientX - box.left) / box.width, 1 - (e.clientY - box.top) / box.height];
+  }
+
+  _pointerDown(e) {
+    if (this.dragButton !== null) return;
+    // ParaView's defaults: left rotates, middle pans, right zooms. Here right drags pan too
+    // (zoom is on the wheel, where users look for it).
+    this.dragButton = e.button === 0 && !e.shiftKey ? "left" : "middle";
+    this.container.setPointerCapture(e.pointerId);
+    this.container.focus({ preventScroll: true });
+    e.preventDefault();
+    const [x, y] = this._position(e);
+    this._interact("down", x, y, this.dragButton);
+  }
+
+  _pointerMove(e) {
+    if (this.dragButton === null) return;
+    const [x, y] = this._position(e);
+    this._interact("move", x, y, this.dragButton);
+  }
+
+  _pointerUp(e) {
+    if (this.dragButton === null) return;
+    const [x, y] = this._position(e);
+    this.dragButton = null;
+    this._interact("up", x, y, null);
+  }
+
+  _wheel(e) {
+    e.preventDefault();
+    const lines = e.deltaMode === 1 ? e.deltaY * 40 : e.deltaMode === 2 ? e.deltaY * 800 : e.deltaY;
+    // Wheel away from the user (negative deltaY) zooms in: in ParaView that is a right drag downwards.
+    this._gesture("right", 0, Math.max(-0.4, Math.min(0.4, lines / 1000)));
+  }
+
+  _key(e) {
+    const moves = {
+      ArrowLeft: ["left", -0.05, 0], ArrowRight: ["left", 0.05, 0],
+      ArrowUp: ["left", 0, 0.05], ArrowDown: ["left", 0, -0.05],
+      "+": ["right", 0, -0.1], "=": ["right", 0, -0.1], "-": ["right", 0, 0.1],
+    };
+    const move = moves[e.key];
+    if (!move) return;
+    e.preventDefault();
+    this._gesture(...move);
+  }
+
+  // A whole drag from the middle of the view: how wheel and keys reach ParaView's mouse handler.
+  _gesture(button, dx, dy) {
+    this._interact("down", 0.5, 0.5, button);
+    this._interact("move", 0.5 + dx, 0.5 + dy, button);
+    this._interact("up", 0.5 + dx, 0.5 + dy, null);
+  }
+
+  _interact(action, x, y, button) {
+    if (!this.connection) return;
+    const event = {
+      view: -1, action, x, y,
+      buttonLeft: button === "left", buttonMiddle: button === "middle", buttonRight: button === "right",
+      shiftKey: false, ctrlKey: false, altKey: false, metaKey: false,
+    };
+    if (action === "move" && this.queuedMove) {
+      Object.assign(this.queuedMove, event);   // not sent yet: send the latest position instead
+      return;
+    }
+    if (action === "move") this.queuedMove = event;
+    this.chain = this.chain.then(() => {
+      if (this.queuedMove === event) this.queuedMove = null;
+      if (!this.connection) return null;
+      return this.connection.call("viewport.mouse.interaction", [event]);
+    }).then(() => this.requestFrame(), (error) => {
+      if (this.connection) this.onStatus(`The server did not take the mouse event: ${error.message}`, true);
+    });
+  }
+}

@@ -1,0 +1,391 @@
+"""The web page in a real browser: Debian's Chromium driven by Playwright, against a real ``pvhpc serve``,
+the real test cluster and real ParaViewWeb servers. The page's websocket goes through the built-in front end.
+
+Screenshots of each step are kept under test-artifacts/<test name>/.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+
+import pytest
+from PIL import Image, ImageChops
+
+from .helpers import foreground_fraction
+from .test_launcher_e2e import block_gpu_partition, cancel
+
+pytestmark = [pytest.mark.browser, pytest.mark.cluster]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
+READY_MS = 150_000      # submit, schedule, start Xvfb and pvpython, report back
+FRAME_MS = 30_000
+BUILTIN = {"kind": "builtin"}
+CUBE_VTK = """# vtk DataFile Version 3.0
+a cube for the page test
+ASCII
+DATASET POLYDATA
+POINTS 8 float
+0 0 0  1 0 0  1 1 0  0 1 0  0 0 1  1 0 1  1 1 1  0 1 1
+POLYGONS 6 30
+4 0 3 2 1
+4 4 5 6 7
+4 0 1 5 4
+4 2 3 7 6
+4 1 2 6 5
+4 0 4 7 3
+"""
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"{CHROMIUM} is missing: install.sh installs Debian's chromium")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield chromium
+        chromium.close()
+
+
+class Tab:
+    """One browser page with the errors it raised; a JavaScript error anywhere fails the test."""
+
+    def __init__(self, context, url: str):
+        self.context = context
+        self.page = context.new_page()
+        self.errors: list[str] = []
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.response = self.page.goto(url + "/")
+
+    def loaded(self) -> "Tab":
+        self.page.wait_for_selector("body[data-loaded=true]", timeout=15_000)
+        return self
+
+    def text(self, selector: str) -> str:
+        return self.page.locator(selector).inner_text()
+
+    def wait_text(self, selector: str, words: str, timeout: float = READY_MS) -> str:
+        self.page.wait_for_function(
+            "([s, w]) => { const e = document.querySelector(s); return e && e.textContent.includes(w); }",
+            arg=[selector, words], timeout=timeout)
+        return self.text(selector)
+
+    def wait_state(self, state: str, timeout: float = READY_MS) -> None:
+        self.page.wait_for_selector(f'#session-state[data-state="{state}"]', timeout=timeout)
+
+    def timeline(self) -> list[str]:
+        return self.page.locator("#session-timeline li").evaluate_all("items => items.map(i => i.dataset.state)")
+
+    def shot(self, path) -> None:
+        self.page.screenshot(path=str(path), full_page=True)
+
+    # -- the view --
+
+    def frames(self) -> int:
+        return int(self.page.get_attribute("#viewer", "data-frames") or 0)
+
+    def wait_frame_after(self, count: int) -> None:
+        self.page.wait_for_function("n => Number(document.getElementById('viewer').dataset.frames || 0) > n",
+                                    arg=count, timeout=FRAME_MS)
+        # The drag's low-quality frames are followed by one still frame; let it arrive.
+        self.page.wait_for_timeout(1500)
+
+    def view(self, path) -> Image.Image:
+        png = self.page.locator("#viewer").screenshot(path=str(path))
+        image = Image.open(io.BytesIO(png)).convert("RGB")
+        # The element's box has fractional edges that show the page behind; the pixels are judged against
+        # ParaView's background, so the corner must be the rendered frame's.
+        image = image.crop((2, 2, image.width - 2, image.height - 2))
+        assert sum(image.getpixel((0, 0))) < 600, image.getpixel((0, 0))
+        return image
+
+    def centre(self) -> tuple[float, float]:
+        box = self.page.locator("#viewer").bounding_box()
+        return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+
+    def drag(self, dx: float, dy: float, button: str = "left") -> None:
+        x, y = self.centre()
+        mouse = self.page.mouse
+        mouse.move(x, y)
+        mouse.down(button=button)
+        mouse.move(x + dx, y + dy, steps=12)
+        mouse.up(button=button)
+
+
+@pytest.fixture
+def tabs(browser):
+    """Open pages in fresh browser contexts (headers per context: the trusted front end's login)."""
+    contexts = []
+
+    def open_tab(url: str, **context_options) -> Tab:
+        context = browser.new_context(viewport={"width": 1280, "height": 1000}, **context_options)
+        contexts.append(context)
+        return Tab(context, url)
+
+    yield open_tab
+    for context in contexts:
+        context.close()
+
+
+def changed_share(a: Image.Image, b: Image.Image) -> float:
+    """Share of pixels that differ clearly between two screenshots of the view."""
+    assert a.size == b.size
+    histogram = ImageChops.difference(a, b).convert("L").histogram()
+    return sum(histogram[41:]) / (a.width * a.height)
+
+
+def has_picture(image: Image.Image) -> float:
+    png = io.BytesIO()
+    image.save(png, "PNG")
+    return foreground_fraction(png.getvalue())
+
+
+def test_launch_watch_ready_view_rotate_zoom_pan_reconnect_and_cancel(service_factory, tabs, artifacts):
+    svc = service_factory(frontend=BUILTIN)
+    (svc.dir / "data" / "shapes").mkdir(parents=True)
+    (svc.dir / "data" / "shapes" / "cube.vtk").write_text(CUBE_VTK)
+    svc.start()
+    tab = tabs(svc.url).loaded()
+    page = tab.page
+    assert "Logged in as" in tab.text("#who")
+    assert "of 4 GPUs free" in tab.text("#partition-now") and "walltime up to 02:00:00" in tab.text("#partition-now")
+    assert page.input_value("#walltime") == "00:30:00" and page.input_value("#gpus") == "1"
+    assert page.is_hidden("#account-field")   # no accounts configured: no account to choose
+    # The data file, chosen from the listing of the data root.
+    page.click("#browse")
+    page.click("#files-list button:text-is('shapes/')")
+    page.click("#files-list button:text-is('cube.vtk')")
+    assert page.input_value("#data").endswith("/data/shapes/cube.vtk")
+    tab.shot(artifacts / "01-form.png")
+
+    page.click("#launch-button")
+    tab.wait_state("ready")
+    tab.shot(artifacts / "02-ready.png")
+    states = tab.timeline()
+    assert states[-1] == "ready" and "starting" in states, states
+    assert states[0] in ("submitting", "queued"), states
+    assert "Ready" in tab.wait_text("#status", "Ready", 5_000)
+    session_id = page.get_attribute("#live-table tbody tr", "data-session")
+    session = svc.client().get(session_id)
+    assert session["state"] == "ready" and session["data"] == "shapes/cube.vtk"
+    assert session["sessionURL"].startswith(f"ws://127.0.0.1:{svc.port}/proxy?sessionId={session_id}")
+
+    # The rendered view streams into the page: a real picture, not an empty element.
+    tab.wait_frame_after(0)
+    before = tab.view(artifacts / "03-view.png")
+    assert has_picture(before) > 0.01
+    frames = tab.frames()
+    tab.drag(160, 60)
+    tab.wait_frame_after(frames)
+    rotated = tab.view(artifacts / "04-rotated.png")
+    assert changed_share(before, rotated) > 0.01
+    assert has_picture(rotated) > 0.01
+
+    frames = tab.frames()
+    x, y = tab.centre()
+    page.mouse.move(x, y)
+    page.mouse.wheel(0, -600)
+    tab.wait_frame_after(frames)
+    zoomed = tab.view(artifacts / "05-zoomed.png")
+    assert changed_share(rotated, zoomed) > 0.01
+    assert has_picture(zoomed) > has_picture(rotated) * 1.2   # the wheel turned away from the user zooms in
+
+    frames = tab.frames()
+    tab.drag(120, 0, button="right")
+    tab.wait_frame_after(frames)
+    panned = tab.view(artifacts / "06-panned.png")
+    assert changed_share(zoomed, panned) > 0.01
+
+    page.click("#show-log")
+    assert f"PVHPC_READY host={session['host']} port={session['port']}" in tab.wait_text("#log", "PVHPC_READY", 10_000)
+    tab.shot(artifacts / "07-log.png")
+
+    # Close the tab; a new one lists the running session and reconnects to it.
+    page.close()
+    tab = tabs(svc.url).loaded()
+    page = tab.page
+    row = page.locator(f'#live-table tr[data-session="{session_id}"]')
+    assert "Ready" in row.inner_text()
+    row.locator("button").click()
+    tab.wait_state("ready", 10_000)
+    tab.wait_frame_after(0)
+    reconnected = tab.view(artifacts / "08-reconnected.png")
+    assert has_picture(reconnected) > 0.01
+    tab.shot(artifacts / "08-reconnected-page.png")
+
+    page.click("#cancel")
+    tab.wait_state("ended", 30_000)
+    assert "Cancelled by its user" in tab.text("#session-detail")
+    assert page.is_hidden("#viewer-area")
+    past = page.locator(f'#past-table tr[data-session="{session_id}"]')
+    past.wait_for(timeout=10_000)
+    assert "Cancelled by its user" in past.inner_text()
+    tab.shot(artifacts / "09-cancelled.png")
+    ended = svc.client().get(session_id)
+    assert ended["state"] == "ended" and ended["end_reason"] == "cancelled"
+    assert tab.errors == []
+
+
+def test_queued_on_a_full_partition_shows_reason_and_start_then_turns_ready(service_factory, cluster, tabs, artifacts):
+    blockers = block_gpu_partition(cluster)
+    try:
+        svc = service_factory(frontend=BUILTIN).start()
+        tab = tabs(svc.url).loaded()
+        page = tab.page
+        assert "0 of 4 GPUs free" in tab.text("#partition-now")
+        page.click("#launch-button")
+        tab.wait_state("queued", 30_000)
+        detail = tab.wait_text("#session-detail", "waiting for free nodes or GPUs", 30_000)
+        assert detail == "waiting for free nodes or GPUs"
+        assert page.is_visible("#session-start")
+        assert tab.text("#session-start").startswith("not known yet") or "(in about" in tab.text("#session-start")
+        assert "Expected start" in tab.wait_text("#status", "waiting for free nodes or GPUs", 10_000)
+        tab.shot(artifacts / "01-queued.png")
+        # The blockers run under the partition's default time limit (1 h), so Slurm's backfill pass
+        # (every 30 s) works out when the session can start; the page shows it as soon as it is known.
+        start = tab.wait_text("#session-start", "(in about", 90_000)
+        assert "in about 5" in start or "in about 6" in start, start
+        tab.shot(artifacts / "02-queued-with-expected-start.png")
+
+        cancel(cluster, blockers)
+        tab.wait_state("ready")
+        states = tab.timeline()
+        assert "queued" in states and states[-1] == "ready", states
+        tab.wait_frame_after(0)
+        assert has_picture(tab.view(artifacts / "03-ready-view.png")) > 0.01
+        tab.shot(artifacts / "03-ready.png")
+        page.click("#cancel")
+        tab.wait_state("ended", 30_000)
+        assert tab.errors == []
+    finally:
+        cancel(cluster, blockers)
+
+
+def test_errors_from_the_api_appear_next_to_their_field(service_factory, tabs, artifacts):
+    svc = service_factory(frontend=BUILTIN, limits={"gpus_per_user": 1}, partitions={
+        "gpu": {"gpu_type": "a100", "gpus": {"default": 1, "max": 2}, "walltime": {"default": 30, "max": 120},
+                "accounts": ["proj-a", "proj-b"]},
+        "cpu": {"walltime": {"default": 30, "max": 120}},
+    }).start()
+    tab = tabs(svc.url).loaded()
+    page = tab.page
+    # The account is asked for only where the partition has accounts, and offers exactly those.
+    assert page.is_visible("#account")
+    assert page.locator("#account option").all_inner_texts() == ["proj-a", "proj-b"]
+    page.select_option("#partition", "cpu")
+    assert page.is_hidden("#account-field")
+    page.select_option("#partition", "gpu")
+
+    page.fill("#walltime", "5:00:00")
+    page.click("#launch-button")
+    error = tab.wait_text("#walltime-error", "maximum", 10_000)
+    assert error == "05:00:00 is over partition gpu's maximum of 02:00:00"
+    assert page.get_attribute("#walltime", "aria-invalid") == "true"
+    assert page.evaluate("document.activeElement.id") == "walltime"
+    assert page.is_hidden("#gpus-error") and page.is_hidden("#form-error")
+    tab.shot(artifacts / "01-walltime-over-max.png")
+
+    page.fill("#walltime", "soon")
+    page.click("#launch-button")
+    assert "is not a walltime" in tab.wait_text("#walltime-error", "walltime (minutes", 10_000)
+
+    # A site limit (429) on GPUs sits next to the GPU field; the walltime is fixed, so its error is gone.
+    page.fill("#walltime", "20")
+    page.fill("#gpus", "2")
+    page.click("#launch-button")
+    error = tab.wait_text("#gpus-error", "per user at once", 10_000)
+    assert error.startswith("2 more GPUs would make 2")
+    assert page.is_hidden("#walltime-error") and page.get_attribute("#walltime", "aria-invalid") is None
+    tab.shot(artifacts / "02-gpu-limit.png")
+
+    page.fill("#gpus", "3")
+    page.click("#launch-button")
+    assert tab.wait_text("#gpus-error", "over partition", 10_000) == "3 is over partition gpu's maximum of 2"
+    page.fill("#gpus", "1")
+    page.fill("#data", "../../etc/passwd")
+    page.click("#launch-button")
+    assert "outside the allowed data directories" in tab.wait_text("#data-error", "outside", 10_000)
+    tab.shot(artifacts / "03-data-outside.png")
+    assert svc.client().list() == []
+    assert tab.errors == []
+
+
+def test_login_through_a_front_end_header_and_staff_see_every_session(service_factory, tabs, artifacts):
+    svc = service_factory(frontend=BUILTIN, auth={
+        "kind": "header", "header": "X-Remote-User", "trusted_proxies": ["127.0.0.1"], "staff": ["ops"],
+    }).start()
+    stranger = tabs(svc.url)
+    assert stranger.response.status == 401
+    stranger.page.wait_for_selector("#page-error:not([hidden])")
+    assert "not logged in" in stranger.text("#page-error")
+    assert stranger.page.is_disabled("#launch-button")
+    stranger.shot(artifacts / "01-not-logged-in.png")
+
+    # The trusted front end (127.0.0.1 here) says who the user is; the page, its API calls, its push
+    # channel and its websocket through the built-in proxy all go as that user.
+    alice = tabs(svc.url, extra_http_headers={"X-Remote-User": "alice"}).loaded()
+    assert alice.text("#who") == "Logged in as alice"
+    alice.page.select_option("#partition", "cpu")
+    assert alice.page.is_disabled("#gpus")
+    alice.page.click("#launch-button")
+    alice.wait_state("ready")
+    alice.wait_frame_after(0)
+    assert has_picture(alice.view(artifacts / "02-alice-view.png")) > 0.01
+    alice.shot(artifacts / "02-alice-ready.png")
+    session_id = alice.page.get_attribute("#live-table tbody tr", "data-session")
+    assert svc.client(headers={"X-Remote-User": "alice"}).get(session_id)["user"] == "alice"
+
+    bob = tabs(svc.url, extra_http_headers={"X-Remote-User": "bob"}).loaded()
+    assert bob.page.is_hidden("#all-users-label")
+    assert bob.page.locator("#live-table tbody tr").count() == 0
+
+    ops = tabs(svc.url, extra_http_headers={"X-Remote-User": "ops"}).loaded()
+    assert ops.text("#who") == "Logged in as ops (staff)"
+    assert ops.page.locator("#live-table tbody tr").count() == 0   # own sessions first
+    ops.page.check("#all-users")
+    row = ops.page.locator(f'#live-table tr[data-session="{session_id}"]')
+    row.wait_for(timeout=10_000)
+    assert "alice" in row.inner_text()
+    assert ops.page.locator("#partition-table tbody tr").count() == 2
+    ops.shot(artifacts / "03-staff-all-sessions.png")
+
+    alice.page.click("#cancel")
+    alice.wait_state("ended", 30_000)
+    assert alice.errors == [] and ops.errors == [] and bob.errors == []
+
+
+def test_data_listing_stays_inside_the_data_root(service_factory, tmp_path):
+    import json
+    import urllib.error
+    import urllib.request
+
+    svc = service_factory(frontend=BUILTIN)
+    data = svc.dir / "data"
+    (data / "sub").mkdir(parents=True)
+    (data / "sub" / "a.vtk").write_text(CUBE_VTK)
+    (data / ".hidden").write_text("x")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (data / "escape").symlink_to(outside)
+    svc.start()
+
+    def get(query: str) -> tuple[int, dict]:
+        try:
+            with urllib.request.urlopen(f"{svc.url}/api/v1/applications/paraview/files{query}", timeout=10) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    status, top = get("")
+    assert status == 200 and [e["name"] for e in top["entries"]] == ["sub"]
+    status, sub = get("?path=sub")
+    assert status == 200 and sub["entries"] == [{"name": "a.vtk", "kind": "file", "size": len(CUBE_VTK)}]
+    assert get("?path=../..")[0] == 400
+    assert get("?path=escape")[0] == 400
+    assert get("?root=3")[0] == 400
+    assert get("?path=sub/a.vtk")[0] == 404
+    status, answer = get("?path=../..")
+    assert answer["field"] == "path"
