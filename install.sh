@@ -29,8 +29,11 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-if [ ! -x "$PREFIX/venv/bin/python" ]; then
-    python3 -m venv "$PREFIX/venv"
+# Debian's own Python: the same minor version as pvpython's, so wslink's compiled
+# dependencies installed by this venv's pip also load under pvpython.
+if ! grep -qs '^home = /usr/bin$' "$PREFIX/venv/pyvenv.cfg"; then
+    rm -rf "$PREFIX/venv"
+    /usr/bin/python3 -m venv "$PREFIX/venv"
 fi
 "$PREFIX/venv/bin/pip" install -q --disable-pip-version-check -e ".[test,postgres]"
 ln -sf "$PREFIX/venv/bin/pvhpc" /usr/local/bin/pvhpc
