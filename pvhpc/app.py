@@ -18,6 +18,7 @@ from .auth import Authenticator, make_authenticator
 from .config import SiteConfig
 from .events import EventBus
 from .frontends import FrontEnd, make_frontend
+from .joblogs import JobLogs
 from .ratelimit import RateLimiter
 from .runners import LocalRunner, SSHRunner, SudoRunner
 from .scheduler import Scheduler, make_scheduler
@@ -46,6 +47,7 @@ class Context:
     auth: Authenticator
     tokens: TokenStore
     limiter: RateLimiter
+    logs: JobLogs
 
 
 def routes(ctx: Context) -> list:
@@ -82,7 +84,7 @@ class PvhpcApp:
         runner = SSHRunner(self.ssh_link, env) if self.ssh_link else LocalRunner(env)
         runner_for_user = None
         if config.scheduler.submit_as == "user":
-            runner_for_user = functools.partial(SudoRunner, env=env)
+            runner_for_user = functools.partial(SudoRunner, runner)
         scheduler = scheduler or make_scheduler(config.scheduler.backend, runner, runner_for_user)
         if hasattr(scheduler, "timeout"):
             scheduler.timeout = config.scheduler.command_timeout
@@ -95,7 +97,7 @@ class PvhpcApp:
         tokens = TokenStore(store)
         self.ctx = Context(config, store, scheduler, bus, service, frontend,
                            make_authenticator(config.auth, tokens), tokens,
-                           RateLimiter(config.limits.requests_per_minute))
+                           RateLimiter(config.limits.requests_per_minute), JobLogs(config, runner, runner_for_user))
         self.tracker = Tracker(config, store, scheduler, service)
         self.web = tornado.web.Application(frontend.handlers(self.ctx) + routes(self.ctx),
                                            default_handler_class=NotFoundHandler, log_function=log_request,

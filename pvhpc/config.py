@@ -496,8 +496,6 @@ def parse(data: Any, source: str = "<config>") -> SiteConfig:
     au.finish()
 
     ssh = _ssh(top.section("ssh"), scheduler) if "ssh" in top.data else None
-    if ssh is not None and scheduler.submit_as == "user":
-        raise sch.error("submit_as", "'user' is not available in SSH mode yet: jobs there are the SSH user's")
 
     top.finish()
     return SiteConfig(source, service, scheduler, runtime, partitions, applications, limits, frontend, auth, ssh)

@@ -3,16 +3,19 @@
 With jobs run as the service account, every job writes into service.job_output_dir.
 With jobs run as their users, each job writes under its user's home
 (~/.pvhpc/logs, made mode 0700 by the job itself), where only that user can read
-it; pvhpc reads it back as that user.
+it; pvhpc reads it back as that user. Either way the log is read where the jobs
+run (here, or on the login host in SSH mode), through the same runners as Slurm's
+commands.
 """
 
 from __future__ import annotations
 
 import pwd
 from pathlib import Path
+from typing import Callable
 
 from .config import SiteConfig
-from .runners import CommandUnavailable, SudoRunner
+from .runners import CommandRunner, CommandUnavailable
 
 USER_LOG_DIR = ".pvhpc/logs"
 MAX_BYTES = 256 * 1024
@@ -28,23 +31,23 @@ def log_path(config: SiteConfig, user: str, job_name: str) -> Path:
     return config.service.job_output_dir / f"{job_name}.out"
 
 
-async def read_tail(config: SiteConfig, user: str, job_name: str) -> tuple[str, int]:
-    """The last MAX_BYTES of the job's log and the log's whole size ("" and 0 when there is none yet)."""
-    path = log_path(config, user, job_name)
-    if not per_user(config):
+class JobLogs:
+    def __init__(self, config: SiteConfig, runner: CommandRunner,
+                 runner_for_user: Callable[[str], CommandRunner] | None = None):
+        self.config = config
+        self.runner = runner
+        self.runner_for_user = runner_for_user
+
+    async def read_tail(self, user: str, job_name: str) -> tuple[str, int]:
+        """The last MAX_BYTES of the job's log and whether there was more ("" when there is none yet)."""
+        path = log_path(self.config, user, job_name)
+        runner = self.runner_for_user(user) if per_user(self.config) and self.runner_for_user else self.runner
         try:
-            with open(path, "rb") as f:
-                size = f.seek(0, 2)
-                f.seek(max(0, size - MAX_BYTES))
-                return f.read().decode(errors="replace"), size
-        except FileNotFoundError:
-            return "", 0
-    try:
-        # One byte more than is shown tells whether there was more.
-        tail = await SudoRunner(user).run(["tail", "-c", str(MAX_BYTES + 1), str(path)], timeout=10)
-    except CommandUnavailable:
-        return "", 0
-    if not tail.ok:
-        return "", 0
-    text = tail.stdout
-    return (text[1:], MAX_BYTES + 1) if len(text.encode()) > MAX_BYTES else (text, len(text.encode()))
+            # One byte more than is shown tells whether there was more.
+            tail = await runner.run(["tail", "-c", str(MAX_BYTES + 1), str(path)], timeout=10)
+        except CommandUnavailable:
+            return "", False
+        if not tail.ok:
+            return "", False
+        text = tail.stdout
+        return (text[1:], True) if len(text.encode()) > MAX_BYTES else (text, False)

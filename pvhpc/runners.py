@@ -81,21 +81,23 @@ class LocalRunner(CommandRunner):
                              time.monotonic() - started)
 
 
-class SudoRunner(LocalRunner):
-    """Runs a command as another user through ``sudo -n -u USER``, so a job is that user's, not the service's.
+class SudoRunner(CommandRunner):
+    """Runs a command as another user through ``sudo -n -u USER``, wherever the inner runner runs it
+    (here, or on the login host over SSH), so a job is that user's, not the service's.
 
     ``-n``: never wait for a password; a missing sudoers rule fails at once with sudo's
     own message. sudo resets the environment, so the variables pvhpc passes (SLURM_CONF)
     must be kept by the sudoers rule (``env_keep``; see docs/sudoers.pvhpc).
     """
 
-    def __init__(self, user: str, env: Mapping[str, str] | None = None):
-        super().__init__(env)
+    def __init__(self, inner: CommandRunner, user: str):
+        self.inner = inner
         self.user = user
 
     async def run(self, argv: Sequence[str], input: str | None = None, timeout: float = 30) -> CommandResult:
-        result = await super().run(["sudo", "-n", "-u", self.user, "--", *argv], input=input, timeout=timeout)
-        result.argv = [str(a) for a in argv]   # messages name the command, not sudo
+        argv = [str(a) for a in argv]
+        result = await self.inner.run(["sudo", "-n", "-u", self.user, "--", *argv], input=input, timeout=timeout)
+        result.argv = argv   # messages name the command, not sudo
         return result
 
 

@@ -118,6 +118,10 @@ class SessionService:
         except TemplateError as e:
             self.apply(record.id, lifecycle.ended(EndReason.SUBMIT_FAILED, str(e)))
             raise ServiceError(500, f"the job script could not be made: {e}") from None
+        except KeyError:
+            # Jobs run as their users: a user the system does not know cannot have one.
+            self.apply(record.id, lifecycle.ended(EndReason.SUBMIT_FAILED, f"no account {user} on this host"))
+            raise ServiceError(403, f"user {user} has no account on this host; pvhpc cannot run jobs as them") from None
         return await self._submit(record, job)
 
     async def _submit(self, record: SessionRecord, job) -> SessionRecord:

@@ -355,7 +355,8 @@ class SSHDaemon:
             f"ListenAddress 127.0.0.1:{self.port}\n"
             f"HostKey {self.host_key}\n"
             f"PidFile {root / 'sshd.pid'}\n"
-            f"AuthorizedKeysFile {self.authorized_keys}\n"
+            # Root's key lives with the test; another account's in its own ~/.ssh (sshd reads it as that user).
+            f"AuthorizedKeysFile {self.authorized_keys} .ssh/authorized_keys\n"
             # The key files live under the test's temporary directory, not in a home directory.
             "StrictModes no\n"
             "UsePAM no\n"

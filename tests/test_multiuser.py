@@ -15,7 +15,6 @@ from pvhpc.client import Client, ClientError
 from pvhpc.jobscript import JOB_HELPER, SERVER_SCRIPT
 
 from .helpers import foreground_fraction, wait_until
-from .test_launcher_e2e import render
 
 pytestmark = pytest.mark.cluster
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,6 +29,8 @@ def unix_users():
     for name in USERS.values():
         if subprocess.run(["id", name], capture_output=True).returncode != 0:
             subprocess.run(["useradd", "-m", "-s", "/bin/bash", name], check=True)
+        # No password, but not a locked account either: sshd lets a locked account in by no key.
+        subprocess.run(["usermod", "-p", "*", name], check=True)
     # The rule pvhpc ships, for this test's service account.
     rule = []
     for line in (ROOT / "docs" / "sudoers.pvhpc").read_text().splitlines():
@@ -47,6 +48,22 @@ def unix_users():
     for name in USERS.values():
         subprocess.run(["pkill", "-u", name], capture_output=True)
         subprocess.run(["userdel", "-r", name], capture_output=True)
+
+
+def render_as(url: str, secret: str, user: str) -> bytes:
+    """Connect through the front end as a user (the trusted header a front end would set) and render."""
+    import asyncio
+
+    from pvhpc.wslink_client import WslinkClient
+
+    async def go():
+        client = await WslinkClient.connect(url, secret, headers={"X-Remote-User": user})
+        try:
+            await client.create_source("Cone")
+            return await client.render((320, 240))
+        finally:
+            client.close()
+    return asyncio.run(go())
 
 
 def shared_dir() -> Path:
@@ -69,6 +86,7 @@ def test_jobs_run_as_their_users_and_users_stay_apart(unix_users, service_factor
             runtime={"pythonpath": str(runtime_dir), "job_helper": str(shared / JOB_HELPER.name)},
             applications={"paraview": {"data_roots": [str(data)], "server_script": str(shared / SERVER_SCRIPT.name)}},
             auth={"kind": "header", "trusted_proxies": ["127.0.0.1"], "staff": ["pvhpc-staff"]},
+            frontend={"kind": "builtin"},
         )
         service_uid = pwd.getpwnam(unix_users["service"]).pw_uid
         subprocess.run(["chown", "-R", unix_users["service"], str(svc.dir)], check=True)
@@ -84,7 +102,17 @@ def test_jobs_run_as_their_users_and_users_stay_apart(unix_users, service_factor
         assert owner == [str(pwd.getpwnam(unix_users["alice"]).pw_uid), unix_users["alice"]]
         assert subprocess.run(["squeue", "-h", "-u", unix_users["alice"], "-o", "%i"], env=env, capture_output=True,
                               text=True).stdout.split() == [session["job_id"]]
-        assert foreground_fraction(render(session["sessionURL"], session["secret"])) > 0.01
+        proxy = f"ws://127.0.0.1:{svc.port}/proxy?sessionId={session['id']}&path=ws"
+        assert foreground_fraction(render_as(proxy, session["secret"], unix_users["alice"])) > 0.01
+        # Bob, with Alice's session id and even her secret, is refused by the front end before any upgrade.
+        with pytest.raises(Exception, match="404"):
+            render_as(proxy, session["secret"], unix_users["bob"])
+        bobs = bob.create("paraview", partition="cpu")
+        bob_job = wait_until(lambda: bob.get(bobs["id"])["job_id"], 20, message="bob's job id")
+        owner = subprocess.run(["squeue", "-h", "-j", bob_job, "-o", "%U"], env=env, capture_output=True,
+                               text=True, check=True).stdout.split()
+        assert owner == [str(pwd.getpwnam(unix_users["bob"]).pw_uid)]
+        bob.cancel(bobs["id"])
 
         # The job's log lies in alice's home, readable by her alone; pvhpc reads it back as her.
         logs = Path(pwd.getpwnam(unix_users["alice"]).pw_dir) / ".pvhpc" / "logs"
@@ -119,3 +147,40 @@ def test_without_a_sudoers_rule_submission_fails_clearly(service_factory, cluste
     assert e.value.status == 400 and "sudo" in e.value.message
     assert client.list()[0]["end_reason"] == "submit_failed"
     shutil.rmtree(shared, ignore_errors=True)
+
+
+@pytest.mark.sshd
+def test_ssh_mode_runs_jobs_as_their_users_too(unix_users, service_factory, cluster, runtime_dir, sshd):
+    """Off the cluster: pvhpc logs in to the login host as its service account, which runs each session's job
+    through sudo -n -u USER under the shipped sudoers rule."""
+    shared = shared_dir()
+    try:
+        for f in (SERVER_SCRIPT, JOB_HELPER):
+            shutil.copy(f, shared / f.name)
+        data = shared / "data"
+        data.mkdir(mode=0o755)
+        account = pwd.getpwnam(unix_users["service"])
+        ssh_dir = Path(account.pw_dir) / ".ssh"
+        ssh_dir.mkdir(mode=0o700, exist_ok=True)
+        (ssh_dir / "authorized_keys").write_text(Path(f"{sshd.client_key}.pub").read_text())
+        subprocess.run(["chown", "-R", unix_users["service"], str(ssh_dir)], check=True)
+        svc = service_factory(
+            "ssh-user", directory=shared / "service", ssh=sshd.ssh_section(user=unix_users["service"]),
+            scheduler={"environment": cluster.environment(), "submit_as": "user"},
+            runtime={"pythonpath": str(runtime_dir), "job_helper": str(shared / JOB_HELPER.name)},
+            applications={"paraview": {"data_roots": [str(data)], "server_script": str(shared / SERVER_SCRIPT.name)}},
+            auth={"kind": "header", "trusted_proxies": ["127.0.0.1"]}, frontend={"kind": "builtin"},
+        ).start()
+        alice = Client(svc.url, headers={"X-Remote-User": unix_users["alice"]})
+        session = alice.launch("paraview", partition="cpu")
+        assert session["state"] == "ready", session
+        env = dict(os.environ, **cluster.environment())
+        owner = subprocess.run(["squeue", "-h", "-j", session["job_id"], "-o", "%u"], env=env, capture_output=True,
+                               text=True, check=True).stdout.split()
+        assert owner == [unix_users["alice"]]
+        assert "starting ParaViewWeb" in alice.log(session["id"])
+        proxy = f"ws://127.0.0.1:{svc.port}/proxy?sessionId={session['id']}&path=ws"
+        assert foreground_fraction(render_as(proxy, session["secret"], unix_users["alice"])) > 0.01
+        assert alice.cancel(session["id"])["end_reason"] == "cancelled"
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)

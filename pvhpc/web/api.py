@@ -7,7 +7,7 @@ import json
 
 from tornado.iostream import StreamClosedError
 
-from .. import joblogs, tokens
+from .. import tokens
 from ..scheduler import SchedulerUnavailable
 from ..spec import parse_spec
 from ..states import SessionState
@@ -59,9 +59,8 @@ class SessionLogHandler(JSONHandler):
 
     async def get(self, session_id: str) -> None:
         record = self.own_session(session_id)
-        text, size = await joblogs.read_tail(self.ctx.config, record.user, record.job_name)
-        self.send({"id": record.id, "job_id": record.job_id, "size": size, "truncated": size > joblogs.MAX_BYTES,
-                   "log": text})
+        text, truncated = await self.ctx.logs.read_tail(record.user, record.job_name)
+        self.send({"id": record.id, "job_id": record.job_id, "truncated": truncated, "log": text})
 
 
 class ReportHandler(JSONHandler):
