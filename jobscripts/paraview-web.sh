@@ -127,4 +127,6 @@ fi
 wait "$server_pid"
 code=$?
 echo "pvhpc: ParaViewWeb server ended (code $code)"
+# Said at once, so the session ends now and with why, not at the next poll with only Slurm's word.
+"$HELPER_PYTHON" "$JOB_HELPER" report --url "$REPORT_URL" --event exited --code "$code" --give-up-after 30
 exit "$code"

@@ -5,6 +5,7 @@
         died first, 2 on timeout.
     python3 jobhelper.py report --url U --event ready --host H --port N
     python3 jobhelper.py report --url U --event failed --reason TEXT
+    python3 jobhelper.py report --url U --event exited --code N
         Tell pvhpc about the session, authenticated by the per-session token in
         the environment variable PVHPC_REPORT_TOKEN. Retries with back-off, since
         pvhpc may be restarting. Without --url it only prints the report line,
@@ -93,7 +94,8 @@ def main(argv=None):
     w.add_argument("--timeout", type=float, default=300)
     r = sub.add_parser("report")
     r.add_argument("--url", default="")
-    r.add_argument("--event", choices=("ready", "failed"), required=True)
+    r.add_argument("--event", choices=("ready", "failed", "exited"), required=True)
+    r.add_argument("--code", type=int, default=0, help="with exited: the server's exit status")
     r.add_argument("--host", default="")
     r.add_argument("--port", type=int, default=0)
     r.add_argument("--reason", default="")
@@ -113,6 +115,9 @@ def main(argv=None):
         # at=: when the report leaves the node, so the delay to "client told ready" can be measured.
         print(f"{READY_PREFIX} host={payload['host']} port={args.port} node={payload['node']} at={time.time():.3f}",
               flush=True)
+    elif args.event == "exited":
+        payload["code"] = args.code
+        print(f"PVHPC_EXITED code={args.code}", flush=True)
     else:
         payload["reason"] = args.reason[:2000]
         print(f"PVHPC_FAILED {payload['reason']}", flush=True)

@@ -196,13 +196,24 @@ class SessionService:
             if record.job_id is None and job_id:
                 fields["job_id"] = job_id
             self.apply(record.id, lifecycle.ready(host, port, node, **fields))
+        elif event == "exited":
+            code = payload.get("code")
+            if isinstance(code, bool) or not isinstance(code, int) or not 0 <= code <= 255:
+                raise RequestError("code", "must be an exit status from 0 to 255")
+            # The job ends by itself right after saying so: not cancelled, so Slurm records how it ended.
+            if code == 0:
+                self.apply(record.id, lifecycle.ended(EndReason.COMPLETED,
+                                                      "exit code 0 (idle timeout, or a client asked it to stop)"))
+            else:
+                how = f"killed by signal {code - 128}" if code > 128 else f"exit code {code}"
+                self.apply(record.id, lifecycle.ended(EndReason.FAILED, f"the ParaView server stopped: {how}"))
         elif event == "failed":
             reason = payload.get("reason")
             if not isinstance(reason, str):
                 raise RequestError("reason", "must be a string")
             await self.end(record, EndReason.START_FAILED, reason[:1000])
         else:
-            raise RequestError("event", "must be 'ready' or 'failed'")
+            raise RequestError("event", "must be 'ready', 'failed' or 'exited'")
         return self.store.get(record.id)
 
     async def _check_on_job_node(self, record: SessionRecord, job_id: str | None, host: str) -> None:

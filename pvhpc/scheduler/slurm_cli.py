@@ -87,6 +87,9 @@ class SlurmCLI(Scheduler):
             "--nodes=1", "--ntasks=1",
             # The job gets the user's own login environment, never the service's.
             "--export=NONE",
+            # A session's server cannot move: after a node failure its clients and port are gone, so the
+            # session ends (node_failure) rather than coming back later somewhere else.
+            "--no-requeue",
         ]
         if request.gpus:
             gres = f"gpu:{request.gpu_type}:{request.gpus}" if request.gpu_type else f"gpu:{request.gpus}"

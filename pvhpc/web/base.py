@@ -11,6 +11,7 @@ import json
 import logging
 from typing import Any
 
+from sqlalchemy.exc import OperationalError
 from tornado.web import HTTPError, RequestHandler
 
 from ..sessions import ServiceError
@@ -77,6 +78,12 @@ class JSONHandler(RequestHandler):
             return self.send_error_json(e.status, e.message)
         if isinstance(e, HTTPError):
             return self.send_error_json(e.status_code, e.log_message or self._reason)
+        if isinstance(e, OperationalError):
+            # Locked or unreachable database: nothing was half-written (each change is one transaction).
+            log.warning("database unavailable during %s %s: %s", self.request.method, scrub(self.request.path),
+                        str(e).splitlines()[0][:200])
+            return self.send_error_json(503, "the database is busy or unavailable; nothing was changed, retry shortly",
+                                        extra={"retry_after": 2})
         log.exception("unexpected error in %s %s", self.request.method, scrub(self.request.path))
         return self.send_error_json(500, "internal error in pvhpc; the service log has the details")
 
