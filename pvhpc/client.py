@@ -24,8 +24,8 @@ from typing import Any, Iterator
 class ClientError(Exception):
     """The service answered with an error. ``status`` is the HTTP status (0: no answer at all)."""
 
-    def __init__(self, status: int, message: str, field: str | None = None):
-        self.status, self.message, self.field = status, message, field
+    def __init__(self, status: int, message: str, field: str | None = None, retry_after: float | None = None):
+        self.status, self.message, self.field, self.retry_after = status, message, field, retry_after
         super().__init__(f"{message} (HTTP {status})" if status else message)
 
 
@@ -55,7 +55,7 @@ class Client:
             text = e.read().decode(errors="replace")
             try:
                 err = json.loads(text)
-                raise ClientError(e.code, err.get("error", text), err.get("field")) from None
+                raise ClientError(e.code, err.get("error", text), err.get("field"), err.get("retry_after")) from None
             except (ValueError, AttributeError):
                 raise ClientError(e.code, text[:300] or e.reason) from None
         except (urllib.error.URLError, OSError) as e:
@@ -90,6 +90,13 @@ class Client:
     def log(self, session_id: str) -> str:
         """The session job's output (the ParaView server's log); the last 256 KiB."""
         return self.request("GET", f"/api/v1/sessions/{session_id}/log")["log"]
+
+    def log_record(self, session_id: str) -> dict:
+        """The job's output with what it belongs to: ``id``, ``job_id``, ``truncated``, ``log``."""
+        return self.request("GET", f"/api/v1/sessions/{session_id}/log")
+
+    def health(self) -> dict:
+        return self.request("GET", "/api/v1/health")
 
     def partitions(self) -> dict:
         return self.request("GET", "/api/v1/partitions")

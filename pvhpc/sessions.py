@@ -37,6 +37,14 @@ class ServiceError(Exception):
         super().__init__(message)
 
 
+def new_session_id() -> str:
+    """192 random bits, URL-safe; never starting with '-', which command lines would read as an option."""
+    while True:
+        candidate = secrets.token_urlsafe(24)
+        if not candidate.startswith("-"):
+            return candidate
+
+
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -102,7 +110,7 @@ class SessionService:
             self.check_limits(user, spec)
             report_token = secrets.token_urlsafe(32)
             record = SessionRecord(
-                id=secrets.token_urlsafe(24), user=user, application=spec.application, partition=spec.partition,
+                id=new_session_id(), user=user, application=spec.application, partition=spec.partition,
                 gpus=spec.gpus, walltime_minutes=spec.walltime_minutes, account=spec.account,
                 data_file=spec.data_file, request_key=key, state=S.SUBMITTING.value,
                 detail="submitting the job to Slurm", job_name=f"pvhpc-{secrets.token_hex(8)}",

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import apache_cmd, cluster_cmd, demo_cmd, runtime_cmd, serve_cmd
+from . import apache_cmd, cluster_cmd, demo_cmd, runtime_cmd, serve_cmd, session_cmds, staff_cmds
 
-GROUPS = (cluster_cmd, runtime_cmd, serve_cmd, demo_cmd, apache_cmd)
+GROUPS = (session_cmds, staff_cmds, cluster_cmd, runtime_cmd, serve_cmd, demo_cmd, apache_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -22,7 +22,9 @@ class SessionsHandler(JSONHandler):
     def get(self) -> None:
         user = self.require_user()
         where = []
-        if not (self.get_query_argument("all", "") and self.ctx.auth.is_staff(user)):
+        # Everyone may ask for all; only staff get it, and the answer says which they got.
+        everyone = bool(self.get_query_argument("all", "")) and self.ctx.auth.is_staff(user)
+        if not everyone:
             where.append(SessionRecord.user == user)
         state = self.get_query_argument("state", "")
         if state == "live":
@@ -32,7 +34,8 @@ class SessionsHandler(JSONHandler):
                 raise APIError(400, f"state: {state!r} is not a session state or 'live'", "state")
             where.append(SessionRecord.state == state)
         records = self.ctx.store.find(*where, limit=1000)
-        self.send({"sessions": [session_json(r, self.ctx.frontend, with_secret=r.user == user) for r in records]})
+        self.send({"all": everyone,
+                   "sessions": [session_json(r, self.ctx.frontend, with_secret=r.user == user) for r in records]})
 
     async def post(self) -> None:
         user = self.require_user()

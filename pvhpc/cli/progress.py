@@ -1,0 +1,111 @@
+"""Following a session while it waits: a live status line on a terminal, one line per change elsewhere.
+
+On a terminal the line is redrawn in place every second (elapsed time, state,
+Slurm's reason in words, the expected start); redirected to a file or a pipe,
+a line is printed only when something changed, so logs stay readable.
+"""
+
+from __future__ import annotations
+
+import queue
+import shutil
+import threading
+import time
+from datetime import datetime, timezone
+from typing import Callable, TextIO
+
+from ..client import ClientError
+from .session_format import status_words
+
+SPINNER = "|/-\\"
+
+
+class ProgressDisplay:
+    def __init__(self, stream: TextIO, live: bool | None = None):
+        self.stream = stream
+        self.live = stream.isatty() if live is None else live
+        self.started = time.monotonic()
+        self._last_words = None
+        self._ticks = 0
+        self._drawn = False
+
+    def show(self, session: dict) -> None:
+        now = datetime.now(timezone.utc)
+        words = status_words(session, now)
+        if self.live:
+            self._ticks += 1
+            elapsed = int(time.monotonic() - self.started)
+            line = f"{SPINNER[self._ticks % len(SPINNER)]} {elapsed // 60}:{elapsed % 60:02d} {words}"
+            width = shutil.get_terminal_size((100, 20)).columns - 1
+            self.stream.write("\r\033[K" + line[:width])
+            self._drawn = True
+        elif words != self._last_words:
+            # The expected start is part of the words: a new estimate from Slurm is a change worth a line.
+            self.stream.write(f"{datetime.now().strftime('%H:%M:%S')} {words}\n")
+        self._last_words = words
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.live and self._drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+class Outcome:
+    REACHED, ENDED, TIMED_OUT = "reached", "ended", "timed_out"
+
+
+def follow(events: Callable[[], "iterator"], until: tuple[str, ...], timeout: float | None,
+           display: ProgressDisplay | None, fetch: Callable[[], dict]) -> tuple[str, dict]:
+    """Follow a session's events until its state is in ``until``, it ends, or ``timeout`` passes.
+
+    The event stream is read in a thread so that the display keeps ticking while
+    nothing happens (Slurm may leave a job pending for hours). Returns the outcome
+    and the last session seen. A broken stream raises the client's error here.
+    """
+    inbox: queue.Queue = queue.Queue()
+
+    def read() -> None:
+        try:
+            for session in events():
+                inbox.put(("session", session))
+            inbox.put(("closed", None))
+        except BaseException as e:   # handed to the main thread, which decides
+            inbox.put(("error", e))
+
+    threading.Thread(target=read, daemon=True, name="pvhpc-events").start()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    last: dict | None = None
+    try:
+        while True:
+            wait = 1.0 if deadline is None else max(0.0, min(1.0, deadline - time.monotonic()))
+            try:
+                kind, value = inbox.get(timeout=wait)
+            except queue.Empty:
+                if deadline is not None and time.monotonic() >= deadline:
+                    return Outcome.TIMED_OUT, last or fetch()
+                if display and last:
+                    display.show(last)
+                continue
+            if kind == "error":
+                raise value
+            if kind == "closed":
+                # The service ends the stream when the session ends; ask once more to be sure how.
+                last = fetch()
+                if display:
+                    display.show(last)
+                if last["state"] in until:
+                    return Outcome.REACHED, last
+                if last["state"] == "ended":
+                    return Outcome.ENDED, last
+                raise ClientError(0, "the service closed the event stream of a live session")
+            last = value
+            if display:
+                display.show(last)
+            if last["state"] in until:
+                return Outcome.REACHED, last
+            if last["state"] == "ended":
+                return Outcome.ENDED, last
+    finally:
+        if display:
+            display.close()

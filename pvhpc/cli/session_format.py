@@ -1,0 +1,153 @@
+"""Sessions as the command line shows them to people. Pure functions: no I/O, no API calls.
+
+The --json output is the API's own session object, unchanged; everything here
+is for eyes only and may change wording between releases.
+"""
+
+from __future__ import annotations
+
+import shlex
+from datetime import datetime, timezone
+from urllib.parse import urlsplit
+
+LIVE_STATES = ("submitting", "queued", "starting", "ready", "unknown")
+# How a session may end without anything having gone wrong.
+GOOD_ENDINGS = ("cancelled", "completed")
+
+
+def parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def clock(value: datetime) -> str:
+    """A moment in local time: the hour alone today, the date too otherwise."""
+    local = value.astimezone()
+    if local.date() == datetime.now().astimezone().date():
+        return local.strftime("%H:%M:%S")
+    return local.strftime("%Y-%m-%d %H:%M")
+
+
+def duration(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def relative(target: datetime, now: datetime) -> str:
+    seconds = (target - now).total_seconds()
+    if seconds < 60:
+        return "any moment" if seconds > -60 else "overdue"
+    minutes = round(seconds / 60)
+    if minutes < 90:
+        return f"in {minutes} min"
+    return f"in {minutes / 60:.1f} h"
+
+
+def expected_start(session: dict, now: datetime | None = None) -> str:
+    """'expected start 14:05:00 (in 3 min)', or '' when Slurm gave no estimate."""
+    start = parse_time(session.get("expected_start"))
+    if start is None or session.get("state") != "queued":
+        return ""
+    return f"expected start {clock(start)} ({relative(start, now or datetime.now(timezone.utc))})"
+
+
+def status_words(session: dict, now: datetime | None = None) -> str:
+    """One line: the state, Slurm's reason in words, the expected start and the job."""
+    parts = [session.get("state", "?")]
+    detail = session.get("detail") or ""
+    if detail:
+        parts.append(f": {detail}")
+    start = expected_start(session, now)
+    if start:
+        parts.append(f"; {start}")
+    if session.get("state") == "ended" and session.get("end_reason"):
+        parts.append(f" [{session['end_reason']}]")
+    where = []
+    if session.get("job_id") and f"job {session['job_id']}" not in detail:
+        where.append(f"job {session['job_id']}")
+    if session.get("node") and session.get("state") != "ended":
+        where.append(f"on {session['node']}")
+    if where:
+        parts.append(f" ({' '.join(where)})")
+    return "".join(parts)
+
+
+def ended_badly(session: dict) -> bool:
+    return session.get("state") == "ended" and session.get("end_reason") not in GOOD_ENDINGS
+
+
+def table(sessions: list[dict], with_user: bool = False) -> str:
+    columns = ["ID", *(["USER"] if with_user else []), "STATE", "PARTITION", "GPUS", "JOB", "NODE", "CREATED",
+               "DETAIL"]
+    rows = []
+    for s in sessions:
+        created = parse_time(s.get("created_at"))
+        state = s.get("state", "")
+        if state == "ended" and s.get("end_reason"):
+            state = f"ended:{s['end_reason']}"
+        rows.append([s.get("id", ""), *([s.get("user") or ""] if with_user else []), state,
+                     s.get("partition") or "", str(s.get("gpus", "")), s.get("job_id") or "-",
+                     s.get("node") or "-", clock(created) if created else "-", s.get("detail") or ""])
+    if not rows:
+        return "no sessions"
+    widths = [max(len(str(r[i])) for r in [columns] + rows) for i in range(len(columns) - 1)]
+
+    def line(r):
+        return "  ".join(str(v).ljust(w) for v, w in zip(r, widths)) + "  " + str(r[-1])
+
+    return "\n".join(line(r).rstrip() for r in [columns] + rows)
+
+
+def details(session: dict) -> str:
+    """Everything about one session, for ``pvhpc status``."""
+    fields = [
+        ("id", session.get("id")), ("user", session.get("user")), ("application", session.get("application")),
+        ("state", status_words(session)), ("partition", session.get("partition")), ("gpus", session.get("gpus")),
+        ("walltime", session.get("walltime")), ("data", session.get("data")), ("job", session.get("job_id")),
+        ("node", session.get("node")), ("sessionURL", session.get("sessionURL")),
+        ("created", session.get("created_at")), ("ready", session.get("ready_at")),
+        ("ended", session.get("ended_at")),
+    ]
+    lines = [f"{name + ':':<13}{value}" for name, value in fields if value not in (None, "")]
+    history = session.get("history") or []
+    if history:
+        lines.append("history:")
+        for event in history:
+            at = parse_time(event.get("at"))
+            lines.append(f"  {clock(at) if at else '?':>16}  {event.get('state')}: {event.get('detail') or ''}".rstrip())
+    return "\n".join(lines)
+
+
+def connect_url(session_url: str | None, service_url: str) -> str | None:
+    """The session URL with USE_HOST/USE_HOSTNAME filled in, as the ParaViewWeb JS client fills it from its page."""
+    if not session_url:
+        return None
+    parts = urlsplit(service_url)
+    return session_url.replace("USE_HOSTNAME", parts.hostname or "").replace("USE_HOST", parts.netloc)
+
+
+def tunnel(session: dict, login_host: str, local_port: int | None = None) -> dict:
+    """The ``ssh -L`` line that brings the session's node:port to a laptop through the login host."""
+    host, port = session.get("host") or session.get("node"), session.get("port")
+    local = local_port or port
+    return {
+        "login_host": login_host,
+        "local_port": local,
+        "ssh_command": shlex.join(["ssh", "-N", "-L", f"{local}:{host}:{port}", login_host]),
+        "tunnel_url": f"ws://localhost:{local}/ws",
+    }
+
+
+def batch_line(result: dict) -> str:
+    """One line per item of a batch submission."""
+    if result.get("ok"):
+        s = result["session"]
+        return f"{result['data']}: {s['id']} {status_words(s)}"
+    return f"{result['data']}: FAILED ({result['error']})"
