@@ -10,6 +10,7 @@ asks the session for rendered images, as a ParaViewWeb client does, along each
 path in turn:
 
   direct            ws://node:port/ws
+  Apache            Debian's apache2 with pvhpc's site config: /proxy through its RewriteMap
   builtin proxy     pvhpc's built-in /proxy, dialling the node itself
   ssh -L (OpenSSH)  OpenSSH's client forwarding a loopback port (the baseline for tunnels)
   paramiko tunnel   pvhpc's LoopbackForward over its SSH link, without the proxy
@@ -163,6 +164,7 @@ def main() -> int:
     from tests.conftest import ServiceProcess, SSHDaemon, free_port_block, site_config
 
     work = Path(tempfile.mkdtemp(prefix="pvhpc-tunnel-bench-"))
+    work.chmod(0o755)   # Apache's workers (www-data) read the session map below it
     cleanup: list = []
     try:
         if args.slurm_conf:
@@ -196,11 +198,25 @@ def main() -> int:
         for p in (proxy, forward, tunnel_proxy, openssh):
             cleanup.insert(0, p.kill)
 
+        # Apache on the login node, reading the session from its RewriteMap as a site's front end would.
+        from pvhpc import apacheconf
+        from tests.conftest import ApacheServer
+
+        httpd_root = work / "httpd"
+        httpd_root.mkdir(mode=0o755)
+        map_file = httpd_root / "session-map.txt"
+        map_file.write_text(f"{sid} {host}:{port}\n")
+        map_file.chmod(0o644)
+        apache = ApacheServer(httpd_root, apacheconf.Site("localhost", map_file, svc.url,
+                                                          port=free_port_block(1))).start()
+        cleanup.insert(0, apache.stop)
+
         def proxied(p: int) -> str:
             return f"ws://127.0.0.1:{p}/proxy?sessionId={sid}&path=ws"
 
         routes = {
             "direct": f"ws://{host}:{port}/ws",
+            "Apache": f"ws://127.0.0.1:{apache.site.listen_port}/proxy?sessionId={sid}&path=ws",
             "builtin proxy": proxied(proxy_port),
             "ssh -L (OpenSSH)": f"ws://127.0.0.1:{openssh_port}/ws",
             "paramiko tunnel": f"ws://127.0.0.1:{forward_port}/ws",
