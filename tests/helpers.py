@@ -65,3 +65,22 @@ def wait_until(predicate, timeout: float, interval: float = 0.2, message: str = 
             return value
         time.sleep(interval)
     raise AssertionError(f"{message} not met within {timeout} s")
+
+
+async def render_async(url: str, secret: str, headers: dict | None = None, source: str = "Sphere",
+                       size=(320, 240)) -> bytes:
+    """Connect to a session as a ParaViewWeb client does, make a source, and return one rendered JPEG."""
+    from pvhpc.wslink_client import WslinkClient
+
+    client = await WslinkClient.connect(url, secret, headers=headers)
+    try:
+        await client.create_source(source)
+        return await client.render(size)
+    finally:
+        client.close()
+
+
+def render(url: str, secret: str, headers: dict | None = None, source: str = "Sphere") -> bytes:
+    import asyncio
+
+    return asyncio.run(render_async(url, secret, headers, source))

@@ -3,7 +3,6 @@ and unit tests of the pure parts (exit-code mapping, wording, pacing, config fin
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import os
@@ -24,9 +23,8 @@ from pvhpc.cli.config_check import check_partition
 from pvhpc.cli.progress import ProgressDisplay
 from pvhpc.config import PartitionConfig, Range
 from pvhpc.scheduler import PartitionInfo
-from pvhpc.wslink_client import WslinkClient
 
-from .helpers import foreground_fraction, wait_until
+from .helpers import foreground_fraction, render, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 # The documented --json fields of a session (docs/cli.md).
@@ -54,15 +52,6 @@ def as_json(proc: subprocess.CompletedProcess):
         raise AssertionError(f"not JSON (exit {proc.returncode}):\n{proc.stdout}\nstderr:\n{proc.stderr}") from None
 
 
-def render(url: str, secret: str) -> bytes:
-    async def go():
-        client = await WslinkClient.connect(url, secret)
-        try:
-            await client.create_source("Sphere")
-            return await client.render((320, 240))
-        finally:
-            client.close()
-    return asyncio.run(go())
 
 
 def squeue_state(cluster, job_id: str) -> str:

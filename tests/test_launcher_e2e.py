@@ -14,9 +14,8 @@ import pytest
 
 from pvhpc.client import ClientError
 from pvhpc.jobscript import JOBSCRIPTS_DIR
-from pvhpc.wslink_client import WslinkClient
 
-from .helpers import foreground_fraction, processes_of_job, wait_until
+from .helpers import foreground_fraction, processes_of_job, render, wait_until
 
 pytestmark = pytest.mark.cluster
 
@@ -48,17 +47,6 @@ def block_gpu_partition(cluster) -> list[str]:
 
 def cancel(cluster, ids) -> None:
     subprocess.run(["scancel", *ids], env=dict(os.environ, **cluster.environment()), check=True)
-
-
-def render(url: str, secret: str) -> bytes:
-    async def go():
-        client = await WslinkClient.connect(url, secret)
-        try:
-            await client.create_source("Cone")
-            return await client.render((320, 240))
-        finally:
-            client.close()
-    return asyncio.run(go())
 
 
 def raw_post(url: str, body: bytes) -> tuple[int, dict]:
@@ -147,14 +135,25 @@ def test_launcher_wait_ends_in_503_and_a_retry_attaches_instead_of_submitting_ag
         assert status == 503 and again["id"] == first["id"]
         assert len(pvhpc_jobs(cluster)) == 1
         cancel(cluster, blockers)
-        status, ready = raw_post(svc.url + "/paraview/", body)
-        if status == 503:   # the server may need a little longer than launcher_wait to start
-            status, ready = raw_post(svc.url + "/paraview/", body)
-        assert status == 200 and ready["id"] == first["id"] and ready["state"] == "ready"
+
+        def launch_retrying() -> dict:
+            """As SmartConnect's launcherRetry does: POST again after a 503; every retry must attach, not submit."""
+            ids = set()
+            for _ in range(10):
+                status, answer = raw_post(svc.url + "/paraview/", body)
+                ids.add(answer.get("id"))
+                if status == 200:
+                    assert len(ids) == 1, f"a retry made a new session: {ids}"
+                    return answer
+                assert status == 503, answer
+            raise AssertionError(f"not ready after 10 tries of {svc.config_path}")
+
+        ready = launch_retrying()
+        assert ready["id"] == first["id"] and ready["state"] == "ready"
         assert len(pvhpc_jobs(cluster)) == 1
         # Handed out: the same request now means a second session.
-        status, second = raw_post(svc.url + "/paraview/", body)
-        assert status == 200 and second["id"] != first["id"]
+        second = launch_retrying()
+        assert second["id"] != first["id"]
         assert len(pvhpc_jobs(cluster, "running")) == 2
     finally:
         cancel(cluster, blockers)

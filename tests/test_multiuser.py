@@ -14,7 +14,7 @@ import pytest
 from pvhpc.client import Client, ClientError
 from pvhpc.jobscript import JOB_HELPER, SERVER_SCRIPT
 
-from .helpers import foreground_fraction, wait_until
+from .helpers import foreground_fraction, render, wait_until
 
 pytestmark = pytest.mark.cluster
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,18 +52,7 @@ def unix_users():
 
 def render_as(url: str, secret: str, user: str) -> bytes:
     """Connect through the front end as a user (the trusted header a front end would set) and render."""
-    import asyncio
-
-    from pvhpc.wslink_client import WslinkClient
-
-    async def go():
-        client = await WslinkClient.connect(url, secret, headers={"X-Remote-User": user})
-        try:
-            await client.create_source("Cone")
-            return await client.render((320, 240))
-        finally:
-            client.close()
-    return asyncio.run(go())
+    return render(url, secret, headers={"X-Remote-User": user}, source="Cone")
 
 
 def shared_dir() -> Path:

@@ -28,7 +28,7 @@ from pvhpc.scheduler import SchedulerUnavailable
 from pvhpc.scheduler.slurm_cli import SlurmCLI
 from pvhpc.wslink_client import WslinkClient
 
-from .helpers import foreground_fraction, wait_until
+from .helpers import foreground_fraction, render, render_async, wait_until
 from .test_config import BASE
 
 SLURM_COMMANDS = ("sbatch", "squeue", "scancel", "sacct", "scontrol", "sinfo")
@@ -299,15 +299,6 @@ def ssh_service(service_factory, sshd, name="ssh", **ssh_extra):
     return service_factory(name, ssh=sshd.ssh_section(**ssh_extra), frontend={"kind": "builtin"})
 
 
-async def render(url: str, secret: str) -> bytes:
-    client = await WslinkClient.connect(url, secret)
-    try:
-        await client.create_source("Sphere")
-        return await client.render((400, 300))
-    finally:
-        client.close()
-
-
 def proxy_url(svc, sid: str) -> str:
     return f"ws://127.0.0.1:{svc.port}/proxy?sessionId={sid}&path=ws"
 
@@ -332,7 +323,7 @@ def test_ssh_mode_submits_tracks_and_proxies_a_session_that_renders(service_fact
         held = await WslinkClient.connect(proxy_url(svc, sid), session["secret"])
         peers = server_peers(session["port"])
         held.close()
-        return await render(proxy_url(svc, sid), session["secret"]), peers
+        return await render_async(proxy_url(svc, sid), session["secret"]), peers
 
     image, peers = asyncio.run(render_and_look())
     (artifacts / "through-ssh-tunnel.jpg").write_bytes(image)
@@ -397,7 +388,7 @@ def test_a_dropped_ssh_connection_is_made_again_and_the_live_session_keeps_worki
     client = svc.client()
     session = client.launch("paraview", partition="cpu")
     sid, url = session["id"], proxy_url(svc, session["id"])
-    assert foreground_fraction(asyncio.run(render(url, session["secret"]))) > 0.01
+    assert foreground_fraction(render(url, session["secret"])) > 0.01
 
     def tracked_since(mark: int) -> bool:
         return sum(1 for line in commands.read_text().splitlines()[mark:] if line.startswith("squeue")) >= 2
@@ -407,7 +398,7 @@ def test_a_dropped_ssh_connection_is_made_again_and_the_live_session_keeps_worki
     assert sshd.drop_connections() > 0
     wait_until(lambda: not (before & set(sshd.connection_processes())), 5, message="the old connection is gone")
     mark = len(commands.read_text().splitlines())
-    assert foreground_fraction(asyncio.run(render(url, session["secret"]))) > 0.01
+    assert foreground_fraction(render(url, session["secret"])) > 0.01
     wait_until(lambda: tracked_since(mark), 15, message="tracking after the drop")
     assert client.get(sid)["state"] == "ready"
     assert "open (connection 2)" in svc.log.read_text(), "the service did not reconnect"
@@ -420,6 +411,6 @@ def test_a_dropped_ssh_connection_is_made_again_and_the_live_session_keeps_worki
     mark = len(commands.read_text().splitlines())
     wait_until(lambda: tracked_since(mark), 45, message="tracking after sshd came back")
     wait_until(lambda: client.get(sid)["state"] == "ready", 15, message="the session is ready again")
-    assert foreground_fraction(asyncio.run(render(url, session["secret"]))) > 0.01
+    assert foreground_fraction(render(url, session["secret"])) > 0.01
     assert "open (connection 3)" in svc.log.read_text()
     assert client.request("DELETE", f"/paraview/{sid}")["state"] == "ended"

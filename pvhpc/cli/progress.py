@@ -12,7 +12,7 @@ import shutil
 import threading
 import time
 from datetime import datetime, timezone
-from typing import Callable, TextIO
+from typing import Callable, Iterator, TextIO
 
 from ..client import ClientError
 from .session_format import status_words
@@ -55,7 +55,7 @@ class Outcome:
     REACHED, ENDED, TIMED_OUT = "reached", "ended", "timed_out"
 
 
-def follow(events: Callable[[], "iterator"], until: tuple[str, ...], timeout: float | None,
+def follow(events: Callable[[], Iterator[dict]], until: tuple[str, ...], timeout: float | None,
            display: ProgressDisplay | None, fetch: Callable[[], dict]) -> tuple[str, dict]:
     """Follow a session's events until its state is in ``until``, it ends, or ``timeout`` passes.
 
