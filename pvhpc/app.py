@@ -6,7 +6,6 @@ request -> spec -> job script -> scheduler -> tracker -> store -> event bus -> f
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from dataclasses import dataclass
 
@@ -20,9 +19,9 @@ from .events import EventBus
 from .frontends import FrontEnd, make_frontend
 from .joblogs import JobLogs
 from .ratelimit import RateLimiter
-from .runners import LocalRunner, SSHRunner, SudoRunner
-from .scheduler import Scheduler, make_scheduler
+from .scheduler import Scheduler
 from .sessions import SessionService
+from .site_parts import runner_for, scheduler_for, user_runners_for
 from .store import Store
 from .tokens import TokenStore
 from .tracker import Tracker
@@ -80,14 +79,9 @@ class PvhpcApp:
             from . import ssh
 
             self.ssh_link = ssh.SSHLink.from_config(config.ssh)
-        env = config.scheduler.environment
-        runner = SSHRunner(self.ssh_link, env) if self.ssh_link else LocalRunner(env)
-        runner_for_user = None
-        if config.scheduler.submit_as == "user":
-            runner_for_user = functools.partial(SudoRunner, runner)
-        scheduler = scheduler or make_scheduler(config.scheduler.backend, runner, runner_for_user)
-        if hasattr(scheduler, "timeout"):
-            scheduler.timeout = config.scheduler.command_timeout
+        runner = runner_for(config, self.ssh_link)
+        runner_for_user = user_runners_for(config, runner)
+        scheduler = scheduler or scheduler_for(config, runner, runner_for_user)
         bus = EventBus()
         service = SessionService(config, store, scheduler, bus)
         frontend = make_frontend(config)

@@ -212,7 +212,7 @@ def check_service(cfg: SiteConfig) -> Check:
 
 async def diagnose(cfg: SiteConfig, probe_partition: str | None, probe_timeout: float = 180,
                    apache_config: Path | None = None) -> list[Check]:
-    from .site_parts import runner_for, scheduler_for
+    from ..site_parts import runner_for, scheduler_for
 
     checks = [check_database(cfg)]
     link = None

@@ -10,12 +10,12 @@ from .base import (  # noqa: F401
 )
 
 
-def make_scheduler(kind: str, runner, runner_for_user=None):
+def make_scheduler(kind: str, runner, runner_for_user=None, timeout: float = 30):
     """Build the backend a site asked for: 'slurm' (command-line tools) or 'pyslurm'."""
     if kind == "slurm":
         from .slurm_cli import SlurmCLI
 
-        return SlurmCLI(runner, runner_for_user=runner_for_user)
+        return SlurmCLI(runner, timeout=timeout, runner_for_user=runner_for_user)
     if kind == "pyslurm":
         from .pyslurm_backend import PySlurm
 
