@@ -389,3 +389,53 @@ def test_data_listing_stays_inside_the_data_root(service_factory, tmp_path):
     assert get("?path=sub/a.vtk")[0] == 404
     status, answer = get("?path=../..")
     assert answer["field"] == "path"
+
+
+@pytest.mark.apache
+def test_the_page_through_apache_with_its_login(service_factory, apache_factory, apache_dir, tabs, artifacts):
+    """The site as deployed: Apache authenticates (Basic here), serves the page, forwards the API and proxies the
+    session's websocket through its RewriteMap; the browser never talks to pvhpc or the node directly."""
+    import grp
+    import subprocess
+
+    from pvhpc import apacheconf
+
+    from .conftest import free_port_block
+    from .test_frontends import PASSWORD, USER
+
+    map_file = apache_dir / "session-map.txt"
+    users = apache_dir / "users"
+    subprocess.run(["htpasswd", "-bc", str(users), USER, PASSWORD], check=True, capture_output=True)
+    os.chown(users, -1, grp.getgrnam("www-data").gr_gid)
+    users.chmod(0o640)
+    auth = apache_dir / "auth.conf"
+    auth.write_text(f"AuthType Basic\nAuthName pvhpc\nAuthUserFile {users}\nRequire valid-user\n")
+    port = free_port_block(1)
+    session_url = apacheconf.Site("localhost", map_file, "http://127.0.0.1:1", port=port).session_url
+    svc = service_factory(frontend={"kind": "apache", "map_file": str(map_file), "map_group": "www-data",
+                                    "session_url": session_url},
+                          auth={"kind": "header", "header": "X-Remote-User"}).start()
+    apache = apache_factory(apacheconf.Site("localhost", map_file, svc.url, port=port, auth_include=auth)).start()
+
+    import urllib.error
+    import urllib.request
+
+    with pytest.raises(urllib.error.HTTPError) as e:   # Apache's login, before pvhpc is reached
+        urllib.request.urlopen(apache.url + "/", timeout=10)
+    assert e.value.code == 401
+    tab = tabs(apache.url, http_credentials={"username": USER, "password": PASSWORD}).loaded()
+    assert tab.text("#who") == f"Logged in as {USER}"
+    tab.page.select_option("#partition", "cpu")
+    tab.page.click("#launch-button")
+    tab.wait_state("ready")
+    tab.wait_frame_after(0)
+    before = tab.view(artifacts / "01-view-through-apache.png")
+    assert has_picture(before) > 0.01
+    frames = tab.frames()
+    tab.drag(120, 40)
+    tab.wait_frame_after(frames)
+    assert changed_share(before, tab.view(artifacts / "02-rotated-through-apache.png")) > 0.01
+    tab.shot(artifacts / "03-page-through-apache.png")
+    tab.page.click("#cancel")
+    tab.wait_state("ended", 30_000)
+    assert tab.errors == []
