@@ -20,7 +20,7 @@ MODULES_DIR = Path("/usr/lib/apache2/modules")   # Debian's; other systems: --mo
 BINARIES = ("apache2", "httpd")
 # What the site file uses, in load order; ssl only with TLS.
 MODULES = ("mpm_event", "authz_core", "authz_host", "authz_user", "authn_core", "authn_file", "auth_basic",
-           "headers", "rewrite", "proxy", "proxy_http", "proxy_wstunnel")
+           "headers", "setenvif", "rewrite", "proxy", "proxy_http", "proxy_wstunnel")
 TLS_MODULES = ("socache_shmcb", "ssl")
 
 HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,253}[A-Za-z0-9])?$")
@@ -45,6 +45,8 @@ class Site:
     auth_include: Path | None = None   # Apache directives that authenticate users (AuthType ... Require ...)
     ws_idle_timeout: int = 3600
     http_timeout: int = 300
+    # This virtual host's own access log: it logs paths without query strings (session ids travel there).
+    access_log: Path = Path("/var/log/apache2/pvhpc-access.log")
 
     @property
     def tls(self) -> bool:
@@ -80,7 +82,7 @@ class Site:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ApacheConfigError("--tls-cert and --tls-key go together")
         for option, path in (("--tls-cert", self.tls_cert), ("--tls-key", self.tls_key),
-                             ("--auth-include", self.auth_include)):
+                             ("--auth-include", self.auth_include), ("--access-log", self.access_log)):
             if path is not None and not SAFE_PATH.match(str(path)):
                 raise ApacheConfigError(f"{option}: {path} must be an absolute path without spaces or quotes")
         return self
@@ -111,6 +113,7 @@ def render_site(site: Site) -> str:
         "SESSION_URL": site.session_url, "PUBLIC_URL": site.public_url, "TLS": tls, "AUTH": auth,
         "SSL_MODULE": " ssl" if site.tls else "",
         "WS_IDLE_TIMEOUT": str(site.ws_idle_timeout), "HTTP_TIMEOUT": str(site.http_timeout),
+        "ACCESS_LOG": str(site.access_log),
     })
 
 

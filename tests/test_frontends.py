@@ -191,6 +191,11 @@ def test_session_through_apache_renders_and_is_gone_after_delete(service_factory
 
     unknown = f"ws://{page_host}/proxy?sessionId={secrets.token_urlsafe(24)}&path=ws"
     assert asyncio.run(refused_status(unknown, BASIC)) == 404
+    # Apache logged the requests, but never a session id (in the query string, or in an API path).
+    client.request("GET", f"/paraview/{sid}")
+    access_log = site.access_log.read_text()
+    assert "GET /proxy HTTP/1.1" in access_log and "GET /paraview/<id> HTTP/1.1" in access_log
+    assert sid not in access_log
 
     # The same session through a second Apache with TLS and a URL prefix: https://.../viz, wss://.../viz/proxy.
     cert, key = make_cert(apache_dir)

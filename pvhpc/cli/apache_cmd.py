@@ -33,6 +33,9 @@ def register(sub) -> None:
     r.add_argument("--tls-key", type=Path, help="the certificate's private key file")
     r.add_argument("--auth-include", type=Path,
                    help="a file of Apache directives that authenticate users (Include'd for every URL)")
+    r.add_argument("--access-log", type=Path, default=Path("/var/log/apache2/pvhpc-access.log"),
+                   help="this virtual host's access log; it records paths only, never query strings, which carry "
+                        "session ids (default: %(default)s)")
     r.add_argument("--output", "-o", type=Path, help="write the site file here (default: standard output)")
     r.add_argument("--standalone", type=Path, metavar="DIR",
                    help="also write DIR/httpd.conf: a complete server (ServerRoot DIR, modules, Listen) around "
@@ -66,6 +69,7 @@ def render(args) -> int:
         site = apacheconf.Site(
             server_name=args.server_name, map_file=args.map_file.absolute(), service_url=args.service_url,
             port=port, prefix=args.prefix, auth_include=args.auth_include and args.auth_include.absolute(),
+            access_log=args.access_log.absolute(),
             tls_cert=args.tls_cert and args.tls_cert.absolute(), tls_key=args.tls_key and args.tls_key.absolute(),
         )
         text = apacheconf.render_site(site)
