@@ -37,7 +37,6 @@ class Tracker:
         self.scheduler = scheduler
         self.service = service
         self._task: asyncio.Task | None = None
-        self._wake = asyncio.Event()
 
     def start_timeout(self, application: str) -> float:
         app = self.config.applications.get(application)
@@ -101,10 +100,6 @@ class Tracker:
             elif now - s.created_at > grace:
                 self.service.apply(s.id, lifecycle.ended(EndReason.SUBMIT_FAILED, "no job was queued"))
 
-    def wake(self) -> None:
-        """Poll now rather than at the end of the interval."""
-        self._wake.set()
-
     async def run(self) -> None:
         interval = self.config.service.poll_interval
         while True:
@@ -112,11 +107,7 @@ class Tracker:
                 await self.poll_once()
             except Exception:  # a bug in one cycle must not stop tracking for good
                 log.exception("poll cycle failed")
-            try:
-                await asyncio.wait_for(self._wake.wait(), interval)
-            except asyncio.TimeoutError:
-                pass
-            self._wake.clear()
+            await asyncio.sleep(interval)
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self.run())

@@ -452,3 +452,21 @@ def sshd(tmp_path):
     daemon = SSHDaemon(root).start()
     yield daemon
     daemon.stop()
+
+
+APACHE_USER, APACHE_PASSWORD = "alice", "pvhpc-test-password"
+
+
+@pytest.fixture
+def apache_login(apache_dir) -> Path:
+    """Apache directives that make users log in (Basic, one user APACHE_USER); Apache's workers can read them."""
+    import grp
+    import subprocess
+
+    users = apache_dir / "users"
+    subprocess.run(["htpasswd", "-bc", str(users), APACHE_USER, APACHE_PASSWORD], check=True, capture_output=True)
+    os.chown(users, -1, grp.getgrnam("www-data").gr_gid)
+    users.chmod(0o640)
+    auth = apache_dir / "auth.conf"
+    auth.write_text(f"AuthType Basic\nAuthName pvhpc\nAuthUserFile {users}\nRequire valid-user\n")
+    return auth

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import grp
-import os
 import secrets
 import ssl
 import stat
@@ -28,10 +27,10 @@ from pvhpc.client import Client, ClientError
 from pvhpc.frontends.proxymap import ProxyMapFile
 from pvhpc.wslink_client import WslinkClient
 
-from .conftest import free_port_block
+from .conftest import APACHE_PASSWORD, APACHE_USER, free_port_block
 from .helpers import foreground_fraction
 
-USER, PASSWORD = "alice", "pvhpc-test-password"
+USER, PASSWORD = APACHE_USER, APACHE_PASSWORD
 BASIC = {"Authorization": "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()}
 
 
@@ -150,14 +149,9 @@ def test_check_reports_apaches_own_complaint_and_what_to_do(apache_dir, capsys):
 @pytest.mark.cluster
 @pytest.mark.apache
 def test_session_through_apache_renders_and_is_gone_after_delete(service_factory, apache_factory, apache_dir,
-                                                                   artifacts):
+                                                                   apache_login, artifacts):
     map_file = apache_dir / "session-map.txt"
-    users = apache_dir / "users"
-    subprocess.run(["htpasswd", "-bc", str(users), USER, PASSWORD], check=True, capture_output=True)
-    os.chown(users, -1, grp.getgrnam("www-data").gr_gid)
-    users.chmod(0o640)
-    auth = apache_dir / "auth.conf"
-    auth.write_text(f"AuthType Basic\nAuthName pvhpc\nAuthUserFile {users}\nRequire valid-user\n")
+    auth = apache_login
     port = free_port_block(1)
     site = apacheconf.Site("localhost", map_file, "http://127.0.0.1:1", port=port, auth_include=auth)
 

@@ -55,6 +55,19 @@ def render_as(url: str, secret: str, user: str) -> bytes:
     return render(url, secret, headers={"X-Remote-User": user}, source="Cone")
 
 
+def shared_site(runtime_dir: Path) -> tuple[Path, dict]:
+    """A shared directory with pvhpc's node-side files and a data root, and the config sections naming them."""
+    shared = shared_dir()
+    for f in (SERVER_SCRIPT, JOB_HELPER):
+        shutil.copy(f, shared / f.name)
+    (shared / "data").mkdir(mode=0o755)
+    return shared, {
+        "runtime": {"pythonpath": str(runtime_dir), "job_helper": str(shared / JOB_HELPER.name)},
+        "applications": {"paraview": {"data_roots": [str(shared / "data")],
+                                      "server_script": str(shared / SERVER_SCRIPT.name)}},
+    }
+
+
 def shared_dir() -> Path:
     """World-readable, as the node-side files and data must be on a real cluster's shared file system."""
     d = Path(tempfile.mkdtemp(prefix="pvhpc-test-shared-"))
@@ -63,17 +76,12 @@ def shared_dir() -> Path:
 
 
 def test_jobs_run_as_their_users_and_users_stay_apart(unix_users, service_factory, cluster, runtime_dir):
-    shared = shared_dir()
+    shared, node_side = shared_site(runtime_dir)
     try:
-        for f in (SERVER_SCRIPT, JOB_HELPER):
-            shutil.copy(f, shared / f.name)
-        data = shared / "data"
-        data.mkdir(mode=0o755)
         svc = service_factory(
             "multiuser", directory=shared / "service",
             scheduler={"environment": cluster.environment(), "submit_as": "user"},
-            runtime={"pythonpath": str(runtime_dir), "job_helper": str(shared / JOB_HELPER.name)},
-            applications={"paraview": {"data_roots": [str(data)], "server_script": str(shared / SERVER_SCRIPT.name)}},
+            **node_side,
             auth={"kind": "header", "trusted_proxies": ["127.0.0.1"], "staff": ["pvhpc-staff"]},
             frontend={"kind": "builtin"},
         )
@@ -142,12 +150,8 @@ def test_without_a_sudoers_rule_submission_fails_clearly(service_factory, cluste
 def test_ssh_mode_runs_jobs_as_their_users_too(unix_users, service_factory, cluster, runtime_dir, sshd):
     """Off the cluster: pvhpc logs in to the login host as its service account, which runs each session's job
     through sudo -n -u USER under the shipped sudoers rule."""
-    shared = shared_dir()
+    shared, node_side = shared_site(runtime_dir)
     try:
-        for f in (SERVER_SCRIPT, JOB_HELPER):
-            shutil.copy(f, shared / f.name)
-        data = shared / "data"
-        data.mkdir(mode=0o755)
         account = pwd.getpwnam(unix_users["service"])
         ssh_dir = Path(account.pw_dir) / ".ssh"
         ssh_dir.mkdir(mode=0o700, exist_ok=True)
@@ -156,8 +160,7 @@ def test_ssh_mode_runs_jobs_as_their_users_too(unix_users, service_factory, clus
         svc = service_factory(
             "ssh-user", directory=shared / "service", ssh=sshd.ssh_section(user=unix_users["service"]),
             scheduler={"environment": cluster.environment(), "submit_as": "user"},
-            runtime={"pythonpath": str(runtime_dir), "job_helper": str(shared / JOB_HELPER.name)},
-            applications={"paraview": {"data_roots": [str(data)], "server_script": str(shared / SERVER_SCRIPT.name)}},
+            **node_side,
             auth={"kind": "header", "trusted_proxies": ["127.0.0.1"]}, frontend={"kind": "builtin"},
         ).start()
         alice = Client(svc.url, headers={"X-Remote-User": unix_users["alice"]})

@@ -392,24 +392,18 @@ def test_data_listing_stays_inside_the_data_root(service_factory, tmp_path):
 
 
 @pytest.mark.apache
-def test_the_page_through_apache_with_its_login(service_factory, apache_factory, apache_dir, tabs, artifacts):
+def test_the_page_through_apache_with_its_login(service_factory, apache_factory, apache_dir, apache_login, tabs,
+                                                artifacts):
     """The site as deployed: Apache authenticates (Basic here), serves the page, forwards the API and proxies the
     session's websocket through its RewriteMap; the browser never talks to pvhpc or the node directly."""
-    import grp
-    import subprocess
-
     from pvhpc import apacheconf
 
+    from .conftest import APACHE_PASSWORD as PASSWORD
+    from .conftest import APACHE_USER as USER
     from .conftest import free_port_block
-    from .test_frontends import PASSWORD, USER
 
     map_file = apache_dir / "session-map.txt"
-    users = apache_dir / "users"
-    subprocess.run(["htpasswd", "-bc", str(users), USER, PASSWORD], check=True, capture_output=True)
-    os.chown(users, -1, grp.getgrnam("www-data").gr_gid)
-    users.chmod(0o640)
-    auth = apache_dir / "auth.conf"
-    auth.write_text(f"AuthType Basic\nAuthName pvhpc\nAuthUserFile {users}\nRequire valid-user\n")
+    auth = apache_login
     port = free_port_block(1)
     session_url = apacheconf.Site("localhost", map_file, "http://127.0.0.1:1", port=port).session_url
     svc = service_factory(frontend={"kind": "apache", "map_file": str(map_file), "map_group": "www-data",

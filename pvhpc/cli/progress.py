@@ -55,6 +55,17 @@ class Outcome:
     REACHED, ENDED, TIMED_OUT = "reached", "ended", "timed_out"
 
 
+def _settle(session: dict, until: tuple[str, ...], display) -> str | None:
+    """Show a state just received; say whether following is over (REACHED, ENDED) or goes on (None)."""
+    if display:
+        display.show(session)
+    if session["state"] in until:
+        return Outcome.REACHED
+    if session["state"] == "ended":
+        return Outcome.ENDED
+    return None
+
+
 def follow(events: Callable[[], Iterator[dict]], until: tuple[str, ...], timeout: float | None,
            display: ProgressDisplay | None, fetch: Callable[[], dict]) -> tuple[str, dict]:
     """Follow a session's events until its state is in ``until``, it ends, or ``timeout`` passes.
@@ -92,20 +103,14 @@ def follow(events: Callable[[], Iterator[dict]], until: tuple[str, ...], timeout
             if kind == "closed":
                 # The service ends the stream when the session ends; ask once more to be sure how.
                 last = fetch()
-                if display:
-                    display.show(last)
-                if last["state"] in until:
-                    return Outcome.REACHED, last
-                if last["state"] == "ended":
-                    return Outcome.ENDED, last
-                raise ClientError(0, "the service closed the event stream of a live session")
+                outcome = _settle(last, until, display)
+                if outcome is None:
+                    raise ClientError(0, "the service closed the event stream of a live session")
+                return outcome, last
             last = value
-            if display:
-                display.show(last)
-            if last["state"] in until:
-                return Outcome.REACHED, last
-            if last["state"] == "ended":
-                return Outcome.ENDED, last
+            outcome = _settle(last, until, display)
+            if outcome is not None:
+                return outcome, last
     finally:
         if display:
             display.close()

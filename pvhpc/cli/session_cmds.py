@@ -322,6 +322,13 @@ def cmd_applications(args) -> int:
 
 # -- the parsers ----------------------------------------------------------------------------------------
 
+
+def _session_argument(p, staff_all: bool = True) -> None:
+    """SESSION (an id or a unique start of it) and, for staff, --all to look among every user's sessions."""
+    p.add_argument("session", help="session id (or a unique start of it; one that starts with '-' goes after '--')")
+    if staff_all:
+        p.add_argument("--all", action="store_true", help="staff: find the id among every user's sessions")
+
 def register(sub) -> None:
     common = common_options()
     req = request_options()
@@ -387,8 +394,7 @@ def register(sub) -> None:
         [("pvhpc status Xy3k", "a session by the start of its id"),
          ("pvhpc status Xy3kQ... --json | jq .state", "the state, for a script")],
         parents=[common])
-    p.add_argument("session", help="session id (or a unique start of it; one that starts with '-' goes after '--')")
-    p.add_argument("--all", action="store_true", help="staff: find the id among every user's sessions")
+    _session_argument(p)
     p.set_defaults(func=cmd_status)
 
     p = add_command(
@@ -411,7 +417,7 @@ def register(sub) -> None:
         [("pvhpc wait Xy3k", "until ready"),
          ("pvhpc wait Xy3k --until ended --timeout 7200", "until the session is over, at most two hours")],
         parents=[common])
-    p.add_argument("session", help="session id (or a unique start of it; one that starts with '-' goes after '--')")
+    _session_argument(p, staff_all=False)
     p.add_argument("--until", choices=("ready", "ended"), default="ready", help="what to wait for (default ready)")
     p.add_argument("--timeout", type=float, default=None, metavar="SECONDS", help="give up after this long (exit 7)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress display, only the result")
@@ -434,8 +440,7 @@ def register(sub) -> None:
         "session ended badly. At most the last 256 KiB are shown.",
         [("pvhpc logs Xy3k", ""), ("pvhpc logs Xy3k | grep -i error", "")],
         parents=[common])
-    p.add_argument("session", help="session id (or a unique start of it; one that starts with '-' goes after '--')")
-    p.add_argument("--all", action="store_true", help="staff: find the id among every user's sessions")
+    _session_argument(p)
     p.set_defaults(func=cmd_logs)
 
     p = add_command(
@@ -449,7 +454,7 @@ def register(sub) -> None:
          ("pvhpc url Xy3k --login login.example.org --local-port 9000", "tunnel through login.example.org to local port 9000"),
          ("eval \"$(pvhpc url Xy3k --json | jq -r .ssh_command) &\"", "open the tunnel from a script")],
         parents=[common])
-    p.add_argument("session", help="session id (or a unique start of it; one that starts with '-' goes after '--')")
+    _session_argument(p, staff_all=False)
     p.add_argument("--login", metavar="HOST", help="the login host to tunnel through ([user@]host)")
     p.add_argument("--local-port", type=int, metavar="PORT", help="local port of the tunnel (default: the session's port)")
     p.set_defaults(func=cmd_url)
