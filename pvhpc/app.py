@@ -18,11 +18,13 @@ from .config import SiteConfig
 from .events import EventBus
 from .frontends import FrontEnd, make_frontend
 from .joblogs import JobLogs
+from .leadership import leadership_for
 from .ratelimit import RateLimiter
 from .scheduler import Scheduler
 from .sessions import SessionService
 from .site_parts import runner_for, scheduler_for, user_runners_for
 from .store import Store
+from .storefeed import StoreFeed
 from .tokens import TokenStore
 from .tracker import Tracker
 from .web import api, launcher, pages
@@ -47,6 +49,7 @@ class Context:
     tokens: TokenStore
     limiter: RateLimiter
     logs: JobLogs
+    tracker: Tracker
 
 
 def routes(ctx: Context) -> list:
@@ -89,10 +92,14 @@ class PvhpcApp:
             ssh.route_through(frontend, self.ssh_link)
         bus.on_change(frontend.update)
         tokens = TokenStore(store)
+        leadership = leadership_for(store.engine)
+        self.tracker = Tracker(config, store, scheduler, service, leadership)
+        # Another instance may change sessions in a shared database: follow its writes too.
+        self.feed = StoreFeed(store, bus) if leadership.shared else None
         self.ctx = Context(config, store, scheduler, bus, service, frontend,
                            make_authenticator(config.auth, tokens), tokens,
-                           RateLimiter(config.limits.requests_per_minute), JobLogs(config, runner, runner_for_user))
-        self.tracker = Tracker(config, store, scheduler, service)
+                           RateLimiter(config.limits.requests_per_minute), JobLogs(config, runner, runner_for_user),
+                           self.tracker)
         self.web = tornado.web.Application(frontend.handlers(self.ctx) + routes(self.ctx),
                                            default_handler_class=NotFoundHandler, log_function=log_request,
                                            default_handler_args={"ctx": self.ctx})
@@ -105,9 +112,12 @@ class PvhpcApp:
         cfg.service.job_output_dir.mkdir(parents=True, exist_ok=True)
         if self.ssh_link:
             await self.ssh_link.check()   # an unusable login host stops the service here, with its reason
-        stats = await self.tracker.poll_once()
-        log.info("reconciled %d live sessions with the scheduler (%s)", stats.sessions,
-                 "reachable" if stats.reachable else "UNREACHABLE: kept as unknown")
+        stats = await self.tracker.poll_if_leading()
+        if stats is None:
+            log.info("another instance polls the scheduler; this one follows its changes in the database")
+        else:
+            log.info("reconciled %d live sessions with the scheduler (%s)", stats.sessions,
+                     "reachable" if stats.reachable else "UNREACHABLE: kept as unknown")
         await self.ctx.frontend.start()
         self.ctx.frontend.rebuild(self.ctx.store.live())
         self.server = tornado.httpserver.HTTPServer(
@@ -117,10 +127,14 @@ class PvhpcApp:
                                                cfg.service.listen_host)
         self.server.add_sockets(sockets)
         self.tracker.start()
+        if self.feed:
+            self.feed.start()
         return sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
         await self.tracker.stop()
+        if self.feed:
+            await self.feed.stop()
         await self.ctx.frontend.stop()
         if self.ssh_link:
             self.ssh_link.close()

@@ -105,7 +105,9 @@ class Client:
         return self.request("GET", "/api/v1/applications")["applications"]
 
     def events(self, session_id: str, timeout: float = 3600) -> Iterator[dict]:
-        """Each state of the session as it happens (server-sent events), ending when the session ends."""
+        """Each state of the session as it happens (server-sent events), ending when the session ends
+        or ``timeout`` seconds have passed (checked at each event and each keep-alive, every 15 s)."""
+        deadline = time.monotonic() + timeout
         with self._open("GET", f"/api/v1/sessions/{session_id}/events", timeout=timeout) as response:
             data = []
             for raw in response:
@@ -115,12 +117,12 @@ class Client:
                 elif not line and data:
                     yield json.loads("\n".join(data))
                     data = []
+                if time.monotonic() > deadline:
+                    return
 
     def wait(self, session_id: str, until: tuple[str, ...] = ("ready",), timeout: float = 3600) -> dict:
-        """Follow the session until it reaches one of ``until`` or ends; return it then."""
-        deadline = time.monotonic() + timeout
-        last = None
-        for last in self.events(session_id, timeout=timeout):
-            if last["state"] in until or last["state"] == "ended" or time.monotonic() > deadline:
-                return last
-        return last or self.get(session_id)
+        """Follow the session until it reaches one of ``until``, ends, or ``timeout`` passes; return it then."""
+        for event in self.events(session_id, timeout=timeout):
+            if event["state"] in until or event["state"] == "ended":
+                return event
+        return self.get(session_id)

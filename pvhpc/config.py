@@ -82,7 +82,9 @@ class ServiceConfig:
     listen_host: str
     listen_port: int
     public_url: str              # how browsers and jobs reach this service
-    callback_url: str            # how jobs reach the report endpoint (defaults to public_url)
+    # How jobs reach the report endpoint (defaults to public_url). Several when instances share a database:
+    # a job tries them in order, so its report gets through while any instance is up.
+    callback_urls: tuple[str, ...]
     database_url: str
     job_output_dir: Path
     poll_interval: float
@@ -201,6 +203,20 @@ def _text(value: Any) -> str:
     if "\0" in value or "\n" in value:
         raise ValueError("must be one line without NUL bytes")
     return value
+
+
+def _urls(value: Any) -> tuple[str, ...]:
+    """One http(s) URL, or a list of them."""
+    values = value if isinstance(value, list) else [value]
+    if not values:
+        raise ValueError("must name at least one URL")
+    urls = []
+    for item in values:
+        item = _text(item)
+        if not re.match(r"^https?://[^/\s]+\S*$", item):
+            raise ValueError(f"{item!r} is not an http(s) URL")
+        urls.append(item.rstrip("/"))
+    return tuple(urls)
 
 
 def _name(value: Any) -> str:
@@ -434,7 +450,7 @@ def parse(data: Any, source: str = "<config>") -> SiteConfig:
     service = ServiceConfig(
         listen_host=host, listen_port=int(port),
         public_url=public_url.rstrip("/"),
-        callback_url=svc.get("callback_url", public_url, _text).rstrip("/"),
+        callback_urls=svc.get("callback_url", [public_url], _urls),
         database_url=svc.get("database", f"sqlite:///{state / 'pvhpc.sqlite'}", _text),
         job_output_dir=Path(svc.get("job_output_dir", str(state / "jobs"), _text)),
         poll_interval=svc.get("poll_interval", 5.0, _seconds),

@@ -8,8 +8,10 @@
     python3 jobhelper.py report --url U --event exited --code N
         Tell pvhpc about the session, authenticated by the per-session token in
         the environment variable PVHPC_REPORT_TOKEN. Retries with back-off, since
-        pvhpc may be restarting. Without --url it only prints the report line,
-        which stays in the job's output as a record.
+        pvhpc may be restarting. --url may hold several URLs separated by spaces
+        (one per pvhpc instance sharing a database): each attempt tries them in
+        order. Without --url it only prints the report line, which stays in the
+        job's output as a record.
 
 It runs under the node's own Python, not pvhpc's, so it imports nothing else.
 """
@@ -57,27 +59,38 @@ def wait_ready(path, pid, timeout):
     return 2
 
 
-def report(url, payload, token, give_up_after):
+def post(url, body, token):
+    """POST one report; None when taken, else why not and whether another try could help."""
+    request = urllib.request.Request(
+        url, data=body, method="POST",
+        headers={"Content-Type": "application/json", "Authorization": f"token {token}"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            response.read()
+        return None
+    except urllib.error.HTTPError as e:
+        # 4xx: pvhpc refused this report (wrong token, session over); retrying will not help.
+        final = 400 <= e.code < 500
+        return (f"HTTP {e.code} {e.read()[:200]!r}" if final else f"HTTP {e.code}"), final
+    except (urllib.error.URLError, OSError) as e:
+        return str(e), False
+
+
+def report(urls, payload, token, give_up_after):
     body = json.dumps(payload).encode()
     delay = 0.2
     deadline = time.monotonic() + give_up_after
     while True:
-        request = urllib.request.Request(
-            url, data=body, method="POST",
-            headers={"Content-Type": "application/json", "Authorization": f"token {token}"},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                response.read()
-            return 0
-        except urllib.error.HTTPError as e:
-            # 4xx: pvhpc refused this report (wrong token, session over); retrying will not help.
-            if 400 <= e.code < 500:
-                print(f"pvhpc refused the report: HTTP {e.code} {e.read()[:200]!r}", file=sys.stderr)
+        for url in urls:
+            failure = post(url, body, token)
+            if failure is None:
+                return 0
+            error, final = failure
+            if final:
+                # Every instance reads the same database: one refusal is everyone's.
+                print(f"pvhpc refused the report: {error}", file=sys.stderr)
                 return 1
-            error = f"HTTP {e.code}"
-        except (urllib.error.URLError, OSError) as e:
-            error = str(e)
         if time.monotonic() + delay > deadline:
             print(f"could not report to pvhpc: {error}", file=sys.stderr)
             return 1
@@ -124,7 +137,7 @@ def main(argv=None):
     if not args.url:
         return 0
     token = os.environ.get("PVHPC_REPORT_TOKEN", "")
-    return report(args.url, payload, token, args.give_up_after)
+    return report(args.url.split(), payload, token, args.give_up_after)
 
 
 if __name__ == "__main__":

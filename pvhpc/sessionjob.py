@@ -8,8 +8,9 @@ from .scheduler import JobRequest
 from .spec import SessionSpec
 
 
-def report_url(config: SiteConfig, session_id: str) -> str:
-    return f"{config.service.callback_url}/api/v1/sessions/{session_id}/report"
+def report_urls(config: SiteConfig, session_id: str) -> str:
+    """Where the job reports, space-separated: one URL per instance, tried in order by the job helper."""
+    return " ".join(f"{url}/api/v1/sessions/{session_id}/report" for url in config.service.callback_urls)
 
 
 def build_job(config: SiteConfig, spec: SessionSpec, user: str, session_id: str, job_name: str, secret: str,
@@ -25,7 +26,7 @@ def build_job(config: SiteConfig, spec: SessionSpec, user: str, session_id: str,
         "job_helper": config.runtime.job_helper,
         "data_dir": spec.data_root,
         "load_file": spec.data_file or "",
-        "report_url": report_url(config, session_id),
+        "report_url": report_urls(config, session_id),
         "render_mode": partition.render,
         "start_timeout": app.start_timeout,
         "idle_timeout": app.idle_timeout,

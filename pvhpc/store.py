@@ -16,14 +16,18 @@ from pathlib import Path
 from typing import Iterator
 
 from sqlalchemy import (
-    ForeignKey, Index, Integer, String, Text, create_engine, event, inspect, select, text,
+    ForeignKey, Index, Integer, String, Text, create_engine, event, func, inspect, select, text,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
 from .states import SessionState, check_transition
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+# The store is called from the service's event loop: a lock held elsewhere (a staff command, another
+# instance, a migration) stalls every request while it is waited for. Waiting at most this long turns
+# a held lock into a clean 503 ("retry shortly") instead of a frozen service.
+LOCK_WAIT_SECONDS = 3
 
 
 def utcnow() -> datetime:
@@ -63,7 +67,8 @@ class SessionRecord(Base):
     expected_start: Mapped[datetime | None] = mapped_column(nullable=True)
 
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Indexed: instances sharing a database follow each other's changes by it (pvhpc/storefeed.py).
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     running_since: Mapped[datetime | None] = mapped_column(nullable=True)
     ready_at: Mapped[datetime | None] = mapped_column(nullable=True)
     ended_at: Mapped[datetime | None] = mapped_column(nullable=True)
@@ -115,9 +120,14 @@ def _add_api_tokens(conn) -> None:
     ApiToken.__table__.create(conn)
 
 
+def _index_updated_at(conn) -> None:
+    next(i for i in SessionRecord.__table__.indexes if i.name == "ix_sessions_updated_at").create(conn)
+
+
 # version -> function that brings a database from version-1 to version, inside one transaction.
 MIGRATIONS = {
     2: _add_api_tokens,
+    3: _index_updated_at,
 }
 
 
@@ -139,6 +149,11 @@ class Change:
         reason = end_reason.value if hasattr(end_reason, "value") else end_reason
         return cls(state, detail, reason, tuple(sorted(fields.items())))
 
+    def is_news_for(self, record: "SessionRecord") -> bool:
+        """Whether applying this to ``record`` as it stands would change anything."""
+        return not (self.state.value == record.state and self.detail == record.detail
+                    and all(getattr(record, k) == v for k, v in self.fields))
+
 
 SETTABLE = frozenset({"job_id", "node", "host", "port", "expected_start", "running_since", "ready_at",
                       "handed_out"})
@@ -147,14 +162,21 @@ SETTABLE = frozenset({"job_id", "node", "host", "port", "expected_start", "runni
 class Store:
     def __init__(self, url: str, echo: bool = False):
         self.url = url
+        backend = make_url(url).get_backend_name()
         kwargs: dict = {"echo": echo, "future": True}
-        if url.startswith("sqlite"):
+        if backend == "sqlite":
             path = url.split("///", 1)[-1]
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-            kwargs["connect_args"] = {"timeout": 10}
+            kwargs["connect_args"] = {"timeout": LOCK_WAIT_SECONDS}
+        else:
+            # A database server restarted under us leaves dead pooled connections: test each before use.
+            kwargs["pool_pre_ping"] = True
+        if backend == "postgresql":
+            kwargs["connect_args"] = {"connect_timeout": 5, "options": (
+                f"-c lock_timeout={LOCK_WAIT_SECONDS * 1000} -c statement_timeout={LOCK_WAIT_SECONDS * 5000}")}
         self.engine: Engine = create_engine(url, **kwargs)
-        if url.startswith("sqlite"):
+        if backend == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
@@ -235,6 +257,17 @@ class Store:
     def live(self) -> list[SessionRecord]:
         return self.find(SessionRecord.state != SessionState.ENDED.value, order_newest_first=False)
 
+    def count_live(self) -> int:
+        with self._sessions() as db:
+            return db.scalar(select(func.count()).select_from(SessionRecord)
+                             .where(SessionRecord.state != SessionState.ENDED.value))
+
+    def changed_since(self, since: datetime) -> list[SessionRecord]:
+        """Sessions written at or after ``since`` (by any instance sharing this database), oldest first."""
+        query = select(SessionRecord).where(SessionRecord.updated_at >= since).order_by(SessionRecord.updated_at)
+        with self._sessions() as db:
+            return list(db.scalars(query))
+
     def events(self, session_id: str) -> list[SessionEvent]:
         with self._sessions() as db:
             return list(db.scalars(select(SessionEvent).where(SessionEvent.session_id == session_id)
@@ -260,9 +293,7 @@ class Store:
             if old is SessionState.ENDED:
                 return None
             check_transition(old, new)
-            same = (new is old and change.detail == record.detail
-                    and all(getattr(record, k) == v for k, v in fields.items()))
-            if same:
+            if not change.is_news_for(record):
                 return None
             now = utcnow()
             for key, value in fields.items():
@@ -281,6 +312,6 @@ class Store:
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute(f"PRAGMA busy_timeout={LOCK_WAIT_SECONDS * 1000}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()

@@ -14,6 +14,7 @@ from datetime import timedelta
 
 from . import lifecycle
 from .config import SiteConfig
+from .leadership import Leadership
 from .scheduler import Scheduler, SchedulerUnavailable
 from .sessions import SessionService
 from .states import EndReason, SessionState
@@ -31,11 +32,16 @@ class PollStats:
 
 
 class Tracker:
-    def __init__(self, config: SiteConfig, store: Store, scheduler: Scheduler, service: SessionService):
+    def __init__(self, config: SiteConfig, store: Store, scheduler: Scheduler, service: SessionService,
+                 leadership: Leadership | None = None):
         self.config = config
         self.store = store
         self.scheduler = scheduler
         self.service = service
+        self.leadership = leadership or Leadership()
+        self.leading = False
+        self.poll_cycles = 0          # for /api/v1/health: shows which instance polls
+        self.scheduler_calls = 0
         self._task: asyncio.Task | None = None
 
     def start_timeout(self, application: str) -> float:
@@ -54,7 +60,7 @@ class Tracker:
                 stats.reachable = False
                 log.warning("scheduler unreachable; %d sessions kept as unknown: %s", len(with_job), e)
                 for s in with_job:
-                    self.service.apply(s.id, lifecycle.unreachable(s, str(e)))
+                    self.service.apply(s.id, lifecycle.unreachable(s, str(e)), known=s)
                 return stats
             now = utcnow()
             gone = []
@@ -66,7 +72,7 @@ class Tracker:
                 elif job.is_running and lifecycle.start_timed_out(s, now, timeout):
                     await self.service.end(s, EndReason.START_TIMEOUT, f"no report within {timeout:.0f} s")
                 else:
-                    self.service.apply(s.id, lifecycle.from_job(s, job, now, timeout))
+                    self.service.apply(s.id, lifecycle.from_job(s, job, now, timeout), known=s)
             for s in gone:
                 # Gone from the queue: one more look (accounting) before calling it ended.
                 stats.scheduler_calls += 1
@@ -100,14 +106,31 @@ class Tracker:
             elif now - s.created_at > grace:
                 self.service.apply(s.id, lifecycle.ended(EndReason.SUBMIT_FAILED, "no job was queued"))
 
+    async def poll_if_leading(self) -> PollStats | None:
+        """One cycle if this instance is the poller; a follower only asks for the lead."""
+        leading = await self.leadership.hold()
+        if leading != self.leading:
+            # Only a change of hands between instances is news worth a warning.
+            log.log(logging.WARNING if self.leadership.shared else logging.INFO, "%s the scheduler poller (%s)",
+                    "now" if leading else "no longer", self.leadership.kind)
+            self.leading = leading
+        if not leading:
+            return None
+        stats = await self.poll_once()
+        self.poll_cycles += 1
+        self.scheduler_calls += stats.scheduler_calls
+        return stats
+
     async def run(self) -> None:
         interval = self.config.service.poll_interval
+        # A follower asks for the lead at least every 2 s, so a dead leader is replaced within seconds.
+        follower_interval = min(interval, 2.0)
         while True:
             try:
-                await self.poll_once()
+                await self.poll_if_leading()
             except Exception:  # a bug in one cycle must not stop tracking for good
                 log.exception("poll cycle failed")
-            await asyncio.sleep(interval)
+            await asyncio.sleep(interval if self.leading else follower_interval)
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self.run())
@@ -119,3 +142,4 @@ class Tracker:
                 await self._task
             except asyncio.CancelledError:
                 pass
+        self.leadership.release()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pvhpc.scheduler import JobRequest, SchedulerUnavailable, make_scheduler
-from pvhpc.scheduler.slurm_cli import _gres_gpus, parse_squeue
+from pvhpc.scheduler.slurm_cli import _gres_gpus, comma_lists, parse_squeue
 
 from .conftest import run
 
@@ -17,6 +17,14 @@ def test_parse_squeue_and_gres():
     assert _gres_gpus("gpu:a100:2,foo:1") == [("a100", 2)]
     assert _gres_gpus("gpu:a100:1(IDX:0),gpu:v100:2(IDX:0-1)") == [("a100", 1), ("v100", 2)]
     assert _gres_gpus("(null)") == []
+
+
+def test_comma_lists_stay_under_the_argument_limit_and_keep_every_item():
+    items = [str(1_000_000 + i) for i in range(40_000)]
+    lists = comma_lists(items)
+    assert len(lists) == 4 and all(len(part) <= 100_000 for part in lists)
+    assert ",".join(lists).split(",") == items
+    assert comma_lists([]) == [] and comma_lists(["7"]) == ["7"]
 
 
 def test_pyslurm_backend_where_pyslurm_imports():
@@ -53,6 +61,10 @@ def test_slurm_cli_against_the_real_cluster(slurm, tmp_path):
     assert set(run(slurm.query([job_id, "999999"]))) == {job_id}
     assert run(slurm.query(["999999"])) == {}
     assert slurm.calls["squeue"] - before.get("squeue", 0) == 2
+    # 30,000 ids do not fit one argument (Linux's 128 KiB): they go in parts, and the job is still found.
+    many = [str(10_000_000 + i) for i in range(30_000)] + [job_id]
+    assert set(run(slurm.query(many))) == {job_id}
+    assert slurm.calls["squeue"] - before.get("squeue", 0) == 2 + len(comma_lists(many)) == 5
     assert run(slurm.find_by_name(["pvhpc-backend-test"]))["pvhpc-backend-test"].job_id == job_id
     assert run(slurm.lookup_finished(job_id)) is None   # no accounting on this cluster: no second record
     run(slurm.cancel(job_id))

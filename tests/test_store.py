@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 
 from pvhpc.states import EndReason, IllegalTransition, SessionState
 from pvhpc.store import SCHEMA_VERSION, Change, SchemaError, SessionRecord, Store
@@ -88,6 +88,7 @@ def test_upgrade_from_schema_1_keeps_every_session(tmp_path):
     v1_tables = [SessionRecord.__table__, SessionEvent.__table__, SchemaVersion.__table__]
     Base.metadata.create_all(old.engine, tables=v1_tables)
     with old.transaction() as db:
+        db.execute(text("DROP INDEX ix_sessions_updated_at"))   # schema 3 added it
         db.add(SchemaVersion(version=1))
     old.add(record(7))
     old.change("s7", Change.to(S.QUEUED, "q", job_id="77"))
@@ -96,10 +97,11 @@ def test_upgrade_from_schema_1_keeps_every_session(tmp_path):
         Store(url).open()
     upgraded = Store(url)
     upgraded.open(upgrade=True)
-    assert upgraded.schema_version() == SCHEMA_VERSION == 2
+    assert upgraded.schema_version() == SCHEMA_VERSION == 3
     assert [(r.id, r.job_id, r.state) for r in upgraded.live()] == [("s7", "77", "queued")]
     assert [e.state for e in upgraded.events("s7")] == ["submitting", "queued"]
     assert ApiToken.__tablename__ in upgraded.engine.dialect.get_table_names(upgraded.engine.connect())
+    assert "ix_sessions_updated_at" in {i["name"] for i in inspect(upgraded.engine).get_indexes("sessions")}
     _, token = TokenStore(upgraded).create("alice", "laptop", 1)
     assert TokenStore(upgraded).user_for(token) == "alice"
 

@@ -51,6 +51,25 @@ def parse_squeue(stdout: str) -> list[JobInfo]:
     return jobs
 
 
+# Linux refuses a single argument longer than 128 KiB (MAX_ARG_STRLEN): at about 16,000 job ids one
+# comma-separated list no longer fits, so longer lists go to squeue in parts of at most this size.
+MAX_LIST_ARGUMENT = 100_000
+
+
+def comma_lists(items: list[str], limit: int = MAX_LIST_ARGUMENT) -> list[str]:
+    """``items`` joined by commas, in as few arguments of at most ``limit`` characters as it takes."""
+    lists, current, size = [], [], 0
+    for item in items:
+        if current and size + len(item) + 1 > limit:
+            lists.append(",".join(current))
+            current, size = [], 0
+        current.append(item)
+        size += len(item) + 1
+    if current:
+        lists.append(",".join(current))
+    return lists
+
+
 class SlurmCLI(Scheduler):
     name = "slurm"
 
@@ -116,24 +135,26 @@ class SlurmCLI(Scheduler):
         return job_id
 
     async def query(self, job_ids: list[str]) -> dict[str, JobInfo]:
-        if not job_ids:
-            return {}
-        result = await self._run(["squeue", "-h", "-t", "all", "-j", ",".join(job_ids), "-o", SQUEUE_FORMAT])
-        if not result.ok:
-            # squeue fails this way only when every id it was given is unknown.
-            if INVALID_JOB_ID in result.stderr:
-                return {}
-            raise SchedulerUnavailable(result.describe())
-        return {job.job_id: job for job in parse_squeue(result.stdout)}
+        jobs: dict[str, JobInfo] = {}
+        for ids in comma_lists(job_ids):
+            result = await self._run(["squeue", "-h", "-t", "all", "-j", ids, "-o", SQUEUE_FORMAT])
+            if not result.ok:
+                # squeue fails this way only when every id it was given is unknown.
+                if INVALID_JOB_ID in result.stderr:
+                    continue
+                raise SchedulerUnavailable(result.describe())
+            jobs.update((job.job_id, job) for job in parse_squeue(result.stdout))
+        return jobs
 
     async def find_by_name(self, names: list[str]) -> dict[str, JobInfo]:
-        if not names:
-            return {}
-        result = await self._run(["squeue", "-h", "-t", "all", "-n", ",".join(names), "-o", SQUEUE_FORMAT])
-        if not result.ok:
-            raise SchedulerUnavailable(result.describe())
+        listed = []
+        for chunk in comma_lists(names):
+            result = await self._run(["squeue", "-h", "-t", "all", "-n", chunk, "-o", SQUEUE_FORMAT])
+            if not result.ok:
+                raise SchedulerUnavailable(result.describe())
+            listed += parse_squeue(result.stdout)
         found: dict[str, JobInfo] = {}
-        for job in parse_squeue(result.stdout):
+        for job in listed:
             # A resubmission would make two; the live one (or the newest) is the one to keep.
             if job.name not in found or not job.is_finished:
                 found[job.name] = job

@@ -179,4 +179,8 @@ class TokenHandler(JSONHandler):
 
 class HealthHandler(JSONHandler):
     def get(self) -> None:
-        self.send({"ok": True, "live_sessions": len(self.ctx.store.live())})
+        tracker = self.ctx.tracker
+        self.send({"ok": True, "live_sessions": self.ctx.store.count_live(),
+                   # Which instance polls the scheduler, when several share a database.
+                   "poller": {"leading": tracker.leading, "how": tracker.leadership.kind,
+                              "cycles": tracker.poll_cycles, "scheduler_calls": tracker.scheduler_calls}})

@@ -1,0 +1,73 @@
+"""Changes written by other instances sharing the database, published on this instance's event bus.
+
+With two instances on one database, a session may be created on one, made
+ready by a job report taken by the other and ended by whichever polls. Each
+instance's front-end map, push channels and waiting launcher requests follow
+its own event bus; this feed puts the peers' changes there too, by reading
+the sessions written since it last looked.
+
+It looks back a margin, not just since its last read: a transaction that
+started before another may commit after it, and the instances' clocks (which
+stamp ``updated_at``) differ a little. Versions it has already published,
+its own included, are not published again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timedelta
+
+from .events import EventBus
+from .store import SessionRecord, Store, utcnow
+
+log = logging.getLogger("pvhpc.storefeed")
+
+
+class StoreFeed:
+    def __init__(self, store: Store, bus: EventBus, interval: float = 0.5, margin: float = 30.0):
+        self.store = store
+        self.bus = bus
+        self.interval = interval
+        self.margin = timedelta(seconds=margin)
+        self._published: dict[str, datetime] = {}   # session id -> updated_at of the version last published
+        self._since = utcnow()
+        self._task: asyncio.Task | None = None
+        bus.on_change(self._seen)
+
+    def _seen(self, record: SessionRecord) -> None:
+        self._published[record.id] = record.updated_at
+
+    def read_once(self) -> int:
+        """Publish what changed since the last look; returns how many versions were new here."""
+        changed = self.store.changed_since(self._since - self.margin)
+        new = 0
+        for record in changed:
+            if self._published.get(record.id) != record.updated_at:
+                self.bus.publish(record)   # _seen records it
+                new += 1
+        if changed:
+            self._since = max(self._since, changed[-1].updated_at)
+        horizon = self._since - 2 * self.margin
+        if len(self._published) > 1000:
+            self._published = {k: v for k, v in self._published.items() if v >= horizon}
+        return new
+
+    async def run(self) -> None:
+        while True:
+            try:
+                self.read_once()
+            except Exception as e:   # database away for a moment: the next look catches up
+                log.warning("could not read peers' changes: %s", e)
+            await asyncio.sleep(self.interval)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self.run())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass

@@ -1,0 +1,76 @@
+"""Instances sharing one real PostgreSQL: one poller at a time, a dead one replaced, each other's changes seen."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from sqlalchemy import text
+
+from pvhpc.events import EventBus
+from pvhpc.leadership import LOCK_KEY, AdvisoryLockLeadership, Leadership, leadership_for
+from pvhpc.states import SessionState
+from pvhpc.store import Change, Store
+from pvhpc.storefeed import StoreFeed
+
+from .test_store import record
+
+S = SessionState
+
+
+def hold(leadership: Leadership) -> bool:
+    return asyncio.run(leadership.hold())
+
+
+def test_sqlite_is_one_instance_and_always_leads(tmp_path):
+    leadership = leadership_for(Store(f"sqlite:///{tmp_path / 'db.sqlite'}").engine)
+    assert not leadership.shared and hold(leadership)
+
+
+@pytest.mark.postgres
+def test_one_leader_at_a_time_and_the_next_takes_over(fresh_postgres_url):
+    first, second = (leadership_for(Store(fresh_postgres_url).engine) for _ in range(2))
+    assert isinstance(first, AdvisoryLockLeadership) and first.shared
+    assert hold(first) and not hold(second)
+    assert hold(first) and not hold(second)      # keeps it while its connection lives
+    first.release()
+    assert hold(second) and not hold(first)
+
+
+@pytest.mark.postgres
+def test_a_leader_whose_connection_dies_loses_the_lead(fresh_postgres_url):
+    """What a SIGKILLed leader looks like to PostgreSQL: its backend gone, and the lock with it."""
+    first, second = (leadership_for(Store(fresh_postgres_url).engine) for _ in range(2))
+    assert hold(first)
+    admin = Store(fresh_postgres_url).engine
+    with admin.connect() as conn:
+        killed = conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_locks "
+                                   "WHERE locktype = 'advisory' AND objid = :k"), {"k": LOCK_KEY}).scalars().all()
+    assert killed == [True]
+    assert hold(second)
+    assert not hold(first)   # notices on its next check instead of polling beside the new leader
+    second.release()
+    assert hold(first)
+
+
+@pytest.mark.postgres
+def test_feed_publishes_a_peers_changes_once_and_never_its_own_again(fresh_postgres_url):
+    mine, peers = Store(fresh_postgres_url), Store(fresh_postgres_url)
+    mine.open()
+    bus = EventBus()
+    seen = []
+    bus.on_change(seen.append)
+    feed = StoreFeed(mine, bus)
+
+    peers.add(record(1))
+    peers.change("s1", Change.to(S.QUEUED, "submitted", job_id="11"))
+    assert feed.read_once() == 1
+    assert [(r.id, r.state, r.job_id) for r in seen] == [("s1", "queued", "11")]
+    assert feed.read_once() == 0                       # nothing new: nothing published
+
+    # A change made here is published by the one who made it; the feed does not echo it.
+    bus.publish(mine.change("s1", Change.to(S.STARTING, "running on gpu01", node="gpu01")))
+    assert feed.read_once() == 0
+    peers.change("s1", Change.to(S.ENDED, "cancelled by its user", end_reason="cancelled"))
+    assert feed.read_once() == 1
+    assert [r.state for r in seen] == ["queued", "starting", "ended"]
