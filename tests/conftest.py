@@ -21,6 +21,7 @@ from pvhpc.localcluster import LocalCluster
 from pvhpc.runners import LocalRunner
 from pvhpc.scheduler.slurm_cli import SlurmCLI
 
+pytest_plugins = ["tests.drill_report"]   # the drill_record fixture and the fault-drill table
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 
@@ -166,7 +167,7 @@ def site_config(cluster: LocalCluster, directory: Path, runtime_path: Path, **ov
         "applications": {"paraview": {"data_roots": [str(data_dir)], "start_timeout": 120}},
     }
     for key, value in overrides.items():
-        if key in config["service"]:
+        if key in config["service"] or key in ("public_url", "callback_url"):
             config["service"][key] = value
         else:
             config[key] = value
@@ -230,6 +231,15 @@ def postgres_url(tmp_path_factory):
     assert proc.returncode == 0, proc.stderr
     yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/pvhpc"
     run_pg(bindir / "pg_ctl", "-D", data, "-m", "fast", "stop")
+
+
+@pytest.fixture
+def fresh_postgres_url(postgres_url):
+    """An empty database of its own on the test PostgreSQL server, dropped after the test."""
+    from .helpers import PostgresServer
+
+    with PostgresServer(postgres_url).scratch_database() as url:
+        yield url
 
 
 # -- a real Apache (Debian's apache2) for the front-end tests ----------------------------------------

@@ -6,7 +6,9 @@ import io
 import os
 import re
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from PIL import Image
 
@@ -84,3 +86,164 @@ def render(url: str, secret: str, headers: dict | None = None, source: str = "Sp
     import asyncio
 
     return asyncio.run(render_async(url, secret, headers, source))
+
+
+# -- for fault drills ------------------------------------------------------------------------------
+
+class Answer:
+    """One request of a RequestLoad: what was asked, when, how long it took and what came back."""
+
+    __slots__ = ("name", "started", "seconds", "status", "body", "json")
+
+    def __init__(self, name: str, started: float, seconds: float, status: int, body: bytes):
+        import json
+
+        self.name, self.started, self.seconds, self.status, self.body = name, started, seconds, status, body
+        try:
+            self.json = json.loads(body) if body else None
+        except ValueError:
+            self.json = None
+
+    @property
+    def clean(self) -> bool:
+        """A success, or an error as pvhpc promises them: JSON with an "error" key (0: no answer at all)."""
+        if self.status == 0:
+            return False
+        return self.status < 400 or (isinstance(self.json, dict) and "error" in self.json)
+
+    def __repr__(self) -> str:
+        return f"<{self.name} at {self.started:.1f}: {self.status} in {self.seconds:.2f} s {self.body[:120]!r}>"
+
+
+class RequestLoad:
+    """Client threads that keep sending requests to a service and record every answer.
+
+    ``add(name, method, path, body, every)`` starts one thread that repeats a
+    request, pausing ``every`` seconds between the end of one and the start of
+    the next. A refused or dropped connection is recorded with status 0.
+    """
+
+    def __init__(self, url: str, timeout: float = 15):
+        import threading
+
+        self.url, self.timeout = url.rstrip("/"), timeout
+        self.answers: list[Answer] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = []
+        self._sending: dict[int, tuple[str, float]] = {}   # thread -> the request it waits on (name, since)
+
+    def add(self, name: str, method: str, path: str, body: dict | None = None, every: float = 0.5) -> "RequestLoad":
+        import threading
+
+        thread = threading.Thread(target=self._loop, args=(name, method, path, body, every), daemon=True)
+        self._threads.append(thread)
+        thread.start()
+        return self
+
+    def _loop(self, name, method, path, body, every) -> None:
+        import json
+        import threading
+        import urllib.error
+        import urllib.request
+
+        data = json.dumps(body).encode() if body is not None else None
+        while not self._stop.is_set():
+            request = urllib.request.Request(self.url + path, data=data, method=method,
+                                             headers={"Content-Type": "application/json"})
+            started = time.monotonic()
+            me = threading.get_ident()
+            self._sending[me] = (name, started)
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout) as r:
+                    status, answer = r.status, r.read()
+            except urllib.error.HTTPError as e:
+                status, answer = e.code, e.read()
+            except OSError as e:   # refused, reset, timed out: no answer
+                status, answer = 0, str(e).encode()
+            with self._lock:
+                del self._sending[me]
+                self.answers.append(Answer(name, started, time.monotonic() - started, status, answer))
+            self._stop.wait(every)
+
+    def in_flight(self, name: str, since: float = 0.01) -> bool:
+        """Whether a request of ``name`` has been on its way for at least ``since`` seconds, unanswered."""
+        now = time.monotonic()
+        return any(n == name and now - t >= since for n, t in list(self._sending.values()))
+
+    def count(self, name: str | None = None, status: int | None = None) -> int:
+        with self._lock:
+            return sum(1 for a in self.answers if (name is None or a.name == name)
+                       and (status is None or a.status == status))
+
+    def stop(self) -> list[Answer]:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(self.timeout + 5)
+        return list(self.answers)
+
+
+class PostgresServer:
+    """The test's PostgreSQL server, found from a URL to it: stop it and start it again as it was.
+
+    Everything needed to start it again (data directory, port, socket directory,
+    listen address, binaries) is asked of the server itself while it runs. No
+    connection is kept open between calls: none would survive a restart.
+    """
+
+    def __init__(self, url: str):
+        from sqlalchemy import create_engine, text
+
+        self.url = url
+        engine = create_engine(url)
+        try:
+            with engine.connect() as conn:
+                def show(name):
+                    return conn.execute(text(f"SHOW {name}")).scalar()
+
+                self.data = Path(show("data_directory"))
+                self.port = show("port")
+                self.sockets = show("unix_socket_directories")
+                self.listen = show("listen_addresses")
+                self.bindir = Path(conn.execute(text("SELECT setting FROM pg_config WHERE name = 'BINDIR'")).scalar())
+        finally:
+            engine.dispose()
+
+    def _admin(self, statement: str) -> None:
+        from sqlalchemy import create_engine, text
+
+        engine = create_engine(self.url, isolation_level="AUTOCOMMIT")
+        try:
+            with engine.connect() as conn:
+                conn.execute(text(statement))
+        finally:
+            engine.dispose()
+
+    @contextmanager
+    def scratch_database(self) -> Iterator[str]:
+        """A new empty database on this server (its URL), dropped afterwards."""
+        import secrets
+
+        name = f"pvhpc_{secrets.token_hex(4)}"
+        self._admin(f"CREATE DATABASE {name}")
+        try:
+            yield self.url.rsplit("/", 1)[0] + "/" + name
+        finally:
+            self._admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+    def _pg_ctl(self, *argv) -> None:
+        import subprocess
+
+        command = [str(self.bindir / "pg_ctl"), "-D", str(self.data), "-w", *argv]
+        if os.geteuid() == 0:   # the server's files belong to postgres, as conftest's postgres_url made them
+            command = ["runuser", "-u", self.data.owner(), "--", *command]
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, f"{' '.join(command)}: {proc.stdout}{proc.stderr}"
+
+    def stop(self) -> None:
+        """A fast shutdown: every connection is cut, new ones are refused."""
+        self._pg_ctl("-m", "fast", "stop")
+
+    def start(self) -> None:
+        self._pg_ctl("-l", str(self.data.parent / "log"), "-o",
+                     f"-p {self.port} -k {self.sockets} -c listen_addresses={self.listen}", "start")
