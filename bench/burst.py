@@ -50,7 +50,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.footprint import cpu_seconds  # noqa: E402
-from bench.teardown import Teardown  # noqa: E402
+from bench.teardown import Teardown, start_cluster  # noqa: E402
 from pvhpc import config as site_config_parser, paths  # noqa: E402
 from pvhpc.localcluster import LocalCluster  # noqa: E402
 from pvhpc.scheduler.slurm_cli import SlurmCLI  # noqa: E402
@@ -294,10 +294,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="pvhpc-burst-"))
     with Teardown(work) as undo:
         undo.add(lambda: shutil.rmtree(work, ignore_errors=True), "remove the work directory")
-        cluster = LocalCluster(work / "cluster", base_port=free_port_block(5))
-        undo.add(cluster.stop, "stop the cluster (cancels every job)")
-        print("starting a local Slurm cluster ...", flush=True)
-        cluster.start()
+        cluster = start_cluster(undo, LocalCluster(work / "cluster", base_port=free_port_block(5)))
         env = dict(os.environ, **cluster.environment())
         occupy_cpu_nodes(env)
 

@@ -56,7 +56,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.teardown import Teardown  # noqa: E402
+from bench.teardown import Teardown, start_cluster  # noqa: E402
 from pvhpc import config as site_config_parser, paths, runtime  # noqa: E402
 from pvhpc.localcluster import LocalCluster  # noqa: E402
 from pvhpc.scheduler.slurm_cli import SlurmCLI  # noqa: E402
@@ -304,10 +304,7 @@ def main() -> int:
     work.chmod(0o755)   # Apache's workers (www-data) read the session map below it
     with Teardown(work) as undo:
         undo.add(lambda: shutil.rmtree(work, ignore_errors=True), "remove the work directory")
-        cluster = LocalCluster(work / "cluster", base_port=free_port_block(5))
-        undo.add(cluster.stop, "stop the cluster (cancels every job)")
-        print("starting a local Slurm cluster ...", flush=True)
-        cluster.start()
+        cluster = start_cluster(undo, LocalCluster(work / "cluster", base_port=free_port_block(5)))
         env = dict(os.environ, **cluster.environment())
         runtime_dir = paths.runtime_dir()
         runtime.install(runtime_dir)

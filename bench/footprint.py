@@ -290,7 +290,7 @@ def main() -> int:
 
     import asyncio
 
-    from bench.teardown import Teardown
+    from bench.teardown import Teardown, start_cluster
     from bench.tracker_load import submit_held_jobs
     from pvhpc import paths
     from pvhpc.localcluster import LocalCluster
@@ -314,10 +314,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="pvhpc-footprint-"))
     with Teardown(work) as undo:
         undo.add(lambda: shutil.rmtree(work, ignore_errors=True), "remove the work directory")
-        cluster = RoomyCluster(work / "cluster", free_port_block(5), max_jobs=max(sizes) + 10_000)
-        undo.add(cluster.stop, "stop the cluster (cancels every job)")
-        print("starting a local Slurm cluster ...", flush=True)
-        cluster.start()
+        cluster = start_cluster(undo, RoomyCluster(work / "cluster", free_port_block(5), max_jobs=max(sizes) + 10_000))
         env = dict(os.environ, **cluster.environment())
 
         started = time.monotonic()

@@ -71,3 +71,11 @@ class Teardown:
             for s, handler in self._saved.items():
                 signal.signal(s, handler)
         return False
+
+
+def start_cluster(undo: Teardown, cluster):
+    """Start a benchmark's private local Slurm cluster, with its stop (which cancels every job) as an undo step."""
+    undo.add(cluster.stop, "stop the cluster (cancels every job)")
+    print("starting a local Slurm cluster ...", flush=True)
+    cluster.start()
+    return cluster

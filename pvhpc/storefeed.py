@@ -18,13 +18,14 @@ import asyncio
 import logging
 from datetime import datetime, timedelta
 
+from .background import BackgroundLoop
 from .events import EventBus
 from .store import SessionRecord, Store, utcnow
 
 log = logging.getLogger("pvhpc.storefeed")
 
 
-class StoreFeed:
+class StoreFeed(BackgroundLoop):
     def __init__(self, store: Store, bus: EventBus, interval: float = 0.5, margin: float = 30.0):
         self.store = store
         self.bus = bus
@@ -32,7 +33,6 @@ class StoreFeed:
         self.margin = timedelta(seconds=margin)
         self._published: dict[str, datetime] = {}   # session id -> updated_at of the version last published
         self._since = utcnow()
-        self._task: asyncio.Task | None = None
         bus.on_change(self._seen)
 
     def _seen(self, record: SessionRecord) -> None:
@@ -60,14 +60,3 @@ class StoreFeed:
             except Exception as e:   # database away for a moment: the next look catches up
                 log.warning("could not read peers' changes: %s", e)
             await asyncio.sleep(self.interval)
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self.run())
-
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass

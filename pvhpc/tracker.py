@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from . import lifecycle
+from .background import BackgroundLoop
 from .config import SiteConfig
 from .leadership import Leadership
 from .scheduler import Scheduler, SchedulerUnavailable
@@ -31,7 +32,7 @@ class PollStats:
     reachable: bool = True
 
 
-class Tracker:
+class Tracker(BackgroundLoop):
     def __init__(self, config: SiteConfig, store: Store, scheduler: Scheduler, service: SessionService,
                  leadership: Leadership | None = None):
         self.config = config
@@ -42,7 +43,6 @@ class Tracker:
         self.leading = False
         self.poll_cycles = 0          # for /api/v1/health: shows which instance polls
         self.scheduler_calls = 0
-        self._task: asyncio.Task | None = None
 
     def start_timeout(self, application: str) -> float:
         app = self.config.applications.get(application)
@@ -132,14 +132,6 @@ class Tracker:
                 log.exception("poll cycle failed")
             await asyncio.sleep(interval if self.leading else follower_interval)
 
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self.run())
-
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await super().stop()
         self.leadership.release()
