@@ -18,7 +18,7 @@ from . import lifecycle
 from .config import SiteConfig
 from .events import EventBus
 from .jobscript import TemplateError
-from .scheduler import Scheduler, SchedulerUnavailable, SubmitRefused
+from .scheduler import ControllerDown, Scheduler, SchedulerUnavailable, SubmitRefused
 from .sessionjob import build_job
 from .spec import RequestError, SessionSpec
 from .states import EndReason, SessionState
@@ -143,6 +143,11 @@ class SessionService:
         except SubmitRefused as e:
             self.apply(record.id, lifecycle.ended(EndReason.SUBMIT_FAILED, str(e)))
             raise ServiceError(400, f"Slurm refused the job: {e}") from None
+        except ControllerDown as e:
+            # Nothing reached Slurm: say so now rather than look for a job that cannot exist.
+            self.apply(record.id, lifecycle.ended(EndReason.SUBMIT_FAILED, f"Slurm's controller is down: {e}"))
+            raise ServiceError(503, f"Slurm's controller cannot be reached, nothing was queued; try again "
+                                    f"shortly: {e}") from None
         except SchedulerUnavailable as e:
             # The job may or may not be queued: ask by name before deciding.
             try:

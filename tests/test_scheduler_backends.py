@@ -87,3 +87,9 @@ def test_unreachable_controller_is_unavailable_not_gone(tmp_path):
     slurm = SlurmCLI(LocalRunner({"SLURM_CONF": str(conf)}), timeout=30)
     with pytest.raises(SchedulerUnavailable):
         run(slurm.query(["1", "2"]))
+    # sbatch that never connected: certainly nothing queued, so the service can answer at once.
+    from pvhpc.scheduler import ControllerDown
+
+    with pytest.raises(ControllerDown, match="connect failure"):
+        run(slurm.submit(JobRequest(script="#!/bin/bash\n", name="x", partition="p", time_limit_minutes=1,
+                                    output=str(tmp_path / "o"))))

@@ -182,3 +182,27 @@ def test_a_cycle_in_which_nothing_moved_writes_nothing(world, monkeypatch):
     sched.jobs["1007"] = JobInfo(job_id="1007", name="pvhpc-7", state="RUNNING", nodes="gpu01")
     poll(tracker)
     assert [w[0] for w in writes] == ["s7"] and store.get("s7").state == "starting"
+
+
+def test_a_submission_that_never_reached_slurm_ends_at_once_with_503(world):
+    """sbatch's "connect failure": nothing can be queued, so no look for the job by name, no session left waiting."""
+    import getpass
+
+    from pvhpc.scheduler import ControllerDown
+    from pvhpc.sessions import ServiceError
+    from pvhpc.spec import parse_spec
+
+    store, sched, tracker = world
+
+    async def down(request):
+        sched.calls.append(("submit", request.name))
+        raise ControllerDown("sbatch: error: Unable to contact slurm controller (connect failure)")
+
+    sched.submit = down
+    with pytest.raises(ServiceError) as refused:
+        asyncio.run(tracker.service.create(getpass.getuser(), parse_spec(tracker.config, {"application": "paraview"},
+                                                                          True)))
+    assert refused.value.status == 503 and "nothing was queued" in refused.value.message
+    [session] = store.find()
+    assert session.state == "ended" and session.end_reason == "submit_failed"
+    assert [c[0] for c in sched.calls] == ["submit"]      # not looked for by name

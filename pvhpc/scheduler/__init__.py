@@ -4,6 +4,7 @@ from .base import (  # noqa: F401
     JobInfo,
     JobRequest,
     PartitionInfo,
+    ControllerDown,
     Scheduler,
     SchedulerUnavailable,
     SubmitRefused,

@@ -16,6 +16,10 @@ class SchedulerUnavailable(Exception):
     """The scheduler could not be asked (down, timed out, unreachable). The jobs' fate is unknown."""
 
 
+class ControllerDown(SchedulerUnavailable):
+    """A submission never reached the controller (no connection at all): certainly nothing was queued."""
+
+
 class SubmitRefused(Exception):
     """The scheduler answered and refused the job (bad partition, limits...). Nothing was queued."""
 

@@ -12,7 +12,7 @@ from datetime import datetime
 
 from ..durations import parse_minutes as _parse_minutes
 from ..runners import CommandRunner, CommandResult, CommandUnavailable
-from .base import JobInfo, JobRequest, PartitionInfo, Scheduler, SchedulerUnavailable, SubmitRefused
+from .base import ControllerDown, JobInfo, JobRequest, PartitionInfo, Scheduler, SchedulerUnavailable, SubmitRefused
 
 SQUEUE_FORMAT = "%i|%T|%r|%N|%S|%j"
 
@@ -128,6 +128,9 @@ class SlurmCLI(Scheduler):
     async def submit(self, request: JobRequest) -> str:
         result = await self._run(self.sbatch_argv(request), input=request.script, user=request.user)
         if not result.ok:
+            # "connect failure": sbatch never got a connection, unlike a timeout after the request went out.
+            if "(connect failure)" in result.stderr:
+                raise ControllerDown(result.describe())
             raise self._unavailable_or(result, SubmitRefused)
         job_id = result.stdout.strip().split(";")[0]
         if not job_id.isdigit():
