@@ -177,10 +177,9 @@ def ms(seconds: float) -> str:
 
 def plot(latencies: list[float], rates: dict[str, float], users: int, path: Path) -> None:
     """The latencies of one round (the one with the median p50), the rates' medians over the rounds."""
-    import matplotlib
+    from bench.figures import pyplot, save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8), gridspec_kw={"width_ratios": [3, 2]})
     ordered = sorted(latencies)
@@ -197,10 +196,7 @@ def plot(latencies: list[float], rates: dict[str, float], users: int, path: Path
     right.set_ylabel("jobs queued per second")
     right.set_title("submission rate (median of rounds)")
     right.tick_params(axis="x", labelsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    print(f"plot: {path}")
+    save(fig, path)
 
 
 def one_round(cfg, env: dict, svc, staff, users: list[str], spread: float, slurmctld: int) -> dict:

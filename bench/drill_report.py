@@ -38,8 +38,10 @@ INTRO = """\
 # Fault drills
 
 What happens to sessions when a part of the system fails, tried on the real local cluster (Slurm, ParaView
-under Xvfb, PostgreSQL, SQLite) by the tests in `tests/test_fault_drills.py`. Every drill runs its own pvhpc
-service polling Slurm every {poll} s, with the Apache front end, whose map file is read straight from disk.
+under Xvfb, PostgreSQL, SQLite) by the tests in `tests/test_fault_drills.py` and `tests/test_scale_out.py`. Every
+drill runs its own pvhpc services polling Slurm every {poll} s; those in `tests/test_fault_drills.py` use the Apache
+front end, whose map file is read straight from disk, the scale-out drill two services with the built-in proxy on
+one PostgreSQL.
 Regenerate this page with `python bench/drill_report.py` (it runs `pytest -m drill tests`).
 
 Last run: {when}, {system}, {cpus} cores (other work may have shared them): {summary}.
@@ -108,10 +110,9 @@ def markdown(data: dict, rows: list[DrillRow]) -> str:
 
 
 def plot(rows: list[DrillRow], path: Path) -> None:
-    import matplotlib
+    from bench.figures import pyplot, save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     names = [textwrap.fill(row.drill or row.test, 34) for row in rows]
     values = [row.recover_s or 0.0 for row in rows]
@@ -132,9 +133,7 @@ def plot(rows: list[DrillRow], path: Path) -> None:
     ax.set_xlabel("seconds (each drill below says from when to what)")
     ax.set_title("pvhpc fault drills: time to recover")
     ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    save(fig, path, tight=False)
     plt.close(fig)
 
 

@@ -243,10 +243,9 @@ def print_results(runs: dict[str, list[Run]], size, rounds: int, poll_interval: 
 
 
 def plot(runs: dict[str, list[Run]], size, path: Path) -> None:
-    import matplotlib
+    from bench.figures import pyplot, save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     names = list(runs)
     colors = ("#6baed6", "#d9d9d9", "#fd8d3c", "#74c476")
@@ -281,10 +280,7 @@ def plot(runs: dict[str, list[Run]], size, path: Path) -> None:
     own.set_xlabel("milliseconds (medians)")
     own.set_title("the steps pvhpc takes part in")
     own.legend(loc="upper center", bbox_to_anchor=(0.5, -0.28), ncol=1, fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    print(f"plot: {path}")
+    save(fig, path)
 
 
 def main() -> int:

@@ -242,10 +242,9 @@ def print_results(rows: list[dict], window: float, poll_interval: float) -> None
 
 
 def plot(rows: list[dict], poll_interval: float, path: Path) -> None:
-    import matplotlib
+    from bench.figures import pyplot, save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     labels = [f"{r['sessions']:,}" for r in rows]
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
@@ -269,10 +268,7 @@ def plot(rows: list[dict], poll_interval: float, path: Path) -> None:
     axes[2].legend(fontsize=8)
     for ax in axes:
         ax.set_xlabel("tracked sessions")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    print(f"plot: {path}")
+    save(fig, path)
 
 
 def main() -> int:

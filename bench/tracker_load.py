@@ -174,6 +174,26 @@ def measure_ready_delay(cluster: LocalCluster, samples: int, workdir: Path) -> l
     return delays
 
 
+def plot(rows, poll_interval: float, path: Path) -> None:
+    """Controller RPCs per minute by tracked sessions: pvhpc against one query per session (log scales)."""
+    from bench.figures import pyplot, save
+
+    plt = pyplot()
+    sizes = [n for n, *_ in rows]
+    ours = [t * 60 / poll_interval for n, q, t, bq, bt, s, bs in rows]
+    theirs = [bt * 60 / max(poll_interval, bs) for n, q, t, bq, bt, s, bs in rows]
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax.plot(sizes, theirs, "o-", color="#fd8d3c", label="one squeue per session")
+    ax.plot(sizes, ours, "o-", color="#3182bd", label="pvhpc: one squeue per cycle")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("tracked sessions")
+    ax.set_ylabel("slurmctld RPCs per minute")
+    ax.set_title(f"scheduler load (sdiag), one cycle every {poll_interval:g} s")
+    ax.legend(fontsize=8)
+    save(fig, path)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="10,100,1000")
@@ -181,6 +201,7 @@ def main() -> int:
     parser.add_argument("--ready-samples", type=int, default=5)
     parser.add_argument("--poll-interval", type=float, default=5.0,
                         help="for RPCs per minute: cycles per minute at this interval (the site default, 5 s)")
+    parser.add_argument("--plot", type=Path, help="draw the figure into this PNG file")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
 
@@ -203,6 +224,8 @@ def main() -> int:
             ours = t * per_minute
             theirs = bt * 60 / max(args.poll_interval, bs)
             print(f"{n:>9} {ours:>8.0f} {theirs:>22.0f} {theirs / max(ours, 1):>7.0f}x")
+        if args.plot:
+            plot(rows, args.poll_interval, args.plot)
         if args.ready_samples:
             delays = measure_ready_delay(cluster, args.ready_samples, workdir)
             print(f"\nReady delay: job's report leaves the node -> client told 'ready' (SSE), {len(delays)} sessions")

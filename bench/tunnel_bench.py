@@ -147,11 +147,34 @@ async def measure(url: str, secret: str, size: tuple[int, int, int], seconds: fl
         client.close()
 
 
+def plot(results: dict, cases: list, paths: list[str], path: Path) -> None:
+    """Frames per second of each path as a share of direct, one group of bars per case."""
+    from bench.figures import pyplot, save
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(9, 3.8))
+    width = 0.8 / len(paths)
+    for i, name in enumerate(paths):
+        shares = []
+        for case in cases:
+            base = statistics.median(f for f, _ in results[("direct", case)])
+            shares.append(statistics.median(f for f, _ in results[(name, case)]) / base)
+        ax.bar([c + i * width for c in range(len(cases))], shares, width, label=name)
+    labels = [f"{w}x{h}\n{'view turning' if turn else 'still view'}" for (w, h, _), turn in cases]
+    ax.set_xticks([c + width * (len(paths) - 1) / 2 for c in range(len(cases))], labels, fontsize=8)
+    ax.axhline(1, color="grey", linewidth=0.8, linestyle=":")
+    ax.set_ylabel("frames/s, share of direct")
+    ax.set_title("image delivery of one session by path (median of rounds)")
+    ax.legend(fontsize=7, ncol=6, loc="upper center", bbox_to_anchor=(0.5, -0.18))
+    save(fig, path)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=4, help="seconds per path and image size")
     parser.add_argument("--rounds", type=int, default=2, help="rounds over all paths (the median is printed)")
     parser.add_argument("--slurm-conf", help="use this running cluster instead of starting one")
+    parser.add_argument("--plot", type=Path, help="draw the figure into this PNG file")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -249,6 +272,8 @@ def main() -> int:
                 fps = statistics.median(f for f, _ in results[(name, case)])
                 bps = statistics.median(b for _, b in results[(name, case)])
                 print(f"  {name:<18} {fps:9.1f} {bps / 1e6:8.2f} {fps / base:9.2f}x")
+        if args.plot:
+            plot(results, cases, list(routes), args.plot)
         return 0
     finally:
         for step in cleanup:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -110,15 +111,18 @@ class Client:
         deadline = time.monotonic() + timeout
         with self._open("GET", f"/api/v1/sessions/{session_id}/events", timeout=timeout) as response:
             data = []
-            for raw in response:
-                line = raw.decode().rstrip("\r\n")
-                if line.startswith("data:"):
-                    data.append(line[5:].strip())
-                elif not line and data:
-                    yield json.loads("\n".join(data))
-                    data = []
-                if time.monotonic() > deadline:
-                    return
+            try:
+                for raw in response:
+                    line = raw.decode().rstrip("\r\n")
+                    if line.startswith("data:"):
+                        data.append(line[5:].strip())
+                    elif not line and data:
+                        yield json.loads("\n".join(data))
+                        data = []
+                    if time.monotonic() > deadline:
+                        return
+            except (TimeoutError, socket.timeout):
+                return   # nothing, not even a keep-alive, before the timeout: the caller's time is up
 
     def wait(self, session_id: str, until: tuple[str, ...] = ("ready",), timeout: float = 3600) -> dict:
         """Follow the session until it reaches one of ``until``, ends, or ``timeout`` passes; return it then."""

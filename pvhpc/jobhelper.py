@@ -81,8 +81,11 @@ def report(urls, payload, token, give_up_after):
     body = json.dumps(payload).encode()
     delay = 0.2
     deadline = time.monotonic() + give_up_after
+    error = "no attempt made"
     while True:
         for url in urls:
+            if time.monotonic() > deadline:
+                break
             failure = post(url, body, token)
             if failure is None:
                 return 0

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import zlib
 
 from sqlalchemy import text
@@ -51,6 +52,9 @@ class AdvisoryLockLeadership(Leadership):
         self.engine = engine
         self.key = key
         self._conn: Connection | None = None
+        # hold() runs in a worker thread and release() on the event loop at shutdown: never both at once
+        # on the one connection that carries the lock.
+        self._using = threading.Lock()
 
     async def hold(self) -> bool:
         # In a thread: a database that does not answer must not stall the event loop, which keeps
@@ -58,29 +62,34 @@ class AdvisoryLockLeadership(Leadership):
         return await asyncio.to_thread(self._hold)
 
     def _hold(self) -> bool:
-        try:
-            if self._conn is not None:
-                self._conn.execute(text("SELECT 1"))   # still ours while this connection lives
-                return True
-            # Autocommit: the lock is the session's, so no transaction needs to stay open while it is held.
-            conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-            got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": self.key}).scalar()
-            if got:
+        with self._using:
+            try:
+                if self._conn is not None:
+                    self._conn.execute(text("SELECT 1"))   # still ours while this connection lives
+                    return True
+                # Autocommit: the lock is the session's, so no transaction needs to stay open while it is held.
+                conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+                if not conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": self.key}).scalar():
+                    conn.close()
+                    return False
+                self._conn = conn
                 # A leader whose host drops off the network leaves no FIN behind: keep-alives let the
                 # server notice within about 15 s and free the lock for a follower.
                 for setting, value in (("idle", 5), ("interval", 2), ("count", 5)):
                     conn.execute(text(f"SET tcp_keepalives_{setting} = {value}"))
-                self._conn = conn
                 return True
-            conn.close()
-            return False
-        except Exception as e:  # the database went away: whatever we held is gone with the connection
-            if self._conn is not None:
-                log.warning("lost the poller lock with its database connection: %s", e)
-            self._drop()
-            return False
+            except Exception as e:  # the database went away: whatever we held is gone with the connection
+                if self._conn is not None:
+                    log.warning("lost the poller lock with its database connection: %s", e)
+                self._discard()
+                return False
 
-    def _drop(self) -> None:
+    def _discard(self) -> None:
+        """Close the lock's connection for good: its server session ends, and the lock with it.
+
+        Never back to the pool, where a connection still holding the lock would keep every
+        instance from leading.
+        """
         if self._conn is not None:
             try:
                 self._conn.invalidate()
@@ -90,13 +99,8 @@ class AdvisoryLockLeadership(Leadership):
         self._conn = None
 
     def release(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self.key})
-            except Exception:
-                pass
-            self._conn.close()
-            self._conn = None
+        with self._using:
+            self._discard()
 
 
 def leadership_for(engine: Engine) -> Leadership:

@@ -60,22 +60,26 @@ class SessionService:
 
     # -- the one way a state changes ----------------------------------------
     def apply(self, session_id: str, change: Change | None, known: SessionRecord | None = None) -> SessionRecord | None:
-        """Apply ``change``; with ``known`` (the session as the caller read it), skip the write when it is no news.
+        """Apply ``change``. With ``known`` (the session as the caller read it and decided on): skip the write
+        when it is no news, and drop the change when the session was written since (the decision is stale).
 
         The tracker passes what it read at the start of its cycle: most sessions do not move in a cycle, and
         a transaction per unmoved session held the event loop for seconds at 10,000 sessions.
         """
         if change is None or (known is not None and not change.is_news_for(known)):
             return None
-        record = self.store.change(session_id, change)
+        record = self.store.change(session_id, change, decided_on=known.updated_at if known is not None else None)
         if record is not None:
             log.info("session %s… %s: %s", session_id[:6], record.state, record.detail)
             self.bus.publish(record)
         return record
 
-    async def end(self, record: SessionRecord, reason: EndReason, extra: str = "") -> None:
-        """End a session and make sure its job is gone."""
-        self.apply(record.id, lifecycle.ended(reason, extra))
+    async def end(self, record: SessionRecord, reason: EndReason, extra: str = "", stale_ok: bool = False) -> None:
+        """End a session and make sure its job is gone. With ``stale_ok``, ``record`` is what a decision was made
+        on: if the session was written since (say, it reported ready), it is left alone, job and all."""
+        ended = self.apply(record.id, lifecycle.ended(reason, extra), known=record if stale_ok else None)
+        if stale_ok and ended is None:
+            return
         if record.job_id:
             try:
                 await self.scheduler.cancel(record.job_id, record.user)

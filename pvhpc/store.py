@@ -25,8 +25,9 @@ from .states import SessionState, check_transition
 
 SCHEMA_VERSION = 3
 # The store is called from the service's event loop: a lock held elsewhere (a staff command, another
-# instance, a migration) stalls every request while it is waited for. Waiting at most this long turns
-# a held lock into a clean 503 ("retry shortly") instead of a frozen service.
+# instance, a migration) stalls every request while it is waited for. Waiting at most this long per
+# statement turns a held lock into a clean 503 ("retry shortly") after a pause of seconds, not an
+# indefinite freeze. (Moving store calls off the event loop would remove the pause; not done yet.)
 LOCK_WAIT_SECONDS = 3
 
 
@@ -173,8 +174,14 @@ class Store:
             # A database server restarted under us leaves dead pooled connections: test each before use.
             kwargs["pool_pre_ping"] = True
         if backend == "postgresql":
-            kwargs["connect_args"] = {"connect_timeout": 5, "options": (
-                f"-c lock_timeout={LOCK_WAIT_SECONDS * 1000} -c statement_timeout={LOCK_WAIT_SECONDS * 5000}")}
+            kwargs["connect_args"] = {
+                "connect_timeout": 5,
+                "options": f"-c lock_timeout={LOCK_WAIT_SECONDS * 1000} -c statement_timeout={LOCK_WAIT_SECONDS * 5000}",
+                # The server's timeouts do not help when the database host drops off the network: then only
+                # TCP notices, and without these it would take the kernel's default of many minutes.
+                "keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3,
+                "tcp_user_timeout": 10_000,
+            }
         self.engine: Engine = create_engine(url, **kwargs)
         if backend == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
@@ -262,23 +269,30 @@ class Store:
             return db.scalar(select(func.count()).select_from(SessionRecord)
                              .where(SessionRecord.state != SessionState.ENDED.value))
 
-    def changed_since(self, since: datetime) -> list[SessionRecord]:
-        """Sessions written at or after ``since`` (by any instance sharing this database), oldest first."""
-        query = select(SessionRecord).where(SessionRecord.updated_at >= since).order_by(SessionRecord.updated_at)
+    def versions_since(self, since: datetime) -> list[tuple[str, datetime]]:
+        """(id, updated_at) of the sessions written at or after ``since``, by any instance sharing this database."""
+        query = select(SessionRecord.id, SessionRecord.updated_at).where(SessionRecord.updated_at >= since)
         with self._sessions() as db:
-            return list(db.scalars(query))
+            return [(row.id, row.updated_at) for row in db.execute(query)]
+
+    def get_many(self, session_ids: list[str]) -> list[SessionRecord]:
+        with self._sessions() as db:
+            return list(db.scalars(select(SessionRecord).where(SessionRecord.id.in_(session_ids))))
 
     def events(self, session_id: str) -> list[SessionEvent]:
         with self._sessions() as db:
             return list(db.scalars(select(SessionEvent).where(SessionEvent.session_id == session_id)
                                    .order_by(SessionEvent.id)))
 
-    def change(self, session_id: str, change: Change) -> SessionRecord | None:
+    def change(self, session_id: str, change: Change, decided_on: datetime | None = None) -> SessionRecord | None:
         """Apply one move; return the updated record, or None when it changed nothing.
 
         The record is read again inside the transaction, so a move decided on
         stale data (the tracker's poll racing a user's cancel) is checked
-        against the state as it is now.
+        against the state as it is now. With ``decided_on`` (the ``updated_at``
+        of the version the move was decided on) a session written since is left
+        alone: the decision is stale (a job's report landed while the tracker
+        waited for squeue) and the next poll cycle decides again.
         """
         with self.transaction() as db:
             record = db.get(SessionRecord, session_id, with_for_update=True)
@@ -290,7 +304,7 @@ class Store:
             unknown = fields.keys() - SETTABLE
             if unknown:
                 raise ValueError(f"cannot set {', '.join(sorted(unknown))} through a change")
-            if old is SessionState.ENDED:
+            if old is SessionState.ENDED or (decided_on is not None and record.updated_at != decided_on):
                 return None
             check_transition(old, new)
             if not change.is_news_for(record):

@@ -33,6 +33,7 @@ class StoreFeed(BackgroundLoop):
         self.margin = timedelta(seconds=margin)
         self._published: dict[str, datetime] = {}   # session id -> updated_at of the version last published
         self._since = utcnow()
+        self._warned_clock = False
         bus.on_change(self._seen)
 
     def _seen(self, record: SessionRecord) -> None:
@@ -40,16 +41,27 @@ class StoreFeed(BackgroundLoop):
 
     def read_once(self) -> int:
         """Publish what changed since the last look; returns how many versions were new here."""
-        changed = self.store.changed_since(self._since - self.margin)
+        # Ids and versions first: after a mass write (every session "unknown" while Slurm is away) the
+        # window holds thousands of rows this instance has already published.
+        versions = self.store.versions_since(self._since - self.margin)
+        unseen = [sid for sid, version in versions if self._published.get(sid) != version]
         new = 0
-        for record in changed:
-            if self._published.get(record.id) != record.updated_at:
-                self.bus.publish(record)   # _seen records it
-                new += 1
-        if changed:
-            self._since = max(self._since, changed[-1].updated_at)
-        horizon = self._since - 2 * self.margin
+        for i in range(0, len(unseen), 500):
+            for record in self.store.get_many(unseen[i:i + 500]):
+                if self._published.get(record.id) != record.updated_at:
+                    self.bus.publish(record)   # _seen records it
+                    new += 1
+        if versions:
+            now = utcnow()
+            newest = max(version for _, version in versions)
+            if newest > now + self.margin and not self._warned_clock:
+                log.warning("a session was stamped %s, more than %s ahead of this host's clock: keep the "
+                            "instances' clocks in step (NTP)", newest, self.margin)
+                self._warned_clock = True
+            # Never ahead of this host's clock: one peer's fast clock must not push the window past the others.
+            self._since = min(max(self._since, newest), now)
         if len(self._published) > 1000:
+            horizon = self._since - 2 * self.margin
             self._published = {k: v for k, v in self._published.items() if v >= horizon}
         return new
 

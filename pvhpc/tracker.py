@@ -70,7 +70,8 @@ class Tracker(BackgroundLoop):
                 if job is None:
                     gone.append(s)
                 elif job.is_running and lifecycle.start_timed_out(s, now, timeout):
-                    await self.service.end(s, EndReason.START_TIMEOUT, f"no report within {timeout:.0f} s")
+                    await self.service.end(s, EndReason.START_TIMEOUT, f"no report within {timeout:.0f} s",
+                                           stale_ok=True)
                 else:
                     self.service.apply(s.id, lifecycle.from_job(s, job, now, timeout), known=s)
             for s in gone:
@@ -81,7 +82,7 @@ class Tracker(BackgroundLoop):
                 except SchedulerUnavailable:
                     continue
                 change = lifecycle.from_job(s, record, now, 0) if record else lifecycle.ended(EndReason.LOST)
-                self.service.apply(s.id, change)
+                self.service.apply(s.id, change, known=s)
         await self._find_unanswered_submissions([s for s in live if not s.job_id], stats)
         return stats
 

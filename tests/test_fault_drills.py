@@ -631,7 +631,7 @@ def create_retrying(client, timeout: float = 30) -> tuple[dict, int]:
 
 
 def test_database_locked_fails_requests_cleanly_then_they_succeed(service_factory, cluster, tmp_path, drill_record):
-    """Another process holds SQLite's write lock for 13 s, longer than the service's busy timeout (10 s). A session
+    """Another process holds SQLite's write lock for 13 s, longer than the service's busy timeout (3 s). A session
     asked for meanwhile gets a clean JSON 503 and nothing is written or submitted; asked again after the lock is
     released, it is made once."""
     drill_record(drill="SQLite database locked", sessions=1,
@@ -647,7 +647,7 @@ def test_database_locked_fails_requests_cleanly_then_they_succeed(service_factor
     released_at = []
 
     def release_later():
-        time.sleep(13)   # longer than the service's busy timeout (10 s)
+        time.sleep(13)   # longer than the service's busy timeout (3 s)
         holder.rollback()
         holder.close()
         released_at.append(time.monotonic())

@@ -44,8 +44,10 @@ def test_a_leader_whose_connection_dies_loses_the_lead(fresh_postgres_url):
     assert hold(first)
     admin = Store(fresh_postgres_url).engine
     with admin.connect() as conn:
-        killed = conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_locks "
-                                   "WHERE locktype = 'advisory' AND objid = :k"), {"k": LOCK_KEY}).scalars().all()
+        killed = conn.execute(text(
+            "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND objid = :k "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"),
+            {"k": LOCK_KEY}).scalars().all()
     assert killed == [True]
     assert hold(second)
     assert not hold(first)   # notices on its next check instead of polling beside the new leader
@@ -74,3 +76,26 @@ def test_feed_publishes_a_peers_changes_once_and_never_its_own_again(fresh_postg
     peers.change("s1", Change.to(S.ENDED, "cancelled by its user", end_reason="cancelled"))
     assert feed.read_once() == 1
     assert [r.state for r in seen] == ["queued", "starting", "ended"]
+
+
+@pytest.mark.postgres
+def test_feed_is_not_led_astray_by_a_peer_whose_clock_runs_ahead(fresh_postgres_url, caplog):
+    from datetime import timedelta
+
+    from pvhpc.store import utcnow
+
+    mine, fast_peer, peer = (Store(fresh_postgres_url) for _ in range(3))
+    mine.open()
+    bus = EventBus()
+    seen = []
+    bus.on_change(seen.append)
+    feed = StoreFeed(mine, bus)
+    fast_peer.add(record(1))
+    with fast_peer.transaction() as db:   # written by a host whose clock is 5 minutes fast
+        db.execute(text("UPDATE sessions SET updated_at = :t WHERE id = 's1'"),
+                   {"t": utcnow() + timedelta(minutes=5)})
+    assert feed.read_once() == 1
+    assert "ahead of this host's clock" in caplog.text
+    peer.add(record(2))                   # a peer with the right time, afterwards: still seen
+    assert feed.read_once() == 1
+    assert [r.id for r in seen] == ["s1", "s2"]

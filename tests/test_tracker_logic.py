@@ -206,3 +206,27 @@ def test_a_submission_that_never_reached_slurm_ends_at_once_with_503(world):
     [session] = store.find()
     assert session.state == "ended" and session.end_reason == "submit_failed"
     assert [c[0] for c in sched.calls] == ["submit"]      # not looked for by name
+
+
+def test_a_report_landing_while_squeue_runs_wins_over_the_cycles_stale_decision(world):
+    """Read as queued, Slurm says running, and meanwhile the job reported ready: the cycle must not try
+    ready -> starting (an illegal move that used to abort the whole cycle), nor end the session, and the
+    other sessions of the cycle are still decided."""
+    store, sched, tracker = world
+    add(store, 1)
+    add(store, 2)
+    sched.jobs["1001"] = JobInfo(job_id="1001", name="pvhpc-1", state="RUNNING", nodes="gpu01")
+    sched.finished["1002"] = JobInfo(job_id="1002", name="pvhpc-2", state="CANCELLED")
+    query = sched.query
+
+    async def report_lands_meanwhile(job_ids):
+        answer = await query(job_ids)
+        tracker.service.apply("s1", Change.to(S.READY, "listening", host="gpu01", port=5000, node="gpu01"))
+        return answer
+
+    sched.query = report_lands_meanwhile
+    poll(tracker)
+    assert store.get("s1").state == "ready" and store.get("s1").port == 5000
+    assert store.get("s2").end_reason == "cancelled_outside"   # the rest of the cycle went on
+    poll(tracker)                                              # the next cycle agrees with the report
+    assert store.get("s1").state == "ready"
