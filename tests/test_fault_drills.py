@@ -122,6 +122,18 @@ def drill_service(service_factory, tmp_path, name: str = "svc", **overrides):
     return svc, ProxyMapFile(map_dir / "session-map.txt")
 
 
+def one_ready_session(service_factory, cluster, tmp_path, **launch):
+    """A drill's usual start: the jobs already in Slurm (to leave out of its audit), a service, and one ready
+    session on the cpu partition, checked to be in the map."""
+    ignore = known_job_ids(cluster)
+    svc, routes = drill_service(service_factory, tmp_path)
+    svc.start()
+    client = svc.client()
+    session = client.launch("paraview", partition="cpu", **launch)
+    assert routes.read() == {session["id"]: target(session)}
+    return ignore, svc, routes, client, session
+
+
 def target(session: dict) -> str:
     return f"{session['host']}:{session['port']}"
 
@@ -210,12 +222,7 @@ def test_node_downed_under_a_session(service_factory, cluster, tmp_path, drill_r
     drill_record(drill="node downed under a session", sessions=1,
                  recovery="from Slurm showing NODE_FAIL to the session ended (node_failure) and out of the map",
                  bound_s=TWO_POLLS)
-    ignore = known_job_ids(cluster)
-    svc, routes = drill_service(service_factory, tmp_path)
-    svc.start()
-    client = svc.client()
-    session = client.launch("paraview", partition="cpu")
-    assert routes.read() == {session["id"]: target(session)}
+    ignore, svc, routes, client, session = one_ready_session(service_factory, cluster, tmp_path)
     node = session["node"]
     try:
         slurm(cluster, "scontrol", "update", f"NodeName={node}", "State=DOWN", "Reason=pvhpc-drill")
@@ -244,12 +251,7 @@ def test_job_reaches_its_walltime(service_factory, cluster, tmp_path, drill_reco
     drill_record(drill="job reaches its walltime", sessions=1,
                  recovery="from Slurm showing TIMEOUT to the session ended (walltime) and out of the map",
                  bound_s=TWO_POLLS)
-    ignore = known_job_ids(cluster)
-    svc, routes = drill_service(service_factory, tmp_path)
-    svc.start()
-    client = svc.client()
-    session = client.launch("paraview", partition="cpu", walltime=1)
-    assert routes.read() == {session["id"]: target(session)}
+    ignore, svc, routes, client, session = one_ready_session(service_factory, cluster, tmp_path, walltime=1)
     ended, lag = ended_after_slurm_knew(client, cluster, routes, session, {"TIMEOUT"}, timeout=180)
     audit = audit_jobs(cluster, svc, ignore)
     drill_record(lost=int(ended["end_reason"] != "walltime"), orphaned=len(audit.orphaned), recover_s=round(lag, 2))
@@ -263,12 +265,7 @@ def test_job_cancelled_outside_pvhpc(service_factory, cluster, tmp_path, drill_r
     drill_record(drill="job cancelled outside pvhpc (scancel)", sessions=1,
                  recovery="from Slurm showing CANCELLED to the session ended (cancelled_outside) and out of the map",
                  bound_s=TWO_POLLS)
-    ignore = known_job_ids(cluster)
-    svc, routes = drill_service(service_factory, tmp_path)
-    svc.start()
-    client = svc.client()
-    session = client.launch("paraview", partition="cpu")
-    assert routes.read() == {session["id"]: target(session)}
+    ignore, svc, routes, client, session = one_ready_session(service_factory, cluster, tmp_path)
     slurm(cluster, "scancel", session["job_id"])
     ended, lag = ended_after_slurm_knew(client, cluster, routes, session, {"CANCELLED"}, timeout=30)
     audit = audit_jobs(cluster, svc, ignore)
@@ -286,12 +283,7 @@ def test_server_crash_ends_the_session(service_factory, cluster, tmp_path, drill
     ends and Slurm records FAILED."""
     drill_record(drill="session's server crashes", sessions=1,
                  recovery="from the kill to the session ended (failed) and out of the map", bound_s=TWO_POLLS)
-    ignore = known_job_ids(cluster)
-    svc, routes = drill_service(service_factory, tmp_path)
-    svc.start()
-    client = svc.client()
-    session = client.launch("paraview", partition="cpu")
-    assert routes.read() == {session["id"]: target(session)}
+    ignore, svc, routes, client, session = one_ready_session(service_factory, cluster, tmp_path)
     servers = [p for p in processes_of_job(session["job_id"]) if "pvweb_server.py" in p]
     assert len(servers) == 1, servers
     os.kill(int(servers[0].split(":")[0]), signal.SIGKILL)
