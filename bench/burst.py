@@ -49,6 +49,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import report  # noqa: E402
 from bench.footprint import cpu_seconds  # noqa: E402
 from bench.teardown import Teardown, start_cluster  # noqa: E402
 from pvhpc import config as site_config_parser, paths  # noqa: E402
@@ -177,7 +178,7 @@ def ms(seconds: float) -> str:
 
 def plot(latencies: list[float], rates: dict[str, float], users: int, path: Path) -> None:
     """The latencies of one round (the one with the median p50), the rates' medians over the rounds."""
-    from bench.figures import pyplot, save
+    from bench.report import pyplot, save
 
     plt = pyplot()
 
@@ -233,12 +234,6 @@ def one_round(cfg, env: dict, svc, staff, users: list[str], spread: float, slurm
     return result
 
 
-def spread_of(values: list[float], fmt: str = "{:.0f}") -> str:
-    values = sorted(values)
-    return fmt.format(statistics.median(values)) + (
-        f" ({fmt.format(values[0])}-{fmt.format(values[-1])})" if len(values) > 1 else "")
-
-
 def print_results(rounds: list[dict], users: int, spread: float) -> None:
     print(f"\nBurst: {users} users, one POST /api/v1/sessions each, "
           + (f"over {spread:g} s" if spread else "all at once")
@@ -251,12 +246,12 @@ def print_results(rounds: list[dict], users: int, spread: float) -> None:
         for what, who in r["errors"].items():
             print(f"    {len(who)} x {what}")
     for q, label in ((0.5, "p50"), (0.9, "p90"), (0.99, "p99"), (1.0, "max")):
-        print(f"  API latency {label}: {spread_of([percentile(r['latencies'], q) * 1000 for r in rounds])} ms")
-    print(f"  burst, first request to last answer: {spread_of([r['wall'] for r in rounds], '{:.2f}')} s")
+        print(f"  API latency {label}: {report.spread([percentile(r['latencies'], q) * 1000 for r in rounds])} ms")
+    print(f"  burst, first request to last answer: {report.spread([r['wall'] for r in rounds], '{:.2f}')} s")
     own, sbatch, ctld = ([r["cpu"][i] for r in rounds] for i in range(3))
-    print(f"  CPU seconds during the burst: the service {spread_of(own, '{:.2f}')} "
+    print(f"  CPU seconds during the burst: the service {report.spread(own, '{:.2f}')} "
           f"({statistics.median(own) / users * 1000:.1f} ms per session), the sbatch it ran "
-          f"{spread_of(sbatch, '{:.2f}')}, slurmctld {spread_of(ctld, '{:.2f}')} "
+          f"{report.spread(sbatch, '{:.2f}')}, slurmctld {report.spread(ctld, '{:.2f}')} "
           f"({os.cpu_count()} cores here)")
     problems = [p for r in rounds for p in r["problems"]]
     sessions = ", ".join(str(r["created"]) for r in rounds)
@@ -267,9 +262,9 @@ def print_results(rounds: list[dict], users: int, spread: float) -> None:
     base = statistics.median(r["rates"]["sbatch, one after another"] for r in rounds)
     for label in rounds[0]["rates"]:
         rates = [r["rates"][label] for r in rounds]
-        print(f"  {label:<28} {spread_of(rates):>16}/s  {statistics.median(rates) / base:5.2f}x")
+        print(f"  {label:<28} {report.spread(rates):>16}/s  {statistics.median(rates) / base:5.2f}x")
     print(f"\nEnding every session through the API (DELETE, all at once): "
-          f"{spread_of([r['end_wall'] for r in rounds], '{:.2f}')} s; "
+          f"{report.spread([r['end_wall'] for r in rounds], '{:.2f}')} s; "
           f"not ended: {sum(r['not_ended'] for r in rounds)}; "
           f"pvhpc-* jobs left in the queue: {sum(r['jobs_left'] for r in rounds)}; "
           f"live sessions left: {sum(r['sessions_left'] for r in rounds)}")

@@ -56,6 +56,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.report import spread  # noqa: E402
 from bench.teardown import Teardown, start_cluster  # noqa: E402
 from pvhpc import config as site_config_parser, paths, runtime  # noqa: E402
 from pvhpc.localcluster import LocalCluster  # noqa: E402
@@ -205,10 +206,6 @@ def wait_idle(env: dict, timeout: float = 90) -> None:
     raise RuntimeError(f"jobs still in the queue after {timeout:.0f} s")
 
 
-def spread(values: list[float]) -> str:
-    return f"{statistics.median(values):.3f} ({min(values):.3f}-{max(values):.3f})"
-
-
 def median_phase(runs: list[Run], i: int) -> float:
     return statistics.median(r.phases[i] for r in runs)
 
@@ -221,7 +218,7 @@ def print_results(runs: dict[str, list[Run]], size, rounds: int, poll_interval: 
     print(f"{'path':<26}{'seconds: median (min-max)':>28}{'vs floor':>10}")
     for name, done in runs.items():
         total = statistics.median(r.total for r in done)
-        print(f"{name:<26}{spread([r.total for r in done]):>28}{total / floor_total:>9.2f}x")
+        print(f"{name:<26}{spread([r.total for r in done], '{:.3f}'):>28}{total / floor_total:>9.2f}x")
     print("\nWhere the time goes, ms (medians; min-max under each)")
     print(f"{'path':<26}" + "".join(f"{p:>30}" for p in PHASES))
     for name, done in runs.items():
@@ -243,7 +240,7 @@ def print_results(runs: dict[str, list[Run]], size, rounds: int, poll_interval: 
 
 
 def plot(runs: dict[str, list[Run]], size, path: Path) -> None:
-    from bench.figures import pyplot, save
+    from bench.report import pyplot, save
 
     plt = pyplot()
 

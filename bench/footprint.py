@@ -242,7 +242,7 @@ def print_results(rows: list[dict], window: float, poll_interval: float) -> None
 
 
 def plot(rows: list[dict], poll_interval: float, path: Path) -> None:
-    from bench.figures import pyplot, save
+    from bench.report import pyplot, save
 
     plt = pyplot()
 

@@ -176,7 +176,7 @@ def measure_ready_delay(cluster: LocalCluster, samples: int, workdir: Path) -> l
 
 def plot(rows, poll_interval: float, path: Path) -> None:
     """Controller RPCs per minute by tracked sessions: pvhpc against one query per session (log scales)."""
-    from bench.figures import pyplot, save
+    from bench.report import pyplot, save
 
     plt = pyplot()
     sizes = [n for n, *_ in rows]

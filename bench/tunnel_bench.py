@@ -149,7 +149,7 @@ async def measure(url: str, secret: str, size: tuple[int, int, int], seconds: fl
 
 def plot(results: dict, cases: list, paths: list[str], path: Path) -> None:
     """Frames per second of each path as a share of direct, one group of bars per case."""
-    from bench.figures import pyplot, save
+    from bench.report import pyplot, save
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(9, 3.8))

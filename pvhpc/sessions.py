@@ -74,11 +74,13 @@ class SessionService:
             self.bus.publish(record)
         return record
 
-    async def end(self, record: SessionRecord, reason: EndReason, extra: str = "", stale_ok: bool = False) -> None:
-        """End a session and make sure its job is gone. With ``stale_ok``, ``record`` is what a decision was made
-        on: if the session was written since (say, it reported ready), it is left alone, job and all."""
-        ended = self.apply(record.id, lifecycle.ended(reason, extra), known=record if stale_ok else None)
-        if stale_ok and ended is None:
+    async def end(self, record: SessionRecord, reason: EndReason, extra: str = "",
+                  only_if_unchanged: bool = False) -> None:
+        """End a session and make sure its job is gone. With ``only_if_unchanged``, ``record`` is what the
+        decision was made on: if the session was written since (say, it reported ready), it is left alone,
+        job and all."""
+        ended = self.apply(record.id, lifecycle.ended(reason, extra), known=record if only_if_unchanged else None)
+        if only_if_unchanged and ended is None:
             return
         if record.job_id:
             try:

@@ -71,7 +71,7 @@ class Tracker(BackgroundLoop):
                     gone.append(s)
                 elif job.is_running and lifecycle.start_timed_out(s, now, timeout):
                     await self.service.end(s, EndReason.START_TIMEOUT, f"no report within {timeout:.0f} s",
-                                           stale_ok=True)
+                                           only_if_unchanged=True)
                 else:
                     self.service.apply(s.id, lifecycle.from_job(s, job, now, timeout), known=s)
             for s in gone:
@@ -103,9 +103,10 @@ class Tracker(BackgroundLoop):
         for s in waiting:
             job = found.get(s.job_name)
             if job is not None:
-                self.service.apply(s.id, Change.to(S.QUEUED, f"found job {job.job_id} by name", job_id=job.job_id))
+                self.service.apply(s.id, Change.to(S.QUEUED, f"found job {job.job_id} by name", job_id=job.job_id),
+                                   known=s)
             elif now - s.created_at > grace:
-                self.service.apply(s.id, lifecycle.ended(EndReason.SUBMIT_FAILED, "no job was queued"))
+                self.service.apply(s.id, lifecycle.ended(EndReason.SUBMIT_FAILED, "no job was queued"), known=s)
 
     async def poll_if_leading(self) -> PollStats | None:
         """One cycle if this instance is the poller; a follower only asks for the lead."""

@@ -310,14 +310,9 @@ def test_node_drained_under_a_session_keeps_it_and_places_nothing_new_there(serv
     job ends (its user ends it) the session leaves the map, and the drained node stays empty."""
     drill_record(drill="node drained under a session: kept until its job ends, nothing new placed there", sessions=4,
                  recovery="nothing to recover: the session is kept, and no new session lands on the node")
-    ignore = known_job_ids(cluster)
-    svc, routes = drill_service(service_factory, tmp_path)
-    svc.start()
-    client = svc.client()
-    session = client.launch("paraview", partition="cpu")
+    ignore, svc, routes, client, session = one_ready_session(service_factory, cluster, tmp_path)
     node = session["node"]
     other = {"cpu01": "cpu02", "cpu02": "cpu01"}[node]
-    assert routes.read() == {session["id"]: target(session)}
     slurm(cluster, "scontrol", "update", f"NodeName={node}", "State=DRAIN", "Reason=pvhpc-drill")
     try:
         wait_until(lambda: node_state(cluster, node) == "drng", 10, message=f"{node} draining")

@@ -55,14 +55,20 @@ def test_a_leader_whose_connection_dies_loses_the_lead(fresh_postgres_url):
     assert hold(first)
 
 
-@pytest.mark.postgres
-def test_feed_publishes_a_peers_changes_once_and_never_its_own_again(fresh_postgres_url):
-    mine, peers = Store(fresh_postgres_url), Store(fresh_postgres_url)
+def feed_on(url: str) -> tuple[StoreFeed, EventBus, list]:
+    """A feed on this instance's own store of the shared database, its bus, and what the bus was given."""
+    mine = Store(url)
     mine.open()
     bus = EventBus()
     seen = []
     bus.on_change(seen.append)
-    feed = StoreFeed(mine, bus)
+    return StoreFeed(mine, bus), bus, seen
+
+
+@pytest.mark.postgres
+def test_feed_publishes_a_peers_changes_once_and_never_its_own_again(fresh_postgres_url):
+    feed, bus, seen = feed_on(fresh_postgres_url)
+    mine, peers = feed.store, Store(fresh_postgres_url)
 
     peers.add(record(1))
     peers.change("s1", Change.to(S.QUEUED, "submitted", job_id="11"))
@@ -84,12 +90,8 @@ def test_feed_is_not_led_astray_by_a_peer_whose_clock_runs_ahead(fresh_postgres_
 
     from pvhpc.store import utcnow
 
-    mine, fast_peer, peer = (Store(fresh_postgres_url) for _ in range(3))
-    mine.open()
-    bus = EventBus()
-    seen = []
-    bus.on_change(seen.append)
-    feed = StoreFeed(mine, bus)
+    feed, _, seen = feed_on(fresh_postgres_url)
+    fast_peer, peer = Store(fresh_postgres_url), Store(fresh_postgres_url)
     fast_peer.add(record(1))
     with fast_peer.transaction() as db:   # written by a host whose clock is 5 minutes fast
         db.execute(text("UPDATE sessions SET updated_at = :t WHERE id = 's1'"),

@@ -102,6 +102,13 @@ class Tab:
         assert sum(image.getpixel((0, 0))) < 600, image.getpixel((0, 0))
         return image
 
+    def view_after(self, action, path) -> Image.Image:
+        """Do ``action`` (a drag, a wheel turn) and return the view once a new frame has come of it."""
+        frames = self.frames()
+        action()
+        self.wait_frame_after(frames)
+        return self.view(path)
+
     def centre(self) -> tuple[float, float]:
         box = self.page.locator("#viewer").bounding_box()
         return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
@@ -177,26 +184,19 @@ def test_launch_watch_ready_view_rotate_zoom_pan_reconnect_and_cancel(service_fa
     tab.wait_frame_after(0)
     before = tab.view(artifacts / "03-view.png")
     assert has_picture(before) > 0.01
-    frames = tab.frames()
-    tab.drag(160, 60)
-    tab.wait_frame_after(frames)
-    rotated = tab.view(artifacts / "04-rotated.png")
+    rotated = tab.view_after(lambda: tab.drag(160, 60), artifacts / "04-rotated.png")
     assert changed_share(before, rotated) > 0.01
     assert has_picture(rotated) > 0.01
 
-    frames = tab.frames()
-    x, y = tab.centre()
-    page.mouse.move(x, y)
-    page.mouse.wheel(0, -600)
-    tab.wait_frame_after(frames)
-    zoomed = tab.view(artifacts / "05-zoomed.png")
+    def zoom_in():
+        page.mouse.move(*tab.centre())
+        page.mouse.wheel(0, -600)
+
+    zoomed = tab.view_after(zoom_in, artifacts / "05-zoomed.png")
     assert changed_share(rotated, zoomed) > 0.01
     assert has_picture(zoomed) > has_picture(rotated) * 1.2   # the wheel turned away from the user zooms in
 
-    frames = tab.frames()
-    tab.drag(120, 0, button="right")
-    tab.wait_frame_after(frames)
-    panned = tab.view(artifacts / "06-panned.png")
+    panned = tab.view_after(lambda: tab.drag(120, 0, button="right"), artifacts / "06-panned.png")
     assert changed_share(zoomed, panned) > 0.01
 
     page.click("#show-log")
@@ -425,10 +425,8 @@ def test_the_page_through_apache_with_its_login(service_factory, apache_factory,
     tab.wait_frame_after(0)
     before = tab.view(artifacts / "01-view-through-apache.png")
     assert has_picture(before) > 0.01
-    frames = tab.frames()
-    tab.drag(120, 40)
-    tab.wait_frame_after(frames)
-    assert changed_share(before, tab.view(artifacts / "02-rotated-through-apache.png")) > 0.01
+    assert changed_share(before, tab.view_after(lambda: tab.drag(120, 40),
+                                                artifacts / "02-rotated-through-apache.png")) > 0.01
     tab.shot(artifacts / "03-page-through-apache.png")
     tab.page.click("#cancel")
     tab.wait_state("ended", 30_000)

@@ -329,6 +329,7 @@ def _session_argument(p, staff_all: bool = True) -> None:
     if staff_all:
         p.add_argument("--all", action="store_true", help="staff: find the id among every user's sessions")
 
+
 def register(sub) -> None:
     common = common_options()
     req = request_options()

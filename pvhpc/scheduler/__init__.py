@@ -1,10 +1,10 @@
 """Scheduler backends behind one small interface (see base.py)."""
 
 from .base import (  # noqa: F401
+    ControllerDown,
     JobInfo,
     JobRequest,
     PartitionInfo,
-    ControllerDown,
     Scheduler,
     SchedulerUnavailable,
     SubmitRefused,
