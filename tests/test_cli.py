@@ -52,8 +52,6 @@ def as_json(proc: subprocess.CompletedProcess):
         raise AssertionError(f"not JSON (exit {proc.returncode}):\n{proc.stdout}\nstderr:\n{proc.stderr}") from None
 
 
-
-
 def squeue_state(cluster, job_id: str) -> str:
     out = subprocess.run(["squeue", "-h", "-t", "all", "-j", job_id, "-o", "%T"], capture_output=True, text=True,
                          env=dict(os.environ, **cluster.environment())).stdout.strip()
