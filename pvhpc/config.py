@@ -319,6 +319,15 @@ def _partition(parent: _Section, name: str) -> PartitionConfig:
     return p
 
 
+def _exists(path: Path, kind: str) -> bool:
+    """Whether ``path`` is a file (kind "file") or directory ("dir"). A name the system refuses outright
+    (too long, say) is not one, instead of an OSError escaping the config check."""
+    try:
+        return path.is_file() if kind == "file" else path.is_dir()
+    except OSError:
+        return False
+
+
 def _application(parent: _Section, name: str, partitions: dict[str, PartitionConfig]) -> ApplicationConfig:
     s = parent.section(name)
     try:
@@ -326,7 +335,7 @@ def _application(parent: _Section, name: str, partitions: dict[str, PartitionCon
     except ValueError as e:
         raise parent.error(name, str(e)) from None
     jobscript = find_template(s.get("jobscript", "paraview-web.sh", _text), JOBSCRIPTS_DIR)
-    if not jobscript.is_file():
+    if not _exists(jobscript, "file"):
         raise s.error("jobscript", f"{jobscript} does not exist")
     try:
         JobTemplate(jobscript)
@@ -342,7 +351,7 @@ def _application(parent: _Section, name: str, partitions: dict[str, PartitionCon
             raise s.error(f"data_roots[{i}]", str(e)) from None
         if not root.is_absolute():
             raise s.error(f"data_roots[{i}]", f"{root} is not an absolute path")
-        if not root.is_dir():
+        if not _exists(root, "dir"):
             raise s.error(f"data_roots[{i}]", f"{root} is not an existing directory")
         data_roots.append(Path(os.path.realpath(root)))
     allowed = s.get("partitions", tuple(partitions), _names)

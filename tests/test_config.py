@@ -98,3 +98,12 @@ def test_the_example_site_config_parses(tmp_path):
     cfg = config.parse(data, str(example))
     assert cfg.partitions["gpu"].walltime.max == 480 and cfg.frontend.kind == "builtin"
     assert cfg.applications["paraview"].default_partition == "gpu"
+
+
+def test_a_path_too_long_for_the_system_is_a_config_error(tmp_path):
+    """Found by the hostile-config test: a 5,000-character jobscript name made stat() raise ENAMETOOLONG."""
+    long_name = "x" * 5000
+    for section, message in (({"jobscript": long_name, "data_roots": [str(tmp_path)]}, "jobscript: "),
+                             ({"data_roots": ["/" + long_name]}, r"data_roots\[0\]: ")):
+        with pytest.raises(config.ConfigError, match=message):
+            config.parse({"partitions": {"gpu": {}}, "applications": {"paraview": section}}, "site.yaml")
