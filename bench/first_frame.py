@@ -59,10 +59,10 @@ sys.path.insert(0, str(ROOT))
 from bench.report import spread  # noqa: E402
 from bench.teardown import Teardown, start_cluster  # noqa: E402
 from pvhpc import config as site_config_parser, paths, runtime  # noqa: E402
-from pvhpc.localcluster import LocalCluster  # noqa: E402
+from pvhpc.scheduler.localcluster import LocalCluster  # noqa: E402
 from pvhpc.scheduler.slurm_cli import SlurmCLI  # noqa: E402
-from pvhpc.sessionjob import build_job  # noqa: E402
-from pvhpc.spec import parse_spec  # noqa: E402
+from pvhpc.sessions.job import build_job  # noqa: E402
+from pvhpc.sessions.spec import parse_spec  # noqa: E402
 
 REQUEST = {"application": "paraview", "partition": "cpu"}
 # Where a run's time goes. The second step is Slurm and the job itself (the same script in every path);
@@ -174,7 +174,7 @@ def floor_run(cfg, env: dict, stub: ReportStub, size, timeout: float) -> Run:
 
 def launcher_run(name: str, svc, base_url: str, size) -> Run:
     """POST /paraview/ as a ParaViewWeb client does, then the sessionURL it gets back."""
-    from pvhpc.client import Client
+    from pvhpc.client.api import Client
 
     client = Client(base_url)
     requested = time.time()
@@ -318,7 +318,7 @@ def main() -> int:
         paths_to_run["floor"] = partial(floor_run, floor_cfg, env, stub, size, timeout=120)
 
         if args.apache:
-            from pvhpc import apacheconf
+            from pvhpc.frontends import apacheconf
 
             httpd = work / "httpd"
             httpd.mkdir(mode=0o755)

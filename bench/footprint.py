@@ -58,7 +58,7 @@ TICKS = os.sysconf("SC_CLK_TCK")
 def serve_child(config_path: str, cycles_path: str) -> int:
     """Run ``pvhpc serve`` with each poll cycle's start, duration and session count appended to cycles_path."""
     from pvhpc.cli import main as pvhpc_main
-    from pvhpc.tracker import Tracker
+    from pvhpc.sessions.tracker import Tracker
 
     poll_once = Tracker.poll_once
 
@@ -112,9 +112,9 @@ def write_sessions(database_url: str, job_ids: list[str], held_job) -> None:
     """Session rows for these held jobs, as the tracker leaves a queued session: one transaction for them all."""
     import secrets
 
-    from pvhpc import lifecycle
-    from pvhpc.sessions import new_session_id, token_hash
-    from pvhpc.store import SessionEvent, SessionRecord, Store, utcnow
+    from pvhpc.sessions import lifecycle
+    from pvhpc.sessions.service import new_session_id, token_hash
+    from pvhpc.db.store import SessionEvent, SessionRecord, Store, utcnow
 
     store = Store(database_url)
     store.open()
@@ -139,7 +139,7 @@ def write_sessions(database_url: str, job_ids: list[str], held_job) -> None:
 def history_rows(database_url: str) -> int:
     from sqlalchemy import func, select
 
-    from pvhpc.store import SessionEvent, Store
+    from pvhpc.db.store import SessionEvent, Store
 
     store = Store(database_url)
     with store.transaction() as db:
@@ -289,8 +289,8 @@ def main() -> int:
     from bench.teardown import Teardown, start_cluster
     from bench.tracker_load import submit_held_jobs
     from pvhpc import paths
-    from pvhpc.localcluster import LocalCluster
-    from pvhpc.runners import LocalRunner
+    from pvhpc.scheduler.localcluster import LocalCluster
+    from pvhpc.scheduler.runners import LocalRunner
     from pvhpc.scheduler.slurm_cli import SlurmCLI
     from tests.conftest import free_port_block, site_config
 

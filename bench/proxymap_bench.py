@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pvhpc import apacheconf  # noqa: E402
 from pvhpc.frontends.apache import ApacheFrontEnd  # noqa: E402
 from pvhpc.frontends.proxymap import ProxyMapFile  # noqa: E402
-from pvhpc.store import SessionRecord  # noqa: E402
+from pvhpc.db.store import SessionRecord  # noqa: E402
 
 SIZES = (10, 1_000, 10_000)
 

@@ -32,14 +32,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pvhpc import config as site_config, paths, runtime  # noqa: E402
-from pvhpc.events import EventBus  # noqa: E402
-from pvhpc.localcluster import LocalCluster  # noqa: E402
-from pvhpc.runners import LocalRunner  # noqa: E402
+from pvhpc.sessions.events import EventBus  # noqa: E402
+from pvhpc.scheduler.localcluster import LocalCluster  # noqa: E402
+from pvhpc.scheduler.runners import LocalRunner  # noqa: E402
 from pvhpc.scheduler.slurm_cli import SlurmCLI  # noqa: E402
-from pvhpc.sessions import SessionService  # noqa: E402
-from pvhpc.states import SessionState  # noqa: E402
-from pvhpc.store import Change, SessionRecord, Store  # noqa: E402
-from pvhpc.tracker import Tracker  # noqa: E402
+from pvhpc.sessions.service import SessionService  # noqa: E402
+from pvhpc.sessions.states import SessionState  # noqa: E402
+from pvhpc.db.store import Change, SessionRecord, Store  # noqa: E402
+from pvhpc.sessions.tracker import Tracker  # noqa: E402
 
 QUERY_RPCS = ("REQUEST_JOB_INFO", "REQUEST_JOB_INFO_SINGLE", "REQUEST_JOB_USER_INFO", "REQUEST_FED_INFO")
 
@@ -129,7 +129,7 @@ def measure_rpcs(cluster: LocalCluster, sizes: list[int], cycles: int, workdir: 
 
 def measure_ready_delay(cluster: LocalCluster, samples: int, workdir: Path) -> list[float]:
     from pvhpc.app import PvhpcApp
-    from pvhpc.client import Client
+    from pvhpc.client.api import Client
 
     runtime.install(paths.runtime_dir())
     data = workdir / "data"

@@ -50,11 +50,11 @@ def serve_child(args) -> None:
     from tornado.httpserver import HTTPServer
     from tornado.netutil import bind_sockets
 
-    from pvhpc.auth import make_authenticator
+    from pvhpc.web.auth import make_authenticator
     from pvhpc.config import AuthConfig
     from pvhpc.frontends.builtin import BuiltinFrontEnd, DirectConnector
-    from pvhpc.ssh import LoopbackForward, SSHLink, TunnelConnector
-    from pvhpc.store import SessionRecord
+    from pvhpc.scheduler.ssh import LoopbackForward, SSHLink, TunnelConnector
+    from pvhpc.db.store import SessionRecord
 
     spec = json.loads(args.child)
 
@@ -122,7 +122,7 @@ async def measure(url: str, secret: str, size: tuple[int, int, int], seconds: fl
     server's rendering bounds. Otherwise the view stays still and the server
     answers from its image cache: what the path itself can carry.
     """
-    from pvhpc.wslink_client import WslinkClient
+    from pvhpc.client.wslink import WslinkClient
 
     client = await WslinkClient.connect(url, secret)
     try:
@@ -181,9 +181,10 @@ def main() -> int:
         serve_child(args)
         return 0
 
-    from pvhpc import paths, runtime
-    from pvhpc.localcluster import LocalCluster
-    from pvhpc.wslink_client import WslinkClient
+    from pvhpc import paths
+    from pvhpc.node import runtime
+    from pvhpc.scheduler.localcluster import LocalCluster
+    from pvhpc.client.wslink import WslinkClient
     from tests.conftest import ServiceProcess, SSHDaemon, free_port_block, site_config
 
     work = Path(tempfile.mkdtemp(prefix="pvhpc-tunnel-bench-"))
@@ -222,7 +223,7 @@ def main() -> int:
             cleanup.insert(0, p.kill)
 
         # Apache on the login node, reading the session from its RewriteMap as a site's front end would.
-        from pvhpc import apacheconf
+        from pvhpc.frontends import apacheconf
         from tests.conftest import ApacheServer
 
         httpd_root = work / "httpd"

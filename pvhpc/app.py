@@ -13,23 +13,23 @@ import tornado.httpserver
 import tornado.netutil
 import tornado.web
 
-from .auth import Authenticator, make_authenticator
-from .config import SiteConfig
-from .events import EventBus
-from .frontends import FrontEnd, make_frontend
-from .joblogs import JobLogs
-from .leadership import leadership_for
-from .ratelimit import RateLimiter
-from .scheduler import Scheduler
-from .sessions import SessionService
-from .site_parts import runner_for, scheduler_for, user_runners_for
-from .store import Store
-from .storefeed import StoreFeed
-from .tokens import TokenStore
-from .tracker import Tracker
-from .web import api, launcher, pages
-from .web.base import NotFoundHandler
-from .weblog import log_request
+from pvhpc.web.auth import Authenticator, make_authenticator
+from pvhpc.config import SiteConfig
+from pvhpc.sessions.events import EventBus
+from pvhpc.frontends import FrontEnd, make_frontend
+from pvhpc.sessions.joblogs import JobLogs
+from pvhpc.db.leadership import leadership_for
+from pvhpc.web.ratelimit import RateLimiter
+from pvhpc.scheduler import Scheduler
+from pvhpc.sessions.service import SessionService
+from pvhpc.scheduler.site import runner_for, scheduler_for, user_runners_for
+from pvhpc.db.store import Store
+from pvhpc.db.feed import StoreFeed
+from pvhpc.db.tokens import TokenStore
+from pvhpc.sessions.tracker import Tracker
+from pvhpc.web import api, launcher, pages
+from pvhpc.web.base import NotFoundHandler
+from pvhpc.web.accesslog import log_request
 
 log = logging.getLogger("pvhpc")
 SESSION_ID = r"([A-Za-z0-9_-]{1,128})"
@@ -79,7 +79,7 @@ class PvhpcApp:
         # SSH mode: one connection to the login host carries the scheduler's commands and the proxy's tunnels.
         self.ssh_link = None
         if config.ssh is not None:
-            from . import ssh
+            from pvhpc.scheduler import ssh
 
             self.ssh_link = ssh.SSHLink.from_config(config.ssh)
         runner = runner_for(config, self.ssh_link)

@@ -19,9 +19,10 @@ from typing import Any, Callable
 
 import yaml
 
-from . import paths
-from .durations import parse_minutes
-from .jobscript import JOB_HELPER, JOBSCRIPTS_DIR, SERVER_SCRIPT, JobTemplate, TemplateError, find_template
+from pvhpc import paths
+from pvhpc.sessions.durations import parse_minutes
+from pvhpc.paths import JOB_HELPER, JOBSCRIPTS_DIR, SERVER_SCRIPT
+from pvhpc.sessions.jobscript import JobTemplate, TemplateError, find_template
 
 RENDER_MODES = ("xvfb", "egl", "osmesa")
 FRONTENDS = ("direct", "builtin", "apache")
@@ -394,7 +395,7 @@ def _frontend(fe: _Section, service: ServiceConfig) -> FrontendConfig:
         map_group = fe.get("map_group", None, lambda v: _text(str(v)))
         # The map is written while sessions change; a directory it cannot be written
         # to must stop the service now, not fail the first session that becomes ready.
-        from .frontends.proxymap import ProxyMapError, ProxyMapFile
+        from pvhpc.frontends.proxymap import ProxyMapError, ProxyMapFile
 
         try:
             ProxyMapFile(map_file, map_group).check()
@@ -410,7 +411,7 @@ def _frontend(fe: _Section, service: ServiceConfig) -> FrontendConfig:
 
 
 def _ssh(s: _Section, scheduler: SchedulerConfig) -> SSHConfig:
-    from .frontends.routes import HOST
+    from pvhpc.frontends.routes import HOST
 
     host = s.get("host", None, _text)
     if host is None:

@@ -24,3 +24,14 @@ def runtime_dir() -> Path:
 
 def state_dir() -> Path:
     return Path(os.environ.get("PVHPC_STATE_DIR") or _base("/var/lib/pvhpc", ".local/share/pvhpc"))
+
+
+# What pvhpc ships beside its code. The job scripts and Apache templates live at the top of the
+# repository (where staff look for them); pvhpc/share/ links to them, and a wheel carries copies,
+# so a checkout and an installed pvhpc find them at the same place.
+PACKAGE_DIR = Path(__file__).resolve().parent
+JOBSCRIPTS_DIR = PACKAGE_DIR / "share" / "jobscripts"
+APACHE_TEMPLATES_DIR = PACKAGE_DIR / "share" / "apache"
+# Run on compute nodes, outside pvhpc's environment: by pvpython, and by the node's python3.
+SERVER_SCRIPT = PACKAGE_DIR / "node" / "pvweb_server.py"
+JOB_HELPER = PACKAGE_DIR / "node" / "jobhelper.py"

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from pvhpc import paths, runtime
-from pvhpc.localcluster import LocalCluster
-from pvhpc.runners import LocalRunner
+from pvhpc import paths
+from pvhpc.node import runtime
+from pvhpc.scheduler.localcluster import LocalCluster
+from pvhpc.scheduler.runners import LocalRunner
 from pvhpc.scheduler.slurm_cli import SlurmCLI
 
 pytest_plugins = ["tests.drill_report"]   # the drill_record fixture and the fault-drill table
@@ -139,7 +140,7 @@ class ServiceProcess:
                 self.kill()
 
     def client(self, **kwargs):
-        from pvhpc.client import Client
+        from pvhpc.client.api import Client
 
         return Client(self.url, **kwargs)
 
@@ -236,7 +237,7 @@ def postgres_url(tmp_path_factory):
 @pytest.fixture
 def fresh_postgres_url(postgres_url):
     """An empty database of its own on the test PostgreSQL server, dropped after the test."""
-    from .helpers import PostgresServer
+    from tests.helpers import PostgresServer
 
     with PostgresServer(postgres_url).scratch_database() as url:
         yield url
@@ -264,7 +265,7 @@ class ApacheServer:
     """Debian's apache2 in the foreground, with a standalone config rendered by pvhpc around one site file."""
 
     def __init__(self, root: Path, site, binary: str = "/usr/sbin/apache2"):
-        from pvhpc import apacheconf
+        from pvhpc.frontends import apacheconf
 
         self.root, self.site, self.binary = root, site, binary
         self.site_file = root / "pvhpc-site.conf"
@@ -311,7 +312,7 @@ class ApacheServer:
 
 @pytest.fixture
 def apache_factory():
-    """Make real Apache servers for pvhpc.apacheconf.Site descriptions; each is stopped after the test."""
+    """Make real Apache servers for pvhpc.frontends.apacheconf.Site descriptions; each is stopped after the test."""
     import shutil
 
     started: list[ApacheServer] = []

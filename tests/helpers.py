@@ -72,7 +72,7 @@ def wait_until(predicate, timeout: float, interval: float = 0.2, message: str = 
 async def render_async(url: str, secret: str, headers: dict | None = None, source: str = "Sphere",
                        size=(320, 240)) -> bytes:
     """Connect to a session as a ParaViewWeb client does, make a source, and return one rendered JPEG."""
-    from pvhpc.wslink_client import WslinkClient
+    from pvhpc.client.wslink import WslinkClient
 
     client = await WslinkClient.connect(url, secret, headers=headers)
     try:

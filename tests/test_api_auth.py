@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pvhpc.client import Client, ClientError
+from pvhpc.client.api import Client, ClientError
 
 pytestmark = pytest.mark.cluster
 

@@ -17,10 +17,10 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 from tornado.websocket import WebSocketHandler, websocket_connect
 
-from pvhpc.auth import make_authenticator
+from pvhpc.web.auth import make_authenticator
 from pvhpc.config import AuthConfig
 from pvhpc.frontends.builtin import BuiltinFrontEnd
-from pvhpc.store import SessionRecord
+from pvhpc.db.store import SessionRecord
 
 
 class Upstream(WebSocketHandler):

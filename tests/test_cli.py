@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pvhpc import clientconfig
+from pvhpc.client import config as clientconfig
 from pvhpc.cli import batch_submit, build_parser, exit_codes, session_format
 from pvhpc.cli.check_report import FAIL, OK
 from pvhpc.cli.config_check import check_partition
@@ -24,7 +24,7 @@ from pvhpc.cli.progress import ProgressDisplay
 from pvhpc.config import PartitionConfig, Range
 from pvhpc.scheduler import PartitionInfo
 
-from .helpers import foreground_fraction, render, wait_until
+from tests.helpers import foreground_fraction, render, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 # The documented --json fields of a session (docs/cli.md).
@@ -357,7 +357,7 @@ class _ScriptedClient:
     """Answers create() from a script of errors, then with a session: for the batch's retry rules only."""
 
     def __init__(self, errors):
-        from pvhpc.client import ClientError
+        from pvhpc.client.api import ClientError
 
         self.errors = [ClientError(status, message, retry_after=retry) for status, message, retry in errors]
         self.calls = 0

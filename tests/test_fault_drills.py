@@ -25,12 +25,12 @@ from dataclasses import dataclass, field
 import pytest
 import yaml
 
-from pvhpc.client import ClientError
+from pvhpc.client.api import ClientError
 from pvhpc.frontends.proxymap import ProxyMapFile
-from pvhpc.store import SessionRecord, Store
+from pvhpc.db.store import SessionRecord, Store
 
-from .helpers import PostgresServer, RequestLoad, foreground_fraction, processes_of_job, render, wait_until
-from .test_launcher_e2e import block_gpu_partition, cancel, slow_start_jobscript
+from tests.helpers import PostgresServer, RequestLoad, foreground_fraction, processes_of_job, render, wait_until
+from tests.test_launcher_e2e import block_gpu_partition, cancel, slow_start_jobscript
 
 pytestmark = pytest.mark.cluster
 POLL = 1   # the test services poll every second

@@ -21,14 +21,14 @@ import pytest
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
 
-from pvhpc import apacheconf
+from pvhpc.frontends import apacheconf
 from pvhpc.cli import main as pvhpc_main
-from pvhpc.client import Client, ClientError
+from pvhpc.client.api import Client, ClientError
 from pvhpc.frontends.proxymap import ProxyMapFile
-from pvhpc.wslink_client import WslinkClient
+from pvhpc.client.wslink import WslinkClient
 
-from .conftest import APACHE_PASSWORD, APACHE_USER, free_port_block
-from .helpers import foreground_fraction
+from tests.conftest import APACHE_PASSWORD, APACHE_USER, free_port_block
+from tests.helpers import foreground_fraction
 
 USER, PASSWORD = APACHE_USER, APACHE_PASSWORD
 BASIC = {"Authorization": "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()}
@@ -65,7 +65,7 @@ async def refused_status(url: str, headers: dict | None = None, ca_file: Path | 
 
 
 class _trusting:
-    """urllib (pvhpc.client) trusts ``cert`` while inside: the test's self-signed certificate."""
+    """urllib (pvhpc.client.api) trusts ``cert`` while inside: the test's self-signed certificate."""
 
     def __init__(self, cert: Path):
         self.context = ssl.create_default_context(cafile=str(cert))

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pvhpc import config as site_config
-from pvhpc.spec import SPEC_FIELDS
+from pvhpc.sessions.spec import SPEC_FIELDS
 
 CANARY = Path("/tmp") / f"pvhpc-canary-{uuid.uuid4().hex}"
 HOSTILE_TEXT = [

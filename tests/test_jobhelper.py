@@ -8,9 +8,9 @@ import threading
 
 import pytest
 
-from pvhpc import jobhelper
+from pvhpc.node import jobhelper
 
-from .conftest import free_port_block
+from tests.conftest import free_port_block
 
 
 class Recorder(http.server.BaseHTTPRequestHandler):

@@ -12,10 +12,10 @@ import urllib.request
 
 import pytest
 
-from pvhpc.client import ClientError
-from pvhpc.jobscript import JOBSCRIPTS_DIR
+from pvhpc.client.api import ClientError
+from pvhpc.paths import JOBSCRIPTS_DIR
 
-from .helpers import foreground_fraction, processes_of_job, render, wait_until
+from tests.helpers import foreground_fraction, processes_of_job, render, wait_until
 
 pytestmark = pytest.mark.cluster
 
@@ -298,14 +298,14 @@ def test_a_server_that_never_reports_is_cancelled_after_the_start_timeout(servic
 def test_a_lost_sbatch_answer_is_found_by_job_name_not_submitted_twice(cluster, runtime_dir, tmp_path):
     """sbatch queued the job but its answer never came back (a timeout): the session attaches to that job."""
     from pvhpc import config as site_config
-    from pvhpc.events import EventBus
-    from pvhpc.runners import CommandUnavailable, LocalRunner
+    from pvhpc.sessions.events import EventBus
+    from pvhpc.scheduler.runners import CommandUnavailable, LocalRunner
     from pvhpc.scheduler.slurm_cli import SlurmCLI
-    from pvhpc.sessions import SessionService
-    from pvhpc.spec import parse_spec
-    from pvhpc.store import Store
+    from pvhpc.sessions.service import SessionService
+    from pvhpc.sessions.spec import parse_spec
+    from pvhpc.db.store import Store
 
-    from .conftest import site_config as make_site_config
+    from tests.conftest import site_config as make_site_config
 
     class AnswerLostRunner(LocalRunner):
         async def run(self, argv, input=None, timeout=30):

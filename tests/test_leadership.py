@@ -7,13 +7,13 @@ import asyncio
 import pytest
 from sqlalchemy import text
 
-from pvhpc.events import EventBus
-from pvhpc.leadership import LOCK_KEY, AdvisoryLockLeadership, Leadership, leadership_for
-from pvhpc.states import SessionState
-from pvhpc.store import Change, Store
-from pvhpc.storefeed import StoreFeed
+from pvhpc.sessions.events import EventBus
+from pvhpc.db.leadership import LOCK_KEY, AdvisoryLockLeadership, Leadership, leadership_for
+from pvhpc.sessions.states import SessionState
+from pvhpc.db.store import Change, Store
+from pvhpc.db.feed import StoreFeed
 
-from .test_store import record
+from tests.test_store import record
 
 S = SessionState
 
@@ -88,7 +88,7 @@ def test_feed_publishes_a_peers_changes_once_and_never_its_own_again(fresh_postg
 def test_feed_is_not_led_astray_by_a_peer_whose_clock_runs_ahead(fresh_postgres_url, caplog):
     from datetime import timedelta
 
-    from pvhpc.store import utcnow
+    from pvhpc.db.store import utcnow
 
     feed, _, seen = feed_on(fresh_postgres_url)
     fast_peer, peer = Store(fresh_postgres_url), Store(fresh_postgres_url)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from pvhpc.localcluster import ClusterError, LocalCluster
+from pvhpc.scheduler.localcluster import ClusterError, LocalCluster
 
-from .conftest import free_port_block
+from tests.conftest import free_port_block
 
 
 def pvhpc(*args, env=None):
@@ -74,8 +74,8 @@ def test_refuses_directory_it_cannot_write(tmp_path):
 
 @pytest.mark.cluster
 def test_demo_runs_the_whole_path(cluster, runtime_dir, tmp_path):
-    from .conftest import free_port_block
-    from .helpers import foreground_fraction
+    from tests.conftest import free_port_block
+    from tests.helpers import foreground_fraction
 
     image = tmp_path / "demo.jpg"
     proc = pvhpc("demo", "--cluster-dir", str(cluster.dir), "--port", str(free_port_block(1)), "--image", str(image),

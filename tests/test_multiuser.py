@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from pvhpc.client import Client, ClientError
-from pvhpc.jobscript import JOB_HELPER, SERVER_SCRIPT
+from pvhpc.client.api import Client, ClientError
+from pvhpc.paths import JOB_HELPER, SERVER_SCRIPT
 
-from .helpers import foreground_fraction, render, wait_until
+from tests.helpers import foreground_fraction, render, wait_until
 
 pytestmark = pytest.mark.cluster
 ROOT = Path(__file__).resolve().parent.parent

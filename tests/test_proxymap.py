@@ -14,7 +14,7 @@ import pytest
 from pvhpc import config
 from pvhpc.frontends.apache import ApacheFrontEnd, FrontEndError
 from pvhpc.frontends.proxymap import ProxyMapError, ProxyMapFile
-from pvhpc.store import SessionRecord
+from pvhpc.db.store import SessionRecord
 
 NOBODY = 65534
 

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from pvhpc.jobscript import SERVER_SCRIPT
+from pvhpc.paths import SERVER_SCRIPT
 
 pytestmark = pytest.mark.paraview
 

@@ -1,7 +1,7 @@
 """Pure logic: the per-user request budget and the access log's scrubbing."""
 
-from pvhpc.ratelimit import RateLimiter
-from pvhpc.weblog import scrub
+from pvhpc.web.ratelimit import RateLimiter
+from pvhpc.web.accesslog import scrub
 
 
 def test_bucket_allows_a_burst_then_refills():

@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from .conftest import free_port_block
-from .helpers import foreground_fraction, render, wait_until
+from tests.conftest import free_port_block
+from tests.helpers import foreground_fraction, render, wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.postgres]
 POLL = 1              # the test services poll every second

@@ -7,7 +7,7 @@ import pytest
 from pvhpc.scheduler import JobRequest, SchedulerUnavailable, make_scheduler
 from pvhpc.scheduler.slurm_cli import _gres_gpus, comma_lists, parse_squeue
 
-from .conftest import run
+from tests.conftest import run
 
 
 def test_parse_squeue_and_gres():
@@ -77,7 +77,7 @@ def test_slurm_cli_against_the_real_cluster(slurm, tmp_path):
 
 
 def test_unreachable_controller_is_unavailable_not_gone(tmp_path):
-    from pvhpc.runners import LocalRunner
+    from pvhpc.scheduler.runners import LocalRunner
     from pvhpc.scheduler.slurm_cli import SlurmCLI
 
     # A slurm.conf naming a controller nobody runs: the tools fail to connect.

@@ -7,12 +7,13 @@ import uuid
 
 import pytest
 
-from pvhpc.jobscript import JOB_HELPER, JOBSCRIPTS_DIR, SERVER_SCRIPT, JobTemplate
+from pvhpc.paths import JOB_HELPER, JOBSCRIPTS_DIR, SERVER_SCRIPT
+from pvhpc.sessions.jobscript import JobTemplate
 from pvhpc.scheduler import JobRequest
-from pvhpc.wslink_client import WslinkClient, WslinkError
+from pvhpc.client.wslink import WslinkClient, WslinkError
 
-from .conftest import run
-from .helpers import foreground_fraction, processes_of_job, wait_for_line, wait_until
+from tests.conftest import run
+from tests.helpers import foreground_fraction, processes_of_job, wait_for_line, wait_until
 
 pytestmark = pytest.mark.cluster
 

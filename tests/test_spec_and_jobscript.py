@@ -9,9 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pvhpc import config
-from pvhpc.jobscript import JOBSCRIPTS_DIR, JobTemplate, TemplateError
-from pvhpc.sessionjob import build_job
-from pvhpc.spec import RequestError, parse_spec
+from pvhpc.paths import JOBSCRIPTS_DIR
+from pvhpc.sessions.jobscript import JobTemplate, TemplateError
+from pvhpc.sessions.job import build_job
+from pvhpc.sessions.spec import RequestError, parse_spec
 
 
 @pytest.fixture

@@ -23,13 +23,13 @@ from pathlib import Path
 import pytest
 
 from pvhpc import config
-from pvhpc.runners import CommandUnavailable, SSHRunner
+from pvhpc.scheduler.runners import CommandUnavailable, SSHRunner
 from pvhpc.scheduler import SchedulerUnavailable
 from pvhpc.scheduler.slurm_cli import SlurmCLI
-from pvhpc.wslink_client import WslinkClient
+from pvhpc.client.wslink import WslinkClient
 
-from .helpers import foreground_fraction, render, render_async, wait_until
-from .test_config import BASE
+from tests.helpers import foreground_fraction, render, render_async, wait_until
+from tests.test_config import BASE
 
 SLURM_COMMANDS = ("sbatch", "squeue", "scancel", "sacct", "scontrol", "sinfo")
 
@@ -68,7 +68,7 @@ def test_environment_names_env_would_read_as_options_are_refused():
 
 
 def test_a_lost_connection_is_an_unknown_answer_never_job_gone():
-    from pvhpc.ssh import SSHError
+    from pvhpc.scheduler.ssh import SSHError
 
     slurm = SlurmCLI(SSHRunner(FakeLink(fail=SSHError("the SSH connection to login was lost"))))
     with pytest.raises(SchedulerUnavailable, match="squeue via SSH: the SSH connection to login was lost"):
@@ -79,7 +79,7 @@ def test_a_lost_connection_is_an_unknown_answer_never_job_gone():
 
 
 def test_forward_command_for_a_laptop():
-    from pvhpc.ssh import forward_command
+    from pvhpc.scheduler.ssh import forward_command
 
     session = {"host": "gpu01.cluster", "port": 40123}
     assert forward_command(session, "alice@login.hpc.example.org", 8080) == \
@@ -130,7 +130,7 @@ def test_ssh_section_is_validated_like_the_rest(tmp_path):
 # -- the link on a real sshd ------------------------------------------------------------------------
 
 def link_to(sshd, **kwargs):
-    from pvhpc.ssh import SSHLink
+    from pvhpc.scheduler.ssh import SSHLink
 
     return SSHLink("127.0.0.1", "root", sshd.client_key, kwargs.pop("known_hosts", sshd.known_hosts),
                    sshd.port, **kwargs)
@@ -167,7 +167,7 @@ def test_commands_on_the_login_host_get_every_word_stdin_status_and_environment(
 
 @pytest.mark.sshd
 def test_unknown_changed_and_unreachable_hosts_are_clear_errors_and_keys_are_never_learned(sshd, tmp_path):
-    from pvhpc.ssh import HostKeyError, SSHError, SSHLink
+    from pvhpc.scheduler.ssh import HostKeyError, SSHError, SSHLink
 
     empty = tmp_path / "empty_known_hosts"
     empty.write_text("")
@@ -234,7 +234,7 @@ def server_peers(port: int) -> set[str]:
 
 @pytest.mark.sshd
 def test_a_loopback_forward_carries_large_data_through_sshd_and_follows_a_new_connection(sshd):
-    from pvhpc.ssh import LoopbackForward
+    from pvhpc.scheduler.ssh import LoopbackForward
 
     server = socket.create_server(("127.0.0.1", 0))
     target = server.getsockname()[1]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import inspect, text
 
-from pvhpc.states import EndReason, IllegalTransition, SessionState
-from pvhpc.store import SCHEMA_VERSION, Change, SchemaError, SessionRecord, Store
+from pvhpc.sessions.states import EndReason, IllegalTransition, SessionState
+from pvhpc.db.store import SCHEMA_VERSION, Change, SchemaError, SessionRecord, Store
 
 S = SessionState
 
@@ -19,7 +19,7 @@ def store(request, tmp_path):
         url = request.getfixturevalue("postgres_url")
     s = Store(url)
     if request.param == "postgres":
-        from pvhpc.store import Base
+        from pvhpc.db.store import Base
 
         Base.metadata.drop_all(s.engine)
     s.open()
@@ -80,8 +80,8 @@ def test_sqlite_uses_wal(tmp_path):
 
 def test_upgrade_from_schema_1_keeps_every_session(tmp_path):
     """A database as pvhpc's first schema made it: 'pvhpc db upgrade' brings it to now with its data."""
-    from pvhpc.store import ApiToken, Base, SchemaVersion, SessionEvent
-    from pvhpc.tokens import TokenStore
+    from pvhpc.db.store import ApiToken, Base, SchemaVersion, SessionEvent
+    from pvhpc.db.tokens import TokenStore
 
     url = f"sqlite:///{tmp_path / 'v1.sqlite'}"
     old = Store(url)
@@ -111,8 +111,8 @@ def test_tokens_are_stored_hashed_expire_and_revoke(store):
 
     from sqlalchemy import select
 
-    from pvhpc.store import ApiToken
-    from pvhpc.tokens import TokenStore
+    from pvhpc.db.store import ApiToken
+    from pvhpc.db.tokens import TokenStore
 
     tokens = TokenStore(store)
     record, token = tokens.create("alice", "laptop", 30)

@@ -8,12 +8,12 @@ from datetime import timedelta
 import pytest
 
 from pvhpc import config
-from pvhpc.events import EventBus
+from pvhpc.sessions.events import EventBus
 from pvhpc.scheduler import JobInfo, Scheduler, SchedulerUnavailable
-from pvhpc.sessions import SessionService
-from pvhpc.states import SessionState
-from pvhpc.store import Change, SessionRecord, Store, utcnow
-from pvhpc.tracker import Tracker
+from pvhpc.sessions.service import SessionService
+from pvhpc.sessions.states import SessionState
+from pvhpc.db.store import Change, SessionRecord, Store, utcnow
+from pvhpc.sessions.tracker import Tracker
 
 S = SessionState
 
@@ -140,7 +140,7 @@ def test_unanswered_submission_is_found_by_name_or_given_up(world):
 
 
 def test_a_report_must_name_the_jobs_own_node(world):
-    from pvhpc.sessions import ServiceError, token_hash
+    from pvhpc.sessions.service import ServiceError, token_hash
 
     store, sched, tracker = world
     service = tracker.service
@@ -159,7 +159,7 @@ def test_a_report_must_name_the_jobs_own_node(world):
         assert e.value.status == 403 and "not node gpu01" in e.value.message
     with pytest.raises(ServiceError, match="not this session's job"):
         report("gpu01", job_id="999")
-    from pvhpc.spec import RequestError
+    from pvhpc.sessions.spec import RequestError
 
     with pytest.raises(RequestError, match="between 1024 and 65535"):
         report("gpu01", port=22)
@@ -189,8 +189,8 @@ def test_a_submission_that_never_reached_slurm_ends_at_once_with_503(world):
     import getpass
 
     from pvhpc.scheduler import ControllerDown
-    from pvhpc.sessions import ServiceError
-    from pvhpc.spec import parse_spec
+    from pvhpc.sessions.service import ServiceError
+    from pvhpc.sessions.spec import parse_spec
 
     store, sched, tracker = world
 

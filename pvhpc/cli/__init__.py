@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import apache_cmd, cluster_cmd, demo_cmd, runtime_cmd, serve_cmd, session_cmds, staff_cmds
+from pvhpc.cli import apache_cmd, cluster_cmd, demo_cmd, runtime_cmd, serve_cmd, session_cmds, staff_cmds
 
 GROUPS = (session_cmds, staff_cmds, cluster_cmd, runtime_cmd, serve_cmd, demo_cmd, apache_cmd)
 

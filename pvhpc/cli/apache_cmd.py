@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .. import apacheconf
+from pvhpc.frontends import apacheconf
 
 
 def register(sub) -> None:

@@ -16,9 +16,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
-from ..client import Client, ClientError
-from . import exit_codes
-from .session_format import ended_badly
+from pvhpc.client.api import Client, ClientError
+from pvhpc.cli import exit_codes
+from pvhpc.cli.session_format import ended_badly
 
 MAX_RATE_RETRIES = 20
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from .. import paths
-from ..localcluster import DEFAULT_BASE_PORT, ClusterError, LocalCluster
+from pvhpc import paths
+from pvhpc.scheduler.localcluster import DEFAULT_BASE_PORT, ClusterError, LocalCluster
 
 
 def register(sub) -> None:

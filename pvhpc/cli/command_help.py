@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import textwrap
 
-from . import exit_codes
+from pvhpc.cli import exit_codes
 
 CLIENT_ENVIRONMENT = """\
 environment:

@@ -13,14 +13,14 @@ import os
 import pwd
 import shutil
 
-from ..config import PartitionConfig, SiteConfig
-from ..durations import format_minutes
-from ..jobscript import TemplateError
-from ..runners import CommandRunner, CommandUnavailable
-from ..scheduler import PartitionInfo, Scheduler, SchedulerUnavailable
-from ..sessionjob import build_job
-from ..spec import SessionSpec
-from .check_report import FAIL, OK, SKIP, WARN, Check
+from pvhpc.config import PartitionConfig, SiteConfig
+from pvhpc.sessions.durations import format_minutes
+from pvhpc.sessions.jobscript import TemplateError
+from pvhpc.scheduler.runners import CommandRunner, CommandUnavailable
+from pvhpc.scheduler import PartitionInfo, Scheduler, SchedulerUnavailable
+from pvhpc.sessions.job import build_job
+from pvhpc.sessions.spec import SessionSpec
+from pvhpc.cli.check_report import FAIL, OK, SKIP, WARN, Check
 
 
 def partition_key(p: PartitionConfig) -> str:

@@ -10,12 +10,13 @@ from pathlib import Path
 
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
-from .. import config as site_config
-from .. import paths, runtime
-from ..app import PvhpcApp
-from ..localcluster import ClusterError, LocalCluster
-from ..store import SchemaError
-from ..wslink_client import WslinkClient, WslinkError
+from pvhpc import config as site_config
+from pvhpc import paths
+from pvhpc.node import runtime
+from pvhpc.app import PvhpcApp
+from pvhpc.scheduler.localcluster import ClusterError, LocalCluster
+from pvhpc.db.store import SchemaError
+from pvhpc.client.wslink import WslinkClient, WslinkError
 
 
 def register(sub) -> None:

@@ -14,10 +14,10 @@ import re
 import urllib.request
 from pathlib import Path
 
-from ..config import SiteConfig
-from ..runners import CommandRunner, CommandUnavailable
-from ..scheduler import Scheduler, SchedulerUnavailable
-from .check_report import FAIL, OK, SKIP, WARN, Check
+from pvhpc.config import SiteConfig
+from pvhpc.scheduler.runners import CommandRunner, CommandUnavailable
+from pvhpc.scheduler import Scheduler, SchedulerUnavailable
+from pvhpc.cli.check_report import FAIL, OK, SKIP, WARN, Check
 
 DEFAULT_SLURM_CONF = "/etc/slurm/slurm.conf"
 
@@ -96,7 +96,7 @@ async def check_slurmctld(runner: CommandRunner, scheduler: Scheduler, values: d
 
 
 def check_database(cfg: SiteConfig) -> Check:
-    from ..store import SCHEMA_VERSION, Store
+    from pvhpc.db.store import SCHEMA_VERSION, Store
 
     try:
         store = Store(cfg.service.database_url)
@@ -119,7 +119,7 @@ def check_database(cfg: SiteConfig) -> Check:
 
 async def check_ssh(cfg: SiteConfig):
     """SSH mode: the login host's key is the known one and pvhpc can log in. Returns (check, link or None)."""
-    from ..ssh import HostKeyError, SSHError, SSHLink
+    from pvhpc.scheduler.ssh import HostKeyError, SSHError, SSHLink
 
     link = SSHLink.from_config(cfg.ssh)
     try:
@@ -136,9 +136,9 @@ async def check_ssh(cfg: SiteConfig):
 
 
 async def check_node_runtime(cfg: SiteConfig, scheduler: Scheduler, partition: str, timeout: float) -> Check:
-    from ..probe import ProbeFailed, probe_partition
-    from ..scheduler import SubmitRefused
-    from ..wslink_client import WslinkError
+    from pvhpc.cli.probe import ProbeFailed, probe_partition
+    from pvhpc.scheduler import SubmitRefused
+    from pvhpc.client.wslink import WslinkError
 
     p = cfg.partitions[partition]
     name = f"ParaView on a {partition} node"
@@ -161,7 +161,7 @@ async def check_node_runtime(cfg: SiteConfig, scheduler: Scheduler, partition: s
 
 
 def check_map_file(cfg: SiteConfig) -> Check:
-    from ..frontends.proxymap import MODE, ProxyMapError, ProxyMapFile, group_id
+    from pvhpc.frontends.proxymap import MODE, ProxyMapError, ProxyMapFile, group_id
 
     fe = cfg.frontend
     try:
@@ -183,7 +183,7 @@ def check_map_file(cfg: SiteConfig) -> Check:
 
 
 def check_apache(config_file: Path | None) -> Check:
-    from .. import apacheconf
+    from pvhpc.frontends import apacheconf
 
     if config_file is None:
         return Check("apache", SKIP, "no Apache configuration given to test",
@@ -212,7 +212,7 @@ def check_service(cfg: SiteConfig) -> Check:
 
 async def diagnose(cfg: SiteConfig, probe_partition: str | None, probe_timeout: float = 180,
                    apache_config: Path | None = None) -> list[Check]:
-    from ..site_parts import runner_for, scheduler_for
+    from pvhpc.scheduler.site import runner_for, scheduler_for
 
     checks = [check_database(cfg)]
     link = None

@@ -14,8 +14,8 @@ import time
 from datetime import datetime, timezone
 from typing import Callable, Iterator, TextIO
 
-from ..client import ClientError
-from .session_format import status_words
+from pvhpc.client.api import ClientError
+from pvhpc.cli.session_format import status_words
 
 SPINNER = "|/-\\"
 

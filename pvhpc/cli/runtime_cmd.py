@@ -5,7 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .. import paths, runtime
+from pvhpc import paths
+from pvhpc.node import runtime
 
 
 def register(sub) -> None:

@@ -6,11 +6,11 @@ import asyncio
 import logging
 import sys
 
-from .. import config as site_config
-from ..app import serve_forever
-from ..frontends.base import FrontEndError
-from ..ssh import SSHError
-from ..store import SchemaError
+from pvhpc import config as site_config
+from pvhpc.app import serve_forever
+from pvhpc.frontends.base import FrontEndError
+from pvhpc.scheduler.ssh import SSHError
+from pvhpc.db.store import SchemaError
 
 
 def register(sub) -> None:

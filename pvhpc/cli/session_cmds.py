@@ -1,6 +1,6 @@
 """The users' commands: submit, submit-batch, status, list, wait, cancel, logs, url, applications.
 
-Each talks to a pvhpc service through pvhpc.client (API calls here), and shows
+Each talks to a pvhpc service through pvhpc.client.api (API calls here), and shows
 what it got through session_format (wording) and progress (the live display).
 With --json a command prints the API's objects as they are; without, words.
 Errors go to standard error as one line (with --json: as a JSON object on
@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urlsplit
 
-from .. import clientconfig
-from ..client import Client, ClientError
-from . import batch_submit, exit_codes, progress, session_format
-from .command_help import add_command
+from pvhpc.client import config as clientconfig
+from pvhpc.client.api import Client, ClientError
+from pvhpc.cli import batch_submit, exit_codes, progress, session_format
+from pvhpc.cli.command_help import add_command
 
 FULL_ID_LENGTH = 32   # ids are secrets.token_urlsafe(24); a shorter argument is taken as a prefix
 

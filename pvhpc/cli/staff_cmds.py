@@ -13,9 +13,9 @@ import json
 import sys
 from pathlib import Path
 
-from .. import config as site_config
-from . import check_report, exit_codes, session_cmds, session_format
-from .command_help import add_command
+from pvhpc import config as site_config
+from pvhpc.cli import check_report, exit_codes, session_cmds, session_format
+from pvhpc.cli.command_help import add_command
 
 SITE_ENVIRONMENT = """\
 environment:
@@ -58,13 +58,13 @@ def report_checks(args, checks: list[check_report.Check], summary: str, verdict_
 
 @guarded
 def cmd_config_check(args) -> int:
-    from . import config_check
-    from ..site_parts import runner_for, scheduler_for
+    from pvhpc.cli import config_check
+    from pvhpc.scheduler.site import runner_for, scheduler_for
 
     cfg = load_site(args)
     link = None
     if cfg.ssh is not None:
-        from ..ssh import SSHError, SSHLink
+        from pvhpc.scheduler.ssh import SSHError, SSHLink
 
         link = SSHLink.from_config(cfg.ssh)
         try:
@@ -88,7 +88,7 @@ def cmd_config_check(args) -> int:
 
 @guarded
 def cmd_doctor(args) -> int:
-    from . import doctor
+    from pvhpc.cli import doctor
 
     cfg = load_site(args)
     partition = None
@@ -115,10 +115,10 @@ def cmd_doctor(args) -> int:
 
 @guarded
 def cmd_map_rebuild(args) -> int:
-    from ..frontends import make_frontend
-    from ..frontends.proxymap import ProxyMapError, ProxyMapFile
-    from ..frontends.routes import RouteTable
-    from ..store import SCHEMA_VERSION, Store
+    from pvhpc.frontends import make_frontend
+    from pvhpc.frontends.proxymap import ProxyMapError, ProxyMapFile
+    from pvhpc.frontends.routes import RouteTable
+    from pvhpc.db.store import SCHEMA_VERSION, Store
 
     cfg = load_site(args)
     if cfg.frontend.kind != "apache":
@@ -156,7 +156,7 @@ def cmd_map_rebuild(args) -> int:
 
 @guarded
 def cmd_db_upgrade(args) -> int:
-    from ..store import SCHEMA_VERSION, SchemaError, Store
+    from pvhpc.db.store import SCHEMA_VERSION, SchemaError, Store
 
     cfg = load_site(args)
     store = Store(cfg.service.database_url)

@@ -12,10 +12,10 @@ from typing import Iterable
 
 from tornado.ioloop import PeriodicCallback
 
-from ..store import SessionRecord
-from .base import FrontEnd, FrontEndError
-from .proxymap import ProxyMapError, ProxyMapFile
-from .routes import RouteTable
+from pvhpc.db.store import SessionRecord
+from pvhpc.frontends.base import FrontEnd, FrontEndError
+from pvhpc.frontends.proxymap import ProxyMapError, ProxyMapFile
+from pvhpc.frontends.routes import RouteTable
 
 log = logging.getLogger("pvhpc.frontends.apache")
 RETRY_SECONDS = 5

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from ..store import SessionRecord
+from pvhpc.db.store import SessionRecord
 
 
 class FrontEndError(Exception):

@@ -24,9 +24,9 @@ from tornado.websocket import (
     WebSocketClientConnection, WebSocketClosedError, WebSocketError, WebSocketHandler, websocket_connect,
 )
 
-from ..store import SessionRecord
-from .base import FrontEnd
-from .routes import SESSION_ID, Route, RouteTable
+from pvhpc.db.store import SessionRecord
+from pvhpc.frontends.base import FrontEnd
+from pvhpc.frontends.routes import SESSION_ID, Route, RouteTable
 
 log = logging.getLogger("pvhpc.frontends.builtin")
 

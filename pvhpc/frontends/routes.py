@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from ..store import SessionRecord
+from pvhpc.db.store import SessionRecord
 
 SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,253}[A-Za-z0-9])?$")

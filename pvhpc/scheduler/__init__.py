@@ -1,6 +1,6 @@
 """Scheduler backends behind one small interface (see base.py)."""
 
-from .base import (  # noqa: F401
+from pvhpc.scheduler.base import (  # noqa: F401
     ControllerDown,
     JobInfo,
     JobRequest,
@@ -14,11 +14,11 @@ from .base import (  # noqa: F401
 def make_scheduler(kind: str, runner, runner_for_user=None, timeout: float = 30):
     """Build the backend a site asked for: 'slurm' (command-line tools) or 'pyslurm'."""
     if kind == "slurm":
-        from .slurm_cli import SlurmCLI
+        from pvhpc.scheduler.slurm_cli import SlurmCLI
 
         return SlurmCLI(runner, timeout=timeout, runner_for_user=runner_for_user)
     if kind == "pyslurm":
-        from .pyslurm_backend import PySlurm
+        from pvhpc.scheduler.pyslurm_backend import PySlurm
 
         return PySlurm()
     raise ValueError(f"unknown scheduler backend {kind!r} (choose 'slurm' or 'pyslurm')")

@@ -14,8 +14,8 @@ import asyncio
 from datetime import datetime
 from functools import partial
 
-from .base import JobInfo, JobRequest, PartitionInfo, Scheduler, SchedulerUnavailable, SubmitRefused
-from .slurm_cli import _gres_gpus
+from pvhpc.scheduler.base import JobInfo, JobRequest, PartitionInfo, Scheduler, SchedulerUnavailable, SubmitRefused
+from pvhpc.scheduler.slurm_cli import _gres_gpus
 
 
 class PySlurmUnavailable(Exception):

@@ -10,9 +10,9 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-from ..durations import parse_minutes as _parse_minutes
-from ..runners import CommandRunner, CommandResult, CommandUnavailable
-from .base import ControllerDown, JobInfo, JobRequest, PartitionInfo, Scheduler, SchedulerUnavailable, SubmitRefused
+from pvhpc.sessions.durations import parse_minutes as _parse_minutes
+from pvhpc.scheduler.runners import CommandRunner, CommandResult, CommandUnavailable
+from pvhpc.scheduler.base import ControllerDown, JobInfo, JobRequest, PartitionInfo, Scheduler, SchedulerUnavailable, SubmitRefused
 
 SQUEUE_FORMAT = "%i|%T|%r|%N|%S|%j"
 

@@ -7,13 +7,13 @@ import json
 
 from tornado.iostream import StreamClosedError
 
-from .. import tokens
-from ..scheduler import SchedulerUnavailable
-from ..spec import parse_spec
-from ..states import SessionState
-from ..store import SessionRecord
-from .base import APIError, JSONHandler
-from .views import session_json
+from pvhpc.db import tokens
+from pvhpc.scheduler import SchedulerUnavailable
+from pvhpc.sessions.spec import parse_spec
+from pvhpc.sessions.states import SessionState
+from pvhpc.db.store import SessionRecord
+from pvhpc.web.base import APIError, JSONHandler
+from pvhpc.web.views import session_json
 
 S = SessionState
 

@@ -14,9 +14,9 @@ from typing import Any
 from sqlalchemy.exc import OperationalError
 from tornado.web import HTTPError, RequestHandler
 
-from ..sessions import ServiceError
-from ..spec import RequestError
-from ..weblog import scrub
+from pvhpc.sessions.service import ServiceError
+from pvhpc.sessions.spec import RequestError
+from pvhpc.web.accesslog import scrub
 
 log = logging.getLogger("pvhpc.web")
 

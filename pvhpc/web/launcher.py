@@ -10,11 +10,11 @@ session (DELETE ends it first).
 
 from __future__ import annotations
 
-from ..spec import parse_spec
-from ..states import SessionState
-from ..store import Change
-from .base import APIError, JSONHandler
-from .views import session_json
+from pvhpc.sessions.spec import parse_spec
+from pvhpc.sessions.states import SessionState
+from pvhpc.db.store import Change
+from pvhpc.web.base import APIError, JSONHandler
+from pvhpc.web.views import session_json
 
 S = SessionState
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tornado.web import RequestHandler, StaticFileHandler
 
-from .base import APIError, JSONHandler
+from pvhpc.web.base import APIError, JSONHandler
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 MAX_LISTING = 500   # entries of one directory; a chooser with more is no longer a chooser

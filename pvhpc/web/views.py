@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from ..durations import format_minutes
-from ..store import SessionRecord
+from pvhpc.sessions.durations import format_minutes
+from pvhpc.db.store import SessionRecord
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -1,6 +1,6 @@
 """Python client for a pvhpc service, for scripts and notebooks.
 
-    from pvhpc.client import Client
+    from pvhpc.client.api import Client
     c = Client("https://viz.example.org", token="...")
     s = c.create(application="paraview", partition="gpu", gpus=1)
     s = c.wait(s["id"])                 # until ready or ended

@@ -14,8 +14,8 @@ import pwd
 from pathlib import Path
 from typing import Callable
 
-from .config import SiteConfig
-from .runners import CommandRunner, CommandUnavailable
+from pvhpc.config import SiteConfig
+from pvhpc.scheduler.runners import CommandRunner, CommandUnavailable
 
 USER_LOG_DIR = ".pvhpc/logs"
 MAX_BYTES = 256 * 1024

@@ -21,7 +21,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
-from .states import SessionState, check_transition
+from pvhpc.sessions.states import SessionState, check_transition
 
 SCHEMA_VERSION = 3
 # The store is called from the service's event loop: a lock held elsewhere (a staff command, another

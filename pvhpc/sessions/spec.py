@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import NAME, ApplicationConfig, PartitionConfig, SiteConfig
-from .durations import format_minutes, parse_minutes
+from pvhpc.config import NAME, ApplicationConfig, PartitionConfig, SiteConfig
+from pvhpc.sessions.durations import format_minutes, parse_minutes
 
 SPEC_FIELDS = ("application", "partition", "gpus", "walltime", "account", "qos", "data")
 

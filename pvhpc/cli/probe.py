@@ -16,9 +16,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .jobscript import JOB_HELPER, JOBSCRIPTS_DIR, SERVER_SCRIPT, JobTemplate
-from .scheduler import JobRequest, Scheduler
-from .wslink_client import WslinkClient
+from pvhpc.paths import JOB_HELPER, JOBSCRIPTS_DIR, SERVER_SCRIPT
+from pvhpc.sessions.jobscript import JobTemplate
+from pvhpc.scheduler import JobRequest, Scheduler
+from pvhpc.client.wslink import WslinkClient
 
 READY = re.compile(r"PVHPC_READY host=(\S+) port=(\d+) node=(\S*)")
 FAILED = re.compile(r"PVHPC_FAILED (.*)")

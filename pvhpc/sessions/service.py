@@ -14,17 +14,17 @@ import re
 import secrets
 from typing import Iterable
 
-from . import lifecycle
-from .config import SiteConfig
-from .events import EventBus
-from .jobscript import TemplateError
-from .scheduler import ControllerDown, Scheduler, SchedulerUnavailable, SubmitRefused
-from .sessionjob import build_job
-from .spec import RequestError, SessionSpec
-from .states import EndReason, SessionState
-from .store import Change, SessionRecord, Store, utcnow
+from pvhpc.sessions import lifecycle
+from pvhpc.config import SiteConfig
+from pvhpc.sessions.events import EventBus
+from pvhpc.sessions.jobscript import TemplateError
+from pvhpc.scheduler import ControllerDown, Scheduler, SchedulerUnavailable, SubmitRefused
+from pvhpc.sessions.job import build_job
+from pvhpc.sessions.spec import RequestError, SessionSpec
+from pvhpc.sessions.states import EndReason, SessionState
+from pvhpc.db.store import Change, SessionRecord, Store, utcnow
 
-log = logging.getLogger("pvhpc.sessions")
+log = logging.getLogger("pvhpc.sessions.service")
 S = SessionState
 HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,253}[A-Za-z0-9])?$")
 

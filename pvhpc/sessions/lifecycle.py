@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from .scheduler import JobInfo
-from .states import END_MESSAGES, SLURM_END_REASONS, EndReason, SessionState, explain_queue_reason
-from .store import Change, SessionRecord
+from pvhpc.scheduler import JobInfo
+from pvhpc.sessions.states import END_MESSAGES, SLURM_END_REASONS, EndReason, SessionState, explain_queue_reason
+from pvhpc.db.store import Change, SessionRecord
 
 S = SessionState
 

@@ -18,11 +18,11 @@ import asyncio
 import logging
 from datetime import datetime, timedelta
 
-from .background import BackgroundLoop
-from .events import EventBus
-from .store import SessionRecord, Store, utcnow
+from pvhpc.sessions.background import BackgroundLoop
+from pvhpc.sessions.events import EventBus
+from pvhpc.db.store import SessionRecord, Store, utcnow
 
-log = logging.getLogger("pvhpc.storefeed")
+log = logging.getLogger("pvhpc.db.feed")
 
 
 class StoreFeed(BackgroundLoop):

@@ -24,7 +24,7 @@ import zlib
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
-log = logging.getLogger("pvhpc.leadership")
+log = logging.getLogger("pvhpc.db.leadership")
 
 # Any 64-bit number that no other application on the database uses for an advisory lock.
 LOCK_KEY = zlib.crc32(b"pvhpc scheduler poller")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Mapping, Sequence
 
 if TYPE_CHECKING:   # paramiko is imported only by sites that use SSH mode
-    from .ssh import SSHLink
+    from pvhpc.scheduler.ssh import SSHLink
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -102,7 +102,7 @@ class SudoRunner(CommandRunner):
 
 
 class SSHRunner(CommandRunner):
-    """Runs commands on a login host over pvhpc's shared SSH connection (pvhpc.ssh.SSHLink).
+    """Runs commands on a login host over pvhpc's shared SSH connection (pvhpc.scheduler.ssh.SSHLink).
 
     The environment (e.g. SLURM_CONF) goes in front as ``env NAME=VALUE``:
     sshd passes few client variables through (AcceptEnv), and a prefix needs
@@ -123,7 +123,7 @@ class SSHRunner(CommandRunner):
         return shlex.join(prefix + [str(a) for a in argv])
 
     async def run(self, argv: Sequence[str], input: str | None = None, timeout: float = 30) -> CommandResult:
-        from .ssh import SSHError
+        from pvhpc.scheduler.ssh import SSHError
 
         argv = [str(a) for a in argv]
         started = time.monotonic()

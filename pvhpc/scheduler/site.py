@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import functools
 
-from .config import SiteConfig
-from .runners import CommandRunner, LocalRunner, SSHRunner, SudoRunner
-from .scheduler import Scheduler, make_scheduler
+from pvhpc.config import SiteConfig
+from pvhpc.scheduler.runners import CommandRunner, LocalRunner, SSHRunner, SudoRunner
+from pvhpc.scheduler import Scheduler, make_scheduler
 
 
 def runner_for(cfg: SiteConfig, ssh_link=None) -> CommandRunner:

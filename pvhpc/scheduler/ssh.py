@@ -31,10 +31,10 @@ from typing import Any, Mapping
 
 import paramiko
 
-from .frontends.builtin import Connector
-from .frontends.routes import HOST, Route
+from pvhpc.frontends.builtin import Connector
+from pvhpc.frontends.routes import HOST, Route
 
-log = logging.getLogger("pvhpc.ssh")
+log = logging.getLogger("pvhpc.scheduler.ssh")
 
 BACKOFF_FIRST = 0.5      # seconds before the first reconnection attempt after a failed one
 BACKOFF_MAX = 30.0       # an unreachable host is still tried at least this often

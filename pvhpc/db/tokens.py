@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
-from .store import ApiToken, Store, utcnow
+from pvhpc.db.store import ApiToken, Store, utcnow
 
 TOKEN_PREFIX = "pvhpc_"
 MAX_DAYS = 365

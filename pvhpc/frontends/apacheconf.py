@@ -15,7 +15,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "apache"
+from pvhpc.paths import APACHE_TEMPLATES_DIR
+
+TEMPLATES = APACHE_TEMPLATES_DIR
 MODULES_DIR = Path("/usr/lib/apache2/modules")   # Debian's; other systems: --modules-dir
 BINARIES = ("apache2", "httpd")
 # What the site file uses, in load order; ssl only with TLS.

@@ -14,14 +14,10 @@ import shlex
 from pathlib import Path
 from typing import Mapping
 
+from pvhpc.paths import JOBSCRIPTS_DIR
+
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 
-# Where pvhpc's own job scripts live: next to the package in a checkout, or
-# installed as package data.
-PACKAGE_DIR = Path(__file__).resolve().parent
-JOBSCRIPTS_DIR = PACKAGE_DIR.parent / "jobscripts"
-SERVER_SCRIPT = PACKAGE_DIR / "pvweb_server.py"
-JOB_HELPER = PACKAGE_DIR / "jobhelper.py"
 
 
 class TemplateError(Exception):

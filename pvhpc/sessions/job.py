@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from . import joblogs
-from .config import SiteConfig
-from .scheduler import JobRequest
-from .spec import SessionSpec
+from pvhpc.sessions import joblogs
+from pvhpc.config import SiteConfig
+from pvhpc.scheduler import JobRequest
+from pvhpc.sessions.spec import SessionSpec
 
 
 def report_urls(config: SiteConfig, session_id: str) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import Callable
 
-from .store import SessionRecord
+from pvhpc.db.store import SessionRecord
 
 
 class EventBus:

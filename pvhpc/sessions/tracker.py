@@ -12,16 +12,16 @@ import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
-from . import lifecycle
-from .background import BackgroundLoop
-from .config import SiteConfig
-from .leadership import Leadership
-from .scheduler import Scheduler, SchedulerUnavailable
-from .sessions import SessionService
-from .states import EndReason, SessionState
-from .store import Change, Store, utcnow
+from pvhpc.sessions import lifecycle
+from pvhpc.sessions.background import BackgroundLoop
+from pvhpc.config import SiteConfig
+from pvhpc.db.leadership import Leadership
+from pvhpc.scheduler import Scheduler, SchedulerUnavailable
+from pvhpc.sessions.service import SessionService
+from pvhpc.sessions.states import EndReason, SessionState
+from pvhpc.db.store import Change, Store, utcnow
 
-log = logging.getLogger("pvhpc.tracker")
+log = logging.getLogger("pvhpc.sessions.tracker")
 S = SessionState
 
 

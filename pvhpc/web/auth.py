@@ -6,7 +6,7 @@ raises: a request it cannot place is simply not logged in.
 
 from __future__ import annotations
 
-from .config import NAME, AuthConfig
+from pvhpc.config import NAME, AuthConfig
 
 
 class Authenticator:
