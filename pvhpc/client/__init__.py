@@ -1,2 +1,4 @@
 """Clients of a pvhpc service: the Python API for scripts (api.py), where to find the service (config.py),
 and a minimal wslink 1.x client for a session's server (wslink.py)."""
+
+from pvhpc.client.api import Client, ClientError  # noqa: E402,F401  (scripts write ``from pvhpc.client import Client``)

@@ -22,6 +22,10 @@ RETRY_SECONDS = 5
 
 
 class ApacheFrontEnd(FrontEnd):
+    @classmethod
+    def from_config(cls, config) -> "ApacheFrontEnd":
+        return cls(config.session_url, ProxyMapFile(config.map_file, config.map_group))
+
     def __init__(self, session_url: str, map_file: ProxyMapFile):
         super().__init__(session_url)
         self.map_file = map_file

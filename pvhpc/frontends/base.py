@@ -20,6 +20,11 @@ class FrontEnd:
     def __init__(self, session_url: str):
         self.url_template = session_url
 
+    @classmethod
+    def from_config(cls, config) -> "FrontEnd":
+        """Built from the site's ``frontend`` section (a FrontendConfig); a front end that needs more overrides this."""
+        return cls(config.session_url)
+
     def session_url(self, record: SessionRecord) -> str | None:
         if not (record.host and record.port):
             return None

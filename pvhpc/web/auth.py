@@ -6,6 +6,7 @@ raises: a request it cannot place is simply not logged in.
 
 from __future__ import annotations
 
+from pvhpc import plugins
 from pvhpc.config import NAME, AuthConfig
 
 
@@ -61,5 +62,6 @@ class WithTokens(Authenticator):
 
 
 def make_authenticator(config: AuthConfig, tokens=None) -> Authenticator:
-    inner = {"local": LocalAuthenticator, "header": HeaderAuthenticator}[config.kind](config)
+    """The site's authenticator (``auth.kind``, an entry point in pvhpc.authenticators), behind personal tokens."""
+    inner = plugins.load(plugins.AUTHENTICATORS, config.kind)(config)
     return WithTokens(inner, tokens) if tokens is not None else inner
