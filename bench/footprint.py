@@ -29,7 +29,7 @@ left out; then the window is measured.
 
 Slurm keeps at most MaxJobCount jobs (default 10,000: the 10,000th held job is
 refused), so the cluster started here adds a higher MaxJobCount to its own
-slurm.conf (RoomyCluster below; pvhpc/localcluster.py is unchanged).
+slurm.conf (RoomyCluster below; pvhpc/scheduler/localcluster.py is unchanged).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """A minimal wslink 1.x client: enough to authenticate, create a source and fetch a rendered image.
 
-pvhpc uses it to prove that a session answers (demo, doctor, tests, benchmarks);
-browsers use the wslink JavaScript client instead.
+pvhpc uses it to prove that a session answers (demo, doctor, tests, benchmarks).
+The users' page speaks the same protocol from its own small JavaScript client
+(pvhpc/web/static/wslink.js; see docs/web.md).
 """
 
 from __future__ import annotations
