@@ -4,7 +4,8 @@ This file runs on compute nodes under ParaView's Python: it imports only the
 standard library, ParaView and wslink, never pvhpc itself.
 
 It serves the standard ParaView web protocols (view port, image delivery, mouse
-interaction, proxy manager, file listing of one data directory). The secret
+interaction, proxy manager, file listing of one data directory), with every path a
+client names held inside that directory (dataroots.py: real paths, not prefixes). The secret
 comes from ``--authKey`` or, so that it does not show in ``ps``, from the
 environment variable PVHPC_SECRET; there is no default secret. With ``--port 0``
 the kernel picks a free port, so two sessions on one node never race for one.
@@ -15,6 +16,8 @@ Once the server listens it prints ``pvhpc-server: ready port=N`` and, with
 import argparse
 import os
 import sys
+
+from dataroots import DataRoot, OutsideDataRoot   # beside this file: the job runs it by path
 
 READY_LINE = "pvhpc-server: ready port={port}"
 
@@ -44,26 +47,69 @@ def parse_args(argv=None):
         parser.error(f"--data {args.data!r} is not an existing directory")
     args.data = os.path.realpath(args.data)
     if args.load:
-        target = os.path.realpath(os.path.join(args.data, args.load))
-        if not target.startswith(args.data + os.sep) or not os.path.isfile(target):
+        try:
+            target = DataRoot(args.data).resolve(args.load)
+        except OutsideDataRoot:
+            target = None
+        if target is None or not os.path.isfile(target):
             parser.error(f"--load {args.load!r} is not a file inside --data")
         args.load = target
     return args
+
+
+def contained_protocols(root):
+    """ParaView's file listing and proxy manager, answering only for paths inside ``root``."""
+    from paraview import servermanager
+    from paraview.web import protocols as pv_protocols
+    from wslink import register as exportRpc
+
+    class ContainedFileListing(pv_protocols.ParaViewWebFileListing):
+        @exportRpc("file.server.directory.list")
+        def listServerDirectory(self, relativeDir="."):
+            real = root.resolve_listing(relativeDir)
+            inner = os.path.relpath(real, root.path)
+            return self.handleSingleRoot(root.path, "." if inner == "." else f"{root.label}/{inner}")
+
+    class ContainedProxyManager(pv_protocols.ParaViewWebProxyManager):
+        def getAbsolutePath(self, relativePath):
+            # Used by open (pv.proxy.manager.create.reader): None makes it answer "No valid path name".
+            try:
+                return root.resolve(relativePath)
+            except OutsideDataRoot:
+                return None
+
+        @exportRpc("pv.proxy.manager.update")
+        def update(self, propertiesList):
+            # A reader's file name set afterwards is a path like any other: held inside the root, and
+            # made absolute there (ParaView would read a relative name against the server's cwd).
+            checked = []
+            for change in propertiesList if isinstance(propertiesList, list) else []:
+                proxy = self.mapIdToProxy(change.get("id")) if isinstance(change, dict) else None
+                prop = proxy and proxy.SMProxy.GetProperty(servermanager._make_name_valid(str(change.get("name"))))
+                if prop is not None and prop.FindDomain("vtkSMFileListDomain") is not None:
+                    value = change.get("value")
+                    paths = [root.resolve(path) for path in (value if isinstance(value, list) else [value])]
+                    change = dict(change, value=paths if isinstance(value, list) else paths[0])
+                checked.append(change)
+            return super().update(checked)
+
+    return ContainedFileListing, ContainedProxyManager
 
 
 def make_protocol(args):
     from paraview.web import pv_wslink
     from paraview.web import protocols as pv_protocols
 
+    root = DataRoot(args.data, "Home")
+    FileListing, ProxyManager = contained_protocols(root)
+
     class SessionServer(pv_wslink.PVServerProtocol):
         def initialize(self):
             self.registerVtkWebProtocol(
-                pv_protocols.ParaViewWebFileListing(args.data, "Home", r"^\.|~$|^\$", r"[0-9]+\.[0-9]+\.|[0-9]+\.")
+                FileListing(root.path, root.label, r"^\.|~$|^\$", r"[0-9]+\.[0-9]+\.|[0-9]+\.")
             )
             self.registerVtkWebProtocol(
-                pv_protocols.ParaViewWebProxyManager(
-                    baseDir=args.data, fileToLoad=args.load, allowUnconfiguredReaders=True
-                )
+                ProxyManager(baseDir=root.path, fileToLoad=args.load, allowUnconfiguredReaders=True)
             )
             self.registerVtkWebProtocol(pv_protocols.ParaViewWebColorManager())
             self.registerVtkWebProtocol(pv_protocols.ParaViewWebMouseHandler())
