@@ -280,7 +280,8 @@ def main() -> int:
     parser.add_argument("--plot", type=Path, help="draw the figure into this PNG file")
     args = parser.parse_args()
 
-    from tests.conftest import ServiceProcess, free_port_block, site_config
+    from tests.harness.ports import free_port_block
+    from tests.harness.service import ServiceProcess, site_config
 
     work = Path(tempfile.mkdtemp(prefix="pvhpc-burst-"))
     with Teardown(work) as undo:

@@ -291,7 +291,9 @@ def main() -> int:
     args = parser.parse_args()
     size = tuple(int(v) for v in args.size.split("x"))
 
-    from tests.conftest import ApacheServer, ServiceProcess, free_port_block, site_config
+    from tests.harness.apache import ApacheServer
+    from tests.harness.ports import free_port_block
+    from tests.harness.service import ServiceProcess, site_config
 
     work = Path(tempfile.mkdtemp(prefix="pvhpc-first-frame-"))
     work.chmod(0o755)   # Apache's workers (www-data) read the session map below it

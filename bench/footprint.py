@@ -292,7 +292,8 @@ def main() -> int:
     from pvhpc.scheduler.localcluster import LocalCluster
     from pvhpc.scheduler.runners import LocalRunner
     from pvhpc.scheduler.slurm_cli import SlurmCLI
-    from tests.conftest import free_port_block, site_config
+    from tests.harness.ports import free_port_block
+    from tests.harness.service import site_config
 
     class RoomyCluster(LocalCluster):
         """The local cluster, with room for more jobs than Slurm's default MaxJobCount of 10,000."""

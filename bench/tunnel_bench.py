@@ -185,7 +185,9 @@ def main() -> int:
     from pvhpc.node import runtime
     from pvhpc.scheduler.localcluster import LocalCluster
     from pvhpc.client.wslink import WslinkClient
-    from tests.conftest import ServiceProcess, SSHDaemon, free_port_block, site_config
+    from tests.harness.ports import free_port_block
+    from tests.harness.service import ServiceProcess, site_config
+    from tests.harness.sshd import SSHDaemon
 
     work = Path(tempfile.mkdtemp(prefix="pvhpc-tunnel-bench-"))
     work.chmod(0o755)   # Apache's workers (www-data) read the session map below it
@@ -224,7 +226,7 @@ def main() -> int:
 
         # Apache on the login node, reading the session from its RewriteMap as a site's front end would.
         from pvhpc.frontends import apacheconf
-        from tests.conftest import ApacheServer
+        from tests.harness.apache import ApacheServer
 
         httpd_root = work / "httpd"
         httpd_root.mkdir(mode=0o755)

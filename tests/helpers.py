@@ -1,4 +1,8 @@
-"""Small helpers for tests: reading a job's output, judging a rendered image, finding leftover processes."""
+"""Small helpers for tests: reading a job's output, judging a rendered image, finding leftover processes,
+sample data (a minimal site config, a session record), and the request load of the fault drills.
+
+The real components themselves (cluster, service, Apache, sshd, PostgreSQL) are in tests/harness/.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,33 @@ import io
 import os
 import re
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from PIL import Image
+
+
+def run(coro):
+    """Run one coroutine to its end, in a loop of its own."""
+    import asyncio
+
+    return asyncio.run(coro)
+
+
+# The least a site config needs to parse: one partition, one application.
+MINIMAL_SITE = {"partitions": {"gpu": {"gpu_type": "a100", "gpus": {"max": 2}}},
+                "applications": {"paraview": {"data_roots": ["/tmp"]}}}
+
+
+def session_record(i: int = 0, **kw):
+    """A store row of session ``s<i>``, submitting, for alice; ``kw`` replaces any field."""
+    from pvhpc.db.store import SessionRecord
+    from pvhpc.sessions.states import SessionState
+
+    fields = dict(id=f"s{i}", user="alice", application="paraview", partition="gpu", gpus=1, walltime_minutes=60,
+                  request_key="k", state=SessionState.SUBMITTING.value, detail="", job_name=f"pvhpc-{i}", secret="x",
+                  report_token_hash="h")
+    fields.update(kw)
+    return SessionRecord(**fields)
 
 
 def wait_for_line(path: Path, pattern: str, timeout: float = 90, explain=None) -> re.Match:
@@ -181,69 +207,3 @@ class RequestLoad:
         for thread in self._threads:
             thread.join(self.timeout + 5)
         return list(self.answers)
-
-
-class PostgresServer:
-    """The test's PostgreSQL server, found from a URL to it: stop it and start it again as it was.
-
-    Everything needed to start it again (data directory, port, socket directory,
-    listen address, binaries) is asked of the server itself while it runs. No
-    connection is kept open between calls: none would survive a restart.
-    """
-
-    def __init__(self, url: str):
-        from sqlalchemy import create_engine, text
-
-        self.url = url
-        engine = create_engine(url)
-        try:
-            with engine.connect() as conn:
-                def show(name):
-                    return conn.execute(text(f"SHOW {name}")).scalar()
-
-                self.data = Path(show("data_directory"))
-                self.port = show("port")
-                self.sockets = show("unix_socket_directories")
-                self.listen = show("listen_addresses")
-                self.bindir = Path(conn.execute(text("SELECT setting FROM pg_config WHERE name = 'BINDIR'")).scalar())
-        finally:
-            engine.dispose()
-
-    def _admin(self, statement: str) -> None:
-        from sqlalchemy import create_engine, text
-
-        engine = create_engine(self.url, isolation_level="AUTOCOMMIT")
-        try:
-            with engine.connect() as conn:
-                conn.execute(text(statement))
-        finally:
-            engine.dispose()
-
-    @contextmanager
-    def scratch_database(self) -> Iterator[str]:
-        """A new empty database on this server (its URL), dropped afterwards."""
-        import secrets
-
-        name = f"pvhpc_{secrets.token_hex(4)}"
-        self._admin(f"CREATE DATABASE {name}")
-        try:
-            yield self.url.rsplit("/", 1)[0] + "/" + name
-        finally:
-            self._admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-    def _pg_ctl(self, *argv) -> None:
-        import subprocess
-
-        command = [str(self.bindir / "pg_ctl"), "-D", str(self.data), "-w", *argv]
-        if os.geteuid() == 0:   # the server's files belong to postgres, as conftest's postgres_url made them
-            command = ["runuser", "-u", self.data.owner(), "--", *command]
-        proc = subprocess.run(command, capture_output=True, text=True, timeout=120)
-        assert proc.returncode == 0, f"{' '.join(command)}: {proc.stdout}{proc.stderr}"
-
-    def stop(self) -> None:
-        """A fast shutdown: every connection is cut, new ones are refused."""
-        self._pg_ctl("-m", "fast", "stop")
-
-    def start(self) -> None:
-        self._pg_ctl("-l", str(self.data.parent / "log"), "-o",
-                     f"-p {self.port} -k {self.sockets} -c listen_addresses={self.listen}", "start")

@@ -29,8 +29,9 @@ from pvhpc.client.api import ClientError
 from pvhpc.frontends.proxymap import ProxyMapFile
 from pvhpc.db.store import SessionRecord, Store
 
-from tests.helpers import PostgresServer, RequestLoad, foreground_fraction, processes_of_job, render, wait_until
-from tests.test_launcher_e2e import block_gpu_partition, cancel, slow_start_jobscript
+from tests.harness.cluster import block_gpu_partition, cancel, slow_start_jobscript
+from tests.harness.postgres import PostgresServer
+from tests.helpers import RequestLoad, foreground_fraction, processes_of_job, render, wait_until
 
 pytestmark = pytest.mark.cluster
 POLL = 1   # the test services poll every second

@@ -27,7 +27,8 @@ from pvhpc.client.api import Client, ClientError
 from pvhpc.frontends.proxymap import ProxyMapFile
 from pvhpc.client.wslink import WslinkClient
 
-from tests.conftest import APACHE_PASSWORD, APACHE_USER, free_port_block
+from tests.harness.apache import APACHE_PASSWORD, APACHE_USER
+from tests.harness.ports import free_port_block
 from tests.helpers import foreground_fraction
 
 USER, PASSWORD = APACHE_USER, APACHE_PASSWORD

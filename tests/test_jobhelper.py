@@ -10,7 +10,7 @@ import pytest
 
 from pvhpc.node import jobhelper
 
-from tests.conftest import free_port_block
+from tests.harness.ports import free_port_block
 
 
 class Recorder(http.server.BaseHTTPRequestHandler):

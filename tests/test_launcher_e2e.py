@@ -6,47 +6,17 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
 import time
 import urllib.request
 
 import pytest
 
 from pvhpc.client.api import ClientError
-from pvhpc.paths import JOBSCRIPTS_DIR
 
+from tests.harness.cluster import block_gpu_partition, cancel, pvhpc_jobs, slow_start_jobscript, squeue
 from tests.helpers import foreground_fraction, processes_of_job, render, wait_until
 
 pytestmark = pytest.mark.cluster
-
-
-def squeue(cluster, *args) -> list[list[str]]:
-    out = subprocess.run(["squeue", "-h", *args, "-o", "%i|%j|%T|%r|%N"], env=dict(os.environ, **cluster.environment()),
-                         capture_output=True, text=True, check=True).stdout
-    return [line.split("|") for line in out.splitlines() if line.strip()]
-
-
-def pvhpc_jobs(cluster, states="pending,running") -> list[list[str]]:
-    """pvhpc's live jobs (finished ones of earlier tests stay in squeue for MinJobAge)."""
-    return [j for j in squeue(cluster, "-t", states) if j[1].startswith("pvhpc-")]
-
-
-def block_gpu_partition(cluster) -> list[str]:
-    """Take every GPU of partition gpu with plain sleep jobs; return their ids."""
-    env = dict(os.environ, **cluster.environment())
-    ids = []
-    for node in ("gpu01", "gpu02"):
-        out = subprocess.run(["sbatch", "--parsable", "-p", "gpu", "-w", node, "--gres=gpu:2", "-J", "blocker",
-                              "-o", "/dev/null", "--wrap", "sleep 600"], env=env, capture_output=True, text=True,
-                             check=True).stdout
-        ids.append(out.strip().split(";")[0])
-    wait_until(lambda: all(j[2] == "RUNNING" for j in squeue(cluster, "-j", ",".join(ids))), 30,
-               message="blockers running")
-    return ids
-
-
-def cancel(cluster, ids) -> None:
-    subprocess.run(["scancel", *ids], env=dict(os.environ, **cluster.environment()), check=True)
 
 
 def raw_post(url: str, body: bytes) -> tuple[int, dict]:
@@ -186,15 +156,6 @@ def test_bad_requests_get_json_errors_naming_the_field_and_submit_nothing(servic
     assert svc.client().list() == []
 
 
-def slow_start_jobscript(directory) -> str:
-    """The real job script with a pause before the server starts: a session that stays 'starting' for a while."""
-    text = (JOBSCRIPTS_DIR / "paraview-web.sh").read_text()
-    text = text.replace('server_args=(', 'sleep 20\nserver_args=(', 1)
-    path = directory / "slow-start.sh"
-    path.write_text(text)
-    return str(path)
-
-
 def test_restart_after_sigkill_reattaches_every_session_without_resubmitting(service_factory, cluster, tmp_path):
     blockers = block_gpu_partition(cluster)
     data = tmp_path / "restart" / "data"
@@ -305,7 +266,7 @@ def test_a_lost_sbatch_answer_is_found_by_job_name_not_submitted_twice(cluster, 
     from pvhpc.sessions.spec import parse_spec
     from pvhpc.db.store import Store
 
-    from tests.conftest import site_config as make_site_config
+    from tests.harness.service import site_config as make_site_config
 
     class AnswerLostRunner(LocalRunner):
         async def run(self, argv, input=None, timeout=30):

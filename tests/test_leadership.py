@@ -13,7 +13,7 @@ from pvhpc.sessions.states import SessionState
 from pvhpc.db.store import Change, Store
 from pvhpc.db.feed import StoreFeed
 
-from tests.test_store import record
+from tests.helpers import session_record as record
 
 S = SessionState
 

@@ -12,7 +12,7 @@ import pytest
 
 from pvhpc.scheduler.localcluster import ClusterError, LocalCluster
 
-from tests.conftest import free_port_block
+from tests.harness.ports import free_port_block
 
 
 def pvhpc(*args, env=None):
@@ -74,7 +74,7 @@ def test_refuses_directory_it_cannot_write(tmp_path):
 
 @pytest.mark.cluster
 def test_demo_runs_the_whole_path(cluster, runtime_dir, tmp_path):
-    from tests.conftest import free_port_block
+    from tests.harness.ports import free_port_block
     from tests.helpers import foreground_fraction
 
     image = tmp_path / "demo.jpg"

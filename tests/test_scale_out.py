@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.conftest import free_port_block
+from tests.harness.ports import free_port_block
 from tests.helpers import foreground_fraction, render, wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.postgres]

@@ -7,7 +7,7 @@ import pytest
 from pvhpc.scheduler import JobRequest, SchedulerUnavailable, make_scheduler
 from pvhpc.scheduler.slurm_cli import _gres_gpus, comma_lists, parse_squeue
 
-from tests.conftest import run
+from tests.helpers import run
 
 
 def test_parse_squeue_and_gres():

@@ -12,8 +12,7 @@ from pvhpc.sessions.jobscript import JobTemplate
 from pvhpc.scheduler import JobRequest
 from pvhpc.client.wslink import WslinkClient, WslinkError
 
-from tests.conftest import run
-from tests.helpers import foreground_fraction, processes_of_job, wait_for_line, wait_until
+from tests.helpers import foreground_fraction, processes_of_job, run, wait_for_line, wait_until
 
 pytestmark = pytest.mark.cluster
 

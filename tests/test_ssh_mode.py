@@ -28,8 +28,8 @@ from pvhpc.scheduler import SchedulerUnavailable
 from pvhpc.scheduler.slurm_cli import SlurmCLI
 from pvhpc.client.wslink import WslinkClient
 
+from tests.helpers import MINIMAL_SITE as BASE
 from tests.helpers import foreground_fraction, render, render_async, wait_until
-from tests.test_config import BASE
 
 SLURM_COMMANDS = ("sbatch", "squeue", "scancel", "sacct", "scontrol", "sinfo")
 

@@ -8,6 +8,8 @@ from sqlalchemy import inspect, text
 from pvhpc.sessions.states import EndReason, IllegalTransition, SessionState
 from pvhpc.db.store import SCHEMA_VERSION, Change, SchemaError, SessionRecord, Store
 
+from tests.helpers import session_record as record
+
 S = SessionState
 
 
@@ -24,14 +26,6 @@ def store(request, tmp_path):
         Base.metadata.drop_all(s.engine)
     s.open()
     return s
-
-
-def record(i: int = 0, **kw) -> SessionRecord:
-    fields = dict(id=f"s{i}", user="alice", application="paraview", partition="gpu", gpus=1, walltime_minutes=60,
-                  request_key="k", state=S.SUBMITTING.value, detail="", job_name=f"pvhpc-{i}", secret="x",
-                  report_token_hash="h")
-    fields.update(kw)
-    return SessionRecord(**fields)
 
 
 def test_moves_are_checked_and_recorded(store):

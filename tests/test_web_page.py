@@ -12,8 +12,8 @@ import os
 import pytest
 from PIL import Image, ImageChops
 
+from tests.harness.cluster import block_gpu_partition, cancel
 from tests.helpers import foreground_fraction
-from tests.test_launcher_e2e import block_gpu_partition, cancel
 
 pytestmark = [pytest.mark.browser, pytest.mark.cluster]
 
@@ -398,9 +398,9 @@ def test_the_page_through_apache_with_its_login(service_factory, apache_factory,
     session's websocket through its RewriteMap; the browser never talks to pvhpc or the node directly."""
     from pvhpc.frontends import apacheconf
 
-    from tests.conftest import APACHE_PASSWORD as PASSWORD
-    from tests.conftest import APACHE_USER as USER
-    from tests.conftest import free_port_block
+    from tests.harness.apache import APACHE_PASSWORD as PASSWORD
+    from tests.harness.apache import APACHE_USER as USER
+    from tests.harness.ports import free_port_block
 
     map_file = apache_dir / "session-map.txt"
     auth = apache_login
