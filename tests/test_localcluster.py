@@ -13,6 +13,7 @@ import pytest
 from pvhpc.scheduler.localcluster import ClusterError, LocalCluster
 
 from tests.harness.ports import free_port_block
+from tests.helpers import foreground_fraction
 
 
 def pvhpc(*args, env=None):
@@ -74,9 +75,6 @@ def test_refuses_directory_it_cannot_write(tmp_path):
 
 @pytest.mark.cluster
 def test_demo_runs_the_whole_path(cluster, runtime_dir, tmp_path):
-    from tests.harness.ports import free_port_block
-    from tests.helpers import foreground_fraction
-
     image = tmp_path / "demo.jpg"
     proc = pvhpc("demo", "--cluster-dir", str(cluster.dir), "--port", str(free_port_block(1)), "--image", str(image),
                  env={"PVHPC_STATE_DIR": str(tmp_path / "state"), "PVHPC_RUNTIME_DIR": str(runtime_dir)})
