@@ -1,0 +1,126 @@
+"""Site configuration: what staff write once (YAML), loaded and validated before anything starts.
+
+Every error names the file, the key (as a dotted path) and what is wrong, and
+the service does not start. Unknown keys are errors too: a misspelt limit must
+not silently fall back to a default.
+
+Each key is declared once, in ``keys.py`` (check, default, help); ``schema.py`` reads a file
+against those declarations, key by key. What ties keys together is checked here, after that:
+the rules below. ``docs/site.example.yaml`` is written from the same declarations (``example.py``).
+
+Without a file, ``embedded_defaults()`` describes the local cluster that
+``pvhpc cluster start`` runs, so ``pvhpc serve`` works out of the box.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pvhpc import paths
+from pvhpc.config.checks import NAME
+from pvhpc.config.keys import RENDER_MODES, SITE
+from pvhpc.config.model import (ApplicationConfig, AuthConfig, FrontendConfig, Limits, PartitionConfig, Range,
+                                RuntimeConfig, SchedulerConfig, ServiceConfig, SiteConfig, SSHConfig)
+from pvhpc.config.schema import ConfigError, Reader
+
+__all__ = ["ApplicationConfig", "AuthConfig", "ConfigError", "FrontendConfig", "Limits", "NAME", "PartitionConfig",
+           "RENDER_MODES", "Range", "RuntimeConfig", "SchedulerConfig", "ServiceConfig", "SiteConfig", "SSHConfig",
+           "embedded_defaults", "load", "parse"]
+
+
+# -- rules across keys, run on a section once its own keys are read ----------------------------
+
+def _scheduler_rules(s: Reader, scheduler: SchedulerConfig, site: dict) -> None:
+    if scheduler.submit_as == "user" and scheduler.backend != "slurm":
+        raise s.error("submit_as", "'user' needs backend 'slurm' (pyslurm acts only as the service's own user)")
+
+
+def _application_rules(s: Reader, app: ApplicationConfig, site: dict) -> None:
+    partitions = site["partitions"]
+    for i, p in enumerate(app.partitions):
+        if p not in partitions:
+            raise s.error(f"partitions[{i}]", f"{p!r} is not a partition of this site ({', '.join(partitions)})")
+    if app.default_partition not in app.partitions:
+        raise s.error("default_partition",
+                      f"{app.default_partition or ''!r} is not among this application's partitions")
+
+
+def _frontend_rules(fe: Reader, frontend: FrontendConfig, site: dict) -> None:
+    if frontend.kind != "apache":
+        for key in ("map_file", "map_group"):
+            if fe.has(key):
+                raise fe.error(key, f"is used only with kind: apache (this front end is {frontend.kind!r})")
+        return
+    # The map is written while sessions change; a directory it cannot be written
+    # to must stop the service now, not fail the first session that becomes ready.
+    from pvhpc.frontends.proxymap import ProxyMapError, ProxyMapFile
+
+    try:
+        ProxyMapFile(frontend.map_file, frontend.map_group).check()
+    except ProxyMapError as e:
+        raise fe.error("map_group" if e.about == "group" else "map_file", str(e)) from None
+
+
+def _ssh_rules(s: Reader, ssh: SSHConfig, site: dict) -> None:
+    for key in ("key_file", "known_hosts"):
+        path = getattr(ssh, key)
+        if not os.access(path, os.R_OK) or not path.is_file():
+            hint = f" (add the host's key with: ssh-keyscan {ssh.host} >> {path})" if key == "known_hosts" else ""
+            raise s.error(key, f"{path} is not a readable file{hint}")
+    backend = site["scheduler"].backend
+    if backend != "slurm":
+        raise s.error("host", f"SSH mode runs Slurm's command-line tools; scheduler.backend is {backend!r}")
+
+
+RULES = {"scheduler": _scheduler_rules, "applications": _application_rules, "frontend": _frontend_rules,
+         "ssh": _ssh_rules}
+
+
+def parse(data: Any, source: str = "<config>") -> SiteConfig:
+    top = Reader(source, "", data, [section.name for section in SITE])
+    site: dict[str, Any] = {}
+    for section in SITE:
+        if section.optional and not top.has(section.name):
+            site[section.name] = None
+            continue
+        site[section.name] = section.read(top, site, RULES.get(section.name))
+    top.finish()
+    return SiteConfig(source=source, **site)
+
+
+def load(path: str | os.PathLike) -> SiteConfig:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(str(path), "", f"cannot read: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(str(path), "", f"not valid YAML: {e}") from None
+    return parse(data, str(path))
+
+
+def embedded_defaults(cluster_conf: Path | None = None, **service: Any) -> SiteConfig:
+    """The site that ``pvhpc cluster start`` runs: partitions gpu (2 fake a100 per node) and cpu."""
+    conf = cluster_conf or paths.cluster_dir() / "etc" / "slurm.conf"
+    data = {
+        "service": {"poll_interval": 2, **service},
+        "scheduler": {"environment": {"SLURM_CONF": str(conf)}},
+        # One point of entry: the service proxies the session websockets itself.
+        "frontend": {"kind": "builtin"},
+        "partitions": {
+            "gpu": {"gpu_type": "a100", "gpus": {"default": 1, "max": 2}, "walltime": {"default": 60, "max": 480},
+                    "description": "GPU nodes (fake a100s on the local cluster)"},
+            "cpu": {"walltime": {"default": 60, "max": 480}, "description": "CPU nodes, software rendering"},
+        },
+        "applications": {
+            "paraview": {"description": "ParaView (pvpython web server)", "data_roots": [str(Path.home())],
+                         "partitions": ["gpu", "cpu"]},
+        },
+    }
+    return parse(data, "<embedded defaults>")

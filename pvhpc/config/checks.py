@@ -1,0 +1,229 @@
+"""The checks a config value passes: each takes a value as YAML gave it and returns what pvhpc uses,
+or raises ValueError saying what is wrong with it. The reader (``schema.py``) puts the file and the
+dotted key in front; a check names only the value.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+from pvhpc import plugins
+from pvhpc.paths import JOBSCRIPTS_DIR
+from pvhpc.sessions.durations import parse_minutes
+from pvhpc.sessions.jobscript import JobTemplate, TemplateError, find_template
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+HTTP_URL = re.compile(r"^https?://[^/\s]+")
+
+Check = Callable[[Any], Any]
+
+
+class ItemError(ValueError):
+    """One item of a list is wrong: the reader names it as ``key[index]``."""
+
+    def __init__(self, index: int, message: str):
+        super().__init__(message)
+        self.index, self.message = index, message
+
+
+def text(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"must be a non-empty string, not {value!r}")
+    if "\0" in value or "\n" in value:
+        raise ValueError("must be one line without NUL bytes")
+    return value
+
+
+def free_text(value: Any) -> str:
+    """A description: anything YAML gives, as text."""
+    return str(value)
+
+
+def any_text(value: Any) -> str:
+    """A one-line string made of whatever scalar was written (a group may be written as a number)."""
+    return text(str(value))
+
+
+def name(value: Any) -> str:
+    value = text(value)
+    if not NAME.match(value):
+        raise ValueError(f"{value!r} is not a valid name (letters, digits, '_', '.', '-'; at most 64)")
+    return value
+
+
+def names(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list):
+        raise ValueError(f"must be a list of names, not {value!r}")
+    return tuple(name(v) for v in value)
+
+
+def texts(value: Any) -> tuple[str, ...]:
+    """A non-empty list of one-line strings."""
+    if not isinstance(value, list) or not value:
+        raise ValueError(f"must be a non-empty list, not {value!r}")
+    return tuple(each(text)(value))
+
+
+def whole(low: int, high: int) -> Check:
+    def check(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"must be a whole number, not {value!r}")
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low} and {high}, not {value}")
+        return value
+    return check
+
+
+def seconds(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0 or value > 86400 * 7:
+        raise ValueError(f"must be a number of seconds above 0, not {value!r}")
+    return float(value)
+
+
+def minutes(value: Any) -> int:
+    """A walltime: minutes, or Slurm's [D-]HH:MM:SS."""
+    found = parse_minutes(value)
+    if found is None or found <= 0:
+        raise ValueError(f"must be a positive walltime, not {value!r}")
+    return found
+
+
+def choice(options: tuple[str, ...]) -> Check:
+    def check(value: Any) -> str:
+        if value not in options:
+            raise ValueError(f"must be one of {', '.join(options)}, not {value!r}")
+        return value
+    return check
+
+
+def plugin(group: str, default: str) -> Check:
+    """One of the names installed in entry-point ``group`` (pvhpc's own and any a site's package adds),
+    asked when a config is read, so a plug-in installed later is found. The default is listed first."""
+    def check(value: Any) -> str:
+        found = plugins.names(group)
+        return choice(tuple(sorted(found, key=lambda n: (n != default, n))))(value)
+    return check
+
+
+def mapping(value: Any) -> dict:
+    if not isinstance(value, dict):
+        raise ValueError(f"must be a mapping, not {value!r}")
+    return value
+
+
+def environment(value: Any) -> dict[str, str]:
+    return {str(k): str(v) for k, v in mapping(value).items()}
+
+
+def each(check: Check) -> Check:
+    """``check`` on every item of a list; a wrong item is named by its index."""
+    def check_all(value: Any) -> list:
+        out = []
+        for i, item in enumerate(value):
+            try:
+                out.append(check(item))
+            except (ValueError, TypeError) as e:
+                raise ItemError(i, str(e)) from None
+        return out
+    return check_all
+
+
+def urls(value: Any) -> tuple[str, ...]:
+    """One http(s) URL, or a list of them."""
+    values = value if isinstance(value, list) else [value]
+    if not values:
+        raise ValueError("must name at least one URL")
+    found = []
+    for item in values:
+        item = text(item)
+        if not re.match(r"^https?://[^/\s]+\S*$", item):
+            raise ValueError(f"{item!r} is not an http(s) URL")
+        found.append(item.rstrip("/"))
+    return tuple(found)
+
+
+def http_url(value: Any) -> str:
+    value = text(value)
+    if not HTTP_URL.match(value):
+        raise ValueError(f"{value!r} is not an http(s) URL")
+    return value.rstrip("/")
+
+
+def listen_address(value: Any) -> tuple[str, int]:
+    """HOST:PORT, as (host, port)."""
+    value = text(value)
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{value!r} is not HOST:PORT")
+    return host, int(port)
+
+
+def host(value: Any) -> str:
+    from pvhpc.frontends.routes import HOST
+
+    value = text(value)
+    if not HOST.match(value):
+        raise ValueError(f"{value!r} is not a host name or address")
+    return value
+
+
+def path(value: Any) -> Path:
+    return Path(text(value))
+
+
+def absolute_path(value: Any) -> Path:
+    found = Path(text(value)).expanduser()
+    if not found.is_absolute():
+        raise ValueError(f"{found} is not an absolute path")
+    return found
+
+
+def exists(found: Path, kind: str) -> bool:
+    """Whether ``found`` is a file (kind "file") or directory ("dir"). A name the system refuses outright
+    (too long, say) is not one, instead of an OSError escaping the config check."""
+    try:
+        return found.is_file() if kind == "file" else found.is_dir()
+    except OSError:
+        return False
+
+
+def existing_dir(value: Any) -> Path:
+    """An absolute path of an existing directory, with links resolved (data roots are compared by prefix)."""
+    found = Path(text(value)).expanduser()
+    if not found.is_absolute():
+        raise ValueError(f"{found} is not an absolute path")
+    if not exists(found, "dir"):
+        raise ValueError(f"{found} is not an existing directory")
+    return Path(os.path.realpath(found))
+
+
+def directories(value: Any) -> tuple[Path, ...]:
+    if not isinstance(value, list) or not value:
+        raise ValueError(f"must be a non-empty list, not {value!r}")
+    return tuple(each(existing_dir)(value))
+
+
+def jobscript(value: Any) -> Path:
+    """A job script template: a name in pvhpc's share/jobscripts, or an absolute path; it must parse."""
+    found = find_template(text(value), JOBSCRIPTS_DIR)
+    if not exists(found, "file"):
+        raise ValueError(f"{found} does not exist")
+    try:
+        JobTemplate(found)
+    except TemplateError as e:
+        raise ValueError(str(e)) from None
+    return found
+
+
+def session_url(value: Any) -> str:
+    value = text(value)
+    try:
+        value.format(id="x", host="h", port=1)
+    except (KeyError, IndexError, ValueError, AttributeError, TypeError) as e:
+        raise ValueError(f"only {{id}}, {{host}} and {{port}} may be used ({e})") from None
+    return value

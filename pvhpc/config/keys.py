@@ -1,0 +1,200 @@
+"""Every key of a site config, declared once: its check, its default and what it means.
+
+The loader reads a file against ``SITE`` (in this order, so a computed default may use anything
+declared before it), and ``python -m pvhpc.config.example`` writes ``docs/site.example.yaml`` from
+it. Rules that tie keys together (a partition an application names must exist, SSH mode needs the
+Slurm backend, ...) are code, in ``pvhpc/config/__init__.py``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pvhpc import paths, plugins
+from pvhpc.config import checks
+from pvhpc.config.checks import whole
+from pvhpc.config.model import (ApplicationConfig, AuthConfig, FrontendConfig, Limits, PartitionConfig,
+                                RuntimeConfig, SchedulerConfig, ServiceConfig, SSHConfig)
+from pvhpc.config.schema import Derived, Key, Named, RangeKey, Section
+
+RENDER_MODES = ("xvfb", "egl", "osmesa")
+STATE = "pvhpc's state directory (/var/lib/pvhpc for root, ~/.local/share/pvhpc otherwise, or $PVHPC_STATE_DIR)"
+
+
+def current_user() -> str:
+    import pwd
+
+    return pwd.getpwuid(os.geteuid()).pw_name
+
+
+def _public_url(ctx) -> str:
+    host, port = ctx.values["listen"]
+    return f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+
+
+def _session_url(ctx) -> str:
+    kind = ctx.values["kind"]
+    if kind == "direct":
+        return "ws://{host}:{port}/ws"
+    if kind == "builtin":
+        # The built-in proxy answers on pvhpc's own address, whatever port that is.
+        return "ws" + ctx.site["service"].public_url.removeprefix("http") + "/proxy?sessionId={id}&path=ws"
+    return "ws://USE_HOST/proxy?sessionId={id}&path=ws"
+
+
+SERVICE = Section("service", ServiceConfig, help="the pvhpc service itself", keys=(
+    Key("listen", checks.listen_address, "127.0.0.1:8480", "HOST:PORT the Tornado service binds",
+        field=("listen_host", "listen_port")),
+    Key("public_url", checks.http_url, Derived(_public_url, "http://HOST:PORT of listen (127.0.0.1 for 0.0.0.0 and ::)"),
+        "how browsers reach pvhpc (through the front end)", example="https://viz.example.org"),
+    Key("callback_url", checks.urls, Derived(lambda ctx: [ctx.values["public_url"]], "public_url"),
+        "how jobs on compute nodes reach pvhpc to report their port; with several instances on one database "
+        "a list, tried in order", field="callback_urls", example=["http://login1:8480", "http://login2:8480"]),
+    Key("database", checks.text, Derived(lambda ctx: f"sqlite:///{paths.state_dir() / 'pvhpc.sqlite'}",
+                                         f"pvhpc.sqlite in {STATE}"),
+        "any SQLAlchemy URL; instances sharing one PostgreSQL elect one scheduler poller (docs/scale-out.md)",
+        field="database_url", example="postgresql+psycopg://pvhpc@db/pvhpc"),
+    Key("job_output_dir", checks.path, Derived(lambda ctx: str(paths.state_dir() / "jobs"), f"jobs/ in {STATE}"),
+        "where each session job's output (the server's log) goes", example="/var/lib/pvhpc/jobs"),
+    Key("poll_interval", checks.seconds, 5, "seconds between the tracker's (single, batched) scheduler queries"),
+    Key("launcher_wait", checks.seconds, 45, "seconds POST /paraview waits for a session to be ready before a 503"),
+    Key("submit_grace", checks.seconds, 120, "seconds an unanswered sbatch is looked for by job name"),
+))
+
+SCHEDULER = Section("scheduler", SchedulerConfig, help="where sessions run", keys=(
+    Key("backend", checks.plugin(plugins.SCHEDULERS, "slurm"), "slurm",
+        f"an entry point of {plugins.SCHEDULERS}: slurm (Slurm's command-line tools) or pyslurm "
+        "(needs a pyslurm built for this Slurm), or one a site's package adds"),
+    Key("environment", checks.environment, {},
+        "variables for the scheduler's commands, e.g. {SLURM_CONF: /etc/slurm/slurm.conf}"),
+    Key("command_timeout", checks.seconds, 30, "seconds; a command slower than this counts as \"could not ask\""),
+    Key("submit_as", checks.choice(("service", "user")), "service",
+        "service: jobs are the service account's; user: submitted and cancelled as the session's user "
+        "through sudo -n -u (backend slurm), their output readable only by that user"),
+))
+
+RUNTIME = Section("runtime", RuntimeConfig, help="what session jobs run on the compute nodes", keys=(
+    Key("pvpython", checks.text, "/usr/bin/pvpython", "ParaView's pvpython on the compute nodes"),
+    Key("helper_python", checks.text, "/usr/bin/python3", "the python3 that runs pvhpc's job helper on the nodes"),
+    Key("pythonpath", checks.text,
+        Derived(lambda ctx: str(paths.runtime_dir()), "pvhpc's runtime directory (/opt/pvhpc/pvweb-site for root, "
+                                                      "~/.local/share/pvhpc/pvweb-site otherwise, or $PVHPC_RUNTIME_DIR)"),
+        "where wslink 1.x lies for pvpython (pvhpc runtime install)", example="/opt/pvhpc/pvweb-site"),
+    Key("job_helper", checks.text, Derived(lambda ctx: str(paths.JOB_HELPER), "pvhpc/node/jobhelper.py in the "
+                                                                          "installed package"),
+        "pvhpc's node-side helper that reports the server's port; it must be readable by every user's jobs"),
+))
+
+PARTITIONS = Named(
+    "partitions", PartitionConfig,
+    help="what users may choose; each key under partitions: is a name users see",
+    needed="at least one partition is needed",
+    examples={
+        "gpu": {"gpu_type": "a100", "gpus": {"default": 1, "max": 2},
+                "walltime": {"default": "1:00:00", "max": "8:00:00"}, "description": "GPU nodes"},
+        "cpu": {"render": "osmesa", "walltime": {"default": 60, "max": 480},
+                "description": "CPU nodes, software rendering"},
+    },
+    keys=(
+        Key("slurm_partition", checks.name, Derived(lambda ctx: ctx.name, "the name users see"),
+            "Slurm's name for the partition, if different", example="gpu-a100"),
+        Key("render", checks.choice(RENDER_MODES), "xvfb",
+            "xvfb (ParaView built for GLX: a private X server per job), egl or osmesa (offscreen builds)"),
+        Key("gpu_type", checks.name, None, "the GPUs' gres type; leave out for a CPU partition", example="a100"),
+        RangeKey("gpus", whole(0, 64),
+                 Derived(lambda ctx: {"default": 1, "max": 1} if ctx.values["gpu_type"] else {"default": 0, "max": 0},
+                         "{default: 1, max: 1} with a gpu_type, else {default: 0, max: 0}"),
+                 "GPUs per session, {default: N, max: M} (a bare number is both)", example={"default": 1, "max": 2}),
+        RangeKey("walltime", checks.minutes, {"default": 60, "max": 480},
+                 "a session's time limit, {default: ..., max: ...} in minutes or [D-]HH:MM:SS (a bare value is both)"),
+        Key("cpus", whole(1, 1024), 1, "CPUs per session job"),
+        Key("memory_mb", whole(64, 64 * 1024 * 1024), None,
+            "memory per session job, in MB; left out, Slurm's default", example=8000),
+        Key("accounts", checks.names, [], "Slurm accounts; if set, users choose one of these and nothing else"),
+        Key("qos", checks.names, [], "Slurm QoS; if set, users choose one of these and nothing else"),
+        Key("description", checks.free_text, "", "what users read about the partition"),
+    ))
+
+APPLICATIONS = Named(
+    "applications", ApplicationConfig,
+    help="what a session runs; each key under applications: is a name clients ask for",
+    needed="at least one application is needed",
+    examples={
+        "paraview": {"data_roots": ["/tmp"], "partitions": ["gpu", "cpu"], "default_partition": "gpu",
+                     "description": "ParaView"},
+    },
+    keys=(
+        Key("jobscript", checks.jobscript, "paraview-web.sh",
+            "a job script template in pvhpc's share/jobscripts/ (jobscripts/ in a checkout), or an absolute path"),
+        Key("server_script", checks.path, Derived(lambda ctx: str(paths.SERVER_SCRIPT),
+                                                  "pvhpc/node/pvweb_server.py in the installed package"),
+            "the ParaViewWeb server application the job runs under pvpython", example="/opt/site/my_pvw_app.py"),
+        Key("data_roots", checks.directories, Derived(lambda ctx: [str(Path.home())], "the service user's home"),
+            "the existing directories users may open files from", example=["/scratch", "/home"]),
+        Key("partitions", checks.names, Derived(lambda ctx: list(ctx.site["partitions"]), "every partition"),
+            "the partitions this application may run on", example=["gpu"]),
+        Key("default_partition", checks.name,
+            Derived(lambda ctx: ctx.values["partitions"][0] if ctx.values["partitions"] else None,
+                    "the first of partitions"),
+            "the partition a request that names none gets", example="gpu"),
+        Key("start_timeout", whole(5, 86400), 300,
+            "seconds from job start to the server's report, else the job is cancelled"),
+        Key("idle_timeout", whole(10, 7 * 86400), 900, "seconds a server waits without clients before it exits"),
+        Key("description", checks.free_text, "", "what users read about the application"),
+    ))
+
+LIMITS = Section("limits", Limits, help="per user", keys=(
+    Key("sessions_per_user", whole(1, 10000), 4, "live sessions a user may have at once"),
+    Key("gpus_per_user", whole(0, 100000), 8, "GPUs a user's live sessions may hold together"),
+    Key("max_body_bytes", whole(1024, 16 * 1024 * 1024), 64 * 1024, "the largest request body accepted, in bytes"),
+    Key("requests_per_minute", whole(1, 1000000), 600, "API requests a user may make per minute"),
+))
+
+FRONTEND = Section("frontend", FrontendConfig, help="how clients reach a session's server", keys=(
+    Key("kind", checks.plugin(plugins.FRONTENDS, "direct"), "direct",
+        f"an entry point of {plugins.FRONTENDS}: direct (clients go to node:port), builtin (pvhpc proxies the "
+        "websockets), apache (Apache proxies them through a RewriteMap pvhpc keeps), or one a site's package adds"),
+    Key("session_url", checks.session_url,
+        Derived(_session_url, "direct: ws://{host}:{port}/ws; builtin: public_url as ws(s) + "
+                              "/proxy?sessionId={id}&path=ws; apache: ws://USE_HOST/proxy?sessionId={id}&path=ws"),
+        "the URL clients get, with {id}, {host} and {port}; USE_HOST is left for the JS client to fill in",
+        example="wss://USE_HOST/proxy?sessionId={id}&path=ws"),
+    Key("map_file", checks.absolute_path,
+        Derived(lambda ctx: str(paths.state_dir() / "apache" / "session-map.txt") if ctx.values["kind"] == "apache"
+                else None, f"apache/session-map.txt in {STATE}"),
+        "kind apache only: the RewriteMap file pvhpc keeps for Apache", example="/var/lib/pvhpc/apache/session-map.txt"),
+    Key("map_group", checks.any_text, None, "kind apache only: the map file's group (Apache's); "
+                                            "left out, pvhpc's own", example="www-data"),
+))
+
+AUTH = Section("auth", AuthConfig, help="who is asking", keys=(
+    Key("kind", checks.plugin(plugins.AUTHENTICATORS, "local"), "local",
+        f"an entry point of {plugins.AUTHENTICATORS}: local (everyone is user) or header (a trusted front end "
+        "says who), or one a site's package adds"),
+    Key("user", checks.name, Derived(lambda ctx: current_user(), "the user the service runs as"),
+        "kind local: the one user everybody is", example="alice"),
+    Key("header", checks.text, "X-Remote-User", "kind header: the header the trusted front end names the user in"),
+    Key("trusted_proxies", checks.texts, ["127.0.0.1", "::1"], "kind header: the addresses the header is taken from"),
+    Key("staff", checks.names, [], "users who may see and end every session"),
+))
+
+SSH = Section("ssh", SSHConfig, optional=True,
+              help="SSH mode (optional; docs/ssh.md): pvhpc off the cluster, Slurm's commands and session tunnels "
+                   "through one login host", keys=(
+    Key("host", checks.host, None, "the login host", required="the login host that runs the scheduler's commands",
+        example="login1.example.org"),
+    Key("port", whole(1, 65535), 22, "its SSH port"),
+    Key("user", checks.name, Derived(lambda ctx: current_user(), "the user the service runs as"),
+        "the user pvhpc logs in as", example="pvhpc"),
+    Key("key_file", checks.absolute_path, None, "the private key pvhpc logs in with",
+        required="the private key pvhpc logs in with", example="/etc/pvhpc/ssh/id_ed25519"),
+    Key("known_hosts", checks.absolute_path,
+        Derived(lambda ctx: str(Path.home() / ".ssh" / "known_hosts"), "~/.ssh/known_hosts of the service's user"),
+        "the only host keys trusted; an unknown key is refused, never added", example="/etc/pvhpc/ssh/known_hosts"),
+    Key("keepalive", checks.seconds, 15, "seconds between keep-alives on an idle connection"),
+    Key("connect_timeout", checks.seconds, 10, "seconds to wait for the login host"),
+))
+
+# In the order they are read, which is SiteConfig's.
+SITE = (SERVICE, SCHEDULER, RUNTIME, PARTITIONS, APPLICATIONS, LIMITS, FRONTEND, AUTH, SSH)

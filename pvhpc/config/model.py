@@ -1,0 +1,134 @@
+"""What a loaded site config is: one frozen dataclass per section.
+
+The fields carry no defaults: every default, limit and help text is declared once, beside its key,
+in ``pvhpc/config/keys.py``; ``tests/test_config_declaration.py`` proves each field here has a
+declared key and each key a field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pvhpc.sessions.jobscript import JobTemplate
+
+
+@dataclass(frozen=True)
+class Range:
+    default: int
+    max: int
+
+
+@dataclass(frozen=True)
+class PartitionConfig:
+    name: str                    # the name users choose (and pvhpc's key)
+    slurm_partition: str
+    render: str
+    gpu_type: str | None
+    gpus: Range                  # GPUs per session; max 0 on a CPU partition
+    walltime: Range              # minutes
+    cpus: int
+    memory_mb: int | None
+    accounts: tuple[str, ...]    # empty: no --account is passed and none may be asked for
+    qos: tuple[str, ...]
+    description: str
+
+
+@dataclass(frozen=True)
+class ApplicationConfig:
+    name: str
+    jobscript: Path
+    server_script: Path
+    data_roots: tuple[Path, ...]
+    partitions: tuple[str, ...]
+    default_partition: str
+    start_timeout: int           # seconds from job start to the server's report
+    idle_timeout: int            # seconds a server waits without clients before it exits
+    description: str
+
+
+@dataclass(frozen=True)
+class Limits:
+    sessions_per_user: int
+    gpus_per_user: int
+    max_body_bytes: int
+    requests_per_minute: int     # per user, over the APIs
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    listen_host: str
+    listen_port: int
+    public_url: str              # how browsers and jobs reach this service
+    # How jobs reach the report endpoint (defaults to public_url). Several when instances share a database:
+    # a job tries them in order, so its report gets through while any instance is up.
+    callback_urls: tuple[str, ...]
+    database_url: str
+    job_output_dir: Path
+    poll_interval: float
+    launcher_wait: float         # how long POST /paraview waits for a session to be ready
+    submit_grace: float          # how long an unanswered submission is looked for by name
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    backend: str
+    environment: dict[str, str]
+    command_timeout: float
+    # "service": jobs are the service account's; "user": submitted (and cancelled) as the session's
+    # user through sudo, their output written where only that user can read it.
+    submit_as: str
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    pvpython: str
+    helper_python: str
+    pythonpath: str
+    job_helper: str              # pvhpc's node-side helper; must be readable by every user's jobs
+
+
+@dataclass(frozen=True)
+class FrontendConfig:
+    kind: str
+    session_url: str             # template with {id}, {host}, {port}; USE_HOST(NAME) is left for the JS client to fill in
+    map_file: Path | None        # apache: the RewriteMap file pvhpc keeps (frontends/proxymap.py)
+    map_group: str | None        # apache: the map file's group (Apache's), None keeps pvhpc's own
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    kind: str
+    user: str                    # for 'local': the one user everybody is
+    header: str                  # for 'header': the trusted header
+    trusted_proxies: tuple[str, ...]
+    staff: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SSHConfig:
+    """SSH mode (pvhpc off the cluster): scheduler commands and session tunnels go through this login host."""
+    host: str
+    port: int
+    user: str
+    key_file: Path
+    known_hosts: Path            # the only host keys trusted; an unknown key is refused, never added
+    keepalive: float             # seconds between keep-alives on an idle connection
+    connect_timeout: float
+
+
+@dataclass(frozen=True)
+class SiteConfig:
+    source: str
+    service: ServiceConfig
+    scheduler: SchedulerConfig
+    runtime: RuntimeConfig
+    partitions: dict[str, PartitionConfig]
+    applications: dict[str, ApplicationConfig]
+    limits: Limits
+    frontend: FrontendConfig
+    auth: AuthConfig
+    ssh: SSHConfig | None
+
+    def template(self, app: ApplicationConfig) -> JobTemplate:
+        return JobTemplate(app.jobscript)
