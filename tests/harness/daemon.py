@@ -16,7 +16,8 @@ class Daemon:
 
     A subclass says what it runs (``command``, maybe ``environment``) and when
     it is ready (``ready``). ``start`` returns once ``ready()`` is true, and
-    fails with the log's tail if the program exits first or the time runs out.
+    fails with the log's tail if the program exits first or the time runs out
+    (then it is stopped first).
     ``stop`` asks with SIGTERM and, after ``stop_grace`` seconds, kills.
     """
 
@@ -64,6 +65,7 @@ class Daemon:
             if self.ready():
                 return self
             time.sleep(self.poll_interval)
+        self.stop()   # the caller gets no object to stop: leave nothing running
         raise DaemonFailed(f"{self.name} was not ready within {timeout} s:\n{self.log_tail()}")
 
     def kill(self) -> None:
