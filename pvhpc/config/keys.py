@@ -19,7 +19,7 @@ from pvhpc.config.model import (ApplicationConfig, AuthConfig, FrontendConfig, L
 from pvhpc.config.schema import Derived, Key, Named, RangeKey, Section
 
 RENDER_MODES = ("xvfb", "egl", "osmesa")
-STATE = "pvhpc's state directory (/var/lib/pvhpc for root, ~/.local/share/pvhpc otherwise, or $PVHPC_STATE_DIR)"
+STATE = "pvhpc's state directory ($PVHPC_STATE_DIR, else /var/lib/pvhpc for root, ~/.local/share/pvhpc for others)"
 
 
 def current_user() -> str:
@@ -46,7 +46,7 @@ def _session_url(ctx) -> str:
 SERVICE = Section("service", ServiceConfig, help="the pvhpc service itself", keys=(
     Key("listen", checks.listen_address, "127.0.0.1:8480", "HOST:PORT the Tornado service binds",
         field=("listen_host", "listen_port")),
-    Key("public_url", checks.http_url, Derived(_public_url, "http://HOST:PORT of listen (127.0.0.1 for 0.0.0.0 and ::)"),
+    Key("public_url", checks.http_url, Derived(_public_url, "http://HOST:PORT of listen, with 127.0.0.1 for 0.0.0.0 and ::"),
         "how browsers reach pvhpc (through the front end)", example="https://viz.example.org"),
     Key("callback_url", checks.urls, Derived(lambda ctx: [ctx.values["public_url"]], "public_url"),
         "how jobs on compute nodes reach pvhpc to report their port; with several instances on one database "
@@ -70,17 +70,18 @@ SCHEDULER = Section("scheduler", SchedulerConfig, help="where sessions run", key
         "variables for the scheduler's commands, e.g. {SLURM_CONF: /etc/slurm/slurm.conf}"),
     Key("command_timeout", checks.seconds, 30, "seconds; a command slower than this counts as \"could not ask\""),
     Key("submit_as", checks.choice(("service", "user")), "service",
-        "service: jobs are the service account's; user: submitted and cancelled as the session's user "
-        "through sudo -n -u (backend slurm), their output readable only by that user"),
+        "whose jobs they are: \"service\", the service account's; \"user\", submitted and cancelled as the "
+        "session's user through sudo -n -u (backend slurm), their output readable only by that user"),
 ))
 
 RUNTIME = Section("runtime", RuntimeConfig, help="what session jobs run on the compute nodes", keys=(
     Key("pvpython", checks.text, "/usr/bin/pvpython", "ParaView's pvpython on the compute nodes"),
     Key("helper_python", checks.text, "/usr/bin/python3", "the python3 that runs pvhpc's job helper on the nodes"),
     Key("pythonpath", checks.text,
-        Derived(lambda ctx: str(paths.runtime_dir()), "pvhpc's runtime directory (/opt/pvhpc/pvweb-site for root, "
-                                                      "~/.local/share/pvhpc/pvweb-site otherwise, or $PVHPC_RUNTIME_DIR)"),
-        "where wslink 1.x lies for pvpython (pvhpc runtime install)", example="/opt/pvhpc/pvweb-site"),
+        Derived(lambda ctx: str(paths.runtime_dir()), "pvhpc's runtime directory ($PVHPC_RUNTIME_DIR, else "
+                                                      "/opt/pvhpc/pvweb-site for root, ~/.local/share/pvhpc/pvweb-site "
+                                                      "for others)"),
+        "where wslink 1.x lies for pvpython (pvhpc runtime install puts it there)", example="/opt/pvhpc/pvweb-site"),
     Key("job_helper", checks.text, Derived(lambda ctx: str(paths.JOB_HELPER), "pvhpc/node/jobhelper.py in the "
                                                                           "installed package"),
         "pvhpc's node-side helper that reports the server's port; it must be readable by every user's jobs"),
@@ -156,8 +157,8 @@ FRONTEND = Section("frontend", FrontendConfig, help="how clients reach a session
         f"an entry point of {plugins.FRONTENDS}: direct (clients go to node:port), builtin (pvhpc proxies the "
         "websockets), apache (Apache proxies them through a RewriteMap pvhpc keeps), or one a site's package adds"),
     Key("session_url", checks.session_url,
-        Derived(_session_url, "direct: ws://{host}:{port}/ws; builtin: public_url as ws(s) + "
-                              "/proxy?sessionId={id}&path=ws; apache: ws://USE_HOST/proxy?sessionId={id}&path=ws"),
+        Derived(_session_url, "for kind direct ws://{host}:{port}/ws, for builtin public_url as ws(s) + "
+                              "/proxy?sessionId={id}&path=ws, for apache ws://USE_HOST/proxy?sessionId={id}&path=ws"),
         "the URL clients get, with {id}, {host} and {port}; USE_HOST is left for the JS client to fill in",
         example="wss://USE_HOST/proxy?sessionId={id}&path=ws"),
     Key("map_file", checks.absolute_path,
