@@ -359,7 +359,7 @@ class _ScriptedClient:
     def __init__(self, errors):
         from pvhpc.client.api import ClientError
 
-        self.errors = [ClientError(status, message, retry_after=retry) for status, message, retry in errors]
+        self.errors = [ClientError(message, status=status, retry_after=retry) for status, message, retry in errors]
         self.calls = 0
 
     def create(self, **fields):

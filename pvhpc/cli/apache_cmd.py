@@ -59,7 +59,7 @@ def _listen(value: str | None) -> tuple[str | None, int | None]:
         return None, None
     address, _, port = value.rpartition(":")
     if not port.isdigit():
-        raise apacheconf.ApacheConfigError(f"--listen: {value!r} is not PORT or ADDRESS:PORT")
+        raise apacheconf.ApacheConfigError(f"{value!r} is not PORT or ADDRESS:PORT", field="--listen")
     return address or None, int(port)
 
 

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pvhpc.errors import PvhpcError
 from pvhpc.paths import JOB_HELPER, JOBSCRIPTS_DIR, SERVER_SCRIPT
 from pvhpc.sessions.jobscript import JobTemplate
 from pvhpc.scheduler import JobRequest, Scheduler
@@ -25,8 +26,8 @@ READY = re.compile(r"PVHPC_READY host=(\S+) port=(\d+) node=(\S*)")
 FAILED = re.compile(r"PVHPC_FAILED (.*)")
 
 
-class ProbeFailed(Exception):
-    pass
+class ProbeFailed(PvhpcError):
+    """A partition's probe session did not get as far as a rendered image; the message says where it stopped."""
 
 
 @dataclass

@@ -105,7 +105,7 @@ def follow(events: Callable[[], Iterator[dict]], until: tuple[str, ...], timeout
                 last = fetch()
                 outcome = _settle(last, until, display)
                 if outcome is None:
-                    raise ClientError(0, "the service closed the event stream of a live session")
+                    raise ClientError("the service closed the event stream of a live session", status=0)
                 return outcome, last
             last = value
             outcome = _settle(last, until, display)

@@ -21,14 +21,17 @@ from pvhpc.client import config as clientconfig
 from pvhpc.client.api import Client, ClientError
 from pvhpc.cli import batch_submit, exit_codes, progress, session_format
 from pvhpc.cli.command_help import add_command
+from pvhpc.errors import PvhpcError
 
 FULL_ID_LENGTH = 32   # ids are secrets.token_urlsafe(24); a shorter argument is taken as a prefix
 
 
-class CommandError(Exception):
-    def __init__(self, code: int, message: str):
-        self.code, self.message = code, message
+class CommandError(PvhpcError):
+    """A command cannot go on; ``code`` is the exit code it ends with (pvhpc.cli.exit_codes)."""
+
+    def __init__(self, message: str, *, code: int):
         super().__init__(message)
+        self.code = code
 
 
 # -- shared plumbing ----------------------------------------------------------------------------------
@@ -70,12 +73,12 @@ def make_client(args) -> tuple[Client, clientconfig.ClientSettings]:
     try:
         settings = clientconfig.load(url=args.url, login_host=getattr(args, "login", None))
     except clientconfig.ClientConfigError as e:
-        raise CommandError(exit_codes.USAGE, str(e)) from None
+        raise CommandError(str(e), code=exit_codes.USAGE) from None
     for warning in settings.warnings:
         print(f"pvhpc: warning: {warning}", file=sys.stderr)
     if not settings.url:
-        raise CommandError(exit_codes.USAGE, "no service URL: set PVHPC_URL, pass --url, or put url: in "
-                                             f"{clientconfig.config_path()}")
+        raise CommandError("no service URL: set PVHPC_URL, pass --url, or put url: in "
+                           f"{clientconfig.config_path()}", code=exit_codes.USAGE)
     return Client(settings.url, token=settings.token or ""), settings
 
 
@@ -129,8 +132,8 @@ def resolve_id(client: Client, text: str, all_users: bool = False) -> str:
     if len(matches) == 1:
         return matches[0]
     if not matches:
-        raise CommandError(exit_codes.NOT_FOUND, f"no session {text}")
-    raise CommandError(exit_codes.USAGE, f"{text!r} is the start of {len(matches)} sessions; give more of the id")
+        raise CommandError(f"no session {text}", code=exit_codes.NOT_FOUND)
+    raise CommandError(f"{text!r} is the start of {len(matches)} sessions; give more of the id", code=exit_codes.USAGE)
 
 
 def progress_stream(args):
@@ -204,12 +207,12 @@ def cmd_submit_batch(args) -> int:
         try:
             text = source.read() if source else Path(args.files_from).read_text()
         except OSError as e:
-            raise CommandError(exit_codes.USAGE, f"--files-from {args.files_from}: {e.strerror}") from None
+            raise CommandError(f"--files-from {args.files_from}: {e.strerror}", code=exit_codes.USAGE) from None
         files += [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
     if not files:
-        raise CommandError(exit_codes.USAGE, "no data files: name them as arguments or with --files-from")
+        raise CommandError("no data files: name them as arguments or with --files-from", code=exit_codes.USAGE)
     if args.parallel < 1 or args.rate <= 0:
-        raise CommandError(exit_codes.USAGE, "--parallel must be at least 1 and --rate above 0")
+        raise CommandError("--parallel must be at least 1 and --rate above 0", code=exit_codes.USAGE)
     base = request_fields(args)
     items = [(f, {"application": args.application, **base, "data": data_path(f)}) for f in files]
     on_result = None if args.json else (lambda r: print(session_format.batch_line(r), flush=True))
@@ -290,9 +293,9 @@ def cmd_url(args) -> int:
     client, settings = make_client(args)
     session = client.get(resolve_id(client, args.session))
     if session["state"] not in ("ready", "unknown") or not session.get("port"):
-        raise CommandError(exit_codes.FAILED, f"session {session['id']} is {session_format.status_words(session)}: "
-                                              "it has no URL" + (f" yet (pvhpc wait {as_arg(session['id'])})"
-                                                                 if session["state"] != "ended" else ""))
+        raise CommandError(f"session {session['id']} is {session_format.status_words(session)}: "
+                           "it has no URL" + (f" yet (pvhpc wait {as_arg(session['id'])})"
+                                              if session["state"] != "ended" else ""), code=exit_codes.FAILED)
     login = settings.login_host or urlsplit(settings.url).hostname or "localhost"
     tunnel = session_format.tunnel(session, login, args.local_port)
     data = {

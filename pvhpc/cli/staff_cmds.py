@@ -29,7 +29,7 @@ def load_site(args):
             return site_config.load(args.config)
         return site_config.embedded_defaults()
     except site_config.ConfigError as e:
-        raise session_cmds.CommandError(exit_codes.USAGE, f"config error: {e}") from None
+        raise session_cmds.CommandError(f"config error: {e}", code=exit_codes.USAGE) from None
 
 
 def guarded(body):
@@ -71,7 +71,8 @@ def cmd_config_check(args) -> int:
             asyncio.run(link.check())
         except SSHError as e:
             link.close()
-            raise session_cmds.CommandError(exit_codes.FAILED, f"cannot reach Slurm through ssh.host: {e}") from None
+            raise session_cmds.CommandError(f"cannot reach Slurm through ssh.host: {e}",
+                                            code=exit_codes.FAILED) from None
     try:
         runner = runner_for(cfg, link)
         checks = asyncio.run(config_check.check_site(cfg, scheduler_for(cfg, runner), runner))
@@ -95,8 +96,8 @@ def cmd_doctor(args) -> int:
     if not args.no_probe:
         partition = args.probe_partition or next(iter(cfg.partitions))
         if partition not in cfg.partitions:
-            raise session_cmds.CommandError(exit_codes.USAGE, f"--probe-partition: {partition!r} is not a partition "
-                                                              f"of {cfg.source} ({', '.join(cfg.partitions)})")
+            raise session_cmds.CommandError(f"--probe-partition: {partition!r} is not a partition "
+                                            f"of {cfg.source} ({', '.join(cfg.partitions)})", code=exit_codes.USAGE)
     if not args.json:
         print(f"checking the site of {cfg.source} ...", flush=True)
     checks = asyncio.run(doctor.diagnose(cfg, partition, args.probe_timeout, args.apache_config))
@@ -123,17 +124,17 @@ def cmd_map_rebuild(args) -> int:
     cfg = load_site(args)
     if cfg.frontend.kind != "apache":
         raise session_cmds.CommandError(
-            exit_codes.USAGE, f"frontend.kind is {cfg.frontend.kind!r}: only the apache front end keeps a map file "
-                              "(the built-in one keeps its table in the service and rebuilds it at every start)")
+            f"frontend.kind is {cfg.frontend.kind!r}: only the apache front end keeps a map file "
+            "(the built-in one keeps its table in the service and rebuilds it at every start)", code=exit_codes.USAGE)
     store = Store(cfg.service.database_url)
     version = store.schema_version()
     if version != SCHEMA_VERSION:
         # Reading an old or missing schema would give a wrong map; creating one here would hide the mistake.
         raise session_cmds.CommandError(
-            exit_codes.FAILED, f"database {store.safe_url}: " + ("no pvhpc schema (is service.database right?)"
-                                                                 if version is None else
-                                                                 f"schema version {version}, not {SCHEMA_VERSION}: "
-                                                                 "run 'pvhpc db upgrade' first"))
+            f"database {store.safe_url}: " + ("no pvhpc schema (is service.database right?)"
+                                              if version is None else
+                                              f"schema version {version}, not {SCHEMA_VERSION}: "
+                                              "run 'pvhpc db upgrade' first"), code=exit_codes.FAILED)
     # The same table the running service keeps: the routable sessions of the store, nothing else.
     table = RouteTable(make_frontend(cfg).routable)
     table.reset(store.live())
@@ -142,7 +143,8 @@ def cmd_map_rebuild(args) -> int:
     try:
         map_file.write(table.targets())
     except (OSError, ProxyMapError) as e:
-        raise session_cmds.CommandError(exit_codes.FAILED, f"frontend.map_file {cfg.frontend.map_file}: {e}") from None
+        raise session_cmds.CommandError(f"frontend.map_file {cfg.frontend.map_file}: {e}",
+                                        code=exit_codes.FAILED) from None
     after = table.targets()
     stale = sorted(set(before) - set(after))
     missing = sorted(set(after) - set(before))
@@ -164,7 +166,7 @@ def cmd_db_upgrade(args) -> int:
         before = store.schema_version()
         store.open(upgrade=True)
     except SchemaError as e:
-        raise session_cmds.CommandError(exit_codes.FAILED, f"database: {e}") from None
+        raise session_cmds.CommandError(f"database: {e}", code=exit_codes.FAILED) from None
     after = store.schema_version()
     data = {"database": store.safe_url, "from": before, "to": after, "current": SCHEMA_VERSION}
     if before is None:

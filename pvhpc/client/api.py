@@ -7,7 +7,7 @@
     print(s["sessionURL"], s["secret"])
     c.cancel(s["id"])
 
-Standard library only, so it works wherever Python does. The service URL and
+Standard library only (and pvhpc's error root), so it works wherever Python does. The service URL and
 token default to PVHPC_URL and PVHPC_TOKEN.
 """
 
@@ -21,13 +21,25 @@ import urllib.error
 import urllib.request
 from typing import Any, Iterator
 
+from pvhpc.errors import PvhpcError
 
-class ClientError(Exception):
-    """The service answered with an error. ``status`` is the HTTP status (0: no answer at all)."""
 
-    def __init__(self, status: int, message: str, field: str | None = None, retry_after: float | None = None):
-        self.status, self.message, self.field, self.retry_after = status, message, field, retry_after
-        super().__init__(f"{message} (HTTP {status})" if status else message)
+class ClientError(PvhpcError):
+    """The service answered with an error. ``status`` is the HTTP status (0: no answer at all).
+
+    ``message`` is the service's whole answer, which already names its ``field``;
+    ``retry_after`` is the seconds it asked to wait, if it did.
+    """
+
+    status = 0
+
+    def __init__(self, message: str, *, status: int | None = None, field: str | None = None,
+                 retry_after: float | None = None):
+        super().__init__(message, status=status)
+        self.field, self.retry_after = field, retry_after   # not in the text: the service's message names it
+
+    def __str__(self) -> str:
+        return f"{self.message} (HTTP {self.status})" if self.status else self.message
 
 
 class Client:
@@ -35,7 +47,7 @@ class Client:
                  timeout: float = 120):
         url = url or os.environ.get("PVHPC_URL")
         if not url:
-            raise ClientError(0, "no service URL: pass url= or set PVHPC_URL")
+            raise ClientError("no service URL: pass url= or set PVHPC_URL", status=0)
         self.url = url.rstrip("/")
         self.token = token if token is not None else os.environ.get("PVHPC_TOKEN")
         self.headers = dict(headers or {})
@@ -56,12 +68,13 @@ class Client:
             text = e.read().decode(errors="replace")
             try:
                 err = json.loads(text)
-                raise ClientError(e.code, err.get("error", text), err.get("field"), err.get("retry_after")) from None
+                raise ClientError(err.get("error", text), status=e.code, field=err.get("field"),
+                                  retry_after=err.get("retry_after")) from None
             except (ValueError, AttributeError):
-                raise ClientError(e.code, text[:300] or e.reason) from None
+                raise ClientError(text[:300] or e.reason, status=e.code) from None
         except (urllib.error.URLError, OSError) as e:
             reason = getattr(e, "reason", e)
-            raise ClientError(0, f"cannot reach pvhpc at {self.url}: {reason}") from None
+            raise ClientError(f"cannot reach pvhpc at {self.url}: {reason}", status=0) from None
 
     def request(self, method: str, path: str, body: Any = None, timeout: float | None = None,
                 raw: bytes | None = None) -> Any:

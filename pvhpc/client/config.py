@@ -22,10 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from pvhpc.errors import PvhpcError
+
 KEYS = ("url", "token", "login_host")
 
 
-class ClientConfigError(Exception):
+class ClientConfigError(PvhpcError):
     """The client config file is unreadable or wrong; the message names the file and the key."""
 
 

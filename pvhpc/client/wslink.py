@@ -16,8 +16,10 @@ from typing import Any
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
+from pvhpc.errors import PvhpcError
 
-class WslinkError(Exception):
+
+class WslinkError(PvhpcError):
     """The server answered a call with an error (for example a wrong secret)."""
 
 

@@ -21,6 +21,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
+from pvhpc.errors import PvhpcError
 from pvhpc.sessions.states import SessionState, check_transition
 
 SCHEMA_VERSION = 3
@@ -132,8 +133,8 @@ MIGRATIONS = {
 }
 
 
-class SchemaError(Exception):
-    pass
+class SchemaError(PvhpcError):
+    """The database's schema is not the one this pvhpc uses; the message says which command fixes it."""
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from pvhpc.errors import PvhpcError
 from pvhpc.paths import APACHE_TEMPLATES_DIR
 
 TEMPLATES = APACHE_TEMPLATES_DIR
@@ -31,8 +32,11 @@ SERVICE_URL = re.compile(r"^https?://[A-Za-z0-9.:\[\]-]+(/[A-Za-z0-9_.~/-]*)?$")
 SAFE_PATH = re.compile(r'^/[^\s"\\]*$')   # a path Apache reads unquoted in "txt:PATH" and quoted elsewhere
 
 
-class ApacheConfigError(ValueError):
-    """An option that cannot make a working configuration; the message names the option."""
+class ApacheConfigError(PvhpcError, ValueError):
+    """An option that cannot make a working configuration; ``field`` names the option.
+
+    Still a ValueError: argparse turns one raised by an option's ``type=`` into a usage error.
+    """
 
 
 @dataclass(frozen=True)
@@ -71,22 +75,24 @@ class Site:
 
     def validate(self) -> "Site":
         if not HOSTNAME.match(self.server_name):
-            raise ApacheConfigError(f"--server-name: {self.server_name!r} is not a host name")
+            raise ApacheConfigError(f"{self.server_name!r} is not a host name", field="--server-name")
         if not SAFE_PATH.match(str(self.map_file)):
-            raise ApacheConfigError(f"--map-file: {self.map_file} must be an absolute path without spaces or quotes")
+            raise ApacheConfigError(f"{self.map_file} must be an absolute path without spaces or quotes",
+                                    field="--map-file")
         if not SERVICE_URL.match(self.service_url):
-            raise ApacheConfigError(f"--service-url: {self.service_url!r} is not an http(s) URL such as "
-                                    "http://127.0.0.1:8480")
+            raise ApacheConfigError(f"{self.service_url!r} is not an http(s) URL such as "
+                                    "http://127.0.0.1:8480", field="--service-url")
         if self.prefix and not PREFIX.match(self.prefix):
-            raise ApacheConfigError(f"--prefix: {self.prefix!r} must look like /viz (a leading slash, no trailing one)")
+            raise ApacheConfigError(f"{self.prefix!r} must look like /viz (a leading slash, no trailing one)",
+                                    field="--prefix")
         if not 0 < self.listen_port < 65536:
-            raise ApacheConfigError(f"--listen: {self.listen_port} is not a port")
+            raise ApacheConfigError(f"{self.listen_port} is not a port", field="--listen")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ApacheConfigError("--tls-cert and --tls-key go together")
         for option, path in (("--tls-cert", self.tls_cert), ("--tls-key", self.tls_key),
                              ("--auth-include", self.auth_include), ("--access-log", self.access_log)):
             if path is not None and not SAFE_PATH.match(str(path)):
-                raise ApacheConfigError(f"{option}: {path} must be an absolute path without spaces or quotes")
+                raise ApacheConfigError(f"{path} must be an absolute path without spaces or quotes", field=option)
         return self
 
 
@@ -129,7 +135,7 @@ def render_standalone(site_file: Path, server_root: Path, listen: str, server_na
                       user: str = "www-data", group: str = "www-data") -> str:
     for option, path in (("--standalone", server_root), ("site file", site_file)):
         if not SAFE_PATH.match(str(path)):
-            raise ApacheConfigError(f"{option}: {path} must be an absolute path without spaces or quotes")
+            raise ApacheConfigError(f"{path} must be an absolute path without spaces or quotes", field=option)
     return _fill("standalone.conf.in", {
         "SERVER_ROOT": str(server_root), "SITE_FILE": str(site_file), "LISTEN": listen,
         "SERVER_NAME": server_name, "MODULES": module_lines(tls, modules_dir), "RUN_USER": user, "RUN_GROUP": group,

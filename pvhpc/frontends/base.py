@@ -10,9 +10,10 @@ from __future__ import annotations
 from typing import Iterable
 
 from pvhpc.db.store import SessionRecord
+from pvhpc.errors import PvhpcError
 
 
-class FrontEndError(Exception):
+class FrontEndError(PvhpcError):
     """A front end cannot do its job (e.g. its map file cannot be written); the service must not start."""
 
 

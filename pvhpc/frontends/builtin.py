@@ -27,6 +27,7 @@ from tornado.websocket import (
 from pvhpc.db.store import SessionRecord
 from pvhpc.frontends.base import FrontEnd
 from pvhpc.frontends.routes import SESSION_ID, Route, RouteTable
+from pvhpc.web.errors import ErrorAnswers
 
 log = logging.getLogger("pvhpc.frontends.builtin")
 
@@ -100,8 +101,11 @@ class BuiltinFrontEnd(FrontEnd):
             handler.close(*SESSION_GONE)
 
 
-class SessionProxyHandler(WebSocketHandler):
-    """One client websocket, joined to one websocket on the session's server; frames pass unchanged."""
+class SessionProxyHandler(ErrorAnswers, WebSocketHandler):
+    """One client websocket, joined to one websocket on the session's server; frames pass unchanged.
+
+    Refusals before the upgrade answer JSON as the API does; so does anything unexpected (ErrorAnswers).
+    """
 
     def initialize(self, frontend: BuiltinFrontEnd, auth) -> None:
         self.frontend = frontend

@@ -20,18 +20,20 @@ import tempfile
 from pathlib import Path
 from typing import Mapping
 
+from pvhpc.errors import PvhpcError
+
 MODE = 0o640
 
 
-class ProxyMapError(Exception):
+class ProxyMapError(PvhpcError):
     """The map file cannot be written where and how the site config says.
 
     ``about`` is "directory" or "group": which of the two settings to fix.
     """
 
-    def __init__(self, message: str, about: str = "directory"):
-        self.about = about
+    def __init__(self, message: str, *, about: str = "directory"):
         super().__init__(message)
+        self.about = about
 
 
 def group_id(group: str | int | None) -> int | None:
@@ -43,7 +45,7 @@ def group_id(group: str | int | None) -> int | None:
     try:
         return grp.getgrnam(str(group)).gr_gid
     except KeyError:
-        raise ProxyMapError(f"group {group!r} does not exist on this host", "group") from None
+        raise ProxyMapError(f"group {group!r} does not exist on this host", about="group") from None
 
 
 class ProxyMapFile:
@@ -113,4 +115,4 @@ class ProxyMapFile:
                 os.fchown(fd, -1, self.gid)
             except OSError as e:
                 raise ProxyMapError(f"cannot give the proxy map group {self.group!r} (gid {self.gid}): {e.strerror}; "
-                                    "the pvhpc service must be a member of that group", "group") from None
+                                    "the pvhpc service must be a member of that group", about="group") from None

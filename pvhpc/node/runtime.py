@@ -15,11 +15,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from pvhpc.errors import PvhpcError
+
 WSLINK_REQUIREMENT = "wslink==1.12.4"
 
 
-class RuntimeProblem(Exception):
-    pass
+class RuntimeProblem(PvhpcError):
+    """The ParaViewWeb runtime cannot be installed or used here; the message has the command's own words."""
 
 
 @dataclass

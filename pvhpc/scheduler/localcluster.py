@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from pvhpc.errors import PvhpcError
+
 GPU_NODES = ("gpu01", "gpu02")
 CPU_NODES = ("cpu01", "cpu02")
 GPUS_PER_NODE = 2
@@ -25,7 +27,7 @@ GPU_TYPE = "a100"
 DEFAULT_BASE_PORT = 17000
 
 
-class ClusterError(Exception):
+class ClusterError(PvhpcError):
     """The local cluster could not be set up, started or stopped."""
 
 

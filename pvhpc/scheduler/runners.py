@@ -16,14 +16,18 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Mapping, Sequence
 
+from pvhpc.errors import PvhpcError
+
 if TYPE_CHECKING:   # paramiko is imported only by sites that use SSH mode
     from pvhpc.scheduler.ssh import SSHLink
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-class CommandUnavailable(Exception):
+class CommandUnavailable(PvhpcError):
     """The command could not be run at all, or did not finish in time: the answer is unknown."""
+
+    status = 503
 
 
 @dataclass

@@ -31,6 +31,7 @@ from typing import Any, Mapping
 
 import paramiko
 
+from pvhpc.errors import PvhpcError
 from pvhpc.frontends.builtin import Connector
 from pvhpc.frontends.routes import HOST, Route
 
@@ -41,8 +42,10 @@ BACKOFF_MAX = 30.0       # an unreachable host is still tried at least this ofte
 CHUNK = 256 * 1024
 
 
-class SSHError(Exception):
+class SSHError(PvhpcError):
     """The login host cannot be used now (unreachable, refused our key, host key unknown, connection lost)."""
+
+    status = 503
 
 
 class HostKeyError(SSHError):

@@ -14,14 +14,15 @@ import shlex
 from pathlib import Path
 from typing import Mapping
 
+from pvhpc.errors import PvhpcError
 from pvhpc.paths import JOBSCRIPTS_DIR
 
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 
 
 
-class TemplateError(Exception):
-    pass
+class TemplateError(PvhpcError):
+    """A job script template cannot be read or rendered; the message names the template or the value."""
 
 
 class JobTemplate:

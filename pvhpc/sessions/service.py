@@ -16,6 +16,7 @@ from typing import Iterable
 
 from pvhpc.sessions import lifecycle
 from pvhpc.config import SiteConfig
+from pvhpc.errors import PvhpcError
 from pvhpc.sessions.events import EventBus
 from pvhpc.sessions.jobscript import TemplateError
 from pvhpc.scheduler import ControllerDown, Scheduler, SchedulerUnavailable, SubmitRefused
@@ -29,12 +30,10 @@ S = SessionState
 HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,253}[A-Za-z0-9])?$")
 
 
-class ServiceError(Exception):
+class ServiceError(PvhpcError):
     """A request that is fine but cannot be served now (status 503), or is not allowed (403/404/409/429)."""
 
-    def __init__(self, status: int, message: str):
-        self.status, self.message = status, message
-        super().__init__(message)
+    status = 503
 
 
 def new_session_id() -> str:
@@ -101,13 +100,13 @@ class SessionService:
         live = self.store.find(SessionRecord.user == user, SessionRecord.state != S.ENDED.value)
         limits = self.config.limits
         if len(live) >= limits.sessions_per_user:
-            raise RequestError(None, f"you already have {len(live)} live sessions, the most this site allows "
-                                     f"(limits.sessions_per_user = {limits.sessions_per_user}); end one first",
+            raise RequestError(f"you already have {len(live)} live sessions, the most this site allows "
+                               f"(limits.sessions_per_user = {limits.sessions_per_user}); end one first",
                                status=429)
         gpus = sum(s.gpus for s in live)
         if spec.gpus and gpus + spec.gpus > limits.gpus_per_user:
-            raise RequestError("gpus", f"{spec.gpus} more GPUs would make {gpus + spec.gpus}; this site allows "
-                                       f"{limits.gpus_per_user} per user at once", status=429)
+            raise RequestError(f"{spec.gpus} more GPUs would make {gpus + spec.gpus}; this site allows "
+                               f"{limits.gpus_per_user} per user at once", field="gpus", status=429)
 
     async def create(self, user: str, spec: SessionSpec, attach: bool = False) -> SessionRecord:
         """Record the session, then submit its job. With ``attach``, a retried request joins its first session."""
@@ -136,11 +135,12 @@ class SessionService:
             job = build_job(self.config, spec, user, record.id, record.job_name, record.secret, report_token)
         except TemplateError as e:
             self.apply(record.id, lifecycle.ended(EndReason.SUBMIT_FAILED, str(e)))
-            raise ServiceError(500, f"the job script could not be made: {e}") from None
+            raise ServiceError(f"the job script could not be made: {e}", status=500) from None
         except KeyError:
             # Jobs run as their users: a user the system does not know cannot have one.
             self.apply(record.id, lifecycle.ended(EndReason.SUBMIT_FAILED, f"no account {user} on this host"))
-            raise ServiceError(403, f"user {user} has no account on this host; pvhpc cannot run jobs as them") from None
+            raise ServiceError(f"user {user} has no account on this host; pvhpc cannot run jobs as them",
+                               status=403) from None
         return await self._submit(record, job)
 
     async def _submit(self, record: SessionRecord, job) -> SessionRecord:
@@ -148,12 +148,12 @@ class SessionService:
             job_id = await self.scheduler.submit(job)
         except SubmitRefused as e:
             self.apply(record.id, lifecycle.ended(EndReason.SUBMIT_FAILED, str(e)))
-            raise ServiceError(400, f"Slurm refused the job: {e}") from None
+            raise ServiceError(f"Slurm refused the job: {e}", status=400) from None
         except ControllerDown as e:
             # Nothing reached Slurm: say so now rather than look for a job that cannot exist.
             self.apply(record.id, lifecycle.ended(EndReason.SUBMIT_FAILED, f"Slurm's controller is down: {e}"))
-            raise ServiceError(503, f"Slurm's controller cannot be reached, nothing was queued; try again "
-                                    f"shortly: {e}") from None
+            raise ServiceError(f"Slurm's controller cannot be reached, nothing was queued; try again "
+                               f"shortly: {e}", status=503) from None
         except SchedulerUnavailable as e:
             # The job may or may not be queued: ask by name before deciding.
             try:
@@ -163,7 +163,7 @@ class SessionService:
                 return self.store.get(record.id)
             if found is None:
                 self.apply(record.id, lifecycle.ended(EndReason.SUBMIT_FAILED, f"Slurm did not answer: {e}"))
-                raise ServiceError(503, f"the scheduler did not answer, nothing was queued: {e}") from None
+                raise ServiceError(f"the scheduler did not answer, nothing was queued: {e}", status=503) from None
             job_id = found.job_id
         updated = self.apply(record.id, Change.to(S.QUEUED, f"submitted as job {job_id}", job_id=job_id))
         if updated is None:
@@ -184,7 +184,8 @@ class SessionService:
             try:
                 await self.scheduler.cancel(record.job_id, record.user)
             except SchedulerUnavailable as e:
-                raise ServiceError(503, f"could not reach the scheduler to cancel job {record.job_id}: {e}") from None
+                raise ServiceError(f"could not reach the scheduler to cancel job {record.job_id}: {e}",
+                                   status=503) from None
         self.apply(record.id, lifecycle.ended(EndReason.CANCELLED))
         return self.store.get(record.id)
 
@@ -193,26 +194,26 @@ class SessionService:
         record = self.store.get(session_id)
         # Unknown session and wrong token get the same answer: no way to probe for ids.
         if record is None or not token or not hmac.compare_digest(token_hash(token), record.report_token_hash):
-            raise ServiceError(403, "unknown session or wrong report token")
+            raise ServiceError("unknown session or wrong report token", status=403)
         if record.session_state is S.ENDED:
-            raise ServiceError(409, "the session has ended")
+            raise ServiceError("the session has ended", status=409)
         if not isinstance(payload, dict):
-            raise RequestError(None, "the report must be a JSON object")
+            raise RequestError("the report must be a JSON object")
         event = payload.get("event")
         job_id = payload.get("job_id") or None
         if job_id is not None and (not isinstance(job_id, str) or not job_id.isdigit()):
-            raise RequestError("job_id", "must be a job id")
+            raise RequestError("must be a job id", field="job_id")
         if job_id and record.job_id and job_id != record.job_id:
-            raise ServiceError(403, f"the report comes from job {job_id}, not this session's job")
+            raise ServiceError(f"the report comes from job {job_id}, not this session's job", status=403)
         node = payload.get("node") or None
         if node is not None and (not isinstance(node, str) or not HOSTNAME.match(node)):
-            raise RequestError("node", "must be a node name")
+            raise RequestError("must be a node name", field="node")
         if event == "ready":
             host, port = payload.get("host"), payload.get("port")
             if not isinstance(host, str) or not HOSTNAME.match(host):
-                raise RequestError("host", "must be a host name or address")
+                raise RequestError("must be a host name or address", field="host")
             if isinstance(port, bool) or not isinstance(port, int) or not 1024 <= port < 65536:
-                raise RequestError("port", "must be a port number between 1024 and 65535")
+                raise RequestError("must be a port number between 1024 and 65535", field="port")
             # The front end will connect wherever this says: it must be the job's own node, or a forged
             # report could point the proxy at any host the login node reaches.
             await self._check_on_job_node(record, job_id or record.job_id, host)
@@ -223,7 +224,7 @@ class SessionService:
         elif event == "exited":
             code = payload.get("code")
             if isinstance(code, bool) or not isinstance(code, int) or not 0 <= code <= 255:
-                raise RequestError("code", "must be an exit status from 0 to 255")
+                raise RequestError("must be an exit status from 0 to 255", field="code")
             # The job ends by itself right after saying so: not cancelled, so Slurm records how it ended.
             if code == 0:
                 self.apply(record.id, lifecycle.ended(EndReason.COMPLETED,
@@ -234,23 +235,23 @@ class SessionService:
         elif event == "failed":
             reason = payload.get("reason")
             if not isinstance(reason, str):
-                raise RequestError("reason", "must be a string")
+                raise RequestError("must be a string", field="reason")
             await self.end(record, EndReason.START_FAILED, reason[:1000])
         else:
-            raise RequestError("event", "must be 'ready', 'failed' or 'exited'")
+            raise RequestError("must be 'ready', 'failed' or 'exited'", field="event")
         return self.store.get(record.id)
 
     async def _check_on_job_node(self, record: SessionRecord, job_id: str | None, host: str) -> None:
         if not job_id:
-            raise ServiceError(409, "the report names no job and the session has none yet")
+            raise ServiceError("the report names no job and the session has none yet", status=409)
         try:
             job = (await self.scheduler.query([job_id])).get(job_id)
             if job is None or not job.is_running or (record.job_id is None and job.name != record.job_name):
-                raise ServiceError(409, f"job {job_id} is not this session's running job")
+                raise ServiceError(f"job {job_id} is not this session's running job", status=409)
             if job.nodes not in self._nodes:
                 self._nodes = await self.scheduler.node_addresses()
         except SchedulerUnavailable as e:
-            raise ServiceError(503, f"cannot check the report with the scheduler now: {e}") from None
+            raise ServiceError(f"cannot check the report with the scheduler now: {e}", status=503) from None
         names = self._nodes.get(job.nodes, {job.nodes})
         if host.lower() in {n.lower() for n in names}:
             return
@@ -264,7 +265,8 @@ class SessionService:
 
         node_ips = set().union(*[await addresses(n) for n in names])
         if not (await addresses(host)) & node_ips:
-            raise ServiceError(403, f"the report says {host}, which is not node {job.nodes} where job {job_id} runs")
+            raise ServiceError(f"the report says {host}, which is not node {job.nodes} where job {job_id} runs",
+                               status=403)
 
     # -- waiting -----------------------------------------------------------------
     async def wait_for(self, session_id: str, states: Iterable[SessionState], timeout: float) -> SessionRecord:

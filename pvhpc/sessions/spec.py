@@ -15,17 +15,16 @@ from pathlib import Path
 from typing import Any
 
 from pvhpc.config import NAME, ApplicationConfig, PartitionConfig, SiteConfig
+from pvhpc.errors import PvhpcError
 from pvhpc.sessions.durations import format_minutes, parse_minutes
 
 SPEC_FIELDS = ("application", "partition", "gpus", "walltime", "account", "qos", "data")
 
 
-class RequestError(Exception):
-    """The request is wrong; ``field`` names what, ``status`` is the HTTP status to answer with."""
+class RequestError(PvhpcError):
+    """The request is wrong; ``field`` names what (400, or 429 for a limit the request would pass)."""
 
-    def __init__(self, field: str | None, message: str, status: int = 400):
-        self.field, self.message, self.status = field, message, status
-        super().__init__(f"{field}: {message}" if field else message)
+    status = 400
 
 
 @dataclass(frozen=True)
@@ -50,9 +49,9 @@ def _name_field(body: dict, field: str) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise RequestError(field, f"must be a string, not {type(value).__name__}")
+        raise RequestError(f"must be a string, not {type(value).__name__}", field=field)
     if not NAME.match(value):
-        raise RequestError(field, "must be a name of letters, digits, '_', '.' or '-' (at most 64)")
+        raise RequestError("must be a name of letters, digits, '_', '.' or '-' (at most 64)", field=field)
     return value
 
 
@@ -61,7 +60,7 @@ def _choose(options: tuple[str, ...], value: str | None, field: str, what: str) 
         return None
     if value not in options:
         allowed = ", ".join(options) if options else "none"
-        raise RequestError(field, f"{value!r} is not {what} you may use (allowed: {allowed})")
+        raise RequestError(f"{value!r} is not {what} you may use (allowed: {allowed})", field=field)
     return value
 
 
@@ -70,11 +69,12 @@ def _gpus(body: dict, partition: PartitionConfig) -> int:
     if value is None:
         return partition.gpus.default
     if isinstance(value, bool) or not isinstance(value, int):
-        raise RequestError("gpus", f"must be a whole number, not {value!r}"[:200])
+        raise RequestError(f"must be a whole number, not {value!r}"[:200], field="gpus")
     if value < 0:
-        raise RequestError("gpus", "must not be negative")
+        raise RequestError("must not be negative", field="gpus")
     if value > partition.gpus.max:
-        raise RequestError("gpus", f"{value} is over partition {partition.name}'s maximum of {partition.gpus.max}")
+        raise RequestError(f"{value} is over partition {partition.name}'s maximum of {partition.gpus.max}",
+                           field="gpus")
     return value
 
 
@@ -83,18 +83,18 @@ def _walltime(body: dict, partition: PartitionConfig) -> int:
     if value is None:
         return partition.walltime.default
     if isinstance(value, bool) or not isinstance(value, (int, str)) or (isinstance(value, str) and len(value) > 32):
-        raise RequestError("walltime", "must be minutes or HH:MM:SS")
+        raise RequestError("must be minutes or HH:MM:SS", field="walltime")
     try:
         minutes = parse_minutes(value)
     except ValueError as e:
-        raise RequestError("walltime", str(e)[:200]) from None
+        raise RequestError(str(e)[:200], field="walltime") from None
     if minutes is None or minutes <= 0:
-        raise RequestError("walltime", "must be a positive time")
+        raise RequestError("must be a positive time", field="walltime")
     if minutes > partition.walltime.max:
         raise RequestError(
-            "walltime",
             f"{format_minutes(minutes)} is over partition {partition.name}'s maximum of "
             f"{format_minutes(partition.walltime.max)}",
+            field="walltime",
         )
     return minutes
 
@@ -105,36 +105,36 @@ def _data(body: dict, app: ApplicationConfig) -> tuple[str, str | None]:
     if value is None or value == "":
         return default_root, None
     if not isinstance(value, str):
-        raise RequestError("data", f"must be a path string, not {type(value).__name__}")
+        raise RequestError(f"must be a path string, not {type(value).__name__}", field="data")
     if len(value) > 4096 or "\0" in value or "\n" in value or "\r" in value:
-        raise RequestError("data", "is not a usable path (too long, or holds NUL or line breaks)")
+        raise RequestError("is not a usable path (too long, or holds NUL or line breaks)", field="data")
     candidate = Path(value) if os.path.isabs(value) else app.data_roots[0] / value
     resolved = Path(os.path.realpath(candidate))
     for root in app.data_roots:
         if resolved == root or root in resolved.parents:
             if not resolved.is_file():
-                raise RequestError("data", f"{value!r} is not an existing file")
+                raise RequestError(f"{value!r} is not an existing file", field="data")
             return str(root), str(resolved.relative_to(root))
     roots = ", ".join(str(r) for r in app.data_roots)
-    raise RequestError("data", f"{value!r} is outside the allowed data directories ({roots})")
+    raise RequestError(f"{value!r} is outside the allowed data directories ({roots})", field="data")
 
 
 def parse_spec(config: SiteConfig, body: Any, strict: bool) -> SessionSpec:
     """Check a request body. With ``strict``, unknown keys are errors (the native API);
     without, they are ignored (ParaViewWeb clients send their whole config to the launcher)."""
     if not isinstance(body, dict):
-        raise RequestError(None, "the request body must be a JSON object")
+        raise RequestError("the request body must be a JSON object")
     if strict:
         unknown = sorted(set(body) - set(SPEC_FIELDS))
         if unknown:
-            raise RequestError(unknown[0], f"unknown field (known: {', '.join(SPEC_FIELDS)})")
+            raise RequestError(f"unknown field (known: {', '.join(SPEC_FIELDS)})", field=unknown[0])
     app_name = _name_field(body, "application")
     if app_name is None:
-        raise RequestError("application", "is required")
+        raise RequestError("is required", field="application")
     app = config.applications.get(app_name)
     if app is None:
-        raise RequestError("application", f"{app_name!r} is not an application of this site "
-                                          f"({', '.join(config.applications)})")
+        raise RequestError(f"{app_name!r} is not an application of this site "
+                           f"({', '.join(config.applications)})", field="application")
     partition_name = _choose(app.partitions, _name_field(body, "partition"), "partition",
                              f"a partition application {app_name}") or app.default_partition
     partition = config.partitions[partition_name]

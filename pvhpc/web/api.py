@@ -12,7 +12,8 @@ from pvhpc.scheduler import SchedulerUnavailable
 from pvhpc.sessions.spec import parse_spec
 from pvhpc.sessions.states import SessionState
 from pvhpc.db.store import SessionRecord
-from pvhpc.web.base import APIError, JSONHandler
+from pvhpc.web.base import JSONHandler
+from pvhpc.web.errors import APIError
 from pvhpc.web.views import session_json
 
 S = SessionState
@@ -31,7 +32,7 @@ class SessionsHandler(JSONHandler):
             where.append(SessionRecord.state != S.ENDED.value)
         elif state:
             if state not in {s.value for s in S}:
-                raise APIError(400, f"state: {state!r} is not a session state or 'live'", "state")
+                raise APIError(f"{state!r} is not a session state or 'live'", field="state")
             where.append(SessionRecord.state == state)
         records = self.ctx.store.find(*where, limit=1000)
         self.send({"all": everyone,
@@ -154,16 +155,16 @@ class TokensHandler(JSONHandler):
         user = self.require_user()
         body = self.json_body()
         if not isinstance(body, dict):
-            raise APIError(400, "the request body must be a JSON object")
+            raise APIError("the request body must be a JSON object")
         unknown = sorted(set(body) - {"name", "days"})
         if unknown:
-            raise APIError(400, "unknown field (known: name, days)", unknown[0])
+            raise APIError("unknown field (known: name, days)", field=unknown[0])
         name = body.get("name", "token")
         if not isinstance(name, str) or not 0 < len(name) <= 64 or not name.isprintable():
-            raise APIError(400, "must be a printable name of 1 to 64 characters", "name")
+            raise APIError("must be a printable name of 1 to 64 characters", field="name")
         days = body.get("days", 90)
         if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= tokens.MAX_DAYS:
-            raise APIError(400, f"must be a whole number of days from 1 to {tokens.MAX_DAYS}", "days")
+            raise APIError(f"must be a whole number of days from 1 to {tokens.MAX_DAYS}", field="days")
         record, token = self.ctx.tokens.create(user, name, days)
         self.send({**tokens.describe(record), "token": token}, status=201)
 
@@ -173,7 +174,7 @@ class TokenHandler(JSONHandler):
         user = self.require_user()
         record = self.ctx.tokens.revoke(user, int(token_id))
         if record is None:
-            raise APIError(404, f"no token {token_id}")
+            raise APIError(f"no token {token_id}", status=404)
         self.send(tokens.describe(record))
 
 

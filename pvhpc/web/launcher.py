@@ -13,7 +13,8 @@ from __future__ import annotations
 from pvhpc.sessions.spec import parse_spec
 from pvhpc.sessions.states import SessionState
 from pvhpc.db.store import Change
-from pvhpc.web.base import APIError, JSONHandler
+from pvhpc.web.base import JSONHandler
+from pvhpc.web.errors import APIError
 from pvhpc.web.views import session_json
 
 S = SessionState
@@ -31,12 +32,11 @@ class LaunchHandler(JSONHandler):
             return self.send(session_json(record, self.ctx.frontend))
         about = {"id": record.id, "state": record.state, "detail": record.detail}
         if record.state == S.ENDED.value:
-            raise APIError(503, f"the session ended before it was ready: {record.detail}", extra=about)
+            raise APIError(f"the session ended before it was ready: {record.detail}", status=503, extra=about)
         raise APIError(
-            503,
             f"the session is {record.state} ({record.detail}) after "
             f"{self.ctx.config.service.launcher_wait:.0f} s; it is kept: repeat the same request to attach to it",
-            extra=about,
+            status=503, extra=about,
         )
 
 

@@ -17,9 +17,10 @@ import html
 import os
 from pathlib import Path
 
-from tornado.web import RequestHandler, StaticFileHandler
+from tornado.web import StaticFileHandler
 
-from pvhpc.web.base import APIError, JSONHandler
+from pvhpc.web.base import JSONHandler
+from pvhpc.web.errors import APIError, ErrorAnswer, ErrorAnswers
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 MAX_LISTING = 500   # entries of one directory; a chooser with more is no longer a chooser
@@ -30,11 +31,18 @@ def _version(name: str) -> str:
     return hashlib.sha256((STATIC_DIR / name).read_bytes()).hexdigest()[:12]
 
 
-class PageHandler(RequestHandler):
+class PageHandler(ErrorAnswers):
     """``/``: the page, with who is logged in. Without a user it says how to log in (401)."""
 
     def initialize(self, ctx) -> None:
         self.ctx = ctx
+
+    def write_answer(self, answer: ErrorAnswer) -> None:
+        # A person reads this one: the same words as the API's answer, as a page.
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(f"<!doctype html><title>pvhpc: error {answer.status}</title>"
+                    f"<p>{html.escape(answer.body['error'])}</p>")
 
     def get(self) -> None:
         user = self.ctx.auth.user(self.request)
@@ -56,7 +64,7 @@ class PageHandler(RequestHandler):
         self.finish(template)
 
 
-class AssetHandler(StaticFileHandler):
+class AssetHandler(ErrorAnswers, StaticFileHandler):
     def set_extra_headers(self, path: str) -> None:
         self.set_header("X-Content-Type-Options", "nosniff")
 
@@ -73,23 +81,23 @@ class DataFilesHandler(JSONHandler):
         self.require_user()
         app = self.ctx.config.applications.get(app_name)
         if app is None:
-            raise APIError(404, f"no application {app_name}")
+            raise APIError(f"no application {app_name}", status=404)
         try:
             index = int(self.get_query_argument("root", "0"))
             root = app.data_roots[index]
         except (ValueError, IndexError):
-            raise APIError(400, f"must be a number from 0 to {len(app.data_roots) - 1}", "root") from None
+            raise APIError(f"must be a number from 0 to {len(app.data_roots) - 1}", field="root") from None
         relative = self.get_query_argument("path", "").strip("/")
         directory = Path(os.path.realpath(root / relative))
         if not (directory == root or root in directory.parents):
-            raise APIError(400, "is outside the data directory", "path")
+            raise APIError("is outside the data directory", field="path")
         if not directory.is_dir():
-            raise APIError(404, f"{relative or '/'} is not a directory")
+            raise APIError(f"{relative or '/'} is not a directory", status=404)
         entries = []
         try:
             names = sorted(os.listdir(directory), key=str.lower)
         except PermissionError:
-            raise APIError(403, f"{relative or '/'} cannot be read") from None
+            raise APIError(f"{relative or '/'} cannot be read", status=403) from None
         for name in names:
             if name.startswith("."):
                 continue
