@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from enum import Enum
 
+from pvhpc.errors import PvhpcError
+
 
 class SessionState(str, Enum):
     SUBMITTING = "submitting"   # recorded; sbatch sent, answer not yet in
@@ -29,8 +31,8 @@ TRANSITIONS: dict[SessionState, frozenset[SessionState]] = {
 }
 
 
-class IllegalTransition(Exception):
-    pass
+class IllegalTransition(PvhpcError):
+    """A state change the session's lifecycle does not allow: a bug in pvhpc, never the user's doing."""
 
 
 def check_transition(old: SessionState, new: SessionState) -> None:
