@@ -21,14 +21,6 @@ HTTP_URL = re.compile(r"^https?://[^/\s]+")
 Check = Callable[[Any], Any]
 
 
-class ItemError(ValueError):
-    """One item of a list is wrong: the reader names it as ``key[index]``."""
-
-    def __init__(self, index: int, message: str):
-        super().__init__(message)
-        self.index, self.message = index, message
-
-
 def text(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"must be a non-empty string, not {value!r}")
@@ -128,7 +120,9 @@ def each(check: Check) -> Check:
             try:
                 out.append(check(item))
             except (ValueError, TypeError) as e:
-                raise ItemError(i, str(e)) from None
+                wrong = ValueError(str(e))
+                wrong.index = i   # the reader names the item as key[index]
+                raise wrong from None
         return out
     return check_all
 

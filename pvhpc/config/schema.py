@@ -126,10 +126,10 @@ class Reader:
     def checked(self, name: str, raw: Any, check: Callable[[Any], Any]) -> Any:
         try:
             return check(raw)
-        except checks.ItemError as e:
-            raise self.error(f"{name}[{e.index}]", e.message) from None
         except (ValueError, TypeError) as e:
-            raise self.error(name, str(e)) from None
+            # checks.each marks which item of a list was wrong.
+            index = getattr(e, "index", None)
+            raise self.error(name if index is None else f"{name}[{index}]", str(e)) from None
 
     def section(self, name: Any, known: Iterable[str] | None) -> "Reader":
         return Reader(self.source, self.key(str(name)), self.data.get(name), known)
