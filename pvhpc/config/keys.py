@@ -46,7 +46,8 @@ def _session_url(ctx) -> str:
 SERVICE = Section("service", ServiceConfig, help="the pvhpc service itself", keys=(
     Key("listen", checks.listen_address, "127.0.0.1:8480", "HOST:PORT the Tornado service binds",
         field=("listen_host", "listen_port")),
-    Key("public_url", checks.http_url, Derived(_public_url, "http://HOST:PORT of listen, with 127.0.0.1 for 0.0.0.0 and ::"),
+    Key("public_url", checks.http_url,
+        Derived(_public_url, "http://HOST:PORT of listen, with 127.0.0.1 for 0.0.0.0 and ::"),
         "how browsers reach pvhpc (through the front end)", example="https://viz.example.org"),
     Key("callback_url", checks.urls, Derived(lambda ctx: [ctx.values["public_url"]], "public_url"),
         "how jobs on compute nodes reach pvhpc to report their port; with several instances on one database "
@@ -164,7 +165,8 @@ FRONTEND = Section("frontend", FrontendConfig, help="how clients reach a session
     Key("map_file", checks.absolute_path,
         Derived(lambda ctx: str(paths.state_dir() / "apache" / "session-map.txt") if ctx.values["kind"] == "apache"
                 else None, f"apache/session-map.txt in {STATE}"),
-        "kind apache only: the RewriteMap file pvhpc keeps for Apache", example="/var/lib/pvhpc/apache/session-map.txt"),
+        "kind apache only: the RewriteMap file pvhpc keeps for Apache",
+        example="/var/lib/pvhpc/apache/session-map.txt"),
     Key("map_group", checks.any_text, None, "kind apache only: the map file's group (Apache's); "
                                             "left out, pvhpc's own", example="www-data"),
 ))
