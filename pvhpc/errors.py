@@ -1,6 +1,6 @@
 """The root of pvhpc's errors. Each carries what a caller needs to answer for it: an HTTP status
 and, when one field of a request or key of a config is wrong, its name. The web layer turns any
-of them into JSON in one place (``pvhpc.web.base``); commands turn them into an exit code.
+of them into JSON in one place (``pvhpc.web.errors``); commands turn them into an exit code.
 """
 
 from __future__ import annotations

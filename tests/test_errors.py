@@ -26,7 +26,7 @@ from pvhpc import config
 from pvhpc.app import PvhpcApp
 from pvhpc.db import store as store_module
 from pvhpc.errors import PvhpcError
-from pvhpc.scheduler import Scheduler
+from pvhpc.scheduler import ControllerDown, Scheduler
 from pvhpc.scheduler.runners import CommandUnavailable
 from pvhpc.sessions.service import ServiceError
 from pvhpc.sessions.spec import RequestError
@@ -39,37 +39,33 @@ BUILTIN_ERRORS = {name for name, value in vars(builtins).items()
                   if isinstance(value, type) and issubclass(value, BaseException)}
 
 
-def exception_classes() -> dict[str, tuple[str, list[str]]]:
-    """Every class pvhpc defines that derives from an exception: name -> (file, base names), read from the source."""
-    classes: dict[str, tuple[str, list[str]]] = {}
+def class_definitions() -> list[tuple[str, str, list[str]]]:
+    """Every class pvhpc defines, read from the source (nothing imported): (file, name, names of its bases)."""
+    found = []
     for path in sorted(PACKAGE.rglob("*.py")):
-        relative = path.relative_to(PACKAGE).as_posix()
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.ClassDef):
                 bases = [b.id if isinstance(b, ast.Name) else b.attr for b in node.bases
                          if isinstance(b, (ast.Name, ast.Attribute))]
-                classes[node.name] = (relative, bases)
-
-    def is_exception(name: str, seen=()) -> bool:
-        if name in BUILTIN_ERRORS:
-            return True
-        return name in classes and name not in seen and any(is_exception(b, seen + (name,)) for b in classes[name][1])
-
-    return {name: info for name, info in classes.items() if is_exception(name) and name != "PvhpcError"}
+                found.append((path.relative_to(PACKAGE).as_posix(), node.name, bases))
+    return found
 
 
 def test_every_pvhpc_exception_derives_from_the_one_root():
-    classes = exception_classes()
-    assert {"RequestError", "ServiceError", "APIError", "ClientError", "SchemaError"} <= set(classes)
+    definitions = class_definitions()
+    bases_of: dict[str, list[list[str]]] = {}
+    for _, name, bases in definitions:
+        bases_of.setdefault(name, []).append(bases)
 
-    def is_pvhpc_error(name: str, seen=()) -> bool:
-        if name == "PvhpcError":
-            return True
-        return name in classes and name not in seen and any(is_pvhpc_error(b, seen + (name,))
-                                                            for b in classes[name][1])
+    def derives(name: str, roots: set[str], seen: tuple = ()) -> bool:
+        return name in roots or (name not in seen and any(derives(b, roots, seen + (name,))
+                                                          for bases in bases_of.get(name, []) for b in bases))
 
-    outside = sorted(f"{file}: {name}" for name, (file, _) in classes.items()
-                     if file not in STANDALONE and not is_pvhpc_error(name))
+    errors = [(file, name, bases) for file, name, bases in definitions
+              if any(derives(b, BUILTIN_ERRORS) for b in bases)]
+    assert {"RequestError", "ServiceError", "APIError", "ClientError", "SchemaError"} <= {e[1] for e in errors}
+    outside = [f"{file}: {name}" for file, name, bases in errors
+               if file not in STANDALONE and not derives(name, {"PvhpcError"})]
     assert not outside, f"exception classes that are not a pvhpc.errors.PvhpcError: {outside}"
 
 
@@ -112,16 +108,21 @@ def test_one_argument_order_message_first():
 
 # -- on the real routes ---------------------------------------------------------------------------------
 
-@pytest.fixture
-def service(tmp_path, monkeypatch):
-    """pvhpc's Tornado application on a real SQLite store. No scheduler: none of these requests may get that far."""
-    monkeypatch.setattr(store_module, "LOCK_WAIT_SECONDS", 1)   # a locked database answers after 1 s, not 3
+def make_app(tmp_path: Path, scheduler: Scheduler) -> PvhpcApp:
+    """pvhpc's Tornado application on a real SQLite store, with ``scheduler`` behind it."""
     site = config.parse({"service": {"database": f"sqlite:///{tmp_path / 'db.sqlite'}"},
                          "frontend": {"kind": "builtin"}, "partitions": {"cpu": {}},
                          "applications": {"paraview": {"data_roots": [str(tmp_path)]}}}, "site.yaml")
-    app = PvhpcApp(site, scheduler=Scheduler())
+    app = PvhpcApp(site, scheduler=scheduler)
     app.ctx.store.open()
-    return app, tmp_path / "db.sqlite"
+    return app
+
+
+@pytest.fixture
+def service(tmp_path, monkeypatch):
+    """No scheduler at all (the base class answers nothing): none of these requests may get that far."""
+    monkeypatch.setattr(store_module, "LOCK_WAIT_SECONDS", 1)   # a locked database answers after 1 s, not 3
+    return make_app(tmp_path, Scheduler()), tmp_path / "db.sqlite"
 
 
 def fetch_all(app, requests: list[tuple[str, str, str | None]], headers: dict | None = None) -> list:
@@ -209,3 +210,21 @@ def test_an_unexpected_error_answers_500_and_logs_its_traceback_once_without_the
     tracebacks = [r for r in caplog.records if r.exc_info]
     assert [(r.name, r.getMessage()) for r in tracebacks] == [("pvhpc.web", "unexpected error in GET /api/v1/health")]
     assert "secret-word" not in caplog.text
+
+
+class ControllerAway(Scheduler):
+    """A scheduler whose controller does not answer a submission (the one call this test lets through)."""
+
+    async def submit(self, request):
+        raise ControllerDown("slurm_submit_batch_job error: Unable to contact slurm controller")
+
+
+def test_an_explained_server_side_error_answers_its_message_and_logs_one_line_without_traceback(tmp_path, caplog):
+    app = make_app(tmp_path, ControllerAway())
+    caplog.set_level(logging.DEBUG)
+    [response] = fetch_all(app, [("POST", "/api/v1/sessions", '{"application": "paraview"}')])
+    status, body = answer(response)
+    assert status == 503 and body["error"].startswith("Slurm's controller cannot be reached, nothing was queued")
+    lines = [r for r in caplog.records if r.name == "pvhpc.web"]
+    assert [(r.levelname, r.exc_info) for r in lines] == [("INFO", None)], caplog.text
+    assert "POST /api/v1/sessions answered 503: Slurm's controller cannot be reached" in lines[0].getMessage()

@@ -96,8 +96,10 @@ class ErrorAnswers(RequestHandler):
         where = f"{self.request.method} {scrub(self.request.path)}"
         if isinstance(value, PvhpcError):
             # Explained errors need no traceback; a refused request (4xx) is in the access log already.
+            # A 503 says "try again" (a session still queued, Slurm briefly away): worth a line, not a warning.
             if value.status >= 500:
-                log.warning("%s answered %d: %s", where, value.status, LONG_RANDOM.sub("…", str(value))[:500])
+                log.log(logging.INFO if value.status == 503 else logging.WARNING, "%s answered %d: %s",
+                        where, value.status, LONG_RANDOM.sub("…", str(value))[:500])
         elif isinstance(value, OperationalError):
             # Nothing was half-written: each change is one transaction.
             log.warning("database unavailable during %s: %s", where, str(value).splitlines()[0][:200])
