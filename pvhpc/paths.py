@@ -22,6 +22,12 @@ def runtime_dir() -> Path:
     return Path(os.environ.get("PVHPC_RUNTIME_DIR") or _base("/opt/pvhpc/pvweb-site", ".local/share/pvhpc/pvweb-site"))
 
 
+def web_clients_dir() -> Path:
+    """Web clients installed from npm (`pvhpc runtime install`): ``visualizer/`` (ParaView Visualizer's dist),
+    ``wslink/wslink.js`` (the wslink 1.x browser client the users' page loads)."""
+    return Path(os.environ.get("PVHPC_WEB_CLIENTS_DIR") or _base("/opt/pvhpc/web-clients", ".local/share/pvhpc/web-clients"))
+
+
 def state_dir() -> Path:
     return Path(os.environ.get("PVHPC_STATE_DIR") or _base("/var/lib/pvhpc", ".local/share/pvhpc"))
 
