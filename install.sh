@@ -1,7 +1,8 @@
 #!/bin/bash
 # Install what pvhpc needs on Debian 12, as root: Debian's Slurm, munge, ParaView, Xvfb,
 # Apache, OpenSSH and PostgreSQL; a virtual environment with pvhpc in /opt/pvhpc/venv
-# (command linked as /usr/local/bin/pvhpc); and wslink for pvpython.
+# (command linked as /usr/local/bin/pvhpc); wslink for pvpython; and the web clients from npm
+# (ParaView Visualizer, wslink's browser client), fetched once with Debian's npm.
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -12,7 +13,7 @@ PACKAGES=(
     slurm-wlm slurm-wlm-basic-plugins munge
     paraview python3-paraview xvfb xauth
     apache2 openssh-server openssh-client postgresql
-    chromium
+    chromium npm
 )
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -37,5 +38,6 @@ if ! grep -qs '^home = /usr/bin$' "$PREFIX/venv/pyvenv.cfg"; then
 fi
 "$PREFIX/venv/bin/pip" install -q --disable-pip-version-check -e ".[test,postgres]"
 ln -sf "$PREFIX/venv/bin/pvhpc" /usr/local/bin/pvhpc
-PVHPC_RUNTIME_DIR=${PVHPC_RUNTIME_DIR:-$PREFIX/pvweb-site} "$PREFIX/venv/bin/pvhpc" runtime install
+PVHPC_RUNTIME_DIR=${PVHPC_RUNTIME_DIR:-$PREFIX/pvweb-site} PVHPC_WEB_CLIENTS_DIR=${PVHPC_WEB_CLIENTS_DIR:-$PREFIX/web-clients} \
+    "$PREFIX/venv/bin/pvhpc" runtime install
 echo "install.sh: done (pvhpc $("$PREFIX/venv/bin/python" -c 'import pvhpc; print(pvhpc.__version__)'))"

@@ -23,8 +23,9 @@ def runtime_dir() -> Path:
 
 
 def web_clients_dir() -> Path:
-    """Web clients installed from npm (`pvhpc runtime install`): ``visualizer/`` (ParaView Visualizer's dist),
-    ``wslink/wslink.js`` (the wslink 1.x browser client the users' page loads)."""
+    """Web clients installed from npm (`pvhpc runtime install`), each npm package's contents in a directory named
+    as the package: ``pvw-visualizer/`` (the Visualizer's ``dist/`` and ``server/pvw-visualizer.py``),
+    ``wslink/`` (``dist/wslink.js``, the wslink 1.x browser client the users' page loads)."""
     return Path(os.environ.get("PVHPC_WEB_CLIENTS_DIR") or _base("/opt/pvhpc/web-clients", ".local/share/pvhpc/web-clients"))
 
 

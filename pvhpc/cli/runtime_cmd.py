@@ -1,4 +1,4 @@
-"""``pvhpc runtime install|check``: the ParaViewWeb runtime that session jobs use."""
+"""``pvhpc runtime install|check``: the ParaViewWeb runtime that session jobs use, and the web clients."""
 
 from __future__ import annotations
 
@@ -12,23 +12,31 @@ from pvhpc.node import runtime
 def register(sub) -> None:
     p = sub.add_parser(
         "runtime",
-        help="install or check the ParaViewWeb runtime (wslink for pvpython, Xvfb)",
-        description="install puts wslink 1.x where pvpython can import it; check tells what a node is missing.",
+        help="install or check the ParaViewWeb runtime (wslink for pvpython, Xvfb) and the web clients from npm",
+        description="install puts wslink 1.x where pvpython can import it, and unpacks the npm packages "
+                    f"{', '.join(f'{k}@{v}' for k, v in runtime.WEB_CLIENTS.items())} into the web clients "
+                    "directory (fetched once with npm pack, then from its cache); check tells what a node is missing.",
     )
     p.add_argument("action", choices=("install", "check"))
     p.add_argument("--dir", default=None, help="directory for wslink (default: $PVHPC_RUNTIME_DIR or /opt/pvhpc/pvweb-site)")
+    p.add_argument("--web-clients-dir", default=None,
+                   help="directory for the web clients (default: $PVHPC_WEB_CLIENTS_DIR or /opt/pvhpc/web-clients)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     target = Path(args.dir) if args.dir else paths.runtime_dir()
+    clients = Path(args.web_clients_dir) if args.web_clients_dir else paths.web_clients_dir()
     if args.action == "install":
         try:
             runtime.install(target)
-        except runtime.RuntimeProblem as e:
+            print(f"wslink for pvpython is in {target}")
+            clients.mkdir(parents=True, exist_ok=True)
+            for d in runtime.install_web_clients(clients):
+                print(f"{d.name} is in {d}")
+        except (runtime.RuntimeProblem, OSError) as e:
             print(f"pvhpc runtime install: {e}", file=sys.stderr)
             return 1
-        print(f"wslink for pvpython is in {target}")
         return 0
     results = runtime.check(target)
     for r in results:

@@ -1,9 +1,14 @@
-"""The ParaViewWeb runtime on compute nodes: ParaView's pvpython, a wslink it can import, an X server.
+"""The ParaViewWeb runtime on compute nodes: ParaView's pvpython, a wslink it can import, an X server;
+and the web clients that come from npm.
 
 Debian's ParaView 5.11 ships ParaView's web protocols but not wslink. wslink 1.x
 is installed into a directory of its own and put on pvpython's PYTHONPATH by
 the job script; wslink 2 would speak binary frames that ParaView 5.11's
 clients do not expect.
+
+The web clients (the ParaView Visualizer and wslink's browser client) are npm packages used as
+they are published: ``npm pack`` fetches each tarball once into a cache beside them, and they are
+unpacked from there, so installing again fetches nothing.
 """
 
 from __future__ import annotations
@@ -12,12 +17,20 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from pvhpc.errors import PvhpcError
 
 WSLINK_REQUIREMENT = "wslink==1.12.4"
+# npm package -> version, each unpacked into a directory of the web clients dir named as the package.
+# pvw-visualizer: dist/ (the Visualizer's static files) and server/pvw-visualizer.py (its pvpython server);
+# wslink: dist/wslink.js (the browser client pvhpc's page loads; 1.x speaks JSON frames, as wslink 1.12.4 above).
+WEB_CLIENTS = {"pvw-visualizer": "3.2.0", "wslink": "1.12.4"}
+TARBALL_CACHE = ".npm-packs"
+INSTALLED_MARK = ".pvhpc-installed"
 
 
 class RuntimeProblem(PvhpcError):
@@ -43,6 +56,68 @@ def install(target: Path) -> None:
     )
     if proc.returncode != 0:
         raise RuntimeProblem(f"pip could not install {WSLINK_REQUIREMENT} into {target}: {proc.stderr.strip()[-500:]}")
+
+
+def install_web_clients(target: Path, npm: str = "npm") -> list[Path]:
+    """Unpack each of WEB_CLIENTS into ``target/<package>`` (idempotent); returns the directories."""
+    cache = target / TARBALL_CACHE
+    done = []
+    for package, version in WEB_CLIENTS.items():
+        dest = target / package
+        done.append(dest)
+        mark = dest / INSTALLED_MARK
+        if mark.is_file() and mark.read_text().strip() == version:
+            continue
+        tarball = _npm_tarball(package, version, cache, npm)
+        # Unpacked beside its place, then swapped in: a half-written client is never served.
+        staging = Path(tempfile.mkdtemp(prefix=f".{package}-", dir=target))
+        try:
+            staging.chmod(0o755)    # mkdtemp makes it private; the front end must read it
+            _unpack_npm_tarball(tarball, staging)
+            (staging / INSTALLED_MARK).write_text(version + "\n")
+            if dest.exists():
+                shutil.rmtree(dest)
+            staging.rename(dest)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging)
+    return done
+
+
+def _npm_tarball(package: str, version: str, cache: Path, npm: str) -> Path:
+    # npm names a scoped package's tarball scope-name-version.tgz; none of WEB_CLIENTS is scoped.
+    tarball = cache / f"{package}-{version}.tgz"
+    if tarball.is_file():
+        return tarball
+    if shutil.which(npm) is None:
+        raise RuntimeProblem(f"{npm} not found: install Debian's npm package (install.sh does) to fetch "
+                             f"{package}@{version}")
+    cache.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run([npm, "pack", "--silent", f"{package}@{version}", "--pack-destination", str(cache)],
+                          capture_output=True, text=True, cwd=cache)
+    if proc.returncode != 0 or not tarball.is_file():
+        raise RuntimeProblem(f"npm pack {package}@{version} failed: "
+                             f"{(proc.stderr or proc.stdout).strip()[-500:] or 'no tarball written'}")
+    return tarball
+
+
+def _unpack_npm_tarball(tarball: Path, dest: Path) -> None:
+    """npm tarballs hold one top directory (``package/``); only its regular files and directories are taken,
+    and none may lead outside ``dest``."""
+    with tarfile.open(tarball, "r:gz") as tar:
+        for member in tar.getmembers():
+            parts = Path(member.name).parts
+            if len(parts) < 2 or ".." in parts or Path(member.name).is_absolute():
+                continue
+            out = dest.joinpath(*parts[1:])
+            if member.isdir():
+                out.mkdir(parents=True, exist_ok=True)
+            elif member.isfile():
+                out.parent.mkdir(parents=True, exist_ok=True)
+                with tar.extractfile(member) as src, open(out, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+                # Readable by everyone (the front end serves it, every user's job runs the server).
+                out.chmod(0o755 if member.mode & 0o111 else 0o644)
 
 
 def check(pythonpath: Path, pvpython: str = "pvpython") -> list[RuntimeCheck]:
