@@ -196,6 +196,20 @@ def existing_dir(value: Any) -> Path:
     return Path(os.path.realpath(found))
 
 
+def web_client(value: Any) -> Path:
+    """A directory of static files a browser loads: it must exist and hold index.html."""
+    found = existing_dir(value)
+    if not exists(found / "index.html", "file"):
+        raise ValueError(f"{found} holds no index.html (is it the client's built dist/ directory?)")
+    return found
+
+
+def flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"must be true or false, not {value!r}")
+    return value
+
+
 def directories(value: Any) -> tuple[Path, ...]:
     if not isinstance(value, list) or not value:
         raise ValueError(f"must be a non-empty list, not {value!r}")

@@ -144,6 +144,12 @@ APPLICATIONS = Named(
             "seconds from job start to the server's report, else the job is cancelled"),
         Key("idle_timeout", whole(10, 7 * 86400), 900, "seconds a server waits without clients before it exits"),
         Key("description", checks.free_text, "", "what users read about the application"),
+        Key("web_client", checks.web_client, None,
+            "a directory of static files (with index.html) the front end serves at /apps/<name>/: the "
+            "application's web client; left out, it has none of its own", example="/opt/site/my-client/dist"),
+        Key("serves_own_client", checks.flag, False,
+            "the server serves its own web client over HTTP on its port (trame does): the front end proxies "
+            "/session/<id>/ to it"),
     ))
 
 LIMITS = Section("limits", Limits, help="per user", keys=(

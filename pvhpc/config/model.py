@@ -45,6 +45,10 @@ class ApplicationConfig:
     start_timeout: int           # seconds from job start to the server's report
     idle_timeout: int            # seconds a server waits without clients before it exits
     description: str
+    # Static files the front end serves at /apps/<name>/ (holds index.html); None: the app has none of its own.
+    web_client: Path | None
+    # The server serves its own web client over HTTP on its port (trame): the front end proxies /session/<id>/ to it.
+    serves_own_client: bool
 
 
 @dataclass(frozen=True)
