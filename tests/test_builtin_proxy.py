@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+import pytest
 import tornado.web
 from tornado.httpclient import HTTPClientError
 from tornado.httpserver import HTTPServer
@@ -155,3 +156,84 @@ def test_a_server_that_does_not_answer_gives_502():
         rig.frontend.rebuild([record("s1", port)])
         assert (await rig.refused("s1"))[0] == 502
     run(go)
+
+
+# -- /session/<id>/: a session whose server serves its own client (trame apps), against a real small one --
+
+def served_rig(coro_fn, staff=()):
+    """A Rig whose "trame" sessions serve their own client, with tests/harness/served_app.py as that server."""
+    from tests.harness import served_app
+
+    async def go(rig):
+        rig.frontend.served_applications = frozenset({"trame"})
+        app_server, app_port = served_app.listen()
+        try:
+            return await coro_fn(rig, app_port)
+        finally:
+            app_server.stop()
+    return run(go, staff=staff)
+
+
+def served(sid, port, user="alice", application="trame", state="ready") -> SessionRecord:
+    return SessionRecord(id=sid, user=user, state=state, host="127.0.0.1", port=port, application=application)
+
+
+async def http(rig, path, method="GET", body=None, headers=None):
+    from tornado.httpclient import AsyncHTTPClient
+
+    return await AsyncHTTPClient().fetch(f"http://127.0.0.1:{rig.port}{path}", method=method, body=body,
+                                         headers=headers, raise_error=False, follow_redirects=False)
+
+
+def test_a_served_session_answers_http_and_websocket_at_its_own_path_without_the_users_credentials():
+    async def go(rig, app_port):
+        rig.frontend.rebuild([served("s1", app_port)])
+        page = await http(rig, "/session/s1/")
+        assert page.code == 200 and b"the session's own client" in page.body
+        bare = await http(rig, "/session/s1?x=1")
+        assert bare.code == 302 and bare.headers["Location"] == "s1/?x=1"
+        echo = await http(rig, "/session/s1/echo/a%20b?x=1&y=2", method="POST", body="payload", headers={
+            "Authorization": "Basic YWxpY2U6c2VjcmV0", "Cookie": "sso=login-cookie", "X-Remote-User": "alice",
+            "X-App-Header": "kept"})
+        assert echo.code == 200, echo.body
+        seen = json.loads(echo.body)
+        assert seen["method"] == "POST" and seen["path"] == "/echo/a%20b" and seen["query"] == "x=1&y=2"
+        assert seen["body"] == "payload" and seen["headers"]["x-app-header"] == "kept"
+        for private in ("authorization", "cookie", "x-remote-user"):
+            assert private not in seen["headers"], private
+        assert "Set-Cookie" not in echo.headers   # the app may not set cookies on pvhpc's origin
+        conn = await websocket_connect(f"ws://127.0.0.1:{rig.port}/session/s1/ws")
+        for message in ("hello", b"\x00binary\xff"):
+            await conn.write_message(message, binary=isinstance(message, bytes))
+            assert await conn.read_message() == message
+        # The session ends: its websocket is closed and its pages are gone, though its server still runs.
+        rig.frontend.update(served("s1", app_port, state="ended"))
+        assert await asyncio.wait_for(conn.read_message(), 2) is None and conn.close_code == 1001
+        assert (await http(rig, "/session/s1/")).code == 404
+    served_rig(go)
+
+
+def test_a_served_session_is_its_owners_only_and_only_for_applications_that_serve_their_client():
+    async def go(rig, app_port):
+        rig.frontend.rebuild([served("bobs", app_port, user="bob"), served("pv", app_port, application="paraview"),
+                              served("queued", None, state="queued")])
+        for sid in ("bobs", "pv", "queued", "nope", "bobs?x"):
+            for path in (f"/session/{sid}/", f"/session/{sid}/echo/x", f"/session/{sid}"):
+                answer = await http(rig, path)
+                assert answer.code == 404 and json.loads(answer.body) == {"error": "no such session"}, (path, answer)
+        assert (await http(rig, "/session/bobs/echo/x", method="POST", body="x")).code == 404
+        with pytest.raises(HTTPClientError) as refused:
+            await websocket_connect(f"ws://127.0.0.1:{rig.port}/session/bobs/ws")
+        assert refused.value.code == 404
+    served_rig(go, staff=("alice",))   # staff too: the client is the owner's own code on pvhpc's origin
+
+
+def test_a_served_session_whose_server_does_not_answer_gives_502():
+    async def go(rig, app_port):
+        dead = bind_sockets(0, "127.0.0.1")
+        port = dead[0].getsockname()[1]
+        dead[0].close()
+        rig.frontend.rebuild([served("s1", port)])
+        answer = await http(rig, "/session/s1/")
+        assert answer.code == 502 and json.loads(answer.body)["error"] == "the session's server does not answer"
+    served_rig(go)

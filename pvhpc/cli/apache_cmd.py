@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from pvhpc.errors import PvhpcError
 from pvhpc.frontends import apacheconf
 
 
@@ -36,6 +37,9 @@ def register(sub) -> None:
     r.add_argument("--access-log", type=Path, default=Path("/var/log/apache2/pvhpc-access.log"),
                    help="this virtual host's access log; it records paths only, never query strings, which carry "
                         "session ids (default: %(default)s)")
+    r.add_argument("--config", type=Path, metavar="SITE.yaml",
+                   help="pvhpc's site config: Apache then serves each application's web client (web_client) "
+                        "itself at /apps/<name>/")
     r.add_argument("--output", "-o", type=Path, help="write the site file here (default: standard output)")
     r.add_argument("--standalone", type=Path, metavar="DIR",
                    help="also write DIR/httpd.conf: a complete server (ServerRoot DIR, modules, Listen) around "
@@ -66,11 +70,17 @@ def _listen(value: str | None) -> tuple[str | None, int | None]:
 def render(args) -> int:
     try:
         address, port = _listen(args.listen)
+        web_clients = ()
+        if args.config:
+            from pvhpc import config as site_config
+
+            web_clients = apacheconf.site_web_clients(site_config.load(args.config))
         site = apacheconf.Site(
             server_name=args.server_name, map_file=args.map_file.absolute(), service_url=args.service_url,
             port=port, prefix=args.prefix, auth_include=args.auth_include and args.auth_include.absolute(),
             access_log=args.access_log.absolute(),
             tls_cert=args.tls_cert and args.tls_cert.absolute(), tls_key=args.tls_key and args.tls_key.absolute(),
+            web_clients=web_clients,
         )
         text = apacheconf.render_site(site)
         site_file = args.output
@@ -93,7 +103,7 @@ def render(args) -> int:
                 user=user, group=group or user,
             ))
             print(f"wrote {main} (start: apache2 -f {main} -k start)")
-    except apacheconf.ApacheConfigError as e:
+    except PvhpcError as e:   # a wrong option, or a site config that does not load (it names its key)
         print(f"pvhpc apache render: {e}", file=sys.stderr)
         return 2
     except OSError as e:

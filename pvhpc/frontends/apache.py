@@ -1,4 +1,4 @@
-"""The Apache front end: clients reach sessions through Apache's /proxy URL; pvhpc keeps its map file.
+"""The Apache front end: clients reach sessions through Apache's /proxy (and /session/) URLs; pvhpc keeps its map file.
 
 Apache's part is the configuration in apache/ (``pvhpc apache render``); this
 part keeps the RewriteMap file equal to the set of routable sessions. The file
@@ -15,7 +15,7 @@ from tornado.ioloop import PeriodicCallback
 from pvhpc.db.store import SessionRecord
 from pvhpc.frontends.base import FrontEnd, FrontEndError
 from pvhpc.frontends.proxymap import ProxyMapError, ProxyMapFile
-from pvhpc.frontends.routes import RouteTable
+from pvhpc.frontends.routes import OWNER, RouteTable
 
 log = logging.getLogger("pvhpc.frontends.apache")
 RETRY_SECONDS = 5
@@ -56,6 +56,16 @@ class ApacheFrontEnd(FrontEnd):
         if self.routes.apply(record) or self._stale:
             self._write()
 
+    def entries(self) -> dict[str, str]:
+        """The map's lines: each routable session's "<id> <host>:<port>"; and for a session whose server serves
+        its own client also "<id>.http <host>:<port>|<owner>", from which /session/<id>/ checks the owner.
+        (Ids have no dots, so the two kinds of key never meet.)"""
+        out = self.routes.targets()
+        for route in self.routes:
+            if self.serves_http(route) and OWNER.match(route.user):
+                out[f"{route.session_id}.http"] = f"{route.target}|{route.user}"
+        return out
+
     def _write_if_stale(self) -> None:
         if self._stale:
             self._write()
@@ -64,7 +74,7 @@ class ApacheFrontEnd(FrontEnd):
         # Called from the event bus inside a state change: a full disk must not
         # fail the change itself. The next change tries again.
         try:
-            self.map_file.write(self.routes.targets())
+            self.map_file.write(self.entries())
             self._stale = False
         except (OSError, ProxyMapError) as e:
             self._stale = True

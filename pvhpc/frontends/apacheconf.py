@@ -23,9 +23,10 @@ MODULES_DIR = Path("/usr/lib/apache2/modules")   # Debian's; other systems: --mo
 BINARIES = ("apache2", "httpd")
 # What the site file uses, in load order; ssl only with TLS.
 MODULES = ("mpm_event", "authz_core", "authz_host", "authz_user", "authn_core", "authn_file", "auth_basic",
-           "headers", "setenvif", "rewrite", "proxy", "proxy_http", "proxy_wstunnel")
+           "headers", "setenvif", "rewrite", "proxy", "proxy_http", "proxy_wstunnel", "alias", "dir", "mime")
 TLS_MODULES = ("socache_shmcb", "ssl")
 
+APP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")   # as config keys allow: safe in a URL path
 HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,253}[A-Za-z0-9])?$")
 PREFIX = re.compile(r"^(/[A-Za-z0-9_.~-]+)+$")
 SERVICE_URL = re.compile(r"^https?://[A-Za-z0-9.:\[\]-]+(/[A-Za-z0-9_.~/-]*)?$")
@@ -53,6 +54,8 @@ class Site:
     http_timeout: int = 300
     # This virtual host's own access log: it logs paths without query strings (session ids travel there).
     access_log: Path = Path("/var/log/apache2/pvhpc-access.log")
+    # Applications' own web clients (name, directory), served by Apache itself at PREFIX/apps/<name>/.
+    web_clients: tuple[tuple[str, Path], ...] = ()
 
     @property
     def tls(self) -> bool:
@@ -93,6 +96,12 @@ class Site:
                              ("--auth-include", self.auth_include), ("--access-log", self.access_log)):
             if path is not None and not SAFE_PATH.match(str(path)):
                 raise ApacheConfigError(f"{path} must be an absolute path without spaces or quotes", field=option)
+        for name, directory in self.web_clients:
+            if not APP_NAME.match(name):
+                raise ApacheConfigError(f"application name {name!r} cannot be a URL path", field="--config")
+            if not SAFE_PATH.match(str(directory)):
+                raise ApacheConfigError(f"applications.{name}.web_client {directory} must be an absolute path "
+                                        "without spaces or quotes", field="--config")
         return self
 
 
@@ -104,6 +113,20 @@ def _fill(template: str, values: dict[str, str]) -> str:
     if left:
         raise RuntimeError(f"apache/{template}: no value for {', '.join(sorted(set(left)))}")
     return text
+
+
+def site_web_clients(config) -> tuple[tuple[str, Path], ...]:
+    """The web clients a pvhpc site config names (applications.<name>.web_client), for ``Site.web_clients``."""
+    from pvhpc.frontends import web_clients
+
+    return tuple(sorted(web_clients(config).items()))
+
+
+def _web_client_blocks(site: Site) -> str:
+    if not site.web_clients:
+        return "    # (No application has a web_client: render with --config SITE.yaml to serve them here.)\n"
+    return "".join(_fill("webclient.conf.in", {"PREFIX": site.prefix, "NAME": name, "DIR": str(directory).rstrip("/")})
+                   for name, directory in site.web_clients)
 
 
 def render_site(site: Site) -> str:
@@ -121,7 +144,7 @@ def render_site(site: Site) -> str:
         "SESSION_URL": site.session_url, "PUBLIC_URL": site.public_url, "TLS": tls, "AUTH": auth,
         "SSL_MODULE": " ssl" if site.tls else "",
         "WS_IDLE_TIMEOUT": str(site.ws_idle_timeout), "HTTP_TIMEOUT": str(site.http_timeout),
-        "ACCESS_LOG": str(site.access_log),
+        "ACCESS_LOG": str(site.access_log), "WEB_CLIENTS": _web_client_blocks(site),
     })
 
 

@@ -18,6 +18,11 @@ class FrontEndError(PvhpcError):
 
 
 class FrontEnd:
+    # Applications whose session server serves its own web client over HTTP (trame apps): a front end that
+    # proxies proxies them at /session/<id>/ too, HTTP and websocket, to the session's owner only.
+    # Set by make_frontend from the site's applications (serves_own_client).
+    served_applications: frozenset[str] = frozenset()
+
     def __init__(self, session_url: str):
         self.url_template = session_url
 
@@ -38,7 +43,7 @@ class FrontEnd:
         pass
 
     def handlers(self, ctx) -> list:
-        """Extra Tornado routes this front end serves (the built-in proxy's websocket endpoint)."""
+        """Extra Tornado routes this front end serves (the built-in proxy's /proxy and /session/<id>/)."""
         return []
 
     async def start(self) -> None:
@@ -50,6 +55,10 @@ class FrontEnd:
     def routable(self, record: SessionRecord) -> bool:
         """Ready, or last seen ready while the scheduler cannot be asked (its server is most likely still up)."""
         return bool(record.host and record.port) and record.state in ("ready", "unknown")
+
+    def serves_http(self, route) -> bool:
+        """The route's server is one whose own web client is proxied at /session/<id>/."""
+        return route.application in self.served_applications
 
 
 class DirectFrontEnd(FrontEnd):

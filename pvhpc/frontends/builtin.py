@@ -1,5 +1,8 @@
 """The built-in front end: pvhpc's own Tornado server proxies session websockets.
 
+(And, for applications whose server serves its own web client, the whole
+session at /session/<id>/: served.py.)
+
 For sites without Apache, and the embedded default. It answers at the same URL
 as Apache's front end, ``/proxy?sessionId=<id>&path=<path>``, so a client cannot
 tell which one it talks to. It checks more than Apache can: the session must be
@@ -79,7 +82,12 @@ class BuiltinFrontEnd(FrontEnd):
                 self.connector.forget(session_id)
 
     def handlers(self, ctx) -> list:
-        return [(r"/proxy", SessionProxyHandler, {"frontend": self, "auth": ctx.auth})]
+        from pvhpc.frontends.served import ServedSessionHandler
+
+        args = {"frontend": self, "auth": ctx.auth}
+        return [(r"/proxy", SessionProxyHandler, args),
+                (r"/session/([A-Za-z0-9_-]{1,128})(/.*)?", ServedSessionHandler,
+                 {**args, "private_headers": ("Authorization", "Cookie", ctx.auth.config.header)})]
 
     async def stop(self) -> None:
         for session_id in list(self.connections):
@@ -126,8 +134,16 @@ class SessionProxyHandler(ErrorAnswers, WebSocketHandler):
             return self._refuse(404, "no such session")
         if not PATH.match(path):
             return self._refuse(400, f"path {path!r} is not a server path")
-        if self.request.headers.get("Upgrade", "").lower() != "websocket":
+        if not self.wants_websocket():
             return self._refuse(400, "this URL takes websocket connections only")
+        await self.join(route, path, *args, **kwargs)
+
+    def wants_websocket(self) -> bool:
+        return self.request.headers.get("Upgrade", "").lower() == "websocket"
+
+    async def join(self, route: Route, path: str, *args, **kwargs) -> None:
+        """Open the server's websocket at ``path`` (and query), then take the client's upgrade."""
+        session_id = route.session_id
         try:
             target = await self.frontend.connector.address(route)
             request = HTTPRequest(f"ws://{target}/{path}", connect_timeout=CONNECT_TIMEOUT,
@@ -172,13 +188,14 @@ class SessionProxyHandler(ErrorAnswers, WebSocketHandler):
         if self.upstream is not None:
             self.upstream.close(*_passable(self.close_code, self.close_reason))
 
-    def _own_route(self, session_id: str) -> Route | None:
-        """The session's route if it is routable and the caller's own; an unknown id and another user's look alike."""
+    def _own_route(self, session_id: str, staff_too: bool = True) -> Route | None:
+        """The session's route if it is routable and the caller's own (or the caller is staff, with ``staff_too``);
+        an unknown id and another user's look alike."""
         route = self.frontend.routes.get(session_id) if SESSION_ID.match(session_id) else None
         if route is None:
             return None
         user = self.auth.user(self.request)
-        if user is None or (user != route.user and not self.auth.is_staff(user)):
+        if user is None or (user != route.user and not (staff_too and self.auth.is_staff(user))):
             return None
         return route
 

@@ -15,6 +15,7 @@ from pvhpc.db.store import SessionRecord
 
 SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,253}[A-Za-z0-9])?$")
+OWNER = re.compile(r"^[^\s|]{1,255}$")   # written after a '|' in Apache's map: no separator, no space
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ class Route:
     host: str
     port: int
     user: str
+    application: str = ""
 
     @property
     def target(self) -> str:
@@ -35,7 +37,7 @@ def route_of(record: SessionRecord) -> Route | None:
         return None
     if not isinstance(record.port, int) or not 0 < record.port < 65536:
         return None
-    return Route(record.id, record.host, record.port, record.user)
+    return Route(record.id, record.host, record.port, record.user, record.application or "")
 
 
 class RouteTable:
@@ -67,6 +69,9 @@ class RouteTable:
 
     def targets(self) -> dict[str, str]:
         return {sid: route.target for sid, route in self._routes.items()}
+
+    def __iter__(self):
+        return iter(list(self._routes.values()))
 
     def __len__(self) -> int:
         return len(self._routes)

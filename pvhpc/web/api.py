@@ -115,9 +115,20 @@ class ApplicationsHandler(JSONHandler):
         apps = self.ctx.config.applications
         self.send({"applications": [
             {"name": a.name, "description": a.description, "partitions": list(a.partitions),
-             "default_partition": a.default_partition, "data_roots": [str(r) for r in a.data_roots]}
+             "default_partition": a.default_partition, "data_roots": [str(r) for r in a.data_roots],
+             **opens(a)}
             for a in apps.values()
         ]})
+
+
+def opens(app) -> dict:
+    """How a ready session of ``app`` opens in a browser (docs/web.md): the page's quick view, the application's
+    own client at /apps/<name>/ (``client_url``, relative), or the client its server serves at /session/<id>/."""
+    if app.serves_own_client:
+        return {"opens": "served", "client_url": None}
+    if app.web_client is not None:
+        return {"opens": "client", "client_url": f"apps/{app.name}/"}
+    return {"opens": "view", "client_url": None}
 
 
 class PartitionsHandler(JSONHandler):

@@ -6,10 +6,17 @@ service.launcher_wait seconds. A session still queued then is kept and the
 client gets 503; its retry of the same request attaches to that session
 instead of submitting a second job. GET and DELETE /paraview/<id> return the
 session (DELETE ends it first).
+
+A body with ``"attach": "<id>"`` launches nothing: it answers the caller's own
+ready session. That is how pvhpc's page opens a session in an application's
+own client without putting its secret in a URL: it opens
+``/apps/<name>/?attach=<id>``, the unmodified client POSTs its URL query here
+(as SmartConnect does), and the secret comes back in this answer only.
 """
 
 from __future__ import annotations
 
+from pvhpc.frontends.routes import SESSION_ID
 from pvhpc.sessions.spec import parse_spec
 from pvhpc.sessions.states import SessionState
 from pvhpc.db.store import Change
@@ -23,7 +30,10 @@ S = SessionState
 class LaunchHandler(JSONHandler):
     async def post(self) -> None:
         user = self.require_user()
-        spec = parse_spec(self.ctx.config, self.json_body(), strict=False)
+        body = self.json_body()
+        if isinstance(body, dict) and body.get("attach") is not None:
+            return self._attach(user, body)
+        spec = parse_spec(self.ctx.config, body, strict=False)
         service = self.ctx.service
         record = await service.create(user, spec, attach=True)
         record = await service.wait_for(record.id, [S.READY], self.ctx.config.service.launcher_wait)
@@ -38,6 +48,26 @@ class LaunchHandler(JSONHandler):
             f"{self.ctx.config.service.launcher_wait:.0f} s; it is kept: repeat the same request to attach to it",
             status=503, extra=about,
         )
+
+
+    def _attach(self, user: str, body: dict) -> None:
+        session_id = body["attach"]
+        if not isinstance(session_id, str) or not SESSION_ID.match(session_id):
+            raise APIError("must be the id of one of your sessions", field="attach")
+        record = self.ctx.store.get(session_id)
+        # The owner only, staff included: attaching hands out the secret.
+        if record is None or record.user != user:
+            raise APIError(f"no session {session_id}", status=404, field="attach")
+        wanted = body.get("application")
+        if wanted is not None and wanted != record.application:
+            raise APIError(f"session {session_id} runs {record.application}, not {wanted}: open it with "
+                           f"{record.application}'s own client", field="application")
+        if record.state != S.READY.value:
+            raise APIError(f"session {session_id} is {record.state}, not ready"
+                           + (f" ({record.detail})" if record.detail else ""), status=409, field="attach",
+                           extra={"id": record.id, "state": record.state})
+        self.ctx.service.apply(record.id, Change.to(S.READY, record.detail, handed_out=True))
+        self.send(session_json(record, self.ctx.frontend))
 
 
 class LaunchedSessionHandler(JSONHandler):

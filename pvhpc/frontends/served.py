@@ -1,0 +1,98 @@
+"""A session whose server serves its own web client (a trame app), proxied whole at /session/<id>/.
+
+HTTP requests and websocket upgrades under ``/session/<id>/`` go to the same
+path on the session's server. Only the session's owner gets through, staff
+included in no exception: the client that comes back is the user's own code
+running on pvhpc's origin, so nobody else may load it. Any other id, or a session
+whose application does not serve its own client, answers 404 as if it did not
+exist (the same look as /proxy).
+
+What the server must not see is left out: the request's credentials
+(``Authorization``, ``Cookie``) and the trusted front end's user header; and what
+it must not set on pvhpc's origin (``Set-Cookie``) is dropped from its answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+
+from pvhpc.frontends.builtin import CONNECT_TIMEOUT, SessionProxyHandler
+
+log = logging.getLogger("pvhpc.frontends.served")
+
+HTTP_TIMEOUT = 300
+# Hop-by-hop headers (RFC 9110 7.6.1) belong to one connection, never forwarded; Host and Content-Length are
+# the client library's to set for the new request; Set-Cookie would land on pvhpc's origin.
+HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te",
+              "trailer", "transfer-encoding", "upgrade"}
+NOT_FORWARDED = HOP_BY_HOP | {"host", "content-length"}
+NOT_RETURNED = HOP_BY_HOP | {"content-length", "set-cookie"}
+METHODS_WITH_BODY = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+class ServedSessionHandler(SessionProxyHandler):
+    def initialize(self, frontend, auth, private_headers=()) -> None:
+        super().initialize(frontend, auth)
+        self.private = {name.lower() for name in private_headers}
+
+    def check_xsrf_cookie(self) -> None:
+        pass   # pvhpc sets no cookies; the session's own client is the judge of its requests
+
+    async def get(self, session_id: str, rest: str | None = None) -> None:
+        route = self._served_route(session_id)
+        if route is None:
+            return self._refuse(404, "no such session")
+        if rest is None:
+            # The client's relative URLs need the trailing slash.
+            query = f"?{self.request.query}" if self.request.query else ""
+            return self.redirect(f"{session_id}/{query}")
+        if self.wants_websocket():
+            return await self.join(route, self._upstream_path(session_id), session_id, rest)
+        await self._forward(route, session_id)
+
+    async def _any(self, session_id: str, rest: str | None = None) -> None:
+        route = self._served_route(session_id)
+        if route is None or rest is None:
+            return self._refuse(404, "no such session")
+        await self._forward(route, session_id)
+
+    post = put = patch = delete = head = options = _any
+
+    def _served_route(self, session_id: str):
+        route = self._own_route(session_id, staff_too=False)
+        return route if route is not None and self.frontend.serves_http(route) else None
+
+    def _upstream_path(self, session_id: str) -> str:
+        """The request's path after /session/<id>/, as the client sent it (still percent-encoded), and its query."""
+        path = self.request.path[len(f"/session/{session_id}/"):]
+        return f"{path}?{self.request.query}" if self.request.query else path
+
+    async def _forward(self, route, session_id: str) -> None:
+        headers = {name: value for name, value in self.request.headers.get_all()
+                   if name.lower() not in NOT_FORWARDED and name.lower() not in self.private}
+        method = self.request.method
+        try:
+            target = await self.frontend.connector.address(route)
+            request = HTTPRequest(
+                f"http://{target}/{self._upstream_path(session_id)}", method=method, headers=headers,
+                body=self.request.body if method in METHODS_WITH_BODY else None, allow_nonstandard_methods=True,
+                follow_redirects=False, decompress_response=False,
+                connect_timeout=CONNECT_TIMEOUT, request_timeout=HTTP_TIMEOUT)
+            answer = await AsyncHTTPClient().fetch(request, raise_error=False)
+        except (OSError, HTTPClientError, asyncio.TimeoutError) as e:
+            log.warning("session %s… does not answer HTTP at %s: %s", session_id[:6], route.target, e)
+            return self._refuse(502, "the session's server does not answer")
+        if answer.code == 599:   # the client library's own "no answer" (timeout, reset)
+            log.warning("session %s… gave no HTTP answer at %s: %s", session_id[:6], route.target, answer.error)
+            return self._refuse(502, "the session's server does not answer")
+        self.clear()
+        self.set_status(answer.code, answer.reason)
+        for name, value in answer.headers.get_all():
+            if name.lower() not in NOT_RETURNED:
+                self.add_header(name, value)
+        if method == "HEAD" or answer.code in (204, 304):
+            return self.finish()
+        self.finish(answer.body or b"")
