@@ -37,6 +37,39 @@ if ! grep -qs '^home = /usr/bin$' "$PREFIX/venv/pyvenv.cfg"; then
     /usr/bin/python3 -m venv "$PREFIX/venv"
 fi
 "$PREFIX/venv/bin/pip" install -q --disable-pip-version-check -e ".[test,postgres]"
+# pyslurm (scheduler.backend: pyslurm), where its source is beside the checkout, as in CI
+# (../shared/vendor, see docs/scheduler.md) and this machine's Slurm is the release it is for.
+# It compiles for minutes: the wheel is kept under $WHEELS, named by the source's sha256, so
+# later runs reuse it and a new source builds anew. Without the source pvhpc runs on the
+# command-line backend; a site installs the pyslurm release matching its own Slurm.
+VENDOR="$(pwd)/../shared/vendor"
+WHEELS=${PVHPC_WHEEL_CACHE:-/var/cache/pvhpc/wheels}
+tarball=$(ls "$VENDOR"/pyslurm-*.tar.gz 2>/dev/null | sort | tail -n 1 || true)
+if [ -n "$tarball" ]; then
+    slurm_version=$(dpkg-query -W -f='${Version}' slurm-client 2>/dev/null || true)
+    pyslurm_version=$(basename "$tarball" .tar.gz | sed 's/^pyslurm-//')
+    # pyslurm 22.5.x is for Slurm 22.05.x, and so on.
+    wanted=$(echo "$pyslurm_version" | awk -F. '{printf "%s.%02d", $1, $2}')
+    if [ "${slurm_version#"$wanted".}" = "$slurm_version" ]; then
+        echo "install.sh: $tarball is for Slurm $wanted, this machine has ${slurm_version:-no Slurm}: pyslurm not installed"
+    elif ! "$PREFIX/venv/bin/python" -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("pyslurm") is None)' \
+            || [ "$(cat "$PREFIX/venv/.pyslurm-source" 2>/dev/null)" != "$(sha256sum "$tarball" | cut -d' ' -f1)" ]; then
+        sum=$(sha256sum "$tarball" | cut -d' ' -f1)
+        cache="$WHEELS/$sum"
+        if ! ls "$cache"/pyslurm-*.whl >/dev/null 2>&1; then
+            dpkg-query -W -f='${Status}' libslurm-dev 2>/dev/null | grep -q "install ok installed" || {
+                apt-get update -qq
+                DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libslurm-dev gcc >/dev/null
+            }
+            echo "install.sh: building pyslurm $pyslurm_version (several minutes, once; kept in $cache)"
+            mkdir -p "$cache"
+            SLURM_INCLUDE_DIR=/usr/include SLURM_LIB_DIR=/usr/lib/x86_64-linux-gnu \
+                "$PREFIX/venv/bin/pip" wheel -q --disable-pip-version-check --no-deps -w "$cache" "$tarball"
+        fi
+        "$PREFIX/venv/bin/pip" install -q --disable-pip-version-check --force-reinstall --no-deps "$cache"/pyslurm-*.whl
+        echo "$sum" > "$PREFIX/venv/.pyslurm-source"
+    fi
+fi
 ln -sf "$PREFIX/venv/bin/pvhpc" /usr/local/bin/pvhpc
 PVHPC_RUNTIME_DIR=${PVHPC_RUNTIME_DIR:-$PREFIX/pvweb-site} PVHPC_WEB_CLIENTS_DIR=${PVHPC_WEB_CLIENTS_DIR:-$PREFIX/web-clients} \
     "$PREFIX/venv/bin/pvhpc" runtime install

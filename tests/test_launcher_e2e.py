@@ -13,6 +13,7 @@ import pytest
 
 from pvhpc.client.api import ClientError
 
+from tests import backends
 from tests.harness.cluster import block_gpu_partition, cancel, pvhpc_jobs, slow_start_jobscript, squeue
 from tests.helpers import foreground_fraction, processes_of_job, render, wait_until
 
@@ -28,8 +29,9 @@ def raw_post(url: str, body: bytes) -> tuple[int, dict]:
         return e.code, json.loads(e.read())
 
 
-def test_launcher_post_gives_a_rendering_session_and_delete_cancels_it(service_factory, cluster, artifacts):
-    svc = service_factory().start()
+@pytest.mark.parametrize("backend", backends.BACKENDS)
+def test_launcher_post_gives_a_rendering_session_and_delete_cancels_it(backend, service_factory, cluster, artifacts):
+    svc = service_factory(scheduler=backends.scheduler_section(cluster, backend)).start()
     # Exactly what the ParaViewWeb JS client sends: its whole config, as text/plain, to /paraview/.
     status, session = raw_post(svc.url + "/paraview/", json.dumps({
         "application": "paraview", "sessionManagerURL": svc.url + "/paraview/", "secret": "client-made-up",
@@ -156,11 +158,13 @@ def test_bad_requests_get_json_errors_naming_the_field_and_submit_nothing(servic
     assert svc.client().list() == []
 
 
-def test_restart_after_sigkill_reattaches_every_session_without_resubmitting(service_factory, cluster, tmp_path):
+@pytest.mark.parametrize("backend", backends.BACKENDS)
+def test_restart_after_sigkill_reattaches_every_session_without_resubmitting(backend, service_factory, cluster,
+                                                                            tmp_path):
     blockers = block_gpu_partition(cluster)
     data = tmp_path / "restart" / "data"
     data.mkdir(parents=True)
-    svc = service_factory("restart", applications={
+    svc = service_factory("restart", scheduler=backends.scheduler_section(cluster, backend), applications={
         "paraview": {"data_roots": [str(data)], "start_timeout": 120},
         "slow": {"data_roots": [str(data)], "start_timeout": 120, "jobscript": slow_start_jobscript(tmp_path)},
     })
@@ -196,8 +200,9 @@ def test_restart_after_sigkill_reattaches_every_session_without_resubmitting(ser
         cancel(cluster, blockers)
 
 
-def test_scheduler_outage_keeps_sessions_as_unknown_and_they_return(service_factory, cluster):
-    svc = service_factory().start()
+@pytest.mark.parametrize("backend", backends.BACKENDS)
+def test_scheduler_outage_keeps_sessions_as_unknown_and_they_return(backend, service_factory, cluster):
+    svc = service_factory(scheduler=backends.scheduler_section(cluster, backend)).start()
     client = svc.client()
     session = client.launch("paraview", partition="cpu")
     ctld = next(d for d in cluster.status() if d.name == "slurmctld")

@@ -1,19 +1,41 @@
-"""The scheduler backends against the real cluster, and the pieces of their parsing."""
+"""The scheduler backends: one contract, run against each backend on the real cluster, and the pieces of their parsing.
+
+The contract tests take the backend as a parameter: the command-line backend (``slurm``) and pyslurm's
+answer the same questions about the same jobs, and their answers are compared field by field.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import re
+import socket
+import subprocess
+import threading
+import time
+from types import SimpleNamespace
+
 import pytest
 
-from pvhpc.scheduler import JobRequest, SchedulerUnavailable, make_scheduler
-from pvhpc.scheduler.slurm_cli import _gres_gpus, comma_lists, parse_squeue
+from pvhpc.errors import PvhpcError
+from pvhpc.scheduler import (ControllerDown, EndCause, JobRequest, JobState, QueueReason, SchedulerUnavailable,
+                             SubmitRefused, make_scheduler)
+from pvhpc.scheduler.slurm_cli import SlurmCLI, _gres_gpus, comma_lists, parse_squeue
 
-from tests.helpers import run
+from tests import backends
+from tests.helpers import run, wait_until
 
 
 def test_parse_squeue_and_gres():
-    jobs = parse_squeue("12|PENDING|Resources||2026-11-25T21:00:00|pvhpc-a\n13|RUNNING|None|gpu01|2026-11-25T20:00:00|x\n")
-    assert jobs[0].expected_start is not None and jobs[0].reason == "Resources" and jobs[0].is_pending
+    jobs = parse_squeue("12|PENDING|Resources||2026-11-25T21:00:00|pvhpc-a\n13|RUNNING|None|gpu01|2026-11-25T20:00:00|x\n"
+                        "14|TIMEOUT|TimeLimit|gpu02|2026-11-25T20:00:00|y\n15|COMPLETING|None|gpu02|N/A|z\n"
+                        "16|PENDING|QOSGrpCpuLimit||N/A|w\n")
+    assert jobs[0].expected_start is not None and jobs[0].queue_reason is QueueReason.RESOURCES and jobs[0].is_pending
     assert jobs[1].expected_start is None and jobs[1].reason == "" and jobs[1].is_running
+    assert (jobs[2].state, jobs[2].end, jobs[2].said) == (JobState.ENDED, EndCause.TIMEOUT, "Slurm state TIMEOUT, TimeLimit")
+    assert jobs[3].state is JobState.ENDING and not jobs[3].is_finished
+    # A reason pvhpc has no words for keeps Slurm's own, for the user to read.
+    assert (jobs[4].queue_reason, jobs[4].reason) == (QueueReason.OTHER, "QOSGrpCpuLimit")
     assert _gres_gpus("gpu:a100:2,foo:1") == [("a100", 2)]
     assert _gres_gpus("gpu:a100:1(IDX:0),gpu:v100:2(IDX:0-1)") == [("a100", 1), ("v100", 2)]
     assert _gres_gpus("(null)") == []
@@ -27,14 +49,18 @@ def test_comma_lists_stay_under_the_argument_limit_and_keep_every_item():
     assert comma_lists([]) == [] and comma_lists(["7"]) == ["7"]
 
 
-def test_pyslurm_backend_where_pyslurm_imports():
-    try:
-        import pyslurm  # noqa: F401
-    except ImportError as e:
-        pytest.skip(f"pyslurm cannot be imported here ({e}); it builds only against its own Slurm release, "
-                    "and PyPI has none for Slurm 22.05")
-    scheduler = make_scheduler("pyslurm", None)
-    assert scheduler.name == "pyslurm"
+def section(backend: str, environment: dict, timeout: float = 20) -> SimpleNamespace:
+    return SimpleNamespace(backend=backend, environment=environment, command_timeout=timeout, submit_as="service")
+
+
+def test_backends_are_plugins_built_the_same_way():
+    from pvhpc import plugins
+
+    assert {"slurm", "pyslurm"} <= set(plugins.names(plugins.SCHEDULERS))
+    slurm = make_scheduler(section("slurm", {}, 7), runner="the runner")
+    assert isinstance(slurm, SlurmCLI) and slurm.timeout == 7 and slurm.runner == "the runner"
+    with pytest.raises(PvhpcError, match="'pbs' is not an installed scheduler"):
+        make_scheduler(section("pbs", {}), None)
 
 
 def test_choosing_pyslurm_without_it_is_a_clear_error():
@@ -46,16 +72,198 @@ def test_choosing_pyslurm_without_it_is_a_clear_error():
     from pvhpc.scheduler.pyslurm_backend import PySlurmUnavailable
 
     with pytest.raises(PySlurmUnavailable, match="scheduler.backend 'pyslurm' needs the pyslurm module"):
-        make_scheduler("pyslurm", None)
+        make_scheduler(section("pyslurm", {}), None)
+
+
+def test_pyslurm_with_a_wrong_slurm_conf_is_a_clear_error_not_the_end_of_the_service(tmp_path, monkeypatch):
+    """libslurm ends a process that imports pyslurm without a slurm.conf ("fatal: Could not establish a
+    configuration source"); the backend finds that out in a child process, and this one lives on."""
+    backends.require("pyslurm")
+    from pvhpc.scheduler.pyslurm_backend import PySlurmUnavailable
+
+    monkeypatch.delenv("SLURM_CONF", raising=False)
+    broken = tmp_path / "broken.conf"
+    broken.write_text("this is not a slurm.conf\n")
+    for environment, said in (({}, "Could not establish a configuration source"),
+                              ({"SLURM_CONF": str(broken)}, "Unable to process configuration file"),
+                              ({"SLURM_CONF": str(tmp_path / "missing.conf")}, "missing.conf is not a file")):
+        with pytest.raises(PySlurmUnavailable) as e:
+            make_scheduler(section("pyslurm", environment), None)
+        assert e.value.status == 503 and e.value.field == "scheduler.backend"
+        assert said in e.value.message and "set scheduler.environment.SLURM_CONF" in e.value.message
+
+
+def unreachable_conf(tmp_path, port: int, message_timeout: int = 2):
+    conf = tmp_path / "slurm.conf"
+    conf.write_text(f"ClusterName=x\nSlurmctldHost=localhost\nSlurmctldPort={port}\nAuthType=auth/none\n"
+                    f"CredType=cred/none\nMessageTimeout={message_timeout}\nNodeName=n1 State=UNKNOWN\n"
+                    "PartitionName=p Nodes=n1\n")
+    return {"SLURM_CONF": str(conf)}
+
+
+@pytest.mark.parametrize("backend", backends.BACKENDS)
+def test_unreachable_controller_is_unavailable_not_gone(backend, tmp_path):
+    backends.require(backend)
+    from pvhpc.scheduler.runners import LocalRunner
+
+    # A slurm.conf naming a controller nobody runs: the tools fail to connect.
+    env = unreachable_conf(tmp_path, port=1)
+    scheduler = make_scheduler(section(backend, env, 30), LocalRunner(env))
+    try:
+        for question in (scheduler.query(["1", "2"]), scheduler.find_by_name(["pvhpc-x"]), scheduler.partitions(),
+                         scheduler.node_addresses(), scheduler.cancel("1")):
+            with pytest.raises(SchedulerUnavailable):
+                run(question)
+        # sbatch that never connected: certainly nothing queued, so the service can answer at once.
+        with pytest.raises(ControllerDown, match="connect failure"):
+            run(scheduler.submit(JobRequest(script="#!/bin/bash\n", name="x", partition="p", time_limit_minutes=1,
+                                            output=str(tmp_path / "o"))))
+    finally:
+        scheduler.close()
+
+
+def silent_controller():
+    """A TCP port that accepts connections and never answers: a hung slurmctld."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    held = []
+    threading.Thread(target=lambda: [held.append(server.accept()) for _ in iter(int, 1)], daemon=True).start()
+    return server, held
+
+
+def test_pyslurm_waiting_on_a_hung_controller_leaves_the_event_loop_free_and_gives_up_at_the_timeout(tmp_path):
+    """pyslurm holds the GIL while libslurm waits: in the service's own process, a thread calling it would
+    stall every request. The backend's calls wait in worker processes instead."""
+    backends.require("pyslurm")
+    server, _ = silent_controller()
+    env = unreachable_conf(tmp_path, server.getsockname()[1], message_timeout=30)
+    scheduler = make_scheduler(section("pyslurm", env, timeout=2), None)
+
+    async def ticks_while_asking():
+        ticks = 0
+
+        async def tick():
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.05)
+                ticks += 1
+
+        ticker = asyncio.create_task(tick())
+        started = time.monotonic()
+        with pytest.raises(SchedulerUnavailable, match="no answer from Slurm within 2 s"):
+            await scheduler.query(["1"])
+        ticker.cancel()
+        return ticks, time.monotonic() - started
+
+    try:
+        ticks, took = run(ticks_while_asking())
+        assert 1.9 < took < 6 and ticks >= 0.7 * took / 0.05, (ticks, took)
+        # The stuck worker was replaced: the next question is asked (and times out) again, not refused.
+        with pytest.raises(SchedulerUnavailable, match="no answer"):
+            run(scheduler.query(["1"]))
+    finally:
+        scheduler.close()
+        server.close()
+
+
+# -- the contract, on the real cluster, for each backend -------------------------------------------
+
+@pytest.fixture(params=backends.BACKENDS)
+def backend(request, cluster):
+    scheduler = backends.make(request.param, cluster)
+    yield scheduler
+    scheduler.close()
+
+
+def squeue_fields(cluster, job_id: str, fmt: str) -> list[str]:
+    out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", fmt], env=dict(os.environ, **cluster.environment()),
+                         capture_output=True, text=True, check=True).stdout
+    return out.strip().split("|")
+
+
+def request(tmp_path, name: str, partition: str = "cpu", **options) -> JobRequest:
+    return JobRequest(script="#!/bin/bash\nsleep 120\n", name=name, partition=partition, time_limit_minutes=5,
+                      output=str(tmp_path / f"{name}.out"), **options)
 
 
 @pytest.mark.cluster
-def test_slurm_cli_against_the_real_cluster(slurm, tmp_path):
-    parts = {p.name: p for p in run(slurm.partitions())}
-    assert parts["gpu"].gpu_types == {"a100": 2} and parts["gpu"].gpus_total == 4
-    assert parts["gpu"].max_time_minutes == 480 and parts["cpu"].gpus_total == 0
-    job_id = run(slurm.submit(JobRequest(script="#!/bin/bash\nsleep 60\n", name="pvhpc-backend-test",
-                                         partition="cpu", time_limit_minutes=5, output=str(tmp_path / "o"))))
+def test_backend_contract_on_the_real_cluster(backend, slurm, cluster, tmp_path):
+    """Submit, query, find by name, partitions, node addresses, cancel and a refusal: the backend under test
+    answers each question exactly as the command-line tools do for the same jobs."""
+    def same_answers(question: str, *args):
+        mine, reference = run(getattr(backend, question)(*args)), run(getattr(slurm, question)(*args))
+        assert mine == reference, f"{backend.name} and slurm differ on {question}{args}"
+        return mine
+
+    parts = {p.name: p for p in same_answers("partitions")}
+    assert parts["gpu"].gpu_types == {"a100": 2} and parts["gpu"].gpus_total == 4 and parts["gpu"].gpus_used == 0
+    assert parts["gpu"].max_time_minutes == 480 and parts["gpu"].default_time_minutes == 60
+    assert parts["cpu"].gpus_total == 0 and parts["cpu"].nodes == ("cpu01", "cpu02")
+    assert same_answers("node_addresses")["gpu01"] >= {"gpu01", cluster.hostname}
+
+    # Every option a session's job carries goes through: GPUs of a type, memory, account, QoS, comment.
+    first = run(backend.submit(request(tmp_path, "pvhpc-contract-a", "gpu", gpus=2, gpu_type="a100", memory_mb=700,
+                                       account="physics", qos="normal", comment="pvhpc-contract", workdir="/tmp")))
+    second = run(backend.submit(request(tmp_path, "pvhpc-contract-b", "gpu", gpus=2)))
+    third = run(backend.submit(request(tmp_path, "pvhpc-contract-c", "gpu", gpus=1)))   # no GPU left: it waits
+    try:
+        assert squeue_fields(cluster, first, "%j|%P|%b|%m|%a|%k|%l|%Z") == [
+            "pvhpc-contract-a", "gpu", "gres:gpu:a100:2", "700M", "physics", "pvhpc-contract", "5:00", "/tmp"]
+        wait_until(lambda: all(j.is_running for j in run(slurm.query([first, second])).values()), 30,
+                   message="two GPU jobs running")
+        # The backfill scheduler sets the waiting job's expected start on its next pass.
+        wait_until(lambda: run(slurm.query([third]))[third].expected_start is not None, 60,
+                   message="an expected start for the waiting job")
+
+        jobs = same_answers("query", [first, second, third, "999999"])
+        assert set(jobs) == {first, second, third}
+        assert [jobs[j].state for j in (first, second, third)] == [JobState.RUNNING, JobState.RUNNING, JobState.PENDING]
+        assert jobs[third].queue_reason is QueueReason.RESOURCES and jobs[third].expected_start is not None
+        assert jobs[first].nodes in ("gpu01", "gpu02") and jobs[third].nodes == ""
+        assert same_answers("query", ["999999"]) == {}
+        assert same_answers("query", []) == {}
+        assert same_answers("find_by_name", ["pvhpc-contract-a", "pvhpc-contract-c", "nobody"]).keys() == {
+            "pvhpc-contract-a", "pvhpc-contract-c"}
+        gpu = {p.name: p for p in same_answers("partitions")}["gpu"]
+        assert gpu.gpus_used == 4 and gpu.idle_nodes == 0
+
+        # Cancelled (twice: still fine), and an unknown job: fine too.
+        run(backend.cancel(third))
+        run(backend.cancel(third))
+        run(backend.cancel("999999"))
+        wait_until(lambda: run(slurm.query([third]))[third].is_finished, 20, message="job cancelled")
+        ended = same_answers("query", [third])[third]
+        assert (ended.state, ended.end) == (JobState.ENDED, EndCause.CANCELLED)
+        # No accounting on this cluster: no second record for either.
+        assert same_answers("lookup_finished", third) is None
+    finally:
+        run(slurm.cancel(first))
+        run(slurm.cancel(second))
+        run(slurm.cancel(third))
+
+    # A refusal names what Slurm said.
+    with pytest.raises(SubmitRefused, match=re.compile("invalid partition", re.I)) as refused:
+        run(backend.submit(request(tmp_path, "pvhpc-contract-x", "nope")))
+    assert refused.value.status == 400
+
+
+@pytest.mark.cluster
+def test_backends_agree_on_a_drained_node(backend, slurm, cluster):
+    env = dict(os.environ, **cluster.environment())
+    subprocess.run(["scontrol", "update", "NodeName=cpu02", "State=DRAIN", "Reason=pvhpc-contract"], env=env,
+                   check=True)
+    try:
+        parts = {p.name: p for p in run(backend.partitions())}
+        assert parts == {p.name: p for p in run(slurm.partitions())}
+        assert parts["cpu"].idle_nodes == 1
+    finally:
+        subprocess.run(["scontrol", "update", "NodeName=cpu02", "State=RESUME"], env=env, check=True)
+
+
+@pytest.mark.cluster
+def test_slurm_cli_batches_any_number_of_ids(slurm, tmp_path):
+    job_id = run(slurm.submit(request(tmp_path, "pvhpc-backend-test")))
     before = dict(slurm.calls)
     # One squeue for any number of ids, unknown ones silently left out; a lone unknown id is "not there".
     assert set(run(slurm.query([job_id, "999999"]))) == {job_id}
@@ -65,31 +273,4 @@ def test_slurm_cli_against_the_real_cluster(slurm, tmp_path):
     many = [str(10_000_000 + i) for i in range(30_000)] + [job_id]
     assert set(run(slurm.query(many))) == {job_id}
     assert slurm.calls["squeue"] - before.get("squeue", 0) == 2 + len(comma_lists(many)) == 5
-    assert run(slurm.find_by_name(["pvhpc-backend-test"]))["pvhpc-backend-test"].job_id == job_id
-    assert run(slurm.lookup_finished(job_id)) is None   # no accounting on this cluster: no second record
     run(slurm.cancel(job_id))
-    run(slurm.cancel(job_id))   # again: still fine
-    from pvhpc.scheduler import SubmitRefused
-
-    with pytest.raises(SubmitRefused, match="invalid partition"):
-        run(slurm.submit(JobRequest(script="#!/bin/bash\n", name="x", partition="nope", time_limit_minutes=1,
-                                    output=str(tmp_path / "o"))))
-
-
-def test_unreachable_controller_is_unavailable_not_gone(tmp_path):
-    from pvhpc.scheduler.runners import LocalRunner
-    from pvhpc.scheduler.slurm_cli import SlurmCLI
-
-    # A slurm.conf naming a controller nobody runs: the tools fail to connect.
-    conf = tmp_path / "slurm.conf"
-    conf.write_text("ClusterName=x\nSlurmctldHost=localhost\nSlurmctldPort=1\nAuthType=auth/none\n"
-                    "CredType=cred/none\nMessageTimeout=2\nNodeName=n1 State=UNKNOWN\nPartitionName=p Nodes=n1\n")
-    slurm = SlurmCLI(LocalRunner({"SLURM_CONF": str(conf)}), timeout=30)
-    with pytest.raises(SchedulerUnavailable):
-        run(slurm.query(["1", "2"]))
-    # sbatch that never connected: certainly nothing queued, so the service can answer at once.
-    from pvhpc.scheduler import ControllerDown
-
-    with pytest.raises(ControllerDown, match="connect failure"):
-        run(slurm.submit(JobRequest(script="#!/bin/bash\n", name="x", partition="p", time_limit_minutes=1,
-                                    output=str(tmp_path / "o"))))

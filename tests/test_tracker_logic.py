@@ -9,39 +9,15 @@ import pytest
 
 from pvhpc import config
 from pvhpc.sessions.events import EventBus
-from pvhpc.scheduler import JobInfo, Scheduler, SchedulerUnavailable
+from pvhpc.scheduler import EndCause, QueueReason
 from pvhpc.sessions.service import SessionService
 from pvhpc.sessions.states import SessionState
 from pvhpc.db.store import Change, SessionRecord, Store, utcnow
 from pvhpc.sessions.tracker import Tracker
 
+from tests.fakes import ScriptedScheduler, ended, pending, running
+
 S = SessionState
-
-
-class ScriptedScheduler(Scheduler):
-    def __init__(self):
-        self.jobs: dict[str, JobInfo] = {}
-        self.down = False
-        self.calls: list[tuple] = []
-        self.finished: dict[str, JobInfo] = {}
-
-    async def query(self, job_ids):
-        self.calls.append(("query", tuple(job_ids)))
-        if self.down:
-            raise SchedulerUnavailable("slurm_load_jobs error: Unable to contact slurm controller")
-        return {j: self.jobs[j] for j in job_ids if j in self.jobs}
-
-    async def find_by_name(self, names):
-        self.calls.append(("find_by_name", tuple(names)))
-        return {j.name: j for j in self.jobs.values() if j.name in names}
-
-    async def lookup_finished(self, job_id):
-        self.calls.append(("lookup_finished", job_id))
-        return self.finished.get(job_id)
-
-    async def cancel(self, job_id, user=None):
-        self.calls.append(("cancel", job_id))
-        self.jobs.pop(job_id, None)
 
 
 @pytest.fixture
@@ -73,7 +49,7 @@ def test_one_query_per_cycle_for_many_sessions(world):
     store, sched, tracker = world
     for i in range(300):
         add(store, i)
-        sched.jobs[str(1000 + i)] = JobInfo(str(1000 + i), "PENDING", "Priority", name=f"pvhpc-{i}")
+        sched.jobs[str(1000 + i)] = pending(str(1000 + i), QueueReason.PRIORITY, name=f"pvhpc-{i}")
     stats = poll(tracker)
     assert stats.scheduler_calls == 1 and [c[0] for c in sched.calls] == ["query"]
     assert len(sched.calls[0][1]) == 300
@@ -91,7 +67,7 @@ def test_outage_keeps_sessions_as_unknown_and_recovers(world):
     poll(tracker)   # still down: nothing ends, nothing is asked twice
     assert len(store.live()) == 2 and [c[0] for c in sched.calls] == ["query", "query"]
     sched.down = False
-    sched.jobs = {"1001": JobInfo("1001", "RUNNING", nodes="gpu01"), "1002": JobInfo("1002", "PENDING", "Resources")}
+    sched.jobs = {"1001": running("1001", nodes="gpu01"), "1002": pending("1002", QueueReason.RESOURCES)}
     poll(tracker)
     assert {r.id: r.state for r in store.live()} == {"s1": "ready", "s2": "queued"}
     assert store.get("s1").port == 4000
@@ -101,7 +77,7 @@ def test_gone_job_is_looked_up_once_more_before_it_ends(world):
     store, sched, tracker = world
     add(store, 1, S.READY, host="n1", port=4000)
     add(store, 2, S.QUEUED)
-    sched.finished["1001"] = JobInfo("1001", "TIMEOUT")
+    sched.finished["1001"] = ended("1001", EndCause.TIMEOUT)
     poll(tracker)
     assert ("lookup_finished", "1001") in sched.calls and ("lookup_finished", "1002") in sched.calls
     assert (store.get("s1").state, store.get("s1").end_reason) == ("ended", "walltime")
@@ -110,9 +86,10 @@ def test_gone_job_is_looked_up_once_more_before_it_ends(world):
 
 def test_finished_states_give_reasons(world):
     store, sched, tracker = world
-    for i, state in enumerate(["CANCELLED", "NODE_FAIL", "COMPLETED", "OUT_OF_MEMORY", "FAILED"]):
+    causes = [EndCause.CANCELLED, EndCause.NODE_FAIL, EndCause.COMPLETED, EndCause.OUT_OF_MEMORY, EndCause.FAILED]
+    for i, cause in enumerate(causes):
         add(store, i, S.STARTING)
-        sched.jobs[str(1000 + i)] = JobInfo(str(1000 + i), state)
+        sched.jobs[str(1000 + i)] = ended(str(1000 + i), cause)
     poll(tracker)
     assert [store.get(f"s{i}").end_reason for i in range(5)] == [
         "cancelled_outside", "node_failure", "completed", "out_of_memory", "failed"]
@@ -121,7 +98,7 @@ def test_finished_states_give_reasons(world):
 def test_start_timeout_cancels_the_job(world):
     store, sched, tracker = world
     add(store, 1, S.STARTING, running_since=utcnow() - timedelta(seconds=31))
-    sched.jobs["1001"] = JobInfo("1001", "RUNNING", nodes="gpu01")
+    sched.jobs["1001"] = running("1001", nodes="gpu01")
     poll(tracker)
     assert store.get("s1").end_reason == "start_timeout" and ("cancel", "1001") in sched.calls
 
@@ -131,7 +108,7 @@ def test_unanswered_submission_is_found_by_name_or_given_up(world):
     add(store, 1, S.SUBMITTING, created_at=utcnow() - timedelta(seconds=10))
     add(store, 2, S.SUBMITTING, created_at=utcnow() - timedelta(seconds=61))
     add(store, 3, S.SUBMITTING)   # just created: its sbatch may still be running
-    sched.jobs["555"] = JobInfo("555", "PENDING", "Resources", name="pvhpc-1")
+    sched.jobs["555"] = pending("555", QueueReason.RESOURCES, name="pvhpc-1")
     poll(tracker)
     assert [(c[0], sorted(c[1])) for c in sched.calls] == [("find_by_name", ["pvhpc-1", "pvhpc-2"])]
     assert (store.get("s1").state, store.get("s1").job_id) == ("queued", "555")
@@ -148,7 +125,7 @@ def test_a_report_must_name_the_jobs_own_node(world):
     add(store, 1, S.STARTING)
     with store.transaction() as db:
         db.get(SessionRecord, "s1").report_token_hash = token_hash("tok")
-    sched.jobs["1001"] = JobInfo("1001", "RUNNING", nodes="gpu01", name="pvhpc-1")
+    sched.jobs["1001"] = running("1001", nodes="gpu01", name="pvhpc-1")
 
     def report(host, port=40000, job_id="1001"):
         return asyncio.run(service.report("s1", "tok", {"event": "ready", "host": host, "port": port, "job_id": job_id}))
@@ -171,15 +148,14 @@ def test_a_cycle_in_which_nothing_moved_writes_nothing(world, monkeypatch):
     store, sched, tracker = world
     for i in range(50):
         add(store, i)
-        sched.jobs[str(1000 + i)] = JobInfo(job_id=str(1000 + i), name=f"pvhpc-{i}", state="PENDING",
-                                            reason="Resources")
+        sched.jobs[str(1000 + i)] = pending(str(1000 + i), QueueReason.RESOURCES, name=f"pvhpc-{i}")
     poll(tracker)                       # the first cycle brings every session to what Slurm says
     writes = []
     original = store.change
     monkeypatch.setattr(store, "change", lambda *a, **kw: writes.append(a) or original(*a, **kw))
     poll(tracker)
     assert writes == []
-    sched.jobs["1007"] = JobInfo(job_id="1007", name="pvhpc-7", state="RUNNING", nodes="gpu01")
+    sched.jobs["1007"] = running("1007", name="pvhpc-7", nodes="gpu01")
     poll(tracker)
     assert [w[0] for w in writes] == ["s7"] and store.get("s7").state == "starting"
 
@@ -215,8 +191,8 @@ def test_a_report_landing_while_squeue_runs_wins_over_the_cycles_stale_decision(
     store, sched, tracker = world
     add(store, 1)
     add(store, 2)
-    sched.jobs["1001"] = JobInfo(job_id="1001", name="pvhpc-1", state="RUNNING", nodes="gpu01")
-    sched.finished["1002"] = JobInfo(job_id="1002", name="pvhpc-2", state="CANCELLED")
+    sched.jobs["1001"] = running("1001", name="pvhpc-1", nodes="gpu01")
+    sched.finished["1002"] = ended("1002", EndCause.CANCELLED, name="pvhpc-2")
     query = sched.query
 
     async def report_lands_meanwhile(job_ids):

@@ -1,24 +1,23 @@
-"""Scheduler backends behind one small interface (see base.py)."""
+"""Scheduler backends behind one small interface (see base.py), found as plug-ins by name."""
 
 from pvhpc.scheduler.base import (  # noqa: F401
     ControllerDown,
+    EndCause,
     JobInfo,
     JobRequest,
+    JobState,
     PartitionInfo,
+    QueueReason,
     Scheduler,
     SchedulerUnavailable,
     SubmitRefused,
 )
 
 
-def make_scheduler(kind: str, runner, runner_for_user=None, timeout: float = 30):
-    """Build the backend a site asked for: 'slurm' (command-line tools) or 'pyslurm'."""
-    if kind == "slurm":
-        from pvhpc.scheduler.slurm_cli import SlurmCLI
+def make_scheduler(scheduler_config, runner, runner_for_user=None) -> Scheduler:
+    """Build the backend a site's ``scheduler:`` section names (``backend``: 'slurm', 'pyslurm', or one a
+    site installed in the entry-point group ``pvhpc.schedulers``)."""
+    from pvhpc import plugins
 
-        return SlurmCLI(runner, timeout=timeout, runner_for_user=runner_for_user)
-    if kind == "pyslurm":
-        from pvhpc.scheduler.pyslurm_backend import PySlurm
-
-        return PySlurm()
-    raise ValueError(f"unknown scheduler backend {kind!r} (choose 'slurm' or 'pyslurm')")
+    backend = plugins.load(plugins.SCHEDULERS, scheduler_config.backend)
+    return backend.from_config(scheduler_config, runner, runner_for_user)

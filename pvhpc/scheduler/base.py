@@ -1,27 +1,92 @@
-"""What pvhpc needs from a batch scheduler, and nothing more.
+"""What pvhpc needs from a batch scheduler, and nothing more, in pvhpc's own words.
 
 A backend answers five questions: submit this script, how are these jobs,
 which jobs carry these names, how did this finished job end, and what
 partitions are there. Every call that could not reach the scheduler raises
 SchedulerUnavailable, which callers must never read as "job gone".
+
+Each backend maps its scheduler's states into the small neutral vocabulary
+below (JobState, EndCause, QueueReason), as ood_core's adapters do with their
+STATE_MAP: the code that decides what a session does (sessions/lifecycle.py,
+the tracker, the service, web and CLI) never sees a scheduler's own state
+words. The scheduler's own text is kept beside them, for messages only.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import Enum
+
+from pvhpc.errors import PvhpcError
 
 
-class SchedulerUnavailable(Exception):
+class SchedulerUnavailable(PvhpcError):
     """The scheduler could not be asked (down, timed out, unreachable). The jobs' fate is unknown."""
+
+    status = 503
 
 
 class ControllerDown(SchedulerUnavailable):
     """A submission never reached the controller (no connection at all): certainly nothing was queued."""
 
 
-class SubmitRefused(Exception):
+class SubmitRefused(PvhpcError):
     """The scheduler answered and refused the job (bad partition, limits...). Nothing was queued."""
+
+    status = 400
+
+
+class JobState(str, Enum):
+    """Where a job is, as far as a session cares."""
+
+    PENDING = "pending"     # waits to run: queued, held, requeued, suspended, nodes being set up
+    RUNNING = "running"
+    ENDING = "ending"       # finished, the scheduler is still cleaning up: the final word follows
+    ENDED = "ended"         # for good; JobInfo.end says how
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class EndCause(str, Enum):
+    """How a job ended, in the scheduler's account of it."""
+
+    COMPLETED = "completed"     # its script exited 0
+    CANCELLED = "cancelled"     # by someone (pvhpc records its own cancels apart)
+    TIMEOUT = "timeout"         # time limit or deadline reached
+    NODE_FAIL = "node_fail"
+    BOOT_FAIL = "boot_fail"     # its node could not be booted
+    PREEMPTED = "preempted"
+    OUT_OF_MEMORY = "out_of_memory"
+    FAILED = "failed"           # non-zero exit, or any end the backend has no better word for
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class QueueReason(str, Enum):
+    """Why a pending job waits."""
+
+    NONE = "none"                       # no reason given yet: waiting to be scheduled
+    RESOURCES = "resources"             # for free nodes, GPUs, memory
+    PRIORITY = "priority"               # behind jobs with higher priority
+    DEPENDENCY = "dependency"
+    USER_JOB_LIMIT = "user_job_limit"   # the user runs as many jobs as their QoS allows
+    USER_GPU_LIMIT = "user_gpu_limit"   # the user uses as many GPUs as their QoS allows
+    ACCOUNT_JOB_LIMIT = "account_job_limit"
+    NODE_UNAVAILABLE = "node_unavailable"   # a node it needs is drained, down or reserved
+    PARTITION_DOWN = "partition_down"
+    PARTITION_INACTIVE = "partition_inactive"
+    OVER_TIME_LIMIT = "over_time_limit"     # its walltime is over the partition's limit
+    HELD_BY_USER = "held_by_user"
+    HELD_BY_ADMIN = "held_by_admin"
+    BEGIN_TIME = "begin_time"
+    RESERVATION = "reservation"
+    OTHER = "other"                     # none of these: JobInfo.reason has the scheduler's own word
+
+    def __str__(self) -> str:
+        return self.value
 
 
 @dataclass(frozen=True)
@@ -42,33 +107,30 @@ class JobRequest:
     user: str | None = None        # submit as this user (when the site runs jobs as their users)
 
 
-# Slurm's job states grouped by what they mean for a session.
-PENDING_STATES = frozenset({"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD", "SUSPENDED",
-                            "CONFIGURING", "RESIZING", "SIGNALING", "STAGE_OUT"})
-RUNNING_STATES = frozenset({"RUNNING", "COMPLETING"})
-
-
 @dataclass(frozen=True)
 class JobInfo:
     job_id: str
-    state: str                     # Slurm's state name, e.g. PENDING, RUNNING, CANCELLED
-    reason: str = ""               # Slurm's reason code, e.g. Resources, Priority
-    nodes: str = ""
+    state: JobState
     name: str = ""
-    expected_start: datetime | None = None
+    nodes: str = ""
+    expected_start: datetime | None = None      # for a pending job, when the scheduler expects it to start
+    queue_reason: QueueReason = QueueReason.NONE   # for a pending job: why it waits
+    end: EndCause | None = None                 # for an ended job: how
     exit_code: str = ""
+    reason: str = ""       # the scheduler's own reason text, e.g. Slurm's "Resources"; for messages only
+    said: str = ""         # what the scheduler said of the job in its own words, e.g. "Slurm state TIMEOUT"
 
     @property
     def is_pending(self) -> bool:
-        return self.state in PENDING_STATES
+        return self.state is JobState.PENDING
 
     @property
     def is_running(self) -> bool:
-        return self.state == "RUNNING"
+        return self.state is JobState.RUNNING
 
     @property
     def is_finished(self) -> bool:
-        return not self.is_pending and not self.is_running and self.state != "COMPLETING"
+        return self.state is JobState.ENDED
 
 
 @dataclass(frozen=True)
@@ -85,10 +147,20 @@ class PartitionInfo:
 
 
 class Scheduler:
-    """The interface every backend implements."""
+    """The interface every backend implements.
+
+    Backends are plug-ins (entry-point group ``pvhpc.schedulers``, see pvhpc/plugins.py), all built the
+    same way: ``from_config(scheduler_config, runner, runner_for_user)``.
+    """
 
     #: how a backend is named in config and messages
     name = "scheduler"
+
+    @classmethod
+    def from_config(cls, scheduler_config, runner, runner_for_user=None) -> "Scheduler":
+        """Build the backend for a site's ``scheduler:`` section (pvhpc.config.SchedulerConfig). ``runner``
+        runs a command where the scheduler's tools run; ``runner_for_user(user)`` runs one as that user."""
+        raise NotImplementedError
 
     async def submit(self, request: JobRequest) -> str:
         """Queue the job; return its id. SubmitRefused if the scheduler said no, SchedulerUnavailable if unsure."""
@@ -116,3 +188,6 @@ class Scheduler:
     async def node_addresses(self) -> dict[str, set[str]]:
         """Every node's names and addresses (NodeName, NodeAddr, NodeHostname), for checking where a job says it is."""
         raise NotImplementedError
+
+    def close(self) -> None:
+        """Let go of what the backend holds (worker processes); it may be used again after, and starts them anew."""

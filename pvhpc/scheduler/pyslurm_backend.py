@@ -1,168 +1,299 @@
-"""Slurm through pyslurm's C bindings: no process per call, for sites that can build pyslurm.
+"""Slurm through pyslurm's C bindings: no sbatch/squeue process per call, for sites that can build pyslurm.
 
-Optional. pyslurm X.Y builds only against Slurm X.Y, and PyPI serves only recent
-releases (23.x and later API: JobSubmitDescription, Jobs.load, Partitions.load),
-so this backend is for sites whose Slurm matches an installable pyslurm. It
-answers the same interface as the command-line backend; pyslurm's calls block,
-so each runs in a worker thread. Where ``import pyslurm`` fails, choosing it is
-a configuration error with that reason.
+Optional. pyslurm X.Y builds only against Slurm X.Y (docs/scheduler.md says how a
+site installs the matching release). It answers the same interface, with the same
+answers, as the command-line backend (tests/test_scheduler_backends.py runs the
+same contract against both).
+
+pyslurm itself never runs in the service's process: ``import pyslurm`` ends a
+process whose slurm.conf cannot be found, and every pyslurm call holds the GIL
+while libslurm waits for slurmctld, which would stall the event loop. So a few
+long-lived worker processes (pyslurm_worker.py) hold it, started with
+``scheduler.environment``; each call goes to one of them from a thread of this
+backend's own pool, so the event loop only waits on a pipe. A worker that does
+not answer within ``scheduler.command_timeout`` is killed and replaced, and the
+call reads as "could not ask", like a timed-out squeue.
+
+Jobs are the service account's: pyslurm acts as the user of the process that
+calls it, so ``scheduler.submit_as: user`` needs the command-line backend
+(the config check says so).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import select
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from functools import partial
 
-from pvhpc.scheduler.base import JobInfo, JobRequest, PartitionInfo, Scheduler, SchedulerUnavailable, SubmitRefused
-from pvhpc.scheduler.slurm_cli import _gres_gpus
+from pvhpc.errors import PvhpcError
+from pvhpc.scheduler.base import (ControllerDown, JobInfo, JobRequest, PartitionInfo, Scheduler,
+                                  SchedulerUnavailable, SubmitRefused)
+from pvhpc.scheduler.slurm_cli import UNREACHABLE, _gres_gpus, latest_by_name
+from pvhpc.scheduler.slurm_states import job_info
+
+#: worker processes, so that a burst of submissions does not queue behind one RPC at a time
+WORKERS = 4
+#: how long a worker may take to import pyslurm and say hello
+START_TIMEOUT = 60.0
 
 
-class PySlurmUnavailable(Exception):
-    pass
+class PySlurmUnavailable(PvhpcError):
+    """pyslurm cannot be used here: not installed, or it cannot start with this site's scheduler.environment."""
+
+    status = 503
 
 
-def _import():
+def check_import(environment: dict[str, str], timeout: float = START_TIMEOUT) -> str:
+    """Import pyslurm in a child process with ``environment``; return its version, or raise PySlurmUnavailable
+    with what the child said (libslurm's "fatal: ..." when slurm.conf cannot be found)."""
+    env = dict(os.environ, **environment)
+    conf = env.get("SLURM_CONF")
+    if conf and not os.path.isfile(conf):
+        # libslurm would retry for a minute before giving up on it.
+        raise PySlurmUnavailable(f"scheduler.backend 'pyslurm': SLURM_CONF {conf} is not a file "
+                                 f"(set scheduler.environment.SLURM_CONF)", field="scheduler.backend")
     try:
-        import pyslurm  # noqa: F401
-    except ImportError as e:
-        raise PySlurmUnavailable(
-            f"scheduler.backend 'pyslurm' needs the pyslurm module matching this Slurm release: {e}"
-        ) from None
-    return pyslurm
+        child = subprocess.run([sys.executable, "-c", "import pyslurm; print(pyslurm.__version__)"], env=env,
+                               capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise PySlurmUnavailable(f"scheduler.backend 'pyslurm': importing pyslurm took over {timeout:.0f} s",
+                                 field="scheduler.backend") from None
+    if child.returncode == 0:
+        return child.stdout.strip()
+    said = (child.stderr.strip().splitlines() or [f"exit status {child.returncode}"])[-1]
+    if "No module named 'pyslurm'" in child.stderr:
+        raise PySlurmUnavailable(f"scheduler.backend 'pyslurm' needs the pyslurm module matching this Slurm "
+                                 f"release: {said} (see docs/scheduler.md)", field="scheduler.backend")
+    conf = conf or "Slurm's default slurm.conf"
+    raise PySlurmUnavailable(f"scheduler.backend 'pyslurm': pyslurm cannot start with {conf} "
+                             f"(set scheduler.environment.SLURM_CONF): {said}", field="scheduler.backend")
 
 
-def _state(value) -> str:
-    return str(value or "").split()[0].upper() if value else ""
+class _Worker:
+    """One pyslurm_worker process, used by one thread at a time."""
 
+    def __init__(self, env: dict[str, str]):
+        self.proc = subprocess.Popen([sys.executable, "-m", "pvhpc.scheduler.pyslurm_worker"], env=env,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        hello = self._read(START_TIMEOUT)
+        if not hello.get("ok"):
+            self.kill()
+            raise SchedulerUnavailable(f"the pyslurm worker could not start: {hello.get('error')}")
 
-def _when(value) -> datetime | None:
-    if not value:
-        return None
-    if isinstance(value, datetime):
-        return value
-    try:
-        return datetime.fromtimestamp(int(value))
-    except (TypeError, ValueError, OSError):
-        return None
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def _read(self, timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self.kill()
+                raise SchedulerUnavailable(f"pyslurm: no answer from Slurm within {timeout:.0f} s")
+            ready, _, _ = select.select([self.proc.stdout], [], [], remaining)
+            if ready:
+                line = self.proc.stdout.readline()
+                if not line:
+                    code = self.proc.wait()
+                    raise SchedulerUnavailable(f"the pyslurm worker exited (status {code}); see the service's log")
+                return json.loads(line)
+
+    def call(self, op: str, args: dict, timeout: float) -> dict:
+        try:
+            self.proc.stdin.write(json.dumps({"op": op, "args": args}) + "\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            code = self.proc.wait()
+            raise SchedulerUnavailable(f"the pyslurm worker exited (status {code}); see the service's log") from None
+        return self._read(timeout)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            try:
+                pipe.close()
+            except OSError:
+                pass
 
 
 class PySlurm(Scheduler):
     name = "pyslurm"
 
-    def __init__(self):
-        self.slurm = _import()
+    def __init__(self, environment: dict[str, str] | None = None, timeout: float = 30, workers: int = WORKERS):
+        self.environment = dict(environment or {})
+        self.version = check_import(self.environment)
+        self.timeout = timeout
+        self.workers = workers
+        self._env = dict(os.environ, **self.environment)
+        self._pool: ThreadPoolExecutor | None = None
+        self._local = threading.local()
+        self._started: list[_Worker] = []
+        self._lock = threading.Lock()
+        #: requests sent, by operation: what the tracker's batching is measured by
+        self.calls: dict[str, int] = {}
 
-    async def _call(self, fn, *args, **kwargs):
+    @classmethod
+    def from_config(cls, scheduler_config, runner=None, runner_for_user=None) -> "PySlurm":
+        # pyslurm talks to slurmctld itself: it needs no command runner, only the environment.
+        return cls(scheduler_config.environment, timeout=scheduler_config.command_timeout)
+
+    # -- the worker processes ------------------------------------------------
+    def _blocking_call(self, op: str, args: dict):
+        worker = getattr(self._local, "worker", None)
+        if worker is None or not worker.alive():
+            worker = self._local.worker = _Worker(self._env)
+            with self._lock:
+                self._started = [w for w in self._started if w.alive()] + [worker]
+        answer = worker.call(op, args, self.timeout)
+        if answer.get("ok"):
+            return answer.get("result")
+        raise _Refusal(answer.get("kind", ""), answer.get("error", ""))
+
+    async def _call(self, op: str, **args):
+        self.calls[op] = self.calls.get(op, 0) + 1
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="pyslurm")
         try:
-            return await asyncio.get_running_loop().run_in_executor(None, partial(fn, *args, **kwargs))
-        except self.slurm.RPCError as e:  # pyslurm's error for a failed call to slurmctld
-            text = str(e)
-            if "Unable to contact" in text or "timed out" in text.lower():
-                raise SchedulerUnavailable(text) from None
+            return await asyncio.get_running_loop().run_in_executor(self._pool, self._blocking_call, op, args)
+        except _Refusal as e:
+            if UNREACHABLE.search(e.error):
+                raise SchedulerUnavailable(f"pyslurm {op}: {e.error}") from None
             raise
 
-    def _job_info(self, job) -> JobInfo:
-        state = _state(getattr(job, "state", ""))
-        return JobInfo(
-            job_id=str(job.id), state=state, reason=str(getattr(job, "state_reason", "") or ""),
-            nodes=str(getattr(job, "allocated_nodes", None) or getattr(job, "nodes", "") or ""),
-            name=str(getattr(job, "name", "") or ""),
-            expected_start=_when(getattr(job, "start_time", None)) if state == "PENDING" else None,
+    def close(self) -> None:
+        with self._lock:
+            started, self._started = self._started, []
+        for worker in started:
+            worker.kill()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = None
+            self._local = threading.local()
+
+    # -- the interface ---------------------------------------------------------
+    @staticmethod
+    def description(request: JobRequest) -> dict:
+        """pyslurm's JobSubmitDescription for the job, option for option what SlurmCLI.sbatch_argv asks."""
+        d = dict(
+            name=request.name, partitions=request.partition, time_limit=request.time_limit_minutes,
+            standard_output=request.output, cpus_per_task=request.cpus, nodes=1, ntasks=1,
+            # sbatch --export=NONE: the user's own login environment, never the service's; --no-requeue.
+            environment="NONE", is_requeueable=False, script=request.script,
         )
+        if request.gpus:
+            d["gres_per_node"] = {f"gpu:{request.gpu_type}" if request.gpu_type else "gpu": request.gpus}
+        optional = dict(memory_per_node=request.memory_mb, account=request.account, qos=request.qos,
+                        comment=request.comment, working_directory=request.workdir)
+        d.update((k, v) for k, v in optional.items() if v)
+        return d
 
     async def submit(self, request: JobRequest) -> str:
-        description = self.slurm.JobSubmitDescription(
-            name=request.name, partition=request.partition, time_limit=request.time_limit_minutes,
-            standard_output=request.output, cpus_per_task=request.cpus, nodes=1, ntasks=1,
-            account=request.account, qos=request.qos, comment=request.comment,
-            working_directory=request.workdir, memory_per_node=request.memory_mb,
-            gres_per_node=(f"gpu:{request.gpu_type}:{request.gpus}" if request.gpu_type else f"gpu:{request.gpus}")
-            if request.gpus else None,
-            script=request.script,
-        )
         try:
-            return str(await self._call(description.submit))
-        except SchedulerUnavailable:
+            return await self._call("submit", description=self.description(request))
+        except SchedulerUnavailable as e:
+            # "connect failure": the request never reached slurmctld, so certainly nothing was queued.
+            if "(connect failure)" in str(e):
+                raise ControllerDown(str(e)) from None
             raise
-        except Exception as e:
-            raise SubmitRefused(str(e)) from None
+        except _Refusal as e:
+            raise SubmitRefused(f"slurm_submit_batch_job: {e.error}") from None
 
-    async def _all_jobs(self) -> list[JobInfo]:
+    async def _jobs(self, **which) -> list[JobInfo]:
         try:
-            jobs = await self._call(self.slurm.Jobs.load)
-        except SchedulerUnavailable:
-            raise
-        except Exception as e:
-            raise SchedulerUnavailable(f"pyslurm Jobs.load failed: {e}") from None
-        return [self._job_info(j) for j in jobs.values()]
+            found = await self._call("jobs", **which)
+        except _Refusal as e:
+            raise SchedulerUnavailable(f"pyslurm Jobs.load: {e.error}") from None
+        return [_job_info(j) for j in found]
 
     async def query(self, job_ids: list[str]) -> dict[str, JobInfo]:
-        # One RPC loads every job: the same cost to slurmctld however many sessions there are.
-        wanted = set(job_ids)
-        return {j.job_id: j for j in await self._all_jobs() if j.job_id in wanted}
+        if not job_ids:
+            return {}
+        return {job.job_id: job for job in await self._jobs(ids=list(job_ids))}
 
     async def find_by_name(self, names: list[str]) -> dict[str, JobInfo]:
-        wanted = set(names)
-        found: dict[str, JobInfo] = {}
-        for job in await self._all_jobs():
-            if job.name in wanted and (job.name not in found or not job.is_finished):
-                found[job.name] = job
-        return found
+        if not names:
+            return {}
+        return latest_by_name(await self._jobs(names=list(names)))
 
     async def lookup_finished(self, job_id: str) -> JobInfo | None:
         try:
-            job = await self._call(self.slurm.db.Job.load, int(job_id))
-        except Exception:
-            return None  # no accounting database, or no record of it
-        return self._job_info(job)
+            found = await self._call("finished", job_id=str(job_id))
+        except _Refusal as e:
+            raise SchedulerUnavailable(f"pyslurm db.Job.load {job_id}: {e.error}") from None
+        return _job_info(found) if found else None
 
     async def cancel(self, job_id: str, user: str | None = None) -> None:
-        # pyslurm acts as the service's own user; sites that run jobs as their users use the slurm backend.
         try:
-            await self._call(self.slurm.Job(int(job_id)).cancel)
-        except SchedulerUnavailable:
-            raise
-        except Exception as e:
-            if "Invalid job id" not in str(e) and "already completed" not in str(e):
-                raise SchedulerUnavailable(f"cancel {job_id}: {e}") from None
+            await self._call("cancel", job_id=str(job_id))
+        except _Refusal as e:
+            raise SchedulerUnavailable(f"pyslurm cancel {job_id}: {e.error}") from None
+
+    async def _nodes(self) -> list[dict]:
+        try:
+            return await self._call("nodes")
+        except _Refusal as e:
+            raise SchedulerUnavailable(f"pyslurm Nodes.load: {e.error}") from None
 
     async def node_addresses(self) -> dict[str, set[str]]:
-        try:
-            nodes = await self._call(self.slurm.Nodes.load)
-        except SchedulerUnavailable:
-            raise
-        except Exception as e:
-            raise SchedulerUnavailable(f"pyslurm Nodes.load failed: {e}") from None
-        return {n.name: {n.name, *(a for a in (getattr(n, "address", None), getattr(n, "hostname", None)) if a)}
-                for n in nodes.values()}
+        return {n["name"]: {n["name"], *(a for a in (n["address"], n["hostname"]) if a and a != "(null)")}
+                for n in await self._nodes()}
 
     async def partitions(self) -> list[PartitionInfo]:
         try:
-            parts = await self._call(self.slurm.Partitions.load)
-            nodes = await self._call(self.slurm.Nodes.load)
-        except SchedulerUnavailable:
-            raise
-        except Exception as e:
-            raise SchedulerUnavailable(f"pyslurm Partitions.load failed: {e}") from None
+            found = await self._call("partitions")
+        except _Refusal as e:
+            raise SchedulerUnavailable(f"pyslurm Partitions.load: {e.error}") from None
+        nodes = sorted(found["nodes"], key=lambda n: n["name"])
         out = []
-        for p in parts.values():
-            members = [n for n in nodes.values() if p.name in (getattr(n, "partitions", None) or [])]
+        for p in found["partitions"]:
+            members = [n for n in nodes if p["name"] in n["partitions"]]
             gpu_types: dict[str, int] = {}
             total = used = 0
             for n in members:
-                for gtype, count in _gres_gpus(",".join(getattr(n, "configured_gres", None) or [])):
+                for gtype, count in _gres_gpus(",".join(n["gres"])):
                     gpu_types[gtype] = max(gpu_types.get(gtype, 0), count)
                     total += count
-                used += sum(c for _, c in _gres_gpus(",".join(getattr(n, "allocated_gres", None) or [])))
-            max_time = getattr(p, "max_time", None)
-            default_time = getattr(p, "default_time", None)
+                used += sum(count for _, count in _gres_gpus(",".join(n["gres_used"])))
             out.append(PartitionInfo(
-                name=p.name, available=_state(getattr(p, "state", "")) == "UP",
-                max_time_minutes=max_time if isinstance(max_time, int) else None,
-                default_time_minutes=default_time if isinstance(default_time, int) else None,
-                nodes=tuple(n.name for n in members),
-                idle_nodes=sum(1 for n in members if _state(getattr(n, "state", "")) == "IDLE"),
+                name=p["name"], available=p["state"].upper() == "UP",
+                max_time_minutes=_minutes(p["max_time"]), default_time_minutes=_minutes(p["default_time"]),
+                nodes=tuple(n["name"] for n in members),
+                idle_nodes=sum(1 for n in members if _idle(n["state"])),
                 gpu_types=gpu_types, gpus_total=total, gpus_used=used,
             ))
         return out
+
+
+class _Refusal(Exception):
+    """libslurm (or pyslurm) said no: ``error`` is its message."""
+
+    def __init__(self, kind: str, error: str):
+        # libslurm's messages are one line; anything longer is not one of them and is not passed on.
+        self.kind, self.error = kind, error if len(error) <= 500 else error[:500] + "…"
+        super().__init__(error)
+
+
+def _job_info(job: dict) -> JobInfo:
+    start = job.get("start")
+    return job_info(job["id"], job["state"], job["reason"], job["nodes"], job["name"],
+                    expected_start=datetime.fromtimestamp(start) if start else None,
+                    exit_code=job.get("exit_code", ""))
+
+
+def _minutes(value) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None   # "UNLIMITED", None
+
+
+def _idle(state: str) -> bool:
+    """Idle as sinfo's compact state says 'idle' (also 'idle*', 'idle~'), not drained, reserved or in maintenance."""
+    base, *flags = (state or "").upper().split("+")
+    return base.rstrip("*~#$@!%") == "IDLE" and not set(flags) & {"DRAIN", "RESERVED", "MAINT", "FAIL"}

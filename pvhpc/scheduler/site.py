@@ -22,4 +22,4 @@ def user_runners_for(cfg: SiteConfig, runner: CommandRunner):
 
 
 def scheduler_for(cfg: SiteConfig, runner: CommandRunner, runner_for_user=None) -> Scheduler:
-    return make_scheduler(cfg.scheduler.backend, runner, runner_for_user, cfg.scheduler.command_timeout)
+    return make_scheduler(cfg.scheduler, runner, runner_for_user)

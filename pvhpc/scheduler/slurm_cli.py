@@ -13,6 +13,7 @@ from datetime import datetime
 from pvhpc.sessions.durations import parse_minutes as _parse_minutes
 from pvhpc.scheduler.runners import CommandRunner, CommandResult, CommandUnavailable
 from pvhpc.scheduler.base import ControllerDown, JobInfo, JobRequest, PartitionInfo, Scheduler, SchedulerUnavailable, SubmitRefused
+from pvhpc.scheduler.slurm_states import job_info
 
 SQUEUE_FORMAT = "%i|%T|%r|%N|%S|%j"
 
@@ -42,13 +43,17 @@ def parse_squeue(stdout: str) -> list[JobInfo]:
         if len(fields) < 6:
             continue
         job_id, state, reason, nodes, start, name = (f.strip() for f in fields[:6])
-        state = state.split()[0] if state else ""
-        jobs.append(JobInfo(
-            job_id=job_id, state=state, reason="" if reason == "None" else reason,
-            nodes="" if nodes in ("", "(null)") else nodes, name=name,
-            expected_start=parse_time(start) if state == "PENDING" else None,
-        ))
+        jobs.append(job_info(job_id, state, reason, nodes, name, expected_start=parse_time(start)))
     return jobs
+
+
+def latest_by_name(jobs: list[JobInfo]) -> dict[str, JobInfo]:
+    """Jobs keyed by name. A resubmission would make two of a name; the live one (or the newest) is kept."""
+    found: dict[str, JobInfo] = {}
+    for job in jobs:
+        if job.name not in found or not job.is_finished:
+            found[job.name] = job
+    return found
 
 
 # Linux refuses a single argument longer than 128 KiB (MAX_ARG_STRLEN): at about 16,000 job ids one
@@ -80,6 +85,10 @@ class SlurmCLI(Scheduler):
         self.timeout = timeout
         #: number of scheduler commands run, by command: what the tracker's batching is measured by
         self.calls: dict[str, int] = {}
+
+    @classmethod
+    def from_config(cls, scheduler_config, runner, runner_for_user=None) -> "SlurmCLI":
+        return cls(runner, timeout=scheduler_config.command_timeout, runner_for_user=runner_for_user)
 
     async def _run(self, argv: list[str], input: str | None = None, user: str | None = None) -> CommandResult:
         self.calls[argv[0]] = self.calls.get(argv[0], 0) + 1
@@ -156,12 +165,7 @@ class SlurmCLI(Scheduler):
             if not result.ok:
                 raise SchedulerUnavailable(result.describe())
             listed += parse_squeue(result.stdout)
-        found: dict[str, JobInfo] = {}
-        for job in listed:
-            # A resubmission would make two; the live one (or the newest) is the one to keep.
-            if job.name not in found or not job.is_finished:
-                found[job.name] = job
-        return found
+        return latest_by_name(listed)
 
     async def lookup_finished(self, job_id: str) -> JobInfo | None:
         result = await self._run(["sacct", "-n", "-P", "-X", "-j", job_id, "-o", "JobID,State,ExitCode,NodeList,JobName"])
@@ -172,8 +176,7 @@ class SlurmCLI(Scheduler):
         for line in result.stdout.splitlines():
             fields = line.split("|")
             if len(fields) >= 5 and fields[0] == job_id:
-                return JobInfo(job_id=job_id, state=fields[1].split()[0], exit_code=fields[2],
-                               nodes=fields[3], name=fields[4])
+                return job_info(job_id, fields[1], nodes=fields[3], name=fields[4], exit_code=fields[2])
         return None
 
     async def cancel(self, job_id: str, user: str | None = None) -> None:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from pvhpc.scheduler import JobInfo
-from pvhpc.sessions.states import END_MESSAGES, SLURM_END_REASONS, EndReason, SessionState, explain_queue_reason
+from pvhpc.scheduler import JobInfo, JobState
+from pvhpc.sessions.states import END_MESSAGES, END_REASONS, EndReason, SessionState, explain_queue_reason
 from pvhpc.db.store import Change, SessionRecord
 
 S = SessionState
@@ -31,7 +31,7 @@ def from_job(session: SessionRecord, job: JobInfo, now: datetime, start_timeout:
     if state is S.ENDED:
         return None
     if job.is_pending:
-        words = explain_queue_reason(job.reason)
+        words = explain_queue_reason(job.queue_reason, job.reason)
         # Requeued after it ran: the old host and port are gone.
         return Change.to(S.QUEUED, words, expected_start=job.expected_start, host=None, port=None, node=None)
     if job.is_running:
@@ -42,12 +42,11 @@ def from_job(session: SessionRecord, job: JobInfo, now: datetime, start_timeout:
             return None  # decided by start_timed_out, which also cancels the job
         return Change.to(S.STARTING, f"job running on {job.nodes}; starting ParaView", node=job.nodes,
                          running_since=since, expected_start=None)
-    if job.state == "COMPLETING":
+    if job.state is JobState.ENDING:
         return None  # the final state follows in a moment
-    reason = SLURM_END_REASONS.get(job.state, EndReason.FAILED)
-    extra = f"Slurm state {job.state}" + (f", {job.reason}" if job.reason else "")
-    if job.exit_code:
-        extra += f", exit code {job.exit_code}"
+    reason = END_REASONS.get(job.end, EndReason.FAILED)
+    # The scheduler's own words, for the user and staff: "Slurm state TIMEOUT, exit code 0:15".
+    extra = ", ".join(part for part in (job.said, job.exit_code and f"exit code {job.exit_code}") if part)
     return ended(reason, extra)
 
 

@@ -1,0 +1,137 @@
+"""The process that holds pyslurm for the pyslurm backend (pyslurm_backend.py), one request at a time.
+
+Why a process of its own, not a thread of the service: pyslurm's calls into
+libslurm hold Python's GIL for as long as slurmctld takes to answer (10 s and
+more when it hangs), so a worker thread would stall the service's event loop
+with it; and ``import pyslurm`` ends the whole process (libslurm's "fatal")
+when its slurm.conf cannot be found. Here both cost only this process.
+
+Protocol: one JSON object per line. The worker says ``{"ok": true, "version": ...}`` once it has
+imported pyslurm, then answers each request ``{"op": ..., "args": {...}}`` with ``{"ok": true,
+"result": ...}`` or ``{"ok": false, "error": "what libslurm said", "kind": "rpc" | "value" | ...}``.
+It exits at the end of its input, so it never outlives the service.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+
+
+def _job(job) -> dict:
+    return {
+        "id": str(job.id), "state": job.state or "", "reason": job.state_reason or "", "name": job.name or "",
+        "nodes": job.allocated_nodes or "", "start": job.start_time or None,
+    }
+
+
+class Ops:
+    def __init__(self, pyslurm):
+        self.slurm = pyslurm
+        self._accounting = None
+
+    def submit(self, description: dict) -> str:
+        # pyslurm takes ``script`` for a path when a file of that name exists, and stats it first: a script's
+        # text (longer than a file name may be) fails there with ENAMETOOLONG and the whole script, secrets
+        # included, in the message. A private file of its own is read back unambiguously.
+        fd, path = tempfile.mkstemp(prefix="pvhpc-job-", suffix=".sh")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(description.pop("script"))
+            return str(self.slurm.JobSubmitDescription(script=path, **description).submit())
+        finally:
+            os.unlink(path)
+
+    def jobs(self, ids: list[str] | None = None, names: list[str] | None = None) -> list[dict]:
+        # One RPC (slurm_load_jobs) whatever the number of sessions; the filtering is done here, so only
+        # the sessions' jobs cross the pipe, not a whole cluster's queue.
+        wanted_ids, wanted_names = set(ids or ()), set(names or ())
+        out = []
+        for job in self.slurm.Jobs.load().values():
+            if str(job.id) in wanted_ids or (wanted_names and job.name in wanted_names):
+                out.append(_job(job))
+        return out
+
+    def cancel(self, job_id: str) -> None:
+        # Job.cancel() reads libslurm's errno after the call without resetting it first, so an error left
+        # by an earlier call in this process would be reported again: clear it.
+        if hasattr(self.slurm, "slurm_seterrno"):
+            self.slurm.slurm_seterrno(0)
+        self.slurm.Job(int(job_id)).cancel()
+
+    def finished(self, job_id: str) -> dict | None:
+        try:
+            job = self.slurm.db.Job.load(int(job_id))
+        except self.slurm.RPCError:
+            if self._accounting is None:
+                self._accounting = self.slurm.config().get().get("accounting_storage_type") or ""
+            if self._accounting in ("", "accounting_storage/none"):
+                return None     # no accounting database: no second record, as sacct says
+            raise
+        # Not tried here: this project's test cluster has no slurmdbd.
+        code, signal = getattr(job, "exit_code", None), getattr(job, "exit_code_signal", None)
+        return {"id": str(job_id), "state": getattr(job, "state", "") or "", "reason": "",
+                "name": getattr(job, "name", "") or "", "nodes": getattr(job, "nodes", "") or "", "start": None,
+                "exit_code": "" if code is None else f"{code}:{signal or 0}"}
+
+    def nodes(self) -> list[dict]:
+        """Every node with its partitions, addresses, state, configured GRES and GRES in use, as strings
+        like sinfo's ('gpu:a100:2', 'gpu:a100:1(IDX:0)')."""
+        legacy = getattr(self.slurm, "node", None)
+        if legacy is not None:
+            # pyslurm 22.5's Nodes.load() asks without SHOW_DETAIL, so its allocated_gres is always empty;
+            # the older interface asks with it and gives the GRES in use as sinfo shows them.
+            return [{"name": name, "state": n.get("state") or "", "partitions": list(n.get("partitions") or ()),
+                     "address": n.get("node_addr") or "", "hostname": n.get("node_hostname") or "",
+                     "gres": list(n.get("gres") or ()), "gres_used": list(n.get("gres_used") or ())}
+                    for name, n in legacy().get().items()]
+
+        def gres(values: dict) -> list[str]:
+            return [f"{k}:{v['count'] if isinstance(v, dict) else v}" for k, v in (values or {}).items()]
+
+        return [{"name": n.name, "state": n.state or "", "partitions": list(n.partitions or ()),
+                 "address": n.address or "", "hostname": n.hostname or "",
+                 "gres": gres(n.configured_gres), "gres_used": gres(n.allocated_gres)}
+                for n in self.slurm.Nodes.load().values()]
+
+    def partitions(self) -> dict:
+        parts = [{"name": p.name, "state": p.state or "", "max_time": p.max_time, "default_time": p.default_time}
+                 for p in self.slurm.Partitions.load().values()]
+        return {"partitions": parts, "nodes": self.nodes()}
+
+
+def main() -> int:
+    # The protocol gets stdout to itself: anything else printing there (libslurm included) goes to stderr.
+    protocol = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+
+    def say(message: dict) -> None:
+        protocol.write(json.dumps(message) + "\n")
+        protocol.flush()
+
+    try:
+        import pyslurm
+    except ImportError as e:
+        say({"ok": False, "kind": "import", "error": str(e)})
+        return 3
+    say({"ok": True, "version": getattr(pyslurm, "__version__", "?")})
+    ops = Ops(pyslurm)
+    for line in sys.stdin:
+        try:
+            request = json.loads(line)
+            result = getattr(ops, request["op"])(**request.get("args", {}))
+        except pyslurm.RPCError as e:
+            say({"ok": False, "kind": "rpc", "error": str(e)})
+        except (ValueError, TypeError) as e:
+            say({"ok": False, "kind": "value", "error": str(e)})
+        except Exception as e:   # any other failure is reported, and the worker stays
+            say({"ok": False, "kind": type(e).__name__, "error": str(e)})
+        else:
+            say({"ok": True, "result": result})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

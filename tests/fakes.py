@@ -1,0 +1,50 @@
+"""Stand-ins for the pure-logic tests, in one place (as JupyterHub keeps its own in mocking.py).
+
+Tests that need the real Slurm use the ``cluster`` and ``slurm`` fixtures instead.
+"""
+
+from __future__ import annotations
+
+from pvhpc.scheduler import EndCause, JobInfo, JobState, QueueReason, Scheduler, SchedulerUnavailable
+
+
+def pending(job_id: str, reason: QueueReason = QueueReason.NONE, **fields) -> JobInfo:
+    return JobInfo(job_id, JobState.PENDING, queue_reason=reason, **fields)
+
+
+def running(job_id: str, **fields) -> JobInfo:
+    return JobInfo(job_id, JobState.RUNNING, **fields)
+
+
+def ended(job_id: str, cause: EndCause, **fields) -> JobInfo:
+    return JobInfo(job_id, JobState.ENDED, end=cause, **fields)
+
+
+class ScriptedScheduler(Scheduler):
+    """A scheduler whose jobs a test sets by hand (``jobs``, ``finished``, ``down``); it records every call."""
+
+    name = "scripted"
+
+    def __init__(self):
+        self.jobs: dict[str, JobInfo] = {}
+        self.down = False
+        self.calls: list[tuple] = []
+        self.finished: dict[str, JobInfo] = {}
+
+    async def query(self, job_ids):
+        self.calls.append(("query", tuple(job_ids)))
+        if self.down:
+            raise SchedulerUnavailable("slurm_load_jobs error: Unable to contact slurm controller")
+        return {j: self.jobs[j] for j in job_ids if j in self.jobs}
+
+    async def find_by_name(self, names):
+        self.calls.append(("find_by_name", tuple(names)))
+        return {j.name: j for j in self.jobs.values() if j.name in names}
+
+    async def lookup_finished(self, job_id):
+        self.calls.append(("lookup_finished", job_id))
+        return self.finished.get(job_id)
+
+    async def cancel(self, job_id, user=None):
+        self.calls.append(("cancel", job_id))
+        self.jobs.pop(job_id, None)
