@@ -13,7 +13,7 @@ import json
 
 import pytest
 import tornado.web
-from tornado.httpclient import HTTPClientError
+from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 from tornado.websocket import WebSocketHandler, websocket_connect
@@ -236,4 +236,18 @@ def test_a_served_session_whose_server_does_not_answer_gives_502():
         rig.frontend.rebuild([served("s1", port)])
         answer = await http(rig, "/session/s1/")
         assert answer.code == 502 and json.loads(answer.body)["error"] == "the session's server does not answer"
+    served_rig(go)
+
+
+def test_a_served_session_refuses_requests_from_another_sites_pages():
+    async def go(rig, app_port):
+        rig.frontend.rebuild([served("s1", app_port)])
+        here = f"http://127.0.0.1:{rig.port}"
+        assert (await http(rig, "/session/s1/echo/x", "POST", "x", {"Origin": here})).code == 200
+        foreign = await http(rig, "/session/s1/echo/x", "POST", "x", {"Origin": "http://evil.example"})
+        assert foreign.code == 403 and "another site" in json.loads(foreign.body)["error"]
+        with pytest.raises(HTTPClientError) as refused:
+            await websocket_connect(HTTPRequest(f"ws://127.0.0.1:{rig.port}/session/s1/ws",
+                                                headers={"Origin": "http://evil.example"}))
+        assert refused.value.code == 403
     served_rig(go)

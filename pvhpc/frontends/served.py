@@ -7,6 +7,7 @@ running on pvhpc's origin, so nobody else may load it. Any other id, or a sessio
 whose application does not serve its own client, answers 404 as if it did not
 exist (the same look as /proxy).
 
+Requests from another site's pages (an Origin that is not this site) are refused.
 What the server must not see is left out: the request's credentials
 (``Authorization``, ``Cookie``) and the trusted front end's user header; and what
 it must not set on pvhpc's origin (``Set-Cookie``) is dropped from its answers.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from urllib.parse import urlsplit
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
@@ -31,6 +33,7 @@ HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authoriza
 NOT_FORWARDED = HOP_BY_HOP | {"host", "content-length"}
 NOT_RETURNED = HOP_BY_HOP | {"content-length", "set-cookie"}
 METHODS_WITH_BODY = {"POST", "PUT", "PATCH", "DELETE"}
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 
 
 class ServedSessionHandler(SessionProxyHandler):
@@ -38,8 +41,18 @@ class ServedSessionHandler(SessionProxyHandler):
         super().initialize(frontend, auth)
         self.private = {name.lower() for name in private_headers}
 
-    def check_xsrf_cookie(self) -> None:
-        pass   # pvhpc sets no cookies; the session's own client is the judge of its requests
+    def prepare(self) -> None:
+        # The app's server may not check where a request comes from: a page of another site must not drive it
+        # with the user's login. Reading (a link followed from elsewhere) is fine; a websocket upgrade is held
+        # to the same rule by Tornado's own origin check.
+        if self.request.method not in SAFE_METHODS and self._from_another_site():
+            self._refuse(403, "requests from another site's pages are refused here")
+
+    def _from_another_site(self) -> bool:
+        if self.request.headers.get("Sec-Fetch-Site") in ("cross-site", "same-site"):
+            return True
+        origin = self.request.headers.get("Origin")
+        return origin is not None and urlsplit(origin).netloc.lower() != self.request.headers.get("Host", "").lower()
 
     async def get(self, session_id: str, rest: str | None = None) -> None:
         route = self._served_route(session_id)

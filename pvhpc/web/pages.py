@@ -15,20 +15,28 @@ from __future__ import annotations
 import hashlib
 import html
 import os
+import re
 from pathlib import Path
 
-from tornado.web import StaticFileHandler
+from tornado.web import RedirectHandler, StaticFileHandler
+
+from pvhpc.frontends import web_clients
+from pvhpc.paths import web_clients_dir
 
 from pvhpc.web.base import JSONHandler
 from pvhpc.web.errors import APIError, ErrorAnswer, ErrorAnswers
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+WSLINK_DIR = web_clients_dir() / "wslink" / "dist"   # npm wslink 1.x, installed by `pvhpc runtime install`
 MAX_LISTING = 500   # entries of one directory; a chooser with more is no longer a chooser
 
 
-def _version(name: str) -> str:
+def _version(name: str, directory: Path = STATIC_DIR) -> str:
     """A short content hash: the asset URL changes when the file does, so browsers may cache it for long."""
-    return hashlib.sha256((STATIC_DIR / name).read_bytes()).hexdigest()[:12]
+    try:
+        return hashlib.sha256((directory / name).read_bytes()).hexdigest()[:12]
+    except FileNotFoundError:
+        return "missing"   # the page then says the wslink client did not load, and what to run
 
 
 class PageHandler(ErrorAnswers):
@@ -52,6 +60,7 @@ class PageHandler(ErrorAnswers):
             "staff": "true" if user and self.ctx.auth.is_staff(user) else "false",
             "css": _version("pvhpc.css"),
             "js": _version("page.js"),
+            "wslink": _version("wslink.js", WSLINK_DIR),
         }
         for key, value in values.items():
             template = template.replace("{{" + key + "}}", value)
@@ -67,6 +76,40 @@ class PageHandler(ErrorAnswers):
 class AssetHandler(ErrorAnswers, StaticFileHandler):
     def set_extra_headers(self, path: str) -> None:
         self.set_header("X-Content-Type-Options", "nosniff")
+
+
+class VendorHandler(AssetHandler):
+    """A file installed from npm rather than shipped here: a missing one says how to install it."""
+
+    def validate_absolute_path(self, root: str, absolute_path: str):
+        if not os.path.isfile(absolute_path):
+            raise APIError(f"{absolute_path} is not installed: run 'pvhpc runtime install' on the service host "
+                           "(it installs the web clients from npm)", status=404)
+        return super().validate_absolute_path(root, absolute_path)
+
+
+class WebClientHandler(ErrorAnswers, StaticFileHandler):
+    """``/apps/<name>/...``: an application's own web client (the Visualizer's dist/), as installed.
+
+    Its file names carry no content hash, so browsers revalidate each file (ETag) rather than keep it.
+    No directory is ever listed; an application without a web client, or a file it lacks, is a 404.
+    """
+
+    def set_extra_headers(self, path: str) -> None:
+        self.set_header("Cache-Control", "no-cache")
+        self.set_header("X-Content-Type-Options", "nosniff")
+        # The page's URL may carry a session id (?attach=<id>): it must not travel in a Referer elsewhere.
+        self.set_header("Referrer-Policy", "same-origin")
+
+
+def web_client_routes(config) -> list:
+    """One static route per application with a web client; ``/apps/<name>`` redirects to ``/apps/<name>/``."""
+    out = []
+    for name, directory in web_clients(config).items():
+        out.append((rf"/apps/{re.escape(name)}", RedirectHandler, {"url": f"{name}/"}))
+        out.append((rf"/apps/{re.escape(name)}/(.*)", WebClientHandler,
+                    {"path": str(directory), "default_filename": "index.html"}))
+    return out
 
 
 class DataFilesHandler(JSONHandler):
@@ -119,5 +162,8 @@ def routes(ctx) -> list:
     return [
         (r"/", PageHandler, c),
         (r"/static/([A-Za-z0-9_-]+\.(?:css|js|svg))", AssetHandler, {"path": str(STATIC_DIR)}),
+        # The wslink 1.x browser client from npm, installed with the web clients (pvhpc runtime install).
+        (r"/static/vendor/(wslink\.js)", VendorHandler, {"path": str(WSLINK_DIR)}),
+        *web_client_routes(ctx.config),
         (r"/api/v1/applications/([A-Za-z0-9_.-]{1,64})/files", DataFilesHandler, c),
     ]

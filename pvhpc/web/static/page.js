@@ -145,9 +145,44 @@ function partitionLimits(p) {
   return `${gpus}, walltime up to ${formatMinutes(p.walltime_minutes.max)}`;
 }
 
+// How a ready session of an application opens (the API's "opens"): pvhpc's quick view in this page, the
+// application's own web client at apps/<name>/ (the Visualizer), or the client its server serves itself.
+function applicationOf(session) {
+  return applications.find((a) => a.name === session.application) || { opens: "view", client_url: null };
+}
+
+// The application's own client, told to open this session: the client POSTs its URL query to the launcher
+// (paraview/), which answers this user's own session with its secret; so no secret is ever in a URL.
+function clientURL(app, session) {
+  const query = new URLSearchParams({
+    attach: session.id,
+    // The client's default launcher is /paraview/ at the origin's root; say where it is below a path prefix.
+    sessionManagerURL: new URL("paraview/", location.href).href,
+  });
+  return `${app.client_url}?${query}`;
+}
+
+function servedURL(session) {
+  return `session/${encodeURIComponent(session.id)}/`;
+}
+
+function describeApplication(app) {
+  const hint = $("application-hint");
+  if (app.opens === "client") {
+    const direct = element("a", `${app.client_url}`, { href: app.client_url });
+    hint.replaceChildren(`Opens in ${app.name}'s own web client (and in the quick view here, if you like). `,
+                         "Or open ", direct, " directly: it launches a session itself.");
+  } else if (app.opens === "served") {
+    hint.textContent = "Its session serves its own web client, which opens in a new tab when the session is ready.";
+  } else {
+    hint.textContent = "Opens in the quick view on this page.";
+  }
+}
+
 function onApplicationChange() {
   const app = currentApplication();
   if (!app) return;
+  describeApplication(app);
   const offered = partitions.filter((p) => app.partitions.includes(p.name));
   fillSelect($("partition"), offered.map((p) => [p.name, `${p.name}: ${partitionNow(p)}`]), app.default_partition);
   const roots = app.data_roots;
@@ -295,12 +330,10 @@ function onBrowse() {
 // -- the current session ---------------------------------------------------------------------------
 
 function sessionURL(url) {
-  // As the wslink JS client does: USE_HOST stands for the page's own host.
-  let resolved = url.replace("USE_HOSTNAME", location.hostname).replace("USE_HOST", location.host);
-  if (location.protocol === "https:" && resolved.startsWith(`ws://${location.host}/`)) {
-    resolved = "wss://" + resolved.slice(5);
-  }
-  return resolved;
+  // SmartConnect fills in USE_HOST (the page's host); a plain ws:// to this host from an https:// page
+  // would be blocked as mixed content, so it goes as wss://.
+  if (location.protocol === "https:" && url.startsWith("ws://USE_HOST")) return "wss://" + url.slice(5);
+  return url;
 }
 
 function closeSession() {
@@ -311,6 +344,7 @@ function closeSession() {
   $("session-body").hidden = true;
   $("session-none").hidden = false;
   $("viewer-area").hidden = true;
+  $("open-in").hidden = true;
   $("log").hidden = true;
   $("show-log").setAttribute("aria-expanded", "false");
   $("show-log").textContent = "Show job log";
@@ -388,18 +422,33 @@ function showSession(session) {
     } else if (session.state === "ended") {
       words += `: ${$("session-detail").textContent}.`;
     } else if (session.state === "ready") {
-      words += ". The view is loading below.";
+      words += applicationOf(session).opens === "view" ? ". The view is loading below." : ". Open it with the link below.";
     }
     announce(words);
     refreshLists();
   }
-  if (session.state === "ready" && !current.view) startView(session);
+  showOpenIn(session);
+  if (session.state === "ready" && !current.view && applicationOf(session).opens === "view") startView(session);
   if (session.state === "ended") {
     if (current.events) current.events.close();
     if (current.view) current.view.close();
     current.view = null;
     $("viewer-area").hidden = true;
   }
+}
+
+// A ready session of an application with a client of its own: links to it; the quick view on request.
+function showOpenIn(session) {
+  const app = applicationOf(session);
+  const offered = session.state === "ready" && app.opens !== "view" && Boolean(session.secret);
+  $("open-in").hidden = !offered;
+  if (!offered) return;
+  const url = app.opens === "served" ? servedURL(session) : clientURL(app, session);
+  const name = app.opens === "served" ? "the session's own client" : `${app.name}`;
+  $("open-client").href = url;
+  $("open-client").textContent = `Open in ${name}`;
+  $("open-client-tab").href = url;
+  $("quick-view").hidden = app.opens === "served" || Boolean(current.view);
 }
 
 async function startView(session) {
@@ -558,6 +607,11 @@ async function start() {
   $("refresh-partitions").addEventListener("click", refreshPartitions);
   $("add-source-button").addEventListener("click", () => current && current.view && current.view.addSource($("add-source").value));
   $("reset-camera").addEventListener("click", () => current && current.view && current.view.resetCamera());
+  $("quick-view").addEventListener("click", () => {
+    if (!current || current.view || current.session.state !== "ready") return;
+    $("quick-view").hidden = true;
+    startView(current.session);
+  });
   let apps;
   try {
     [apps] = await Promise.all([api("GET", "api/v1/applications"), refreshPartitions()]);

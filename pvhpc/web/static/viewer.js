@@ -5,12 +5,14 @@
 // the still frame after it is sent at full quality. Mouse moves queued behind a slow answer collapse
 // into the latest position for the same reason.
 
-import { WslinkConnection } from "./wslink.js";
+// The connection is the npm wslink 1.x client (SmartConnect), the one ParaViewWeb's own apps use; index.html
+// loads its UMD bundle (static/vendor/wslink.js, installed by `pvhpc runtime install`), which defines `wslink`.
 
 const STILL_QUALITY = 85;
 const MOVING_QUALITY = 50;
 const MAX_PIXELS = 1920 * 1200;        // a frame larger than this costs more than it shows
 const STALE_RETRY_MS = 40;
+const HELLO_TIMEOUT_MS = 20000;
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -36,13 +38,12 @@ export class RemoteView {
 
   async open(url, secret) {
     this.onStatus("Connecting to the session's server…");
-    this.connection = await WslinkConnection.connect(url, secret);
-    this.connection.onclose = (event) => {
+    this.connection = await connect(url, secret, (event) => {
       this.connection = null;
       this.detach();
       this.onStatus(event.code === 1000 ? "Disconnected." : `Disconnected (${event.reason || "connection lost"}).`,
                     event.code !== 1000);
-    };
+    });
     // A session opened with a data file shows it already; an empty one gets a cone so there is something to turn.
     const listing = await this.connection.call("pv.proxy.manager.list", []);
     if (!listing || !listing.sources || listing.sources.length === 0) {
@@ -57,7 +58,6 @@ export class RemoteView {
   close() {
     this.detach();
     if (this.connection) {
-      this.connection.onclose = null;
       this.connection.close();
       this.connection = null;
     }
@@ -227,4 +227,49 @@ export class RemoteView {
       if (this.connection) this.onStatus(`The server did not take the mouse event: ${error.message}`, true);
     });
   }
+}
+
+// SmartConnect with a session URL (USE_HOST in it becomes the page's host) and the session's secret: it opens the
+// websocket and says hello with the secret. Resolves to {call(method, args), close()}; onClose(event) is called
+// once if the connection goes away by itself.
+function connect(url, secret, onClose) {
+  const wslink = window.wslink;
+  if (!wslink || !wslink.SmartConnect) {
+    return Promise.reject(new Error("the wslink client (static/vendor/wslink.js) did not load; "
+                                    + "the site has to run 'pvhpc runtime install'"));
+  }
+  return new Promise((resolve, reject) => {
+    const smart = wslink.SmartConnect.newInstance({ config: { sessionURL: url, secret } });
+    let settled = false;
+    let closing = false;
+    const fail = (message) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      smart.destroy(0);
+      reject(new Error(message));
+    };
+    const timer = setTimeout(() => fail("the session's server did not answer in time"), HELLO_TIMEOUT_MS);
+    smart.onConnectionReady((connection) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      const session = connection.getSession();
+      resolve({
+        // wslink rejects with the server's error object ({code, message}); callers read .message either way.
+        call: (method, args = []) => session.call(method, args).catch((error) => {
+          throw new Error((error && error.message) || String(error));
+        }),
+        // 0: close the websocket only; never ask the server to exit (the session outlives this view).
+        close: () => { closing = true; smart.destroy(0); },
+      });
+    });
+    smart.onConnectionError((_, error) => fail(
+      error && error.message ? error.message : "the connection to the session's server failed"));
+    smart.onConnectionClose((_, event) => {
+      if (!settled) return fail(`the connection closed (${event && event.code})`);
+      if (!closing && onClose) onClose(event || { code: 1006, reason: "" });
+    });
+    smart.connect();
+  });
 }
