@@ -245,3 +245,83 @@ def test_session_through_the_builtin_proxy_renders_and_is_cut_off_by_delete(serv
     assert asyncio.run(refused_status(url)) == 404, "the ended session is still reachable"
     unknown = f"ws://127.0.0.1:{svc.port}/proxy?sessionId={secrets.token_urlsafe(24)}&path=ws"
     assert asyncio.run(refused_status(unknown)) == 404
+
+
+# -- /session/<id>/ through Apache: a session whose server serves its own client (trame apps) ---------------
+
+@pytest.mark.apache
+def test_a_served_session_through_apache_is_its_owners_only_http_and_websocket(apache_factory, apache_dir,
+                                                                                apache_login, artifacts):
+    """pvhpc's Apache front end writes the map (with the owner line /session/ needs), real Apache serves it; the
+    session's server is a real small HTTP + websocket server in place of a trame app."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    from pvhpc.db.store import SessionRecord
+    from pvhpc.frontends.apache import ApacheFrontEnd
+
+    from tests.harness.served_app import PAGE, ServedAppThread
+
+    users = apache_login.parent / "users"
+    subprocess.run(["htpasswd", "-b", str(users), "bob", "bobs-password"], check=True, capture_output=True)
+    map_file = apache_dir / "session-map.txt"
+    frontend = ApacheFrontEnd("unused", ProxyMapFile(map_file, "www-data"))
+    frontend.served_applications = frozenset({"trame"})
+    app = ServedAppThread().start()
+    try:
+        mine, paraview = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+        frontend.rebuild([
+            SessionRecord(id=mine, user=USER, state="ready", host="127.0.0.1", port=app.port, application="trame"),
+            SessionRecord(id=paraview, user=USER, state="ready", host="127.0.0.1", port=app.port,
+                          application="paraview"),
+        ])
+        assert ProxyMapFile(map_file).read()[f"{mine}.http"] == f"127.0.0.1:{app.port}|{USER}"
+        port = free_port_block(1)
+        apache = apache_factory(apacheconf.Site("localhost", map_file, "http://127.0.0.1:1", port=port,
+                                                auth_include=apache_login)).start()
+        bob = {"Authorization": "Basic " + base64.b64encode(b"bob:bobs-password").decode()}
+
+        def get(path, headers, method="GET", data=None):
+            request = urllib.request.Request(apache.url + path, headers=headers, method=method, data=data)
+            try:
+                with urllib.request.urlopen(request, timeout=10) as answer:
+                    return answer.status, answer.read(), answer.headers
+            except urllib.error.HTTPError as e:
+                return e.code, e.read(), e.headers
+
+        status, body, _ = get(f"/session/{mine}/", BASIC)
+        assert status == 200 and body == PAGE
+        status, body, headers = get(f"/session/{mine}/echo/a?x=1", {**BASIC, "Cookie": "sso=login",
+                                                                     "X-Remote-User": USER}, "POST", b"payload")
+        seen = json.loads(body)
+        assert status == 200 and seen["path"] == "/echo/a" and seen["query"] == "x=1" and seen["body"] == "payload"
+        # Neither the user's password, nor the login's cookie, nor the identity header reach the app;
+        # the app sets no cookie on the site's origin.
+        assert not {"authorization", "cookie", "x-remote-user"} & set(seen["headers"]), seen["headers"]
+        assert headers.get("Set-Cookie") is None
+        assert get(f"/session/{mine}/echo/a", {**BASIC, "Origin": "http://evil.example"}, "POST", b"x")[0] == 403
+        # Another user, no login, another application's session, an unknown id: all 404 (or Apache's 401).
+        assert get(f"/session/{mine}/", bob)[0] == 404
+        assert get(f"/session/{mine}/", {})[0] == 401
+        assert get(f"/session/{paraview}/", BASIC)[0] == 404
+        assert get(f"/session/{secrets.token_urlsafe(24)}/", BASIC)[0] == 404
+
+        async def websocket(headers):
+            conn = await websocket_connect(HTTPRequest(f"ws://127.0.0.1:{port}/session/{mine}/ws", headers=headers))
+            await conn.write_message("through apache")
+            answer = await conn.read_message()
+            conn.close()
+            return answer
+
+        assert asyncio.run(websocket(BASIC)) == "through apache"
+        assert asyncio.run(refused_status(f"ws://127.0.0.1:{port}/session/{mine}/ws", bob)) == 404
+        # The session ends: its line leaves the map and Apache stops proxying it.
+        frontend.update(SessionRecord(id=mine, user=USER, state="ended", host="127.0.0.1", port=app.port,
+                                      application="trame"))
+        time.sleep(1.1)   # Apache re-reads a txt map when its mtime changes (one-second resolution)
+        assert get(f"/session/{mine}/", BASIC)[0] == 404
+        access_log = apache.site.access_log.read_text()
+        assert "/session/<id>/echo/a" in access_log and mine not in access_log
+    finally:
+        app.stop()
