@@ -72,7 +72,8 @@ def serve_child(args) -> None:
             frontend = BuiltinFrontEnd("unused", connector)
             frontend.rebuild([SessionRecord(id=spec["sid"], user=spec["user"], state="ready", host=spec["host"],
                                             port=spec["port"])])
-            auth = make_authenticator(AuthConfig("local", spec["user"], "X-Remote-User", ("127.0.0.1",), ()))
+            auth = make_authenticator(AuthConfig(kind="local", user=spec["user"], header="X-Remote-User", staff=(),
+                                                         users_trust_each_other=False))
             ctx = type("Ctx", (), {"auth": auth})()
             sockets = bind_sockets(0, "127.0.0.1")
             HTTPServer(tornado.web.Application(frontend.handlers(ctx))).add_sockets(sockets)

@@ -13,6 +13,8 @@
 
 set -u
 unset DISPLAY
+# What the job writes (its log, the server's files, X cookies) is its user's alone: the node has other users.
+umask 077
 
 PVPYTHON={{ pvpython }}
 SERVER_SCRIPT={{ server_script }}

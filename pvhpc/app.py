@@ -6,7 +6,9 @@ request -> spec -> job script -> scheduler -> tracker -> store -> event bus -> f
 from __future__ import annotations
 
 import asyncio
+import grp
 import logging
+import os
 from dataclasses import dataclass
 
 import tornado.httpserver
@@ -33,6 +35,11 @@ from pvhpc.web.accesslog import log_request
 
 log = logging.getLogger("pvhpc")
 SESSION_ID = r"([A-Za-z0-9_-]{1,128})"
+# A client gets this long to send a request's headers, and its body: slow clients must not hold connections
+# (and file descriptors) for long. Long answers (server-sent events, the launcher's wait) are not limited.
+HEADER_TIMEOUT = 10.0
+BODY_TIMEOUT = 30.0
+FRONTEND_SOCKET_MODE = 0o660   # the front end's group may connect; nobody else
 
 
 @dataclass
@@ -109,7 +116,9 @@ class PvhpcApp:
         """Open the store, reconcile with the scheduler, rebuild the front-end map, listen. Returns the port."""
         cfg = self.config
         self.ctx.store.open()
-        cfg.service.job_output_dir.mkdir(parents=True, exist_ok=True)
+        # Jobs' logs name files and hosts and may hold what users typed: for the service account only.
+        cfg.service.job_output_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        cfg.service.job_output_dir.chmod(0o700)
         if self.ssh_link:
             await self.ssh_link.check()   # an unusable login host stops the service here, with its reason
         stats = await self.tracker.poll_if_leading()
@@ -121,10 +130,13 @@ class PvhpcApp:
         await self.ctx.frontend.start()
         self.ctx.frontend.rebuild(self.ctx.store.live())
         self.server = tornado.httpserver.HTTPServer(
-            self.web, xheaders=False, max_body_size=max(cfg.limits.max_body_bytes * 4, 1024 * 1024)
+            self.web, xheaders=False, max_body_size=max(cfg.limits.max_body_bytes * 4, 1024 * 1024),
+            idle_connection_timeout=HEADER_TIMEOUT, body_timeout=BODY_TIMEOUT,
         )
         sockets = tornado.netutil.bind_sockets(cfg.service.listen_port if port is None else port,
                                                cfg.service.listen_host)
+        if cfg.service.frontend_socket is not None:
+            sockets.append(bind_frontend_socket(cfg.service.frontend_socket, cfg.service.frontend_socket_group))
         self.server.add_sockets(sockets)
         self.tracker.start()
         if self.feed:
@@ -141,9 +153,45 @@ class PvhpcApp:
         if self.server:
             self.server.stop()
             await self.server.close_all_connections()
+        socket_path = self.config.service.frontend_socket
+        if self.server and socket_path is not None:
+            try:
+                socket_path.unlink()
+            except FileNotFoundError:
+                pass
+
+
+def bind_frontend_socket(path, group: str | None):
+    """The front end's channel (service.frontend_socket): a Unix socket only its group may connect to.
+
+    Requests over it are the only ones whose user header pvhpc believes (pvhpc.web.auth).
+    """
+    from pvhpc.errors import PvhpcError
+
+    if not path.parent.is_dir():
+        raise PvhpcError(f"service.frontend_socket: {path.parent} is not a directory; create it (e.g. "
+                         f"install -d -m 0750 -o pvhpc -g www-data {path.parent})")
+    try:
+        gid = grp.getgrnam(group).gr_gid if group else -1
+    except KeyError:
+        raise PvhpcError(f"service.frontend_socket_group: no group {group!r} on this host") from None
+    try:
+        sock = tornado.netutil.bind_unix_socket(str(path), mode=FRONTEND_SOCKET_MODE)
+    except (OSError, ValueError) as e:
+        raise PvhpcError(f"service.frontend_socket: cannot listen on {path}: {e}") from None
+    try:
+        os.chown(path, -1, gid)
+    except PermissionError:
+        sock.close()
+        raise PvhpcError(f"service.frontend_socket_group: pvhpc may not give {path} the group {group}; run it as "
+                         f"a member of {group}") from None
+    return sock
 
 
 async def serve_forever(config: SiteConfig) -> None:
+    # Whatever the service writes, and what its jobs' Slurm output files are made with (sbatch passes its
+    # umask on to the job), is for its own account only unless it says otherwise (the map file, the socket).
+    os.umask(0o077)
     app = PvhpcApp(config)
     port = await app.start()
     log.info("pvhpc listening on %s:%d (public URL %s)", config.service.listen_host, port, config.service.public_url)

@@ -46,7 +46,8 @@ def record(sid, port, state="ready", user="alice") -> SessionRecord:
 class Rig:
     def __init__(self, staff=()):
         self.frontend = BuiltinFrontEnd("unused")
-        auth = make_authenticator(AuthConfig("local", "alice", "X-Remote-User", ("127.0.0.1",), tuple(staff)))
+        auth = make_authenticator(AuthConfig(kind="local", user="alice", header="X-Remote-User", staff=tuple(staff),
+                                                  users_trust_each_other=False))
         ctx = type("Ctx", (), {"auth": auth})()
         upstream_sockets = bind_sockets(0, "127.0.0.1")
         proxy_sockets = bind_sockets(0, "127.0.0.1")

@@ -46,7 +46,12 @@ def with_(path: str, value):
     ("auth.kind", "pam", "auth.kind: must be one of local, header, not 'pam'"),
     # Both once escaped the loader as a bare exception (AttributeError, ValueError) instead of a config error.
     ("frontend.session_url", "ws://{id.x}/ws", "frontend.session_url: only {id}, {host} and {port} may be used"),
-    ("auth.trusted_proxies", ["127.0.0.1", ""], "auth.trusted_proxies[1]: must be a non-empty string"),
+    # The header is believed over the front end's socket only: an old config that names addresses is told so.
+    ("auth.trusted_proxies", ["127.0.0.1"], "auth.trusted_proxies: is no longer read"),
+    ("auth", {"kind": "header", "users_trust_each_other": True},
+     "auth.kind: 'header' believes the front end's user header only over a Unix socket"),
+    ("service.allowed_origins", ["https://viz.example.org/pvhpc"],
+     "service.allowed_origins: 'https://viz.example.org/pvhpc' is not an origin"),
     ("scheduler", {"backend": "pyslurm", "submit_as": "user"},
      "scheduler.submit_as: 'user' needs backend 'slurm' (pyslurm acts only as the service's own user)"),
     ("applications.paraview.default_partition", "cpu",

@@ -156,10 +156,13 @@ def test_session_through_apache_renders_and_is_gone_after_delete(service_factory
     port = free_port_block(1)
     site = apacheconf.Site("localhost", map_file, "http://127.0.0.1:1", port=port, auth_include=auth)
 
+    tls_port = free_port_block(1)
     svc = service_factory("apache", frontend={"kind": "apache", "map_file": str(map_file), "map_group": "www-data",
                                               "session_url": site.session_url},
-                          auth={"kind": "header", "header": "X-Remote-User"})
-    site = apacheconf.Site("localhost", map_file, svc.url, port=port, auth_include=auth)
+                          auth={"kind": "header", "header": "X-Remote-User"}, public_url=f"http://127.0.0.1:{port}",
+                          allowed_origins=[f"http://127.0.0.1:{port}", f"https://127.0.0.1:{tls_port}"])
+    # Apache speaks to pvhpc over its front-end socket, the only channel the identity header is believed on.
+    site = apacheconf.Site("localhost", map_file, svc.frontend_target, port=port, auth_include=auth)
     svc.start()
     # pvhpc writes the (empty) map at start, with the mode and group Apache's workers need.
     st = map_file.stat()
@@ -171,7 +174,8 @@ def test_session_through_apache_renders_and_is_gone_after_delete(service_factory
     with pytest.raises(ClientError) as e:
         Client(apache.url, headers={"X-Remote-User": USER}).launch("paraview")
     assert e.value.status == 401
-    client = Client(apache.url, headers={**BASIC, "X-Remote-User": "mallory"})
+    # A page of the site, as a browser sends its requests (with its Origin).
+    client = Client(apache.url, headers={**BASIC, "X-Remote-User": "mallory", "Origin": f"http://{page_host}"})
     session = client.launch("paraview", partition="cpu")
     assert session["state"] == "ready" and session["user"] == USER
     sid = session["id"]
@@ -194,8 +198,7 @@ def test_session_through_apache_renders_and_is_gone_after_delete(service_factory
 
     # The same session through a second Apache with TLS and a URL prefix: https://.../viz, wss://.../viz/proxy.
     cert, key = make_cert(apache_dir)
-    tls_port = free_port_block(1)
-    tls_site = apacheconf.Site("localhost", map_file, svc.url, port=tls_port, prefix="/viz",
+    tls_site = apacheconf.Site("localhost", map_file, svc.frontend_target, port=tls_port, prefix="/viz",
                                tls_cert=cert, tls_key=key, auth_include=auth)
     apache_factory(tls_site).start()
     tls_host = f"127.0.0.1:{tls_port}"

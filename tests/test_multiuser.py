@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pvhpc.client.api import Client, ClientError
+from pvhpc.client.api import ClientError
 from pvhpc.paths import JOB_HELPER, SERVER_SCRIPT
 
 from tests.helpers import foreground_fraction, render, wait_until
@@ -82,14 +82,15 @@ def test_jobs_run_as_their_users_and_users_stay_apart(unix_users, service_factor
             "multiuser", directory=shared / "service",
             scheduler={"environment": cluster.environment(), "submit_as": "user"},
             **node_side,
-            auth={"kind": "header", "trusted_proxies": ["127.0.0.1"], "staff": ["pvhpc-staff"]},
+            auth={"kind": "header", "staff": ["pvhpc-staff"]},
             frontend={"kind": "builtin"},
+            frontend_socket_group=None,   # the test's service account is not in Apache's group; it keeps its own
         )
         service_uid = pwd.getpwnam(unix_users["service"]).pw_uid
         subprocess.run(["chown", "-R", unix_users["service"], str(svc.dir)], check=True)
         svc.start(as_user=unix_users["service"])
-        alice = Client(svc.url, headers={"X-Remote-User": unix_users["alice"]})
-        bob = Client(svc.url, headers={"X-Remote-User": unix_users["bob"]})
+        alice = svc.user_client(unix_users["alice"])
+        bob = svc.user_client(unix_users["bob"])
 
         session = alice.launch("paraview", partition="cpu")
         assert session["state"] == "ready", session
@@ -99,7 +100,7 @@ def test_jobs_run_as_their_users_and_users_stay_apart(unix_users, service_factor
         assert owner == [str(pwd.getpwnam(unix_users["alice"]).pw_uid), unix_users["alice"]]
         assert subprocess.run(["squeue", "-h", "-u", unix_users["alice"], "-o", "%i"], env=env, capture_output=True,
                               text=True).stdout.split() == [session["job_id"]]
-        proxy = f"ws://127.0.0.1:{svc.port}/proxy?sessionId={session['id']}&path=ws"
+        proxy = f"ws://127.0.0.1:{svc.port + 1}/proxy?sessionId={session['id']}&path=ws"   # the front end
         assert foreground_fraction(render_as(proxy, session["secret"], unix_users["alice"])) > 0.01
         # Bob, with Alice's session id and even her secret, is refused by the front end before any upgrade.
         with pytest.raises(Exception, match="404"):
@@ -135,10 +136,10 @@ def test_without_a_sudoers_rule_submission_fails_clearly(service_factory, cluste
     """A user sudo does not let the service act as: the error names sudo's reason, and no job is left."""
     shared = shared_dir()
     svc = service_factory("nosudo", directory=shared / "service", scheduler={"environment": cluster.environment(), "submit_as": "user"},
-                          auth={"kind": "header", "trusted_proxies": ["127.0.0.1"]})
+                          auth={"kind": "header"}, frontend_socket_group=None)
     subprocess.run(["chown", "-R", "nobody", str(svc.dir)], check=True)
     svc.start(as_user="nobody")
-    client = Client(svc.url, headers={"X-Remote-User": "root"})
+    client = svc.user_client("root")
     with pytest.raises(ClientError) as e:
         client.create("paraview", partition="cpu")
     assert e.value.status == 400 and "sudo" in e.value.message
@@ -161,9 +162,9 @@ def test_ssh_mode_runs_jobs_as_their_users_too(unix_users, service_factory, clus
             "ssh-user", directory=shared / "service", ssh=sshd.ssh_section(user=unix_users["service"]),
             scheduler={"environment": cluster.environment(), "submit_as": "user"},
             **node_side,
-            auth={"kind": "header", "trusted_proxies": ["127.0.0.1"]}, frontend={"kind": "builtin"},
+            auth={"kind": "header"}, frontend={"kind": "builtin"},
         ).start()
-        alice = Client(svc.url, headers={"X-Remote-User": unix_users["alice"]})
+        alice = svc.user_client(unix_users["alice"])
         session = alice.launch("paraview", partition="cpu")
         assert session["state"] == "ready", session
         env = dict(os.environ, **cluster.environment())
@@ -171,7 +172,7 @@ def test_ssh_mode_runs_jobs_as_their_users_too(unix_users, service_factory, clus
                                text=True, check=True).stdout.split()
         assert owner == [unix_users["alice"]]
         assert "starting ParaViewWeb" in alice.log(session["id"])
-        proxy = f"ws://127.0.0.1:{svc.port}/proxy?sessionId={session['id']}&path=ws"
+        proxy = f"ws://127.0.0.1:{svc.port + 1}/proxy?sessionId={session['id']}&path=ws"
         assert foreground_fraction(render_as(proxy, session["secret"], unix_users["alice"])) > 0.01
         assert alice.cancel(session["id"])["end_reason"] == "cancelled"
     finally:

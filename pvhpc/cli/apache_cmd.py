@@ -26,7 +26,9 @@ def register(sub) -> None:
     r.add_argument("--map-file", required=True, type=Path,
                    help="the RewriteMap file pvhpc keeps (the same path as frontend.map_file)")
     r.add_argument("--service-url", required=True,
-                   help="where Apache reaches the pvhpc service, e.g. http://127.0.0.1:8480")
+                   help="where Apache reaches the pvhpc service: unix:PATH, its front-end socket "
+                        "(service.frontend_socket, e.g. unix:/run/pvhpc/frontend.sock), the only channel on which "
+                        "pvhpc believes the user Apache names; an http:// URL only for a site without logins")
     r.add_argument("--listen", default=None,
                    help="[ADDRESS:]PORT Apache listens on (default 443 with TLS, 80 without)")
     r.add_argument("--prefix", default="", help="serve everything under this URL path, e.g. /viz")
@@ -110,7 +112,8 @@ def render(args) -> int:
         print(f"pvhpc apache render: cannot write {e.filename}: {e.strerror}", file=sys.stderr)
         return 2
     print(f"pvhpc's site config needs: frontend.kind apache, frontend.map_file {site.map_file}, "
-          f"frontend.session_url \"{site.session_url}\", auth.kind header, "
+          f"frontend.session_url \"{site.session_url}\", auth.kind header, service.frontend_socket (the "
+          "unix: path of --service-url), "
           f"service.public_url {site.public_url} (and service.callback_url: pvhpc's own address as compute "
           "nodes reach it, so job reports do not meet Apache's login)", file=sys.stderr)
     return 0

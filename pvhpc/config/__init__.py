@@ -76,8 +76,26 @@ def _ssh_rules(s: Reader, ssh: SSHConfig, site: dict) -> None:
         raise s.error("host", f"SSH mode runs Slurm's command-line tools; scheduler.backend is {backend!r}")
 
 
-RULES = {"scheduler": _scheduler_rules, "applications": _application_rules, "frontend": _frontend_rules,
-         "ssh": _ssh_rules}
+def _auth_rules(a: Reader, auth: AuthConfig, site: dict) -> None:
+    if a.has("trusted_proxies"):
+        raise a.error("trusted_proxies", "is no longer read: any local account can connect from 127.0.0.1, so "
+                                         "the user header is believed only over service.frontend_socket, a Unix "
+                                         "socket only the front end's group may open; remove this key and set "
+                                         "that one (docs/security.md)")
+    if auth.kind == "header" and site["service"].frontend_socket is None:
+        raise a.error("kind", "'header' believes the front end's user header only over a Unix socket no other "
+                              "local user may open: set service.frontend_socket (and frontend_socket_group), and "
+                              "point the front end at it (docs/apache.md)")
+    if auth.kind != "local" and site["scheduler"].submit_as != "user" and not auth.users_trust_each_other:
+        raise a.error("kind", f"{auth.kind!r} serves many users, and with scheduler.submit_as "
+                              f"{site['scheduler'].submit_as!r} all their jobs run as one account, where one user's "
+                              "ParaView (which runs Python from state files) can read another's session and its "
+                              "secret; set scheduler.submit_as: user (docs/sudoers.pvhpc), or, only if every user "
+                              "may see every other's sessions, auth.users_trust_each_other: true (docs/security.md)")
+
+
+RULES = {"scheduler": _scheduler_rules, "auth": _auth_rules, "applications": _application_rules,
+         "frontend": _frontend_rules, "ssh": _ssh_rules}
 
 
 def parse(data: Any, source: str = "<config>") -> SiteConfig:

@@ -148,6 +148,26 @@ def http_url(value: Any) -> str:
     return value.rstrip("/")
 
 
+def origins(value: Any) -> tuple[str, ...]:
+    """Web origins (scheme://host[:port], no path), as a browser sends them in its Origin header."""
+    values = value if isinstance(value, list) else [value]
+    if not values:
+        raise ValueError("must name at least one origin, e.g. https://viz.example.org")
+    found = []
+    for item in values:
+        item = text(item).rstrip("/")
+        if not re.match(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$", item):
+            raise ValueError(f"{item!r} is not an origin such as https://viz.example.org (scheme, host, port; no path)")
+        found.append(item.lower())
+    return tuple(found)
+
+
+def origin_of(url: str) -> str:
+    """The origin (scheme://host[:port]) of an http(s) URL, as a browser would send it: no path, lower case."""
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{rest.split('/', 1)[0].split('?', 1)[0].split('#', 1)[0]}".lower()
+
+
 def listen_address(value: Any) -> tuple[str, int]:
     """HOST:PORT, as (host, port)."""
     value = text(value)

@@ -61,6 +61,19 @@ SERVICE = Section("service", ServiceConfig, help="the pvhpc service itself", key
     Key("poll_interval", checks.seconds, 5, "seconds between the tracker's (single, batched) scheduler queries"),
     Key("launcher_wait", checks.seconds, 45, "seconds POST /paraview waits for a session to be ready before a 503"),
     Key("submit_grace", checks.seconds, 120, "seconds an unanswered sbatch is looked for by job name"),
+    Key("frontend_socket", checks.absolute_path, None,
+        "the Unix socket the front end (Apache, through mod_proxy's unix: URLs) connects to, mode 0660; the only "
+        "channel on which auth.kind header believes the front end's user header (never on listen, which jobs "
+        "and token-holding scripts use); needed by auth.kind header. Its directory must exist",
+        example="/run/pvhpc/frontend.sock"),
+    Key("frontend_socket_group", checks.any_text, None,
+        "the group of frontend_socket: the front end's (Apache's workers'), so that no other local user can "
+        "connect; pvhpc must be a member of it. Left out, pvhpc's own", example="www-data"),
+    Key("allowed_origins", checks.origins, Derived(lambda ctx: [checks.origin_of(ctx.values["public_url"])],
+                                                   "the origin of public_url"),
+        "the web origins whose pages may change state (POST, DELETE) with a browser's login; a request from "
+        "any other page is refused (no cross-site requests). Token-authenticated scripts are not affected",
+        example=["https://viz.example.org"]),
 ))
 
 SCHEDULER = Section("scheduler", SchedulerConfig, help="where sessions run", keys=(
@@ -183,9 +196,13 @@ AUTH = Section("auth", AuthConfig, help="who is asking", keys=(
         "says who), or one a site's package adds"),
     Key("user", checks.name, Derived(lambda ctx: current_user(), "the user the service runs as"),
         "kind local: the one user everybody is", example="alice"),
-    Key("header", checks.text, "X-Remote-User", "kind header: the header the trusted front end names the user in"),
-    Key("trusted_proxies", checks.texts, ["127.0.0.1", "::1"], "kind header: the addresses the header is taken from"),
+    Key("header", checks.text, "X-Remote-User",
+        "kind header: the header the front end names the user in; believed only over service.frontend_socket"),
     Key("staff", checks.names, [], "users who may see and end every session"),
+    Key("users_trust_each_other", checks.flag, False,
+        "with more than one user (any kind but local) and scheduler.submit_as service, every job runs as one "
+        "account, so one user's ParaView (which runs Python from state files) can read another's session; "
+        "pvhpc refuses to start so unless this says the users trust each other (docs/security.md)"),
 ))
 
 SSH = Section("ssh", SSHConfig, optional=True,

@@ -72,6 +72,11 @@ class ServiceConfig:
     poll_interval: float
     launcher_wait: float         # how long POST /paraview waits for a session to be ready
     submit_grace: float          # how long an unanswered submission is looked for by name
+    # The Unix socket the front end (Apache) connects to: the only channel a front end's user header is believed on.
+    frontend_socket: Path | None
+    frontend_socket_group: str | None   # its group (the front end's); None keeps pvhpc's own
+    # Pages of these origins may change state with a browser's credentials (POST, DELETE): no cross-site requests.
+    allowed_origins: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -104,9 +109,10 @@ class FrontendConfig:
 class AuthConfig:
     kind: str
     user: str                    # for 'local': the one user everybody is
-    header: str                  # for 'header': the trusted header
-    trusted_proxies: tuple[str, ...]
+    header: str                  # for 'header': the header the front end names the user in
     staff: tuple[str, ...]
+    # Several users with jobs run as the service account can reach each other's sessions: only if they say so.
+    users_trust_each_other: bool
 
 
 @dataclass(frozen=True)

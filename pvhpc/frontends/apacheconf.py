@@ -30,6 +30,8 @@ APP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")   # as config keys a
 HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,253}[A-Za-z0-9])?$")
 PREFIX = re.compile(r"^(/[A-Za-z0-9_.~-]+)+$")
 SERVICE_URL = re.compile(r"^https?://[A-Za-z0-9.:\[\]-]+(/[A-Za-z0-9_.~/-]*)?$")
+# pvhpc's front-end socket (service.frontend_socket): the only channel its user header is believed on.
+SERVICE_SOCKET = re.compile(r"^unix:(/[^\s\"\\|]+)$")
 SAFE_PATH = re.compile(r'^/[^\s"\\]*$')   # a path Apache reads unquoted in "txt:PATH" and quoted elsewhere
 
 
@@ -76,15 +78,26 @@ class Site:
         # USE_HOST, not USE_HOSTNAME: the JS client puts the page's host *with* its port there.
         return f"{'wss' if self.tls else 'ws'}://USE_HOST{self.prefix}/proxy?sessionId={{id}}&path=ws"
 
+    @property
+    def service_target(self) -> str:
+        """What ProxyPass names: mod_proxy's unix:SOCKET|http://localhost for pvhpc's socket, else the URL."""
+        socket = SERVICE_SOCKET.match(self.service_url)
+        return f"unix:{socket.group(1)}|http://localhost" if socket else self.service_url.rstrip("/")
+
+    @property
+    def service_back(self) -> str:
+        """The URL the service's redirects name, for ProxyPassReverse."""
+        return "http://localhost" if SERVICE_SOCKET.match(self.service_url) else self.service_url.rstrip("/")
+
     def validate(self) -> "Site":
         if not HOSTNAME.match(self.server_name):
             raise ApacheConfigError(f"{self.server_name!r} is not a host name", field="--server-name")
         if not SAFE_PATH.match(str(self.map_file)):
             raise ApacheConfigError(f"{self.map_file} must be an absolute path without spaces or quotes",
                                     field="--map-file")
-        if not SERVICE_URL.match(self.service_url):
-            raise ApacheConfigError(f"{self.service_url!r} is not an http(s) URL such as "
-                                    "http://127.0.0.1:8480", field="--service-url")
+        if not (SERVICE_URL.match(self.service_url) or SERVICE_SOCKET.match(self.service_url)):
+            raise ApacheConfigError(f"{self.service_url!r} is neither pvhpc's front-end socket, such as "
+                                    "unix:/run/pvhpc/frontend.sock, nor an http(s) URL", field="--service-url")
         if self.prefix and not PREFIX.match(self.prefix):
             raise ApacheConfigError(f"{self.prefix!r} must look like /viz (a leading slash, no trailing one)",
                                     field="--prefix")
@@ -140,7 +153,7 @@ def render_site(site: Site) -> str:
                 "        #   AuthType Basic / AuthName pvhpc / AuthUserFile ... / Require valid-user")
     return _fill("site.conf.in", {
         "SERVER_NAME": site.server_name, "PORT": str(site.listen_port), "PREFIX": site.prefix,
-        "MAP_FILE": str(site.map_file), "SERVICE_URL": site.service_url.rstrip("/"),
+        "MAP_FILE": str(site.map_file), "SERVICE_URL": site.service_target, "SERVICE_BACK": site.service_back,
         "SESSION_URL": site.session_url, "PUBLIC_URL": site.public_url, "TLS": tls, "AUTH": auth,
         "SSL_MODULE": " ssl" if site.tls else "",
         "WS_IDLE_TIMEOUT": str(site.ws_idle_timeout), "HTTP_TIMEOUT": str(site.http_timeout),

@@ -81,6 +81,10 @@ class SessionService:
         ended = self.apply(record.id, lifecycle.ended(reason, extra), known=record if only_if_unchanged else None)
         if only_if_unchanged and ended is None:
             return
+        await self._cancel_job(record)
+
+    async def _cancel_job(self, record: SessionRecord) -> None:
+        """Cancel an ended session's job, if it has one; a scheduler away now is logged (the tracker sees the job)."""
         if record.job_id:
             try:
                 await self.scheduler.cancel(record.job_id, record.user)
@@ -209,6 +213,11 @@ class SessionService:
         if node is not None and (not isinstance(node, str) or not HOSTNAME.match(node)):
             raise RequestError("must be a node name", field="node")
         if event == "ready":
+            if record.host is not None or record.port is not None:
+                # One ready report per start (a requeued job's new start clears the route): a second one, a
+                # replay with the job's token, must not re-route the session to another port on the node.
+                raise ServiceError(f"the session already reported ready on {record.node or record.host}; a "
+                                   "session takes one ready report per start", status=409)
             host, port = payload.get("host"), payload.get("port")
             if not isinstance(host, str) or not HOSTNAME.match(host):
                 raise RequestError("must be a host name or address", field="host")
@@ -225,7 +234,7 @@ class SessionService:
             code = payload.get("code")
             if isinstance(code, bool) or not isinstance(code, int) or not 0 <= code <= 255:
                 raise RequestError("must be an exit status from 0 to 255", field="code")
-            # The job ends by itself right after saying so: not cancelled, so Slurm records how it ended.
+            # The job would end by itself right after saying so, but it is cancelled all the same (below).
             if code == 0:
                 self.apply(record.id, lifecycle.ended(EndReason.COMPLETED,
                                                       "exit code 0 (idle timeout, or a client asked it to stop)"))
@@ -239,6 +248,10 @@ class SessionService:
             await self.end(record, EndReason.START_FAILED, reason[:1000])
         else:
             raise RequestError("must be 'ready', 'failed' or 'exited'", field="event")
+        if event == "exited":
+            # Ended means no job left running: a report that the server stopped while the job goes on (a
+            # replayed one, or a job script that hangs after its server) must not leave the job behind.
+            await self._cancel_job(record)
         return self.store.get(record.id)
 
     async def _check_on_job_node(self, record: SessionRecord, job_id: str | None, host: str) -> None:

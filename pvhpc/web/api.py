@@ -164,6 +164,10 @@ class TokensHandler(JSONHandler):
 
     def post(self) -> None:
         user = self.require_user()
+        if self.by_token:
+            # Else a leaked token makes itself a successor that its revocation does not reach.
+            raise APIError("a token cannot make tokens: log in through the site's front end (the web page or "
+                           "a browser) to make one", status=403)
         body = self.json_body()
         if not isinstance(body, dict):
             raise APIError("the request body must be a JSON object")

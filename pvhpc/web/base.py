@@ -1,7 +1,8 @@
 """What every API handler shares: JSON in, JSON out, errors always as {"error": ...}.
 
 How an error becomes its answer is ``pvhpc.web.errors`` (the one place); this
-module holds the request side: body limits, who is asking, JSON bodies.
+module holds the request side: body and argument limits, where a request that
+changes state comes from (origin rules), who is asking, JSON bodies.
 """
 
 from __future__ import annotations
@@ -9,7 +10,27 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from pvhpc.config.checks import origin_of
 from pvhpc.web.errors import APIError, ErrorAnswers
+
+# Methods that change something. A browser sends a cross-site POST (text/plain, a form) without asking
+# first, with the user's login attached: such a request must come from the site's own pages.
+STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+MAX_JSON_DEPTH = 16        # no request pvhpc takes nests deeper; a deeper body is an attack, not a request
+MAX_QUERY_ARGUMENT = 1024  # characters; a data path, a state name, a flag: all far shorter
+
+
+def json_depth(value: Any) -> int:
+    """How deeply ``value`` nests lists and objects, counted without recursion (the value may be hostile)."""
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        item, depth = todo.pop()
+        if isinstance(item, (list, dict)):
+            deepest = max(deepest, depth)
+            if depth > MAX_JSON_DEPTH:
+                return depth
+            todo.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 class JSONHandler(ErrorAnswers):
@@ -17,6 +38,7 @@ class JSONHandler(ErrorAnswers):
         self.ctx = ctx   # pvhpc.app.Context: config, service, store, frontend, auth
 
     def set_default_headers(self) -> None:
+        super().set_default_headers()
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.set_header("Cache-Control", "no-store")
 
@@ -25,9 +47,41 @@ class JSONHandler(ErrorAnswers):
         if len(self.request.body or b"") > limit:
             raise APIError(f"the request body is {len(self.request.body)} bytes; at most {limit} are accepted",
                            status=413)
+        for name, values in self.request.query_arguments.items():
+            if any(len(v) > MAX_QUERY_ARGUMENT for v in values):
+                raise APIError(f"is longer than the {MAX_QUERY_ARGUMENT} characters accepted", field=name[:64])
+        self.check_origin_of_change()
+
+    def check_origin_of_change(self) -> None:
+        """A request that changes state with a browser's credentials must come from one of the site's origins.
+
+        Scripts with a personal token are not concerned (a browser never adds that header by itself),
+        nor are jobs' reports (they carry their session's token the same way).
+        """
+        if self.request.method not in STATE_CHANGING or self.ctx.auth.by_token(self.request):
+            return
+        allowed = self.ctx.config.service.allowed_origins
+        origin = self.request.headers.get("Origin")
+        said = "Origin"
+        if origin is None and self.request.headers.get("Referer"):
+            origin, said = origin_of(self.request.headers["Referer"]), "Referer"
+        if origin is None:
+            if not self.ctx.auth.browser_credentials:
+                return   # auth.kind local: no login a browser could lend; a cross-site request would name its page
+            raise APIError("a request that changes anything must say which page sent it (Origin or Referer "
+                           "header, as browsers do); scripts use a personal token (Authorization: token ...)",
+                           status=403)
+        if origin.lower() not in allowed:
+            raise APIError(f"a page of {origin[:100]} (the request's {said}) may not change anything here: only "
+                           f"pages of {', '.join(allowed)} may (service.allowed_origins)", status=403)
 
     def get_current_user(self) -> str | None:
         return self.ctx.auth.user(self.request)
+
+    @property
+    def by_token(self) -> bool:
+        """Whether the caller authenticated with a personal API token rather than the site's own login."""
+        return self.ctx.auth.by_token(self.request)
 
     def require_user(self) -> str:
         user = self.current_user
@@ -47,9 +101,18 @@ class JSONHandler(ErrorAnswers):
         if not body.strip():
             raise APIError("the request body is empty; a JSON object is expected")
         try:
-            return json.loads(body)
+            value = json.loads(body)
+        except RecursionError:
+            value = None
+            depth = MAX_JSON_DEPTH + 1
         except (ValueError, UnicodeDecodeError) as e:
             raise APIError(f"the request body is not valid JSON: {e}"[:300]) from None
+        else:
+            depth = json_depth(value)
+        if depth > MAX_JSON_DEPTH:
+            raise APIError(f"the request body nests lists and objects deeper than the {MAX_JSON_DEPTH} levels "
+                           "accepted")
+        return value
 
     def send(self, data: Any, status: int = 200) -> None:
         self.set_status(status)
@@ -65,5 +128,5 @@ class JSONHandler(ErrorAnswers):
 
 
 class NotFoundHandler(JSONHandler):
-    def prepare(self) -> None:
+    def prepare(self) -> None:   # no origin rule: there is nothing here to change
         raise APIError(f"no such endpoint: {self.request.method} {self.request.path}", status=404)

@@ -17,6 +17,7 @@ and then ``write_error`` for every uncaught exception.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 from dataclasses import dataclass, field as dataclass_field
@@ -34,6 +35,7 @@ INTERNAL = "internal error in pvhpc; the service log has the details"
 DATABASE_DOWN = "the database is busy or unavailable; nothing was changed, retry shortly"
 DATABASE_RETRY_AFTER = 2   # seconds: a locked SQLite or a PostgreSQL failover is usually over by then
 MAX_ECHOED_PATH = 200      # a hostile path is not worth echoing in full
+NAME_TOO_LONG = "a file name in the request is longer than the file system takes (255 bytes a name, 4096 a path)"
 
 
 class APIError(PvhpcError):
@@ -74,6 +76,9 @@ def error_answer(error: BaseException | None, status: int, method: str, path: st
         answer = ErrorAnswer(error.status if 400 <= error.status <= 599 else 500, body)
     elif isinstance(error, OperationalError):
         answer = ErrorAnswer(503, {"error": DATABASE_DOWN, "retry_after": DATABASE_RETRY_AFTER})
+    elif isinstance(error, OSError) and error.errno == errno.ENAMETOOLONG:
+        # A path a client named (a data file, a directory to list) that the system refuses outright.
+        answer = ErrorAnswer(400, {"error": NAME_TOO_LONG})
     elif isinstance(error, HTTPError) or error is None:
         # Tornado's log_message is for the log only (it may hold file paths): the answer names the request.
         code = error.status_code if error is not None else status
@@ -90,7 +95,15 @@ def error_answer(error: BaseException | None, status: int, method: str, path: st
 
 
 class ErrorAnswers(RequestHandler):
-    """Mixed into every pvhpc handler (before Tornado's class) so its errors answer as described above."""
+    """Mixed into every pvhpc handler (before Tornado's class) so its errors answer as described above.
+
+    It also sets the headers every answer carries: no page of pvhpc's may be framed by another site's
+    (a framed page can be clicked through by a page laid over it).
+    """
+
+    def set_default_headers(self) -> None:
+        self.set_header("Content-Security-Policy", "frame-ancestors 'self'")
+        self.set_header("X-Frame-Options", "SAMEORIGIN")
 
     def log_exception(self, typ, value, tb) -> None:
         where = f"{self.request.method} {scrub(self.request.path)}"
@@ -100,6 +113,8 @@ class ErrorAnswers(RequestHandler):
             if value.status >= 500:
                 log.log(logging.INFO if value.status == 503 else logging.WARNING, "%s answered %d: %s",
                         where, value.status, LONG_RANDOM.sub("…", str(value))[:500])
+        elif isinstance(value, OSError) and value.errno == errno.ENAMETOOLONG:
+            return   # the client's doing, answered 400
         elif isinstance(value, OperationalError):
             # Nothing was half-written: each change is one transaction.
             log.warning("database unavailable during %s: %s", where, str(value).splitlines()[0][:200])

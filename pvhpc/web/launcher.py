@@ -72,7 +72,9 @@ class LaunchHandler(JSONHandler):
 
 class LaunchedSessionHandler(JSONHandler):
     def get(self, session_id: str) -> None:
-        self.send(session_json(self.own_session(session_id), self.ctx.frontend))
+        record = self.own_session(session_id)
+        # Staff see every session, but its secret only its owner: it is the key to the user's server.
+        self.send(session_json(record, self.ctx.frontend, with_secret=record.user == self.current_user))
 
     async def delete(self, session_id: str) -> None:
         record = await self.ctx.service.cancel(self.own_session(session_id))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 import urllib.request
 from pathlib import Path
 
@@ -12,16 +14,22 @@ import yaml
 from pvhpc.scheduler.localcluster import LocalCluster
 
 from tests.harness.daemon import Daemon
+from tests.harness.frontend import TrustedFrontEnd
 from tests.harness.ports import free_port_block
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def site_config(cluster: LocalCluster, directory: Path, runtime_path: Path, **overrides) -> dict:
-    """A site config for the test cluster; ``overrides`` replace whole top-level sections or service keys."""
+    """A site config for the test cluster; ``overrides`` replace whole top-level sections or service keys.
+
+    With ``auth.kind: header`` the service also listens on a front-end socket (the only channel its user header
+    is believed on), and its pages are those of the stand-in front end on the port after its own
+    (``ServiceProcess.frontend_url``); jobs still report to its own port.
+    """
     data_dir = directory / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
-    port = free_port_block(1)
+    port = free_port_block(2)   # pvhpc's own, and the next for the stand-in front end
     config = {
         "service": {
             "listen": f"127.0.0.1:{port}",
@@ -39,12 +47,28 @@ def site_config(cluster: LocalCluster, directory: Path, runtime_path: Path, **ov
         },
         "applications": {"paraview": {"data_roots": [str(data_dir)], "start_timeout": 120}},
     }
+    auth = overrides.get("auth")
+    if isinstance(auth, dict) and auth.get("kind") == "header":
+        # Apache's workers (www-data) may connect, as on a site; other accounts may not.
+        config["service"].update(frontend_socket=str(socket_dir() / "frontend.sock"), frontend_socket_group="www-data",
+                                 public_url=f"http://127.0.0.1:{port + 1}", callback_url=f"http://127.0.0.1:{port}")
+        if (overrides.get("scheduler") or {}).get("submit_as") != "user":
+            # Test users are names made up on one machine, all of whose jobs run as the service: said explicitly.
+            overrides = {**overrides, "auth": {"users_trust_each_other": True, **auth}}
     for key, value in overrides.items():
-        if key in config["service"] or key in ("public_url", "callback_url"):
+        if key in config["service"] or key in ("public_url", "callback_url", "allowed_origins"):
             config["service"][key] = value
         else:
             config[key] = value
     return config
+
+
+def socket_dir() -> Path:
+    """A directory for a front-end socket: a Unix socket's path must be short (108 bytes), pytest's are long.
+    Mode 0755, so that whether another account may connect is the socket's own mode, as on a site."""
+    directory = Path(tempfile.mkdtemp(prefix="pvhpc-fe-"))
+    directory.chmod(0o755)
+    return directory
 
 
 class ServiceProcess(Daemon):
@@ -64,10 +88,26 @@ class ServiceProcess(Daemon):
         self.port = int(config["service"]["listen"].rsplit(":", 1)[1])
         self.url = f"http://127.0.0.1:{self.port}"
         self.as_user: str | None = None
+        socket_path = config["service"].get("frontend_socket")
+        self.frontend_socket = Path(socket_path) if socket_path else None
+        self.frontend_url = f"http://127.0.0.1:{self.port + 1}" if socket_path else None
+        self.public_url = config["service"].get("public_url", self.url)
+        self.frontend: TrustedFrontEnd | None = None
 
     def start(self, timeout: float = 30, as_user: str | None = None) -> "ServiceProcess":
         self.as_user = as_user
-        return super().start(timeout)
+        if as_user and self.frontend_socket:
+            shutil.chown(self.frontend_socket.parent, as_user)   # the service makes its socket there
+        super().start(timeout)
+        if self.frontend_socket:
+            self.frontend = TrustedFrontEnd(self.frontend_socket, self.port + 1)
+        return self
+
+    def stop(self) -> None:
+        if self.frontend:
+            self.frontend.stop()
+            self.frontend = None
+        super().stop()
 
     def command(self) -> list[str]:
         argv = [sys.executable, "-m", "pvhpc", "serve", "--config", str(self.config_path), "--log-level", "DEBUG"]
@@ -86,7 +126,19 @@ class ServiceProcess(Daemon):
         except OSError:
             return False
 
+    @property
+    def frontend_target(self) -> str:
+        """Where Apache reaches this service (its --service-url): the front-end socket, if it has one."""
+        return f"unix:{self.frontend_socket}" if self.frontend_socket else self.url
+
     def client(self, **kwargs):
         from pvhpc.client.api import Client
 
         return Client(self.url, **kwargs)
+
+    def user_client(self, user: str, **headers):
+        """A client that is ``user`` as a browser page of the site is: through the (stand-in) front end, with
+        the site's own Origin, as a browser sends it."""
+        from pvhpc.client.api import Client
+
+        return Client(self.frontend_url, headers={"X-Remote-User": user, "Origin": self.public_url, **headers})
