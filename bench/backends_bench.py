@@ -134,6 +134,8 @@ def poll_cycles(backend: str, cluster: LocalCluster, job_ids: list[str], sizes: 
                 seconds.append(time.perf_counter() - started)
                 cpu.append(cpu_now(scheduler) - cpu_before)
                 rpcs.append(rpcs_between(before, settled_counts(env)))
+            # Every session must still be followed (none read as gone), or the figures mean nothing.
+            assert len(store.live()) == n and all(r.state == "queued" for r in store.live()), (backend, n)
             rows.append({"backend": backend, "sessions": n, "cycle_s": statistics.median(seconds),
                          "rpcs": statistics.median(rpcs), "cpu_per_min": statistics.median(cpu) * 60 / POLL_INTERVAL})
     finally:
@@ -208,7 +210,7 @@ def main() -> int:
         rows = []
         for backend in ("slurm", "pyslurm"):
             rows += poll_cycles(backend, cluster, job_ids, sizes, args.cycles, workdir)
-            subprocess.run(["scancel", *job_ids], env=env, capture_output=True)
+        subprocess.run(["scancel", *job_ids], env=env, capture_output=True)
         bursts = [burst(backend, cluster, args.burst, workdir) for backend in ("slurm", "pyslurm")]
         print_table(rows, bursts, args.burst)
     finally:
