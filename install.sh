@@ -2,7 +2,7 @@
 # Install what pvhpc needs on Debian 12, as root: Debian's Slurm, munge, ParaView, Xvfb,
 # Apache, OpenSSH and PostgreSQL; a virtual environment with pvhpc in /opt/pvhpc/venv
 # (command linked as /usr/local/bin/pvhpc); wslink for pvpython; and the web clients from npm
-# (ParaView Visualizer, wslink's browser client), fetched once with Debian's npm.
+# (ParaView Visualizer, wslink's browser client), fetched once with npm.
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -13,7 +13,7 @@ PACKAGES=(
     slurm-wlm slurm-wlm-basic-plugins munge
     paraview python3-paraview xvfb xauth
     apache2 openssh-server openssh-client postgresql
-    chromium npm
+    chromium
 )
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -25,6 +25,9 @@ missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# npm fetches the web clients. A machine that already has Node.js from elsewhere has its npm
+# (Debian's npm package would conflict with that Node.js); otherwise Debian's is installed.
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "install.sh: installing Debian packages: ${missing[*]}"
     apt-get update -qq
@@ -59,7 +62,7 @@ if [ -n "$tarball" ]; then
         if ! ls "$cache"/pyslurm-*.whl >/dev/null 2>&1; then
             dpkg-query -W -f='${Status}' libslurm-dev 2>/dev/null | grep -q "install ok installed" || {
                 apt-get update -qq
-                DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libslurm-dev gcc >/dev/null
+                DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libslurm-dev gcc python3-dev >/dev/null
             }
             echo "install.sh: building pyslurm $pyslurm_version (several minutes, once; kept in $cache)"
             mkdir -p "$cache"

@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pvhpc import apacheconf  # noqa: E402
+from pvhpc.frontends import apacheconf  # noqa: E402
 from pvhpc.frontends.apache import ApacheFrontEnd  # noqa: E402
 from pvhpc.frontends.proxymap import ProxyMapFile  # noqa: E402
 from pvhpc.db.store import SessionRecord  # noqa: E402

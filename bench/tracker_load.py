@@ -31,7 +31,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pvhpc import config as site_config, paths, runtime  # noqa: E402
+from pvhpc import config as site_config, paths  # noqa: E402
+from pvhpc.node import runtime  # noqa: E402
 from pvhpc.sessions.events import EventBus  # noqa: E402
 from pvhpc.scheduler.localcluster import LocalCluster  # noqa: E402
 from pvhpc.scheduler.runners import LocalRunner  # noqa: E402

@@ -11,6 +11,7 @@ from pvhpc.app import serve_forever
 from pvhpc.frontends.base import FrontEndError
 from pvhpc.scheduler.ssh import SSHError
 from pvhpc.db.store import SchemaError
+from pvhpc.errors import PvhpcError
 
 
 def register(sub) -> None:
@@ -53,6 +54,10 @@ def run(args) -> int:
         return 2
     except SchemaError as e:
         print(f"pvhpc serve: database: {e}", file=sys.stderr)
+        return 2
+    except PvhpcError as e:
+        # Any other part that cannot start (a scheduler backend that cannot load, say) says why, without a traceback.
+        print(f"pvhpc serve: {e}", file=sys.stderr)
         return 2
     except OSError as e:
         print(f"pvhpc serve: cannot listen on {cfg.service.listen_host}:{cfg.service.listen_port}: {e.strerror}",
