@@ -7,18 +7,16 @@ Screenshots of each step are kept under test-artifacts/<test name>/.
 from __future__ import annotations
 
 import io
-import os
 
 import pytest
-from PIL import Image, ImageChops
+from PIL import Image
 
+from tests.harness.browser import changed_share, chromium
 from tests.harness.cluster import block_gpu_partition, cancel
 from tests.helpers import foreground_fraction
 
 pytestmark = [pytest.mark.browser, pytest.mark.cluster]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
 READY_MS = 150_000      # submit, schedule, start Xvfb and pvpython, report back
 FRAME_MS = 30_000
 BUILTIN = {"kind": "builtin"}
@@ -40,14 +38,8 @@ POLYGONS 6 30
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
-
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"{CHROMIUM} is missing: install.sh installs Debian's chromium")
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield chromium
-        chromium.close()
+    with chromium() as browser:
+        yield browser
 
 
 class Tab:
@@ -135,13 +127,6 @@ def tabs(browser):
     yield open_tab
     for context in contexts:
         context.close()
-
-
-def changed_share(a: Image.Image, b: Image.Image) -> float:
-    """Share of pixels that differ clearly between two screenshots of the view."""
-    assert a.size == b.size
-    histogram = ImageChops.difference(a, b).convert("L").histogram()
-    return sum(histogram[41:]) / (a.width * a.height)
 
 
 def has_picture(image: Image.Image) -> float:
