@@ -98,8 +98,10 @@ class JobRequest:
     output: str
     gpus: int = 0
     gpu_type: str | None = None
-    cpus: int = 1
+    cpus: int = 1                  # per task
     memory_mb: int | None = None
+    nodes: int = 1                 # a parallel session's ParaView server spans several nodes ...
+    ntasks: int = 1                # ... with one task per MPI rank
     account: str | None = None
     qos: str | None = None
     comment: str | None = None

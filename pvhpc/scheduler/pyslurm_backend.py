@@ -185,7 +185,7 @@ class PySlurm(Scheduler):
         """pyslurm's JobSubmitDescription for the job, option for option what SlurmCLI.sbatch_argv asks."""
         d = dict(
             name=request.name, partitions=request.partition, time_limit=request.time_limit_minutes,
-            standard_output=request.output, cpus_per_task=request.cpus, nodes=1, ntasks=1,
+            standard_output=request.output, cpus_per_task=request.cpus, nodes=request.nodes, ntasks=request.ntasks,
             # sbatch --export=NONE: the user's own login environment, never the service's; --no-requeue.
             environment="NONE", is_requeueable=False, script=request.script,
         )

@@ -112,7 +112,7 @@ class SlurmCLI(Scheduler):
             f"--time={request.time_limit_minutes}",
             f"--output={request.output}",
             f"--cpus-per-task={request.cpus}",
-            "--nodes=1", "--ntasks=1",
+            f"--nodes={request.nodes}", f"--ntasks={request.ntasks}",
             # The job gets the user's own login environment, never the service's.
             "--export=NONE",
             # A session's server cannot move: after a node failure its clients and port are gone, so the
