@@ -49,7 +49,7 @@ class StoreFeed(BackgroundLoop):
         for i in range(0, len(unseen), 500):
             for record in self.store.get_many(unseen[i:i + 500]):
                 if self._published.get(record.id) != record.updated_at:
-                    self.bus.publish(record)   # _seen records it
+                    self.bus.publish(record, from_peer=True)   # _seen records it
                     new += 1
         if versions:
             now = utcnow()

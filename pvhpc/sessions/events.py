@@ -17,16 +17,25 @@ class EventBus:
     def __init__(self) -> None:
         self._queues: set[asyncio.Queue] = set()
         self._callbacks: list[Callable[[SessionRecord], None]] = []
+        self._news: list[Callable[[SessionRecord, bool], None]] = []
 
-    def publish(self, record: SessionRecord) -> None:
+    def publish(self, record: SessionRecord, from_peer: bool = False) -> None:
+        """``from_peer``: another instance sharing the database made this change (pvhpc.db.feed)."""
         for callback in self._callbacks:
             callback(record)
+        for news in self._news:
+            news(record, from_peer)
         for queue in self._queues:
             queue.put_nowait(record)
 
     def on_change(self, callback: Callable[[SessionRecord], None]) -> None:
         """Call ``callback`` synchronously for every change (for in-memory mirrors such as the proxy map)."""
         self._callbacks.append(callback)
+
+    def on_news(self, callback: Callable[[SessionRecord, bool], None]) -> None:
+        """Like on_change, with whether a peer made the change: what counts changes (pvhpc.metrics) counts each
+        once over all instances by counting only its own."""
+        self._news.append(callback)
 
     def subscribe(self) -> "Subscription":
         return Subscription(self)
