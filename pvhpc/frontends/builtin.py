@@ -60,12 +60,23 @@ class DirectConnector(Connector):
         return route.target
 
 
+class ProxyTraffic:
+    """What the proxy carries, told to whoever counts it (pvhpc.metrics sets its own); by default nobody."""
+
+    def opened(self) -> None:
+        """A client's websocket was joined to its session's server."""
+
+    def carried(self, direction: str, nbytes: int) -> None:
+        """One message of ``nbytes`` passed, "to_server" or "to_client"."""
+
+
 class BuiltinFrontEnd(FrontEnd):
     def __init__(self, session_url: str, connector: Connector | None = None):
         super().__init__(session_url)
         self.routes = RouteTable(self.routable)
         self.connections: dict[str, set[SessionProxyHandler]] = {}
         self.connector = connector or DirectConnector()
+        self.traffic = ProxyTraffic()
 
     def update(self, record: SessionRecord) -> None:
         # A changed route (ended, or moved after a requeue) leaves the old server: drop its connections.
@@ -96,6 +107,7 @@ class BuiltinFrontEnd(FrontEnd):
 
     def opened(self, handler: "SessionProxyHandler") -> None:
         self.connections.setdefault(handler.route.session_id, set()).add(handler)
+        self.traffic.opened()
 
     def closed(self, handler: "SessionProxyHandler") -> None:
         handlers = self.connections.get(handler.route.session_id)
@@ -170,6 +182,8 @@ class SessionProxyHandler(ErrorAnswers, WebSocketHandler):
             await self.upstream.write_message(message, binary=isinstance(message, bytes))
         except WebSocketClosedError:
             self.close(1011, "the session's server went away")
+            return
+        self.frontend.traffic.carried("to_server", _size(message))
 
     async def _from_server(self) -> None:
         while True:
@@ -180,6 +194,7 @@ class SessionProxyHandler(ErrorAnswers, WebSocketHandler):
                 await self.write_message(message, binary=isinstance(message, bytes))
             except WebSocketClosedError:
                 return
+            self.frontend.traffic.carried("to_client", _size(message))
         self.close(*_passable(self.upstream.close_code, self.upstream.close_reason))
 
     def on_close(self) -> None:
@@ -203,6 +218,10 @@ class SessionProxyHandler(ErrorAnswers, WebSocketHandler):
         self.set_status(status)
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.finish(json.dumps({"error": message}))
+
+
+def _size(message) -> int:
+    return len(message) if isinstance(message, bytes) else len(message.encode())
 
 
 def _passable(code: int | None, reason: str | None) -> tuple:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -30,6 +31,7 @@ class PollStats:
     sessions: int = 0
     scheduler_calls: int = 0
     reachable: bool = True
+    seconds: float = 0.0          # how long the cycle took
 
 
 class Tracker(BackgroundLoop):
@@ -43,6 +45,7 @@ class Tracker(BackgroundLoop):
         self.leading = False
         self.poll_cycles = 0          # for /api/v1/health: shows which instance polls
         self.scheduler_calls = 0
+        self.cycle_observers: list = []   # called with each cycle's PollStats (pvhpc.metrics)
 
     def start_timeout(self, application: str) -> float:
         app = self.config.applications.get(application)
@@ -118,9 +121,13 @@ class Tracker(BackgroundLoop):
             self.leading = leading
         if not leading:
             return None
+        started = time.monotonic()
         stats = await self.poll_once()
+        stats.seconds = time.monotonic() - started
         self.poll_cycles += 1
         self.scheduler_calls += stats.scheduler_calls
+        for observe in self.cycle_observers:
+            observe(stats)
         return stats
 
     async def run(self) -> None:
