@@ -14,8 +14,8 @@ from pathlib import Path
 from pvhpc import paths, plugins
 from pvhpc.config import checks
 from pvhpc.config.checks import whole
-from pvhpc.config.model import (ApplicationConfig, AuthConfig, FrontendConfig, Limits, PartitionConfig,
-                                RuntimeConfig, SchedulerConfig, ServiceConfig, SSHConfig)
+from pvhpc.config.model import (ApplicationConfig, AuthConfig, FrontendConfig, Limits, MetricsConfig,
+                                PartitionConfig, RuntimeConfig, SchedulerConfig, ServiceConfig, SSHConfig)
 from pvhpc.config.schema import Derived, Key, Named, RangeKey, Section
 
 RENDER_MODES = ("xvfb", "egl", "osmesa")
@@ -205,6 +205,13 @@ AUTH = Section("auth", AuthConfig, help="who is asking", keys=(
         "pvhpc refuses to start so unless this says the users trust each other (docs/security.md)"),
 ))
 
+METRICS = Section("metrics", MetricsConfig, help="GET /metrics for Prometheus (docs/deploy.md)", keys=(
+    Key("token_file", checks.absolute_path, None,
+        "a file only pvhpc's account may read (mode 0600) holding the token a scraper sends as "
+        "Authorization: Bearer TOKEN; read at start. Left out, only staff (auth.staff) may read /metrics",
+        example="/etc/pvhpc/metrics.token"),
+))
+
 SSH = Section("ssh", SSHConfig, optional=True,
               help="SSH mode (optional; docs/ssh.md): pvhpc off the cluster, Slurm's commands and session tunnels "
                    "through one login host", keys=(
@@ -223,4 +230,4 @@ SSH = Section("ssh", SSHConfig, optional=True,
 ))
 
 # In the order they are read, which is SiteConfig's.
-SITE = (SERVICE, SCHEDULER, RUNTIME, PARTITIONS, APPLICATIONS, LIMITS, FRONTEND, AUTH, SSH)
+SITE = (SERVICE, SCHEDULER, RUNTIME, PARTITIONS, APPLICATIONS, LIMITS, FRONTEND, AUTH, METRICS, SSH)

@@ -116,6 +116,11 @@ class AuthConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    token_file: Path | None      # the token a Prometheus scraper sends (Authorization: Bearer); None: staff only
+
+
+@dataclass(frozen=True)
 class SSHConfig:
     """SSH mode (pvhpc off the cluster): scheduler commands and session tunnels go through this login host."""
     host: str
@@ -138,6 +143,7 @@ class SiteConfig:
     limits: Limits
     frontend: FrontendConfig
     auth: AuthConfig
+    metrics: MetricsConfig
     ssh: SSHConfig | None
 
     def template(self, app: ApplicationConfig) -> JobTemplate:
