@@ -201,7 +201,10 @@ def test_the_visualizer_through_apache_with_its_login(service_factory, apache_fa
     session_url = apacheconf.Site("localhost", map_file, "http://127.0.0.1:1", port=port).session_url
     svc = service_factory(frontend={"kind": "apache", "map_file": str(map_file), "map_group": "www-data",
                                     "session_url": session_url},
-                          auth={"kind": "header", "header": "X-Remote-User"}, applications=apps).start()
+                          # Apache's login decides who gets in; pvhpc's own identity here is its one local user
+                          # (the header from the front end is test_web_page's and test_frontends' matter).
+                          auth={"kind": "local", "user": APACHE_USER}, applications=apps,
+                          public_url=f"http://127.0.0.1:{port}").start()   # the pages' origin: Apache's
     clients = (("visualizer", Path(apps["visualizer"]["web_client"])),)
     apache = apache_factory(apacheconf.Site("localhost", map_file, svc.url, port=port, auth_include=apache_login,
                                             web_clients=clients)).start()
