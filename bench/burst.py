@@ -121,7 +121,8 @@ async def fire(url: str, requests: list[tuple[str, str, str, dict | None]], spre
         if spread:
             await asyncio.sleep(spread * i / len(requests))
         request = HTTPRequest(url + path, method=method, body=None if body is None else json.dumps(body),
-                              headers={"X-Remote-User": user, "Content-Type": "application/json"},
+                              # As the site's own page through the front end's socket (Origin: the site's).
+                              headers={"X-Remote-User": user, "Content-Type": "application/json", "Origin": url},
                               connect_timeout=120, request_timeout=300)
         started = time.monotonic()
         response = await http.fetch(request, raise_error=False)
@@ -211,7 +212,7 @@ def one_round(cfg, env: dict, svc, staff, users: list[str], spread: float, slurm
 
     # CPU seconds during the burst: the service's own, its children's (the sbatch it ran), slurmctld's.
     before = (*cpu_seconds(svc.proc.pid), cpu_seconds(slurmctld)[0])
-    answers = asyncio.run(fire(svc.url, [(u, "POST", "/api/v1/sessions", REQUEST) for u in users], spread))
+    answers = asyncio.run(fire(svc.frontend_url, [(u, "POST", "/api/v1/sessions", REQUEST) for u in users], spread))
     result["cpu"] = [b - a for a, b in zip(before, (*cpu_seconds(svc.proc.pid), cpu_seconds(slurmctld)[0]))]
     created = [a for a in answers if a.status == 201]
     result["rates"][f"pvhpc, {len(users)} users at once"] = len(created) / wall(answers)
@@ -225,7 +226,7 @@ def one_round(cfg, env: dict, svc, staff, users: list[str], spread: float, slurm
             result["errors"].setdefault(f"{a.status} {a.body.get('error', '')[:100]}", []).append(a.user)
     result["problems"] = check_no_duplicates(answers, env, staff)
 
-    ended = asyncio.run(fire(svc.url, [(a.user, "DELETE", f"/api/v1/sessions/{a.body['id']}", None)
+    ended = asyncio.run(fire(svc.frontend_url, [(a.user, "DELETE", f"/api/v1/sessions/{a.body['id']}", None)
                                        for a in created], 0)) if created else []
     result["end_wall"] = wall(ended) if ended else 0.0
     result["not_ended"] = sum(1 for a in ended if a.status != 200 or a.body.get("state") != "ended")
@@ -292,13 +293,12 @@ def main() -> int:
 
         config = site_config(cluster, work / "svc", paths.runtime_dir(), poll_interval=5,
                              scheduler={"environment": cluster.environment()},   # the site default timeouts
-                             auth={"kind": "header", "header": "X-Remote-User", "trusted_proxies": ["127.0.0.1"],
-                                   "staff": [STAFF]})
+                             auth={"kind": "header", "header": "X-Remote-User", "staff": [STAFF]})
         cfg = site_config_parser.parse(config, "<burst>")
         svc = ServiceProcess(work / "svc", config)
         undo.add(svc.stop, "stop the service")
         svc.start()
-        staff = svc.client(headers={"X-Remote-User": STAFF})
+        staff = svc.user_client(STAFF)
         users = [f"user{i:04d}" for i in range(args.users)]
 
         slurmctld = next(d.pid for d in cluster.status() if d.name == "slurmctld")
