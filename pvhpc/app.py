@@ -21,6 +21,7 @@ from pvhpc.sessions.events import EventBus
 from pvhpc.frontends import FrontEnd, make_frontend
 from pvhpc.sessions.joblogs import JobLogs
 from pvhpc.db.leadership import leadership_for
+from pvhpc.metrics import Metrics
 from pvhpc.web.ratelimit import RateLimiter
 from pvhpc.scheduler import Scheduler
 from pvhpc.sessions.service import SessionService
@@ -32,6 +33,7 @@ from pvhpc.sessions.tracker import Tracker
 from pvhpc.web import api, launcher, pages
 from pvhpc.web.base import NotFoundHandler
 from pvhpc.web.accesslog import log_request
+from pvhpc.web.metrics import MetricsHandler, counting, read_token_file
 
 log = logging.getLogger("pvhpc")
 SESSION_ID = r"([A-Za-z0-9_-]{1,128})"
@@ -57,6 +59,7 @@ class Context:
     limiter: RateLimiter
     logs: JobLogs
     tracker: Tracker
+    metrics: Metrics
 
 
 def routes(ctx: Context) -> list:
@@ -74,6 +77,7 @@ def routes(ctx: Context) -> list:
         (r"/api/v1/tokens", api.TokensHandler, c),
         (r"/api/v1/tokens/([0-9]{1,18})", api.TokenHandler, c),
         (r"/api/v1/health", api.HealthHandler, c),
+        (r"/metrics", MetricsHandler, {**c, "token": read_token_file(ctx.config.metrics.token_file)}),
         *pages.routes(ctx),
         (r"/api/.*", NotFoundHandler, c),
     ]
@@ -91,7 +95,8 @@ class PvhpcApp:
             self.ssh_link = ssh.SSHLink.from_config(config.ssh)
         runner = runner_for(config, self.ssh_link)
         runner_for_user = user_runners_for(config, runner)
-        scheduler = scheduler or scheduler_for(config, runner, runner_for_user)
+        metrics = Metrics(config.partitions)
+        scheduler = metrics.metered(scheduler or scheduler_for(config, runner, runner_for_user))
         bus = EventBus()
         service = SessionService(config, store, scheduler, bus)
         frontend = make_frontend(config)
@@ -103,12 +108,14 @@ class PvhpcApp:
         self.tracker = Tracker(config, store, scheduler, service, leadership)
         # Another instance may change sessions in a shared database: follow its writes too.
         self.feed = StoreFeed(store, bus) if leadership.shared else None
+        metrics.watch(bus, self.tracker, frontend)
         self.ctx = Context(config, store, scheduler, bus, service, frontend,
                            make_authenticator(config.auth, tokens), tokens,
                            RateLimiter(config.limits.requests_per_minute), JobLogs(config, runner, runner_for_user),
-                           self.tracker)
+                           self.tracker, metrics)
         self.web = tornado.web.Application(frontend.handlers(self.ctx) + routes(self.ctx),
-                                           default_handler_class=NotFoundHandler, log_function=log_request,
+                                           default_handler_class=NotFoundHandler,
+                                           log_function=counting(log_request, metrics),
                                            default_handler_args={"ctx": self.ctx})
         self.server: tornado.httpserver.HTTPServer | None = None
 
@@ -116,6 +123,7 @@ class PvhpcApp:
         """Open the store, reconcile with the scheduler, rebuild the front-end map, listen. Returns the port."""
         cfg = self.config
         self.ctx.store.open()
+        self.ctx.metrics.load(self.ctx.store.live())   # before reconciling: its changes move these counts
         # Jobs' logs name files and hosts and may hold what users typed: for the service account only.
         cfg.service.job_output_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         cfg.service.job_output_dir.chmod(0o700)

@@ -73,7 +73,15 @@ class ReportHandler(JSONHandler):
     async def post(self, session_id: str) -> None:
         auth = self.request.headers.get("Authorization", "")
         token = auth[len("token "):] if auth.startswith("token ") else ""
-        await self.ctx.service.report(session_id, token, self.json_body())
+        event = None
+        try:
+            body = self.json_body()
+            event = body.get("event") if isinstance(body, dict) else None
+            await self.ctx.service.report(session_id, token, body)
+        except Exception:
+            self.ctx.metrics.report(event, taken=False)
+            raise
+        self.ctx.metrics.report(event, taken=True)
         self.send({"ok": True})
 
 
