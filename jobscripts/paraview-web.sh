@@ -1,35 +1,39 @@
 #!/bin/bash
-# pvhpc job script: one ParaViewWeb server for one session, on the node Slurm picked.
+# pvhpc job script: one session's server (an application of the site config), on the node Slurm picked.
 #
 # pvhpc renders this template: each double-braced placeholder gets a value from the
 # validated site config or session request, already shell-quoted, so no value is
 # ever interpreted by the shell. Scheduler options (partition, GPUs, walltime,
 # job name) are passed to sbatch as arguments, never as #SBATCH lines.
 #
-# What it does: start a private X server when the partition renders through Xvfb,
-# start the ParaViewWeb server on a port the kernel picks, tell pvhpc the node
-# and port once the server listens, and clean everything up when the job ends or
-# is cancelled.
+# What it does: start a private X server when the application renders through Xvfb,
+# then hand over to pvhpc's launcher (pvhpc/node/launcher.py), which runs the
+# application's command (a JSON list: never through a shell), sees it become ready,
+# tells pvhpc the node and port, and says how it ended. Everything is cleaned up
+# when the job ends or is cancelled.
 
 set -u
 unset DISPLAY
 # What the job writes (its log, the server's files, X cookies) is its user's alone: the node has other users.
 umask 077
 
-PVPYTHON={{ pvpython }}
-SERVER_SCRIPT={{ server_script }}
 HELPER_PYTHON={{ helper_python }}
 JOB_HELPER={{ job_helper }}
-DATA_DIR={{ data_dir }}
-LOAD_FILE={{ load_file }}
+LAUNCHER={{ launcher }}
+# Read by the launcher from its environment (and kept from the server's): its command line stays short in ps.
+export PVHPC_LAUNCH_COMMAND={{ command }}
+export PVHPC_LAUNCH_READY={{ ready }}
 REPORT_URL={{ report_url }}
 RENDER_MODE={{ render_mode }}
 START_TIMEOUT={{ start_timeout }}
-IDLE_TIMEOUT={{ idle_timeout }}
 LOG_FILE={{ log_file }}
+VENV={{ venv }}
 export PVHPC_SECRET={{ secret }}
 export PVHPC_REPORT_TOKEN={{ report_token }}
 export PYTHONPATH={{ pythonpath }}${PYTHONPATH:+:$PYTHONPATH}
+if [ -n "$VENV" ]; then
+    export VIRTUAL_ENV="$VENV" PATH="$VENV/bin:$PATH"
+fi
 
 if [ -n "$LOG_FILE" ]; then
     # The job's own log, where only its user can read it.
@@ -102,33 +106,15 @@ egl | osmesa) ;; # offscreen builds of ParaView need no X server
 *) fail "unknown render mode $RENDER_MODE" ;;
 esac
 
-server_args=(--host 0.0.0.0 --port 0 --timeout "$IDLE_TIMEOUT" --data "$DATA_DIR" --ready-file "$workdir/port")
-[ -n "$LOAD_FILE" ] && server_args+=(--load "$LOAD_FILE")
-
-echo "pvhpc: starting ParaViewWeb on $(hostname) (job ${SLURM_JOB_ID:-?}, node ${SLURMD_NODENAME:-?}, render $RENDER_MODE)"
-"$PVPYTHON" "$SERVER_SCRIPT" "${server_args[@]}" > >(tee -a "$workdir/server.log") 2>&1 &
-server_pid=$!
-child_pids+=("$server_pid")
-
-if port=$("$HELPER_PYTHON" "$JOB_HELPER" wait-ready --file "$workdir/port" --pid "$server_pid" --timeout "$START_TIMEOUT"); then
-    "$HELPER_PYTHON" "$JOB_HELPER" report --url "$REPORT_URL" --event ready --port "$port" --give-up-after "$START_TIMEOUT" &
-else
-    status=$?
-    if [ "$status" -eq 1 ]; then
-        wait "$server_pid"
-        code=$?
-        if [ "$RENDER_MODE" = xvfb ]; then
-            echo "pvhpc: Xvfb on $DISPLAY $(kill -0 "${child_pids[0]}" 2>/dev/null && echo runs || echo has exited); its log:"
-            cat "$workdir/xvfb.log"
-        fi
-        fail "ParaViewWeb server exited (code $code) before it listened: $(grep -m 3 -E 'ERR|Error|error' "$workdir/server.log" | tr '\n' ' ')"
-    fi
-    fail "ParaViewWeb server did not listen within $START_TIMEOUT s"
-fi
-
-wait "$server_pid"
+echo "pvhpc: starting the session's server on $(hostname) (job ${SLURM_JOB_ID:-?}, node ${SLURMD_NODENAME:-?}, render $RENDER_MODE)"
+# The launcher reports ready, a start that failed (with the server's last lines) and the server's exit.
+"$HELPER_PYTHON" "$LAUNCHER" --start-timeout "$START_TIMEOUT" --url "$REPORT_URL" --workdir "$workdir" &
+launcher_pid=$!
+child_pids+=("$launcher_pid")
+wait "$launcher_pid"
 code=$?
-echo "pvhpc: ParaViewWeb server ended (code $code)"
-# Said at once, so the session ends now and with why, not at the next poll with only Slurm's word.
-"$HELPER_PYTHON" "$JOB_HELPER" report --url "$REPORT_URL" --event exited --code "$code" --give-up-after 30
+if [ "$code" -ne 0 ] && [ "$RENDER_MODE" = xvfb ] && ! kill -0 "${child_pids[0]}" 2>/dev/null; then
+    echo "pvhpc: Xvfb on $DISPLAY has exited; its log:"
+    cat "$workdir/xvfb.log"
+fi
 exit "$code"

@@ -71,6 +71,7 @@ def test_every_key_the_loader_accepts_is_in_the_example_and_loads(tmp_path):
     (tmp_path / "client").mkdir()
     (tmp_path / "client" / "index.html").write_text("<html></html>")
     data["applications"]["paraview"]["web_client"] = str(tmp_path / "client")
+    data["applications"]["paraview"]["runtime"] = {"pythonpath": [str(tmp_path)]}
     data["frontend"].update(kind="apache", map_file=str(tmp_path / "apache" / "session-map.txt"),
                             map_group=grp.getgrgid(os.getegid()).gr_name)
     cfg = config.parse(data, str(EXAMPLE))

@@ -58,7 +58,8 @@ def render_as(url: str, secret: str, user: str) -> bytes:
 def shared_site(runtime_dir: Path) -> tuple[Path, dict]:
     """A shared directory with pvhpc's node-side files and a data root, and the config sections naming them."""
     shared = shared_dir()
-    for f in (SERVER_SCRIPT, JOB_HELPER):
+    # Every node-side file: the server and job helper import and run the others beside them.
+    for f in SERVER_SCRIPT.parent.glob("*.py"):
         shutil.copy(f, shared / f.name)
     (shared / "data").mkdir(mode=0o755)
     return shared, {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 import uuid
 
@@ -18,10 +19,13 @@ pytestmark = pytest.mark.cluster
 
 
 def render_job(runtime_dir, data_dir, secret):
+    """pvhpc's own server, as its default application command runs it (no report URL: the job only prints)."""
+    command = ["/usr/bin/pvpython", str(SERVER_SCRIPT), "--host", "0.0.0.0", "--port", "${port}", "--timeout", "600",
+               "--data", str(data_dir), "--ready-file", "${port_file}"]
     return JobTemplate(JOBSCRIPTS_DIR / "paraview-web.sh").render(dict(
-        pvpython="/usr/bin/pvpython", server_script=SERVER_SCRIPT, helper_python="/usr/bin/python3",
-        job_helper=JOB_HELPER, data_dir=data_dir, load_file="", report_url="", render_mode="xvfb",
-        start_timeout=120, idle_timeout=600, secret=secret, report_token="unused", pythonpath=runtime_dir, log_file="",
+        helper_python="/usr/bin/python3", job_helper=JOB_HELPER, launcher=JOB_HELPER.parent / "launcher.py",
+        command=json.dumps(command), ready=json.dumps({"port_file": True}), report_url="", render_mode="xvfb",
+        start_timeout=120, secret=secret, report_token="unused", pythonpath=runtime_dir, venv="", log_file="",
     ))
 
 

@@ -38,7 +38,7 @@ def site(tmp_path):
     ({"application": "paraview", "partition": "big"}, "partition", "'big' is not a partition application paraview"),
     ({"application": "paraview", "gpus": 3}, "gpus", "3 is over partition gpu's maximum of 2"),
     ({"application": "paraview", "gpus": -1}, "gpus", "must not be negative"),
-    ({"application": "paraview", "gpus": "1"}, "gpus", "must be a whole number"),
+    ({"application": "paraview", "gpus": "1.5"}, "gpus", "must be a whole number"),
     ({"application": "paraview", "gpus": True}, "gpus", "must be a whole number"),
     ({"application": "paraview", "gpus": 10**100}, "gpus", "is over partition gpu's maximum"),
     ({"application": "paraview", "partition": "cpu", "gpus": 1}, "gpus", "1 is over partition cpu's maximum of 0"),

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 LIVE_STATES = ("submitting", "queued", "starting", "ready", "unknown")
 # How a session may end without anything having gone wrong.
-GOOD_ENDINGS = ("cancelled", "completed")
+GOOD_ENDINGS = ("cancelled", "completed", "idle")
 
 
 def parse_time(value: str | None) -> datetime | None:

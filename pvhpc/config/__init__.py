@@ -26,6 +26,8 @@ from pvhpc.config.keys import RENDER_MODES, SITE
 from pvhpc.config.model import (ApplicationConfig, AuthConfig, FrontendConfig, Limits, PartitionConfig, Range,
                                 RuntimeConfig, SchedulerConfig, ServiceConfig, SiteConfig, SSHConfig)
 from pvhpc.config.schema import ConfigError, Reader
+from pvhpc.sessions import command
+from pvhpc.sessions.jobscript import JOB_SCRIPT_VALUES, JobTemplate
 
 __all__ = ["ApplicationConfig", "AuthConfig", "ConfigError", "FrontendConfig", "Limits", "NAME", "PartitionConfig",
            "RENDER_MODES", "Range", "RuntimeConfig", "SchedulerConfig", "ServiceConfig", "SiteConfig", "SSHConfig",
@@ -47,6 +49,24 @@ def _application_rules(s: Reader, app: ApplicationConfig, site: dict) -> None:
     if app.default_partition not in app.partitions:
         raise s.error("default_partition",
                       f"{app.default_partition or ''!r} is not among this application's partitions")
+    _command_rules(s, app)
+
+
+def _command_rules(s: Reader, app: ApplicationConfig) -> None:
+    """The command, its ready rule and the job script must fit together, or no session could ever start."""
+    used = command.placeholders(app.command)
+    if app.ready.port_file and "port_file" not in used:
+        raise s.error("ready.port_file", "can never be met: the command has no ${port_file} to pass the server "
+                                         "the file to write its port into (add it, or use ready: {line: REGEX})")
+    if not app.ready.reports_port and "port" not in used:
+        raise s.error("ready", "the port the server listens on can never be known: the command has no ${port} "
+                               "and the ready line no (?P<port>...) group (add one)")
+    if "web_client" in used and app.web_client is None:
+        raise s.error("command", "uses ${web_client} but the application has no web_client")
+    unknown = JobTemplate(app.jobscript).names - set(JOB_SCRIPT_VALUES)
+    if unknown:
+        raise s.error("jobscript", f"{app.jobscript} uses {', '.join(sorted(unknown))}, which pvhpc does not give "
+                                   f"a job script (it gives: {', '.join(JOB_SCRIPT_VALUES)})")
 
 
 def _frontend_rules(fe: Reader, frontend: FrontendConfig, site: dict) -> None:
@@ -139,6 +159,26 @@ def embedded_defaults(cluster_conf: Path | None = None, **service: Any) -> SiteC
         "applications": {
             "paraview": {"description": "ParaView (pvpython web server)", "data_roots": [str(Path.home())],
                          "partitions": ["gpu", "cpu"]},
+            **visualizer_application([str(Path.home())]),
         },
     }
     return parse(data, "<embedded defaults>")
+
+
+def visualizer_application(data_roots: list[str]) -> dict:
+    """The ParaView Visualizer, as ``pvhpc runtime install`` unpacks it from npm (pvw-visualizer), unmodified:
+    its server takes the secret only from --authKey (pvhpc's argv wrapper gives it), has no ready file (it
+    prints wslink's ready line) and cannot report a port it picked (the launcher picks one). Left out where it
+    is not installed, so that ``pvhpc serve`` still starts there."""
+    package = paths.web_clients_dir() / "pvw-visualizer"
+    server, client = package / "server" / "pvw-visualizer.py", package / "dist"
+    if not (server.is_file() and (client / "index.html").is_file()):
+        return {}
+    return {"visualizer": {
+        "description": "ParaView Visualizer (pipeline, filters, colouring, time steps)",
+        "command": ["${pvpython}", str(server), "--host", "${host}", "--port", "${port}", "--data", "${data_dir}",
+                    "--load-file", "${load_file}", "--timeout", "${idle_timeout}", "--authKey", "${secret}"],
+        "ready": {"line": "wslink: Starting factory"},
+        "web_client": str(client),
+        "data_roots": data_roots,
+    }}

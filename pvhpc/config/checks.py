@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from pvhpc import plugins
+from pvhpc.config.model import AppRuntime, ReadyRule
 from pvhpc.paths import JOBSCRIPTS_DIR
 from pvhpc.sessions.durations import parse_minutes
 from pvhpc.sessions.jobscript import JobTemplate, TemplateError, find_template
@@ -255,3 +256,64 @@ def session_url(value: Any) -> str:
     except (KeyError, IndexError, ValueError, AttributeError, TypeError) as e:
         raise ValueError(f"only {{id}}, {{host}} and {{port}} may be used ({e})") from None
     return value
+
+
+def _in(key: str, message: str) -> ValueError:
+    wrong = ValueError(message)
+    wrong.index = key   # the reader names the key as ready.line, runtime.venv, ...
+    return wrong
+
+
+READY_FORMS = ("{line: REGEX} (a line of the server's output that says it listens) or {port_file: true} "
+               "(the server writes its port into ${port_file})")
+
+
+def ready_rule(value: Any) -> ReadyRule:
+    if not isinstance(value, dict) or len(value) != 1 or next(iter(value)) not in ("line", "port_file"):
+        raise ValueError(f"must be {READY_FORMS}, not {value!r}")
+    if "port_file" in value:
+        if value["port_file"] is not True:
+            raise _in("port_file", f"must be true, not {value['port_file']!r}")
+        return ReadyRule(line=None, port_file=True)
+    line = value["line"]
+    if not isinstance(line, str) or not line:
+        raise _in("line", f"must be a regular expression, not {line!r}")
+    try:
+        found = re.compile(line)
+    except re.error as e:
+        raise _in("line", f"{line!r} is not a regular expression: {e}") from None
+    if found.search(""):
+        raise _in("line", f"{line!r} matches an empty line: every server would be ready before it listens")
+    if "\n" in line or "\\n" in line:
+        raise _in("line", f"{line!r} can never match: the output is searched line by line, without line breaks")
+    others = sorted(set(found.groupindex) - {"port"})
+    if others:
+        raise _in("line", f"only a group named port is understood (the port the server listens on), not {others}")
+    return ReadyRule(line=line, port_file=False)
+
+
+def app_runtime(value: Any) -> AppRuntime:
+    """{pythonpath: [DIR, ...]} or {venv: DIR}: each must exist (it must on the nodes too: a shared file system).
+    The default (the site's runtime.pythonpath) comes built, unchecked, as it always was."""
+    if isinstance(value, AppRuntime):
+        return value
+    if not isinstance(value, dict) or len(value) != 1 or next(iter(value)) not in ("pythonpath", "venv"):
+        raise ValueError(f"must be {{pythonpath: [DIR, ...]}} (directories put on the server's PYTHONPATH) or "
+                         f"{{venv: DIR}} (a virtual environment), not {value!r}")
+    if "venv" in value:
+        try:
+            venv = existing_dir(value["venv"])
+        except ValueError as e:
+            raise _in("venv", str(e)) from None
+        if not exists(venv / "bin" / "python", "file"):
+            raise _in("venv", f"{venv} is not a virtual environment (it has no bin/python)")
+        return AppRuntime(pythonpath=(), venv=venv)
+    items = value["pythonpath"]
+    items = [items] if isinstance(items, str) else items
+    if not isinstance(items, list) or not items:
+        raise _in("pythonpath", f"must be a non-empty list of directories, not {items!r}")
+    for i, item in enumerate(items):
+        found = Path(text(item))
+        if not found.is_absolute() or not exists(found, "dir"):
+            raise _in(f"pythonpath[{i}]", f"{found} is not an existing directory (absolute path)")
+    return AppRuntime(pythonpath=tuple(str(i) for i in items), venv=None)

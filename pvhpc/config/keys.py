@@ -14,9 +14,10 @@ from pathlib import Path
 from pvhpc import paths, plugins
 from pvhpc.config import checks
 from pvhpc.config.checks import whole
-from pvhpc.config.model import (ApplicationConfig, AuthConfig, FrontendConfig, Limits, MetricsConfig,
+from pvhpc.config.model import (ApplicationConfig, AppRuntime, AuthConfig, FrontendConfig, Limits, MetricsConfig,
                                 PartitionConfig, RuntimeConfig, SchedulerConfig, ServiceConfig, SSHConfig)
 from pvhpc.config.schema import Derived, Key, Named, RangeKey, Section
+from pvhpc.sessions import command
 
 RENDER_MODES = ("xvfb", "egl", "osmesa")
 STATE = "pvhpc's state directory ($PVHPC_STATE_DIR, else /var/lib/pvhpc for root, ~/.local/share/pvhpc for others)"
@@ -31,6 +32,20 @@ def current_user() -> str:
 def _public_url(ctx) -> str:
     host, port = ctx.values["listen"]
     return f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+
+
+# pvhpc's own ParaViewWeb server (pvhpc/node/pvweb_server.py), as an application command like any other.
+PVHPC_SERVER_COMMAND = ["${pvpython}", "${server_script}", "--host", "${host}", "--port", "${port}",
+                        "--timeout", "${idle_timeout}", "--data", "${data_dir}", "--load", "${load_file}",
+                        "--ready-file", "${port_file}"]
+# What wslink 1.x and 2.x servers print once they listen (wslink's own launcher waits for it).
+WSLINK_READY_LINE = "wslink: Starting factory"
+
+
+def _ready(ctx) -> dict:
+    if "port_file" in command.placeholders(ctx.values["command"]):
+        return {"port_file": True}
+    return {"line": WSLINK_READY_LINE}
 
 
 def _session_url(ctx) -> str:
@@ -145,6 +160,25 @@ APPLICATIONS = Named(
         Key("server_script", checks.path, Derived(lambda ctx: str(paths.SERVER_SCRIPT),
                                                   "pvhpc/node/pvweb_server.py in the installed package"),
             "the ParaViewWeb server application the job runs under pvpython", example="/opt/site/my_pvw_app.py"),
+        Key("command", command.check_command, PVHPC_SERVER_COMMAND,
+            "the server's command line, one item per argument (never through a shell), as the wslink launcher's "
+            f"cmd; placeholders are written ${{name}}: {command.HELP}. An item that is only a placeholder whose "
+            "value is empty (no load_file) is left out, with the option right before it (--load ${load_file}). The default runs pvhpc's own "
+            "server", example=["${pvpython}", "/opt/site/app.py", "--port", "${port}", "--authKey", "${secret}"]),
+        Key("ready", checks.ready_rule, Derived(_ready, "{port_file: true} when the command has ${port_file}, "
+                                                        f"else {{line: '{WSLINK_READY_LINE}'}}"),
+            f"how pvhpc's launcher on the node sees the server listen: {checks.READY_FORMS}; a (?P<port>\\d+) "
+            "group in the line takes the port from it. Without a port reported, ${port} is a free port the "
+            "launcher picks", example={"line": "App running at"}),
+        Key("runtime", checks.app_runtime,
+            Derived(lambda ctx: AppRuntime(pythonpath=(ctx.site["runtime"].pythonpath,), venv=None),
+                    "{pythonpath: [runtime.pythonpath]} (wslink 1.x)"),
+            "what the server imports: {pythonpath: [DIR, ...]} or {venv: DIR} (its bin/ goes first on PATH, "
+            "${python} is its python). Keep servers that need different wslinks apart: ParaViewWeb 1.x clients "
+            "(the Visualizer) need wslink 1.x, trame brings wslink 2.x", example={"venv": "/opt/site/trame-venv"}),
+        Key("render", checks.choice(RENDER_MODES), None,
+            "how the server renders, overriding the partition's render (xvfb, egl, osmesa); left out, the "
+            "partition's", example="xvfb"),
         Key("data_roots", checks.directories, Derived(lambda ctx: [str(Path.home())], "the service user's home"),
             "the existing directories users may open files from", example=["/scratch", "/home"]),
         Key("partitions", checks.names, Derived(lambda ctx: list(ctx.site["partitions"]), "every partition"),

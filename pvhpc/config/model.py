@@ -7,6 +7,7 @@ declared key and each key a field.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,10 +36,33 @@ class PartitionConfig:
 
 
 @dataclass(frozen=True)
+class ReadyRule:
+    """How the launcher on the node sees that an application's server is ready (one of the two)."""
+    line: str | None             # a regex searched in each line of the server's output; (?P<port>...) gives the port
+    port_file: bool              # the server writes its port into ${port_file}
+
+    @property
+    def reports_port(self) -> bool:
+        """Whether the server says its port (then ${port} is 0 and the kernel picks it)."""
+        return self.port_file or (self.line is not None and "port" in re.compile(self.line).groupindex)
+
+
+@dataclass(frozen=True)
+class AppRuntime:
+    """What an application's server imports: its own PYTHONPATH, or a venv (never both)."""
+    pythonpath: tuple[str, ...]
+    venv: Path | None
+
+
+@dataclass(frozen=True)
 class ApplicationConfig:
     name: str
     jobscript: Path
     server_script: Path
+    command: tuple[str, ...]     # the argv, with ${placeholders} (pvhpc/sessions/command.py)
+    ready: ReadyRule
+    runtime: AppRuntime
+    render: str | None           # None: the partition's render mode
     data_roots: tuple[Path, ...]
     partitions: tuple[str, ...]
     default_partition: str

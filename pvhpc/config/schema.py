@@ -127,9 +127,11 @@ class Reader:
         try:
             return check(raw)
         except (ValueError, TypeError) as e:
-            # checks.each marks which item of a list was wrong.
+            # checks.each marks which item of a list was wrong (an index), a check of a small mapping which
+            # of its keys (a name).
             index = getattr(e, "index", None)
-            raise self.error(name if index is None else f"{name}[{index}]", str(e)) from None
+            where = name if index is None else f"{name}.{index}" if isinstance(index, str) else f"{name}[{index}]"
+            raise self.error(where, str(e)) from None
 
     def section(self, name: Any, known: Iterable[str] | None) -> "Reader":
         return Reader(self.source, self.key(str(name)), self.data.get(name), known)

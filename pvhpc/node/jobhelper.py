@@ -5,7 +5,7 @@
         died first, 2 on timeout.
     python3 jobhelper.py report --url U --event ready --host H --port N
     python3 jobhelper.py report --url U --event failed --reason TEXT
-    python3 jobhelper.py report --url U --event exited --code N
+    python3 jobhelper.py report --url U --event exited --code N [--cause client|idle]
         Tell pvhpc about the session, authenticated by the per-session token in
         the environment variable PVHPC_REPORT_TOKEN. Retries with back-off, since
         pvhpc may be restarting. --url may hold several URLs separated by spaces
@@ -101,6 +101,35 @@ def report(urls, payload, token, give_up_after):
         delay = min(delay * 2, 5.0)
 
 
+EXIT_CAUSES = ("client", "idle")   # why a server stopped by itself: its client asked, or none came for its timeout
+
+
+def send(url, event, give_up_after, *, code=0, cause="", host="", port=0, reason=""):
+    """Print the report line (it stays in the job's output as a record) and send it to pvhpc (without url, only print)."""
+    payload = {
+        "event": event,
+        "job_id": os.environ.get("SLURM_JOB_ID", ""),
+        "node": os.environ.get("SLURMD_NODENAME", ""),
+    }
+    if event == "ready":
+        payload.update(host=host or socket.gethostname(), port=port)
+        # at=: when the report leaves the node, so the delay to "client told ready" can be measured.
+        print(f"{READY_PREFIX} host={payload['host']} port={port} node={payload['node']} at={time.time():.3f}",
+              flush=True)
+    elif event == "exited":
+        payload["code"] = code
+        if cause:
+            payload["cause"] = cause
+        print(f"PVHPC_EXITED code={code}" + (f" cause={cause}" if cause else ""), flush=True)
+    else:
+        payload["reason"] = reason[:2000]
+        print(f"PVHPC_FAILED {payload['reason']}", flush=True)
+    if not url:
+        return 0
+    token = os.environ.get("PVHPC_REPORT_TOKEN", "")
+    return report(url.split(), payload, token, give_up_after)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="jobhelper")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -112,6 +141,7 @@ def main(argv=None):
     r.add_argument("--url", default="")
     r.add_argument("--event", choices=("ready", "failed", "exited"), required=True)
     r.add_argument("--code", type=int, default=0, help="with exited: the server's exit status")
+    r.add_argument("--cause", choices=EXIT_CAUSES, default="", help="with exited: why the server stopped by itself")
     r.add_argument("--host", default="")
     r.add_argument("--port", type=int, default=0)
     r.add_argument("--reason", default="")
@@ -120,27 +150,8 @@ def main(argv=None):
 
     if args.command == "wait-ready":
         return wait_ready(args.file, args.pid, args.timeout)
-
-    payload = {
-        "event": args.event,
-        "job_id": os.environ.get("SLURM_JOB_ID", ""),
-        "node": os.environ.get("SLURMD_NODENAME", ""),
-    }
-    if args.event == "ready":
-        payload.update(host=args.host or socket.gethostname(), port=args.port)
-        # at=: when the report leaves the node, so the delay to "client told ready" can be measured.
-        print(f"{READY_PREFIX} host={payload['host']} port={args.port} node={payload['node']} at={time.time():.3f}",
-              flush=True)
-    elif args.event == "exited":
-        payload["code"] = args.code
-        print(f"PVHPC_EXITED code={args.code}", flush=True)
-    else:
-        payload["reason"] = args.reason[:2000]
-        print(f"PVHPC_FAILED {payload['reason']}", flush=True)
-    if not args.url:
-        return 0
-    token = os.environ.get("PVHPC_REPORT_TOKEN", "")
-    return report(args.url.split(), payload, token, args.give_up_after)
+    return send(args.url, args.event, args.give_up_after, code=args.code, cause=args.cause, host=args.host,
+                port=args.port, reason=args.reason)
 
 
 if __name__ == "__main__":

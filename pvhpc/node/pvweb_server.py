@@ -17,6 +17,7 @@ import argparse
 import os
 import sys
 
+import wslink_exits                               # beside this file too
 from dataroots import DataRoot, OutsideDataRoot   # beside this file: the job runs it by path
 
 READY_LINE = "pvhpc-server: ready port={port}"
@@ -36,8 +37,9 @@ def parse_args(argv=None):
     parser.add_argument("--ready-file", default=None, help="write the listening port to this file once ready")
     parser.add_argument("--load", default=None, help="file (relative to --data) to open at start")
     args = parser.parse_args(argv)
-
-    secret = args.authKey if args.authKey is not None else os.environ.get("PVHPC_SECRET")
+    # Taken out of the environment: nothing the server starts inherits it.
+    from_env = os.environ.pop("PVHPC_SECRET", None)
+    secret = args.authKey if args.authKey is not None else from_env
     if not secret:
         parser.error("no secret: pass --authKey or set PVHPC_SECRET (an empty secret is refused)")
     args.authKey = secret
@@ -132,19 +134,26 @@ def make_protocol(args):
     return SessionServer
 
 
+def leave(code):
+    """Leave at once, output flushed: pvpython crashes (SIGSEGV) while it tears ParaView down at interpreter
+    exit, which pvhpc would read as a failed session; nothing is left to clean up once wslink has stopped."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def main(argv=None):
     try:
         args = parse_args(argv)
     except SystemExit as e:
-        # pvpython can crash while tearing ParaView down after an early exit; leave at once instead.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(e.code if isinstance(e.code, int) else 2)
+        leave(e.code if isinstance(e.code, int) else 2)
     from wslink import server
 
+    # Whether it stopped because its client asked or because it was idle, for the launcher to report.
+    wslink_exits.install()
     server.start_webserver(options=args, protocol=make_protocol(args))
-    return 0
+    leave(0)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

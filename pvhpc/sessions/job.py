@@ -2,15 +2,48 @@
 
 from __future__ import annotations
 
-from pvhpc.sessions import joblogs
-from pvhpc.config import SiteConfig
+import json
+import os
+from pathlib import Path
+
+from pvhpc.config import ApplicationConfig, SiteConfig
 from pvhpc.scheduler import JobRequest
+from pvhpc.sessions import command, joblogs
 from pvhpc.sessions.spec import SessionSpec
+
+# The address a session's server listens on: the front end reaches it from another host.
+LISTEN_HOST = "0.0.0.0"
+# pvhpc's launcher, found beside the job helper (runtime.job_helper): the node-side files travel together.
+LAUNCHER_NAME = "launcher.py"
 
 
 def report_urls(config: SiteConfig, session_id: str) -> str:
     """Where the job reports, space-separated: one URL per instance, tried in order by the job helper."""
     return " ".join(f"{url}/api/v1/sessions/{session_id}/report" for url in config.service.callback_urls)
+
+
+def command_line(config: SiteConfig, app: ApplicationConfig, spec: SessionSpec) -> list[str]:
+    """The application's command with everything known before the job runs filled in."""
+    python = str(app.runtime.venv / "bin" / "python") if app.runtime.venv else config.runtime.helper_python
+    return command.fill(app.command, {
+        "pvpython": config.runtime.pvpython,
+        "python": python,
+        "server_script": str(app.server_script),
+        "host": LISTEN_HOST,
+        "data_dir": spec.data_root,
+        "load_file": spec.data_file or "",
+        "load_path": os.path.join(spec.data_root, spec.data_file) if spec.data_file else "",
+        "idle_timeout": str(app.idle_timeout),
+        "web_client": str(app.web_client or ""),
+    })
+
+
+def pythonpath(config: SiteConfig, app: ApplicationConfig) -> str:
+    if app.runtime.venv is not None:
+        # pvpython does not run the venv's python, so the venv's packages reach it through PYTHONPATH.
+        found = sorted((app.runtime.venv / "lib").glob("python3*/site-packages"))
+        return ":".join(str(p) for p in found)
+    return ":".join(app.runtime.pythonpath)
 
 
 def build_job(config: SiteConfig, spec: SessionSpec, user: str, session_id: str, job_name: str, secret: str,
@@ -19,24 +52,32 @@ def build_job(config: SiteConfig, spec: SessionSpec, user: str, session_id: str,
     partition = config.partitions[spec.partition]
     per_user = joblogs.per_user(config)
     log = joblogs.log_path(config, user, job_name)
-    script = config.template(app).render({
-        "pvpython": config.runtime.pvpython,
-        "server_script": app.server_script,
+    values = {
         "helper_python": config.runtime.helper_python,
         "job_helper": config.runtime.job_helper,
-        "data_dir": spec.data_root,
-        "load_file": spec.data_file or "",
+        "launcher": str(Path(config.runtime.job_helper).parent / LAUNCHER_NAME),
+        # A JSON list in one quoted shell word, read by the launcher: no argument passes through a shell.
+        "command": json.dumps(command_line(config, app, spec)),
+        "ready": json.dumps({"line": app.ready.line} if app.ready.line else {"port_file": True}),
         "report_url": report_urls(config, session_id),
-        "render_mode": partition.render,
+        "render_mode": app.render or partition.render,
         "start_timeout": app.start_timeout,
-        "idle_timeout": app.idle_timeout,
         "secret": secret,
         "report_token": report_token,
-        "pythonpath": config.runtime.pythonpath,
+        "pythonpath": pythonpath(config, app),
+        "venv": str(app.runtime.venv or ""),
         # Jobs run as their users write their own log under the user's home (Slurm would need the
         # directory to exist before the job starts); the service account's jobs use Slurm's --output.
         "log_file": str(log) if per_user else "",
-    })
+        "pvpython": config.runtime.pvpython,
+        "server_script": app.server_script,
+        "data_dir": spec.data_root,
+        "load_file": spec.data_file or "",
+        "idle_timeout": app.idle_timeout,
+    }
+    template = config.template(app)
+    # A template uses the values it needs; the config check made sure it names none pvhpc lacks.
+    script = template.render({name: value for name, value in values.items() if name in template.names})
     return JobRequest(
         script=script,
         name=job_name,

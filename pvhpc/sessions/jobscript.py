@@ -19,6 +19,14 @@ from pvhpc.paths import JOBSCRIPTS_DIR
 
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 
+# Every value pvhpc gives a job script (pvhpc/sessions/job.py); a template uses those it needs.
+JOB_SCRIPT_VALUES = (
+    "helper_python", "job_helper", "launcher", "command", "ready", "report_url", "render_mode", "start_timeout",
+    "secret", "report_token", "pythonpath", "venv", "log_file",
+    # What templates written before applications had a command use: pvhpc's own server's arguments.
+    "pvpython", "server_script", "data_dir", "load_file", "idle_timeout",
+)
+
 
 
 class TemplateError(PvhpcError):

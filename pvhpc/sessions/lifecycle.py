@@ -9,7 +9,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from pvhpc.scheduler import JobInfo, JobState
-from pvhpc.sessions.states import END_MESSAGES, END_REASONS, EndReason, SessionState, explain_queue_reason
+from pvhpc.sessions.states import (END_MESSAGES, END_REASONS, EXIT_CAUSES, EndReason, SessionState,
+                                   explain_queue_reason)
 from pvhpc.db.store import Change, SessionRecord
 
 S = SessionState
@@ -18,6 +19,18 @@ S = SessionState
 def ended(reason: EndReason, extra: str = "") -> Change:
     detail = END_MESSAGES[reason] + (f": {extra}" if extra else "")
     return Change.to(S.ENDED, detail, end_reason=reason)
+
+
+def exited(code: int, cause: str | None) -> Change:
+    """The job said its server exited with status ``code``, and, if the server said so, why."""
+    how = f"killed by signal {code - 128}" if code > 128 else f"exit code {code}"
+    if cause in EXIT_CAUSES:
+        # It was stopping on purpose; a crash on the way out does not make the session a failure.
+        reason, words = EXIT_CAUSES[cause]
+        return ended(reason, words + ("" if code == 0 else f" (then {how} on the way out)"))
+    if code == 0:
+        return ended(EndReason.COMPLETED, "the server exited by itself (exit code 0)")
+    return ended(EndReason.FAILED, f"the ParaView server stopped: {how}")
 
 
 def ready(host: str, port: int, node: str | None, **fields) -> Change:

@@ -22,7 +22,7 @@ from pvhpc.sessions.jobscript import TemplateError
 from pvhpc.scheduler import ControllerDown, Scheduler, SchedulerUnavailable, SubmitRefused
 from pvhpc.sessions.job import build_job
 from pvhpc.sessions.spec import RequestError, SessionSpec
-from pvhpc.sessions.states import EndReason, SessionState
+from pvhpc.sessions.states import EXIT_CAUSES, EndReason, SessionState
 from pvhpc.db.store import Change, SessionRecord, Store, utcnow
 
 log = logging.getLogger("pvhpc.sessions.service")
@@ -234,18 +234,17 @@ class SessionService:
             code = payload.get("code")
             if isinstance(code, bool) or not isinstance(code, int) or not 0 <= code <= 255:
                 raise RequestError("must be an exit status from 0 to 255", field="code")
+            cause = payload.get("cause")
+            if cause is not None and cause not in EXIT_CAUSES:
+                raise RequestError(f"must be one of {', '.join(EXIT_CAUSES)}", field="cause")
             # The job would end by itself right after saying so, but it is cancelled all the same (below).
-            if code == 0:
-                self.apply(record.id, lifecycle.ended(EndReason.COMPLETED,
-                                                      "exit code 0 (idle timeout, or a client asked it to stop)"))
-            else:
-                how = f"killed by signal {code - 128}" if code > 128 else f"exit code {code}"
-                self.apply(record.id, lifecycle.ended(EndReason.FAILED, f"the ParaView server stopped: {how}"))
+            self.apply(record.id, lifecycle.exited(code, cause))
         elif event == "failed":
             reason = payload.get("reason")
             if not isinstance(reason, str):
                 raise RequestError("must be a string", field="reason")
-            await self.end(record, EndReason.START_FAILED, reason[:1000])
+            # After ready it is no longer the start that failed (a parallel session's rank that died).
+            await self.end(record, EndReason.FAILED if record.ready_at else EndReason.START_FAILED, reason[:1000])
         else:
             raise RequestError("must be 'ready', 'failed' or 'exited'", field="event")
         if event == "exited":

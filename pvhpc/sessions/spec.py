@@ -68,6 +68,8 @@ def _gpus(body: dict, partition: PartitionConfig) -> int:
     value = body.get("gpus")
     if value is None:
         return partition.gpus.default
+    if isinstance(value, str) and value.strip().isdigit() and len(value) <= 8:
+        value = int(value)   # from a URL query (an app page's ?gpus=2), every field is a string
     if isinstance(value, bool) or not isinstance(value, int):
         raise RequestError(f"must be a whole number, not {value!r}"[:200], field="gpus")
     if value < 0:
@@ -124,6 +126,9 @@ def parse_spec(config: SiteConfig, body: Any, strict: bool) -> SessionSpec:
     without, they are ignored (ParaViewWeb clients send their whole config to the launcher)."""
     if not isinstance(body, dict):
         raise RequestError("the request body must be a JSON object")
+    if not strict:
+        # A ParaViewWeb client sends its page's URL query as strings: an empty one (?partition=) says nothing.
+        body = {k: v for k, v in body.items() if not (k in SPEC_FIELDS and isinstance(v, str) and not v.strip())}
     if strict:
         unknown = sorted(set(body) - set(SPEC_FIELDS))
         if unknown:

@@ -44,7 +44,8 @@ def check_transition(old: SessionState, new: SessionState) -> None:
 class EndReason(str, Enum):
     CANCELLED = "cancelled"               # by its user, through pvhpc
     CANCELLED_OUTSIDE = "cancelled_outside"  # scancel or staff, not through pvhpc
-    COMPLETED = "completed"               # the server exited (idle timeout, client asked it to)
+    COMPLETED = "completed"               # the server exited by itself, most often because its client asked
+    IDLE = "idle"                         # the server stopped after no client used it for its idle timeout
     WALLTIME = "walltime"                 # the job hit its time limit
     FAILED = "failed"                     # the job failed
     START_FAILED = "start_failed"         # the server could not start (the job said why)
@@ -72,17 +73,25 @@ END_REASONS = {
 END_MESSAGES = {
     EndReason.CANCELLED: "cancelled by its user",
     EndReason.CANCELLED_OUTSIDE: "the job was cancelled outside pvhpc (scancel or staff)",
-    EndReason.COMPLETED: "the ParaView server exited",
+    EndReason.COMPLETED: "the session's server stopped normally",
+    EndReason.IDLE: "the session's server stopped because no client used it for its idle timeout",
     EndReason.WALLTIME: "the job reached its walltime",
     EndReason.FAILED: "the job failed",
-    EndReason.START_FAILED: "the ParaView server could not start",
-    EndReason.START_TIMEOUT: "the ParaView server did not report ready in time",
+    EndReason.START_FAILED: "the session's server could not start",
+    EndReason.START_TIMEOUT: "the session's server did not report ready in time",
     EndReason.NODE_FAILURE: "the node failed",
     EndReason.PREEMPTED: "the job was preempted",
     EndReason.OUT_OF_MEMORY: "the job ran out of memory",
     EndReason.SUBMIT_FAILED: "the job could not be submitted",
     EndReason.LOST: "the job left the queue and no record says how it ended",
 }
+
+# Why a server says it stopped by itself (pvhpc/node/wslink_exits.py), as the reason its session ended.
+EXIT_CAUSES = {
+    "client": (EndReason.COMPLETED, "its client asked it to stop"),
+    "idle": (EndReason.IDLE, "no client was connected for its idle timeout"),
+}
+
 
 # Why a job waits, in words a user understands.
 QUEUE_WORDS = {

@@ -1,0 +1,237 @@
+"""pvhpc's launcher on the node: runs one session's server, as the site's application command says.
+
+    PVHPC_LAUNCH_COMMAND=JSON PVHPC_LAUNCH_READY=JSON python3 launcher.py --start-timeout S --url U --workdir DIR
+
+The command (a JSON list) and the ready rule (``{"line": REGEX}`` or ``{"port_file": true}``) come in the
+environment, so the launcher's own command line stays short. The job script runs it (standard library only, beside jobhelper.py; it imports nothing from pvhpc). It
+
+- fills in what only the node knows: ``${port}`` (0 when the server reports its port, else a free port chosen
+  here), ``${port_file}`` (a file in the job's private work directory);
+- runs a command that names ``${secret}`` as ``INTERPRETER argv_secret.py SCRIPT.py ARGS``: the wrapper puts the
+  secret into the script's own sys.argv, so the command line ``ps`` shows to every user of the node holds only
+  the placeholder. The secret reaches the server through PVHPC_SECRET; the report token does not reach it at all;
+- starts the command directly (a JSON list: no shell), copies its output to the job's log and watches it for the
+  ready line (or watches the port file), then reports ready with the port;
+- when the server exits before it is ready, or is not ready in time, reports the start as failed with the last
+  lines of its output; when it exits after, reports its exit status and why it stopped (its client asked, or it
+  was idle) as the server's wslink hooks wrote it (wslink_exits.py);
+- on SIGTERM (scancel, the walltime) stops the server and reports nothing: the scheduler says how the job ended.
+"""
+
+import argparse
+import collections
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import jobhelper   # beside this file
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ARGV_WRAPPER = os.path.join(HERE, "argv_secret.py")
+SECRET_PLACEHOLDER = "${secret}"
+NODE_PLACEHOLDER = re.compile(r"\$\{(port|port_file)\}")
+EXIT_CAUSE_ENV = "PVHPC_EXIT_CAUSE_FILE"
+COMMAND_ENV, READY_ENV = "PVHPC_LAUNCH_COMMAND", "PVHPC_LAUNCH_READY"
+LAST_LINES = 12
+STOP_GRACE = 10          # seconds a server has to stop after SIGTERM before it is killed
+
+
+def free_port():
+    """A port free on this node now, for servers that cannot bind port 0 and say which port they got.
+    Another process could take it before the server binds; the server then fails to start, and says so."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("0.0.0.0", 0))
+        return s.getsockname()[1]
+
+
+def server_argv(command, ready, workdir):
+    """The argv to run and the port it was given (0: the server reports the one it got)."""
+    reports_port = ready.get("port_file") or "port" in re.compile(ready.get("line") or "x").groupindex
+    port = 0 if reports_port else free_port()
+    values = {"port": str(port), "port_file": os.path.join(workdir, "port")}
+    argv = [NODE_PLACEHOLDER.sub(lambda m: values[m.group(1)], arg) for arg in command]
+    if any(SECRET_PLACEHOLDER in arg for arg in argv[2:]):
+        argv = [argv[0], ARGV_WRAPPER] + argv[1:]
+    return argv, port
+
+
+def server_environment(workdir):
+    env = dict(os.environ)
+    # The server cannot report for its session: only this launcher can.
+    for name in ("PVHPC_REPORT_TOKEN", COMMAND_ENV, READY_ENV):
+        env.pop(name, None)
+    env[EXIT_CAUSE_ENV] = os.path.join(workdir, "exit-cause")
+    # wslink prints its ready line without a newline; unbuffered, it arrives when printed.
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+class OutputWatch(threading.Thread):
+    """Copies the server's output to the job's log line by line, keeps the last lines, and looks for the
+    ready line, also in a line not yet ended (wslink prints its line without a newline)."""
+
+    def __init__(self, stream, ready_line, secret):
+        super().__init__(daemon=True)
+        self.stream, self.secret = stream, secret
+        self.ready_line = re.compile(ready_line) if ready_line else None
+        self.last = collections.deque(maxlen=LAST_LINES)
+        self.match = None
+        self.seen = threading.Event()
+
+    def _clean(self, line):
+        return line.replace(self.secret, "<secret>") if self.secret else line
+
+    def _look(self, line):
+        if self.ready_line is not None and self.match is None:
+            found = self.ready_line.search(line)
+            if found:
+                self.match = found
+                self.seen.set()
+
+    def run(self):
+        pending = b""
+        while True:
+            chunk = os.read(self.stream.fileno(), 65536)
+            if not chunk:
+                break
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for raw in lines:
+                line = self._clean(raw.decode(errors="replace"))
+                self.last.append(line)
+                sys.stdout.write(line + "\n")
+                self._look(line)
+            self._look(pending.decode(errors="replace"))
+            sys.stdout.flush()
+        if pending:
+            line = self._clean(pending.decode(errors="replace"))
+            self.last.append(line)
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+
+    def tail(self):
+        return " | ".join(line.strip() for line in self.last if line.strip())[-1500:]
+
+
+def exit_status(returncode):
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def how(code):
+    return f"killed by signal {code - 128}" if code > 128 else f"exit code {code}"
+
+
+def read_port_file(path):
+    try:
+        with open(path) as f:
+            text = f.read().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def stop(proc):
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(STOP_GRACE)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def read_cause(path):
+    try:
+        with open(path) as f:
+            cause = f.read().strip()
+    except OSError:
+        return ""
+    return cause if cause in jobhelper.EXIT_CAUSES else ""
+
+
+def run(args):
+    command, ready = json.loads(os.environ[COMMAND_ENV]), json.loads(os.environ[READY_ENV])
+    argv, port = server_argv(command, ready, args.workdir)
+    env = server_environment(args.workdir)
+    stopping = threading.Event()
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env=env)
+
+    def on_signal(signum, frame):
+        # Slurm (scancel, walltime) or the job script: stop the server; the scheduler tells how the job ended.
+        stopping.set()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, on_signal)
+
+    watch = OutputWatch(proc.stdout, ready.get("line"), os.environ.get("PVHPC_SECRET", ""))
+    watch.start()
+    port_file = os.path.join(args.workdir, "port")
+    deadline = time.monotonic() + args.start_timeout
+    listening = None
+    while listening is None:
+        if ready.get("port_file"):
+            listening = read_port_file(port_file)
+        elif watch.seen.is_set():
+            group = watch.match.groupdict().get("port")
+            listening = int(group) if group and group.isdigit() else port
+        if listening is not None:
+            break
+        if stopping.is_set():
+            stop(proc)
+            return 143
+        if proc.poll() is not None:
+            watch.join(5)
+            code = exit_status(proc.returncode)
+            jobhelper.send(args.url, "failed", 30, reason=f"the server exited ({how(code)}) before it was ready; "
+                                                          f"its last lines: {watch.tail() or '(no output)'}")
+            return 1
+        if time.monotonic() > deadline:
+            stop(proc)
+            watch.join(5)
+            jobhelper.send(args.url, "failed", 30, reason=f"the server was not ready within {args.start_timeout:g} s; "
+                                                          f"its last lines: {watch.tail() or '(no output)'}")
+            return 1
+        time.sleep(0.05)
+
+    reporter = threading.Thread(target=jobhelper.send, args=(args.url, "ready", args.start_timeout),
+                                kwargs={"port": listening}, daemon=True)
+    reporter.start()
+    while proc.poll() is None:
+        try:
+            proc.wait(1)
+        except subprocess.TimeoutExpired:
+            pass
+    watch.join(5)
+    code = exit_status(proc.returncode)
+    print(f"pvhpc: the server ended ({how(code)})", flush=True)
+    if stopping.is_set():
+        return 143
+    reporter.join(5)
+    # Said at once, so the session ends now and with why, not at the next poll with only Slurm's word.
+    jobhelper.send(args.url, "exited", 30, code=code, cause=read_cause(env[EXIT_CAUSE_ENV]))
+    return code
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="pvhpc-launcher")
+    parser.add_argument("--start-timeout", type=float, default=300)
+    parser.add_argument("--url", default="", help="where to report (space-separated URLs); none: only print")
+    parser.add_argument("--workdir", required=True, help="the job's private directory (port and exit-cause files)")
+    args = parser.parse_args(argv)
+    for name in (COMMAND_ENV, READY_ENV):
+        if not os.environ.get(name):
+            parser.error(f"{name} is not set (the job script sets it)")
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
