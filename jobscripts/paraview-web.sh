@@ -108,7 +108,16 @@ esac
 
 echo "pvhpc: starting the session's server on $(hostname) (job ${SLURM_JOB_ID:-?}, node ${SLURMD_NODENAME:-?}, render $RENDER_MODE)"
 # The launcher reports ready, a start that failed (with the server's last lines) and the server's exit.
-"$HELPER_PYTHON" "$LAUNCHER" --start-timeout "$START_TIMEOUT" --url "$REPORT_URL" --workdir "$workdir" &
+# A parallel session (ranks asked for) runs it through parallel.py, beside it, which first starts the MPI
+# ParaView server over the job's nodes and stops every rank when the session ends.
+export PVHPC_PARALLEL={{ parallel }}
+parallel=()
+if [ -n "$PVHPC_PARALLEL" ]; then
+    parallel=("$(dirname "$LAUNCHER")/parallel.py")
+else
+    unset PVHPC_PARALLEL
+fi
+"$HELPER_PYTHON" "${parallel[@]}" "$LAUNCHER" --start-timeout "$START_TIMEOUT" --url "$REPORT_URL" --workdir "$workdir" &
 launcher_pid=$!
 child_pids+=("$launcher_pid")
 wait "$launcher_pid"

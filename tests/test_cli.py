@@ -141,7 +141,8 @@ def test_batch_exit_code_is_the_first_failures():
 
 def _partition(**kw) -> PartitionConfig:
     base = dict(name="gpu", slurm_partition="gpu", render="xvfb", gpu_type="a100", gpus=Range(1, 2),
-                walltime=Range(60, 480), cpus=1, memory_mb=None, accounts=(), qos=(), description="")
+                walltime=Range(60, 480), cpus=1, memory_mb=None, accounts=(), qos=(), description="",
+                max_ranks=0, max_nodes=1, max_ranks_per_node=None, ranks_divisible_by_nodes=True)
     return PartitionConfig(**{**base, **kw})
 
 

@@ -61,6 +61,9 @@ def _command_rules(s: Reader, app: ApplicationConfig) -> None:
     if not app.ready.reports_port and "port" not in used:
         raise s.error("ready", "the port the server listens on can never be known: the command has no ${port} "
                                "and the ready line no (?P<port>...) group (add one)")
+    if app.pvserver is not None and "parallel" not in JobTemplate(app.jobscript).names:
+        raise s.error("pvserver", f"{app.jobscript} cannot start a parallel session's ParaView server (it has no "
+                                  "{{ parallel }}): use pvhpc's paraview-web.sh, or leave pvserver out")
     if "web_client" in used and app.web_client is None:
         raise s.error("command", "uses ${web_client} but the application has no web_client")
     unknown = JobTemplate(app.jobscript).names - set(JOB_SCRIPT_VALUES)
@@ -154,11 +157,13 @@ def embedded_defaults(cluster_conf: Path | None = None, **service: Any) -> SiteC
         "partitions": {
             "gpu": {"gpu_type": "a100", "gpus": {"default": 1, "max": 2}, "walltime": {"default": 60, "max": 480},
                     "description": "GPU nodes (fake a100s on the local cluster)"},
-            "cpu": {"walltime": {"default": 60, "max": 480}, "description": "CPU nodes, software rendering"},
+            # Parallel sessions over both nodes: mpiexec starts its daemons through Slurm (docs/parallel.md).
+            "cpu": {"walltime": {"default": 60, "max": 480}, "description": "CPU nodes, software rendering",
+                    "max_nodes": 2, "max_ranks": 4, "max_ranks_per_node": 2},
         },
         "applications": {
             "paraview": {"description": "ParaView (pvpython web server)", "data_roots": [str(Path.home())],
-                         "partitions": ["gpu", "cpu"]},
+                         "partitions": ["gpu", "cpu"], "pvserver": ["pvserver", "--force-offscreen-rendering"]},
             **visualizer_application([str(Path.home())]),
         },
     }

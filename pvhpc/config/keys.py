@@ -17,7 +17,7 @@ from pvhpc.config.checks import whole
 from pvhpc.config.model import (ApplicationConfig, AppRuntime, AuthConfig, FrontendConfig, Limits, MetricsConfig,
                                 PartitionConfig, RuntimeConfig, SchedulerConfig, ServiceConfig, SSHConfig)
 from pvhpc.config.schema import Derived, Key, Named, RangeKey, Section
-from pvhpc.sessions import command
+from pvhpc.sessions import command, parallel
 
 RENDER_MODES = ("xvfb", "egl", "osmesa")
 STATE = "pvhpc's state directory ($PVHPC_STATE_DIR, else /var/lib/pvhpc for root, ~/.local/share/pvhpc for others)"
@@ -144,6 +144,14 @@ PARTITIONS = Named(
         Key("accounts", checks.names, [], "Slurm accounts; if set, users choose one of these and nothing else"),
         Key("qos", checks.names, [], "Slurm QoS; if set, users choose one of these and nothing else"),
         Key("description", checks.free_text, "", "what users read about the partition"),
+        # Parallel sessions (docs/parallel.md): a ParaView server of several MPI ranks over several nodes.
+        Key("max_ranks", whole(0, 1000000), 0, "the most MPI ranks of a session's ParaView server; 0: this "
+                                               "partition runs no parallel sessions", example=8),
+        Key("max_nodes", whole(1, 100000), 1, "the most nodes a parallel session spans", example=2),
+        Key("max_ranks_per_node", whole(1, 100000), None,
+            "the most ranks of a parallel session on one node; left out, no limit but max_ranks", example=4),
+        Key("ranks_divisible_by_nodes", checks.flag, True,
+            "a parallel session's ranks must be a multiple of its nodes (the same number on every node)"),
     ))
 
 APPLICATIONS = Named(
@@ -194,6 +202,22 @@ APPLICATIONS = Named(
         Key("web_client", checks.web_client, None,
             "a directory of static files (with index.html) the front end serves at /apps/<name>/: the "
             "application's web client; left out, it has none of its own", example="/opt/site/my-client/dist"),
+        Key("pvserver", parallel.check_pvserver, None,
+            "parallel sessions: ParaView's pvserver built with the site's MPI and its options, run as the "
+            "session's ranks; left out, the application runs no parallel sessions",
+            example=["/usr/bin/pvserver", "--force-offscreen-rendering"]),
+        Key("mpi_launcher", parallel.check_mpi_launcher, parallel.DEFAULT_MPI_LAUNCHER,
+            "parallel sessions: what starts the ranks inside the job, before the pvserver argv (the mpiexec of the "
+            "MPI ParaView was built with, or srun --mpi=...); placeholders "
+            + ", ".join(f"${{{n}}}" for n in parallel.LAUNCHER_PLACEHOLDERS), example=["srun", "--mpi=pmix", "-n",
+                                                                                  "${ranks}"]),
+        Key("pvserver_connect", parallel.check_connect,
+            Derived(lambda ctx: parallel.PVHPC_SERVER_CONNECT if tuple(ctx.values["command"]) == tuple(
+                PVHPC_SERVER_COMMAND) else parallel.WSLINK_APP_CONNECT,
+                " ".join(parallel.PVHPC_SERVER_CONNECT) + " for pvhpc's own server, else "
+                + " ".join(parallel.WSLINK_APP_CONNECT)),
+            "parallel sessions: the arguments added to the command that attach the web server to the session's "
+            "pvserver, filled in on the node: " + ", ".join(f"${{{n}}}" for n in parallel.CONNECT_PLACEHOLDERS)),
         Key("serves_own_client", checks.flag, False,
             "the server serves its own web client over HTTP on its port (trame does): the front end proxies "
             "/session/<id>/ to it"),

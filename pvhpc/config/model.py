@@ -33,6 +33,10 @@ class PartitionConfig:
     accounts: tuple[str, ...]    # empty: no --account is passed and none may be asked for
     qos: tuple[str, ...]
     description: str
+    max_ranks: int               # parallel sessions (pvhpc/sessions/parallel.py); 0: none here
+    max_nodes: int
+    max_ranks_per_node: int | None
+    ranks_divisible_by_nodes: bool
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,11 @@ class ApplicationConfig:
     web_client: Path | None
     # The server serves its own web client over HTTP on its port (trame): the front end proxies /session/<id>/ to it.
     serves_own_client: bool
+    # Parallel sessions: the pvserver argv (None: none for this application), what starts its ranks, and the
+    # arguments that attach the web server to it.
+    pvserver: tuple[str, ...] | None
+    mpi_launcher: tuple[str, ...]
+    pvserver_connect: tuple[str, ...]
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,15 @@ def parse_args(argv=None):
     parser.add_argument("--data", dest="data", default=None, help="directory whose files clients may list and open")
     parser.add_argument("--ready-file", default=None, help="write the listening port to this file once ready")
     parser.add_argument("--load", default=None, help="file (relative to --data) to open at start")
+    # A parallel session: the data and the rendering live in a separate MPI pvserver (pvhpc/node/parallel.py).
+    parser.add_argument("--ds-host", default=None, help="attach to the pvserver listening on this host ...")
+    parser.add_argument("--ds-port", type=int, default=0, help="... and port before serving")
+    parser.add_argument("--connect-id", type=int, default=0, help="the pvserver's --connect-id")
+    parser.add_argument("--ranks", type=int, default=0, help="the pvserver's MPI ranks: refuse to serve with fewer")
     args = parser.parse_args(argv)
+    if (args.ds_host is None) != (not args.ds_port):
+        parser.error("--ds-host and --ds-port go together")
+
     # Taken out of the environment: nothing the server starts inherits it.
     from_env = os.environ.pop("PVHPC_SECRET", None)
     secret = args.authKey if args.authKey is not None else from_env
@@ -134,6 +142,33 @@ def make_protocol(args):
     return SessionServer
 
 
+def attach_pvserver(args):
+    """Connect to the session's MPI pvserver; only once every rank is in is the session worth serving.
+
+    ParaView's Connect returns once the server's root rank has accepted; the ranks are one MPI job, so the
+    root only listens once all of them have started, and the connection reports how many there are."""
+    from paraview import simple
+    from paraview.modules.vtkRemotingCore import vtkRemotingCoreConfiguration
+
+    if args.connect_id:
+        vtkRemotingCoreConfiguration.GetInstance().SetConnectID(args.connect_id)
+    connection = simple.Connect(args.ds_host, args.ds_port)
+    if connection is None:
+        print(f"pvhpc-server: could not connect to the ParaView server at {args.ds_host}:{args.ds_port}",
+              file=sys.stderr)
+        leave(1)
+    ranks = connection.GetNumberOfDataPartitions()
+    if args.ranks and ranks != args.ranks:
+        print(f"pvhpc-server: the ParaView server at {args.ds_host}:{args.ds_port} has {ranks} ranks, "
+              f"not {args.ranks}", file=sys.stderr)
+        leave(1)
+    # Render where the data is, composited across the ranks (IceT), whatever the geometry's size: the
+    # web server gets images, never the distributed geometry.
+    simple.GetSettingsProxy("RenderViewSettings").RemoteRenderThreshold = 0
+    print(f"pvhpc-server: connected to the ParaView server at {args.ds_host}:{args.ds_port} "
+          f"({ranks} ranks)", flush=True)
+
+
 def leave(code):
     """Leave at once, output flushed: pvpython crashes (SIGSEGV) while it tears ParaView down at interpreter
     exit, which pvhpc would read as a failed session; nothing is left to clean up once wslink has stopped."""
@@ -149,6 +184,8 @@ def main(argv=None):
         leave(e.code if isinstance(e.code, int) else 2)
     from wslink import server
 
+    if args.ds_host is not None:
+        attach_pvserver(args)
     # Whether it stopped because its client asked or because it was idle, for the launcher to report.
     wslink_exits.install()
     server.start_webserver(options=args, protocol=make_protocol(args))

@@ -14,6 +14,8 @@ words. The scheduler's own text is kept beside them, for messages only.
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
@@ -109,6 +111,22 @@ class JobRequest:
     user: str | None = None        # submit as this user (when the site runs jobs as their users)
 
 
+def expand_node_list(text: str) -> list[str]:
+    """A compressed node list (Slurm's, and most schedulers' notation): ``cpu[01-03,7],gpu1`` -> cpu01, ..."""
+    names: list[str] = []
+    for prefix, ranges, plain in re.findall(r"([^,\[]*)\[([^\]]*)\][^,]*|([^,\[\]]+)", text):
+        if plain:
+            names.append(plain)
+            continue
+        for part in ranges.split(","):
+            low, _, high = part.partition("-")
+            if not high:
+                names.append(prefix + low)
+            elif low.isdigit() and high.isdigit() and int(high) - int(low) < 100000:
+                names.extend(f"{prefix}{i:0{len(low)}d}" for i in range(int(low), int(high) + 1))
+    return names
+
+
 @dataclass(frozen=True)
 class JobInfo:
     job_id: str
@@ -190,6 +208,10 @@ class Scheduler:
     async def node_addresses(self) -> dict[str, set[str]]:
         """Every node's names and addresses (NodeName, NodeAddr, NodeHostname), for checking where a job says it is."""
         raise NotImplementedError
+
+    def node_names(self, nodes: str) -> list[str]:
+        """The node names in a JobInfo's ``nodes`` (a job on several nodes has a list such as cpu[01-02],a7)."""
+        return expand_node_list(nodes)
 
     def close(self) -> None:
         """Let go of what the backend holds (worker processes); it may be used again after, and starts them anew."""

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pvhpc.config import ApplicationConfig, SiteConfig
 from pvhpc.scheduler import JobRequest
-from pvhpc.sessions import command, joblogs
+from pvhpc.sessions import command, joblogs, parallel
 from pvhpc.sessions.spec import SessionSpec
 
 # The address a session's server listens on: the front end reaches it from another host.
@@ -74,6 +74,7 @@ def build_job(config: SiteConfig, spec: SessionSpec, user: str, session_id: str,
         "data_dir": spec.data_root,
         "load_file": spec.data_file or "",
         "idle_timeout": app.idle_timeout,
+        "parallel": parallel.job_value(app, spec.nodes, spec.ranks),
     }
     template = config.template(app)
     # A template uses the values it needs; the config check made sure it names none pvhpc lacks.
@@ -88,6 +89,8 @@ def build_job(config: SiteConfig, spec: SessionSpec, user: str, session_id: str,
         gpu_type=partition.gpu_type if spec.gpus else None,
         cpus=partition.cpus,
         memory_mb=partition.memory_mb,
+        nodes=spec.nodes,
+        ntasks=max(spec.ranks, 1),
         account=spec.account,
         qos=spec.qos,
         comment=f"pvhpc {spec.application}",

@@ -23,6 +23,8 @@ PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 JOB_SCRIPT_VALUES = (
     "helper_python", "job_helper", "launcher", "command", "ready", "report_url", "render_mode", "start_timeout",
     "secret", "report_token", "pythonpath", "venv", "log_file",
+    # A parallel session's MPI ParaView server, for pvhpc/node/parallel.py (empty for one process).
+    "parallel",
     # What templates written before applications had a command use: pvhpc's own server's arguments.
     "pvpython", "server_script", "data_dir", "load_file", "idle_timeout",
 )

@@ -260,11 +260,13 @@ class SessionService:
             job = (await self.scheduler.query([job_id])).get(job_id)
             if job is None or not job.is_running or (record.job_id is None and job.name != record.job_name):
                 raise ServiceError(f"job {job_id} is not this session's running job", status=409)
-            if job.nodes not in self._nodes:
+            job_nodes = self.scheduler.node_names(job.nodes)
+            if not set(job_nodes) <= self._nodes.keys():
                 self._nodes = await self.scheduler.node_addresses()
         except SchedulerUnavailable as e:
             raise ServiceError(f"cannot check the report with the scheduler now: {e}", status=503) from None
-        names = self._nodes.get(job.nodes, {job.nodes})
+        # A job on several nodes (a parallel session) reports from any one of them: its first, in practice.
+        names = set().union(*(self._nodes.get(n, {n}) for n in job_nodes))
         if host.lower() in {n.lower() for n in names}:
             return
         loop = asyncio.get_running_loop()

@@ -16,9 +16,10 @@ from typing import Any
 
 from pvhpc.config import NAME, ApplicationConfig, PartitionConfig, SiteConfig
 from pvhpc.errors import PvhpcError
+from pvhpc.sessions import parallel
 from pvhpc.sessions.durations import format_minutes, parse_minutes
 
-SPEC_FIELDS = ("application", "partition", "gpus", "walltime", "account", "qos", "data")
+SPEC_FIELDS = ("application", "partition", "gpus", "walltime", "account", "qos", "data", "nodes", "ranks")
 
 
 class RequestError(PvhpcError):
@@ -37,6 +38,8 @@ class SessionSpec:
     qos: str | None
     data_root: str
     data_file: str | None        # relative to data_root
+    nodes: int = 1
+    ranks: int = 0               # a parallel session's MPI ranks (pvhpc/sessions/parallel.py); 0: one process
 
     def request_key(self, user: str) -> str:
         """Identifies 'the same request from the same user' for launcher retries."""
@@ -148,4 +151,5 @@ def parse_spec(config: SiteConfig, body: Any, strict: bool) -> SessionSpec:
     gpus = _gpus(body, partition)
     walltime = _walltime(body, partition)
     data_root, data_file = _data(body, app)
-    return SessionSpec(app_name, partition_name, gpus, walltime, account, qos, data_root, data_file)
+    nodes, ranks = parallel.sizes(body, partition, app)
+    return SessionSpec(app_name, partition_name, gpus, walltime, account, qos, data_root, data_file, nodes, ranks)

@@ -1,0 +1,196 @@
+"""A parallel session on the node: an MPI ParaView server over the job's allocation, the web server attached.
+
+    PVHPC_PARALLEL=JSON python3 parallel.py LAUNCHER.py LAUNCHER-ARGS...
+
+The job script runs this in place of pvhpc's launcher when the session asked for ranks (standard library
+only, beside jobhelper.py and launcher.py; it imports nothing from pvhpc). PVHPC_PARALLEL holds what the
+session's job was built with: ``mpi`` (the MPI launcher's argv, ranks filled in), ``pvserver`` (ParaView's
+server binary and its options), ``connect`` (the arguments that attach the application's web server to a
+pvserver, with ``${ds_host}``, ``${ds_port}``, ``${connect_id}``, ``${ranks}``) and ``ranks``. It
+
+- starts ``MPI-LAUNCHER pvserver --server-port=P --connect-id=C`` on a port free on this node, in its own
+  process group (its own, so that it can be stopped whole); the MPI launcher spreads the ranks over the job's nodes through Slurm, rank 0 (the one
+  that listens) here, beside the web server, which connects to it on localhost;
+- waits until the root rank accepts connections, which it does only once every rank has started (a
+  failed or slow start is reported with the server's last lines);
+- runs pvhpc's launcher with the connect arguments added to the application's command: the web server
+  connects before it listens, so the session is ready only when it is attached to all ranks;
+- when a rank dies (the MPI launcher then ends the others and exits) reports the session failed with
+  the MPI launcher's own words about which rank, and stops the web server;
+- when the web server ends, or on SIGTERM (scancel, the walltime), stops every rank: none outlives the job.
+
+The connect id is a random number the web server must present: a client from elsewhere that reaches the
+port before the web server does is refused. It is on pvserver's command line (ParaView takes it nowhere
+else), so users of the same node can read it; after the first client, pvserver takes no other.
+"""
+
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import jobhelper   # beside this file
+import launcher
+
+PARALLEL_ENV = "PVHPC_PARALLEL"
+# What pvserver's root rank prints once it accepts a client (ParaView 5.x).
+LISTENING_LINE = r"Accepting connection\(s\)"
+RANK_WORDS = re.compile(r"rank|signal|exit|abort|kill|fail|error", re.IGNORECASE)
+# Short: the job script kills what is left of its children 2 s after its own SIGTERM, and a rank whose MPI
+# launcher is gone would no longer be tracked as the job's.
+STOP_GRACE = 1.5
+POLL = 0.1
+
+
+def fill(argv, values):
+    return [re.sub(r"\$\{(\w+)\}", lambda m: values.get(m.group(1), m.group(0)), arg) for arg in argv]
+
+
+def mpi_environment():
+    env = dict(os.environ)
+    # The web server's private things are not the ParaView server's.
+    for name in ("PVHPC_SECRET", "PVHPC_REPORT_TOKEN", launcher.COMMAND_ENV, launcher.READY_ENV, PARALLEL_ENV):
+        env.pop(name, None)
+    # The job's X display is private to its first node; ranks elsewhere could not open it, and every rank
+    # should render the same way: offscreen (pvserver --force-offscreen-rendering, EGL or OSMesa builds).
+    for name in ("DISPLAY", "XAUTHORITY"):
+        env.pop(name, None)
+    # A job submitted with --export=NONE (pvhpc's are) hands SLURM_EXPORT_ENV=NONE down to every srun inside
+    # it, the one the MPI launcher starts its daemons with too: they would find neither PATH nor anything the
+    # job script set up. The ranks get the job's environment.
+    env["SLURM_EXPORT_ENV"] = "ALL"
+    if os.geteuid() == 0:
+        # Only test clusters run jobs as root; OpenMPI refuses to start there without being told twice.
+        env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    return env
+
+
+def launcher_environment(command):
+    env = dict(os.environ)
+    env.pop(PARALLEL_ENV, None)
+    env[launcher.COMMAND_ENV] = json.dumps(command)
+    return env
+
+
+def why_ranks_ended(watch, code):
+    """The MPI launcher's own words about the rank that ended (which rank, on which node, how)."""
+    said = [line.strip() for line in watch.last if RANK_WORDS.search(line) and "Loguru" not in line]
+    return f"{launcher.how(code)}" + (f"; it said: {' | '.join(said[-4:])[-900:]}" if said else "")
+
+
+def stop_group(proc):
+    """SIGTERM the MPI launcher (it passes it to every rank), then kill whatever of its group is left."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(STOP_GRACE)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait()
+
+
+def run(spec, launcher_argv):
+    args = launcher_argv_options(launcher_argv)
+    ranks = int(spec["ranks"])
+    port = launcher.free_port()
+    connect_id = random.SystemRandom().randint(1, 2**31 - 1)
+    values = {"ds_host": "localhost", "ds_port": str(port), "ranks": str(ranks), "connect_id": str(connect_id)}
+    argv = list(spec["mpi"]) + list(spec["pvserver"]) + [f"--server-port={port}", f"--connect-id={connect_id}"]
+    print(f"pvhpc: starting the ParaView server, {ranks} ranks: {' '.join(argv)}", flush=True)
+    servers = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               env=mpi_environment(), process_group=0)
+    web = None
+    stopping = threading.Event()
+
+    def on_signal(signum, frame):
+        stopping.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, on_signal)
+
+    watch = launcher.OutputWatch(servers.stdout, LISTENING_LINE, "")
+    watch.start()
+    try:
+        deadline = time.monotonic() + args.start_timeout
+        while not watch.seen.is_set():
+            if stopping.is_set():
+                return 143
+            if servers.poll() is not None:
+                watch.join(5)
+                jobhelper.send(args.url, "failed", 30,
+                               reason=f"the ParaView server ({ranks} ranks) exited before it listened "
+                                      f"({launcher.how(launcher.exit_status(servers.returncode))}); its last "
+                                      f"lines: {watch.tail() or '(no output)'}")
+                return 1
+            if time.monotonic() > deadline:
+                jobhelper.send(args.url, "failed", 30,
+                               reason=f"the ParaView server ({ranks} ranks) did not listen within "
+                                      f"{args.start_timeout:g} s; its last lines: {watch.tail() or '(no output)'}")
+                return 1
+            time.sleep(POLL)
+
+        command = json.loads(os.environ[launcher.COMMAND_ENV]) + fill(spec["connect"], values)
+        web = subprocess.Popen([sys.executable, *launcher_argv], env=launcher_environment(command))
+        while True:
+            if stopping.is_set():
+                web.send_signal(signal.SIGTERM)
+                web.wait()
+                return 143
+            if servers.poll() is not None:
+                # Said before the web server notices its server has gone, so the session ends with why.
+                watch.join(2)
+                code = launcher.exit_status(servers.returncode)
+                reason = f"a ParaView server rank exited, and with it the session's server: {why_ranks_ended(watch, code)}"
+                print(f"pvhpc: {reason}", flush=True)
+                jobhelper.send(args.url, "failed", 30, reason=reason)
+                web.send_signal(signal.SIGTERM)
+                web.wait()
+                return 1
+            if web.poll() is not None:
+                return web.returncode
+            time.sleep(POLL)
+    finally:
+        if web is not None and web.poll() is None:
+            web.kill()
+            web.wait()
+        stop_group(servers)
+        print("pvhpc: every ParaView server rank has ended", flush=True)
+
+
+def launcher_argv_options(launcher_argv):
+    """The options meant for pvhpc's launcher that this needs too: where to report, how long a start takes."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="pvhpc-parallel", add_help=False)
+    parser.add_argument("--start-timeout", type=float, default=300)
+    parser.add_argument("--url", default="")
+    args, _ = parser.parse_known_args(launcher_argv[1:])
+    return args
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or not argv[0].endswith(".py"):
+        print("usage: PVHPC_PARALLEL=JSON parallel.py LAUNCHER.py LAUNCHER-ARGS...", file=sys.stderr)
+        return 2
+    raw = os.environ.get(PARALLEL_ENV)
+    if not raw:
+        print(f"{PARALLEL_ENV} is not set (the job script sets it)", file=sys.stderr)
+        return 2
+    return run(json.loads(raw), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

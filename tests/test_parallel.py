@@ -1,0 +1,221 @@
+"""Parallel sessions: an MPI ParaView server over two emulated nodes, the web server attached, real images.
+
+The request checks run without a cluster; the rest are real Slurm jobs running `mpiexec pvserver` over
+cpu01 and cpu02 of the test cluster, driven through pvhpc's launcher API and the real websocket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import colorsys
+import io
+import json
+import os
+import signal
+import urllib.request
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from pvhpc.config import parse
+from pvhpc.sessions.parallel import ParallelRequestError
+from pvhpc.sessions.spec import parse_spec
+
+from tests.harness.cluster import pvhpc_jobs, squeue
+from tests.helpers import processes_of_job, wait_until
+
+PARALLEL_CPU = {"walltime": {"default": 30, "max": 120}, "max_nodes": 2, "max_ranks": 4, "max_ranks_per_node": 2}
+PVSERVER = ["/usr/bin/pvserver", "--force-offscreen-rendering"]
+
+
+def parallel_site(data_dir: Path, **paraview) -> dict:
+    return {
+        "partitions": {"gpu": {"gpu_type": "a100"}, "cpu": dict(PARALLEL_CPU)},
+        "applications": {
+            "paraview": {"data_roots": [str(data_dir)], "start_timeout": 120, "pvserver": PVSERVER, **paraview},
+            "serial": {"data_roots": [str(data_dir)]},
+        },
+    }
+
+
+# -- requests: checked before anything is submitted ---------------------------------------------------
+
+@pytest.mark.parametrize("body, field, words", [
+    ({"nodes": 3, "ranks": 3}, "nodes", "over partition cpu's maximum of 2"),
+    ({"nodes": 2, "ranks": 6}, "ranks", "over partition cpu's maximum of 4"),
+    ({"nodes": 2, "ranks": 3}, "ranks", "do not divide evenly over 2 nodes"),
+    ({"nodes": 1, "ranks": 3}, "ranks", "make 3 a node, over partition cpu's maximum of 2 a node"),
+    ({"nodes": 2, "ranks": 1}, "ranks", "cannot fill 2 nodes"),
+    ({"ranks": 0}, "ranks", "at least 1"),
+    ({"ranks": "two"}, "ranks", "whole number"),
+    ({"nodes": True}, "nodes", "whole number"),
+    ({"partition": "gpu", "ranks": 2}, "ranks", "partition gpu runs no parallel sessions"),
+    ({"application": "serial", "ranks": 2}, "ranks", "application serial runs no parallel sessions"),
+    ({"application": "serial", "nodes": 2}, "nodes", "application serial runs no parallel sessions"),
+])
+def test_parallel_requests_beyond_what_staff_allow_name_the_field(tmp_path, body, field, words):
+    site = parse(parallel_site(tmp_path))
+    request = {"application": "paraview", "partition": "cpu", **body}
+    with pytest.raises(ParallelRequestError) as caught:
+        parse_spec(site, request, strict=True)
+    assert caught.value.field == field and caught.value.status == 400 and words in str(caught.value)
+
+
+def test_parallel_request_within_the_limits_and_a_plain_one_stay_apart(tmp_path):
+    site = parse(parallel_site(tmp_path))
+    spec = parse_spec(site, {"application": "paraview", "partition": "cpu", "nodes": "2", "ranks": 4}, strict=True)
+    assert (spec.nodes, spec.ranks) == (2, 4)
+    assert parse_spec(site, {"application": "paraview", "partition": "cpu", "nodes": 2}, strict=True).ranks == 2
+    plain = parse_spec(site, {"application": "paraview"}, strict=True)
+    assert (plain.nodes, plain.ranks) == (1, 0)
+    # Different sizes are different requests: a launcher retry of one never attaches to the other.
+    assert spec.request_key("alice") != plain.request_key("alice")
+
+
+def test_the_parallel_job_asks_slurm_for_the_nodes_and_one_task_a_rank(tmp_path):
+    from pvhpc.scheduler.slurm_cli import SlurmCLI
+    from pvhpc.sessions.job import build_job
+
+    site = parse(parallel_site(tmp_path))
+    spec = parse_spec(site, {"application": "paraview", "partition": "cpu", "nodes": 2, "ranks": 4}, strict=True)
+    job = build_job(site, spec, "alice", "sid", "pvhpc-0123", "s3cret", "tok")
+    argv = SlurmCLI.sbatch_argv(job)
+    assert "--nodes=2" in argv and "--ntasks=4" in argv
+    line = next(line for line in job.script.splitlines() if line.startswith("export PVHPC_PARALLEL="))
+    import shlex
+    value = json.loads(shlex.split(line.split("=", 1)[1])[0])
+    assert value["mpi"] == ["mpiexec", "-n", "4"] and value["pvserver"] == PVSERVER and value["ranks"] == 4
+    assert "--ds-host" in value["connect"] and "s3cret" not in line
+    plain = build_job(site, parse_spec(site, {"application": "paraview"}, strict=True), "a", "s", "j", "x", "t")
+    assert "export PVHPC_PARALLEL=''" in plain.script
+    assert "--nodes=1" in SlurmCLI.sbatch_argv(plain) and "--ntasks=1" in SlurmCLI.sbatch_argv(plain)
+
+
+def test_staff_mistakes_in_the_parallel_keys_name_the_key(tmp_path):
+    from pvhpc.config import ConfigError
+
+    for paraview, key in (({"mpi_launcher": ["mpiexec", "-n", "4"]}, "mpi_launcher"),
+                          ({"mpi_launcher": ["mpiexec", "-n", "${rank}"]}, "mpi_launcher[2]"),
+                          ({"pvserver_connect": ["--ds-host", "${ds_host}"]}, "pvserver_connect"),
+                          ({"pvserver": []}, "pvserver")):
+        with pytest.raises(ConfigError) as caught:
+            parse(parallel_site(tmp_path, **paraview))
+        assert f"applications.paraview.{key}" in str(caught.value)
+
+
+# -- the real thing --------------------------------------------------------------------------------
+
+def launch(svc, **fields) -> tuple[int, dict]:
+    body = json.dumps({"application": "paraview", "partition": "cpu", **fields}).encode()
+    request = urllib.request.Request(svc.url + "/paraview/", data=body, method="POST",
+                                     headers={"Content-Type": "text/plain"})
+    try:
+        with urllib.request.urlopen(request, timeout=180) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+async def render_by_process(url: str, secret: str, size=(400, 400)) -> bytes:
+    """A sphere split over the ranks, each piece coloured by the rank that holds it (ProcessIdScalars)."""
+    from pvhpc.client.wslink import WslinkClient
+
+    client = await WslinkClient.connect(url, secret)
+    try:
+        sphere = await client.call("pv.proxy.manager.create", ["Sphere", -1])
+        await client.call("pv.proxy.manager.update", [[
+            {"id": sphere["id"], "name": "ThetaResolution", "value": 64},
+            {"id": sphere["id"], "name": "PhiResolution", "value": 64}]])
+        ids = await client.call("pv.proxy.manager.create", ["Process ID Scalars", sphere["id"]])
+        listed = await client.call("pv.proxy.manager.list", [-1])
+        rep = next(source["rep"] for source in listed["sources"] if source["id"] == ids["id"])
+        await client.call("pv.color.manager.color.by", [rep, "ARRAY", "POINTS", "ProcessId", "Magnitude", 0, True])
+        # Jet: blue, cyan, yellow, red for four ranks, hues far apart.
+        await client.call("pv.color.manager.select.preset", [rep, "Jet"])
+        return await client.render(size, quality=95)
+    finally:
+        client.close()
+
+
+def hues(jpeg: bytes, share: float = 0.02) -> list[int]:
+    """The distinct hues (in 20-degree bins) that cover at least ``share`` of the coloured pixels."""
+    image = Image.open(io.BytesIO(jpeg)).convert("RGB")
+    bins: dict[int, int] = {}
+    coloured = 0
+    for r, g, b in image.getdata():
+        h, s, v = colorsys.rgb_to_hsv(r / 255, g / 255, b / 255)
+        if s > 0.5 and v > 0.25:
+            coloured += 1
+            bins[int(h * 360 + 10) // 20 % 18] = bins.get(int(h * 360 + 10) // 20 % 18, 0) + 1
+    return sorted(b * 20 for b, n in bins.items() if coloured and n / coloured >= share)
+
+
+def job_processes_by_node(job_id: str, name: str) -> dict[str, int]:
+    """How many processes called ``name`` the job runs on each emulated node (SLURMD_NODENAME of each)."""
+    found: dict[str, int] = {}
+    for entry in processes_of_job(job_id):
+        pid, cmd = entry.split(": ", 1)
+        if os.path.basename(cmd.split()[0]) != name:
+            continue
+        try:
+            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        node = next((e.split(b"=", 1)[1].decode() for e in env if e.startswith(b"SLURMD_NODENAME=")), "?")
+        found[node] = found.get(node, 0) + 1
+    return found
+
+
+def no_server_left(job_id: str) -> bool:
+    return not [p for p in processes_of_job(job_id) if any(n in p for n in ("pvserver", "pvpython", "orted"))]
+
+
+@pytest.mark.cluster
+@pytest.mark.paraview
+def test_two_ranks_on_two_nodes_render_one_colour_each_and_cancel_leaves_no_server(service_factory, cluster,
+                                                                                  artifacts, tmp_path):
+    svc = service_factory(**parallel_site(tmp_path / "svc" / "data")).start()
+    before = pvhpc_jobs(cluster)
+    status, refused = launch(svc, nodes=2, ranks=3)
+    assert status == 400 and refused["field"] == "ranks" and pvhpc_jobs(cluster) == before
+
+    status, session = launch(svc, nodes=2, ranks=2)
+    assert status == 200, session
+    [job] = [j for j in squeue(cluster, "-j", session["job_id"])]
+    assert job[2] == "RUNNING" and job[4] == "cpu[01-02]"
+    assert job_processes_by_node(session["job_id"], "pvserver") == {"cpu01": 1, "cpu02": 1}
+
+    image = render_by_process(session["sessionURL"], session["secret"])
+    image = asyncio.run(image)
+    (artifacts / "two-ranks.jpg").write_bytes(image)
+    assert len(hues(image)) == 2, hues(image)
+
+    ended = svc.client().request("DELETE", f"/paraview/{session['id']}")
+    assert ended["end_reason"] == "cancelled"
+    wait_until(lambda: no_server_left(session["job_id"]), 30, message="no pvserver, orted or pvpython of the job")
+
+
+@pytest.mark.cluster
+@pytest.mark.paraview
+def test_four_ranks_show_four_colours_and_a_rank_that_dies_ends_the_session(service_factory, cluster, artifacts,
+                                                                           tmp_path):
+    svc = service_factory(**parallel_site(tmp_path / "svc" / "data")).start()
+    status, session = launch(svc, nodes=2, ranks=4)
+    assert status == 200, session
+    assert job_processes_by_node(session["job_id"], "pvserver") == {"cpu01": 2, "cpu02": 2}
+    image = asyncio.run(render_by_process(session["sessionURL"], session["secret"]))
+    (artifacts / "four-ranks.jpg").write_bytes(image)
+    assert len(hues(image)) == 4, hues(image)
+
+    # Kill one rank on the second node, as a crash or the OOM killer would.
+    victim = next(int(p.split(":")[0]) for p in processes_of_job(session["job_id"])
+                  if " pvserver " in f" {os.path.basename(p.split(': ', 1)[1].split()[0])} "
+                  and b"SLURMD_NODENAME=cpu02" in Path(f"/proc/{p.split(':')[0]}/environ").read_bytes())
+    os.kill(victim, signal.SIGKILL)
+    client = svc.client()
+    ended = wait_until(lambda: (s := client.request("GET", f"/api/v1/sessions/{session['id']}"))["state"] == "ended"
+                       and s, 60, message="session ended")
+    assert ended["end_reason"] == "failed", ended
+    assert "a ParaView server rank exited" in ended["detail"], ended
+    wait_until(lambda: no_server_left(session["job_id"]), 30, message="no pvserver, orted or pvpython of the job")
