@@ -17,6 +17,7 @@ from pathlib import Path
 from pvhpc.config import SiteConfig
 from pvhpc.scheduler.runners import CommandRunner, CommandUnavailable
 from pvhpc.scheduler import Scheduler, SchedulerUnavailable
+from pvhpc.cli import unit_checks
 from pvhpc.cli.check_report import FAIL, OK, SKIP, WARN, Check
 
 DEFAULT_SLURM_CONF = "/etc/slurm/slurm.conf"
@@ -232,6 +233,7 @@ async def diagnose(cfg: SiteConfig, probe_partition: str | None, probe_timeout: 
     if cfg.frontend.kind == "apache":
         checks.append(check_map_file(cfg))
         checks.append(check_apache(apache_config))
+    checks += unit_checks.deployment_checks(cfg)   # what deploy/systemd's units assume of this host
     checks.append(check_service(cfg))
     return checks
 
