@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Iterable
 
+import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from pvhpc.db.store import SessionRecord
@@ -33,6 +34,9 @@ from pvhpc.scheduler import SubmitRefused
 from pvhpc.sessions.states import SessionState
 
 S = SessionState
+# No *_created series: in Prometheus's text format they are one more stored series per counter and
+# histogram, and nothing here reads them (a restart is seen as a counter reset). A process-wide switch.
+prometheus_client.disable_created_metrics()
 LIVE_STATES = tuple(s for s in SessionState if s.live)
 # Seconds. A session is ready in tens of seconds on an idle cluster and waits hours on a full one.
 WAIT_BUCKETS = (1, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 43200, 86400)

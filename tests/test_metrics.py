@@ -250,6 +250,28 @@ def test_requests_are_counted_by_route_and_status_without_ids_or_raw_paths(tmp_p
     assert value(found, "pvhpc_poller_leading") == 0   # not started: it has not asked for the lead yet
 
 
+# -- the Grafana dashboard ----------------------------------------------------------------------------
+
+def test_the_dashboard_reads_every_metric_and_only_metrics_pvhpc_exposes():
+    import re
+
+    dashboard = json.loads((Path(__file__).resolve().parent.parent / "docs" / "grafana-pvhpc.json").read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    read = {re.sub(r"_(bucket|sum|count)$", "", name) for e in exprs for name in re.findall(r"pvhpc_[a-z_]+", e)}
+    m = Metrics(["gpu"])
+    exposed = {}
+    for family in text_string_to_metric_families(__import__("prometheus_client").generate_latest(m.registry).decode()):
+        exposed[family.name + ("_total" if family.type == "counter" else "")] = family.type
+    assert read == set(exposed)
+    for e in exprs:   # counters are read as rates or increases, histograms through their buckets
+        for name in re.findall(r"pvhpc_[a-z_]+", e):
+            if exposed.get(name) == "counter":
+                assert re.search(rf"(rate|increase)\({name}\[", e), e
+            if exposed.get(re.sub(r"_bucket$", "", name)) == "histogram":
+                assert name.endswith("_bucket") and "histogram_quantile" in e, e
+    assert {p["datasource"]["uid"] for p in dashboard["panels"]} == {"${datasource}"}
+
+
 # -- on the real cluster: every metric moves with a real session ----------------------------------------
 
 @pytest.mark.cluster
