@@ -20,6 +20,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 from PIL import Image
 
 from tests.harness.browser import changed_share, chromium
@@ -204,7 +205,11 @@ def test_the_visualizer_through_apache_with_its_login(service_factory, apache_fa
                           # Apache's login decides who gets in; pvhpc's own identity here is its one local user
                           # (the header from the front end is test_web_page's and test_frontends' matter).
                           auth={"kind": "local", "user": APACHE_USER}, applications=apps,
-                          public_url=f"http://127.0.0.1:{port}").start()   # the pages' origin: Apache's
+                          public_url=f"http://127.0.0.1:{port}")   # the pages' origin: Apache's
+    site_yaml = yaml.safe_load(svc.config_path.read_text())
+    site_yaml["service"]["callback_url"] = svc.url   # jobs report to pvhpc itself, past Apache's login
+    svc.config_path.write_text(yaml.safe_dump(site_yaml, sort_keys=False))
+    svc.start()
     clients = (("visualizer", Path(apps["visualizer"]["web_client"])),)
     apache = apache_factory(apacheconf.Site("localhost", map_file, svc.url, port=port, auth_include=apache_login,
                                             web_clients=clients)).start()

@@ -16,6 +16,8 @@ own client without putting its secret in a URL: it opens
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from pvhpc.frontends.routes import SESSION_ID
 from pvhpc.sessions.spec import parse_spec
 from pvhpc.sessions.states import SessionState
@@ -39,7 +41,7 @@ class LaunchHandler(JSONHandler):
         record = await service.wait_for(record.id, [S.READY], self.ctx.config.service.launcher_wait)
         if record.state == S.READY.value:
             service.apply(record.id, Change.to(S.READY, record.detail, handed_out=True))
-            return self.send(session_json(record, self.ctx.frontend))
+            return self.send(self.for_page(session_json(record, self.ctx.frontend)))
         about = {"id": record.id, "state": record.state, "detail": record.detail}
         if record.state == S.ENDED.value:
             raise APIError(f"the session ended before it was ready: {record.detail}", status=503, extra=about)
@@ -67,7 +69,22 @@ class LaunchHandler(JSONHandler):
                            + (f" ({record.detail})" if record.detail else ""), status=409, field="attach",
                            extra={"id": record.id, "state": record.state})
         self.ctx.service.apply(record.id, Change.to(S.READY, record.detail, handed_out=True))
-        self.send(session_json(record, self.ctx.frontend))
+        self.send(self.for_page(session_json(record, self.ctx.frontend)))
+
+    def for_page(self, session: dict) -> dict:
+        """The session with USE_HOST / USE_HOSTNAME in its URL already filled in with the page's host, as newer
+        SmartConnects do themselves: the Visualizer's own (older) SmartConnect connects to the URL as given.
+        The page's host is the request's Origin (a launch POST from a browser always has one, and only the
+        site's own origins get this far); without one the URL is left for the client."""
+        origin = self.request.headers.get("Origin")
+        url = session.get("sessionURL")
+        if not (origin and url and "USE_HOST" in url):
+            return session
+        page = urlsplit(origin)
+        if page.hostname:
+            host = page.netloc.rsplit("@", 1)[-1]
+            url = url.replace("USE_HOSTNAME", page.hostname).replace("USE_HOST", host)
+        return {**session, "sessionURL": url}
 
 
 class LaunchedSessionHandler(JSONHandler):
