@@ -208,8 +208,9 @@ def test_doctor_checks_the_state_dir_config_and_places_against_the_unit(request,
     assert found["service account"].status == OK
     assert found["config file"].status == FAIL and f"chgrp nobody {site}" in found["config file"].fix
     assert found["state directory"].status == OK
-    assert found["service.job_output_dir"].status == FAIL and "belongs to root" in found["service.job_output_dir"].detail
-    assert f"chown -R nobody: {state / 'jobs'}" in found["service.job_output_dir"].fix
+    jobs_check = found["service.job_output_dir"]
+    assert jobs_check.status == FAIL and "belongs to root" in jobs_check.detail
+    assert f"chown -R nobody: {state / 'jobs'}" in jobs_check.fix
     assert found["service.database"].status == OK
 
     site.chmod(0o644)
@@ -221,7 +222,8 @@ def test_doctor_checks_the_state_dir_config_and_places_against_the_unit(request,
     assert found["config file"].status == WARN and "password" in found["config file"].detail
     assert found["service.job_output_dir"].status == WARN
     assert found["service.job_output_dir"].fix == f"systemctl edit pvhpc.service: [Service] ReadWritePaths={elsewhere}"
-    assert found["service.frontend_socket"].status == WARN and str(state.parent) not in found["service.frontend_socket"].fix
+    socket_check = found["service.frontend_socket"]
+    assert socket_check.status == WARN and socket_check.fix == f"service.frontend_socket: {unit_checks.RUNTIME_ROOT}/frontend.sock"
 
 
 def test_doctor_wants_the_service_account_in_the_sockets_group(monkeypatch, tmp_path):

@@ -1,4 +1,4 @@
-"""GET /metrics: what each metric counts, who may read them, and, on the real cluster, each one moving with a session."""
+"""GET /metrics: what each metric counts, who may read it, and, on the real cluster, each one moving with a session."""
 
 from __future__ import annotations
 

@@ -119,7 +119,8 @@ def check_config_file(cfg: SiteConfig, account: Account, unit: Unit) -> Check:
     path = Path(cfg.source).resolve()
     name = "config file"
     if not path.is_file():
-        return Check(name, SKIP, f"{cfg.source} is not a file", f"write it from docs/site.example.yaml (every key, with its default) as {expected(unit)}")
+        return Check(name, SKIP, f"{cfg.source} is not a file",
+                     f"write it from docs/site.example.yaml (every key, with its default) as {expected(unit)}")
     blocked = account.reaches(path)
     if blocked is not None:
         return Check(name, FAIL, f"{account.name} cannot enter {blocked}, so it cannot read {path}",
