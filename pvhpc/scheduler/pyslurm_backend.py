@@ -273,13 +273,14 @@ class PySlurm(Scheduler):
         return out
 
 
-class _Refusal(Exception):
-    """libslurm (or pyslurm) said no: ``error`` is its message."""
+class _Refusal(PvhpcError):
+    """libslurm (or pyslurm) said no: ``error`` is its message. Never leaves this module: each call turns it
+    into "could not ask" or a refusal of its own."""
 
     def __init__(self, kind: str, error: str):
         # libslurm's messages are one line; anything longer is not one of them and is not passed on.
         self.kind, self.error = kind, error if len(error) <= 500 else error[:500] + "…"
-        super().__init__(error)
+        super().__init__(self.error)
 
 
 def _job_info(job: dict) -> JobInfo:
