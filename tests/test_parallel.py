@@ -138,17 +138,26 @@ async def render_by_process(url: str, secret: str, size=(400, 400)) -> bytes:
         client.close()
 
 
-def hues(jpeg: bytes, share: float = 0.02) -> list[int]:
-    """The distinct hues (in 20-degree bins) that cover at least ``share`` of the coloured pixels."""
+def hues(jpeg: bytes, share: float = 0.02) -> list[list[int]]:
+    """The distinct colours of an image: runs of neighbouring 20-degree hue bins, each bin holding at least
+    ``share`` of the saturated pixels (shading changes brightness, not hue; the background is grey)."""
     image = Image.open(io.BytesIO(jpeg)).convert("RGB")
-    bins: dict[int, int] = {}
-    coloured = 0
+    bins = [0] * 18
     for r, g, b in image.getdata():
         h, s, v = colorsys.rgb_to_hsv(r / 255, g / 255, b / 255)
         if s > 0.5 and v > 0.25:
-            coloured += 1
-            bins[int(h * 360 + 10) // 20 % 18] = bins.get(int(h * 360 + 10) // 20 % 18, 0) + 1
-    return sorted(b * 20 for b, n in bins.items() if coloured and n / coloured >= share)
+            bins[int(h * 18) % 18] += 1
+    full = [n >= share * sum(bins) > 0 for n in bins]
+    runs: list[list[int]] = []
+    for i in range(18):
+        if full[i]:
+            if runs and runs[-1][-1] == (i - 1) * 20:
+                runs[-1].append(i * 20)
+            else:
+                runs.append([i * 20])
+    if len(runs) > 1 and runs[0][0] == 0 and runs[-1][-1] == 340:   # hue is a circle
+        runs[0] = runs.pop() + runs[0]
+    return runs
 
 
 def job_processes_by_node(job_id: str, name: str) -> dict[str, int]:
@@ -219,3 +228,10 @@ def test_four_ranks_show_four_colours_and_a_rank_that_dies_ends_the_session(serv
     assert ended["end_reason"] == "failed", ended
     assert "a ParaView server rank exited" in ended["detail"], ended
     wait_until(lambda: no_server_left(session["job_id"]), 30, message="no pvserver, orted or pvpython of the job")
+
+
+def test_the_command_line_asks_for_nodes_and_ranks():
+    from pvhpc.cli.session_cmds import request_fields, request_options
+
+    assert request_fields(request_options().parse_args(["-N", "2", "-n", "4"])) == {"nodes": 2, "ranks": 4}
+    assert request_fields(request_options().parse_args([])) == {}

@@ -51,12 +51,15 @@ def request_options() -> argparse.ArgumentParser:
     p.add_argument("-t", "--walltime", help="walltime: minutes or HH:MM:SS (default: the partition's default)")
     p.add_argument("-A", "--account", help="Slurm account to charge (only the partition's allowed accounts)")
     p.add_argument("--qos", help="Slurm QoS (only the partition's allowed QoS)")
+    p.add_argument("-N", "--nodes", type=int, help="a parallel session: nodes its ParaView server spans")
+    p.add_argument("-n", "--ranks", type=int,
+                   help="a parallel session: MPI ranks of its ParaView server (where the partition allows)")
     return p
 
 
 def request_fields(args) -> dict:
     fields = {"partition": args.partition, "gpus": args.gpus, "walltime": args.walltime,
-              "account": args.account, "qos": args.qos}
+              "account": args.account, "qos": args.qos, "nodes": args.nodes, "ranks": args.ranks}
     return {k: v for k, v in fields.items() if v is not None}
 
 

@@ -40,6 +40,7 @@ import launcher
 PARALLEL_ENV = "PVHPC_PARALLEL"
 # What pvserver's root rank prints once it accepts a client (ParaView 5.x).
 LISTENING_LINE = r"Accepting connection\(s\)"
+RANK_LINE = re.compile(r"\brank \d+\b", re.IGNORECASE)   # mpiexec: "process rank 2 ... on node cpu02 exited"
 RANK_WORDS = re.compile(r"rank|signal|exit|abort|kill|fail|error", re.IGNORECASE)
 # Short: the job script kills what is left of its children 2 s after its own SIGTERM, and a rank whose MPI
 # launcher is gone would no longer be tracked as the job's.
@@ -78,9 +79,10 @@ def launcher_environment(command):
 
 
 def why_ranks_ended(watch, code):
-    """The MPI launcher's own words about the rank that ended (which rank, on which node, how)."""
-    said = [line.strip() for line in watch.last if RANK_WORDS.search(line) and "Loguru" not in line]
-    return f"{launcher.how(code)}" + (f"; it said: {' | '.join(said[-4:])[-900:]}" if said else "")
+    """The MPI launcher's own words about the rank that ended (which rank, on which node, how), else its exit."""
+    lines = [line.strip() for line in watch.last if "FATL" not in line and "Loguru" not in line]
+    said = [line for line in lines if RANK_LINE.search(line)] or [line for line in lines if RANK_WORDS.search(line)]
+    return " | ".join(said[-3:])[-900:] if said else f"the MPI launcher ended ({launcher.how(code)})"
 
 
 def stop_group(proc):
@@ -152,7 +154,7 @@ def run(spec, launcher_argv):
                 # Said before the web server notices its server has gone, so the session ends with why.
                 watch.join(2)
                 code = launcher.exit_status(servers.returncode)
-                reason = f"a ParaView server rank exited, and with it the session's server: {why_ranks_ended(watch, code)}"
+                reason = f"a ParaView server rank exited, so the session's server has stopped: {why_ranks_ended(watch, code)}"
                 print(f"pvhpc: {reason}", flush=True)
                 jobhelper.send(args.url, "failed", 30, reason=reason)
                 web.send_signal(signal.SIGTERM)

@@ -5,6 +5,16 @@ systemd); every file they use (config, key, state, spool, logs, sockets, pid
 files) lives in one directory, so several clusters can coexist and stopping one
 touches nothing else. Debian's slurm-wlm runs many slurmd on one host when each
 node gets its own port and spool directory.
+
+Multi-node MPI jobs work as on a real cluster: ``mpiexec`` inside a job starts its
+daemons on the other nodes through ``srun``. What the emulated nodes share and real
+ones do not is ``/tmp`` and ``/dev/shm``: OpenMPI names the shared-memory segments of
+a node's ranks (in /dev/shm) by host name and local rank, the same on every emulated
+node, so the ranks of two of them trample each other's (pvserver crashed in MPI_Init
+with two ranks on each of two nodes). A task prolog gives every task of a node that
+node's own TMPDIR and keeps OpenMPI off shared memory between ranks (its ``vader``
+transport; they talk over loopback TCP instead). The setting has to be the same on
+every node: mpiexec hands its own OMPI_* variables to every rank.
 """
 
 from __future__ import annotations
@@ -81,6 +91,10 @@ class LocalCluster:
         return self.dir / "etc" / "slurm.conf"
 
     @property
+    def task_prolog(self) -> Path:
+        return self.dir / "etc" / "task-prolog.sh"
+
+    @property
     def munge_socket(self) -> Path:
         return self.dir / "run" / "munge.socket"
 
@@ -120,13 +134,23 @@ class LocalCluster:
 
     def write_config(self) -> None:
         d = self.dir
-        for sub in ("etc", "run", "log", "state", "spool", "gpus", "munge"):
+        for sub in ("etc", "run", "log", "state", "spool", "gpus", "munge", "tmp"):
             (d / sub).mkdir(exist_ok=True)
         # munged insists on private directories for its key and socket.
         for sub in ("run", "munge", "etc"):
             os.chmod(d / sub, 0o755 if sub != "munge" else 0o700)
         for node in self.nodes:
             (d / "spool" / node).mkdir(exist_ok=True)
+            # Every user's jobs write there, as in /tmp.
+            (d / "tmp" / node).mkdir(exist_ok=True)
+            os.chmod(d / "tmp" / node, 0o1777)
+        self.task_prolog.write_text(
+            "#!/bin/sh\n# Written by pvhpc's local cluster: each emulated node's own temporary directory\n"
+            "# (slurmd runs this before every task, the batch script's too, and reads its export lines).\n"
+            f'echo "export TMPDIR={d}/tmp/$SLURMD_NODENAME"\n'
+            'echo "export OMPI_MCA_btl=^vader"\n'
+        )
+        os.chmod(self.task_prolog, 0o755)
         for i in range(GPUS_PER_NODE):
             (d / "gpus" / f"fakegpu{i}").touch()
         key = d / "munge" / "munge.key"
@@ -157,6 +181,7 @@ SlurmctldLogFile={d}/log/slurmctld.log
 SlurmdLogFile={d}/log/slurmd-%n.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
+TaskProlog={self.task_prolog}
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 SchedulerType=sched/backfill
