@@ -108,6 +108,8 @@ class ServiceProcess(Daemon):
             self.frontend.stop()
             self.frontend = None
         super().stop()
+        if self.frontend_socket and self.frontend_socket.parent.name.startswith("pvhpc-fe-"):
+            shutil.rmtree(self.frontend_socket.parent, ignore_errors=True)   # made by socket_dir()
 
     def command(self) -> list[str]:
         argv = [sys.executable, "-m", "pvhpc", "serve", "--config", str(self.config_path), "--log-level", "DEBUG"]
