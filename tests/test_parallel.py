@@ -176,8 +176,15 @@ def job_processes_by_node(job_id: str, name: str) -> dict[str, int]:
     return found
 
 
-def no_server_left(job_id: str) -> bool:
-    return not [p for p in processes_of_job(job_id) if any(n in p for n in ("pvserver", "pvpython", "orted"))]
+def servers_of(job_id: str) -> list[str]:
+    return [p for p in processes_of_job(job_id) if any(n in p for n in ("pvserver", "pvpython", "orted"))]
+
+
+def wait_no_server_left(job_id: str, timeout: float = 30) -> None:
+    try:
+        wait_until(lambda: not servers_of(job_id), timeout, message="no pvserver, orted or pvpython of the job")
+    except AssertionError as e:
+        raise AssertionError(f"{e}; left: {servers_of(job_id)}") from None
 
 
 @pytest.mark.cluster
@@ -202,7 +209,7 @@ def test_two_ranks_on_two_nodes_render_one_colour_each_and_cancel_leaves_no_serv
 
     ended = svc.client().request("DELETE", f"/paraview/{session['id']}")
     assert ended["end_reason"] == "cancelled"
-    wait_until(lambda: no_server_left(session["job_id"]), 30, message="no pvserver, orted or pvpython of the job")
+    wait_no_server_left(session["job_id"])
 
 
 @pytest.mark.cluster
@@ -227,7 +234,7 @@ def test_four_ranks_show_four_colours_and_a_rank_that_dies_ends_the_session(serv
                        and s, 60, message="session ended")
     assert ended["end_reason"] == "failed", ended
     assert "a ParaView server rank exited" in ended["detail"], ended
-    wait_until(lambda: no_server_left(session["job_id"]), 30, message="no pvserver, orted or pvpython of the job")
+    wait_no_server_left(session["job_id"])
 
 
 def test_the_command_line_asks_for_nodes_and_ranks():
