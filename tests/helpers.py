@@ -85,6 +85,19 @@ def processes_of_job(job_id: str) -> list[str]:
     return found
 
 
+def processes_of_cluster_job(cluster, job_id: str) -> list[str]:
+    """processes_of_job, for this cluster's job only: other test runs on the machine number their jobs from 1 too."""
+    conf = f"SLURM_CONF={cluster.environment()['SLURM_CONF']}".encode()
+    found = []
+    for line in processes_of_job(job_id):
+        try:
+            if conf in Path(f"/proc/{line.split(':', 1)[0]}/environ").read_bytes().split(b"\0"):
+                found.append(line)
+        except OSError:
+            continue
+    return found
+
+
 def wait_until(predicate, timeout: float, interval: float = 0.2, message: str = "condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

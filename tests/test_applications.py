@@ -12,7 +12,7 @@ import pytest
 
 from pvhpc.client.wslink import WslinkClient
 
-from tests.helpers import foreground_fraction, processes_of_job, wait_until
+from tests.helpers import foreground_fraction, processes_of_cluster_job, wait_until
 
 pytestmark = pytest.mark.cluster
 
@@ -42,21 +42,6 @@ BROKEN_SERVER = textwrap.dedent('''
     print("ERROR: cannot open licence file /opt/site/licence.dat", file=sys.stderr, flush=True)
     sys.exit(3)
 ''')
-
-
-def job_processes(cluster, job_id: str) -> list[str]:
-    """processes_of_job, for this cluster's job only: other test runs on the machine have their own job 1."""
-    conf = f"SLURM_CONF={cluster.environment()['SLURM_CONF']}".encode()
-    found = []
-    for line in processes_of_job(job_id):
-        pid = line.split(":", 1)[0]
-        try:
-            with open(f"/proc/{pid}/environ", "rb") as f:
-                if conf in f.read().split(b"\0"):
-                    found.append(line)
-        except OSError:
-            pass
-    return found
 
 
 def ask(host: str, port: int) -> str:
@@ -125,7 +110,7 @@ def test_a_site_application_launches_and_every_ending_has_its_own_reason(service
     secrets = {sid: s["secret"] for sid, s in jobs.items()}
     seen = []
     for sid, s in jobs.items():
-        procs = job_processes(cluster, s["job_id"])
+        procs = processes_of_cluster_job(cluster, s["job_id"])
         assert len(procs) >= 3, procs   # job script, launcher, server (and Xvfb)
         seen += procs
     leaked = [p for p in seen for secret in secrets.values() if secret and secret in p]
@@ -155,4 +140,5 @@ def test_a_site_application_launches_and_every_ending_has_its_own_reason(service
     out = ended(client, walltime["id"], 150)
     assert out["end_reason"] == "walltime", out
     for s in jobs.values():
-        wait_until(lambda: not job_processes(cluster, s["job_id"]), 30, message=f"job {s['job_id']}'s processes gone")
+        wait_until(lambda: not processes_of_cluster_job(cluster, s["job_id"]), 30,
+                   message=f"job {s['job_id']}'s processes gone")

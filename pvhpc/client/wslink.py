@@ -1,4 +1,5 @@
-"""A minimal wslink 1.x client: enough to authenticate, create a source and fetch a rendered image.
+"""A minimal wslink 1.x client: enough to authenticate, create a source and fetch a rendered image (asked for,
+or pushed as the Visualizer's server delivers them).
 
 pvhpc uses it to prove that a session answers (demo, doctor, tests, benchmarks).
 The users' page speaks the same protocol from its own small JavaScript client
@@ -28,6 +29,11 @@ class WslinkClient:
         self._conn = connection
         self._ids = itertools.count()
         self.client_id: str | None = None
+        # Pushed images (viewport.image.push) come as a publication naming a binary attachment that arrives
+        # just before it, announced by name: kept here while a call waits for its own answer.
+        self._announced: list[str] = []
+        self._attachments: dict[str, bytes] = {}
+        self._publications: list[tuple[str, Any]] = []
 
     @classmethod
     async def connect(cls, url: str, secret: str, timeout: float = 20, headers: dict | None = None) -> "WslinkClient":
@@ -56,15 +62,54 @@ class WslinkClient:
             raw = await asyncio.wait_for(self._conn.read_message(), remaining)
             if raw is None:
                 raise ConnectionError(f"connection closed while waiting for {method}")
-            if isinstance(raw, bytes):
-                continue  # binary attachments and publications are not ours to read
-            reply = json.loads(raw)
-            if reply.get("id") != msg_id:
-                continue  # notifications (publish) arrive interleaved
+            reply = self._keep(raw)
+            if reply is None or reply.get("id") != msg_id:
+                continue  # attachments and publications arrive interleaved
             if "error" in reply:
                 err = reply["error"]
                 raise WslinkError(err.get("message", str(err)) if isinstance(err, dict) else str(err))
             return reply.get("result")
+
+    def _keep(self, raw: str | bytes) -> dict | None:
+        """A message that is not an attachment or a publication, else None (the others are kept)."""
+        if isinstance(raw, bytes):
+            if self._announced:
+                self._attachments[self._announced.pop(0)] = raw
+            return None
+        message = json.loads(raw)
+        if message.get("method") == "wslink.binary.attachment":
+            self._announced.extend(message.get("args") or [])
+            return None
+        if str(message.get("id", "")).startswith("publish:"):
+            self._publications.append((message["id"].split(":")[1], message.get("result")))
+            del self._publications[:-64]   # a client that never asks for them keeps only the latest
+            return None
+        return message
+
+    async def push_image(self, size=(400, 300), view: str = "-1", timeout: float = 60) -> bytes:
+        """One image of the view, as servers that push frames deliver it (ParaView's viewport.image.push, the
+        only image delivery the Visualizer's server offers): JPEG or PNG bytes."""
+        # Only what arrives after this push is asked for shows the view as it is now.
+        self._publications.clear()
+        self._attachments.clear()
+        await self.call("viewport.image.push.observer.add", [view])
+        await self.call("viewport.image.push", [{"view": view, "size": list(size)}])
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            for topic, result in self._publications:
+                pushed = topic == "viewport.image.push.subscription" and isinstance(result, dict)
+                key = result.get("image") if pushed else None
+                if key in self._attachments:
+                    self._publications.clear()
+                    return self._attachments.pop(key)
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise asyncio.TimeoutError(f"no pushed image within {timeout} s")
+            raw = await asyncio.wait_for(self._conn.read_message(), remaining)
+            if raw is None:
+                raise ConnectionError("connection closed while waiting for a pushed image")
+            self._keep(raw)
 
     async def create_source(self, name: str = "Sphere") -> dict:
         return await self.call("pv.proxy.manager.create", [name, -1])

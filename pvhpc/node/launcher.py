@@ -159,6 +159,9 @@ def run(args):
     command, ready = json.loads(os.environ[COMMAND_ENV]), json.loads(os.environ[READY_ENV])
     argv, port = server_argv(command, ready, args.workdir)
     env = server_environment(args.workdir)
+    for stale in (env[EXIT_CAUSE_ENV], os.path.join(args.workdir, "port")):
+        if os.path.exists(stale):
+            os.unlink(stale)   # only what this server says counts
     stopping = threading.Event()
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             env=env)
