@@ -160,31 +160,42 @@ def hues(jpeg: bytes, share: float = 0.02) -> list[list[int]]:
     return runs
 
 
-def job_processes_by_node(job_id: str, name: str) -> dict[str, int]:
-    """How many processes called ``name`` the job runs on each emulated node (SLURMD_NODENAME of each)."""
-    found: dict[str, int] = {}
+def processes_of_this_job(cluster, job_id: str) -> list[tuple[int, str, dict[str, str]]]:
+    """The job's processes (pid, command, environment) on this cluster: other clusters on the machine number
+    their jobs alike, and the local cluster gives each of its nodes a TMPDIR of its own, under its directory."""
+    found = []
     for entry in processes_of_job(job_id):
         pid, cmd = entry.split(": ", 1)
-        if os.path.basename(cmd.split()[0]) != name:
-            continue
         try:
-            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        node = next((e.split(b"=", 1)[1].decode() for e in env if e.startswith(b"SLURMD_NODENAME=")), "?")
-        found[node] = found.get(node, 0) + 1
+        env = dict(e.decode(errors="replace").split("=", 1) for e in raw if b"=" in e)
+        if env.get("TMPDIR", "").startswith(f"{cluster.dir}/"):
+            found.append((int(pid), cmd, env))
     return found
 
 
-def servers_of(job_id: str) -> list[str]:
-    return [p for p in processes_of_job(job_id) if any(n in p for n in ("pvserver", "pvpython", "orted"))]
+def job_processes_by_node(cluster, job_id: str, name: str) -> dict[str, int]:
+    """How many processes called ``name`` the job runs on each emulated node (SLURMD_NODENAME of each)."""
+    found: dict[str, int] = {}
+    for _, cmd, env in processes_of_this_job(cluster, job_id):
+        if os.path.basename(cmd.split()[0]) == name:
+            found[env.get("SLURMD_NODENAME", "?")] = found.get(env.get("SLURMD_NODENAME", "?"), 0) + 1
+    return found
 
 
-def wait_no_server_left(job_id: str, timeout: float = 30) -> None:
+def servers_of(cluster, job_id: str) -> list[str]:
+    return [f"{pid}: {cmd}" for pid, cmd, _ in processes_of_this_job(cluster, job_id)
+            if any(n in cmd for n in ("pvserver", "pvpython", "orted"))]
+
+
+def wait_no_server_left(cluster, job_id: str, timeout: float = 30) -> None:
     try:
-        wait_until(lambda: not servers_of(job_id), timeout, message="no pvserver, orted or pvpython of the job")
+        wait_until(lambda: not servers_of(cluster, job_id), timeout,
+                   message="no pvserver, orted or pvpython of the job")
     except AssertionError as e:
-        raise AssertionError(f"{e}; left: {servers_of(job_id)}") from None
+        raise AssertionError(f"{e}; left: {servers_of(cluster, job_id)}") from None
 
 
 @pytest.mark.cluster
@@ -200,7 +211,7 @@ def test_two_ranks_on_two_nodes_render_one_colour_each_and_cancel_leaves_no_serv
     assert status == 200, session
     [job] = [j for j in squeue(cluster, "-j", session["job_id"])]
     assert job[2] == "RUNNING" and job[4] == "cpu[01-02]"
-    assert job_processes_by_node(session["job_id"], "pvserver") == {"cpu01": 1, "cpu02": 1}
+    assert job_processes_by_node(cluster, session["job_id"], "pvserver") == {"cpu01": 1, "cpu02": 1}
 
     image = render_by_process(session["sessionURL"], session["secret"])
     image = asyncio.run(image)
@@ -209,7 +220,7 @@ def test_two_ranks_on_two_nodes_render_one_colour_each_and_cancel_leaves_no_serv
 
     ended = svc.client().request("DELETE", f"/paraview/{session['id']}")
     assert ended["end_reason"] == "cancelled"
-    wait_no_server_left(session["job_id"])
+    wait_no_server_left(cluster, session["job_id"])
 
 
 @pytest.mark.cluster
@@ -219,22 +230,21 @@ def test_four_ranks_show_four_colours_and_a_rank_that_dies_ends_the_session(serv
     svc = service_factory(**parallel_site(tmp_path / "svc" / "data")).start()
     status, session = launch(svc, nodes=2, ranks=4)
     assert status == 200, session
-    assert job_processes_by_node(session["job_id"], "pvserver") == {"cpu01": 2, "cpu02": 2}
+    assert job_processes_by_node(cluster, session["job_id"], "pvserver") == {"cpu01": 2, "cpu02": 2}
     image = asyncio.run(render_by_process(session["sessionURL"], session["secret"]))
     (artifacts / "four-ranks.jpg").write_bytes(image)
     assert len(hues(image)) == 4, hues(image)
 
     # Kill one rank on the second node, as a crash or the OOM killer would.
-    victim = next(int(p.split(":")[0]) for p in processes_of_job(session["job_id"])
-                  if " pvserver " in f" {os.path.basename(p.split(': ', 1)[1].split()[0])} "
-                  and b"SLURMD_NODENAME=cpu02" in Path(f"/proc/{p.split(':')[0]}/environ").read_bytes())
+    victim = next(pid for pid, cmd, env in processes_of_this_job(cluster, session["job_id"])
+                  if os.path.basename(cmd.split()[0]) == "pvserver" and env.get("SLURMD_NODENAME") == "cpu02")
     os.kill(victim, signal.SIGKILL)
     client = svc.client()
     ended = wait_until(lambda: (s := client.request("GET", f"/api/v1/sessions/{session['id']}"))["state"] == "ended"
                        and s, 60, message="session ended")
     assert ended["end_reason"] == "failed", ended
     assert "a ParaView server rank exited" in ended["detail"], ended
-    wait_no_server_left(session["job_id"])
+    wait_no_server_left(cluster, session["job_id"])
 
 
 def test_the_command_line_asks_for_nodes_and_ranks():

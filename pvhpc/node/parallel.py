@@ -85,22 +85,26 @@ def why_ranks_ended(watch, code):
     return " | ".join(said[-3:])[-900:] if said else f"the MPI launcher ended ({launcher.how(code)})"
 
 
-def stop_group(proc):
-    """SIGTERM the MPI launcher (it passes it to every rank), then kill whatever of its group is left."""
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(STOP_GRACE)
-        except subprocess.TimeoutExpired:
-            pass
+def stop_all(web, servers):
+    """SIGTERM the web server's launcher and the MPI launcher's group (it passes it to every rank) at once,
+    then kill what is left. Quick, and all at once: the job script kills this 2 s after its own SIGTERM,
+    and a process whose parent is gone is no longer tracked as the job's (proctrack/linuxproc)."""
+    groups = [p for p in (web, servers) if p is not None]
+    for proc in groups:
+        _signal_group(proc, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE
+    while time.monotonic() < deadline and any(p.poll() is None for p in groups):
+        time.sleep(0.05)
+    for proc in groups:
+        _signal_group(proc, signal.SIGKILL)
+        proc.wait()
+
+
+def _signal_group(proc, signum):
     try:
-        os.killpg(proc.pid, signal.SIGKILL)
+        os.killpg(proc.pid, signum)
     except (ProcessLookupError, PermissionError):
         pass
-    proc.wait()
 
 
 def run(spec, launcher_argv):
@@ -144,11 +148,10 @@ def run(spec, launcher_argv):
             time.sleep(POLL)
 
         command = json.loads(os.environ[launcher.COMMAND_ENV]) + fill(spec["connect"], values)
-        web = subprocess.Popen([sys.executable, *launcher_argv], env=launcher_environment(command))
+        # Its own process group too: the web server under it is stopped with it, whatever becomes of the launcher.
+        web = subprocess.Popen([sys.executable, *launcher_argv], env=launcher_environment(command), process_group=0)
         while True:
             if stopping.is_set():
-                web.send_signal(signal.SIGTERM)
-                web.wait()
                 return 143
             if servers.poll() is not None:
                 # Said before the web server notices its server has gone, so the session ends with why.
@@ -157,17 +160,12 @@ def run(spec, launcher_argv):
                 reason = f"a ParaView server rank exited, so the session's server has stopped: {why_ranks_ended(watch, code)}"
                 print(f"pvhpc: {reason}", flush=True)
                 jobhelper.send(args.url, "failed", 30, reason=reason)
-                web.send_signal(signal.SIGTERM)
-                web.wait()
                 return 1
             if web.poll() is not None:
                 return web.returncode
             time.sleep(POLL)
     finally:
-        if web is not None and web.poll() is None:
-            web.kill()
-            web.wait()
-        stop_group(servers)
+        stop_all(web, servers)
         print("pvhpc: every ParaView server rank has ended", flush=True)
 
 

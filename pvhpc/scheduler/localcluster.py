@@ -149,6 +149,9 @@ class LocalCluster:
             "# (slurmd runs this before every task, the batch script's too, and reads its export lines).\n"
             f'echo "export TMPDIR={d}/tmp/$SLURMD_NODENAME"\n'
             'echo "export OMPI_MCA_btl=^vader"\n'
+            # The emulated nodes oversubscribe one host's cores: a rank waiting for a message gives up its
+            # core instead of spinning on it (OpenMPI spins by default, made for a core per rank).
+            'echo "export OMPI_MCA_mpi_yield_when_idle=1"\n'
         )
         os.chmod(self.task_prolog, 0o755)
         for i in range(GPUS_PER_NODE):
