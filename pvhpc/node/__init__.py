@@ -1,5 +1,9 @@
 """What runs on compute nodes, inside a session's job, outside pvhpc's own environment.
 
-``jobhelper.py`` runs under the node's python3 with the standard library only; ``pvweb_server.py`` runs
-under ``pvpython``. Neither may import anything from pvhpc: the job scripts run them by path.
+The job script runs these by path: ``jobhelper.py``, ``launcher.py`` and ``parallel.py`` under the node's
+python3 with the standard library only; ``pvweb_server.py`` and ``argv_secret.py`` (with ``dataroots.py`` and
+``wslink_exits.py`` beside them) under ``pvpython``. None of them may import anything from pvhpc.
+
+``runtime.py`` is the exception: it runs inside the ``pvhpc`` command, to install and check what the nodes
+need (``pvhpc runtime install/check``).
 """
