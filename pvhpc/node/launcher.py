@@ -39,7 +39,20 @@ NODE_PLACEHOLDER = re.compile(r"\$\{(port|port_file)\}")
 EXIT_CAUSE_ENV = "PVHPC_EXIT_CAUSE_FILE"
 COMMAND_ENV, READY_ENV = "PVHPC_LAUNCH_COMMAND", "PVHPC_LAUNCH_READY"
 LAST_LINES = 12
-STOP_GRACE = 10          # seconds a server has to stop after SIGTERM before it is killed
+# Seconds a server has to stop after SIGTERM before it is killed: within the job script's own grace for the
+# launcher (2 s), so that the server never outlives it.
+STOP_GRACE = 1.5
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_the_launcher():
+    """In the server's process, before it runs: the kernel kills it if the launcher dies (even by SIGKILL).
+    An orphan would escape the job's process tracking (proctrack/linuxproc follows parents) and live on."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
 
 
 def free_port():
@@ -164,7 +177,7 @@ def run(args):
             os.unlink(stale)   # only what this server says counts
     stopping = threading.Event()
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            env=env)
+                            env=env, preexec_fn=die_with_the_launcher)
 
     def on_signal(signum, frame):
         # Slurm (scancel, walltime) or the job script: stop the server; the scheduler tells how the job ended.
@@ -209,11 +222,14 @@ def run(args):
                                 kwargs={"port": listening}, daemon=True)
     reporter.start()
     while proc.poll() is None:
+        if stopping.is_set():
+            stop(proc)
+            break
         try:
-            proc.wait(1)
+            proc.wait(0.2)
         except subprocess.TimeoutExpired:
             pass
-    watch.join(5)
+    watch.join(2 if stopping.is_set() else 5)
     code = exit_status(proc.returncode)
     print(f"pvhpc: the server ended ({how(code)})", flush=True)
     if stopping.is_set():
