@@ -11,6 +11,7 @@ import pytest
 from pvhpc.paths import JOB_HELPER, JOBSCRIPTS_DIR, SERVER_SCRIPT
 from pvhpc.sessions.jobscript import JobTemplate
 from pvhpc.scheduler import JobRequest
+from pvhpc.scheduler.base import EndCause, JobState
 from pvhpc.client.wslink import WslinkClient, WslinkError
 
 from tests.helpers import foreground_fraction, processes_of_job, run, wait_for_line, wait_until
@@ -42,7 +43,7 @@ def test_gpu_job_serves_rendered_images_and_cleans_up(slurm, runtime_dir, tmp_pa
                               explain=lambda: f"job: {run(slurm.query([job_id]))}")
         host, port, node = ready.group(1), int(ready.group(2)), ready.group(3)
         info = run(slurm.query([job_id]))[job_id]
-        assert info.state == "RUNNING"
+        assert info.state is JobState.RUNNING
         assert info.nodes in ("gpu01", "gpu02") and node == info.nodes
 
         async def session():
@@ -78,4 +79,4 @@ def test_job_reports_failure_when_server_cannot_start(slurm, runtime_dir, tmp_pa
     failed = wait_for_line(output, r"PVHPC_FAILED (.*)", timeout=90)
     assert "is not an existing directory" in failed.group(1)
     wait_until(lambda: run(slurm.query([job_id]))[job_id].is_finished, 30, message="job ended")
-    assert run(slurm.query([job_id]))[job_id].state == "FAILED"
+    assert run(slurm.query([job_id]))[job_id].end is EndCause.FAILED

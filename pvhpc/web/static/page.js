@@ -20,6 +20,7 @@ const END_WORDS = {
   walltime: "Walltime reached", failed: "Failed", start_failed: "Server could not start",
   start_timeout: "Server did not start in time", node_failure: "Node failure", preempted: "Preempted",
   out_of_memory: "Out of memory", submit_failed: "Could not be submitted", lost: "Lost",
+  idle: "Stopped after no one used it",
 };
 
 let applications = [];
