@@ -20,18 +20,29 @@ from tornado.websocket import WebSocketHandler, websocket_connect
 
 from pvhpc.web.auth import make_authenticator
 from pvhpc.config import AuthConfig
-from pvhpc.frontends.builtin import BuiltinFrontEnd
+from pvhpc.frontends.builtin import BuiltinFrontEnd, ProxyTraffic
+from pvhpc.frontends.relay import FrameBoundary, close_frame
 from pvhpc.db.store import SessionRecord
 
 
 class Upstream(WebSocketHandler):
-    """Echoes every frame as it came (text or binary); "close:<code>" makes it close with that code."""
+    """Echoes every frame as it came (text or binary); "close:<code>" makes it close with that code,
+    "big:<MiB>" answers that many MiB in one frame, "drop" drops the connection without a close frame.
+    At /greet it speaks first, in the same breath as its handshake answer."""
 
     closed: list = []
+
+    def open(self):
+        if self.request.path == "/greet":
+            self.write_message("hello first")
 
     def on_message(self, message):
         if isinstance(message, str) and message.startswith("close:"):
             self.close(int(message[6:]), "asked to")
+        elif isinstance(message, str) and message.startswith("big:"):
+            self.write_message(b"\x07" * (int(message[4:]) << 20), binary=True)
+        elif message == "drop":
+            self.request.connection.stream.close()
         else:
             self.write_message(message, binary=isinstance(message, bytes))
 
@@ -53,7 +64,7 @@ class Rig:
         proxy_sockets = bind_sockets(0, "127.0.0.1")
         self.upstream_port = upstream_sockets[0].getsockname()[1]
         self.port = proxy_sockets[0].getsockname()[1]
-        self.servers = [HTTPServer(tornado.web.Application([(r"/ws", Upstream)])),
+        self.servers = [HTTPServer(tornado.web.Application([(r"/(?:ws|greet)", Upstream)])),
                         HTTPServer(tornado.web.Application(self.frontend.handlers(ctx)))]
         self.servers[0].add_sockets(upstream_sockets)
         self.servers[1].add_sockets(proxy_sockets)
@@ -85,15 +96,44 @@ def run(coro_fn, **kwargs):
     return asyncio.run(go())
 
 
-def test_text_and_binary_frames_pass_both_ways_unchanged():
+class CountedTraffic(ProxyTraffic):
+    def __init__(self):
+        self.bytes = {"to_server": 0, "to_client": 0}
+        self.joined = 0
+
+    def opened(self):
+        self.joined += 1
+
+    def carried(self, direction, nbytes):
+        self.bytes[direction] += nbytes
+
+
+def test_text_and_binary_frames_pass_both_ways_unchanged_and_are_counted():
     async def go(rig):
+        rig.frontend.traffic = traffic = CountedTraffic()
         rig.frontend.rebuild([record("s1", rig.upstream_port)])
         conn = await websocket_connect(rig.url("s1"), max_message_size=64 << 20)
         big = bytes(range(256)) * (20 * 1024)   # 5 MiB: a large image frame
-        for message in ("hello", b"\x00\x01binary\xff", big, '{"wslink": "1.0"}'):
+        messages = ("hello", b"\x00\x01binary\xff", big, '{"wslink": "1.0"}', "")
+        for message in messages:
             await conn.write_message(message, binary=isinstance(message, bytes))
             assert await conn.read_message() == message
         conn.close()
+        payload = sum(len(m) for m in messages)
+        # Frames as they travel: the payloads plus 2-14 header bytes each (the client's masked).
+        assert traffic.joined == 1
+        assert payload + 2 * len(messages) <= traffic.bytes["to_client"] <= payload + 10 * len(messages)
+        assert payload + 6 * len(messages) <= traffic.bytes["to_server"] <= payload + 14 * len(messages) + 8
+    run(go)
+
+
+def test_what_the_server_sends_with_its_handshake_answer_reaches_the_client():
+    async def go(rig):
+        rig.frontend.rebuild([record("s1", rig.upstream_port)])
+        for _ in range(5):   # the greeting comes in the handshake's own read, or just after: both are carried
+            conn = await websocket_connect(rig.url("s1", "greet"))
+            assert await asyncio.wait_for(conn.read_message(), 2) == "hello first"
+            conn.close()
     run(go)
 
 
@@ -130,6 +170,95 @@ def test_a_session_that_ends_has_its_connections_closed_while_its_server_still_r
         assert rig.frontend.connections == {}
         assert (await rig.refused("s1"))[0] == 404
     run(go)
+
+
+def test_a_session_that_ends_while_a_frame_is_under_way_closes_after_that_frame():
+    async def go(rig):
+        rig.frontend.rebuild([record("s1", rig.upstream_port)])
+        conn = await websocket_connect(rig.url("s1"), max_message_size=64 << 20)
+        await conn.write_message("big:48")
+        relay, = rig.frontend.connections["s1"]
+        while relay.server.boundary.between_frames:   # until the big frame's header has passed
+            await asyncio.sleep(0)
+        rig.frontend.update(record("s1", rig.upstream_port, state="ended"))
+        # The frame under way arrives whole (a close frame in its middle would corrupt it), then the close.
+        assert await asyncio.wait_for(conn.read_message(), 5) == b"\x07" * (48 << 20)
+        assert await asyncio.wait_for(conn.read_message(), 2) is None
+        assert conn.close_code == 1001 and conn.close_reason == "the session ended"
+        assert rig.frontend.connections == {}
+    run(go)
+
+
+def test_a_server_that_drops_the_connection_closes_the_clients_with_1011_and_a_client_that_drops_closes_the_servers():
+    async def go(rig):
+        rig.frontend.rebuild([record("s1", rig.upstream_port)])
+        conn = await websocket_connect(rig.url("s1"))
+        await conn.write_message("drop")
+        assert await asyncio.wait_for(conn.read_message(), 2) is None
+        assert conn.close_code == 1011 and conn.close_reason == "the session's server went away"
+        Upstream.closed = []
+        conn = await websocket_connect(rig.url("s1"))
+        conn.stream.close()   # no close frame: the client's machine went away
+        for _ in range(40):
+            if Upstream.closed:
+                break
+            await asyncio.sleep(0.05)
+        assert Upstream.closed == [1001]   # told by the proxy, in the client's place
+        await asyncio.sleep(0.1)
+        assert rig.frontend.connections == {}
+    run(go)
+
+
+def test_a_websocket_from_another_sites_page_is_refused_and_one_from_this_site_passes():
+    async def go(rig):
+        rig.frontend.rebuild([record("s1", rig.upstream_port)])
+        here = f"http://127.0.0.1:{rig.port}"
+        for headers, code in (({"Origin": "http://evil.example"}, 403),
+                              ({"Origin": here, "Sec-Fetch-Site": "cross-site"}, 403),
+                              ({"Origin": "http://evil.example", "Sec-Fetch-Site": "same-site"}, 403),
+                              ({"Origin": here}, 101),
+                              ({"Origin": "https://viz.example.org", "Sec-Fetch-Site": "same-origin"}, 101)):
+            try:
+                conn = await websocket_connect(HTTPRequest(rig.url("s1"), headers=headers))
+            except HTTPClientError as e:
+                assert e.code == code, headers
+            else:
+                assert code == 101, headers
+                conn.close()
+    run(go)
+
+
+def frames(*specs) -> bytes:
+    """Websocket frames: (opcode, payload, masked) each."""
+    out = b""
+    for opcode, payload, masked in specs:
+        n = len(payload)
+        length = bytes([n]) if n < 126 else bytes([126]) + n.to_bytes(2, "big") if n < 65536 else \
+            bytes([127]) + n.to_bytes(8, "big")
+        length = bytes([length[0] | (0x80 if masked else 0)]) + length[1:]
+        out += bytes([0x80 | opcode]) + length + (b"\x01\x02\x03\x04" if masked else b"") + payload
+    return out
+
+
+def test_frame_boundaries_are_found_however_the_bytes_are_cut():
+    stream = frames((1, b"hi", False), (2, b"x" * 300, True), (2, b"y" * 70000, False), (9, b"", True),
+                    (8, close_frame(1000, "bye", masked=False)[2:], False))
+    ends = set()
+    at = 0
+    for spec in ((1, b"hi", False), (2, b"x" * 300, True), (2, b"y" * 70000, False), (9, b"", True)):
+        at += len(frames(spec))
+        ends.add(at)
+    for cut in (1, 2, 3, 7, 13, 4096):
+        boundary, seen = FrameBoundary(), 0
+        for i in range(0, len(stream), cut):
+            chunk = stream[i:i + cut]
+            assert boundary.feed(chunk) == len(chunk)
+            seen += len(chunk)
+            assert boundary.between_frames == (seen in ends or seen == len(stream)), (cut, seen)
+            assert boundary.close_seen == (seen > max(ends) + 1), (cut, seen)
+    boundary = FrameBoundary()
+    assert boundary.feed(stream[:5]) == 5   # the first frame (4 bytes) and the second's first byte
+    assert boundary.feed(stream[5:], stop=True) == len(frames((2, b"x" * 300, True))) - 1   # up to its end
 
 
 def test_close_codes_travel_and_a_client_close_reaches_the_server():

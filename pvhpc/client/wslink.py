@@ -15,7 +15,7 @@ import json
 from typing import Any
 
 from tornado.httpclient import HTTPRequest
-from tornado.websocket import WebSocketClientConnection, websocket_connect
+from tornado.websocket import WebSocketClientConnection, WebSocketClosedError, websocket_connect
 
 from pvhpc.errors import PvhpcError
 
@@ -52,7 +52,10 @@ class WslinkClient:
         prefix = "system" if system else "rpc"
         msg_id = f"{prefix}:c0:{next(self._ids)}"
         message = {"wslink": "1.0", "id": msg_id, "method": method, "args": args or [], "kwargs": {}}
-        await self._conn.write_message(json.dumps(message))
+        try:
+            await self._conn.write_message(json.dumps(message))
+        except WebSocketClosedError:   # closed before the call could be sent: the same as closed while waiting
+            raise ConnectionError(f"connection closed before {method} could be sent") from None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:

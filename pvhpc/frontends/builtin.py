@@ -8,7 +8,9 @@ as Apache's front end, ``/proxy?sessionId=<id>&path=<path>``, so a client cannot
 tell which one it talks to. It checks more than Apache can: the session must be
 routable *and* belong to the user making the request (or the user is staff);
 any other id is answered 404 before the upgrade, as if it did not exist.
-When a session stops being routable its open connections are closed.
+After the upgrade the connection is carried as bytes (relay.py), as fast as
+Apache's mod_proxy_wstunnel; when a session stops being routable its open
+connections are closed.
 
 How the proxy reaches a server is a Connector: straight over the network by
 default, or through an SSH tunnel when pvhpc runs off the cluster (ssh.py).
@@ -22,26 +24,25 @@ import logging
 import re
 from typing import Iterable
 
-from tornado.httpclient import HTTPClientError, HTTPRequest
-from tornado.websocket import (
-    WebSocketClientConnection, WebSocketClosedError, WebSocketError, WebSocketHandler, websocket_connect,
-)
+from urllib.parse import urlsplit
+
+from tornado.web import RequestHandler
 
 from pvhpc.db.store import SessionRecord
 from pvhpc.frontends.base import FrontEnd
+from pvhpc.frontends.relay import ANSWER_HEADERS, WebSocketRelay, upgrade_request
 from pvhpc.frontends.routes import SESSION_ID, Route, RouteTable
 from pvhpc.web.errors import ErrorAnswers
 
 log = logging.getLogger("pvhpc.frontends.builtin")
 
 PATH = re.compile(r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")   # no dots: nothing but the server's own paths
-MAX_MESSAGE = 64 * 1024 * 1024   # a full-resolution image frame fits with room to spare
 CONNECT_TIMEOUT = 15
 SESSION_GONE = (1001, "the session ended")
 
 
 class Connector:
-    """How the proxy reaches a session's server: the host:port its websocket client dials for a route."""
+    """How the proxy reaches a session's server: the host:port it dials for a route."""
 
     async def address(self, route: Route) -> str:
         raise NotImplementedError
@@ -67,14 +68,14 @@ class ProxyTraffic:
         """A client's websocket was joined to its session's server."""
 
     def carried(self, direction: str, nbytes: int) -> None:
-        """One message of ``nbytes`` passed, "to_server" or "to_client"."""
+        """``nbytes`` more passed "to_server" or "to_client" (websocket frames as they travel, headers and all)."""
 
 
 class BuiltinFrontEnd(FrontEnd):
     def __init__(self, session_url: str, connector: Connector | None = None):
         super().__init__(session_url)
         self.routes = RouteTable(self.routable)
-        self.connections: dict[str, set[SessionProxyHandler]] = {}
+        self.connections: dict[str, set[WebSocketRelay]] = {}
         self.connector = connector or DirectConnector()
         self.traffic = ProxyTraffic()
 
@@ -105,40 +106,38 @@ class BuiltinFrontEnd(FrontEnd):
             self._close_connections(session_id)
         await self.connector.close()
 
-    def opened(self, handler: "SessionProxyHandler") -> None:
-        self.connections.setdefault(handler.route.session_id, set()).add(handler)
+    def opened(self, relay: WebSocketRelay) -> None:
+        if relay.done:
+            return   # the client left while joining
+        self.connections.setdefault(relay.session_id, set()).add(relay)
+        relay.on_done = self.closed
         self.traffic.opened()
 
-    def closed(self, handler: "SessionProxyHandler") -> None:
-        handlers = self.connections.get(handler.route.session_id)
-        if handlers is not None:
-            handlers.discard(handler)
-            if not handlers:
-                del self.connections[handler.route.session_id]
+    def closed(self, relay: WebSocketRelay) -> None:
+        relays = self.connections.get(relay.session_id)
+        if relays is not None:
+            relays.discard(relay)
+            if not relays:
+                del self.connections[relay.session_id]
 
     def _close_connections(self, session_id: str) -> None:
-        for handler in list(self.connections.pop(session_id, ())):
-            handler.close(*SESSION_GONE)
+        for relay in list(self.connections.pop(session_id, ())):
+            relay.end(*SESSION_GONE)
 
 
-class SessionProxyHandler(ErrorAnswers, WebSocketHandler):
+class SessionProxyHandler(ErrorAnswers, RequestHandler):
     """One client websocket, joined to one websocket on the session's server; frames pass unchanged.
 
-    Refusals before the upgrade answer JSON as the API does; so does anything unexpected (ErrorAnswers).
+    Everything is checked before the upgrade (owner, path, origin, that the server takes the upgrade);
+    after it the connection is carried as bytes (relay.py) until either side closes or the session stops
+    being routable. Refusals answer JSON as the API does; so does anything unexpected (ErrorAnswers).
     """
 
     def initialize(self, frontend: BuiltinFrontEnd, auth) -> None:
         self.frontend = frontend
         self.auth = auth
-        self.route: Route | None = None
-        self.upstream: WebSocketClientConnection | None = None
-        self._pump: asyncio.Task | None = None
 
-    @property
-    def max_message_size(self) -> int:
-        return MAX_MESSAGE
-
-    async def get(self, *args, **kwargs) -> None:
+    async def get(self) -> None:
         session_id = self.get_query_argument("sessionId", "")
         path = self.get_query_argument("path", "ws")
         route = self._own_route(session_id)
@@ -146,62 +145,62 @@ class SessionProxyHandler(ErrorAnswers, WebSocketHandler):
             return self._refuse(404, "no such session")
         if not PATH.match(path):
             return self._refuse(400, f"path {path!r} is not a server path")
-        if not self.wants_websocket():
-            return self._refuse(400, "this URL takes websocket connections only")
-        await self.join(route, path, *args, **kwargs)
+        await self.join(route, path)
 
     def wants_websocket(self) -> bool:
         return self.request.headers.get("Upgrade", "").lower() == "websocket"
 
-    async def join(self, route: Route, path: str, *args, **kwargs) -> None:
-        """Open the server's websocket at ``path`` (and query), then take the client's upgrade."""
+    async def join(self, route: Route, path: str) -> None:
+        """Pass the client's upgrade on to the server at ``path`` (and query); on its 101, join the two."""
+        if not self.wants_websocket():
+            return self._refuse(400, "this URL takes websocket connections only")
+        tokens = {t.strip().lower() for t in self.request.headers.get("Connection", "").split(",")}
+        if "upgrade" not in tokens or "Sec-WebSocket-Key" not in self.request.headers:
+            return self._refuse(400, "not a websocket upgrade (Connection: Upgrade and Sec-WebSocket-Key needed)")
+        if self._cross_site():
+            return self._refuse(403, "websockets from another site's pages are refused")
         session_id = route.session_id
+        relay = WebSocketRelay(session_id, self.frontend.traffic.carried)
         try:
             target = await self.frontend.connector.address(route)
-            request = HTTPRequest(f"ws://{target}/{path}", connect_timeout=CONNECT_TIMEOUT,
-                                  request_timeout=CONNECT_TIMEOUT)
-            self.upstream = await websocket_connect(request, max_message_size=MAX_MESSAGE)
-        except (OSError, HTTPClientError, WebSocketError, asyncio.TimeoutError) as e:
+            host, _, port = target.rpartition(":")
+            answer, headers = await relay.dial(host, int(port), upgrade_request(path, target, self.request.headers),
+                                               CONNECT_TIMEOUT)
+        except (OSError, asyncio.TimeoutError) as e:
             log.warning("session %s… does not answer at %s: %s", session_id[:6], route.target, e)
             return self._refuse(502, "the session's server does not answer")
+        if answer.code != 101:
+            relay.abandon()
+            log.warning("session %s…: its server answered the upgrade with %d %s", session_id[:6], answer.code,
+                        answer.reason)
+            return self._refuse(502, f"the session's server refused the websocket ({answer.code})")
         if self.frontend.routes.get(session_id) != route:
-            self.upstream.close(*SESSION_GONE)   # it ended while we connected
+            relay.abandon()   # it ended while we connected
             return self._refuse(404, "no such session")
-        self.route = route
-        await super().get(*args, **kwargs)
-        if self.ws_connection is None or self._pump is None:
-            self.upstream.close()   # the upgrade itself was refused (bad headers, foreign origin)
+        self.set_status(101)
+        self.clear_header("Content-Type")
+        self.set_header("Upgrade", "websocket")
+        self.set_header("Connection", "Upgrade")
+        for name in ANSWER_HEADERS:
+            if name in headers:
+                self.set_header(name, headers[name])
+        self.finish()   # the 101, logged as any answer
+        await relay.join(self.detach())
+        self.frontend.opened(relay)
+        if self.frontend.routes.get(session_id) != route:
+            relay.end(*SESSION_GONE)   # it ended while the client's connection changed hands
 
-    def open(self, *args, **kwargs) -> None:
-        self.frontend.opened(self)
-        self._pump = asyncio.ensure_future(self._from_server())
-
-    async def on_message(self, message) -> None:
-        # Awaited by Tornado before it reads the next frame: a slow server slows the client down.
-        try:
-            await self.upstream.write_message(message, binary=isinstance(message, bytes))
-        except WebSocketClosedError:
-            self.close(1011, "the session's server went away")
-            return
-        self.frontend.traffic.carried("to_server", _size(message))
-
-    async def _from_server(self) -> None:
-        while True:
-            message = await self.upstream.read_message()
-            if message is None:
-                break
-            try:
-                await self.write_message(message, binary=isinstance(message, bytes))
-            except WebSocketClosedError:
-                return
-            self.frontend.traffic.carried("to_client", _size(message))
-        self.close(*_passable(self.upstream.close_code, self.upstream.close_reason))
-
-    def on_close(self) -> None:
-        if self.route is not None:
-            self.frontend.closed(self)
-        if self.upstream is not None:
-            self.upstream.close(*_passable(self.close_code, self.close_reason))
+    def _cross_site(self) -> bool:
+        """A browser page of another site opening the websocket (browsers let any page try): Tornado's own rule
+        for websockets, which this handler no longer is. Clients that are not browsers send no Origin."""
+        fetch_site = self.request.headers.get("Sec-Fetch-Site")
+        if fetch_site in ("same-origin", "none"):
+            return False
+        origin = self.request.headers.get("Origin")
+        if fetch_site is None:
+            return origin is not None and urlsplit(origin).netloc.lower() != self.request.headers.get("Host",
+                                                                                                   "").lower()
+        return True
 
     def _own_route(self, session_id: str, staff_too: bool = True) -> Route | None:
         """The session's route if it is routable and the caller's own (or the caller is staff, with ``staff_too``);
@@ -218,14 +217,3 @@ class SessionProxyHandler(ErrorAnswers, WebSocketHandler):
         self.set_status(status)
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.finish(json.dumps({"error": message}))
-
-
-def _size(message) -> int:
-    return len(message) if isinstance(message, bytes) else len(message.encode())
-
-
-def _passable(code: int | None, reason: str | None) -> tuple:
-    """A close code one side gave, if it may be sent on to the other (1005, 1006, 1015 only describe, never travel)."""
-    if code is not None and (1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999):
-        return code, reason
-    return (1000, None) if code is None else (1011, "the other side closed abnormally")

@@ -44,7 +44,7 @@ class ServedSessionHandler(SessionProxyHandler):
     def prepare(self) -> None:
         # The app's server may not check where a request comes from: a page of another site must not drive it
         # with the user's login. Reading (a link followed from elsewhere) is fine; a websocket upgrade is held
-        # to the same rule by Tornado's own origin check.
+        # to the same rule by the proxy's own origin check (SessionProxyHandler._cross_site).
         if self.request.method not in SAFE_METHODS and self._from_another_site():
             self._refuse(403, "requests from another site's pages are refused here")
 
@@ -63,7 +63,7 @@ class ServedSessionHandler(SessionProxyHandler):
             query = f"?{self.request.query}" if self.request.query else ""
             return self.redirect(f"{session_id}/{query}")
         if self.wants_websocket():
-            return await self.join(route, self._upstream_path(session_id), session_id, rest)
+            return await self.join(route, self._upstream_path(session_id))
         await self._forward(route, session_id)
 
     async def _any(self, session_id: str, rest: str | None = None) -> None:
