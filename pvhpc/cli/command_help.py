@@ -10,7 +10,7 @@ from pvhpc.cli import exit_codes
 CLIENT_ENVIRONMENT = """\
 environment:
   PVHPC_URL            the pvhpc service, e.g. https://viz.example.org (or --url)
-  PVHPC_TOKEN          a personal API token (POST /api/v1/tokens makes one; see README.md)
+  PVHPC_TOKEN          a personal API token ('pvhpc token create NAME' makes one)
   PVHPC_LOGIN_HOST     the login host for 'pvhpc url' tunnels (or --login)
   PVHPC_CLIENT_CONFIG  a YAML file with url:, token:, login_host: (default ~/.config/pvhpc/client.yaml);
                        the environment wins over the file"""

@@ -109,6 +109,18 @@ class Client:
         """The job's output with what it belongs to: ``id``, ``job_id``, ``truncated``, ``log``."""
         return self.request("GET", f"/api/v1/sessions/{session_id}/log")
 
+    # -- personal API tokens (docs/security.md: a token cannot make tokens) -------------------------
+    def tokens(self) -> list[dict]:
+        return self.request("GET", "/api/v1/tokens")["tokens"]
+
+    def create_token(self, name: str, days: int = 90) -> dict:
+        """A new token of the caller's: the answer holds its value (``token``), shown this once only.
+        The request must carry the front end's login (or none, with ``auth.kind: local``), not a token."""
+        return self.request("POST", "/api/v1/tokens", {"name": name, "days": days})
+
+    def revoke_token(self, token_id: int) -> dict:
+        return self.request("DELETE", f"/api/v1/tokens/{int(token_id)}")
+
     def health(self) -> dict:
         return self.request("GET", "/api/v1/health")
 
