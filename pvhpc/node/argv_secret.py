@@ -16,6 +16,7 @@ import runpy
 import sys
 import traceback
 
+import pvstate        # beside this file
 import wslink_exits   # beside this file
 
 PLACEHOLDER = "${secret}"
@@ -37,6 +38,8 @@ def main():
         leave(2)
     script = sys.argv[1]
     wslink_exits.install()
+    # The ParaView state saved when the job is ended (walltime, cancel), a saved one loaded at start.
+    pvstate.install()
     sys.argv = [script] + [arg.replace(PLACEHOLDER, secret) for arg in sys.argv[2:]]
     # As if the script had been run itself: its own directory first on the import path.
     sys.path[0] = os.path.dirname(os.path.abspath(script))

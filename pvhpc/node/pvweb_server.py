@@ -17,7 +17,8 @@ import argparse
 import os
 import sys
 
-import wslink_exits                               # beside this file too
+import pvstate                                    # beside this file too
+import wslink_exits
 from dataroots import DataRoot, OutsideDataRoot   # beside this file: the job runs it by path
 
 READY_LINE = "pvhpc-server: ready port={port}"
@@ -188,6 +189,8 @@ def main(argv=None):
         attach_pvserver(args)
     # Whether it stopped because its client asked or because it was idle, for the launcher to report.
     wslink_exits.install()
+    # The state saved when the job is ended (walltime, cancel, idle), a saved one loaded before serving.
+    pvstate.install()
     server.start_webserver(options=args, protocol=make_protocol(args))
     leave(0)
 

@@ -12,6 +12,8 @@ import functools
 import os
 
 CAUSE_ENV = "PVHPC_EXIT_CAUSE_FILE"
+# Called before the idle timer stops the server (pvstate.py saves the session's state there).
+before_idle_stop = []
 
 
 def note(cause):
@@ -45,6 +47,8 @@ def install():
         # As wslink's own, with the cause said when the idle timer fires.
         async def idle_stop():
             note("idle")
+            for call in before_idle_stop:
+                call()
             await self.stop()
         self._shutdown_task = wslink.schedule_coroutine(self.timeout, idle_stop) if self.timeout > 0 else None
 

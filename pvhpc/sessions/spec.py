@@ -19,7 +19,8 @@ from pvhpc.errors import PvhpcError
 from pvhpc.sessions import parallel
 from pvhpc.sessions.durations import format_minutes, parse_minutes
 
-SPEC_FIELDS = ("application", "partition", "gpus", "walltime", "account", "qos", "data", "nodes", "ranks")
+SPEC_FIELDS = ("application", "partition", "gpus", "walltime", "account", "qos", "data", "nodes", "ranks",
+               "state")
 
 
 class RequestError(PvhpcError):
@@ -40,6 +41,7 @@ class SessionSpec:
     data_file: str | None        # relative to data_root
     nodes: int = 1
     ranks: int = 0               # a parallel session's MPI ranks (pvhpc/sessions/parallel.py); 0: one process
+    state_file: str | None = None   # a saved ParaView state to start from (its content: sessions/savedstates.py)
 
     def request_key(self, user: str) -> str:
         """Identifies 'the same request from the same user' for launcher retries."""
@@ -124,6 +126,20 @@ def _data(body: dict, app: ApplicationConfig) -> tuple[str, str | None]:
     raise RequestError(f"{value!r} is outside the allowed data directories ({roots})", field="data")
 
 
+def _state(body: dict) -> str | None:
+    """The form of a ``state`` path; what it holds is checked before submit (pvhpc/sessions/savedstates.py)."""
+    value = body.get("state")
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise RequestError(f"must be a path string, not {type(value).__name__}", field="state")
+    if len(value) > 4096 or "\0" in value or "\n" in value or "\r" in value or not os.path.isabs(value):
+        raise RequestError("must be an absolute path to a .pvsm file (without NUL or line breaks)", field="state")
+    if not value.endswith(".pvsm"):
+        raise RequestError(f"{value[:200]!r} is not a ParaView state file (.pvsm)", field="state")
+    return value
+
+
 def parse_spec(config: SiteConfig, body: Any, strict: bool) -> SessionSpec:
     """Check a request body. With ``strict``, unknown keys are errors (the native API);
     without, they are ignored (ParaViewWeb clients send their whole config to the launcher)."""
@@ -152,4 +168,5 @@ def parse_spec(config: SiteConfig, body: Any, strict: bool) -> SessionSpec:
     walltime = _walltime(body, partition)
     data_root, data_file = _data(body, app)
     nodes, ranks = parallel.sizes(body, partition, app)
-    return SessionSpec(app_name, partition_name, gpus, walltime, account, qos, data_root, data_file, nodes, ranks)
+    return SessionSpec(app_name, partition_name, gpus, walltime, account, qos, data_root, data_file, nodes, ranks,
+                       _state(body))

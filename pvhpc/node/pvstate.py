@@ -1,0 +1,148 @@
+"""A session's ParaView state: saved before its job ends, loaded when a new session starts from it.
+
+Imported inside the server's own process under pvpython (pvhpc's server, and any Python server run through
+argv_secret.py such as the Visualizer): standard library, wslink and ParaView only, nothing from pvhpc.
+
+Jobs end at their walltime, on cancel or when culled as idle, and the work in them would be lost. Slurm sends
+SIGTERM first (then SIGKILL after its KillWait); the handler installed here saves the pipeline with
+``paraview.simple.SaveState`` into ``$PVHPC_STATE_SAVE-<UTC time>.pvsm`` (the job's umask keeps it the user's
+own; written beside and renamed, so a half-written state is never listed), then leaves. wslink's aiohttp
+backend would take SIGTERM for itself (a graceful exit with no state saved), so ``start_webserver`` is wrapped
+to leave the signals to this module. The same wrapper loads ``$PVHPC_STATE_LOAD`` before the server serves,
+after checking again here, on the node, that every file the state reads lies inside the session's data roots.
+"""
+
+import os
+import signal
+import sys
+import time
+import xml.etree.ElementTree as ElementTree
+
+SAVE_ENV, LOAD_ENV, ROOTS_ENV = "PVHPC_STATE_SAVE", "PVHPC_STATE_LOAD", "PVHPC_STATE_ROOTS"
+# Properties of readers that name files: what a state reads from disk.
+FILE_PROPERTIES = ("FileName", "FileNames", "FilePattern", "FilePrefix")
+
+
+class StateRefused(Exception):
+    """The state cannot be loaded here; the message says why and what to do."""
+
+
+def files_named(text, path):
+    """Every file name the readers of a ParaView state (its XML ``text``, read from ``path``) name; raises
+    StateRefused if it is not a state. pvhpc's service checks a request's state with this too, before submit."""
+    try:
+        root = ElementTree.fromstring(text)
+    except ElementTree.ParseError as e:
+        raise StateRefused(f"{path} is not a readable ParaView state file ({e}); start from another one") from None
+    # pvpython writes <GenericParaViewApplication>, the desktop application <ParaView>: both hold this.
+    if root.find("ServerManagerState") is None:
+        raise StateRefused(f"{path} is not a ParaView state file (no ServerManagerState element)")
+    names = []
+    for prop in root.iter("Property"):
+        if prop.get("name") in FILE_PROPERTIES:
+            names.extend(e.get("value") for e in prop.findall("Element") if e.get("value"))
+    return names
+
+
+def outside(names, roots):
+    """The names not inside any of the roots (real paths: a link out of a root is outside)."""
+    real_roots = [os.path.realpath(r) for r in roots]
+    found = []
+    for name in names:
+        real = os.path.realpath(name)
+        if not any(real == r or real.startswith(r.rstrip("/") + "/") for r in real_roots):
+            found.append(name)
+    return found
+
+
+def save(prefix):
+    """Save the current pipeline; returns the file written."""
+    from paraview import simple
+
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = f"{prefix}-{stamp}.pvsm"
+    os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
+    partial = target + ".partial"
+    simple.SaveState(partial)
+    os.chmod(partial, 0o600)
+    os.replace(partial, target)
+    return target
+
+
+def save_and_leave(signum, frame):
+    # A second SIGTERM (Slurm signals every process of the job, the launcher its server) must not cut the save.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    prefix = os.environ.get(SAVE_ENV)
+    try:
+        if prefix:
+            print(f"pvhpc: state saved to {save(prefix)}", flush=True)
+    except Exception as e:   # whatever went wrong, the job is ending: say why and go
+        print(f"pvhpc: the state could not be saved: {e}", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(128 + signum)
+
+
+def save_before_idle_end():
+    """For wslink_exits: the idle timer is about to stop the server."""
+    prefix = os.environ.get(SAVE_ENV)
+    if prefix:
+        try:
+            print(f"pvhpc: state saved to {save(prefix)}", flush=True)
+        except Exception as e:
+            print(f"pvhpc: the state could not be saved: {e}", file=sys.stderr, flush=True)
+
+
+def load(path, roots):
+    """Load a state whose every data file lies inside ``roots``; the first render view becomes active."""
+    from paraview import simple
+
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    except OSError as e:
+        raise StateRefused(f"the state {path} cannot be read here: {e.strerror}") from None
+    names = files_named(text, path)
+    bad = outside(names, roots)
+    if bad:
+        raise StateRefused(f"the state {path} reads {bad[0]}, outside the session's data roots "
+                           f"({', '.join(roots)}); start from a state whose data is inside them")
+    simple.LoadState(path)
+    views = [v for v in simple.GetViews() if v.GetXMLName() == "RenderView"]
+    if views:
+        simple.SetActiveView(views[0])
+        sources = list(simple.GetSources().values())
+        if sources:
+            simple.SetActiveSource(sources[-1])
+
+
+def install():
+    """Take SIGTERM for saving, and wrap wslink's start_webserver to load a state and keep its hands off it.
+    Without either variable (a server run outside a pvhpc job) nothing changes."""
+    if not (os.environ.get(SAVE_ENV) or os.environ.get(LOAD_ENV)):
+        return
+    import wslink_exits   # beside this file (imported here: pvhpc's service reads states with this module)
+
+    signal.signal(signal.SIGTERM, save_and_leave)
+    wslink_exits.before_idle_stop.append(save_before_idle_end)
+    try:
+        from wslink import server
+    except ImportError:
+        return
+    start = server.start_webserver
+
+    def start_webserver(options, protocol, *args, **kwargs):
+        load_path = os.environ.get(LOAD_ENV)
+        if load_path:
+            roots = [r for r in os.environ.get(ROOTS_ENV, "").split(os.pathsep) if r]
+            try:
+                load(load_path, roots)
+            except StateRefused as e:
+                print(f"pvhpc: {e}", file=sys.stderr, flush=True)
+                sys.stdout.flush()
+                os._exit(3)
+            print(f"pvhpc: loaded the state {load_path}", flush=True)
+        options.nosignalhandlers = True
+        return start(options, protocol, *args, **kwargs)
+
+    server.start_webserver = start_webserver

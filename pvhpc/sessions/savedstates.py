@@ -1,0 +1,110 @@
+"""Saved ParaView states: where a session's job saves its state, listing them, and checking one to start from.
+
+A session's server saves its pipeline when its job is ended (walltime, cancel, idle: pvhpc/node/pvstate.py)
+into the user's state directory, as ``<session id>-<UTC time>.pvsm``:
+
+- jobs run as their users (``scheduler.submit_as: user``): ``~/.pvhpc/states`` in the user's home, 0700;
+- jobs run as the service account: ``<service.job_output_dir>/states/<user>``, which only the service reads.
+
+A new session may start from a state (request field ``state``): before any job is submitted the file is read
+(as the user, where jobs run as users), must lie in the user's state directory or the application's data
+roots, be a ParaView state, and read no file outside the data roots. The server checks the data paths again
+on the node before it loads the state.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import re
+from pathlib import Path
+from typing import Callable
+
+from pvhpc.config import ApplicationConfig, SiteConfig
+from pvhpc.node import pvstate
+from pvhpc.scheduler.runners import CommandRunner, CommandUnavailable
+from pvhpc.sessions import joblogs
+from pvhpc.sessions.spec import RequestError
+
+USER_STATE_DIR = ".pvhpc/states"
+# A pipeline's state is some hundred kB; a file far larger is not one pvhpc saved.
+MAX_STATE_BYTES = 16 * 1024 * 1024
+SAVED_NAME = re.compile(r"^(?P<session>[A-Za-z0-9_-]{1,128})-(?P<at>\d{8}T\d{6}Z)\.pvsm$")
+
+
+def state_dir(config: SiteConfig, user: str) -> Path:
+    if joblogs.per_user(config):
+        return Path(pwd.getpwnam(user).pw_dir) / USER_STATE_DIR
+    return config.service.job_output_dir / "states" / user
+
+
+def save_prefix(config: SiteConfig, user: str, session_id: str) -> str:
+    """What the job's server saves to: the prefix of ``<session id>-<UTC time>.pvsm``."""
+    return str(state_dir(config, user) / session_id)
+
+
+def _inside(path: str, roots) -> bool:
+    return not pvstate.outside([path], [str(r) for r in roots])
+
+
+class SavedStates:
+    def __init__(self, config: SiteConfig, runner: CommandRunner,
+                 runner_for_user: Callable[[str], CommandRunner] | None = None):
+        self.config = config
+        self.runner = runner
+        self.runner_for_user = runner_for_user
+
+    def _runner(self, user: str) -> CommandRunner:
+        if joblogs.per_user(self.config) and self.runner_for_user:
+            return self.runner_for_user(user)
+        return self.runner
+
+    async def list(self, user: str) -> list[dict]:
+        """The user's saved states, newest first: name, path, the session that saved it, when, size."""
+        where = state_dir(self.config, user)
+        try:
+            found = await self._runner(user).run(
+                ["find", str(where), "-maxdepth", "1", "-type", "f", "-name", "*.pvsm", "-printf", r"%f\t%s\n"],
+                timeout=10)
+        except CommandUnavailable:
+            return []
+        states = []
+        for line in found.stdout.splitlines() if found.ok else []:
+            name, _, size = line.partition("\t")
+            m = SAVED_NAME.match(name)
+            if m is None or not size.isdigit():
+                continue
+            at = m["at"]
+            states.append({"name": name, "path": str(where / name), "session": m["session"],
+                           "saved_at": f"{at[0:4]}-{at[4:6]}-{at[6:8]}T{at[9:11]}:{at[11:13]}:{at[13:15]}Z",
+                           "bytes": int(size)})
+        return sorted(states, key=lambda s: s["saved_at"], reverse=True)
+
+    async def check(self, user: str, app: ApplicationConfig, value: str) -> str:
+        """The real path of a state the user may start ``app`` from; RequestError (field ``state``) if not."""
+        own = state_dir(self.config, user)
+        real = os.path.realpath(value)
+        if not (_inside(real, [own]) or _inside(real, app.data_roots)):
+            roots = ", ".join(str(r) for r in app.data_roots)
+            raise RequestError(f"{value!r} is neither in your saved states ({own}) nor in application "
+                               f"{app.name}'s data roots ({roots})", field="state")
+        try:
+            read = await self._runner(user).run(["head", "-c", str(MAX_STATE_BYTES + 1), real], timeout=20)
+        except CommandUnavailable as e:
+            raise RequestError(f"{value!r} could not be read: {e}", field="state", status=503) from None
+        if not read.ok:
+            raise RequestError(f"{value!r} cannot be read: {read.stderr.strip()[-200:] or 'no such file'}",
+                               field="state")
+        if len(read.stdout.encode()) > MAX_STATE_BYTES:
+            raise RequestError(f"{value!r} is over {MAX_STATE_BYTES // (1024 * 1024)} MB: not a saved state",
+                               field="state")
+        try:
+            names = pvstate.files_named(read.stdout, value)
+        except pvstate.StateRefused as e:
+            raise RequestError(str(e), field="state") from None
+        bad = pvstate.outside(names, [str(r) for r in app.data_roots])
+        if bad:
+            roots = ", ".join(str(r) for r in app.data_roots)
+            raise RequestError(f"the state reads {bad[0]}, outside application {app.name}'s data roots ({roots})",
+                               field="state")
+        return real
