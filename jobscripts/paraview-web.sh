@@ -23,6 +23,7 @@ LAUNCHER={{ launcher }}
 # Read by the launcher from its environment (and kept from the server's): its command line stays short in ps.
 export PVHPC_LAUNCH_COMMAND={{ command }}
 export PVHPC_LAUNCH_READY={{ ready }}
+export PVHPC_LISTEN={{ server_listen }}
 REPORT_URL={{ report_url }}
 RENDER_MODE={{ render_mode }}
 START_TIMEOUT={{ start_timeout }}

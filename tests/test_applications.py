@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import socket
+import subprocess
 import textwrap
 
 import pytest
@@ -47,6 +48,12 @@ BROKEN_SERVER = textwrap.dedent('''
 def ask(host: str, port: int) -> str:
     with socket.create_connection((host, port), timeout=10) as s:
         return s.makefile().readline().strip()
+
+
+def listening_addresses(port: int) -> set[str]:
+    """The local addresses a TCP port listens on, as the node's ss shows them."""
+    out = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True, check=True).stdout
+    return {line.split()[3].rsplit(":", 1)[0] for line in out.splitlines() if line.strip()}
 
 
 def ended(client, session_id: str, timeout: float) -> dict:
@@ -116,6 +123,10 @@ def test_a_site_application_launches_and_every_ending_has_its_own_reason(service
     leaked = [p for p in seen for secret in secrets.values() if secret and secret in p]
     assert not leaked, leaked
     assert any("${secret}" in p and "argv_secret.py" in p for p in seen), seen
+    # pvhpc's own server listens where the front end dials (the address of the node's name, which the job
+    # reports), not on every interface of the node.
+    node_address = socket.gethostbyname(jobs[exits["id"]]["host"])
+    assert listening_addresses(jobs[exits["id"]]["port"]) == {node_address}, node_address
 
     # A server that exits before it is ready: start_failed, with its last lines.
     failed = ended(client, broken["id"], 90)

@@ -178,6 +178,19 @@ def listen_address(value: Any) -> tuple[str, int]:
     return host, int(port)
 
 
+def listen_on(value: Any) -> str:
+    """Where a session's server binds on its node: "node", "any", or an IP address."""
+    import ipaddress
+
+    value = text(value)
+    if value in ("node", "any"):
+        return value
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ValueError(f"must be \"node\", \"any\" or an IP address, not {value!r}") from None
+
+
 def host(value: Any) -> str:
     from pvhpc.frontends.routes import HOST
 

@@ -89,6 +89,9 @@ SERVICE = Section("service", ServiceConfig, help="the pvhpc service itself", key
         "the web origins whose pages may change state (POST, DELETE) with a browser's login; a request from "
         "any other page is refused (no cross-site requests). Token-authenticated scripts are not affected",
         example=["https://viz.example.org"]),
+    Key("walltime_warnings", checks.each(checks.seconds), [600, 120],
+        "seconds before a ready session's walltime at which its user is warned (the page's banner and quick "
+        "view, the push channel, pvhpc wait); [] warns never"),
 ))
 
 SCHEDULER = Section("scheduler", SchedulerConfig, help="where sessions run", keys=(
@@ -114,6 +117,10 @@ RUNTIME = Section("runtime", RuntimeConfig, help="what session jobs run on the c
     Key("job_helper", checks.text, Derived(lambda ctx: str(paths.JOB_HELPER), "pvhpc/node/jobhelper.py in the "
                                                                           "installed package"),
         "pvhpc's node-side helper that reports the server's port; it must be readable by every user's jobs"),
+    Key("server_listen", checks.listen_on, "node",
+        "where a session's server listens on its node (${host} in an application's command): \"node\", the address "
+        "the node's host name resolves to, which is where the front end and tunnels dial (the job reports that name); "
+        "\"any\", every interface (0.0.0.0: other hosts' users can then reach the port too); or one address"),
 ))
 
 PARTITIONS = Named(

@@ -110,6 +110,7 @@ class ServiceConfig:
     frontend_socket_group: str | None   # its group (the front end's); None keeps pvhpc's own
     # Pages of these origins may change state with a browser's credentials (POST, DELETE): no cross-site requests.
     allowed_origins: tuple[str, ...]
+    walltime_warnings: tuple[float, ...]   # seconds before the walltime at which the user is warned
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,7 @@ class RuntimeConfig:
     helper_python: str
     pythonpath: str
     job_helper: str              # pvhpc's node-side helper; must be readable by every user's jobs
+    server_listen: str           # "node", "any" or an address: where a session's server binds on its node
 
 
 @dataclass(frozen=True)

@@ -35,9 +35,9 @@ import jobhelper   # beside this file
 HERE = os.path.dirname(os.path.abspath(__file__))
 ARGV_WRAPPER = os.path.join(HERE, "argv_secret.py")
 SECRET_PLACEHOLDER = "${secret}"
-NODE_PLACEHOLDER = re.compile(r"\$\{(port|port_file)\}")
+NODE_PLACEHOLDER = re.compile(r"\$\{(port|port_file|host)\}")
 EXIT_CAUSE_ENV = "PVHPC_EXIT_CAUSE_FILE"
-COMMAND_ENV, READY_ENV = "PVHPC_LAUNCH_COMMAND", "PVHPC_LAUNCH_READY"
+COMMAND_ENV, READY_ENV, LISTEN_ENV = "PVHPC_LAUNCH_COMMAND", "PVHPC_LAUNCH_READY", "PVHPC_LISTEN"
 LAST_LINES = 12
 # Seconds a server has to stop after SIGTERM before it is killed: within the job script's own grace for the
 # launcher (2 s), so that the server never outlives it.
@@ -55,19 +55,35 @@ def die_with_the_launcher():
         pass
 
 
-def free_port():
+def listen_address(setting):
+    """Where the server binds (runtime.server_listen, in PVHPC_LISTEN). "node": the address of this node's
+    host name, which the job reports and the front end or tunnel dials, so the port is not open on the
+    node's other interfaces; "any": all of them."""
+    if setting == "any":
+        return "0.0.0.0"
+    if setting and setting != "node":
+        return setting
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError as e:
+        print(f"pvhpc: this node's name does not resolve ({e}); the server listens on every interface", flush=True)
+        return "0.0.0.0"
+
+
+def free_port(address):
     """A port free on this node now, for servers that cannot bind port 0 and say which port they got.
     Another process could take it before the server binds; the server then fails to start, and says so."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("0.0.0.0", 0))
+        s.bind((address, 0))
         return s.getsockname()[1]
 
 
 def server_argv(command, ready, workdir):
     """The argv to run and the port it was given (0: the server reports the one it got)."""
     reports_port = ready.get("port_file") or "port" in re.compile(ready.get("line") or "x").groupindex
-    port = 0 if reports_port else free_port()
-    values = {"port": str(port), "port_file": os.path.join(workdir, "port")}
+    address = listen_address(os.environ.get(LISTEN_ENV, "node"))
+    port = 0 if reports_port else free_port(address)
+    values = {"port": str(port), "port_file": os.path.join(workdir, "port"), "host": address}
     argv = [NODE_PLACEHOLDER.sub(lambda m: values[m.group(1)], arg) for arg in command]
     if any(SECRET_PLACEHOLDER in arg for arg in argv[2:]):
         argv = [argv[0], ARGV_WRAPPER] + argv[1:]
@@ -77,7 +93,7 @@ def server_argv(command, ready, workdir):
 def server_environment(workdir):
     env = dict(os.environ)
     # The server cannot report for its session: only this launcher can.
-    for name in ("PVHPC_REPORT_TOKEN", COMMAND_ENV, READY_ENV):
+    for name in ("PVHPC_REPORT_TOKEN", COMMAND_ENV, READY_ENV, LISTEN_ENV):
         env.pop(name, None)
     env[EXIT_CAUSE_ENV] = os.path.join(workdir, "exit-cause")
     # wslink prints its ready line without a newline; unbuffered, it arrives when printed.

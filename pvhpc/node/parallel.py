@@ -110,7 +110,7 @@ def _signal_group(proc, signum):
 def run(spec, launcher_argv):
     args = launcher_argv_options(launcher_argv)
     ranks = int(spec["ranks"])
-    port = launcher.free_port()
+    port = launcher.free_port("0.0.0.0")   # pvserver cannot be told an address: it listens on every interface
     connect_id = random.SystemRandom().randint(1, 2**31 - 1)
     values = {"ds_host": "localhost", "ds_port": str(port), "ranks": str(ranks), "connect_id": str(connect_id)}
     argv = list(spec["mpi"]) + list(spec["pvserver"]) + [f"--server-port={port}", f"--connect-id={connect_id}"]

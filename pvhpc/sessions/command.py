@@ -21,7 +21,6 @@ BUILD_PLACEHOLDERS = {
     "pvpython": "ParaView's pvpython (runtime.pvpython)",
     "python": "the application's venv's python, else runtime.helper_python",
     "server_script": "the application's server_script",
-    "host": "the address the server listens on: 0.0.0.0 (every interface of the node)",
     "data_dir": "the data root the session opens files from",
     "load_file": "the file to open at start, relative to data_dir (empty when none)",
     "load_path": "the file to open at start, as an absolute path (empty when none)",
@@ -33,6 +32,8 @@ NODE_PLACEHOLDERS = {
     "port": "the port to listen on: 0 when the ready rule reports the port (the kernel picks one), "
             "else a free port the launcher picks on the node",
     "port_file": "a private file the server writes its port into (for ready: {port_file: true})",
+    "host": "the address the server listens on (runtime.server_listen: by default the address of the node's host "
+            "name, where the front end dials)",
     "secret": "the session's secret; the command is then run as INTERPRETER pvhpc-argv-wrapper SCRIPT.py ..., "
               "which puts the secret into the script's sys.argv inside the process, never on its command line",
 }

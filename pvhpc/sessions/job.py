@@ -11,8 +11,6 @@ from pvhpc.scheduler import JobRequest
 from pvhpc.sessions import command, joblogs, parallel
 from pvhpc.sessions.spec import SessionSpec
 
-# The address a session's server listens on: the front end reaches it from another host.
-LISTEN_HOST = "0.0.0.0"
 # pvhpc's launcher, found beside the job helper (runtime.job_helper): the node-side files travel together.
 LAUNCHER_NAME = "launcher.py"
 
@@ -29,7 +27,6 @@ def command_line(config: SiteConfig, app: ApplicationConfig, spec: SessionSpec) 
         "pvpython": config.runtime.pvpython,
         "python": python,
         "server_script": str(app.server_script),
-        "host": LISTEN_HOST,
         "data_dir": spec.data_root,
         "load_file": spec.data_file or "",
         "load_path": os.path.join(spec.data_root, spec.data_file) if spec.data_file else "",
@@ -59,6 +56,7 @@ def build_job(config: SiteConfig, spec: SessionSpec, user: str, session_id: str,
         # A JSON list in one quoted shell word, read by the launcher: no argument passes through a shell.
         "command": json.dumps(command_line(config, app, spec)),
         "ready": json.dumps({"line": app.ready.line} if app.ready.line else {"port_file": True}),
+        "server_listen": config.runtime.server_listen,
         "report_url": report_urls(config, session_id),
         "render_mode": app.render or partition.render,
         "start_timeout": app.start_timeout,

@@ -22,7 +22,7 @@ PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 # Every value pvhpc gives a job script (pvhpc/sessions/job.py); a template uses those it needs.
 JOB_SCRIPT_VALUES = (
     "helper_python", "job_helper", "launcher", "command", "ready", "report_url", "render_mode", "start_timeout",
-    "secret", "report_token", "pythonpath", "venv", "log_file",
+    "secret", "report_token", "pythonpath", "venv", "log_file", "server_listen",
     # A parallel session's MPI ParaView server, for pvhpc/node/parallel.py (empty for one process).
     "parallel",
     # What templates written before applications had a command use: pvhpc's own server's arguments.
