@@ -155,6 +155,7 @@ class PvhpcApp:
         await self.tracker.stop()
         if self.feed:
             await self.feed.stop()
+        self.ctx.store.off_loop.close()   # calls under way finish; nothing writes after this
         await self.ctx.frontend.stop()
         if self.ssh_link:
             self.ssh_link.close()

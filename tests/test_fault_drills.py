@@ -6,12 +6,13 @@ new one; the service SIGKILLed under load and restarted, and slurmctld down for 
 session and leave no job lost, doubled or orphaned; the database locked (SQLite) or down (PostgreSQL) fails
 requests cleanly and they succeed when retried.
 
-Every service here uses the Apache front end: its RewriteMap file is the map, read straight from disk (no Apache
-needs to run to check what it would route). "Orphaned" compares Slurm's queue with the store itself.
+Every service here but one uses the Apache front end: its RewriteMap file is the map, read straight from disk (no
+Apache needs to run to check what it would route); the drill that streams a view uses the built-in proxy. "Orphaned" compares Slurm's queue with the store itself.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -660,6 +661,97 @@ def test_database_locked_fails_requests_cleanly_then_they_succeed(service_factor
     assert half_written == [], "a half-written session was left behind"
     assert session["state"] in ("submitting", "queued")
     assert [s["id"] for s in client.list()] == [session["id"]] and audit.ok, str(audit)
+    client.cancel(session["id"])
+
+
+class FrameStream:
+    """A view's frames pulled back to back through a websocket, in a thread of its own; when each arrived."""
+
+    def __init__(self, url: str, secret: str):
+        self.url, self.secret = url, secret
+        self.arrivals: list[float] = []
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._pull()), daemon=True)
+        self._thread.start()
+
+    async def _pull(self) -> None:
+        from pvhpc.client.wslink import WslinkClient
+
+        try:
+            client = await WslinkClient.connect(self.url, self.secret)
+            try:
+                await client.create_source("Cone")
+                while not self._stop.is_set():
+                    await client.render((200, 150), quality=50)
+                    self.arrivals.append(time.monotonic())
+            finally:
+                client.close()
+        except BaseException as e:   # told by stop()
+            self.error = e
+
+    def stop(self) -> list[float]:
+        self._stop.set()
+        self._thread.join(30)
+        if self.error is not None:
+            raise AssertionError(f"the view stopped streaming: {self.error!r}") from self.error
+        return self.arrivals
+
+    def longest_gap(self, start: float, end: float) -> float:
+        """The longest wait for a frame between ``start`` and ``end`` (the ends count as arrivals)."""
+        times = [start, *[t for t in self.arrivals if start < t < end], end]
+        return max(b - a for a, b in zip(times, times[1:]))
+
+
+def test_database_locked_holds_up_only_the_request_that_writes(service_factory, cluster, tmp_path, drill_record):
+    """Another process holds SQLite's write lock for 5 s, longer than the service's busy timeout (3 s), while a
+    ready session's view streams frames through the built-in proxy and /api/v1/health is asked every 50 ms. A
+    session asked for meanwhile waits on the lock and gets its clean 503; nothing else waits: no gap between
+    frames over 0.5 s, every health check answered within 100 ms."""
+    drill_record(drill="SQLite locked, a view streaming", sessions=1,
+                 recovery="the longest wait for a frame while the lock was held", bound_s=0.5)
+    svc = service_factory("offloop", frontend={"kind": "builtin"}, limits=DRILL_LIMITS).start()
+    client = svc.client()
+    session = client.launch("paraview", partition="cpu")
+    stream = FrameStream(f"ws://127.0.0.1:{svc.port}/proxy?sessionId={session['id']}&path=ws", session["secret"])
+    load = RequestLoad(svc.url, timeout=30).add("health", "GET", "/api/v1/health", every=0.05)
+    holder = sqlite3.connect(svc.dir / "pvhpc.sqlite", timeout=1)
+    refused = []
+
+    def create_meanwhile():
+        try:
+            client.create("paraview", partition="cpu")
+        except ClientError as e:
+            refused.append(e)
+
+    try:
+        wait_until(lambda: len(stream.arrivals) > 10, 30, message="the view streaming")
+        holder.execute("BEGIN EXCLUSIVE")
+        locked = time.monotonic()
+        writer = threading.Thread(target=create_meanwhile, daemon=True)
+        writer.start()
+        time.sleep(5)
+        holder.rollback()
+        released = time.monotonic()
+        writer.join(30)
+        time.sleep(0.5)
+    finally:
+        holder.close()
+        health = load.stop()
+        stream.stop()
+    while_locked = [a for a in health if locked <= a.started < released]
+    gap = stream.longest_gap(locked, released)
+    frames = sum(1 for t in stream.arrivals if locked < t < released)
+    slowest = max(a.seconds for a in while_locked)
+    drill_record(lost=0, recover_s=round(gap, 2),
+                 note=f"while the lock was held: {frames} frames, the longest wait {gap * 1000:.0f} ms; "
+                      f"{len(while_locked)} health checks, the slowest {slowest * 1000:.0f} ms; the session asked "
+                      f"for meanwhile answered {refused[0].status if refused else 'without error'}")
+    assert [e.status for e in refused] == [503] and "database is busy" in refused[0].message
+    assert gap < 0.5, f"no frame for {gap:.2f} s while the database was locked"
+    assert len(while_locked) > 20 and all(a.status == 200 for a in while_locked)
+    assert slowest < 0.1, f"a health check took {slowest * 1000:.0f} ms while the database was locked"
+    assert [s["id"] for s in client.list()] == [session["id"]], "the refused session was half-written"
     client.cancel(session["id"])
 
 

@@ -72,15 +72,15 @@ def test_feed_publishes_a_peers_changes_once_and_never_its_own_again(fresh_postg
 
     peers.add(record(1))
     peers.change("s1", Change.to(S.QUEUED, "submitted", job_id="11"))
-    assert feed.read_once() == 1
+    assert asyncio.run(feed.read_once()) == 1
     assert [(r.id, r.state, r.job_id) for r in seen] == [("s1", "queued", "11")]
-    assert feed.read_once() == 0                       # nothing new: nothing published
+    assert asyncio.run(feed.read_once()) == 0                       # nothing new: nothing published
 
     # A change made here is published by the one who made it; the feed does not echo it.
     bus.publish(mine.change("s1", Change.to(S.STARTING, "running on gpu01", node="gpu01")))
-    assert feed.read_once() == 0
+    assert asyncio.run(feed.read_once()) == 0
     peers.change("s1", Change.to(S.ENDED, "cancelled by its user", end_reason="cancelled"))
-    assert feed.read_once() == 1
+    assert asyncio.run(feed.read_once()) == 1
     assert [r.state for r in seen] == ["queued", "starting", "ended"]
 
 
@@ -96,8 +96,8 @@ def test_feed_is_not_led_astray_by_a_peer_whose_clock_runs_ahead(fresh_postgres_
     with fast_peer.transaction() as db:   # written by a host whose clock is 5 minutes fast
         db.execute(text("UPDATE sessions SET updated_at = :t WHERE id = 's1'"),
                    {"t": utcnow() + timedelta(minutes=5)})
-    assert feed.read_once() == 1
+    assert asyncio.run(feed.read_once()) == 1
     assert "ahead of this host's clock" in caplog.text
     peer.add(record(2))                   # a peer with the right time, afterwards: still seen
-    assert feed.read_once() == 1
+    assert asyncio.run(feed.read_once()) == 1
     assert [r.id for r in seen] == ["s1", "s2"]

@@ -197,7 +197,7 @@ def test_a_report_landing_while_squeue_runs_wins_over_the_cycles_stale_decision(
 
     async def report_lands_meanwhile(job_ids):
         answer = await query(job_ids)
-        tracker.service.apply("s1", Change.to(S.READY, "listening", host="gpu01", port=5000, node="gpu01"))
+        await tracker.service.apply("s1", Change.to(S.READY, "listening", host="gpu01", port=5000, node="gpu01"))
         return answer
 
     sched.query = report_lands_meanwhile

@@ -39,15 +39,15 @@ class StoreFeed(BackgroundLoop):
     def _seen(self, record: SessionRecord) -> None:
         self._published[record.id] = record.updated_at
 
-    def read_once(self) -> int:
+    async def read_once(self) -> int:
         """Publish what changed since the last look; returns how many versions were new here."""
         # Ids and versions first: after a mass write (every session "unknown" while Slurm is away) the
         # window holds thousands of rows this instance has already published.
-        versions = self.store.versions_since(self._since - self.margin)
+        versions = await self.store.off_loop.versions_since(self._since - self.margin)
         unseen = [sid for sid, version in versions if self._published.get(sid) != version]
         new = 0
         for i in range(0, len(unseen), 500):
-            for record in self.store.get_many(unseen[i:i + 500]):
+            for record in await self.store.off_loop.get_many(unseen[i:i + 500]):
                 if self._published.get(record.id) != record.updated_at:
                     self.bus.publish(record, from_peer=True)   # _seen records it
                     new += 1
@@ -68,7 +68,7 @@ class StoreFeed(BackgroundLoop):
     async def run(self) -> None:
         while True:
             try:
-                self.read_once()
+                await self.read_once()
             except Exception as e:   # database away for a moment: the next look catches up
                 log.warning("could not read peers' changes: %s", e)
             await asyncio.sleep(self.interval)

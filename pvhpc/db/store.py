@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from contextlib import contextmanager
+from functools import cached_property
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,14 +22,15 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
+from pvhpc.db.offloop import OffLoopStore
 from pvhpc.errors import PvhpcError
 from pvhpc.sessions.states import SessionState, check_transition
 
 SCHEMA_VERSION = 3
-# The store is called from the service's event loop: a lock held elsewhere (a staff command, another
-# instance, a migration) stalls every request while it is waited for. Waiting at most this long per
-# statement turns a held lock into a clean 503 ("retry shortly") after a pause of seconds, not an
-# indefinite freeze. (Moving store calls off the event loop would remove the pause; not done yet.)
+# A lock held elsewhere (a staff command, another instance, a migration) is waited for at most this long per
+# statement: then the call fails, and the request that made it gets a clean 503 ("retry shortly") rather than
+# hanging. The service makes its calls in threads (``Store.off_loop``): only that request waits, not the
+# service's event loop.
 LOCK_WAIT_SECONDS = 3
 
 
@@ -233,6 +235,17 @@ class Store:
             with self.engine.begin() as conn:
                 MIGRATIONS[target](conn)
                 conn.execute(text("UPDATE pvhpc_schema SET version = :v"), {"v": target})
+
+    @cached_property
+    def off_loop(self) -> OffLoopStore:
+        """This store's calls for the event loop (pvhpc.db.offloop): one writer thread for every caller."""
+        return OffLoopStore(self)
+
+    @property
+    def threads_share_data(self) -> bool:
+        """Whether connections made in different threads see the same database (not so an in-memory SQLite)."""
+        return not (self.engine.url.get_backend_name() == "sqlite"
+                    and self.engine.url.database in (None, "", ":memory:"))
 
     @property
     def safe_url(self) -> str:

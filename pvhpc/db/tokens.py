@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import secrets
 from datetime import datetime, timedelta
 
@@ -10,8 +12,10 @@ from sqlalchemy import select
 
 from pvhpc.db.store import ApiToken, Store, utcnow
 
+log = logging.getLogger("pvhpc.db.tokens")
 TOKEN_PREFIX = "pvhpc_"
 MAX_DAYS = 365
+STAMP_EVERY = timedelta(minutes=1)   # last_used_at: a busy script must not turn every request into a write
 
 
 def _hash(token: str) -> str:
@@ -21,6 +25,7 @@ def _hash(token: str) -> str:
 class TokenStore:
     def __init__(self, store: Store):
         self.store = store
+        self._stamping: set[asyncio.Task] = set()
 
     def create(self, user: str, name: str, days: int) -> tuple[ApiToken, str]:
         """A new token; the plain token is returned this once and never stored."""
@@ -33,6 +38,25 @@ class TokenStore:
 
     def user_for(self, token: str) -> str | None:
         """The token's user if it is valid now (known, not revoked, not expired)."""
+        record = self.valid(token)
+        if record is not None and _due_for_stamp(record):
+            self.stamp(record.id)
+        return record.user if record is not None else None
+
+    async def user_off_loop(self, token: str) -> str | None:
+        """``user_for`` for the event loop: the check on a reader thread; the last-used stamp, when due, on
+        the writer thread, not waited for (a busy database delays a stamp, never the request)."""
+        record = await self.store.off_loop.read(self.valid, token)
+        if record is None:
+            return None
+        if _due_for_stamp(record):
+            task = asyncio.ensure_future(self.store.off_loop.write(self.stamp, record.id))
+            self._stamping.add(task)
+            task.add_done_callback(self._stamped)
+        return record.user
+
+    def valid(self, token: str) -> ApiToken | None:
+        """The token's record if it is valid now (known, not revoked, not expired)."""
         if not token.startswith(TOKEN_PREFIX):
             return None
         now = utcnow()
@@ -40,10 +64,19 @@ class TokenStore:
             record = db.scalar(select(ApiToken).where(ApiToken.token_hash == _hash(token)))
             if record is None or record.revoked_at is not None or (record.expires_at and record.expires_at <= now):
                 return None
-            # Written at most once a minute: a busy script must not turn every request into a write.
-            if record.last_used_at is None or now - record.last_used_at > timedelta(minutes=1):
-                record.last_used_at = now
-            return record.user
+            return record
+
+    def stamp(self, token_id: int) -> None:
+        """Note that the token was used now."""
+        with self.store.transaction() as db:
+            record = db.get(ApiToken, token_id)
+            if record is not None and _due_for_stamp(record):
+                record.last_used_at = utcnow()
+
+    def _stamped(self, task: asyncio.Task) -> None:
+        self._stamping.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("could not note a token's last use: %s", str(task.exception()).splitlines()[0][:200])
 
     def list(self, user: str) -> list[ApiToken]:
         with self.store.transaction() as db:
@@ -57,6 +90,10 @@ class TokenStore:
             if record.revoked_at is None:
                 record.revoked_at = utcnow()
             return record
+
+
+def _due_for_stamp(record: ApiToken) -> bool:
+    return record.last_used_at is None or utcnow() - record.last_used_at > STAMP_EVERY
 
 
 def describe(record: ApiToken, now: datetime | None = None) -> dict:

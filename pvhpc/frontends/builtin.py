@@ -30,7 +30,7 @@ from tornado.web import RequestHandler
 
 from pvhpc.db.store import SessionRecord
 from pvhpc.frontends.base import FrontEnd
-from pvhpc.frontends.relay import ANSWER_HEADERS, WebSocketRelay, upgrade_request
+from pvhpc.frontends.relay import ANSWER_HEADERS, HandshakeError, WebSocketRelay, upgrade_request
 from pvhpc.frontends.routes import SESSION_ID, Route, RouteTable
 from pvhpc.web.errors import ErrorAnswers
 
@@ -140,7 +140,7 @@ class SessionProxyHandler(ErrorAnswers, RequestHandler):
     async def get(self) -> None:
         session_id = self.get_query_argument("sessionId", "")
         path = self.get_query_argument("path", "ws")
-        route = self._own_route(session_id)
+        route = await self._own_route(session_id)
         if route is None:
             return self._refuse(404, "no such session")
         if not PATH.match(path):
@@ -166,7 +166,7 @@ class SessionProxyHandler(ErrorAnswers, RequestHandler):
             host, _, port = target.rpartition(":")
             answer, headers = await relay.dial(host, int(port), upgrade_request(path, target, self.request.headers),
                                                CONNECT_TIMEOUT)
-        except (OSError, asyncio.TimeoutError) as e:
+        except (OSError, asyncio.TimeoutError, HandshakeError) as e:
             log.warning("session %s… does not answer at %s: %s", session_id[:6], route.target, e)
             return self._refuse(502, "the session's server does not answer")
         if answer.code != 101:
@@ -202,13 +202,13 @@ class SessionProxyHandler(ErrorAnswers, RequestHandler):
                                                                                                    "").lower()
         return True
 
-    def _own_route(self, session_id: str, staff_too: bool = True) -> Route | None:
+    async def _own_route(self, session_id: str, staff_too: bool = True) -> Route | None:
         """The session's route if it is routable and the caller's own (or the caller is staff, with ``staff_too``);
         an unknown id and another user's look alike."""
         route = self.frontend.routes.get(session_id) if SESSION_ID.match(session_id) else None
         if route is None:
             return None
-        user = self.auth.user(self.request)
+        user = await self.auth.user_off_loop(self.request)
         if user is None or (user != route.user and not (staff_too and self.auth.is_staff(user))):
             return None
         return route

@@ -21,6 +21,8 @@ from typing import Callable
 from tornado.httputil import HTTPHeaders, ResponseStartLine, parse_response_start_line
 from tornado.iostream import IOStream
 
+from pvhpc.errors import PvhpcError
+
 CLOSE = 0x8
 CLOSE_GRACE = 2.0          # seconds a frame under way at a cut-off may take to end before the connection just drops
 # Seconds a client told to close has to answer with its own close frame before its connection is closed anyway.
@@ -33,8 +35,10 @@ REQUEST_HEADERS = ("Sec-WebSocket-Key", "Sec-WebSocket-Version", "Sec-WebSocket-
 ANSWER_HEADERS = ("Sec-WebSocket-Accept", "Sec-WebSocket-Protocol")
 
 
-class HandshakeError(OSError):
+class HandshakeError(PvhpcError):
     """The server's answer to the upgrade was not HTTP (or far too long to be a handshake)."""
+
+    status = 502
 
 
 class FrameBoundary:

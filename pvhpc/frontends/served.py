@@ -55,7 +55,7 @@ class ServedSessionHandler(SessionProxyHandler):
         return origin is not None and urlsplit(origin).netloc.lower() != self.request.headers.get("Host", "").lower()
 
     async def get(self, session_id: str, rest: str | None = None) -> None:
-        route = self._served_route(session_id)
+        route = await self._served_route(session_id)
         if route is None:
             return self._refuse(404, "no such session")
         if rest is None:
@@ -67,15 +67,15 @@ class ServedSessionHandler(SessionProxyHandler):
         await self._forward(route, session_id)
 
     async def _any(self, session_id: str, rest: str | None = None) -> None:
-        route = self._served_route(session_id)
+        route = await self._served_route(session_id)
         if route is None or rest is None:
             return self._refuse(404, "no such session")
         await self._forward(route, session_id)
 
     post = put = patch = delete = head = options = _any
 
-    def _served_route(self, session_id: str):
-        route = self._own_route(session_id, staff_too=False)
+    async def _served_route(self, session_id: str):
+        route = await self._own_route(session_id, staff_too=False)
         return route if route is not None and self.frontend.serves_http(route) else None
 
     def _upstream_path(self, session_id: str) -> str:

@@ -1,7 +1,8 @@
 """What can be done to a session: create (submit its job), cancel, take the job's report, wait for it.
 
 Every state change goes store -> event bus, in that order, through ``apply``;
-nothing else writes a session's state.
+nothing else writes a session's state. Store calls run off the event loop
+(pvhpc.db.offloop), writes one at a time on the store's writer thread.
 """
 
 from __future__ import annotations
@@ -52,13 +53,15 @@ class SessionService:
     def __init__(self, config: SiteConfig, store: Store, scheduler: Scheduler, bus: EventBus):
         self.config = config
         self.store = store
+        self.db = store.off_loop
         self.scheduler = scheduler
         self.bus = bus
         self._create_locks: dict[str, asyncio.Lock] = {}
         self._nodes: dict[str, set[str]] = {}   # node -> its names and addresses, refreshed on a new node
 
     # -- the one way a state changes ----------------------------------------
-    def apply(self, session_id: str, change: Change | None, known: SessionRecord | None = None) -> SessionRecord | None:
+    async def apply(self, session_id: str, change: Change | None,
+                    known: SessionRecord | None = None) -> SessionRecord | None:
         """Apply ``change``. With ``known`` (the session as the caller read it and decided on): skip the write
         when it is no news, and drop the change when the session was written since (the decision is stale).
 
@@ -67,7 +70,7 @@ class SessionService:
         """
         if change is None or (known is not None and not change.is_news_for(known)):
             return None
-        record = self.store.change(session_id, change, decided_on=known.updated_at if known is not None else None)
+        record = await self.db.change(session_id, change, known.updated_at if known is not None else None)
         if record is not None:
             log.info("session %s… %s: %s", session_id[:6], record.state, record.detail)
             self.bus.publish(record)
@@ -78,7 +81,7 @@ class SessionService:
         """End a session and make sure its job is gone. With ``only_if_unchanged``, ``record`` is what the
         decision was made on: if the session was written since (say, it reported ready), it is left alone,
         job and all."""
-        ended = self.apply(record.id, lifecycle.ended(reason, extra), known=record if only_if_unchanged else None)
+        ended = await self.apply(record.id, lifecycle.ended(reason, extra), known=record if only_if_unchanged else None)
         if only_if_unchanged and ended is None:
             return
         await self._cancel_job(record)
@@ -93,7 +96,7 @@ class SessionService:
 
     # -- create ----------------------------------------------------------------
     def attachable(self, user: str, request_key: str) -> SessionRecord | None:
-        """A live session of the same request that no launcher reply has handed out yet."""
+        """A live session of the same request that no launcher reply has handed out yet. (On the writer thread.)"""
         found = self.store.find(
             SessionRecord.user == user, SessionRecord.request_key == request_key,
             SessionRecord.state != S.ENDED.value, SessionRecord.handed_out.is_(False), limit=1,
@@ -101,6 +104,7 @@ class SessionService:
         return found[0] if found else None
 
     def check_limits(self, user: str, spec: SessionSpec) -> None:
+        """Refuse a session over the user's limits. (On the writer thread, with the write it allows.)"""
         live = self.store.find(SessionRecord.user == user, SessionRecord.state != S.ENDED.value)
         limits = self.config.limits
         if len(live) >= limits.sessions_per_user:
@@ -117,11 +121,6 @@ class SessionService:
         key = spec.request_key(user)
         lock = self._create_locks.setdefault(key, asyncio.Lock())
         async with lock:
-            if attach:
-                existing = self.attachable(user, key)
-                if existing is not None:
-                    return existing
-            self.check_limits(user, spec)
             report_token = secrets.token_urlsafe(32)
             record = SessionRecord(
                 id=new_session_id(), user=user, application=spec.application, partition=spec.partition,
@@ -131,31 +130,44 @@ class SessionService:
                 secret=secrets.token_urlsafe(24), report_token_hash=token_hash(report_token),
             )
             # Recorded before sbatch runs: a crash or a lost answer leaves a session to find the job by name.
-            self.store.add(record)
+            existing = await self.db.write(self._record_new, record, spec, attach)
+            if existing is not None:
+                return existing
             self.bus.publish(record)
         if len(self._create_locks) > 10000:
             self._create_locks = {k: v for k, v in self._create_locks.items() if v.locked()}
         try:
             job = build_job(self.config, spec, user, record.id, record.job_name, record.secret, report_token)
         except TemplateError as e:
-            self.apply(record.id, lifecycle.ended(EndReason.SUBMIT_FAILED, str(e)))
+            await self.apply(record.id, lifecycle.ended(EndReason.SUBMIT_FAILED, str(e)))
             raise ServiceError(f"the job script could not be made: {e}", status=500) from None
         except KeyError:
             # Jobs run as their users: a user the system does not know cannot have one.
-            self.apply(record.id, lifecycle.ended(EndReason.SUBMIT_FAILED, f"no account {user} on this host"))
+            await self.apply(record.id, lifecycle.ended(EndReason.SUBMIT_FAILED, f"no account {user} on this host"))
             raise ServiceError(f"user {user} has no account on this host; pvhpc cannot run jobs as them",
                                status=403) from None
         return await self._submit(record, job)
+
+    def _record_new(self, record: SessionRecord, spec: SessionSpec, attach: bool) -> SessionRecord | None:
+        """On the writer thread, so that nothing is written between the checks and the new row: the session
+        to attach to, if ``attach`` finds one; else ``record`` is added, if the user's limits allow it."""
+        if attach:
+            existing = self.attachable(record.user, record.request_key)
+            if existing is not None:
+                return existing
+        self.check_limits(record.user, spec)
+        self.store.add(record)
+        return None
 
     async def _submit(self, record: SessionRecord, job) -> SessionRecord:
         try:
             job_id = await self.scheduler.submit(job)
         except SubmitRefused as e:
-            self.apply(record.id, lifecycle.ended(EndReason.SUBMIT_FAILED, str(e)))
+            await self.apply(record.id, lifecycle.ended(EndReason.SUBMIT_FAILED, str(e)))
             raise ServiceError(f"Slurm refused the job: {e}", status=400) from None
         except ControllerDown as e:
             # Nothing reached Slurm: say so now rather than look for a job that cannot exist.
-            self.apply(record.id, lifecycle.ended(EndReason.SUBMIT_FAILED, f"Slurm's controller is down: {e}"))
+            await self.apply(record.id, lifecycle.ended(EndReason.SUBMIT_FAILED, f"Slurm's controller is down: {e}"))
             raise ServiceError(f"Slurm's controller cannot be reached, nothing was queued; try again "
                                f"shortly: {e}", status=503) from None
         except SchedulerUnavailable as e:
@@ -163,21 +175,21 @@ class SessionService:
             try:
                 found = (await self.scheduler.find_by_name([record.job_name])).get(record.job_name)
             except SchedulerUnavailable:
-                self.apply(record.id, Change.to(S.SUBMITTING, f"Slurm did not answer ({e}); looking for the job"))
-                return self.store.get(record.id)
+                await self.apply(record.id, Change.to(S.SUBMITTING, f"Slurm did not answer ({e}); looking for the job"))
+                return await self.db.get(record.id)
             if found is None:
-                self.apply(record.id, lifecycle.ended(EndReason.SUBMIT_FAILED, f"Slurm did not answer: {e}"))
+                await self.apply(record.id, lifecycle.ended(EndReason.SUBMIT_FAILED, f"Slurm did not answer: {e}"))
                 raise ServiceError(f"the scheduler did not answer, nothing was queued: {e}", status=503) from None
             job_id = found.job_id
-        updated = self.apply(record.id, Change.to(S.QUEUED, f"submitted as job {job_id}", job_id=job_id))
+        updated = await self.apply(record.id, Change.to(S.QUEUED, f"submitted as job {job_id}", job_id=job_id))
         if updated is None:
-            current = self.store.get(record.id)
+            current = await self.db.get(record.id)
             if current is not None and current.session_state is S.ENDED:
                 # Cancelled (or reported) while sbatch was running: the job must not outlive it.
                 await self.scheduler.cancel(job_id, record.user)
             elif current is not None and current.job_id is None:
-                self.store.change(record.id, Change.to(current.session_state, current.detail, job_id=job_id))
-            return self.store.get(record.id)
+                await self.db.change(record.id, Change.to(current.session_state, current.detail, job_id=job_id))
+            return await self.db.get(record.id)
         return updated
 
     # -- cancel ----------------------------------------------------------------
@@ -190,12 +202,12 @@ class SessionService:
             except SchedulerUnavailable as e:
                 raise ServiceError(f"could not reach the scheduler to cancel job {record.job_id}: {e}",
                                    status=503) from None
-        self.apply(record.id, lifecycle.ended(EndReason.CANCELLED))
-        return self.store.get(record.id)
+        await self.apply(record.id, lifecycle.ended(EndReason.CANCELLED))
+        return await self.db.get(record.id)
 
     # -- the job's report --------------------------------------------------------
     async def report(self, session_id: str, token: str, payload: object) -> SessionRecord:
-        record = self.store.get(session_id)
+        record = await self.db.get(session_id)
         # Unknown session and wrong token get the same answer: no way to probe for ids.
         if record is None or not token or not hmac.compare_digest(token_hash(token), record.report_token_hash):
             raise ServiceError("unknown session or wrong report token", status=403)
@@ -229,7 +241,7 @@ class SessionService:
             fields = dict(ready_at=utcnow(), expected_start=None)
             if record.job_id is None and job_id:
                 fields["job_id"] = job_id
-            self.apply(record.id, lifecycle.ready(host, port, node, **fields))
+            await self.apply(record.id, lifecycle.ready(host, port, node, **fields))
         elif event == "exited":
             code = payload.get("code")
             if isinstance(code, bool) or not isinstance(code, int) or not 0 <= code <= 255:
@@ -238,7 +250,7 @@ class SessionService:
             if cause is not None and cause not in EXIT_CAUSES:
                 raise RequestError(f"must be one of {', '.join(EXIT_CAUSES)}", field="cause")
             # The job would end by itself right after saying so, but it is cancelled all the same (below).
-            self.apply(record.id, lifecycle.exited(code, cause))
+            await self.apply(record.id, lifecycle.exited(code, cause))
         elif event == "failed":
             reason = payload.get("reason")
             if not isinstance(reason, str):
@@ -251,7 +263,7 @@ class SessionService:
             # Ended means no job left running: a report that the server stopped while the job goes on (a
             # replayed one, or a job script that hangs after its server) must not leave the job behind.
             await self._cancel_job(record)
-        return self.store.get(record.id)
+        return await self.db.get(record.id)
 
     async def _check_on_job_node(self, record: SessionRecord, job_id: str | None, host: str) -> None:
         if not job_id:
@@ -289,7 +301,7 @@ class SessionService:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         with self.bus.subscribe() as events:
-            record = self.store.get(session_id)
+            record = await self.db.get(session_id)
             while record is not None and record.state not in wanted:
                 remaining = deadline - loop.time()
                 if remaining <= 0:

@@ -52,7 +52,7 @@ class Tracker(BackgroundLoop):
         return app.start_timeout if app else 300
 
     async def poll_once(self) -> PollStats:
-        live = self.store.live()
+        live = await self.store.off_loop.live()
         stats = PollStats(sessions=len(live))
         with_job = [s for s in live if s.job_id]
         if with_job:
@@ -63,7 +63,7 @@ class Tracker(BackgroundLoop):
                 stats.reachable = False
                 log.warning("scheduler unreachable; %d sessions kept as unknown: %s", len(with_job), e)
                 for s in with_job:
-                    self.service.apply(s.id, lifecycle.unreachable(s, str(e)), known=s)
+                    await self.service.apply(s.id, lifecycle.unreachable(s, str(e)), known=s)
                 return stats
             now = utcnow()
             gone = []
@@ -76,7 +76,7 @@ class Tracker(BackgroundLoop):
                     await self.service.end(s, EndReason.START_TIMEOUT, f"no report within {timeout:.0f} s",
                                            only_if_unchanged=True)
                 else:
-                    self.service.apply(s.id, lifecycle.from_job(s, job, now, timeout), known=s)
+                    await self.service.apply(s.id, lifecycle.from_job(s, job, now, timeout), known=s)
             for s in gone:
                 # Gone from the queue: one more look (accounting) before calling it ended.
                 stats.scheduler_calls += 1
@@ -85,7 +85,7 @@ class Tracker(BackgroundLoop):
                 except SchedulerUnavailable:
                     continue
                 change = lifecycle.from_job(s, record, now, 0) if record else lifecycle.ended(EndReason.LOST)
-                self.service.apply(s.id, change, known=s)
+                await self.service.apply(s.id, change, known=s)
         await self._find_unanswered_submissions([s for s in live if not s.job_id], stats)
         return stats
 
@@ -106,10 +106,10 @@ class Tracker(BackgroundLoop):
         for s in waiting:
             job = found.get(s.job_name)
             if job is not None:
-                self.service.apply(s.id, Change.to(S.QUEUED, f"found job {job.job_id} by name", job_id=job.job_id),
-                                   known=s)
+                found_job = Change.to(S.QUEUED, f"found job {job.job_id} by name", job_id=job.job_id)
+                await self.service.apply(s.id, found_job, known=s)
             elif now - s.created_at > grace:
-                self.service.apply(s.id, lifecycle.ended(EndReason.SUBMIT_FAILED, "no job was queued"), known=s)
+                await self.service.apply(s.id, lifecycle.ended(EndReason.SUBMIT_FAILED, "no job was queued"), known=s)
 
     async def poll_if_leading(self) -> PollStats | None:
         """One cycle if this instance is the poller; a follower only asks for the lead."""

@@ -20,7 +20,7 @@ S = SessionState
 
 
 class SessionsHandler(JSONHandler):
-    def get(self) -> None:
+    async def get(self) -> None:
         user = self.require_user()
         where = []
         # Everyone may ask for all; only staff get it, and the answer says which they got.
@@ -34,7 +34,7 @@ class SessionsHandler(JSONHandler):
             if state not in {s.value for s in S}:
                 raise APIError(f"{state!r} is not a session state or 'live'", field="state")
             where.append(SessionRecord.state == state)
-        records = self.ctx.store.find(*where, limit=1000)
+        records = await self.ctx.store.off_loop.find(*where, limit=1000)
         self.send({"all": everyone,
                    "sessions": [session_json(r, self.ctx.frontend, with_secret=r.user == user) for r in records]})
 
@@ -46,15 +46,15 @@ class SessionsHandler(JSONHandler):
 
 
 class SessionHandler(JSONHandler):
-    def get(self, session_id: str) -> None:
-        record = self.own_session(session_id)
+    async def get(self, session_id: str) -> None:
+        record = await self.own_session(session_id)
         data = session_json(record, self.ctx.frontend, with_secret=record.user == self.current_user)
         data["history"] = [{"at": e.at.isoformat() + "Z", "state": e.state, "detail": e.detail}
-                           for e in self.ctx.store.events(record.id)]
+                           for e in await self.ctx.store.off_loop.events(record.id)]
         self.send(data)
 
     async def delete(self, session_id: str) -> None:
-        record = await self.ctx.service.cancel(self.own_session(session_id))
+        record = await self.ctx.service.cancel(await self.own_session(session_id))
         self.send(session_json(record, self.ctx.frontend))
 
 
@@ -62,7 +62,7 @@ class SessionLogHandler(JSONHandler):
     """The job's output (the server's log), for its owner: the first place to look when a session fails."""
 
     async def get(self, session_id: str) -> None:
-        record = self.own_session(session_id)
+        record = await self.own_session(session_id)
         text, truncated = await self.ctx.logs.read_tail(record.user, record.job_name)
         self.send({"id": record.id, "job_id": record.job_id, "truncated": truncated, "log": text})
 
@@ -91,7 +91,7 @@ class SessionEventsHandler(JSONHandler):
     KEEPALIVE = 15.0
 
     async def get(self, session_id: str) -> None:
-        record = self.own_session(session_id)
+        record = await self.own_session(session_id)
         self.set_header("Content-Type", "text/event-stream")
         self.set_header("X-Accel-Buffering", "no")
         with self.ctx.bus.subscribe() as events:
@@ -166,11 +166,12 @@ class PartitionsHandler(JSONHandler):
 class TokensHandler(JSONHandler):
     """The caller's personal API tokens: list them, or make one (its value is shown only in this answer)."""
 
-    def get(self) -> None:
+    async def get(self) -> None:
         user = self.require_user()
-        self.send({"tokens": [tokens.describe(t) for t in self.ctx.tokens.list(user)]})
+        listed = await self.ctx.store.off_loop.read(self.ctx.tokens.list, user)
+        self.send({"tokens": [tokens.describe(t) for t in listed]})
 
-    def post(self) -> None:
+    async def post(self) -> None:
         user = self.require_user()
         if self.by_token:
             # Else a leaked token makes itself a successor that its revocation does not reach.
@@ -188,23 +189,23 @@ class TokensHandler(JSONHandler):
         days = body.get("days", 90)
         if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= tokens.MAX_DAYS:
             raise APIError(f"must be a whole number of days from 1 to {tokens.MAX_DAYS}", field="days")
-        record, token = self.ctx.tokens.create(user, name, days)
+        record, token = await self.ctx.store.off_loop.write(self.ctx.tokens.create, user, name, days)
         self.send({**tokens.describe(record), "token": token}, status=201)
 
 
 class TokenHandler(JSONHandler):
-    def delete(self, token_id: str) -> None:
+    async def delete(self, token_id: str) -> None:
         user = self.require_user()
-        record = self.ctx.tokens.revoke(user, int(token_id))
+        record = await self.ctx.store.off_loop.write(self.ctx.tokens.revoke, user, int(token_id))
         if record is None:
             raise APIError(f"no token {token_id}", status=404)
         self.send(tokens.describe(record))
 
 
 class HealthHandler(JSONHandler):
-    def get(self) -> None:
+    async def get(self) -> None:
         tracker = self.ctx.tracker
-        self.send({"ok": True, "live_sessions": self.ctx.store.count_live(),
+        self.send({"ok": True, "live_sessions": await self.ctx.store.off_loop.count_live(),
                    # Which instance polls the scheduler, when several share a database.
                    "poller": {"leading": tracker.leading, "how": tracker.leadership.kind,
                               "cycles": tracker.poll_cycles, "scheduler_calls": tracker.scheduler_calls}})

@@ -42,7 +42,7 @@ class JSONHandler(ErrorAnswers):
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.set_header("Cache-Control", "no-store")
 
-    def prepare(self) -> None:
+    async def prepare(self) -> None:
         limit = self.ctx.config.limits.max_body_bytes
         if len(self.request.body or b"") > limit:
             raise APIError(f"the request body is {len(self.request.body)} bytes; at most {limit} are accepted",
@@ -51,6 +51,9 @@ class JSONHandler(ErrorAnswers):
             if any(len(v) > MAX_QUERY_ARGUMENT for v in values):
                 raise APIError(f"is longer than the {MAX_QUERY_ARGUMENT} characters accepted", field=name[:64])
         self.check_origin_of_change()
+        # Who is asking, found before the method runs (a personal token is looked up in the database, off the
+        # event loop): ``current_user`` is then this.
+        self.current_user = await self.ctx.auth.user_off_loop(self.request)
 
     def check_origin_of_change(self) -> None:
         """A request that changes state with a browser's credentials must come from one of the site's origins.
@@ -74,9 +77,6 @@ class JSONHandler(ErrorAnswers):
         if origin.lower() not in allowed:
             raise APIError(f"a page of {origin[:100]} (the request's {said}) may not change anything here: only "
                            f"pages of {', '.join(allowed)} may (service.allowed_origins)", status=403)
-
-    def get_current_user(self) -> str | None:
-        return self.ctx.auth.user(self.request)
 
     @property
     def by_token(self) -> bool:
@@ -118,10 +118,10 @@ class JSONHandler(ErrorAnswers):
         self.set_status(status)
         self.finish(json.dumps(data, default=str))
 
-    def own_session(self, session_id: str):
+    async def own_session(self, session_id: str):
         """The caller's session; another user's answers exactly like one that does not exist."""
         user = self.require_user()
-        record = self.ctx.store.get(session_id)
+        record = await self.ctx.store.off_loop.get(session_id)
         if record is None or (record.user != user and not self.ctx.auth.is_staff(user)):
             raise APIError(f"no session {session_id}", status=404)
         return record

@@ -34,13 +34,13 @@ class LaunchHandler(JSONHandler):
         user = self.require_user()
         body = self.json_body()
         if isinstance(body, dict) and body.get("attach") is not None:
-            return self._attach(user, body)
+            return await self._attach(user, body)
         spec = parse_spec(self.ctx.config, body, strict=False)
         service = self.ctx.service
         record = await service.create(user, spec, attach=True)
         record = await service.wait_for(record.id, [S.READY], self.ctx.config.service.launcher_wait)
         if record.state == S.READY.value:
-            service.apply(record.id, Change.to(S.READY, record.detail, handed_out=True))
+            await service.apply(record.id, Change.to(S.READY, record.detail, handed_out=True))
             return self.send(self.for_page(session_json(record, self.ctx.frontend)))
         about = {"id": record.id, "state": record.state, "detail": record.detail}
         if record.state == S.ENDED.value:
@@ -52,11 +52,11 @@ class LaunchHandler(JSONHandler):
         )
 
 
-    def _attach(self, user: str, body: dict) -> None:
+    async def _attach(self, user: str, body: dict) -> None:
         session_id = body["attach"]
         if not isinstance(session_id, str) or not SESSION_ID.match(session_id):
             raise APIError("must be the id of one of your sessions", field="attach")
-        record = self.ctx.store.get(session_id)
+        record = await self.ctx.store.off_loop.get(session_id)
         # The owner only, staff included: attaching hands out the secret.
         if record is None or record.user != user:
             raise APIError(f"no session {session_id}", status=404, field="attach")
@@ -68,7 +68,7 @@ class LaunchHandler(JSONHandler):
             raise APIError(f"session {session_id} is {record.state}, not ready"
                            + (f" ({record.detail})" if record.detail else ""), status=409, field="attach",
                            extra={"id": record.id, "state": record.state})
-        self.ctx.service.apply(record.id, Change.to(S.READY, record.detail, handed_out=True))
+        await self.ctx.service.apply(record.id, Change.to(S.READY, record.detail, handed_out=True))
         self.send(self.for_page(session_json(record, self.ctx.frontend)))
 
     def for_page(self, session: dict) -> dict:
@@ -88,11 +88,11 @@ class LaunchHandler(JSONHandler):
 
 
 class LaunchedSessionHandler(JSONHandler):
-    def get(self, session_id: str) -> None:
-        record = self.own_session(session_id)
+    async def get(self, session_id: str) -> None:
+        record = await self.own_session(session_id)
         # Staff see every session, but its secret only its owner: it is the key to the user's server.
         self.send(session_json(record, self.ctx.frontend, with_secret=record.user == self.current_user))
 
     async def delete(self, session_id: str) -> None:
-        record = await self.ctx.service.cancel(self.own_session(session_id))
+        record = await self.ctx.service.cancel(await self.own_session(session_id))
         self.send(session_json(record, self.ctx.frontend))

@@ -52,8 +52,8 @@ class PageHandler(ErrorAnswers):
         self.finish(f"<!doctype html><title>pvhpc: error {answer.status}</title>"
                     f"<p>{html.escape(answer.body['error'])}</p>")
 
-    def get(self) -> None:
-        user = self.ctx.auth.user(self.request)
+    async def get(self) -> None:
+        user = await self.ctx.auth.user_off_loop(self.request)
         template = (STATIC_DIR / "index.html").read_text()
         values = {
             "user": html.escape(user or ""),
