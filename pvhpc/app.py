@@ -30,6 +30,7 @@ from pvhpc.db.store import Store
 from pvhpc.db.feed import StoreFeed
 from pvhpc.db.tokens import TokenStore
 from pvhpc.sessions.tracker import Tracker
+from pvhpc.sessions.walltime_warnings import WalltimeWarnings
 from pvhpc.web import api, launcher, pages
 from pvhpc.web.base import NotFoundHandler
 from pvhpc.web.accesslog import log_request
@@ -109,6 +110,7 @@ class PvhpcApp:
         # Another instance may change sessions in a shared database: follow its writes too.
         self.feed = StoreFeed(store, bus) if leadership.shared else None
         metrics.watch(bus, self.tracker, frontend)
+        self.walltime_warnings = WalltimeWarnings(config.service.walltime_warnings, bus)
         self.ctx = Context(config, store, scheduler, bus, service, frontend,
                            make_authenticator(config.auth, tokens), tokens,
                            RateLimiter(config.limits.requests_per_minute), JobLogs(config, runner, runner_for_user),
@@ -137,6 +139,7 @@ class PvhpcApp:
                      "reachable" if stats.reachable else "UNREACHABLE: kept as unknown")
         await self.ctx.frontend.start()
         self.ctx.frontend.rebuild(self.ctx.store.live())
+        self.walltime_warnings.start(self.ctx.store.live())
         self.server = tornado.httpserver.HTTPServer(
             self.web, xheaders=False, max_body_size=max(cfg.limits.max_body_bytes * 4, 1024 * 1024),
             idle_connection_timeout=HEADER_TIMEOUT, body_timeout=BODY_TIMEOUT,
@@ -153,6 +156,7 @@ class PvhpcApp:
 
     async def stop(self) -> None:
         await self.tracker.stop()
+        self.walltime_warnings.stop()
         if self.feed:
             await self.feed.stop()
         self.ctx.store.off_loop.close()   # calls under way finish; nothing writes after this

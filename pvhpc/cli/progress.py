@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import queue
 import shutil
+import sys
 import threading
 import time
 from datetime import datetime, timezone
 from typing import Callable, Iterator, TextIO
 
 from pvhpc.client.api import ClientError
-from pvhpc.cli.session_format import status_words
+from pvhpc.cli.session_format import status_words, warning_line
 
 SPINNER = "|/-\\"
 
@@ -45,6 +46,12 @@ class ProgressDisplay:
         self._last_words = words
         self.stream.flush()
 
+    def warn(self, warning: dict) -> None:
+        """A warning of the push channel, on a line of its own (above the live line, which is redrawn)."""
+        lead = "\r\033[K" if self.live else f"{datetime.now().strftime('%H:%M:%S')} "
+        self.stream.write(f"{lead}{warning_line(warning)}\n")
+        self.stream.flush()
+
     def close(self) -> None:
         if self.live and self._drawn:
             self.stream.write("\n")
@@ -68,7 +75,8 @@ def _settle(session: dict, until: tuple[str, ...], display) -> str | None:
 
 def follow(events: Callable[[], Iterator[dict]], until: tuple[str, ...], timeout: float | None,
            display: ProgressDisplay | None, fetch: Callable[[], dict]) -> tuple[str, dict]:
-    """Follow a session's events until its state is in ``until``, it ends, or ``timeout`` passes.
+    """Follow a session's events until its state is in ``until``, it ends, or ``timeout`` passes; warnings
+    among the events (``"type": "warning"``) are shown as they come.
 
     The event stream is read in a thread so that the display keeps ticking while
     nothing happens (Slurm may leave a job pending for hours). Returns the outcome
@@ -107,6 +115,13 @@ def follow(events: Callable[[], Iterator[dict]], until: tuple[str, ...], timeout
                 if outcome is None:
                     raise ClientError("the service closed the event stream of a live session", status=0)
                 return outcome, last
+            if value.get("type") == "warning":
+                # News, not a state: said at once (also with -q, on standard error), and following goes on.
+                if display:
+                    display.warn(value)
+                else:
+                    print(f"pvhpc: {warning_line(value)}", file=sys.stderr, flush=True)
+                continue
             last = value
             outcome = _settle(last, until, display)
             if outcome is not None:

@@ -150,7 +150,8 @@ def follow(client: Client, session: dict, until: tuple[str, ...], timeout: float
     if display and not display.live:
         display.show(session)
     sid = session["id"]
-    return progress.follow(lambda: client.events(sid, timeout=max(timeout or 0, 3600) + 60), until, timeout,
+    return progress.follow(lambda: client.events(sid, timeout=max(timeout or 0, 3600) + 60, warnings=True),
+                           until, timeout,
                            display, lambda: client.get(sid))
 
 

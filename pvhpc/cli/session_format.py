@@ -58,8 +58,22 @@ def expected_start(session: dict, now: datetime | None = None) -> str:
     return f"expected start {clock(start)} ({relative(start, now or datetime.now(timezone.utc))})"
 
 
+def time_left(session: dict, now: datetime | None = None) -> str:
+    """'time left 42:10 (walltime ends 15:30:00)' for a session whose job runs; '' otherwise."""
+    end = parse_time(session.get("ends_at"))
+    if end is None or session.get("state") == "ended":
+        return ""
+    left = (end - (now or datetime.now(timezone.utc))).total_seconds()
+    return f"time left {duration(left)} (walltime ends {clock(end)})"
+
+
+def warning_line(warning: dict) -> str:
+    """A warning of the push channel (walltime near, idle) as one line."""
+    return f"warning: {warning.get('message') or warning.get('reason')}"
+
+
 def status_words(session: dict, now: datetime | None = None) -> str:
-    """One line: the state, Slurm's reason in words, the expected start and the job."""
+    """One line: the state, Slurm's reason in words, the expected start, the time left and the job."""
     parts = [session.get("state", "?")]
     detail = session.get("detail") or ""
     if detail:
@@ -67,6 +81,9 @@ def status_words(session: dict, now: datetime | None = None) -> str:
     start = expected_start(session, now)
     if start:
         parts.append(f"; {start}")
+    left = time_left(session, now) if session.get("state") == "ready" else ""
+    if left:
+        parts.append(f"; {left}")
     if session.get("state") == "ended" and session.get("end_reason"):
         parts.append(f" [{session['end_reason']}]")
     where = []
@@ -111,7 +128,8 @@ def details(session: dict) -> str:
         ("id", session.get("id")), ("user", session.get("user")), ("application", session.get("application")),
         ("state", status_words(session)), ("partition", session.get("partition")), ("gpus", session.get("gpus")),
         ("walltime", session.get("walltime")), ("data", session.get("data")), ("job", session.get("job_id")),
-        ("node", session.get("node")), ("sessionURL", session.get("sessionURL")),
+        ("node", session.get("node")), ("time left", time_left(session)[len("time left "):]),
+        ("sessionURL", session.get("sessionURL")),
         ("created", session.get("created_at")), ("ready", session.get("ready_at")),
         ("ended", session.get("ended_at")),
     ]

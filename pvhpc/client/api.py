@@ -101,6 +101,10 @@ class Client:
     def cancel(self, session_id: str) -> dict:
         return self.request("DELETE", f"/api/v1/sessions/{session_id}")
 
+    def states(self) -> list[dict]:
+        """Your saved ParaView states, newest first (``path`` may be a new session's ``state``)."""
+        return self.request("GET", "/api/v1/states")["states"]
+
     def log(self, session_id: str) -> str:
         """The session job's output (the ParaView server's log); the last 256 KiB."""
         return self.request("GET", f"/api/v1/sessions/{session_id}/log")["log"]
@@ -130,20 +134,26 @@ class Client:
     def applications(self) -> list[dict]:
         return self.request("GET", "/api/v1/applications")["applications"]
 
-    def events(self, session_id: str, timeout: float = 3600) -> Iterator[dict]:
+    def events(self, session_id: str, timeout: float = 3600, warnings: bool = False) -> Iterator[dict]:
         """Each state of the session as it happens (server-sent events), ending when the session ends
-        or ``timeout`` seconds have passed (checked at each event and each keep-alive, every 15 s)."""
+        or ``timeout`` seconds have passed (checked at each event and each keep-alive, every 15 s).
+        With ``warnings``, the warnings to its user too (``{"type": "warning", "reason", "message",
+        "seconds_left", ...}``: walltime near, idle), which are not states."""
         deadline = time.monotonic() + timeout
+        wanted = ("session", "warning") if warnings else ("session",)
         with self._open("GET", f"/api/v1/sessions/{session_id}/events", timeout=timeout) as response:
-            data = []
+            data, name = [], "message"
             try:
                 for raw in response:
                     line = raw.decode().rstrip("\r\n")
-                    if line.startswith("data:"):
+                    if line.startswith("event:"):
+                        name = line[6:].strip()
+                    elif line.startswith("data:"):
                         data.append(line[5:].strip())
-                    elif not line and data:
-                        yield json.loads("\n".join(data))
-                        data = []
+                    elif not line:
+                        if data and name in wanted:
+                            yield json.loads("\n".join(data))
+                        data, name = [], "message"
                     if time.monotonic() > deadline:
                         return
             except (TimeoutError, socket.timeout):

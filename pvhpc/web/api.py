@@ -9,6 +9,7 @@ from tornado.iostream import StreamClosedError
 
 from pvhpc.db import tokens
 from pvhpc.scheduler import SchedulerUnavailable
+from pvhpc.sessions.events import Notice
 from pvhpc.sessions.spec import parse_spec
 from pvhpc.sessions.states import SessionState
 from pvhpc.db.store import SessionRecord
@@ -86,7 +87,8 @@ class ReportHandler(JSONHandler):
 
 
 class SessionEventsHandler(JSONHandler):
-    """Server-sent events: the session now, then every change, until it ends."""
+    """Server-sent events: the session now, then every change, until it ends; and warnings to its user
+    (``event: warning``: its walltime is near, it is idle), which change nothing."""
 
     KEEPALIVE = 15.0
 
@@ -94,7 +96,7 @@ class SessionEventsHandler(JSONHandler):
         record = await self.own_session(session_id)
         self.set_header("Content-Type", "text/event-stream")
         self.set_header("X-Accel-Buffering", "no")
-        with self.ctx.bus.subscribe() as events:
+        with self.ctx.bus.subscribe(notices=True) as events:
             try:
                 await self._send_event(record)
                 while record.state != S.ENDED.value:
@@ -103,6 +105,11 @@ class SessionEventsHandler(JSONHandler):
                     except asyncio.TimeoutError:
                         self.write(": keepalive\n\n")
                         await self.flush()
+                        continue
+                    if isinstance(changed, Notice):
+                        if changed.session_id == session_id:
+                            self.write(f"event: warning\ndata: {json.dumps(changed.json())}\n\n")
+                            await self.flush()
                         continue
                     if changed.id == session_id:
                         record = changed

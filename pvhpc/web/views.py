@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from pvhpc.sessions.durations import format_minutes
+from pvhpc.sessions.walltime_warnings import ends_at, time_left
 from pvhpc.db.store import SessionRecord
 
 
@@ -33,6 +34,9 @@ def session_json(record: SessionRecord, frontend, with_secret: bool = True) -> d
         "created_at": _iso(record.created_at),
         "ready_at": _iso(record.ready_at),
         "ended_at": _iso(record.ended_at),
+        # When the walltime ends a running session's job, and the seconds until then (null before it runs).
+        "ends_at": _iso(ends_at(record)),
+        "time_left": None if (left := time_left(record)) is None else round(left),
     }
     if with_secret and record.state != "ended":
         data["secret"] = record.secret

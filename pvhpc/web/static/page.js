@@ -344,6 +344,7 @@ function closeSession() {
   current = null;
   $("session-body").hidden = true;
   $("session-none").hidden = false;
+  showWarning(null);
   $("viewer-area").hidden = true;
   $("open-in").hidden = true;
   $("log").hidden = true;
@@ -370,6 +371,11 @@ function follow(id) {
     if (!current || current.id !== id) return;
     showSession(JSON.parse(event.data));
   });
+  // Warnings change no state: the walltime is near, the session is idle (docs/web.md).
+  events.addEventListener("warning", (event) => {
+    if (!current || current.id !== id) return;
+    showWarning(JSON.parse(event.data));
+  });
   events.addEventListener("error", async () => {
     // EventSource reconnects by itself after a dropped link; it gives up only when the answer was an error.
     if (events.readyState !== EventSource.CLOSED || !current || current.id !== id) return;
@@ -379,6 +385,30 @@ function follow(id) {
       showPageError(error.message);
     }
   });
+}
+
+// The banner over the session and the line in the quick view; null takes both away.
+function showWarning(warning) {
+  for (const where of ["session-warning", "viewer-warning"]) {
+    $(where).textContent = warning ? warning.message : "";
+    $(where).hidden = !warning;
+    if (warning) $(where).dataset.reason = warning.reason;
+  }
+  if (warning) announce(`Warning: ${warning.message}`);
+}
+
+// "42:10 (until 15:30)": the walltime's countdown of a running session, redrawn every second.
+function showTimeLeft() {
+  const session = current && current.session;
+  const shown = Boolean(session && session.state === "ready" && session.ends_at);
+  $("session-left-label").hidden = !shown;
+  $("session-left").hidden = !shown;
+  if (!shown) return;
+  const seconds = Math.max(0, Math.round((new Date(session.ends_at) - Date.now()) / 1000));
+  const h = Math.floor(seconds / 3600), m = Math.floor((seconds % 3600) / 60), s = seconds % 60;
+  const clock = `${h ? h + ":" + String(m).padStart(2, "0") : m}:${String(s).padStart(2, "0")}`;
+  const until = new Date(session.ends_at).toLocaleTimeString(undefined, { timeStyle: "short" });
+  $("session-left").textContent = `${clock} (the walltime ends the session at ${until})`;
 }
 
 function addTimeline(state, detail, at) {
@@ -412,6 +442,8 @@ function showSession(session) {
     `walltime ${session.walltime}`, session.node ? `on ${session.node}` : null, session.data ? `data ${session.data}` : null,
   ].filter(Boolean).join(", ");
   $("cancel").hidden = session.state === "ended";
+  showTimeLeft();
+  if (session.state === "ended") showWarning(null);
 
   if (changed) {
     current.lastState = key;
@@ -608,6 +640,7 @@ async function start() {
   $("refresh-partitions").addEventListener("click", refreshPartitions);
   $("add-source-button").addEventListener("click", () => current && current.view && current.view.addSource($("add-source").value));
   $("reset-camera").addEventListener("click", () => current && current.view && current.view.resetCamera());
+  setInterval(showTimeLeft, 1000);
   $("quick-view").addEventListener("click", () => {
     if (!current || current.view || current.session.state !== "ready") return;
     $("quick-view").hidden = true;
