@@ -32,6 +32,8 @@ VENV={{ venv }}
 export PVHPC_SECRET={{ secret }}
 export PVHPC_REPORT_TOKEN={{ report_token }}
 export PYTHONPATH={{ pythonpath }}${PYTHONPATH:+:$PYTHONPATH}
+# For the server (pvhpc/node/pvstate.py): save its ParaView state here when Slurm ends the job; start from one.
+export PVHPC_STATE_SAVE={{ state_save }} PVHPC_STATE_LOAD={{ state_load }} PVHPC_STATE_ROOTS={{ state_roots }}
 if [ -n "$VENV" ]; then
     export VIRTUAL_ENV="$VENV" PATH="$VENV/bin:$PATH"
 fi

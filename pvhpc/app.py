@@ -20,6 +20,7 @@ from pvhpc.config import SiteConfig
 from pvhpc.sessions.events import EventBus
 from pvhpc.frontends import FrontEnd, make_frontend
 from pvhpc.sessions.joblogs import JobLogs
+from pvhpc.sessions.savedstates import SavedStates
 from pvhpc.db.leadership import leadership_for
 from pvhpc.metrics import Metrics
 from pvhpc.web.ratelimit import RateLimiter
@@ -74,6 +75,7 @@ def routes(ctx: Context) -> list:
         (rf"/api/v1/sessions/{SESSION_ID}/report", api.ReportHandler, c),
         (rf"/api/v1/sessions/{SESSION_ID}/log", api.SessionLogHandler, c),
         (r"/api/v1/applications", api.ApplicationsHandler, c),
+        (r"/api/v1/states", api.StatesHandler, c),
         (r"/api/v1/partitions", api.PartitionsHandler, c),
         (r"/api/v1/tokens", api.TokensHandler, c),
         (r"/api/v1/tokens/([0-9]{1,18})", api.TokenHandler, c),
@@ -100,6 +102,7 @@ class PvhpcApp:
         scheduler = metrics.metered(scheduler or scheduler_for(config, runner, runner_for_user))
         bus = EventBus()
         service = SessionService(config, store, scheduler, bus)
+        service.states = SavedStates(config, runner, runner_for_user)
         frontend = make_frontend(config)
         if self.ssh_link:
             ssh.route_through(frontend, self.ssh_link)

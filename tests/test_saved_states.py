@@ -99,3 +99,105 @@ def test_request_field_state_form(site, value, message):
         parse_spec(site, {"application": "paraview", "state": value}, strict=True)
     assert e.value.field == "state"
     assert parse_spec(site, {"application": "paraview", "state": "/x/s.pvsm"}, strict=True).state_file == "/x/s.pvsm"
+
+
+# -- for real: a Visualizer session on the local cluster, ended, and a new one started from its state ----------
+
+async def build_pipeline(url: str, secret: str) -> bytes:
+    """As a Visualizer user does: open the data file, add a Contour; the picture it shows then."""
+    import asyncio
+
+    from pvhpc.client.wslink import WslinkClient
+    from tests.test_visualizer_job import new_image
+
+    client = await WslinkClient.connect(url, secret)
+    try:
+        first = await new_image(client, None)
+        reader = await client.call("pv.proxy.manager.create.reader", ["blob.vtk"])
+        opened = await new_image(client, first)
+        contour = await client.call("pv.proxy.manager.create", ["Contour", reader["id"]])
+        assert contour.get("id"), contour
+        await asyncio.sleep(1)
+        return await new_image(client, opened)
+    finally:
+        client.close()
+
+
+async def pipeline_now(url: str, secret: str) -> tuple[list[str], bytes]:
+    """The pipeline a session shows (source names) and its picture."""
+    from pvhpc.client.wslink import WslinkClient
+
+    client = await WslinkClient.connect(url, secret)
+    try:
+        listed = await client.call("pv.proxy.manager.list", [])
+        return sorted(s["name"] for s in listed["sources"]), await client.push_image((400, 300))
+    finally:
+        client.close()
+
+
+def wait_for_state(client, session_id, timeout=60):
+    from tests.helpers import wait_until
+
+    return wait_until(lambda: [s for s in client.states() if s["session"] == session_id], timeout,
+                      message=f"a state saved by session {session_id}")[0]
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("how", ["cancel", "walltime"])
+def test_a_visualizer_session_ended_saves_its_state_and_a_new_one_starts_from_it(
+        service_factory, cluster, tmp_path, artifacts, how):
+    import asyncio
+    import os
+
+    from pvhpc import paths
+    from pvhpc.client import ClientError
+    from pvhpc.node import runtime
+    from tests.helpers import foreground_fraction
+    from tests.test_visualizer_job import write_blob
+
+    runtime.install_web_clients(paths.web_clients_dir())
+    data = tmp_path / "data"
+    data.mkdir()
+    write_blob(data / "blob.vtk")
+    apps = config.visualizer_application([str(data)])
+    apps["visualizer"]["start_timeout"] = 120
+    svc = service_factory(applications=apps).start()
+    client = svc.client()
+    walltime = {"walltime": "2"} if how == "walltime" else {}   # minutes: the shortest Slurm counts in
+    first = client.launch("visualizer", partition="gpu", gpus="1", **walltime)
+    assert first["state"] == "ready", first
+    before = asyncio.run(build_pipeline(first["sessionURL"], first["secret"]))
+    (artifacts / f"{how}-before.jpg").write_bytes(before)
+    if how == "cancel":
+        client.cancel(first["id"])
+    ended = client.wait(first["id"], until=("ended",), timeout=240)
+    assert ended["end_reason"] == ("cancelled" if how == "cancel" else "walltime"), ended
+    saved = wait_for_state(client, first["id"])
+    assert os.stat(saved["path"]).st_mode & 0o077 == 0, "a saved state is its user's alone"
+
+    second = client.launch("visualizer", partition="gpu", gpus="1", state=saved["path"])
+    assert second["state"] == "ready", second
+    names, after = asyncio.run(pipeline_now(second["sessionURL"], second["secret"]))
+    (artifacts / f"{how}-after.jpg").write_bytes(after)
+    assert names == ["Contour1", "blob.vtk"], names
+    # The same picture: the contour's sphere where it was (JPEG: compared by what it covers).
+    assert foreground_fraction(before) > 0.05
+    assert abs(foreground_fraction(after) - foreground_fraction(before)) < 0.01, (
+        foreground_fraction(before), foreground_fraction(after))
+    client.cancel(second["id"])
+
+    # Refused before any job: a state outside the user's states and data roots, a corrupt one, one whose data
+    # is outside the roots.
+    jobs_before = len(client.list())
+    outside = tmp_path / "elsewhere.pvsm"
+    outside.write_bytes(open(saved["path"], "rb").read())
+    corrupt = data / "corrupt.pvsm"
+    corrupt.write_text(open(saved["path"]).read()[:500])
+    escaping = data / "escaping.pvsm"
+    escaping.write_text(open(saved["path"]).read().replace(str(data / "blob.vtk"), "/etc/hostname"))
+    for path, words in ((outside, "neither in your saved states"), (corrupt, "not a readable ParaView state"),
+                        (escaping, "the state reads /etc/hostname, outside application visualizer's data roots")):
+        with pytest.raises(ClientError, match=words) as e:
+            client.launch("visualizer", partition="gpu", gpus="1", state=str(path))
+        assert e.value.status == 400 and e.value.field == "state"
+    assert len(client.list()) == jobs_before, "a refused request made a session"

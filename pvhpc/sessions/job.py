@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pvhpc.config import ApplicationConfig, SiteConfig
 from pvhpc.scheduler import JobRequest
-from pvhpc.sessions import command, joblogs, parallel
+from pvhpc.sessions import command, joblogs, parallel, savedstates
 from pvhpc.sessions.spec import SessionSpec
 
 # pvhpc's launcher, found beside the job helper (runtime.job_helper): the node-side files travel together.
@@ -73,6 +73,11 @@ def build_job(config: SiteConfig, spec: SessionSpec, user: str, session_id: str,
         "load_file": spec.data_file or "",
         "idle_timeout": app.idle_timeout,
         "parallel": parallel.job_value(app, spec.nodes, spec.ranks),
+        # The ParaView state: where the server saves it when the job is ended, the one it starts from (checked
+        # before submit) and the roots its data must lie in, checked again on the node (pvhpc/node/pvstate.py).
+        "state_save": savedstates.save_prefix(config, user, session_id),
+        "state_load": spec.state_file or "",
+        "state_roots": os.pathsep.join(str(root) for root in app.data_roots),
     }
     template = config.template(app)
     # A template uses the values it needs; the config check made sure it names none pvhpc lacks.

@@ -25,6 +25,8 @@ JOB_SCRIPT_VALUES = (
     "secret", "report_token", "pythonpath", "venv", "log_file", "server_listen",
     # A parallel session's MPI ParaView server, for pvhpc/node/parallel.py (empty for one process).
     "parallel",
+    # The ParaView state saved when the job is ended and the one loaded at start (pvhpc/node/pvstate.py).
+    "state_save", "state_load", "state_roots",
     # What templates written before applications had a command use: pvhpc's own server's arguments.
     "pvpython", "server_script", "data_dir", "load_file", "idle_timeout",
 )

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import pwd
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -24,7 +25,7 @@ from pvhpc.config import ApplicationConfig, SiteConfig
 from pvhpc.node import pvstate
 from pvhpc.scheduler.runners import CommandRunner, CommandUnavailable
 from pvhpc.sessions import joblogs
-from pvhpc.sessions.spec import RequestError
+from pvhpc.sessions.spec import RequestError, SessionSpec
 
 USER_STATE_DIR = ".pvhpc/states"
 # A pipeline's state is some hundred kB; a file far larger is not one pvhpc saved.
@@ -108,3 +109,10 @@ class SavedStates:
             raise RequestError(f"the state reads {bad[0]}, outside application {app.name}'s data roots ({roots})",
                                field="state")
         return real
+
+    async def checked(self, user: str, spec: SessionSpec) -> SessionSpec:
+        """The spec with its state (if any) checked and made a real path: what the job loads."""
+        if spec.state_file is None:
+            return spec
+        app = self.config.applications[spec.application]
+        return replace(spec, state_file=await self.check(user, app, spec.state_file))

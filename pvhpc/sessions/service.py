@@ -50,6 +50,9 @@ def token_hash(token: str) -> str:
 
 
 class SessionService:
+    # Checks a request's saved state before anything is recorded (pvhpc/sessions/savedstates.py); set by app.py.
+    states = None
+
     def __init__(self, config: SiteConfig, store: Store, scheduler: Scheduler, bus: EventBus):
         self.config = config
         self.store = store
@@ -118,6 +121,10 @@ class SessionService:
 
     async def create(self, user: str, spec: SessionSpec, attach: bool = False) -> SessionRecord:
         """Record the session, then submit its job. With ``attach``, a retried request joins its first session."""
+        if spec.state_file is not None:
+            if self.states is None:
+                raise RequestError("this service cannot check saved states", field="state")
+            spec = await self.states.checked(user, spec)
         key = spec.request_key(user)
         lock = self._create_locks.setdefault(key, asyncio.Lock())
         async with lock:

@@ -124,6 +124,15 @@ class SessionEventsHandler(JSONHandler):
         await self.flush()
 
 
+class StatesHandler(JSONHandler):
+    """The user's saved ParaView states (saved when a session's job was ended), newest first: each path may be
+    given as a new session's ``state``."""
+
+    async def get(self) -> None:
+        user = self.require_user()
+        self.send({"states": await self.ctx.service.states.list(user)})
+
+
 class ApplicationsHandler(JSONHandler):
     def get(self) -> None:
         self.require_user()
