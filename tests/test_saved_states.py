@@ -175,7 +175,17 @@ def test_a_visualizer_session_ended_saves_its_state_and_a_new_one_starts_from_it
     saved = wait_for_state(client, first["id"])
     assert os.stat(saved["path"]).st_mode & 0o077 == 0, "a saved state is its user's alone"
 
-    second = client.launch("visualizer", partition="gpu", gpus="1", state=saved["path"])
+    if how == "cancel":
+        # As a user at a shell: pvhpc states lists it, pvhpc submit --state starts from it.
+        from tests.test_cli import as_json, pvhpc
+
+        listed = pvhpc("states", url=svc.url)
+        assert listed.returncode == 0 and f"session {first['id']}" in listed.stdout and saved["path"] in listed.stdout
+        submitted = as_json(pvhpc("submit", "visualizer", "-p", "gpu", "-g", "1", "--state", saved["path"],
+                                  "--wait", "--json", url=svc.url))
+        second = client.get(submitted["id"])
+    else:
+        second = client.launch("visualizer", partition="gpu", gpus="1", state=saved["path"])
     assert second["state"] == "ready", second
     names, after = asyncio.run(pipeline_now(second["sessionURL"], second["secret"]))
     (artifacts / f"{how}-after.jpg").write_bytes(after)

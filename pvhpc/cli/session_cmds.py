@@ -54,12 +54,15 @@ def request_options() -> argparse.ArgumentParser:
     p.add_argument("-N", "--nodes", type=int, help="a parallel session: nodes its ParaView server spans")
     p.add_argument("-n", "--ranks", type=int,
                    help="a parallel session: MPI ranks of its ParaView server (where the partition allows)")
+    p.add_argument("--state", metavar="PATH",
+                   help="start from a saved ParaView state (.pvsm; 'pvhpc states' lists yours)")
     return p
 
 
 def request_fields(args) -> dict:
     fields = {"partition": args.partition, "gpus": args.gpus, "walltime": args.walltime,
-              "account": args.account, "qos": args.qos, "nodes": args.nodes, "ranks": args.ranks}
+              "account": args.account, "qos": args.qos, "nodes": args.nodes, "ranks": args.ranks,
+              "state": args.state}
     return {k: v for k, v in fields.items() if v is not None}
 
 
