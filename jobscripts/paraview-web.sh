@@ -34,6 +34,8 @@ export PVHPC_REPORT_TOKEN={{ report_token }}
 export PYTHONPATH={{ pythonpath }}${PYTHONPATH:+:$PYTHONPATH}
 # For the server (pvhpc/node/pvstate.py): save its ParaView state here when Slurm ends the job; start from one.
 export PVHPC_STATE_SAVE={{ state_save }} PVHPC_STATE_LOAD={{ state_load }} PVHPC_STATE_ROOTS={{ state_roots }}
+# For the server (pvhpc/node/input_idle.py): stop after this long without user input (SECONDS:WARNING; empty: never).
+export PVHPC_INPUT_IDLE={{ input_idle }}
 if [ -n "$VENV" ]; then
     export VIRTUAL_ENV="$VENV" PATH="$VENV/bin:$PATH"
 fi

@@ -44,7 +44,7 @@ POLL_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 CALL_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 # What the scheduler interface offers (pvhpc.scheduler.base.Scheduler): each call counted by this name.
 SCHEDULER_CALLS = ("submit", "query", "find_by_name", "lookup_finished", "cancel", "partitions", "node_addresses")
-REPORT_EVENTS = ("ready", "failed", "exited")
+REPORT_EVENTS = ("ready", "failed", "exited", "idle_warning")
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 

@@ -205,6 +205,12 @@ APPLICATIONS = Named(
         Key("start_timeout", whole(5, 86400), 300,
             "seconds from job start to the server's report, else the job is cancelled"),
         Key("idle_timeout", whole(10, 7 * 86400), 900, "seconds a server waits without clients before it exits"),
+        Key("input_idle_timeout", whole(0, 7 * 86400), 0,
+            "seconds without user input (a client's RPCs other than image requests: mouse, view and proxy "
+            "changes) after which the server saves its state and stops, ending the session as idle even with a "
+            "tab still open on it; 0: never"),
+        Key("input_idle_warning", whole(1, 86400), 120,
+            "with input_idle_timeout: seconds before that end at which the user is warned (push channel, page)"),
         Key("description", checks.free_text, "", "what users read about the application"),
         Key("web_client", checks.web_client, None,
             "a directory of static files (with index.html) the front end serves at /apps/<name>/: the "

@@ -72,6 +72,8 @@ class ApplicationConfig:
     default_partition: str
     start_timeout: int           # seconds from job start to the server's report
     idle_timeout: int            # seconds a server waits without clients before it exits
+    input_idle_timeout: int      # seconds without user input before the server stops (idle); 0: never
+    input_idle_warning: int      # seconds before that end at which the user is warned
     description: str
     # Static files the front end serves at /apps/<name>/ (holds index.html); None: the app has none of its own.
     web_client: Path | None

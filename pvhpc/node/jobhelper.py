@@ -101,10 +101,11 @@ def report(urls, payload, token, give_up_after):
         delay = min(delay * 2, 5.0)
 
 
-EXIT_CAUSES = ("client", "idle")   # why a server stopped by itself: its client asked, or none came for its timeout
+# Why a server stopped by itself: its client asked, none came for its timeout, or nobody used it (input_idle.py).
+EXIT_CAUSES = ("client", "idle", "input_idle")
 
 
-def send(url, event, give_up_after, *, code=0, cause="", host="", port=0, reason=""):
+def send(url, event, give_up_after, *, code=0, cause="", host="", port=0, reason="", seconds_left=0):
     """Print the report line (it stays in the job's output as a record) and send it to pvhpc (without url, only print)."""
     payload = {
         "event": event,
@@ -121,6 +122,9 @@ def send(url, event, give_up_after, *, code=0, cause="", host="", port=0, reason
         if cause:
             payload["cause"] = cause
         print(f"PVHPC_EXITED code={code}" + (f" cause={cause}" if cause else ""), flush=True)
+    elif event == "idle_warning":
+        payload["seconds_left"] = int(seconds_left)
+        print(f"PVHPC_IDLE_WARNING seconds_left={int(seconds_left)}", flush=True)
     else:
         payload["reason"] = reason[:2000]
         print(f"PVHPC_FAILED {payload['reason']}", flush=True)

@@ -37,6 +37,7 @@ ARGV_WRAPPER = os.path.join(HERE, "argv_secret.py")
 SECRET_PLACEHOLDER = "${secret}"
 NODE_PLACEHOLDER = re.compile(r"\$\{(port|port_file|host)\}")
 EXIT_CAUSE_ENV = "PVHPC_EXIT_CAUSE_FILE"
+IDLE_WARNING_ENV = "PVHPC_IDLE_WARNING_FILE"   # where the server says nobody used it for a while (input_idle.py)
 COMMAND_ENV, READY_ENV, LISTEN_ENV = "PVHPC_LAUNCH_COMMAND", "PVHPC_LAUNCH_READY", "PVHPC_LISTEN"
 LAST_LINES = 12
 # Seconds a server has to stop after SIGTERM before it is killed: within the job script's own grace for the
@@ -96,6 +97,7 @@ def server_environment(workdir):
     for name in ("PVHPC_REPORT_TOKEN", COMMAND_ENV, READY_ENV, LISTEN_ENV):
         env.pop(name, None)
     env[EXIT_CAUSE_ENV] = os.path.join(workdir, "exit-cause")
+    env[IDLE_WARNING_ENV] = os.path.join(workdir, "idle-warning")
     # wslink prints its ready line without a newline; unbuffered, it arrives when printed.
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
@@ -188,7 +190,7 @@ def run(args):
     command, ready = json.loads(os.environ[COMMAND_ENV]), json.loads(os.environ[READY_ENV])
     argv, port = server_argv(command, ready, args.workdir)
     env = server_environment(args.workdir)
-    for stale in (env[EXIT_CAUSE_ENV], os.path.join(args.workdir, "port")):
+    for stale in (env[EXIT_CAUSE_ENV], env[IDLE_WARNING_ENV], os.path.join(args.workdir, "port")):
         if os.path.exists(stale):
             os.unlink(stale)   # only what this server says counts
     stopping = threading.Event()
@@ -237,10 +239,17 @@ def run(args):
     reporter = threading.Thread(target=jobhelper.send, args=(args.url, "ready", args.start_timeout),
                                 kwargs={"port": listening}, daemon=True)
     reporter.start()
+    idle_warned = False
     while proc.poll() is None:
         if stopping.is_set():
             stop(proc)
             break
+        # The server warns once per quiet spell (the file goes when input comes back): passed on to pvhpc.
+        warning = read_port_file(env[IDLE_WARNING_ENV])
+        if warning is not None and not idle_warned:
+            threading.Thread(target=jobhelper.send, args=(args.url, "idle_warning", 30),
+                             kwargs={"seconds_left": warning}, daemon=True).start()
+        idle_warned = warning is not None
         try:
             proc.wait(0.2)
         except subprocess.TimeoutExpired:

@@ -11,6 +11,8 @@ Without that variable, or with a wslink whose insides differ, nothing is hooked 
 import functools
 import os
 
+import input_idle   # beside this file
+
 CAUSE_ENV = "PVHPC_EXIT_CAUSE_FILE"
 # Called before the idle timer stops the server (pvstate.py saves the session's state there).
 before_idle_stop = []
@@ -70,4 +72,6 @@ def install():
 
     web_app.shutdown_schedule = shutdown_schedule
     server.exit, server.exitLater = exit, exitLater
+    # No user input for the application's input_idle_timeout ends the server too, even with a client connected.
+    input_idle.install(note, before_idle_stop)
     return True

@@ -72,6 +72,8 @@ def build_job(config: SiteConfig, spec: SessionSpec, user: str, session_id: str,
         "data_dir": spec.data_root,
         "load_file": spec.data_file or "",
         "idle_timeout": app.idle_timeout,
+        # Seconds without user input before the server stops, and the warning's lead (pvhpc/node/input_idle.py).
+        "input_idle": f"{app.input_idle_timeout}:{app.input_idle_warning}" if app.input_idle_timeout else "",
         "parallel": parallel.job_value(app, spec.nodes, spec.ranks),
         # The ParaView state: where the server saves it when the job is ended, the one it starts from (checked
         # before submit) and the roots its data must lie in, checked again on the node (pvhpc/node/pvstate.py).

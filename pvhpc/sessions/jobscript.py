@@ -27,6 +27,8 @@ JOB_SCRIPT_VALUES = (
     "parallel",
     # The ParaView state saved when the job is ended and the one loaded at start (pvhpc/node/pvstate.py).
     "state_save", "state_load", "state_roots",
+    # SECONDS:WARNING without user input before the server stops as idle, or empty (pvhpc/node/input_idle.py).
+    "input_idle",
     # What templates written before applications had a command use: pvhpc's own server's arguments.
     "pvpython", "server_script", "data_dir", "load_file", "idle_timeout",
 )

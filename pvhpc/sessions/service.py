@@ -13,12 +13,13 @@ import hmac
 import logging
 import re
 import secrets
+from datetime import timedelta
 from typing import Iterable
 
 from pvhpc.sessions import lifecycle
 from pvhpc.config import SiteConfig
 from pvhpc.errors import PvhpcError
-from pvhpc.sessions.events import EventBus
+from pvhpc.sessions.events import EventBus, Notice
 from pvhpc.sessions.jobscript import TemplateError
 from pvhpc.scheduler import ControllerDown, Scheduler, SchedulerUnavailable, SubmitRefused
 from pvhpc.sessions.job import build_job
@@ -47,6 +48,15 @@ def new_session_id() -> str:
 
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def idle_warning(record: SessionRecord, seconds_left: object) -> Notice:
+    """The server's word that nobody has used it for a while (pvhpc/node/input_idle.py), as the user's warning."""
+    if isinstance(seconds_left, bool) or not isinstance(seconds_left, int) or not 0 <= seconds_left <= 86400:
+        raise RequestError("must be whole seconds from 0 to 86400", field="seconds_left")
+    return Notice(record.id, "idle", f"Nobody has used this session for a while: it ends in {seconds_left} s "
+                  "(its state is saved) unless you use it (rotate the view, change something)",
+                  seconds_left=seconds_left, ends_at=utcnow() + timedelta(seconds=seconds_left))
 
 
 class SessionService:
@@ -264,8 +274,10 @@ class SessionService:
                 raise RequestError("must be a string", field="reason")
             # After ready it is no longer the start that failed (a parallel session's rank that died).
             await self.end(record, EndReason.FAILED if record.ready_at else EndReason.START_FAILED, reason[:1000])
+        elif event == "idle_warning":
+            self.bus.notify(idle_warning(record, payload.get("seconds_left")))
         else:
-            raise RequestError("must be 'ready', 'failed' or 'exited'", field="event")
+            raise RequestError("must be 'ready', 'failed', 'exited' or 'idle_warning'", field="event")
         if event == "exited":
             # Ended means no job left running: a report that the server stopped while the job goes on (a
             # replayed one, or a job script that hangs after its server) must not leave the job behind.

@@ -90,6 +90,7 @@ END_MESSAGES = {
 EXIT_CAUSES = {
     "client": (EndReason.COMPLETED, "its client asked it to stop"),
     "idle": (EndReason.IDLE, "no client was connected for its idle timeout"),
+    "input_idle": (EndReason.IDLE, "nobody used it (no user input) for its input_idle_timeout"),
 }
 
 
