@@ -392,7 +392,7 @@ function showWarning(warning) {
   for (const where of ["session-warning", "viewer-warning"]) {
     $(where).textContent = warning ? warning.message : "";
     $(where).hidden = !warning;
-    if (warning) $(where).dataset.reason = warning.reason;
+    $(where).dataset.reason = warning ? warning.reason : "";
   }
   if (warning) announce(`Warning: ${warning.message}`);
 }
@@ -641,6 +641,12 @@ async function start() {
   $("add-source-button").addEventListener("click", () => current && current.view && current.view.addSource($("add-source").value));
   $("reset-camera").addEventListener("click", () => current && current.view && current.view.resetCamera());
   setInterval(showTimeLeft, 1000);
+  // Using the view is the input an idle warning asks for (the server starts its count again): the warning goes.
+  for (const type of ["pointerdown", "wheel", "keydown"]) {
+    $("viewer").addEventListener(type, () => {
+      if ($("session-warning").dataset.reason === "idle") showWarning(null);
+    }, { passive: true });
+  }
   $("quick-view").addEventListener("click", () => {
     if (!current || current.view || current.session.state !== "ready") return;
     $("quick-view").hidden = true;
