@@ -11,8 +11,10 @@ import pytest
 
 from pvhpc.client.wslink import WslinkClient
 from pvhpc.node import input_idle
+from pvhpc.sessions.service import idle_warning
+from pvhpc.sessions.spec import RequestError
+from tests.helpers import session_record
 
-pytestmark = [pytest.mark.cluster, pytest.mark.paraview]
 INPUT_IDLE, WARNING = 24, 12
 
 
@@ -23,6 +25,16 @@ def test_what_counts_as_user_input():
         "viewport.mouse.interaction"
     assert input_idle.method_of(b'{"method": "wslink.binary.attachment"}') is None   # no id: not an RPC
     assert input_idle.method_of("not json") is None
+
+
+def test_an_idle_warning_report_becomes_the_users_warning():
+    record = session_record(state="ready")
+    notice = idle_warning(record, 30)
+    assert (notice.reason, notice.seconds_left, notice.json()["type"]) == ("idle", 30, "warning")
+    for wrong in ("30", -1, True, 10**6):
+        with pytest.raises(RequestError) as e:
+            idle_warning(record, wrong)
+        assert e.value.field == "seconds_left"
 
 
 def events_of(client, session_id: str, into: list) -> threading.Thread:
@@ -57,6 +69,8 @@ async def left_open_and_kept_busy(idle_session: dict, busy_session: dict, until_
     return moves
 
 
+@pytest.mark.cluster
+@pytest.mark.paraview
 def test_a_session_nobody_uses_is_warned_then_ended_idle_and_a_busy_one_stays(service_factory, tmp_path):
     data = tmp_path / "svc" / "data"
     data.mkdir(parents=True)
