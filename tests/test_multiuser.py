@@ -116,7 +116,7 @@ def test_jobs_run_as_their_users_and_users_stay_apart(unix_users, service_factor
         # The job's log lies in alice's home, readable by her alone; pvhpc reads it back as her.
         logs = Path(pwd.getpwnam(unix_users["alice"]).pw_dir) / ".pvhpc" / "logs"
         assert logs.stat().st_uid == pwd.getpwnam(unix_users["alice"]).pw_uid and logs.stat().st_mode & 0o077 == 0
-        assert "starting ParaViewWeb" in alice.log(session["id"])
+        assert "starting the session's server" in alice.log(session["id"])
         assert os.stat(svc.dir / "pvhpc.sqlite").st_uid == service_uid
 
         for call in (lambda: bob.get(session["id"]), lambda: bob.cancel(session["id"]), lambda: bob.log(session["id"])):
@@ -172,7 +172,7 @@ def test_ssh_mode_runs_jobs_as_their_users_too(unix_users, service_factory, clus
         owner = subprocess.run(["squeue", "-h", "-j", session["job_id"], "-o", "%u"], env=env, capture_output=True,
                                text=True, check=True).stdout.split()
         assert owner == [unix_users["alice"]]
-        assert "starting ParaViewWeb" in alice.log(session["id"])
+        assert "starting the session's server" in alice.log(session["id"])
         proxy = f"ws://127.0.0.1:{svc.port + 1}/proxy?sessionId={session['id']}&path=ws"
         assert foreground_fraction(render_as(proxy, session["secret"], unix_users["alice"])) > 0.01
         assert alice.cancel(session["id"])["end_reason"] == "cancelled"

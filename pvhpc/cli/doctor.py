@@ -141,14 +141,11 @@ async def check_node_runtime(cfg: SiteConfig, scheduler: Scheduler, partition: s
     from pvhpc.scheduler import SubmitRefused
     from pvhpc.client.wslink import WslinkError
 
-    p = cfg.partitions[partition]
     name = f"ParaView on a {partition} node"
     fix = ("run 'pvhpc runtime check' on a compute node of the partition (pvpython, Xvfb, wslink); "
            "'pvhpc runtime install' puts wslink where runtime.pythonpath says")
     try:
-        result = await probe_partition(scheduler, Path(cfg.runtime.pythonpath), partition=p.slurm_partition,
-                                       gpus=p.gpus.default, render_mode=p.render, pvpython=cfg.runtime.pvpython,
-                                       timeout=timeout)
+        result = await probe_partition(cfg, scheduler, partition, timeout=timeout)
     except ProbeFailed as e:
         return Check(name, FAIL, str(e)[:600], fix)
     except SubmitRefused as e:

@@ -1,4 +1,4 @@
-"""Prove that a partition can run a ParaViewWeb session: submit the session job script directly,
+"""Prove that a partition can run a ParaViewWeb session: submit a session's job as the service would,
 wait for its ready line, authenticate, render one image, cancel.
 
 Used by ``pvhpc demo`` and by staff checks; it goes around the pvhpc service on
@@ -13,14 +13,17 @@ import re
 import secrets
 import tempfile
 import time
-from dataclasses import dataclass, field
+import getpass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from pvhpc.errors import PvhpcError
-from pvhpc.paths import JOB_HELPER, JOBSCRIPTS_DIR, SERVER_SCRIPT
-from pvhpc.sessions.jobscript import JobTemplate
-from pvhpc.scheduler import JobRequest, Scheduler
 from pvhpc.client.wslink import WslinkClient
+from pvhpc.config import SiteConfig
+from pvhpc.errors import PvhpcError
+from pvhpc.paths import SERVER_SCRIPT
+from pvhpc.scheduler import Scheduler
+from pvhpc.sessions.job import build_job
+from pvhpc.sessions.spec import parse_spec
 
 READY = re.compile(r"PVHPC_READY host=(\S+) port=(\d+) node=(\S*)")
 FAILED = re.compile(r"PVHPC_FAILED (.*)")
@@ -40,28 +43,32 @@ class ProbeResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-async def probe_partition(
-    scheduler: Scheduler,
-    runtime_dir: Path,
-    partition: str = "gpu",
-    gpus: int = 1,
-    render_mode: str = "xvfb",
-    pvpython: str = "/usr/bin/pvpython",
-    timeout: float = 180,
-) -> ProbeResult:
+def probe_application(config: SiteConfig, partition: str) -> str:
+    """The application a probe of ``partition`` runs: pvhpc's own server where the site offers it there (the probe
+    talks to it with pvhpc's wslink client), else the first application the partition runs."""
+    allowed = [app for app in config.applications.values() if partition in app.partitions]
+    if not allowed:
+        raise ProbeFailed(f"no application of this site runs on partition {partition!r}")
+    own = [app for app in allowed if Path(app.server_script) == SERVER_SCRIPT]
+    return (own or allowed)[0].name
+
+
+async def probe_partition(config: SiteConfig, scheduler: Scheduler, partition: str, timeout: float = 180) -> ProbeResult:
+    """Submit one session's job exactly as the service builds it (pvhpc/sessions/job.py), but reporting to no
+    one: the job only prints its ready line, which this reads from the job's output."""
     workdir = Path(tempfile.mkdtemp(prefix="pvhpc-probe-"))
+    workdir.chmod(0o755)
     secret = secrets.token_urlsafe(24)
-    script = JobTemplate(JOBSCRIPTS_DIR / "paraview-web.sh").render(dict(
-        pvpython=pvpython, server_script=SERVER_SCRIPT, helper_python="/usr/bin/python3",
-        job_helper=JOB_HELPER, data_dir=workdir, load_file="", report_url="", render_mode=render_mode,
-        start_timeout=int(timeout), idle_timeout=120, secret=secret, report_token="", pythonpath=runtime_dir,
-        log_file="",
-    ))
+    # Around the service: no report URL (the launcher then only prints), and the job is the caller's own.
+    config = replace(config, service=replace(config.service, callback_urls=()),
+                     scheduler=replace(config.scheduler, submit_as="service"))
+    spec = parse_spec(config, {"application": probe_application(config, partition), "partition": partition},
+                      strict=True)
+    job = build_job(config, spec, user=getpass.getuser(), session_id="probe", job_name="pvhpc-probe",
+                    secret=secret, report_token="")
     output = workdir / "job.out"
     started = time.monotonic()
-    job_id = await scheduler.submit(JobRequest(
-        script=script, name="pvhpc-probe", partition=partition, gpus=gpus, time_limit_minutes=10, output=str(output),
-    ))
+    job_id = await scheduler.submit(replace(job, output=str(output), time_limit_minutes=min(job.time_limit_minutes, 10)))
     timings = {"submitted": time.monotonic() - started}
     try:
         deadline = time.monotonic() + timeout

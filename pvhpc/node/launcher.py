@@ -194,8 +194,14 @@ def run(args):
         if os.path.exists(stale):
             os.unlink(stale)   # only what this server says counts
     stopping = threading.Event()
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            env=env, preexec_fn=die_with_the_launcher)
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                env=env, preexec_fn=die_with_the_launcher)
+    except OSError as e:
+        # A program that is not there (a wrong runtime.pvpython, say): the start failed, and this says why.
+        print(f"pvhpc: cannot run {argv[0]}: {e.strerror}", flush=True)
+        jobhelper.send(args.url, "failed", 30, reason=f"the server could not be started: {argv[0]}: {e.strerror}")
+        return 1
 
     def on_signal(signum, frame):
         # Slurm (scancel, walltime) or the job script: stop the server; the scheduler tells how the job ended.
