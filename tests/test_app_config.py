@@ -136,6 +136,7 @@ def test_the_embedded_defaults_offer_the_visualizer_unmodified_where_it_is_insta
     from pvhpc.node import runtime
 
     monkeypatch.setenv("PVHPC_WEB_CLIENTS_DIR", str(tmp_path / "none"))
+    monkeypatch.setenv("PVHPC_RUNTIME_DIR", str(tmp_path / "no-runtime"))   # no trame there either
     assert list(config.embedded_defaults().applications) == ["paraview"]
     package = tmp_path / "clients" / "pvw-visualizer"
     (package / "server").mkdir(parents=True)

@@ -31,6 +31,7 @@ def run(args) -> int:
         try:
             runtime.install(target)
             print(f"wslink for pvpython is in {target}")
+            print(f"trame (with its own wslink 2.x) is in {runtime.install_trame(target)}")
             clients.mkdir(parents=True, exist_ok=True)
             for d in runtime.install_web_clients(clients):
                 print(f"{d.name} is in {d}")

@@ -165,6 +165,7 @@ def embedded_defaults(cluster_conf: Path | None = None, **service: Any) -> SiteC
             "paraview": {"description": "ParaView (pvpython web server)", "data_roots": [str(Path.home())],
                          "partitions": ["gpu", "cpu"], "pvserver": ["pvserver", "--force-offscreen-rendering"]},
             **visualizer_application([str(Path.home())]),
+            **trame_application([str(Path.home())]),
         },
     }
     return parse(data, "<embedded defaults>")
@@ -185,5 +186,26 @@ def visualizer_application(data_roots: list[str]) -> dict:
                     "--load-file", "${load_file}", "--timeout", "${idle_timeout}", "--authKey", "${secret}"],
         "ready": {"line": "wslink: Starting factory"},
         "web_client": str(client),
+        "data_roots": data_roots,
+    }}
+
+
+def trame_application(data_roots: list[str]) -> dict:
+    """pvhpc's trame application for ParaView (pvhpc/node/trame_app.py), with trame and its wslink 2.x from
+    their own directory (``pvhpc runtime install``). It serves its own client at /session/<id>/; its secret
+    reaches it through pvhpc's argv wrapper. Left out where trame is not installed."""
+    from pvhpc.node import runtime
+
+    trame = runtime.trame_dir(paths.runtime_dir())
+    if not (trame / "trame" / "__init__.py").is_file():
+        return {}
+    return {"trame": {
+        "description": "ParaView in trame (open, slice, contour, clip, colour, time steps, screenshot)",
+        "command": ["${pvpython}", str(paths.PACKAGE_DIR / "node" / "trame_app.py"), "--server", "--host", "${host}",
+                    "--port", "${port}", "--data", "${data_dir}", "--load", "${load_file}",
+                    "--timeout", "${idle_timeout}", "--authKey", "${secret}"],
+        "ready": {"line": "App running at"},
+        "runtime": {"pythonpath": [str(trame)]},
+        "serves_own_client": True,
         "data_roots": data_roots,
     }}

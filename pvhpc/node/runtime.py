@@ -25,6 +25,10 @@ from pathlib import Path
 from pvhpc.errors import PvhpcError
 
 WSLINK_REQUIREMENT = "wslink==1.12.4"
+# pvhpc's trame application (pvhpc/node/trame_app.py): trame brings wslink 2.x, so it lies in a directory of its
+# own, ``trame/`` in the runtime dir, which only that application's PYTHONPATH names.
+TRAME_REQUIREMENTS = ("trame==4.0.0", "trame-vtk==2.11.17", "trame-vuetify==3.3.0")
+TRAME_DIR = "trame"
 # npm package -> version, each unpacked into a directory of the web clients dir named as the package.
 # pvw-visualizer: dist/ (the Visualizer's static files) and server/pvw-visualizer.py (its pvpython server);
 # wslink: dist/wslink.js (the browser client pvhpc's page loads; 1.x speaks JSON frames, as wslink 1.12.4 above).
@@ -56,6 +60,27 @@ def install(target: Path) -> None:
     )
     if proc.returncode != 0:
         raise RuntimeProblem(f"pip could not install {WSLINK_REQUIREMENT} into {target}: {proc.stderr.strip()[-500:]}")
+
+
+def trame_dir(runtime_dir: Path) -> Path:
+    return runtime_dir / TRAME_DIR
+
+
+def install_trame(runtime_dir: Path) -> Path:
+    """Install trame for pvpython (Python 3.11, as Debian's python3) into its own directory (idempotent)."""
+    target = trame_dir(runtime_dir)
+    if (target / "trame" / "__init__.py").exists() and (target / "trame_vtk").is_dir():
+        return target
+    target.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+         "--target", str(target), *TRAME_REQUIREMENTS],
+        capture_output=True, text=True,
+    )
+    if proc.returncode != 0:
+        raise RuntimeProblem(f"pip could not install {' '.join(TRAME_REQUIREMENTS)} into {target}: "
+                             f"{proc.stderr.strip()[-500:]}")
+    return target
 
 
 def install_web_clients(target: Path, npm: str = "npm") -> list[Path]:

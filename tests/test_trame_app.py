@@ -1,0 +1,131 @@
+"""pvhpc's trame application (pvhpc/node/trame_app.py) in real Chromium, as a Slurm job on the test cluster,
+through the built-in front end's /session/<id>/: it opens a time series from the data root, slices it, colours
+it by a field, steps time, resets the camera and takes a screenshot; each step changes the picture. When its
+job is cancelled its ParaView state is saved like the other servers'. Screenshots go to test-artifacts/<test>/.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+
+import pytest
+from PIL import Image
+
+from pvhpc import config, paths
+from pvhpc.node import runtime
+from tests.harness.browser import changed_share, chromium
+
+
+STEP_S = 45
+VIEW = "#pvhpc-view"
+
+
+def write_series(directory, n=16, steps=3):
+    """wave_0.vtk .. wave_2.vtk: a distance field whose centre moves along x from step to step (time), with a
+    second field (a gradient) to colour by."""
+    directory.mkdir(parents=True, exist_ok=True)
+    c = (n - 1) / 2
+    for t in range(steps):
+        x0 = c + 3 * (t - 1)
+        distance = [f"{((i - x0) ** 2 + (j - c) ** 2 + (k - c) ** 2) ** 0.5:.3f}"
+                    for k in range(n) for j in range(n) for i in range(n)]
+        gradient = [f"{i + 2 * j:.1f}" for k in range(n) for j in range(n) for i in range(n)]
+        (directory / f"wave_{t}.vtk").write_text("\n".join([
+            "# vtk DataFile Version 3.0", "moving blob", "ASCII", "DATASET STRUCTURED_POINTS",
+            f"DIMENSIONS {n} {n} {n}", "ORIGIN 0 0 0", "SPACING 1 1 1", f"POINT_DATA {n ** 3}",
+            "SCALARS distance float 1", "LOOKUP_TABLE default", " ".join(distance),
+            "SCALARS gradient float 1", "LOOKUP_TABLE default", " ".join(gradient), ""]))
+
+
+def view_image(page) -> Image.Image:
+    return Image.open(io.BytesIO(page.locator(VIEW).screenshot())).convert("RGB")
+
+
+def changed_view(page, before: Image.Image, artifacts, name: str) -> Image.Image:
+    """The view once it differs from ``before`` (a new image comes from the server a moment after the step)."""
+    deadline = time.monotonic() + STEP_S
+    while True:
+        image = view_image(page)
+        if changed_share(before, image) > 0.001 or time.monotonic() > deadline:
+            image.save(artifacts / f"{name}.png")
+            assert changed_share(before, image) > 0.001, f"the view did not change after: {name}"
+            return image
+        time.sleep(0.5)
+
+
+def choose(page, select_id: str, option: str) -> None:
+    page.locator(f".v-select:has(#{select_id})").click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def test_the_embedded_trame_application_runs_apart_from_wslink_1(tmp_path, monkeypatch):
+    """Where trame is installed the defaults offer it: its own client at /session/<id>/, its secret through the
+    argv wrapper, and only trame's directory (wslink 2.x) on its PYTHONPATH, never the wslink 1.x runtime."""
+    monkeypatch.setenv("PVHPC_RUNTIME_DIR", str(tmp_path / "runtime"))
+    assert "trame" not in config.embedded_defaults().applications
+    (tmp_path / "runtime" / "trame" / "trame").mkdir(parents=True)
+    (tmp_path / "runtime" / "trame" / "trame" / "__init__.py").write_text("")
+    app = config.embedded_defaults().applications["trame"]
+    assert app.serves_own_client and app.ready.line == "App running at"
+    assert app.runtime.pythonpath == (str(tmp_path / "runtime" / "trame"),)
+    assert app.command[1] == str(paths.PACKAGE_DIR / "node" / "trame_app.py")
+    assert app.command[app.command.index("--authKey") + 1] == "${secret}"
+
+
+@pytest.mark.browser
+@pytest.mark.cluster
+def test_the_trame_app_opens_slices_colours_and_steps_time_in_chromium(service_factory, cluster, tmp_path,
+                                                                        artifacts):
+    runtime.install_trame(paths.runtime_dir())
+    data = tmp_path / "data"
+    write_series(data)
+    apps = config.trame_application([str(data)])
+    assert apps, "trame is not installed where pvhpc runtime install puts it"
+    apps["trame"]["start_timeout"] = 180
+    svc = service_factory(frontend={"kind": "builtin"}, applications=apps).start()
+    client = svc.client()
+    session = client.launch("trame", partition="gpu", gpus="1")
+    assert session["state"] == "ready", session
+
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        # As trame's clients connect: the secret in the page's URL (the client takes it out of the address bar).
+        said = []
+        page.on("console", lambda message: said.append(f"{message.type}: {message.text[:300]}"))
+        page.goto(f"{svc.url}/session/{session['id']}/?secret={session['secret']}")
+        try:
+            page.wait_for_selector(VIEW, timeout=60_000)
+        except Exception:
+            page.screenshot(path=str(artifacts / "no-view.png"))
+            raise AssertionError("the app's page showed no view; its console: " + " | ".join(said)) from None
+        page.wait_for_timeout(2000)
+        empty = view_image(page)
+        empty.save(artifacts / "empty.png")
+
+        choose(page, "pvhpc-file", "wave_*.vtk")
+        opened = changed_view(page, empty, artifacts, "opened")
+        page.locator("#pvhpc-slice").click()
+        sliced = changed_view(page, opened, artifacts, "sliced")
+        page.wait_for_function("document.querySelector('#pvhpc-pipeline').textContent.includes('Slice')")
+        choose(page, "pvhpc-color-by", "POINTS:distance")
+        coloured = changed_view(page, sliced, artifacts, "coloured")
+        assert "3/3" not in page.locator("#pvhpc-time-label").text_content()
+        page.locator("#pvhpc-next-time").click()
+        stepped = changed_view(page, coloured, artifacts, "time-step")
+        page.wait_for_function("document.querySelector('#pvhpc-time-label').textContent.includes('2/3')")
+        page.locator("#pvhpc-screenshot").click()
+        page.wait_for_selector("#pvhpc-screenshot-link", timeout=STEP_S * 1000)
+        href = page.locator("#pvhpc-screenshot-link").get_attribute("href")
+        assert href.startswith("data:image/png;base64,") and len(href) > 1000
+        page.screenshot(path=str(artifacts / "page.png"))
+        assert changed_share(empty, stepped) > 0.001
+
+    client.cancel(session["id"])
+    saved = None
+    deadline = time.monotonic() + 60
+    while saved is None and time.monotonic() < deadline:
+        saved = next((s for s in client.states() if s["session"] == session["id"]), None)
+        time.sleep(1)
+    assert saved is not None, "the trame session saved no state when cancelled"
+    assert "Slice" in open(saved["path"]).read()
