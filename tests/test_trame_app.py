@@ -85,15 +85,23 @@ def test_the_trame_app_opens_slices_colours_and_steps_time_in_chromium(service_f
     apps["trame"]["start_timeout"] = 180
     svc = service_factory(frontend={"kind": "builtin"}, applications=apps).start()
     client = svc.client()
-    session = client.launch("trame", partition="gpu", gpus="1")
-    assert session["state"] == "ready", session
+    # As a user at a shell: pvhpc submit --wait says where to open it.
+    from tests.test_cli import pvhpc
+
+    submitted = pvhpc("submit", "trame", "-p", "gpu", "-g", "1", "--wait", url=svc.url)
+    assert submitted.returncode == 0, submitted.stderr
+    opened_at = [line.split(": ", 1)[1] for line in submitted.stdout.splitlines()
+                 if line.startswith("open in your browser: ")]
+    assert len(opened_at) == 1, submitted.stdout
+    session = client.list(state="live")[0]
+    assert session["state"] == "ready" and f"/session/{session['id']}/?secret=" in opened_at[0], session
 
     with chromium() as browser:
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         # As trame's clients connect: the secret in the page's URL (the client takes it out of the address bar).
         said = []
         page.on("console", lambda message: said.append(f"{message.type}: {message.text[:300]}"))
-        page.goto(f"{svc.url}/session/{session['id']}/?secret={session['secret']}")
+        page.goto(opened_at[0])
         try:
             page.wait_for_selector(VIEW, timeout=60_000)
         except Exception:

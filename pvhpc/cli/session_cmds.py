@@ -202,7 +202,18 @@ def cmd_submit(args) -> int:
         print(f"\npvhpc submit: stopped waiting; session {session['id']} is kept "
               f"(pvhpc wait {as_arg(session['id'])}, or pvhpc cancel {as_arg(session['id'])})", file=sys.stderr)
         return exit_codes.INTERRUPTED
-    return finish_wait(args, outcome, session, "ready", args.timeout)
+    code = finish_wait(args, outcome, session, "ready", args.timeout)
+    if code == exit_codes.OK and not args.json and session.get("state") == "ready":
+        print_served_url(client, session)
+    return code
+
+
+def print_served_url(client: Client, session: dict) -> None:
+    """An application that serves its own client (a trame app) is opened in a browser at /session/<id>/; its
+    client takes the secret from that URL, as trame's clients do."""
+    apps = {a["name"]: a for a in client.applications()}
+    if apps.get(session.get("application"), {}).get("opens") == "served" and session.get("secret"):
+        print(f"open in your browser: {client.url.rstrip('/')}/session/{session['id']}/?secret={session['secret']}")
 
 
 @run_guarded
