@@ -211,3 +211,25 @@ def test_a_visualizer_session_ended_saves_its_state_and_a_new_one_starts_from_it
             client.launch("visualizer", partition="gpu", gpus="1", state=str(path))
         assert e.value.status == 400 and e.value.field == "state"
     assert len(client.list()) == jobs_before, "a refused request made a session"
+
+
+@pytest.mark.paraview
+def test_the_server_refuses_on_the_node_a_state_reading_data_outside_its_roots(runtime_dir, tmp_path):
+    """Checked again where it is loaded: a state changed after the service checked it does not load, and the
+    server exits before it is ready (the session ends start_failed with this line)."""
+    import os
+    import subprocess
+
+    from pvhpc.paths import SERVER_SCRIPT
+
+    data = tmp_path / "data"
+    data.mkdir()
+    escaping = tmp_path / "escaping.pvsm"
+    escaping.write_text(STATE.format(data="/etc/hostname"))
+    env = dict(os.environ, PYTHONPATH=str(runtime_dir), PVHPC_SECRET="s", PVHPC_STATE_LOAD=str(escaping),
+               PVHPC_STATE_ROOTS=str(data), PVHPC_STATE_SAVE=str(tmp_path / "states" / "s1"))
+    proc = subprocess.run(["xvfb-run", "-a", "/usr/bin/pvpython", "--no-mpi", str(SERVER_SCRIPT), "--port", "0",
+                           "--data", str(data)], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 3, (proc.stdout, proc.stderr)
+    assert f"the state {escaping} reads /etc/hostname, outside the session's data roots ({data})" in proc.stderr
+    assert "ready port=" not in proc.stdout
