@@ -36,9 +36,12 @@ def site(tmp_path):
 
 
 def saved(site, user, name, text):
+    """A state as a server saves it: the file, and its line in the index (pvhpc/node/pvstate.py)."""
     where = state_dir(site, user)
     where.mkdir(parents=True, exist_ok=True)
     (where / name).write_text(text)
+    with open(where / "index.tsv", "a") as index:
+        index.write(f"{name}\t{len(text)}\n")
     return str(where / name)
 
 

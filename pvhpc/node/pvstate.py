@@ -19,6 +19,7 @@ import time
 import xml.etree.ElementTree as ElementTree
 
 SAVE_ENV, LOAD_ENV, ROOTS_ENV = "PVHPC_STATE_SAVE", "PVHPC_STATE_LOAD", "PVHPC_STATE_ROOTS"
+INDEX = "index.tsv"
 # Properties of readers that name files: what a state reads from disk.
 FILE_PROPERTIES = ("FileName", "FileNames", "FilePattern", "FilePrefix")
 
@@ -65,7 +66,13 @@ def save(prefix):
     partial = target + ".partial"
     simple.SaveState(partial)
     os.chmod(partial, 0o600)
+    size = os.path.getsize(partial)
     os.replace(partial, target)
+    # The list pvhpc reads back (pvhpc/sessions/savedstates.py), where jobs run as their users through the one
+    # command sudo lets it run as them (tail): one line per state, appended whole.
+    fd = os.open(os.path.join(os.path.dirname(target), INDEX), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "w") as index:
+        index.write(f"{os.path.basename(target)}\t{size}\n")
     return target
 
 

@@ -30,6 +30,7 @@ from pvhpc.sessions.spec import RequestError, SessionSpec
 USER_STATE_DIR = ".pvhpc/states"
 # A pipeline's state is some hundred kB; a file far larger is not one pvhpc saved.
 MAX_STATE_BYTES = 16 * 1024 * 1024
+MAX_INDEX_BYTES = 256 * 1024   # the newest few thousand states
 SAVED_NAME = re.compile(r"^(?P<session>[A-Za-z0-9_-]{1,128})-(?P<at>\d{8}T\d{6}Z)\.pvsm$")
 
 
@@ -64,17 +65,18 @@ class SavedStates:
         """The user's saved states, newest first: name, path, the session that saved it, when, size."""
         where = state_dir(self.config, user)
         try:
-            found = await self._runner(user).run(
-                ["find", str(where), "-maxdepth", "1", "-type", "f", "-name", "*.pvsm", "-printf", r"%f\t%s\n"],
-                timeout=10)
+            # The index the servers append to (pvhpc/node/pvstate.py): tail is what sudo lets pvhpc run as users.
+            found = await self._runner(user).run(["tail", "-c", str(MAX_INDEX_BYTES), str(where / pvstate.INDEX)],
+                                                 timeout=10)
         except CommandUnavailable:
             return []
-        states = []
+        states, seen = [], set()
         for line in found.stdout.splitlines() if found.ok else []:
             name, _, size = line.partition("\t")
             m = SAVED_NAME.match(name)
-            if m is None or not size.isdigit():
+            if m is None or not size.isdigit() or name in seen:
                 continue
+            seen.add(name)
             at = m["at"]
             states.append({"name": name, "path": str(where / name), "session": m["session"],
                            "saved_at": f"{at[0:4]}-{at[4:6]}-{at[6:8]}T{at[9:11]}:{at[11:13]}:{at[13:15]}Z",
@@ -90,7 +92,8 @@ class SavedStates:
             raise RequestError(f"{value!r} is neither in your saved states ({own}) nor in application "
                                f"{app.name}'s data roots ({roots})", field="state")
         try:
-            read = await self._runner(user).run(["head", "-c", str(MAX_STATE_BYTES + 1), real], timeout=20)
+            # tail, not head: the one reading command sudo lets pvhpc run as users (docs/sudoers.pvhpc).
+            read = await self._runner(user).run(["tail", "-c", str(MAX_STATE_BYTES + 1), real], timeout=20)
         except CommandUnavailable as e:
             raise RequestError(f"{value!r} could not be read: {e}", field="state", status=503) from None
         if not read.ok:
