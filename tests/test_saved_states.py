@@ -214,6 +214,41 @@ def test_a_visualizer_session_ended_saves_its_state_and_a_new_one_starts_from_it
             client.launch("visualizer", partition="gpu", gpus="1", state=str(path))
         assert e.value.status == 400 and e.value.field == "state"
     assert len(client.list()) == jobs_before, "a refused request made a session"
+    if how == "cancel":
+        from_the_page(svc, client, saved, escaping, artifacts)
+
+
+def from_the_page(svc, client, saved, escaping, artifacts):
+    """In Chromium, on pvhpc's page: the saved state is listed, 'Start from this' puts it in the form, a state
+    reading data outside the roots is refused next to its field, the listed one launches a ready session."""
+    from tests.harness.browser import chromium
+
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1300, "height": 1000})
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(svc.url + "/")
+        page.wait_for_selector("body[data-loaded=true]", timeout=15_000)
+        row = page.locator("#states-table tbody tr", has_text=saved["session"])
+        row.wait_for(timeout=15_000)
+        page.select_option("#application", "visualizer")
+        page.fill("#state", str(escaping))
+        page.click("#launch-button")
+        page.wait_for_function("document.querySelector('#state-error').textContent.includes('outside')",
+                               timeout=15_000)
+        assert page.locator("#state-error").text_content().startswith(
+            "The state reads /etc/hostname, outside application visualizer's data roots")
+        row.get_by_role("button", name="Start a new session from the state").click()
+        assert page.input_value("#state") == saved["path"]
+        before = {s["id"] for s in client.list()}
+        page.select_option("#partition", "gpu")
+        page.click("#launch-button")
+        page.wait_for_selector('#session-state[data-state="ready"]', timeout=180_000)
+        page.screenshot(path=str(artifacts / "page-started-from-state.png"), full_page=True)
+        assert errors == []
+    started = [s for s in client.list(state="live") if s["id"] not in before]
+    assert len(started) == 1 and started[0]["state"] == "ready", started
+    client.cancel(started[0]["id"])
 
 
 @pytest.mark.paraview

@@ -8,7 +8,7 @@ const $ = (id) => document.getElementById(id);
 const body = document.body;
 const USER = body.dataset.user;
 const STAFF = body.dataset.staff === "true";
-const FIELDS = ["application", "partition", "gpus", "walltime", "account", "qos", "data"];
+const FIELDS = ["application", "partition", "gpus", "walltime", "account", "qos", "data", "state"];
 const LISTS_EVERY_MS = 30000;
 
 const STATE_WORDS = {
@@ -249,6 +249,8 @@ function formRequest() {
   if (p && p.qos.length && $("qos").value) request.qos = $("qos").value;
   const data = $("data").value.trim();
   if (data) request.data = data;
+  const state = $("state").value.trim();
+  if (state) request.state = state;
   return request;
 }
 
@@ -589,6 +591,37 @@ async function refreshLists() {
   $("past-empty").hidden = past.length !== 0;
 }
 
+// The states sessions saved when their jobs were ended: "Start from" puts one in the form (any application
+// that loads states: the service checks it, and its data paths, before it submits anything).
+async function refreshStates() {
+  let answer;
+  try {
+    answer = await api("GET", "api/v1/states");
+  } catch (error) {
+    showPageError(error.message);
+    return;
+  }
+  $("states-table").querySelector("tbody").replaceChildren(...answer.states.map((s) => {
+    const row = element("tr");
+    const use = element("button", "Start from this", {
+      type: "button", "aria-label": `Start a new session from the state saved ${formatTime(s.saved_at)}`,
+    });
+    use.addEventListener("click", () => {
+      $("state").value = s.path;
+      $("launch").scrollIntoView();
+      $("state").focus();
+      announce("The state is in the form: choose the application and launch.");
+    });
+    const action = element("td");
+    action.append(use);
+    row.append(element("td", formatTime(s.saved_at)), element("td", s.session),
+               element("td", `${Math.ceil(s.bytes / 1024)} kB`), action);
+    return row;
+  }));
+  $("states-table").hidden = answer.states.length === 0;
+  $("states-empty").hidden = answer.states.length !== 0;
+}
+
 async function refreshPartitions() {
   let answer;
   try {
@@ -664,8 +697,10 @@ async function start() {
              applications[0] && applications[0].name);
   onApplicationChange();
   await refreshLists();
+  await refreshStates();
   body.dataset.loaded = "true";
-  setInterval(() => { if (!document.hidden) { refreshLists(); refreshPartitions(); } }, LISTS_EVERY_MS);
+  setInterval(() => { if (!document.hidden) { refreshLists(); refreshPartitions(); refreshStates(); } },
+              LISTS_EVERY_MS);
 }
 
 start();
