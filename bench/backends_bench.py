@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
 import resource
 import statistics
 import subprocess
@@ -40,29 +39,11 @@ from pvhpc.sessions.events import EventBus  # noqa: E402
 from pvhpc.sessions.service import SessionService  # noqa: E402
 from pvhpc.sessions.states import SessionState  # noqa: E402
 from pvhpc.sessions.tracker import Tracker  # noqa: E402
+from bench.tracker_load import settled_counts  # noqa: E402
+from tests.harness.ports import free_port_block  # noqa: E402
 
 POLL_INTERVAL = 5.0      # service.poll_interval's default
 TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def free_port_block(count: int) -> int:
-    import socket
-
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        if base + count < 65000:
-            return base
-
-
-def settled_counts(env) -> dict[str, int]:
-    """slurmctld's RPC counts by message type (sdiag), once the last RPC has landed in them."""
-    time.sleep(0.5)
-    out = subprocess.run(["sdiag"], env=env, capture_output=True, text=True, check=True).stdout
-    section = out.split("Remote Procedure Call statistics by message type", 1)[1]
-    section = section.split("Remote Procedure Call statistics by user")[0]
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^\s*(\w+)\s+\(\s*\d+\)\s+count:(\d+)", section, re.M)}
 
 
 def rpcs_between(before: dict, after: dict) -> int:

@@ -41,19 +41,9 @@ from pvhpc.sessions.service import SessionService  # noqa: E402
 from pvhpc.sessions.states import SessionState  # noqa: E402
 from pvhpc.db.store import Change, SessionRecord, Store  # noqa: E402
 from pvhpc.sessions.tracker import Tracker  # noqa: E402
+from tests.harness.ports import free_port_block  # noqa: E402
 
 QUERY_RPCS = ("REQUEST_JOB_INFO", "REQUEST_JOB_INFO_SINGLE", "REQUEST_JOB_USER_INFO", "REQUEST_FED_INFO")
-
-
-def free_port_block(count: int) -> int:
-    import socket
-
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        if base + count < 65000:
-            return base
 
 
 def sdiag_counts(env) -> dict[str, int]:

@@ -8,7 +8,6 @@ import asyncio
 import os
 import subprocess
 import sys
-import time
 from datetime import timedelta
 from pathlib import Path
 
