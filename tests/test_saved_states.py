@@ -271,3 +271,34 @@ def test_the_server_refuses_on_the_node_a_state_reading_data_outside_its_roots(r
     assert proc.returncode == 3, (proc.stdout, proc.stderr)
     assert f"the state {escaping} reads /etc/hostname, outside the session's data roots ({data})" in proc.stderr
     assert "ready port=" not in proc.stdout
+
+
+@pytest.mark.cluster
+def test_pvhpc_own_server_saves_its_state_when_cancelled_and_starts_from_it(service_factory, cluster, tmp_path):
+    import asyncio
+
+    from pvhpc.client.wslink import WslinkClient
+
+    data = tmp_path / "data"
+    data.mkdir()
+    svc = service_factory(applications={"paraview": {"data_roots": [str(data)]}}).start()
+    client = svc.client()
+
+    async def make_sphere(url, secret):
+        ws = await WslinkClient.connect(url, secret)
+        try:
+            await ws.create_source("Sphere")
+            return await ws.render((200, 150))
+        finally:
+            ws.close()
+
+    first = client.launch("paraview", partition="cpu")
+    before = asyncio.run(make_sphere(first["sessionURL"], first["secret"]))
+    client.cancel(first["id"])
+    saved = wait_for_state(client, first["id"])
+    second = client.launch("paraview", partition="cpu", state=saved["path"])
+    assert second["state"] == "ready", second
+    names, _ = asyncio.run(pipeline_now(second["sessionURL"], second["secret"]))
+    assert names == ["Sphere1"], names
+    assert before[:2] == b"\xff\xd8", "the first session rendered no JPEG"
+    client.cancel(second["id"])
