@@ -10,6 +10,7 @@ import io
 import time
 
 import pytest
+import yaml
 from PIL import Image
 
 from pvhpc import config, paths
@@ -59,6 +60,41 @@ def choose(page, select_id: str, option: str) -> None:
     page.get_by_role("option", name=option, exact=True).click()
 
 
+def use_the_app(page, url, artifacts) -> None:
+    """What a user does in the app: open a series, slice, colour, step time, screenshot; each step changes
+    the view."""
+    # As trame's clients connect: the secret in the page's URL (the client takes it out of the address bar).
+    said = []
+    page.on("console", lambda message: said.append(f"{message.type}: {message.text[:300]}"))
+    page.goto(url)
+    try:
+        page.wait_for_selector(VIEW, timeout=60_000)
+    except Exception:
+        page.screenshot(path=str(artifacts / "no-view.png"))
+        raise AssertionError("the app's page showed no view; its console: " + " | ".join(said)) from None
+    page.wait_for_timeout(2000)
+    empty = view_image(page)
+    empty.save(artifacts / "empty.png")
+
+    choose(page, "pvhpc-file", "wave_*.vtk")
+    opened = changed_view(page, empty, artifacts, "opened")
+    page.locator("#pvhpc-slice").click()
+    sliced = changed_view(page, opened, artifacts, "sliced")
+    page.wait_for_function("document.querySelector('#pvhpc-pipeline').textContent.includes('Slice')")
+    choose(page, "pvhpc-color-by", "POINTS:distance")
+    coloured = changed_view(page, sliced, artifacts, "coloured")
+    assert "3/3" not in page.locator("#pvhpc-time-label").text_content()
+    page.locator("#pvhpc-next-time").click()
+    stepped = changed_view(page, coloured, artifacts, "time-step")
+    page.wait_for_function("document.querySelector('#pvhpc-time-label').textContent.includes('2/3')")
+    page.locator("#pvhpc-screenshot").click()
+    page.wait_for_selector("#pvhpc-screenshot-link", timeout=STEP_S * 1000)
+    href = page.locator("#pvhpc-screenshot-link").get_attribute("href")
+    assert href.startswith("data:image/png;base64,") and len(href) > 1000
+    page.screenshot(path=str(artifacts / "page.png"))
+    assert changed_share(empty, stepped) > 0.001
+
+
 def test_the_embedded_trame_application_runs_apart_from_wslink_1(tmp_path, monkeypatch):
     """Where trame is installed the defaults offer it: its own client at /session/<id>/, its secret through the
     argv wrapper, and only trame's directory (wslink 2.x) on its PYTHONPATH, never the wslink 1.x runtime."""
@@ -97,37 +133,7 @@ def test_the_trame_app_opens_slices_colours_and_steps_time_in_chromium(service_f
     assert session["state"] == "ready" and f"/session/{session['id']}/?secret=" in opened_at[0], session
 
     with chromium() as browser:
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
-        # As trame's clients connect: the secret in the page's URL (the client takes it out of the address bar).
-        said = []
-        page.on("console", lambda message: said.append(f"{message.type}: {message.text[:300]}"))
-        page.goto(opened_at[0])
-        try:
-            page.wait_for_selector(VIEW, timeout=60_000)
-        except Exception:
-            page.screenshot(path=str(artifacts / "no-view.png"))
-            raise AssertionError("the app's page showed no view; its console: " + " | ".join(said)) from None
-        page.wait_for_timeout(2000)
-        empty = view_image(page)
-        empty.save(artifacts / "empty.png")
-
-        choose(page, "pvhpc-file", "wave_*.vtk")
-        opened = changed_view(page, empty, artifacts, "opened")
-        page.locator("#pvhpc-slice").click()
-        sliced = changed_view(page, opened, artifacts, "sliced")
-        page.wait_for_function("document.querySelector('#pvhpc-pipeline').textContent.includes('Slice')")
-        choose(page, "pvhpc-color-by", "POINTS:distance")
-        coloured = changed_view(page, sliced, artifacts, "coloured")
-        assert "3/3" not in page.locator("#pvhpc-time-label").text_content()
-        page.locator("#pvhpc-next-time").click()
-        stepped = changed_view(page, coloured, artifacts, "time-step")
-        page.wait_for_function("document.querySelector('#pvhpc-time-label').textContent.includes('2/3')")
-        page.locator("#pvhpc-screenshot").click()
-        page.wait_for_selector("#pvhpc-screenshot-link", timeout=STEP_S * 1000)
-        href = page.locator("#pvhpc-screenshot-link").get_attribute("href")
-        assert href.startswith("data:image/png;base64,") and len(href) > 1000
-        page.screenshot(path=str(artifacts / "page.png"))
-        assert changed_share(empty, stepped) > 0.001
+        use_the_app(browser.new_page(viewport={"width": 1400, "height": 900}), opened_at[0], artifacts)
 
     client.cancel(session["id"])
     saved = None
@@ -137,3 +143,40 @@ def test_the_trame_app_opens_slices_colours_and_steps_time_in_chromium(service_f
         time.sleep(1)
     assert saved is not None, "the trame session saved no state when cancelled"
     assert "Slice" in open(saved["path"]).read()
+
+
+@pytest.mark.browser
+@pytest.mark.cluster
+@pytest.mark.apache
+def test_the_trame_app_through_apache_with_its_login(service_factory, cluster, apache_factory, apache_dir,
+                                                    apache_login, tmp_path, artifacts):
+    from pvhpc.frontends import apacheconf
+    from tests.harness.apache import APACHE_PASSWORD, APACHE_USER
+    from tests.harness.ports import free_port_block
+
+    runtime.install_trame(paths.runtime_dir())
+    data = tmp_path / "data"
+    write_series(data)
+    apps = config.trame_application([str(data)])
+    apps["trame"]["start_timeout"] = 180
+    map_file = apache_dir / "session-map.txt"
+    port = free_port_block(1)
+    session_url = apacheconf.Site("localhost", map_file, "http://127.0.0.1:1", port=port).session_url
+    svc = service_factory(frontend={"kind": "apache", "map_file": str(map_file), "map_group": "www-data",
+                                    "session_url": session_url},
+                          auth={"kind": "local", "user": APACHE_USER}, applications=apps,
+                          public_url=f"http://127.0.0.1:{port}")   # the pages' origin: Apache's
+    site_yaml = yaml.safe_load(svc.config_path.read_text())
+    site_yaml["service"]["callback_url"] = svc.url   # jobs report to pvhpc itself, past Apache's login
+    svc.config_path.write_text(yaml.safe_dump(site_yaml, sort_keys=False))
+    svc.start()
+    apache = apache_factory(apacheconf.Site("localhost", map_file, svc.url, port=port,
+                                            auth_include=apache_login)).start()
+    session = svc.client().launch("trame", partition="gpu", gpus="1")
+    assert session["state"] == "ready", session
+    with chromium() as browser:
+        context = browser.new_context(http_credentials={"username": APACHE_USER, "password": APACHE_PASSWORD},
+                                      viewport={"width": 1400, "height": 900})
+        use_the_app(context.new_page(), f"{apache.url}/session/{session['id']}/?secret={session['secret']}",
+                    artifacts)
+    svc.client().cancel(session["id"])
