@@ -180,3 +180,43 @@ def test_the_trame_app_through_apache_with_its_login(service_factory, cluster, a
         use_the_app(context.new_page(), f"{apache.url}/session/{session['id']}/?secret={session['secret']}",
                     artifacts)
     svc.client().cancel(session["id"])
+
+
+@pytest.mark.browser
+@pytest.mark.cluster
+@pytest.mark.sshd
+def test_the_trame_app_through_an_ssh_tunnel(service_factory, cluster, sshd, tmp_path, artifacts):
+    """As a laptop user does with the line 'pvhpc url' prints: ssh -L to the node's port through the login
+    host, then the app's own page at http://localhost:LOCAL/?secret=..."""
+    import json
+    import subprocess
+
+    from tests.harness.ports import accepts_connections, free_port_block
+    from tests.helpers import wait_until
+    from tests.test_cli import pvhpc
+
+    runtime.install_trame(paths.runtime_dir())
+    data = tmp_path / "data"
+    write_series(data)
+    apps = config.trame_application([str(data)])
+    apps["trame"]["start_timeout"] = 180
+    svc = service_factory(frontend={"kind": "builtin"}, applications=apps).start()
+    session = svc.client().launch("trame", partition="gpu", gpus="1")
+    assert session["state"] == "ready", session
+    local = free_port_block(1)
+    url = pvhpc("url", session["id"], "--login", "root@127.0.0.1", "--local-port", local, "--json", url=svc.url)
+    ssh_line = json.loads(url.stdout)["ssh_command"].split()
+    assert ssh_line[:3] == ["ssh", "-N", "-L"] and ssh_line[3] == f"{local}:{session['host']}:{session['port']}"
+    tunnel = subprocess.Popen(ssh_line[:4] + ["-p", str(sshd.port), "-i", str(sshd.client_key),
+                                              "-o", f"UserKnownHostsFile={sshd.known_hosts}",
+                                              "-o", "BatchMode=yes", ssh_line[4]],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_until(lambda: accepts_connections(local), 20, message="the tunnel listens")
+        with chromium() as browser:
+            use_the_app(browser.new_page(viewport={"width": 1400, "height": 900}),
+                        f"http://localhost:{local}/?secret={session['secret']}", artifacts)
+    finally:
+        tunnel.terminate()
+        tunnel.wait(10)
+    svc.client().cancel(session["id"])
