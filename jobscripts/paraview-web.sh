@@ -34,6 +34,8 @@ export PVHPC_REPORT_TOKEN={{ report_token }}
 export PYTHONPATH={{ pythonpath }}${PYTHONPATH:+:$PYTHONPATH}
 # For the server (pvhpc/node/pvstate.py): save its ParaView state here when Slurm ends the job; start from one.
 export PVHPC_STATE_SAVE={{ state_save }} PVHPC_STATE_LOAD={{ state_load }} PVHPC_STATE_ROOTS={{ state_roots }}
+# What the session's clients may list and open, held by pvhpc/node/contained.py in every ParaViewWeb server.
+export PVHPC_DATA_ROOTS={{ data_roots }}
 # For the server (pvhpc/node/input_idle.py): stop after this long without user input (SECONDS:WARNING; empty: never).
 export PVHPC_INPUT_IDLE={{ input_idle }}
 if [ -n "$VENV" ]; then

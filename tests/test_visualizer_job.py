@@ -1,5 +1,5 @@
 """The unmodified ParaView Visualizer (npm pvw-visualizer 3.2.0) as a Slurm job, launched through POST /paraview/
-on a real service: it opens a data file from the data roots, a Contour is added, each step renders a new image
+on a real service: it opens a data file from the data roots (and nothing outside them), a Contour is added, each step renders a new image
 over its websocket; its secret is on no command line; its client's exit ends the session as completed."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import asyncio
 import pytest
 
 from pvhpc import config, paths
-from pvhpc.client.wslink import WslinkClient
+from pvhpc.client.wslink import WslinkClient, WslinkError
 from pvhpc.node import runtime
 
 from tests.helpers import foreground_fraction, processes_of_cluster_job, wait_until
@@ -43,6 +43,12 @@ async def pipeline(url: str, secret: str) -> list[bytes]:
     try:
         listing = await client.call("file.server.directory.list", ["."])
         assert {"label": "blob.vtk"} in listing["files"], listing
+        # The Visualizer builds ParaView's own file protocols, whose check is a string prefix; pvhpc's wrapper
+        # gives it pvhpc's: a sibling named like the data root stays out of reach, listed or opened.
+        with pytest.raises(WslinkError):
+            await client.call("file.server.directory.list", ["Home/../data2"])
+        outside = await client.call("pv.proxy.manager.create.reader", ["../data2/outside.vtk"])
+        assert outside.get("success") is False, outside
         images = [await new_image(client, None)]
         reader = await client.call("pv.proxy.manager.create.reader", ["blob.vtk"])
         assert reader.get("success") and reader.get("id"), reader
@@ -63,6 +69,8 @@ def test_the_unmodified_visualizer_runs_as_a_slurm_job_and_renders_a_pipeline(se
     data = tmp_path / "data"
     data.mkdir()
     write_blob(data / "blob.vtk")
+    (tmp_path / "data2").mkdir()
+    write_blob(tmp_path / "data2" / "outside.vtk", n=4)
     apps = config.visualizer_application([str(data)])
     apps["visualizer"]["start_timeout"] = 120
     svc = service_factory(applications=apps).start()

@@ -16,6 +16,7 @@ import runpy
 import sys
 import traceback
 
+import contained      # beside this file
 import pvstate        # beside this file
 import wslink_exits   # beside this file
 
@@ -40,6 +41,13 @@ def main():
     wslink_exits.install()
     # The ParaView state saved when the job is ended (walltime, cancel), a saved one loaded at start.
     pvstate.install()
+    if contained.ROOTS_ENV in os.environ:
+        # A ParaViewWeb server (the Visualizer) builds ParaView's own file listing and proxy manager, whose path
+        # check is a string prefix: give it pvhpc's, which keep its clients inside the session's data roots.
+        try:
+            contained.install(contained.roots_from_environment(os.getcwd()))
+        except ImportError:
+            pass   # not a ParaView server: there is no ParaView protocol to hold in
     sys.argv = [script] + [arg.replace(PLACEHOLDER, secret) for arg in sys.argv[2:]]
     # As if the script had been run itself: its own directory first on the import path.
     sys.path[0] = os.path.dirname(os.path.abspath(script))

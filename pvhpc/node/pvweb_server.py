@@ -17,7 +17,8 @@ import argparse
 import os
 import sys
 
-import pvstate                                    # beside this file too
+import contained                                  # beside this file too
+import pvstate
 import wslink_exits
 from dataroots import DataRoot, OutsideDataRoot   # beside this file: the job runs it by path
 
@@ -68,51 +69,13 @@ def parse_args(argv=None):
     return args
 
 
-def contained_protocols(root):
-    """ParaView's file listing and proxy manager, answering only for paths inside ``root``."""
-    from paraview import servermanager
-    from paraview.web import protocols as pv_protocols
-    from wslink import register as exportRpc
-
-    class ContainedFileListing(pv_protocols.ParaViewWebFileListing):
-        @exportRpc("file.server.directory.list")
-        def listServerDirectory(self, relativeDir="."):
-            real = root.resolve_listing(relativeDir)
-            inner = os.path.relpath(real, root.path)
-            return self.handleSingleRoot(root.path, "." if inner == "." else f"{root.label}/{inner}")
-
-    class ContainedProxyManager(pv_protocols.ParaViewWebProxyManager):
-        def getAbsolutePath(self, relativePath):
-            # Used by open (pv.proxy.manager.create.reader): None makes it answer "No valid path name".
-            try:
-                return root.resolve(relativePath)
-            except OutsideDataRoot:
-                return None
-
-        @exportRpc("pv.proxy.manager.update")
-        def update(self, propertiesList):
-            # A reader's file name set afterwards is a path like any other: held inside the root, and
-            # made absolute there (ParaView would read a relative name against the server's cwd).
-            checked = []
-            for change in propertiesList if isinstance(propertiesList, list) else []:
-                proxy = self.mapIdToProxy(change.get("id")) if isinstance(change, dict) else None
-                prop = proxy and proxy.SMProxy.GetProperty(servermanager._make_name_valid(str(change.get("name"))))
-                if prop is not None and prop.FindDomain("vtkSMFileListDomain") is not None:
-                    value = change.get("value")
-                    paths = [root.resolve(path) for path in (value if isinstance(value, list) else [value])]
-                    change = dict(change, value=paths if isinstance(value, list) else paths[0])
-                checked.append(change)
-            return super().update(checked)
-
-    return ContainedFileListing, ContainedProxyManager
-
-
 def make_protocol(args):
     from paraview.web import pv_wslink
     from paraview.web import protocols as pv_protocols
 
     root = DataRoot(args.data, "Home")
-    FileListing, ProxyManager = contained_protocols(root)
+    contained.install(contained.roots_from_environment(root.path))
+    FileListing, ProxyManager = pv_protocols.ParaViewWebFileListing, pv_protocols.ParaViewWebProxyManager
 
     class SessionServer(pv_wslink.PVServerProtocol):
         def initialize(self):

@@ -80,6 +80,7 @@ def build_job(config: SiteConfig, spec: SessionSpec, user: str, session_id: str,
         "state_save": savedstates.save_prefix(config, user, session_id),
         "state_load": spec.state_file or "",
         "state_roots": os.pathsep.join(str(root) for root in app.data_roots),
+        "data_roots": os.pathsep.join(str(root) for root in app.data_roots),
     }
     template = config.template(app)
     # A template uses the values it needs; the config check made sure it names none pvhpc lacks.

@@ -22,7 +22,7 @@ PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 # Every value pvhpc gives a job script (pvhpc/sessions/job.py); a template uses those it needs.
 JOB_SCRIPT_VALUES = (
     "helper_python", "job_helper", "launcher", "command", "ready", "report_url", "render_mode", "start_timeout",
-    "secret", "report_token", "pythonpath", "venv", "log_file", "server_listen",
+    "secret", "report_token", "pythonpath", "venv", "log_file", "server_listen", "data_roots",
     # A parallel session's MPI ParaView server, for pvhpc/node/parallel.py (empty for one process).
     "parallel",
     # The ParaView state saved when the job is ended and the one loaded at start (pvhpc/node/pvstate.py).
