@@ -65,7 +65,7 @@ async def probe_partition(config: SiteConfig, scheduler: Scheduler, partition: s
     spec = parse_spec(config, {"application": probe_application(config, partition), "partition": partition},
                       strict=True)
     job = build_job(config, spec, user=getpass.getuser(), session_id="probe", job_name="pvhpc-probe",
-                    secret=secret, report_token="")
+                    secret=secret, report_token="", save_state=False)   # a probe leaves no saved state behind
     output = workdir / "job.out"
     started = time.monotonic()
     job_id = await scheduler.submit(replace(job, output=str(output), time_limit_minutes=min(job.time_limit_minutes, 10)))

@@ -44,7 +44,8 @@ def pythonpath(config: SiteConfig, app: ApplicationConfig) -> str:
 
 
 def build_job(config: SiteConfig, spec: SessionSpec, user: str, session_id: str, job_name: str, secret: str,
-              report_token: str) -> JobRequest:
+              report_token: str, save_state: bool = True) -> JobRequest:
+    """``save_state``: the job's server saves its ParaView state when the job is ended (not for doctor's probe)."""
     app = config.applications[spec.application]
     partition = config.partitions[spec.partition]
     per_user = joblogs.per_user(config)
@@ -77,7 +78,7 @@ def build_job(config: SiteConfig, spec: SessionSpec, user: str, session_id: str,
         "parallel": parallel.job_value(app, spec.nodes, spec.ranks),
         # The ParaView state: where the server saves it when the job is ended, the one it starts from (checked
         # before submit) and the roots its data must lie in, checked again on the node (pvhpc/node/pvstate.py).
-        "state_save": savedstates.save_prefix(config, user, session_id),
+        "state_save": savedstates.save_prefix(config, user, session_id) if save_state else "",
         "state_load": spec.state_file or "",
         "state_roots": os.pathsep.join(str(root) for root in app.data_roots),
         "data_roots": os.pathsep.join(str(root) for root in app.data_roots),
