@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 
 import pytest
@@ -68,6 +69,7 @@ def contained_server(runtime_dir, tmp_path):
         ["xvfb-run", "-a", "/usr/bin/pvpython", "--no-mpi", str(SERVER_SCRIPT), "--port", "0", "--host", "127.0.0.1",
          "--data", str(data), "--timeout", "120"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,   # xvfb-run, its Xvfb and the server: stopped together, as one process group
     )
     deadline, port, seen = time.monotonic() + 90, None, []
     while time.monotonic() < deadline and port is None:
@@ -79,11 +81,12 @@ def contained_server(runtime_dir, tmp_path):
         port = int(m.group(1)) if m else None
     assert port, "server did not start:\n" + "".join(seen[-30:])
     yield f"ws://127.0.0.1:{port}/ws", "s3cret-for-test"
-    proc.terminate()
+    os.killpg(proc.pid, signal.SIGTERM)
     try:
         proc.wait(15)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def test_clients_stay_inside_the_data_directory(contained_server):
