@@ -67,6 +67,13 @@ def test_exit_codes_follow_the_http_status():
         assert f"| {code} |" in documented, f"exit code {code} ({meaning}) is not in docs/cli.md"
 
 
+def test_status_says_what_a_parallel_session_asked_for():
+    parallel = session_format.details({"id": "a", "state": "queued", "nodes": 2, "ranks": 4})
+    assert "parallel:    4 ranks on 2 nodes" in parallel.splitlines()
+    assert session_format.parallel_words({"nodes": 1, "ranks": 1}) == "1 rank on 1 node"
+    assert "parallel" not in session_format.details({"id": "b", "state": "queued", "nodes": 1, "ranks": 0})
+
+
 def test_status_words_say_the_reason_and_the_expected_start():
     now = datetime(2030, 1, 1, 12, 0, tzinfo=timezone.utc)
     queued = {"state": "queued", "detail": "waiting for free nodes or GPUs", "job_id": "42",

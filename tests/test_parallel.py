@@ -209,6 +209,10 @@ def test_two_ranks_on_two_nodes_render_one_colour_each_and_cancel_leaves_no_serv
 
     status, session = launch(svc, nodes=2, ranks=2)
     assert status == 200, session
+    # The launcher's answer and the session's record say what it asked for.
+    assert (session["nodes"], session["ranks"]) == (2, 2)
+    stored = svc.client().request("GET", f"/api/v1/sessions/{session['id']}")
+    assert (stored["nodes"], stored["ranks"]) == (2, 2)
     [job] = [j for j in squeue(cluster, "-j", session["job_id"])]
     assert job[2] == "RUNNING" and job[4] == "cpu[01-02]"
     assert job_processes_by_node(cluster, session["job_id"], "pvserver") == {"cpu01": 1, "cpu02": 1}

@@ -86,18 +86,41 @@ def test_upgrade_from_schema_1_keeps_every_session(tmp_path):
         db.add(SchemaVersion(version=1))
     old.add(record(7))
     old.change("s7", Change.to(S.QUEUED, "q", job_id="77"))
+    _drop_nodes_and_ranks(old)   # schema 4 added them
 
     with pytest.raises(SchemaError, match="schema version 1 is older"):
         Store(url).open()
     upgraded = Store(url)
     upgraded.open(upgrade=True)
-    assert upgraded.schema_version() == SCHEMA_VERSION == 3
-    assert [(r.id, r.job_id, r.state) for r in upgraded.live()] == [("s7", "77", "queued")]
+    assert upgraded.schema_version() == SCHEMA_VERSION == 4
+    assert [(r.id, r.job_id, r.state, r.nodes, r.ranks) for r in upgraded.live()] == [("s7", "77", "queued", 1, 0)]
     assert [e.state for e in upgraded.events("s7")] == ["submitting", "queued"]
     assert ApiToken.__tablename__ in upgraded.engine.dialect.get_table_names(upgraded.engine.connect())
     assert "ix_sessions_updated_at" in {i["name"] for i in inspect(upgraded.engine).get_indexes("sessions")}
     _, token = TokenStore(upgraded).create("alice", "laptop", 1)
     assert TokenStore(upgraded).user_for(token) == "alice"
+
+
+def _drop_nodes_and_ranks(store) -> None:
+    with store.engine.begin() as conn:
+        conn.execute(text("ALTER TABLE sessions DROP COLUMN nodes"))
+        conn.execute(text("ALTER TABLE sessions DROP COLUMN ranks"))
+
+
+def test_upgrade_from_schema_3_records_nodes_and_ranks(store):
+    """Schema 4 stores what a session asked for: its sessions of before were one process on one node."""
+    store.add(record(3, partition="cpu", gpus=0))
+    _drop_nodes_and_ranks(store)
+    with store.engine.begin() as conn:
+        conn.execute(text("UPDATE pvhpc_schema SET version = 3"))
+    with pytest.raises(SchemaError, match="schema version 3 is older"):
+        Store(store.url).open()
+    upgraded = Store(store.url)
+    upgraded.open(upgrade=True)
+    assert upgraded.schema_version() == 4
+    assert (upgraded.get("s3").nodes, upgraded.get("s3").ranks) == (1, 0)
+    upgraded.add(record(4, partition="cpu", gpus=0, nodes=2, ranks=4))
+    assert (Store(store.url).get("s4").nodes, Store(store.url).get("s4").ranks) == (2, 4)
 
 
 def test_tokens_are_stored_hashed_expire_and_revoke(store):

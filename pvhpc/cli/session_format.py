@@ -122,12 +122,20 @@ def table(sessions: list[dict], with_user: bool = False) -> str:
     return "\n".join(line(r).rstrip() for r in [columns] + rows)
 
 
+def parallel_words(session: dict) -> str:
+    """'2 ranks on 2 nodes' for a parallel session (an MPI pvserver); '' for one of a single process."""
+    ranks, nodes = session.get("ranks") or 0, session.get("nodes") or 1
+    if not ranks:
+        return ""
+    return f"{ranks} rank{'s' if ranks != 1 else ''} on {nodes} node{'s' if nodes != 1 else ''}"
+
+
 def details(session: dict) -> str:
     """Everything about one session, for ``pvhpc status``."""
     fields = [
         ("id", session.get("id")), ("user", session.get("user")), ("application", session.get("application")),
         ("state", status_words(session)), ("partition", session.get("partition")), ("gpus", session.get("gpus")),
-        ("walltime", session.get("walltime")), ("data", session.get("data")), ("job", session.get("job_id")),
+        ("parallel", parallel_words(session)), ("walltime", session.get("walltime")), ("data", session.get("data")), ("job", session.get("job_id")),
         ("node", session.get("node")), ("time left", time_left(session)[len("time left "):]),
         ("sessionURL", session.get("sessionURL")),
         ("created", session.get("created_at")), ("ready", session.get("ready_at")),

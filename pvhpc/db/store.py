@@ -26,7 +26,7 @@ from pvhpc.db.offloop import OffLoopStore
 from pvhpc.errors import PvhpcError
 from pvhpc.sessions.states import SessionState, check_transition
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # A lock held elsewhere (a staff command, another instance, a migration) is waited for at most this long per
 # statement: then the call fails, and the request that made it gets a clean 503 ("retry shortly") rather than
 # hanging. The service makes its calls in threads (``Store.off_loop``): only that request waits, not the
@@ -50,6 +50,10 @@ class SessionRecord(Base):
     application: Mapped[str] = mapped_column(String(64))
     partition: Mapped[str] = mapped_column(String(64))
     gpus: Mapped[int] = mapped_column(Integer, default=0)
+    # What a parallel session asked for (pvhpc/sessions/parallel.py): its nodes and MPI ranks; ranks 0 is one
+    # process, as every session was before schema 4.
+    nodes: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    ranks: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     walltime_minutes: Mapped[int] = mapped_column(Integer)
     account: Mapped[str | None] = mapped_column(String(64), nullable=True)
     data_file: Mapped[str | None] = mapped_column(Text, nullable=True)
@@ -128,10 +132,17 @@ def _index_updated_at(conn) -> None:
     next(i for i in SessionRecord.__table__.indexes if i.name == "ix_sessions_updated_at").create(conn)
 
 
+def _add_nodes_and_ranks(conn) -> None:
+    # Sessions made before were one process on one node: the defaults say so.
+    for column, default in (("nodes", 1), ("ranks", 0)):
+        conn.execute(text(f"ALTER TABLE sessions ADD COLUMN {column} INTEGER NOT NULL DEFAULT {default}"))
+
+
 # version -> function that brings a database from version-1 to version, inside one transaction.
 MIGRATIONS = {
     2: _add_api_tokens,
     3: _index_updated_at,
+    4: _add_nodes_and_ranks,
 }
 
 

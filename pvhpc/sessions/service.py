@@ -141,7 +141,8 @@ class SessionService:
             report_token = secrets.token_urlsafe(32)
             record = SessionRecord(
                 id=new_session_id(), user=user, application=spec.application, partition=spec.partition,
-                gpus=spec.gpus, walltime_minutes=spec.walltime_minutes, account=spec.account,
+                gpus=spec.gpus, nodes=spec.nodes, ranks=spec.ranks, walltime_minutes=spec.walltime_minutes,
+                account=spec.account,
                 data_file=spec.data_file, request_key=key, state=S.SUBMITTING.value,
                 detail="submitting the job to Slurm", job_name=f"pvhpc-{secrets.token_hex(8)}",
                 secret=secrets.token_urlsafe(24), report_token_hash=token_hash(report_token),

@@ -20,6 +20,9 @@ def session_json(record: SessionRecord, frontend, with_secret: bool = True) -> d
         "application": record.application,
         "partition": record.partition,
         "gpus": record.gpus,
+        # A parallel session's request: ranks MPI ranks over nodes nodes; ranks 0 is one process.
+        "nodes": record.nodes,
+        "ranks": record.ranks,
         "walltime": format_minutes(record.walltime_minutes),
         "data": record.data_file,
         "state": record.state,
