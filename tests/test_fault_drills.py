@@ -30,6 +30,7 @@ from pvhpc.client.api import ClientError
 from pvhpc.frontends.proxymap import ProxyMapFile
 from pvhpc.db.store import SessionRecord, Store
 
+from tests import backends
 from tests.harness.cluster import block_gpu_partition, cancel, slow_start_jobscript
 from tests.harness.postgres import PostgresServer
 from tests.helpers import RequestLoad, foreground_fraction, processes_of_job, render, wait_until
@@ -104,6 +105,11 @@ def settled(problems, timeout: float, what: str) -> None:
         raise AssertionError(f"{what}: not within {timeout} s: {problems()}") from None
 
 
+def on_backend(drill: str, backend: str) -> str:
+    """A drill's name in the table: the command-line backend's as it always was, pyslurm's marked."""
+    return drill if backend == "slurm" else f"{drill} (pyslurm)"
+
+
 def drill_service(service_factory, tmp_path, name: str = "svc", **overrides):
     """A test service with the Apache front end, whose map file is returned with it, and a slow-starting app.
 
@@ -124,11 +130,11 @@ def drill_service(service_factory, tmp_path, name: str = "svc", **overrides):
     return svc, ProxyMapFile(map_dir / "session-map.txt")
 
 
-def one_ready_session(service_factory, cluster, tmp_path, **launch):
-    """A drill's usual start: the jobs already in Slurm (to leave out of its audit), a service, and one ready
-    session on the cpu partition, checked to be in the map."""
+def one_ready_session(service_factory, cluster, tmp_path, backend: str = "slurm", **launch):
+    """A drill's usual start: the jobs already in Slurm (to leave out of its audit), a service on ``backend``,
+    and one ready session on the cpu partition, checked to be in the map."""
     ignore = known_job_ids(cluster)
-    svc, routes = drill_service(service_factory, tmp_path)
+    svc, routes = drill_service(service_factory, tmp_path, scheduler=backends.scheduler_section(cluster, backend))
     svc.start()
     client = svc.client()
     session = client.launch("paraview", partition="cpu", **launch)
@@ -218,13 +224,14 @@ def audit_jobs(cluster, svc, ignore: set[str]) -> JobAudit:
 
 # -- a session's job ends --------------------------------------------------------------------------
 
-def test_node_downed_under_a_session(service_factory, cluster, tmp_path, drill_record):
+@pytest.mark.parametrize("backend", backends.BACKENDS)
+def test_node_downed_under_a_session(backend, service_factory, cluster, tmp_path, drill_record):
     """Staff set the node of a ready session DOWN (scontrol update State=DOWN). Slurm fails its job (NODE_FAIL; jobs
     are submitted with --no-requeue), and the session ends as node_failure and leaves the map."""
-    drill_record(drill="node downed under a session", sessions=1,
+    drill_record(drill=on_backend("node downed under a session", backend), sessions=1,
                  recovery="from Slurm showing NODE_FAIL to the session ended (node_failure) and out of the map",
                  bound_s=TWO_POLLS)
-    ignore, svc, routes, client, session = one_ready_session(service_factory, cluster, tmp_path)
+    ignore, svc, routes, client, session = one_ready_session(service_factory, cluster, tmp_path, backend)
     node = session["node"]
     try:
         slurm(cluster, "scontrol", "update", f"NodeName={node}", "State=DOWN", "Reason=pvhpc-drill")
@@ -247,13 +254,14 @@ def test_node_downed_under_a_session(service_factory, cluster, tmp_path, drill_r
         wait_until(back, 60, interval=1, message=f"{node} back in service")
 
 
-def test_job_reaches_its_walltime(service_factory, cluster, tmp_path, drill_record):
+@pytest.mark.parametrize("backend", backends.BACKENDS)
+def test_job_reaches_its_walltime(backend, service_factory, cluster, tmp_path, drill_record):
     """A session asks for one minute of walltime and keeps its server busy past it. Slurm ends the job at its
     limit (TIMEOUT), and the session ends as walltime and leaves the map."""
-    drill_record(drill="job reaches its walltime", sessions=1,
+    drill_record(drill=on_backend("job reaches its walltime", backend), sessions=1,
                  recovery="from Slurm showing TIMEOUT to the session ended (walltime) and out of the map",
                  bound_s=TWO_POLLS)
-    ignore, svc, routes, client, session = one_ready_session(service_factory, cluster, tmp_path, walltime=1)
+    ignore, svc, routes, client, session = one_ready_session(service_factory, cluster, tmp_path, backend, walltime=1)
     ended, lag = ended_after_slurm_knew(client, cluster, routes, session, {"TIMEOUT"}, timeout=180)
     audit = audit_jobs(cluster, svc, ignore)
     drill_record(lost=int(ended["end_reason"] != "walltime"), orphaned=len(audit.orphaned), recover_s=round(lag, 2))
@@ -261,13 +269,14 @@ def test_job_reaches_its_walltime(service_factory, cluster, tmp_path, drill_reco
     assert audit.ok, str(audit)
 
 
-def test_job_cancelled_outside_pvhpc(service_factory, cluster, tmp_path, drill_record):
+@pytest.mark.parametrize("backend", backends.BACKENDS)
+def test_job_cancelled_outside_pvhpc(backend, service_factory, cluster, tmp_path, drill_record):
     """Staff cancel a ready session's job with a plain scancel, not through pvhpc. The session ends as
     cancelled_outside (not as cancelled by its user) and leaves the map."""
-    drill_record(drill="job cancelled outside pvhpc (scancel)", sessions=1,
+    drill_record(drill=on_backend("job cancelled outside pvhpc (scancel)", backend), sessions=1,
                  recovery="from Slurm showing CANCELLED to the session ended (cancelled_outside) and out of the map",
                  bound_s=TWO_POLLS)
-    ignore, svc, routes, client, session = one_ready_session(service_factory, cluster, tmp_path)
+    ignore, svc, routes, client, session = one_ready_session(service_factory, cluster, tmp_path, backend)
     slurm(cluster, "scancel", session["job_id"])
     ended, lag = ended_after_slurm_knew(client, cluster, routes, session, {"CANCELLED"}, timeout=30)
     audit = audit_jobs(cluster, svc, ignore)
@@ -312,7 +321,7 @@ def test_node_drained_under_a_session_keeps_it_and_places_nothing_new_there(serv
     job ends (its user ends it) the session leaves the map, and the drained node stays empty."""
     drill_record(drill="node drained under a session: kept until its job ends, nothing new placed there", sessions=4,
                  recovery="nothing to recover: the session is kept, and no new session lands on the node")
-    ignore, svc, routes, client, session = one_ready_session(service_factory, cluster, tmp_path)
+    ignore, svc, routes, client, session = one_ready_session(service_factory, cluster, tmp_path, backend)
     node = session["node"]
     other = {"cpu01": "cpu02", "cpu02": "cpu01"}[node]
     slurm(cluster, "scontrol", "update", f"NodeName={node}", "State=DRAIN", "Reason=pvhpc-drill")
