@@ -419,3 +419,66 @@ def test_the_page_through_apache_with_its_login(service_factory, apache_factory,
     tab.page.click("#cancel")
     tab.wait_state("ended", 30_000)
     assert tab.errors == []
+
+
+def test_a_parallel_session_chosen_in_the_page_runs_over_two_nodes(service_factory, cluster, tabs, artifacts,
+                                                                    tmp_path):
+    """Nodes and ranks are offered only where staff allow them (cpu here, for paraview), bounded by the limits;
+    a bad choice is the API's error beside its field; a good one launches an MPI pvserver over both nodes and
+    the quick view shows its composited image."""
+    from tests.test_parallel import PARALLEL_CPU, PVSERVER, job_processes_by_node, wait_no_server_left
+
+    root = str(tmp_path / "svc" / "data")   # the harness's data root of service "svc"
+    svc = service_factory(frontend=BUILTIN, partitions={
+        "gpu": {"gpu_type": "a100", "gpus": {"default": 1, "max": 2}, "walltime": {"default": 30, "max": 120}},
+        "cpu": dict(PARALLEL_CPU),
+    }, applications={
+        "paraview": {"data_roots": [root], "start_timeout": 120, "pvserver": PVSERVER},
+        "serial": {"data_roots": [root], "start_timeout": 120},
+    })
+    svc.start()
+    listed = {p["name"]: p["parallel"] for p in svc.client().request("GET", "/api/v1/partitions")["partitions"]}
+    assert listed == {"gpu": None, "cpu": {"max_nodes": 2, "max_ranks": 4, "max_ranks_per_node": 2,
+                                           "ranks_divisible_by_nodes": True}}
+    apps = {a["name"]: a["parallel"] for a in svc.client().request("GET", "/api/v1/applications")["applications"]}
+    assert apps == {"paraview": True, "serial": False}
+
+    tab = tabs(svc.url).loaded()
+    page = tab.page
+    page.select_option("#partition", "gpu")
+    assert page.is_hidden("#nodes-field") and page.is_hidden("#ranks-field")
+    page.select_option("#partition", "cpu")
+    assert page.is_visible("#nodes") and page.is_visible("#ranks")
+    assert (page.get_attribute("#nodes", "max"), page.get_attribute("#ranks", "max")) == ("2", "4")
+    assert "at most 2 a node" in tab.text("#parallel-hint")
+    page.select_option("#application", "serial")
+    page.select_option("#partition", "cpu")
+    assert page.is_hidden("#nodes-field") and page.is_hidden("#ranks-field")
+    page.select_option("#application", "paraview")
+    page.select_option("#partition", "cpu")
+
+    page.fill("#nodes", "2")
+    page.fill("#ranks", "3")
+    page.click("#launch-button")
+    assert "do not divide evenly over 2 nodes" in tab.wait_text("#ranks-error", "divide", 10_000)
+    assert page.get_attribute("#ranks", "aria-invalid") == "true" and page.is_hidden("#nodes-error")
+    tab.shot(artifacts / "01-ranks-refused.png")
+    assert svc.client().list() == []
+
+    page.fill("#ranks", "2")
+    page.click("#launch-button")
+    tab.wait_state("ready")
+    assert tab.text("#session-parallel") == "2 ranks on 2 nodes"
+    session_id = page.get_attribute("#live-table tbody tr", "data-session")
+    session = svc.client().get(session_id)
+    assert (session["nodes"], session["ranks"], session["partition"]) == (2, 2, "cpu")
+    assert job_processes_by_node(cluster, session["job_id"], "pvserver") == {"cpu01": 1, "cpu02": 1}
+    tab.wait_frame_after(0)
+    assert has_picture(tab.view(artifacts / "02-parallel-view.png")) > 0.01
+    tab.shot(artifacts / "02-parallel-ready.png")
+
+    page.click("#cancel")
+    tab.wait_state("ended", 30_000)
+    assert svc.client().get(session_id)["end_reason"] == "cancelled"
+    wait_no_server_left(cluster, session["job_id"])
+    assert tab.errors == []

@@ -140,6 +140,8 @@ class ApplicationsHandler(JSONHandler):
         self.send({"applications": [
             {"name": a.name, "description": a.description, "partitions": list(a.partitions),
              "default_partition": a.default_partition, "data_roots": [str(r) for r in a.data_roots],
+             # Whether it can run over an MPI pvserver: a partition whose "parallel" is not null says how far.
+             "parallel": a.pvserver is not None,
              **opens(a)}
             for a in apps.values()
         ]})
@@ -171,12 +173,23 @@ class PartitionsHandler(JSONHandler):
                 "gpus": {"default": p.gpus.default, "max": p.gpus.max},
                 "walltime_minutes": {"default": p.walltime.default, "max": p.walltime.max},
                 "accounts": list(p.accounts), "qos": list(p.qos),
+                "parallel": parallel_limits(p),
                 "now": None if info is None else {
                     "available": info.available, "nodes": len(info.nodes), "idle_nodes": info.idle_nodes,
                     "gpus_total": info.gpus_total, "gpus_free": info.gpus_total - info.gpus_used,
                 },
             })
         self.send({"partitions": out, "scheduler_error": error})
+
+
+def parallel_limits(partition) -> dict | None:
+    """How big a parallel session may be here (pvhpc/sessions/parallel.py checks requests against the same
+    keys), or None where staff allow none; an application runs one only where its own "parallel" is true."""
+    if partition.max_ranks == 0:
+        return None
+    return {"max_nodes": partition.max_nodes, "max_ranks": partition.max_ranks,
+            "max_ranks_per_node": partition.max_ranks_per_node,
+            "ranks_divisible_by_nodes": partition.ranks_divisible_by_nodes}
 
 
 class TokensHandler(JSONHandler):

@@ -8,7 +8,7 @@ const $ = (id) => document.getElementById(id);
 const body = document.body;
 const USER = body.dataset.user;
 const STAFF = body.dataset.staff === "true";
-const FIELDS = ["application", "partition", "gpus", "walltime", "account", "qos", "data", "state"];
+const FIELDS = ["application", "partition", "gpus", "walltime", "nodes", "ranks", "account", "qos", "data", "state"];
 const LISTS_EVERY_MS = 30000;
 
 const STATE_WORDS = {
@@ -206,10 +206,32 @@ function onPartitionChange() {
   $("gpus-hint").textContent = p.gpus.max === 0 ? "This partition has no GPUs." : `0 to ${p.gpus.max}.`;
   $("walltime").value = formatMinutes(p.walltime_minutes.default);
   $("walltime-hint").textContent = `Hours:minutes:seconds or minutes; at most ${formatMinutes(p.walltime_minutes.max)}.`;
+  showParallel(p, currentApplication());
   $("account-field").hidden = p.accounts.length === 0;
   fillSelect($("account"), p.accounts.map((a) => [a, a]), p.accounts[0]);
   $("qos-field").hidden = p.qos.length === 0;
   fillSelect($("qos"), [["", "default"], ...p.qos.map((q) => [q, q])], "");
+}
+
+// Nodes and ranks only where staff allow a parallel session: the partition's limits (null: none there) and an
+// application that runs over a pvserver. The limits bound the inputs; the API checks the rest (evenness).
+function parallelLimits(p, app) {
+  return p && app && app.parallel && p.parallel ? p.parallel : null;
+}
+
+function showParallel(p, app) {
+  const limits = parallelLimits(p, app);
+  $("nodes-field").hidden = $("ranks-field").hidden = !limits;
+  $("nodes").value = "";
+  $("ranks").value = "";
+  if (!limits) return;
+  $("nodes").max = String(limits.max_nodes);
+  $("ranks").max = String(limits.max_ranks);
+  const rules = [`up to ${limits.max_nodes} node${limits.max_nodes > 1 ? "s" : ""}`, `up to ${limits.max_ranks} ranks`];
+  if (limits.max_ranks_per_node) rules.push(`at most ${limits.max_ranks_per_node} a node`);
+  if (limits.ranks_divisible_by_nodes) rules.push("the same number on every node");
+  $("parallel-hint").textContent = `A ParaView server over several processes: ${rules.join(", ")}. ` +
+    "Empty ranks: one process, as usual; nodes alone: one rank a node.";
 }
 
 function clearErrors() {
@@ -245,6 +267,12 @@ function formRequest() {
   if (!$("gpus").disabled && gpus !== "") request.gpus = /^-?\d+$/.test(gpus) ? Number(gpus) : gpus;
   const walltime = $("walltime").value.trim();
   if (walltime) request.walltime = walltime;
+  if (parallelLimits(p, currentApplication())) {
+    for (const field of ["nodes", "ranks"]) {
+      const value = $(field).value.trim();
+      if (value !== "") request[field] = /^-?\d+$/.test(value) ? Number(value) : value;
+    }
+  }
   if (p && p.accounts.length) request.account = $("account").value;
   if (p && p.qos.length && $("qos").value) request.qos = $("qos").value;
   const data = $("data").value.trim();
@@ -443,6 +471,10 @@ function showSession(session) {
     `partition ${session.partition}`, session.gpus ? `${session.gpus} GPU${session.gpus > 1 ? "s" : ""}` : null,
     `walltime ${session.walltime}`, session.node ? `on ${session.node}` : null, session.data ? `data ${session.data}` : null,
   ].filter(Boolean).join(", ");
+  const parallel = session.ranks ? `${session.ranks} rank${session.ranks > 1 ? "s" : ""} on ` +
+    `${session.nodes} node${session.nodes > 1 ? "s" : ""}` : "";
+  $("session-parallel-label").hidden = $("session-parallel").hidden = !parallel;
+  $("session-parallel").textContent = parallel;
   $("cancel").hidden = session.state === "ended";
   showTimeLeft();
   if (session.state === "ended") showWarning(null);
