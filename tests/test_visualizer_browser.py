@@ -29,6 +29,7 @@ from tests.helpers import foreground_fraction
 pytestmark = [pytest.mark.browser, pytest.mark.cluster]
 
 READY_MS = 180_000     # the launcher's POST: submit, schedule, start Xvfb and the Visualizer server
+LAUNCHER_WAIT_S = 170  # service.launcher_wait: within READY_MS
 STEP_S = 45            # one step in the Visualizer: a server round trip and a new image
 VIEWPORT = '[class*="MainView-viewport"]'
 OPEN_FILE = '[class*="ToggleIcons-openFileButton"]'
@@ -144,7 +145,10 @@ def test_the_visualizer_launches_its_own_session_through_the_builtin_front_end(s
                                                                                artifacts, tmp_path):
     data_dir = tmp_path / "svc" / "data"
     write_fields(data_dir)
-    svc = service_factory(frontend={"kind": "builtin"}, applications=applications(data_dir)).start()
+    # The Visualizer's SmartConnect does not retry a launcher's 503, so the launcher waits as long as the
+    # test does for the job to start (a busy cluster queues it for a while).
+    svc = service_factory(frontend={"kind": "builtin"}, applications=applications(data_dir),
+                          launcher_wait=LAUNCHER_WAIT_S).start()
     page = new_page()
     # Launch fields in the page's URL reach the launcher as the Visualizer sends them.
     page.goto(f"{svc.url}/apps/visualizer/?partition=cpu")
@@ -205,7 +209,8 @@ def test_the_visualizer_through_apache_with_its_login(service_factory, apache_fa
                           # Apache's login decides who gets in; pvhpc's own identity here is its one local user
                           # (the header from the front end is test_web_page's and test_frontends' matter).
                           auth={"kind": "local", "user": APACHE_USER}, applications=apps,
-                          public_url=f"http://127.0.0.1:{port}")   # the pages' origin: Apache's
+                          public_url=f"http://127.0.0.1:{port}",   # the pages' origin: Apache's
+                          launcher_wait=LAUNCHER_WAIT_S)
     site_yaml = yaml.safe_load(svc.config_path.read_text())
     site_yaml["service"]["callback_url"] = svc.url   # jobs report to pvhpc itself, past Apache's login
     svc.config_path.write_text(yaml.safe_dump(site_yaml, sort_keys=False))
