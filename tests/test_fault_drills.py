@@ -771,6 +771,7 @@ def test_database_locked_holds_up_only_the_request_that_writes(service_factory, 
     frames over 0.5 s, every health check answered within 100 ms."""
     drill_record(drill="SQLite locked, a view streaming", sessions=1,
                  recovery="the longest wait for a frame while the lock was held", bound_s=0.5)
+    ignore = known_job_ids(cluster)
     svc = service_factory("offloop", frontend={"kind": "builtin"}, limits=DRILL_LIMITS).start()
     client = svc.client()
     session = client.launch("paraview", partition="cpu")
@@ -780,7 +781,10 @@ def test_database_locked_holds_up_only_the_request_that_writes(service_factory, 
                                    "/api/v1/health")
     finally:
         holder.close()
-    drill_record(lost=0, recover_s=round(seen.gap, 2), note=seen.note("health checks"))
+    # The session refused during the lock left no job behind: Slurm's queue and the store agree.
+    audit = audit_jobs(cluster, svc, ignore)
+    drill_record(lost=0, orphaned=len(audit.orphaned), recover_s=round(seen.gap, 2), note=seen.note("health checks"))
+    assert audit.ok, str(audit)
     assert [e.status for e in seen.refused] == [503] and "database is busy" in seen.refused[0].message
     assert seen.gap < 0.5, f"no frame for {seen.gap:.2f} s while the database was locked"
     assert len(seen.probes) > 20 and all(a.status == 200 for a in seen.probes)
@@ -802,6 +806,7 @@ def test_postgresql_table_locked_holds_up_only_the_requests_that_need_it(drill_p
     drill_record(drill="PostgreSQL table locked, a view streaming", sessions=1,
                  recovery="the longest wait for a frame while the lock was held", bound_s=0.5)
     _, database = drill_postgres
+    ignore = known_job_ids(cluster)
     svc = service_factory("offloop-pg", frontend={"kind": "builtin"}, limits=DRILL_LIMITS, database=database).start()
     client = svc.client()
     session = client.launch("paraview", partition="cpu")
@@ -816,7 +821,10 @@ def test_postgresql_table_locked_holds_up_only_the_requests_that_need_it(drill_p
     finally:
         holder.close()
         engine.dispose()
-    drill_record(lost=0, recover_s=round(seen.gap, 2), note=seen.note("requests for the applications"))
+    # The session refused during the lock left no job behind: Slurm's queue and the store agree.
+    audit = audit_jobs(cluster, svc, ignore)
+    drill_record(lost=0, orphaned=len(audit.orphaned), recover_s=round(seen.gap, 2), note=seen.note("requests for the applications"))
+    assert audit.ok, str(audit)
     assert [e.status for e in seen.refused] == [503] and "database is busy" in seen.refused[0].message
     assert seen.gap < 0.5, f"no frame for {seen.gap:.2f} s while the sessions table was locked"
     assert len(seen.probes) > 20 and all(a.status == 200 for a in seen.probes)
