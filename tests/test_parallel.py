@@ -117,8 +117,9 @@ def launch(svc, **fields) -> tuple[int, dict]:
         return e.code, json.loads(e.read())
 
 
-async def render_by_process(url: str, secret: str, size=(400, 400)) -> bytes:
-    """A sphere split over the ranks, each piece coloured by the rank that holds it (ProcessIdScalars)."""
+async def render_by_process(url: str, secret: str, size=(400, 400), pushed: bool = False) -> bytes:
+    """A sphere split over the ranks, each piece coloured by the rank that holds it (ProcessIdScalars). ``pushed``:
+    the image as servers that only push frames deliver it (the Visualizer)."""
     from pvhpc.client.wslink import WslinkClient
 
     client = await WslinkClient.connect(url, secret)
@@ -133,6 +134,9 @@ async def render_by_process(url: str, secret: str, size=(400, 400)) -> bytes:
         await client.call("pv.color.manager.color.by", [rep, "ARRAY", "POINTS", "ProcessId", "Magnitude", 0, True])
         # Jet: blue, cyan, yellow, red for four ranks, hues far apart.
         await client.call("pv.color.manager.select.preset", [rep, "Jet"])
+        if pushed:
+            await client.call("viewport.camera.reset", [-1])
+            return await client.push_image(size)
         return await client.render(size, quality=95)
     finally:
         client.close()
@@ -256,3 +260,33 @@ def test_the_command_line_asks_for_nodes_and_ranks():
 
     assert request_fields(request_options().parse_args(["-N", "2", "-n", "4"])) == {"nodes": 2, "ranks": 4}
     assert request_fields(request_options().parse_args([])) == {}
+
+
+@pytest.mark.cluster
+@pytest.mark.paraview
+def test_the_unmodified_visualizer_attaches_to_the_ranks_of_a_parallel_session(service_factory, cluster, artifacts,
+                                                                               tmp_path):
+    """The Visualizer has no option for pvserver's connect id: pvhpc's argv wrapper sets it in its ParaView, so it
+    attaches to the two ranks, whose pieces show in two colours; cancelling leaves no server on either node."""
+    from pvhpc import config, paths
+    from pvhpc.node import runtime
+
+    runtime.install_web_clients(paths.web_clients_dir())
+    data = tmp_path / "svc" / "data"
+    site = parallel_site(data)
+    visualizer = config.visualizer_application([str(data)])["visualizer"]
+    site["applications"]["visualizer"] = {**visualizer, "start_timeout": 120, "pvserver": PVSERVER}
+    svc = service_factory(**site).start()
+    status, session = launch(svc, application="visualizer", nodes=2, ranks=2)
+    assert status == 200, session
+    assert job_processes_by_node(cluster, session["job_id"], "pvserver") == {"cpu01": 1, "cpu02": 1}
+    procs = processes_of_job(session["job_id"])
+    assert not [p for p in procs if session["secret"] in p], procs
+
+    image = asyncio.run(render_by_process(session["sessionURL"], session["secret"], pushed=True))
+    (artifacts / "visualizer-two-ranks.jpg").write_bytes(image)
+    assert len(hues(image)) == 2, hues(image)
+
+    ended = svc.client().request("DELETE", f"/paraview/{session['id']}")
+    assert ended["end_reason"] == "cancelled"
+    wait_no_server_left(cluster, session["job_id"])

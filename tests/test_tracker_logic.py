@@ -206,3 +206,13 @@ def test_a_report_landing_while_squeue_runs_wins_over_the_cycles_stale_decision(
     assert store.get("s2").end_reason == "cancelled_outside"   # the rest of the cycle went on
     poll(tracker)                                              # the next cycle agrees with the report
     assert store.get("s1").state == "ready"
+
+
+def test_secrets_and_ids_never_start_with_a_dash(monkeypatch):
+    """A server given ``--authKey SECRET`` (the Visualizer) reads a secret such as ``-x3...`` as an option and
+    refuses to start: one secret in 64 did. A word that starts with '-' is drawn again."""
+    from pvhpc.sessions import service
+
+    drawn = iter(["-starts-with-a-dash", "-again", "fine-word"])
+    monkeypatch.setattr(service.secrets, "token_urlsafe", lambda n: next(drawn))
+    assert service.new_secret() == "fine-word"

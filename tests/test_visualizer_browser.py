@@ -30,6 +30,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.cluster]
 
 READY_MS = 180_000     # the launcher's POST: submit, schedule, start Xvfb and the Visualizer server
 LAUNCHER_WAIT_S = 170  # service.launcher_wait: within READY_MS
+PARALLEL_CPU = {"max_nodes": 2, "max_ranks": 2, "max_ranks_per_node": 1}
 STEP_S = 45            # one step in the Visualizer: a server round trip and a new image
 VIEWPORT = '[class*="MainView-viewport"]'
 OPEN_FILE = '[class*="ToggleIcons-openFileButton"]'
@@ -141,20 +142,28 @@ def use_the_visualizer(page, artifacts: Path) -> None:
     page.screenshot(path=str(artifacts / "05-whole-page.png"))
 
 
+@pytest.mark.parametrize("query, nodes, ranks", [
+    ("partition=cpu", 1, 0),
+    # A parallel session: two MPI pvserver ranks on two nodes, the unmodified Visualizer attached to them.
+    ("partition=cpu&nodes=2&ranks=2", 2, 2),
+], ids=["one-process", "two-ranks"])
 def test_the_visualizer_launches_its_own_session_through_the_builtin_front_end(service_factory, new_page,
-                                                                               artifacts, tmp_path):
+                                                                               artifacts, tmp_path, query, nodes,
+                                                                               ranks):
     data_dir = tmp_path / "svc" / "data"
     write_fields(data_dir)
     # The Visualizer's SmartConnect does not retry a launcher's 503, so the launcher waits as long as the
     # test does for the job to start (a busy cluster queues it for a while).
     svc = service_factory(frontend={"kind": "builtin"}, applications=applications(data_dir),
+                          partitions={"gpu": {"gpu_type": "a100"}, "cpu": PARALLEL_CPU},
                           launcher_wait=LAUNCHER_WAIT_S).start()
     page = new_page()
-    # Launch fields in the page's URL reach the launcher as the Visualizer sends them.
-    page.goto(f"{svc.url}/apps/visualizer/?partition=cpu")
+    # Launch fields in the page's URL reach the launcher as the Visualizer sends them (as strings).
+    page.goto(f"{svc.url}/apps/visualizer/?{query}")
     use_the_visualizer(page, artifacts)
     sessions = [s for s in svc.client().list() if s["state"] != "ended"]
-    assert [(s["application"], s["partition"], s["state"]) for s in sessions] == [("visualizer", "cpu", "ready")]
+    assert [(s["application"], s["partition"], s["state"], s["nodes"], s["ranks"]) for s in sessions] == [
+        ("visualizer", "cpu", "ready", nodes, ranks)]
     assert page.errors == []
     svc.client().cancel(sessions[0]["id"])
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import secrets
 import tempfile
 import time
 import getpass
@@ -23,6 +22,7 @@ from pvhpc.errors import PvhpcError
 from pvhpc.paths import SERVER_SCRIPT
 from pvhpc.scheduler import Scheduler
 from pvhpc.sessions.job import build_job
+from pvhpc.sessions.service import new_secret
 from pvhpc.sessions.spec import parse_spec
 
 READY = re.compile(r"PVHPC_READY host=(\S+) port=(\d+) node=(\S*)")
@@ -58,7 +58,7 @@ async def probe_partition(config: SiteConfig, scheduler: Scheduler, partition: s
     one: the job only prints its ready line, which this reads from the job's output."""
     workdir = Path(tempfile.mkdtemp(prefix="pvhpc-probe-"))
     workdir.chmod(0o755)
-    secret = secrets.token_urlsafe(24)
+    secret = new_secret()
     # Around the service: no report URL (the launcher then only prints), and the job is the caller's own.
     config = replace(config, service=replace(config.service, callback_urls=()),
                      scheduler=replace(config.scheduler, submit_as="service"))

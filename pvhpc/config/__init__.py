@@ -187,6 +187,8 @@ def visualizer_application(data_roots: list[str]) -> dict:
         "ready": {"line": "wslink: Starting factory"},
         "web_client": str(client),
         "data_roots": data_roots,
+        # Parallel sessions where a partition allows them: attached to the ranks by --ds-host/--ds-port.
+        "pvserver": ["pvserver", "--force-offscreen-rendering"],
     }}
 
 

@@ -48,6 +48,16 @@ def main():
             contained.install(contained.roots_from_environment(os.getcwd()))
         except ImportError:
             pass   # not a ParaView server: there is no ParaView protocol to hold in
+    connect_id = os.environ.pop("PVHPC_CONNECT_ID", "")
+    if connect_id:
+        # A parallel session: the pvserver ranks take only a client with their connect id, and a server such as
+        # the Visualizer has no option for one; ParaView's own configuration carries it to its Connect().
+        try:
+            from paraview.modules.vtkRemotingCore import vtkRemotingCoreConfiguration
+        except ImportError:
+            pass
+        else:
+            vtkRemotingCoreConfiguration.GetInstance().SetConnectID(int(connect_id))
     sys.argv = [script] + [arg.replace(PLACEHOLDER, secret) for arg in sys.argv[2:]]
     # As if the script had been run itself: its own directory first on the import path.
     sys.path[0] = os.path.dirname(os.path.abspath(script))

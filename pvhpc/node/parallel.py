@@ -40,6 +40,7 @@ import launcher
 PARALLEL_ENV = "PVHPC_PARALLEL"
 # What pvserver's root rank prints once it accepts a client (ParaView 5.x).
 LISTENING_LINE = r"Accepting connection\(s\)"
+CONNECT_ID_ENV = "PVHPC_CONNECT_ID"   # read by argv_secret.py
 RANK_LINE = re.compile(r"\brank \d+\b", re.IGNORECASE)   # mpiexec: "process rank 2 ... on node cpu02 exited"
 RANK_WORDS = re.compile(r"rank|signal|exit|abort|kill|fail|error", re.IGNORECASE)
 # Short: the job script kills what is left of its children 2 s after its own SIGTERM, and a rank whose MPI
@@ -71,10 +72,13 @@ def mpi_environment():
     return env
 
 
-def launcher_environment(command):
+def launcher_environment(command, connect_id):
     env = dict(os.environ)
     env.pop(PARALLEL_ENV, None)
     env[launcher.COMMAND_ENV] = json.dumps(command)
+    # For servers that take no connect id of their own (the Visualizer): pvhpc's argv wrapper sets it in the
+    # ParaView process before the server connects, so it is on no command line of the web server's.
+    env[CONNECT_ID_ENV] = str(connect_id)
     return env
 
 
@@ -149,7 +153,8 @@ def run(spec, launcher_argv):
 
         command = json.loads(os.environ[launcher.COMMAND_ENV]) + fill(spec["connect"], values)
         # Its own process group too: the web server under it is stopped with it, whatever becomes of the launcher.
-        web = subprocess.Popen([sys.executable, *launcher_argv], env=launcher_environment(command), process_group=0)
+        web = subprocess.Popen([sys.executable, *launcher_argv], env=launcher_environment(command, connect_id),
+                               process_group=0)
         while True:
             if stopping.is_set():
                 return 143

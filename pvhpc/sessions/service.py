@@ -38,12 +38,17 @@ class ServiceError(PvhpcError):
     status = 503
 
 
-def new_session_id() -> str:
-    """192 random bits, URL-safe; never starting with '-', which command lines would read as an option."""
+def random_word() -> str:
+    """192 random bits, URL-safe; never starting with '-', which command lines would read as an option (a
+    server given ``--authKey SECRET`` refuses a secret such as ``-x3...`` as a missing argument)."""
     while True:
         candidate = secrets.token_urlsafe(24)
         if not candidate.startswith("-"):
             return candidate
+
+
+new_session_id = random_word
+new_secret = random_word
 
 
 def token_hash(token: str) -> str:
@@ -145,7 +150,7 @@ class SessionService:
                 account=spec.account,
                 data_file=spec.data_file, request_key=key, state=S.SUBMITTING.value,
                 detail="submitting the job to Slurm", job_name=f"pvhpc-{secrets.token_hex(8)}",
-                secret=secrets.token_urlsafe(24), report_token_hash=token_hash(report_token),
+                secret=new_secret(), report_token_hash=token_hash(report_token),
             )
             # Recorded before sbatch runs: a crash or a lost answer leaves a session to find the job by name.
             existing = await self.db.write(self._record_new, record, spec, attach)
