@@ -290,3 +290,31 @@ def test_the_unmodified_visualizer_attaches_to_the_ranks_of_a_parallel_session(s
     ended = svc.client().request("DELETE", f"/paraview/{session['id']}")
     assert ended["end_reason"] == "cancelled"
     wait_no_server_left(cluster, session["job_id"])
+
+
+@pytest.mark.cluster
+@pytest.mark.paraview
+def test_the_trame_app_attaches_to_the_ranks_of_a_parallel_session(service_factory, cluster, tmp_path):
+    """pvhpc's trame application attaches to the ranks before it serves (ready only once attached): its session
+    is ready with a pvserver on each node and its page answers; cancelling leaves no server on either node."""
+    from pvhpc import config
+
+    data = tmp_path / "svc" / "data"
+    site = parallel_site(data)
+    trame = config.trame_application([str(data)])
+    if not trame:
+        pytest.fail("the trame application is not installed (pvhpc runtime install)")
+    site["applications"]["trame"] = {**trame["trame"], "start_timeout": 120}
+    svc = service_factory(frontend={"kind": "builtin"}, **site).start()
+    status, session = launch(svc, application="trame", nodes=2, ranks=2)
+    assert status == 200, session
+    assert (session["nodes"], session["ranks"]) == (2, 2)
+    assert job_processes_by_node(cluster, session["job_id"], "pvserver") == {"cpu01": 1, "cpu02": 1}
+    with urllib.request.urlopen(f"{svc.url}/session/{session['id']}/", timeout=30) as page:
+        assert page.status == 200 and b"<html" in page.read().lower()
+    # The root rank says so once a client presented its connect id: the trame app, before it served.
+    assert "Client connected." in svc.client().log(session["id"])
+
+    ended = svc.client().request("DELETE", f"/paraview/{session['id']}")
+    assert ended["end_reason"] == "cancelled"
+    wait_no_server_left(cluster, session["job_id"])

@@ -210,4 +210,6 @@ def trame_application(data_roots: list[str]) -> dict:
         "runtime": {"pythonpath": [str(trame)]},
         "serves_own_client": True,
         "data_roots": data_roots,
+        # Parallel sessions where a partition allows them: attached to the ranks by --ds-host/--ds-port.
+        "pvserver": ["pvserver", "--force-offscreen-rendering"],
     }}

@@ -19,6 +19,7 @@ import base64
 import collections
 import os
 import re
+import sys
 import tempfile
 
 from dataroots import DataRoot, OutsideDataRoot   # beside this file
@@ -37,11 +38,19 @@ SERIES_MEMBER = re.compile(r"^(?P<stem>.*?)(?P<number>\d+)(?P<ext>\.[^.]+)$")
 server = get_server(client_type="vue3")
 server.cli.add_argument("--data", default=os.getcwd(), help="the directory whose files users may open")
 server.cli.add_argument("--load", default=None, help="a file (relative to --data) to open at start")
+server.cli.add_argument("--ds-host", default=None, help="a parallel session's pvserver to attach to (its root rank)")
+server.cli.add_argument("--ds-port", type=int, default=11111, help="that pvserver's port")
 state, ctrl = server.state, server.controller
 args, _ = server.cli.parse_known_args()
 root = DataRoot(os.path.realpath(args.data), "Home")
+if args.ds_host:
+    # Before anything is made: readers and filters then run on the ranks (pvhpc's argv wrapper set the connect id).
+    if simple.Connect(args.ds_host, args.ds_port) is None:
+        sys.exit(f"could not attach to the ParaView server at {args.ds_host}:{args.ds_port}")
 
 view = simple.GetActiveViewOrCreate("RenderView")
+if args.ds_host:
+    view.RemoteRenderThreshold = 0   # render and composite on the ranks, where the data is
 view.OrientationAxesVisibility = 1
 pipeline = []   # the sources the user made, oldest first; each filter is applied to the last
 
