@@ -321,7 +321,7 @@ def test_node_drained_under_a_session_keeps_it_and_places_nothing_new_there(serv
     job ends (its user ends it) the session leaves the map, and the drained node stays empty."""
     drill_record(drill="node drained under a session: kept until its job ends, nothing new placed there", sessions=4,
                  recovery="nothing to recover: the session is kept, and no new session lands on the node")
-    ignore, svc, routes, client, session = one_ready_session(service_factory, cluster, tmp_path, backend)
+    ignore, svc, routes, client, session = one_ready_session(service_factory, cluster, tmp_path)
     node = session["node"]
     other = {"cpu01": "cpu02", "cpu02": "cpu01"}[node]
     slurm(cluster, "scontrol", "update", f"NodeName={node}", "State=DRAIN", "Reason=pvhpc-drill")
