@@ -24,7 +24,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -39,7 +38,7 @@ from pvhpc.sessions.events import EventBus  # noqa: E402
 from pvhpc.sessions.service import SessionService  # noqa: E402
 from pvhpc.sessions.states import SessionState  # noqa: E402
 from pvhpc.sessions.tracker import Tracker  # noqa: E402
-from bench.tracker_load import settled_counts  # noqa: E402
+from bench.tracker_load import settled_counts, submit_held_jobs  # noqa: E402
 from tests.harness.ports import free_port_block  # noqa: E402
 
 POLL_INTERVAL = 5.0      # service.poll_interval's default
@@ -48,16 +47,6 @@ TICKS = os.sysconf("SC_CLK_TCK")
 
 def rpcs_between(before: dict, after: dict) -> int:
     return sum(after.values()) - sum(before.values())
-
-
-def submit_held_jobs(env, count: int) -> list[str]:
-    def one(i: int) -> str:
-        out = subprocess.run(["sbatch", "--parsable", "--hold", "-p", "cpu", "-J", f"pvhpc-bench-{i}", "-o", "/dev/null",
-                              "--wrap", "true"], env=env, capture_output=True, text=True, check=True).stdout
-        return out.strip().split(";")[0]
-
-    with ThreadPoolExecutor(4) as pool:
-        return list(pool.map(one, range(count)))
 
 
 def worker_cpu(scheduler) -> float:

@@ -194,6 +194,12 @@ def servers_of(cluster, job_id: str) -> list[str]:
             if any(n in cmd for n in ("pvserver", "pvpython", "orted"))]
 
 
+def cancel_leaves_no_server(svc, cluster, session: dict) -> None:
+    ended = svc.client().request("DELETE", f"/paraview/{session['id']}")
+    assert ended["end_reason"] == "cancelled"
+    wait_no_server_left(cluster, session["job_id"])
+
+
 def wait_no_server_left(cluster, job_id: str, timeout: float = 30) -> None:
     try:
         wait_until(lambda: not servers_of(cluster, job_id), timeout,
@@ -226,9 +232,7 @@ def test_two_ranks_on_two_nodes_render_one_colour_each_and_cancel_leaves_no_serv
     (artifacts / "two-ranks.jpg").write_bytes(image)
     assert len(hues(image)) == 2, hues(image)
 
-    ended = svc.client().request("DELETE", f"/paraview/{session['id']}")
-    assert ended["end_reason"] == "cancelled"
-    wait_no_server_left(cluster, session["job_id"])
+    cancel_leaves_no_server(svc, cluster, session)
 
 
 @pytest.mark.cluster
@@ -287,9 +291,7 @@ def test_the_unmodified_visualizer_attaches_to_the_ranks_of_a_parallel_session(s
     (artifacts / "visualizer-two-ranks.jpg").write_bytes(image)
     assert len(hues(image)) == 2, hues(image)
 
-    ended = svc.client().request("DELETE", f"/paraview/{session['id']}")
-    assert ended["end_reason"] == "cancelled"
-    wait_no_server_left(cluster, session["job_id"])
+    cancel_leaves_no_server(svc, cluster, session)
 
 
 @pytest.mark.cluster
@@ -315,6 +317,4 @@ def test_the_trame_app_attaches_to_the_ranks_of_a_parallel_session(service_facto
     # The root rank says so once a client presented its connect id: the trame app, before it served.
     assert "Client connected." in svc.client().log(session["id"])
 
-    ended = svc.client().request("DELETE", f"/paraview/{session['id']}")
-    assert ended["end_reason"] == "cancelled"
-    wait_no_server_left(cluster, session["job_id"])
+    cancel_leaves_no_server(svc, cluster, session)
