@@ -29,6 +29,8 @@ READY_PREFIX = "PVHPC_READY"
 
 
 def pid_alive(pid):
+    """Whether ``pid`` runs: a zombie still answers kill(0), so its state is read too. (The local cluster
+    uses this one as well: this module imports nothing, so the service may import it.)"""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pvhpc.errors import PvhpcError
+from pvhpc.node.jobhelper import pid_alive
 
 GPU_NODES = ("gpu01", "gpu02")
 CPU_NODES = ("cpu01", "cpu02")
@@ -46,21 +47,6 @@ class DaemonStatus:
     name: str
     pid: int | None
     running: bool
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie still answers kill(0); it is not running.
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _read_pid(path: Path) -> int | None:
@@ -221,7 +207,7 @@ PartitionName=cpu Nodes={','.join(CPU_NODES)} DefaultTime=01:00:00 MaxTime=08:00
             pid = _read_pid(self._pidfile(name)) if name in ("munged", "slurmctld") else _read_pid(
                 self.dir / "run" / f"{name}.pid"
             )
-            running = pid is not None and _pid_alive(pid) and str(self.dir) in _process_command(pid)
+            running = pid is not None and pid_alive(pid) and str(self.dir) in _process_command(pid)
             out.append(DaemonStatus(name, pid, running))
         return out
 
@@ -241,7 +227,7 @@ PartitionName=cpu Nodes={','.join(CPU_NODES)} DefaultTime=01:00:00 MaxTime=08:00
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             pid = _read_pid(path)
-            if pid and _pid_alive(pid):
+            if pid and pid_alive(pid):
                 return
             time.sleep(0.1)
         raise ClusterError(f"{name} did not start within {timeout:.0f} s; see {self.dir}/log")
@@ -329,8 +315,8 @@ PartitionName=cpu Nodes={','.join(CPU_NODES)} DefaultTime=01:00:00 MaxTime=08:00
                 stopped.append((d.name, d.pid))
         deadline = time.monotonic() + timeout
         for name, pid in stopped:
-            while _pid_alive(pid) and time.monotonic() < deadline:
+            while pid_alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.1)
-            if _pid_alive(pid):
+            if pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)
         return [name for name, _ in stopped]
