@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from types import SimpleNamespace
 
 import pytest
 import tornado.web
@@ -59,11 +60,13 @@ class Rig:
         self.frontend = BuiltinFrontEnd("unused")
         auth = make_authenticator(AuthConfig(kind="local", user="alice", header="X-Remote-User", staff=tuple(staff),
                                                   users_trust_each_other=False))
-        ctx = type("Ctx", (), {"auth": auth})()
         upstream_sockets = bind_sockets(0, "127.0.0.1")
         proxy_sockets = bind_sockets(0, "127.0.0.1")
         self.upstream_port = upstream_sockets[0].getsockname()[1]
         self.port = proxy_sockets[0].getsockname()[1]
+        # The site's own pages are the proxy's own origin (service.allowed_origins).
+        service = SimpleNamespace(allowed_origins=(f"http://127.0.0.1:{self.port}",))
+        ctx = SimpleNamespace(auth=auth, config=SimpleNamespace(service=service))
         self.servers = [HTTPServer(tornado.web.Application([(r"/(?:ws|greet)", Upstream)])),
                         HTTPServer(tornado.web.Application(self.frontend.handlers(ctx)))]
         self.servers[0].add_sockets(upstream_sockets)
@@ -376,6 +379,9 @@ def test_a_served_session_refuses_requests_from_another_sites_pages():
         assert (await http(rig, "/session/s1/echo/x", "POST", "x", {"Origin": here})).code == 200
         foreign = await http(rig, "/session/s1/echo/x", "POST", "x", {"Origin": "http://evil.example"})
         assert foreign.code == 403 and "another site" in json.loads(foreign.body)["error"]
+        # Without an Origin, the Referer names the page: the same rule as pvhpc's own API (web/origins.py).
+        referred = await http(rig, "/session/s1/echo/x", "POST", "x", {"Referer": "http://evil.example/page"})
+        assert referred.code == 403 and "another site" in json.loads(referred.body)["error"]
         with pytest.raises(HTTPClientError) as refused:
             await websocket_connect(HTTPRequest(f"ws://127.0.0.1:{rig.port}/session/s1/ws",
                                                 headers={"Origin": "http://evil.example"}))

@@ -99,7 +99,8 @@ class BuiltinFrontEnd(FrontEnd):
         args = {"frontend": self, "auth": ctx.auth}
         return [(r"/proxy", SessionProxyHandler, args),
                 (r"/session/([A-Za-z0-9_-]{1,128})(/.*)?", ServedSessionHandler,
-                 {**args, "private_headers": ("Authorization", "Cookie", ctx.auth.config.header)})]
+                 {**args, "allowed_origins": ctx.config.service.allowed_origins,
+                  "private_headers": ("Authorization", "Cookie", ctx.auth.config.header)})]
 
     async def stop(self) -> None:
         for session_id in list(self.connections):

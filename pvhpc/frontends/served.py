@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from urllib.parse import urlsplit
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
 from pvhpc.frontends.builtin import CONNECT_TIMEOUT, SessionProxyHandler
+from pvhpc.web import origins
 
 log = logging.getLogger("pvhpc.frontends.served")
 
@@ -37,22 +37,23 @@ SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 
 
 class ServedSessionHandler(SessionProxyHandler):
-    def initialize(self, frontend, auth, private_headers=()) -> None:
+    def initialize(self, frontend, auth, allowed_origins=(), private_headers=()) -> None:
         super().initialize(frontend, auth)
+        self.allowed_origins = tuple(allowed_origins)
         self.private = {name.lower() for name in private_headers}
 
     def prepare(self) -> None:
         # The app's server may not check where a request comes from: a page of another site must not drive it
         # with the user's login. Reading (a link followed from elsewhere) is fine; a websocket upgrade is held
-        # to the same rule by the proxy's own origin check (SessionProxyHandler._cross_site).
-        if self.request.method not in SAFE_METHODS and self._from_another_site():
-            self._refuse(403, "requests from another site's pages are refused here")
-
-    def _from_another_site(self) -> bool:
-        if self.request.headers.get("Sec-Fetch-Site") in ("cross-site", "same-site"):
-            return True
-        origin = self.request.headers.get("Origin")
-        return origin is not None and urlsplit(origin).netloc.lower() != self.request.headers.get("Host", "").lower()
+        # to the same rule by the proxy's own origin check (SessionProxyHandler._cross_site). The rule is
+        # pvhpc's own (web/origins.py), and a sibling site the browser calls "same-site" is refused too.
+        if self.request.method not in SAFE_METHODS and self.request.headers.get("Sec-Fetch-Site") in (
+                "cross-site", "same-site"):
+            return self._refuse(403, "requests from another site's pages are refused here")
+        why = origins.refusal(self.request.method, self.request.headers, self.allowed_origins,
+                              self.auth.browser_credentials, by_token=False)
+        if why:
+            self._refuse(403, f"requests from another site's pages are refused here: {why}")
 
     async def get(self, session_id: str, rest: str | None = None) -> None:
         route = await self._served_route(session_id)

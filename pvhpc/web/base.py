@@ -10,12 +10,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pvhpc.config.checks import origin_of
+from pvhpc.web import origins
 from pvhpc.web.errors import APIError, ErrorAnswers
 
-# Methods that change something. A browser sends a cross-site POST (text/plain, a form) without asking
-# first, with the user's login attached: such a request must come from the site's own pages.
-STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 MAX_JSON_DEPTH = 16        # no request pvhpc takes nests deeper; a deeper body is an attack, not a request
 MAX_QUERY_ARGUMENT = 1024  # characters; a data path, a state name, a flag: all far shorter
 
@@ -61,22 +58,10 @@ class JSONHandler(ErrorAnswers):
         Scripts with a personal token are not concerned (a browser never adds that header by itself),
         nor are jobs' reports (they carry their session's token the same way).
         """
-        if self.request.method not in STATE_CHANGING or self.ctx.auth.by_token(self.request):
-            return
-        allowed = self.ctx.config.service.allowed_origins
-        origin = self.request.headers.get("Origin")
-        said = "Origin"
-        if origin is None and self.request.headers.get("Referer"):
-            origin, said = origin_of(self.request.headers["Referer"]), "Referer"
-        if origin is None:
-            if not self.ctx.auth.browser_credentials:
-                return   # auth.kind local: no login a browser could lend; a cross-site request would name its page
-            raise APIError("a request that changes anything must say which page sent it (Origin or Referer "
-                           "header, as browsers do); scripts use a personal token (Authorization: token ...)",
-                           status=403)
-        if origin.lower() not in allowed:
-            raise APIError(f"a page of {origin[:100]} (the request's {said}) may not change anything here: only "
-                           f"pages of {', '.join(allowed)} may (service.allowed_origins)", status=403)
+        why = origins.refusal(self.request.method, self.request.headers, self.ctx.config.service.allowed_origins,
+                              self.ctx.auth.browser_credentials, self.ctx.auth.by_token(self.request))
+        if why:
+            raise APIError(why, status=403)
 
     @property
     def by_token(self) -> bool:
