@@ -13,7 +13,7 @@ PACKAGES=(
     slurm-wlm slurm-wlm-basic-plugins munge
     paraview python3-paraview xvfb xauth
     apache2 openssh-server openssh-client postgresql
-    chromium
+    chromium logrotate
 )
 
 if [ "$(id -u)" -ne 0 ]; then

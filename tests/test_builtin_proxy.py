@@ -387,3 +387,17 @@ def test_a_served_session_refuses_requests_from_another_sites_pages():
                                                 headers={"Origin": "http://evil.example"}))
         assert refused.value.code == 403
     served_rig(go)
+
+
+def test_a_lowercased_session_url_still_reaches_its_session():
+    """trame's browser client lowercases the whole sessionURL it gets from the launcher: ?sessionid=<id>."""
+    async def go(rig):
+        rig.frontend.rebuild([record("0abc9lower", rig.upstream_port)])
+        lowered = rig.url("0abc9lower").lower()
+        assert "sessionid=" in lowered
+        conn = await websocket_connect(lowered)
+        await conn.write_message("hello")
+        assert await conn.read_message() == "hello"
+        conn.close()
+        assert (await rig.refused("0ABC9LOWER"))[0] == 404   # ids themselves are not case-folded
+    run(go)

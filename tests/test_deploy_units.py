@@ -40,6 +40,8 @@ def unit_values(path: Path, instance: str = "") -> dict[str, list[str]]:
 
 def needs(tool: str) -> str:
     found = shutil.which(tool)
+    if not found and os.environ.get("PVHPC_TESTS_AFTER_INSTALL"):
+        pytest.fail(f"{tool} is missing although install.sh ran: it must install it")
     if not found:
         pytest.skip(f"{tool} is not installed (Debian: apt-get install {'systemd' if 'systemd' in tool else tool})")
     return found

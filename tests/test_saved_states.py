@@ -91,6 +91,28 @@ def test_refused_states_say_why(site, tmp_path):
         check(site, "alice", str(state_dir(site, "alice") / "gone-20261201T101500Z.pvsm"))
 
 
+def test_an_application_that_cannot_load_states_refuses_one(site, tmp_path):
+    """Only a pvpython server has a ParaView state loaded into it: a site's own binary is refused a state
+    (before its state is even read), and the pvpython ones take states without saying so."""
+    data = site.applications["paraview"].data_roots[0]
+    path = saved(site, "alice", "s1-20261201T101500Z.pvsm", STATE.format(data=data / "tri.vtk"))
+    sites = config.parse({
+        "service": {"job_output_dir": str(tmp_path / "jobs")},
+        "partitions": {"cpu": {"walltime": {"default": 30, "max": 60}}},
+        "applications": {"paraview": {"data_roots": [str(data)]},
+                         "binary": {"data_roots": [str(data)], "command": ["/opt/site/server", "--port", "${port}"]},
+                         "told": {"data_roots": [str(data)], "command": ["/opt/site/server", "--port", "${port}"],
+                                  "saved_states": True}},
+    }, "site.yaml")
+    apps = sites.applications
+    assert (apps["paraview"].saved_states, apps["binary"].saved_states, apps["told"].saved_states) == (
+        True, False, True)
+    with pytest.raises(RequestError, match="application binary cannot start from a saved state") as e:
+        run(SavedStates(sites, LocalRunner()).check("alice", apps["binary"], path))
+    assert e.value.field == "state"
+    assert run(SavedStates(sites, LocalRunner()).check("alice", apps["told"], path)) == path
+
+
 @pytest.mark.parametrize("value,message", [
     ("relative.pvsm", "must be an absolute path"),
     ("/x/state.xml", r"is not a ParaView state file \(\.pvsm\)"),

@@ -216,3 +216,14 @@ def test_secrets_and_ids_never_start_with_a_dash(monkeypatch):
     drawn = iter(["-starts-with-a-dash", "-again", "fine-word"])
     monkeypatch.setattr(service.secrets, "token_urlsafe", lambda n: next(drawn))
     assert service.new_secret() == "fine-word"
+
+
+def test_session_ids_survive_a_client_that_lowercases_its_session_url():
+    """trame's browser client lowercases the whole sessionURL before it connects: ids are lowercase already,
+    32 characters from 36 (165 bits), and different each time."""
+    from pvhpc.sessions import service
+
+    ids = {service.new_session_id() for _ in range(2000)}
+    assert len(ids) == 2000
+    assert all(len(i) == 32 and i == i.lower() and i.isalnum() and i.isascii() for i in ids)
+    assert set("".join(ids)) == set(service.SESSION_ID_ALPHABET)

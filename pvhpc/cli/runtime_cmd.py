@@ -31,8 +31,10 @@ def run(args) -> int:
         try:
             runtime.install(target)
             print(f"wslink for pvpython is in {target}")
-            print(f"trame (with its own wslink 2.x) is in {runtime.install_trame(target)}")
+            trame = runtime.install_trame(target)
+            print(f"trame (with its own wslink 2.x) is in {trame}")
             clients.mkdir(parents=True, exist_ok=True)
+            print(f"trame's web client is in {runtime.install_trame_client(trame, clients)}")
             for d in runtime.install_web_clients(clients):
                 print(f"{d.name} is in {d}")
         except (runtime.RuntimeProblem, OSError) as e:

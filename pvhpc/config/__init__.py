@@ -195,12 +195,15 @@ def visualizer_application(data_roots: list[str]) -> dict:
 def trame_application(data_roots: list[str]) -> dict:
     """pvhpc's trame application for ParaView (pvhpc/node/trame_app.py), with trame and its wslink 2.x from
     their own directory (``pvhpc runtime install``). It serves its own client at /session/<id>/; its secret
-    reaches it through pvhpc's argv wrapper. Left out where trame is not installed."""
+    reaches it through pvhpc's argv wrapper. trame's static client, where installed, is its page at
+    /apps/trame/, which launches a session through the launcher API as trame's multi-user deployment does.
+    Left out where trame is not installed."""
     from pvhpc.node import runtime
 
     trame = runtime.trame_dir(paths.runtime_dir())
     if not (trame / "trame" / "__init__.py").is_file():
         return {}
+    client = paths.web_clients_dir() / runtime.TRAME_CLIENT_DIR
     return {"trame": {
         "description": "ParaView in trame (open, slice, contour, clip, colour, time steps, screenshot)",
         "command": ["${pvpython}", str(paths.PACKAGE_DIR / "node" / "trame_app.py"), "--server", "--host", "${host}",
@@ -209,6 +212,7 @@ def trame_application(data_roots: list[str]) -> dict:
         "ready": {"line": "App running at"},
         "runtime": {"pythonpath": [str(trame)]},
         "serves_own_client": True,
+        **({"web_client": str(client)} if (client / "index.html").is_file() else {}),
         "data_roots": data_roots,
         # Parallel sessions where a partition allows them: attached to the ranks by --ds-host/--ds-port.
         "pvserver": ["pvserver", "--force-offscreen-rendering"],

@@ -234,6 +234,12 @@ APPLICATIONS = Named(
         Key("serves_own_client", checks.flag, False,
             "the server serves its own web client over HTTP on its port (trame does): the front end proxies "
             "/session/<id>/ to it"),
+        Key("saved_states", checks.flag,
+            Derived(lambda ctx: bool(ctx.values["command"]) and ctx.values["command"][0] == "${pvpython}",
+                    "true when the command runs ${pvpython}"),
+            "the server saves its ParaView state when its job is ended (walltime, cancel, idle) and a session can "
+            "start from a saved one: pvhpc does both inside a pvpython server's own process (docs/trame.md); "
+            "false for a server that is not pvpython, whose requests naming a state are then refused"),
     ))
 
 LIMITS = Section("limits", Limits, help="per user", keys=(

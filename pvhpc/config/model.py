@@ -79,6 +79,8 @@ class ApplicationConfig:
     web_client: Path | None
     # The server serves its own web client over HTTP on its port (trame): the front end proxies /session/<id>/ to it.
     serves_own_client: bool
+    # The server saves a ParaView state when its job is ended and can start from one (pvpython servers).
+    saved_states: bool
     # Parallel sessions: the pvserver argv (None: none for this application), what starts its ranks, and the
     # arguments that attach the web server to it.
     pvserver: tuple[str, ...] | None

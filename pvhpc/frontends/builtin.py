@@ -139,7 +139,8 @@ class SessionProxyHandler(ErrorAnswers, RequestHandler):
         self.auth = auth
 
     async def get(self) -> None:
-        session_id = self.get_query_argument("sessionId", "")
+        # Either case of the key: trame's client lowercases the whole URL it is given (?sessionid=...).
+        session_id = self.get_query_argument("sessionId", "") or self.get_query_argument("sessionid", "")
         path = self.get_query_argument("path", "ws")
         route = await self._own_route(session_id)
         if route is None:

@@ -123,6 +123,25 @@ def load(path, roots):
             simple.SetActiveSource(sources[-1])
 
 
+def load_requested_or_leave():
+    """Load the state this job was asked to start from ($PVHPC_STATE_LOAD), once: the variable is taken out,
+    so a server that loads it itself before building its view (the trame app) is not given it a second time
+    when wslink starts. A state refused here ends the server, saying why (the session ends start_failed with
+    that line). Returns the path loaded, or None."""
+    path = os.environ.pop(LOAD_ENV, None)
+    if not path:
+        return None
+    roots = [r for r in os.environ.get(ROOTS_ENV, "").split(os.pathsep) if r]
+    try:
+        load(path, roots)
+    except StateRefused as e:
+        print(f"pvhpc: {e}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(3)
+    print(f"pvhpc: loaded the state {path}", flush=True)
+    return path
+
+
 def install():
     """Take SIGTERM for saving, and wrap wslink's start_webserver to load a state and keep its hands off it.
     Without either variable (a server run outside a pvhpc job) nothing changes."""
@@ -139,16 +158,7 @@ def install():
     start = server.start_webserver
 
     def start_webserver(options, protocol, *args, **kwargs):
-        load_path = os.environ.get(LOAD_ENV)
-        if load_path:
-            roots = [r for r in os.environ.get(ROOTS_ENV, "").split(os.pathsep) if r]
-            try:
-                load(load_path, roots)
-            except StateRefused as e:
-                print(f"pvhpc: {e}", file=sys.stderr, flush=True)
-                sys.stdout.flush()
-                os._exit(3)
-            print(f"pvhpc: loaded the state {load_path}", flush=True)
+        load_requested_or_leave()
         options.nosignalhandlers = True
         return start(options, protocol, *args, **kwargs)
 

@@ -29,6 +29,13 @@ WSLINK_REQUIREMENT = "wslink==1.12.4"
 # own, ``trame/`` in the runtime dir, which only that application's PYTHONPATH names.
 TRAME_REQUIREMENTS = ("trame==4.0.0", "trame-vtk==2.11.17", "trame-vuetify==3.3.0")
 TRAME_DIR = "trame"
+# trame's own browser client as static files (``python -m trame.tools.www``), in the web clients dir: what
+# /apps/trame/ serves, the page through which trame's clients launch their session as in trame's multi-user
+# deployment (POST to the launcher, then the websocket through the front end).
+TRAME_CLIENT_DIR = "trame-client"
+# Where that client finds the launcher: trame's client posts to <its page's base>paraview/ unless its <html>
+# names another; relative, so that it is pvhpc's /paraview/ under any prefix the front end mounts pvhpc at.
+TRAME_LAUNCHER_URL = "../../paraview/"
 # npm package -> version, each unpacked into a directory of the web clients dir named as the package.
 # pvw-visualizer: dist/ (the Visualizer's static files) and server/pvw-visualizer.py (its pvpython server);
 # wslink: dist/wslink.js (the browser client pvhpc's page loads; 1.x speaks JSON frames, as wslink 1.12.4 above).
@@ -81,6 +88,42 @@ def install_trame(runtime_dir: Path) -> Path:
         raise RuntimeProblem(f"pip could not install {' '.join(TRAME_REQUIREMENTS)} into {target}: "
                              f"{proc.stderr.strip()[-500:]}")
     return target
+
+
+def install_trame_client(trame: Path, target: Path) -> Path:
+    """Write trame's static client (vue3, with the modules installed in ``trame``) into
+    ``target/trame-client`` (idempotent for one set of TRAME_REQUIREMENTS); returns the directory."""
+    dest = target / TRAME_CLIENT_DIR
+    version = " ".join(TRAME_REQUIREMENTS)
+    mark = dest / INSTALLED_MARK
+    if mark.is_file() and mark.read_text().strip() == version:
+        return dest
+    staging = Path(tempfile.mkdtemp(prefix=f".{TRAME_CLIENT_DIR}-", dir=target))
+    try:
+        staging.chmod(0o755)
+        proc = subprocess.run([sys.executable, "-m", "trame.tools.www", "--client-type", "vue3",
+                               "--output", str(staging)],
+                              env=dict(os.environ, PYTHONPATH=str(trame)), capture_output=True, text=True)
+        index = staging / "index.html"
+        if proc.returncode != 0 or not index.is_file():
+            raise RuntimeProblem(f"trame.tools.www could not write trame's client: "
+                                 f"{(proc.stderr or proc.stdout).strip()[-500:] or 'no index.html written'}")
+        html = index.read_text()
+        if "<html " not in html or "data-session-manager-url" in html:
+            raise RuntimeProblem(f"trame's client index.html is not as expected (trame {version}): "
+                                 "cannot point it at pvhpc's launcher")
+        index.write_text(html.replace("<html ", f'<html data-session-manager-url="{TRAME_LAUNCHER_URL}" ', 1))
+        for path in staging.rglob("*"):
+            path.chmod(0o755 if path.is_dir() else 0o644)   # the front end serves it
+        mark_file = staging / INSTALLED_MARK
+        mark_file.write_text(version + "\n")
+        if dest.exists():
+            shutil.rmtree(dest)
+        staging.rename(dest)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return dest
 
 
 def install_web_clients(target: Path, npm: str = "npm") -> list[Path]:

@@ -22,7 +22,8 @@ import re
 import sys
 import tempfile
 
-from dataroots import DataRoot, OutsideDataRoot   # beside this file
+import pvstate   # beside this file, as dataroots
+from dataroots import DataRoot, OutsideDataRoot
 from paraview import simple
 from trame.app import get_server
 from trame.ui.vuetify3 import SinglePageLayout
@@ -48,11 +49,17 @@ if args.ds_host:
     if simple.Connect(args.ds_host, args.ds_port) is None:
         sys.exit(f"could not attach to the ParaView server at {args.ds_host}:{args.ds_port}")
 
+# A session started from a saved state loads it here, before the view is made, so that the view the page shows
+# is the state's own (checked against the data roots again; a refusal ends the server saying why).
+restored_from = pvstate.load_requested_or_leave()
 view = simple.GetActiveViewOrCreate("RenderView")
 if args.ds_host:
     view.RemoteRenderThreshold = 0   # render and composite on the ranks, where the data is
 view.OrientationAxesVisibility = 1
 pipeline = []   # the sources the user made, oldest first; each filter is applied to the last
+# What the view shows now, per control. trame calls every listener once when it starts serving, with the values
+# set below: a value already shown is not applied again (a restored state keeps its colours and time).
+shown = {}
 
 
 def data_files():
@@ -111,6 +118,7 @@ def show(source):
     for earlier in pipeline:
         simple.Hide(earlier, view)
     pipeline.append(source)
+    shown.pop("colour", None)   # a new representation: no colouring applied to it yet
     simple.Show(source, view)
     simple.SetActiveSource(source)
     view.ResetCamera()
@@ -119,8 +127,9 @@ def show(source):
 
 @state.change("file")
 def open_file(file, **kwargs):
-    if not file:
+    if not file or shown.get("file") == file:
         return
+    shown["file"] = file
     try:
         paths = series_files(file)
     except (OutsideDataRoot, OSError):
@@ -136,6 +145,7 @@ def open_file(file, **kwargs):
     simple.GetAnimationScene().UpdateAnimationUsingDataTimeSteps()
     state.message = f"opened {file}"
     state.time_index = 0
+    shown.pop("time", None)
     show(reader)
 
 
@@ -171,8 +181,9 @@ ctrl.add_clip = lambda: add_filter("Clip")
 
 @state.change("color_by", "color_map")
 def colour(color_by, color_map, **kwargs):
-    if not pipeline:
+    if not pipeline or shown.get("colour") == (color_by, color_map):
         return
+    shown["colour"] = (color_by, color_map)
     rep = simple.GetDisplayProperties(pipeline[-1], view)
     if not color_by or color_by == SOLID:
         if rep.LookupTable:
@@ -194,6 +205,9 @@ def step_time(time_index, **kwargs):
     if not times:
         return
     index = max(0, min(int(time_index or 0), len(times) - 1))
+    if shown.get("time") == index:
+        return
+    shown["time"] = index
     simple.GetAnimationScene().AnimationTime = times[index]
     view.ViewTime = times[index]
     state.time_value = times[index]
@@ -265,7 +279,44 @@ with SinglePageLayout(server) as layout:
         v3.VSpacer()
         html.Span("{{ pipeline.join(' > ') }}", id="pvhpc-pipeline")
 
-if args.load:
+def chain_to(source):
+    """``source`` and the sources it is made from, oldest first (a filter's first input at each step)."""
+    chain = [source]
+    while chain[0].GetProperty("Input") is not None:
+        inputs = chain[0].Input
+        parent = inputs[0] if isinstance(inputs, (list, tuple)) else inputs
+        if parent is None:
+            break
+        chain.insert(0, parent)
+    return chain
+
+
+def take_up_restored(path):
+    """The page's controls as the loaded state left the view: its pipeline (the chain to the last source shown),
+    colouring and time step."""
+    from paraview import servermanager
+
+    visible = [s for s in simple.GetSources().values()
+               if (rep := servermanager.GetRepresentation(s, view)) is not None and rep.Visibility]
+    if visible:
+        pipeline.extend(chain_to(visible[-1]))
+        simple.SetActiveSource(pipeline[-1])
+        rep = simple.GetDisplayProperties(pipeline[-1], view)
+        association, name = (list(rep.ColorArrayName) + ["", ""])[:2]
+        if name:
+            state.color_by = f"{association}:{name}"
+    times = list(simple.GetTimeKeeper().TimestepValues or [])
+    if times and view.ViewTime in times:
+        state.time_index = times.index(view.ViewTime)
+        state.time_value = view.ViewTime
+    shown.update(colour=(state.color_by, state.color_map), time=state.time_index)
+    state.message = f"started from the saved state {os.path.basename(path)}"
+    refresh()
+
+
+if restored_from:
+    take_up_restored(restored_from)
+elif args.load:
     state.file = args.load
     open_file(args.load)
 

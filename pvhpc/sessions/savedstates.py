@@ -85,6 +85,10 @@ class SavedStates:
 
     async def check(self, user: str, app: ApplicationConfig, value: str) -> str:
         """The real path of a state the user may start ``app`` from; RequestError (field ``state``) if not."""
+        if not app.saved_states:
+            raise RequestError(f"application {app.name} cannot start from a saved state (its server is not one "
+                               "pvhpc loads states into: saved_states is false); start it without one",
+                               field="state")
         own = state_dir(self.config, user)
         real = os.path.realpath(value)
         if not (_inside(real, [own]) or _inside(real, app.data_roots)):

@@ -13,6 +13,7 @@ import hmac
 import logging
 import re
 import secrets
+import string
 from datetime import timedelta
 from typing import Iterable
 
@@ -47,7 +48,16 @@ def random_word() -> str:
             return candidate
 
 
-new_session_id = random_word
+SESSION_ID_ALPHABET = string.ascii_lowercase + string.digits
+
+
+def new_session_id() -> str:
+    """32 lowercase letters and digits (165 random bits). Lowercase because trame's browser client lowercases
+    the whole sessionURL the launcher hands it (``?sessionId=<id>`` included) before it connects; the front
+    ends read the query's key in any case. Never starting with '-', as random_word."""
+    return "".join(secrets.choice(SESSION_ID_ALPHABET) for _ in range(32))
+
+
 new_secret = random_word
 
 
