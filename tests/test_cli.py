@@ -89,7 +89,10 @@ def test_status_words_say_the_reason_and_the_expected_start():
 def test_tunnel_line_and_session_url_for_a_laptop():
     t = session_format.tunnel({"host": "gpu01.cluster", "port": 40123}, "me@login1", 9000)
     assert t["ssh_command"] == "ssh -N -L 9000:gpu01.cluster:40123 me@login1"
-    assert t["tunnel_url"] == "ws://localhost:9000/ws"
+    assert t["tunnel_url"] == "ws://localhost:9000/ws" and not t["tunnel_opens_in_browser"]
+    # A server with its own page (trame): the page at the tunnel's end, its client taking the secret from the URL.
+    page = session_format.tunnel({"host": "gpu01.cluster", "port": 40123, "secret": "s3"}, "me@login1", 9000, True)
+    assert page["tunnel_url"] == "http://localhost:9000/?secret=s3" and page["tunnel_opens_in_browser"]
     assert session_format.connect_url("wss://USE_HOST/proxy?sessionId=a&path=ws", "https://viz.example.org:8443") == \
         "wss://viz.example.org:8443/proxy?sessionId=a&path=ws"
 

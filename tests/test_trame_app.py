@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import io
 import time
+from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 import yaml
@@ -43,6 +45,18 @@ def view_image(page) -> Image.Image:
     return Image.open(io.BytesIO(page.locator(VIEW).screenshot())).convert("RGB")
 
 
+def settled_view(page, timeout=20) -> Image.Image:
+    """The view once two looks a second apart agree (no image still on its way from the server)."""
+    deadline = time.monotonic() + timeout
+    last = view_image(page)
+    while True:
+        time.sleep(1)
+        now = view_image(page)
+        if changed_share(last, now) == 0 or time.monotonic() > deadline:
+            return now
+        last = now
+
+
 def changed_view(page, before: Image.Image, artifacts, name: str) -> Image.Image:
     """The view once it differs from ``before`` (a new image comes from the server a moment after the step)."""
     deadline = time.monotonic() + STEP_S
@@ -60,15 +74,15 @@ def choose(page, select_id: str, option: str) -> None:
     page.get_by_role("option", name=option, exact=True).click()
 
 
-def use_the_app(page, url, artifacts) -> None:
+def use_the_app(page, url, artifacts, ready_timeout=60_000) -> Image.Image:
     """What a user does in the app: open a series, slice, colour, step time, screenshot; each step changes
-    the view."""
+    the view. Returns the view as the user left it."""
     # As trame's clients connect: the secret in the page's URL (the client takes it out of the address bar).
     said = []
     page.on("console", lambda message: said.append(f"{message.type}: {message.text[:300]}"))
     page.goto(url)
     try:
-        page.wait_for_selector(VIEW, timeout=60_000)
+        page.wait_for_selector(VIEW, timeout=ready_timeout)
     except Exception:
         page.screenshot(path=str(artifacts / "no-view.png"))
         raise AssertionError("the app's page showed no view; its console: " + " | ".join(said)) from None
@@ -93,6 +107,9 @@ def use_the_app(page, url, artifacts) -> None:
     assert href.startswith("data:image/png;base64,") and len(href) > 1000
     page.screenshot(path=str(artifacts / "page.png"))
     assert changed_share(empty, stepped) > 0.001
+    left = settled_view(page)
+    left.save(artifacts / "left.png")
+    return left
 
 
 def test_the_embedded_trame_application_runs_apart_from_wslink_1(tmp_path, monkeypatch):
@@ -113,13 +130,15 @@ def test_the_embedded_trame_application_runs_apart_from_wslink_1(tmp_path, monke
 @pytest.mark.cluster
 def test_the_trame_app_opens_slices_colours_and_steps_time_in_chromium(service_factory, cluster, tmp_path,
                                                                         artifacts):
-    runtime.install_trame(paths.runtime_dir())
+    runtime.install_trame_client(runtime.install_trame(paths.runtime_dir()), paths.web_clients_dir())
     data = tmp_path / "data"
     write_series(data)
     apps = config.trame_application([str(data)])
     assert apps, "trame is not installed where pvhpc runtime install puts it"
     apps["trame"]["start_timeout"] = 180
-    svc = service_factory(frontend={"kind": "builtin"}, applications=apps).start()
+    assert apps["trame"].get("web_client"), "trame's static client is not installed (pvhpc runtime install)"
+    # trame's client launches with no retry: the launcher waits as long as a start may take.
+    svc = service_factory(frontend={"kind": "builtin"}, applications=apps, launcher_wait=200).start()
     client = svc.client()
     # As a user at a shell: pvhpc submit --wait says where to open it.
     from tests.test_cli import pvhpc
@@ -133,7 +152,7 @@ def test_the_trame_app_opens_slices_colours_and_steps_time_in_chromium(service_f
     assert session["state"] == "ready" and f"/session/{session['id']}/?secret=" in opened_at[0], session
 
     with chromium() as browser:
-        use_the_app(browser.new_page(viewport={"width": 1400, "height": 900}), opened_at[0], artifacts)
+        left = use_the_app(browser.new_page(viewport={"width": 1400, "height": 900}), opened_at[0], artifacts)
 
     client.cancel(session["id"])
     saved = None
@@ -143,6 +162,32 @@ def test_the_trame_app_opens_slices_colours_and_steps_time_in_chromium(service_f
         time.sleep(1)
     assert saved is not None, "the trame session saved no state when cancelled"
     assert "Slice" in open(saved["path"]).read()
+
+    # Started again from that state, the way trame's multi-user deployment launches: trame's own client at
+    # /apps/trame/ posts its URL's query to POST /paraview/, then connects through /proxy with the sessionURL it
+    # got back (lowercased by that client). The pipeline, colouring, time step and picture are the saved ones.
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        said = []
+        page.on("console", lambda message: said.append(f"{message.type}: {message.text[:300]}"))
+        page.goto(f"{svc.url}/apps/trame/?" + urlencode({"partition": "gpu", "gpus": "1", "state": saved["path"]}))
+        try:
+            page.wait_for_function("(document.querySelector('#pvhpc-pipeline')?.textContent || '')"
+                                   ".includes('Slice')", timeout=240_000)
+        except Exception:
+            page.screenshot(path=str(artifacts / "restored-page.png"))
+            raise AssertionError("trame's client showed no restored pipeline; its console: " + " | ".join(said))
+        assert "2/3" in page.locator("#pvhpc-time-label").text_content()
+        assert "started from the saved state" in page.locator("#pvhpc-message").text_content()
+        restored = settled_view(page)
+        restored.save(artifacts / "restored.png")
+        page.screenshot(path=str(artifacts / "restored-page.png"))
+        assert changed_share(left, restored) < 0.02, (
+            f"the restored picture is not the one the session left ({changed_share(left, restored):.3f} of its "
+            "pixels differ: left.png, restored.png)")
+    again = [s for s in client.list(state="live") if s["id"] != session["id"]]
+    assert [s["application"] for s in again] == ["trame"], again
+    client.cancel(again[0]["id"])
 
 
 @pytest.mark.browser
@@ -154,7 +199,7 @@ def test_the_trame_app_through_apache_with_its_login(service_factory, cluster, a
     from tests.harness.apache import APACHE_PASSWORD, APACHE_USER
     from tests.harness.ports import free_port_block
 
-    runtime.install_trame(paths.runtime_dir())
+    runtime.install_trame_client(runtime.install_trame(paths.runtime_dir()), paths.web_clients_dir())
     data = tmp_path / "data"
     write_series(data)
     apps = config.trame_application([str(data)])
@@ -165,21 +210,24 @@ def test_the_trame_app_through_apache_with_its_login(service_factory, cluster, a
     svc = service_factory(frontend={"kind": "apache", "map_file": str(map_file), "map_group": "www-data",
                                     "session_url": session_url},
                           auth={"kind": "local", "user": APACHE_USER}, applications=apps,
-                          public_url=f"http://127.0.0.1:{port}")   # the pages' origin: Apache's
+                          public_url=f"http://127.0.0.1:{port}",   # the pages' origin: Apache's
+                          launcher_wait=200)   # trame's client launches with no retry
     site_yaml = yaml.safe_load(svc.config_path.read_text())
     site_yaml["service"]["callback_url"] = svc.url   # jobs report to pvhpc itself, past Apache's login
     svc.config_path.write_text(yaml.safe_dump(site_yaml, sort_keys=False))
     svc.start()
-    apache = apache_factory(apacheconf.Site("localhost", map_file, svc.url, port=port,
-                                            auth_include=apache_login)).start()
-    session = svc.client().launch("trame", partition="gpu", gpus="1")
-    assert session["state"] == "ready", session
+    apache = apache_factory(apacheconf.Site("localhost", map_file, svc.url, port=port, auth_include=apache_login,
+                                            web_clients=(("trame", Path(apps["trame"]["web_client"])),))).start()
     with chromium() as browser:
         context = browser.new_context(http_credentials={"username": APACHE_USER, "password": APACHE_PASSWORD},
                                       viewport={"width": 1400, "height": 900})
-        use_the_app(context.new_page(), f"{apache.url}/session/{session['id']}/?secret={session['secret']}",
-                    artifacts)
-    svc.client().cancel(session["id"])
+        # Launched as in trame's multi-user deployment: trame's own client, served by Apache at /apps/trame/,
+        # posts its URL's query to the launcher through Apache, then connects through Apache's /proxy.
+        use_the_app(context.new_page(), f"{apache.url}/apps/trame/?partition=gpu&gpus=1", artifacts,
+                    ready_timeout=240_000)
+    live = svc.client().list(state="live")
+    assert [(s["application"], s["state"]) for s in live] == [("trame", "ready")], live
+    svc.client().cancel(live[0]["id"])
 
 
 @pytest.mark.browser
@@ -195,7 +243,7 @@ def test_the_trame_app_through_an_ssh_tunnel(service_factory, cluster, sshd, tmp
     from tests.helpers import wait_until
     from tests.test_cli import pvhpc
 
-    runtime.install_trame(paths.runtime_dir())
+    runtime.install_trame_client(runtime.install_trame(paths.runtime_dir()), paths.web_clients_dir())
     data = tmp_path / "data"
     write_series(data)
     apps = config.trame_application([str(data)])
@@ -205,7 +253,10 @@ def test_the_trame_app_through_an_ssh_tunnel(service_factory, cluster, sshd, tmp
     assert session["state"] == "ready", session
     local = free_port_block(1)
     url = pvhpc("url", session["id"], "--login", "root@127.0.0.1", "--local-port", local, "--json", url=svc.url)
-    ssh_line = json.loads(url.stdout)["ssh_command"].split()
+    told = json.loads(url.stdout)
+    ssh_line = told["ssh_command"].split()
+    # What to open at the tunnel's end: the app's own page, with the secret its client takes from the URL.
+    assert told["tunnel_url"] == f"http://localhost:{local}/?secret={session['secret']}", told
     assert ssh_line[:3] == ["ssh", "-N", "-L"] and ssh_line[3] == f"{local}:{session['host']}:{session['port']}"
     tunnel = subprocess.Popen(ssh_line[:4] + ["-p", str(sshd.port), "-i", str(sshd.client_key),
                                               "-o", f"UserKnownHostsFile={sshd.known_hosts}",
@@ -214,8 +265,7 @@ def test_the_trame_app_through_an_ssh_tunnel(service_factory, cluster, sshd, tmp
     try:
         wait_until(lambda: accepts_connections(local), 20, message="the tunnel listens")
         with chromium() as browser:
-            use_the_app(browser.new_page(viewport={"width": 1400, "height": 900}),
-                        f"http://localhost:{local}/?secret={session['secret']}", artifacts)
+            use_the_app(browser.new_page(viewport={"width": 1400, "height": 900}), told["tunnel_url"], artifacts)
     finally:
         tunnel.terminate()
         tunnel.wait(10)

@@ -208,11 +208,15 @@ def cmd_submit(args) -> int:
     return code
 
 
+def serves_own_client(client: Client, session: dict) -> bool:
+    apps = {a["name"]: a for a in client.applications()}
+    return apps.get(session.get("application"), {}).get("opens") == "served"
+
+
 def print_served_url(client: Client, session: dict) -> None:
     """An application that serves its own client (a trame app) is opened in a browser at /session/<id>/; its
     client takes the secret from that URL, as trame's clients do."""
-    apps = {a["name"]: a for a in client.applications()}
-    if apps.get(session.get("application"), {}).get("opens") == "served" and session.get("secret"):
+    if session.get("secret") and serves_own_client(client, session):
         print(f"open in your browser: {client.url.rstrip('/')}/session/{session['id']}/?secret={session['secret']}")
 
 
@@ -315,7 +319,7 @@ def cmd_url(args) -> int:
                            "it has no URL" + (f" yet (pvhpc wait {as_arg(session['id'])})"
                                               if session["state"] != "ended" else ""), code=exit_codes.FAILED)
     login = settings.login_host or urlsplit(settings.url).hostname or "localhost"
-    tunnel = session_format.tunnel(session, login, args.local_port)
+    tunnel = session_format.tunnel(session, login, args.local_port, serves_own_client(client, session))
     data = {
         "id": session["id"], "state": session["state"], "node": session.get("node"), "host": session.get("host"),
         "port": session.get("port"),
@@ -326,7 +330,9 @@ def cmd_url(args) -> int:
             f"secret:      {data['secret']}\n"
             f"web page:    {data['page_url']}\n"
             f"tunnel:      {data['ssh_command']}\n"
-            f"             (run on your laptop; then connect to {data['tunnel_url']} with the secret)")
+            + (f"             (run on your laptop; then open {data['tunnel_url']} in your browser)"
+               if data["tunnel_opens_in_browser"] else
+               f"             (run on your laptop; then connect to {data['tunnel_url']} with the secret)"))
     emit(args, data, text)
     return exit_codes.OK
 
@@ -470,7 +476,8 @@ def register(sub) -> None:
         "Prints what a ParaViewWeb client needs to connect to a ready session: its sessionURL and secret, the "
         "service's web page, and an 'ssh -L' command to run on a laptop that cannot reach the compute nodes: "
         "it forwards a local port through the login host to the session's node and port, after which the "
-        "session answers at ws://localhost:PORT/ws. The login host comes from --login, PVHPC_LOGIN_HOST or "
+        "session answers at ws://localhost:PORT/ws (an application that serves its own page, such as trame, "
+        "opens in a browser at http://localhost:PORT/?secret=...). The login host comes from --login, PVHPC_LOGIN_HOST or "
         "login_host: in the client config file, else the service URL's host.",
         [("pvhpc url Xy3k", ""),
          ("pvhpc url Xy3k --login login.example.org --local-port 9000", "tunnel through login.example.org to local port 9000"),

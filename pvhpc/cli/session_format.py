@@ -159,15 +159,19 @@ def connect_url(session_url: str | None, service_url: str) -> str | None:
     return session_url.replace("USE_HOSTNAME", parts.hostname or "").replace("USE_HOST", parts.netloc)
 
 
-def tunnel(session: dict, login_host: str, local_port: int | None = None) -> dict:
-    """The ``ssh -L`` line that brings the session's node:port to a laptop through the login host."""
+def tunnel(session: dict, login_host: str, local_port: int | None = None, in_browser: bool = False) -> dict:
+    """The ``ssh -L`` line that brings the session's node:port to a laptop through the login host, and what to
+    open at its end: the websocket a ParaViewWeb client connects to, or (``in_browser``: a server that serves
+    its own page, as trame's) that page, whose client takes the secret from its URL."""
     host, port = session.get("host") or session.get("node"), session.get("port")
     local = local_port or port
     return {
         "login_host": login_host,
         "local_port": local,
         "ssh_command": shlex.join(["ssh", "-N", "-L", f"{local}:{host}:{port}", login_host]),
-        "tunnel_url": f"ws://localhost:{local}/ws",
+        "tunnel_url": (f"http://localhost:{local}/?secret={session.get('secret') or ''}" if in_browser
+                       else f"ws://localhost:{local}/ws"),
+        "tunnel_opens_in_browser": in_browser,
     }
 
 
