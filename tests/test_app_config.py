@@ -10,7 +10,7 @@ import pytest
 
 from pvhpc import config
 from pvhpc.sessions import command
-from pvhpc.sessions.job import build_job
+from pvhpc.sessions.job import build_job, script_values
 from pvhpc.sessions.jobscript import JOB_SCRIPT_VALUES
 from pvhpc.sessions.spec import RequestError, parse_spec
 
@@ -126,10 +126,13 @@ def test_a_site_defined_application_becomes_a_job_with_its_argv_as_one_quoted_js
 
 
 def test_build_job_gives_every_value_a_job_script_may_name(tmp_path):
+    """The values a job gets and the names the config check lets a template use are one list."""
     template = tmp_path / "all.sh"
     template.write_text("#!/bin/bash\n" + "".join(f"# {{{{ {name} }}}}\n" for name in JOB_SCRIPT_VALUES))
     cfg = config.parse(site(tmp_path, jobscript=str(template)), "site.yaml")
-    build_job(cfg, parse_spec(cfg, {"application": "viz"}, strict=True), "alice", "sid", "x", "s", "t")
+    spec = parse_spec(cfg, {"application": "viz"}, strict=True)
+    build_job(cfg, spec, "alice", "sid", "x", "s", "t")
+    assert sorted(script_values(cfg, spec, "alice", "sid", "x", "s", "t")) == sorted(JOB_SCRIPT_VALUES)
 
 
 def test_the_embedded_defaults_offer_the_visualizer_unmodified_where_it_is_installed(tmp_path, monkeypatch):

@@ -43,14 +43,14 @@ def pythonpath(config: SiteConfig, app: ApplicationConfig) -> str:
     return ":".join(app.runtime.pythonpath)
 
 
-def build_job(config: SiteConfig, spec: SessionSpec, user: str, session_id: str, job_name: str, secret: str,
-              report_token: str, save_state: bool = True) -> JobRequest:
-    """``save_state``: the job's server saves its ParaView state when the job is ended (not for doctor's probe)."""
+def script_values(config: SiteConfig, spec: SessionSpec, user: str, session_id: str, job_name: str, secret: str,
+                  report_token: str, save_state: bool = True) -> dict:
+    """Every value a job script template may name (jobscript.JOB_SCRIPT_VALUES, kept equal by a test)."""
     app = config.applications[spec.application]
     partition = config.partitions[spec.partition]
     per_user = joblogs.per_user(config)
     log = joblogs.log_path(config, user, job_name)
-    values = {
+    return {
         "helper_python": config.runtime.helper_python,
         "job_helper": config.runtime.job_helper,
         "launcher": str(Path(config.runtime.job_helper).parent / LAUNCHER_NAME),
@@ -83,6 +83,16 @@ def build_job(config: SiteConfig, spec: SessionSpec, user: str, session_id: str,
         "state_roots": os.pathsep.join(str(root) for root in app.data_roots),
         "data_roots": os.pathsep.join(str(root) for root in app.data_roots),
     }
+
+
+def build_job(config: SiteConfig, spec: SessionSpec, user: str, session_id: str, job_name: str, secret: str,
+              report_token: str, save_state: bool = True) -> JobRequest:
+    """``save_state``: the job's server saves its ParaView state when the job is ended (not for doctor's probe)."""
+    app = config.applications[spec.application]
+    partition = config.partitions[spec.partition]
+    per_user = joblogs.per_user(config)
+    log = joblogs.log_path(config, user, job_name)
+    values = script_values(config, spec, user, session_id, job_name, secret, report_token, save_state)
     template = config.template(app)
     # A template uses the values it needs; the config check made sure it names none pvhpc lacks.
     script = template.render({name: value for name, value in values.items() if name in template.names})
