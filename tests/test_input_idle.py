@@ -97,3 +97,69 @@ def test_a_session_nobody_uses_is_warned_then_ended_idle_and_a_busy_one_stays(se
     assert ends[-1][0] - started < INPUT_IDLE + 15
     assert moves >= 5 and client.get(busy["id"])["state"] == "ready"
     assert "no user input for" in client.log(idle["id"])
+
+
+# -- in real browsers: what an open tab of the Visualizer or of trame sends by itself is not user input ---------
+
+TAB_IDLE, TAB_WARNING = 30, 10
+
+
+@pytest.mark.browser
+@pytest.mark.cluster
+def test_browser_tabs_left_open_end_idle_with_their_state_and_a_used_one_stays(service_factory, tmp_path,
+                                                                              artifacts):
+    """The unmodified Visualizer and the trame app, each launched from its own client and left open untouched,
+    are ended ``idle`` with their ParaView state saved (their pages poll nothing that counts as input; trame's
+    wslink 2.x RPCs are read as well as wslink 1.x's); a trame tab whose user clicks in it stays ready."""
+    from pvhpc import config, paths
+    from pvhpc.node import runtime
+    from tests.harness.browser import chromium
+    from tests.helpers import wait_until
+    from tests.test_trame_app import write_series
+
+    runtime.install_web_clients(paths.web_clients_dir())
+    runtime.install_trame_client(runtime.install_trame(paths.runtime_dir()), paths.web_clients_dir())
+    data = tmp_path / "data"
+    write_series(data)
+    apps = {**config.visualizer_application([str(data)]), **config.trame_application([str(data)])}
+    assert set(apps) == {"visualizer", "trame"} and apps["trame"].get("web_client"), apps
+    for app in apps.values():
+        app.update(start_timeout=180, idle_timeout=600, input_idle_timeout=TAB_IDLE, input_idle_warning=TAB_WARNING)
+    svc = service_factory(frontend={"kind": "builtin"}, applications=apps, launcher_wait=200).start()
+    client = svc.client()
+
+    def launched_from(page, url, ready_selector, known):
+        page.goto(url)
+        page.wait_for_selector(ready_selector, timeout=240_000)
+        new = wait_until(lambda: [s for s in client.list(state="live") if s["id"] not in known], 30,
+                         message="the page's session is listed")
+        assert len(new) == 1 and new[0]["state"] == "ready", new
+        return new[0]
+
+    with chromium() as browser:
+        tabs = {name: browser.new_page(viewport={"width": 1200, "height": 800}) for name in ("visualizer", "left",
+                                                                                          "used")}
+        sessions = {}
+        sessions["visualizer"] = launched_from(tabs["visualizer"], f"{svc.url}/apps/visualizer/?partition=cpu",
+                                               '[class*="ToggleIcons-openFileButton"]', set())
+        for name in ("left", "used"):
+            sessions[name] = launched_from(tabs[name], f"{svc.url}/apps/trame/?partition=gpu&gpus=1",
+                                           "#pvhpc-view", {s["id"] for s in sessions.values()})
+        # One user clicks in the 'used' tab every 5 s, past the others' input-idle time and warning.
+        clicks = 0
+        deadline = time.monotonic() + TAB_IDLE + 30
+        while time.monotonic() < deadline:
+            tabs["used"].locator("#pvhpc-reset-camera").click()
+            clicks += 1
+            tabs["used"].wait_for_timeout(5000)
+        for name, tab in tabs.items():
+            tab.screenshot(path=str(artifacts / f"{name}.png"))
+
+    ended = {name: client.get(s["id"]) for name, s in sessions.items()}
+    for name in ("visualizer", "left"):
+        assert ended[name]["state"] == "ended" and ended[name]["end_reason"] == "idle", (name, ended[name])
+        assert "no user input" in ended[name]["detail"], ended[name]
+    assert ended["used"]["state"] == "ready" and clicks >= 10, ended["used"]
+    saved = {s["session"] for s in client.states()}
+    assert {sessions["visualizer"]["id"], sessions["left"]["id"]} <= saved, saved
+    client.cancel(sessions["used"]["id"])

@@ -43,3 +43,19 @@ def test_without_a_cached_tarball_or_npm_the_error_says_what_to_install(tmp_path
         runtime.install_web_clients(tmp_path, npm="/nonexistent/npm")
     assert str(e.value) == ("/nonexistent/npm not found: install Debian's npm package (install.sh does) to fetch "
                             "pvw-visualizer@3.2.0")
+
+
+def test_trames_client_is_written_pointing_at_pvhpcs_launcher_once(tmp_path):
+    """trame's static client for /apps/trame/, from the trame that pvhpc runtime install put in place: its page
+    names pvhpc's launcher relative to itself, so it finds /paraview/ under any prefix."""
+    trame = runtime.install_trame(paths.runtime_dir())
+    client = runtime.install_trame_client(trame, tmp_path)
+    html = (client / "index.html").read_text()
+    assert '<html data-session-manager-url="../../paraview/" ' in html and 'data-app-name="trame"' in html
+    assert any(p.name.startswith("__trame_vtk") for p in client.iterdir())   # the modules the app's page loads
+    before = (client / "index.html").stat().st_mtime_ns
+    assert runtime.install_trame_client(trame, tmp_path) == client
+    assert (client / "index.html").stat().st_mtime_ns == before   # once per trame version
+    assert [p.name for p in tmp_path.iterdir()] == ["trame-client"]   # nothing half-written left beside it
+    with pytest.raises(runtime.RuntimeProblem, match="trame.tools.www could not write trame's client"):
+        runtime.install_trame_client(tmp_path / "no-trame", tmp_path / "elsewhere")

@@ -106,7 +106,7 @@ def warn(seconds_left):
 
 
 def install(note, before_stop):
-    """Hook wslink 1.x's message handling; ``note`` says the exit cause, ``before_stop`` are called before the
+    """Hook wslink's message handling (1.x or 2.x); ``note`` says the exit cause, ``before_stop`` are called before the
     stop. Returns whether input idleness is watched."""
     found = settings()
     if found is None:
@@ -118,6 +118,9 @@ def install(note, before_stop):
     handler_class = getattr(protocol, "WslinkHandler", None)
     if handler_class is None or not all(hasattr(handler_class, m) for m in ("onMessage", "onConnect", "publish")):
         return False
+    # wslink 2.x (trame) speaks msgpack in chunks and hands each whole RPC, decoded, to onCompleteMessage;
+    # wslink 1.x (the Visualizer, pvhpc's server) speaks JSON text frames to onMessage.
+    decoded = hasattr(handler_class, "onCompleteMessage")
     seconds, lead = found
     clocks = {}
 
@@ -133,16 +136,30 @@ def install(note, before_stop):
             clock.task = asyncio.ensure_future(clock.watch(handler))
         return clocks[handler]
 
-    on_message, on_connect = handler_class.onMessage, handler_class.onConnect
-
-    async def onMessage(self, is_binary, msg, client_id):
-        if not is_binary and self.isClientAuthenticated(client_id) and is_input(method_of(msg.data)):
-            clock_of(self).input()
-        return await on_message(self, is_binary, msg, client_id)
+    on_connect = handler_class.onConnect
 
     async def onConnect(self, request, client_id):
         clock_of(self).input()   # someone opened the session: that is a user at it
         return await on_connect(self, request, client_id)
 
-    handler_class.onMessage, handler_class.onConnect = onMessage, onConnect
+    handler_class.onConnect = onConnect
+    if decoded:
+        on_complete = handler_class.onCompleteMessage
+
+        async def onCompleteMessage(self, rpc, client_id):
+            if (isinstance(rpc, dict) and "id" in rpc and self.isClientAuthenticated(client_id)
+                    and is_input(rpc.get("method"))):
+                clock_of(self).input()
+            return await on_complete(self, rpc, client_id)
+
+        handler_class.onCompleteMessage = onCompleteMessage
+    else:
+        on_message = handler_class.onMessage
+
+        async def onMessage(self, is_binary, msg, client_id):
+            if not is_binary and self.isClientAuthenticated(client_id) and is_input(method_of(msg.data)):
+                clock_of(self).input()
+            return await on_message(self, is_binary, msg, client_id)
+
+        handler_class.onMessage = onMessage
     return True

@@ -93,14 +93,7 @@ def install_trame(runtime_dir: Path) -> Path:
 def install_trame_client(trame: Path, target: Path) -> Path:
     """Write trame's static client (vue3, with the modules installed in ``trame``) into
     ``target/trame-client`` (idempotent for one set of TRAME_REQUIREMENTS); returns the directory."""
-    dest = target / TRAME_CLIENT_DIR
-    version = " ".join(TRAME_REQUIREMENTS)
-    mark = dest / INSTALLED_MARK
-    if mark.is_file() and mark.read_text().strip() == version:
-        return dest
-    staging = Path(tempfile.mkdtemp(prefix=f".{TRAME_CLIENT_DIR}-", dir=target))
-    try:
-        staging.chmod(0o755)
+    def write(staging: Path) -> None:
         proc = subprocess.run([sys.executable, "-m", "trame.tools.www", "--client-type", "vue3",
                                "--output", str(staging)],
                               env=dict(os.environ, PYTHONPATH=str(trame)), capture_output=True, text=True)
@@ -110,13 +103,36 @@ def install_trame_client(trame: Path, target: Path) -> Path:
                                  f"{(proc.stderr or proc.stdout).strip()[-500:] or 'no index.html written'}")
         html = index.read_text()
         if "<html " not in html or "data-session-manager-url" in html:
-            raise RuntimeProblem(f"trame's client index.html is not as expected (trame {version}): "
+            raise RuntimeProblem(f"trame's client index.html is not as expected ({' '.join(TRAME_REQUIREMENTS)}): "
                                  "cannot point it at pvhpc's launcher")
         index.write_text(html.replace("<html ", f'<html data-session-manager-url="{TRAME_LAUNCHER_URL}" ', 1))
         for path in staging.rglob("*"):
             path.chmod(0o755 if path.is_dir() else 0o644)   # the front end serves it
-        mark_file = staging / INSTALLED_MARK
-        mark_file.write_text(version + "\n")
+
+    return _swapped_in(target / TRAME_CLIENT_DIR, " ".join(TRAME_REQUIREMENTS), write)
+
+
+def install_web_clients(target: Path, npm: str = "npm") -> list[Path]:
+    """Unpack each of WEB_CLIENTS into ``target/<package>`` (idempotent); returns the directories."""
+    cache = target / TARBALL_CACHE
+    return [_swapped_in(target / package, version,
+                        lambda staging, package=package, version=version: _unpack_npm_tarball(
+                            _npm_tarball(package, version, cache, npm), staging))
+            for package, version in WEB_CLIENTS.items()]
+
+
+def _swapped_in(dest: Path, version: str, fill) -> Path:
+    """``dest`` as ``fill(staging)`` writes it, beside its place first and then swapped in, so that a half-written
+    client is never served; nothing is done when ``dest`` already holds ``version``."""
+    mark = dest / INSTALLED_MARK
+    if mark.is_file() and mark.read_text().strip() == version:
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
+    try:
+        staging.chmod(0o755)    # mkdtemp makes it private; the front end must read it
+        fill(staging)
+        (staging / INSTALLED_MARK).write_text(version + "\n")
         if dest.exists():
             shutil.rmtree(dest)
         staging.rename(dest)
@@ -124,32 +140,6 @@ def install_trame_client(trame: Path, target: Path) -> Path:
         if staging.exists():
             shutil.rmtree(staging)
     return dest
-
-
-def install_web_clients(target: Path, npm: str = "npm") -> list[Path]:
-    """Unpack each of WEB_CLIENTS into ``target/<package>`` (idempotent); returns the directories."""
-    cache = target / TARBALL_CACHE
-    done = []
-    for package, version in WEB_CLIENTS.items():
-        dest = target / package
-        done.append(dest)
-        mark = dest / INSTALLED_MARK
-        if mark.is_file() and mark.read_text().strip() == version:
-            continue
-        tarball = _npm_tarball(package, version, cache, npm)
-        # Unpacked beside its place, then swapped in: a half-written client is never served.
-        staging = Path(tempfile.mkdtemp(prefix=f".{package}-", dir=target))
-        try:
-            staging.chmod(0o755)    # mkdtemp makes it private; the front end must read it
-            _unpack_npm_tarball(tarball, staging)
-            (staging / INSTALLED_MARK).write_text(version + "\n")
-            if dest.exists():
-                shutil.rmtree(dest)
-            staging.rename(dest)
-        finally:
-            if staging.exists():
-                shutil.rmtree(staging)
-    return done
 
 
 def _npm_tarball(package: str, version: str, cache: Path, npm: str) -> Path:
