@@ -147,7 +147,7 @@ def hues(jpeg: bytes, share: float = 0.02) -> list[list[int]]:
     ``share`` of the saturated pixels (shading changes brightness, not hue; the background is grey)."""
     image = Image.open(io.BytesIO(jpeg)).convert("RGB")
     bins = [0] * 18
-    for r, g, b in image.getdata():
+    for r, g, b in image.get_flattened_data():
         h, s, v = colorsys.rgb_to_hsv(r / 255, g / 255, b / 255)
         if s > 0.5 and v > 0.25:
             bins[int(h * 18) % 18] += 1

@@ -127,7 +127,15 @@ def silent_controller():
     server.bind(("127.0.0.1", 0))
     server.listen(64)
     held = []
-    threading.Thread(target=lambda: [held.append(server.accept()) for _ in iter(int, 1)], daemon=True).start()
+
+    def hold():
+        while True:
+            try:
+                held.append(server.accept())
+            except OSError:   # the test closed the port: the controller is gone
+                return
+
+    threading.Thread(target=hold, daemon=True).start()
     return server, held
 
 

@@ -137,7 +137,7 @@ def use_the_visualizer(page, artifacts: Path) -> None:
     assert has_picture(contoured) > has_picture(opened) * 2, "the contour should fill much of the view"
     page.locator(COLOR_BY).select_option("POINTS:|:pressure")
     coloured = new_picture(page, contoured, artifacts / "04-coloured-by-pressure.png")
-    colours = {pixel for pixel in coloured.resize((64, 64)).getdata() if max(pixel) - min(pixel) > 60}
+    colours = {pixel for pixel in coloured.resize((64, 64)).get_flattened_data() if max(pixel) - min(pixel) > 60}
     assert len(colours) > 20, "colouring by pressure should paint the sphere in many colours"
     page.screenshot(path=str(artifacts / "05-whole-page.png"))
 
