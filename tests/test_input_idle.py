@@ -149,6 +149,8 @@ def test_browser_tabs_left_open_end_idle_with_their_state_and_a_used_one_stays(s
         clicks = 0
         deadline = time.monotonic() + TAB_IDLE + 30
         while time.monotonic() < deadline:
+            now = client.get(sessions["used"]["id"])
+            assert now["state"] == "ready", f"the trame tab in use was ended after {clicks} clicks: {now}"
             tabs["used"].locator("#pvhpc-reset-camera").click()
             clicks += 1
             tabs["used"].wait_for_timeout(5000)
