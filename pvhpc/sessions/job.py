@@ -88,12 +88,10 @@ def script_values(config: SiteConfig, spec: SessionSpec, user: str, session_id: 
 def build_job(config: SiteConfig, spec: SessionSpec, user: str, session_id: str, job_name: str, secret: str,
               report_token: str, save_state: bool = True) -> JobRequest:
     """``save_state``: the job's server saves its ParaView state when the job is ended (not for doctor's probe)."""
-    app = config.applications[spec.application]
+    values = script_values(config, spec, user, session_id, job_name, secret, report_token, save_state)
+    template = config.template(config.applications[spec.application])
     partition = config.partitions[spec.partition]
     per_user = joblogs.per_user(config)
-    log = joblogs.log_path(config, user, job_name)
-    values = script_values(config, spec, user, session_id, job_name, secret, report_token, save_state)
-    template = config.template(app)
     # A template uses the values it needs; the config check made sure it names none pvhpc lacks.
     script = template.render({name: value for name, value in values.items() if name in template.names})
     return JobRequest(
@@ -101,7 +99,7 @@ def build_job(config: SiteConfig, spec: SessionSpec, user: str, session_id: str,
         name=job_name,
         partition=partition.slurm_partition,
         time_limit_minutes=spec.walltime_minutes,
-        output="/dev/null" if per_user else str(log),
+        output="/dev/null" if per_user else str(joblogs.log_path(config, user, job_name)),
         gpus=spec.gpus,
         gpu_type=partition.gpu_type if spec.gpus else None,
         cpus=partition.cpus,
