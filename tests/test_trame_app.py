@@ -270,3 +270,46 @@ def test_the_trame_app_through_an_ssh_tunnel(service_factory, cluster, sshd, tmp
         tunnel.terminate()
         tunnel.wait(10)
     svc.client().cancel(session["id"])
+
+
+@pytest.mark.browser
+@pytest.mark.cluster
+def test_launched_from_pvhpcs_page_the_trame_app_opens_in_a_new_tab(service_factory, cluster, tmp_path, artifacts):
+    """On pvhpc's page: launch trame, and the ready session's link opens trame's client in a new tab, attached
+    to that session (the secret comes in the launcher's answer, never in the link); no second job."""
+    runtime.install_trame_client(runtime.install_trame(paths.runtime_dir()), paths.web_clients_dir())
+    data = tmp_path / "data"
+    write_series(data)
+    apps = config.trame_application([str(data)])
+    apps["trame"]["start_timeout"] = 180
+    svc = service_factory(frontend={"kind": "builtin"}, applications=apps).start()
+    with chromium() as browser:
+        context = browser.new_context(viewport={"width": 1400, "height": 900})
+        page = context.new_page()
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(svc.url + "/")
+        page.wait_for_selector("body[data-loaded=true]", timeout=15_000)
+        page.select_option("#application", "trame")
+        assert "opens in a new tab" in page.inner_text("#application-hint")
+        page.select_option("#partition", "gpu")
+        page.click("#launch-button")
+        page.wait_for_selector('#session-state[data-state="ready"]', timeout=240_000)
+        page.wait_for_selector("#open-in:not([hidden])", timeout=10_000)
+        session_id = page.get_attribute("#live-table tbody tr", "data-session")
+        link = page.get_attribute("#open-client-tab", "href")
+        assert link.startswith(f"apps/trame/?attach={session_id}&"), link
+        assert svc.client().get(session_id)["secret"] not in link
+        assert page.is_hidden("#quick-view")   # pvhpc's quick view does not speak trame
+        with context.expect_page() as opened:
+            page.click("#open-client-tab")
+        tab = opened.value
+        tab.wait_for_selector(VIEW, timeout=60_000)
+        tab.wait_for_timeout(2000)
+        empty = view_image(tab)
+        choose(tab, "pvhpc-file", "wave_*.vtk")
+        changed_view(tab, empty, artifacts, "opened-from-the-page")
+        assert errors == []
+    live = svc.client().list(state="live")
+    assert [s["id"] for s in live] == [session_id], live   # attached: no second job
+    svc.client().cancel(session_id)

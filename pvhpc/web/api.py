@@ -149,9 +149,11 @@ class ApplicationsHandler(JSONHandler):
 
 def opens(app) -> dict:
     """How a ready session of ``app`` opens in a browser (docs/web.md): the page's quick view, the application's
-    own client at /apps/<name>/ (``client_url``, relative), or the client its server serves at /session/<id>/."""
+    own client at /apps/<name>/ (``client_url``, relative), or the client its server serves at /session/<id>/
+    (with a static copy at ``client_url`` where staff installed one, as trame's: the page opens that, which
+    gets the secret from the launcher rather than from the URL)."""
     if app.serves_own_client:
-        return {"opens": "served", "client_url": None}
+        return {"opens": "served", "client_url": f"apps/{app.name}/" if app.web_client is not None else None}
     if app.web_client is not None:
         return {"opens": "client", "client_url": f"apps/{app.name}/"}
     return {"opens": "view", "client_url": None}

@@ -163,8 +163,12 @@ function clientURL(app, session) {
   return `${app.client_url}?${query}`;
 }
 
-function servedURL(session) {
-  return `session/${encodeURIComponent(session.id)}/`;
+// A client its server serves itself (trame's) takes the secret from its URL only, and drops it from the address
+// bar once read; where the application has a static copy of that client, the page opens that one instead
+// (clientURL: the secret then comes in the launcher's answer).
+function servedURL(app, session) {
+  if (app.client_url) return clientURL(app, session);
+  return `session/${encodeURIComponent(session.id)}/?${new URLSearchParams({ secret: session.secret })}`;
 }
 
 function describeApplication(app) {
@@ -173,6 +177,10 @@ function describeApplication(app) {
     const direct = element("a", `${app.client_url}`, { href: app.client_url });
     hint.replaceChildren(`Opens in ${app.name}'s own web client (and in the quick view here, if you like). `,
                          "Or open ", direct, " directly: it launches a session itself.");
+  } else if (app.opens === "served" && app.client_url) {
+    const direct = element("a", `${app.client_url}`, { href: app.client_url });
+    hint.replaceChildren("Its session serves its own web client, which opens in a new tab when the session is ",
+                         "ready. Or open ", direct, " directly: it launches a session itself.");
   } else if (app.opens === "served") {
     hint.textContent = "Its session serves its own web client, which opens in a new tab when the session is ready.";
   } else {
@@ -510,7 +518,7 @@ function showOpenIn(session) {
   const offered = session.state === "ready" && app.opens !== "view" && Boolean(session.secret);
   $("open-in").hidden = !offered;
   if (!offered) return;
-  const url = app.opens === "served" ? servedURL(session) : clientURL(app, session);
+  const url = app.opens === "served" ? servedURL(app, session) : clientURL(app, session);
   const name = app.opens === "served" ? "the session's own client" : `${app.name}`;
   $("open-client").href = url;
   $("open-client").textContent = `Open in ${name}`;
