@@ -45,6 +45,17 @@ def view_image(page) -> Image.Image:
     return Image.open(io.BytesIO(page.locator(VIEW).screenshot())).convert("RGB")
 
 
+def trame_on_a_series(tmp_path) -> dict:
+    """The embedded trame application (runtime and static client installed) on a data root holding a series."""
+    runtime.install_trame_client(runtime.install_trame(paths.runtime_dir()), paths.web_clients_dir())
+    data = tmp_path / "data"
+    write_series(data)
+    apps = config.trame_application([str(data)])
+    assert apps, "trame is not installed where pvhpc runtime install puts it"
+    apps["trame"]["start_timeout"] = 180
+    return apps
+
+
 def settled_view(page, timeout=20) -> Image.Image:
     """The view once two looks a second apart agree (no image still on its way from the server)."""
     deadline = time.monotonic() + timeout
@@ -130,12 +141,7 @@ def test_the_embedded_trame_application_runs_apart_from_wslink_1(tmp_path, monke
 @pytest.mark.cluster
 def test_the_trame_app_opens_slices_colours_and_steps_time_in_chromium(service_factory, cluster, tmp_path,
                                                                         artifacts):
-    runtime.install_trame_client(runtime.install_trame(paths.runtime_dir()), paths.web_clients_dir())
-    data = tmp_path / "data"
-    write_series(data)
-    apps = config.trame_application([str(data)])
-    assert apps, "trame is not installed where pvhpc runtime install puts it"
-    apps["trame"]["start_timeout"] = 180
+    apps = trame_on_a_series(tmp_path)
     assert apps["trame"].get("web_client"), "trame's static client is not installed (pvhpc runtime install)"
     # trame's client launches with no retry: the launcher waits as long as a start may take.
     svc = service_factory(frontend={"kind": "builtin"}, applications=apps, launcher_wait=200).start()
@@ -199,11 +205,7 @@ def test_the_trame_app_through_apache_with_its_login(service_factory, cluster, a
     from tests.harness.apache import APACHE_PASSWORD, APACHE_USER
     from tests.harness.ports import free_port_block
 
-    runtime.install_trame_client(runtime.install_trame(paths.runtime_dir()), paths.web_clients_dir())
-    data = tmp_path / "data"
-    write_series(data)
-    apps = config.trame_application([str(data)])
-    apps["trame"]["start_timeout"] = 180
+    apps = trame_on_a_series(tmp_path)
     map_file = apache_dir / "session-map.txt"
     port = free_port_block(1)
     session_url = apacheconf.Site("localhost", map_file, "http://127.0.0.1:1", port=port).session_url
@@ -243,11 +245,7 @@ def test_the_trame_app_through_an_ssh_tunnel(service_factory, cluster, sshd, tmp
     from tests.helpers import wait_until
     from tests.test_cli import pvhpc
 
-    runtime.install_trame_client(runtime.install_trame(paths.runtime_dir()), paths.web_clients_dir())
-    data = tmp_path / "data"
-    write_series(data)
-    apps = config.trame_application([str(data)])
-    apps["trame"]["start_timeout"] = 180
+    apps = trame_on_a_series(tmp_path)
     svc = service_factory(frontend={"kind": "builtin"}, applications=apps).start()
     session = svc.client().launch("trame", partition="gpu", gpus="1")
     assert session["state"] == "ready", session
@@ -277,11 +275,7 @@ def test_the_trame_app_through_an_ssh_tunnel(service_factory, cluster, sshd, tmp
 def test_launched_from_pvhpcs_page_the_trame_app_opens_in_a_new_tab(service_factory, cluster, tmp_path, artifacts):
     """On pvhpc's page: launch trame, and the ready session's link opens trame's client in a new tab, attached
     to that session (the secret comes in the launcher's answer, never in the link); no second job."""
-    runtime.install_trame_client(runtime.install_trame(paths.runtime_dir()), paths.web_clients_dir())
-    data = tmp_path / "data"
-    write_series(data)
-    apps = config.trame_application([str(data)])
-    apps["trame"]["start_timeout"] = 180
+    apps = trame_on_a_series(tmp_path)
     svc = service_factory(frontend={"kind": "builtin"}, applications=apps).start()
     with chromium() as browser:
         context = browser.new_context(viewport={"width": 1400, "height": 900})
