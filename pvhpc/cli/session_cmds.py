@@ -217,7 +217,8 @@ def print_served_url(client: Client, session: dict) -> None:
     """An application that serves its own client (a trame app) is opened in a browser at /session/<id>/; its
     client takes the secret from that URL, as trame's clients do."""
     if session.get("secret") and serves_own_client(client, session):
-        print(f"open in your browser: {client.url.rstrip('/')}/session/{session['id']}/?secret={session['secret']}")
+        page = session_format.page_with_secret(f"{client.url.rstrip('/')}/session/{session['id']}/", session["secret"])
+        print(f"open in your browser: {page}")
 
 
 @run_guarded

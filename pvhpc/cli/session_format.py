@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import shlex
 from datetime import datetime, timezone
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 LIVE_STATES = ("submitting", "queued", "starting", "ready", "unknown")
 # How a session may end without anything having gone wrong.
@@ -159,6 +159,11 @@ def connect_url(session_url: str | None, service_url: str) -> str | None:
     return session_url.replace("USE_HOSTNAME", parts.hostname or "").replace("USE_HOST", parts.netloc)
 
 
+def page_with_secret(url: str, secret: str | None) -> str:
+    """A served client's page (trame's) with the session's secret in its query, where its client reads it."""
+    return f"{url}?{urlencode({'secret': secret or ''})}"
+
+
 def tunnel(session: dict, login_host: str, local_port: int | None = None, in_browser: bool = False) -> dict:
     """The ``ssh -L`` line that brings the session's node:port to a laptop through the login host, and what to
     open at its end: the websocket a ParaViewWeb client connects to, or (``in_browser``: a server that serves
@@ -169,7 +174,7 @@ def tunnel(session: dict, login_host: str, local_port: int | None = None, in_bro
         "login_host": login_host,
         "local_port": local,
         "ssh_command": shlex.join(["ssh", "-N", "-L", f"{local}:{host}:{port}", login_host]),
-        "tunnel_url": (f"http://localhost:{local}/?secret={session.get('secret') or ''}" if in_browser
+        "tunnel_url": (page_with_secret(f"http://localhost:{local}/", session.get("secret")) if in_browser
                        else f"ws://localhost:{local}/ws"),
         "tunnel_opens_in_browser": in_browser,
     }
