@@ -56,7 +56,7 @@ def record(sid, port, state="ready", user="alice") -> SessionRecord:
 
 
 class Rig:
-    def __init__(self, staff=()):
+    def __init__(self, staff=(), session_origin=None):
         self.frontend = BuiltinFrontEnd("unused")
         auth = make_authenticator(AuthConfig(kind="local", user="alice", header="X-Remote-User", staff=tuple(staff),
                                                   users_trust_each_other=False))
@@ -66,7 +66,10 @@ class Rig:
         self.port = proxy_sockets[0].getsockname()[1]
         # The site's own pages are the proxy's own origin (service.allowed_origins).
         service = SimpleNamespace(allowed_origins=(f"http://127.0.0.1:{self.port}",))
-        ctx = SimpleNamespace(auth=auth, config=SimpleNamespace(service=service))
+        if session_origin:
+            session_origin = f"{session_origin}:{self.port}"
+        ctx = SimpleNamespace(auth=auth, config=SimpleNamespace(service=service, frontend=SimpleNamespace(
+            session_origin=session_origin)))
         self.servers = [HTTPServer(tornado.web.Application([(r"/(?:ws|greet)", Upstream)])),
                         HTTPServer(tornado.web.Application(self.frontend.handlers(ctx)))]
         self.servers[0].add_sockets(upstream_sockets)
@@ -293,7 +296,7 @@ def test_a_server_that_does_not_answer_gives_502():
 
 # -- /session/<id>/: a session whose server serves its own client (trame apps), against a real small one --
 
-def served_rig(coro_fn, staff=()):
+def served_rig(coro_fn, staff=(), session_origin=None):
     """A Rig whose "trame" sessions serve their own client, with tests/harness/served_app.py as that server."""
     from tests.harness import served_app
 
@@ -304,7 +307,7 @@ def served_rig(coro_fn, staff=()):
             return await coro_fn(rig, app_port)
         finally:
             app_server.stop()
-    return run(go, staff=staff)
+    return run(go, staff=staff, session_origin=session_origin)
 
 
 def served(sid, port, user="alice", application="trame", state="ready") -> SessionRecord:
@@ -387,6 +390,62 @@ def test_a_served_session_refuses_requests_from_another_sites_pages():
                                                 headers={"Origin": "http://evil.example"}))
         assert refused.value.code == 403
     served_rig(go)
+
+
+def test_a_served_sessions_pages_run_in_a_sandbox_off_pvhpcs_origin():
+    """Issue 22: the content a session serves is its user's code; on pvhpc's origin it runs sandboxed (an opaque
+    origin of its own), and what it sends as that origin ("null") changes nothing but its own websocket works."""
+    async def go(rig, app_port):
+        rig.frontend.rebuild([served("s1", app_port)])
+        for path in ("/session/s1/", "/session/s1/echo/x"):
+            answer = await http(rig, path)
+            policies = answer.headers.get_list("Content-Security-Policy")
+            assert any(p.startswith("sandbox ") and "allow-same-origin" not in p for p in policies), policies
+            assert answer.headers["X-Content-Type-Options"] == "nosniff", path
+            assert answer.headers["X-Frame-Options"] == "SAMEORIGIN" and answer.headers["Referrer-Policy"] == "no-referrer"
+        # What the sandboxed page sends says Origin: null: no request that changes anything...
+        assert (await http(rig, "/session/s1/echo/x", "POST", "x", {"Origin": "null"})).code == 403
+        # ...but its own websocket, under its own path, gets through (the server still wants its secret).
+        conn = await websocket_connect(HTTPRequest(f"ws://127.0.0.1:{rig.port}/session/s1/ws", headers={
+            "Origin": "null", "Sec-Fetch-Site": "cross-site"}))
+        await conn.write_message("from the sandbox")
+        assert await conn.read_message() == "from the sandbox"
+        conn.close()
+        # Not at /proxy, which no page of a session's has any business opening.
+        rig.frontend.rebuild([served("s1", app_port), record("s2", rig.upstream_port)])
+        with pytest.raises(HTTPClientError) as refused:
+            await websocket_connect(HTTPRequest(rig.url("s2"), headers={"Origin": "null"}))
+        assert refused.value.code == 403
+    served_rig(go)
+
+
+def test_with_a_session_origin_sessions_content_is_served_there_only_and_nothing_of_pvhpc_is():
+    """frontend.session_origin: a host of its own (here "localhost", pvhpc being 127.0.0.1)."""
+    async def go(rig, app_port):
+        rig.frontend.rebuild([served("s1", app_port)])
+        there = f"http://localhost:{rig.port}"
+        moved = await http(rig, "/session/s1/echo/x?y=1")
+        assert moved.code == 302 and moved.headers["Location"] == f"{there}/session/s1/echo/x?y=1"
+        page = await AsyncHTTPClient().fetch(f"{there}/session/s1/", raise_error=False)
+        assert page.code == 200 and b"the session's own client" in page.body
+        assert not any(p.startswith("sandbox") for p in page.headers.get_list("Content-Security-Policy"))
+        assert page.headers["X-Content-Type-Options"] == "nosniff"
+        own = await AsyncHTTPClient().fetch(f"{there}/session/s1/echo/x", method="POST", body="x",
+                                            headers={"Origin": there}, raise_error=False)
+        assert own.code == 200, own.body
+        pvhpcs = await AsyncHTTPClient().fetch(f"{there}/session/s1/echo/x", method="POST", body="x",
+                                               headers={"Origin": f"http://127.0.0.1:{rig.port}"}, raise_error=False)
+        assert pvhpcs.code == 403
+        conn = await websocket_connect(HTTPRequest(f"ws://localhost:{rig.port}/session/s1/ws",
+                                                   headers={"Origin": there}))
+        await conn.write_message("hi")
+        assert await conn.read_message() == "hi"
+        conn.close()
+        for path in ("/proxy?sessionId=s1&path=ws", "/api/v1/sessions", "/"):
+            answer = await AsyncHTTPClient().fetch(f"{there}{path}", raise_error=False)
+            assert answer.code == 404 and "only sessions' own content" in json.loads(answer.body)["error"], path
+    from tornado.httpclient import AsyncHTTPClient
+    served_rig(go, session_origin="http://localhost")
 
 
 def test_a_lowercased_session_url_still_reaches_its_session():

@@ -54,6 +54,13 @@ def with_(path: str, value):
      "service.allowed_origins: 'https://viz.example.org/pvhpc' is not an origin"),
     ("scheduler", {"backend": "pyslurm", "submit_as": "user"},
      "scheduler.submit_as: 'user' needs backend 'slurm' (pyslurm acts only as the service's own user)"),
+    # Sessions' own content must not share pvhpc's origin (issue 22), nor a host name whose cookies it would get.
+    ("frontend", {"kind": "builtin", "session_origin": "http://127.0.0.1:9999"},
+     "frontend.session_origin: must be a host name of its own: 127.0.0.1 is also pvhpc's"),
+    ("frontend", {"kind": "direct", "session_origin": "https://sessions.example.org"},
+     "frontend.session_origin: is served by the builtin and apache front ends only"),
+    ("frontend", {"kind": "builtin", "session_origin": "https://sessions.example.org/x"},
+     "frontend.session_origin: 'https://sessions.example.org/x' is not an origin"),
     ("applications.paraview.default_partition", "cpu",
      "applications.paraview.default_partition: 'cpu' is not among this application's partitions"),
 ])

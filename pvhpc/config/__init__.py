@@ -17,10 +17,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
 from pvhpc import paths
+from pvhpc.config import checks
 from pvhpc.config.checks import NAME
 from pvhpc.config.keys import RENDER_MODES, SITE
 from pvhpc.config.model import (ApplicationConfig, AuthConfig, FrontendConfig, Limits, PartitionConfig, Range,
@@ -73,6 +75,8 @@ def _command_rules(s: Reader, app: ApplicationConfig) -> None:
 
 
 def _frontend_rules(fe: Reader, frontend: FrontendConfig, site: dict) -> None:
+    if frontend.session_origin is not None:
+        _session_origin_rules(fe, frontend, site)
     if frontend.kind != "apache":
         for key in ("map_file", "map_group"):
             if fe.has(key):
@@ -86,6 +90,19 @@ def _frontend_rules(fe: Reader, frontend: FrontendConfig, site: dict) -> None:
         ProxyMapFile(frontend.map_file, frontend.map_group).check()
     except ProxyMapError as e:
         raise fe.error("map_group" if e.about == "group" else "map_file", str(e)) from None
+
+
+def _session_origin_rules(fe: Reader, frontend: FrontendConfig, site: dict) -> None:
+    if frontend.kind not in ("builtin", "apache"):
+        raise fe.error("session_origin", f"is served by the builtin and apache front ends only (this front end "
+                                         f"is {frontend.kind!r})")
+    # Another port of the same host is no origin of its own where it matters: browsers send a host's cookies
+    # to all its ports, and the front ends tell the two apart by host name.
+    session_host = urlsplit(frontend.session_origin).hostname
+    for own in (checks.origin_of(site["service"].public_url), *site["service"].allowed_origins):
+        if urlsplit(own).hostname == session_host:
+            raise fe.error("session_origin", f"must be a host name of its own: {session_host} is also pvhpc's "
+                                             f"({own}), whose pages the sessions' content must not share")
 
 
 def _ssh_rules(s: Reader, ssh: SSHConfig, site: dict) -> None:

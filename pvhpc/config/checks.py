@@ -163,6 +163,13 @@ def origins(value: Any) -> tuple[str, ...]:
     return tuple(found)
 
 
+def origin(value: Any) -> str:
+    """One web origin (scheme://host[:port])."""
+    if isinstance(value, list):
+        raise ValueError("must be one origin, e.g. https://sessions.viz.example.org")
+    return origins(value)[0]
+
+
 def origin_of(url: str) -> str:
     """The origin (scheme://host[:port]) of an http(s) URL, as a browser would send it: no path, lower case."""
     scheme, _, rest = url.partition("://")

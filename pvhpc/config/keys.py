@@ -265,6 +265,11 @@ FRONTEND = Section("frontend", FrontendConfig, help="how clients reach a session
         example="/var/lib/pvhpc/apache/session-map.txt"),
     Key("map_group", checks.any_text, None, "kind apache only: the map file's group (Apache's); "
                                             "left out, pvhpc's own", example="www-data"),
+    Key("session_origin", checks.origin, None,
+        "the origin (a host name of its own) where sessions' own web content (/session/<id>/: trame apps, a "
+        "site's own) is served, apart from pvhpc's pages and API; left out, that content is served on pvhpc's "
+        "origin in a browser sandbox (Content-Security-Policy: sandbox; docs/security.md)",
+        example="https://sessions.viz.example.org"),
 ))
 
 AUTH = Section("auth", AuthConfig, help="who is asking", keys=(

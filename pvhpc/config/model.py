@@ -142,6 +142,7 @@ class FrontendConfig:
     session_url: str             # template with {id}, {host}, {port}; USE_HOST(NAME) is left for the JS client to fill in
     map_file: Path | None        # apache: the RewriteMap file pvhpc keeps (frontends/proxymap.py)
     map_group: str | None        # apache: the map file's group (Apache's), None keeps pvhpc's own
+    session_origin: str | None   # where sessions' own web content is served, apart from pvhpc's (frontends/content.py)
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from typing import Iterable
 
 from urllib.parse import urlsplit
 
+from tornado.routing import HostMatches, Rule
 from tornado.web import RequestHandler
 
 from pvhpc.db.store import SessionRecord
@@ -94,13 +95,21 @@ class BuiltinFrontEnd(FrontEnd):
                 self.connector.forget(session_id)
 
     def handlers(self, ctx) -> list:
-        from pvhpc.frontends.served import ServedSessionHandler
+        from pvhpc.frontends.served import NotSessionContent, ServedSessionHandler, SessionOriginRedirect
 
         args = {"frontend": self, "auth": ctx.auth}
-        return [(r"/proxy", SessionProxyHandler, args),
-                (r"/session/([A-Za-z0-9_-]{1,128})(/.*)?", ServedSessionHandler,
-                 {**args, "allowed_origins": ctx.config.service.allowed_origins,
-                  "private_headers": ("Authorization", "Cookie", ctx.auth.config.header)})]
+        served = {**args, "private_headers": ("Authorization", "Cookie", ctx.auth.config.header)}
+        session_path = r"/session/([A-Za-z0-9_-]{1,128})(/.*)?"
+        session_origin = ctx.config.frontend.session_origin
+        if session_origin is None:
+            return [(r"/proxy", SessionProxyHandler, args),
+                    (session_path, ServedSessionHandler, {**served, "allowed_origins": ctx.config.service.allowed_origins})]
+        # Sessions' content on a host of its own (content.py): there, only /session/; here, a redirect there.
+        session_host = Rule(HostMatches(re.escape(urlsplit(session_origin).hostname) + "$"), [
+            (session_path, ServedSessionHandler, {**served, "allowed_origins": (session_origin,), "sandboxed": False}),
+            (r".*", NotSessionContent)])
+        return [session_host, (r"/proxy", SessionProxyHandler, args),
+                (r"/session/.*", SessionOriginRedirect, {"session_origin": session_origin})]
 
     async def stop(self) -> None:
         for session_id in list(self.connections):

@@ -2,15 +2,16 @@
 
 HTTP requests and websocket upgrades under ``/session/<id>/`` go to the same
 path on the session's server. Only the session's owner gets through, staff
-included in no exception: the client that comes back is the user's own code
-running on pvhpc's origin, so nobody else may load it. Any other id, or a session
+included in no exception: the client that comes back is the user's own code,
+so nobody else may load it; and it is kept off pvhpc's origin, in a sandbox or on
+an origin of its own (content.py). Any other id, or a session
 whose application does not serve its own client, answers 404 as if it did not
 exist (the same look as /proxy).
 
 Requests from another site's pages (an Origin that is not this site) are refused.
 What the server must not see is left out: the request's credentials
 (``Authorization``, ``Cookie``) and the trusted front end's user header; and what
-it must not set on pvhpc's origin (``Set-Cookie``) is dropped from its answers.
+it must not set (``Set-Cookie``) is dropped from its answers.
 """
 
 from __future__ import annotations
@@ -19,9 +20,13 @@ import asyncio
 import logging
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+from tornado.web import RequestHandler
 
+from pvhpc.errors import PvhpcError
+from pvhpc.frontends import content
 from pvhpc.frontends.builtin import CONNECT_TIMEOUT, SessionProxyHandler
 from pvhpc.web import origins
+from pvhpc.web.errors import ErrorAnswers
 
 log = logging.getLogger("pvhpc.frontends.served")
 
@@ -37,10 +42,14 @@ SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 
 
 class ServedSessionHandler(SessionProxyHandler):
-    def initialize(self, frontend, auth, allowed_origins=(), private_headers=()) -> None:
+    """``/session/<id>/``, where sessions' content is served: on pvhpc's origin in a sandbox, or on the site's
+    session origin (``sandboxed`` false; content.py says why and how)."""
+
+    def initialize(self, frontend, auth, allowed_origins=(), private_headers=(), sandboxed=True) -> None:
         super().initialize(frontend, auth)
         self.allowed_origins = tuple(allowed_origins)
         self.private = {name.lower() for name in private_headers}
+        self.sandboxed = sandboxed
 
     def prepare(self) -> None:
         # The app's server may not check where a request comes from: a page of another site must not drive it
@@ -75,6 +84,15 @@ class ServedSessionHandler(SessionProxyHandler):
 
     post = put = patch = delete = head = options = _any
 
+
+    def _cross_site(self) -> bool:
+        # The sandboxed page's own websocket: an opaque origin says "null" (and the browser calls it cross-site).
+        # Another site's sandboxed page says the same, but gets only as far as the session's server, which wants
+        # the session's secret; nothing it sends reaches pvhpc's own handlers.
+        if self.sandboxed and self.request.headers.get("Origin") == "null":
+            return False
+        return super()._cross_site()
+
     async def _served_route(self, session_id: str):
         route = await self._own_route(session_id, staff_too=False)
         return route if route is not None and self.frontend.serves_http(route) else None
@@ -107,6 +125,29 @@ class ServedSessionHandler(SessionProxyHandler):
         for name, value in answer.headers.get_all():
             if name.lower() not in NOT_RETURNED:
                 self.add_header(name, value)
+        for name, value in content.answer_headers(self.sandboxed):
+            # The app's own policy is kept beside pvhpc's (a browser enforces both); the rest are pvhpc's.
+            (self.add_header if name == "Content-Security-Policy" else self.set_header)(name, value)
         if method == "HEAD" or answer.code in (204, 304):
             return self.finish()
         self.finish(answer.body or b"")
+
+
+class SessionOriginRedirect(RequestHandler):
+    """``/session/...`` on pvhpc's origin when the site serves sessions' content on an origin of its own: there."""
+
+    def initialize(self, session_origin: str) -> None:
+        self.session_origin = session_origin
+
+    def get(self, *args) -> None:
+        self.redirect(self.session_origin + self.request.uri)
+
+    head = get
+
+
+class NotSessionContent(ErrorAnswers, RequestHandler):
+    """Anything but ``/session/`` on the session origin: nothing of pvhpc's is served there."""
+
+    def prepare(self) -> None:
+        raise PvhpcError("only sessions' own content is served on this host; pvhpc itself is at its public URL",
+                         status=404)

@@ -104,6 +104,7 @@ class ErrorAnswers(RequestHandler):
     def set_default_headers(self) -> None:
         self.set_header("Content-Security-Policy", "frame-ancestors 'self'")
         self.set_header("X-Frame-Options", "SAMEORIGIN")
+        self.set_header("X-Content-Type-Options", "nosniff")
 
     def log_exception(self, typ, value, tb) -> None:
         where = f"{self.request.method} {scrub(self.request.path)}"
