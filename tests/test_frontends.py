@@ -339,3 +339,125 @@ def test_a_served_session_through_apache_is_its_owners_only_http_and_websocket(a
         assert "/session/<id>/echo/a" in access_log and mine not in access_log
     finally:
         app.stop()
+
+
+# -- Issue 22: a session's own content never runs with pvhpc's authority, through Apache -------------------
+
+@pytest.mark.apache
+def test_through_apache_a_sessions_content_never_runs_on_pvhpcs_origin(apache_factory, apache_dir, apache_login):
+    """Bob's session reported a port of its node where his own HTTP server runs: Apache's /proxy once served his
+    page on pvhpc's origin to alice (it forwarded any request there). Now /proxy carries websocket upgrades only,
+    /session/<id>/ runs in a browser sandbox, and every path has framing and content-type headers."""
+    import urllib.error
+    import urllib.request
+
+    from pvhpc.db.store import SessionRecord
+    from pvhpc.frontends.apache import ApacheFrontEnd
+
+    from tests.harness.served_app import PAGE, ServedAppThread
+
+    map_file = apache_dir / "session-map.txt"
+    frontend = ApacheFrontEnd("unused", ProxyMapFile(map_file, "www-data"))
+    frontend.served_applications = frozenset({"trame"})
+    clients = apache_dir / "client"
+    clients.mkdir(mode=0o755)
+    (clients / "index.html").write_text("<!doctype html><title>a web client</title>")
+    (clients / "index.html").chmod(0o644)
+    bobs_server = ServedAppThread().start()
+    try:
+        bobs, mine = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+        frontend.rebuild([
+            SessionRecord(id=bobs, user="bob", state="ready", host="127.0.0.1", port=bobs_server.port,
+                          application="paraview"),
+            SessionRecord(id=mine, user=USER, state="ready", host="127.0.0.1", port=bobs_server.port,
+                          application="trame")])
+        port = free_port_block(1)
+        apache = apache_factory(apacheconf.Site("localhost", map_file, "http://127.0.0.1:1", port=port,
+                                                auth_include=apache_login, web_clients=(("viz", clients),))).start()
+
+        def get(path, headers, method="GET", data=None):
+            request = urllib.request.Request(apache.url + path, headers=headers, method=method, data=data)
+            try:
+                with urllib.request.urlopen(request, timeout=10) as answer:
+                    return answer.status, answer.read(), answer.headers
+            except urllib.error.HTTPError as e:
+                return e.code, e.read(), e.headers
+
+        # Alice follows bob's link: his page is not served on pvhpc's origin.
+        status, body, headers = get(f"/proxy?sessionId={bobs}&path=", BASIC)
+        assert status == 400 and PAGE not in body, (status, body[:200])
+        # A websocket still goes through (any session's, as before: its server wants the secret).
+        async def echo(url, headers):
+            conn = await websocket_connect(HTTPRequest(url, headers=headers))
+            await conn.write_message("through /proxy")
+            answer = await conn.read_message()
+            conn.close()
+            return answer
+        assert asyncio.run(echo(f"ws://127.0.0.1:{port}/proxy?sessionId={bobs}&path=ws", BASIC)) == "through /proxy"
+
+        # A session's own pages run sandboxed: an opaque origin, no Referer with the id, no framing.
+        status, body, headers = get(f"/session/{mine}/", BASIC)
+        assert status == 200 and body == PAGE
+        policies = headers.get_all("Content-Security-Policy")
+        assert any(p.startswith("sandbox ") and "allow-same-origin" not in p for p in policies), policies
+        assert headers["Referrer-Policy"] == "no-referrer"
+        # The sandboxed page's own websocket says Origin: null and gets through; its other requests change nothing.
+        assert asyncio.run(echo(f"ws://127.0.0.1:{port}/session/{mine}/ws", {**BASIC, "Origin": "null"})) == \
+            "through /proxy"
+        assert get(f"/session/{mine}/echo/a", {**BASIC, "Origin": "null"}, "POST", b"x")[0] == 403
+
+        # Framing and content-type headers on every path: pvhpc's session content, Apache's files, its refusals.
+        for path, expected in ((f"/session/{mine}/", 200), ("/apps/viz/", 200), (f"/proxy?sessionId={bobs}&path=", 400),
+                               ("/proxy?sessionId=unknown&path=ws", 400), (f"/session/{secrets.token_urlsafe(24)}/", 404)):
+            status, _, headers = get(path, BASIC)
+            assert status == expected, (path, status)
+            assert headers.get_all("X-Frame-Options") == ["SAMEORIGIN"], (path, headers.get_all("X-Frame-Options"))
+            assert headers.get_all("X-Content-Type-Options") == ["nosniff"], path
+            assert any("frame-ancestors 'self'" in p for p in headers.get_all("Content-Security-Policy") or []), path
+    finally:
+        bobs_server.stop()
+
+
+@pytest.mark.apache
+def test_through_apache_sessions_content_can_have_an_origin_of_its_own(apache_factory, apache_dir, apache_login):
+    """frontend.session_origin: a virtual host of its own serves /session/ and nothing of pvhpc's; pvhpc's host
+    sends /session/ there. Here pvhpc's host is 127.0.0.1 and the sessions' is localhost, on one port."""
+    import http.client
+
+    from pvhpc.db.store import SessionRecord
+    from pvhpc.frontends.apache import ApacheFrontEnd
+
+    from tests.harness.served_app import PAGE, ServedAppThread
+
+    map_file = apache_dir / "session-map.txt"
+    frontend = ApacheFrontEnd("unused", ProxyMapFile(map_file, "www-data"))
+    frontend.served_applications = frozenset({"trame"})
+    app = ServedAppThread().start()
+    try:
+        mine = secrets.token_urlsafe(24)
+        frontend.rebuild([SessionRecord(id=mine, user=USER, state="ready", host="127.0.0.1", port=app.port,
+                                        application="trame")])
+        port = free_port_block(1)
+        there = f"http://localhost:{port}"
+        apache_factory(apacheconf.Site("127.0.0.1", map_file, "http://127.0.0.1:1", port=port,
+                                       auth_include=apache_login, session_origin=there)).start()
+
+        def get(host, path, headers):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn.request("GET", path, headers={"Host": f"{host}:{port}", **headers})
+            answer = conn.getresponse()
+            body = answer.read()
+            conn.close()
+            return answer.status, body, answer.headers
+
+        status, _, headers = get("127.0.0.1", f"/session/{mine}/echo/x?y=1", BASIC)
+        assert status == 302 and headers["Location"] == f"{there}/session/{mine}/echo/x?y=1"
+        status, body, headers = get("localhost", f"/session/{mine}/", BASIC)
+        assert status == 200 and body == PAGE
+        assert not any(p.startswith("sandbox") for p in headers.get_all("Content-Security-Policy") or [])
+        assert headers["X-Content-Type-Options"] == "nosniff" and headers["X-Frame-Options"] == "SAMEORIGIN"
+        assert get("localhost", f"/session/{mine}/", {})[0] == 401   # its owner logs in there too
+        for path in ("/api/v1/sessions", "/paraview/", f"/proxy?sessionId={mine}&path=ws", "/"):
+            assert get("localhost", path, BASIC)[0] == 404, path
+    finally:
+        app.stop()

@@ -144,9 +144,15 @@ def test_the_trame_app_opens_slices_colours_and_steps_time_in_chromium(service_f
     apps = trame_on_a_series(tmp_path)
     assert apps["trame"].get("web_client"), "trame's static client is not installed (pvhpc runtime install)"
     # trame's client launches with no retry: the launcher waits as long as a start may take.
-    svc = service_factory(frontend={"kind": "builtin"}, applications=apps, launcher_wait=200).start()
+    svc = service_factory(frontend={"kind": "builtin"}, applications=apps, launcher_wait=200)
+    # Sessions' own content on an origin of its own (frontend.session_origin): "localhost", pvhpc being 127.0.0.1.
+    site = yaml.safe_load(svc.config_path.read_text())
+    site["frontend"]["session_origin"] = f"http://localhost:{svc.port}"
+    svc.config_path.write_text(yaml.safe_dump(site, sort_keys=False))
+    svc.start()
     client = svc.client()
-    # As a user at a shell: pvhpc submit --wait says where to open it.
+    # As a user at a shell: pvhpc submit --wait says where to open it, as the page does: trame's static client,
+    # attached to the session (no secret in the URL).
     from tests.test_cli import pvhpc
 
     submitted = pvhpc("submit", "trame", "-p", "gpu", "-g", "1", "--wait", url=svc.url)
@@ -155,10 +161,15 @@ def test_the_trame_app_opens_slices_colours_and_steps_time_in_chromium(service_f
                  if line.startswith("open in your browser: ")]
     assert len(opened_at) == 1, submitted.stdout
     session = client.list(state="live")[0]
-    assert session["state"] == "ready" and f"/session/{session['id']}/?secret=" in opened_at[0], session
+    assert session["state"] == "ready" and f"/apps/trame/?attach={session['id']}&" in opened_at[0], session
+    assert session["secret"] not in opened_at[0]
 
+    # The client its server serves itself, at /session/<id>/ of pvhpc's origin: sent on to the session origin,
+    # where it runs as a page of that origin (none of pvhpc's).
     with chromium() as browser:
-        left = use_the_app(browser.new_page(viewport={"width": 1400, "height": 900}), opened_at[0], artifacts)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        left = use_the_app(page, f"{svc.url}/session/{session['id']}/?secret={session['secret']}", artifacts)
+        assert page.url.startswith(f"http://localhost:{svc.port}/session/{session['id']}/"), page.url
 
     client.cancel(session["id"])
     saved = None

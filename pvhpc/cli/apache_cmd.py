@@ -42,6 +42,10 @@ def register(sub) -> None:
     r.add_argument("--config", type=Path, metavar="SITE.yaml",
                    help="pvhpc's site config: Apache then serves each application's web client (web_client) "
                         "itself at /apps/<name>/")
+    r.add_argument("--session-origin", default=None, metavar="ORIGIN",
+                   help="serve sessions' own web content (/session/<id>/: trame apps) on this origin, a host name "
+                        "of its own, in a virtual host of its own (default: frontend.session_origin of --config; "
+                        "without either, on this host in a browser sandbox)")
     r.add_argument("--output", "-o", type=Path, help="write the site file here (default: standard output)")
     r.add_argument("--standalone", type=Path, metavar="DIR",
                    help="also write DIR/httpd.conf: a complete server (ServerRoot DIR, modules, Listen) around "
@@ -72,17 +76,19 @@ def _listen(value: str | None) -> tuple[str | None, int | None]:
 def render(args) -> int:
     try:
         address, port = _listen(args.listen)
-        web_clients = ()
+        web_clients, session_origin = (), args.session_origin
         if args.config:
             from pvhpc import config as site_config
 
-            web_clients = apacheconf.site_web_clients(site_config.load(args.config))
+            loaded = site_config.load(args.config)
+            web_clients = apacheconf.site_web_clients(loaded)
+            session_origin = session_origin or loaded.frontend.session_origin
         site = apacheconf.Site(
             server_name=args.server_name, map_file=args.map_file.absolute(), service_url=args.service_url,
             port=port, prefix=args.prefix, auth_include=args.auth_include and args.auth_include.absolute(),
             access_log=args.access_log.absolute(),
             tls_cert=args.tls_cert and args.tls_cert.absolute(), tls_key=args.tls_key and args.tls_key.absolute(),
-            web_clients=web_clients,
+            web_clients=web_clients, session_origin=session_origin,
         )
         text = apacheconf.render_site(site)
         site_file = args.output

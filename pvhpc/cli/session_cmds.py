@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 from typing import Callable
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from pvhpc.client import config as clientconfig
 from pvhpc.client.api import Client, ClientError
@@ -208,17 +208,31 @@ def cmd_submit(args) -> int:
     return code
 
 
+def served_application(client: Client, session: dict) -> dict | None:
+    """The session's application as the API describes it, if its server serves its own client (a trame app)."""
+    app = {a["name"]: a for a in client.applications()}.get(session.get("application"), {})
+    return app if app.get("opens") == "served" else None
+
+
 def serves_own_client(client: Client, session: dict) -> bool:
-    apps = {a["name"]: a for a in client.applications()}
-    return apps.get(session.get("application"), {}).get("opens") == "served"
+    return served_application(client, session) is not None
 
 
 def print_served_url(client: Client, session: dict) -> None:
-    """An application that serves its own client (a trame app) is opened in a browser at /session/<id>/; its
-    client takes the secret from that URL, as trame's clients do."""
-    if session.get("secret") and serves_own_client(client, session):
-        page = session_format.page_with_secret(f"{client.url.rstrip('/')}/session/{session['id']}/", session["secret"])
-        print(f"open in your browser: {page}")
+    """Where to open a session of an application that serves its own client (a trame app), as pvhpc's page
+    does: the static copy of that client at /apps/<name>/, attached to the session (it gets the secret in the
+    launcher's answer, so none is in the URL); without one, /session/<id>/, whose client takes the secret from
+    its URL, as trame's clients do."""
+    app = served_application(client, session) if session.get("secret") else None
+    if app is None:
+        return
+    base = client.url.rstrip("/")
+    if app.get("client_url"):
+        page = f"{base}/{app['client_url']}?" + urlencode({"attach": session["id"],
+                                                         "sessionManagerURL": f"{base}/paraview/"})
+    else:
+        page = session_format.page_with_secret(f"{base}/session/{session['id']}/", session["secret"])
+    print(f"open in your browser: {page}")
 
 
 @run_guarded

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pvhpc.errors import PvhpcError
+from pvhpc.frontends import content
 from pvhpc.paths import APACHE_TEMPLATES_DIR
 
 TEMPLATES = APACHE_TEMPLATES_DIR
@@ -58,6 +59,9 @@ class Site:
     access_log: Path = Path("/var/log/apache2/pvhpc-access.log")
     # Applications' own web clients (name, directory), served by Apache itself at PREFIX/apps/<name>/.
     web_clients: tuple[tuple[str, Path], ...] = ()
+    # Where sessions' own web content is served (frontend.session_origin): a virtual host of its own. Left out,
+    # on this host in a browser sandbox (pvhpc/frontends/content.py).
+    session_origin: str | None = None
 
     @property
     def tls(self) -> bool:
@@ -109,6 +113,13 @@ class Site:
                              ("--auth-include", self.auth_include), ("--access-log", self.access_log)):
             if path is not None and not SAFE_PATH.match(str(path)):
                 raise ApacheConfigError(f"{path} must be an absolute path without spaces or quotes", field=option)
+        if self.session_origin is not None:
+            scheme, _, host = self.session_origin.partition("://")
+            if scheme != ("https" if self.tls else "http") or not HOSTNAME.match(host.split(":")[0]) or (
+                    host.split(":")[0].lower() == self.server_name.lower()):
+                raise ApacheConfigError(f"{self.session_origin!r} must be an origin of the same scheme on a host "
+                                        f"name other than {self.server_name} (frontend.session_origin)",
+                                        field="--session-origin")
         for name, directory in self.web_clients:
             if not APP_NAME.match(name):
                 raise ApacheConfigError(f"application name {name!r} cannot be a URL path", field="--config")
@@ -142,6 +153,23 @@ def _web_client_blocks(site: Site) -> str:
                    for name, directory in site.web_clients)
 
 
+def _part(template: str, values: dict[str, str]) -> str:
+    """A template that is part of another, without the comment lines that say so."""
+    lines = _fill(template, values).splitlines(keepends=True)
+    while lines and lines[0].startswith("# "):
+        lines.pop(0)
+    return "".join(lines).rstrip("\n")
+
+
+def _session_content(site: Site, sandboxed: bool) -> str:
+    # The sandboxed page's own websocket says Origin: null; another site's sandboxed page says the same, but
+    # gets only as far as the session's server, which wants the session's secret.
+    null_origin = '    RewriteCond "%{HTTP:Origin}|%{HTTP:Upgrade}" !^null\\|websocket$ [NC]\n' if sandboxed else ""
+    sandbox = (f'        Header always add Content-Security-Policy "{content.SANDBOX}; {content.FRAMING}"\n'
+               if sandboxed else "")
+    return _part("session.conf.in", {"PREFIX": site.prefix, "NULL_ORIGIN": null_origin, "SANDBOX": sandbox})
+
+
 def render_site(site: Site) -> str:
     site.validate()
     tls = _fill("tls.conf.in", {"TLS_CERT": str(site.tls_cert), "TLS_KEY": str(site.tls_key)}) if site.tls else ""
@@ -151,13 +179,27 @@ def render_site(site: Site) -> str:
         auth = ("        # No authentication here: with auth.kind header pvhpc then refuses every request (401).\n"
                 "        # Put the site's directives in a file and render with --auth-include FILE, e.g.\n"
                 "        #   AuthType Basic / AuthName pvhpc / AuthUserFile ... / Require valid-user")
+    logs = _part("logs.conf.in", {"ACCESS_LOG": str(site.access_log)})
+    headers = _part("headers.conf.in", {})
+    if site.session_origin is None:
+        session_content, session_host = _session_content(site, sandboxed=True), ""
+    else:
+        session_content = ("    # Sessions' own web content is served on a host of its own (frontend.session_origin).\n"
+                           f"    RewriteRule ^{site.prefix}/session/(.*)$ {site.session_origin}{site.prefix}/session/$1"
+                           " [R=302,L]")
+        session_host = "\n" + _fill("session-host.conf.in", {
+            "PORT": str(site.listen_port), "SESSION_HOST": site.session_origin.partition("://")[2].split(":")[0],
+            "LOGS": logs, "TLS": tls, "HEADERS": headers, "AUTH": auth, "PREFIX": site.prefix,
+            "MAP_FILE": str(site.map_file), "SESSION_CONTENT": _session_content(site, sandboxed=False),
+            "WS_IDLE_TIMEOUT": str(site.ws_idle_timeout)})
     return _fill("site.conf.in", {
         "SERVER_NAME": site.server_name, "PORT": str(site.listen_port), "PREFIX": site.prefix,
         "MAP_FILE": str(site.map_file), "SERVICE_URL": site.service_target, "SERVICE_BACK": site.service_back,
         "SESSION_URL": site.session_url, "PUBLIC_URL": site.public_url, "TLS": tls, "AUTH": auth,
-        "SSL_MODULE": " ssl" if site.tls else "",
+        "SSL_MODULE": " ssl" if site.tls else "", "LOGS": logs, "HEADERS": headers,
+        "SESSION_CONTENT": session_content, "SESSION_HOST_BLOCK": session_host,
         "WS_IDLE_TIMEOUT": str(site.ws_idle_timeout), "HTTP_TIMEOUT": str(site.http_timeout),
-        "ACCESS_LOG": str(site.access_log), "WEB_CLIENTS": _web_client_blocks(site),
+        "WEB_CLIENTS": _web_client_blocks(site),
     })
 
 
