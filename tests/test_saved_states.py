@@ -324,3 +324,102 @@ def test_pvhpc_own_server_saves_its_state_when_cancelled_and_starts_from_it(serv
     assert names == ["Sphere1"], names
     assert before[:2] == b"\xff\xd8", "the first session rendered no JPEG"
     client.cancel(second["id"])
+
+
+# -- Issue 22: a state runs only its owner's code, knowingly ------------------------------------------------
+
+PROGRAMMABLE = """<GenericParaViewApplication>
+  <ServerManagerState version="5.11.0">
+    <Proxy group="sources" type="ProgrammableSource" id="300" servers="1">
+      <Property name="Script" id="300.Script" number_of_elements="1">
+        <Element index="0" value="open({marker!r}, 'w').write('ran')"/>
+      </Property>
+    </Proxy>
+  </ServerManagerState>
+</GenericParaViewApplication>
+"""
+SOMEONE_ELSE = 4242   # a uid no test user has
+
+
+def test_a_state_someone_else_could_have_written_is_refused_before_submit(site, tmp_path):
+    """A state holds Python that runs as whoever loads it: only one the loader owns, in a place nobody else
+    could have written, is taken (pvstate.untrusted; jobs here run as the service, root)."""
+    import os
+
+    data = site.applications["paraview"].data_roots[0]
+    good = STATE.format(data=data / "tri.vtk")
+    mine = data / "mine.pvsm"
+    mine.write_text(good)
+    assert check(site, "alice", str(mine)) == str(mine)
+
+    theirs = data / "theirs.pvsm"
+    theirs.write_text(good)
+    os.chown(theirs, SOMEONE_ELSE, -1)
+    with pytest.raises(RequestError, match=r"theirs.pvsm belongs to uid 4242, not to you: a state runs the Python"):
+        check(site, "alice", str(theirs))
+    open_to_all = data / "open.pvsm"
+    open_to_all.write_text(good)
+    open_to_all.chmod(0o666)
+    with pytest.raises(RequestError, match=r"open.pvsm can be written by other users \(mode -rw-rw-rw-\)") as e:
+        check(site, "alice", str(open_to_all))
+    assert (e.value.field, e.value.status) == ("state", 403)
+    # The file is one's own, but another user could have put it there (their directory, or one open to all).
+    for name, mode, owner in (("given", 0o755, SOMEONE_ELSE), ("shared", 0o777, 0)):
+        directory = data / name
+        directory.mkdir()
+        directory.chmod(mode)
+        os.chown(directory, owner, -1)
+        (directory / "s.pvsm").write_text(good)
+        with pytest.raises(RequestError, match=rf"s.pvsm lies in {directory}, which "):
+            check(site, "alice", str(directory / "s.pvsm"))
+    # A sticky directory open to all (as /tmp) lets nobody replace another's file: one's own there is fine.
+    sticky = data / "sticky"
+    sticky.mkdir()
+    sticky.chmod(0o1777)
+    (sticky / "s.pvsm").write_text(good)
+    assert check(site, "alice", str(sticky / "s.pvsm")) == str(sticky / "s.pvsm")
+
+
+@pytest.mark.paraview
+def test_the_server_loads_its_users_own_state_with_its_code_and_refuses_anothers(runtime_dir, tmp_path):
+    """On the node, where it is loaded: a state with a ProgrammableSource owned by someone else is not loaded
+    (its script never runs) and the server says why; the same state of the user's own loads as before (its
+    script then runs once a view shows it)."""
+    import os
+    import signal
+    import subprocess
+
+    from pvhpc.paths import SERVER_SCRIPT
+
+    data = tmp_path / "data"
+    data.mkdir()
+    marker = tmp_path / "the-script-ran"
+    state = tmp_path / "programmable.pvsm"
+    state.write_text(PROGRAMMABLE.format(marker=str(marker)))
+
+    def start_from_it():
+        env = dict(os.environ, PYTHONPATH=str(runtime_dir), PVHPC_SECRET="s", PVHPC_STATE_LOAD=str(state),
+                   PVHPC_STATE_ROOTS=str(data), PVHPC_STATE_SAVE=str(tmp_path / "states" / "s1"))
+        return subprocess.Popen(["xvfb-run", "-a", "/usr/bin/pvpython", "--no-mpi", str(SERVER_SCRIPT), "--port",
+                                 "0", "--data", str(data)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, start_new_session=True)
+
+    os.chown(state, SOMEONE_ELSE, -1)
+    proc = start_from_it()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 3, (out, err)
+    assert f"the state is refused: {state} belongs to uid 4242, not to you" in err
+    assert not marker.exists(), "another user's state ran its code"
+
+    os.chown(state, os.getuid(), -1)
+    proc = start_from_it()
+    try:
+        said = ""
+        for line in proc.stdout:   # until the server says it loaded the state (it serves on after)
+            said += line
+            if "pvhpc: loaded the state" in line:
+                break
+        assert f"pvhpc: loaded the state {state}" in said, said
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=30)

@@ -45,6 +45,50 @@ def files_named(text, path):
     return names
 
 
+def untrusted(path, uid, stat_of=os.stat):
+    """Why the state at ``path`` may hold code of someone other than user ``uid``, or None when it cannot.
+
+    A state runs the Python it holds (ProgrammableSource and ProgrammableFilter scripts, Python Calculator,
+    Python annotations, ...) as the user who loads it. So a state is loaded only if that user owns it and no
+    one else could have written it or put it where it is: neither the file nor any directory above it may be
+    another user's (root's excepted) or writable by others (a sticky directory such as /tmp excepted: others
+    cannot replace what is in it). The way OpenSSH's StrictModes judges a user's keys. Raises OSError when a
+    path cannot be looked at (the caller decides: pvhpc's service leaves it to the node, the node refuses)."""
+    import pwd
+    import stat
+
+    def owner(st):
+        try:
+            return pwd.getpwuid(st.st_uid).pw_name
+        except KeyError:
+            return f"uid {st.st_uid}"
+
+    real = os.path.realpath(path)
+    st = stat_of(real)
+    if not stat.S_ISREG(st.st_mode):
+        return f"{path} is not a regular file"
+    if st.st_uid != uid:
+        return (f"{path} belongs to {owner(st)}, not to you: a state runs the Python it holds as whoever loads "
+                "it, so only your own are loaded (read it, then save a copy of your own to start from)")
+    if st.st_mode & 0o022:
+        return (f"{path} can be written by other users (mode {stat.filemode(st.st_mode)}): any of them could "
+                "have put code in it; make it yours alone (chmod go-w) or start from a copy of your own")
+    directory = os.path.dirname(real)
+    while True:
+        st = stat_of(directory)
+        if st.st_uid not in (uid, 0):
+            return (f"{path} lies in {directory}, which belongs to {owner(st)}: they could have replaced it; "
+                    "start from a copy in a directory of your own")
+        if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+            return (f"{path} lies in {directory}, which other users can write to (mode "
+                    f"{stat.filemode(st.st_mode)}): any of them could have replaced it; start from a copy in a "
+                    "directory only you can write to")
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            return None
+        directory = parent
+
+
 def outside(names, roots):
     """The names not inside any of the roots (real paths: a link out of a root is outside)."""
     real_roots = [os.path.realpath(r) for r in roots]
@@ -102,19 +146,30 @@ def save_before_idle_end():
 
 def load(path, roots):
     """Load a state whose every data file lies inside ``roots``; the first render view becomes active."""
+    import tempfile
+
     from paraview import simple
 
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            text = f.read()
+        why = untrusted(path, os.getuid())
+        with open(path, "rb") as f:
+            data = f.read()
     except OSError as e:
         raise StateRefused(f"the state {path} cannot be read here: {e.strerror}") from None
+    if why:
+        raise StateRefused(f"the state is refused: {why}")
+    text = data.decode("utf-8", errors="replace")
     names = files_named(text, path)
     bad = outside(names, roots)
     if bad:
         raise StateRefused(f"the state {path} reads {bad[0]}, outside the session's data roots "
                            f"({', '.join(roots)}); start from a state whose data is inside them")
-    simple.LoadState(path)
+    # ParaView opens the file by name: it gets a private copy of exactly what was checked, which nobody can
+    # change between the check and the load.
+    with tempfile.NamedTemporaryFile("wb", suffix=".pvsm", prefix="pvhpc-state-") as copy:
+        copy.write(data)
+        copy.flush()
+        simple.LoadState(copy.name)
     views = [v for v in simple.GetViews() if v.GetXMLName() == "RenderView"]
     if views:
         simple.SetActiveView(views[0])

@@ -95,6 +95,7 @@ class SavedStates:
             roots = ", ".join(str(r) for r in app.data_roots)
             raise RequestError(f"{value!r} is neither in your saved states ({own}) nor in application "
                                f"{app.name}'s data roots ({roots})", field="state")
+        self._refuse_others_code(user, real)
         try:
             # tail, not head: the one reading command sudo lets pvhpc run as users (docs/sudoers.pvhpc).
             read = await self._runner(user).run(["tail", "-c", str(MAX_STATE_BYTES + 1), real], timeout=20)
@@ -116,6 +117,18 @@ class SavedStates:
             raise RequestError(f"the state reads {bad[0]}, outside application {app.name}'s data roots ({roots})",
                                field="state")
         return real
+
+    def _refuse_others_code(self, user: str, real: str) -> None:
+        """A state runs the Python it holds: only one its loader owns and nobody else could have written
+        (pvstate.untrusted). Where the service cannot look (a home it may not enter) the node judges alone, as it
+        does anyway before it loads the state."""
+        uid = pwd.getpwnam(user).pw_uid if joblogs.per_user(self.config) else os.getuid()
+        try:
+            why = pvstate.untrusted(real, uid)
+        except OSError:
+            return
+        if why:
+            raise RequestError(why, field="state", status=403)
 
     async def checked(self, user: str, spec: SessionSpec) -> SessionSpec:
         """The spec with its state (if any) checked and made a real path: what the job loads."""
