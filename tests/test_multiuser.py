@@ -178,3 +178,35 @@ def test_ssh_mode_runs_jobs_as_their_users_too(unix_users, service_factory, clus
         assert alice.cancel(session["id"])["end_reason"] == "cancelled"
     finally:
         shutil.rmtree(shared, ignore_errors=True)
+
+
+def test_a_state_another_user_wrote_is_not_loaded_for_alice(unix_users, service_factory, cluster, runtime_dir):
+    """Issue 22: bob puts a state whose ProgrammableSource runs his Python into the shared data root and sends
+    alice a link to start from it. It is refused before any job, saying whose it is; nothing is submitted."""
+    shared, node_side = shared_site(runtime_dir)
+    try:
+        svc = service_factory(
+            "states", directory=shared / "service",
+            scheduler={"environment": cluster.environment(), "submit_as": "user"}, **node_side,
+            auth={"kind": "header"}, frontend={"kind": "builtin"}, frontend_socket_group=None)
+        subprocess.run(["chown", "-R", unix_users["service"], str(svc.dir)], check=True)
+        svc.start(as_user=unix_users["service"])
+        alice = svc.user_client(unix_users["alice"])
+        scratch = shared / "data" / "scratch"   # a shared directory everyone may write to, as /tmp
+        scratch.mkdir()
+        scratch.chmod(0o1777)
+        bobs_state = scratch / "nice-view.pvsm"
+        script = "import os; open(os.path.expanduser('~/.pvhpc-owned'), 'w').write('bob was here')"
+        subprocess.run(["runuser", "-u", unix_users["bob"], "--", "sh", "-c", f"cat > {bobs_state}"], check=True,
+                       input=("<GenericParaViewApplication><ServerManagerState version=\"5.11.0\">"
+                              "<Proxy group=\"sources\" type=\"ProgrammableSource\" id=\"1\" servers=\"1\">"
+                              f"<Property name=\"Script\" id=\"1.Script\" number_of_elements=\"1\"><Element "
+                              f"index=\"0\" value=\"{script}\"/></Property></Proxy></ServerManagerState>"
+                              "</GenericParaViewApplication>"), text=True)
+        with pytest.raises(ClientError) as e:
+            alice.create("paraview", partition="cpu", state=str(bobs_state))
+        assert e.value.status == 403 and e.value.field == "state", e.value
+        assert f"belongs to {unix_users['bob']}, not to you" in e.value.message
+        assert alice.list() == [], "a refused request left a session"
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
