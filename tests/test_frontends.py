@@ -109,6 +109,8 @@ def test_every_variant_passes_apaches_configuration_test(apache_dir, capsys):
         "tls": ["--tls-cert", str(cert), "--tls-key", str(key)],
         "prefix": ["--prefix", "/viz", "--listen", "8080"],
         "all": ["--tls-cert", str(cert), "--tls-key", str(key), "--prefix", "/viz", "--auth-include", str(auth)],
+        "session-origin": ["--tls-cert", str(cert), "--tls-key", str(key), "--prefix", "/viz", "--auth-include",
+                           str(auth), "--session-origin", "https://sessions.example.org"],
     }
     for name, extra in variants.items():
         out = apache_dir / f"{name}.conf"
@@ -119,6 +121,11 @@ def test_every_variant_passes_apaches_configuration_test(apache_dir, capsys):
     text = (apache_dir / "all.conf").read_text()
     assert 'session_url: "wss://USE_HOST/viz/proxy?sessionId={id}&path=ws"' in text
     assert "RewriteRule ^/viz/proxy$ ws://%1/%2 [P,L,QSD]" in text and "SSLEngine on" in text
+    # Sessions' content: sandboxed on this host, or on a virtual host of its own that serves nothing else.
+    assert "Header always add Content-Security-Policy \"sandbox allow-scripts" in text
+    text = (apache_dir / "session-origin.conf").read_text()
+    assert "sandbox" not in text and text.count("<VirtualHost") == 2 and "ServerName sessions.example.org" in text
+    assert "RewriteRule ^/viz/session/(.*)$ https://sessions.example.org/viz/session/$1 [R=302,L]" in text
 
 
 @pytest.mark.apache

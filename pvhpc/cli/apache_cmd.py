@@ -118,7 +118,9 @@ def render(args) -> int:
         print(f"pvhpc apache render: cannot write {e.filename}: {e.strerror}", file=sys.stderr)
         return 2
     print(f"pvhpc's site config needs: frontend.kind apache, frontend.map_file {site.map_file}, "
-          f"frontend.session_url \"{site.session_url}\", auth.kind header, service.frontend_socket (the "
+          f"frontend.session_url \"{site.session_url}\", "
+          + (f"frontend.session_origin {site.session_origin}, " if site.session_origin else "")
+          + "auth.kind header, service.frontend_socket (the "
           "unix: path of --service-url), "
           f"service.public_url {site.public_url} (and service.callback_url: pvhpc's own address as compute "
           "nodes reach it, so job reports do not meet Apache's login)", file=sys.stderr)
