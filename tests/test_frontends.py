@@ -65,6 +65,19 @@ async def refused_status(url: str, headers: dict | None = None, ca_file: Path | 
     raise AssertionError(f"{url} accepted a websocket")
 
 
+def http_answer(url: str, headers: dict, method: str = "GET", data: bytes | None = None):
+    """Status, body and headers of one request, whatever its status."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, headers=headers, method=method, data=data)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status, answer.read(), answer.headers
+    except urllib.error.HTTPError as e:
+        return e.code, e.read(), e.headers
+
+
 class _trusting:
     """urllib (pvhpc.client.api) trusts ``cert`` while inside: the test's self-signed certificate."""
 
@@ -265,9 +278,6 @@ def test_a_served_session_through_apache_is_its_owners_only_http_and_websocket(a
     """pvhpc's Apache front end writes the map (with the owner line /session/ needs), real Apache serves it; the
     session's server is a real small HTTP + websocket server in place of a trame app."""
     import json
-    import urllib.error
-    import urllib.request
-
     from pvhpc.db.store import SessionRecord
     from pvhpc.frontends.apache import ApacheFrontEnd
 
@@ -293,12 +303,7 @@ def test_a_served_session_through_apache_is_its_owners_only_http_and_websocket(a
         bob = {"Authorization": "Basic " + base64.b64encode(b"bob:bobs-password").decode()}
 
         def get(path, headers, method="GET", data=None):
-            request = urllib.request.Request(apache.url + path, headers=headers, method=method, data=data)
-            try:
-                with urllib.request.urlopen(request, timeout=10) as answer:
-                    return answer.status, answer.read(), answer.headers
-            except urllib.error.HTTPError as e:
-                return e.code, e.read(), e.headers
+            return http_answer(apache.url + path, headers, method, data)
 
         status, body, _ = get(f"/session/{mine}/", BASIC)
         assert status == 200 and body == PAGE
@@ -355,9 +360,6 @@ def test_through_apache_a_sessions_content_never_runs_on_pvhpcs_origin(apache_fa
     """Bob's session reported a port of its node where his own HTTP server runs: Apache's /proxy once served his
     page on pvhpc's origin to alice (it forwarded any request there). Now /proxy carries websocket upgrades only,
     /session/<id>/ runs in a browser sandbox, and every path has framing and content-type headers."""
-    import urllib.error
-    import urllib.request
-
     from pvhpc.db.store import SessionRecord
     from pvhpc.frontends.apache import ApacheFrontEnd
 
@@ -383,12 +385,7 @@ def test_through_apache_a_sessions_content_never_runs_on_pvhpcs_origin(apache_fa
                                                 auth_include=apache_login, web_clients=(("viz", clients),))).start()
 
         def get(path, headers, method="GET", data=None):
-            request = urllib.request.Request(apache.url + path, headers=headers, method=method, data=data)
-            try:
-                with urllib.request.urlopen(request, timeout=10) as answer:
-                    return answer.status, answer.read(), answer.headers
-            except urllib.error.HTTPError as e:
-                return e.code, e.read(), e.headers
+            return http_answer(apache.url + path, headers, method, data)
 
         # Alice follows bob's link: his page is not served on pvhpc's origin.
         status, body, headers = get(f"/proxy?sessionId={bobs}&path=", BASIC)
