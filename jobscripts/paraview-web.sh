@@ -24,7 +24,8 @@ LAUNCHER={{ launcher }}
 export PVHPC_LAUNCH_COMMAND={{ command }}
 export PVHPC_LAUNCH_READY={{ ready }}
 export PVHPC_LISTEN={{ server_listen }}
-REPORT_URL={{ report_url }}
+# Where the launcher and the job helper report: the URLs name the session, so they too travel in the environment.
+export PVHPC_REPORT_URL={{ report_url }}
 RENDER_MODE={{ render_mode }}
 START_TIMEOUT={{ start_timeout }}
 LOG_FILE={{ log_file }}
@@ -71,13 +72,15 @@ trap 'exit 143' TERM INT HUP
 
 fail() {
     echo "pvhpc: $1" >&2
-    "$HELPER_PYTHON" "$JOB_HELPER" report --url "$REPORT_URL" --event failed --reason "$1" --give-up-after 30
+    "$HELPER_PYTHON" "$JOB_HELPER" report --event failed --reason "$1" --give-up-after 30
     exit 1
 }
 
 case "$RENDER_MODE" in
 xvfb)
-    # A private display with its own cookie: other users on the node cannot attach to it.
+    # A private display with its own cookie: other users on the node cannot attach to it. The cookie is on no
+    # command line (ps shows every process's to every user): xauth reads its commands from stdin, given by
+    # printf, a bash builtin.
     # Display numbers are drawn at random from a wide range rather than taken lowest-free:
     # a number another job has just given up may still be held by its dying X server.
     cookie=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
@@ -86,7 +89,7 @@ xvfb)
     for _ in $(seq 20); do
         n=$((RANDOM % 20000 + 1000))
         [ -e "/tmp/.X$n-lock" ] || [ -e "/tmp/.X11-unix/X$n" ] && continue
-        xauth -q -f "$workdir/Xserver-auth" add ":$n" . "$cookie"
+        printf 'add :%s . %s\n' "$n" "$cookie" | xauth -q -f "$workdir/Xserver-auth" source -
         # -displayfd: Xvfb writes the number there once it accepts clients, not merely once its socket exists.
         # -noreset: without it the server resets when its first client disconnects, and ParaView opens
         # the display more than once at start; a connection made during the reset fails.
@@ -107,7 +110,7 @@ xvfb)
         kill "$xvfb_pid" 2>/dev/null
     done
     [ -n "${DISPLAY:-}" ] || fail "could not start Xvfb: $(tail -n 3 "$workdir/xvfb.log" | tr '\n' ' ')"
-    xauth -q add "$DISPLAY" . "$cookie"
+    printf 'add %s . %s\n' "$DISPLAY" "$cookie" | xauth -q source -
     ;;
 egl | osmesa) ;; # offscreen builds of ParaView need no X server
 *) fail "unknown render mode $RENDER_MODE" ;;
@@ -124,7 +127,7 @@ if [ -n "$PVHPC_PARALLEL" ]; then
 else
     unset PVHPC_PARALLEL
 fi
-"$HELPER_PYTHON" "${parallel[@]}" "$LAUNCHER" --start-timeout "$START_TIMEOUT" --url "$REPORT_URL" --workdir "$workdir" &
+"$HELPER_PYTHON" "${parallel[@]}" "$LAUNCHER" --start-timeout "$START_TIMEOUT" --workdir "$workdir" &
 launcher_pid=$!
 child_pids+=("$launcher_pid")
 wait "$launcher_pid"

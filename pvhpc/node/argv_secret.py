@@ -1,12 +1,17 @@
-"""Run a Python server script with the session's secret in its own ``sys.argv``, never on its command line.
+"""Run a Python server script with the session's secret and connect id in its own ``sys.argv``, never on its
+command line.
 
-    INTERPRETER argv_secret.py SCRIPT.py ARG... (an ARG holds ${secret})
+    INTERPRETER argv_secret.py SCRIPT.py ARG... (an ARG holds ${secret} or ${connect_id})
 
 pvhpc's launcher (launcher.py) runs a command this way when it passes ``${secret}`` (the ParaView Visualizer
-takes its secret only from ``--authKey``). The command line every user of the node sees in ``ps`` and
-/proc/<pid>/cmdline holds the placeholder; the secret comes from PVHPC_SECRET, which is then removed from the
-environment so the server's own children do not inherit it. The script runs as ``__main__`` (runpy), with
-wslink's exit hooks installed (wslink_exits.py). When it returns, the process leaves at once with os._exit:
+takes its secret only from ``--authKey``) or ``${connect_id}`` (pvhpc's own server attached to a parallel
+session's pvserver). The command line every user of the node sees in ``ps`` and /proc/<pid>/cmdline holds the
+placeholders; the secret comes from PVHPC_SECRET, the connect id from PVHPC_CONNECT_ID, each removed from the
+environment once taken so the server's own children do not inherit it (a script that takes its secret from
+PVHPC_SECRET itself, and names no ``${secret}``, finds it there). The ARGs are the launcher's templates
+(launcher.expand: ``$$`` is a ``$`` of their own), filled in here once. The script runs as ``__main__``
+(runpy), with wslink's exit hooks installed (wslink_exits.py), once: a script that installs them itself
+(pvhpc's own server) finds them in place. When it returns, the process leaves at once with os._exit:
 pvpython can crash (SIGSEGV) while tearing ParaView down, which would read as a failed session.
 Standard library only (plus wslink, if the script uses it); it imports nothing from pvhpc.
 """
@@ -17,10 +22,11 @@ import sys
 import traceback
 
 import contained      # beside this file
+import launcher       # beside this file
 import pvstate        # beside this file
 import wslink_exits   # beside this file
 
-PLACEHOLDER = "${secret}"
+SECRET_ENV, CONNECT_ID_ENV = "PVHPC_SECRET", "PVHPC_CONNECT_ID"
 
 
 def leave(code):
@@ -29,18 +35,34 @@ def leave(code):
     os._exit(code)
 
 
+def _installed(*args, **kwargs):
+    return True
+
+
 def main():
     if len(sys.argv) < 2:
         print("usage: INTERPRETER argv_secret.py SCRIPT.py ARG...", file=sys.stderr)
         leave(2)
-    secret = os.environ.pop("PVHPC_SECRET", "")
-    if not secret:
-        print("argv_secret: no secret in PVHPC_SECRET (an empty secret is refused)", file=sys.stderr)
-        leave(2)
-    script = sys.argv[1]
+    script, templates = sys.argv[1], sys.argv[2:]
+    named = {name for arg in templates for name in launcher.placeholders(arg)}
+    values = {}
+    if "secret" in named:
+        values["secret"] = os.environ.pop(SECRET_ENV, "")
+        if not values["secret"]:
+            print(f"argv_secret: no secret in {SECRET_ENV} (an empty secret is refused)", file=sys.stderr)
+            leave(2)
+    connect_id = os.environ.pop(CONNECT_ID_ENV, "")
+    if "connect_id" in named:
+        if not connect_id.isdigit():
+            print(f"argv_secret: no connect id in {CONNECT_ID_ENV}", file=sys.stderr)
+            leave(2)
+        values["connect_id"] = connect_id
     wslink_exits.install()
     # The ParaView state saved when the job is ended (walltime, cancel), a saved one loaded at start.
     pvstate.install()
+    # Once in this process: the script imports these same modules, and a second install would hook wslink's
+    # exits twice and load the state twice.
+    wslink_exits.install = pvstate.install = _installed
     if contained.ROOTS_ENV in os.environ:
         # A ParaViewWeb server (the Visualizer) builds ParaView's own file listing and proxy manager, whose path
         # check is a string prefix: give it pvhpc's, which keep its clients inside the session's data roots.
@@ -48,8 +70,7 @@ def main():
             contained.install(contained.roots_from_environment(os.getcwd()))
         except ImportError:
             pass   # not a ParaView server: there is no ParaView protocol to hold in
-    connect_id = os.environ.pop("PVHPC_CONNECT_ID", "")
-    if connect_id:
+    if connect_id.isdigit():
         # A parallel session: the pvserver ranks take only a client with their connect id, and a server such as
         # the Visualizer has no option for one; ParaView's own configuration carries it to its Connect().
         try:
@@ -58,7 +79,7 @@ def main():
             pass
         else:
             vtkRemotingCoreConfiguration.GetInstance().SetConnectID(int(connect_id))
-    sys.argv = [script] + [arg.replace(PLACEHOLDER, secret) for arg in sys.argv[2:]]
+    sys.argv = [script] + [launcher.expand(arg, values) for arg in templates]
     # As if the script had been run itself: its own directory first on the import path.
     sys.path[0] = os.path.dirname(os.path.abspath(script))
     try:

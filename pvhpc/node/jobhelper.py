@@ -10,7 +10,9 @@
         the environment variable PVHPC_REPORT_TOKEN. Retries with back-off, since
         pvhpc may be restarting. --url may hold several URLs separated by spaces
         (one per pvhpc instance sharing a database): each attempt tries them in
-        order. Without --url it only prints the report line, which stays in the
+        order. Without --url they come from PVHPC_REPORT_URL, as the job script
+        gives them: they name the session, and a command line is every user's
+        to read. With neither it only prints the report line, which stays in the
         job's output as a record.
 
 It runs under the node's own Python, not pvhpc's, so it imports nothing else.
@@ -26,6 +28,7 @@ import urllib.error
 import urllib.request
 
 READY_PREFIX = "PVHPC_READY"
+REPORT_URL_ENV = "PVHPC_REPORT_URL"
 
 
 def pid_alive(pid):
@@ -144,7 +147,7 @@ def main(argv=None):
     w.add_argument("--pid", type=int, required=True)
     w.add_argument("--timeout", type=float, default=300)
     r = sub.add_parser("report")
-    r.add_argument("--url", default="")
+    r.add_argument("--url", default=os.environ.get(REPORT_URL_ENV, ""))
     r.add_argument("--event", choices=("ready", "failed", "exited"), required=True)
     r.add_argument("--code", type=int, default=0, help="with exited: the server's exit status")
     r.add_argument("--cause", choices=EXIT_CAUSES, default="", help="with exited: why the server stopped by itself")

@@ -1,15 +1,21 @@
 """pvhpc's launcher on the node: runs one session's server, as the site's application command says.
 
-    PVHPC_LAUNCH_COMMAND=JSON PVHPC_LAUNCH_READY=JSON python3 launcher.py --start-timeout S --url U --workdir DIR
+    PVHPC_LAUNCH_COMMAND=JSON PVHPC_LAUNCH_READY=JSON PVHPC_REPORT_URL=U python3 launcher.py --start-timeout S --workdir DIR
 
-The command (a JSON list) and the ready rule (``{"line": REGEX}`` or ``{"port_file": true}``) come in the
-environment, so the launcher's own command line stays short. The job script runs it (standard library only, beside jobhelper.py; it imports nothing from pvhpc). It
+The command (a JSON list), the ready rule (``{"line": REGEX}`` or ``{"port_file": true}``) and where to report
+(its URLs name the session) come in the environment, so the launcher's own command line, which ``ps`` shows to
+every user of the node, holds nothing of the session's. The job script runs it (standard library only, beside
+jobhelper.py; it imports nothing from pvhpc). It
 
 - fills in what only the node knows: ``${port}`` (0 when the server reports its port, else a free port chosen
-  here), ``${port_file}`` (a file in the job's private work directory);
-- runs a command that names ``${secret}`` as ``INTERPRETER argv_secret.py SCRIPT.py ARGS``: the wrapper puts the
-  secret into the script's own sys.argv, so the command line ``ps`` shows to every user of the node holds only
-  the placeholder. The secret reaches the server through PVHPC_SECRET; the report token does not reach it at all;
+  here), ``${port_file}`` (a file in the job's private work directory), ``${host}``. Each item of the command is
+  a template (``expand``): ``${name}`` is a value filled in here, ``$$`` a ``$`` of its own, which is how the
+  service writes a ``$`` of what it filled in already (a data file called ``${port}x.vtk`` stays that): every
+  value is filled in once, and never looked at again;
+- runs a command that names ``${secret}`` or ``${connect_id}`` (a parallel session's pvserver connect id, from
+  parallel.py) as ``INTERPRETER argv_secret.py SCRIPT.py ARGS``: the wrapper fills them into the script's own
+  sys.argv, so the command line ``ps`` shows holds only the placeholders. The secret reaches the server through
+  PVHPC_SECRET, the connect id through PVHPC_CONNECT_ID; the report token and URL do not reach it at all;
 - starts the command directly (a JSON list: no shell), copies its output to the job's log and watches it for the
   ready line (or watches the port file), then reports ready with the port;
 - when the server exits before it is ready, or is not ready in time, reports the start as failed with the last
@@ -34,11 +40,14 @@ import jobhelper   # beside this file
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ARGV_WRAPPER = os.path.join(HERE, "argv_secret.py")
-SECRET_PLACEHOLDER = "${secret}"
-NODE_PLACEHOLDER = re.compile(r"\$\{(port|port_file|host)\}")
+# A ``$`` of the argument's own, or a placeholder: read left to right in one pass (expand).
+TEMPLATE = re.compile(r"\$\$|\$\{(\w+)\}")
+# Filled in inside the server's own process by argv_secret.py, never on a command line.
+PRIVATE_PLACEHOLDERS = ("secret", "connect_id")
 EXIT_CAUSE_ENV = "PVHPC_EXIT_CAUSE_FILE"
 IDLE_WARNING_ENV = "PVHPC_IDLE_WARNING_FILE"   # where the server says nobody used it for a while (input_idle.py)
 COMMAND_ENV, READY_ENV, LISTEN_ENV = "PVHPC_LAUNCH_COMMAND", "PVHPC_LAUNCH_READY", "PVHPC_LISTEN"
+REPORT_URL_ENV = jobhelper.REPORT_URL_ENV
 LAST_LINES = 12
 # Seconds a server has to stop after SIGTERM before it is killed: within the job script's own grace for the
 # launcher (2 s), so that the server never outlives it.
@@ -79,14 +88,54 @@ def free_port(address):
         return s.getsockname()[1]
 
 
+def escape(value):
+    """``value`` as it stands in a template: its every ``$`` doubled, so that nothing in it is ever filled in."""
+    return value.replace("$", "$$")
+
+
+def template_of(arg):
+    """An argument as staff wrote it (its ``${name}`` placeholders, any other ``$`` its own) as a template: a
+    ``$`` of its own that could be read otherwise (before ``{`` or ``$``) doubled. pvhpc/sessions/job.py writes
+    the application's command the same way."""
+    return re.sub(r"(\$\{[^}]*\})|\$(?=[{$])", lambda m: m.group(1) or "$$", arg)
+
+
+def expand(template, values, final=True):
+    """``template`` with the ``${name}`` of ``values`` filled in, in one pass: what a value holds is never read
+    as a placeholder. ``final``: ``$$`` becomes ``$``; else the result is a template still (argv_secret.py fills
+    the rest), with the values escaped. A placeholder not in ``values`` is left as it is."""
+    def one(match):
+        name = match.group(1)
+        if name is None:
+            return "$" if final else "$$"
+        if name not in values:
+            return match.group(0)
+        return values[name] if final else escape(values[name])
+    return TEMPLATE.sub(one, template)
+
+
+def placeholders(template):
+    return {m.group(1) for m in TEMPLATE.finditer(template) if m.group(1)}
+
+
+class CommandProblem(Exception):
+    """The command cannot be run as pvhpc runs servers: it says why."""
+
+
 def server_argv(command, ready, workdir):
     """The argv to run and the port it was given (0: the server reports the one it got)."""
     reports_port = ready.get("port_file") or "port" in re.compile(ready.get("line") or "x").groupindex
     address = listen_address(os.environ.get(LISTEN_ENV, "node"))
     port = 0 if reports_port else free_port(address)
     values = {"port": str(port), "port_file": os.path.join(workdir, "port"), "host": address}
-    argv = [NODE_PLACEHOLDER.sub(lambda m: values[m.group(1)], arg) for arg in command]
-    if any(SECRET_PLACEHOLDER in arg for arg in argv[2:]):
+    private = {name for arg in command[2:] for name in placeholders(arg)} & set(PRIVATE_PLACEHOLDERS)
+    if private and not (len(command) > 1 and command[1].endswith(".py")):
+        raise CommandProblem(f"the command passes {', '.join('${%s}' % n for n in sorted(private))}, which pvhpc "
+                             "gives only to a Python script, inside its process (INTERPRETER SCRIPT.py ARGS...): "
+                             "it would otherwise be on the command line every user of the node can read")
+    # The interpreter and the script are run as they are; the wrapper fills in the rest of a wrapped command.
+    argv = [expand(arg, values, final=not private or i < 2) for i, arg in enumerate(command)]
+    if private:
         argv = [argv[0], ARGV_WRAPPER] + argv[1:]
     return argv, port
 
@@ -94,7 +143,7 @@ def server_argv(command, ready, workdir):
 def server_environment(workdir):
     env = dict(os.environ)
     # The server cannot report for its session: only this launcher can.
-    for name in ("PVHPC_REPORT_TOKEN", COMMAND_ENV, READY_ENV, LISTEN_ENV):
+    for name in ("PVHPC_REPORT_TOKEN", REPORT_URL_ENV, COMMAND_ENV, READY_ENV, LISTEN_ENV):
         env.pop(name, None)
     env[EXIT_CAUSE_ENV] = os.path.join(workdir, "exit-cause")
     env[IDLE_WARNING_ENV] = os.path.join(workdir, "idle-warning")
@@ -188,7 +237,12 @@ def read_cause(path):
 
 def run(args):
     command, ready = json.loads(os.environ[COMMAND_ENV]), json.loads(os.environ[READY_ENV])
-    argv, port = server_argv(command, ready, args.workdir)
+    try:
+        argv, port = server_argv(command, ready, args.workdir)
+    except CommandProblem as e:
+        print(f"pvhpc: {e}", flush=True)
+        jobhelper.send(args.url, "failed", 30, reason=f"the server could not be started: {e}")
+        return 1
     env = server_environment(args.workdir)
     for stale in (env[EXIT_CAUSE_ENV], env[IDLE_WARNING_ENV], os.path.join(args.workdir, "port")):
         if os.path.exists(stale):
@@ -274,7 +328,9 @@ def run(args):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="pvhpc-launcher")
     parser.add_argument("--start-timeout", type=float, default=300)
-    parser.add_argument("--url", default="", help="where to report (space-separated URLs); none: only print")
+    parser.add_argument("--url", default=os.environ.get(REPORT_URL_ENV, ""),
+                        help=f"where to report (space-separated URLs; default: ${REPORT_URL_ENV}, which keeps them "
+                             "off the command line); none: only print")
     parser.add_argument("--workdir", required=True, help="the job's private directory (port and exit-cause files)")
     args = parser.parse_args(argv)
     for name in (COMMAND_ENV, READY_ENV):

@@ -6,11 +6,13 @@ The job script runs this in place of pvhpc's launcher when the session asked for
 only, beside jobhelper.py and launcher.py; it imports nothing from pvhpc). PVHPC_PARALLEL holds what the
 session's job was built with: ``mpi`` (the MPI launcher's argv, ranks filled in), ``pvserver`` (ParaView's
 server binary and its options), ``connect`` (the arguments that attach the application's web server to a
-pvserver, with ``${ds_host}``, ``${ds_port}``, ``${connect_id}``, ``${ranks}``) and ``ranks``. It
+pvserver, with ``${ds_host}``, ``${ds_port}``, ``${connect_id}``, ``${ranks}``), ``ranks`` and ``guard`` (the
+library the ranks run with, pvserver_guard.c as ``pvhpc runtime install`` built it). It
 
-- starts ``MPI-LAUNCHER pvserver --server-port=P --connect-id=C`` on a port free on this node, in its own
-  process group (its own, so that it can be stopped whole); the MPI launcher spreads the ranks over the job's nodes through Slurm, rank 0 (the one
-  that listens) here, beside the web server, which connects to it on localhost;
+- starts ``MPI-LAUNCHER pvserver --server-port=P --connect-id=@PVHPC_CONNECT_ID@`` on a port free on this node,
+  in its own process group (its own, so that it can be stopped whole), with the guard preloaded: the MPI
+  launcher spreads the ranks over the job's nodes through Slurm, rank 0 (the one that listens) here, beside
+  the web server, which connects to it on localhost;
 - waits until the root rank accepts connections, which it does only once every rank has started (a
   failed or slow start is reported with the server's last lines);
 - runs pvhpc's launcher with the connect arguments added to the application's command: the web server
@@ -19,15 +21,24 @@ pvserver, with ``${ds_host}``, ``${ds_port}``, ``${connect_id}``, ``${ranks}``) 
   the MPI launcher's own words about which rank, and stops the web server;
 - when the web server ends, or on SIGTERM (scancel, the walltime), stops every rank: none outlives the job.
 
-The connect id is a random number the web server must present: a client from elsewhere that reaches the
-port before the web server does is refused. It is on pvserver's command line (ParaView takes it nowhere
-else), so users of the same node can read it; after the first client, pvserver takes no other.
+What another user of the node sees, and can do. Each process's command line is everyone's to read
+(``ps``), its environment only its user's. The connect id, a random number the web server must present, is in
+the ranks' environment (PVHPC_CONNECT_ID, passed on by name: OpenMPI's ``-x NAME``), and the guard puts it
+where pvserver reads it, in its argv inside the process, while its command line keeps the placeholder; the
+web server gets it the same way (``${connect_id}``, filled in by argv_secret.py). The guard also takes on the
+port only a connection from this node's loopback made by the job's own user, and closes any other before
+ParaView reads from it: another user's client is refused whatever id it presents, and one that connects
+first and sends nothing no longer holds the ranks in their handshake (ParaView waits on such a client for
+as long as it stays, and takes the next only after). That the port shows (on pvserver's command line, and
+in /proc/net/tcp for every listening socket anyway) then gives nothing away. After its first client,
+pvserver closes its port.
 """
 
 import json
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -40,7 +51,12 @@ import launcher
 PARALLEL_ENV = "PVHPC_PARALLEL"
 # What pvserver's root rank prints once it accepts a client (ParaView 5.x).
 LISTENING_LINE = r"Accepting connection\(s\)"
-CONNECT_ID_ENV = "PVHPC_CONNECT_ID"   # read by argv_secret.py
+CONNECT_ID_ENV = "PVHPC_CONNECT_ID"   # read by argv_secret.py and by the guard in the ranks
+CONNECT_ID_PLACEHOLDER = "@PVHPC_CONNECT_ID@"   # what the ranks' command lines show; the guard fills it in
+GUARD_EXE_ENV, GUARD_PORT_ENV = "PVHPC_GUARD_EXE", "PVHPC_GUARD_PORT"   # pvserver_guard.c reads them
+GUARD_ENV = (CONNECT_ID_ENV, GUARD_EXE_ENV, GUARD_PORT_ENV, "LD_PRELOAD")
+# MPI launchers that pass a variable on to the ranks by its name with -x NAME (OpenMPI's, under any name).
+OPENMPI_LAUNCHERS = re.compile(r"^(orterun|prterun)$|openmpi")
 RANK_LINE = re.compile(r"\brank \d+\b", re.IGNORECASE)   # mpiexec: "process rank 2 ... on node cpu02 exited"
 RANK_WORDS = re.compile(r"rank|signal|exit|abort|kill|fail|error", re.IGNORECASE)
 # Short: the job script kills what is left of its children 2 s after its own SIGTERM, and a rank whose MPI
@@ -49,14 +65,11 @@ STOP_GRACE = 1.5
 POLL = 0.1
 
 
-def fill(argv, values):
-    return [re.sub(r"\$\{(\w+)\}", lambda m: values.get(m.group(1), m.group(0)), arg) for arg in argv]
-
-
 def mpi_environment():
     env = dict(os.environ)
     # The web server's private things are not the ParaView server's.
-    for name in ("PVHPC_SECRET", "PVHPC_REPORT_TOKEN", launcher.COMMAND_ENV, launcher.READY_ENV, PARALLEL_ENV):
+    for name in ("PVHPC_SECRET", "PVHPC_REPORT_TOKEN", launcher.REPORT_URL_ENV, launcher.COMMAND_ENV,
+                 launcher.READY_ENV, PARALLEL_ENV):
         env.pop(name, None)
     # The job's X display is private to its first node; ranks elsewhere could not open it, and every rank
     # should render the same way: offscreen (pvserver --force-offscreen-rendering, EGL or OSMesa builds).
@@ -72,12 +85,36 @@ def mpi_environment():
     return env
 
 
+def guard_environment(env, guard, exe, port, connect_id):
+    """The ranks' environment with the guard preloaded and what it needs."""
+    env = dict(env)
+    env["LD_PRELOAD"] = ":".join(p for p in (guard, env.get("LD_PRELOAD", "")) if p)
+    env.update({CONNECT_ID_ENV: str(connect_id), GUARD_EXE_ENV: exe, GUARD_PORT_ENV: str(port)})
+    return env
+
+
+def passed_by_name(mpi, env):
+    """Options that pass the guard's variables on to every rank by name, never by value: OpenMPI's mpiexec
+    gives remote ranks only what -x names. Other launchers (srun, MPICH's mpiexec) pass the whole environment."""
+    program = shutil.which(mpi[0], path=env.get("PATH")) if mpi else None
+    if program and OPENMPI_LAUNCHERS.search(os.path.basename(os.path.realpath(program))):
+        return [option for name in GUARD_ENV for option in ("-x", name)]
+    return []
+
+
+def pvserver_executable(pvserver, env):
+    """pvserver's real path, as the ranks' /proc/self/exe will be: the guard acts in that program only."""
+    found = shutil.which(pvserver[0], path=env.get("PATH"))
+    return os.path.realpath(found) if found else None
+
+
 def launcher_environment(command, connect_id):
     env = dict(os.environ)
     env.pop(PARALLEL_ENV, None)
     env[launcher.COMMAND_ENV] = json.dumps(command)
-    # For servers that take no connect id of their own (the Visualizer): pvhpc's argv wrapper sets it in the
-    # ParaView process before the server connects, so it is on no command line of the web server's.
+    # pvhpc's argv wrapper fills it into the web server's argv (${connect_id}) or, for servers that take no
+    # connect id of their own (the Visualizer), sets it in their ParaView before they connect: it is on no
+    # command line of the web server's.
     env[CONNECT_ID_ENV] = str(connect_id)
     return env
 
@@ -116,11 +153,26 @@ def run(spec, launcher_argv):
     ranks = int(spec["ranks"])
     port = launcher.free_port("0.0.0.0")   # pvserver cannot be told an address: it listens on every interface
     connect_id = random.SystemRandom().randint(1, 2**31 - 1)
-    values = {"ds_host": "localhost", "ds_port": str(port), "ranks": str(ranks), "connect_id": str(connect_id)}
-    argv = list(spec["mpi"]) + list(spec["pvserver"]) + [f"--server-port={port}", f"--connect-id={connect_id}"]
+    # The connect id is left for the web server's argv wrapper to fill in, inside its process.
+    values = {"ds_host": "localhost", "ds_port": str(port), "ranks": str(ranks)}
+    env = mpi_environment()
+    guard, exe = spec.get("guard") or "", pvserver_executable(spec["pvserver"], env)
+    problem = ""
+    if not os.path.isfile(guard):
+        problem = (f"pvhpc's pvserver guard {guard or '(none named)'} is not on this node: run 'pvhpc runtime "
+                   "install' (it needs a C compiler) into the runtime directory the nodes share")
+    elif exe is None:
+        problem = f"{spec['pvserver'][0]} is not found on this node"
+    if problem:
+        print(f"pvhpc: {problem}", flush=True)
+        jobhelper.send(args.url, "failed", 30, reason=f"the ParaView server cannot be started: {problem}")
+        return 1
+    env = guard_environment(env, guard, exe, port, connect_id)
+    argv = (list(spec["mpi"]) + passed_by_name(spec["mpi"], env) + list(spec["pvserver"])
+            + [f"--server-port={port}", f"--connect-id={CONNECT_ID_PLACEHOLDER}"])
     print(f"pvhpc: starting the ParaView server, {ranks} ranks: {' '.join(argv)}", flush=True)
     servers = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               env=mpi_environment(), process_group=0)
+                               env=env, process_group=0)
     web = None
     stopping = threading.Event()
 
@@ -151,7 +203,9 @@ def run(spec, launcher_argv):
                 return 1
             time.sleep(POLL)
 
-        command = json.loads(os.environ[launcher.COMMAND_ENV]) + fill(spec["connect"], values)
+        # The launcher's command is templates (launcher.expand): the connect arguments become templates too.
+        connect = [launcher.expand(launcher.template_of(arg), values, final=False) for arg in spec["connect"]]
+        command = json.loads(os.environ[launcher.COMMAND_ENV]) + connect
         # Its own process group too: the web server under it is stopped with it, whatever becomes of the launcher.
         web = subprocess.Popen([sys.executable, *launcher_argv], env=launcher_environment(command, connect_id),
                                process_group=0)
@@ -180,7 +234,7 @@ def launcher_argv_options(launcher_argv):
 
     parser = argparse.ArgumentParser(prog="pvhpc-parallel", add_help=False)
     parser.add_argument("--start-timeout", type=float, default=300)
-    parser.add_argument("--url", default="")
+    parser.add_argument("--url", default=os.environ.get(launcher.REPORT_URL_ENV, ""))
     args, _ = parser.parse_known_args(launcher_argv[1:])
     return args
 

@@ -9,10 +9,16 @@ clients do not expect.
 The web clients (the ParaView Visualizer and wslink's browser client) are npm packages used as
 they are published: ``npm pack`` fetches each tarball once into a cache beside them, and they are
 unpacked from there, so installing again fetches nothing.
+
+A parallel session's pvserver ranks run with a small library of pvhpc's preloaded
+(pvserver_guard.c, beside this file): it gives them their connect id without putting it on a command
+line and takes only their own user's client (docs/parallel.md). It is compiled here with the node's C
+compiler (``cc``) into the same directory as wslink, which the nodes share.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import subprocess
@@ -42,6 +48,9 @@ TRAME_LAUNCHER_URL = "../../paraview/"
 WEB_CLIENTS = {"pvw-visualizer": "3.2.0", "wslink": "1.12.4"}
 TARBALL_CACHE = ".npm-packs"
 INSTALLED_MARK = ".pvhpc-installed"
+PVSERVER_GUARD = "pvhpc-pvserver-guard.so"
+PVSERVER_GUARD_SOURCE = Path(__file__).resolve().parent / "pvserver_guard.c"
+CC_ENV = "CC"   # the C compiler to build it with, as make's; default cc
 
 
 class RuntimeProblem(PvhpcError):
@@ -56,17 +65,48 @@ class RuntimeCheck:
 
 
 def install(target: Path) -> None:
-    """Install wslink for pvpython into ``target`` (idempotent)."""
-    if (target / "wslink" / "__init__.py").exists():
-        return
+    """Install wslink for pvpython into ``target`` and build the pvserver guard there (idempotent)."""
     target.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-         "--target", str(target), WSLINK_REQUIREMENT],
-        capture_output=True, text=True,
-    )
-    if proc.returncode != 0:
-        raise RuntimeProblem(f"pip could not install {WSLINK_REQUIREMENT} into {target}: {proc.stderr.strip()[-500:]}")
+    if not (target / "wslink" / "__init__.py").exists():
+        proc = subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+             "--target", str(target), WSLINK_REQUIREMENT],
+            capture_output=True, text=True,
+        )
+        if proc.returncode != 0:
+            raise RuntimeProblem(f"pip could not install {WSLINK_REQUIREMENT} into {target}: "
+                                 f"{proc.stderr.strip()[-500:]}")
+    build_pvserver_guard(target)
+
+
+def _compiler() -> list[str]:
+    cc = os.environ.get(CC_ENV) or "cc"
+    return cc.split()
+
+
+def build_pvserver_guard(target: Path) -> Path:
+    """Compile pvserver_guard.c into ``target`` (again each time: it takes a moment, and is then always the
+    source's). Written beside its place and renamed in, so that a job starting meanwhile never loads half of it."""
+    cc = _compiler()
+    if shutil.which(cc[0]) is None:
+        raise RuntimeProblem(f"no C compiler ({cc[0]}; set ${CC_ENV} to name another): parallel sessions' pvserver "
+                             f"ranks need {PVSERVER_GUARD}, built from {PVSERVER_GUARD_SOURCE.name}; install Debian's "
+                             "gcc and libc6-dev packages")
+    dest = target / PVSERVER_GUARD
+    fd, staging = tempfile.mkstemp(prefix=f".{PVSERVER_GUARD}-", dir=target)
+    os.close(fd)
+    try:
+        proc = subprocess.run([*cc, "-shared", "-fPIC", "-O2", "-Wall", "-o", staging, str(PVSERVER_GUARD_SOURCE),
+                               "-ldl"], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeProblem(f"{cc[0]} could not build {PVSERVER_GUARD} from {PVSERVER_GUARD_SOURCE}: "
+                                 f"{(proc.stderr or proc.stdout).strip()[-800:]}")
+        os.chmod(staging, 0o755)   # every user's jobs load it
+        os.replace(staging, dest)
+    finally:
+        if os.path.exists(staging):
+            os.unlink(staging)
+    return dest
 
 
 def trame_dir(runtime_dir: Path) -> Path:
@@ -187,6 +227,7 @@ def check(pythonpath: Path, pvpython: str = "pvpython") -> list[RuntimeCheck]:
     for tool, package in (("Xvfb", "xvfb"), ("xauth", "xauth")):
         found = shutil.which(tool)
         results.append(RuntimeCheck(tool, found is not None, found or f"not found: install Debian's {package} package"))
+    results.append(check_pvserver_guard(pythonpath))
     if pv:
         env = dict(os.environ, PYTHONPATH=str(pythonpath))
         proc = subprocess.run(
@@ -199,3 +240,19 @@ def check(pythonpath: Path, pvpython: str = "pvpython") -> list[RuntimeCheck]:
         )
         results.append(RuntimeCheck("wslink", ok, detail))
     return results
+
+
+def check_pvserver_guard(pythonpath: Path) -> RuntimeCheck:
+    """The library parallel sessions' ranks run with: built, and loadable (a missing compiler is said here too)."""
+    guard = pythonpath / PVSERVER_GUARD
+    if not guard.is_file():
+        cc = _compiler()[0]
+        why = "" if shutil.which(cc) else f" (and there is no C compiler, {cc}: install Debian's gcc and libc6-dev)"
+        return RuntimeCheck("pvserver-guard", False, f"{guard} is missing: run 'pvhpc runtime install'{why}; "
+                                                     "parallel sessions cannot start without it")
+    try:
+        ctypes.CDLL(str(guard))
+    except OSError as e:
+        return RuntimeCheck("pvserver-guard", False, f"{guard} does not load ({e}): run 'pvhpc runtime install'")
+    return RuntimeCheck("pvserver-guard", True, str(guard))
+

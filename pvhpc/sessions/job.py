@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 from pvhpc.config import ApplicationConfig, SiteConfig
+from pvhpc.node import runtime
 from pvhpc.scheduler import JobRequest
 from pvhpc.sessions import command, joblogs, parallel, savedstates
 from pvhpc.sessions.spec import SessionSpec
@@ -20,10 +22,26 @@ def report_urls(config: SiteConfig, session_id: str) -> str:
     return " ".join(f"{url}/api/v1/sessions/{session_id}/report" for url in config.service.callback_urls)
 
 
+# In what the node's launcher reads (pvhpc/node/launcher.py expand), ``${name}`` is a placeholder it fills in and
+# ``$$`` a ``$`` of the argument's own. A ``$`` of the command as staff wrote it that could be read otherwise (before
+# ``{`` or ``$``), and every ``$`` of a value filled in here (a data file called ``${port}x.vtk``), is written ``$$``:
+# each value is filled in once, here or there, and never again.
+_LITERAL_DOLLAR = re.compile(r"(\$\{[^}]*\})|\$(?=[{$])")
+
+
+def _template(arg: str) -> str:
+    return _LITERAL_DOLLAR.sub(lambda m: m.group(1) or "$$", arg)
+
+
+def _escaped(value: str) -> str:
+    return value.replace("$", "$$")
+
+
 def command_line(config: SiteConfig, app: ApplicationConfig, spec: SessionSpec) -> list[str]:
-    """The application's command with everything known before the job runs filled in."""
+    """The application's command with everything known before the job runs filled in, as templates of the node's
+    launcher (a ``$`` of the command's own or of a value written ``$$``)."""
     python = str(app.runtime.venv / "bin" / "python") if app.runtime.venv else config.runtime.helper_python
-    return command.fill(app.command, {
+    return command.fill(tuple(_template(arg) for arg in app.command), {name: _escaped(value) for name, value in {
         "pvpython": config.runtime.pvpython,
         "python": python,
         "server_script": str(app.server_script),
@@ -32,7 +50,13 @@ def command_line(config: SiteConfig, app: ApplicationConfig, spec: SessionSpec) 
         "load_path": os.path.join(spec.data_root, spec.data_file) if spec.data_file else "",
         "idle_timeout": str(app.idle_timeout),
         "web_client": str(app.web_client or ""),
-    })
+    }.items()})
+
+
+def pvserver_guard(config: SiteConfig) -> str:
+    """Where ``pvhpc runtime install`` builds the library a parallel session's pvserver ranks run with (the
+    runtime directory, runtime.pythonpath, which the nodes share)."""
+    return str(Path(config.runtime.pythonpath.split(os.pathsep)[0]) / runtime.PVSERVER_GUARD)
 
 
 def pythonpath(config: SiteConfig, app: ApplicationConfig) -> str:
@@ -75,7 +99,7 @@ def script_values(config: SiteConfig, spec: SessionSpec, user: str, session_id: 
         "idle_timeout": app.idle_timeout,
         # Seconds without user input before the server stops, and the warning's lead (pvhpc/node/input_idle.py).
         "input_idle": f"{app.input_idle_timeout}:{app.input_idle_warning}" if app.input_idle_timeout else "",
-        "parallel": parallel.job_value(app, spec.nodes, spec.ranks),
+        "parallel": parallel.job_value(app, spec.nodes, spec.ranks, pvserver_guard(config)),
         # The ParaView state: where the server saves it when the job is ended, the one it starts from (checked
         # before submit) and the roots its data must lie in, checked again on the node (pvhpc/node/pvstate.py).
         "state_save": savedstates.save_prefix(config, user, session_id) if save_state else "",

@@ -30,7 +30,8 @@ LAUNCHER_PLACEHOLDERS = {
 CONNECT_PLACEHOLDERS = {
     "ds_host": "the host the pvserver's root rank listens on (the job's first node, as localhost)",
     "ds_port": "its port, free on that node",
-    "connect_id": "the random connect id the pvserver was started with (a client must present it)",
+    "connect_id": "the random connect id the pvserver was started with (a client must present it); filled in "
+                  "inside a Python web server's own process (pvhpc's argv wrapper), never on a command line",
     "ranks": "the session's MPI ranks",
 }
 # pvhpc's own server (pvhpc/node/pvweb_server.py) takes these; the Visualizer takes --ds-host/--ds-port.
@@ -143,11 +144,12 @@ def sizes(body: dict, partition: PartitionConfig, app: ApplicationConfig) -> tup
     return nodes, ranks
 
 
-def job_value(app: ApplicationConfig, nodes: int, ranks: int) -> str:
-    """What the job script hands pvhpc/node/parallel.py (PVHPC_PARALLEL): empty for a one-process session."""
+def job_value(app: ApplicationConfig, nodes: int, ranks: int, guard: str) -> str:
+    """What the job script hands pvhpc/node/parallel.py (PVHPC_PARALLEL): empty for a one-process session.
+    ``guard``: the library the ranks run with (pvhpc/node/pvserver_guard.c, built by ``pvhpc runtime install``)."""
     if not ranks:
         return ""
     values = {"ranks": str(ranks), "nodes": str(nodes), "ranks_per_node": str(-(-ranks // nodes))}
     mpi = [PLACEHOLDER.sub(lambda m: values[m.group(1)], arg) for arg in app.mpi_launcher]
     return json.dumps({"mpi": mpi, "pvserver": list(app.pvserver), "connect": list(app.pvserver_connect),
-                       "ranks": ranks})
+                       "ranks": ranks, "guard": guard})
