@@ -135,6 +135,18 @@ def test_the_argv_wrapper_fills_the_secret_and_connect_id_in_the_server_only(tmp
                           env=env, capture_output=True, text=True, timeout=60)
     seen = json.loads(proc.stdout.strip().splitlines()[-1])
     assert seen["argv"] == ["--connect-id", "987654321"] and seen["env"]["PVHPC_SECRET"] == "s3cret-value"
+    # pvhpc's own server installs pvhpc's hooks itself, as the wrapper did: once in a process, not twice (which
+    # would hook wslink's exits twice, and save and load the state twice).
+    hooks = tmp_path / "hooks.py"
+    hooks.write_text("import pvstate, wslink_exits\nbefore = list(wslink_exits.before_idle_stop)\n"
+                     "pvstate.install()\nwslink_exits.install()\n"
+                     "print(len(before), len(wslink_exits.before_idle_stop))\n")
+    proc = subprocess.run([sys.executable, NODE_DIR / "argv_secret.py", hooks, "${connect_id}"],
+                          env=dict(env, PVHPC_STATE_SAVE=str(tmp_path / "state")), capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    before, after = proc.stdout.split()
+    assert before == after == "1", proc.stdout
 
 
 def test_a_command_that_would_show_the_connect_id_is_refused(tmp_path, node, monkeypatch):
