@@ -14,6 +14,7 @@ PACKAGES=(
     paraview python3-paraview xvfb xauth
     apache2 openssh-server openssh-client postgresql
     chromium logrotate
+    gcc libc6-dev
 )
 
 if [ "$(id -u)" -ne 0 ]; then
