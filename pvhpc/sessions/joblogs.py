@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from pvhpc.config import SiteConfig
-from pvhpc.scheduler.runners import CommandRunner, CommandUnavailable
+from pvhpc.scheduler.runners import CommandRunner, CommandUnavailable, read_tail
 
 USER_LOG_DIR = ".pvhpc/logs"
 MAX_BYTES = 256 * 1024
@@ -39,15 +39,20 @@ class JobLogs:
         self.runner_for_user = runner_for_user
 
     async def read_tail(self, user: str, job_name: str) -> tuple[str, int]:
-        """The last MAX_BYTES of the job's log and whether there was more ("" when there is none yet)."""
-        path = log_path(self.config, user, job_name)
+        """The last MAX_BYTES of the job's log and whether there was more ("" when there is none yet).
+
+        Read as the job's user where jobs run as users, within runners.READ_TIMEOUT: a log that is not a regular
+        file (its user made it a FIFO, a directory, ...) raises runners.UnreadableFile, a 4xx naming it."""
+        try:
+            path = log_path(self.config, user, job_name)
+        except KeyError:
+            return "", False   # no account on this host: it never had a job that could write one
         runner = self.runner_for_user(user) if per_user(self.config) and self.runner_for_user else self.runner
         try:
             # One byte more than is shown tells whether there was more.
-            tail = await runner.run(["tail", "-c", str(MAX_BYTES + 1), str(path)], timeout=10)
+            text = await read_tail(runner, path, MAX_BYTES + 1)
         except CommandUnavailable:
+            return "", False   # sudo or the login host could not be asked: nothing to show, as before a log exists
+        if text is None:
             return "", False
-        if not tail.ok:
-            return "", False
-        text = tail.stdout
         return (text[1:], True) if len(text.encode()) > MAX_BYTES else (text, False)

@@ -23,7 +23,7 @@ from typing import Callable
 
 from pvhpc.config import ApplicationConfig, SiteConfig
 from pvhpc.node import pvstate
-from pvhpc.scheduler.runners import CommandRunner, CommandUnavailable
+from pvhpc.scheduler.runners import CommandRunner, CommandUnavailable, UnreadableFile, read_tail
 from pvhpc.sessions import joblogs
 from pvhpc.sessions.spec import RequestError, SessionSpec
 
@@ -65,13 +65,13 @@ class SavedStates:
         """The user's saved states, newest first: name, path, the session that saved it, when, size."""
         where = state_dir(self.config, user)
         try:
-            # The index the servers append to (pvhpc/node/pvstate.py): tail is what sudo lets pvhpc run as users.
-            found = await self._runner(user).run(["tail", "-c", str(MAX_INDEX_BYTES), str(where / pvstate.INDEX)],
-                                                 timeout=10)
+            # The index the servers append to (pvhpc/node/pvstate.py), read as the user where jobs run as users; one
+            # that is not a regular file (a FIFO, a directory) raises UnreadableFile, a 4xx naming it.
+            found = await read_tail(self._runner(user), where / pvstate.INDEX, MAX_INDEX_BYTES)
         except CommandUnavailable:
             return []
         states, seen = [], set()
-        for line in found.stdout.splitlines() if found.ok else []:
+        for line in (found or "").splitlines():
             name, _, size = line.partition("\t")
             m = SAVED_NAME.match(name)
             if m is None or not size.isdigit() or name in seen:
@@ -97,18 +97,20 @@ class SavedStates:
                                f"{app.name}'s data roots ({roots})", field="state")
         self._refuse_others_code(user, real)
         try:
-            # tail, not head: the one reading command sudo lets pvhpc run as users (docs/sudoers.pvhpc).
-            read = await self._runner(user).run(["tail", "-c", str(MAX_STATE_BYTES + 1), real], timeout=20)
+            # At most one byte more than a state may hold, within runners.READ_TIMEOUT (a FIFO, a device or a
+            # directory is refused, naming it), as the user where jobs run as users.
+            text = await read_tail(self._runner(user), real, MAX_STATE_BYTES + 1)
+        except UnreadableFile as e:
+            raise RequestError(str(e), field="state", status=e.status) from None
         except CommandUnavailable as e:
             raise RequestError(f"{value!r} could not be read: {e}", field="state", status=503) from None
-        if not read.ok:
-            raise RequestError(f"{value!r} cannot be read: {read.stderr.strip()[-200:] or 'no such file'}",
-                               field="state")
-        if len(read.stdout.encode()) > MAX_STATE_BYTES:
+        if text is None:
+            raise RequestError(f"{value!r} cannot be read: no such file", field="state")
+        if len(text.encode()) > MAX_STATE_BYTES:
             raise RequestError(f"{value!r} is over {MAX_STATE_BYTES // (1024 * 1024)} MB: not a saved state",
                                field="state")
         try:
-            names = pvstate.files_named(read.stdout, value)
+            names = pvstate.files_named(text, value)
         except pvstate.StateRefused as e:
             raise RequestError(str(e), field="state") from None
         bad = pvstate.outside(names, [str(r) for r in app.data_roots])
