@@ -7,9 +7,12 @@ errors name the field.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import pwd
+import struct
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -106,7 +109,7 @@ def _walltime(body: dict, partition: PartitionConfig) -> int:
     return minutes
 
 
-def _data(body: dict, app: ApplicationConfig) -> tuple[str, str | None]:
+def _data(body: dict, app: ApplicationConfig, access: UserAccess | None = None) -> tuple[str, str | None]:
     value = body.get("data")
     default_root = str(app.data_roots[0])
     if value is None or value == "":
@@ -119,11 +122,114 @@ def _data(body: dict, app: ApplicationConfig) -> tuple[str, str | None]:
     resolved = Path(os.path.realpath(candidate))
     for root in app.data_roots:
         if resolved == root or root in resolved.parents:
-            if not resolved.is_file():
+            try:
+                # The user's own permissions first: nothing past a directory the user may not search is looked at.
+                refused = access.refusal(resolved, READ) if access is not None else None
+                is_file = resolved.is_file()
+            except FileNotFoundError:
+                refused, is_file = None, False
+            except OSError:
+                raise RequestError(f"{service_refusal(resolved)} cannot be read by pvhpc's service account, so "
+                                   f"{value!r} cannot be checked", field="data", status=403) from None
+            if refused is not None:
+                what = "file" if refused == resolved else "directory"
+                raise RequestError(f"{refused} is a {what} {access.name} may not read", field="data", status=403)
+            if not is_file:
                 raise RequestError(f"{value!r} is not an existing file", field="data")
             return str(root), str(resolved.relative_to(root))
     roots = ", ".join(str(r) for r in app.data_roots)
     raise RequestError(f"{value!r} is outside the allowed data directories ({roots})", field="data")
+
+
+READ, WRITE, SEARCH = 4, 2, 1   # the permission bits asked for: r, w, x (a directory's x: search it)
+_ACL = {"user_obj": 0x01, "user": 0x02, "group_obj": 0x04, "group": 0x08, "mask": 0x10, "other": 0x20}
+
+
+class UserAccess:
+    """What a Unix user may do to a file, decided as the kernel decides it: the user's uid, primary and
+    supplementary groups (os.getgrouplist, through NSS) against the file's mode bits and POSIX access ACL.
+
+    pvhpc runs as its own account and cannot act as a user (sudo lets it run only sbatch, scancel and tail as
+    them), so it asks this before it shows a user a directory (the data browser) or takes a data file. Where
+    the service itself cannot look (a directory only its user may search), OSError tells so."""
+
+    def __init__(self, user: str):
+        account = pwd.getpwnam(user)   # KeyError: no account on this host
+        self.name, self.uid = user, account.pw_uid
+        self.groups = frozenset(os.getgrouplist(user, account.pw_gid))
+
+    @classmethod
+    def of(cls, user: str | None) -> "UserAccess | None":
+        """The user's, or None for a user with no account here (jobs then run as the service, which decides)."""
+        if not user:
+            return None
+        try:
+            return cls(user)
+        except KeyError:
+            return None
+
+    def may(self, path: Path, want: int) -> bool:
+        """Whether the user may ``want`` (READ, SEARCH, ... or'ed) ``path``; OSError when the service cannot look."""
+        if self.uid == 0:
+            return True
+        st = os.stat(path)
+        acl = _access_acl(path)
+        if acl is None:
+            if st.st_uid == self.uid:
+                bits = st.st_mode >> 6
+            elif st.st_gid in self.groups:
+                bits = st.st_mode >> 3
+            else:
+                bits = st.st_mode
+            return bits & want == want
+        # acl(5), "access check algorithm": the owner; a named user (through the mask); the groups, any of
+        # which may grant (through the mask); else other.
+        mask = next((perm for tag, perm, _ in acl if tag == _ACL["mask"]), 7)
+        if st.st_uid == self.uid:
+            return next(perm for tag, perm, _ in acl if tag == _ACL["user_obj"]) & want == want
+        for tag, perm, ident in acl:
+            if tag == _ACL["user"] and ident == self.uid:
+                return perm & mask & want == want
+        matched = False
+        for tag, perm, ident in acl:
+            if (tag == _ACL["group_obj"] and st.st_gid in self.groups) or (tag == _ACL["group"]
+                                                                          and ident in self.groups):
+                matched = True
+                if perm & mask & want == want:
+                    return True
+        if matched:
+            return False
+        return next(perm for tag, perm, _ in acl if tag == _ACL["other"]) & want == want
+
+    def refusal(self, path: Path, want: int) -> Path | None:
+        """Where the user's way to ``path`` (a real path, links resolved) ends: the first directory from / the
+        user may not search, or ``path`` itself when the user may not ``want`` it; None when the way is open.
+        Nothing past that point is looked at. OSError: the service cannot look (FileNotFoundError: not there)."""
+        for directory in reversed(path.parents):
+            if not self.may(directory, SEARCH):
+                return directory
+        return None if self.may(path, want) else path
+
+
+def _access_acl(path: Path) -> list[tuple[int, int, int]] | None:
+    """The POSIX access ACL of ``path`` as (tag, permissions, id) entries, or None where it has none."""
+    try:
+        raw = os.getxattr(path, "system.posix_acl_access")
+    except OSError as e:
+        if e.errno in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP):
+            return None
+        raise
+    if len(raw) < 4 or (len(raw) - 4) % 8 or struct.unpack_from("<I", raw)[0] != 2:
+        raise OSError(errno.EINVAL, f"an access ACL pvhpc cannot read on {path}")
+    return [struct.unpack_from("<HHI", raw, offset) for offset in range(4, len(raw), 8)]
+
+
+def service_refusal(path: Path) -> Path:
+    """The first directory from / the service itself cannot search on the way to ``path`` (else ``path``)."""
+    for directory in reversed(path.parents):
+        if not os.access(directory, os.X_OK):
+            return directory
+    return path
 
 
 def _state(body: dict) -> str | None:
@@ -140,9 +246,10 @@ def _state(body: dict) -> str | None:
     return value
 
 
-def parse_spec(config: SiteConfig, body: Any, strict: bool) -> SessionSpec:
+def parse_spec(config: SiteConfig, body: Any, strict: bool, user: str | None = None) -> SessionSpec:
     """Check a request body. With ``strict``, unknown keys are errors (the native API);
-    without, they are ignored (ParaViewWeb clients send their whole config to the launcher)."""
+    without, they are ignored (ParaViewWeb clients send their whole config to the launcher).
+    With ``user``, a data file must be one that user may read (UserAccess), else 403 naming where not."""
     if not isinstance(body, dict):
         raise RequestError("the request body must be a JSON object")
     if not strict:
@@ -166,7 +273,7 @@ def parse_spec(config: SiteConfig, body: Any, strict: bool) -> SessionSpec:
     qos = _choose(partition.qos, _name_field(body, "qos"), "qos", "a QoS")
     gpus = _gpus(body, partition)
     walltime = _walltime(body, partition)
-    data_root, data_file = _data(body, app)
+    data_root, data_file = _data(body, app, UserAccess.of(user))
     nodes, ranks = parallel.sizes(body, partition, app)
     return SessionSpec(app_name, partition_name, gpus, walltime, account, qos, data_root, data_file, nodes, ranks,
                        _state(body))

@@ -22,6 +22,7 @@ from tornado.web import RedirectHandler, StaticFileHandler
 
 from pvhpc.frontends import web_clients
 from pvhpc.paths import web_clients_dir
+from pvhpc.sessions.spec import READ, SEARCH, UserAccess, service_refusal
 
 from pvhpc.web.base import JSONHandler
 from pvhpc.web.errors import APIError, ErrorAnswer, ErrorAnswers
@@ -118,10 +119,16 @@ class DataFilesHandler(JSONHandler):
     ``path`` is relative to the root (``root`` is its index); the answer names
     only entries inside the root after symlinks are resolved, as the session
     request itself will insist.
+
+    It shows what the user may read and nothing more (pvhpc lists as its own account, which may read more):
+    a directory on whose way the user may not search, or which the user may not list, answers 403 naming it
+    (nothing past it is looked at); of its entries only the directories the user may list and the files the
+    user may read are shown (sessions/spec.py UserAccess: the user's uid and groups against modes and ACLs).
+    A user with no account on this host gets what the service account may read, as their jobs do.
     """
 
     def get(self, app_name: str) -> None:
-        self.require_user()
+        user = self.require_user()
         app = self.ctx.config.applications.get(app_name)
         if app is None:
             raise APIError(f"no application {app_name}", status=404)
@@ -134,27 +141,57 @@ class DataFilesHandler(JSONHandler):
         directory = Path(os.path.realpath(root / relative))
         if not (directory == root or root in directory.parents):
             raise APIError("is outside the data directory", field="path")
-        if not directory.is_dir():
+        access = UserAccess.of(user)
+        try:
+            refused = access.refusal(directory, READ | SEARCH) if access is not None else None
+            is_dir = directory.is_dir()
+        except FileNotFoundError:
+            refused, is_dir = None, False
+        except OSError:
+            raise APIError(f"{service_refusal(directory)} cannot be read by pvhpc's service account",
+                           status=403) from None
+        if refused is not None:
+            raise APIError(f"{refused} is a directory {user} may not read", status=403)
+        if not is_dir:
             raise APIError(f"{relative or '/'} is not a directory", status=404)
         entries = []
         try:
             names = sorted(os.listdir(directory), key=str.lower)
         except PermissionError:
-            raise APIError(f"{relative or '/'} cannot be read", status=403) from None
+            raise APIError(f"{directory} cannot be read by pvhpc's service account", status=403) from None
         for name in names:
             if name.startswith("."):
                 continue
-            target = Path(os.path.realpath(directory / name))
-            if not (target == root or root in target.parents):
-                continue   # a link out of the root: the request would refuse it anyway
-            if target.is_dir():
-                entries.append({"name": name, "kind": "directory"})
-            elif target.is_file():
-                entries.append({"name": name, "kind": "file", "size": target.stat().st_size})
+            entry = self._entry(root, directory, name, access)
+            if entry is not None:
+                entries.append(entry)
             if len(entries) >= MAX_LISTING:
                 break
         path = str(directory.relative_to(root)) if directory != root else ""
         self.send({"root": str(root), "path": path, "entries": entries, "truncated": len(entries) >= MAX_LISTING})
+
+    @staticmethod
+    def _entry(root: Path, directory: Path, name: str, access: UserAccess | None) -> dict | None:
+        """An entry as the chooser shows it, or None: outside the root, neither a directory nor a file, or one the
+        user may not open (a link's target is judged on its own way from /)."""
+        target = Path(os.path.realpath(directory / name))
+        if not (target == root or root in target.parents):
+            return None   # a link out of the root: the request would refuse it anyway
+        try:
+            if target.is_dir():
+                kind, want = "directory", READ | SEARCH
+            elif target.is_file():
+                kind, want = "file", READ
+            else:
+                return None
+            linked = target.parent != directory
+            if access is not None and (access.refusal(target, want) if linked else
+                                       (None if access.may(target, want) else target)) is not None:
+                return None
+            return {"name": name, "kind": kind} if kind == "directory" else {
+                "name": name, "kind": kind, "size": target.stat().st_size}
+        except OSError:
+            return None   # gone meanwhile, or behind a directory the service cannot search
 
 
 def routes(ctx) -> list:
