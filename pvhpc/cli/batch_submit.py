@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 from pvhpc.client.api import Client, ClientError
-from pvhpc.cli import exit_codes
+from pvhpc.cli import exit_codes, progress
 from pvhpc.cli.session_format import ended_badly
 
 MAX_RATE_RETRIES = 20
@@ -69,7 +69,10 @@ def submit_one(client: Client, pacer: StartPacer, fields: dict, wait_until: str 
                     "exit_code": exit_codes.for_status(e.status)}
     if wait_until:
         try:
-            session = client.wait(session["id"], until=(wait_until,), timeout=wait_timeout)
+            # Followed as pvhpc wait follows it: through streams the service ends and the user's bound on them.
+            sid = session["id"]
+            _, session = progress.follow(lambda: client.events(sid, timeout=wait_timeout + 60), (wait_until,),
+                                         wait_timeout, None, lambda: client.get(sid))
         except ClientError as e:
             return {"ok": False, "session": session, "error": f"submitted, then: {e.message}", "status": e.status,
                     "exit_code": exit_codes.for_status(e.status)}

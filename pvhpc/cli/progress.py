@@ -73,22 +73,41 @@ def _settle(session: dict, until: tuple[str, ...], display) -> str | None:
     return None
 
 
+RECONNECT_AFTER = 2.0   # seconds before a stream the service ended (limits.event_stream_seconds) is opened again
+POLL_EVERY = 5.0        # seconds between asking for the session while the user's event streams are all taken
+
+
 def follow(events: Callable[[], Iterator[dict]], until: tuple[str, ...], timeout: float | None,
            display: ProgressDisplay | None, fetch: Callable[[], dict]) -> tuple[str, dict]:
     """Follow a session's events until its state is in ``until``, it ends, or ``timeout`` passes; warnings
     among the events (``"type": "warning"``) are shown as they come.
 
     The event stream is read in a thread so that the display keeps ticking while
-    nothing happens (Slurm may leave a job pending for hours). Returns the outcome
-    and the last session seen. A broken stream raises the client's error here.
+    nothing happens (Slurm may leave a job pending for hours). A stream lasts only so long
+    (limits.event_stream_seconds): when the service ends it while the session is live, it is opened
+    again; while the user holds all the streams the site allows (429, limits.event_streams_per_user), the
+    session is asked for every POLL_EVERY seconds instead. Returns the outcome and the last session seen.
+    Any other broken stream raises the client's error here.
     """
     inbox: queue.Queue = queue.Queue()
+    over = threading.Event()
 
     def read() -> None:
         try:
-            for session in events():
-                inbox.put(("session", session))
-            inbox.put(("closed", None))
+            while not over.is_set():
+                try:
+                    for session in events():
+                        inbox.put(("session", session))
+                        if over.is_set():
+                            return
+                except ClientError as e:
+                    if e.status != 429:
+                        raise
+                    inbox.put(("session", fetch()))   # no stream to be had now: ask, and try again later
+                    over.wait(POLL_EVERY)
+                    continue
+                inbox.put(("closed", None))
+                over.wait(RECONNECT_AFTER)
         except BaseException as e:   # handed to the main thread, which decides
             inbox.put(("error", e))
 
@@ -109,12 +128,13 @@ def follow(events: Callable[[], Iterator[dict]], until: tuple[str, ...], timeout
             if kind == "error":
                 raise value
             if kind == "closed":
-                # The service ends the stream when the session ends; ask once more to be sure how.
+                # The service ends the stream when the session ends, or when the stream has lasted its time (it is
+                # then opened again): ask once to be sure which.
                 last = fetch()
                 outcome = _settle(last, until, display)
-                if outcome is None:
-                    raise ClientError("the service closed the event stream of a live session", status=0)
-                return outcome, last
+                if outcome is not None:
+                    return outcome, last
+                continue
             if value.get("type") == "warning":
                 # News, not a state: said at once (also with -q, on standard error), and following goes on.
                 if display:
@@ -127,5 +147,6 @@ def follow(events: Callable[[], Iterator[dict]], until: tuple[str, ...], timeout
             if outcome is not None:
                 return outcome, last
     finally:
+        over.set()
         if display:
             display.close()

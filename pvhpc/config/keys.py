@@ -247,6 +247,21 @@ LIMITS = Section("limits", Limits, help="per user", keys=(
     Key("gpus_per_user", whole(0, 100000), 8, "GPUs a user's live sessions may hold together"),
     Key("max_body_bytes", whole(1024, 16 * 1024 * 1024), 64 * 1024, "the largest request body accepted, in bytes"),
     Key("requests_per_minute", whole(1, 1000000), 600, "API requests a user may make per minute"),
+    # What a user holds open, counted per service instance (as requests_per_minute): one user must not starve the
+    # front end's workers or the service. One more than these is answered 429, naming the key.
+    Key("event_streams_per_user", whole(1, 10000), 8,
+        "server-sent event streams (GET /api/v1/sessions/<id>/events: a page's tab, a pvhpc wait) a user may hold "
+        "open at once; each holds a front-end worker while it lasts"),
+    Key("event_stream_seconds", whole(5, 86400), 600,
+        "seconds an event stream lasts before the service ends it; clients reconnect (a browser's EventSource by "
+        "itself, the pvhpc command too) and get the session's state anew"),
+    Key("proxied_connections_per_user", whole(1, 100000), 32,
+        "connections a user may hold at once through the built-in front end: websockets at /proxy and "
+        "/session/<id>/, and HTTP requests under way at /session/<id>/"),
+    Key("proxy_idle_timeout", whole(0, 7 * 86400), 900,
+        "seconds a websocket through the built-in front end may carry nothing either way before it is closed "
+        "(wslink's servers ping their clients every 30 s, so a live one never is); 0: never. Every websocket "
+        "of a session is closed when the session ends (its walltime at the latest)"),
 ))
 
 FRONTEND = Section("frontend", FrontendConfig, help="how clients reach a session's server", keys=(

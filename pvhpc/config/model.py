@@ -94,6 +94,10 @@ class Limits:
     gpus_per_user: int
     max_body_bytes: int
     requests_per_minute: int     # per user, over the APIs
+    event_streams_per_user: int  # server-sent event streams open at once
+    event_stream_seconds: int    # how long one lasts before the service ends it (clients reconnect)
+    proxied_connections_per_user: int   # websockets and HTTP requests through the built-in front end at once
+    proxy_idle_timeout: int      # seconds a proxied websocket may carry nothing; 0: never
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,11 @@ default, or through an SSH tunnel when pvhpc runs off the cluster (ssh.py).
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import re
+import time
 from typing import Iterable
 
 from urllib.parse import urlsplit
@@ -40,6 +42,7 @@ log = logging.getLogger("pvhpc.frontends.builtin")
 PATH = re.compile(r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")   # no dots: nothing but the server's own paths
 CONNECT_TIMEOUT = 15
 SESSION_GONE = (1001, "the session ended")
+IDLE_CHECK = 30.0   # seconds between looks for websockets that carried nothing for limits.proxy_idle_timeout
 
 
 class Connector:
@@ -72,13 +75,35 @@ class ProxyTraffic:
         """``nbytes`` more passed "to_server" or "to_client" (websocket frames as they travel, headers and all)."""
 
 
+class Holding:
+    """One connection a user holds through the proxy: whose, and when it last carried a byte."""
+
+    __slots__ = ("user", "at", "frontend")
+
+    def __init__(self, frontend: "BuiltinFrontEnd", user: str):
+        self.frontend, self.user, self.at = frontend, user, time.monotonic()
+
+    def carried(self, direction: str, nbytes: int) -> None:
+        self.at = time.monotonic()
+        self.frontend.traffic.carried(direction, nbytes)
+
+
 class BuiltinFrontEnd(FrontEnd):
+    """Also bounds what one user holds open through it (``limits``): at most
+    ``limits.proxied_connections_per_user`` websockets and HTTP requests under way at once (one more is answered
+    429), and a websocket that carries nothing either way for ``limits.proxy_idle_timeout`` seconds is closed.
+    Every connection of a session is closed when the session stops being routable (its walltime at the latest)."""
+
     def __init__(self, session_url: str, connector: Connector | None = None):
         super().__init__(session_url)
         self.routes = RouteTable(self.routable)
         self.connections: dict[str, set[WebSocketRelay]] = {}
         self.connector = connector or DirectConnector()
         self.traffic = ProxyTraffic()
+        self.limits = None   # the site's limits, from handlers(); None (a bare test rig): no bounds
+        self.held: collections.Counter = collections.Counter()   # connections held, by user
+        self.holdings: dict[WebSocketRelay, Holding] = {}
+        self._idle_watch: asyncio.Task | None = None
 
     def update(self, record: SessionRecord) -> None:
         # A changed route (ended, or moved after a requeue) leaves the old server: drop its connections.
@@ -97,6 +122,7 @@ class BuiltinFrontEnd(FrontEnd):
     def handlers(self, ctx) -> list:
         from pvhpc.frontends.served import NotSessionContent, ServedSessionHandler, SessionOriginRedirect
 
+        self.limits = getattr(ctx.config, "limits", None)
         args = {"frontend": self, "auth": ctx.auth}
         served = {**args, "private_headers": ("Authorization", "Cookie", ctx.auth.config.header)}
         session_path = r"/session/([A-Za-z0-9_-]{1,128})(/.*)?"
@@ -112,16 +138,50 @@ class BuiltinFrontEnd(FrontEnd):
                 (r"/session/.*", SessionOriginRedirect, {"session_origin": session_origin})]
 
     async def stop(self) -> None:
+        if self._idle_watch is not None:
+            self._idle_watch.cancel()
+            self._idle_watch = None
         for session_id in list(self.connections):
             self._close_connections(session_id)
         await self.connector.close()
 
-    def opened(self, relay: WebSocketRelay) -> None:
+    # -- what each user holds -------------------------------------------------------------------------
+
+    def take(self, user: str) -> bool:
+        """Count one more connection of ``user``'s, if the bound allows it (release it with ``release``)."""
+        limit = self.limits.proxied_connections_per_user if self.limits is not None else None
+        if limit is not None and self.held[user] >= limit:
+            return False
+        self.held[user] += 1
+        return True
+
+    def release(self, user: str) -> None:
+        self.held[user] -= 1
+        if self.held[user] <= 0:
+            del self.held[user]
+
+    def too_many(self) -> tuple[str, dict]:
+        """The 429's message and the bound it names."""
+        limit = self.limits.proxied_connections_per_user
+        return (f"too many connections: this site allows {limit} at once per user through its front end "
+                "(limits.proxied_connections_per_user); close some (tabs, clients) and try again",
+                {"limit": "limits.proxied_connections_per_user"})
+
+    def holding(self, user: str) -> Holding:
+        return Holding(self, user)
+
+    def opened(self, relay: WebSocketRelay, holding: Holding | None = None) -> bool:
+        """A joined websocket, kept until it or its session ends; whether it was kept (with its ``holding``, the
+        user's count of it: released when it ends)."""
         if relay.done:
-            return   # the client left while joining
+            return False   # the client left while joining
         self.connections.setdefault(relay.session_id, set()).add(relay)
+        if holding is not None:
+            self.holdings[relay] = holding
+            self._watch_idle()
         relay.on_done = self.closed
         self.traffic.opened()
+        return True
 
     def closed(self, relay: WebSocketRelay) -> None:
         relays = self.connections.get(relay.session_id)
@@ -129,6 +189,26 @@ class BuiltinFrontEnd(FrontEnd):
             relays.discard(relay)
             if not relays:
                 del self.connections[relay.session_id]
+        holding = self.holdings.pop(relay, None)
+        if holding is not None:
+            self.release(holding.user)
+
+    def _watch_idle(self) -> None:
+        idle = self.limits.proxy_idle_timeout if self.limits is not None else 0
+        if idle and (self._idle_watch is None or self._idle_watch.done()):
+            self._idle_watch = asyncio.ensure_future(self._end_idle(idle))
+
+    async def _end_idle(self, idle: float) -> None:
+        """Close websockets that carried nothing either way for ``idle`` seconds (a live wslink one never: its
+        server pings every 30 s); stop looking once none is left."""
+        while self.holdings:
+            await asyncio.sleep(min(IDLE_CHECK, idle / 2))
+            now = time.monotonic()
+            for relay, holding in list(self.holdings.items()):
+                if now - holding.at >= idle:
+                    log.info("session %s…: a websocket that carried nothing for %d s is closed (%s)",
+                             relay.session_id[:6], idle, "limits.proxy_idle_timeout")
+                    relay.end(1001, f"nothing carried for {idle:g} s (limits.proxy_idle_timeout)")
 
     def _close_connections(self, session_id: str) -> None:
         for relay in list(self.connections.pop(session_id, ())):
@@ -170,8 +250,20 @@ class SessionProxyHandler(ErrorAnswers, RequestHandler):
             return self._refuse(400, "not a websocket upgrade (Connection: Upgrade and Sec-WebSocket-Key needed)")
         if self._cross_site():
             return self._refuse(403, "websockets from another site's pages are refused")
+        if not self.frontend.take(self.user):
+            return self._refuse(429, *self.frontend.too_many())
+        holding = self.frontend.holding(self.user)
+        kept = False
+        try:
+            kept = await self._join(route, path, holding)
+        finally:
+            if not kept:
+                self.frontend.release(self.user)
+
+    async def _join(self, route: Route, path: str, holding: Holding) -> bool:
+        """Dial, pass on the upgrade, join; whether the joined websocket is kept (and ``holding`` with it)."""
         session_id = route.session_id
-        relay = WebSocketRelay(session_id, self.frontend.traffic.carried)
+        relay = WebSocketRelay(session_id, holding.carried)
         try:
             target = await self.frontend.connector.address(route)
             host, _, port = target.rpartition(":")
@@ -179,15 +271,18 @@ class SessionProxyHandler(ErrorAnswers, RequestHandler):
                                                CONNECT_TIMEOUT)
         except (OSError, asyncio.TimeoutError, HandshakeError) as e:
             log.warning("session %s… does not answer at %s: %s", session_id[:6], route.target, e)
-            return self._refuse(502, "the session's server does not answer")
+            self._refuse(502, "the session's server does not answer")
+            return False
         if answer.code != 101:
             relay.abandon()
             log.warning("session %s…: its server answered the upgrade with %d %s", session_id[:6], answer.code,
                         answer.reason)
-            return self._refuse(502, f"the session's server refused the websocket ({answer.code})")
+            self._refuse(502, f"the session's server refused the websocket ({answer.code})")
+            return False
         if self.frontend.routes.get(session_id) != route:
             relay.abandon()   # it ended while we connected
-            return self._refuse(404, "no such session")
+            self._refuse(404, "no such session")
+            return False
         self.set_status(101)
         self.clear_header("Content-Type")
         self.set_header("Upgrade", "websocket")
@@ -197,9 +292,10 @@ class SessionProxyHandler(ErrorAnswers, RequestHandler):
                 self.set_header(name, headers[name])
         self.finish()   # the 101, logged as any answer
         await relay.join(self.detach())
-        self.frontend.opened(relay)
+        kept = self.frontend.opened(relay, holding)
         if self.frontend.routes.get(session_id) != route:
             relay.end(*SESSION_GONE)   # it ended while the client's connection changed hands
+        return kept
 
     def _cross_site(self) -> bool:
         """A browser page of another site opening the websocket (browsers let any page try): Tornado's own rule
@@ -222,9 +318,10 @@ class SessionProxyHandler(ErrorAnswers, RequestHandler):
         user = await self.auth.user_off_loop(self.request)
         if user is None or (user != route.user and not (staff_too and self.auth.is_staff(user))):
             return None
+        self.user = user   # whose connection this is, in the front end's count (staff's own, for another's session)
         return route
 
-    def _refuse(self, status: int, message: str) -> None:
+    def _refuse(self, status: int, message: str, extra: dict | None = None) -> None:
         self.set_status(status)
         self.set_header("Content-Type", "application/json; charset=utf-8")
-        self.finish(json.dumps({"error": message}))
+        self.finish(json.dumps({"error": message, **(extra or {})}))

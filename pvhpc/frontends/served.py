@@ -103,6 +103,15 @@ class ServedSessionHandler(SessionProxyHandler):
         return f"{path}?{self.request.query}" if self.request.query else path
 
     async def _forward(self, route, session_id: str) -> None:
+        # Each request under way counts among the connections the user holds (limits.proxied_connections_per_user).
+        if not self.frontend.take(self.user):
+            return self._refuse(429, *self.frontend.too_many())
+        try:
+            await self._pass_on(route, session_id)
+        finally:
+            self.frontend.release(self.user)
+
+    async def _pass_on(self, route, session_id: str) -> None:
         headers = {name: value for name, value in self.request.headers.get_all()
                    if name.lower() not in NOT_FORWARDED and name.lower() not in self.private}
         method = self.request.method

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
+import time
 
 from tornado.iostream import StreamClosedError
 
@@ -41,7 +43,7 @@ class SessionsHandler(JSONHandler):
 
     async def post(self) -> None:
         user = self.require_user()
-        spec = parse_spec(self.ctx.config, self.json_body(), strict=True)
+        spec = parse_spec(self.ctx.config, self.json_body(), strict=True, user=user)
         record = await self.ctx.service.create(user, spec)
         self.send(session_json(record, self.ctx.frontend), status=201)
 
@@ -86,30 +88,93 @@ class ReportHandler(JSONHandler):
         self.send({"ok": True})
 
 
+class OpenStreams:
+    """How many event streams each user holds open on this instance (limits.event_streams_per_user)."""
+
+    def __init__(self) -> None:
+        self._held: collections.Counter = collections.Counter()
+
+    def take(self, user: str, limit: int) -> bool:
+        if self._held[user] >= limit:
+            return False
+        self._held[user] += 1
+        return True
+
+    def release(self, user: str) -> None:
+        self._held[user] -= 1
+        if self._held[user] <= 0:
+            del self._held[user]
+
+
+def open_streams(ctx) -> OpenStreams:
+    """The instance's count of open event streams, kept with its other per-user state (made at first use)."""
+    streams = getattr(ctx, "open_streams", None)
+    if streams is None:
+        streams = ctx.open_streams = OpenStreams()
+    return streams
+
+
 class SessionEventsHandler(JSONHandler):
     """Server-sent events: the session now, then every change, until it ends; and warnings to its user
-    (``event: warning``: its walltime is near, it is idle), which change nothing."""
+    (``event: warning``: its walltime is near, it is idle), which change nothing.
+
+    Bounded, since each open stream holds a front-end worker (Apache's, where it fronts pvhpc): a user holds at
+    most ``limits.event_streams_per_user`` at once (one more is answered 429), and a stream ends after
+    ``limits.event_stream_seconds``, when its client reconnects (``retry:`` says how soon) and gets the session
+    anew; a client that takes no keep-alive for STALLED seconds is cut off."""
 
     KEEPALIVE = 15.0
+    STALLED = 60.0
+    RETRY_MS = 2000
 
     async def get(self, session_id: str) -> None:
         record = await self.own_session(session_id)
+        user = self.current_user
+        limit = self.ctx.config.limits.event_streams_per_user
+        streams = open_streams(self.ctx)
+        if not streams.take(user, limit):
+            raise APIError(f"too many event streams: this site allows {limit} open at once per user "
+                           "(limits.event_streams_per_user); close one (a browser tab, a pvhpc wait) or ask for the "
+                           f"session itself (GET api/v1/sessions/{session_id})", status=429,
+                           extra={"limit": "limits.event_streams_per_user", "retry_after": int(self.KEEPALIVE)})
+        self._gone = asyncio.Event()
+        try:
+            await self._stream(record, session_id, self.ctx.config.limits.event_stream_seconds)
+        finally:
+            streams.release(user)
+
+    def on_connection_close(self) -> None:
+        gone = getattr(self, "_gone", None)
+        if gone is not None:
+            gone.set()   # the client left: its stream (and its place in the user's count) ends now, not at a write
+
+    async def _stream(self, record: SessionRecord, session_id: str, seconds: int) -> None:
+        deadline = time.monotonic() + seconds
         self.set_header("Content-Type", "text/event-stream")
         self.set_header("X-Accel-Buffering", "no")
         with self.ctx.bus.subscribe(notices=True) as events:
             try:
+                self.write(f"retry: {self.RETRY_MS}\n\n")
                 await self._send_event(record)
                 while record.state != S.ENDED.value:
-                    try:
-                        changed = await events.get(self.KEEPALIVE)
-                    except asyncio.TimeoutError:
-                        self.write(": keepalive\n\n")
-                        await self.flush()
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        # The client reconnects (EventSource by itself, pvhpc's command too) and gets the session anew.
+                        self.write(f": this stream ends after {seconds} s (limits.event_stream_seconds); "
+                                   "reconnect to follow the session\n\n")
+                        break
+                    changed = await self._next(events, min(self.KEEPALIVE, left))
+                    if changed is None:
+                        return   # the client left
+                    if changed is KEEPALIVE:
+                        if time.monotonic() < deadline:
+                            self.write(": keepalive\n\n")
+                            await self._flush()
                         continue
                     if isinstance(changed, Notice):
                         if changed.session_id == session_id:
                             self.write(f"event: warning\ndata: {json.dumps(changed.json())}\n\n")
-                            await self.flush()
+                            await self._flush()
                         continue
                     if changed.id == session_id:
                         record = changed
@@ -118,10 +183,39 @@ class SessionEventsHandler(JSONHandler):
                 return
         self.finish()
 
+    async def _next(self, events, timeout: float):
+        """The next change or notice; KEEPALIVE when none came within ``timeout``; None when the client left."""
+        if self._gone.is_set():
+            return None
+        getting = asyncio.ensure_future(events.get(timeout))
+        gone = asyncio.ensure_future(self._gone.wait())
+        try:
+            await asyncio.wait({getting, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+        if not getting.done():
+            getting.cancel()
+            return None
+        try:
+            return getting.result()
+        except asyncio.TimeoutError:
+            return KEEPALIVE
+
+    async def _flush(self) -> None:
+        """Flush; a client that reads nothing for STALLED seconds is cut off (it would hold its place forever)."""
+        try:
+            await asyncio.wait_for(asyncio.shield(self.flush()), self.STALLED)
+        except asyncio.TimeoutError:
+            self.request.connection.close()
+            raise StreamClosedError() from None
+
     async def _send_event(self, record: SessionRecord) -> None:
         data = session_json(record, self.ctx.frontend, with_secret=record.user == self.current_user)
         self.write(f"event: session\ndata: {json.dumps(data, default=str)}\n\n")
-        await self.flush()
+        await self._flush()
+
+
+KEEPALIVE = object()   # SessionEventsHandler._next: nothing came, time for a keep-alive
 
 
 class StatesHandler(JSONHandler):

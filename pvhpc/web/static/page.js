@@ -25,6 +25,7 @@ const END_WORDS = {
 
 let applications = [];
 let partitions = [];
+const FOLLOW_AGAIN_MS = 15000;   // after the service refused a session's event stream (429)
 let current = null;        // {id, session, events: EventSource|null, view: RemoteView|null, lastState}
 let browse = { root: 0, path: "" };
 
@@ -415,10 +416,19 @@ function follow(id) {
     showWarning(JSON.parse(event.data));
   });
   events.addEventListener("error", async () => {
-    // EventSource reconnects by itself after a dropped link; it gives up only when the answer was an error.
+    // EventSource reconnects by itself after a dropped link and after the service ends a stream that has lasted
+    // its time (limits.event_stream_seconds); it gives up only when the answer was an error, such as 429 when
+    // this user's other tabs hold every stream the site allows: then the session is shown as it is now, and
+    // followed again a little later.
     if (events.readyState !== EventSource.CLOSED || !current || current.id !== id) return;
     try {
-      showSession(await api("GET", `api/v1/sessions/${encodeURIComponent(id)}`));
+      const session = await api("GET", `api/v1/sessions/${encodeURIComponent(id)}`);
+      showSession(session);
+      if (session.state !== "ended") {
+        setTimeout(() => {
+          if (current && current.id === id && current.events === events) follow(id);
+        }, FOLLOW_AGAIN_MS);
+      }
     } catch (error) {
       showPageError(error.message);
     }
