@@ -89,10 +89,12 @@ def make_client(args) -> tuple[Client, clientconfig.ClientSettings]:
 
 
 def emit(args, data, text: str) -> None:
+    """Print the result: as JSON (which writes every control character as an escape), or as words, whose
+    control characters (in what users wrote: reasons, file names) are written out too (session_format.shown)."""
     if args.json:
         print(json.dumps(data, indent=2, default=str))
     elif text:
-        print(text)
+        print(session_format.shown(text, lines=True))
 
 
 def error_json(code: int, message: str, status: int | None = None, field: str | None = None) -> dict:
@@ -121,7 +123,8 @@ def report_error(args, code: int, message: str, status: int | None = None, field
     if getattr(args, "json", False):
         print(json.dumps(error_json(code, message, status, field), indent=2))
     else:
-        print(f"pvhpc {args.command}: {message}" + (f" (HTTP {status})" if status else ""), file=sys.stderr)
+        print(f"pvhpc {args.command}: {session_format.shown(message)}" + (f" (HTTP {status})" if status else ""),
+              file=sys.stderr)
     return code
 
 
@@ -170,15 +173,17 @@ def finish_wait(args, outcome: str, session: dict, until: str, timeout: float | 
         return exit_codes.TIMEOUT
     if outcome == progress.Outcome.ENDED and (until != "ended" or session_format.ended_badly(session)):
         emit(args, session, "")
-        print(f"pvhpc {args.command}: session {sid} ended ({session.get('end_reason')}): "
-              f"{session.get('detail')}; its job's output: pvhpc logs {as_arg(sid)}", file=sys.stderr)
+        print(f"pvhpc {args.command}: session {sid} ended ({session_format.shown(session.get('end_reason'))}): "
+              f"{session_format.shown(session.get('detail'))}; its job's output: pvhpc logs {as_arg(sid)}",
+              file=sys.stderr)
         return exit_codes.FAILED
     emit(args, session, ready_text(session) if session["state"] == "ready" else session_format.status_words(session))
     return exit_codes.OK
 
 
 def ready_text(session: dict) -> str:
-    return (f"ready: session {session['id']} on {session.get('node')} (job {session.get('job_id')})\n"
+    shown = session_format.shown
+    return (f"ready: session {session['id']} on {shown(session.get('node'))} (job {shown(session.get('job_id'))})\n"
             f"sessionURL: {session.get('sessionURL')}\n"
             f"secret, browser page and ssh tunnel: pvhpc url {as_arg(session['id'])}")
 
@@ -232,7 +237,7 @@ def print_served_url(client: Client, session: dict) -> None:
                                                          "sessionManagerURL": f"{base}/paraview/"})
     else:
         page = session_format.page_with_secret(f"{base}/session/{session['id']}/", session["secret"])
-    print(f"open in your browser: {page}")
+    print(f"open in your browser: {session_format.shown(page)}")
 
 
 @run_guarded
@@ -319,9 +324,11 @@ def cmd_logs(args) -> int:
         return exit_codes.OK
     if record.get("truncated"):
         print("[... earlier output cut: the last 256 KiB follow ...]")
-    sys.stdout.write(record.get("log") or "")
+    # What the job printed, the user's programs included: its control characters are written out, not obeyed.
+    sys.stdout.write(session_format.shown(record.get("log"), lines=True))
     if not record.get("log"):
-        print(f"(no output yet from job {record.get('job_id') or '(not submitted)'})", file=sys.stderr)
+        print(f"(no output yet from job {session_format.shown(record.get('job_id')) or '(not submitted)'})",
+              file=sys.stderr)
     return exit_codes.OK
 
 

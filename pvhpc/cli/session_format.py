@@ -6,6 +6,7 @@ is for eyes only and may change wording between releases.
 
 from __future__ import annotations
 
+import re
 import shlex
 from datetime import datetime, timezone
 from urllib.parse import urlencode, urlsplit
@@ -13,6 +14,26 @@ from urllib.parse import urlencode, urlsplit
 LIVE_STATES = ("submitting", "queued", "starting", "ready", "unknown")
 # How a session may end without anything having gone wrong.
 GOOD_ENDINGS = ("cancelled", "completed", "idle")
+# What a terminal acts on instead of showing: C0 and C1 controls (ESC starts OSC 52, which writes the clipboard,
+# and CSI, which moves the cursor; CR and LF start a fake row), DEL, and the Unicode controls that reorder or
+# break a line (bidirectional overrides, isolates and marks; line and paragraph separators).
+_CONTROLS = "\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+UNSAFE = re.compile(f"[\t\n{_CONTROLS}]")
+UNSAFE_IN_LINES = re.compile(f"[{_CONTROLS}]")
+NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def shown(value, lines: bool = False) -> str:
+    """``value`` as text that is safe to print: every control character written out as an escape (``\\x1b``,
+    ``\\n``, ``\\u202e``), so what users wrote (a reason, a file name, a log line) is seen, never obeyed, as the
+    page shows it as text. With ``lines``, line breaks and tabs are kept (a log, several lines of ours)."""
+    text = "" if value is None else str(value)
+    return (UNSAFE_IN_LINES if lines else UNSAFE).sub(_escape, text)
+
+
+def _escape(match: re.Match) -> str:
+    c = match.group()
+    return NAMED.get(c) or (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
 
 
 def parse_time(value: str | None) -> datetime | None:
@@ -69,13 +90,13 @@ def time_left(session: dict, now: datetime | None = None) -> str:
 
 def warning_line(warning: dict) -> str:
     """A warning of the push channel (walltime near, idle) as one line."""
-    return f"warning: {warning.get('message') or warning.get('reason')}"
+    return f"warning: {shown(warning.get('message') or warning.get('reason'))}"
 
 
 def status_words(session: dict, now: datetime | None = None) -> str:
     """One line: the state, Slurm's reason in words, the expected start, the time left and the job."""
-    parts = [session.get("state", "?")]
-    detail = session.get("detail") or ""
+    parts = [shown(session.get("state", "?"))]
+    detail = shown(session.get("detail"))
     if detail:
         parts.append(f": {detail}")
     start = expected_start(session, now)
@@ -85,12 +106,13 @@ def status_words(session: dict, now: datetime | None = None) -> str:
     if left:
         parts.append(f"; {left}")
     if session.get("state") == "ended" and session.get("end_reason"):
-        parts.append(f" [{session['end_reason']}]")
+        parts.append(f" [{shown(session['end_reason'])}]")
     where = []
-    if session.get("job_id") and f"job {session['job_id']}" not in detail:
-        where.append(f"job {session['job_id']}")
+    job = shown(session.get("job_id"))
+    if job and f"job {job}" not in detail:
+        where.append(f"job {job}")
     if session.get("node") and session.get("state") != "ended":
-        where.append(f"on {session['node']}")
+        where.append(f"on {shown(session['node'])}")
     if where:
         parts.append(f" ({' '.join(where)})")
     return "".join(parts)
@@ -109,9 +131,10 @@ def table(sessions: list[dict], with_user: bool = False) -> str:
         state = s.get("state", "")
         if state == "ended" and s.get("end_reason"):
             state = f"ended:{s['end_reason']}"
-        rows.append([s.get("id", ""), *([s.get("user") or ""] if with_user else []), state,
-                     s.get("partition") or "", str(s.get("gpus", "")), s.get("job_id") or "-",
-                     s.get("node") or "-", clock(created) if created else "-", s.get("detail") or ""])
+        row = [s.get("id", ""), *([s.get("user") or ""] if with_user else []), state,
+               s.get("partition") or "", str(s.get("gpus", "")), s.get("job_id") or "-",
+               s.get("node") or "-", clock(created) if created else "-", s.get("detail") or ""]
+        rows.append([shown(cell) for cell in row])   # one row each, whatever a reason or a name holds
     if not rows:
         return "no sessions"
     widths = [max(len(str(r[i])) for r in [columns] + rows) for i in range(len(columns) - 1)]
@@ -141,13 +164,14 @@ def details(session: dict) -> str:
         ("created", session.get("created_at")), ("ready", session.get("ready_at")),
         ("ended", session.get("ended_at")),
     ]
-    lines = [f"{name + ':':<13}{value}" for name, value in fields if value not in (None, "")]
+    lines = [f"{name + ':':<13}{shown(value)}" for name, value in fields if value not in (None, "")]
     history = session.get("history") or []
     if history:
         lines.append("history:")
         for event in history:
             at = parse_time(event.get("at"))
-            lines.append(f"  {clock(at) if at else '?':>16}  {event.get('state')}: {event.get('detail') or ''}".rstrip())
+            lines.append(f"  {clock(at) if at else '?':>16}  {shown(event.get('state'))}: "
+                         f"{shown(event.get('detail'))}".rstrip())
     return "\n".join(lines)
 
 
@@ -184,5 +208,5 @@ def batch_line(result: dict) -> str:
     """One line per item of a batch submission."""
     if result.get("ok"):
         s = result["session"]
-        return f"{result['data']}: {s['id']} {status_words(s)}"
-    return f"{result['data']}: FAILED ({result['error']})"
+        return f"{shown(result['data'])}: {shown(s['id'])} {status_words(s)}"
+    return f"{shown(result['data'])}: FAILED ({shown(result['error'])})"

@@ -204,9 +204,11 @@ def cmd_partitions(args) -> int:
             f"{wall['default']}/{wall['max']} min", str(p["live_sessions"]),
         ))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    print("\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows))
+    print(session_format.shown("\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows),
+                               lines=True))
     if answer.get("scheduler_error"):
-        print(f"Slurm could not be asked, so what is free now is unknown: {answer['scheduler_error']}", file=sys.stderr)
+        print("Slurm could not be asked, so what is free now is unknown: "
+              f"{session_format.shown(answer['scheduler_error'])}", file=sys.stderr)
     return exit_codes.OK
 
 

@@ -3,7 +3,7 @@ idle), newest first; ``pvhpc submit APP --state PATH`` starts a new session from
 
 from __future__ import annotations
 
-from pvhpc.cli import exit_codes
+from pvhpc.cli import exit_codes, session_format
 from pvhpc.cli.command_help import add_command
 from pvhpc.cli.session_cmds import common_options, emit, make_client, run_guarded
 
@@ -12,8 +12,9 @@ from pvhpc.cli.session_cmds import common_options, emit, make_client, run_guarde
 def cmd_states(args) -> int:
     client, _ = make_client(args)
     states = client.states()
-    text = "\n".join(f"{s['saved_at']}  session {s['session']:<24} {s['bytes'] // 1024:>6} kB  {s['path']}"
-                     for s in states)
+    shown = session_format.shown   # a path holds what its user named it
+    text = "\n".join(f"{shown(s['saved_at'])}  session {shown(s['session']):<24} {s['bytes'] // 1024:>6} kB  "
+                     f"{shown(s['path'])}" for s in states)
     emit(args, {"states": states}, text or "no saved states (a session saves one when its job is ended)")
     return exit_codes.OK
 

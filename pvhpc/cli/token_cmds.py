@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from pvhpc.client.api import Client, ClientError
 from pvhpc.cli import exit_codes
+from pvhpc.cli.session_format import shown
 from pvhpc.cli.command_help import add_command
 from pvhpc.cli.session_cmds import CommandError, common_options, emit, make_client, run_guarded
 
@@ -66,7 +67,7 @@ def denied_as_hint(call):
 
 def describe_line(t: dict) -> str:
     day = lambda iso: (iso or "-")[:10]  # noqa: E731
-    return (f"{t['id']:>4}  {t['name'][:24]:<24}  {t['state']:<8}  created {day(t['created_at'])}  "
+    return (f"{t['id']:>4}  {shown(t['name'][:24]):<24}  {t['state']:<8}  created {day(t['created_at'])}  "
             f"expires {day(t['expires_at'])}  last used {day(t['last_used_at'])}")
 
 
@@ -79,7 +80,7 @@ def cmd_create(args) -> int:
     else:
         # The token alone on standard output, so that $(pvhpc token create NAME) is the token.
         print(made["token"])
-        print(f"token {made['id']} ({made['name']}), valid until {made['expires_at'][:10]}; it is shown this "
+        print(f"token {made['id']} ({shown(made['name'])}), valid until {made['expires_at'][:10]}; it is shown this "
               f"once: keep it in PVHPC_TOKEN or as token: in a client config file only you can read "
               f"(chmod 600); pvhpc token revoke {made['id']} ends it", file=sys.stderr)
     return exit_codes.OK
