@@ -128,7 +128,9 @@ def _data(body: dict, app: ApplicationConfig, access: UserAccess | None = None) 
                 is_file = resolved.is_file()
             except FileNotFoundError:
                 refused, is_file = None, False
-            except OSError:
+            except OSError as e:
+                if e.errno == errno.ENAMETOOLONG:
+                    raise   # the client's doing: 400 (web/errors.py)
                 raise RequestError(f"{service_refusal(resolved)} cannot be read by pvhpc's service account, so "
                                    f"{value!r} cannot be checked", field="data", status=403) from None
             if refused is not None:

@@ -12,6 +12,7 @@ that serves pvhpc below a path prefix.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import html
 import os
@@ -147,7 +148,9 @@ class DataFilesHandler(JSONHandler):
             is_dir = directory.is_dir()
         except FileNotFoundError:
             refused, is_dir = None, False
-        except OSError:
+        except OSError as e:
+            if e.errno == errno.ENAMETOOLONG:
+                raise   # the client's doing: 400 (web/errors.py)
             raise APIError(f"{service_refusal(directory)} cannot be read by pvhpc's service account",
                            status=403) from None
         if refused is not None:
