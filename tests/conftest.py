@@ -20,6 +20,7 @@ from pvhpc.scheduler.runners import LocalRunner
 from pvhpc.scheduler.slurm_cli import SlurmCLI
 
 from tests.harness import apache, cluster as test_cluster, postgres
+from tests.harness import unix_users as unix_users_harness
 from tests.harness.service import ServiceProcess, site_config
 from tests.harness.sshd import SSHDaemon
 
@@ -32,6 +33,17 @@ def runtime_dir() -> Path:
     target = paths.runtime_dir()
     runtime.install(target)
     return target
+
+
+@pytest.fixture(scope="session")
+def unix_users():
+    """Real Unix users alice, bob and a service account with pvhpc's sudoers rule (tests/harness/unix_users.py)."""
+    try:
+        users = unix_users_harness.make()
+    except RuntimeError as e:
+        pytest.fail(str(e))
+    yield users
+    unix_users_harness.remove()
 
 
 @pytest.fixture(scope="session")

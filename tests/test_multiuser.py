@@ -6,74 +6,22 @@ import os
 import pwd
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
 
 from pvhpc.client.api import ClientError
-from pvhpc.paths import JOB_HELPER, SERVER_SCRIPT
 
+from tests.harness.unix_users import shared_dir, shared_site
 from tests.helpers import foreground_fraction, render, wait_until
 
 pytestmark = pytest.mark.cluster
 ROOT = Path(__file__).resolve().parent.parent
-USERS = {"alice": "pvhpc-t-alice", "bob": "pvhpc-t-bob", "service": "pvhpc-t-svc"}
-SUDOERS = Path("/etc/sudoers.d/pvhpc-test")
-
-
-@pytest.fixture(scope="module")
-def unix_users():
-    if os.geteuid() != 0:
-        pytest.fail("this test makes Unix users and a sudoers rule: run it as root (CI does)")
-    for name in USERS.values():
-        if subprocess.run(["id", name], capture_output=True).returncode != 0:
-            subprocess.run(["useradd", "-m", "-s", "/bin/bash", name], check=True)
-        # No password, but not a locked account either: sshd lets a locked account in by no key.
-        subprocess.run(["usermod", "-p", "*", name], check=True)
-    # The rule pvhpc ships, for this test's service account.
-    rule = []
-    for line in (ROOT / "docs" / "sudoers.pvhpc").read_text().splitlines():
-        if line.startswith("Defaults:pvhpc "):
-            line = line.replace("Defaults:pvhpc ", f"Defaults:{USERS['service']} ", 1)
-        elif line.startswith("pvhpc ALL"):
-            line = line.replace("pvhpc ALL", f"{USERS['service']} ALL", 1)
-        rule.append(line)
-    SUDOERS.write_text("\n".join(rule) + "\n")
-    SUDOERS.chmod(0o440)
-    check = subprocess.run(["visudo", "-cf", str(SUDOERS)], capture_output=True, text=True)
-    assert check.returncode == 0, check.stdout + check.stderr
-    yield USERS
-    SUDOERS.unlink()
-    for name in USERS.values():
-        subprocess.run(["pkill", "-u", name], capture_output=True)
-        subprocess.run(["userdel", "-r", name], capture_output=True)
 
 
 def render_as(url: str, secret: str, user: str) -> bytes:
     """Connect through the front end as a user (the trusted header a front end would set) and render."""
     return render(url, secret, headers={"X-Remote-User": user}, source="Cone")
-
-
-def shared_site(runtime_dir: Path) -> tuple[Path, dict]:
-    """A shared directory with pvhpc's node-side files and a data root, and the config sections naming them."""
-    shared = shared_dir()
-    # Every node-side file: the server and job helper import and run the others beside them.
-    for f in SERVER_SCRIPT.parent.glob("*.py"):
-        shutil.copy(f, shared / f.name)
-    (shared / "data").mkdir(mode=0o755)
-    return shared, {
-        "runtime": {"pythonpath": str(runtime_dir), "job_helper": str(shared / JOB_HELPER.name)},
-        "applications": {"paraview": {"data_roots": [str(shared / "data")],
-                                      "server_script": str(shared / SERVER_SCRIPT.name)}},
-    }
-
-
-def shared_dir() -> Path:
-    """World-readable, as the node-side files and data must be on a real cluster's shared file system."""
-    d = Path(tempfile.mkdtemp(prefix="pvhpc-test-shared-"))
-    d.chmod(0o755)
-    return d
 
 
 def test_jobs_run_as_their_users_and_users_stay_apart(unix_users, service_factory, cluster, runtime_dir):

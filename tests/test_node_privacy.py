@@ -45,8 +45,6 @@ ROOT = Path(__file__).resolve().parent.parent
 NODE_DIR = ROOT / "pvhpc" / "node"
 LAUNCHER = NODE_DIR / "launcher.py"
 # Names of their own: tests/test_multiuser.py makes and removes its users, perhaps at the same time.
-USERS = {"alice": "pvhpc-t-pa", "bob": "pvhpc-t-pb", "service": "pvhpc-t-ps"}
-SUDOERS = Path("/etc/sudoers.d/pvhpc-test-privacy")
 PVSERVER = ["/usr/bin/pvserver", "--force-offscreen-rendering"]
 
 
@@ -369,33 +367,6 @@ def free_port() -> int:
 
 
 # -- a second user on the same node, on the real cluster ------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def unix_users():
-    """Real Unix users: alice asks for sessions, bob shares her node, the service submits as each (sudo)."""
-    if os.geteuid() != 0:
-        pytest.fail("this test makes Unix users and a sudoers rule: run it as root (CI does)")
-    for name in USERS.values():
-        if subprocess.run(["id", name], capture_output=True).returncode != 0:
-            subprocess.run(["useradd", "-m", "-s", "/bin/bash", name], check=True)
-        subprocess.run(["usermod", "-p", "*", name], check=True)
-    rule = []
-    for line in (ROOT / "docs" / "sudoers.pvhpc").read_text().splitlines():
-        if line.startswith("Defaults:pvhpc "):
-            line = line.replace("Defaults:pvhpc ", f"Defaults:{USERS['service']} ", 1)
-        elif line.startswith("pvhpc ALL"):
-            line = line.replace("pvhpc ALL", f"{USERS['service']} ALL", 1)
-        rule.append(line)
-    SUDOERS.write_text("\n".join(rule) + "\n")
-    SUDOERS.chmod(0o440)
-    check = subprocess.run(["visudo", "-cf", str(SUDOERS)], capture_output=True, text=True)
-    assert check.returncode == 0, check.stdout + check.stderr
-    yield USERS
-    SUDOERS.unlink()
-    for name in USERS.values():
-        subprocess.run(["pkill", "-u", name], capture_output=True)
-        subprocess.run(["userdel", "-r", name], capture_output=True)
-
 
 @pytest.fixture
 def shared(unix_users):

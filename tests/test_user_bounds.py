@@ -15,7 +15,6 @@ import json
 import os
 import pwd
 import shutil
-import stat
 import subprocess
 import tempfile
 import time
@@ -39,6 +38,7 @@ from pvhpc.web.auth import make_authenticator
 from tests.harness import served_app
 from tests.harness.frontend import TrustedFrontEnd
 from tests.harness.ports import free_port_block
+from tests.harness.unix_users import shared_site
 from tests.helpers import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -284,35 +284,6 @@ def test_staff_see_what_users_wrote_with_its_control_characters_written_out(serv
 
 # -- real Unix users: what the service runs as a user, and the data browser --------------------------------------
 
-USERS = {"alice": "pvhpc-u-alice", "bob": "pvhpc-u-bob", "service": "pvhpc-u-svc"}
-SUDOERS = Path("/etc/sudoers.d/pvhpc-test-bounds")
-
-
-@pytest.fixture(scope="module")
-def unix_users():
-    """Accounts of this module's own (tests/test_multiuser.py may run beside it), and the sudoers rule pvhpc ships."""
-    if os.geteuid() != 0:
-        pytest.fail("this test makes Unix users and a sudoers rule: run it as root (CI does)")
-    for name in USERS.values():
-        if subprocess.run(["id", name], capture_output=True).returncode != 0:
-            subprocess.run(["useradd", "-m", "-s", "/bin/bash", name], check=True)
-        subprocess.run(["usermod", "-p", "*", name], check=True)
-    rule = []
-    for line in (ROOT / "docs" / "sudoers.pvhpc").read_text().splitlines():
-        if line.startswith("Defaults:pvhpc "):
-            line = line.replace("Defaults:pvhpc ", f"Defaults:{USERS['service']} ", 1)
-        elif line.startswith("pvhpc ALL"):
-            line = line.replace("pvhpc ALL", f"{USERS['service']} ALL", 1)
-        rule.append(line)
-    SUDOERS.write_text("\n".join(rule) + "\n")
-    SUDOERS.chmod(0o440)
-    check = subprocess.run(["visudo", "-cf", str(SUDOERS)], capture_output=True, text=True)
-    assert check.returncode == 0, check.stdout + check.stderr
-    yield USERS
-    SUDOERS.unlink()
-    for name in USERS.values():
-        subprocess.run(["pkill", "-u", name], capture_output=True)
-        subprocess.run(["userdel", "-r", name], capture_output=True)
 
 
 def as_user(user: str, *argv: str) -> None:
@@ -335,8 +306,6 @@ def timed(call):
 @pytest.mark.cluster
 def test_a_users_fifos_and_directories_get_a_clear_4xx_quickly_and_leave_nothing_of_theirs_running(
         unix_users, service_factory, cluster, runtime_dir):
-    from tests.test_multiuser import shared_site
-
     shared, node_side = shared_site(runtime_dir)
     alice = unix_users["alice"]
     home = Path(pwd.getpwnam(alice).pw_dir)
@@ -349,6 +318,7 @@ def test_a_users_fifos_and_directories_get_a_clear_4xx_quickly_and_leave_nothing
         subprocess.run(["chown", "-R", unix_users["service"], str(svc.dir)], check=True)
         svc.start(as_user=unix_users["service"])
         client = svc.user_client(alice)
+        as_user(alice, "rm", "-rf", str(states))   # the users are the test session's: start from no states
         as_user(alice, "mkdir", "-p", "-m", "0700", str(states))
 
         # The states' index a FIFO: listing answers a 4xx naming it, in seconds, and alice's tail is gone.
@@ -390,8 +360,6 @@ def test_a_users_fifos_and_directories_get_a_clear_4xx_quickly_and_leave_nothing
 @pytest.mark.cluster
 def test_the_data_browser_shows_a_user_what_that_user_may_read_and_nothing_more(
         unix_users, service_factory, cluster, runtime_dir):
-    from tests.test_multiuser import shared_site
-
     shared, node_side = shared_site(runtime_dir)
     data = shared / "data"
     owner = {name: pwd.getpwnam(account).pw_uid for name, account in unix_users.items()}
@@ -439,6 +407,10 @@ def test_the_data_browser_shows_a_user_what_that_user_may_read_and_nothing_more(
             error, _ = timed(lambda: alice.create("paraview", partition="cpu", data=path))
             assert error is not None and error.status == 403 and error.field == "data", (path, error)
             assert str(named) in error.message, (path, error.message)
+        # The same through the ParaViewWeb launcher's door (POST /paraview/, as the Visualizer launches).
+        error, _ = timed(lambda: alice.request("POST", "/paraview/", {"application": "paraview", "partition": "cpu",
+                                                                     "data": "bobs/mine.vtk"}))
+        assert error is not None and error.status == 403 and str(data / "bobs") in error.message, error
         assert alice.list() == []
     finally:
         shutil.rmtree(shared, ignore_errors=True)

@@ -24,6 +24,8 @@ from typing import Any, Iterator
 from pvhpc.errors import PvhpcError
 
 
+WAIT_POLL = 5   # seconds between asking for a session while no event stream is to be had (429)
+
 class ClientError(PvhpcError):
     """The service answered with an error. ``status`` is the HTTP status (0: no answer at all).
 
@@ -160,8 +162,28 @@ class Client:
                 return   # nothing, not even a keep-alive, before the timeout: the caller's time is up
 
     def wait(self, session_id: str, until: tuple[str, ...] = ("ready",), timeout: float = 3600) -> dict:
-        """Follow the session until it reaches one of ``until``, ends, or ``timeout`` passes; return it then."""
-        for event in self.events(session_id, timeout=timeout):
-            if event["state"] in until or event["state"] == "ended":
-                return event
-        return self.get(session_id)
+        """Follow the session until it reaches one of ``until``, ends, or ``timeout`` passes; return it then.
+
+        The service ends a stream after a while (limits.event_stream_seconds) and refuses one while the user
+        holds as many as the site allows (429, limits.event_streams_per_user): either way the session is asked
+        for, and followed again (or asked for every ``WAIT_POLL`` seconds) until the time is up."""
+        deadline = time.monotonic() + timeout
+
+        def done(session: dict) -> bool:
+            return session["state"] in until or session["state"] == "ended"
+
+        while True:
+            try:
+                for event in self.events(session_id, timeout=max(0.0, deadline - time.monotonic())):
+                    if done(event):
+                        return event
+                refused = False
+            except ClientError as e:
+                if e.status != 429:
+                    raise
+                refused = True
+            session = self.get(session_id)
+            if done(session) or time.monotonic() >= deadline:
+                return session
+            if refused:
+                time.sleep(min(WAIT_POLL, max(0.0, deadline - time.monotonic())))

@@ -35,7 +35,7 @@ class LaunchHandler(JSONHandler):
         body = self.json_body()
         if isinstance(body, dict) and body.get("attach") is not None:
             return await self._attach(user, body)
-        spec = parse_spec(self.ctx.config, body, strict=False)
+        spec = parse_spec(self.ctx.config, body, strict=False, user=user)
         service = self.ctx.service
         record = await service.create(user, spec, attach=True)
         record = await service.wait_for(record.id, [S.READY], self.ctx.config.service.launcher_wait)
