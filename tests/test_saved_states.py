@@ -423,3 +423,18 @@ def test_the_server_loads_its_users_own_state_with_its_code_and_refuses_anothers
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate(timeout=30)
+
+
+def test_a_login_without_an_account_here_is_told_so_not_answered_500(tmp_path):
+    """Jobs run as their users: a user the front end names but this host has no account for has no states."""
+    data = tmp_path / "data"
+    data.mkdir()
+    site = config.parse({
+        "service": {"job_output_dir": str(tmp_path / "jobs")},
+        "scheduler": {"submit_as": "user"},
+        "partitions": {"cpu": {"walltime": {"default": 30, "max": 60}}},
+        "applications": {"paraview": {"data_roots": [str(data)]}},
+    }, "site.yaml")
+    with pytest.raises(RequestError, match="'no-such-user-here' has no account on this host") as e:
+        run(SavedStates(site, LocalRunner()).list("no-such-user-here"))
+    assert e.value.status == 403

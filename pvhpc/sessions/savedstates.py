@@ -36,7 +36,12 @@ SAVED_NAME = re.compile(r"^(?P<session>[A-Za-z0-9_-]{1,128})-(?P<at>\d{8}T\d{6}Z
 
 def state_dir(config: SiteConfig, user: str) -> Path:
     if joblogs.per_user(config):
-        return Path(pwd.getpwnam(user).pw_dir) / USER_STATE_DIR
+        try:
+            return Path(pwd.getpwnam(user).pw_dir) / USER_STATE_DIR
+        except KeyError:
+            # The front end's login names someone this host has no account for: jobs run as users here.
+            raise RequestError(f"{user!r} has no account on this host, and sessions here run as their users "
+                               "(scheduler.submit_as: user)", status=403) from None
     return config.service.job_output_dir / "states" / user
 
 
