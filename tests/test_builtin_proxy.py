@@ -155,10 +155,11 @@ def test_unknown_unready_and_other_users_sessions_are_refused_before_the_upgrade
     run(go)
 
 
-def test_staff_may_reach_any_session():
+def test_staff_do_not_reach_another_users_session():
+    """A session's server is its user's code: joined to staff's client it could feed it anything (issue 22)."""
     async def go(rig):
         rig.frontend.rebuild([record("bobs", rig.upstream_port, user="bob")])
-        assert (await rig.refused("bobs"))[0] == 101
+        assert await rig.refused("bobs") == (404, "no such session")
     run(go, staff=("alice",))
 
 

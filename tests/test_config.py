@@ -129,3 +129,26 @@ def test_a_path_too_long_for_the_system_is_a_config_error(tmp_path):
                              ({"data_roots": ["/" + long_name]}, r"data_roots\[0\]: ")):
         with pytest.raises(config.ConfigError, match=message):
             config.parse({"partitions": {"gpu": {}}, "applications": {"paraview": section}}, "site.yaml")
+
+
+def test_a_pvserver_behind_a_wrapper_is_refused():
+    """pvhpc guards the pvserver program itself (issue 22): a wrapper in front would start it unguarded, with
+    the connect id on its command line."""
+    site = {**BASE, "partitions": {"cpu": {"max_ranks": 4}}}
+    with pytest.raises(config.ConfigError, match=r"applications.paraview.pvserver: must start with ParaView's "
+                                                 r"pvserver itself, not 'numactl'"):
+        config.parse({**site, "applications": {"paraview": {"data_roots": ["/tmp"],
+                                                            "pvserver": ["numactl", "-N0", "pvserver"]}}}, "s.yaml")
+    parsed = config.parse({**site, "applications": {"paraview": {"data_roots": ["/tmp"],
+                                                                 "pvserver": ["/usr/bin/pvserver-mpi", "--x"]}}},
+                          "s.yaml")
+    assert parsed.applications["paraview"].pvserver == ("/usr/bin/pvserver-mpi", "--x")
+
+
+def test_a_session_origin_is_https_where_pvhpc_is():
+    site = {**BASE, "service": {"public_url": "https://viz.example.org"},
+            "frontend": {"kind": "builtin", "session_origin": "http://viz-sessions.example.net"}}
+    with pytest.raises(config.ConfigError, match="frontend.session_origin: must be https, as pvhpc's public_url is"):
+        config.parse(site, "s.yaml")
+    site["frontend"]["session_origin"] = "https://viz-sessions.example.net"
+    assert config.parse(site, "s.yaml").frontend.session_origin == "https://viz-sessions.example.net"

@@ -143,11 +143,12 @@ def one_ready_session(service_factory, cluster, tmp_path, backend: str = "slurm"
 
 
 def target(session: dict) -> str:
-    return f"{session['host']}:{session['port']}"
+    """Its line in Apache's map: where its server listens, and whose it is."""
+    return f"{session['host']}:{session['port']}|{session['user']}"
 
 
 def ready_targets(sessions) -> dict[str, str]:
-    """What the map must hold: exactly the ready sessions, each at its server's host:port."""
+    """What the map must hold: exactly the ready sessions, each at its server's host:port, with its owner."""
     return {s["id"]: target(s) for s in sessions if s["state"] == "ready"}
 
 

@@ -133,7 +133,7 @@ def test_every_variant_passes_apaches_configuration_test(apache_dir, capsys):
         assert "configuration test passed" in capsys.readouterr().out
     text = (apache_dir / "all.conf").read_text()
     assert 'session_url: "wss://USE_HOST/viz/proxy?sessionId={id}&path=ws"' in text
-    assert "RewriteRule ^/viz/proxy$ ws://%1/%2 [P,L,QSD]" in text and "SSLEngine on" in text
+    assert "RewriteRule ^/viz/proxy$ ws://%1/%3 [P,L,QSD]" in text and "SSLEngine on" in text
     # Sessions' content: sandboxed on this host, or on a virtual host of its own that serves nothing else.
     assert "Header always add Content-Security-Policy \"sandbox allow-scripts" in text
     text = (apache_dir / "session-origin.conf").read_text()
@@ -199,7 +199,7 @@ def test_session_through_apache_renders_and_is_gone_after_delete(service_factory
     session = client.launch("paraview", partition="cpu")
     assert session["state"] == "ready" and session["user"] == USER
     sid = session["id"]
-    assert ProxyMapFile(map_file).read() == {sid: f"{session['host']}:{session['port']}"}
+    assert ProxyMapFile(map_file).read() == {sid: f"{session['host']}:{session['port']}|{USER}"}
     assert proxy_url_shape(session["sessionURL"], sid) == "?sessionId=<id>&path=ws"
 
     url = as_js_client(session["sessionURL"], page_host)
@@ -390,14 +390,17 @@ def test_through_apache_a_sessions_content_never_runs_on_pvhpcs_origin(apache_fa
         # Alice follows bob's link: his page is not served on pvhpc's origin.
         status, body, headers = get(f"/proxy?sessionId={bobs}&path=", BASIC)
         assert status == 400 and PAGE not in body, (status, body[:200])
-        # A websocket still goes through (any session's, as before: its server wants the secret).
+        # Nor is alice joined to his server at all: /proxy is each session's owner's only (his server could feed
+        # her client anything). Her own session's websocket goes through.
         async def echo(url, headers):
             conn = await websocket_connect(HTTPRequest(url, headers=headers))
             await conn.write_message("through /proxy")
             answer = await conn.read_message()
             conn.close()
             return answer
-        assert asyncio.run(echo(f"ws://127.0.0.1:{port}/proxy?sessionId={bobs}&path=ws", BASIC)) == "through /proxy"
+        assert asyncio.run(refused_status(f"ws://127.0.0.1:{port}/proxy?sessionId={bobs}&path=ws", BASIC)) == 404
+        assert asyncio.run(echo(f"ws://127.0.0.1:{port}/proxy?sessionId={mine}&path=ws", BASIC)) == "through /proxy"
+        assert asyncio.run(refused_status(f"ws://127.0.0.1:{port}/proxy?sessionId={mine}&path=ws", {})) == 401
 
         # A session's own pages run sandboxed: an opaque origin, no Referer with the id, no framing.
         status, body, headers = get(f"/session/{mine}/", BASIC)
@@ -418,6 +421,8 @@ def test_through_apache_a_sessions_content_never_runs_on_pvhpcs_origin(apache_fa
             assert headers.get_all("X-Frame-Options") == ["SAMEORIGIN"], (path, headers.get_all("X-Frame-Options"))
             assert headers.get_all("X-Content-Type-Options") == ["nosniff"], path
             assert any("frame-ancestors 'self'" in p for p in headers.get_all("Content-Security-Policy") or []), path
+        # The applications' own clients take their config from their URL: they may connect to this site only.
+        assert "connect-src 'self';" in get("/apps/viz/", BASIC)[2]["Content-Security-Policy"]
     finally:
         bobs_server.stop()
 

@@ -185,7 +185,8 @@ def test_apache_front_end_keeps_the_file_equal_to_the_routable_sessions(tmp_path
     fe = ApacheFrontEnd("ws://USE_HOSTNAME/proxy?sessionId={id}&path=ws", ProxyMapFile(path))
     asyncio.run(fe.start())
     fe.rebuild([record("a"), record("q", state="queued", host=None, port=None), record("u", state="unknown")])
-    assert path.read_text() == "a node1:40001\nu node1:40001\n"
+    # Each line names the session's owner too: /proxy joins a user to their own sessions only.
+    assert path.read_text() == "a node1:40001|alice\nu node1:40001|alice\n"
     inode = path.stat().st_ino
     fe.update(record("a", detail="a client connected"))          # same route: the file is not rewritten
     assert path.stat().st_ino == inode
@@ -193,7 +194,7 @@ def test_apache_front_end_keeps_the_file_equal_to_the_routable_sessions(tmp_path
     fe.update(record("a", state="ended"))                         # ended
     fe.update(record("x y\nevil 1.2.3.4", host="node3"))         # an id that would forge a line: never written
     fe.update(record("h", host="node3 evil:1"))                  # so is a host with a space
-    assert path.read_text() == "q node2:40002\nu node1:40001\n"
+    assert path.read_text() == "q node2:40002|alice\nu node1:40001|alice\n"
     asyncio.run(fe.stop())
 
 
@@ -203,10 +204,10 @@ def test_apache_front_end_survives_a_failed_write_and_catches_up(tmp_path, monke
     fe.rebuild([record("a")])
     monkeypatch.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(28, "No space left on device")))
     fe.update(record("b"))                                       # must not raise into the state change
-    assert path.read_text() == "a node1:40001\n"
+    assert path.read_text() == "a node1:40001|alice\n"
     monkeypatch.undo()
     fe._write_if_stale()                                         # what the retry timer calls
-    assert path.read_text() == "a node1:40001\nb node1:40001\n"
+    assert path.read_text() == "a node1:40001|alice\nb node1:40001|alice\n"
 
 
 def test_start_fails_clearly_for_a_missing_directory(tmp_path):

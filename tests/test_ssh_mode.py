@@ -58,7 +58,7 @@ def test_every_word_is_quoted_for_the_remote_shell_and_the_environment_goes_in_f
     argv = ["sbatch", "--comment=x; rm -rf / #", "--job-name=$(id)", "it's", "*", "a\nb"]
     asyncio.run(runner.run(argv))
     line = link.lines[0]
-    assert shlex.split(line) == ["env", "SLURM_CONF=/etc/my slurm/slurm.conf", "EMPTY=", *argv]
+    assert shlex.split(line) == ["env", "LC_ALL=C", "SLURM_CONF=/etc/my slurm/slurm.conf", "EMPTY=", *argv]
     assert "'--comment=x; rm -rf / #'" in line and "'--job-name=$(id)'" in line
 
 

@@ -98,6 +98,9 @@ def _session_origin_rules(fe: Reader, frontend: FrontendConfig, site: dict) -> N
                                          f"is {frontend.kind!r})")
     # Another port of the same host is no origin of its own where it matters: browsers send a host's cookies
     # to all its ports, and the front ends tell the two apart by host name.
+    if site["service"].public_url.startswith("https:") and not frontend.session_origin.startswith("https:"):
+        raise fe.error("session_origin", "must be https, as pvhpc's public_url is: its pages and their login "
+                                         "travel there too")
     session_host = urlsplit(frontend.session_origin).hostname
     for own in (checks.origin_of(site["service"].public_url), *site["service"].allowed_origins):
         if urlsplit(own).hostname == session_host:

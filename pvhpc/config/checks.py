@@ -166,7 +166,7 @@ def origins(value: Any) -> tuple[str, ...]:
 def origin(value: Any) -> str:
     """One web origin (scheme://host[:port])."""
     if isinstance(value, list):
-        raise ValueError("must be one origin, e.g. https://sessions.viz.example.org")
+        raise ValueError("must be one origin, e.g. https://viz-sessions.example.net")
     return origins(value)[0]
 
 

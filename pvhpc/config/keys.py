@@ -284,7 +284,7 @@ FRONTEND = Section("frontend", FrontendConfig, help="how clients reach a session
         "the origin (a host name of its own) where sessions' own web content (/session/<id>/: trame apps, a "
         "site's own) is served, apart from pvhpc's pages and API; left out, that content is served on pvhpc's "
         "origin in a browser sandbox (Content-Security-Policy: sandbox; docs/security.md)",
-        example="https://sessions.viz.example.org"),
+        example="https://viz-sessions.example.net"),
 ))
 
 AUTH = Section("auth", AuthConfig, help="who is asking", keys=(

@@ -57,12 +57,17 @@ class ApacheFrontEnd(FrontEnd):
             self._write()
 
     def entries(self) -> dict[str, str]:
-        """The map's lines: each routable session's "<id> <host>:<port>"; and for a session whose server serves
-        its own client also "<id>.http <host>:<port>|<owner>", from which /session/<id>/ checks the owner.
-        (Ids have no dots, so the two kinds of key never meet.)"""
-        out = self.routes.targets()
+        """The map's lines: each routable session's "<id> <host>:<port>|<owner>", from which /proxy checks the
+        owner (a websocket to another user's server would let it feed that user's client); and for a session
+        whose server serves its own client also "<id>.http <host>:<port>|<owner>", for /session/<id>/. (Ids have
+        no dots, so the two kinds of key never meet.) A user name that cannot be written there is left out, so
+        its sessions are unreachable through Apache rather than anyone's."""
+        out = {}
         for route in self.routes:
-            if self.serves_http(route) and OWNER.match(route.user):
+            if not OWNER.match(route.user):
+                continue
+            out[route.session_id] = f"{route.target}|{route.user}"
+            if self.serves_http(route):
                 out[f"{route.session_id}.http"] = f"{route.target}|{route.user}"
         return out
 

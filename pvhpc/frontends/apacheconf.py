@@ -149,7 +149,9 @@ def site_web_clients(config) -> tuple[tuple[str, Path], ...]:
 def _web_client_blocks(site: Site) -> str:
     if not site.web_clients:
         return "    # (No application has a web_client: render with --config SITE.yaml to serve them here.)\n"
-    return "".join(_fill("webclient.conf.in", {"PREFIX": site.prefix, "NAME": name, "DIR": str(directory).rstrip("/")})
+    policy = content.web_client_policy(proxied=True)
+    return "".join(_fill("webclient.conf.in", {"PREFIX": site.prefix, "NAME": name, "DIR": str(directory).rstrip("/"),
+                                               "POLICY": policy})
                    for name, directory in site.web_clients)
 
 
@@ -179,6 +181,16 @@ def render_site(site: Site) -> str:
         auth = ("        # No authentication here: with auth.kind header pvhpc then refuses every request (401).\n"
                 "        # Put the site's directives in a file and render with --auth-include FILE, e.g.\n"
                 "        #   AuthType Basic / AuthName pvhpc / AuthUserFile ... / Require valid-user")
+    if site.auth_include:
+        # A session's websocket is its owner's only: another user's server could feed the client anything.
+        # (Not logged in: the 404 waits for the login, which answers 401 first.)
+        proxy_owner = ('    RewriteCond "${session-to-port:%1}|%2|%{LA-U:REMOTE_USER}" '
+                       '^([A-Za-z0-9.-]+:[0-9]+)\\|([^|]+)\\|([^|]*)\\|\\2$')
+        proxy_unknown = (f"    RewriteCond %{{LA-U:REMOTE_USER}} .\n    RewriteRule ^{site.prefix}/proxy$ - [R=404,L]")
+    else:
+        # Without a login there is nobody to tell apart (a site of one user, docs/apache.md).
+        proxy_owner = ('    RewriteCond "${session-to-port:%1}|%2" ^([A-Za-z0-9.-]+:[0-9]+)\\|([^|]+)\\|(.*)$')
+        proxy_unknown = f"    RewriteRule ^{site.prefix}/proxy$ - [R=404,L]"
     logs = _part("logs.conf.in", {"ACCESS_LOG": str(site.access_log)})
     headers = _part("headers.conf.in", {})
     if site.session_origin is None:
@@ -198,6 +210,7 @@ def render_site(site: Site) -> str:
         "SESSION_URL": site.session_url, "PUBLIC_URL": site.public_url, "TLS": tls, "AUTH": auth,
         "SSL_MODULE": " ssl" if site.tls else "", "LOGS": logs, "HEADERS": headers,
         "SESSION_CONTENT": session_content, "SESSION_HOST_BLOCK": session_host,
+        "PROXY_OWNER": proxy_owner, "PROXY_UNKNOWN": proxy_unknown,
         "WS_IDLE_TIMEOUT": str(site.ws_idle_timeout), "HTTP_TIMEOUT": str(site.http_timeout),
         "WEB_CLIENTS": _web_client_blocks(site),
     })

@@ -309,16 +309,18 @@ class SessionProxyHandler(ErrorAnswers, RequestHandler):
                                                                                                    "").lower()
         return True
 
-    async def _own_route(self, session_id: str, staff_too: bool = True) -> Route | None:
-        """The session's route if it is routable and the caller's own (or the caller is staff, with ``staff_too``);
-        an unknown id and another user's look alike."""
+    async def _own_route(self, session_id: str) -> Route | None:
+        """The session's route if it is routable and the caller's own; an unknown id and another user's look
+        alike. Staff included: a session's server is its user's code, and whatever it sends a client that
+        joined it (a trame client takes templates from it) would run with the joiner's login; staff, who never
+        get another's secret, have no business there."""
         route = self.frontend.routes.get(session_id) if SESSION_ID.match(session_id) else None
         if route is None:
             return None
         user = await self.auth.user_off_loop(self.request)
-        if user is None or (user != route.user and not (staff_too and self.auth.is_staff(user))):
+        if user is None or user != route.user:
             return None
-        self.user = user   # whose connection this is, in the front end's count (staff's own, for another's session)
+        self.user = user   # whose connection this is, in the front end's count
         return route
 
     def _refuse(self, status: int, message: str, extra: dict | None = None) -> None:

@@ -33,3 +33,16 @@ def answer_headers(sandboxed: bool) -> tuple[tuple[str, str], ...]:
     policy = f"{SANDBOX}; {FRAMING}" if sandboxed else FRAMING
     return (("Content-Security-Policy", policy), ("X-Frame-Options", "SAMEORIGIN"),
             ("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "no-referrer"))
+
+
+def web_client_policy(proxied: bool) -> str:
+    """The Content-Security-Policy of the applications' own web clients at /apps/<name>/ (pvhpc's files, on
+    pvhpc's origin). Their URL's query becomes their config (the Visualizer's and trame's clients both take a
+    ``sessionURL`` or ``sessionManagerURL`` from it), so a link could point them at a server of anyone's, whose
+    answers (trame's templates) would run here with the user's login: they may connect to this origin only,
+    where /proxy joins a user to their own sessions alone. With the direct front end the sessions' servers are
+    elsewhere (their websockets are let through; that front end is for one trusted user, docs/security.md).
+    Scripts only from here (and what the clients build themselves: inline, eval, blob workers)."""
+    connect = "connect-src 'self'" if proxied else "connect-src 'self' ws: wss:"
+    return (f"{connect}; script-src 'self' 'unsafe-inline' 'unsafe-eval' blob:; worker-src 'self' blob:; "
+            f"{FRAMING}")

@@ -1,4 +1,4 @@
-"""Apache's RewriteMap file: one ``<sessionId> <host>:<port>`` line per routable session.
+"""Apache's RewriteMap file: one ``<sessionId> <host>:<port>|<owner>`` line per routable session.
 
 The whole file is written anew on every change and moved into place with
 ``os.replace``: Apache (``RewriteMap ... txt:FILE``, re-read when the file's

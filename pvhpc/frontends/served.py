@@ -31,6 +31,19 @@ from pvhpc.web.errors import ErrorAnswers
 log = logging.getLogger("pvhpc.frontends.served")
 
 HTTP_TIMEOUT = 300
+# Its own client, not Tornado's shared one (10 requests at once, for every user): one user's server holding its
+# requests open must not queue everyone else's. Room for many users' requests under way, each user held to
+# limits.proxied_connections_per_user; an answer is buffered whole, so it is bounded too.
+MAX_REQUESTS = 256
+MAX_ANSWER_BYTES = 64 * 1024 * 1024
+_client: AsyncHTTPClient | None = None
+
+
+def http_client() -> AsyncHTTPClient:
+    global _client
+    if _client is None:
+        _client = AsyncHTTPClient(force_instance=True, max_clients=MAX_REQUESTS, max_body_size=MAX_ANSWER_BYTES)
+    return _client
 # Hop-by-hop headers (RFC 9110 7.6.1) belong to one connection, never forwarded; Host and Content-Length are
 # the client library's to set for the new request; Set-Cookie would land on pvhpc's origin.
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te",
@@ -94,7 +107,7 @@ class ServedSessionHandler(SessionProxyHandler):
         return super()._cross_site()
 
     async def _served_route(self, session_id: str):
-        route = await self._own_route(session_id, staff_too=False)
+        route = await self._own_route(session_id)
         return route if route is not None and self.frontend.serves_http(route) else None
 
     def _upstream_path(self, session_id: str) -> str:
@@ -122,7 +135,7 @@ class ServedSessionHandler(SessionProxyHandler):
                 body=self.request.body if method in METHODS_WITH_BODY else None, allow_nonstandard_methods=True,
                 follow_redirects=False, decompress_response=False,
                 connect_timeout=CONNECT_TIMEOUT, request_timeout=HTTP_TIMEOUT)
-            answer = await AsyncHTTPClient().fetch(request, raise_error=False)
+            answer = await http_client().fetch(request, raise_error=False)
         except (OSError, HTTPClientError, asyncio.TimeoutError) as e:
             log.warning("session %s… does not answer HTTP at %s: %s", session_id[:6], route.target, e)
             return self._refuse(502, "the session's server does not answer")
@@ -130,6 +143,8 @@ class ServedSessionHandler(SessionProxyHandler):
             log.warning("session %s… gave no HTTP answer at %s: %s", session_id[:6], route.target, answer.error)
             return self._refuse(502, "the session's server does not answer")
         self.clear()
+        for name in ("Content-Type", "Server", "Date"):
+            self.clear_header(name)   # Tornado's own defaults: the app's answer says these itself
         self.set_status(answer.code, answer.reason)
         for name, value in answer.headers.get_all():
             if name.lower() not in NOT_RETURNED:

@@ -163,6 +163,10 @@ def run(spec, launcher_argv):
                    "install' (it needs a C compiler) into the runtime directory the nodes share")
     elif exe is None:
         problem = f"{spec['pvserver'][0]} is not found on this node"
+    elif not os.path.basename(exe).startswith("pvserver"):
+        # The guard acts in pvserver only: another program in front would start it unguarded (see
+        # pvhpc/sessions/parallel.py check_pvserver, which refuses such a config before any job).
+        problem = f"{spec['pvserver'][0]} is {exe}, not ParaView's pvserver"
     if problem:
         print(f"pvhpc: {problem}", flush=True)
         jobhelper.send(args.url, "failed", 30, reason=f"the ParaView server cannot be started: {problem}")

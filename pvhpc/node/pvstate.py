@@ -19,6 +19,8 @@ import time
 import xml.etree.ElementTree as ElementTree
 
 SAVE_ENV, LOAD_ENV, ROOTS_ENV = "PVHPC_STATE_SAVE", "PVHPC_STATE_LOAD", "PVHPC_STATE_ROOTS"
+# A pipeline's state is some hundred kB; a file far larger is not one pvhpc saved (the service's limit too).
+MAX_STATE_BYTES = 16 * 1024 * 1024
 INDEX = "index.tsv"
 # Properties of readers that name files: what a state reads from disk.
 FILE_PROPERTIES = ("FileName", "FileNames", "FilePattern", "FilePrefix")
@@ -45,15 +47,16 @@ def files_named(text, path):
     return names
 
 
-def untrusted(path, uid, stat_of=os.stat):
+def untrusted(path, uid, file_stat=None):
     """Why the state at ``path`` may hold code of someone other than user ``uid``, or None when it cannot.
 
     A state runs the Python it holds (ProgrammableSource and ProgrammableFilter scripts, Python Calculator,
     Python annotations, ...) as the user who loads it. So a state is loaded only if that user owns it and no
     one else could have written it or put it where it is: neither the file nor any directory above it may be
     another user's (root's excepted) or writable by others (a sticky directory such as /tmp excepted: others
-    cannot replace what is in it). The way OpenSSH's StrictModes judges a user's keys. Raises OSError when a
-    path cannot be looked at (the caller decides: pvhpc's service leaves it to the node, the node refuses)."""
+    cannot replace what is in it). The way OpenSSH's StrictModes judges a user's keys. ``file_stat``: the
+    file as opened (the node judges what it will read, not what the name points at later). Raises OSError when
+    a path cannot be looked at (the caller decides: pvhpc's service leaves it to the node, the node refuses)."""
     import pwd
     import stat
 
@@ -64,7 +67,7 @@ def untrusted(path, uid, stat_of=os.stat):
             return f"uid {st.st_uid}"
 
     real = os.path.realpath(path)
-    st = stat_of(real)
+    st = file_stat or os.stat(real)
     if not stat.S_ISREG(st.st_mode):
         return f"{path} is not a regular file"
     if st.st_uid != uid:
@@ -75,7 +78,7 @@ def untrusted(path, uid, stat_of=os.stat):
                 "have put code in it; make it yours alone (chmod go-w) or start from a copy of your own")
     directory = os.path.dirname(real)
     while True:
-        st = stat_of(directory)
+        st = os.stat(directory)
         if st.st_uid not in (uid, 0):
             return (f"{path} lies in {directory}, which belongs to {owner(st)}: they could have replaced it; "
                     "start from a copy in a directory of your own")
@@ -151,13 +154,18 @@ def load(path, roots):
     from paraview import simple
 
     try:
-        why = untrusted(path, os.getuid())
-        with open(path, "rb") as f:
-            data = f.read()
+        # Opened once, by its real path, never through a link (one swapped in after realpath fails here), and
+        # judged and read through that one descriptor: what is checked is what is loaded.
+        fd = os.open(os.path.realpath(path), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as f:
+            why = untrusted(path, os.getuid(), file_stat=os.fstat(f.fileno()))
+            data = b"" if why else f.read(MAX_STATE_BYTES + 1)
     except OSError as e:
         raise StateRefused(f"the state {path} cannot be read here: {e.strerror}") from None
     if why:
         raise StateRefused(f"the state is refused: {why}")
+    if len(data) > MAX_STATE_BYTES:
+        raise StateRefused(f"the state {path} is over {MAX_STATE_BYTES // (1024 * 1024)} MB: not a saved state")
     text = data.decode("utf-8", errors="replace")
     names = files_named(text, path)
     bad = outside(names, roots)

@@ -230,7 +230,9 @@ class SSHRunner(CommandRunner):
             if not ENV_NAME.match(name):
                 raise ValueError(f"{name!r} is not an environment variable name")
         self.link = link
-        self.env = dict(env or {})
+        # Messages in the C locale, as LocalRunner's (pvhpc reads some of them: read_tail's), whatever the login
+        # host's own; a site's environment may still name another.
+        self.env = {"LC_ALL": "C", **(env or {})}
 
     def command_line(self, argv: Sequence[str]) -> str:
         """The line the login host's shell runs: every word quoted, so none is expanded or split."""

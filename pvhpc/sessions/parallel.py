@@ -11,6 +11,7 @@ process, exactly as before. The job runs pvhpc/node/parallel.py on its first nod
 from __future__ import annotations
 
 import json
+import os
 import re
 from typing import TYPE_CHECKING
 
@@ -81,7 +82,14 @@ def check_mpi_launcher(value) -> tuple[str, ...]:
 def check_pvserver(value) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [value]
-    return _argv(value, {}, "ParaView's pvserver built with the site's MPI, and its options")
+    argv = _argv(value, {}, "ParaView's pvserver built with the site's MPI, and its options")
+    # pvhpc's guard (pvhpc/node/pvserver_guard.c) hides the connect id and guards the port in the pvserver
+    # program itself: a wrapper in front (numactl, vglrun, a container runner) would get the id and start
+    # pvserver with it on its command line, unguarded. Wrappers go in the MPI launcher's options instead.
+    if not os.path.basename(argv[0]).startswith("pvserver"):
+        raise ValueError(f"must start with ParaView's pvserver itself, not {argv[0]!r}: pvhpc guards the pvserver "
+                         "program (put wrappers such as numactl in the MPI launcher's command)")
+    return argv
 
 
 def check_connect(value) -> tuple[str, ...]:

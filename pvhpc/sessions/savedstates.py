@@ -28,8 +28,7 @@ from pvhpc.sessions import joblogs
 from pvhpc.sessions.spec import RequestError, SessionSpec
 
 USER_STATE_DIR = ".pvhpc/states"
-# A pipeline's state is some hundred kB; a file far larger is not one pvhpc saved.
-MAX_STATE_BYTES = 16 * 1024 * 1024
+MAX_STATE_BYTES = pvstate.MAX_STATE_BYTES
 MAX_INDEX_BYTES = 256 * 1024   # the newest few thousand states
 SAVED_NAME = re.compile(r"^(?P<session>[A-Za-z0-9_-]{1,128})-(?P<at>\d{8}T\d{6}Z)\.pvsm$")
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from tornado.web import RedirectHandler, StaticFileHandler
 
-from pvhpc.frontends import web_clients
+from pvhpc.frontends import content, web_clients
 from pvhpc.paths import web_clients_dir
 from pvhpc.sessions.spec import READ, SEARCH, UserAccess, service_refusal
 
@@ -97,11 +97,16 @@ class WebClientHandler(ErrorAnswers, StaticFileHandler):
     No directory is ever listed; an application without a web client, or a file it lacks, is a 404.
     """
 
+    def initialize(self, path: str, default_filename: str | None = None, policy: str = "") -> None:
+        super().initialize(path, default_filename)
+        self.policy = policy
+
     def set_extra_headers(self, path: str) -> None:
         self.set_header("Cache-Control", "no-cache")
         self.set_header("X-Content-Type-Options", "nosniff")
         # The page's URL may carry a session id (?attach=<id>): it must not travel in a Referer elsewhere.
         self.set_header("Referrer-Policy", "same-origin")
+        self.set_header("Content-Security-Policy", self.policy)
 
 
 def web_client_routes(config) -> list:
@@ -110,7 +115,8 @@ def web_client_routes(config) -> list:
     for name, directory in web_clients(config).items():
         out.append((rf"/apps/{re.escape(name)}", RedirectHandler, {"url": f"{name}/"}))
         out.append((rf"/apps/{re.escape(name)}/(.*)", WebClientHandler,
-                    {"path": str(directory), "default_filename": "index.html"}))
+                    {"path": str(directory), "default_filename": "index.html",
+                     "policy": content.web_client_policy(proxied=config.frontend.kind != "direct")}))
     return out
 
 
