@@ -318,7 +318,8 @@ def test_a_users_fifos_and_directories_get_a_clear_4xx_quickly_and_leave_nothing
         subprocess.run(["chown", "-R", unix_users["service"], str(svc.dir)], check=True)
         svc.start(as_user=unix_users["service"])
         client = svc.user_client(alice)
-        as_user(alice, "rm", "-rf", str(states))   # the users are the test session's: start from no states
+        # The users are the test session's: start from none of the states and job logs other tests left.
+        as_user(alice, "rm", "-rf", str(home / ".pvhpc"))
         as_user(alice, "mkdir", "-p", "-m", "0700", str(states))
 
         # The states' index a FIFO: listing answers a 4xx naming it, in seconds, and alice's tail is gone.
