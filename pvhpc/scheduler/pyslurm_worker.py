@@ -27,6 +27,16 @@ def _job(job) -> dict:
     }
 
 
+def gres_strings(values: dict | None) -> list[str]:
+    """pyslurm's GRES dicts as sinfo's strings: {'gpu:a100': 2} -> ['gpu:a100:2']. pyslurm 25.11 reads the GRES
+    in use from the node's allocated TRES, which count a typed GPU twice (gres/gpu=2 and gres/gpu:a100=2):
+    where a GRES has typed entries, the untyped total is left out."""
+    values = values or {}
+    typed = {name.split(":")[0] for name in values if ":" in name}
+    return [f"{name}:{v['count'] if isinstance(v, dict) else v}" for name, v in values.items()
+            if ":" in name or name not in typed]
+
+
 class Ops:
     def __init__(self, pyslurm):
         self.slurm = pyslurm
@@ -62,19 +72,24 @@ class Ops:
         self.slurm.Job(int(job_id)).cancel()
 
     def finished(self, job_id: str) -> dict | None:
-        try:
-            job = self.slurm.db.Job.load(int(job_id))
-        except self.slurm.RPCError:
-            if self._accounting is None:
-                self._accounting = self.slurm.config().get().get("accounting_storage_type") or ""
-            if self._accounting in ("", "accounting_storage/none"):
-                return None     # no accounting database: no second record, as sacct says
-            raise
+        # Asked first, once: without an accounting database there is no second record (as sacct says), and
+        # pyslurm 25.11's database calls would go looking for a slurmdbd that is not there.
+        if self._accounting is None:
+            self._accounting = self._accounting_type()
+        if self._accounting in ("", "accounting_storage/none"):
+            return None
+        job = self.slurm.db.Job.load(int(job_id))
         # Not tried here: this project's test cluster has no slurmdbd.
         code, signal = getattr(job, "exit_code", None), getattr(job, "exit_code_signal", None)
         return {"id": str(job_id), "state": getattr(job, "state", "") or "", "reason": "",
                 "name": getattr(job, "name", "") or "", "nodes": getattr(job, "nodes", "") or "", "start": None,
                 "exit_code": "" if code is None else f"{code}:{signal or 0}"}
+
+    def _accounting_type(self) -> str:
+        controller = getattr(self.slurm, "slurmctld", None)
+        if controller is not None and hasattr(controller, "Config"):     # pyslurm 25.11
+            return controller.Config.load().accounting_storage_type or ""
+        return self.slurm.config().get().get("accounting_storage_type") or ""   # pyslurm 22.5's older interface
 
     def nodes(self) -> list[dict]:
         """Every node with its partitions, addresses, state, configured GRES and GRES in use, as strings
@@ -88,12 +103,9 @@ class Ops:
                      "gres": list(n.get("gres") or ()), "gres_used": list(n.get("gres_used") or ())}
                     for name, n in legacy().get().items()]
 
-        def gres(values: dict) -> list[str]:
-            return [f"{k}:{v['count'] if isinstance(v, dict) else v}" for k, v in (values or {}).items()]
-
         return [{"name": n.name, "state": n.state or "", "partitions": list(n.partitions or ()),
                  "address": n.address or "", "hostname": n.hostname or "",
-                 "gres": gres(n.configured_gres), "gres_used": gres(n.allocated_gres)}
+                 "gres": gres_strings(n.configured_gres), "gres_used": gres_strings(n.allocated_gres)}
                 for n in self.slurm.Nodes.load().values()]
 
     def partitions(self) -> dict:
