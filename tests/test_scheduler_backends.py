@@ -41,6 +41,21 @@ def test_parse_squeue_and_gres():
     assert _gres_gpus("(null)") == []
 
 
+def test_pyslurm_node_words_read_as_sinfo_reads_them():
+    """pyslurm gives a node's state and GRES in its own words; the backend reads them as sinfo shows them, in
+    both pyslurm releases (words met on the real clusters: 22.05 and 25.11)."""
+    from pvhpc.scheduler.pyslurm_backend import _idle
+    from pvhpc.scheduler.pyslurm_worker import gres_strings
+
+    assert _idle("IDLE") and _idle("idle*")
+    # 25.11's backfill marks an idle node it plans for a waiting job (sinfo: 'plnd'): not free for a session.
+    for taken in ("IDLE+PLANNED", "IDLE+DRAIN", "MIXED", "ALLOCATED", "IDLE+RESERVED", "DOWN+NOT_RESPONDING"):
+        assert not _idle(taken), taken
+    # Configured GRES come as counts, a job's GRES on a node (pyslurm 25.11's layout) with their indexes.
+    assert gres_strings({"gpu:a100": 2}) == ["gpu:a100:2"] and gres_strings({"gpu": 1}) == ["gpu:1"]
+    assert gres_strings({"gpu:a100": {"count": 2, "indexes": "0-1"}}) == ["gpu:a100:2"] and gres_strings(None) == []
+
+
 def test_comma_lists_stay_under_the_argument_limit_and_keep_every_item():
     items = [str(1_000_000 + i) for i in range(40_000)]
     lists = comma_lists(items)
@@ -121,6 +136,25 @@ def test_unreachable_controller_is_unavailable_not_gone(backend, tmp_path):
                                             output=str(tmp_path / "o"))))
     finally:
         scheduler.close()
+
+
+def test_a_pyslurm_for_another_slurm_release_is_refused_at_start(tmp_path):
+    """libslurm of one release cannot talk to another's slurmctld: the backend compares pyslurm's release with
+    what the site's tools say (sinfo --version) before any worker starts, and names the key to fix."""
+    from pvhpc.scheduler.pyslurm_backend import PySlurmUnavailable, check_release
+
+    slurm = backends.test_slurm()
+    env = unreachable_conf(tmp_path, port=1)   # sinfo --version reads slurm.conf, and asks no controller
+    assert check_release(f"{slurm.version.major}.{slurm.version.minor}.1", env, slurm.prefix) == slurm.version
+    other = "22.5.3" if slurm.version.release != "22.05" else "25.11.2"
+    with pytest.raises(PySlurmUnavailable, match=rf"pyslurm {other} is for Slurm \d+\.\d\d, and this site's Slurm "
+                                                 rf"is {slurm.version} \(sinfo --version\): set "
+                                                 rf"scheduler.pyslurm_python to a python with pyslurm "
+                                                 rf"{slurm.version.release}\.\*") as e:
+        check_release(other, env, slurm.prefix)
+    assert e.value.field == "scheduler.pyslurm_python"
+    # No Slurm tools where pyslurm runs: nothing to compare with, nothing refused.
+    assert check_release(other, env, tmp_path / "no-slurm-here") is None
 
 
 def silent_controller():

@@ -338,6 +338,7 @@ def _minutes(value) -> int | None:
 
 
 def _idle(state: str) -> bool:
-    """Idle as sinfo's compact state says 'idle' (also 'idle*', 'idle~'), not drained, reserved or in maintenance."""
+    """Idle as sinfo's compact state says 'idle' (also 'idle*', 'idle~'): not drained, reserved, in maintenance,
+    nor planned by the backfill scheduler for a waiting job (IDLE+PLANNED, which sinfo shows as 'plnd')."""
     base, *flags = (state or "").upper().split("+")
-    return base.rstrip("*~#$@!%") == "IDLE" and not set(flags) & {"DRAIN", "RESERVED", "MAINT", "FAIL"}
+    return base.rstrip("*~#$@!%") == "IDLE" and not set(flags) & {"DRAIN", "RESERVED", "MAINT", "FAIL", "PLANNED"}
