@@ -23,7 +23,7 @@ SUDOERS = Path("/etc/sudoers.d/pvhpc-test")
 
 
 @pytest.fixture(scope="module")
-def unix_users():
+def unix_users(cluster):
     if os.geteuid() != 0:
         pytest.fail("this test makes Unix users and a sudoers rule: run it as root (CI does)")
     for name in USERS.values():
@@ -38,6 +38,9 @@ def unix_users():
             line = line.replace("Defaults:pvhpc ", f"Defaults:{USERS['service']} ", 1)
         elif line.startswith("pvhpc ALL"):
             line = line.replace("pvhpc ALL", f"{USERS['service']} ALL", 1)
+            # Slurm's tools where the test cluster's Slurm has them, as the rule's comment tells a site to do.
+            for tool in ("sbatch", "scancel"):
+                line = line.replace(f"/usr/bin/{tool}", f"{cluster.slurm.prefix}/bin/{tool}")
         rule.append(line)
     SUDOERS.write_text("\n".join(rule) + "\n")
     SUDOERS.chmod(0o440)
@@ -81,7 +84,7 @@ def test_jobs_run_as_their_users_and_users_stay_apart(unix_users, service_factor
     try:
         svc = service_factory(
             "multiuser", directory=shared / "service",
-            scheduler={"environment": cluster.environment(), "submit_as": "user"},
+            scheduler={**cluster.scheduler_config(), "submit_as": "user"},
             **node_side,
             auth={"kind": "header", "staff": ["pvhpc-staff"]},
             frontend={"kind": "builtin"},
@@ -136,7 +139,7 @@ def test_jobs_run_as_their_users_and_users_stay_apart(unix_users, service_factor
 def test_without_a_sudoers_rule_submission_fails_clearly(service_factory, cluster, runtime_dir, tmp_path):
     """A user sudo does not let the service act as: the error names sudo's reason, and no job is left."""
     shared = shared_dir()
-    svc = service_factory("nosudo", directory=shared / "service", scheduler={"environment": cluster.environment(), "submit_as": "user"},
+    svc = service_factory("nosudo", directory=shared / "service", scheduler={**cluster.scheduler_config(), "submit_as": "user"},
                           auth={"kind": "header"}, frontend_socket_group=None)
     subprocess.run(["chown", "-R", "nobody", str(svc.dir)], check=True)
     svc.start(as_user="nobody")
@@ -161,7 +164,7 @@ def test_ssh_mode_runs_jobs_as_their_users_too(unix_users, service_factory, clus
         subprocess.run(["chown", "-R", unix_users["service"], str(ssh_dir)], check=True)
         svc = service_factory(
             "ssh-user", directory=shared / "service", ssh=sshd.ssh_section(user=unix_users["service"]),
-            scheduler={"environment": cluster.environment(), "submit_as": "user"},
+            scheduler={**cluster.scheduler_config(), "submit_as": "user"},
             **node_side,
             auth={"kind": "header"}, frontend={"kind": "builtin"},
         ).start()
@@ -187,7 +190,7 @@ def test_a_state_another_user_wrote_is_not_loaded_for_alice(unix_users, service_
     try:
         svc = service_factory(
             "states", directory=shared / "service",
-            scheduler={"environment": cluster.environment(), "submit_as": "user"}, **node_side,
+            scheduler={**cluster.scheduler_config(), "submit_as": "user"}, **node_side,
             auth={"kind": "header"}, frontend={"kind": "builtin"}, frontend_socket_group=None)
         subprocess.run(["chown", "-R", unix_users["service"], str(svc.dir)], check=True)
         svc.start(as_user=unix_users["service"])

@@ -20,6 +20,8 @@ from pvhpc.errors import PvhpcError
 
 SYSTEM_PREFIX = Path("/usr")
 BUILT_PREFIXES = "/opt/slurm-*"      # where install.sh builds Slurm from source (docs/scheduler.md)
+#: the Slurm releases pvhpc's tests run on (the backend contract, the launcher's path and the drills)
+TESTED_RELEASES = ("22.05", "25.11")
 VERSION = re.compile(r"^(?:slurm(?:-wlm)?\s+)?(\d+)\.(\d+)\.(\d+)\b")
 
 
