@@ -42,32 +42,16 @@ if ! grep -qs '^home = /usr/bin$' "$PREFIX/venv/pyvenv.cfg"; then
 fi
 "$PREFIX/venv/bin/pip" install -q --disable-pip-version-check -e ".[test,postgres]"
 VENDOR="$(pwd)/../shared/vendor"
-# Slurm 25.11 from source, where its source is beside the checkout (../shared/vendor, as in CI): built once
-# into /opt/slurm-25.11 and kept in /var/cache/pvhpc/slurm (install/slurm.sh). pvhpc's local cluster then
-# runs on it by default, Debian's 22.05 being the second choice (pvhpc cluster start --slurm 22.05).
-slurm_tarball=$(ls "$VENDOR"/slurm-*.tar.gz 2>/dev/null | sort -V | tail -n 1 || true)
-built=""
-if [ -n "$slurm_tarball" ]; then
-    built=$(bash install/slurm.sh "$slurm_tarball" | tee /dev/stderr | tail -n 1)
-fi
 # pyslurm (scheduler.backend: pyslurm) for each Slurm here that has one, each in an environment of its own,
 # $PREFIX/pyslurm-RELEASE: pyslurm X.Y builds and runs only against Slurm X.Y, and one environment holds one
 # pyslurm (scheduler.pyslurm_python names it; docs/scheduler.md). The wheels compile for minutes and are kept
 # in /var/cache/pvhpc/wheels (install/pyslurm.sh). Without any, pvhpc runs on the command-line backend.
-# - the built Slurm: pyslurm from PyPI, the release pinned here for it.
-declare -A PYSLURM_FROM_PYPI=([25.11]=25.11.2)
-if [ -n "$built" ]; then
-    release=$(basename "$slurm_tarball" .tar.gz | sed 's/^slurm-//' | cut -d. -f1,2)
-    pin=${PYSLURM_FROM_PYPI[$release]:-}
-    if [ -n "$pin" ]; then
-        bash install/pyslurm.sh "$PREFIX/pyslurm-$release" "pyslurm==$pin" "$built" \
-            "slurm-$(cat "$built/.pvhpc-source")-pyslurm-$pin"
-    else
-        echo "install.sh: no pyslurm release is pinned for Slurm $release: its pyslurm not installed"
-    fi
-fi
-# - Debian's Slurm: pyslurm from its source beside the checkout, if it is the release for Debian's Slurm.
+#
+# First Debian's 22.05: pyslurm from its source beside the checkout (PyPI has none for 22.05), if it is the
+# release for Debian's Slurm. It compiles on one core for minutes, so it runs in the background while Slurm
+# 25.11 builds below (its Debian packages are installed first: apt takes one caller at a time).
 tarball=$(ls "$VENDOR"/pyslurm-*.tar.gz 2>/dev/null | sort -V | tail -n 1 || true)
+background=""
 if [ -n "$tarball" ]; then
     slurm_version=$(dpkg-query -W -f='${Version}' slurm-client 2>/dev/null || true)
     pyslurm_version=$(basename "$tarball" .tar.gz | sed 's/^pyslurm-//')
@@ -80,8 +64,34 @@ if [ -n "$tarball" ]; then
             apt-get update -qq
             DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libslurm-dev gcc python3-dev >/dev/null
         }
-        bash install/pyslurm.sh "$PREFIX/pyslurm-$wanted" "$tarball" /usr "$(sha256sum "$tarball" | cut -d' ' -f1)"
+        background=$(mktemp /tmp/pvhpc-install-pyslurm.XXXXXX)
+        bash install/pyslurm.sh "$PREFIX/pyslurm-$wanted" "$tarball" /usr "$(sha256sum "$tarball" | cut -d' ' -f1)" \
+            >"$background" 2>&1 &
+        background_pid=$!
     fi
+fi
+# Slurm 25.11 from source, where its source is beside the checkout (../shared/vendor, as in CI): built once
+# into /opt/slurm-25.11 and kept in /var/cache/pvhpc/slurm (install/slurm.sh). pvhpc's local cluster then
+# runs on it by default, Debian's 22.05 being the second choice (pvhpc cluster start --slurm 22.05). Its
+# pyslurm comes from PyPI, the release pinned here for it.
+declare -A PYSLURM_FROM_PYPI=([25.11]=25.11.2)
+slurm_tarball=$(ls "$VENDOR"/slurm-*.tar.gz 2>/dev/null | sort -V | tail -n 1 || true)
+if [ -n "$slurm_tarball" ]; then
+    built=$(bash install/slurm.sh "$slurm_tarball" | tee /dev/stderr | tail -n 1)
+    release=$(basename "$slurm_tarball" .tar.gz | sed 's/^slurm-//' | cut -d. -f1,2)
+    pin=${PYSLURM_FROM_PYPI[$release]:-}
+    if [ -n "$pin" ]; then
+        bash install/pyslurm.sh "$PREFIX/pyslurm-$release" "pyslurm==$pin" "$built" \
+            "slurm-$(cat "$built/.pvhpc-source")-pyslurm-$pin"
+    else
+        echo "install.sh: no pyslurm release is pinned for Slurm $release: its pyslurm not installed"
+    fi
+fi
+if [ -n "$background" ]; then
+    status=0
+    wait "$background_pid" || status=$?
+    cat "$background" && rm -f "$background"
+    [ "$status" -eq 0 ] || { echo "install.sh: pyslurm for Debian's Slurm failed (exit $status)" >&2; exit 1; }
 fi
 # Earlier installs put pyslurm into pvhpc's own environment; it lives in the environments above now.
 if [ -f "$PREFIX/venv/.pyslurm-source" ]; then

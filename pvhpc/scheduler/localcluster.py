@@ -179,8 +179,9 @@ class LocalCluster:
             # The emulated nodes oversubscribe one host's cores: a rank waiting for a message gives up its
             # core instead of spinning on it (OpenMPI spins by default, made for a core per rank).
             'echo "export OMPI_MCA_mpi_yield_when_idle=1"\n'
-            # A job's own Slurm commands (mpiexec starts its daemons with srun) must be this cluster's release.
-            + "".join(f'echo "export {k}={v}"\n' for k, v in self.slurm.environment().items())
+            # A job's own Slurm commands (mpiexec starts its daemons with srun) must be this cluster's release:
+            # its programs first on the job's own PATH ($PATH is the task's, expanded by this script).
+            + (f'echo "export PATH={":".join(self.slurm.path_dirs)}:$PATH"\n' if self.slurm.path_dirs else "")
         )
         os.chmod(self.task_prolog, 0o755)
         for i in range(GPUS_PER_NODE):

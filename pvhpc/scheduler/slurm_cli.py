@@ -103,11 +103,12 @@ class SlurmCLI(Scheduler):
     async def _run(self, argv: list[str], input: str | None = None, user: str | None = None) -> CommandResult:
         self.calls[argv[0]] = self.calls.get(argv[0], 0) + 1
         runner = self.runner_for_user(user) if user and self.runner_for_user else self.runner
-        argv = [tool_path(self.prefix, argv[0]), *argv[1:]]
         try:
-            return await runner.run(argv, input=input, timeout=self.timeout)
-        except CommandUnavailable as e:
+            result = await runner.run([tool_path(self.prefix, argv[0]), *argv[1:]], input=input, timeout=self.timeout)
+        except CommandUnavailable as e:   # names the full path: a wrong scheduler.slurm_prefix shows
             raise SchedulerUnavailable(str(e)) from None
+        result.argv = argv   # what Slurm said names the tool, not where it is installed
+        return result
 
     async def version(self) -> SlurmVersion:
         """The release of the Slurm tools this backend runs, asked once; SchedulerUnavailable if they cannot

@@ -72,11 +72,16 @@ class SlurmInstall:
                 return str(path)
         raise SlurmNotFound(f"Slurm {self.version} in {self.prefix} has no {name}")
 
+    @property
+    def path_dirs(self) -> list[str]:
+        """The directories to put first on PATH to find this installation's programs (Debian's are on it)."""
+        return [] if self.prefix == SYSTEM_PREFIX else [f"{self.prefix}/bin", f"{self.prefix}/sbin"]
+
     def environment(self) -> dict[str, str]:
-        """PATH with this installation's tools first, for shells and jobs (Debian's are on PATH already)."""
-        if self.prefix == SYSTEM_PREFIX:
+        """PATH with this installation's programs first, for shells and commands of this process."""
+        if not self.path_dirs:
             return {}
-        return {"PATH": f"{self.prefix}/bin:{self.prefix}/sbin:{os.environ.get('PATH', os.defpath)}"}
+        return {"PATH": ":".join([*self.path_dirs, os.environ.get("PATH", os.defpath)])}
 
     def describe(self) -> str:
         return f"Slurm {self.version} ({self.prefix})"
