@@ -44,14 +44,32 @@ fi
 VENDOR="$(pwd)/../shared/vendor"
 # pyslurm (scheduler.backend: pyslurm) for each Slurm here that has one, each in an environment of its own,
 # $PREFIX/pyslurm-RELEASE: pyslurm X.Y builds and runs only against Slurm X.Y, and one environment holds one
-# pyslurm (scheduler.pyslurm_python names it; docs/scheduler.md). The wheels compile for minutes and are kept
-# in /var/cache/pvhpc/wheels (install/pyslurm.sh). Without any, pvhpc runs on the command-line backend.
-#
-# First Debian's 22.05: pyslurm from its source beside the checkout (PyPI has none for 22.05), if it is the
-# release for Debian's Slurm. It compiles on one core for minutes, so it runs in the background while Slurm
-# 25.11 builds below (its Debian packages are installed first: apt takes one caller at a time).
+# pyslurm (scheduler.pyslurm_python names it; docs/scheduler.md). The wheels compile for minutes on one core
+# each and are kept in /var/cache/pvhpc/wheels (install/pyslurm.sh). So they build in the background, beside
+# Slurm's own build and the runtime's downloads, and install.sh waits for them at its end (the Debian packages
+# they need are installed before: apt takes one caller at a time). Without any, pvhpc runs on the
+# command-line backend.
+BACKGROUND=()
+in_background() {   # in_background NAME COMMAND...: run it, its output kept for wait_for_background
+    local log
+    log=$(mktemp /tmp/pvhpc-install.XXXXXX)
+    "${@:2}" >"$log" 2>&1 &
+    BACKGROUND+=("$!:$log:$1")
+}
+wait_for_background() {
+    local job pid log name status failed=0
+    for job in "${BACKGROUND[@]}"; do
+        IFS=: read -r pid log name <<<"$job"
+        status=0
+        wait "$pid" || status=$?
+        cat "$log" && rm -f "$log"
+        [ "$status" -eq 0 ] || { echo "install.sh: $name failed (exit $status)" >&2; failed=1; }
+    done
+    return "$failed"
+}
+# Debian's 22.05: pyslurm from its source beside the checkout (PyPI has none for 22.05), if it is the release
+# for Debian's Slurm.
 tarball=$(ls "$VENDOR"/pyslurm-*.tar.gz 2>/dev/null | sort -V | tail -n 1 || true)
-background=""
 if [ -n "$tarball" ]; then
     slurm_version=$(dpkg-query -W -f='${Version}' slurm-client 2>/dev/null || true)
     pyslurm_version=$(basename "$tarball" .tar.gz | sed 's/^pyslurm-//')
@@ -64,10 +82,8 @@ if [ -n "$tarball" ]; then
             apt-get update -qq
             DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libslurm-dev gcc python3-dev >/dev/null
         }
-        background=$(mktemp /tmp/pvhpc-install-pyslurm.XXXXXX)
-        bash install/pyslurm.sh "$PREFIX/pyslurm-$wanted" "$tarball" /usr "$(sha256sum "$tarball" | cut -d' ' -f1)" \
-            >"$background" 2>&1 &
-        background_pid=$!
+        in_background "pyslurm for Slurm $wanted" bash install/pyslurm.sh "$PREFIX/pyslurm-$wanted" "$tarball" /usr \
+            "$(sha256sum "$tarball" | cut -d' ' -f1)"
     fi
 fi
 # Slurm 25.11 from source, where its source is beside the checkout (../shared/vendor, as in CI): built once
@@ -81,23 +97,18 @@ if [ -n "$slurm_tarball" ]; then
     release=$(basename "$slurm_tarball" .tar.gz | sed 's/^slurm-//' | cut -d. -f1,2)
     pin=${PYSLURM_FROM_PYPI[$release]:-}
     if [ -n "$pin" ]; then
-        bash install/pyslurm.sh "$PREFIX/pyslurm-$release" "pyslurm==$pin" "$built" \
-            "slurm-$(cat "$built/.pvhpc-source")-pyslurm-$pin"
+        in_background "pyslurm for Slurm $release" bash install/pyslurm.sh "$PREFIX/pyslurm-$release" \
+            "pyslurm==$pin" "$built" "slurm-$(cat "$built/.pvhpc-source")-pyslurm-$pin"
     else
         echo "install.sh: no pyslurm release is pinned for Slurm $release: its pyslurm not installed"
     fi
 fi
-if [ -n "$background" ]; then
-    status=0
-    wait "$background_pid" || status=$?
-    cat "$background" && rm -f "$background"
-    [ "$status" -eq 0 ] || { echo "install.sh: pyslurm for Debian's Slurm failed (exit $status)" >&2; exit 1; }
-fi
+ln -sf "$PREFIX/venv/bin/pvhpc" /usr/local/bin/pvhpc
+PVHPC_RUNTIME_DIR=${PVHPC_RUNTIME_DIR:-$PREFIX/pvweb-site} PVHPC_WEB_CLIENTS_DIR=${PVHPC_WEB_CLIENTS_DIR:-$PREFIX/web-clients} \
+    "$PREFIX/venv/bin/pvhpc" runtime install
+wait_for_background || exit 1
 # Earlier installs put pyslurm into pvhpc's own environment; it lives in the environments above now.
 if [ -f "$PREFIX/venv/.pyslurm-source" ]; then
     "$PREFIX/venv/bin/pip" uninstall -q -y pyslurm && rm -f "$PREFIX/venv/.pyslurm-source"
 fi
-ln -sf "$PREFIX/venv/bin/pvhpc" /usr/local/bin/pvhpc
-PVHPC_RUNTIME_DIR=${PVHPC_RUNTIME_DIR:-$PREFIX/pvweb-site} PVHPC_WEB_CLIENTS_DIR=${PVHPC_WEB_CLIENTS_DIR:-$PREFIX/web-clients} \
-    "$PREFIX/venv/bin/pvhpc" runtime install
 echo "install.sh: done (pvhpc $("$PREFIX/venv/bin/python" -c 'import pvhpc; print(pvhpc.__version__)'))"

@@ -238,6 +238,8 @@ def test_backend_contract_on_the_real_cluster(backend, slurm, cluster, tmp_path)
         assert mine == reference, f"{backend.name} and slurm differ on {question}{args}"
         return mine
 
+    # Each says which Slurm it found (sinfo --version; pyslurm's own release checked against it): the cluster's.
+    assert run(backend.about())["slurm"] == str(cluster.slurm.version) == str(run(slurm.version()))
     parts = {p.name: p for p in same_answers("partitions")}
     assert parts["gpu"].gpu_types == {"a100": 2} and parts["gpu"].gpus_total == 4 and parts["gpu"].gpus_used == 0
     assert parts["gpu"].max_time_minutes == 480 and parts["gpu"].default_time_minutes == 60

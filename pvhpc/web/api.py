@@ -240,5 +240,7 @@ class HealthHandler(JSONHandler):
                    # Which instance polls the scheduler, when several share a database.
                    "poller": {"leading": tracker.leading, "how": tracker.leadership.kind,
                               "cycles": tracker.poll_cycles, "scheduler_calls": tracker.scheduler_calls},
-                   # Which backend, and which Slurm release it found and speaks.
-                   "scheduler": await self.ctx.scheduler.about()})
+                   # Which backend, and which Slurm release it found and speaks (no paths of this host: anyone
+                   # may ask; pvhpc doctor tells staff the rest).
+                   "scheduler": {k: v for k, v in (await self.ctx.scheduler.about()).items()
+                                 if k in ("backend", "slurm", "pyslurm")}})
