@@ -72,6 +72,10 @@ def test_the_test_cluster_runs_its_own_slurms_tools_and_jobs_see_them(cluster, t
     env = dict(os.environ, **cluster.environment())
     said = subprocess.run(["sinfo", "--version"], env=env, capture_output=True, text=True, check=True).stdout
     assert said.strip().split()[-1] == str(cluster.slurm.version)
+    # What pvhpc cluster env prints gets a shell there too.
+    line = pvhpc("cluster", "env", "--dir", str(cluster.dir)).stdout.strip()
+    shell = subprocess.run(["bash", "-c", f"{line} && sinfo --version"], capture_output=True, text=True)
+    assert shell.stdout.split()[-1] == str(cluster.slurm.version), (line, shell.stderr)
     if not os.environ.get(test_cluster.SLURM_VARIABLE):
         built = sorted(backends.VENDOR.glob("slurm-*.tar.gz"))
         newest = built[-1].name[len("slurm-"):-len(".tar.gz")] if built else str(slurm_install.installed()[0].version)

@@ -32,8 +32,10 @@ def register(sub) -> None:
 
 
 def export_line(cluster: LocalCluster) -> str:
-    """The shell line that points Slurm's commands (the cluster's own release's) at the cluster."""
-    return "export " + " ".join(f"{k}={v}" for k, v in cluster.environment().items())
+    """The shell line that points Slurm's commands (the cluster's own release's, first on the shell's PATH) at
+    the cluster."""
+    path = f" PATH={':'.join(cluster.slurm.path_dirs)}:$PATH" if cluster.slurm.path_dirs else ""
+    return f"export SLURM_CONF={cluster.conf}{path}"
 
 
 def run(args) -> int:
