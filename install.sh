@@ -1,8 +1,9 @@
 #!/bin/bash
 # Install what pvhpc needs on Debian 12, as root: Debian's Slurm, munge, ParaView, Xvfb,
 # Apache, OpenSSH and PostgreSQL; a virtual environment with pvhpc in /opt/pvhpc/venv
-# (command linked as /usr/local/bin/pvhpc); wslink for pvpython; and the web clients from npm
-# (ParaView Visualizer, wslink's browser client), fetched once with npm.
+# (command linked as /usr/local/bin/pvhpc); where their sources are beside the checkout, Slurm 25.11
+# built from source and pyslurm for each Slurm (install/); wslink for pvpython; and the web clients
+# from npm (ParaView Visualizer, wslink's browser client), fetched once with npm.
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -41,40 +42,74 @@ if ! grep -qs '^home = /usr/bin$' "$PREFIX/venv/pyvenv.cfg"; then
     /usr/bin/python3 -m venv "$PREFIX/venv"
 fi
 "$PREFIX/venv/bin/pip" install -q --disable-pip-version-check -e ".[test,postgres]"
-# pyslurm (scheduler.backend: pyslurm), where its source is beside the checkout, as in CI
-# (../shared/vendor, see docs/scheduler.md) and this machine's Slurm is the release it is for.
-# It compiles for minutes: the wheel is kept under $WHEELS, named by the source's sha256, so
-# later runs reuse it and a new source builds anew. Without the source pvhpc runs on the
-# command-line backend; a site installs the pyslurm release matching its own Slurm.
 VENDOR="$(pwd)/../shared/vendor"
-WHEELS=${PVHPC_WHEEL_CACHE:-/var/cache/pvhpc/wheels}
-tarball=$(ls "$VENDOR"/pyslurm-*.tar.gz 2>/dev/null | sort | tail -n 1 || true)
+# pyslurm (scheduler.backend: pyslurm) for each Slurm here that has one, each in an environment of its own,
+# $PREFIX/pyslurm-RELEASE: pyslurm X.Y builds and runs only against Slurm X.Y, and one environment holds one
+# pyslurm (scheduler.pyslurm_python names it; docs/scheduler.md). The wheels compile for minutes on one core
+# each and are kept in /var/cache/pvhpc/wheels (install/pyslurm.sh). So they build in the background, beside
+# Slurm's own build and the runtime's downloads, and install.sh waits for them at its end (the Debian packages
+# they need are installed before: apt takes one caller at a time). Without any, pvhpc runs on the
+# command-line backend.
+BACKGROUND=()
+in_background() {   # in_background NAME COMMAND...: run it, its output kept for wait_for_background
+    local log
+    log=$(mktemp /tmp/pvhpc-install.XXXXXX)
+    "${@:2}" >"$log" 2>&1 &
+    BACKGROUND+=("$!:$log:$1")
+}
+wait_for_background() {
+    local job pid log name status failed=0
+    for job in "${BACKGROUND[@]}"; do
+        IFS=: read -r pid log name <<<"$job"
+        status=0
+        wait "$pid" || status=$?
+        cat "$log" && rm -f "$log"
+        [ "$status" -eq 0 ] || { echo "install.sh: $name failed (exit $status)" >&2; failed=1; }
+    done
+    return "$failed"
+}
+# Debian's 22.05: pyslurm from its source beside the checkout (PyPI has none for 22.05), if it is the release
+# for Debian's Slurm.
+tarball=$(ls "$VENDOR"/pyslurm-*.tar.gz 2>/dev/null | sort -V | tail -n 1 || true)
 if [ -n "$tarball" ]; then
     slurm_version=$(dpkg-query -W -f='${Version}' slurm-client 2>/dev/null || true)
     pyslurm_version=$(basename "$tarball" .tar.gz | sed 's/^pyslurm-//')
     # pyslurm 22.5.x is for Slurm 22.05.x, and so on.
     wanted=$(echo "$pyslurm_version" | awk -F. '{printf "%s.%02d", $1, $2}')
     if [ "${slurm_version#"$wanted".}" = "$slurm_version" ]; then
-        echo "install.sh: $tarball is for Slurm $wanted, this machine has ${slurm_version:-no Slurm}: pyslurm not installed"
-    elif ! "$PREFIX/venv/bin/python" -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("pyslurm") is None)' \
-            || [ "$(cat "$PREFIX/venv/.pyslurm-source" 2>/dev/null)" != "$(sha256sum "$tarball" | cut -d' ' -f1)" ]; then
-        sum=$(sha256sum "$tarball" | cut -d' ' -f1)
-        cache="$WHEELS/$sum"
-        if ! ls "$cache"/pyslurm-*.whl >/dev/null 2>&1; then
-            dpkg-query -W -f='${Status}' libslurm-dev 2>/dev/null | grep -q "install ok installed" || {
-                apt-get update -qq
-                DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libslurm-dev gcc python3-dev >/dev/null
-            }
-            echo "install.sh: building pyslurm $pyslurm_version (several minutes, once; kept in $cache)"
-            mkdir -p "$cache"
-            SLURM_INCLUDE_DIR=/usr/include SLURM_LIB_DIR=/usr/lib/x86_64-linux-gnu \
-                "$PREFIX/venv/bin/pip" wheel -q --disable-pip-version-check --no-deps -w "$cache" "$tarball"
-        fi
-        "$PREFIX/venv/bin/pip" install -q --disable-pip-version-check --force-reinstall --no-deps "$cache"/pyslurm-*.whl
-        echo "$sum" > "$PREFIX/venv/.pyslurm-source"
+        echo "install.sh: $tarball is for Slurm $wanted, Debian's is ${slurm_version:-not installed}: pyslurm not installed"
+    else
+        dpkg-query -W -f='${Status}' libslurm-dev 2>/dev/null | grep -q "install ok installed" || {
+            apt-get update -qq
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libslurm-dev gcc python3-dev >/dev/null
+        }
+        in_background "pyslurm for Slurm $wanted" bash install/pyslurm.sh "$PREFIX/pyslurm-$wanted" "$tarball" /usr \
+            "$(sha256sum "$tarball" | cut -d' ' -f1)"
+    fi
+fi
+# Slurm 25.11 from source, where its source is beside the checkout (../shared/vendor, as in CI): built once
+# into /opt/slurm-25.11 and kept in /var/cache/pvhpc/slurm (install/slurm.sh). pvhpc's local cluster then
+# runs on it by default, Debian's 22.05 being the second choice (pvhpc cluster start --slurm 22.05). Its
+# pyslurm comes from PyPI, the release pinned here for it.
+declare -A PYSLURM_FROM_PYPI=([25.11]=25.11.2)
+slurm_tarball=$(ls "$VENDOR"/slurm-*.tar.gz 2>/dev/null | sort -V | tail -n 1 || true)
+if [ -n "$slurm_tarball" ]; then
+    built=$(bash install/slurm.sh "$slurm_tarball" | tee /dev/stderr | tail -n 1)
+    release=$(basename "$slurm_tarball" .tar.gz | sed 's/^slurm-//' | cut -d. -f1,2)
+    pin=${PYSLURM_FROM_PYPI[$release]:-}
+    if [ -n "$pin" ]; then
+        in_background "pyslurm for Slurm $release" bash install/pyslurm.sh "$PREFIX/pyslurm-$release" \
+            "pyslurm==$pin" "$built" "slurm-$(cat "$built/.pvhpc-source")-pyslurm-$pin"
+    else
+        echo "install.sh: no pyslurm release is pinned for Slurm $release: its pyslurm not installed"
     fi
 fi
 ln -sf "$PREFIX/venv/bin/pvhpc" /usr/local/bin/pvhpc
 PVHPC_RUNTIME_DIR=${PVHPC_RUNTIME_DIR:-$PREFIX/pvweb-site} PVHPC_WEB_CLIENTS_DIR=${PVHPC_WEB_CLIENTS_DIR:-$PREFIX/web-clients} \
     "$PREFIX/venv/bin/pvhpc" runtime install
+wait_for_background || exit 1
+# Earlier installs put pyslurm into pvhpc's own environment; it lives in the environments above now.
+if [ -f "$PREFIX/venv/.pyslurm-source" ]; then
+    "$PREFIX/venv/bin/pip" uninstall -q -y pyslurm && rm -f "$PREFIX/venv/.pyslurm-source"
+fi
 echo "install.sh: done (pvhpc $("$PREFIX/venv/bin/python" -c 'import pvhpc; print(pvhpc.__version__)'))"

@@ -1,8 +1,9 @@
 """The two scheduler backends side by side, in one run: command-line tools (slurm) against pyslurm.
 
-    python bench/backends_bench.py [--sizes 10,100,1000] [--cycles 5] [--burst 200]
+    python bench/backends_bench.py [--slurm 25.11] [--sizes 10,100,1000] [--cycles 5] [--burst 200]
 
-Starts a local Slurm cluster of its own, then for each backend:
+Starts a local Slurm cluster of its own (on the Slurm ``--slurm`` names, default the newest installed;
+pyslurm from install.sh's environment for that release), then for each backend:
 1. For each size N, N held jobs stand for N tracked sessions. One poll cycle of pvhpc's
    tracker is timed; slurmctld's RPCs in it are counted (sdiag, before and after); the
    CPU it costs is measured in this process, in the commands it ran (squeue) and in the
@@ -70,19 +71,26 @@ def tracker_for(cfg, store, scheduler) -> Tracker:
     return Tracker(cfg, store, scheduler, SessionService(cfg, store, scheduler, EventBus()))
 
 
+def scheduler_section(backend: str, cluster: LocalCluster, timeout: float) -> SimpleNamespace:
+    """The ``scheduler:`` section for ``backend`` on the cluster, with the pyslurm for its Slurm (tests/backends.py)."""
+    from tests import backends
+
+    section = backends.scheduler_section(cluster, backend, timeout)
+    return SimpleNamespace(submit_as="service", **section)
+
+
 def poll_cycles(backend: str, cluster: LocalCluster, job_ids: list[str], sizes: list[int], cycles: int,
                 workdir: Path) -> list[dict]:
     from pvhpc import config as site_config
 
     env = dict(os.environ, **cluster.environment())
     cfg = site_config.parse({
-        "scheduler": {"environment": cluster.environment()},
+        "scheduler": cluster.scheduler_config(),
         "partitions": {"cpu": {}},
         "applications": {"paraview": {"data_roots": [str(workdir)]}},
     }, "<bench>")
-    section = SimpleNamespace(backend=backend, environment=cluster.environment(), command_timeout=30,
-                              submit_as="service")
-    scheduler = make_scheduler(section, LocalRunner(cluster.environment()))
+    section = scheduler_section(backend, cluster, timeout=30)
+    scheduler = make_scheduler(section, LocalRunner(section.environment))
     rows = []
     try:
         for n in sizes:
@@ -114,9 +122,8 @@ def poll_cycles(backend: str, cluster: LocalCluster, job_ids: list[str], sizes: 
 
 
 def burst(backend: str, cluster: LocalCluster, count: int, workdir: Path) -> dict:
-    section = SimpleNamespace(backend=backend, environment=cluster.environment(), command_timeout=60,
-                              submit_as="service")
-    scheduler = make_scheduler(section, LocalRunner(cluster.environment()))
+    section = scheduler_section(backend, cluster, timeout=60)
+    scheduler = make_scheduler(section, LocalRunner(section.environment))
     env = dict(os.environ, **cluster.environment())
 
     async def one(i: int) -> tuple[float, str]:
@@ -135,7 +142,8 @@ def burst(backend: str, cluster: LocalCluster, count: int, workdir: Path) -> dic
         answers, wall = asyncio.run(all_at_once())
     finally:
         scheduler.close()
-    subprocess.run(["scancel", *[job_id for _, job_id in answers]], env=env, capture_output=True)
+    subprocess.run([cluster.slurm.program("scancel"), *[job_id for _, job_id in answers]], env=env,
+                   capture_output=True)
     latencies = sorted(seconds for seconds, _ in answers)
     return {"backend": backend, "median_s": statistics.median(latencies),
             "p95_s": latencies[int(0.95 * (len(latencies) - 1))], "per_s": count / wall,
@@ -169,18 +177,21 @@ def main() -> int:
     parser.add_argument("--sizes", default="10,100,1000")
     parser.add_argument("--cycles", type=int, default=5)
     parser.add_argument("--burst", type=int, default=200)
+    parser.add_argument("--slurm", default=None, help="the Slurm the cluster runs: a release or a prefix")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     workdir = Path(tempfile.mkdtemp(prefix="pvhpc-backends-bench-"))
-    cluster = LocalCluster(Path(tempfile.mkdtemp(prefix="pvhpc-bb-")), base_port=free_port_block(5))
+    cluster = LocalCluster(Path(tempfile.mkdtemp(prefix="pvhpc-bb-")), base_port=free_port_block(5), slurm=args.slurm)
     cluster.start()
+    print(f"{cluster.slurm.describe()}; backends: slurm (its tools), pyslurm "
+          f"({scheduler_section('pyslurm', cluster, 30).pyslurm_python})")
     try:
         env = dict(os.environ, **cluster.environment())
         job_ids = submit_held_jobs(env, max(sizes))
         rows = []
         for backend in ("slurm", "pyslurm"):
             rows += poll_cycles(backend, cluster, job_ids, sizes, args.cycles, workdir)
-        subprocess.run(["scancel", *job_ids], env=env, capture_output=True)
+        subprocess.run([cluster.slurm.program("scancel"), *job_ids], env=env, capture_output=True)
         bursts = [burst(backend, cluster, args.burst, workdir) for backend in ("slurm", "pyslurm")]
         print_table(rows, bursts, args.burst)
     finally:

@@ -134,6 +134,7 @@ class PvhpcApp:
         cfg.service.job_output_dir.chmod(0o700)
         if self.ssh_link:
             await self.ssh_link.check()   # an unusable login host stops the service here, with its reason
+        log.info("scheduler: %s", ", ".join(f"{k} {v}" for k, v in (await self.ctx.scheduler.about()).items()))
         stats = await self.tracker.poll_if_leading()
         if stats is None:
             log.info("another instance polls the scheduler; this one follows its changes in the database")

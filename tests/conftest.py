@@ -8,6 +8,7 @@ and not paraview"`` runs only the fast tests.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -25,6 +26,17 @@ from tests.harness.service import ServiceProcess, site_config
 from tests.harness.sshd import SSHDaemon
 
 pytest_plugins = ["tests.drill_report"]   # the drill_record fixture and the fault-drill table
+
+
+def pytest_addoption(parser):
+    parser.addoption("--slurm", default=None,
+                     help="the Slurm the test cluster runs: a release (25.11, 22.05) or a prefix; default "
+                          f"${test_cluster.SLURM_VARIABLE}, else the newest installed")
+
+
+def pytest_configure(config):
+    if config.getoption("--slurm"):
+        os.environ[test_cluster.SLURM_VARIABLE] = config.getoption("--slurm")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 
@@ -36,10 +48,10 @@ def runtime_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def unix_users():
+def unix_users(cluster):
     """Real Unix users alice, bob and a service account with pvhpc's sudoers rule (tests/harness/unix_users.py)."""
     try:
-        users = unix_users_harness.make()
+        users = unix_users_harness.make(str(cluster.slurm.prefix))
     except RuntimeError as e:
         pytest.fail(str(e))
     yield users
@@ -59,7 +71,7 @@ def cluster():
 
 @pytest.fixture(scope="session")
 def slurm(cluster) -> SlurmCLI:
-    return SlurmCLI(LocalRunner(cluster.environment()))
+    return SlurmCLI(LocalRunner(cluster.environment()), prefix=cluster.slurm.prefix)
 
 
 @pytest.fixture

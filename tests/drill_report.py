@@ -24,6 +24,8 @@ that use the fixture are marked ``drill``: ``pytest -m drill`` runs every drill.
 from __future__ import annotations
 
 import json
+import os
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -142,17 +144,38 @@ def pytest_runtest_makereport(item, call):
     item.stash.setdefault(_reports_key, {})[report.when] = report
 
 
+def report_dir() -> Path:
+    """Where this run's table goes: a run on a Slurm chosen by name (tests/run.sh's second run, on 22.05) keeps
+    its own, beside the default run's."""
+    from tests.harness.cluster import SLURM_VARIABLE
+
+    chosen = os.environ.get(SLURM_VARIABLE, "")
+    return REPORT_DIR.with_name(f"drills-slurm-{re.sub(r'[^A-Za-z0-9.]+', '-', chosen).strip('-')}") if chosen \
+        else REPORT_DIR
+
+
 def pytest_sessionfinish(session) -> None:
     rows = session.config.stash.get(_rows_key, [])
     if not rows:
         return
-    REPORT_DIR.mkdir(parents=True, exist_ok=True)
-    REPORT_JSON.write_text(json.dumps({
+    directory = report_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / REPORT_JSON.name).write_text(json.dumps({
         "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "slurm": _slurm_release(),
         "columns": list(COLUMNS),
         "rows": [asdict(r) for r in rows],
     }, indent=2) + "\n")
-    REPORT_MD.write_text("# Fault drills\n\n" + markdown_table(rows))
+    (directory / REPORT_MD.name).write_text(f"# Fault drills (Slurm {_slurm_release()})\n\n" + markdown_table(rows))
+
+
+def _slurm_release() -> str:
+    from tests import backends
+
+    try:
+        return str(backends.test_slurm().version)
+    except Exception as e:   # the report is still written without it
+        return f"unknown ({e})"
 
 
 def pytest_terminal_summary(terminalreporter, config) -> None:
@@ -165,4 +188,5 @@ def pytest_terminal_summary(terminalreporter, config) -> None:
     for row in rows:
         for note in row.notes:
             terminalreporter.write_line(f"  {row.drill or row.test}: {note}")
-    terminalreporter.write_line(f"(written to {REPORT_MD.relative_to(REPORT_DIR.parent.parent)} and .json)")
+    written = report_dir() / REPORT_MD.name
+    terminalreporter.write_line(f"(written to {written.relative_to(REPORT_DIR.parent.parent)} and .json)")

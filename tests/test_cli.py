@@ -344,6 +344,9 @@ def test_doctor_healthy_then_with_slurmctld_stopped(service_factory, cluster):
     assert "healthy: all" in healthy.stdout
     for part in ("database", "munge", "slurmctld", "ParaView on a cpu node", "service"):
         assert f"ok    {part}:" in healthy.stdout, part
+    # It says which Slurm the backend found, here the test cluster's own.
+    assert f"ok    slurm release: backend slurm speaks Slurm {cluster.slurm.version} (tools {cluster.slurm.prefix}/bin)" \
+        in healthy.stdout
 
     pid = next(d for d in cluster.status() if d.name == "slurmctld").pid
     try:

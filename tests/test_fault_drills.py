@@ -378,7 +378,7 @@ def test_service_sigkilled_under_load_reattaches_every_session_and_rebuilds_the_
     blockers = block_gpu_partition(cluster)
     # Unanswered submissions are looked up by name after command_timeout and given up after submit_grace.
     svc, routes = drill_service(service_factory, tmp_path, "sigkill", submit_grace=10,
-                                scheduler={"environment": cluster.environment(), "command_timeout": 10})
+                                scheduler={**cluster.scheduler_config(), "command_timeout": 10})
     svc.start()
     client = svc.client()
     load = None

@@ -32,6 +32,9 @@ def raw_post(url: str, body: bytes) -> tuple[int, dict]:
 @pytest.mark.parametrize("backend", backends.BACKENDS)
 def test_launcher_post_gives_a_rendering_session_and_delete_cancels_it(backend, service_factory, cluster, artifacts):
     svc = service_factory(scheduler=backends.scheduler_section(cluster, backend)).start()
+    # The service says which backend it runs and which Slurm release that found (the test cluster's).
+    about = svc.client().health()["scheduler"]
+    assert about["backend"] == backend and about["slurm"] == str(cluster.slurm.version), about
     # Exactly what the ParaViewWeb JS client sends: its whole config, as text/plain, to /paraview/.
     status, session = raw_post(svc.url + "/paraview/", json.dumps({
         "application": "paraview", "sessionManagerURL": svc.url + "/paraview/", "secret": "client-made-up",

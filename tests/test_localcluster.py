@@ -10,10 +10,15 @@ from pathlib import Path
 
 import pytest
 
+from pvhpc.scheduler import slurm_install
 from pvhpc.scheduler.localcluster import ClusterError, LocalCluster
+from pvhpc.scheduler.slurm_install import SlurmNotFound, SlurmVersion
+
+from tests import backends
+from tests.harness import cluster as test_cluster
 
 from tests.harness.ports import free_port_block
-from tests.helpers import foreground_fraction
+from tests.helpers import foreground_fraction, wait_until
 
 
 def pvhpc(*args, env=None):
@@ -60,6 +65,58 @@ def test_second_cluster_starts_and_stops_only_itself(cluster):
     assert cluster.is_running(), "stopping one cluster stopped another"
 
 
+@pytest.mark.cluster
+def test_the_test_cluster_runs_its_own_slurms_tools_and_jobs_see_them(cluster, tmp_path):
+    """The test cluster runs the Slurm chosen for it (--slurm, else the newest installed: 25.11 where its source
+    is beside the checkout); its environment and its jobs' find that release's tools, not Debian's first."""
+    env = dict(os.environ, **cluster.environment())
+    said = subprocess.run(["sinfo", "--version"], env=env, capture_output=True, text=True, check=True).stdout
+    assert said.strip().split()[-1] == str(cluster.slurm.version)
+    # What pvhpc cluster env prints gets a shell there too.
+    line = pvhpc("cluster", "env", "--dir", str(cluster.dir)).stdout.strip()
+    shell = subprocess.run(["bash", "-c", f"{line} && sinfo --version"], capture_output=True, text=True)
+    assert shell.stdout.split()[-1] == str(cluster.slurm.version), (line, shell.stderr)
+    if not os.environ.get(test_cluster.SLURM_VARIABLE):
+        built = sorted(backends.VENDOR.glob("slurm-*.tar.gz"))
+        newest = built[-1].name[len("slurm-"):-len(".tar.gz")] if built else str(slurm_install.installed()[0].version)
+        assert str(cluster.slurm.version) == newest
+    # A job's own srun (mpiexec starts its daemons with it) is the cluster's release too.
+    out = tmp_path / "srun-version.out"
+    job = subprocess.run(["sbatch", "--parsable", "-p", "cpu", "-o", str(out), "--wrap", "srun --version"], env=env,
+                         capture_output=True, text=True, check=True).stdout.strip()
+    wait_until(lambda: out.exists() and out.read_text().strip(), 30, message=f"job {job} wrote srun's version")
+    assert out.read_text().split()[-1] == str(cluster.slurm.version)
+
+
+@pytest.mark.cluster
+def test_a_running_cluster_is_not_mixed_with_another_slurm(cluster):
+    others = [s for s in slurm_install.installed() if s.prefix != cluster.slurm.prefix]
+    if not others:
+        pytest.skip("only one Slurm is installed here")
+    with pytest.raises(ClusterError, match=f"runs the Slurm in {cluster.slurm.prefix}; stop it first to start it on "
+                                           f"Slurm {others[0].version}"):
+        LocalCluster(cluster.dir, base_port=cluster.base_port, slurm=others[0]).start()
+    assert cluster.is_running()
+
+
+def test_slurm_is_chosen_by_release_or_prefix_and_a_wrong_choice_is_a_clear_error(tmp_path):
+    assert SlurmVersion.parse("slurm 25.11.7") == SlurmVersion(25, 11, 7)
+    assert SlurmVersion.parse("slurm-wlm 22.05.8\n").release == "22.05" and str(SlurmVersion(22, 5, 8)) == "22.05.8"
+    with pytest.raises(ValueError, match="not a Slurm version"):
+        SlurmVersion.parse("sinfo: fatal: Could not establish a configuration source")
+    installed = slurm_install.installed()
+    assert installed and installed == sorted(installed, key=lambda s: s.version, reverse=True)
+    for found in installed:
+        assert slurm_install.choose(found.version.release) == found == slurm_install.choose(str(found.prefix))
+    assert slurm_install.choose() == installed[0]
+    with pytest.raises(SlurmNotFound, match=r"Slurm 24\.05 is not installed here \(installed: Slurm "):
+        slurm_install.choose("24.05")
+    with pytest.raises(SlurmNotFound, match=f"no Slurm in {tmp_path}"):
+        slurm_install.choose(str(tmp_path))
+    proc = pvhpc("cluster", "start", "--dir", str(tmp_path / "c"), "--slurm", "24.05")
+    assert proc.returncode == 1 and "Slurm 24.05 is not installed here" in proc.stderr, proc.stderr
+
+
 def test_refuses_directory_it_cannot_write(tmp_path):
     with pytest.raises(ClusterError, match="cannot create cluster directory /proc/pvhpc"):
         LocalCluster("/proc/pvhpc-cluster").start()
@@ -79,5 +136,6 @@ def test_demo_runs_the_whole_path(cluster, runtime_dir, tmp_path):
     proc = pvhpc("demo", "--cluster-dir", str(cluster.dir), "--port", str(free_port_block(1)), "--image", str(image),
                  env={"PVHPC_STATE_DIR": str(tmp_path / "state"), "PVHPC_RUNTIME_DIR": str(runtime_dir)})
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"on Slurm {cluster.slurm.version} ({cluster.slurm.prefix})" in proc.stdout
     assert "ready in" in proc.stdout and "ended (cancelled by its user)" in proc.stdout
     assert foreground_fraction(image.read_bytes()) > 0.02

@@ -29,7 +29,7 @@ def test_jobs_run_as_their_users_and_users_stay_apart(unix_users, service_factor
     try:
         svc = service_factory(
             "multiuser", directory=shared / "service",
-            scheduler={"environment": cluster.environment(), "submit_as": "user"},
+            scheduler={**cluster.scheduler_config(), "submit_as": "user"},
             **node_side,
             auth={"kind": "header", "staff": ["pvhpc-staff"]},
             frontend={"kind": "builtin"},
@@ -84,7 +84,7 @@ def test_jobs_run_as_their_users_and_users_stay_apart(unix_users, service_factor
 def test_without_a_sudoers_rule_submission_fails_clearly(service_factory, cluster, runtime_dir, tmp_path):
     """A user sudo does not let the service act as: the error names sudo's reason, and no job is left."""
     shared = shared_dir()
-    svc = service_factory("nosudo", directory=shared / "service", scheduler={"environment": cluster.environment(), "submit_as": "user"},
+    svc = service_factory("nosudo", directory=shared / "service", scheduler={**cluster.scheduler_config(), "submit_as": "user"},
                           auth={"kind": "header"}, frontend_socket_group=None)
     subprocess.run(["chown", "-R", "nobody", str(svc.dir)], check=True)
     svc.start(as_user="nobody")
@@ -109,7 +109,7 @@ def test_ssh_mode_runs_jobs_as_their_users_too(unix_users, service_factory, clus
         subprocess.run(["chown", "-R", unix_users["service"], str(ssh_dir)], check=True)
         svc = service_factory(
             "ssh-user", directory=shared / "service", ssh=sshd.ssh_section(user=unix_users["service"]),
-            scheduler={"environment": cluster.environment(), "submit_as": "user"},
+            scheduler={**cluster.scheduler_config(), "submit_as": "user"},
             **node_side,
             auth={"kind": "header"}, frontend={"kind": "builtin"},
         ).start()
@@ -135,7 +135,7 @@ def test_a_state_another_user_wrote_is_not_loaded_for_alice(unix_users, service_
     try:
         svc = service_factory(
             "states", directory=shared / "service",
-            scheduler={"environment": cluster.environment(), "submit_as": "user"}, **node_side,
+            scheduler={**cluster.scheduler_config(), "submit_as": "user"}, **node_side,
             auth={"kind": "header"}, frontend={"kind": "builtin"}, frontend_socket_group=None)
         subprocess.run(["chown", "-R", unix_users["service"], str(svc.dir)], check=True)
         svc.start(as_user=unix_users["service"])

@@ -7,7 +7,6 @@ answer the same questions about the same jobs, and their answers are compared fi
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
 import re
 import socket
@@ -42,6 +41,21 @@ def test_parse_squeue_and_gres():
     assert _gres_gpus("(null)") == []
 
 
+def test_pyslurm_node_words_read_as_sinfo_reads_them():
+    """pyslurm gives a node's state and GRES in its own words; the backend reads them as sinfo shows them, in
+    both pyslurm releases (words met on the real clusters: 22.05 and 25.11)."""
+    from pvhpc.scheduler.pyslurm_backend import _idle
+    from pvhpc.scheduler.pyslurm_worker import gres_strings
+
+    assert _idle("IDLE") and _idle("idle*")
+    # 25.11's backfill marks an idle node it plans for a waiting job (sinfo: 'plnd'): not free for a session.
+    for taken in ("IDLE+PLANNED", "IDLE+DRAIN", "MIXED", "ALLOCATED", "IDLE+RESERVED", "DOWN+NOT_RESPONDING"):
+        assert not _idle(taken), taken
+    # Configured GRES come as counts, a job's GRES on a node (pyslurm 25.11's layout) with their indexes.
+    assert gres_strings({"gpu:a100": 2}) == ["gpu:a100:2"] and gres_strings({"gpu": 1}) == ["gpu:1"]
+    assert gres_strings({"gpu:a100": {"count": 2, "indexes": "0-1"}}) == ["gpu:a100:2"] and gres_strings(None) == []
+
+
 def test_comma_lists_stay_under_the_argument_limit_and_keep_every_item():
     items = [str(1_000_000 + i) for i in range(40_000)]
     lists = comma_lists(items)
@@ -64,20 +78,24 @@ def test_backends_are_plugins_built_the_same_way():
         make_scheduler(section("pbs", {}), None)
 
 
-def test_choosing_pyslurm_without_it_is_a_clear_error():
-    # Only looked for, never imported: importing pyslurm without a slurm.conf ends this whole process.
-    if importlib.util.find_spec("pyslurm") is not None:
-        pytest.skip("pyslurm is installed here")
+def test_choosing_pyslurm_without_it_is_a_clear_error(tmp_path):
     from pvhpc.scheduler.pyslurm_backend import PySlurmUnavailable
 
-    with pytest.raises(PySlurmUnavailable, match="scheduler.backend 'pyslurm' needs the pyslurm module"):
-        make_scheduler(section("pyslurm", {}), None)
+    # Debian's own python has no pyslurm (install.sh puts each Slurm's pyslurm in an environment of its own).
+    without = SimpleNamespace(**vars(section("pyslurm", {})), pyslurm_python="/usr/bin/python3")
+    with pytest.raises(PySlurmUnavailable, match="scheduler.backend 'pyslurm' needs the pyslurm module matching "
+                                                 "this Slurm release: .* in /usr/bin/python3"):
+        make_scheduler(without, None)
+    nothing = SimpleNamespace(**vars(section("pyslurm", {})), pyslurm_python=str(tmp_path / "python"))
+    with pytest.raises(PySlurmUnavailable, match=f"scheduler.pyslurm_python: {tmp_path}/python is not an "
+                                                 "executable python") as e:
+        make_scheduler(nothing, None)
+    assert e.value.field == "scheduler.pyslurm_python"
 
 
 def test_pyslurm_with_a_wrong_slurm_conf_is_a_clear_error_not_the_end_of_the_service(tmp_path, monkeypatch):
     """libslurm ends a process that imports pyslurm without a slurm.conf ("fatal: Could not establish a
     configuration source"); the backend finds that out in a child process, and this one lives on."""
-    backends.require("pyslurm")
     from pvhpc.scheduler.pyslurm_backend import PySlurmUnavailable
 
     monkeypatch.delenv("SLURM_CONF", raising=False)
@@ -87,7 +105,7 @@ def test_pyslurm_with_a_wrong_slurm_conf_is_a_clear_error_not_the_end_of_the_ser
                               ({"SLURM_CONF": str(broken)}, "Unable to process configuration file"),
                               ({"SLURM_CONF": str(tmp_path / "missing.conf")}, "missing.conf is not a file")):
         with pytest.raises(PySlurmUnavailable) as e:
-            make_scheduler(section("pyslurm", environment), None)
+            make_scheduler(backends.offline_section("pyslurm", environment), None)
         assert e.value.status == 503 and e.value.field == "scheduler.backend"
         assert said in e.value.message and "set scheduler.environment.SLURM_CONF" in e.value.message
 
@@ -102,12 +120,11 @@ def unreachable_conf(tmp_path, port: int, message_timeout: int = 2):
 
 @pytest.mark.parametrize("backend", backends.BACKENDS)
 def test_unreachable_controller_is_unavailable_not_gone(backend, tmp_path):
-    backends.require(backend)
     from pvhpc.scheduler.runners import LocalRunner
 
     # A slurm.conf naming a controller nobody runs: the tools fail to connect.
     env = unreachable_conf(tmp_path, port=1)
-    scheduler = make_scheduler(section(backend, env, 30), LocalRunner(env))
+    scheduler = make_scheduler(backends.offline_section(backend, env, 30), LocalRunner(env))
     try:
         for question in (scheduler.query(["1", "2"]), scheduler.find_by_name(["pvhpc-x"]), scheduler.partitions(),
                          scheduler.node_addresses(), scheduler.cancel("1")):
@@ -119,6 +136,25 @@ def test_unreachable_controller_is_unavailable_not_gone(backend, tmp_path):
                                             output=str(tmp_path / "o"))))
     finally:
         scheduler.close()
+
+
+def test_a_pyslurm_for_another_slurm_release_is_refused_at_start(tmp_path):
+    """libslurm of one release cannot talk to another's slurmctld: the backend compares pyslurm's release with
+    what the site's tools say (sinfo --version) before any worker starts, and names the key to fix."""
+    from pvhpc.scheduler.pyslurm_backend import PySlurmUnavailable, check_release
+
+    slurm = backends.test_slurm()
+    env = unreachable_conf(tmp_path, port=1)   # sinfo --version reads slurm.conf, and asks no controller
+    assert check_release(f"{slurm.version.major}.{slurm.version.minor}.1", env, slurm.prefix) == slurm.version
+    other = "22.5.3" if slurm.version.release != "22.05" else "25.11.2"
+    with pytest.raises(PySlurmUnavailable, match=rf"pyslurm {other} is for Slurm \d+\.\d\d, and this site's Slurm "
+                                                 rf"is {slurm.version} \(sinfo --version\): set "
+                                                 rf"scheduler.pyslurm_python to a python with pyslurm "
+                                                 rf"{slurm.version.release}\.\*") as e:
+        check_release(other, env, slurm.prefix)
+    assert e.value.field == "scheduler.pyslurm_python"
+    # No Slurm tools where pyslurm runs: nothing to compare with, nothing refused.
+    assert check_release(other, env, tmp_path / "no-slurm-here") is None
 
 
 def silent_controller():
@@ -142,10 +178,9 @@ def silent_controller():
 def test_pyslurm_waiting_on_a_hung_controller_leaves_the_event_loop_free_and_gives_up_at_the_timeout(tmp_path):
     """pyslurm holds the GIL while libslurm waits: in the service's own process, a thread calling it would
     stall every request. The backend's calls wait in worker processes instead."""
-    backends.require("pyslurm")
     server, _ = silent_controller()
     env = unreachable_conf(tmp_path, server.getsockname()[1], message_timeout=30)
-    scheduler = make_scheduler(section("pyslurm", env, timeout=2), None)
+    scheduler = make_scheduler(backends.offline_section("pyslurm", env, timeout=2), None)
 
     async def ticks_while_asking():
         ticks = 0
@@ -203,6 +238,8 @@ def test_backend_contract_on_the_real_cluster(backend, slurm, cluster, tmp_path)
         assert mine == reference, f"{backend.name} and slurm differ on {question}{args}"
         return mine
 
+    # Each says which Slurm it found (sinfo --version; pyslurm's own release checked against it): the cluster's.
+    assert run(backend.about())["slurm"] == str(cluster.slurm.version) == str(run(slurm.version()))
     parts = {p.name: p for p in same_answers("partitions")}
     assert parts["gpu"].gpu_types == {"a100": 2} and parts["gpu"].gpus_total == 4 and parts["gpu"].gpus_used == 0
     assert parts["gpu"].max_time_minutes == 480 and parts["gpu"].default_time_minutes == 60
@@ -215,8 +252,10 @@ def test_backend_contract_on_the_real_cluster(backend, slurm, cluster, tmp_path)
     second = run(backend.submit(request(tmp_path, "pvhpc-contract-b", "gpu", gpus=2)))
     third = run(backend.submit(request(tmp_path, "pvhpc-contract-c", "gpu", gpus=1)))   # no GPU left: it waits
     try:
+        # squeue's %b names a GRES 'gres:gpu:...' in 22.05 and 'gres/gpu:...' (as TRES are named) since.
+        gres = "gres:gpu:a100:2" if cluster.slurm.version.release == "22.05" else "gres/gpu:a100:2"
         assert squeue_fields(cluster, first, "%j|%P|%b|%m|%a|%k|%l|%Z") == [
-            "pvhpc-contract-a", "gpu", "gres:gpu:a100:2", "700M", "physics", "pvhpc-contract", "5:00", "/tmp"]
+            "pvhpc-contract-a", "gpu", gres, "700M", "physics", "pvhpc-contract", "5:00", "/tmp"]
         wait_until(lambda: all(j.is_running for j in run(slurm.query([first, second])).values()), 30,
                    message="two GPU jobs running")
         # The backfill scheduler sets the waiting job's expected start on its next pass.

@@ -283,20 +283,23 @@ def test_a_loopback_forward_carries_large_data_through_sshd_and_follows_a_new_co
 
 # -- pvhpc serve in SSH mode on the real cluster ---------------------------------------------------
 
-def install_shims(sshd) -> Path:
-    """Slurm commands run through the login host's PATH write one line each to the returned log."""
+def install_shims(sshd, cluster) -> Path:
+    """Slurm commands run through the login host's PATH (the test cluster's own release's) write one line each to
+    the returned log."""
     log = sshd.root / "commands.log"
     log.touch()
     for name in SLURM_COMMANDS:
         shim = sshd.bin / name
         shim.write_text(f'#!/bin/sh\nprintf "%s SLURM_CONF=%s\\n" "{name} $*" "$SLURM_CONF" >> {log}\n'
-                        f'exec /usr/bin/{name} "$@"\n')
+                        f'exec {cluster.slurm.program(name)} "$@"\n')
         shim.chmod(0o755)
     return log
 
 
-def ssh_service(service_factory, sshd, name="ssh", **ssh_extra):
-    return service_factory(name, ssh=sshd.ssh_section(**ssh_extra), frontend={"kind": "builtin"})
+def ssh_service(service_factory, sshd, cluster, name="ssh", **ssh_extra):
+    # No scheduler.slurm_prefix: the login host's PATH finds Slurm's tools (the shims above).
+    scheduler = {"environment": {"SLURM_CONF": cluster.environment()["SLURM_CONF"]}, "command_timeout": 20}
+    return service_factory(name, ssh=sshd.ssh_section(**ssh_extra), frontend={"kind": "builtin"}, scheduler=scheduler)
 
 
 def proxy_url(svc, sid: str) -> str:
@@ -306,8 +309,8 @@ def proxy_url(svc, sid: str) -> str:
 @pytest.mark.sshd
 @pytest.mark.cluster
 def test_ssh_mode_submits_tracks_and_proxies_a_session_that_renders(service_factory, sshd, cluster, artifacts):
-    commands = install_shims(sshd)
-    svc = ssh_service(service_factory, sshd).start()
+    commands = install_shims(sshd, cluster)
+    svc = ssh_service(service_factory, sshd, cluster).start()
     client = svc.client()
     session = client.launch("paraview", partition="cpu")
     sid = session["id"]
@@ -361,10 +364,10 @@ def _accepts(port: int) -> bool:
 @pytest.mark.sshd
 @pytest.mark.cluster
 def test_the_service_refuses_to_start_with_an_unknown_host_key_or_an_unreachable_host(service_factory, sshd,
-                                                                                     tmp_path):
+                                                                                     cluster, tmp_path):
     empty = tmp_path / "empty_known_hosts"
     empty.write_text("")
-    svc = ssh_service(service_factory, sshd, "unknown-key", known_hosts=str(empty))
+    svc = ssh_service(service_factory, sshd, cluster, "unknown-key", known_hosts=str(empty))
     with pytest.raises(RuntimeError, match="pvhpc serve exited with 2"):
         svc.start()
     log = svc.log.read_text()
@@ -374,7 +377,7 @@ def test_the_service_refuses_to_start_with_an_unknown_host_key_or_an_unreachable
     assert "pvhpc listening" not in log
 
     sshd.stop()
-    svc = ssh_service(service_factory, sshd, "unreachable")
+    svc = ssh_service(service_factory, sshd, cluster, "unreachable")
     with pytest.raises(RuntimeError, match="pvhpc serve exited with 2"):
         svc.start()
     assert f"cannot connect to SSH host root@127.0.0.1:{sshd.port}" in svc.log.read_text()
@@ -382,9 +385,9 @@ def test_the_service_refuses_to_start_with_an_unknown_host_key_or_an_unreachable
 
 @pytest.mark.sshd
 @pytest.mark.cluster
-def test_a_dropped_ssh_connection_is_made_again_and_the_live_session_keeps_working(service_factory, sshd):
-    commands = install_shims(sshd)
-    svc = ssh_service(service_factory, sshd, keepalive=1).start()
+def test_a_dropped_ssh_connection_is_made_again_and_the_live_session_keeps_working(service_factory, sshd, cluster):
+    commands = install_shims(sshd, cluster)
+    svc = ssh_service(service_factory, sshd, cluster, keepalive=1).start()
     client = svc.client()
     session = client.launch("paraview", partition="cpu")
     sid, url = session["id"], proxy_url(svc, session["id"])

@@ -25,22 +25,33 @@ def register(sub) -> None:
     p.add_argument("--dir", default=None, help="the cluster's directory")
     p.add_argument("--base-port", type=int, default=DEFAULT_BASE_PORT,
                    help=f"slurmctld's port; the four slurmd use the next four (default {DEFAULT_BASE_PORT})")
+    p.add_argument("--slurm", default=None, metavar="RELEASE|PREFIX",
+                   help="which Slurm runs it (start): a release installed here (25.11, 22.05) or the prefix of one "
+                        "(/opt/slurm-25.11, /usr); default: the one it last ran, else the newest installed")
     p.set_defaults(func=run)
 
 
+def export_line(cluster: LocalCluster) -> str:
+    """The shell line that points Slurm's commands (the cluster's own release's, first on the shell's PATH) at
+    the cluster."""
+    path = f" PATH={':'.join(cluster.slurm.path_dirs)}:$PATH" if cluster.slurm.path_dirs else ""
+    return f"export SLURM_CONF={cluster.conf}{path}"
+
+
 def run(args) -> int:
-    cluster = LocalCluster(args.dir or paths.cluster_dir(), base_port=args.base_port)
+    cluster = LocalCluster(args.dir or paths.cluster_dir(), base_port=args.base_port, slurm=args.slurm)
     try:
         if args.action == "start":
             was_running = cluster.is_running()
             cluster.start()
-            print(f"cluster {'already running' if was_running else 'started'} in {cluster.dir}")
-            print(f"use it with: export SLURM_CONF={cluster.conf}")
+            print(f"cluster {'already running' if was_running else 'started'} in {cluster.dir} on "
+                  f"{cluster.slurm.describe()}")
+            print(f"use it with: {export_line(cluster)}")
         elif args.action == "stop":
             stopped = cluster.stop()
             print(f"stopped: {', '.join(stopped)}" if stopped else f"nothing of {cluster.dir} was running")
         elif args.action == "env":
-            print(f"export SLURM_CONF={cluster.conf}")
+            print(export_line(cluster))
         else:
             statuses = cluster.status()
             for d in statuses:

@@ -18,6 +18,7 @@ from pvhpc.sessions.durations import format_minutes
 from pvhpc.sessions.jobscript import TemplateError
 from pvhpc.scheduler.runners import CommandRunner, CommandUnavailable
 from pvhpc.scheduler import PartitionInfo, Scheduler, SchedulerUnavailable
+from pvhpc.scheduler.slurm_install import tool_path
 from pvhpc.sessions.job import build_job
 from pvhpc.sessions.spec import SessionSpec
 from pvhpc.cli.check_report import FAIL, OK, SKIP, WARN, Check
@@ -74,11 +75,12 @@ def check_partition(p: PartitionConfig, info: PartitionInfo | None, slurm_names:
     return out
 
 
-async def _accounting_names(runner: CommandRunner, what: str) -> tuple[set[str] | None, str]:
+async def _accounting_names(runner: CommandRunner, what: str, prefix=None) -> tuple[set[str] | None, str]:
     """Names Slurm's accounting knows (accounts or QoS), or None and why they cannot be known."""
     field = "Account" if what == "account" else "Name"
     try:
-        result = await runner.run(["sacctmgr", "-n", "-P", "show", what, f"format={field}"], timeout=30)
+        result = await runner.run([tool_path(prefix, "sacctmgr"), "-n", "-P", "show", what, f"format={field}"],
+                                  timeout=30)
     except CommandUnavailable as e:
         return None, str(e)
     if not result.ok:
@@ -92,7 +94,7 @@ async def check_accounting(cfg: SiteConfig, runner: CommandRunner) -> list[Check
         used = [(p, i, name) for p in cfg.partitions.values() for i, name in enumerate(getattr(p, attr))]
         if not used:
             continue
-        known, why = await _accounting_names(runner, what)
+        known, why = await _accounting_names(runner, what, cfg.scheduler.slurm_prefix)
         if known is None:
             out.append(Check(f"partitions.*.{attr}", SKIP, f"cannot check that the {attr} exist: sacctmgr could "
                                                            f"not list them ({why[:200]})",
@@ -139,8 +141,7 @@ async def check_jobscripts(cfg: SiteConfig, scheduler: Scheduler, runner: Comman
             if runner is None or pname not in tryable or not hasattr(scheduler, "sbatch_argv"):
                 out.append(Check(f"{key}.jobscript", OK, f"renders for partition {pname} (not tried with Slurm)"))
                 continue
-            argv = scheduler.sbatch_argv(job)
-            argv.insert(1, "--test-only")
+            argv = [tool_path(cfg.scheduler.slurm_prefix, "sbatch"), "--test-only", *scheduler.sbatch_argv(job)[1:]]
             try:
                 result = await runner.run(argv, input=job.script, timeout=30)
             except CommandUnavailable as e:

@@ -14,6 +14,7 @@ from pvhpc import config as site_config
 from pvhpc import paths
 from pvhpc.node import runtime
 from pvhpc.app import PvhpcApp
+from pvhpc.cli.cluster_cmd import export_line
 from pvhpc.scheduler.localcluster import ClusterError, LocalCluster
 from pvhpc.db.store import SchemaError
 from pvhpc.client.wslink import WslinkClient, WslinkError
@@ -83,7 +84,7 @@ async def _demo(args, cluster: LocalCluster) -> int:
         print(f"6. DELETE /paraview/{session['id'][:8]}…: {ended.get('state')} ({ended.get('detail')})")
     finally:
         await app.stop()
-    print(f"OK. Slurm's commands reach the local cluster with: export SLURM_CONF={cluster.conf}")
+    print(f"OK. Slurm's commands reach the local cluster with: {export_line(cluster)}")
     return 0
 
 
@@ -92,6 +93,7 @@ def run(args) -> int:
     try:
         print(f"1. local Slurm cluster in {cluster.dir} ...", flush=True)
         cluster.start()
+        print(f"   on {cluster.slurm.describe()}", flush=True)
         print(f"2. ParaViewWeb runtime in {paths.runtime_dir()} ...", flush=True)
         runtime.install(paths.runtime_dir())
         return asyncio.run(_demo(args, cluster))

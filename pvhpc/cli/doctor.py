@@ -17,6 +17,7 @@ from pathlib import Path
 from pvhpc.config import SiteConfig
 from pvhpc.scheduler.runners import CommandRunner, CommandUnavailable
 from pvhpc.scheduler import Scheduler, SchedulerUnavailable
+from pvhpc.scheduler.slurm_install import TESTED_RELEASES, SlurmVersion, tool_path
 from pvhpc.cli import unit_checks
 from pvhpc.cli.check_report import FAIL, OK, SKIP, WARN, Check
 
@@ -75,14 +76,15 @@ async def check_munge(runner: CommandRunner, socket: str | None) -> Check:
     return Check("munge", OK, f"munge -n | unmunge works on {shown}")
 
 
-async def check_slurmctld(runner: CommandRunner, scheduler: Scheduler, values: dict[str, str]) -> Check:
+async def check_slurmctld(runner: CommandRunner, scheduler: Scheduler, values: dict[str, str],
+                          prefix=None) -> Check:
     host = values.get("slurmctldhost", "the controller host").split("(")[0]
     log = values.get("slurmctldlogfile")
     fix = (f"start slurmctld on {host} (systemctl start slurmctld; pvhpc's local cluster: pvhpc cluster start)"
            + (f", then read its log {log}" if log else ", then read its log (SlurmctldLogFile in slurm.conf)"))
     # 'scontrol ping' answers at once when the controller is down; sinfo would wait for its timeout first.
     try:
-        ping = await runner.run(["scontrol", "ping"], timeout=30)
+        ping = await runner.run([tool_path(prefix, "scontrol"), "ping"], timeout=30)
     except CommandUnavailable as e:
         return Check("slurmctld", FAIL, str(e), "install Slurm's client commands (Debian: slurm-client)")
     if "DOWN" in ping.stdout or not ping.ok:
@@ -94,6 +96,23 @@ async def check_slurmctld(runner: CommandRunner, scheduler: Scheduler, values: d
         return Check("slurmctld", FAIL, f"slurmctld answers a ping but not a query: {e}", fix)
     return Check("slurmctld", OK, f"slurmctld on {host} answers ({len(parts)} partitions: "
                                   f"{', '.join(p.name for p in parts)})")
+
+
+async def check_release(scheduler: Scheduler) -> Check:
+    """Which Slurm the backend found and speaks, and whether pvhpc's tests run on that release."""
+    about = await scheduler.about()
+    backend, slurm = about.get("backend", scheduler.name), str(about.get("slurm", ""))
+    detail = ", ".join(f"{k} {v}" for k, v in about.items() if k not in ("backend", "slurm"))
+    try:
+        version = SlurmVersion.parse(slurm)
+    except ValueError:
+        return Check("slurm release", FAIL, f"backend {backend} cannot tell Slurm's release: {slurm or 'not said'}",
+                     "check scheduler.slurm_prefix (where the site's Slurm tools are) and scheduler.environment")
+    said = f"backend {backend} speaks Slurm {version}" + (f" ({detail})" if detail else "")
+    if version.release not in TESTED_RELEASES:
+        return Check("slurm release", WARN, f"{said}; pvhpc's tests run on Slurm {' and '.join(TESTED_RELEASES)}",
+                     "run pvhpc's backend contract test against this release (docs/scheduler.md)")
+    return Check("slurm release", OK, said)
 
 
 def check_database(cfg: SiteConfig) -> Check:
@@ -242,8 +261,9 @@ async def _cluster_checks(cfg: SiteConfig, runner: CommandRunner, scheduler: Sch
     if problem:
         checks.append(problem)
     checks.append(await check_munge(runner, munge_socket(values)))
-    slurm = await check_slurmctld(runner, scheduler, values)
+    slurm = await check_slurmctld(runner, scheduler, values, cfg.scheduler.slurm_prefix)
     checks.append(slurm)
+    checks.append(await check_release(scheduler))
     probe_name = f"ParaView on a {probe_partition} node" if probe_partition else "ParaView on a node"
     if probe_partition is None:
         checks.append(Check(probe_name, SKIP, "--no-probe given"))

@@ -168,10 +168,15 @@ def load(path: str | os.PathLike) -> SiteConfig:
 
 def embedded_defaults(cluster_conf: Path | None = None, **service: Any) -> SiteConfig:
     """The site that ``pvhpc cluster start`` runs: partitions gpu (2 fake a100 per node) and cpu."""
+    from pvhpc.scheduler.localcluster import recorded_prefix
+
     conf = cluster_conf or paths.cluster_dir() / "etc" / "slurm.conf"
+    scheduler = {"environment": {"SLURM_CONF": str(conf)}}
+    if recorded_prefix(conf):   # the Slurm the local cluster was started with (pvhpc cluster start --slurm)
+        scheduler["slurm_prefix"] = recorded_prefix(conf)
     data = {
         "service": {"poll_interval": 2, **service},
-        "scheduler": {"environment": {"SLURM_CONF": str(conf)}},
+        "scheduler": scheduler,
         # One point of entry: the service proxies the session websockets itself.
         "frontend": {"kind": "builtin"},
         "partitions": {

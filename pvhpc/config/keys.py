@@ -101,6 +101,14 @@ SCHEDULER = Section("scheduler", SchedulerConfig, help="where sessions run", key
     Key("environment", checks.environment, {},
         "variables for the scheduler's commands, e.g. {SLURM_CONF: /etc/slurm/slurm.conf}"),
     Key("command_timeout", checks.seconds, 30, "seconds; a command slower than this counts as \"could not ask\""),
+    Key("slurm_prefix", checks.absolute_path, None,
+        "where this site's Slurm is installed, when it is not on PATH (a build from source): its tools are run "
+        "as PREFIX/bin/sbatch and so on, also through sudo and on an SSH login host, whose PATH is not pvhpc's. "
+        "Without it pvhpc runs the tools it finds on PATH (Debian's in /usr/bin)", example="/opt/slurm-25.11"),
+    Key("pyslurm_python", checks.absolute_path, None,
+        "backend pyslurm: the python whose environment holds the pyslurm built for this Slurm (pyslurm X.Y "
+        "works only with Slurm X.Y, and one environment holds one pyslurm; install.sh makes "
+        "/opt/pvhpc/pyslurm-RELEASE/bin/python). Without it the pyslurm workers run under pvhpc's own python", example="/opt/pvhpc/pyslurm-25.11/bin/python"),
     Key("submit_as", checks.choice(("service", "user")), "service",
         "whose jobs they are: \"service\", the service account's; \"user\", submitted and cancelled as the "
         "session's user through sudo -n -u (backend slurm), their output readable only by that user"),

@@ -129,6 +129,8 @@ class SchedulerConfig:
     # "service": jobs are the service account's; "user": submitted (and cancelled) as the session's
     # user through sudo, their output written where only that user can read it.
     submit_as: str
+    slurm_prefix: Path | None = None      # a Slurm not on PATH: its tools are PREFIX/bin/...
+    pyslurm_python: Path | None = None    # the python with this Slurm's pyslurm (backend pyslurm)
 
 
 @dataclass(frozen=True)

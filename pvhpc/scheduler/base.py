@@ -213,5 +213,10 @@ class Scheduler:
         """The node names in a JobInfo's ``nodes`` (a job on several nodes has a list such as cpu[01-02],a7)."""
         return expand_node_list(nodes)
 
+    async def about(self) -> dict:
+        """Which backend this is and what it speaks to (for /api/v1/health and pvhpc doctor), e.g. {"backend":
+        "slurm", "slurm": "25.11.7", ...}. Never raises: what it cannot find out it says so in its values."""
+        return {"backend": self.name}
+
     def close(self) -> None:
         """Let go of what the backend holds (worker processes); it may be used again after, and starts them anew."""

@@ -15,6 +15,10 @@ with two ranks on each of two nodes). A task prolog gives every task of a node t
 node's own TMPDIR and keeps OpenMPI off shared memory between ranks (its ``vader``
 transport; they talk over loopback TCP instead). The setting has to be the same on
 every node: mpiexec hands its own OMPI_* variables to every rank.
+
+Any Slurm installed here runs it (``slurm_install.py``): by default the newest, e.g. 25.11 built by
+install.sh, else Debian's 22.05. The directory records which one it was started with, so later
+commands (status, stop, a reused test cluster) use the same programs.
 """
 
 from __future__ import annotations
@@ -30,12 +34,15 @@ from pathlib import Path
 
 from pvhpc.errors import PvhpcError
 from pvhpc.node.jobhelper import pid_alive
+from pvhpc.scheduler import slurm_install
+from pvhpc.scheduler.slurm_install import SlurmInstall, SlurmNotFound
 
 GPU_NODES = ("gpu01", "gpu02")
 CPU_NODES = ("cpu01", "cpu02")
 GPUS_PER_NODE = 2
 GPU_TYPE = "a100"
 DEFAULT_BASE_PORT = 17000
+SLURM_RECORD = "slurm-prefix"    # beside slurm.conf: which Slurm the cluster runs
 
 
 class ClusterError(PvhpcError):
@@ -63,18 +70,46 @@ def _process_command(pid: int) -> str:
         return ""
 
 
+def recorded_prefix(conf: str | os.PathLike) -> str | None:
+    """The prefix of the Slurm the cluster whose slurm.conf is ``conf`` was last started with, if it was."""
+    try:
+        return (Path(conf).parent / SLURM_RECORD).read_text().strip() or None
+    except OSError:
+        return None
+
+
 class LocalCluster:
     """One emulated cluster: partitions ``gpu`` (gpu01-02, two fake GPUs each) and ``cpu`` (cpu01-02)."""
 
-    def __init__(self, directory: str | os.PathLike, base_port: int = DEFAULT_BASE_PORT):
+    def __init__(self, directory: str | os.PathLike, base_port: int = DEFAULT_BASE_PORT,
+                 slurm: SlurmInstall | str | None = None):
+        """``slurm``: the installation to run (or a release or prefix naming one); by default the one this
+        directory was last started with, else the newest installed."""
         self.dir = Path(directory).resolve()
         self.base_port = base_port
         self.hostname = socket.gethostname()
+        self._slurm = slurm
+
+    @property
+    def slurm(self) -> SlurmInstall:
+        if not isinstance(self._slurm, SlurmInstall):
+            try:
+                self._slurm = slurm_install.choose(self._slurm or self._recorded_prefix())
+            except SlurmNotFound as e:
+                raise ClusterError(str(e)) from None
+        return self._slurm
+
+    def _recorded_prefix(self) -> str | None:
+        return recorded_prefix(self.conf)
 
     # -- paths ---------------------------------------------------------
     @property
     def conf(self) -> Path:
         return self.dir / "etc" / "slurm.conf"
+
+    @property
+    def slurm_record(self) -> Path:
+        return self.dir / "etc" / SLURM_RECORD
 
     @property
     def task_prolog(self) -> Path:
@@ -89,8 +124,12 @@ class LocalCluster:
         return GPU_NODES + CPU_NODES
 
     def environment(self) -> dict[str, str]:
-        """Variables a Slurm client needs to talk to this cluster."""
-        return {"SLURM_CONF": str(self.conf)}
+        """Variables a shell needs to talk to this cluster with its own Slurm's tools."""
+        return {"SLURM_CONF": str(self.conf), **self.slurm.environment()}
+
+    def scheduler_config(self) -> dict:
+        """The site config's ``scheduler:`` keys that point pvhpc at this cluster."""
+        return {"environment": {"SLURM_CONF": str(self.conf)}, "slurm_prefix": str(self.slurm.prefix)}
 
     def _pidfile(self, daemon: str) -> Path:
         return self.dir / "run" / f"{daemon}.pid"
@@ -112,11 +151,13 @@ class LocalCluster:
             probe.unlink()
         except OSError as e:
             raise ClusterError(f"cluster directory {self.dir} is not writable: {e.strerror}") from None
-        for tool in ("munged", "slurmctld", "slurmd", "sbatch"):
-            if shutil.which(tool) is None and not Path("/usr/sbin", tool).exists():
-                raise ClusterError(
-                    f"{tool} is not installed: install Debian's slurm-wlm and munge packages (see install.sh)"
-                )
+        if shutil.which("munged") is None and not Path("/usr/sbin/munged").exists():
+            raise ClusterError("munged is not installed: install Debian's munge package (see install.sh)")
+        for tool in ("slurmctld", "slurmd", "sbatch"):
+            try:
+                self.slurm.program(tool)
+            except SlurmNotFound as e:
+                raise ClusterError(f"{e}: install Debian's slurm-wlm package (see install.sh)") from None
 
     def write_config(self) -> None:
         d = self.dir
@@ -138,6 +179,9 @@ class LocalCluster:
             # The emulated nodes oversubscribe one host's cores: a rank waiting for a message gives up its
             # core instead of spinning on it (OpenMPI spins by default, made for a core per rank).
             'echo "export OMPI_MCA_mpi_yield_when_idle=1"\n'
+            # A job's own Slurm commands (mpiexec starts its daemons with srun) must be this cluster's release:
+            # its programs first on the job's own PATH ($PATH is the task's, expanded by this script).
+            + (f'echo "export PATH={":".join(self.slurm.path_dirs)}:$PATH"\n' if self.slurm.path_dirs else "")
         )
         os.chmod(self.task_prolog, 0o755)
         for i in range(GPUS_PER_NODE):
@@ -152,6 +196,8 @@ class LocalCluster:
         cpu_first = gpu_first + len(GPU_NODES)
         gpu_range = f"{gpu_first}-{gpu_first + len(GPU_NODES) - 1}"
         cpu_range = f"{cpu_first}-{cpu_first + len(CPU_NODES) - 1}"
+        # No accounting, job accounting gatherer or switch: Slurm's defaults (22.05 named them "none" plug-ins,
+        # which later releases dropped and refuse to load).
         conf = f"""# Written by pvhpc's local cluster (pvhpc cluster start); regenerated on every start.
 ClusterName=pvhpc-local
 SlurmctldHost={self.hostname}
@@ -174,12 +220,9 @@ TaskProlog={self.task_prolog}
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 SchedulerType=sched/backfill
-JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/filetxt
 JobCompLoc={d}/log/jobcomp.log
 MpiDefault=none
-SwitchType=switch/none
 ReturnToService=2
 SlurmdParameters=config_overrides
 KillWait=5
@@ -194,6 +237,7 @@ PartitionName=gpu Nodes={','.join(GPU_NODES)} DefaultTime=01:00:00 MaxTime=08:00
 PartitionName=cpu Nodes={','.join(CPU_NODES)} DefaultTime=01:00:00 MaxTime=08:00:00 State=UP Default=YES
 """
         self.conf.write_text(conf)
+        self.slurm_record.write_text(f"{self.slurm.prefix}\n")
         gres = (
             f"NodeName={','.join(GPU_NODES)} Name=gpu Type={GPU_TYPE} "
             f"File={d}/gpus/fakegpu[0-{GPUS_PER_NODE - 1}]\n"
@@ -215,7 +259,7 @@ PartitionName=cpu Nodes={','.join(CPU_NODES)} DefaultTime=01:00:00 MaxTime=08:00
         return all(d.running for d in self.status())
 
     def _run_daemon(self, argv: list[str], name: str) -> None:
-        env = dict(os.environ, SLURM_CONF=str(self.conf))
+        env = dict(os.environ, **self.environment())
         log = self.dir / "log" / f"{name}.stderr"
         with open(log, "ab") as err:
             proc = subprocess.run(argv, env=env, stdout=err, stderr=err, stdin=subprocess.DEVNULL)
@@ -236,6 +280,10 @@ PartitionName=cpu Nodes={','.join(CPU_NODES)} DefaultTime=01:00:00 MaxTime=08:00
         """Start whatever of the cluster is not running yet, then wait until every node is usable."""
         self._check_directory()
         running = {d.name for d in self.status() if d.running}
+        if running and str(self.slurm.prefix) != self._recorded_prefix():
+            # One cluster's daemons must all be of one release.
+            raise ClusterError(f"the cluster in {self.dir} runs the Slurm in {self._recorded_prefix()}; stop it "
+                               f"first to start it on {self.slurm.describe()}")
         if len(running) == len(self._daemon_names()):
             return
         if not running:
@@ -254,17 +302,18 @@ PartitionName=cpu Nodes={','.join(CPU_NODES)} DefaultTime=01:00:00 MaxTime=08:00
             )
             self._wait_pidfile(self._pidfile("munged"), "munged")
         if "slurmctld" not in running:
-            self._run_daemon(["slurmctld", "-f", str(self.conf)], "slurmctld")
+            self._run_daemon([self.slurm.program("slurmctld"), "-f", str(self.conf)], "slurmctld")
             self._wait_pidfile(self._pidfile("slurmctld"), "slurmctld")
         for node in self.nodes:
             if f"slurmd-{node}" not in running:
-                self._run_daemon(["slurmd", "-f", str(self.conf), "-N", node], f"slurmd-{node}")
+                self._run_daemon([self.slurm.program("slurmd"), "-f", str(self.conf), "-N", node],
+                                 f"slurmd-{node}")
         self.wait_nodes_idle(timeout)
 
     def _sinfo_states(self) -> dict[str, str]:
-        env = dict(os.environ, SLURM_CONF=str(self.conf))
+        env = dict(os.environ, **self.environment())
         proc = subprocess.run(
-            ["sinfo", "-h", "-N", "-o", "%N %t"], env=env, capture_output=True, text=True, timeout=20
+            [self.slurm.program("sinfo"), "-h", "-N", "-o", "%N %t"], env=env, capture_output=True, text=True, timeout=20
         )
         if proc.returncode != 0:
             return {}
@@ -286,11 +335,11 @@ PartitionName=cpu Nodes={','.join(CPU_NODES)} DefaultTime=01:00:00 MaxTime=08:00
 
     def _cancel_all_jobs(self, timeout: float) -> None:
         """Cancel every job first: slurmstepd outlives slurmd, so a job left running would outlive the cluster."""
-        env = dict(os.environ, SLURM_CONF=str(self.conf))
+        env = dict(os.environ, **self.environment())
 
         def live_jobs() -> list[str]:
             try:
-                proc = subprocess.run(["squeue", "-h", "-o", "%i"], env=env, capture_output=True, text=True, timeout=10)
+                proc = subprocess.run([self.slurm.program("squeue"), "-h", "-o", "%i"], env=env, capture_output=True, text=True, timeout=10)
             except subprocess.TimeoutExpired:
                 return []
             return proc.stdout.split() if proc.returncode == 0 else []
@@ -298,7 +347,7 @@ PartitionName=cpu Nodes={','.join(CPU_NODES)} DefaultTime=01:00:00 MaxTime=08:00
         jobs = live_jobs()
         if not jobs:
             return
-        subprocess.run(["scancel", *jobs], env=env, capture_output=True, timeout=20)
+        subprocess.run([self.slurm.program("scancel"), *jobs], env=env, capture_output=True, timeout=20)
         deadline = time.monotonic() + timeout
         while live_jobs() and time.monotonic() < deadline:
             time.sleep(0.3)

@@ -14,6 +14,12 @@ backend's own pool, so the event loop only waits on a pipe. A worker that does
 not answer within ``scheduler.command_timeout`` is killed and replaced, and the
 call reads as "could not ask", like a timed-out squeue.
 
+The workers run under ``scheduler.pyslurm_python`` (default: pvhpc's own python): one environment
+holds one pyslurm, and pyslurm X.Y works only with Slurm X.Y, so a machine with two Slurms keeps a
+pyslurm environment per Slurm (install.sh: /opt/pvhpc/pyslurm-RELEASE). The worker is one file of the
+standard library and pyslurm, run by its path, so that environment needs nothing of pvhpc's. At start
+the backend checks that pyslurm's release is the one of the site's Slurm tools (``sinfo --version``).
+
 Jobs are the service account's: pyslurm acts as the user of the process that
 calls it, so ``scheduler.submit_as: user`` needs the command-line backend
 (the config check says so).
@@ -31,17 +37,22 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
+from pathlib import Path
 
 from pvhpc.errors import PvhpcError
 from pvhpc.scheduler.base import (ControllerDown, JobInfo, JobRequest, PartitionInfo, Scheduler,
                                   SchedulerUnavailable, SubmitRefused)
 from pvhpc.scheduler.slurm_cli import UNREACHABLE, _gres_gpus, latest_by_name
+from pvhpc.scheduler.slurm_install import SlurmVersion, tool_path
 from pvhpc.scheduler.slurm_states import job_info
 
 #: worker processes, so that a burst of submissions does not queue behind one RPC at a time
 WORKERS = 4
 #: how long a worker may take to import pyslurm and say hello
 START_TIMEOUT = 60.0
+#: run by its path under scheduler.pyslurm_python (-I: nothing of that environment's PYTHONPATH or of the
+#: directory the file is in, which holds modules named like the standard library's site)
+WORKER = Path(__file__).with_name("pyslurm_worker.py")
 
 
 class PySlurmUnavailable(PvhpcError):
@@ -50,9 +61,13 @@ class PySlurmUnavailable(PvhpcError):
     status = 503
 
 
-def check_import(environment: dict[str, str], timeout: float = START_TIMEOUT) -> str:
-    """Import pyslurm in a child process with ``environment``; return its version, or raise PySlurmUnavailable
-    with what the child said (libslurm's "fatal: ..." when slurm.conf cannot be found)."""
+def check_import(environment: dict[str, str], timeout: float = START_TIMEOUT, python: str | None = None) -> str:
+    """Import pyslurm in a child process of ``python`` with ``environment``; return its version, or raise
+    PySlurmUnavailable with what the child said (libslurm's "fatal: ..." when slurm.conf cannot be found)."""
+    python = python or sys.executable
+    if not os.access(python, os.X_OK):
+        raise PySlurmUnavailable(f"scheduler.pyslurm_python: {python} is not an executable python",
+                                 field="scheduler.pyslurm_python")
     env = dict(os.environ, **environment)
     conf = env.get("SLURM_CONF")
     if conf and not os.path.isfile(conf):
@@ -60,7 +75,7 @@ def check_import(environment: dict[str, str], timeout: float = START_TIMEOUT) ->
         raise PySlurmUnavailable(f"scheduler.backend 'pyslurm': SLURM_CONF {conf} is not a file "
                                  f"(set scheduler.environment.SLURM_CONF)", field="scheduler.backend")
     try:
-        child = subprocess.run([sys.executable, "-c", "import pyslurm; print(pyslurm.__version__)"], env=env,
+        child = subprocess.run([python, "-I", "-c", "import pyslurm; print(pyslurm.__version__)"], env=env,
                                capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         raise PySlurmUnavailable(f"scheduler.backend 'pyslurm': importing pyslurm took over {timeout:.0f} s",
@@ -70,17 +85,36 @@ def check_import(environment: dict[str, str], timeout: float = START_TIMEOUT) ->
     said = (child.stderr.strip().splitlines() or [f"exit status {child.returncode}"])[-1]
     if "No module named 'pyslurm'" in child.stderr:
         raise PySlurmUnavailable(f"scheduler.backend 'pyslurm' needs the pyslurm module matching this Slurm "
-                                 f"release: {said} (see docs/scheduler.md)", field="scheduler.backend")
+                                 f"release: {said} in {python} (see docs/scheduler.md)", field="scheduler.backend")
     conf = conf or "Slurm's default slurm.conf"
     raise PySlurmUnavailable(f"scheduler.backend 'pyslurm': pyslurm cannot start with {conf} "
                              f"(set scheduler.environment.SLURM_CONF): {said}", field="scheduler.backend")
 
 
+def check_release(pyslurm_version: str, environment: dict[str, str], prefix=None) -> SlurmVersion | None:
+    """The site's Slurm, as its tools say (``sinfo --version``), if pyslurm's release is the same; PySlurmUnavailable
+    if not: libslurm of another release does not speak to this slurmctld. None where the tools are not here
+    to ask (a host with pyslurm but no Slurm commands): nothing to compare with then."""
+    try:
+        said = subprocess.run([tool_path(prefix, "sinfo"), "--version"], env=dict(os.environ, **environment),
+                              capture_output=True, text=True, timeout=30)
+        slurm = SlurmVersion.parse(said.stdout)
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        return None
+    # pyslurm numbers its releases as Slurm's without the leading zero: 22.5.x is for Slurm 22.05.
+    built_for = SlurmVersion.parse(pyslurm_version + ".0" * (2 - pyslurm_version.count(".")))
+    if (built_for.major, built_for.minor) != (slurm.major, slurm.minor):
+        raise PySlurmUnavailable(f"pyslurm {pyslurm_version} is for Slurm {built_for.release}, and this site's "
+                                 f"Slurm is {slurm} (sinfo --version): set scheduler.pyslurm_python to a python with "
+                                 f"pyslurm {slurm.release}.* (docs/scheduler.md)", field="scheduler.pyslurm_python")
+    return slurm
+
+
 class _Worker:
     """One pyslurm_worker process, used by one thread at a time."""
 
-    def __init__(self, env: dict[str, str]):
-        self.proc = subprocess.Popen([sys.executable, "-m", "pvhpc.scheduler.pyslurm_worker"], env=env,
+    def __init__(self, env: dict[str, str], python: str):
+        self.proc = subprocess.Popen([python, "-I", str(WORKER)], env=env,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
         hello = self._read(START_TIMEOUT)
         if not hello.get("ok"):
@@ -128,9 +162,12 @@ class _Worker:
 class PySlurm(Scheduler):
     name = "pyslurm"
 
-    def __init__(self, environment: dict[str, str] | None = None, timeout: float = 30, workers: int = WORKERS):
+    def __init__(self, environment: dict[str, str] | None = None, timeout: float = 30, workers: int = WORKERS,
+                 python: str | os.PathLike | None = None, prefix: str | os.PathLike | None = None):
         self.environment = dict(environment or {})
-        self.version = check_import(self.environment)
+        self.python = str(python or sys.executable)
+        self.version = check_import(self.environment, python=self.python)
+        self.slurm_version = check_release(self.version, self.environment, prefix)
         self.timeout = timeout
         self.workers = workers
         self._env = dict(os.environ, **self.environment)
@@ -144,13 +181,19 @@ class PySlurm(Scheduler):
     @classmethod
     def from_config(cls, scheduler_config, runner=None, runner_for_user=None) -> "PySlurm":
         # pyslurm talks to slurmctld itself: it needs no command runner, only the environment.
-        return cls(scheduler_config.environment, timeout=scheduler_config.command_timeout)
+        return cls(scheduler_config.environment, timeout=scheduler_config.command_timeout,
+                   python=getattr(scheduler_config, "pyslurm_python", None),
+                   prefix=getattr(scheduler_config, "slurm_prefix", None))
+
+    async def about(self) -> dict:
+        return {"backend": self.name, "pyslurm": self.version, "python": self.python,
+                "slurm": str(self.slurm_version) if self.slurm_version else "unknown (no sinfo to ask)"}
 
     # -- the worker processes ------------------------------------------------
     def _blocking_call(self, op: str, args: dict):
         worker = getattr(self._local, "worker", None)
         if worker is None or not worker.alive():
-            worker = self._local.worker = _Worker(self._env)
+            worker = self._local.worker = _Worker(self._env, self.python)
             with self._lock:
                 self._started = [w for w in self._started if w.alive()] + [worker]
         answer = worker.call(op, args, self.timeout)
@@ -295,6 +338,7 @@ def _minutes(value) -> int | None:
 
 
 def _idle(state: str) -> bool:
-    """Idle as sinfo's compact state says 'idle' (also 'idle*', 'idle~'), not drained, reserved or in maintenance."""
+    """Idle as sinfo's compact state says 'idle' (also 'idle*', 'idle~'): not drained, reserved, in maintenance,
+    nor planned by the backfill scheduler for a waiting job (IDLE+PLANNED, which sinfo shows as 'plnd')."""
     base, *flags = (state or "").upper().split("+")
-    return base.rstrip("*~#$@!%") == "IDLE" and not set(flags) & {"DRAIN", "RESERVED", "MAINT", "FAIL"}
+    return base.rstrip("*~#$@!%") == "IDLE" and not set(flags) & {"DRAIN", "RESERVED", "MAINT", "FAIL", "PLANNED"}

@@ -27,6 +27,15 @@ def _job(job) -> dict:
     }
 
 
+def gres_strings(values: dict | None) -> list[str]:
+    """pyslurm's GRES dicts as sinfo's strings: {'gpu:a100': 2} or {'gpu:a100': {'count': 2, ...}} -> ['gpu:a100:2']."""
+    return [f"{name}:{v['count'] if isinstance(v, dict) else v}" for name, v in (values or {}).items()]
+
+
+# Job states (as pyslurm words them) in which a job holds its nodes' GRES, as slurmctld counts them in use.
+HOLDING = frozenset({"RUNNING", "COMPLETING", "SUSPENDED", "CONFIGURING"})
+
+
 class Ops:
     def __init__(self, pyslurm):
         self.slurm = pyslurm
@@ -62,19 +71,23 @@ class Ops:
         self.slurm.Job(int(job_id)).cancel()
 
     def finished(self, job_id: str) -> dict | None:
-        try:
-            job = self.slurm.db.Job.load(int(job_id))
-        except self.slurm.RPCError:
-            if self._accounting is None:
-                self._accounting = self.slurm.config().get().get("accounting_storage_type") or ""
-            if self._accounting in ("", "accounting_storage/none"):
-                return None     # no accounting database: no second record, as sacct says
-            raise
+        # Asked first, once: without an accounting database there is no second record (as sacct says), and
+        # pyslurm 25.11's database calls would go looking for a slurmdbd that is not there.
+        if self._accounting is None:
+            self._accounting = self._accounting_type()
+        if self._accounting in ("", "accounting_storage/none"):
+            return None
+        job = self.slurm.db.Job.load(int(job_id))
         # Not tried here: this project's test cluster has no slurmdbd.
         code, signal = getattr(job, "exit_code", None), getattr(job, "exit_code_signal", None)
         return {"id": str(job_id), "state": getattr(job, "state", "") or "", "reason": "",
                 "name": getattr(job, "name", "") or "", "nodes": getattr(job, "nodes", "") or "", "start": None,
                 "exit_code": "" if code is None else f"{code}:{signal or 0}"}
+
+    def _accounting_type(self) -> str:
+        if hasattr(self.slurm, "config"):   # pyslurm 22.5: its older interface has it (its slurmctld.Config not)
+            return self.slurm.config().get().get("accounting_storage_type") or ""
+        return self.slurm.slurmctld.Config.load().accounting_storage_type or ""   # pyslurm 25.11 has no config()
 
     def nodes(self) -> list[dict]:
         """Every node with its partitions, addresses, state, configured GRES and GRES in use, as strings
@@ -88,13 +101,25 @@ class Ops:
                      "gres": list(n.get("gres") or ()), "gres_used": list(n.get("gres_used") or ())}
                     for name, n in legacy().get().items()]
 
-        def gres(values: dict) -> list[str]:
-            return [f"{k}:{v['count'] if isinstance(v, dict) else v}" for k, v in (values or {}).items()]
-
+        used = self._gres_in_use()
         return [{"name": n.name, "state": n.state or "", "partitions": list(n.partitions or ()),
                  "address": n.address or "", "hostname": n.hostname or "",
-                 "gres": gres(n.configured_gres), "gres_used": gres(n.allocated_gres)}
+                 "gres": gres_strings(n.configured_gres), "gres_used": gres_strings(used.get(n.name))}
                 for n in self.slurm.Nodes.load().values()]
+
+    def _gres_in_use(self) -> dict[str, dict[str, int]]:
+        """GRES in use per node, summed over the jobs holding them (one more RPC). pyslurm 25.11's nodes do not say:
+        their allocated_gres come from the node's TRES, which count GPUs only where slurm.conf's
+        AccountingStorageTRES tracks gres/gpu (not Slurm's default); a job's layout names its GRES on each node."""
+        used: dict[str, dict[str, int]] = {}
+        for job in self.slurm.Jobs.load().values():
+            if job.state not in HOLDING:
+                continue
+            for node, layout in job.get_resource_layout_per_node().items():
+                for name, value in (layout.get("gres") or {}).items():
+                    count = value["count"] if isinstance(value, dict) else value
+                    used.setdefault(node, {})[name] = used.get(node, {}).get(name, 0) + int(count)
+        return used
 
     def partitions(self) -> dict:
         parts = [{"name": p.name, "state": p.state or "", "max_time": p.max_time, "default_time": p.default_time}

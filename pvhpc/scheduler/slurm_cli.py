@@ -3,6 +3,9 @@
 The default backend: it works with any Slurm release, needs no build against
 Slurm's libraries, and runs wherever a CommandRunner can run a command (here,
 as another user through sudo, or on a login node over SSH).
+
+Releases differ in what their tools print (docs/scheduler.md lists what pvhpc met in 22.05 and 25.11);
+the backend asks the tools' version once (``sinfo --version``) and says which Slurm it speaks.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from datetime import datetime
 from pvhpc.sessions.durations import parse_minutes as _parse_minutes
 from pvhpc.scheduler.runners import CommandRunner, CommandResult, CommandUnavailable
 from pvhpc.scheduler.base import ControllerDown, JobInfo, JobRequest, PartitionInfo, Scheduler, SchedulerUnavailable, SubmitRefused
+from pvhpc.scheduler.slurm_install import SlurmVersion, tool_path
 from pvhpc.scheduler.slurm_states import job_info
 
 SQUEUE_FORMAT = "%i|%T|%r|%N|%S|%j"
@@ -78,8 +82,13 @@ def comma_lists(items: list[str], limit: int = MAX_LIST_ARGUMENT) -> list[str]:
 class SlurmCLI(Scheduler):
     name = "slurm"
 
-    def __init__(self, runner: CommandRunner, timeout: float = 30, runner_for_user=None):
+    def __init__(self, runner: CommandRunner, timeout: float = 30, runner_for_user=None, prefix=None):
         self.runner = runner
+        # A Slurm not on PATH (scheduler.slurm_prefix): its tools by their full path, so that sudo's secure_path
+        # or a login host's PATH cannot pick another release's.
+        self.prefix = prefix
+        #: the release of the tools, once asked (version())
+        self.slurm_version: SlurmVersion | None = None
         # Submitting and cancelling as the session's user (sudo, SSH as the user); queries stay the service's.
         self.runner_for_user = runner_for_user
         self.timeout = timeout
@@ -88,15 +97,37 @@ class SlurmCLI(Scheduler):
 
     @classmethod
     def from_config(cls, scheduler_config, runner, runner_for_user=None) -> "SlurmCLI":
-        return cls(runner, timeout=scheduler_config.command_timeout, runner_for_user=runner_for_user)
+        return cls(runner, timeout=scheduler_config.command_timeout, runner_for_user=runner_for_user,
+                   prefix=getattr(scheduler_config, "slurm_prefix", None))
 
     async def _run(self, argv: list[str], input: str | None = None, user: str | None = None) -> CommandResult:
         self.calls[argv[0]] = self.calls.get(argv[0], 0) + 1
         runner = self.runner_for_user(user) if user and self.runner_for_user else self.runner
         try:
-            return await runner.run(argv, input=input, timeout=self.timeout)
-        except CommandUnavailable as e:
+            result = await runner.run([tool_path(self.prefix, argv[0]), *argv[1:]], input=input, timeout=self.timeout)
+        except CommandUnavailable as e:   # names the full path: a wrong scheduler.slurm_prefix shows
             raise SchedulerUnavailable(str(e)) from None
+        result.argv = argv   # what Slurm said names the tool, not where it is installed
+        return result
+
+    async def version(self) -> SlurmVersion:
+        """The release of the Slurm tools this backend runs, asked once; SchedulerUnavailable if they cannot
+        say (not installed there, or no slurm.conf: the tools read it even for this)."""
+        if self.slurm_version is None:
+            result = await self._run(["sinfo", "--version"])
+            try:
+                self.slurm_version = SlurmVersion.parse(result.stdout)
+            except ValueError:
+                raise SchedulerUnavailable(f"cannot tell Slurm's version: {result.describe()}") from None
+        return self.slurm_version
+
+    async def about(self) -> dict:
+        about = {"backend": self.name, "tools": f"{self.prefix}/bin" if self.prefix else "on PATH"}
+        try:
+            about["slurm"] = str(await self.version())
+        except SchedulerUnavailable as e:
+            about["slurm"] = f"unknown ({e})"
+        return about
 
     def _unavailable_or(self, result: CommandResult, exc_type):
         if UNREACHABLE.search(result.stderr):

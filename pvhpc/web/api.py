@@ -333,4 +333,8 @@ class HealthHandler(JSONHandler):
         self.send({"ok": True, "live_sessions": await self.ctx.store.off_loop.count_live(),
                    # Which instance polls the scheduler, when several share a database.
                    "poller": {"leading": tracker.leading, "how": tracker.leadership.kind,
-                              "cycles": tracker.poll_cycles, "scheduler_calls": tracker.scheduler_calls}})
+                              "cycles": tracker.poll_cycles, "scheduler_calls": tracker.scheduler_calls},
+                   # Which backend, and which Slurm release it found and speaks (no paths of this host: anyone
+                   # may ask; pvhpc doctor tells staff the rest).
+                   "scheduler": {k: v for k, v in (await self.ctx.scheduler.about()).items()
+                                 if k in ("backend", "slurm", "pyslurm")}})

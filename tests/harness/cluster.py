@@ -19,6 +19,7 @@ from tests.harness.ports import free_port_block
 from tests.helpers import wait_until
 
 REUSE_VARIABLE = "PVHPC_TEST_SLURM_CONF"   # names the slurm.conf of a cluster you already run while you work
+SLURM_VARIABLE = "PVHPC_TEST_SLURM"   # which Slurm the test cluster runs: a release (25.11, 22.05) or a prefix
 
 
 def reused_cluster() -> LocalCluster | None:
@@ -31,12 +32,14 @@ def reused_cluster() -> LocalCluster | None:
     return cluster
 
 
-def start_cluster() -> LocalCluster:
-    """A new cluster in a new temporary directory, on five free ports, every node idle."""
+def start_cluster(slurm: str | None = None) -> LocalCluster:
+    """A new cluster in a new temporary directory, on five free ports, every node idle, on the Slurm
+    ``slurm`` names (else $PVHPC_TEST_SLURM, else the newest installed, as ``pvhpc cluster start``)."""
     # A short path: munge and slurm sockets have length limits.
     directory = Path(tempfile.mkdtemp(prefix="pvhpc-test-cluster-"))
     directory.chmod(0o755)   # every user's Slurm commands read its slurm.conf and use its munge socket
-    cluster = LocalCluster(directory, base_port=free_port_block(5))
+    cluster = LocalCluster(directory, base_port=free_port_block(5),
+                           slurm=slurm or os.environ.get(SLURM_VARIABLE) or None)
     cluster.start()
     return cluster
 

@@ -39,7 +39,7 @@ def site_config(cluster: LocalCluster, directory: Path, runtime_path: Path, **ov
             "launcher_wait": 60,
             "submit_grace": 20,
         },
-        "scheduler": {"environment": cluster.environment(), "command_timeout": 20},
+        "scheduler": {**cluster.scheduler_config(), "command_timeout": 20},
         "runtime": {"pythonpath": str(runtime_path)},
         "partitions": {
             "gpu": {"gpu_type": "a100", "gpus": {"default": 1, "max": 2}, "walltime": {"default": 30, "max": 120}},

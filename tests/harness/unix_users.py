@@ -17,8 +17,9 @@ USERS = {"alice": "pvhpc-t-alice", "bob": "pvhpc-t-bob", "service": "pvhpc-t-svc
 SUDOERS = Path("/etc/sudoers.d/pvhpc-test")
 
 
-def make() -> dict[str, str]:
-    """The accounts (made if missing) and the shipped sudoers rule for the service account; returns USERS."""
+def make(slurm_prefix: str = "/usr") -> dict[str, str]:
+    """The accounts (made if missing) and the shipped sudoers rule for the service account, naming Slurm's tools
+    where the test cluster's Slurm has them (as the rule's comment tells a site to do); returns USERS."""
     if os.geteuid() != 0:
         raise RuntimeError("multi-user tests make Unix users and a sudoers rule: run them as root (CI does)")
     for name in USERS.values():
@@ -32,6 +33,8 @@ def make() -> dict[str, str]:
             line = line.replace("Defaults:pvhpc ", f"Defaults:{USERS['service']} ", 1)
         elif line.startswith("pvhpc ALL"):
             line = line.replace("pvhpc ALL", f"{USERS['service']} ALL", 1)
+            for tool in ("sbatch", "scancel"):
+                line = line.replace(f"/usr/bin/{tool}", f"{slurm_prefix}/bin/{tool}")
         rule.append(line)
     SUDOERS.write_text("\n".join(rule) + "\n")
     SUDOERS.chmod(0o440)
