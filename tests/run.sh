@@ -30,6 +30,7 @@ if [ $# -eq 0 ] && [ -z "${PVHPC_TEST_SLURM:-}" ]; then
         echo "tests/run.sh: again on Slurm $second: ${SECOND_SLURM_TESTS[*]}"
         "$PY" -m pytest --slurm "$second" -k "$SECOND_SLURM_SKIP" "${SECOND_SLURM_TESTS[@]}"
         second_rc=$?
+        [ "$second_rc" -ne 5 ] || second_rc=0   # nothing left to run there is not a failure
         [ "$rc" -ne 0 ] || rc=$second_rc
     fi
 fi
