@@ -6,6 +6,7 @@ The real components themselves (cluster, service, Apache, sshd, PostgreSQL) are 
 
 from __future__ import annotations
 
+import colorsys
 import io
 import os
 import re
@@ -220,3 +221,51 @@ class RequestLoad:
         for thread in self._threads:
             thread.join(self.timeout + 5)
         return list(self.answers)
+
+
+async def render_by_process(url: str, secret: str, size=(400, 400), pushed: bool = False,
+                            headers: dict | None = None) -> bytes:
+    """A parallel session's sphere split over the ranks, each piece coloured by the rank that holds it
+    (ProcessIdScalars). ``pushed``: the image as servers that only push frames deliver it (the Visualizer)."""
+    from pvhpc.client.wslink import WslinkClient
+
+    client = await WslinkClient.connect(url, secret, headers=headers)
+    try:
+        sphere = await client.call("pv.proxy.manager.create", ["Sphere", -1])
+        await client.call("pv.proxy.manager.update", [[
+            {"id": sphere["id"], "name": "ThetaResolution", "value": 64},
+            {"id": sphere["id"], "name": "PhiResolution", "value": 64}]])
+        ids = await client.call("pv.proxy.manager.create", ["Process ID Scalars", sphere["id"]])
+        listed = await client.call("pv.proxy.manager.list", [-1])
+        rep = next(source["rep"] for source in listed["sources"] if source["id"] == ids["id"])
+        await client.call("pv.color.manager.color.by", [rep, "ARRAY", "POINTS", "ProcessId", "Magnitude", 0, True])
+        # Jet: blue, cyan, yellow, red for four ranks, hues far apart.
+        await client.call("pv.color.manager.select.preset", [rep, "Jet"])
+        if pushed:
+            await client.call("viewport.camera.reset", [-1])
+            return await client.push_image(size)
+        return await client.render(size, quality=95)
+    finally:
+        client.close()
+
+
+def hues(jpeg: bytes, share: float = 0.02) -> list[list[int]]:
+    """The distinct colours of an image: runs of neighbouring 20-degree hue bins, each bin holding at least
+    ``share`` of the saturated pixels (shading changes brightness, not hue; the background is grey)."""
+    image = Image.open(io.BytesIO(jpeg)).convert("RGB")
+    bins = [0] * 18
+    for r, g, b in image.get_flattened_data():
+        h, s, v = colorsys.rgb_to_hsv(r / 255, g / 255, b / 255)
+        if s > 0.5 and v > 0.25:
+            bins[int(h * 18) % 18] += 1
+    full = [n >= share * sum(bins) > 0 for n in bins]
+    runs: list[list[int]] = []
+    for i in range(18):
+        if full[i]:
+            if runs and runs[-1][-1] == (i - 1) * 20:
+                runs[-1].append(i * 20)
+            else:
+                runs.append([i * 20])
+    if len(runs) > 1 and runs[0][0] == 0 and runs[-1][-1] == 340:   # hue is a circle
+        runs[0] = runs.pop() + runs[0]
+    return runs

@@ -39,7 +39,7 @@ from pvhpc.sessions.job import build_job
 from pvhpc.sessions.jobscript import JobTemplate
 from pvhpc.sessions.spec import parse_spec
 
-from tests.helpers import foreground_fraction, processes_of_cluster_job, render, wait_until
+from tests.helpers import foreground_fraction, hues, processes_of_cluster_job, render, render_by_process, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 NODE_DIR = ROOT / "pvhpc" / "node"
@@ -568,7 +568,6 @@ def test_another_user_cannot_take_or_hold_a_parallel_sessions_ranks(unix_users, 
     her real id (refused: not her process), and with a connection that sends nothing (closed at once, so it
     holds nothing up). Her session then attaches, is ready and renders its two ranks' colours; no command line
     on the node showed her secret, token, id, cookie or connect id."""
-    from tests.test_parallel import hues
 
     alice_user, bob_user = unix_users["alice"], unix_users["bob"]
     go = shared / "web-server-may-start"
@@ -630,27 +629,7 @@ def test_another_user_cannot_take_or_hold_a_parallel_sessions_ranks(unix_users, 
     assert "Client connected." in log
 
     proxy = f"ws://127.0.0.1:{svc.port + 1}/proxy?sessionId={session['id']}&path=ws"
-    image = asyncio.run(render_by_rank(proxy, ready["secret"], {"X-Remote-User": alice_user}))
+    image = asyncio.run(render_by_process(proxy, ready["secret"], headers={"X-Remote-User": alice_user}))
     (artifacts / "two-ranks-after-bob.jpg").write_bytes(image)
     assert len(hues(image)) == 2, hues(image)
     assert alice.cancel(session["id"])["end_reason"] == "cancelled"
-
-
-async def render_by_rank(url: str, secret: str, headers: dict) -> bytes:
-    """A sphere coloured by the rank that holds each piece (as tests/test_parallel.py, through the front end)."""
-    from pvhpc.client.wslink import WslinkClient
-
-    client = await WslinkClient.connect(url, secret, headers=headers)
-    try:
-        sphere = await client.call("pv.proxy.manager.create", ["Sphere", -1])
-        await client.call("pv.proxy.manager.update", [[
-            {"id": sphere["id"], "name": "ThetaResolution", "value": 64},
-            {"id": sphere["id"], "name": "PhiResolution", "value": 64}]])
-        ids = await client.call("pv.proxy.manager.create", ["Process ID Scalars", sphere["id"]])
-        listed = await client.call("pv.proxy.manager.list", [-1])
-        rep = next(source["rep"] for source in listed["sources"] if source["id"] == ids["id"])
-        await client.call("pv.color.manager.color.by", [rep, "ARRAY", "POINTS", "ProcessId", "Magnitude", 0, True])
-        await client.call("pv.color.manager.select.preset", [rep, "Jet"])
-        return await client.render((400, 400), quality=95)
-    finally:
-        client.close()

@@ -7,8 +7,6 @@ cpu01 and cpu02 of the test cluster, driven through pvhpc's launcher API and the
 from __future__ import annotations
 
 import asyncio
-import colorsys
-import io
 import json
 import os
 import signal
@@ -16,14 +14,13 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from pvhpc.config import parse
 from pvhpc.sessions.parallel import ParallelRequestError
 from pvhpc.sessions.spec import parse_spec
 
 from tests.harness.cluster import pvhpc_jobs, squeue
-from tests.helpers import processes_of_job, wait_until
+from tests.helpers import hues, processes_of_job, render_by_process, wait_until
 
 PARALLEL_CPU = {"walltime": {"default": 30, "max": 120}, "max_nodes": 2, "max_ranks": 4, "max_ranks_per_node": 2}
 PVSERVER = ["/usr/bin/pvserver", "--force-offscreen-rendering"]
@@ -115,53 +112,6 @@ def launch(svc, **fields) -> tuple[int, dict]:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read())
-
-
-async def render_by_process(url: str, secret: str, size=(400, 400), pushed: bool = False) -> bytes:
-    """A sphere split over the ranks, each piece coloured by the rank that holds it (ProcessIdScalars). ``pushed``:
-    the image as servers that only push frames deliver it (the Visualizer)."""
-    from pvhpc.client.wslink import WslinkClient
-
-    client = await WslinkClient.connect(url, secret)
-    try:
-        sphere = await client.call("pv.proxy.manager.create", ["Sphere", -1])
-        await client.call("pv.proxy.manager.update", [[
-            {"id": sphere["id"], "name": "ThetaResolution", "value": 64},
-            {"id": sphere["id"], "name": "PhiResolution", "value": 64}]])
-        ids = await client.call("pv.proxy.manager.create", ["Process ID Scalars", sphere["id"]])
-        listed = await client.call("pv.proxy.manager.list", [-1])
-        rep = next(source["rep"] for source in listed["sources"] if source["id"] == ids["id"])
-        await client.call("pv.color.manager.color.by", [rep, "ARRAY", "POINTS", "ProcessId", "Magnitude", 0, True])
-        # Jet: blue, cyan, yellow, red for four ranks, hues far apart.
-        await client.call("pv.color.manager.select.preset", [rep, "Jet"])
-        if pushed:
-            await client.call("viewport.camera.reset", [-1])
-            return await client.push_image(size)
-        return await client.render(size, quality=95)
-    finally:
-        client.close()
-
-
-def hues(jpeg: bytes, share: float = 0.02) -> list[list[int]]:
-    """The distinct colours of an image: runs of neighbouring 20-degree hue bins, each bin holding at least
-    ``share`` of the saturated pixels (shading changes brightness, not hue; the background is grey)."""
-    image = Image.open(io.BytesIO(jpeg)).convert("RGB")
-    bins = [0] * 18
-    for r, g, b in image.get_flattened_data():
-        h, s, v = colorsys.rgb_to_hsv(r / 255, g / 255, b / 255)
-        if s > 0.5 and v > 0.25:
-            bins[int(h * 18) % 18] += 1
-    full = [n >= share * sum(bins) > 0 for n in bins]
-    runs: list[list[int]] = []
-    for i in range(18):
-        if full[i]:
-            if runs and runs[-1][-1] == (i - 1) * 20:
-                runs[-1].append(i * 20)
-            else:
-                runs.append([i * 20])
-    if len(runs) > 1 and runs[0][0] == 0 and runs[-1][-1] == 340:   # hue is a circle
-        runs[0] = runs.pop() + runs[0]
-    return runs
 
 
 def processes_of_this_job(cluster, job_id: str) -> list[tuple[int, str, dict[str, str]]]:
