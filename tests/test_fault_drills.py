@@ -339,7 +339,7 @@ def test_node_drained_under_a_session_keeps_it_and_places_nothing_new_there(serv
         time.sleep(max(0.0, drained + 3 * POLL + SLACK - time.monotonic()))
         kept = client.get(session["id"])
         history = [h["state"] for h in kept["history"]]
-        image = render(f"ws://{target(kept)}/ws", kept["secret"])
+        image = render(f"ws://{kept['host']}:{kept['port']}/ws", kept["secret"])
         drill_record(lost=int(kept["state"] != "ready"))
         assert placed == ["-", other, other], f"new sessions went to {placed}; {node} is drained"
         assert (kept["state"], target(kept), history[-1]) == ("ready", target(session), "ready"), kept
