@@ -152,8 +152,9 @@ def ready_targets(sessions) -> dict[str, str]:
     return {s["id"]: target(s) for s in sessions if s["state"] == "ready"}
 
 
-def listening(address: str) -> bool:
-    host, port = address.rsplit(":", 1)
+def listening(line: str) -> bool:
+    """Whether the server a map line ("host:port|owner") names takes connections."""
+    host, port = line.partition("|")[0].rsplit(":", 1)
     try:
         socket.create_connection((host, int(port)), timeout=2).close()
         return True
