@@ -75,7 +75,7 @@ def free_port() -> int:
 def bench_apache(directory: Path, n: int, kind: str, requests: int) -> list[float]:
     """Latency of /proxy requests for ids not in a map of n sessions (each one a full look-up)."""
     txt = directory / f"apache-{n}.txt"
-    ProxyMapFile(txt, "www-data").write({r.id: f"{r.host}:{r.port}" for r in records(n)})
+    ProxyMapFile(txt, "www-data").write({r.id: f"{r.host}:{r.port}|{r.user}" for r in records(n)})
     map_path = txt
     if kind == "dbm":
         map_path = directory / f"apache-{n}.dbm"
@@ -105,7 +105,9 @@ def bench_apache(directory: Path, n: int, kind: str, requests: int) -> list[floa
         times = []
         for i in range(requests + 20):
             start = time.perf_counter()
-            conn.request("GET", f"/proxy?sessionId={secrets.token_urlsafe(24)}&path=ws")
+            # A websocket's upgrade, as a client's: anything else is refused before the map is looked at.
+            conn.request("GET", f"/proxy?sessionId={secrets.token_urlsafe(24)}&path=ws",
+                         headers={"Upgrade": "websocket", "Connection": "Upgrade"})
             response = conn.getresponse()
             response.read()
             elapsed = time.perf_counter() - start

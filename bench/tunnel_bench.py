@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import math
 import shutil
@@ -232,7 +233,7 @@ def main() -> int:
         httpd_root = work / "httpd"
         httpd_root.mkdir(mode=0o755)
         map_file = httpd_root / "session-map.txt"
-        map_file.write_text(f"{sid} {host}:{port}\n")
+        map_file.write_text(f"{sid} {host}:{port}|{getpass.getuser()}\n")   # its line names its owner
         map_file.chmod(0o644)
         apache = ApacheServer(httpd_root, apacheconf.Site("localhost", map_file, svc.url,
                                                           port=free_port_block(1))).start()
