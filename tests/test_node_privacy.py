@@ -385,7 +385,7 @@ def shared(unix_users):
 
 def private_site(shared: Path, runtime_dir: Path, cluster, **runtime_keys) -> dict:
     return dict(
-        scheduler={"environment": cluster.environment(), "submit_as": "user"},
+        scheduler={**cluster.scheduler_config(), "submit_as": "user"},
         runtime={"pythonpath": str(runtime_dir), "job_helper": str(shared / JOB_HELPER.name), **runtime_keys},
         partitions={"cpu": {"walltime": {"default": 30, "max": 120}, "max_nodes": 2, "max_ranks": 2,
                             "max_ranks_per_node": 1}},

@@ -313,7 +313,7 @@ def test_a_users_fifos_and_directories_get_a_clear_4xx_quickly_and_leave_nothing
     try:
         node_side["applications"]["waits"] = {**waits_app(shared / "data")["waits"]}
         svc = service_factory("fifos", directory=shared / "service", **node_side, auth={"kind": "header"},
-                              scheduler={"environment": cluster.environment(), "submit_as": "user"},
+                              scheduler={**cluster.scheduler_config(), "submit_as": "user"},
                               frontend_socket_group=None)
         subprocess.run(["chown", "-R", unix_users["service"], str(svc.dir)], check=True)
         svc.start(as_user=unix_users["service"])
@@ -383,7 +383,7 @@ def test_the_data_browser_shows_a_user_what_that_user_may_read_and_nothing_more(
     (data / "to-pvhpc-only").symlink_to(data / "pvhpc-only")
     try:
         svc = service_factory("browser", directory=shared / "service", **node_side, auth={"kind": "header"},
-                              scheduler={"environment": cluster.environment(), "submit_as": "user"},
+                              scheduler={**cluster.scheduler_config(), "submit_as": "user"},
                               frontend_socket_group=None)
         subprocess.run(["chown", "-R", unix_users["service"], str(svc.dir)], check=True)
         svc.start(as_user=unix_users["service"])
