@@ -327,3 +327,17 @@ def test_slurm_cli_batches_any_number_of_ids(slurm, tmp_path):
     assert set(run(slurm.query(many))) == {job_id}
     assert slurm.calls["squeue"] - before.get("squeue", 0) == 2 + len(comma_lists(many)) == 5
     run(slurm.cancel(job_id))
+
+
+@pytest.mark.parametrize("said, unavailable", [
+    # Slurm 25.11's sbatch when slurmctld goes down under the submission (seen in the slurmctld drill).
+    ("sbatch: error: slurm_send_node_msg: [socket:[1291132]] slurm_bufs_sendto(msg_type=REQUEST_SUBMIT_BATCH_JOB) "
+     "failed: Connection reset by peer\nsbatch: error: Batch job submission failed: Connection reset by peer", True),
+    ("sbatch: error: Batch job submission failed: Socket timed out on send/recv operation", True),
+    ("sbatch: error: Batch job submission failed: Invalid partition name specified", False),
+])
+def test_what_the_command_line_tools_say_when_the_controller_did_not_answer(said, unavailable):
+    """"Could not ask" is not "it said no": the first keeps a session to be reconciled, the second refuses it."""
+    from pvhpc.scheduler.slurm_cli import UNREACHABLE
+
+    assert bool(UNREACHABLE.search(said)) == unavailable

@@ -25,7 +25,9 @@ SQUEUE_FORMAT = "%i|%T|%r|%N|%S|%j"
 UNREACHABLE = re.compile(
     r"Unable to contact slurm controller|Socket timed out|Zero Bytes were transmitted|Connection refused"
     r"|Communication connection failure|Slurm backup controller in standby|slurm_receive_msg|"
-    r"Unable to establish controller machine|Transport endpoint|Connection timed out|Resource temporarily unavailable",
+    r"Unable to establish controller machine|Transport endpoint|Connection timed out|Resource temporarily unavailable"
+    # 25.11, a controller going down under a submission: the request may or may not have been taken.
+    r"|Connection reset by peer",
     re.IGNORECASE,
 )
 INVALID_JOB_ID = "Invalid job id specified"
