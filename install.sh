@@ -15,7 +15,7 @@ PACKAGES=(
     paraview python3-paraview xvfb xauth
     apache2 openssh-server openssh-client postgresql
     chromium logrotate
-    gcc libc6-dev
+    gcc libc6-dev python3-dev
 )
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -66,8 +66,11 @@ wait_for_background() {
         cat "$log" && rm -f "$log"
         [ "$status" -eq 0 ] || { echo "install.sh: $name failed (exit $status)" >&2; failed=1; }
     done
+    BACKGROUND=()
     return "$failed"
 }
+# A step that fails in the foreground (set -e) still waits for the builds under way and says how they ended.
+trap 'wait_for_background || true' EXIT
 # Debian's 22.05: pyslurm from its source beside the checkout (PyPI has none for 22.05), if it is the release
 # for Debian's Slurm.
 tarball=$(ls "$VENDOR"/pyslurm-*.tar.gz 2>/dev/null | sort -V | tail -n 1 || true)
@@ -81,7 +84,7 @@ if [ -n "$tarball" ]; then
     else
         dpkg-query -W -f='${Status}' libslurm-dev 2>/dev/null | grep -q "install ok installed" || {
             apt-get update -qq
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libslurm-dev gcc python3-dev >/dev/null
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libslurm-dev >/dev/null
         }
         in_background "pyslurm for Slurm $wanted" bash install/pyslurm.sh "$PREFIX/pyslurm-$wanted" "$tarball" /usr \
             "$(sha256sum "$tarball" | cut -d' ' -f1)"

@@ -9,7 +9,7 @@ import asyncio
 import grp
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import tornado.httpserver
 import tornado.netutil
@@ -23,7 +23,7 @@ from pvhpc.sessions.joblogs import JobLogs
 from pvhpc.sessions.savedstates import SavedStates
 from pvhpc.db.leadership import leadership_for
 from pvhpc.metrics import Metrics
-from pvhpc.web.ratelimit import RateLimiter
+from pvhpc.web.ratelimit import HeldAtOnce, RateLimiter
 from pvhpc.scheduler import Scheduler
 from pvhpc.sessions.service import SessionService
 from pvhpc.scheduler.site import runner_for, scheduler_for, user_runners_for
@@ -62,6 +62,8 @@ class Context:
     logs: JobLogs
     tracker: Tracker
     metrics: Metrics
+    # Event streams each user holds open on this instance (limits.event_streams_per_user).
+    open_streams: HeldAtOnce = field(default_factory=HeldAtOnce)
 
 
 def routes(ctx: Context) -> list:

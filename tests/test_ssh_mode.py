@@ -417,3 +417,11 @@ def test_a_dropped_ssh_connection_is_made_again_and_the_live_session_keeps_worki
     assert foreground_fraction(render(url, session["secret"])) > 0.01
     assert "open (connection 3)" in svc.log.read_text()
     assert client.request("DELETE", f"/paraview/{sid}")["state"] == "ended"
+
+
+def test_a_site_may_name_its_own_locale_for_the_local_runner():
+    """Local commands speak the C locale unless the site's environment says otherwise (it once raised)."""
+    from pvhpc.scheduler.runners import LocalRunner
+
+    assert LocalRunner().env["LC_ALL"] == "C"
+    assert LocalRunner({"LC_ALL": "C.UTF-8"}).env["LC_ALL"] == "C.UTF-8"

@@ -19,7 +19,6 @@ default, or through an SSH tunnel when pvhpc runs off the cluster (ssh.py).
 from __future__ import annotations
 
 import asyncio
-import collections
 import json
 import logging
 import re
@@ -36,6 +35,7 @@ from pvhpc.frontends.base import FrontEnd
 from pvhpc.frontends.relay import ANSWER_HEADERS, HandshakeError, WebSocketRelay, upgrade_request
 from pvhpc.frontends.routes import SESSION_ID, Route, RouteTable
 from pvhpc.web.errors import ErrorAnswers
+from pvhpc.web.ratelimit import HeldAtOnce
 
 log = logging.getLogger("pvhpc.frontends.builtin")
 
@@ -101,7 +101,7 @@ class BuiltinFrontEnd(FrontEnd):
         self.connector = connector or DirectConnector()
         self.traffic = ProxyTraffic()
         self.limits = None   # the site's limits, from handlers(); None (a bare test rig): no bounds
-        self.held: collections.Counter = collections.Counter()   # connections held, by user
+        self.held = HeldAtOnce()   # connections held, by user
         self.holdings: dict[WebSocketRelay, Holding] = {}
         self._idle_watch: asyncio.Task | None = None
 
@@ -149,16 +149,10 @@ class BuiltinFrontEnd(FrontEnd):
 
     def take(self, user: str) -> bool:
         """Count one more connection of ``user``'s, if the bound allows it (release it with ``release``)."""
-        limit = self.limits.proxied_connections_per_user if self.limits is not None else None
-        if limit is not None and self.held[user] >= limit:
-            return False
-        self.held[user] += 1
-        return True
+        return self.held.take(user, self.limits.proxied_connections_per_user if self.limits is not None else None)
 
     def release(self, user: str) -> None:
-        self.held[user] -= 1
-        if self.held[user] <= 0:
-            del self.held[user]
+        self.held.release(user)
 
     def too_many(self) -> tuple[str, dict]:
         """The 429's message and the bound it names."""

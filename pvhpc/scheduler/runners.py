@@ -90,7 +90,7 @@ class LocalRunner(CommandRunner):
     """
 
     def __init__(self, env: Mapping[str, str] | None = None):
-        self.env = dict(os.environ, LC_ALL="C", **(env or {}))
+        self.env = {**os.environ, "LC_ALL": "C", **(env or {})}
 
     async def run(self, argv: Sequence[str], input: str | None = None, timeout: float = 30,
                   max_output: int | None = None) -> CommandResult:

@@ -122,17 +122,8 @@ def _data(body: dict, app: ApplicationConfig, access: UserAccess | None = None) 
     resolved = Path(os.path.realpath(candidate))
     for root in app.data_roots:
         if resolved == root or root in resolved.parents:
-            try:
-                # The user's own permissions first: nothing past a directory the user may not search is looked at.
-                refused = access.refusal(resolved, READ) if access is not None else None
-                is_file = resolved.is_file()
-            except FileNotFoundError:
-                refused, is_file = None, False
-            except OSError as e:
-                if e.errno == errno.ENAMETOOLONG:
-                    raise   # the client's doing: 400 (web/errors.py)
-                raise RequestError(f"{service_refusal(resolved)} cannot be read by pvhpc's service account, so "
-                                   f"{value!r} cannot be checked", field="data", status=403) from None
+            refused, is_file = judged(access, resolved, READ, Path.is_file, field="data",
+                                      unchecked=f", so {value!r} cannot be checked")
             if refused is not None:
                 what = "file" if refused == resolved else "directory"
                 raise RequestError(f"{refused} is a {what} {access.name} may not read", field="data", status=403)
@@ -224,6 +215,23 @@ def _access_acl(path: Path) -> list[tuple[int, int, int]] | None:
     if len(raw) < 4 or (len(raw) - 4) % 8 or struct.unpack_from("<I", raw)[0] != 2:
         raise OSError(errno.EINVAL, f"an access ACL pvhpc cannot read on {path}")
     return [struct.unpack_from("<HHI", raw, offset) for offset in range(4, len(raw), 8)]
+
+
+def judged(access: "UserAccess | None", path: Path, want: int, is_kind, field: str | None = None,
+           unchecked: str = "") -> tuple[Path | None, bool]:
+    """Where on ``path``'s way the user may not ``want`` (None: nowhere, or no account here) and whether
+    ``is_kind(path)``: the user's own permissions first, so nothing past a directory the user may not search is
+    looked at. Where the service itself cannot look, 403 naming the place; a name too long stays the client's
+    doing (400, web/errors.py)."""
+    try:
+        return (access.refusal(path, want) if access is not None else None), is_kind(path)
+    except FileNotFoundError:
+        return None, False
+    except OSError as e:
+        if e.errno == errno.ENAMETOOLONG:
+            raise
+        raise RequestError(f"{service_refusal(path)} cannot be read by pvhpc's service account{unchecked}",
+                           field=field, status=403) from None
 
 
 def service_refusal(path: Path) -> Path:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import json
 import time
 
@@ -88,32 +87,6 @@ class ReportHandler(JSONHandler):
         self.send({"ok": True})
 
 
-class OpenStreams:
-    """How many event streams each user holds open on this instance (limits.event_streams_per_user)."""
-
-    def __init__(self) -> None:
-        self._held: collections.Counter = collections.Counter()
-
-    def take(self, user: str, limit: int) -> bool:
-        if self._held[user] >= limit:
-            return False
-        self._held[user] += 1
-        return True
-
-    def release(self, user: str) -> None:
-        self._held[user] -= 1
-        if self._held[user] <= 0:
-            del self._held[user]
-
-
-def open_streams(ctx) -> OpenStreams:
-    """The instance's count of open event streams, kept with its other per-user state (made at first use)."""
-    streams = getattr(ctx, "open_streams", None)
-    if streams is None:
-        streams = ctx.open_streams = OpenStreams()
-    return streams
-
-
 class SessionEventsHandler(JSONHandler):
     """Server-sent events: the session now, then every change, until it ends; and warnings to its user
     (``event: warning``: its walltime is near, it is idle), which change nothing.
@@ -131,7 +104,7 @@ class SessionEventsHandler(JSONHandler):
         record = await self.own_session(session_id)
         user = self.current_user
         limit = self.ctx.config.limits.event_streams_per_user
-        streams = open_streams(self.ctx)
+        streams = self.ctx.open_streams
         if not streams.take(user, limit):
             raise APIError(f"too many event streams: this site allows {limit} open at once per user "
                            "(limits.event_streams_per_user); close one (a browser tab, a pvhpc wait) or ask for the "

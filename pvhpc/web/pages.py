@@ -12,7 +12,6 @@ that serves pvhpc below a path prefix.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import html
 import os
@@ -23,7 +22,7 @@ from tornado.web import RedirectHandler, StaticFileHandler
 
 from pvhpc.frontends import content, web_clients
 from pvhpc.paths import web_clients_dir
-from pvhpc.sessions.spec import READ, SEARCH, UserAccess, service_refusal
+from pvhpc.sessions.spec import READ, SEARCH, UserAccess, judged
 
 from pvhpc.web.base import JSONHandler
 from pvhpc.web.errors import APIError, ErrorAnswer, ErrorAnswers
@@ -149,16 +148,7 @@ class DataFilesHandler(JSONHandler):
         if not (directory == root or root in directory.parents):
             raise APIError("is outside the data directory", field="path")
         access = UserAccess.of(user)
-        try:
-            refused = access.refusal(directory, READ | SEARCH) if access is not None else None
-            is_dir = directory.is_dir()
-        except FileNotFoundError:
-            refused, is_dir = None, False
-        except OSError as e:
-            if e.errno == errno.ENAMETOOLONG:
-                raise   # the client's doing: 400 (web/errors.py)
-            raise APIError(f"{service_refusal(directory)} cannot be read by pvhpc's service account",
-                           status=403) from None
+        refused, is_dir = judged(access, directory, READ | SEARCH, Path.is_dir)
         if refused is not None:
             raise APIError(f"{refused} is a directory {user} may not read", status=403)
         if not is_dir:
@@ -193,10 +183,11 @@ class DataFilesHandler(JSONHandler):
                 kind, want = "file", READ
             else:
                 return None
-            linked = target.parent != directory
-            if access is not None and (access.refusal(target, want) if linked else
-                                       (None if access.may(target, want) else target)) is not None:
-                return None
+            if access is not None:
+                # An entry of this directory: only itself is left to judge; a link's target, its whole way.
+                linked = target.parent != directory
+                if not (access.refusal(target, want) is None if linked else access.may(target, want)):
+                    return None
             return {"name": name, "kind": kind} if kind == "directory" else {
                 "name": name, "kind": kind, "size": target.stat().st_size}
         except OSError:

@@ -1,4 +1,5 @@
-"""Requests per minute per user: a token bucket each, refilled continuously.
+"""What one user may do: requests per minute (a token bucket each, refilled continuously), and how many of
+something they may hold open at once (event streams, proxied connections).
 
 In memory, per service process: a limit against one user's runaway script, not an
 accounting record; with several pvhpc instances each enforces it on its own share.
@@ -6,7 +7,33 @@ accounting record; with several pvhpc instances each enforces it on its own shar
 
 from __future__ import annotations
 
+import collections
 import time
+
+
+class HeldAtOnce:
+    """How many of one kind of thing each user holds open now; ``take`` within a bound, ``release`` when done."""
+
+    def __init__(self) -> None:
+        self._held: collections.Counter = collections.Counter()
+
+    def take(self, user: str, limit: int | None) -> bool:
+        """Count one more of ``user``'s, if ``limit`` (None: no bound) allows it."""
+        if limit is not None and self._held[user] >= limit:
+            return False
+        self._held[user] += 1
+        return True
+
+    def release(self, user: str) -> None:
+        self._held[user] -= 1
+        if self._held[user] <= 0:
+            del self._held[user]
+
+    def __getitem__(self, user: str) -> int:
+        return self._held[user]
+
+    def __bool__(self) -> bool:
+        return bool(self._held)
 
 
 class RateLimiter:
