@@ -154,7 +154,8 @@ def run(spec, launcher_argv):
     port = launcher.free_port("0.0.0.0")   # pvserver cannot be told an address: it listens on every interface
     connect_id = random.SystemRandom().randint(1, 2**31 - 1)
     # The connect id is left for the web server's argv wrapper to fill in, inside its process.
-    values = {"ds_host": "localhost", "ds_port": str(port), "ranks": str(ranks)}
+    # 127.0.0.1, not localhost: pvserver listens on IPv4, and a node's hosts file may name ::1 first.
+    values = {"ds_host": "127.0.0.1", "ds_port": str(port), "ranks": str(ranks)}
     env = mpi_environment()
     guard, exe = spec.get("guard") or "", pvserver_executable(spec["pvserver"], env)
     problem = ""

@@ -238,6 +238,10 @@ int accept(int listener, struct sockaddr *addr, socklen_t *len)
     static int (*next)(int, struct sockaddr *, socklen_t *);
     if (!next)
         next = (int (*)(int, struct sockaddr *, socklen_t *))dlsym(RTLD_NEXT, "accept");
+    if (!next) {   /* no libc beneath to pass it on to: refuse rather than call through nothing */
+        errno = ENOSYS;
+        return -1;
+    }
     int fd = next(listener, addr, len);
     return on_guarded_port(listener) ? checked(fd) : fd;
 }
@@ -247,6 +251,10 @@ int accept4(int listener, struct sockaddr *addr, socklen_t *len, int flags)
     static int (*next)(int, struct sockaddr *, socklen_t *, int);
     if (!next)
         next = (int (*)(int, struct sockaddr *, socklen_t *, int))dlsym(RTLD_NEXT, "accept4");
+    if (!next) {   /* no libc beneath to pass it on to: refuse rather than call through nothing */
+        errno = ENOSYS;
+        return -1;
+    }
     int fd = next(listener, addr, len, flags);
     return on_guarded_port(listener) ? checked(fd) : fd;
 }

@@ -89,9 +89,10 @@ class Ops:
             return self.slurm.config().get().get("accounting_storage_type") or ""
         return self.slurm.slurmctld.Config.load().accounting_storage_type or ""   # pyslurm 25.11 has no config()
 
-    def nodes(self) -> list[dict]:
-        """Every node with its partitions, addresses, state, configured GRES and GRES in use, as strings
-        like sinfo's ('gpu:a100:2', 'gpu:a100:1(IDX:0)')."""
+    def nodes(self, gres_in_use: bool = False) -> list[dict]:
+        """Every node with its partitions, addresses, state, configured GRES and, with ``gres_in_use``, the GRES
+        in use, as strings like sinfo's ('gpu:a100:2', 'gpu:a100:1(IDX:0)'). On 25.11 that costs one more RPC
+        over every job: only the partitions' view needs it, not a report's check of its node's addresses."""
         legacy = getattr(self.slurm, "node", None)
         if legacy is not None:
             # pyslurm 22.5's Nodes.load() asks without SHOW_DETAIL, so its allocated_gres is always empty;
@@ -101,7 +102,7 @@ class Ops:
                      "gres": list(n.get("gres") or ()), "gres_used": list(n.get("gres_used") or ())}
                     for name, n in legacy().get().items()]
 
-        used = self._gres_in_use()
+        used = self._gres_in_use() if gres_in_use else {}
         return [{"name": n.name, "state": n.state or "", "partitions": list(n.partitions or ()),
                  "address": n.address or "", "hostname": n.hostname or "",
                  "gres": gres_strings(n.configured_gres), "gres_used": gres_strings(used.get(n.name))}
@@ -124,7 +125,7 @@ class Ops:
     def partitions(self) -> dict:
         parts = [{"name": p.name, "state": p.state or "", "max_time": p.max_time, "default_time": p.default_time}
                  for p in self.slurm.Partitions.load().values()]
-        return {"partitions": parts, "nodes": self.nodes()}
+        return {"partitions": parts, "nodes": self.nodes(gres_in_use=True)}
 
 
 def main() -> int:

@@ -29,7 +29,7 @@ LAUNCHER_PLACEHOLDERS = {
 }
 # Filled in on the node by pvhpc/node/parallel.py, once the pvserver listens.
 CONNECT_PLACEHOLDERS = {
-    "ds_host": "the host the pvserver's root rank listens on (the job's first node, as localhost)",
+    "ds_host": "the host the pvserver's root rank listens on (the job's first node, as 127.0.0.1)",
     "ds_port": "its port, free on that node",
     "connect_id": "the random connect id the pvserver was started with (a client must present it); filled in "
                   "inside a Python web server's own process (pvhpc's argv wrapper), never on a command line",
