@@ -37,13 +37,14 @@ def through(svc, session: dict) -> str:
 
 
 @pytest.fixture
-def pair(service_factory, fresh_postgres_url):
+def pair(service_factory, fresh_postgres_url, cluster):
     port = free_port_block(2)
-    urls = [f"http://127.0.0.1:{p}" for p in (port, port + 1)]
+    urls = [f"http://{cluster.login_address}:{p}" for p in (port, port + 1)]
     # Jobs report to either instance: the first in the list while it is up, else the next.
     common = dict(database=fresh_postgres_url, callback_url=urls, frontend={"kind": "builtin"})
-    a = service_factory("a", listen=f"127.0.0.1:{port}", **common)
-    b = service_factory("b", listen=f"127.0.0.1:{port + 1}", **common)
+    host = "0.0.0.0" if cluster.multi_host else "127.0.0.1"   # the nodes reach it on their network
+    a = service_factory("a", listen=f"{host}:{port}", public_url=f"http://127.0.0.1:{port}", **common)
+    b = service_factory("b", listen=f"{host}:{port + 1}", public_url=f"http://127.0.0.1:{port + 1}", **common)
     return a, b
 
 

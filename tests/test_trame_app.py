@@ -225,9 +225,6 @@ def test_the_trame_app_through_apache_with_its_login(service_factory, cluster, a
                           auth={"kind": "local", "user": APACHE_USER}, applications=apps,
                           public_url=f"http://127.0.0.1:{port}",   # the pages' origin: Apache's
                           launcher_wait=200)   # trame's client launches with no retry
-    site_yaml = yaml.safe_load(svc.config_path.read_text())
-    site_yaml["service"]["callback_url"] = svc.url   # jobs report to pvhpc itself, past Apache's login
-    svc.config_path.write_text(yaml.safe_dump(site_yaml, sort_keys=False))
     svc.start()
     apache = apache_factory(apacheconf.Site("localhost", map_file, svc.url, port=port, auth_include=apache_login,
                                             web_clients=(("trame", Path(apps["trame"]["web_client"])),))).start()

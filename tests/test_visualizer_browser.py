@@ -20,7 +20,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import yaml
 from PIL import Image
 
 from tests.harness.browser import changed_share, chromium
@@ -220,9 +219,6 @@ def test_the_visualizer_through_apache_with_its_login(service_factory, apache_fa
                           auth={"kind": "local", "user": APACHE_USER}, applications=apps,
                           public_url=f"http://127.0.0.1:{port}",   # the pages' origin: Apache's
                           launcher_wait=LAUNCHER_WAIT_S)
-    site_yaml = yaml.safe_load(svc.config_path.read_text())
-    site_yaml["service"]["callback_url"] = svc.url   # jobs report to pvhpc itself, past Apache's login
-    svc.config_path.write_text(yaml.safe_dump(site_yaml, sort_keys=False))
     svc.start()
     clients = (("visualizer", Path(apps["visualizer"]["web_client"])),)
     apache = apache_factory(apacheconf.Site("localhost", map_file, svc.url, port=port, auth_include=apache_login,

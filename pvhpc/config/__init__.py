@@ -168,9 +168,16 @@ def load(path: str | os.PathLike) -> SiteConfig:
 
 def embedded_defaults(cluster_conf: Path | None = None, **service: Any) -> SiteConfig:
     """The site that ``pvhpc cluster start`` runs: partitions gpu (2 fake a100 per node) and cpu."""
-    from pvhpc.scheduler.localcluster import recorded_prefix
+    from pvhpc.scheduler.localcluster import recorded_login_address, recorded_prefix
 
     conf = cluster_conf or paths.cluster_dir() / "etc" / "slurm.conf"
+    login = recorded_login_address(conf)
+    if login and "callback_url" not in service:
+        # The nodes are hosts of their own: they reach pvhpc at the login side's address on their network, not at
+        # this machine's loopback. The service listens there too (on every address: browsers keep 127.0.0.1).
+        port = int(str(service.get("listen", "127.0.0.1:8480")).rsplit(":", 1)[1])
+        service = {**service, "listen": f"0.0.0.0:{port}", "public_url": service.get("public_url",
+                   f"http://127.0.0.1:{port}"), "callback_url": f"http://{login}:{port}"}
     scheduler = {"environment": {"SLURM_CONF": str(conf)}}
     if recorded_prefix(conf):   # the Slurm the local cluster was started with (pvhpc cluster start --slurm)
         scheduler["slurm_prefix"] = recorded_prefix(conf)

@@ -16,6 +16,11 @@ node's own TMPDIR and keeps OpenMPI off shared memory between ranks (its ``vader
 transport; they talk over loopback TCP instead). The setting has to be the same on
 every node: mpiexec hands its own OMPI_* variables to every rank.
 
+Its compute nodes are hosts of their own where this machine allows (``nodehosts.py``: each node a network
+namespace with its own address, host name and hosts file; slurmctld and pvhpc on the login side, the machine
+itself), else, or when asked, slurmd processes of this one host. ``login_address`` is where the nodes reach the
+login side (where pvhpc's callback URL must point), ``node_address`` where the login side reaches a node.
+
 Any Slurm installed here runs it (``slurm_install.py``): by default the newest, e.g. 25.11 built by
 install.sh, else Debian's 22.05. The directory records which one it was started with, so later
 commands (status, stop, a reused test cluster) use the same programs.
@@ -35,6 +40,7 @@ from pathlib import Path
 from pvhpc.errors import PvhpcError
 from pvhpc.node.jobhelper import pid_alive
 from pvhpc.scheduler import slurm_install
+from pvhpc.scheduler.nodehosts import NodeNetwork, NodeNetworkError
 from pvhpc.scheduler.slurm_install import SlurmInstall, SlurmNotFound
 
 GPU_NODES = ("gpu01", "gpu02")
@@ -43,6 +49,7 @@ GPUS_PER_NODE = 2
 GPU_TYPE = "a100"
 DEFAULT_BASE_PORT = 17000
 SLURM_RECORD = "slurm-prefix"    # beside slurm.conf: which Slurm the cluster runs
+SHAPE_RECORD = "node-shape"      # beside slurm.conf: "hosts" (nodes in namespaces of their own) or "single"
 
 
 class ClusterError(PvhpcError):
@@ -78,17 +85,47 @@ def recorded_prefix(conf: str | os.PathLike) -> str | None:
         return None
 
 
+def recorded_login_address(conf: str | os.PathLike) -> str | None:
+    """Where the nodes of the cluster whose slurm.conf is ``conf`` reach the login side, if they are hosts of
+    their own; None when they are processes of this host (or it never started)."""
+    try:
+        shape = dict(line.split("=", 1) for line in (Path(conf).parent / SHAPE_RECORD).read_text().split())
+        if shape.get("shape") != "hosts":
+            return None
+        return NodeNetwork(int(shape["base_port"]), (), "").login_address
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 class LocalCluster:
     """One emulated cluster: partitions ``gpu`` (gpu01-02, two fake GPUs each) and ``cpu`` (cpu01-02)."""
 
     def __init__(self, directory: str | os.PathLike, base_port: int = DEFAULT_BASE_PORT,
-                 slurm: SlurmInstall | str | None = None):
+                 slurm: SlurmInstall | str | None = None, hosts: bool | None = None):
         """``slurm``: the installation to run (or a release or prefix naming one); by default the one this
-        directory was last started with, else the newest installed."""
+        directory was last started with, else the newest installed. ``hosts``: nodes as hosts of their own
+        (True), on this one host (False), or as the directory was last started, else hosts where this machine
+        allows (None)."""
         self.dir = Path(directory).resolve()
-        self.base_port = base_port
         self.hostname = socket.gethostname()
         self._slurm = slurm
+        recorded = self._recorded_shape()
+        if recorded is not None:
+            # A directory started before goes on as it was: its ports and its nodes' network are named there.
+            base_port = int(recorded.get("base_port", base_port))
+        self.base_port = base_port
+        self.network = NodeNetwork(base_port, self.nodes, self.hostname)
+        self.shape_note = ""
+        if hosts is None and recorded is not None:
+            hosts = recorded.get("shape") == "hosts"
+        if hosts is None or hosts:
+            why_not = NodeNetwork.usable()
+            if why_not and hosts:
+                raise ClusterError(f"the nodes cannot be hosts of their own here: {why_not}")
+            if why_not:
+                self.shape_note = f"nodes are processes of this one host ({why_not})"
+            hosts = why_not is None
+        self.multi_host = bool(hosts)
 
     @property
     def slurm(self) -> SlurmInstall:
@@ -101,6 +138,28 @@ class LocalCluster:
 
     def _recorded_prefix(self) -> str | None:
         return recorded_prefix(self.conf)
+
+    def _recorded_shape(self) -> dict[str, str] | None:
+        try:
+            return dict(line.split("=", 1) for line in (self.dir / "etc" / SHAPE_RECORD).read_text().split())
+        except (OSError, ValueError):
+            return None
+
+    # -- where things are ------------------------------------------------
+    @property
+    def login_address(self) -> str:
+        """Where the nodes reach the login side (this machine): pvhpc's callback URL names it."""
+        return self.network.login_address if self.multi_host else "127.0.0.1"
+
+    def node_address(self, node: str) -> str:
+        """Where the login side reaches ``node`` (Slurm's NodeAddr for it)."""
+        return self.network.host(node).address if self.multi_host else "127.0.0.1"
+
+    def describe_shape(self) -> str:
+        if self.multi_host:
+            nodes = ", ".join(f"{h.name} {h.address}" for h in self.network.hosts)
+            return f"nodes are hosts of their own ({nodes}; the login side is {self.login_address})"
+        return self.shape_note or "nodes are processes of this one host"
 
     # -- paths ---------------------------------------------------------
     @property
@@ -191,6 +250,8 @@ class LocalCluster:
             key.write_bytes(os.urandom(1024))
             os.chmod(key, 0o400)
 
+        (d / "etc" / SHAPE_RECORD).write_text(
+            f"shape={'hosts' if self.multi_host else 'single'} base_port={self.base_port}\n")
         ctld_port = self.base_port
         gpu_first = self.base_port + 1
         cpu_first = gpu_first + len(GPU_NODES)
@@ -200,7 +261,7 @@ class LocalCluster:
         # which later releases dropped and refuse to load).
         conf = f"""# Written by pvhpc's local cluster (pvhpc cluster start); regenerated on every start.
 ClusterName=pvhpc-local
-SlurmctldHost={self.hostname}
+SlurmctldHost={self.hostname}{f"({self.login_address})" if self.multi_host else ""}
 SlurmctldPort={ctld_port}
 SlurmdPort={gpu_first}
 SlurmUser=root
@@ -231,8 +292,7 @@ DefMemPerCPU=500
 SlurmdTimeout=30
 InactiveLimit=0
 GresTypes=gpu
-NodeName={','.join(GPU_NODES)} NodeHostname={self.hostname} Port={gpu_range} CPUs=2 RealMemory=4000 Gres=gpu:{GPU_TYPE}:{GPUS_PER_NODE} State=UNKNOWN
-NodeName={','.join(CPU_NODES)} NodeHostname={self.hostname} Port={cpu_range} CPUs=2 RealMemory=4000 State=UNKNOWN
+{self._node_lines(gpu_first)}
 PartitionName=gpu Nodes={','.join(GPU_NODES)} DefaultTime=01:00:00 MaxTime=08:00:00 State=UP
 PartitionName=cpu Nodes={','.join(CPU_NODES)} DefaultTime=01:00:00 MaxTime=08:00:00 State=UP Default=YES
 """
@@ -243,6 +303,17 @@ PartitionName=cpu Nodes={','.join(CPU_NODES)} DefaultTime=01:00:00 MaxTime=08:00
             f"File={d}/gpus/fakegpu[0-{GPUS_PER_NODE - 1}]\n"
         )
         (d / "etc" / "gres.conf").write_text(gres)
+
+    def _node_lines(self, first_port: int) -> str:
+        """One NodeName line per node: by its own address and host name when it is a host of its own, else this
+        host's name for all."""
+        lines = []
+        for i, node in enumerate(self.nodes):
+            where = (f"NodeAddr={self.node_address(node)} NodeHostname={node}" if self.multi_host
+                     else f"NodeHostname={self.hostname}")
+            gres = f" Gres=gpu:{GPU_TYPE}:{GPUS_PER_NODE}" if node in GPU_NODES else ""
+            lines.append(f"NodeName={node} {where} Port={first_port + i} CPUs=2 RealMemory=4000{gres} State=UNKNOWN")
+        return "\n".join(lines)
 
     # -- life cycle ----------------------------------------------------
     def status(self) -> list[DaemonStatus]:
@@ -288,6 +359,11 @@ PartitionName=cpu Nodes={','.join(CPU_NODES)} DefaultTime=01:00:00 MaxTime=08:00
             return
         if not running:
             self.write_config()
+            if self.multi_host:
+                try:
+                    self.network.create()
+                except NodeNetworkError as e:
+                    raise ClusterError(f"could not make the nodes' network: {e}") from None
         if "munged" not in running:
             self._run_daemon(
                 [
@@ -306,8 +382,8 @@ PartitionName=cpu Nodes={','.join(CPU_NODES)} DefaultTime=01:00:00 MaxTime=08:00
             self._wait_pidfile(self._pidfile("slurmctld"), "slurmctld")
         for node in self.nodes:
             if f"slurmd-{node}" not in running:
-                self._run_daemon([self.slurm.program("slurmd"), "-f", str(self.conf), "-N", node],
-                                 f"slurmd-{node}")
+                argv = [self.slurm.program("slurmd"), "-f", str(self.conf), "-N", node]
+                self._run_daemon(self.network.on_node(node, argv) if self.multi_host else argv, f"slurmd-{node}")
         self.wait_nodes_idle(timeout)
 
     def _sinfo_states(self) -> dict[str, str]:
@@ -368,4 +444,8 @@ PartitionName=cpu Nodes={','.join(CPU_NODES)} DefaultTime=01:00:00 MaxTime=08:00
                 time.sleep(0.1)
             if pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)
+        if self.multi_host and self.network.exists():
+            # Whatever a job left on a node (a step Slurm could not reach) ends with the node's namespace.
+            self.network.destroy()
+            stopped.append(("nodes' network", 0))
         return [name for name, _ in stopped]

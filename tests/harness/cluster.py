@@ -20,6 +20,8 @@ from tests.helpers import wait_until
 
 REUSE_VARIABLE = "PVHPC_TEST_SLURM_CONF"   # names the slurm.conf of a cluster you already run while you work
 SLURM_VARIABLE = "PVHPC_TEST_SLURM"   # which Slurm the test cluster runs: a release (25.11, 22.05) or a prefix
+# Set to 1 to run the tests on nodes that are processes of this host (the default: hosts of their own, as root).
+SINGLE_HOST_VARIABLE = "PVHPC_TEST_SINGLE_HOST"
 
 
 def reused_cluster() -> LocalCluster | None:
@@ -34,12 +36,17 @@ def reused_cluster() -> LocalCluster | None:
 
 def start_cluster(slurm: str | None = None) -> LocalCluster:
     """A new cluster in a new temporary directory, on five free ports, every node idle, on the Slurm
-    ``slurm`` names (else $PVHPC_TEST_SLURM, else the newest installed, as ``pvhpc cluster start``)."""
+    ``slurm`` names (else $PVHPC_TEST_SLURM, else the newest installed, as ``pvhpc cluster start``), its nodes
+    hosts of their own where this machine allows."""
     # A short path: munge and slurm sockets have length limits.
     directory = Path(tempfile.mkdtemp(prefix="pvhpc-test-cluster-"))
     directory.chmod(0o755)   # every user's Slurm commands read its slurm.conf and use its munge socket
+    single = os.environ.get(SINGLE_HOST_VARIABLE) == "1"
     cluster = LocalCluster(directory, base_port=free_port_block(5),
-                           slurm=slurm or os.environ.get(SLURM_VARIABLE) or None)
+                           slurm=slurm or os.environ.get(SLURM_VARIABLE) or None, hosts=False if single else None)
+    if cluster.shape_note and os.environ.get("PVHPC_TESTS_AFTER_INSTALL"):
+        # tests/run.sh runs as root: every real-component test is meant to cross the nodes' network.
+        raise AssertionError(f"the test cluster could not be made of hosts: {cluster.shape_note}")
     cluster.start()
     return cluster
 

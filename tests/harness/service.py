@@ -32,7 +32,11 @@ def site_config(cluster: LocalCluster, directory: Path, runtime_path: Path, **ov
     port = free_port_block(2)   # pvhpc's own, and the next for the stand-in front end
     config = {
         "service": {
-            "listen": f"127.0.0.1:{port}",
+            # Where the nodes are hosts of their own they reach pvhpc on their network (cluster.login_address),
+            # tests at 127.0.0.1: the service listens on both.
+            "listen": f"{'0.0.0.0' if cluster.multi_host else '127.0.0.1'}:{port}",
+            "public_url": f"http://127.0.0.1:{port}",
+            "callback_url": f"http://{cluster.login_address}:{port}",
             "database": f"sqlite:///{directory / 'pvhpc.sqlite'}",
             "job_output_dir": str(directory / "jobs"),
             "poll_interval": 1,
@@ -51,7 +55,7 @@ def site_config(cluster: LocalCluster, directory: Path, runtime_path: Path, **ov
     if isinstance(auth, dict) and auth.get("kind") == "header":
         # Apache's workers (www-data) may connect, as on a site; other accounts may not.
         config["service"].update(frontend_socket=str(socket_dir() / "frontend.sock"), frontend_socket_group="www-data",
-                                 public_url=f"http://127.0.0.1:{port + 1}", callback_url=f"http://127.0.0.1:{port}")
+                                 public_url=f"http://127.0.0.1:{port + 1}")
         if (overrides.get("scheduler") or {}).get("submit_as") != "user":
             # Test users are names made up on one machine, all of whose jobs run as the service: said explicitly.
             overrides = {**overrides, "auth": {"users_trust_each_other": True, **auth}}
