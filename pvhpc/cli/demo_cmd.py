@@ -65,7 +65,7 @@ async def _demo(args, cluster: LocalCluster) -> int:
         ready = time.monotonic() - started
         url = session["sessionURL"].replace("USE_HOST", f"127.0.0.1:{port}")
         print(f"   session {session['id'][:8]}… ready in {ready:.1f} s: job {session['job_id']} on node "
-              f"{session['node']}, server at {session['host']}:{session['port']}")
+              f"{session['node']}, server at the node's address {session['host']}:{session['port']}")
         print(f"5. connecting to {url} with the session's secret ...", flush=True)
         client = await WslinkClient.connect(url, session["secret"])
         try:
@@ -93,7 +93,7 @@ def run(args) -> int:
     try:
         print(f"1. local Slurm cluster in {cluster.dir} ...", flush=True)
         cluster.start()
-        print(f"   on {cluster.slurm.describe()}", flush=True)
+        print(f"   on {cluster.slurm.describe()}; {cluster.describe_shape()}", flush=True)
         print(f"2. ParaViewWeb runtime in {paths.runtime_dir()} ...", flush=True)
         runtime.install(paths.runtime_dir())
         return asyncio.run(_demo(args, cluster))

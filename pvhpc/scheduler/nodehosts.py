@@ -188,3 +188,11 @@ class NodeNetwork:
 
     def mend(self, node: str) -> None:
         _ip("link", "set", self.host(node).link, "up")
+
+    def block_port(self, node: str, port: int) -> None:
+        """Refuse what ``node`` sends to TCP ``port`` (anywhere), and nothing else: one path cut, the node up."""
+        _ip("-n", self.host(node).netns, "rule", "add", "ipproto", "tcp", "dport", str(port), "prohibit")
+
+    def unblock_port(self, node: str, port: int) -> None:
+        _ip("-n", self.host(node).netns, "rule", "del", "ipproto", "tcp", "dport", str(port), "prohibit",
+            check=False)
