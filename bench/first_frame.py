@@ -289,6 +289,8 @@ def main() -> int:
     parser.add_argument("--apache", action="store_true", help="also through Debian's apache2 (needs root)")
     parser.add_argument("--poll-interval", type=float, default=5, help="the service's poll interval (default 5 s)")
     parser.add_argument("--plot", type=Path, help="draw the figure into this PNG file")
+    parser.add_argument("--single-host", action="store_true",
+                        help="the cluster's nodes as processes of this host (default: hosts of their own, as root)")
     args = parser.parse_args()
     size = tuple(int(v) for v in args.size.split("x"))
 
@@ -300,7 +302,9 @@ def main() -> int:
     work.chmod(0o755)   # Apache's workers (www-data) read the session map below it
     with Teardown(work) as undo:
         undo.add(lambda: shutil.rmtree(work, ignore_errors=True), "remove the work directory")
-        cluster = start_cluster(undo, LocalCluster(work / "cluster", base_port=free_port_block(5)))
+        cluster = start_cluster(undo, LocalCluster(work / "cluster", base_port=free_port_block(5),
+                                                   hosts=False if args.single_host else None))
+        print(f"the cluster's {cluster.describe_shape()}", flush=True)
         env = dict(os.environ, **cluster.environment())
         runtime_dir = paths.runtime_dir()
         runtime.install(runtime_dir)

@@ -177,6 +177,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2, help="rounds over all paths (the median is printed)")
     parser.add_argument("--slurm-conf", help="use this running cluster instead of starting one")
     parser.add_argument("--plot", type=Path, help="draw the figure into this PNG file")
+    parser.add_argument("--single-host", action="store_true",
+                        help="the cluster's nodes as processes of this host (default: hosts of their own, as root)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -198,10 +200,12 @@ def main() -> int:
         if args.slurm_conf:
             cluster = LocalCluster(Path(args.slurm_conf).parent.parent)
         else:
-            cluster = LocalCluster(work / "cluster", base_port=free_port_block(5))
+            cluster = LocalCluster(work / "cluster", base_port=free_port_block(5),
+                                   hosts=False if args.single_host else None)
             print("starting a local Slurm cluster ...", flush=True)
             cluster.start()
             cleanup.append(cluster.stop)
+        print(f"the cluster's {cluster.describe_shape()}", flush=True)
         runtime_dir = paths.runtime_dir()
         runtime.install(runtime_dir)
         (work / "sshd").mkdir()

@@ -1,0 +1,189 @@
+"""Network-fault drills: the test cluster's nodes are hosts of their own (pvhpc/scheduler/nodehosts.py), and the
+drills cut what joins them to the login side, each recorded as a row of the drill table (tests/drill_report.py).
+
+- A ready session's node loses its link for 90 s: Slurm marks the node down and fails the job, pvhpc ends the
+  session (node_failure) and says so, and once the link is back the node's watchdog learns the session is over
+  and ends what the job left there, before Slurm takes the node back.
+- The callback path alone is cut while a session starts (the node up, slurmd fine): the job's report waits, and
+  the session becomes ready once it gets through.
+- A ready session's link flaps: short blips end nothing, and the view still renders afterwards.
+- A parallel session over two nodes loses its second node: the session ends, and nothing of it is left on either
+  node once the link is back.
+
+Lost 0 and orphaned 0 in each. Run once (not again on the second Slurm release: nothing here is Slurm's release).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+import pytest
+
+from tests.helpers import processes_of_cluster_job, render, wait_until
+from tests.test_fault_drills import audit_jobs, drill_service, known_job_ids, node_state
+
+pytestmark = pytest.mark.cluster
+LINK_CUT_S = 90
+# The node's watchdog asks pvhpc every 15 s (runtime.watchdog_interval): the job's processes end within this
+# of the link coming back, whatever Slurm does.
+GONE_AFTER_LINK_S = 60
+
+
+@pytest.fixture(autouse=True)
+def _hosts_only(cluster):
+    if not cluster.multi_host:
+        pytest.skip(f"the test cluster's nodes are not hosts of their own here: {cluster.describe_shape()}")
+
+
+def back_in_service(cluster, node: str) -> None:
+    """With ReturnToService=2 a node comes back by itself once its slurmd registers; RESUME it if it did not."""
+    env = dict(os.environ, **cluster.environment())
+
+    def back() -> bool:
+        if node_state(cluster, node) in ("idle", "mix", "alloc"):
+            return True
+        subprocess.run(["scontrol", "update", f"NodeName={node}", "State=RESUME"], env=env, capture_output=True)
+        return False
+
+    wait_until(back, 120, interval=1, message=f"{node} back in service")
+
+
+def ended(client, session_id: str):
+    s = client.get(session_id)
+    return s if s["state"] == "ended" else None
+
+
+def test_a_nodes_link_cut_for_90_s_under_a_ready_session(service_factory, cluster, tmp_path, drill_record):
+    """A ready session's node loses its link for 90 s (its veth down). Slurm stops hearing from it, marks it
+    down and fails the job; pvhpc ends the session as node_failure. When the link is back, the node's watchdog
+    asks pvhpc, learns the session is over, and ends the job's processes: none is left 60 s after the link
+    returns (Slurm alone takes 20 s to minutes to kill them)."""
+    drill_record(drill=f"node's link cut for {LINK_CUT_S} s under a ready session", sessions=1,
+                 recovery="from the link back to nothing of the job left on the node", bound_s=GONE_AFTER_LINK_S)
+    ignore = known_job_ids(cluster)
+    svc, routes = drill_service(service_factory, tmp_path)
+    svc.start()
+    client = svc.client()
+    session = client.launch("paraview", partition="cpu")
+    node, job = session["node"], session["job_id"]
+    assert processes_of_cluster_job(cluster, job)
+    cut = time.monotonic()
+    cluster.network.cut(node)
+    try:
+        over = wait_until(lambda: ended(client, session["id"]), LINK_CUT_S, interval=0.5,
+                          message="the session ended while its node was cut off")
+        told = time.monotonic() - cut
+        time.sleep(max(0.0, LINK_CUT_S - (time.monotonic() - cut)))
+    finally:
+        cluster.network.mend(node)
+    mended = time.monotonic()
+    wait_until(lambda: not processes_of_cluster_job(cluster, job), GONE_AFTER_LINK_S + 30, interval=0.5,
+               message="the job's processes gone from the node")
+    gone = time.monotonic() - mended
+    audit = audit_jobs(cluster, svc, ignore)
+    drill_record(lost=int(over["end_reason"] != "node_failure"), orphaned=len(audit.orphaned),
+                 recover_s=round(gone, 1),
+                 note=f"the user was told {told:.0f} s after the cut: ended {over['end_reason']} "
+                      f"({over.get('detail') or 'no detail'})")
+    assert over["end_reason"] == "node_failure", over
+    assert session["id"] not in routes.read()
+    assert gone <= GONE_AFTER_LINK_S, f"the job's processes lived {gone:.0f} s after the link came back"
+    assert audit.ok, str(audit)
+    back_in_service(cluster, node)
+
+
+def test_the_callback_path_cut_while_a_session_starts(service_factory, cluster, tmp_path, drill_record):
+    """While a session starts, what its node sends to pvhpc's port is refused for 30 s (the node otherwise up:
+    slurmd, the job and its server are fine). The job's report is retried until it gets through, and the session
+    becomes ready; nothing ends it meanwhile."""
+    drill_record(drill="callback path cut for 30 s while a session starts", sessions=1,
+                 recovery="from the path back to the session ready")
+    ignore = known_job_ids(cluster)
+    svc, routes = drill_service(service_factory, tmp_path)
+    nodes = ("cpu01", "cpu02")
+    for node in nodes:
+        cluster.network.block_port(node, svc.port)
+    try:
+        svc.start()
+        client = svc.client()
+        session = client.create("paraview", partition="cpu")
+        wait_until(lambda: client.get(session["id"])["state"] == "starting", 60, message="the job running")
+        time.sleep(30)
+        assert client.get(session["id"])["state"] == "starting"
+    finally:
+        for node in nodes:
+            cluster.network.unblock_port(node, svc.port)
+    opened = time.monotonic()
+    ready = wait_until(lambda: (lambda s: s if s["state"] in ("ready", "ended") else None)(client.get(session["id"])),
+                       90, interval=0.2, message="the session ready once its report got through")
+    late = time.monotonic() - opened
+    audit = audit_jobs(cluster, svc, ignore)
+    drill_record(lost=int(ready["state"] != "ready"), orphaned=len(audit.orphaned), recover_s=round(late, 1))
+    assert ready["state"] == "ready", ready
+    client.cancel(session["id"])
+    assert audit.ok, str(audit)
+
+
+def test_a_flapping_link_ends_nothing(service_factory, cluster, tmp_path, drill_record):
+    """A ready session's node link goes down for 3 s and up for 3 s, ten times. Short blips are not a node
+    failure: the session stays ready throughout, its job runs on, and its view renders afterwards."""
+    drill_record(drill="node's link flapping (3 s down, 3 s up, 10 times) under a ready session", sessions=1,
+                 recovery="from the last blip to a rendered image")
+    ignore = known_job_ids(cluster)
+    svc = service_factory(frontend={"kind": "builtin"}).start()
+    client = svc.client()
+    session = client.launch("paraview", partition="cpu")
+    node = session["node"]
+    for _ in range(10):
+        cluster.network.cut(node)
+        time.sleep(3)
+        cluster.network.mend(node)
+        time.sleep(3)
+        assert client.get(session["id"])["state"] == "ready"
+    settled = time.monotonic()
+    image = render(f"ws://127.0.0.1:{svc.port}/proxy?sessionId={session['id']}&path=ws", session["secret"])
+    recovered = time.monotonic() - settled
+    audit = audit_jobs(cluster, svc, ignore)
+    still = client.get(session["id"])
+    drill_record(lost=int(still["state"] != "ready"), orphaned=len(audit.orphaned), recover_s=round(recovered, 1))
+    assert still["state"] == "ready" and image, still
+    client.cancel(session["id"])
+    assert audit.ok, str(audit)
+
+
+def test_a_parallel_session_loses_one_of_its_nodes(service_factory, cluster, tmp_path, drill_record):
+    """A parallel session (2 ranks over cpu01 and cpu02) loses the link of the node its web server does not run
+    on, for 90 s. Slurm fails the job, pvhpc ends the session (node_failure); once the link is back nothing of the
+    job is left on either node within 60 s."""
+    drill_record(drill=f"parallel session loses one of its 2 nodes for {LINK_CUT_S} s", sessions=1,
+                 recovery="from the link back to nothing of the job left on either node", bound_s=GONE_AFTER_LINK_S)
+    ignore = known_job_ids(cluster)
+    cpu = {"walltime": {"default": 30, "max": 120}, "max_nodes": 2, "max_ranks": 4, "max_ranks_per_node": 2}
+    svc, routes = drill_service(service_factory, tmp_path, partitions={"cpu": cpu})
+    svc.start()
+    client = svc.client()
+    session = client.launch("paraview", partition="cpu", nodes=2, ranks=2)
+    other = "cpu02" if session["node"] == "cpu01" else "cpu01"
+    job = session["job_id"]
+    cut = time.monotonic()
+    cluster.network.cut(other)
+    try:
+        over = wait_until(lambda: ended(client, session["id"]), LINK_CUT_S, interval=0.5,
+                          message="the session ended while one of its nodes was cut off")
+        told = time.monotonic() - cut
+        time.sleep(max(0.0, LINK_CUT_S - (time.monotonic() - cut)))
+    finally:
+        cluster.network.mend(other)
+    mended = time.monotonic()
+    wait_until(lambda: not processes_of_cluster_job(cluster, job), GONE_AFTER_LINK_S + 30, interval=0.5,
+               message="the job's processes gone from both nodes")
+    gone = time.monotonic() - mended
+    audit = audit_jobs(cluster, svc, ignore)
+    drill_record(lost=int(over["end_reason"] != "node_failure"), orphaned=len(audit.orphaned),
+                 recover_s=round(gone, 1), note=f"the user was told {told:.0f} s after the cut: {over['end_reason']}")
+    assert over["end_reason"] == "node_failure", over
+    assert gone <= GONE_AFTER_LINK_S, f"the job's processes lived {gone:.0f} s after the link came back"
+    assert audit.ok, str(audit)
+    back_in_service(cluster, other)
