@@ -4,7 +4,9 @@ config.py already checked the file on its own (types, ranges, names); this
 asks Slurm whether what the file names exists there: partitions, GPU types on
 the partitions' nodes, time limits, accounts and QoS, and whether each
 application's job script renders and Slurm would accept the job
-(``sbatch --test-only``, which queues nothing).
+(``sbatch --test-only``, which queues nothing), and whether jobs on the
+partitions' nodes can reach ``service.callback_url`` (``callback_reach.py``:
+a loopback URL with nodes elsewhere fails).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pvhpc.scheduler import PartitionInfo, Scheduler, SchedulerUnavailable
 from pvhpc.scheduler.slurm_install import tool_path
 from pvhpc.sessions.job import build_job
 from pvhpc.sessions.spec import SessionSpec
+from pvhpc.cli import callback_reach
 from pvhpc.cli.check_report import FAIL, OK, SKIP, WARN, Check
 
 
@@ -162,8 +165,10 @@ async def check_site(cfg: SiteConfig, scheduler: Scheduler, runner: CommandRunne
     try:
         live = {p.name: p for p in await scheduler.partitions()}
     except SchedulerUnavailable as e:
+        # What the config alone shows of the callback is still said (a loopback one: a warning).
         return [Check("scheduler", FAIL, f"cannot ask Slurm, so nothing could be checked against it: {e}",
-                      "run 'pvhpc doctor' to find out why Slurm does not answer")]
+                      "run 'pvhpc doctor' to find out why Slurm does not answer"),
+                *await callback_reach.check_callbacks(cfg, scheduler, None, f"Slurm does not answer: {e}")]
     checks = [Check("scheduler", OK, f"Slurm answers ({len(live)} partitions: {', '.join(sorted(live))})")]
     tryable = set()
     for p in cfg.partitions.values():
@@ -178,4 +183,5 @@ async def check_site(cfg: SiteConfig, scheduler: Scheduler, runner: CommandRunne
             checks.append(Check("partitions.*.accounts", SKIP, "cannot check accounts or QoS: sacctmgr is not "
                                                                "installed here"))
     checks += await check_jobscripts(cfg, scheduler, runner, tryable)
+    checks += await callback_reach.check_callbacks(cfg, scheduler, live)
     return checks

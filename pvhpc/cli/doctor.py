@@ -2,8 +2,10 @@
 
 The order follows what depends on what: the SSH link (in SSH mode) carries
 Slurm's commands, munge authenticates them, slurmctld answers them, and only a
-working Slurm can run the ParaView probe job. A part that cannot be checked
-because an earlier one failed is reported as skipped, with that reason.
+working Slurm can run the ParaView probe job, which also calls each
+``service.callback_url`` from its node, as a session's job reports (a URL the
+nodes cannot reach fails, with the address to set instead). A part that cannot
+be checked because an earlier one failed is reported as skipped, with that reason.
 """
 
 from __future__ import annotations
@@ -13,12 +15,13 @@ import os
 import re
 import urllib.request
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pvhpc.config import SiteConfig
 from pvhpc.scheduler.runners import CommandRunner, CommandUnavailable
 from pvhpc.scheduler import Scheduler, SchedulerUnavailable
 from pvhpc.scheduler.slurm_install import TESTED_RELEASES, SlurmVersion, tool_path
-from pvhpc.cli import unit_checks
+from pvhpc.cli import callback_reach, unit_checks
 from pvhpc.cli.check_report import FAIL, OK, SKIP, WARN, Check
 
 DEFAULT_SLURM_CONF = "/etc/slurm/slurm.conf"
@@ -155,26 +158,75 @@ async def check_ssh(cfg: SiteConfig):
     return Check("ssh", OK, f"{link.name}: host key matches {cfg.ssh.known_hosts}, login works"), link
 
 
-async def check_node_runtime(cfg: SiteConfig, scheduler: Scheduler, partition: str, timeout: float) -> Check:
-    from pvhpc.cli.probe import ProbeFailed, probe_partition
+async def check_node_runtime(cfg: SiteConfig, scheduler: Scheduler, partition: str, timeout: float) -> list[Check]:
+    """The probe job: ParaView on a node of ``partition``, and each callback URL called from that node."""
+    from pvhpc.cli.probe import PartitionProbe, ProbeFailed
     from pvhpc.scheduler import SubmitRefused
     from pvhpc.client.wslink import WslinkError
 
     name = f"ParaView on a {partition} node"
     fix = ("run 'pvhpc runtime check' on a compute node of the partition (pvpython, Xvfb, wslink); "
            "'pvhpc runtime install' puts wslink where runtime.pythonpath says")
+    probe = PartitionProbe(cfg, scheduler, partition, timeout=timeout)
     try:
-        result = await probe_partition(cfg, scheduler, partition, timeout=timeout)
+        result = await probe.run()
     except ProbeFailed as e:
-        return Check(name, FAIL, str(e)[:600], fix)
+        paraview = Check(name, FAIL, str(e)[:600], fix)
     except SubmitRefused as e:
-        return Check(name, FAIL, f"Slurm refused the probe job: {e}", f"run: pvhpc config check --config {cfg.source}")
+        paraview = Check(name, FAIL, f"Slurm refused the probe job: {e}", f"run: pvhpc config check --config {cfg.source}")
     except (SchedulerUnavailable, WslinkError, asyncio.TimeoutError, OSError) as e:
-        return Check(name, FAIL, f"the probe job's ParaView server did not render: {e or type(e).__name__}", fix)
+        paraview = Check(name, FAIL, f"the probe job's ParaView server did not render: {e or type(e).__name__}", fix)
     except Exception as e:   # e.g. the websocket handshake refused: still a finding, not a traceback
-        return Check(name, FAIL, f"the probe failed: {type(e).__name__}: {e}", fix)
-    return Check(name, OK, f"job {result.job_id} on {result.node} rendered a {len(result.image)}-byte image "
-                           f"{result.timings.get('first_image', 0):.1f} s after submission")
+        paraview = Check(name, FAIL, f"the probe failed: {type(e).__name__}: {e}", fix)
+    else:
+        paraview = Check(name, OK, f"job {result.job_id} on {result.node} rendered a {len(result.image)}-byte image "
+                                   f"{result.timings.get('first_image', 0):.1f} s after submission")
+    return [paraview, *await check_callbacks_from_node(cfg, scheduler, probe.callbacks)]
+
+
+def answers_here(url: str) -> str:
+    """"" when pvhpc answers at ``url`` from this host, else why not."""
+    try:
+        with urllib.request.urlopen(url + "/api/v1/health", timeout=5) as r:
+            r.read(65536)
+        return ""
+    except OSError as e:
+        return str(getattr(e, "reason", e) or type(e).__name__)
+
+
+async def check_callbacks_from_node(cfg: SiteConfig, scheduler: Scheduler,
+                                    outcomes: dict[str, tuple[str, str]]) -> list[Check]:
+    """What the probe job printed of each callback URL (``outcomes``: url -> (node, why not, or "")), with what
+    to set when a node could not reach one."""
+    urls = cfg.service.callback_urls
+    out = []
+    for i, url in enumerate(urls):
+        key = callback_reach.callback_key(i, len(urls))
+        if url not in outcomes:
+            out.append(Check(key, SKIP, f"{url}: the probe job said nothing of it (it did not get that far: see "
+                                        "the ParaView check)", "pvhpc config check judges it without a job"))
+            continue
+        node, error = outcomes[url]
+        if not error:
+            out.append(Check(key, OK, f"a job on {node} reached pvhpc at {url} (GET /api/v1/health)"))
+            continue
+        try:
+            names = (await scheduler.node_addresses()).get(node, {node})
+        except SchedulerUnavailable:
+            names = {node}
+        place = await asyncio.to_thread(callback_reach.place_of, node, names)
+        suggestion, reason = callback_reach.suggested_url([place] if place.where == callback_reach.ELSEWHERE else [],
+                                                          cfg.service.listen_port, urlsplit(url).scheme or "http")
+        fix = f"set {key} to an address of this host that {node} reaches, e.g. {suggestion} ({reason})"
+        if callback_reach.is_loopback_host(cfg.service.listen_host):
+            fix += f", and service.listen to that address or 0.0.0.0:{cfg.service.listen_port}"
+        here = await asyncio.to_thread(answers_here, url)
+        if here:
+            fix = (f"pvhpc does not answer at {url} from this host either ({here}): if it is not running, start it "
+                   f"(pvhpc serve --config {cfg.source}) and run doctor again; else {fix}")
+        out.append(Check(key, FAIL, f"the nodes cannot reach service.callback_url {url}: {error} (tried by the "
+                                    f"probe job on {node}); sessions' jobs could not report", fix))
+    return out
 
 
 def check_map_file(cfg: SiteConfig) -> Check:
@@ -265,14 +317,19 @@ async def _cluster_checks(cfg: SiteConfig, runner: CommandRunner, scheduler: Sch
     checks.append(slurm)
     checks.append(await check_release(scheduler))
     probe_name = f"ParaView on a {probe_partition} node" if probe_partition else "ParaView on a node"
+    not_probed = "not called from a node: "
     if probe_partition is None:
         checks.append(Check(probe_name, SKIP, "--no-probe given"))
+        checks += callback_reach.skipped(cfg, not_probed + "--no-probe given",
+                                         "pvhpc config check judges it without a job")
     elif cfg.ssh is not None:
         checks.append(Check(probe_name, SKIP, "the probe reads its job's output on this host, which an SSH-mode "
                                               "pvhpc does not share with the nodes",
                             "run 'pvhpc doctor' on the login host with a config without ssh:"))
+        checks += callback_reach.skipped(cfg, not_probed + "SSH mode runs no probe job")
     elif slurm.status != OK:
         checks.append(Check(probe_name, SKIP, "Slurm does not answer, so no job can run", "fix slurmctld first"))
+        checks += callback_reach.skipped(cfg, not_probed + "Slurm does not answer", "fix slurmctld first")
     else:
-        checks.append(await check_node_runtime(cfg, scheduler, probe_partition, probe_timeout))
+        checks += await check_node_runtime(cfg, scheduler, probe_partition, probe_timeout)
     return checks
