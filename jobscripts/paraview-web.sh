@@ -39,6 +39,9 @@ export PVHPC_STATE_SAVE={{ state_save }} PVHPC_STATE_LOAD={{ state_load }} PVHPC
 export PVHPC_DATA_ROOTS={{ data_roots }}
 # For the server (pvhpc/node/input_idle.py): stop after this long without user input (SECONDS:WARNING; empty: never).
 export PVHPC_INPUT_IDLE={{ input_idle }}
+# For the launcher (pvhpc/node/watchdog.py): ask pvhpc whether the session is live every INTERVAL s, and stop the
+# server when it has ended or pvhpc has not answered for GRACE s (INTERVAL:GRACE; empty: never ask).
+export PVHPC_WATCHDOG={{ watchdog }}
 if [ -n "$VENV" ]; then
     export VIRTUAL_ENV="$VENV" PATH="$VENV/bin:$PATH"
 fi

@@ -43,6 +43,14 @@ def _scheduler_rules(s: Reader, scheduler: SchedulerConfig, site: dict) -> None:
         raise s.error("submit_as", "'user' needs backend 'slurm' (pyslurm acts only as the service's own user)")
 
 
+def _runtime_rules(r: Reader, runtime: RuntimeConfig, site: dict) -> None:
+    # A few failed asks (a blip in the network, pvhpc restarting) must never end a live session.
+    if runtime.watchdog_interval and runtime.watchdog_grace and runtime.watchdog_grace < 3 * runtime.watchdog_interval:
+        raise r.error("watchdog_grace", f"must be 0 (never) or at least 3 times watchdog_interval "
+                                        f"({3 * runtime.watchdog_interval} s), not {runtime.watchdog_grace}: a job "
+                                        "would end its live session after a failed ask or two")
+
+
 def _application_rules(s: Reader, app: ApplicationConfig, site: dict) -> None:
     partitions = site["partitions"]
     for i, p in enumerate(app.partitions):
@@ -137,7 +145,7 @@ def _auth_rules(a: Reader, auth: AuthConfig, site: dict) -> None:
                               "may see every other's sessions, auth.users_trust_each_other: true (docs/security.md)")
 
 
-RULES = {"scheduler": _scheduler_rules, "auth": _auth_rules, "applications": _application_rules,
+RULES = {"scheduler": _scheduler_rules, "runtime": _runtime_rules, "auth": _auth_rules, "applications": _application_rules,
          "frontend": _frontend_rules, "ssh": _ssh_rules}
 
 

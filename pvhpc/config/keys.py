@@ -129,6 +129,15 @@ RUNTIME = Section("runtime", RuntimeConfig, help="what session jobs run on the c
         "where a session's server listens on its node (${host} in an application's command): \"node\", the address "
         "the node's host name resolves to, which is where the front end and tunnels dial (the job reports that name); "
         "\"any\", every interface (0.0.0.0: other hosts' users can then reach the port too); or one address"),
+    # The node's watchdog (pvhpc/node/watchdog.py): a job Slurm could not end (its node was cut off) ends itself.
+    Key("watchdog_interval", whole(0, 3600), 15,
+        "seconds between a session's job asking pvhpc (at service.callback_url) whether its session is still live; "
+        "when pvhpc says it has ended, the job stops its server and ends, even where Slurm could not reach the "
+        "node to end it. 0: jobs never ask"),
+    Key("watchdog_grace", whole(0, 7 * 86400), 300,
+        "seconds a session's job may fail to reach pvhpc before it stops its server and ends (pvhpc has ended "
+        "the session by then if the node was cut off); failed asks shorter than this never end a session. "
+        "0: never end for that. At least 3 times watchdog_interval"),
 ))
 
 PARTITIONS = Named(

@@ -140,6 +140,8 @@ class RuntimeConfig:
     pythonpath: str
     job_helper: str              # pvhpc's node-side helper; must be readable by every user's jobs
     server_listen: str           # "node", "any" or an address: where a session's server binds on its node
+    watchdog_interval: int       # seconds between a job's asks whether its session is live; 0: never
+    watchdog_grace: int          # seconds a job may fail to reach pvhpc before it ends itself; 0: never
 
 
 @dataclass(frozen=True)

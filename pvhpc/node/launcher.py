@@ -37,6 +37,7 @@ import threading
 import time
 
 import jobhelper   # beside this file
+import watchdog
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ARGV_WRAPPER = os.path.join(HERE, "argv_secret.py")
@@ -265,6 +266,10 @@ def run(args):
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, on_signal)
+    # pvhpc may end the session where Slurm cannot end the job (its node was cut off): the watchdog asks pvhpc,
+    # and stops the server as Slurm's SIGTERM would (parallel.py runs its own for a parallel session, and not this).
+    watchdog.start(args.url, os.environ.get("PVHPC_REPORT_TOKEN", ""), os.environ.get(watchdog.WATCHDOG_ENV, ""),
+                   on_end=lambda why: on_signal(None, None))
 
     watch = OutputWatch(proc.stdout, ready.get("line"), os.environ.get("PVHPC_SECRET", ""))
     watch.start()

@@ -47,6 +47,7 @@ import time
 
 import jobhelper   # beside this file
 import launcher
+import watchdog
 
 PARALLEL_ENV = "PVHPC_PARALLEL"
 # What pvserver's root rank prints once it accepts a client (ParaView 5.x).
@@ -111,6 +112,7 @@ def pvserver_executable(pvserver, env):
 def launcher_environment(command, connect_id):
     env = dict(os.environ)
     env.pop(PARALLEL_ENV, None)
+    env.pop(watchdog.WATCHDOG_ENV, None)   # this process runs the session's watchdog
     env[launcher.COMMAND_ENV] = json.dumps(command)
     # pvhpc's argv wrapper fills it into the web server's argv (${connect_id}) or, for servers that take no
     # connect id of their own (the Visualizer), sets it in their ParaView before they connect: it is on no
@@ -186,6 +188,10 @@ def run(spec, launcher_argv):
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, on_signal)
+    # One watchdog for the whole session, from the ranks' start (launcher_environment keeps it from the launcher):
+    # when pvhpc has ended the session, every rank stops with the web server, as on SIGTERM.
+    watchdog.start(args.url, os.environ.get("PVHPC_REPORT_TOKEN", ""), os.environ.get(watchdog.WATCHDOG_ENV, ""),
+                   on_end=lambda why: stopping.set())
 
     watch = launcher.OutputWatch(servers.stdout, LISTENING_LINE, "")
     watch.start()

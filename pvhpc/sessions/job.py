@@ -67,6 +67,13 @@ def pythonpath(config: SiteConfig, app: ApplicationConfig) -> str:
     return ":".join(app.runtime.pythonpath)
 
 
+def watchdog_setting(config: SiteConfig) -> str:
+    runtime = config.runtime
+    if not runtime.watchdog_interval or not config.service.callback_urls:
+        return ""
+    return f"{runtime.watchdog_interval}:{runtime.watchdog_grace}"
+
+
 def script_values(config: SiteConfig, spec: SessionSpec, user: str, session_id: str, job_name: str, secret: str,
                   report_token: str, save_state: bool = True) -> dict:
     """Every value a job script template may name (jobscript.JOB_SCRIPT_VALUES, kept equal by a test)."""
@@ -99,6 +106,8 @@ def script_values(config: SiteConfig, spec: SessionSpec, user: str, session_id: 
         "idle_timeout": app.idle_timeout,
         # Seconds without user input before the server stops, and the warning's lead (pvhpc/node/input_idle.py).
         "input_idle": f"{app.input_idle_timeout}:{app.input_idle_warning}" if app.input_idle_timeout else "",
+        # INTERVAL:GRACE of the node's watchdog (pvhpc/node/watchdog.py); none without a URL to ask (doctor's probe).
+        "watchdog": watchdog_setting(config),
         "parallel": parallel.job_value(app, spec.nodes, spec.ranks, pvserver_guard(config)),
         # The ParaView state: where the server saves it when the job is ended, the one it starts from (checked
         # before submit) and the roots its data must lie in, checked again on the node (pvhpc/node/pvstate.py).

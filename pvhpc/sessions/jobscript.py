@@ -29,6 +29,8 @@ JOB_SCRIPT_VALUES = (
     "state_save", "state_load", "state_roots",
     # SECONDS:WARNING without user input before the server stops as idle, or empty (pvhpc/node/input_idle.py).
     "input_idle",
+    # INTERVAL:GRACE of the node's watchdog, which stops a server whose session has ended (pvhpc/node/watchdog.py).
+    "watchdog",
     # What templates written before applications had a command use: pvhpc's own server's arguments.
     "pvpython", "server_script", "data_dir", "load_file", "idle_timeout",
 )

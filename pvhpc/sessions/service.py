@@ -239,11 +239,25 @@ class SessionService:
         return await self.db.get(record.id)
 
     # -- the job's report --------------------------------------------------------
-    async def report(self, session_id: str, token: str, payload: object) -> SessionRecord:
+    async def reporting(self, session_id: str, token: str) -> SessionRecord:
+        """The session whose job holds ``token`` (its report token), read once from the store."""
         record = await self.db.get(session_id)
         # Unknown session and wrong token get the same answer: no way to probe for ids.
         if record is None or not token or not hmac.compare_digest(token_hash(token), record.report_token_hash):
             raise ServiceError("unknown session or wrong report token", status=403)
+        return record
+
+    async def liveness(self, session_id: str, token: str) -> dict:
+        """Whether the job's session is live, for the watchdog beside its server (pvhpc/node/watchdog.py), which
+        stops the server when it is not. Nothing else of the session: the job's user can read the token. Every
+        live session's job asks every runtime.watchdog_interval seconds, so this is one read, no scheduler call."""
+        record = await self.reporting(session_id, token)
+        if record.session_state is S.ENDED:
+            return {"live": False, "state": record.state, "end_reason": record.end_reason}
+        return {"live": True, "state": record.state}
+
+    async def report(self, session_id: str, token: str, payload: object) -> SessionRecord:
+        record = await self.reporting(session_id, token)
         if record.session_state is S.ENDED:
             raise ServiceError("the session has ended", status=409)
         if not isinstance(payload, dict):

@@ -19,5 +19,7 @@ def log_request(handler) -> None:
     status = handler.get_status()
     level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
     request = handler.request
+    if level == logging.INFO and request.method in getattr(handler, "routine_methods", ()):
+        level = logging.DEBUG   # asked by every live session's job, every few seconds: the log would be all this
     access_log.log(level, "%d %s %s (%s) %.1fms", status, request.method, scrub(request.uri or ""),
                    request.remote_ip, 1000.0 * request.request_time())

@@ -70,21 +70,33 @@ class SessionLogHandler(JSONHandler):
 
 
 class ReportHandler(JSONHandler):
-    """The job's report from the node; authenticated by the session's own token, not by a user."""
+    """The job's report from the node (POST), and its watchdog's question whether the session is still live
+    (GET: ``{"live": true, "state": ...}``, or ``{"live": false, "state": "ended", "end_reason": ...}``);
+    both authenticated by the session's own token, not by a user, and refused alike (403) for an unknown
+    session or a wrong token."""
+
+    # Every live session's job asks every runtime.watchdog_interval seconds: the access log says so at DEBUG.
+    routine_methods = frozenset({"GET"})
+
+    async def get(self, session_id: str) -> None:
+        self.send(await self.ctx.service.liveness(session_id, report_token(self.request)))
 
     async def post(self, session_id: str) -> None:
-        auth = self.request.headers.get("Authorization", "")
-        token = auth[len("token "):] if auth.startswith("token ") else ""
         event = None
         try:
             body = self.json_body()
             event = body.get("event") if isinstance(body, dict) else None
-            await self.ctx.service.report(session_id, token, body)
+            await self.ctx.service.report(session_id, report_token(self.request), body, peer=self.request.remote_ip)
         except Exception:
             self.ctx.metrics.report(event, taken=False)
             raise
         self.ctx.metrics.report(event, taken=True)
         self.send({"ok": True})
+
+
+def report_token(request) -> str:
+    auth = request.headers.get("Authorization", "")
+    return auth[len("token "):] if auth.startswith("token ") else ""
 
 
 class SessionEventsHandler(JSONHandler):

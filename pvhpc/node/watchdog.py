@@ -1,0 +1,174 @@
+"""The node's side of a session's end: asks pvhpc whether the session is still live, and says when to stop.
+
+pvhpc ends a session's job through Slurm. When Slurm cannot reach the node (its link was cut while pvhpc ended
+the session as a node failure, say), the job's processes live on until Slurm takes the node back, which may be
+minutes after the link returns. So the launcher (or, for a parallel session, parallel.py) runs this beside the
+server: every ``runtime.watchdog_interval`` seconds it asks pvhpc, at the job's callback URLs in turn, with the
+job's report token (``GET .../report``: pvhpc/web/api.py), and tells its caller to stop the server when
+
+- pvhpc says the session has ended (or knows no such session: a refusal of the token is every instance's, as
+  they share one database);
+- no callback URL has answered for longer than ``runtime.watchdog_grace`` seconds (0: never for that): a node
+  cut off from pvhpc that long has had its session ended by pvhpc already, as a node failure.
+
+A failed ask only counts towards the grace, so a short blip never ends a live session. Any answer from pvhpc
+counts as reaching it, even one without a verdict (a busy database's 503, an older pvhpc's 404), except 502
+and 504, which a gateway gives when it could not reach pvhpc. Standard library only, beside launcher.py; it
+imports nothing from pvhpc. What it prints goes to the job's log: no URL (they name the session), only hosts.
+"""
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+WATCHDOG_ENV = "PVHPC_WATCHDOG"   # INTERVAL:GRACE in seconds, from the job script; empty: no watchdog
+LIVE, ENDED, NO_VERDICT, UNREACHED = "live", "ended", "no verdict", "unreached"
+GATEWAY_FAILURES = (502, 504)     # a proxy in front of pvhpc could not reach it: pvhpc did not answer
+LONGEST_ASK = 10.0                # seconds one callback URL may take to answer
+LONGEST_ANSWER = 4096             # bytes read of an answer: a verdict is a few dozen
+
+
+class Answer:
+    """What one round of asks found: ``kind`` (LIVE, ENDED, NO_VERDICT, UNREACHED) and words for the log."""
+
+    def __init__(self, kind, words=""):
+        self.kind, self.words = kind, words
+
+    def __repr__(self):
+        return f"Answer({self.kind!r}, {self.words!r})"
+
+
+def settings(text):
+    """(interval, grace) from PVHPC_WATCHDOG's ``INTERVAL:GRACE``; None when empty, or the interval is 0."""
+    if not text:
+        return None
+    interval, sep, grace = text.partition(":")
+    try:
+        interval, grace = float(interval), float(grace or 0)
+    except ValueError:
+        interval = grace = -1.0
+    if not sep or interval < 0 or grace < 0:
+        raise ValueError(f"{WATCHDOG_ENV}={text!r} is not INTERVAL:GRACE in seconds")
+    return (interval, grace) if interval > 0 else None
+
+
+def where(url):
+    """The host and port of a callback URL: what the log may say of it (its path names the session)."""
+    return urllib.parse.urlsplit(url).netloc or "(no host)"
+
+
+def ask(urls, token, timeout):
+    """Whether pvhpc holds the session live, asked at each URL in order until one answers."""
+    unreached = []
+    for url in urls:
+        request = urllib.request.Request(url, method="GET", headers={"Authorization": f"token {token}",
+                                                                     "Accept": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                body = response.read(LONGEST_ANSWER)
+        except urllib.error.HTTPError as e:
+            if e.code == 403:
+                return Answer(ENDED, "pvhpc knows no session with this job's token (HTTP 403)")
+            if e.code in GATEWAY_FAILURES:
+                unreached.append(f"{where(url)}: HTTP {e.code}")
+                continue
+            return Answer(NO_VERDICT, f"{where(url)} answered HTTP {e.code}")
+        except (urllib.error.URLError, OSError) as e:
+            unreached.append(f"{where(url)}: {getattr(e, 'reason', None) or e}")
+            continue
+        try:
+            verdict = json.loads(body)
+        except ValueError:
+            verdict = None
+        live = verdict.get("live") if isinstance(verdict, dict) else None
+        if live is True:
+            return Answer(LIVE)
+        if live is False:
+            reason = str(verdict.get("end_reason") or "no reason given")[:100]
+            return Answer(ENDED, f"pvhpc says this session has ended ({reason})")
+        return Answer(NO_VERDICT, f"{where(url)} answered without saying whether the session is live")
+    return Answer(UNREACHED, "; ".join(unreached) or "no callback URL")
+
+
+class Watch:
+    """What the answers so far mean (no clock or network of its own: the caller gives both).
+
+    ``judge`` returns whether to stop the server and what to say in the job's log ("" for nothing): once when
+    pvhpc stops answering, once when it answers again, once for each new kind of answer without a verdict.
+    """
+
+    def __init__(self, grace, now):
+        self.grace = grace
+        self.last_answered = now   # the job got its URLs from a pvhpc that ran: silence counts from the start
+        self.silent = False
+        self.unclear = ""
+
+    def judge(self, answer, now):
+        if answer.kind == ENDED:
+            return True, f"{answer.words}: stopping the session's server"
+        if answer.kind == UNREACHED:
+            silence = now - self.last_answered
+            if self.grace and silence > self.grace:
+                return True, (f"pvhpc has not answered for {silence:.0f} s ({answer.words}), longer than "
+                              f"runtime.watchdog_grace ({self.grace:g} s): stopping the session's server")
+            if self.silent:
+                return False, ""
+            self.silent = True
+            return False, f"cannot reach pvhpc ({answer.words}); " + (
+                f"the session's server is stopped if this lasts {self.grace:g} s (runtime.watchdog_grace)"
+                if self.grace else "the session's server is kept however long this lasts (runtime.watchdog_grace "
+                                   "is 0)")
+        said = []
+        if self.silent:
+            said.append(f"pvhpc answers again, after {now - self.last_answered:.0f} s")
+        self.last_answered, self.silent = now, False
+        if answer.kind == NO_VERDICT and answer.words != self.unclear:
+            said.append(f"{answer.words}; the watchdog keeps asking")
+        self.unclear = answer.words if answer.kind == NO_VERDICT else ""
+        return False, "; ".join(said)
+
+
+class Watchdog(threading.Thread):
+    """Asks every ``interval`` seconds until ``close`` or a reason to stop, which it gives to ``on_end`` (from
+    this thread): the caller stops the server as it would on SIGTERM. ``ask``, ``clock`` and ``say`` are the
+    network, the clock and the job's log; tests give their own."""
+
+    def __init__(self, urls, token, interval, grace, on_end, ask=ask, clock=time.monotonic, say=None):
+        super().__init__(name="pvhpc-watchdog", daemon=True)
+        self.urls, self.token, self.interval = list(urls), token, interval
+        self.on_end, self.ask, self.clock = on_end, ask, clock
+        self.say = say or (lambda line: print(f"pvhpc: {line}", flush=True))
+        self.timeout = min(LONGEST_ASK, max(1.0, interval))
+        self.watch = Watch(grace, clock())
+        self.closed = threading.Event()
+
+    def run(self):
+        while not self.closed.wait(self.interval):
+            stop, said = self.watch.judge(self.ask(self.urls, self.token, self.timeout), self.clock())
+            if said:
+                self.say(said)
+            if stop and not self.closed.is_set():
+                self.on_end(said)
+                return
+
+    def close(self):
+        self.closed.set()
+
+
+def start(url_text, token, setting, on_end):
+    """The watchdog for a job given ``url_text`` (PVHPC_REPORT_URL: space-separated) and ``setting``
+    (PVHPC_WATCHDOG), started; None where there is nothing to ask (pvhpc's probe job) or it is off."""
+    urls = url_text.split()
+    try:
+        found = settings(setting)
+    except ValueError as e:
+        print(f"pvhpc: {e}; no watchdog runs", flush=True)
+        return None
+    if not urls or not token or found is None:
+        return None
+    dog = Watchdog(urls, token, found[0], found[1], on_end)
+    dog.start()
+    return dog
