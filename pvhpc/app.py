@@ -20,6 +20,7 @@ from pvhpc.config import SiteConfig
 from pvhpc.sessions.events import EventBus
 from pvhpc.frontends import FrontEnd, make_frontend
 from pvhpc.sessions.joblogs import JobLogs
+from pvhpc.sessions import nodeaddresses
 from pvhpc.sessions.savedstates import SavedStates
 from pvhpc.db.leadership import leadership_for
 from pvhpc.metrics import Metrics
@@ -103,22 +104,25 @@ class PvhpcApp:
         metrics = Metrics(config.partitions)
         scheduler = metrics.metered(scheduler or scheduler_for(config, runner, runner_for_user))
         bus = EventBus()
-        service = SessionService(config, store, scheduler, bus)
-        service.states = SavedStates(config, runner, runner_for_user)
+        # Nodes' names become addresses where the front end dials from: here, or the login host in SSH mode.
+        resolve = nodeaddresses.over_ssh(self.ssh_link) if self.ssh_link else None
+        service = SessionService(config, store, scheduler, bus, resolve)
+        service.states = SavedStates(config, runner, runner_for_user, store)
+        logs = JobLogs(config, runner, runner_for_user)
         frontend = make_frontend(config)
         if self.ssh_link:
             ssh.route_through(frontend, self.ssh_link)
         bus.on_change(frontend.update)
         tokens = TokenStore(store)
         leadership = leadership_for(store.engine)
-        self.tracker = Tracker(config, store, scheduler, service, leadership)
+        self.tracker = Tracker(config, store, scheduler, service, leadership, logs)
         # Another instance may change sessions in a shared database: follow its writes too.
         self.feed = StoreFeed(store, bus) if leadership.shared else None
         metrics.watch(bus, self.tracker, frontend)
         self.walltime_warnings = WalltimeWarnings(config.service.walltime_warnings, bus)
         self.ctx = Context(config, store, scheduler, bus, service, frontend,
                            make_authenticator(config.auth, tokens), tokens,
-                           RateLimiter(config.limits.requests_per_minute), JobLogs(config, runner, runner_for_user),
+                           RateLimiter(config.limits.requests_per_minute), logs,
                            self.tracker, metrics)
         self.web = tornado.web.Application(frontend.handlers(self.ctx) + routes(self.ctx),
                                            default_handler_class=NotFoundHandler,

@@ -32,7 +32,7 @@ from tornado.web import RequestHandler
 
 from pvhpc.db.store import SessionRecord
 from pvhpc.frontends.base import FrontEnd
-from pvhpc.frontends.relay import ANSWER_HEADERS, HandshakeError, WebSocketRelay, upgrade_request
+from pvhpc.frontends.relay import ANSWER_HEADERS, HandshakeError, WebSocketRelay, upgrade_request, why_unreachable
 from pvhpc.frontends.routes import SESSION_ID, Route, RouteTable
 from pvhpc.web.errors import ErrorAnswers
 from pvhpc.web.ratelimit import HeldAtOnce
@@ -264,8 +264,9 @@ class SessionProxyHandler(ErrorAnswers, RequestHandler):
             answer, headers = await relay.dial(host, int(port), upgrade_request(path, target, self.request.headers),
                                                CONNECT_TIMEOUT)
         except (OSError, asyncio.TimeoutError, HandshakeError) as e:
-            log.warning("session %s… does not answer at %s: %s", session_id[:6], route.target, e)
-            self._refuse(502, "the session's server does not answer")
+            why = why_unreachable(e, CONNECT_TIMEOUT)
+            log.warning("session %s… does not answer at %s: %s", session_id[:6], route.target, why)
+            self._refuse(502, f"the session's server does not answer: {why}")
             return False
         if answer.code != 101:
             relay.abandon()

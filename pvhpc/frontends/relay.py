@@ -14,6 +14,7 @@ of the proxy's own (the session ended) may only go between two frames.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import struct
 from typing import Callable
@@ -33,6 +34,8 @@ MAX_ANSWER = 16 * 1024     # the server's handshake answer is headers only
 # No Sec-WebSocket-Extensions: the proxy never offered compression to servers, and does not start now.
 REQUEST_HEADERS = ("Sec-WebSocket-Key", "Sec-WebSocket-Version", "Sec-WebSocket-Protocol")
 ANSWER_HEADERS = ("Sec-WebSocket-Accept", "Sec-WebSocket-Protocol")
+# What a dial to a node says when no path leads there (a cut link, a prohibit rule, a host down).
+UNREACHABLE = {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN, errno.ENETDOWN, errno.EACCES, errno.EPERM}
 
 
 class HandshakeError(PvhpcError):
@@ -103,6 +106,19 @@ def close_frame(code: int, reason: str, masked: bool) -> bytes:
         return bytes((0x80 | CLOSE, len(payload))) + payload
     key = os.urandom(4)
     return bytes((0x80 | CLOSE, 0x80 | len(payload))) + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+def why_unreachable(error: BaseException, timeout: float) -> str:
+    """Why dialling a session's server failed, in words: never empty (``str(TimeoutError())`` is "")."""
+    if isinstance(error, (asyncio.TimeoutError, TimeoutError)):
+        return f"no answer within {timeout:g} s (the node or its network may be down)"
+    if isinstance(error, ConnectionRefusedError):
+        return "connection refused (nothing listens on that port now: the server may have stopped)"
+    if isinstance(error, OSError) and error.errno in UNREACHABLE:
+        return f"{error.strerror or os.strerror(error.errno)} (no route to the node)"
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return str(error) or type(error).__name__
 
 
 def upgrade_request(path: str, host: str, headers: HTTPHeaders) -> bytes:

@@ -17,7 +17,9 @@ jobhelper.py; it imports nothing from pvhpc). It
   sys.argv, so the command line ``ps`` shows holds only the placeholders. The secret reaches the server through
   PVHPC_SECRET, the connect id through PVHPC_CONNECT_ID; the report token and URL do not reach it at all;
 - starts the command directly (a JSON list: no shell), copies its output to the job's log and watches it for the
-  ready line (or watches the port file), then reports ready with the port;
+  ready line (or watches the port file), then reports ready with the port and the address the server listens
+  on: this node's address on its route to pvhpc (server_address), which pvhpc checks against Slurm's view of
+  the node and dials, never a name pvhpc's side may not resolve;
 - when the server exits before it is ready, or is not ready in time, reports the start as failed with the last
   lines of its output; when it exits after, reports its exit status and why it stopped (its client asked, or it
   was idle) as the server's wslink hooks wrote it (wslink_exits.py);
@@ -35,6 +37,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 
 import jobhelper   # beside this file
 import watchdog
@@ -66,19 +69,76 @@ def die_with_the_launcher():
         pass
 
 
-def listen_address(setting):
-    """Where the server binds (runtime.server_listen, in PVHPC_LISTEN). "node": the address of this node's
-    host name, which the job reports and the front end or tunnel dials, so the port is not open on the
-    node's other interfaces; "any": all of them."""
-    if setting == "any":
-        return "0.0.0.0"
-    if setting and setting != "node":
-        return setting
+class ServerAddress(collections.namedtuple("ServerAddress", "bind report why")):
+    """Where the server binds, the address the job reports (what the front end dials), and how it was found
+    (a line for the job's log)."""
+
+
+def route_address(host, port):
+    """This node's own IPv4 address on its route to ``host``:``port``, or None when ``host`` does not resolve
+    here or has no route. It is the source address the kernel picks for a UDP socket connect()ed there: connect
+    sends no packet, it only looks up the route."""
     try:
-        return socket.gethostbyname(socket.gethostname())
-    except OSError as e:
-        print(f"pvhpc: this node's name does not resolve ({e}); the server listens on every interface", flush=True)
-        return "0.0.0.0"
+        found = socket.getaddrinfo(host, port or 9, socket.AF_INET, socket.SOCK_DGRAM)
+    except (OSError, UnicodeError):
+        return None
+    for family, kind, proto, _, where in found:
+        with socket.socket(family, kind, proto) as s:
+            try:
+                s.connect(where)
+                return s.getsockname()[0]
+            except OSError:
+                continue
+    return None
+
+
+def reachable_address(report_urls, environ):
+    """This node's address that pvhpc's side reaches, and how it was found; (None, why not) if none was.
+
+    Not the address of this node's host name, as this node resolves it: that may be 127.0.1.1 (the line
+    Debian's installer writes into /etc/hosts), which nobody else reaches, or a name's address on another
+    network. The route this node takes to pvhpc's callback URL is the one pvhpc's side can take back."""
+    for url in report_urls.split():
+        parts = urllib.parse.urlsplit(url)
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError:
+            continue
+        if parts.hostname:
+            found = route_address(parts.hostname, port)
+            if found:
+                return found, f"this node's address on its route to pvhpc ({parts.hostname})"
+    # Without a callback (doctor's probe reports to nobody): the host the job was submitted from, where pvhpc
+    # or the login host it uses runs.
+    submit_host = environ.get("SLURM_SUBMIT_HOST", "")
+    found = route_address(submit_host, 9) if submit_host else None
+    if found:
+        return found, f"this node's address on its route to the host the job came from ({submit_host})"
+    try:
+        named = socket.gethostbyname(socket.gethostname())
+    except OSError:
+        named = None
+    if named and not named.startswith("127."):
+        return named, "the address of this node's host name (no route to pvhpc was found)"
+    return None, "no route to pvhpc was found and this node's host name resolves to " + (named or "nothing")
+
+
+def server_address(setting, report_urls, environ=os.environ):
+    """A ServerAddress for runtime.server_listen (PVHPC_LISTEN): "node", the node's address that pvhpc's side
+    reaches (reachable_address), so the port is not open on the node's other interfaces; "any", every
+    interface, reporting that address all the same; else the one address the site named."""
+    if setting and setting not in ("node", "any"):
+        return ServerAddress(setting, setting, f"the server listens on {setting} (runtime.server_listen)")
+    found, how = reachable_address(report_urls, environ)
+    # Nothing found: the host name, which pvhpc resolves on its side, is the last word the report can give.
+    report = found or socket.gethostname()
+    if setting == "any":
+        return ServerAddress("0.0.0.0", report, f"the server listens on every interface; the job reports {report}, "
+                                                f"{how}")
+    if found is None:
+        return ServerAddress("0.0.0.0", report, f"{how}: the server listens on every interface and the job "
+                                                f"reports {report}")
+    return ServerAddress(found, found, f"the server listens on {found}, {how}")
 
 
 def free_port(address):
@@ -123,10 +183,12 @@ class CommandProblem(Exception):
     """The command cannot be run as pvhpc runs servers: it says why."""
 
 
-def server_argv(command, ready, workdir):
-    """The argv to run and the port it was given (0: the server reports the one it got)."""
+def server_argv(command, ready, workdir, address=None):
+    """The argv to run and the port it was given (0: the server reports the one it got). ``address``: where
+    it binds (by default, as runtime.server_listen says: server_address)."""
     reports_port = ready.get("port_file") or "port" in re.compile(ready.get("line") or "x").groupindex
-    address = listen_address(os.environ.get(LISTEN_ENV, "node"))
+    if address is None:
+        address = server_address(os.environ.get(LISTEN_ENV, "node"), os.environ.get(REPORT_URL_ENV, "")).bind
     port = 0 if reports_port else free_port(address)
     values = {"port": str(port), "port_file": os.path.join(workdir, "port"), "host": address}
     private = {name for arg in command[2:] for name in placeholders(arg)} & set(PRIVATE_PLACEHOLDERS)
@@ -238,8 +300,10 @@ def read_cause(path):
 
 def run(args):
     command, ready = json.loads(os.environ[COMMAND_ENV]), json.loads(os.environ[READY_ENV])
+    where = server_address(os.environ.get(LISTEN_ENV, "node"), args.url)
+    print(f"pvhpc: {where.why}", flush=True)
     try:
-        argv, port = server_argv(command, ready, args.workdir)
+        argv, port = server_argv(command, ready, args.workdir, where.bind)
     except CommandProblem as e:
         print(f"pvhpc: {e}", flush=True)
         jobhelper.send(args.url, "failed", 30, reason=f"the server could not be started: {e}")
@@ -302,7 +366,7 @@ def run(args):
         time.sleep(0.05)
 
     reporter = threading.Thread(target=jobhelper.send, args=(args.url, "ready", args.start_timeout),
-                                kwargs={"port": listening}, daemon=True)
+                                kwargs={"port": listening, "host": where.report}, daemon=True)
     reporter.start()
     idle_warned = False
     while proc.poll() is None:

@@ -11,14 +11,19 @@ commands.
 from __future__ import annotations
 
 import pwd
+import re
 from pathlib import Path
 from typing import Callable
 
 from pvhpc.config import SiteConfig
+from pvhpc.errors import PvhpcError
 from pvhpc.scheduler.runners import CommandRunner, CommandUnavailable, read_tail
 
 USER_LOG_DIR = ".pvhpc/logs"
 MAX_BYTES = 256 * 1024
+# A log's last words, for a session's reason: a few lines, read from a few kB at the end, kept short in the reason.
+LAST_WORDS_LINES, LAST_WORDS_BYTES, LAST_WORDS_CHARS = 3, 4096, 500
+CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[\x00-\x08\x0b-\x1f\x7f]")
 
 
 def per_user(config: SiteConfig) -> bool:
@@ -43,16 +48,35 @@ class JobLogs:
 
         Read as the job's user where jobs run as users, within runners.READ_TIMEOUT: a log that is not a regular
         file (its user made it a FIFO, a directory, ...) raises runners.UnreadableFile, a 4xx naming it."""
+        # One byte more than is shown tells whether there was more.
+        text = await self._tail(user, job_name, MAX_BYTES + 1)
+        return (text[1:], True) if len(text.encode()) > MAX_BYTES else (text, False)
+
+    async def last_words(self, user: str, job_name: str) -> str:
+        """The job log's last few lines, in one line of at most LAST_WORDS_CHARS ("" when there is none, or it
+        cannot be read now): what a session that ended without a word from its job says about why."""
+        try:
+            text = await self._tail(user, job_name, LAST_WORDS_BYTES)
+        except PvhpcError:
+            return ""   # a log that is not a regular file: the reason stays without it
+        return last_lines(text)
+
+    async def _tail(self, user: str, job_name: str, max_bytes: int) -> str:
         try:
             path = log_path(self.config, user, job_name)
         except KeyError:
-            return "", False   # no account on this host: it never had a job that could write one
+            return ""   # no account on this host: it never had a job that could write one
         runner = self.runner_for_user(user) if per_user(self.config) and self.runner_for_user else self.runner
         try:
-            # One byte more than is shown tells whether there was more.
-            text = await read_tail(runner, path, MAX_BYTES + 1)
+            text = await read_tail(runner, path, max_bytes)
         except CommandUnavailable:
-            return "", False   # sudo or the login host could not be asked: nothing to show, as before a log exists
-        if text is None:
-            return "", False
-        return (text[1:], True) if len(text.encode()) > MAX_BYTES else (text, False)
+            return ""   # sudo or the login host could not be asked: nothing to show, as before a log exists
+        return text or ""
+
+
+def last_lines(text: str, count: int = LAST_WORDS_LINES, limit: int = LAST_WORDS_CHARS) -> str:
+    """The last ``count`` lines of ``text`` that say something, joined with " | ", their end kept within
+    ``limit`` characters; control characters (a terminal's escapes in a server's output) dropped."""
+    lines = [CONTROL.sub("", line).strip() for line in text.splitlines()]
+    said = " | ".join([line for line in lines if line][-count:])
+    return said if len(said) <= limit else "…" + said[-limit:]

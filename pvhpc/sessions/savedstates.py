@@ -6,6 +6,9 @@ into the user's state directory, as ``<session id>-<UTC time>.pvsm``:
 - jobs run as their users (``scheduler.submit_as: user``): ``~/.pvhpc/states`` in the user's home, 0700;
 - jobs run as the service account: ``<service.job_output_dir>/states/<user>``, which only the service reads.
 
+The list a user gets leaves out what a session that never reported ready saved (its server was stopped before
+anyone used it: a start timeout, a refused report).
+
 A new session may start from a state (request field ``state``): before any job is submitted the file is read
 (as the user, where jobs run as users), must lie in the user's state directory or the application's data
 roots, be a ParaView state, and read no file outside the data roots. The server checks the data paths again
@@ -22,6 +25,7 @@ from pathlib import Path
 from typing import Callable
 
 from pvhpc.config import ApplicationConfig, SiteConfig
+from pvhpc.db.store import SessionRecord, Store
 from pvhpc.node import pvstate
 from pvhpc.scheduler.runners import CommandRunner, CommandUnavailable, UnreadableFile, read_tail
 from pvhpc.sessions import joblogs
@@ -53,12 +57,22 @@ def _inside(path: str, roots) -> bool:
     return not pvstate.outside([path], [str(r) for r in roots])
 
 
+def of_sessions_that_became_ready(states: list[dict], sessions: list[SessionRecord]) -> list[dict]:
+    """``states`` without those saved by a session that never reported ready: its server was stopped before
+    anyone could use it (a start timeout, a refused report), so what it saved is no work of the user's. A state
+    of a session the store does not know is kept."""
+    never_ready = {s.id for s in sessions if s.ready_at is None}
+    return [state for state in states if state["session"] not in never_ready]
+
+
 class SavedStates:
     def __init__(self, config: SiteConfig, runner: CommandRunner,
-                 runner_for_user: Callable[[str], CommandRunner] | None = None):
+                 runner_for_user: Callable[[str], CommandRunner] | None = None, store: Store | None = None):
+        """``store``: the sessions, to list only the states of those that became ready (None: every state)."""
         self.config = config
         self.runner = runner
         self.runner_for_user = runner_for_user
+        self.store = store
 
     def _runner(self, user: str) -> CommandRunner:
         if joblogs.per_user(self.config) and self.runner_for_user:
@@ -85,6 +99,11 @@ class SavedStates:
             states.append({"name": name, "path": str(where / name), "session": m["session"],
                            "saved_at": f"{at[0:4]}-{at[4:6]}-{at[6:8]}T{at[9:11]}:{at[11:13]}:{at[13:15]}Z",
                            "bytes": int(size)})
+        if self.store is not None and states:
+            # Decided here, where whether a session became ready is known for sure, rather than on the node:
+            # there a ready report taken by pvhpc whose answer was lost looks like one refused.
+            sessions = await self.store.off_loop.get_many(sorted({s["session"] for s in states}))
+            states = of_sessions_that_became_ready(states, [s for s in sessions if s.user == user])
         return sorted(states, key=lambda s: s["saved_at"], reverse=True)
 
     async def check(self, user: str, app: ApplicationConfig, value: str) -> str:

@@ -17,7 +17,7 @@ import string
 from datetime import timedelta
 from typing import Iterable
 
-from pvhpc.sessions import lifecycle
+from pvhpc.sessions import lifecycle, nodeaddresses
 from pvhpc.config import SiteConfig
 from pvhpc.errors import PvhpcError
 from pvhpc.sessions.events import EventBus, Notice
@@ -78,14 +78,17 @@ class SessionService:
     # Checks a request's saved state before anything is recorded (pvhpc/sessions/savedstates.py); set by app.py.
     states = None
 
-    def __init__(self, config: SiteConfig, store: Store, scheduler: Scheduler, bus: EventBus):
+    def __init__(self, config: SiteConfig, store: Store, scheduler: Scheduler, bus: EventBus,
+                 resolve: nodeaddresses.Resolver | None = None):
+        """``resolve``: how node names become addresses on the side that dials them (default: here)."""
         self.config = config
+        self.resolve = resolve or nodeaddresses.resolve_here
         self.store = store
         self.db = store.off_loop
         self.scheduler = scheduler
         self.bus = bus
         self._create_locks: dict[str, asyncio.Lock] = {}
-        self._nodes: dict[str, set[str]] = {}   # node -> its names and addresses, refreshed on a new node
+        self._nodes: dict[str, set[str]] = {}   # node -> Slurm's names and addresses, refreshed on a new node
 
     # -- the one way a state changes ----------------------------------------
     async def apply(self, session_id: str, change: Change | None,
@@ -256,7 +259,9 @@ class SessionService:
             return {"live": False, "state": record.state, "end_reason": record.end_reason}
         return {"live": True, "state": record.state}
 
-    async def report(self, session_id: str, token: str, payload: object) -> SessionRecord:
+    async def report(self, session_id: str, token: str, payload: object, peer: str | None = None) -> SessionRecord:
+        """Take the job's report. ``peer``: the address it came from (the request's), which a ready report's
+        address is preferred to be among several its node has."""
         record = await self.reporting(session_id, token)
         if record.session_state is S.ENDED:
             raise ServiceError("the session has ended", status=409)
@@ -283,12 +288,15 @@ class SessionService:
             if isinstance(port, bool) or not isinstance(port, int) or not 1024 <= port < 65536:
                 raise RequestError("must be a port number between 1024 and 65535", field="port")
             # The front end will connect wherever this says: it must be the job's own node, or a forged
-            # report could point the proxy at any host the login node reaches.
-            await self._check_on_job_node(record, job_id or record.job_id, host)
+            # report could point the proxy at any host the login node reaches. What it dials is the address
+            # checked, never a name this side may not resolve.
+            address, job_nodes = await self._check_on_job_node(record, job_id or record.job_id, host, peer)
             fields = dict(ready_at=utcnow(), expected_start=None)
             if record.job_id is None and job_id:
                 fields["job_id"] = job_id
-            await self.apply(record.id, lifecycle.ready(host, port, node, **fields))
+            # The node as Slurm names it, for people to read: the one the job says, if it is one of the job's.
+            node = node if node in job_nodes else (job_nodes[0] if job_nodes else node)
+            await self.apply(record.id, lifecycle.ready(address, port, node, **fields))
         elif event == "exited":
             code = payload.get("code")
             if isinstance(code, bool) or not isinstance(code, int) or not 0 <= code <= 255:
@@ -314,7 +322,10 @@ class SessionService:
             await self._cancel_job(record)
         return await self.db.get(record.id)
 
-    async def _check_on_job_node(self, record: SessionRecord, job_id: str | None, host: str) -> None:
+    async def _check_on_job_node(self, record: SessionRecord, job_id: str | None, host: str,
+                                 peer: str | None = None) -> tuple[str, list[str]]:
+        """The address to dial for a ready report that says ``host``, checked against Slurm's view of the job's
+        node(s) (nodeaddresses.py), and the job's nodes as Slurm names them; ServiceError if it is not theirs."""
         if not job_id:
             raise ServiceError("the report names no job and the session has none yet", status=409)
         try:
@@ -322,26 +333,38 @@ class SessionService:
             if job is None or not job.is_running or (record.job_id is None and job.name != record.job_name):
                 raise ServiceError(f"job {job_id} is not this session's running job", status=409)
             job_nodes = self.scheduler.node_names(job.nodes)
-            if not set(job_nodes) <= self._nodes.keys():
+            fresh = not set(job_nodes) <= self._nodes.keys()
+            if fresh:
                 self._nodes = await self.scheduler.node_addresses()
         except SchedulerUnavailable as e:
             raise ServiceError(f"cannot check the report with the scheduler now: {e}", status=503) from None
-        # A job on several nodes (a parallel session) reports from any one of them: its first, in practice.
-        names = set().union(*(self._nodes.get(n, {n}) for n in job_nodes))
-        if host.lower() in {n.lower() for n in names}:
-            return
-        loop = asyncio.get_running_loop()
-
-        async def addresses(name: str) -> set[str]:
+        reported_gives = (await self.resolve([host]))[host]
+        while True:
+            # A job on several nodes (a parallel session) reports from any one of them: its first, in practice.
+            names = set().union(*(self._nodes.get(n, {n}) for n in job_nodes))
+            node_view = await self.resolve(names)
+            address = nodeaddresses.checked_address(host, reported_gives, node_view, self._all_local, peer)
+            if address is not None or fresh:
+                break
+            # Slurm's view may have changed since it was read (a node's NodeAddr): read it once more before refusing.
+            fresh = True
             try:
-                return {info[4][0] for info in await loop.getaddrinfo(name, None)}
-            except OSError:
-                return set()
+                self._nodes = await self.scheduler.node_addresses()
+            except SchedulerUnavailable as e:
+                raise ServiceError(f"cannot check the report with the scheduler now: {e}", status=503) from None
+        if address is None:
+            said = host if reported_gives in (set(), {host}) else f"{host} ({', '.join(sorted(reported_gives))})"
+            hint = ""
+            if any(nodeaddresses.is_loopback(a) for a in reported_gives):
+                hint = ("; a loopback address is taken only from a node that is this very host: the node's server "
+                        "must listen where this host reaches it (is service.callback_url reachable from the node?)")
+            raise ServiceError(f"the report says {said}, which is not node {job.nodes} where job {job_id} runs: "
+                               f"Slurm names it {nodeaddresses.describe(node_view)}{hint}", status=403)
+        return address, job_nodes
 
-        node_ips = set().union(*[await addresses(n) for n in names])
-        if not (await addresses(host)) & node_ips:
-            raise ServiceError(f"the report says {host}, which is not node {job.nodes} where job {job_id} runs",
-                               status=403)
+    @staticmethod
+    def _all_local(addresses: set[str]) -> bool:
+        return all(nodeaddresses.is_local(a) for a in addresses)
 
     # -- waiting -----------------------------------------------------------------
     async def wait_for(self, session_id: str, states: Iterable[SessionState], timeout: float) -> SessionRecord:

@@ -18,6 +18,7 @@ from pvhpc.sessions.background import BackgroundLoop
 from pvhpc.config import SiteConfig
 from pvhpc.db.leadership import Leadership
 from pvhpc.scheduler import Scheduler, SchedulerUnavailable
+from pvhpc.sessions.joblogs import JobLogs
 from pvhpc.sessions.service import SessionService
 from pvhpc.sessions.states import EndReason, SessionState
 from pvhpc.db.store import Change, Store, utcnow
@@ -36,8 +37,10 @@ class PollStats:
 
 class Tracker(BackgroundLoop):
     def __init__(self, config: SiteConfig, store: Store, scheduler: Scheduler, service: SessionService,
-                 leadership: Leadership | None = None):
+                 leadership: Leadership | None = None, logs: JobLogs | None = None):
+        """``logs``: the jobs' logs, whose last words a start timeout's reason carries (None: without them)."""
         self.config = config
+        self.logs = logs
         self.store = store
         self.scheduler = scheduler
         self.service = service
@@ -73,7 +76,7 @@ class Tracker(BackgroundLoop):
                 if job is None:
                     gone.append(s)
                 elif job.is_running and lifecycle.start_timed_out(s, now, timeout):
-                    await self.service.end(s, EndReason.START_TIMEOUT, f"no report within {timeout:.0f} s",
+                    await self.service.end(s, EndReason.START_TIMEOUT, await self._no_report(s, timeout),
                                            only_if_unchanged=True)
                 else:
                     await self.service.apply(s.id, lifecycle.from_job(s, job, now, timeout), known=s)
@@ -88,6 +91,13 @@ class Tracker(BackgroundLoop):
                 await self.service.apply(s.id, change, known=s)
         await self._find_unanswered_submissions([s for s in live if not s.job_id], stats)
         return stats
+
+    async def _no_report(self, session, timeout: float) -> str:
+        """A start timeout's reason, with the job log's last words: the job may say why nothing came (it could
+        not reach pvhpc, pvhpc refused its report), which pvhpc, having heard nothing, cannot."""
+        said = f"no report within {timeout:.0f} s"
+        last = await self.logs.last_words(session.user, session.job_name) if self.logs is not None else ""
+        return f"{said}; the job's log ends: {last}" if last else said
 
     async def _find_unanswered_submissions(self, sessions, stats: PollStats) -> None:
         """Sessions whose sbatch answer was lost: attach the job by its name, or give up after the grace time."""
