@@ -222,3 +222,68 @@ def test_doctor_names_the_unreachable_callback_and_what_to_set(tmp_path):
     assert checks[1].detail.startswith(f"the nodes cannot reach service.callback_url {dead}: <urlopen error")
     assert "does not answer" in checks[1].fix and "set service.callback_url[1]" in checks[1].fix
     assert "service.listen" in checks[1].fix
+
+
+# -- on the real cluster ------------------------------------------------------------------------------------------
+
+def with_callbacks(svc, urls: list[str]):
+    """``svc`` (not started) with its jobs reporting to ``urls``."""
+    import yaml
+
+    data = yaml.safe_load(svc.config_path.read_text())
+    data["service"]["callback_url"] = urls
+    svc.config_path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return svc.start()
+
+
+def checks_of(proc) -> dict:
+    from tests.test_cli import as_json
+
+    return {c["name"]: c for c in as_json(proc)["checks"]}
+
+
+@pytest.mark.cluster
+def test_doctor_probe_job_calls_each_callback_from_its_node(service_factory, cluster):
+    from tests.test_cli import pvhpc
+
+    svc = service_factory()
+    # Where the nodes reach this host (the bridge's address on the cluster of hosts), and a port nobody listens on.
+    reachable, dead = f"http://{cluster.login_address}:{svc.port}", f"http://{cluster.login_address}:{closed_port()}"
+    with_callbacks(svc, [reachable, dead])
+    report = pvhpc("doctor", "--config", svc.config_path, "--probe-partition", "cpu", "--json")
+    checks = checks_of(report)
+    assert report.returncode == 1, report.stdout + report.stderr
+    reached, refused = checks["service.callback_url[0]"], checks["service.callback_url[1]"]
+    assert reached["status"] == OK and f"reached pvhpc at {reachable}" in reached["detail"], reached
+    assert refused["status"] == FAIL, refused
+    assert refused["detail"].startswith(f"the nodes cannot reach service.callback_url {dead}: ")
+    assert "Connection refused" in refused["detail"] and "tried by the probe job on cpu0" in refused["detail"]
+    assert "does not answer" in refused["fix"] and "set service.callback_url[1]" in refused["fix"]
+    assert checks["ParaView on a cpu node"]["status"] == OK, checks["ParaView on a cpu node"]
+    human = pvhpc("doctor", "--config", svc.config_path, "--no-probe")
+    assert "skip  service.callback_url[1]: " in human.stdout and "--no-probe given" in human.stdout
+
+
+@pytest.mark.cluster
+def test_a_loopback_callback_with_nodes_on_other_hosts(service_factory, cluster):
+    if not cluster.multi_host:
+        pytest.skip("needs the cluster of hosts: here every node is this host, and loopback reaches pvhpc")
+    from tests.test_cli import pvhpc
+
+    svc = service_factory()
+    login = f"http://{cluster.login_address}:{svc.port}"
+    with_callbacks(svc, [login, f"http://127.0.0.1:{svc.port}"])
+    judged = pvhpc("config", "check", "--config", svc.config_path, "--json")
+    checks = checks_of(judged)
+    assert judged.returncode == 1, judged.stdout + judged.stderr
+    assert checks["service.callback_url[0]"]["status"] == OK, checks["service.callback_url[0]"]
+    loopback = checks["service.callback_url[1]"]
+    assert loopback["status"] == FAIL and "other hosts" in loopback["detail"], loopback
+    assert login in loopback["fix"], "the address of this host on its route to the nodes"
+    probed = pvhpc("doctor", "--config", svc.config_path, "--probe-partition", "cpu", "--json")
+    checks = checks_of(probed)
+    assert checks["service.callback_url[0]"]["status"] == OK, checks["service.callback_url[0]"]
+    node_loopback = checks["service.callback_url[1]"]
+    assert node_loopback["status"] == FAIL, node_loopback
+    assert f"cannot reach service.callback_url http://127.0.0.1:{svc.port}: " in node_loopback["detail"]
+    assert login in node_loopback["fix"] and "does not answer" not in node_loopback["fix"], node_loopback
