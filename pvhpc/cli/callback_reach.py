@@ -147,7 +147,8 @@ def judge(cfg: SiteConfig, places: list[NodePlace] | None, unknown_why: str = ""
     listen = f"{service.listen_host}:{service.listen_port}"
     listen_loopback = is_loopback_host(service.listen_host)
     # What public_url, and so callback_url, is when left out (pvhpc/config/keys.py).
-    default_url = f"http://{'127.0.0.1' if service.listen_host in WILDCARDS else service.listen_host}:{service.listen_port}"
+    default_host = "127.0.0.1" if service.listen_host in WILDCARDS else service.listen_host
+    default_url = f"http://{default_host}:{service.listen_port}"
     elsewhere = [p for p in places or () if p.where == ELSEWHERE]
     unknown = [p for p in places or () if p.where == UNKNOWN]
     out = []

@@ -173,7 +173,8 @@ async def check_node_runtime(cfg: SiteConfig, scheduler: Scheduler, partition: s
     except ProbeFailed as e:
         paraview = Check(name, FAIL, str(e)[:600], fix)
     except SubmitRefused as e:
-        paraview = Check(name, FAIL, f"Slurm refused the probe job: {e}", f"run: pvhpc config check --config {cfg.source}")
+        paraview = Check(name, FAIL, f"Slurm refused the probe job: {e}",
+                         f"run: pvhpc config check --config {cfg.source}")
     except (SchedulerUnavailable, WslinkError, asyncio.TimeoutError, OSError) as e:
         paraview = Check(name, FAIL, f"the probe job's ParaView server did not render: {e or type(e).__name__}", fix)
     except Exception as e:   # e.g. the websocket handshake refused: still a finding, not a traceback
