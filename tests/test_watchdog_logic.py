@@ -12,15 +12,20 @@ import sys
 import textwrap
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from pvhpc import config
+from pvhpc.config import ConfigError
 from pvhpc.node import watchdog
 from pvhpc.node.jobhelper import pid_alive
 from pvhpc.node.watchdog import ENDED, LIVE, NO_VERDICT, UNREACHED, Answer, Watch, Watchdog
+from pvhpc.sessions.job import watchdog_setting
 
 from tests.harness.ports import free_port_block
+from tests.helpers import MINIMAL_SITE
 
 NODE_DIR = Path(watchdog.__file__).parent
 SESSION_PATH = "/api/v1/sessions/s3cr3tsessionidthatnamesthesession/report"
@@ -338,3 +343,26 @@ def test_the_job_stops_its_server_when_pvhpc_stays_away_past_the_grace(tmp_path,
     text = log.read_text()
     assert "pvhpc: cannot reach pvhpc (127.0.0.1:" in text and "Connection refused" in text, text
     assert "longer than runtime.watchdog_grace (1.5 s): stopping the session's server" in text, text
+
+
+# -- the site's keys, as the job script gets them -----------------------------------------------------------
+
+def site(**runtime):
+    return config.parse({**MINIMAL_SITE, "service": {"callback_url": "http://login1:8480"}, "runtime": runtime},
+                        "site.yaml")
+
+
+def test_the_keys_reach_the_job_as_interval_and_grace():
+    assert watchdog_setting(site()) == "15:300"
+    assert watchdog_setting(site(watchdog_interval=5, watchdog_grace=0)) == "5:0"
+    assert watchdog_setting(site(watchdog_interval=0)) == ""
+    cfg = site()
+    probe = replace(cfg, service=replace(cfg.service, callback_urls=()))   # as doctor's probe job is built
+    assert watchdog_setting(probe) == ""
+
+
+def test_a_grace_a_blip_could_outlast_is_refused_naming_the_key():
+    with pytest.raises(ConfigError) as e:
+        site(watchdog_interval=15, watchdog_grace=30)
+    assert e.value.key == "runtime.watchdog_grace" and "at least 3 times watchdog_interval (45 s)" in str(e.value)
+    assert site(watchdog_interval=15, watchdog_grace=45).runtime.watchdog_grace == 45
