@@ -18,6 +18,7 @@ imports nothing from pvhpc. What it prints goes to the job's log: no URL (they n
 """
 
 import json
+import math
 import threading
 import time
 import urllib.error
@@ -112,7 +113,7 @@ class Watch:
         if answer.kind == UNREACHED:
             silence = now - self.last_answered
             if self.grace and silence > self.grace:
-                return True, (f"pvhpc has not answered for {silence:.0f} s ({answer.words}), longer than "
+                return True, (f"pvhpc has not answered for {math.ceil(silence)} s ({answer.words}), longer than "
                               f"runtime.watchdog_grace ({self.grace:g} s): stopping the session's server")
             if self.silent:
                 return False, ""
