@@ -126,9 +126,10 @@ RUNTIME = Section("runtime", RuntimeConfig, help="what session jobs run on the c
                                                                           "installed package"),
         "pvhpc's node-side helper that reports the server's port; it must be readable by every user's jobs"),
     Key("server_listen", checks.listen_on, "node",
-        "where a session's server listens on its node (${host} in an application's command): \"node\", the address "
-        "the node's host name resolves to, which is where the front end and tunnels dial (the job reports that name); "
-        "\"any\", every interface (0.0.0.0: other hosts' users can then reach the port too); or one address"),
+        "where a session's server listens on its node (${host} in an application's command): \"node\", the node's "
+        "address on its route to service.callback_url, which the job reports and pvhpc checks against Slurm's view "
+        "of the node, and the front end and tunnels dial; \"any\", every interface (0.0.0.0: other hosts' users can "
+        "then reach the port too), the job reporting that address all the same; or one address"),
     # The node's watchdog (pvhpc/node/watchdog.py): a job Slurm could not end (its node was cut off) ends itself.
     Key("watchdog_interval", whole(0, 3600), 15,
         "seconds between a session's job asking pvhpc (at service.callback_url) whether its session is still live; "

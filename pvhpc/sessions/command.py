@@ -32,8 +32,8 @@ NODE_PLACEHOLDERS = {
     "port": "the port to listen on: 0 when the ready rule reports the port (the kernel picks one), "
             "else a free port the launcher picks on the node",
     "port_file": "a private file the server writes its port into (for ready: {port_file: true})",
-    "host": "the address the server listens on (runtime.server_listen: by default the address of the node's host "
-            "name, where the front end dials)",
+    "host": "the address the server listens on (runtime.server_listen: by default the node's address on its route "
+            "to pvhpc, which the job reports and the front end dials)",
     "secret": "the session's secret; the command is then run as INTERPRETER pvhpc-argv-wrapper SCRIPT.py ..., "
               "which puts the secret into the script's sys.argv inside the process, never on its command line",
 }
