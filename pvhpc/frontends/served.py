@@ -25,6 +25,7 @@ from tornado.web import RequestHandler
 from pvhpc.errors import PvhpcError
 from pvhpc.frontends import content
 from pvhpc.frontends.builtin import CONNECT_TIMEOUT, SessionProxyHandler
+from pvhpc.frontends.relay import why_unreachable
 from pvhpc.web import origins
 from pvhpc.web.errors import ErrorAnswers
 
@@ -137,11 +138,13 @@ class ServedSessionHandler(SessionProxyHandler):
                 connect_timeout=CONNECT_TIMEOUT, request_timeout=HTTP_TIMEOUT)
             answer = await http_client().fetch(request, raise_error=False)
         except (OSError, HTTPClientError, asyncio.TimeoutError) as e:
-            log.warning("session %s… does not answer HTTP at %s: %s", session_id[:6], route.target, e)
-            return self._refuse(502, "the session's server does not answer")
+            why = why_unreachable(e, CONNECT_TIMEOUT)
+            log.warning("session %s… does not answer HTTP at %s: %s", session_id[:6], route.target, why)
+            return self._refuse(502, f"the session's server does not answer: {why}")
         if answer.code == 599:   # the client library's own "no answer" (timeout, reset)
-            log.warning("session %s… gave no HTTP answer at %s: %s", session_id[:6], route.target, answer.error)
-            return self._refuse(502, "the session's server does not answer")
+            why = why_unreachable(answer.error, HTTP_TIMEOUT) if answer.error else "no answer"
+            log.warning("session %s… gave no HTTP answer at %s: %s", session_id[:6], route.target, why)
+            return self._refuse(502, f"the session's server does not answer: {why}")
         self.clear()
         for name in ("Content-Type", "Server", "Date"):
             self.clear_header(name)   # Tornado's own defaults: the app's answer says these itself
