@@ -161,7 +161,11 @@ def test_a_parallel_session_loses_one_of_its_nodes(service_factory, cluster, tmp
                  recovery="from the link back to nothing of the job left on either node", bound_s=GONE_AFTER_LINK_S)
     ignore = known_job_ids(cluster)
     cpu = {"walltime": {"default": 30, "max": 120}, "max_nodes": 2, "max_ranks": 4, "max_ranks_per_node": 2}
-    svc, routes = drill_service(service_factory, tmp_path, partitions={"cpu": cpu})
+    data = tmp_path / "data"
+    data.mkdir()
+    apps = {"paraview": {"data_roots": [str(data)], "start_timeout": 120,
+                         "pvserver": ["/usr/bin/pvserver", "--force-offscreen-rendering"]}}
+    svc, routes = drill_service(service_factory, tmp_path, partitions={"cpu": cpu}, applications=apps)
     svc.start()
     client = svc.client()
     session = client.launch("paraview", partition="cpu", nodes=2, ranks=2)
