@@ -81,6 +81,19 @@ def known_job_ids(cluster) -> set[str]:
     return {j.id for j in slurm_jobs(cluster)}
 
 
+def back_in_service(cluster, node: str, timeout: float = 120) -> None:
+    """With ReturnToService=2 a node comes back by itself once its slurmd registers; RESUME it if it did not."""
+    env = dict(os.environ, **cluster.environment())
+
+    def back() -> bool:
+        if node_state(cluster, node) in ("idle", "mix", "alloc"):
+            return True
+        subprocess.run(["scontrol", "update", f"NodeName={node}", "State=RESUME"], env=env, capture_output=True)
+        return False
+
+    wait_until(back, timeout, interval=1, message=f"{node} back in service")
+
+
 def ended_after_slurm_knew(client, cluster, routes, session, slurm_states, timeout=120):
     """Wait for Slurm to report one of ``slurm_states``, then for the session to end and leave the map.
 
@@ -244,16 +257,7 @@ def test_node_downed_under_a_session(backend, service_factory, cluster, tmp_path
         assert ended["end_reason"] == "node_failure" and lag <= TWO_POLLS, (ended, lag)
         assert not client.list(state="live") and audit.ok, str(audit)
     finally:
-        # With ReturnToService=2 the node comes back by itself once it answers; RESUME it if it did not.
-        env = dict(os.environ, **cluster.environment())
-
-        def back() -> bool:
-            if node_state(cluster, node) in ("idle", "mix", "alloc"):
-                return True
-            subprocess.run(["scontrol", "update", f"NodeName={node}", "State=RESUME"], env=env, capture_output=True)
-            return False
-
-        wait_until(back, 60, interval=1, message=f"{node} back in service")
+        back_in_service(cluster, node)
 
 
 @pytest.mark.parametrize("backend", backends.BACKENDS)

@@ -15,14 +15,13 @@ Lost 0 and orphaned 0 in each. Run once (not again on the second Slurm release: 
 
 from __future__ import annotations
 
-import os
-import subprocess
 import time
+from dataclasses import dataclass
 
 import pytest
 
 from tests.helpers import processes_of_cluster_job, render, wait_until
-from tests.test_fault_drills import audit_jobs, drill_service, known_job_ids, node_state
+from tests.test_fault_drills import audit_jobs, back_in_service, drill_service, known_job_ids
 
 pytestmark = pytest.mark.cluster
 LINK_CUT_S = 90
@@ -37,22 +36,34 @@ def _hosts_only(cluster):
         pytest.skip(f"the test cluster's nodes are not hosts of their own here: {cluster.describe_shape()}")
 
 
-def back_in_service(cluster, node: str) -> None:
-    """With ReturnToService=2 a node comes back by itself once its slurmd registers; RESUME it if it did not."""
-    env = dict(os.environ, **cluster.environment())
-
-    def back() -> bool:
-        if node_state(cluster, node) in ("idle", "mix", "alloc"):
-            return True
-        subprocess.run(["scontrol", "update", f"NodeName={node}", "State=RESUME"], env=env, capture_output=True)
-        return False
-
-    wait_until(back, 120, interval=1, message=f"{node} back in service")
-
-
 def ended(client, session_id: str):
     s = client.get(session_id)
     return s if s["state"] == "ended" else None
+
+
+@dataclass
+class LinkCut:
+    told_s: float          # from the cut to the session ended
+    ended: dict            # the session as it ended
+    gone_s: float          # from the link back to nothing of the job left on the cluster
+
+
+def cut_under_session(cluster, client, session: dict, node: str) -> LinkCut:
+    """Cut ``node``'s link for LINK_CUT_S under ``session``: wait for the session to end meanwhile, mend the
+    link, and wait for the job's processes to be gone."""
+    cut = time.monotonic()
+    cluster.network.cut(node)
+    try:
+        over = wait_until(lambda: ended(client, session["id"]), LINK_CUT_S, interval=0.5,
+                          message=f"the session ended while {node} was cut off")
+        told = time.monotonic() - cut
+        time.sleep(max(0.0, LINK_CUT_S - (time.monotonic() - cut)))
+    finally:
+        cluster.network.mend(node)
+    mended = time.monotonic()
+    wait_until(lambda: not processes_of_cluster_job(cluster, session["job_id"]), GONE_AFTER_LINK_S + 30,
+               interval=0.5, message="the job's processes gone")
+    return LinkCut(told, over, time.monotonic() - mended)
 
 
 def test_a_nodes_link_cut_for_90_s_under_a_ready_session(service_factory, cluster, tmp_path, drill_record):
@@ -67,29 +78,17 @@ def test_a_nodes_link_cut_for_90_s_under_a_ready_session(service_factory, cluste
     svc.start()
     client = svc.client()
     session = client.launch("paraview", partition="cpu")
-    node, job = session["node"], session["job_id"]
-    assert processes_of_cluster_job(cluster, job)
-    cut = time.monotonic()
-    cluster.network.cut(node)
-    try:
-        over = wait_until(lambda: ended(client, session["id"]), LINK_CUT_S, interval=0.5,
-                          message="the session ended while its node was cut off")
-        told = time.monotonic() - cut
-        time.sleep(max(0.0, LINK_CUT_S - (time.monotonic() - cut)))
-    finally:
-        cluster.network.mend(node)
-    mended = time.monotonic()
-    wait_until(lambda: not processes_of_cluster_job(cluster, job), GONE_AFTER_LINK_S + 30, interval=0.5,
-               message="the job's processes gone from the node")
-    gone = time.monotonic() - mended
+    node = session["node"]
+    assert processes_of_cluster_job(cluster, session["job_id"])
+    cut = cut_under_session(cluster, client, session, node)
     audit = audit_jobs(cluster, svc, ignore)
-    drill_record(lost=int(over["end_reason"] != "node_failure"), orphaned=len(audit.orphaned),
-                 recover_s=round(gone, 1),
-                 note=f"the user was told {told:.0f} s after the cut: ended {over['end_reason']} "
-                      f"({over.get('detail') or 'no detail'})")
-    assert over["end_reason"] == "node_failure", over
+    drill_record(lost=int(cut.ended["end_reason"] != "node_failure"), orphaned=len(audit.orphaned),
+                 recover_s=round(cut.gone_s, 1),
+                 note=f"the user was told {cut.told_s:.0f} s after the cut: ended {cut.ended['end_reason']} "
+                      f"({cut.ended.get('detail') or 'no detail'})")
+    assert cut.ended["end_reason"] == "node_failure", cut.ended
     assert session["id"] not in routes.read()
-    assert gone <= GONE_AFTER_LINK_S, f"the job's processes lived {gone:.0f} s after the link came back"
+    assert cut.gone_s <= GONE_AFTER_LINK_S, f"the job's processes lived {cut.gone_s:.0f} s after the link came back"
     assert audit.ok, str(audit)
     back_in_service(cluster, node)
 
@@ -170,24 +169,12 @@ def test_a_parallel_session_loses_one_of_its_nodes(service_factory, cluster, tmp
     client = svc.client()
     session = client.launch("paraview", partition="cpu", nodes=2, ranks=2)
     other = "cpu02" if session["node"] == "cpu01" else "cpu01"
-    job = session["job_id"]
-    cut = time.monotonic()
-    cluster.network.cut(other)
-    try:
-        over = wait_until(lambda: ended(client, session["id"]), LINK_CUT_S, interval=0.5,
-                          message="the session ended while one of its nodes was cut off")
-        told = time.monotonic() - cut
-        time.sleep(max(0.0, LINK_CUT_S - (time.monotonic() - cut)))
-    finally:
-        cluster.network.mend(other)
-    mended = time.monotonic()
-    wait_until(lambda: not processes_of_cluster_job(cluster, job), GONE_AFTER_LINK_S + 30, interval=0.5,
-               message="the job's processes gone from both nodes")
-    gone = time.monotonic() - mended
+    cut = cut_under_session(cluster, client, session, other)
     audit = audit_jobs(cluster, svc, ignore)
-    drill_record(lost=int(over["end_reason"] != "node_failure"), orphaned=len(audit.orphaned),
-                 recover_s=round(gone, 1), note=f"the user was told {told:.0f} s after the cut: {over['end_reason']}")
-    assert over["end_reason"] == "node_failure", over
-    assert gone <= GONE_AFTER_LINK_S, f"the job's processes lived {gone:.0f} s after the link came back"
+    drill_record(lost=int(cut.ended["end_reason"] != "node_failure"), orphaned=len(audit.orphaned),
+                 recover_s=round(cut.gone_s, 1),
+                 note=f"the user was told {cut.told_s:.0f} s after the cut: {cut.ended['end_reason']}")
+    assert cut.ended["end_reason"] == "node_failure", cut.ended
+    assert cut.gone_s <= GONE_AFTER_LINK_S, f"the job's processes lived {cut.gone_s:.0f} s after the link came back"
     assert audit.ok, str(audit)
     back_in_service(cluster, other)
