@@ -50,9 +50,10 @@ def ask(host: str, port: int) -> str:
         return s.makefile().readline().strip()
 
 
-def listening_addresses(port: int) -> set[str]:
+def listening_addresses(cluster, node: str, port: int) -> set[str]:
     """The local addresses a TCP port listens on, as the node's ss shows them."""
-    out = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(cluster.on_node(node, ["ss", "-ltnH", f"sport = :{port}"]), capture_output=True, text=True,
+                         check=True).stdout
     return {line.split()[3].rsplit(":", 1)[0] for line in out.splitlines() if line.strip()}
 
 
@@ -123,10 +124,10 @@ def test_a_site_application_launches_and_every_ending_has_its_own_reason(service
     leaked = [p for p in seen for secret in secrets.values() if secret and secret in p]
     assert not leaked, leaked
     assert any("${secret}" in p and "argv_secret.py" in p for p in seen), seen
-    # pvhpc's own server listens where the front end dials (the address of the node's name, which the job
-    # reports), not on every interface of the node.
-    node_address = socket.gethostbyname(jobs[exits["id"]]["host"])
-    assert listening_addresses(jobs[exits["id"]]["port"]) == {node_address}, node_address
+    # pvhpc's own server listens where the front end dials (the node's address on its way to pvhpc, which the
+    # job reports), not on every interface of the node.
+    there = jobs[exits["id"]]
+    assert listening_addresses(cluster, there["node"], there["port"]) == {there["host"]}, there
 
     # A server that exits before it is ready: start_failed, with its last lines.
     failed = ended(client, broken["id"], 90)

@@ -155,6 +155,10 @@ class LocalCluster:
         """Where the login side reaches ``node`` (Slurm's NodeAddr for it)."""
         return self.network.host(node).address if self.multi_host else "127.0.0.1"
 
+    def on_node(self, node: str, argv: list[str]) -> list[str]:
+        """``argv`` as run on ``node``: inside its namespaces when it is a host of its own."""
+        return self.network.on_node(node, argv) if self.multi_host else argv
+
     def describe_shape(self) -> str:
         if self.multi_host:
             nodes = ", ".join(f"{h.name} {h.address}" for h in self.network.hosts)
@@ -383,7 +387,7 @@ PartitionName=cpu Nodes={','.join(CPU_NODES)} DefaultTime=01:00:00 MaxTime=08:00
         for node in self.nodes:
             if f"slurmd-{node}" not in running:
                 argv = [self.slurm.program("slurmd"), "-f", str(self.conf), "-N", node]
-                self._run_daemon(self.network.on_node(node, argv) if self.multi_host else argv, f"slurmd-{node}")
+                self._run_daemon(self.on_node(node, argv), f"slurmd-{node}")
         self.wait_nodes_idle(timeout)
 
     def _sinfo_states(self) -> dict[str, str]:
