@@ -441,11 +441,15 @@ class Watcher:
         return self.out.read_text().splitlines()
 
 
-def as_bob(bob: str, *argv, timeout=120, **env) -> subprocess.CompletedProcess:
-    """``argv`` run as bob; ``env``: more of his environment (what must not show on his own command line)."""
+def as_bob(bob: str, *argv, timeout=120, on=None, **env) -> subprocess.CompletedProcess:
+    """``argv`` run as bob (on ``on``: a (cluster, node) whose network he is on, where the nodes are hosts of their
+    own); ``env``: more of his environment (what must not show on his own command line)."""
     home = pwd.getpwnam(bob).pw_dir
-    return subprocess.run(["runuser", "-u", bob, "--", *argv], capture_output=True, text=True, timeout=timeout,
-                          cwd="/", env=dict(os.environ, HOME=home, **env))
+    command = ["runuser", "-u", bob, "--", *argv]
+    if on is not None:
+        command = on[0].on_node(on[1], command)
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd="/",
+                          env=dict(os.environ, HOME=home, **env))
 
 
 def environment_of(pid: int) -> dict[str, str]:
@@ -550,12 +554,14 @@ except socket.timeout:
 """
 
 
-def listening(port: int) -> bool:
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[1].endswith(f":{port:04X}") and fields[3] == "0A":
-                return True
+def listening(cluster, node: str, port: int) -> bool:
+    """Whether ``port`` listens on ``node`` (its own network's sockets, where it is a host of its own)."""
+    tables = subprocess.run(cluster.on_node(node, ["cat", "/proc/net/tcp", "/proc/net/tcp6"]), capture_output=True,
+                            text=True).stdout
+    for line in tables.splitlines():
+        fields = line.split()
+        if len(fields) > 3 and fields[1].endswith(f":{port:04X}") and fields[3] == "0A":
+            return True
     return False
 
 
@@ -585,13 +591,21 @@ def test_another_user_cannot_take_or_hold_a_parallel_sessions_ranks(unix_users, 
         session = alice.create("paraview", partition="cpu", nodes=2, ranks=2)
 
         def ranks_port():
-            for line in as_bob(bob_user, "ps", "-u", alice_user, "-o", "args").stdout.splitlines():
-                found = re.search(r"pvserver .*--server-port=(\d+).*--connect-id=(\S+)", line)
-                if found and not line.startswith(("mpiexec", "srun")) and listening(int(found.group(1))):
-                    return int(found.group(1)), found.group(2)
+            for line in as_bob(bob_user, "ps", "-u", alice_user, "-o", "pid=,args=").stdout.splitlines():
+                pid, _, args = line.strip().partition(" ")
+                found = re.search(r"pvserver .*--server-port=(\d+).*--connect-id=(\S+)", args)
+                if not found or args.startswith(("mpiexec", "srun")):
+                    continue
+                try:   # which node it runs on (root reads that; bob would try every node)
+                    node = environment_of(int(pid)).get("SLURMD_NODENAME", "")
+                except OSError:
+                    continue
+                if node and listening(cluster, node, int(found.group(1))):
+                    return int(found.group(1)), found.group(2), node
             return None
 
-        port, shown_id = wait_until(ranks_port, 90, message="alice's root rank listening, as bob sees it")
+        port, shown_id, rank_node = wait_until(ranks_port, 90, message="alice's root rank listening, as bob sees it")
+        on_rank_node = (cluster, rank_node)
 
         def real_connect_id():   # root reads it where it is: in the environment of alice's processes
             for line in processes_of_cluster_job(cluster, session["job_id"]):
@@ -603,15 +617,15 @@ def test_another_user_cannot_take_or_hold_a_parallel_sessions_ranks(unix_users, 
         real_id = wait_until(real_connect_id, 30, message="alice's launcher started")
         assert shown_id != real_id
         hold = ["/usr/bin/python3", str(shared / "bob" / "hold.py"), str(port), "20"]
-        held = as_bob(bob_user, *hold).stdout.strip()
+        held = as_bob(bob_user, *hold, on=on_rank_node).stdout.strip()
         assert held.startswith("CLOSED after"), held
         for connect_id in (shown_id, real_id):
             tried = as_bob(bob_user, "/usr/bin/pvpython", "--no-mpi", str(shared / "bob" / "connect.py"), str(port),
-                           TRY_CONNECT_ID=connect_id)
+                           on=on_rank_node, TRY_CONNECT_ID=connect_id)
             assert tried.stdout.strip().splitlines()[-1:] == ["REFUSED"], tried.stdout + tried.stderr
         # A connection bob holds open as alice's web server starts: it is closed too, and holds nothing up.
-        holder = subprocess.Popen(["runuser", "-u", bob_user, "--", *hold], stdout=subprocess.PIPE, text=True,
-                                  cwd="/")
+        holder = subprocess.Popen(cluster.on_node(rank_node, ["runuser", "-u", bob_user, "--", *hold]),
+                                  stdout=subprocess.PIPE, text=True, cwd="/")
         time.sleep(1)
         go.touch()
         ready = alice.wait(session["id"], until=("ready", "ended"), timeout=150)
