@@ -38,10 +38,14 @@ INTRO = """\
 # Fault drills
 
 What happens to sessions when a part of the system fails, tried on the real local cluster (Slurm, ParaView
-under Xvfb, PostgreSQL, SQLite) by the tests in `tests/test_fault_drills.py` and `tests/test_scale_out.py`. Every
-drill runs its own pvhpc services polling Slurm every {poll} s; those in `tests/test_fault_drills.py` use the Apache
-front end, whose map file is read straight from disk, the scale-out drill two services with the built-in proxy on
-one PostgreSQL.
+under Xvfb, PostgreSQL, SQLite) by the tests in `tests/test_fault_drills.py`, `tests/test_network_drills.py` and
+`tests/test_scale_out.py`. The cluster's compute nodes are hosts of their own (a network namespace, address and
+host name each; the login side apart), so the network drills cut what really joins them: a node's link, or one
+path from it. Every drill runs its own pvhpc services polling Slurm every {poll} s; most use the Apache front end,
+whose map file is read straight from disk, the scale-out drill two services with the built-in proxy on one
+PostgreSQL. The network drills time how soon the user is told and how soon nothing of a session is left on its
+node once the link is back: the node's watchdog (`runtime.watchdog_interval`, 15 s) ends a session's processes
+when pvhpc says it has ended, before Slurm takes the node back.
 Regenerate this page with `python bench/drill_report.py` (it runs `pytest -m drill tests`).
 
 Last run: {when}, {system}, {cpus} cores (other work may have shared them): {summary}.
