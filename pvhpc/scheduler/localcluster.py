@@ -118,8 +118,8 @@ class LocalCluster:
         self.shape_note = ""
         if hosts is None and recorded is not None:
             hosts = recorded.get("shape") == "hosts"
-        elif hosts is None and self.conf.exists():
-            hosts = False   # written before nodes could be hosts: its daemons, if they run, are of this host
+        elif hosts is None and self.conf.exists() and any(d.running for d in self.status()):
+            hosts = False   # started before nodes could be hosts: its running daemons are of this host
         if hosts is None or hosts:
             why_not = NodeNetwork.usable()
             if why_not and hosts:
