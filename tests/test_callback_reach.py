@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from pvhpc import config
+from pvhpc import config, hostaddresses
 from pvhpc.cli import callback_reach, config_check, doctor
 from pvhpc.cli.callback_reach import ELSEWHERE, HERE, UNKNOWN, NodePlace
 from pvhpc.cli.check_report import FAIL, OK, SKIP, WARN
@@ -49,10 +49,10 @@ def test_hosts_that_are_not_loopback_wherever_resolved(host):
     assert not callback_reach.is_loopback_host(host)
 
 
-def test_local_addresses_are_those_this_host_can_bind():
-    assert callback_reach.is_local("127.0.0.1") and callback_reach.is_local("127.0.1.1")
-    assert not callback_reach.is_local("198.51.100.7"), "TEST-NET-2 is nobody's address"
-    assert not callback_reach.is_local("gpu01"), "a name is not an address"
+def test_local_addresses_are_this_hosts_own():
+    assert hostaddresses.is_local("127.0.0.1") and hostaddresses.is_local("127.0.1.1")
+    assert not hostaddresses.is_local("198.51.100.7"), "TEST-NET-2 is nobody's address"
+    assert not hostaddresses.is_local("gpu01"), "a name is not an address"
 
 
 def test_a_node_slurm_gives_an_address_is_placed_by_it_not_by_its_names():

@@ -19,7 +19,7 @@ import threading
 
 import pytest
 
-from pvhpc import config
+from pvhpc import config, hostaddresses
 from pvhpc.db.store import Change, SessionRecord, Store
 from pvhpc.paths import JOB_HELPER
 from pvhpc.sessions import nodeaddresses
@@ -170,7 +170,7 @@ def test_loopback_and_other_hosts_are_refused_from_a_node_elsewhere():
 def test_loopback_is_taken_when_the_node_is_this_very_host():
     here = {"gpu01": set(), "vm": {"127.0.0.1"}}
     def all_here(addresses):
-        return all(nodeaddresses.is_local(a) for a in addresses)
+        return all(hostaddresses.is_local(a) for a in addresses)
 
     assert nodeaddresses.checked_address("127.0.0.1", {"127.0.0.1"}, here, all_here) == "127.0.0.1"
     assert nodeaddresses.checked_address("127.0.0.1", {"127.0.0.1"}, ELSEWHERE, all_here) is None
@@ -184,10 +184,10 @@ def test_the_peer_is_preferred_among_several_addresses_of_a_name():
 
 
 def test_this_hosts_own_addresses_are_local_and_others_are_not():
-    assert nodeaddresses.is_local("127.0.0.1") and nodeaddresses.is_local("127.0.1.1")
+    assert hostaddresses.is_local("127.0.0.1") and hostaddresses.is_local("127.0.1.1")
     own = launcher.route_address("192.0.2.1", 9) or launcher.route_address("127.0.0.1", 9)
-    assert nodeaddresses.is_local(own)
-    assert not nodeaddresses.is_local("203.0.113.9")   # TEST-NET-3: nobody's
+    assert hostaddresses.is_local(own)
+    assert not hostaddresses.is_local("203.0.113.9")   # TEST-NET-3: nobody's
 
 
 def test_getent_answers_are_read_per_name():

@@ -5,10 +5,10 @@ Left out, service.callback_url is public_url, and that is http://127.0.0.1:PORT 
 Whether that is wrong depends on where the partitions' nodes are, which only Slurm knows. ``pvhpc config check``
 asks Slurm already (partitions, ``sbatch --test-only``), so this judgement is one of its checks rather than
 doctor's: each node's names and addresses as Slurm gives them (NodeName, NodeAddr, NodeHostname) are resolved
-here, and a node is this host when every address they give is one this host can bind. A loopback callback with
-any node elsewhere fails, naming the nodes and an address of this host on its route to them. When Slurm cannot
-be asked, the config alone still shows a loopback callback: a warning that names the key to set and says the
-nodes could not be looked at (it is not a failure: a one-host cluster is a real site).
+here, and a node is this host when every address they give is one of this host's own (pvhpc/hostaddresses.py).
+A loopback callback with any node elsewhere fails, naming the nodes and an address of this host on its route to
+them. When Slurm cannot be asked, the config alone still shows a loopback callback: a warning that names the key
+to set and says the nodes could not be looked at (it is not a failure: a one-host cluster is a real site).
 
 A host name is resolved by each node for itself, so one that resolves to loopback only here (the 127.0.1.1 line
 Debian's installer writes for the host's own name) is a warning, not a failure. Only a job that really calls
@@ -18,7 +18,6 @@ back proves the path; ``pvhpc doctor``'s probe job does (pvhpc/cli/probe.py).
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import socket
 from dataclasses import dataclass
 from typing import Callable
@@ -26,6 +25,7 @@ from urllib.parse import urlsplit
 
 from pvhpc.cli.check_report import FAIL, OK, SKIP, WARN, Check
 from pvhpc.config import SiteConfig
+from pvhpc.hostaddresses import addresses_of, as_address, is_local, is_loopback, route_source
 from pvhpc.scheduler import PartitionInfo, Scheduler, SchedulerUnavailable
 
 HERE, ELSEWHERE, UNKNOWN = "here", "elsewhere", "unknown"
@@ -36,63 +36,11 @@ def url_host(url: str) -> str:
     return urlsplit(url).hostname or ""
 
 
-def _literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        found = ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
-    except ValueError:
-        return None
-    mapped = getattr(found, "ipv4_mapped", None)   # ::ffff:127.0.0.1 is IPv4's loopback
-    return mapped or found
-
-
-def is_loopback_address(address: str) -> bool:
-    found = _literal(address)
-    return found is not None and found.is_loopback
-
-
 def is_loopback_host(host: str) -> bool:
     """A host that is loopback wherever it is resolved: an address of 127.0.0.0/8 or ::1, or localhost (names under
     .localhost are loopback by RFC 6761)."""
     host = host.lower().rstrip(".")
-    return host == "localhost" or host.endswith(".localhost") or is_loopback_address(host)
-
-
-def resolve(host: str) -> set[str]:
-    """The addresses ``host`` has here (an address is its own); none when it does not resolve."""
-    if _literal(host) is not None:
-        return {str(_literal(host))}
-    try:
-        return {info[4][0] for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)}
-    except (OSError, UnicodeError):
-        return set()
-
-
-def is_local(address: str) -> bool:
-    """Whether ``address`` is one of this host's own: the kernel lets a socket bind only to those."""
-    found = _literal(address)
-    if found is None:
-        return False
-    family = socket.AF_INET6 if found.version == 6 else socket.AF_INET
-    try:
-        with socket.socket(family, socket.SOCK_DGRAM) as s:
-            s.bind((str(found), 0))
-        return True
-    except OSError:
-        return False
-
-
-def route_source(address: str) -> str | None:
-    """This host's address on its route to ``address`` (a UDP socket's connect sends nothing), or None."""
-    found = _literal(address)
-    if found is None:
-        return None
-    family = socket.AF_INET6 if found.version == 6 else socket.AF_INET
-    try:
-        with socket.socket(family, socket.SOCK_DGRAM) as s:
-            s.connect((str(found), 9))
-            return s.getsockname()[0]
-    except OSError:
-        return None
+    return host == "localhost" or host.endswith(".localhost") or is_loopback(host)
 
 
 @dataclass(frozen=True)
@@ -102,11 +50,11 @@ class NodePlace:
     addresses: tuple[str, ...]      # elsewhere: its addresses that are not this host's; here: its addresses
 
 
-def place_of(node: str, names: set[str], resolve: Callable[[str], set[str]] = resolve,
+def place_of(node: str, names: set[str], resolve: Callable[[str], set[str]] = addresses_of,
              is_local: Callable[[str], bool] = is_local) -> NodePlace:
     """Where ``node`` is, from what Slurm calls it. Where Slurm gives an address (NodeAddr=10.1.2.3), that is the
     node, and its names are not looked up: the login node may not resolve them, and a site's DNS may be slow."""
-    given = {str(_literal(n)) for n in names if _literal(n) is not None}
+    given = {str(a) for a in map(as_address, names) if a is not None}
     addresses = given or set().union(*(resolve(n) for n in sorted(names)))
     if not addresses:
         return NodePlace(node, UNKNOWN, ())
@@ -123,7 +71,7 @@ def suggested_url(places: list[NodePlace], listen_port: int, scheme: str = "http
     for place in places:
         for address in place.addresses:
             source = route_source(address)
-            if source and not is_loopback_address(source):
+            if source and not is_loopback(source):
                 shown = f"[{source}]" if ":" in source else source
                 return f"{scheme}://{shown}:{listen_port}", f"this host's address on its route to {place.node}"
     return f"{scheme}://{socket.getfqdn()}:{listen_port}", "this host's name"
@@ -139,7 +87,7 @@ def _names(places: list[NodePlace], limit: int = 6) -> str:
 
 
 def judge(cfg: SiteConfig, places: list[NodePlace] | None, unknown_why: str = "",
-          resolve: Callable[[str], set[str]] = resolve, is_local: Callable[[str], bool] = is_local,
+          resolve: Callable[[str], set[str]] = addresses_of, is_local: Callable[[str], bool] = is_local,
           route_source: Callable[[str], str | None] = route_source) -> list[Check]:
     """Each callback URL against where the partitions' nodes are (``places``, from Slurm), or, with ``places``
     None (Slurm could not be asked: ``unknown_why``), against the config alone. Pure but for the look-ups given."""
@@ -157,7 +105,7 @@ def judge(cfg: SiteConfig, places: list[NodePlace] | None, unknown_why: str = ""
         host = url_host(url)
         loopback = is_loopback_host(host)
         here = [] if loopback else sorted(resolve(host))
-        named_loopback = bool(here) and all(is_loopback_address(a) for a in here)
+        named_loopback = bool(here) and all(is_loopback(a) for a in here)
         said = (f"{url} (what {key} is when left out: public_url, from service.listen {listen})"
                 if len(service.callback_urls) == 1 and url == default_url else url)
         suggestion, reason = suggested_url(elsewhere, service.listen_port, urlsplit(url).scheme or "http",

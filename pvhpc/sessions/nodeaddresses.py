@@ -20,6 +20,8 @@ import shlex
 import socket
 from typing import Awaitable, Callable, Iterable
 
+from pvhpc.hostaddresses import addresses_of, is_loopback
+
 # Names (or addresses) -> the IPv4 addresses each gives on the side that dials; empty for one that gives none.
 Resolver = Callable[[Iterable[str]], Awaitable[dict[str, set[str]]]]
 
@@ -31,38 +33,11 @@ def is_ipv4(text: str) -> bool:
         return False
 
 
-def is_loopback(address: str) -> bool:
-    return ipaddress.ip_address(address).is_loopback
-
-
-def is_local(address: str) -> bool:
-    """Whether ``address`` is this host's own: loopback, or the kernel routes to it through its local table
-    (the source address it picks for it is the address itself). Not by bind(), which net.ipv4.ip_nonlocal_bind
-    lets succeed for any address."""
-    if is_loopback(address):
-        return True
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.connect((address, 9))   # no packet is sent: a UDP connect only looks up the route
-        except OSError:
-            return False
-        return s.getsockname()[0] == address
-
-
 async def resolve_here(names: Iterable[str]) -> dict[str, set[str]]:
     """Each name's IPv4 addresses as this host resolves them."""
-    loop = asyncio.get_running_loop()
-
-    async def one(name: str) -> set[str]:
-        if is_ipv4(name):
-            return {name}
-        try:
-            return {info[4][0] for info in await loop.getaddrinfo(name, None, family=socket.AF_INET)}
-        except (OSError, UnicodeError):
-            return set()
-
     names = sorted(set(names))
-    return dict(zip(names, await asyncio.gather(*(one(n) for n in names))))
+    found = await asyncio.gather(*(asyncio.to_thread(addresses_of, n, socket.AF_INET) for n in names))
+    return dict(zip(names, found))
 
 
 def over_ssh(link) -> Resolver:
@@ -103,10 +78,10 @@ def checked_address(reported: str, reported_gives: set[str], node_view: dict[str
     the job's node's; else None.
 
     ``node_view``: each of Slurm's names and addresses for the job's node(s), with what it gives here.
-    ``node_is_here(addresses)``: whether those are all this host's own (is_local), asked only for a report
-    of an address Slurm's names do not give. ``peer``: where the report came from, preferred among several addresses a name gives, and the node's
-    address when the name is one this side cannot resolve (behind a reverse proxy it is the proxy's, which is
-    none of the node's)."""
+    ``node_is_here(addresses)``: whether those are all this host's own (hostaddresses.is_local), asked only for
+    a report of an address Slurm's names do not give. ``peer``: where the report came from, preferred among
+    several addresses a name gives, and the node's address when the name is one this side cannot resolve (behind
+    a reverse proxy it is the proxy's, which is none of the node's)."""
     node_addresses = set().union(*node_view.values()) if node_view else set()
     if reported_gives:
         candidates = set(reported_gives)

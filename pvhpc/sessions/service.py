@@ -17,6 +17,7 @@ import string
 from datetime import timedelta
 from typing import Iterable
 
+from pvhpc import hostaddresses
 from pvhpc.sessions import lifecycle, nodeaddresses
 from pvhpc.config import SiteConfig
 from pvhpc.errors import PvhpcError
@@ -355,7 +356,7 @@ class SessionService:
         if address is None:
             said = host if reported_gives in (set(), {host}) else f"{host} ({', '.join(sorted(reported_gives))})"
             hint = ""
-            if any(nodeaddresses.is_loopback(a) for a in reported_gives):
+            if any(hostaddresses.is_loopback(a) for a in reported_gives):
                 hint = ("; a loopback address is taken only from a node that is this very host: the node's server "
                         "must listen where this host reaches it (is service.callback_url reachable from the node?)")
             raise ServiceError(f"the report says {said}, which is not node {job.nodes} where job {job_id} runs: "
@@ -364,7 +365,7 @@ class SessionService:
 
     @staticmethod
     def _all_local(addresses: set[str]) -> bool:
-        return all(nodeaddresses.is_local(a) for a in addresses)
+        return all(hostaddresses.is_local(a) for a in addresses)
 
     # -- waiting -----------------------------------------------------------------
     async def wait_for(self, session_id: str, states: Iterable[SessionState], timeout: float) -> SessionRecord:
