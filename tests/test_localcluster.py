@@ -66,6 +66,27 @@ def test_second_cluster_starts_and_stops_only_itself(cluster):
 
 
 @pytest.mark.cluster
+def test_the_nodes_are_hosts_of_their_own_that_the_login_side_knows_by_address(cluster):
+    """Each node has its own address, host name and hosts file; Slurm knows it by that address; the login side
+    (this machine) reaches it there but does not resolve its name, and a job runs inside it."""
+    if not cluster.multi_host:
+        pytest.skip(f"not here: {cluster.describe_shape()}")
+    env = dict(os.environ, **cluster.environment())
+    for node in cluster.nodes:
+        address = cluster.node_address(node)
+        shown = subprocess.run(["scontrol", "show", "node", node], env=env, capture_output=True, text=True).stdout
+        assert f"NodeAddr={address} " in shown and f"NodeHostName={node} " in shown, shown
+        inside = subprocess.run(cluster.on_node(node, ["sh", "-c", "hostname; hostname -I; getent hosts cpu02"]),
+                                capture_output=True, text=True, timeout=30).stdout.split()
+        assert inside[:2] == [node, address] and inside[2:4] == [cluster.node_address("cpu02"), "cpu02"], inside
+    assert subprocess.run(["getent", "hosts", "cpu01"], capture_output=True).returncode != 0, \
+        "this machine resolves the node's name: nothing would catch pvhpc dialling a name"
+    job = subprocess.run(["srun", "-p", "cpu", "-w", "cpu02", "sh", "-c", "hostname; hostname -I"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert job.stdout.split() == ["cpu02", cluster.node_address("cpu02")], job.stdout + job.stderr
+
+
+@pytest.mark.cluster
 def test_the_test_cluster_runs_its_own_slurms_tools_and_jobs_see_them(cluster, tmp_path):
     """The test cluster runs the Slurm chosen for it (--slurm, else the newest installed: 25.11 where its source
     is beside the checkout); its environment and its jobs' find that release's tools, not Debian's first."""
@@ -139,3 +160,21 @@ def test_demo_runs_the_whole_path(cluster, runtime_dir, tmp_path):
     assert f"on Slurm {cluster.slurm.version} ({cluster.slurm.prefix})" in proc.stdout
     assert "ready in" in proc.stdout and "ended (cancelled by its user)" in proc.stdout
     assert foreground_fraction(image.read_bytes()) > 0.02
+
+
+def test_each_clusters_nodes_get_names_and_addresses_of_their_own():
+    """Named after the base port: two clusters never share a namespace, link or subnet, and every link name fits
+    the kernel's 15 characters."""
+    from pvhpc.scheduler.nodehosts import NodeNetwork
+
+    nodes = ("gpu01", "gpu02", "cpu01", "cpu02")
+    one, two = NodeNetwork(17000, nodes, "login"), NodeNetwork(17005, nodes, "login")
+    assert not one.subnet.overlaps(two.subnet)
+    assert not {h.netns for h in one.hosts} & {h.netns for h in two.hosts}
+    assert len({h.address for h in one.hosts} | {one.login_address}) == 5
+    for net in (one, two, NodeNetwork(65535, nodes, "login")):
+        assert all(len(name) <= 15 for name in [net.bridge, *(h.link for h in net.hosts)])
+    hosts = one.hosts_text()
+    assert f"{one.login_address} login" in hosts and "127.0.1.1" not in hosts
+    with pytest.raises(Exception, match="base port 80"):
+        NodeNetwork(80, nodes, "login")
