@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -227,6 +228,29 @@ def test_asking_tries_each_url_in_turn_and_names_only_hosts(pvhpc_stand_in):
     answer = watchdog.ask([down, gateway.url], "tok", 2)
     assert answer.kind == UNREACHED and "HTTP 502" in answer.words and "refused" in answer.words
     assert "s3cr3t" not in answer.words and "/api" not in answer.words, "the job log must not name the session"
+
+
+def test_an_answer_that_is_not_http_is_no_answer_from_pvhpc_and_never_ends_the_watch():
+    """Something else on the port, or a connection cut mid-answer: http.client's errors are not OSErrors."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def answer_garbage():
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(4096)
+            conn.sendall(b"SSH-2.0-OpenSSH\r\n")
+
+    threading.Thread(target=answer_garbage, daemon=True).start()
+    port = listener.getsockname()[1]
+    try:
+        answer = watchdog.ask([f"http://127.0.0.1:{port}{SESSION_PATH}"], "tok", 2)
+        assert answer.kind == UNREACHED and answer.words.startswith(f"127.0.0.1:{port}: ")
+    finally:
+        listener.close()
+
+
+def test_the_log_names_a_callback_url_by_its_host_and_port_only():
+    assert watchdog.where(f"http://user:pw@login1:8480{SESSION_PATH}") == "login1:8480"
 
 
 # -- the launcher and parallel.py, as the job runs them ------------------------------------------------------

@@ -17,6 +17,7 @@ and 504, which a gateway gives when it could not reach pvhpc. Standard library o
 imports nothing from pvhpc. What it prints goes to the job's log: no URL (they name the session), only hosts.
 """
 
+import http.client
 import json
 import math
 import threading
@@ -57,8 +58,9 @@ def settings(text):
 
 
 def where(url):
-    """The host and port of a callback URL: what the log may say of it (its path names the session)."""
-    return urllib.parse.urlsplit(url).netloc or "(no host)"
+    """The host and port of a callback URL: what the log may say of it (its path names the session, and a
+    user:password before the host is a secret)."""
+    return urllib.parse.urlsplit(url).netloc.rpartition("@")[2] or "(no host)"
 
 
 def ask(urls, token, timeout):
@@ -77,8 +79,11 @@ def ask(urls, token, timeout):
                 unreached.append(f"{where(url)}: HTTP {e.code}")
                 continue
             return Answer(NO_VERDICT, f"{where(url)} answered HTTP {e.code}")
-        except (urllib.error.URLError, OSError) as e:
-            unreached.append(f"{where(url)}: {getattr(e, 'reason', None) or e}")
+        except (OSError, http.client.HTTPException) as e:
+            # Not HTTP at all (something else on that port, a connection cut mid-answer) is no answer from pvhpc
+            # either; an exception let out here would end the watchdog's thread, and the watch with it.
+            why = getattr(e, "reason", e)
+            unreached.append(f"{where(url)}: {str(why) or type(why).__name__}")
             continue
         try:
             verdict = json.loads(body)
