@@ -85,15 +85,23 @@ def recorded_prefix(conf: str | os.PathLike) -> str | None:
         return None
 
 
+def recorded_shape(conf: str | os.PathLike) -> dict[str, str] | None:
+    """How the cluster whose slurm.conf is ``conf`` was last started (``shape``, ``base_port``), if it was."""
+    try:
+        return dict(word.split("=", 1) for word in (Path(conf).parent / SHAPE_RECORD).read_text().split())
+    except (OSError, ValueError):
+        return None
+
+
 def recorded_login_address(conf: str | os.PathLike) -> str | None:
     """Where the nodes of the cluster whose slurm.conf is ``conf`` reach the login side, if they are hosts of
     their own; None when they are processes of this host (or it never started)."""
+    shape = recorded_shape(conf) or {}
+    if shape.get("shape") != "hosts":
+        return None
     try:
-        shape = dict(line.split("=", 1) for line in (Path(conf).parent / SHAPE_RECORD).read_text().split())
-        if shape.get("shape") != "hosts":
-            return None
         return NodeNetwork(int(shape["base_port"]), (), "").login_address
-    except (OSError, ValueError, KeyError):
+    except (ValueError, KeyError):
         return None
 
 
@@ -109,7 +117,7 @@ class LocalCluster:
         self.dir = Path(directory).resolve()
         self.hostname = socket.gethostname()
         self._slurm = slurm
-        recorded = self._recorded_shape()
+        recorded = recorded_shape(self.conf)
         if recorded is not None:
             # A directory started before goes on as it was: its ports and its nodes' network are named there.
             base_port = int(recorded.get("base_port", base_port))
@@ -140,12 +148,6 @@ class LocalCluster:
 
     def _recorded_prefix(self) -> str | None:
         return recorded_prefix(self.conf)
-
-    def _recorded_shape(self) -> dict[str, str] | None:
-        try:
-            return dict(line.split("=", 1) for line in (self.dir / "etc" / SHAPE_RECORD).read_text().split())
-        except (OSError, ValueError):
-            return None
 
     # -- where things are ------------------------------------------------
     @property
