@@ -157,7 +157,3 @@ class PartitionProbe:
             return ProbeResult(job_id, node, host, port, image, timings)
         finally:
             await scheduler.cancel(job_id)
-
-
-async def probe_partition(config: SiteConfig, scheduler: Scheduler, partition: str, timeout: float = 180) -> ProbeResult:
-    return await PartitionProbe(config, scheduler, partition, timeout).run()
