@@ -49,7 +49,8 @@ def over_ssh(link) -> Resolver:
         found = {n: {n} for n in names if is_ipv4(n)}
         asked = [n for n in names if n not in found]
         if asked:
-            # One command for all: each name's answer after a line of its own naming it.
+            # One command for all the names, so one SSH round trip, not one per name; each name's answer follows
+            # a line naming it, since getent prints nothing for a name it cannot resolve.
             command = "; ".join(f"echo {shlex.quote('== ' + n)}; getent ahostsv4 {shlex.quote(n)}" for n in asked)
             _, out, _ = await link.run(command)
             found.update(parse_getent(out, asked))
