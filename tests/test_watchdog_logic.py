@@ -213,6 +213,8 @@ def test_asking_reads_pvhpcs_verdict_with_the_jobs_token(pvhpc_stand_in):
     assert (answer.kind, answer.words) == (ENDED, "pvhpc says this session has ended (node_failure)")
     pvhpc.verdict = (403, {"error": "unknown session or wrong report token"})
     assert watchdog.ask([pvhpc.url], "tok", 2).kind == ENDED
+    pvhpc.verdict = (403, ["a proxy before pvhpc, not pvhpc"])   # ends nothing: not pvhpc's own refusal
+    assert watchdog.ask([pvhpc.url], "tok", 2).kind == NO_VERDICT
     pvhpc.verdict = (503, {"error": "the database is down"})
     assert watchdog.ask([pvhpc.url], "tok", 2).kind == NO_VERDICT
     pvhpc.verdict = (200, {"something": "else"})

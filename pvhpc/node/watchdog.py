@@ -63,6 +63,16 @@ def where(url):
     return urllib.parse.urlsplit(url).netloc.rpartition("@")[2] or "(no host)"
 
 
+def pvhpcs_error(answer):
+    """Whether an error answer is pvhpc's own ({"error": ...}): a proxy or firewall before it may say 403 too, and
+    that must not end every session behind it."""
+    try:
+        said = json.loads(answer.read(LONGEST_ANSWER))
+    except (ValueError, OSError, http.client.HTTPException):
+        return False
+    return isinstance(said, dict) and isinstance(said.get("error"), str)
+
+
 def ask(urls, token, timeout):
     """Whether pvhpc holds the session live, asked at each URL in order until one answers."""
     unreached = []
@@ -73,7 +83,7 @@ def ask(urls, token, timeout):
             with urllib.request.urlopen(request, timeout=timeout) as response:
                 body = response.read(LONGEST_ANSWER)
         except urllib.error.HTTPError as e:
-            if e.code == 403:
+            if e.code == 403 and pvhpcs_error(e):
                 return Answer(ENDED, "pvhpc knows no session with this job's token (HTTP 403)")
             if e.code in GATEWAY_FAILURES:
                 unreached.append(f"{where(url)}: HTTP {e.code}")
