@@ -51,7 +51,7 @@ async def _demo(args, cluster: LocalCluster) -> int:
     cfg = site_config.embedded_defaults(cluster.conf, listen=f"127.0.0.1:{args.port}")
     app = PvhpcApp(cfg)
     port = await app.start()
-    base = f"http://127.0.0.1:{port}"
+    base = f"http://{cfg.service.listen_host}:{port}"   # the login side's address where the nodes are hosts
     print(f"3. pvhpc service on {base} (database {app.ctx.store.safe_url})", flush=True)
     try:
         started = time.monotonic()
@@ -63,7 +63,7 @@ async def _demo(args, cluster: LocalCluster) -> int:
             print(f"pvhpc demo: the launcher answered {status}: {session.get('error')}", file=sys.stderr)
             return 1
         ready = time.monotonic() - started
-        url = session["sessionURL"].replace("USE_HOST", f"127.0.0.1:{port}")
+        url = session["sessionURL"].replace("USE_HOST", f"{cfg.service.listen_host}:{port}")
         print(f"   session {session['id'][:8]}… ready in {ready:.1f} s: job {session['job_id']} on node "
               f"{session['node']}, server at the node's address {session['host']}:{session['port']}")
         print(f"5. connecting to {url} with the session's secret ...", flush=True)

@@ -24,7 +24,7 @@ import yaml
 from pvhpc import paths
 from pvhpc.config import checks
 from pvhpc.config.checks import NAME
-from pvhpc.config.keys import RENDER_MODES, SITE
+from pvhpc.config.keys import DEFAULT_LISTEN, RENDER_MODES, SITE
 from pvhpc.config.model import (ApplicationConfig, AuthConfig, FrontendConfig, Limits, PartitionConfig, Range,
                                 RuntimeConfig, SchedulerConfig, ServiceConfig, SiteConfig, SSHConfig)
 from pvhpc.config.schema import ConfigError, Reader
@@ -182,10 +182,12 @@ def embedded_defaults(cluster_conf: Path | None = None, **service: Any) -> SiteC
     login = recorded_login_address(conf)
     if login and "callback_url" not in service:
         # The nodes are hosts of their own: they reach pvhpc at the login side's address on their network, not at
-        # this machine's loopback. The service listens there too (on every address: browsers keep 127.0.0.1).
-        port = int(str(service.get("listen", "127.0.0.1:8480")).rsplit(":", 1)[1])
-        service = {**service, "listen": f"0.0.0.0:{port}", "public_url": service.get("public_url",
-                   f"http://127.0.0.1:{port}"), "callback_url": f"http://{login}:{port}"}
+        # this machine's loopback. The service listens there alone, not on every address: with the embedded
+        # defaults whoever reaches it is its one local user.
+        port = int(str(service.get("listen", DEFAULT_LISTEN)).rsplit(":", 1)[1])
+        url = f"http://{login}:{port}"
+        service = {**service, "listen": f"{login}:{port}", "public_url": service.get("public_url", url),
+                   "callback_url": url}
     scheduler = {"environment": {"SLURM_CONF": str(conf)}}
     if recorded_prefix(conf):   # the Slurm the local cluster was started with (pvhpc cluster start --slurm)
         scheduler["slurm_prefix"] = recorded_prefix(conf)

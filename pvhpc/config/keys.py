@@ -22,6 +22,8 @@ from pvhpc.sessions import command, parallel
 RENDER_MODES = ("xvfb", "egl", "osmesa")
 STATE = "pvhpc's state directory ($PVHPC_STATE_DIR, else /var/lib/pvhpc for root, ~/.local/share/pvhpc for others)"
 
+DEFAULT_LISTEN = "127.0.0.1:8480"
+
 
 def current_user() -> str:
     import pwd
@@ -59,7 +61,7 @@ def _session_url(ctx) -> str:
 
 
 SERVICE = Section("service", ServiceConfig, help="the pvhpc service itself", keys=(
-    Key("listen", checks.listen_address, "127.0.0.1:8480", "HOST:PORT the Tornado service binds",
+    Key("listen", checks.listen_address, DEFAULT_LISTEN, "HOST:PORT the Tornado service binds",
         field=("listen_host", "listen_port")),
     Key("public_url", checks.http_url,
         Derived(_public_url, "http://HOST:PORT of listen, with 127.0.0.1 for 0.0.0.0 and ::"),

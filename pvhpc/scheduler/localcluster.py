@@ -101,7 +101,7 @@ def recorded_login_address(conf: str | os.PathLike) -> str | None:
         return None
     try:
         return NodeNetwork(int(shape["base_port"]), (), "").login_address
-    except (ValueError, KeyError):
+    except (ValueError, KeyError, NodeNetworkError):
         return None
 
 
@@ -128,14 +128,19 @@ class LocalCluster:
             hosts = recorded.get("shape") == "hosts"
         elif hosts is None and self.conf.exists() and any(d.running for d in self.status()):
             hosts = False   # started before nodes could be hosts: its running daemons are of this host
+        self._hosts_asked = hosts
         if hosts is None or hosts:
-            why_not = NodeNetwork.usable()
-            if why_not and hosts:
-                raise ClusterError(f"the nodes cannot be hosts of their own here: {why_not}")
-            if why_not:
-                self.shape_note = f"nodes are processes of this one host ({why_not})"
-            hosts = why_not is None
-        self.multi_host = bool(hosts)
+            # Without making a namespace: start() tries one before it writes anything (status must change nothing).
+            self._hosts_if_possible(NodeNetwork.usable(try_one=False))
+        else:
+            self.multi_host = False
+
+    def _hosts_if_possible(self, why_not: str | None) -> None:
+        if why_not and self._hosts_asked:
+            raise ClusterError(f"the nodes cannot be hosts of their own here: {why_not}")
+        if why_not:
+            self.shape_note = f"nodes are processes of this one host ({why_not})"
+        self.multi_host = why_not is None
 
     @property
     def slurm(self) -> SlurmInstall:
@@ -366,6 +371,8 @@ PartitionName=cpu Nodes={','.join(CPU_NODES)} DefaultTime=01:00:00 MaxTime=08:00
         if len(running) == len(self._daemon_names()):
             return
         if not running:
+            if self.multi_host and self._hosts_asked is not False:
+                self._hosts_if_possible(NodeNetwork.usable())
             self.write_config()
             if self.multi_host:
                 try:

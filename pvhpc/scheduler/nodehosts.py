@@ -87,13 +87,15 @@ class NodeNetwork:
 
     # -- can it be made here -------------------------------------------------
     @staticmethod
-    def usable() -> str | None:
-        """None when namespaces can be made here, else why not."""
+    def usable(try_one: bool = True) -> str | None:
+        """None when namespaces can be made here, else why not; ``try_one``: make one to be sure (and remove it)."""
         if os.geteuid() != 0:
             return "network namespaces need root"
         for tool in ("ip", "nsenter", "unshare"):
             if shutil.which(tool) is None:
                 return f"{tool} is not installed (Debian's iproute2 and util-linux)"
+        if not try_one:
+            return None
         probe = f"pvhpc-probe-{os.getpid()}"
         made = _ip("netns", "add", probe, check=False)
         if made.returncode != 0:
