@@ -31,3 +31,13 @@ export function showPageError(text) {
   p.textContent = text;
   p.hidden = !text;
 }
+
+// The answer of an API request, or null once the page's error line says why there is none.
+export async function answerOrPageError(request) {
+  try {
+    return await request;
+  } catch (error) {
+    showPageError(error.message);
+    return null;
+  }
+}

@@ -2,7 +2,7 @@
 // each partition has free now.
 
 import { api } from "./api.js";
-import { $, element, showPageError } from "./dom.js";
+import { $, answerOrPageError, element } from "./dom.js";
 import { formatTime, howItEnded, partitionLimits, stateWithDetail, whyItEnded } from "./words.js";
 
 const PAST_SHOWN = 50;
@@ -20,13 +20,8 @@ export class Lists {
   }
 
   async refreshSessions() {
-    let answer;
-    try {
-      answer = await api.sessions(this.staff && $("all-users").checked);
-    } catch (error) {
-      showPageError(error.message);
-      return;
-    }
+    const answer = await answerOrPageError(api.sessions(this.staff && $("all-users").checked));
+    if (!answer) return;
     const live = answer.sessions.filter((s) => s.state !== "ended");
     const past = answer.sessions.filter((s) => s.state === "ended").slice(0, PAST_SHOWN);
     const shown = this.shownId();
@@ -53,13 +48,8 @@ export class Lists {
   // "Start from" puts a saved state in the form (any application that loads states: the service checks it, and
   // its data paths, before it submits anything).
   async refreshSavedStates() {
-    let answer;
-    try {
-      answer = await api.savedStates();
-    } catch (error) {
-      showPageError(error.message);
-      return;
-    }
+    const answer = await answerOrPageError(api.savedStates());
+    if (!answer) return;
     fillTable("states", answer.states.map((s) => {
       const row = element("tr");
       const use = element("button", "Start from this", {

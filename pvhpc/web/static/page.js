@@ -4,7 +4,7 @@
 // starts them; the one thing they share is the store of what the API offers.
 
 import { api, NOT_LOGGED_IN } from "./api.js";
-import { $, showPageError } from "./dom.js";
+import { $, answerOrPageError, showPageError } from "./dom.js";
 import { LaunchForm } from "./form.js";
 import { Lists } from "./lists.js";
 import { SessionPanel } from "./session.js";
@@ -33,13 +33,8 @@ async function start() {
   });
 
   async function refreshPartitions() {
-    let answer;
-    try {
-      answer = await api.partitions();
-    } catch (error) {
-      showPageError(error.message);
-      return;
-    }
+    const answer = await answerOrPageError(api.partitions());
+    if (!answer) return;
     store.partitions = answer.partitions;
     lists.showPartitions(store.partitions);
     if (answer.scheduler_error) showPageError(`${SCHEDULER_WORDS}: ${answer.scheduler_error}`);
