@@ -33,7 +33,7 @@ def session_json(record: SessionRecord, frontend, with_secret: bool = True) -> d
         "state": record.state,
         "detail": record.detail,
         "end_reason": record.end_reason,
-        "end_reason_text": END_WORDS.get(record.end_reason) if record.end_reason else None,
+        "end_reason_text": END_WORDS.get(record.end_reason),   # null while live
         "job_id": record.job_id,
         "node": record.node,
         "host": record.host,
