@@ -204,10 +204,12 @@ def test_launch_watch_ready_view_rotate_zoom_pan_reconnect_and_cancel(service_fa
     page.click("#cancel")
     tab.wait_state("ended", 30_000)
     assert "Cancelled by its user" in tab.text("#session-detail")
+    assert tab.text("#session-detail").lower().count("cancelled by its user") == 1   # the API's words, once
     assert page.is_hidden("#viewer-area")
     past = page.locator(f'#past-table tr[data-session="{session_id}"]')
     past.wait_for(timeout=10_000)
     assert "Cancelled by its user" in past.inner_text()
+    assert past.inner_text().lower().count("cancelled by its user") == 1
     tab.shot(artifacts / "09-cancelled.png")
     ended = svc.client().get(session_id)
     assert ended["state"] == "ended" and ended["end_reason"] == "cancelled"

@@ -10,6 +10,7 @@ from tornado.iostream import StreamClosedError
 
 from pvhpc.db import tokens
 from pvhpc.scheduler import SchedulerUnavailable
+from pvhpc.sessions.durations import format_minutes
 from pvhpc.sessions.events import Notice
 from pvhpc.sessions.spec import parse_spec
 from pvhpc.sessions.states import SessionState
@@ -253,6 +254,8 @@ class PartitionsHandler(JSONHandler):
                 "name": p.name, "description": p.description, "render": p.render, "gpu_type": p.gpu_type,
                 "gpus": {"default": p.gpus.default, "max": p.gpus.max},
                 "walltime_minutes": {"default": p.walltime.default, "max": p.walltime.max},
+                # The same as a walltime is written (HH:MM:SS, D-HH:MM:SS), for the page's form and hints.
+                "walltime": {"default": format_minutes(p.walltime.default), "max": format_minutes(p.walltime.max)},
                 "accounts": list(p.accounts), "qos": list(p.qos),
                 "parallel": parallel_limits(p),
                 "now": None if info is None else {

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import html
+import json
 import os
 import re
 from pathlib import Path
@@ -40,6 +41,15 @@ def _version(name: str, directory: Path = STATIC_DIR) -> str:
         return "missing"   # the page then says the wslink client did not load, and what to run
 
 
+def _module_map() -> str:
+    """The page's import map: each module of the page at a URL versioned by its content, as the page's own
+    ``<script>`` is, so a browser never joins a cached module of one release to the modules of the next.
+    (A browser without import maps loads them unversioned: AssetHandler has it revalidate each.)"""
+    modules = {f"./static/{path.name}": f"./static/{path.name}?v={_version(path.name)}"
+               for path in sorted(STATIC_DIR.glob("*.js"))}
+    return json.dumps({"imports": modules}, indent=1)
+
+
 class PageHandler(ErrorAnswers):
     """``/``: the page, with who is logged in. Without a user it says how to log in (401)."""
 
@@ -61,6 +71,7 @@ class PageHandler(ErrorAnswers):
             "staff": "true" if user and self.ctx.auth.is_staff(user) else "false",
             "css": _version("pvhpc.css"),
             "js": _version("page.js"),
+            "modules": _module_map(),
             "wslink": _version("wslink.js", WSLINK_DIR),
         }
         for key, value in values.items():
@@ -75,8 +86,13 @@ class PageHandler(ErrorAnswers):
 
 
 class AssetHandler(ErrorAnswers, StaticFileHandler):
+    """The page's own files. Asked for with ``?v=<content hash>`` a file is kept for long (Tornado's cache
+    time); without one (a module imported where the browser has no import map) it is revalidated each time."""
+
     def set_extra_headers(self, path: str) -> None:
         self.set_header("X-Content-Type-Options", "nosniff")
+        if "v" not in self.request.arguments:
+            self.set_header("Cache-Control", "no-cache")
 
 
 class VendorHandler(AssetHandler):

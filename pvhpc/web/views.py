@@ -5,8 +5,13 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from pvhpc.sessions.durations import format_minutes
+from pvhpc.sessions.states import END_MESSAGES
 from pvhpc.sessions.walltime_warnings import ends_at, time_left
 from pvhpc.db.store import SessionRecord
+
+
+# Why a session ended, in the words every client shows (the page, too): an ended session's detail begins with them.
+END_WORDS = {reason.value: words for reason, words in END_MESSAGES.items()}
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -28,6 +33,7 @@ def session_json(record: SessionRecord, frontend, with_secret: bool = True) -> d
         "state": record.state,
         "detail": record.detail,
         "end_reason": record.end_reason,
+        "end_reason_text": END_WORDS.get(record.end_reason),   # null while live
         "job_id": record.job_id,
         "node": record.node,
         "host": record.host,

@@ -1,0 +1,89 @@
+// The lists under the current session: running and past sessions, the ParaView states sessions saved, and what
+// each partition has free now.
+
+import { api } from "./api.js";
+import { $, answerOrPageError, element } from "./dom.js";
+import { formatTime, howItEnded, partitionLimits, stateWithDetail, whyItEnded } from "./words.js";
+
+const PAST_SHOWN = 50;
+
+export class Lists {
+  // shownId(): the id of the session the page shows, if any; onOpen(id): open that session;
+  // onStartFrom(path): put a saved state in the launch form.
+  constructor({ staff, shownId, onOpen, onStartFrom }) {
+    this.staff = staff;
+    this.shownId = shownId;
+    this.onOpen = onOpen;
+    this.onStartFrom = onStartFrom;
+    $("all-users-label").hidden = !staff;
+    $("all-users").addEventListener("change", () => this.refreshSessions());
+  }
+
+  async refreshSessions() {
+    const answer = await answerOrPageError(api.sessions(this.staff && $("all-users").checked));
+    if (!answer) return;
+    const live = answer.sessions.filter((s) => s.state !== "ended");
+    const past = answer.sessions.filter((s) => s.state === "ended").slice(0, PAST_SHOWN);
+    const shown = this.shownId();
+    fillTable("live", live.map((s) => {
+      const row = element("tr");
+      row.dataset.session = s.id;
+      const open = element("button", shown === s.id ? "Open (shown)" : "Open", {
+        type: "button", "aria-label": `Open session on ${s.partition} started ${formatTime(s.created_at)}`,
+      });
+      open.addEventListener("click", () => this.onOpen(s.id));
+      row.append(element("td", formatTime(s.created_at)), element("td", s.user), element("td", s.partition),
+                 element("td", stateWithDetail(s)), cell(open));
+      return row;
+    }));
+    fillTable("past", past.map((s) => {
+      const row = element("tr");
+      row.dataset.session = s.id;
+      row.append(element("td", formatTime(s.ended_at)), element("td", s.user), element("td", s.partition),
+                 element("td", howItEnded(s)), element("td", whyItEnded(s)));
+      return row;
+    }));
+  }
+
+  // "Start from" puts a saved state in the form (any application that loads states: the service checks it, and
+  // its data paths, before it submits anything).
+  async refreshSavedStates() {
+    const answer = await answerOrPageError(api.savedStates());
+    if (!answer) return;
+    fillTable("states", answer.states.map((s) => {
+      const row = element("tr");
+      const use = element("button", "Start from this", {
+        type: "button", "aria-label": `Start a new session from the state saved ${formatTime(s.saved_at)}`,
+      });
+      use.addEventListener("click", () => this.onStartFrom(s.path));
+      row.append(element("td", formatTime(s.saved_at)), element("td", s.session),
+                 element("td", `${Math.ceil(s.bytes / 1024)} kB`), cell(use));
+      return row;
+    }));
+  }
+
+  showPartitions(partitions) {
+    $("partition-table").querySelector("tbody").replaceChildren(...partitions.map((p) => {
+      const row = element("tr");
+      row.append(element("th", p.name, { scope: "row" }),
+                 element("td", p.now ? `${p.now.idle_nodes} of ${p.now.nodes}` : "unknown"),
+                 element("td", p.now ? (p.now.gpus_total ? `${p.now.gpus_free} of ${p.now.gpus_total}` : "none") : "unknown"),
+                 element("td", partitionLimits(p)));
+      return row;
+    }));
+  }
+}
+
+function cell(content) {
+  const td = element("td");
+  td.append(content);
+  return td;
+}
+
+// The table <name>-table with these rows, or, without rows, its "<name>-empty" line instead.
+function fillTable(name, rows) {
+  const table = $(`${name}-table`);
+  table.querySelector("tbody").replaceChildren(...rows);
+  table.hidden = rows.length === 0;
+  $(`${name}-empty`).hidden = rows.length !== 0;
+}
