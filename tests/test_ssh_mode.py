@@ -234,7 +234,7 @@ def server_peers(port: int) -> set[str]:
 
 @pytest.mark.sshd
 def test_a_loopback_forward_carries_large_data_through_sshd_and_follows_a_new_connection(sshd):
-    from pvhpc.scheduler.ssh import LoopbackForward
+    from pvhpc.frontends.tunnel import LoopbackForward
 
     server = socket.create_server(("127.0.0.1", 0))
     target = server.getsockname()[1]

@@ -12,7 +12,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 from pvhpc import config as site_config
 from pvhpc import paths
-from pvhpc.node import runtime
+from pvhpc import runtime
 from pvhpc.app import PvhpcApp
 from pvhpc.cli.cluster_cmd import export_line
 from pvhpc.scheduler.localcluster import ClusterError, LocalCluster

@@ -12,11 +12,11 @@ from typing import Any, Callable
 
 from pvhpc import plugins
 from pvhpc.config.model import AppRuntime, ReadyRule
+from pvhpc.jobs.ids import HOST, NAME
 from pvhpc.paths import JOBSCRIPTS_DIR
-from pvhpc.sessions.durations import parse_minutes
-from pvhpc.sessions.jobscript import JobTemplate, TemplateError, find_template
+from pvhpc.jobs.durations import parse_minutes
+from pvhpc.jobs.template import JobTemplate, TemplateError, find_template
 
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 HTTP_URL = re.compile(r"^https?://[^/\s]+")
 
 Check = Callable[[Any], Any]
@@ -199,8 +199,6 @@ def listen_on(value: Any) -> str:
 
 
 def host(value: Any) -> str:
-    from pvhpc.frontends.routes import HOST
-
     value = text(value)
     if not HOST.match(value):
         raise ValueError(f"{value!r} is not a host name or address")

@@ -18,18 +18,30 @@ class FrontEndError(PvhpcError):
 
 
 class FrontEnd:
-    # Applications whose session server serves its own web client over HTTP (trame apps): a front end that
-    # proxies proxies them at /session/<id>/ too, HTTP and websocket, to the session's owner only.
-    # Set by make_frontend from the site's applications (serves_own_client).
-    served_applications: frozenset[str] = frozenset()
-
-    def __init__(self, session_url: str):
+    def __init__(self, session_url: str, served_applications: frozenset[str] = frozenset()):
+        """``served_applications``: applications whose session server serves its own web client over HTTP (trame
+        apps); a front end that proxies proxies them at /session/<id>/ too, HTTP and websocket, to the session's
+        owner only (the site's applications with ``serves_own_client``)."""
         self.url_template = session_url
+        self.served_applications = served_applications
 
     @classmethod
-    def from_config(cls, config) -> "FrontEnd":
-        """Built from the site's ``frontend`` section (a FrontendConfig); a front end that needs more overrides this."""
-        return cls(config.session_url)
+    def from_config(cls, config, *, served_applications: frozenset[str] = frozenset(), ssh_link=None,
+                    traffic=None) -> "FrontEnd":
+        """Built from the site's ``frontend`` section (a FrontendConfig), with what the service gives every front
+        end: ``ssh_link`` (SSH mode's link to the login host, or None) and ``traffic`` (what counts a proxy's
+        connections, or None), for a front end that dials sessions itself. One that needs more overrides this."""
+        return cls(config.session_url, served_applications)
+
+    @classmethod
+    def config_problem(cls, config) -> tuple[str, str] | None:
+        """What in the site's ``frontend`` section this front end cannot work with, as (key, why), checked when
+        the config is read; None: nothing."""
+        return None
+
+    def open_connections(self) -> int:
+        """Client connections this front end carries now (a proxy's websockets; 0 for one that carries none)."""
+        return 0
 
     def session_url(self, record: SessionRecord) -> str | None:
         if not (record.host and record.port):

@@ -23,7 +23,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.web import RequestHandler
 
 from pvhpc.errors import PvhpcError
-from pvhpc.frontends import content
+from pvhpc.web import content
 from pvhpc.frontends.builtin import CONNECT_TIMEOUT, SessionProxyHandler
 from pvhpc.frontends.relay import why_unreachable
 from pvhpc.web import origins

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from pvhpc.sessions.durations import format_minutes
+from pvhpc.jobs.durations import format_minutes
 from pvhpc.sessions.walltime_warnings import ends_at, time_left
 from pvhpc.db.store import SessionRecord
 
