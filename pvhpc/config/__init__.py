@@ -166,11 +166,11 @@ def load(path: str | os.PathLike) -> SiteConfig:
     try:
         text = path.read_text()
     except OSError as e:
-        raise ConfigError(str(path), "", f"cannot read: {e.strerror}") from None
+        raise ConfigError(f"cannot read: {e.strerror}", source=str(path)) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise ConfigError(str(path), "", f"not valid YAML: {e}") from None
+        raise ConfigError(f"not valid YAML: {e}", source=str(path)) from None
     return parse(data, str(path))
 
 

@@ -55,13 +55,6 @@ def names(value: Any) -> tuple[str, ...]:
     return tuple(name(v) for v in value)
 
 
-def texts(value: Any) -> tuple[str, ...]:
-    """A non-empty list of one-line strings."""
-    if not isinstance(value, list) or not value:
-        raise ValueError(f"must be a non-empty list, not {value!r}")
-    return tuple(each(text)(value))
-
-
 def whole(low: int, high: int) -> Check:
     def check(value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int):

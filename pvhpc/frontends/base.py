@@ -11,6 +11,10 @@ from typing import Iterable
 
 from pvhpc.db.store import SessionRecord
 from pvhpc.errors import PvhpcError
+from pvhpc.jobs.states import SessionState
+
+# Ready, or last seen ready while the scheduler cannot be asked.
+ROUTABLE = (SessionState.READY.value, SessionState.UNKNOWN.value)
 
 
 class FrontEndError(PvhpcError):
@@ -66,7 +70,7 @@ class FrontEnd:
 
     def routable(self, record: SessionRecord) -> bool:
         """Ready, or last seen ready while the scheduler cannot be asked (its server is most likely still up)."""
-        return bool(record.host and record.port) and record.state in ("ready", "unknown")
+        return bool(record.host and record.port) and record.state in ROUTABLE
 
     def serves_http(self, route) -> bool:
         """The route's server is one whose own web client is proxied at /session/<id>/."""

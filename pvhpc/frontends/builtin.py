@@ -147,7 +147,7 @@ class BuiltinFrontEnd(FrontEnd):
         if session_origin is None:
             return [(r"/proxy", SessionProxyHandler, args),
                     (session_path, ServedSessionHandler, {**served, "allowed_origins": ctx.config.service.allowed_origins})]
-        # Sessions' content on a host of its own (content.py): there, only /session/; here, a redirect there.
+        # Sessions' content on a host of its own (web/content.py): there, only /session/; here, a redirect there.
         session_host = Rule(HostMatches(re.escape(urlsplit(session_origin).hostname) + "$"), [
             (session_path, ServedSessionHandler, {**served, "allowed_origins": (session_origin,), "sandboxed": False}),
             (r".*", NotSessionContent)])

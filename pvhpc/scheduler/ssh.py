@@ -22,18 +22,15 @@ import base64
 import hashlib
 import logging
 import select
-import shlex
 import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Mapping
 
 import paramiko
 
 from pvhpc.errors import PvhpcError
-from pvhpc.jobs.ids import HOST
 
 log = logging.getLogger("pvhpc.scheduler.ssh")
 
@@ -296,27 +293,3 @@ def _drain(channel: paramiko.Channel, out: bytearray, err: bytearray) -> None:
         out += channel.recv(CHUNK)
     while channel.recv_stderr_ready():
         err += channel.recv_stderr(CHUNK)
-
-
-def forward_command(session: Any, login_host: str, local_port: int | None = None, ssh_port: int = 22) -> str:
-    """The ``ssh -L`` line a user runs on a laptop to reach a ready session at ws://localhost:LOCAL_PORT/ws.
-
-    ``session`` is a session record or the API's session object (``host`` and
-    ``port``); ``login_host`` is ``host`` or ``user@host``.
-    """
-    host = session.get("host") if isinstance(session, Mapping) else getattr(session, "host", None)
-    port = session.get("port") if isinstance(session, Mapping) else getattr(session, "port", None)
-    if not host or not isinstance(port, int) or not 0 < port < 65536:
-        raise ValueError("the session has no server address yet (it is not ready)")
-    if not HOST.match(host):
-        raise ValueError(f"{host!r} is not a host name")
-    local_port = port if local_port is None else local_port
-    if not isinstance(local_port, int) or not 0 < local_port < 65536:
-        raise ValueError(f"{local_port!r} is not a port")
-    user, _, name = login_host.rpartition("@")
-    if not HOST.match(name) or (user and not HOST.match(user.replace("_", "-"))):
-        raise ValueError(f"{login_host!r} is not a login host ([user@]host)")
-    argv = ["ssh", "-N", "-L", f"127.0.0.1:{local_port}:{host}:{port}"]
-    if ssh_port != 22:
-        argv += ["-p", str(ssh_port)]
-    return shlex.join(argv + [login_host])
