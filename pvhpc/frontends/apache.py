@@ -24,7 +24,7 @@ RETRY_SECONDS = 5
 class ApacheFrontEnd(FrontEnd):
     @classmethod
     def from_config(cls, config, *, served_applications: frozenset[str] = frozenset(), ssh_link=None,
-                    traffic=None) -> "ApacheFrontEnd":
+                    traffic=None, limits=None) -> "ApacheFrontEnd":
         return cls(config.session_url, ProxyMapFile(config.map_file, config.map_group), served_applications)
 
     @classmethod

@@ -31,10 +31,11 @@ class FrontEnd:
 
     @classmethod
     def from_config(cls, config, *, served_applications: frozenset[str] = frozenset(), ssh_link=None,
-                    traffic=None) -> "FrontEnd":
+                    traffic=None, limits=None) -> "FrontEnd":
         """Built from the site's ``frontend`` section (a FrontendConfig), with what the service gives every front
-        end: ``ssh_link`` (SSH mode's link to the login host, or None) and ``traffic`` (what counts a proxy's
-        connections, or None), for a front end that dials sessions itself. One that needs more overrides this."""
+        end, for one that carries sessions' traffic itself: ``ssh_link`` (SSH mode's link to the login host, or
+        None), ``traffic`` (what counts a proxy's connections, or None) and ``limits`` (the site's limits: what a
+        user may hold open). One that needs more overrides this."""
         return cls(config.session_url, served_applications)
 
     @classmethod

@@ -97,24 +97,26 @@ class BuiltinFrontEnd(FrontEnd):
 
     @classmethod
     def from_config(cls, config, *, served_applications: frozenset[str] = frozenset(), ssh_link=None,
-                    traffic: ProxyTraffic | None = None) -> "BuiltinFrontEnd":
+                    traffic: ProxyTraffic | None = None, limits=None) -> "BuiltinFrontEnd":
         connector = None
         if ssh_link is not None:   # SSH mode: the nodes are reached through the login host
             from pvhpc.frontends.tunnel import TunnelConnector
 
             connector = TunnelConnector(ssh_link)
-        return cls(config.session_url, connector, served_applications, traffic)
+        return cls(config.session_url, connector, served_applications, traffic, limits)
 
     def __init__(self, session_url: str, connector: Connector | None = None,
-                 served_applications: frozenset[str] = frozenset(), traffic: ProxyTraffic | None = None):
+                 served_applications: frozenset[str] = frozenset(), traffic: ProxyTraffic | None = None,
+                 limits=None):
         """``connector``: how the proxy reaches a session's server (default: it dials node:port); ``traffic``:
-        told what the proxy carries (pvhpc.metrics counts it; default: nobody)."""
+        told what the proxy carries (pvhpc.metrics counts it; default: nobody); ``limits``: the site's limits
+        (a Limits), whose bounds on proxied connections it keeps (None: no bounds)."""
         super().__init__(session_url, served_applications)
         self.routes = RouteTable(self.routable)
         self.connections: dict[str, set[WebSocketRelay]] = {}
         self.connector = connector or DirectConnector()
         self.traffic = traffic or ProxyTraffic()
-        self.limits = None   # the site's limits, from handlers(); None (a bare test rig): no bounds
+        self.limits = limits
         self.held = HeldAtOnce()   # connections held, by user
         self.holdings: dict[WebSocketRelay, Holding] = {}
         self._idle_watch: asyncio.Task | None = None
@@ -139,7 +141,6 @@ class BuiltinFrontEnd(FrontEnd):
     def handlers(self, ctx) -> list:
         from pvhpc.frontends.served import NotSessionContent, ServedSessionHandler, SessionOriginRedirect
 
-        self.limits = getattr(ctx.config, "limits", None)
         args = {"frontend": self, "auth": ctx.auth}
         served = {**args, "private_headers": ("Authorization", "Cookie", ctx.auth.config.header)}
         session_path = rf"/session/({SESSION_ID_TEXT})(/.*)?"
