@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from pvhpc.db.store import Change, SessionRecord, Store  # noqa: E402
 from pvhpc.scheduler import JobRequest, make_scheduler  # noqa: E402
-from pvhpc.scheduler.localcluster import LocalCluster  # noqa: E402
+from pvhpc.localcluster.cluster import LocalCluster  # noqa: E402
 from pvhpc.scheduler.runners import LocalRunner  # noqa: E402
 from pvhpc.sessions.events import EventBus  # noqa: E402
 from pvhpc.sessions.service import SessionService  # noqa: E402

@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 from pvhpc import config as site_config, paths  # noqa: E402
 from pvhpc import runtime  # noqa: E402
 from pvhpc.sessions.events import EventBus  # noqa: E402
-from pvhpc.scheduler.localcluster import LocalCluster  # noqa: E402
+from pvhpc.localcluster.cluster import LocalCluster  # noqa: E402
 from pvhpc.scheduler.runners import LocalRunner  # noqa: E402
 from pvhpc.scheduler.slurm_cli import SlurmCLI  # noqa: E402
 from pvhpc.sessions.service import SessionService  # noqa: E402

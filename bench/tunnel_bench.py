@@ -188,7 +188,7 @@ def main() -> int:
 
     from pvhpc import paths
     from pvhpc import runtime
-    from pvhpc.scheduler.localcluster import LocalCluster
+    from pvhpc.localcluster.cluster import LocalCluster
     from pvhpc.client.wslink import WslinkClient
     from tests.harness.ports import free_port_block
     from tests.harness.service import ServiceProcess, site_config

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pvhpc.scheduler import slurm_install
-from pvhpc.scheduler.localcluster import ClusterError, LocalCluster
+from pvhpc.localcluster.cluster import ClusterError, LocalCluster
 from pvhpc.scheduler.slurm_install import SlurmNotFound, SlurmVersion
 
 from tests import backends

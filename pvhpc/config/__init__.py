@@ -176,7 +176,7 @@ def load(path: str | os.PathLike) -> SiteConfig:
 
 def embedded_defaults(cluster_conf: Path | None = None, **service: Any) -> SiteConfig:
     """The site that ``pvhpc cluster start`` runs: partitions gpu (2 fake a100 per node) and cpu."""
-    from pvhpc.scheduler.localcluster import recorded_login_address, recorded_prefix
+    from pvhpc.localcluster.cluster import recorded_login_address, recorded_prefix
 
     conf = cluster_conf or paths.cluster_dir() / "etc" / "slurm.conf"
     login = recorded_login_address(conf)
