@@ -12,10 +12,11 @@ from datetime import datetime, timezone
 from urllib.parse import urlencode, urlsplit
 
 from pvhpc.jobs.ids import HOST
+from pvhpc.jobs.states import EndReason, SessionState
 
-LIVE_STATES = ("submitting", "queued", "starting", "ready", "unknown")
+LIVE_STATES = tuple(state.value for state in SessionState if state.live)
 # How a session may end without anything having gone wrong.
-GOOD_ENDINGS = ("cancelled", "completed", "idle")
+GOOD_ENDINGS = (EndReason.CANCELLED.value, EndReason.COMPLETED.value, EndReason.IDLE.value)
 # What a terminal acts on instead of showing: C0 and C1 controls (ESC starts OSC 52, which writes the clipboard,
 # and CSI, which moves the cursor; CR and LF start a fake row), DEL, and the Unicode controls that reorder or
 # break a line (bidirectional overrides, isolates and marks; line and paragraph separators).

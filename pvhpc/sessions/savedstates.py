@@ -27,7 +27,7 @@ from typing import Callable
 from pvhpc.config import ApplicationConfig, SiteConfig
 from pvhpc.db.store import SessionRecord, Store
 from pvhpc.jobs.ids import SESSION_ID_TEXT
-from pvhpc.node import pvstate
+from pvhpc.node import pvstate   # the node's own rules (it imports nothing of pvhpc): judged alike on both sides
 from pvhpc.scheduler.runners import CommandRunner, CommandUnavailable, UnreadableFile, read_tail
 from pvhpc.sessions import joblogs
 from pvhpc.sessions.spec import RequestError, SessionSpec
