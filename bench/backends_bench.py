@@ -33,11 +33,11 @@ sys.path.insert(0, str(ROOT))
 
 from pvhpc.db.store import Change, SessionRecord, Store  # noqa: E402
 from pvhpc.scheduler import JobRequest, make_scheduler  # noqa: E402
-from pvhpc.scheduler.localcluster import LocalCluster  # noqa: E402
+from pvhpc.localcluster.cluster import LocalCluster  # noqa: E402
 from pvhpc.scheduler.runners import LocalRunner  # noqa: E402
 from pvhpc.sessions.events import EventBus  # noqa: E402
 from pvhpc.sessions.service import SessionService  # noqa: E402
-from pvhpc.sessions.states import SessionState  # noqa: E402
+from pvhpc.jobs.states import SessionState  # noqa: E402
 from pvhpc.sessions.tracker import Tracker  # noqa: E402
 from bench.tracker_load import settled_counts, submit_held_jobs  # noqa: E402
 from tests.harness.ports import free_port_block  # noqa: E402

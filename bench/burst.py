@@ -53,7 +53,7 @@ from bench import report  # noqa: E402
 from bench.footprint import cpu_seconds  # noqa: E402
 from bench.teardown import Teardown, start_cluster  # noqa: E402
 from pvhpc import config as site_config_parser, paths  # noqa: E402
-from pvhpc.scheduler.localcluster import LocalCluster  # noqa: E402
+from pvhpc.localcluster.cluster import LocalCluster  # noqa: E402
 from pvhpc.scheduler.slurm_cli import SlurmCLI  # noqa: E402
 from pvhpc.sessions.job import build_job  # noqa: E402
 from pvhpc.sessions.spec import parse_spec  # noqa: E402

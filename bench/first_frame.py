@@ -59,8 +59,8 @@ sys.path.insert(0, str(ROOT))
 from bench.report import spread  # noqa: E402
 from bench.teardown import Teardown, start_cluster  # noqa: E402
 from pvhpc import config as site_config_parser, paths  # noqa: E402
-from pvhpc.node import runtime  # noqa: E402
-from pvhpc.scheduler.localcluster import LocalCluster  # noqa: E402
+from pvhpc import runtime  # noqa: E402
+from pvhpc.localcluster.cluster import LocalCluster  # noqa: E402
 from pvhpc.scheduler.slurm_cli import SlurmCLI  # noqa: E402
 from pvhpc.sessions.job import build_job  # noqa: E402
 from pvhpc.sessions.spec import parse_spec  # noqa: E402

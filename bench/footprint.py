@@ -29,7 +29,7 @@ left out; then the window is measured.
 
 Slurm keeps at most MaxJobCount jobs (default 10,000: the 10,000th held job is
 refused), so the cluster started here adds a higher MaxJobCount to its own
-slurm.conf (RoomyCluster below; pvhpc/scheduler/localcluster.py is unchanged).
+slurm.conf (RoomyCluster below; pvhpc/localcluster/cluster.py is unchanged).
 """
 
 from __future__ import annotations
@@ -289,7 +289,7 @@ def main() -> int:
     from bench.teardown import Teardown, start_cluster
     from bench.tracker_load import submit_held_jobs
     from pvhpc import paths
-    from pvhpc.scheduler.localcluster import LocalCluster
+    from pvhpc.localcluster.cluster import LocalCluster
     from pvhpc.scheduler.runners import LocalRunner
     from pvhpc.scheduler.slurm_cli import SlurmCLI
     from tests.harness.ports import free_port_block

@@ -33,8 +33,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench.teardown import Teardown, start_cluster  # noqa: E402
 from pvhpc import paths  # noqa: E402
-from pvhpc.node import runtime  # noqa: E402
-from pvhpc.scheduler.localcluster import LocalCluster  # noqa: E402
+from pvhpc import runtime  # noqa: E402
+from pvhpc.localcluster.cluster import LocalCluster  # noqa: E402
 
 
 def site(data_dir: Path) -> dict:

@@ -32,13 +32,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pvhpc import config as site_config, paths  # noqa: E402
-from pvhpc.node import runtime  # noqa: E402
+from pvhpc import runtime  # noqa: E402
 from pvhpc.sessions.events import EventBus  # noqa: E402
-from pvhpc.scheduler.localcluster import LocalCluster  # noqa: E402
+from pvhpc.localcluster.cluster import LocalCluster  # noqa: E402
 from pvhpc.scheduler.runners import LocalRunner  # noqa: E402
 from pvhpc.scheduler.slurm_cli import SlurmCLI  # noqa: E402
 from pvhpc.sessions.service import SessionService  # noqa: E402
-from pvhpc.sessions.states import SessionState  # noqa: E402
+from pvhpc.jobs.states import SessionState  # noqa: E402
 from pvhpc.db.store import Change, SessionRecord, Store  # noqa: E402
 from pvhpc.sessions.tracker import Tracker  # noqa: E402
 from tests.harness.ports import free_port_block  # noqa: E402

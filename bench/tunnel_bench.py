@@ -54,7 +54,8 @@ def serve_child(args) -> None:
     from pvhpc.web.auth import make_authenticator
     from pvhpc.config import AuthConfig
     from pvhpc.frontends.builtin import BuiltinFrontEnd, DirectConnector
-    from pvhpc.scheduler.ssh import LoopbackForward, SSHLink, TunnelConnector
+    from pvhpc.frontends.tunnel import LoopbackForward, TunnelConnector
+    from pvhpc.scheduler.ssh import SSHLink
     from pvhpc.db.store import SessionRecord
 
     spec = json.loads(args.child)
@@ -186,8 +187,8 @@ def main() -> int:
         return 0
 
     from pvhpc import paths
-    from pvhpc.node import runtime
-    from pvhpc.scheduler.localcluster import LocalCluster
+    from pvhpc import runtime
+    from pvhpc.localcluster.cluster import LocalCluster
     from pvhpc.client.wslink import WslinkClient
     from tests.harness.ports import free_port_block
     from tests.harness.service import ServiceProcess, site_config

@@ -6,6 +6,7 @@ request -> spec -> job script -> scheduler -> tracker -> store -> event bus -> f
 from __future__ import annotations
 
 import asyncio
+import functools
 import grp
 import logging
 import os
@@ -23,13 +24,14 @@ from pvhpc.sessions.joblogs import JobLogs
 from pvhpc.sessions import nodeaddresses
 from pvhpc.sessions.savedstates import SavedStates
 from pvhpc.db.leadership import leadership_for
+from pvhpc.jobs.ids import SESSION_ID_TEXT
 from pvhpc.metrics import Metrics
 from pvhpc.web.ratelimit import HeldAtOnce, RateLimiter
-from pvhpc.scheduler import Scheduler
+from pvhpc.scheduler import Scheduler, make_scheduler
+from pvhpc.scheduler.runners import CommandRunner, LocalRunner, SSHRunner, SudoRunner
 from pvhpc.sessions.service import SessionService
-from pvhpc.scheduler.site import runner_for, scheduler_for, user_runners_for
 from pvhpc.db.store import Store
-from pvhpc.db.feed import StoreFeed
+from pvhpc.sessions.storefeed import StoreFeed
 from pvhpc.db.tokens import TokenStore
 from pvhpc.sessions.tracker import Tracker
 from pvhpc.sessions.walltime_warnings import WalltimeWarnings
@@ -39,7 +41,7 @@ from pvhpc.web.accesslog import log_request
 from pvhpc.web.metrics import MetricsHandler, counting, read_token_file
 
 log = logging.getLogger("pvhpc")
-SESSION_ID = r"([A-Za-z0-9_-]{1,128})"
+SESSION_ID = f"({SESSION_ID_TEXT})"
 # A client gets this long to send a request's headers, and its body: slow clients must not hold connections
 # (and file descriptors) for long. Long answers (server-sent events, the launcher's wait) are not limited.
 HEADER_TIMEOUT = 10.0
@@ -106,12 +108,10 @@ class PvhpcApp:
         bus = EventBus()
         # Nodes' names become addresses where the front end dials from: here, or the login host in SSH mode.
         resolve = nodeaddresses.over_ssh(self.ssh_link) if self.ssh_link else None
-        service = SessionService(config, store, scheduler, bus, resolve)
-        service.states = SavedStates(config, runner, runner_for_user, store)
+        saved_states = SavedStates(config, runner, runner_for_user, store)
+        service = SessionService(config, store, scheduler, bus, resolve, saved_states)
         logs = JobLogs(config, runner, runner_for_user)
-        frontend = make_frontend(config)
-        if self.ssh_link:
-            ssh.route_through(frontend, self.ssh_link)
+        frontend = make_frontend(config, self.ssh_link, metrics.proxy_traffic())
         bus.on_change(frontend.update)
         tokens = TokenStore(store)
         leadership = leadership_for(store.engine)
@@ -182,6 +182,24 @@ class PvhpcApp:
                 socket_path.unlink()
             except FileNotFoundError:
                 pass
+
+
+# The scheduler's parts, built the same way for the service and for staff commands that talk to Slurm
+# without a running service (pvhpc doctor, pvhpc cluster ...).
+
+def runner_for(cfg: SiteConfig, ssh_link=None) -> CommandRunner:
+    """Where Slurm's commands run: here, or on the login host over the SSH link."""
+    env = cfg.scheduler.environment
+    return SSHRunner(ssh_link, env) if ssh_link is not None else LocalRunner(env)
+
+
+def user_runners_for(cfg: SiteConfig, runner: CommandRunner):
+    """How to run a command as a session's user (sudo, wherever ``runner`` runs), or None: all as the service."""
+    return functools.partial(SudoRunner, runner) if cfg.scheduler.submit_as == "user" else None
+
+
+def scheduler_for(cfg: SiteConfig, runner: CommandRunner, runner_for_user=None) -> Scheduler:
+    return make_scheduler(cfg.scheduler, runner, runner_for_user)
 
 
 def bind_frontend_socket(path, group: str | None):

@@ -31,7 +31,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from pvhpc.db.store import SessionRecord
 from pvhpc.scheduler import SubmitRefused
-from pvhpc.sessions.states import SessionState
+from pvhpc.jobs import reports
+from pvhpc.jobs.states import SessionState
 
 S = SessionState
 # No *_created series: in Prometheus's text format they are one more stored series per counter and
@@ -44,7 +45,6 @@ POLL_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 CALL_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 # What the scheduler interface offers (pvhpc.scheduler.base.Scheduler): each call counted by this name.
 SCHEDULER_CALLS = ("submit", "query", "find_by_name", "lookup_finished", "cancel", "partitions", "node_addresses")
-REPORT_EVENTS = ("ready", "failed", "exited", "idle_warning")
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
@@ -113,13 +113,16 @@ class Metrics:
 
     # -- wiring ------------------------------------------------------------------
     def watch(self, bus, tracker, frontend) -> None:
-        """Follow the event bus, the tracker's cycles and the built-in front end's connections."""
+        """Follow the event bus, the tracker's cycles and the front end's connections (the built-in proxy's;
+        Apache counts its own, and pvhpc's count stays 0)."""
         bus.on_news(self.session_changed)
         tracker.cycle_observers.append(self.poll_cycle_done)
         self.leading.set_function(lambda: 1 if tracker.leading else 0)
-        if hasattr(frontend, "traffic"):   # the built-in front end; Apache counts its own connections
-            frontend.traffic = ProxyTraffic(self)
-            self.proxy_open.set_function(lambda: sum(len(c) for c in frontend.connections.values()))
+        self.proxy_open.set_function(frontend.open_connections)
+
+    def proxy_traffic(self) -> "ProxyTraffic":
+        """What a proxying front end tells what it carries (given to it when it is built)."""
+        return ProxyTraffic(self)
 
     def metered(self, scheduler) -> "MeteredScheduler":
         return MeteredScheduler(scheduler, self)
@@ -180,7 +183,7 @@ class Metrics:
 
     def report(self, event: object, taken: bool) -> None:
         """A job's report came in (``event`` as the job sent it: anything)."""
-        shown = event if event in REPORT_EVENTS else "other"
+        shown = event if event in reports.EVENTS else "other"
         self.reports.labels(shown, "taken" if taken else "refused").inc()
 
     def request(self, method: str, route: str, status: int, seconds: float) -> None:

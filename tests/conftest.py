@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from pvhpc import paths
-from pvhpc.node import runtime
+from pvhpc import runtime
 from pvhpc.scheduler.runners import LocalRunner
 from pvhpc.scheduler.slurm_cli import SlurmCLI
 

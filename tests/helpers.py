@@ -31,7 +31,7 @@ MINIMAL_SITE = {"partitions": {"gpu": {"gpu_type": "a100", "gpus": {"max": 2}}},
 def session_record(i: int = 0, **kw):
     """A store row of session ``s<i>``, submitting, for alice; ``kw`` replaces any field."""
     from pvhpc.db.store import SessionRecord
-    from pvhpc.sessions.states import SessionState
+    from pvhpc.jobs.states import SessionState
 
     fields = dict(id=f"s{i}", user="alice", application="paraview", partition="gpu", gpus=1, walltime_minutes=60,
                   request_key="k", state=SessionState.SUBMITTING.value, detail="", job_name=f"pvhpc-{i}", secret="x",

@@ -9,9 +9,9 @@ import shlex
 import pytest
 
 from pvhpc import config
-from pvhpc.sessions import command
+from pvhpc.jobs import command
 from pvhpc.sessions.job import build_job, script_values
-from pvhpc.sessions.jobscript import JOB_SCRIPT_VALUES
+from pvhpc.jobs.template import JOB_SCRIPT_VALUES
 from pvhpc.sessions.spec import RequestError, parse_spec
 
 
@@ -136,7 +136,7 @@ def test_build_job_gives_every_value_a_job_script_may_name(tmp_path):
 
 
 def test_the_embedded_defaults_offer_the_visualizer_unmodified_where_it_is_installed(tmp_path, monkeypatch):
-    from pvhpc.node import runtime
+    from pvhpc import runtime
 
     monkeypatch.setenv("PVHPC_WEB_CLIENTS_DIR", str(tmp_path / "none"))
     monkeypatch.setenv("PVHPC_RUNTIME_DIR", str(tmp_path / "no-runtime"))   # no trame there either

@@ -25,7 +25,7 @@ from pvhpc.sessions.events import EventBus
 from pvhpc.sessions.joblogs import JobLogs, last_lines
 from pvhpc.sessions.savedstates import SavedStates, state_dir
 from pvhpc.sessions.service import SessionService
-from pvhpc.sessions.states import SessionState
+from pvhpc.jobs.states import SessionState
 from pvhpc.sessions.tracker import Tracker
 
 from tests.fakes import ScriptedScheduler, running

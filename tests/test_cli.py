@@ -86,6 +86,20 @@ def test_status_words_say_the_reason_and_the_expected_start():
     assert not session_format.ended_badly({"state": "ended", "end_reason": "cancelled"})
 
 
+def test_forward_command_for_a_laptop():
+    """The one ``ssh -L`` line builder: every word checked before it reaches a line a user pastes into a shell."""
+    assert session_format.forward_command("gpu01.cluster", 40123, "alice@login.hpc.example.org", 8080) == \
+        "ssh -N -L 8080:gpu01.cluster:40123 alice@login.hpc.example.org"
+    assert session_format.forward_command("gpu01.cluster", 40123, "login", ssh_port=2222) == \
+        "ssh -N -L 40123:gpu01.cluster:40123 -p 2222 login"
+    with pytest.raises(ValueError, match="not ready"):
+        session_format.forward_command(None, None, "login")
+    with pytest.raises(ValueError, match="not a host name"):
+        session_format.forward_command("x -oProxyCommand=evil", 1, "login")
+    with pytest.raises(ValueError, match="not a login host"):
+        session_format.forward_command("gpu01.cluster", 40123, "-oProxyCommand=evil")
+
+
 def test_tunnel_line_and_session_url_for_a_laptop():
     t = session_format.tunnel({"host": "gpu01.cluster", "port": 40123}, "me@login1", 9000)
     assert t["ssh_command"] == "ssh -N -L 9000:gpu01.cluster:40123 me@login1"

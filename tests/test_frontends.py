@@ -286,8 +286,7 @@ def test_a_served_session_through_apache_is_its_owners_only_http_and_websocket(a
     users = apache_login.parent / "users"
     subprocess.run(["htpasswd", "-b", str(users), "bob", "bobs-password"], check=True, capture_output=True)
     map_file = apache_dir / "session-map.txt"
-    frontend = ApacheFrontEnd("unused", ProxyMapFile(map_file, "www-data"))
-    frontend.served_applications = frozenset({"trame"})
+    frontend = ApacheFrontEnd("unused", ProxyMapFile(map_file, "www-data"), frozenset({"trame"}))
     app = ServedAppThread().start()
     try:
         mine, paraview = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
@@ -366,8 +365,7 @@ def test_through_apache_a_sessions_content_never_runs_on_pvhpcs_origin(apache_fa
     from tests.harness.served_app import PAGE, ServedAppThread
 
     map_file = apache_dir / "session-map.txt"
-    frontend = ApacheFrontEnd("unused", ProxyMapFile(map_file, "www-data"))
-    frontend.served_applications = frozenset({"trame"})
+    frontend = ApacheFrontEnd("unused", ProxyMapFile(map_file, "www-data"), frozenset({"trame"}))
     clients = apache_dir / "client"
     clients.mkdir(mode=0o755)
     (clients / "index.html").write_text("<!doctype html><title>a web client</title>")
@@ -439,8 +437,7 @@ def test_through_apache_sessions_content_can_have_an_origin_of_its_own(apache_fa
     from tests.harness.served_app import PAGE, ServedAppThread
 
     map_file = apache_dir / "session-map.txt"
-    frontend = ApacheFrontEnd("unused", ProxyMapFile(map_file, "www-data"))
-    frontend.served_applications = frozenset({"trame"})
+    frontend = ApacheFrontEnd("unused", ProxyMapFile(map_file, "www-data"), frozenset({"trame"}))
     app = ServedAppThread().start()
     try:
         mine = secrets.token_urlsafe(24)

@@ -112,7 +112,7 @@ def test_browser_tabs_left_open_end_idle_with_their_state_and_a_used_one_stays(s
     are ended ``idle`` with their ParaView state saved (their pages poll nothing that counts as input; trame's
     wslink 2.x RPCs are read as well as wslink 1.x's); a trame tab whose user clicks in it stays ready."""
     from pvhpc import config, paths
-    from pvhpc.node import runtime
+    from pvhpc import runtime
     from tests.harness.browser import chromium
     from tests.helpers import wait_until
     from tests.test_trame_app import write_series

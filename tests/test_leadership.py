@@ -9,9 +9,9 @@ from sqlalchemy import text
 
 from pvhpc.sessions.events import EventBus
 from pvhpc.db.leadership import LOCK_KEY, AdvisoryLockLeadership, Leadership, leadership_for
-from pvhpc.sessions.states import SessionState
+from pvhpc.jobs.states import SessionState
 from pvhpc.db.store import Change, Store
-from pvhpc.db.feed import StoreFeed
+from pvhpc.sessions.storefeed import StoreFeed
 
 from tests.helpers import session_record as record
 

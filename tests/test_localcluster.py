@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pvhpc.scheduler import slurm_install
-from pvhpc.scheduler.localcluster import ClusterError, LocalCluster
+from pvhpc.localcluster.cluster import ClusterError, LocalCluster
 from pvhpc.scheduler.slurm_install import SlurmNotFound, SlurmVersion
 
 from tests import backends
@@ -165,7 +165,7 @@ def test_demo_runs_the_whole_path(cluster, runtime_dir, tmp_path):
 def test_each_clusters_nodes_get_names_and_addresses_of_their_own():
     """Named after the base port: two clusters never share a namespace, link or subnet, and every link name fits
     the kernel's 15 characters."""
-    from pvhpc.scheduler.nodehosts import NodeNetwork
+    from pvhpc.localcluster.nodehosts import NodeNetwork
 
     nodes = ("gpu01", "gpu02", "cpu01", "cpu02")
     one, two = NodeNetwork(17000, nodes, "login"), NodeNetwork(17005, nodes, "login")

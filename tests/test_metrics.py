@@ -19,7 +19,7 @@ from pvhpc.db.store import Change, Store, utcnow
 from pvhpc.errors import PvhpcError
 from pvhpc.metrics import Metrics
 from pvhpc.scheduler import Scheduler, SchedulerUnavailable, SubmitRefused
-from pvhpc.sessions.states import EndReason, SessionState
+from pvhpc.jobs.states import EndReason, SessionState
 from pvhpc.web.metrics import read_token_file, route_label
 
 from tests.helpers import run, session_record

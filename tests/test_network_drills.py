@@ -1,4 +1,4 @@
-"""Network-fault drills: the test cluster's nodes are hosts of their own (pvhpc/scheduler/nodehosts.py), and the
+"""Network-fault drills: the test cluster's nodes are hosts of their own (pvhpc/localcluster/nodehosts.py), and the
 drills cut what joins them to the login side, each recorded as a row of the drill table (tests/drill_report.py).
 
 - A ready session's node loses its link for 90 s: Slurm marks the node down and fails the job, pvhpc ends the

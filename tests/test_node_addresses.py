@@ -25,7 +25,7 @@ from pvhpc.paths import JOB_HELPER
 from pvhpc.sessions import nodeaddresses
 from pvhpc.sessions.events import EventBus
 from pvhpc.sessions.service import ServiceError, SessionService, token_hash
-from pvhpc.sessions.states import SessionState
+from pvhpc.jobs.states import SessionState
 
 from tests.fakes import ScriptedScheduler, running
 

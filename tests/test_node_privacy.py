@@ -33,10 +33,10 @@ from pathlib import Path
 import pytest
 
 from pvhpc import config
-from pvhpc.node import runtime
+from pvhpc import runtime
 from pvhpc.paths import JOB_HELPER, JOBSCRIPTS_DIR
 from pvhpc.sessions.job import build_job
-from pvhpc.sessions.jobscript import JobTemplate
+from pvhpc.jobs.template import JobTemplate
 from pvhpc.sessions.spec import parse_spec
 
 from tests.helpers import foreground_fraction, hues, processes_of_cluster_job, render, render_by_process, wait_until

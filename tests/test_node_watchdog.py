@@ -17,7 +17,7 @@ import yaml
 
 from pvhpc.db.store import Store
 from pvhpc.sessions import lifecycle
-from pvhpc.sessions.states import EndReason
+from pvhpc.jobs.states import EndReason
 
 from tests.helpers import processes_of_cluster_job, wait_until
 

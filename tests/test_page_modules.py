@@ -14,7 +14,7 @@ import subprocess
 import pytest
 
 from pvhpc.sessions import lifecycle
-from pvhpc.sessions.states import END_MESSAGES, EndReason
+from pvhpc.jobs.states import END_MESSAGES, EndReason
 from pvhpc.web import pages
 from pvhpc.web.views import session_json
 

@@ -223,7 +223,7 @@ def test_the_unmodified_visualizer_attaches_to_the_ranks_of_a_parallel_session(s
     """The Visualizer has no option for pvserver's connect id: pvhpc's argv wrapper sets it in its ParaView, so it
     attaches to the two ranks, whose pieces show in two colours; cancelling leaves no server on either node."""
     from pvhpc import config, paths
-    from pvhpc.node import runtime
+    from pvhpc import runtime
 
     runtime.install_web_clients(paths.web_clients_dir())
     data = tmp_path / "svc" / "data"

@@ -11,7 +11,7 @@ from sqlalchemy import event
 from pvhpc.db.store import Change
 from pvhpc.sessions import lifecycle
 from pvhpc.sessions.service import token_hash
-from pvhpc.sessions.states import EndReason, SessionState
+from pvhpc.jobs.states import EndReason, SessionState
 
 from tests.fakes import ScriptedScheduler
 from tests.helpers import session_record

@@ -176,7 +176,7 @@ def test_a_visualizer_session_ended_saves_its_state_and_a_new_one_starts_from_it
 
     from pvhpc import paths
     from pvhpc.client import ClientError
-    from pvhpc.node import runtime
+    from pvhpc import runtime
     from tests.helpers import foreground_fraction
     from tests.test_visualizer_job import write_blob
 

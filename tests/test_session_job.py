@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from pvhpc.paths import JOB_HELPER, JOBSCRIPTS_DIR, SERVER_SCRIPT
-from pvhpc.sessions.jobscript import JobTemplate
+from pvhpc.jobs.template import JobTemplate
 from pvhpc.scheduler import JobRequest
 from pvhpc.scheduler.base import EndCause, JobState
 from pvhpc.client.wslink import WslinkClient, WslinkError

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from pvhpc import config
 from pvhpc.paths import JOBSCRIPTS_DIR
-from pvhpc.sessions.jobscript import JobTemplate, TemplateError
+from pvhpc.jobs.template import JobTemplate, TemplateError
 from pvhpc.sessions.job import build_job
 from pvhpc.sessions.spec import RequestError, parse_spec
 

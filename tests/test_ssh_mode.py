@@ -78,22 +78,6 @@ def test_a_lost_connection_is_an_unknown_answer_never_job_gone():
         asyncio.run(SSHRunner(FakeLink(status=127)).run(["sbatch"]))
 
 
-def test_forward_command_for_a_laptop():
-    from pvhpc.scheduler.ssh import forward_command
-
-    session = {"host": "gpu01.cluster", "port": 40123}
-    assert forward_command(session, "alice@login.hpc.example.org", 8080) == \
-        "ssh -N -L 127.0.0.1:8080:gpu01.cluster:40123 alice@login.hpc.example.org"
-    assert forward_command(session, "login", ssh_port=2222) == \
-        "ssh -N -L 127.0.0.1:40123:gpu01.cluster:40123 -p 2222 login"
-    with pytest.raises(ValueError, match="not ready"):
-        forward_command({"host": None, "port": None}, "login")
-    with pytest.raises(ValueError, match="not a host name"):
-        forward_command({"host": "x -oProxyCommand=evil", "port": 1}, "login")
-    with pytest.raises(ValueError, match="not a login host"):
-        forward_command(session, "-oProxyCommand=evil")
-
-
 def test_ssh_section_is_validated_like_the_rest(tmp_path):
     key, known = tmp_path / "key", tmp_path / "known_hosts"
     key.write_text("k")
@@ -234,7 +218,7 @@ def server_peers(port: int) -> set[str]:
 
 @pytest.mark.sshd
 def test_a_loopback_forward_carries_large_data_through_sshd_and_follows_a_new_connection(sshd):
-    from pvhpc.scheduler.ssh import LoopbackForward
+    from pvhpc.frontends.tunnel import LoopbackForward
 
     server = socket.create_server(("127.0.0.1", 0))
     target = server.getsockname()[1]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import inspect, text
 
-from pvhpc.sessions.states import EndReason, IllegalTransition, SessionState
+from pvhpc.jobs.states import EndReason, IllegalTransition, SessionState
 from pvhpc.db.store import SCHEMA_VERSION, Change, SchemaError, SessionRecord, Store
 
 from tests.helpers import session_record as record

@@ -11,7 +11,7 @@ from pvhpc import config
 from pvhpc.sessions.events import EventBus
 from pvhpc.scheduler import EndCause, QueueReason
 from pvhpc.sessions.service import SessionService
-from pvhpc.sessions.states import SessionState
+from pvhpc.jobs.states import SessionState
 from pvhpc.db.store import Change, SessionRecord, Store, utcnow
 from pvhpc.sessions.tracker import Tracker
 

@@ -16,7 +16,7 @@ import yaml
 from PIL import Image
 
 from pvhpc import config, paths
-from pvhpc.node import runtime
+from pvhpc import runtime
 from tests.harness.browser import changed_share, chromium
 
 

@@ -72,8 +72,7 @@ class UsersRig:
     in X-Remote-User as Apache does after its login; alice's and bob's sessions served by a real small server."""
 
     def __init__(self, **bounds):
-        self.frontend = BuiltinFrontEnd("unused")
-        self.frontend.served_applications = frozenset({"trame"})
+        self.frontend = BuiltinFrontEnd("unused", served_applications=frozenset({"trame"}), limits=limits(**bounds))
         auth = make_authenticator(AuthConfig(kind="header", user="nobody", header="X-Remote-User", staff=(),
                                              users_trust_each_other=True))
         self.dir = Path(tempfile.mkdtemp(prefix="pvhpc-bounds-"))

@@ -10,7 +10,7 @@ import pytest
 
 from pvhpc import config, paths
 from pvhpc.client.wslink import WslinkClient, WslinkError
-from pvhpc.node import runtime
+from pvhpc import runtime
 
 from tests.helpers import foreground_fraction, processes_of_cluster_job, wait_until
 

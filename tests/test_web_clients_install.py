@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from pvhpc import paths
-from pvhpc.node import runtime
+from pvhpc import runtime
 
 
 @pytest.fixture

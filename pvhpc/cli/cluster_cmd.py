@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from pvhpc import paths
-from pvhpc.scheduler.localcluster import DEFAULT_BASE_PORT, ClusterError, LocalCluster
+from pvhpc.localcluster.cluster import DEFAULT_BASE_PORT, ClusterError, LocalCluster
 
 
 def register(sub) -> None:

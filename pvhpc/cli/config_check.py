@@ -16,8 +16,8 @@ import pwd
 import shutil
 
 from pvhpc.config import PartitionConfig, SiteConfig
-from pvhpc.sessions.durations import format_minutes
-from pvhpc.sessions.jobscript import TemplateError
+from pvhpc.jobs.durations import format_minutes
+from pvhpc.jobs.template import TemplateError
 from pvhpc.scheduler.runners import CommandRunner, CommandUnavailable
 from pvhpc.scheduler import PartitionInfo, Scheduler, SchedulerUnavailable
 from pvhpc.scheduler.slurm_install import tool_path

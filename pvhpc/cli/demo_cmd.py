@@ -12,10 +12,10 @@ from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 from pvhpc import config as site_config
 from pvhpc import paths
-from pvhpc.node import runtime
+from pvhpc import runtime
 from pvhpc.app import PvhpcApp
 from pvhpc.cli.cluster_cmd import export_line
-from pvhpc.scheduler.localcluster import ClusterError, LocalCluster
+from pvhpc.localcluster.cluster import ClusterError, LocalCluster
 from pvhpc.db.store import SchemaError
 from pvhpc.client.wslink import WslinkClient, WslinkError
 

@@ -282,7 +282,7 @@ def check_service(cfg: SiteConfig) -> Check:
 
 async def diagnose(cfg: SiteConfig, probe_partition: str | None, probe_timeout: float = 180,
                    apache_config: Path | None = None) -> list[Check]:
-    from pvhpc.scheduler.site import runner_for, scheduler_for
+    from pvhpc.app import runner_for, scheduler_for
 
     checks = [check_database(cfg)]
     link = None

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from pvhpc import paths
-from pvhpc.node import runtime
+from pvhpc import runtime
 
 
 def register(sub) -> None:

@@ -341,7 +341,10 @@ def cmd_url(args) -> int:
                            "it has no URL" + (f" yet (pvhpc wait {as_arg(session['id'])})"
                                               if session["state"] != "ended" else ""), code=exit_codes.FAILED)
     login = settings.login_host or urlsplit(settings.url).hostname or "localhost"
-    tunnel = session_format.tunnel(session, login, args.local_port, serves_own_client(client, session))
+    try:
+        tunnel = session_format.tunnel(session, login, args.local_port, serves_own_client(client, session))
+    except ValueError as e:
+        raise CommandError(f"no tunnel line for session {session['id']}: {e}", code=exit_codes.FAILED) from None
     data = {
         "id": session["id"], "state": session["state"], "node": session.get("node"), "host": session.get("host"),
         "port": session.get("port"),

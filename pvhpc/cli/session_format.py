@@ -11,9 +11,12 @@ import shlex
 from datetime import datetime, timezone
 from urllib.parse import urlencode, urlsplit
 
-LIVE_STATES = ("submitting", "queued", "starting", "ready", "unknown")
+from pvhpc.jobs.ids import HOST
+from pvhpc.jobs.states import EndReason, SessionState
+
+LIVE_STATES = tuple(state.value for state in SessionState if state.live)
 # How a session may end without anything having gone wrong.
-GOOD_ENDINGS = ("cancelled", "completed", "idle")
+GOOD_ENDINGS = (EndReason.CANCELLED.value, EndReason.COMPLETED.value, EndReason.IDLE.value)
 # What a terminal acts on instead of showing: C0 and C1 controls (ESC starts OSC 52, which writes the clipboard,
 # and CSI, which moves the cursor; CR and LF start a fake row), DEL, and the Unicode controls that reorder or
 # break a line (bidirectional overrides, isolates and marks; line and paragraph separators).
@@ -188,16 +191,38 @@ def page_with_secret(url: str, secret: str | None) -> str:
     return f"{url}?{urlencode({'secret': secret or ''})}"
 
 
+def forward_command(host: object, port: object, login_host: str, local_port: int | None = None,
+                    ssh_port: int = 22) -> str:
+    """The ``ssh -L`` line a user runs on a laptop to bring a session's ``host:port`` to ``localhost:LOCAL_PORT``
+    through the login host (``host`` or ``user@host``). Every word is checked before it is put on a line the
+    user will paste into a shell: ValueError says which is wrong."""
+    if not host or isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise ValueError("the session has no server address yet (it is not ready)")
+    if not isinstance(host, str) or not HOST.match(host):
+        raise ValueError(f"{host!r} is not a host name")
+    local_port = port if local_port is None else local_port
+    if isinstance(local_port, bool) or not isinstance(local_port, int) or not 0 < local_port < 65536:
+        raise ValueError(f"{local_port!r} is not a port")
+    user, _, name = login_host.rpartition("@")
+    if not HOST.match(name) or (user and not HOST.match(user.replace("_", "-"))):
+        raise ValueError(f"{login_host!r} is not a login host ([user@]host)")
+    argv = ["ssh", "-N", "-L", f"{local_port}:{host}:{port}"]
+    if ssh_port != 22:
+        argv += ["-p", str(ssh_port)]
+    return shlex.join(argv + [login_host])
+
+
 def tunnel(session: dict, login_host: str, local_port: int | None = None, in_browser: bool = False) -> dict:
     """The ``ssh -L`` line that brings the session's node:port to a laptop through the login host, and what to
     open at its end: the websocket a ParaViewWeb client connects to, or (``in_browser``: a server that serves
-    its own page, as trame's) that page, whose client takes the secret from its URL."""
+    its own page, as trame's) that page, whose client takes the secret from its URL. ValueError for a session
+    or login host that cannot be put on that line."""
     host, port = session.get("host") or session.get("node"), session.get("port")
     local = local_port or port
     return {
         "login_host": login_host,
         "local_port": local,
-        "ssh_command": shlex.join(["ssh", "-N", "-L", f"{local}:{host}:{port}", login_host]),
+        "ssh_command": forward_command(host, port, login_host, local),
         "tunnel_url": (page_with_secret(f"http://localhost:{local}/", session.get("secret")) if in_browser
                        else f"ws://localhost:{local}/ws"),
         "tunnel_opens_in_browser": in_browser,

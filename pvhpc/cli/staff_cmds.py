@@ -59,7 +59,7 @@ def report_checks(args, checks: list[check_report.Check], summary: str, verdict_
 @guarded
 def cmd_config_check(args) -> int:
     from pvhpc.cli import config_check
-    from pvhpc.scheduler.site import runner_for, scheduler_for
+    from pvhpc.app import runner_for, scheduler_for
 
     cfg = load_site(args)
     link = None

@@ -2,8 +2,8 @@
 or pushed as the Visualizer's server delivers them).
 
 pvhpc uses it to prove that a session answers (demo, doctor, tests, benchmarks).
-The users' page speaks the same protocol from its own small JavaScript client
-(pvhpc/web/static/wslink.js; see docs/web.md).
+The users' page speaks the same protocol through wslink's own browser client (npm wslink 1.x, installed by
+``pvhpc runtime install`` and served at /static/vendor/wslink.js; see docs/web.md).
 """
 
 from __future__ import annotations

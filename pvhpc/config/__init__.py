@@ -21,15 +21,15 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from pvhpc import paths
+from pvhpc import paths, plugins
 from pvhpc.config import checks
 from pvhpc.config.checks import NAME
 from pvhpc.config.keys import DEFAULT_LISTEN, RENDER_MODES, SITE
 from pvhpc.config.model import (ApplicationConfig, AuthConfig, FrontendConfig, Limits, PartitionConfig, Range,
                                 RuntimeConfig, SchedulerConfig, ServiceConfig, SiteConfig, SSHConfig)
 from pvhpc.config.schema import ConfigError, Reader
-from pvhpc.sessions import command
-from pvhpc.sessions.jobscript import JOB_SCRIPT_VALUES, JobTemplate
+from pvhpc.jobs import command
+from pvhpc.jobs.template import JOB_SCRIPT_VALUES, JobTemplate
 
 __all__ = ["ApplicationConfig", "AuthConfig", "ConfigError", "FrontendConfig", "Limits", "NAME", "PartitionConfig",
            "RENDER_MODES", "Range", "RuntimeConfig", "SchedulerConfig", "ServiceConfig", "SiteConfig", "SSHConfig",
@@ -89,15 +89,15 @@ def _frontend_rules(fe: Reader, frontend: FrontendConfig, site: dict) -> None:
         for key in ("map_file", "map_group"):
             if fe.has(key):
                 raise fe.error(key, f"is used only with kind: apache (this front end is {frontend.kind!r})")
-        return
-    # The map is written while sessions change; a directory it cannot be written
-    # to must stop the service now, not fail the first session that becomes ready.
-    from pvhpc.frontends.proxymap import ProxyMapError, ProxyMapFile
-
+    # What the chosen front end itself cannot work with (Apache's: a map file it cannot write), found now rather
+    # than at the first session. One that cannot even be loaded says so when the service builds it.
     try:
-        ProxyMapFile(frontend.map_file, frontend.map_group).check()
-    except ProxyMapError as e:
-        raise fe.error("map_group" if e.about == "group" else "map_file", str(e)) from None
+        check = getattr(plugins.load(plugins.FRONTENDS, frontend.kind), "config_problem", None)
+    except plugins.PluginError:
+        check = None
+    problem = check(frontend) if check else None
+    if problem:
+        raise fe.error(*problem)
 
 
 def _session_origin_rules(fe: Reader, frontend: FrontendConfig, site: dict) -> None:
@@ -166,17 +166,17 @@ def load(path: str | os.PathLike) -> SiteConfig:
     try:
         text = path.read_text()
     except OSError as e:
-        raise ConfigError(str(path), "", f"cannot read: {e.strerror}") from None
+        raise ConfigError(f"cannot read: {e.strerror}", source=str(path)) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise ConfigError(str(path), "", f"not valid YAML: {e}") from None
+        raise ConfigError(f"not valid YAML: {e}", source=str(path)) from None
     return parse(data, str(path))
 
 
 def embedded_defaults(cluster_conf: Path | None = None, **service: Any) -> SiteConfig:
     """The site that ``pvhpc cluster start`` runs: partitions gpu (2 fake a100 per node) and cpu."""
-    from pvhpc.scheduler.localcluster import recorded_login_address, recorded_prefix
+    from pvhpc.localcluster.cluster import recorded_login_address, recorded_prefix
 
     conf = cluster_conf or paths.cluster_dir() / "etc" / "slurm.conf"
     login = recorded_login_address(conf)
@@ -240,7 +240,7 @@ def trame_application(data_roots: list[str]) -> dict:
     reaches it through pvhpc's argv wrapper. trame's static client, where installed, is its page at
     /apps/trame/, which launches a session through the launcher API as trame's multi-user deployment does.
     Left out where trame is not installed."""
-    from pvhpc.node import runtime
+    from pvhpc import runtime
 
     trame = runtime.trame_dir(paths.runtime_dir())
     if not (trame / "trame" / "__init__.py").is_file():

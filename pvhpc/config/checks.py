@@ -12,11 +12,11 @@ from typing import Any, Callable
 
 from pvhpc import plugins
 from pvhpc.config.model import AppRuntime, ReadyRule
+from pvhpc.jobs.ids import HOST, NAME
 from pvhpc.paths import JOBSCRIPTS_DIR
-from pvhpc.sessions.durations import parse_minutes
-from pvhpc.sessions.jobscript import JobTemplate, TemplateError, find_template
+from pvhpc.jobs.durations import parse_minutes
+from pvhpc.jobs.template import JobTemplate, TemplateError, find_template
 
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 HTTP_URL = re.compile(r"^https?://[^/\s]+")
 
 Check = Callable[[Any], Any]
@@ -53,13 +53,6 @@ def names(value: Any) -> tuple[str, ...]:
     if not isinstance(value, list):
         raise ValueError(f"must be a list of names, not {value!r}")
     return tuple(name(v) for v in value)
-
-
-def texts(value: Any) -> tuple[str, ...]:
-    """A non-empty list of one-line strings."""
-    if not isinstance(value, list) or not value:
-        raise ValueError(f"must be a non-empty list, not {value!r}")
-    return tuple(each(text)(value))
 
 
 def whole(low: int, high: int) -> Check:
@@ -199,8 +192,6 @@ def listen_on(value: Any) -> str:
 
 
 def host(value: Any) -> str:
-    from pvhpc.frontends.routes import HOST
-
     value = text(value)
     if not HOST.match(value):
         raise ValueError(f"{value!r} is not a host name or address")

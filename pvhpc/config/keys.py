@@ -17,7 +17,7 @@ from pvhpc.config.checks import whole
 from pvhpc.config.model import (ApplicationConfig, AppRuntime, AuthConfig, FrontendConfig, Limits, MetricsConfig,
                                 PartitionConfig, RuntimeConfig, SchedulerConfig, ServiceConfig, SSHConfig)
 from pvhpc.config.schema import Derived, Key, Named, RangeKey, Section
-from pvhpc.sessions import command, parallel
+from pvhpc.jobs import command, mpi
 
 RENDER_MODES = ("xvfb", "egl", "osmesa")
 STATE = "pvhpc's state directory ($PVHPC_STATE_DIR, else /var/lib/pvhpc for root, ~/.local/share/pvhpc for others)"
@@ -235,22 +235,22 @@ APPLICATIONS = Named(
         Key("web_client", checks.web_client, None,
             "a directory of static files (with index.html) the front end serves at /apps/<name>/: the "
             "application's web client; left out, it has none of its own", example="/opt/site/my-client/dist"),
-        Key("pvserver", parallel.check_pvserver, None,
+        Key("pvserver", mpi.check_pvserver, None,
             "parallel sessions: ParaView's pvserver built with the site's MPI and its options, run as the "
             "session's ranks; left out, the application runs no parallel sessions",
             example=["/usr/bin/pvserver", "--force-offscreen-rendering"]),
-        Key("mpi_launcher", parallel.check_mpi_launcher, parallel.DEFAULT_MPI_LAUNCHER,
+        Key("mpi_launcher", mpi.check_mpi_launcher, mpi.DEFAULT_MPI_LAUNCHER,
             "parallel sessions: what starts the ranks inside the job, before the pvserver argv (the mpiexec of the "
             "MPI ParaView was built with, or srun --mpi=...); placeholders "
-            + ", ".join(f"${{{n}}}" for n in parallel.LAUNCHER_PLACEHOLDERS), example=["srun", "--mpi=pmix", "-n",
+            + ", ".join(f"${{{n}}}" for n in mpi.LAUNCHER_PLACEHOLDERS), example=["srun", "--mpi=pmix", "-n",
                                                                                   "${ranks}"]),
-        Key("pvserver_connect", parallel.check_connect,
-            Derived(lambda ctx: parallel.PVHPC_SERVER_CONNECT if tuple(ctx.values["command"]) == tuple(
-                PVHPC_SERVER_COMMAND) else parallel.WSLINK_APP_CONNECT,
-                " ".join(parallel.PVHPC_SERVER_CONNECT) + " for pvhpc's own server, else "
-                + " ".join(parallel.WSLINK_APP_CONNECT)),
+        Key("pvserver_connect", mpi.check_connect,
+            Derived(lambda ctx: mpi.PVHPC_SERVER_CONNECT if tuple(ctx.values["command"]) == tuple(
+                PVHPC_SERVER_COMMAND) else mpi.WSLINK_APP_CONNECT,
+                " ".join(mpi.PVHPC_SERVER_CONNECT) + " for pvhpc's own server, else "
+                + " ".join(mpi.WSLINK_APP_CONNECT)),
             "parallel sessions: the arguments added to the command that attach the web server to the session's "
-            "pvserver, filled in on the node: " + ", ".join(f"${{{n}}}" for n in parallel.CONNECT_PLACEHOLDERS)),
+            "pvserver, filled in on the node: " + ", ".join(f"${{{n}}}" for n in mpi.CONNECT_PLACEHOLDERS)),
         Key("serves_own_client", checks.flag, False,
             "the server serves its own web client over HTTP on its port (trame does): the front end proxies "
             "/session/<id>/ to it"),

@@ -11,8 +11,6 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from pvhpc.sessions.jobscript import JobTemplate
-
 
 @dataclass(frozen=True)
 class Range:
@@ -63,7 +61,7 @@ class ApplicationConfig:
     name: str
     jobscript: Path
     server_script: Path
-    command: tuple[str, ...]     # the argv, with ${placeholders} (pvhpc/sessions/command.py)
+    command: tuple[str, ...]     # the argv, with ${placeholders} (pvhpc/jobs/command.py)
     ready: ReadyRule
     runtime: AppRuntime
     render: str | None           # None: the partition's render mode
@@ -150,7 +148,7 @@ class FrontendConfig:
     session_url: str             # template with {id}, {host}, {port}; USE_HOST(NAME) is left for the JS client to fill in
     map_file: Path | None        # apache: the RewriteMap file pvhpc keeps (frontends/proxymap.py)
     map_group: str | None        # apache: the map file's group (Apache's), None keeps pvhpc's own
-    session_origin: str | None   # where sessions' own web content is served, apart from pvhpc's (frontends/content.py)
+    session_origin: str | None   # where sessions' own web content is served, apart from pvhpc's (web/content.py)
 
 
 @dataclass(frozen=True)
@@ -194,5 +192,10 @@ class SiteConfig:
     metrics: MetricsConfig
     ssh: SSHConfig | None
 
-    def template(self, app: ApplicationConfig) -> JobTemplate:
-        return JobTemplate(app.jobscript)
+    def served_applications(self) -> frozenset[str]:
+        """The applications whose session server serves its own web client (``serves_own_client``)."""
+        return frozenset(name for name, app in self.applications.items() if app.serves_own_client)
+
+    def web_clients(self) -> dict[str, Path]:
+        """Application name -> the directory of its static web client (``web_client``), served at /apps/<name>/."""
+        return {name: Path(app.web_client) for name, app in self.applications.items() if app.web_client}

@@ -22,9 +22,10 @@ from pvhpc.errors import PvhpcError
 
 
 class ConfigError(PvhpcError):
-    """A site config is wrong: ``source`` is the file, ``key`` the dotted key ("" for the file as a whole)."""
+    """A site config is wrong: ``source`` is the file, ``key`` the dotted key ("" for the file as a whole), which
+    is also the error's ``field``."""
 
-    def __init__(self, source: str, key: str, message: str):
+    def __init__(self, message: str, *, source: str, key: str = ""):
         super().__init__(message, field=key or None)
         self.source, self.key = source, key
         self.args = (f"{source}: {key}: {message}" if key else f"{source}: {message}",)
@@ -107,7 +108,8 @@ class Reader:
         if data is None:
             data = {}
         if not isinstance(data, dict):
-            raise ConfigError(source, path or "(top level)", f"must be a mapping, not {type(data).__name__}")
+            raise ConfigError(f"must be a mapping, not {type(data).__name__}", source=source,
+                              key=path or "(top level)")
         self.source, self.path, self.data = source, path, data
         self.known = None if known is None else tuple(known)
 
@@ -115,7 +117,7 @@ class Reader:
         return f"{self.path}.{name}" if self.path else name
 
     def error(self, name: str, message: str) -> ConfigError:
-        return ConfigError(self.source, self.key(name), message)
+        return ConfigError(message, source=self.source, key=self.key(name))
 
     def has(self, name: str) -> bool:
         return name in self.data

@@ -24,7 +24,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, rela
 
 from pvhpc.db.offloop import OffLoopStore
 from pvhpc.errors import PvhpcError
-from pvhpc.sessions.states import SessionState, check_transition
+from pvhpc.jobs.states import SessionState, check_transition
 
 SCHEMA_VERSION = 4
 # A lock held elsewhere (a staff command, another instance, a migration) is waited for at most this long per
@@ -75,7 +75,7 @@ class SessionRecord(Base):
     expected_start: Mapped[datetime | None] = mapped_column(nullable=True)
 
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    # Indexed: instances sharing a database follow each other's changes by it (pvhpc/storefeed.py).
+    # Indexed: instances sharing a database follow each other's changes by it (pvhpc/sessions/storefeed.py).
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     running_since: Mapped[datetime | None] = mapped_column(nullable=True)
     ready_at: Mapped[datetime | None] = mapped_column(nullable=True)

@@ -23,11 +23,22 @@ RETRY_SECONDS = 5
 
 class ApacheFrontEnd(FrontEnd):
     @classmethod
-    def from_config(cls, config) -> "ApacheFrontEnd":
-        return cls(config.session_url, ProxyMapFile(config.map_file, config.map_group))
+    def from_config(cls, config, *, served_applications: frozenset[str] = frozenset(), ssh_link=None,
+                    traffic=None, limits=None) -> "ApacheFrontEnd":
+        return cls(config.session_url, ProxyMapFile(config.map_file, config.map_group), served_applications)
 
-    def __init__(self, session_url: str, map_file: ProxyMapFile):
-        super().__init__(session_url)
+    @classmethod
+    def config_problem(cls, config) -> tuple[str, str] | None:
+        # The map is written while sessions change; a directory it cannot be written
+        # to must stop the service now, not fail the first session that becomes ready.
+        try:
+            ProxyMapFile(config.map_file, config.map_group).check()
+        except ProxyMapError as e:
+            return ("map_group" if e.about == "group" else "map_file", str(e))
+        return None
+
+    def __init__(self, session_url: str, map_file: ProxyMapFile, served_applications: frozenset[str] = frozenset()):
+        super().__init__(session_url, served_applications)
         self.map_file = map_file
         self.routes = RouteTable(self.routable)
         self._stale = False    # the last write failed: the file lags the table

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pvhpc.errors import PvhpcError
-from pvhpc.frontends import content
+from pvhpc.jobs.ids import HOST
 from pvhpc.paths import APACHE_TEMPLATES_DIR
+from pvhpc.web import content
 
 TEMPLATES = APACHE_TEMPLATES_DIR
 MODULES_DIR = Path("/usr/lib/apache2/modules")   # Debian's; other systems: --modules-dir
@@ -28,7 +29,6 @@ MODULES = ("mpm_event", "authz_core", "authz_host", "authz_user", "authn_core", 
 TLS_MODULES = ("socache_shmcb", "ssl")
 
 APP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")   # as config keys allow: safe in a URL path
-HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,253}[A-Za-z0-9])?$")
 PREFIX = re.compile(r"^(/[A-Za-z0-9_.~-]+)+$")
 SERVICE_URL = re.compile(r"^https?://[A-Za-z0-9.:\[\]-]+(/[A-Za-z0-9_.~/-]*)?$")
 # pvhpc's front-end socket (service.frontend_socket): the only channel its user header is believed on.
@@ -60,7 +60,7 @@ class Site:
     # Applications' own web clients (name, directory), served by Apache itself at PREFIX/apps/<name>/.
     web_clients: tuple[tuple[str, Path], ...] = ()
     # Where sessions' own web content is served (frontend.session_origin): a virtual host of its own. Left out,
-    # on this host in a browser sandbox (pvhpc/frontends/content.py).
+    # on this host in a browser sandbox (pvhpc/web/content.py).
     session_origin: str | None = None
 
     @property
@@ -94,7 +94,7 @@ class Site:
         return "http://localhost" if SERVICE_SOCKET.match(self.service_url) else self.service_url.rstrip("/")
 
     def validate(self) -> "Site":
-        if not HOSTNAME.match(self.server_name):
+        if not HOST.match(self.server_name):
             raise ApacheConfigError(f"{self.server_name!r} is not a host name", field="--server-name")
         if not SAFE_PATH.match(str(self.map_file)):
             raise ApacheConfigError(f"{self.map_file} must be an absolute path without spaces or quotes",
@@ -115,7 +115,7 @@ class Site:
                 raise ApacheConfigError(f"{path} must be an absolute path without spaces or quotes", field=option)
         if self.session_origin is not None:
             scheme, _, host = self.session_origin.partition("://")
-            if scheme != ("https" if self.tls else "http") or not HOSTNAME.match(host.split(":")[0]) or (
+            if scheme != ("https" if self.tls else "http") or not HOST.match(host.split(":")[0]) or (
                     host.split(":")[0].lower() == self.server_name.lower()):
                 raise ApacheConfigError(f"{self.session_origin!r} must be an origin of the same scheme on a host "
                                         f"name other than {self.server_name} (frontend.session_origin)",
@@ -141,9 +141,7 @@ def _fill(template: str, values: dict[str, str]) -> str:
 
 def site_web_clients(config) -> tuple[tuple[str, Path], ...]:
     """The web clients a pvhpc site config names (applications.<name>.web_client), for ``Site.web_clients``."""
-    from pvhpc.frontends import web_clients
-
-    return tuple(sorted(web_clients(config).items()))
+    return tuple(sorted(config.web_clients().items()))
 
 
 def _web_client_blocks(site: Site) -> str:

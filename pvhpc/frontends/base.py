@@ -11,6 +11,10 @@ from typing import Iterable
 
 from pvhpc.db.store import SessionRecord
 from pvhpc.errors import PvhpcError
+from pvhpc.jobs.states import SessionState
+
+# Ready, or last seen ready while the scheduler cannot be asked.
+ROUTABLE = (SessionState.READY.value, SessionState.UNKNOWN.value)
 
 
 class FrontEndError(PvhpcError):
@@ -18,18 +22,31 @@ class FrontEndError(PvhpcError):
 
 
 class FrontEnd:
-    # Applications whose session server serves its own web client over HTTP (trame apps): a front end that
-    # proxies proxies them at /session/<id>/ too, HTTP and websocket, to the session's owner only.
-    # Set by make_frontend from the site's applications (serves_own_client).
-    served_applications: frozenset[str] = frozenset()
-
-    def __init__(self, session_url: str):
+    def __init__(self, session_url: str, served_applications: frozenset[str] = frozenset()):
+        """``served_applications``: applications whose session server serves its own web client over HTTP (trame
+        apps); a front end that proxies proxies them at /session/<id>/ too, HTTP and websocket, to the session's
+        owner only (the site's applications with ``serves_own_client``)."""
         self.url_template = session_url
+        self.served_applications = served_applications
 
     @classmethod
-    def from_config(cls, config) -> "FrontEnd":
-        """Built from the site's ``frontend`` section (a FrontendConfig); a front end that needs more overrides this."""
-        return cls(config.session_url)
+    def from_config(cls, config, *, served_applications: frozenset[str] = frozenset(), ssh_link=None,
+                    traffic=None, limits=None) -> "FrontEnd":
+        """Built from the site's ``frontend`` section (a FrontendConfig), with what the service gives every front
+        end, for one that carries sessions' traffic itself: ``ssh_link`` (SSH mode's link to the login host, or
+        None), ``traffic`` (what counts a proxy's connections, or None) and ``limits`` (the site's limits: what a
+        user may hold open). One that needs more overrides this."""
+        return cls(config.session_url, served_applications)
+
+    @classmethod
+    def config_problem(cls, config) -> tuple[str, str] | None:
+        """What in the site's ``frontend`` section this front end cannot work with, as (key, why), checked when
+        the config is read; None: nothing."""
+        return None
+
+    def open_connections(self) -> int:
+        """Client connections this front end carries now (a proxy's websockets; 0 for one that carries none)."""
+        return 0
 
     def session_url(self, record: SessionRecord) -> str | None:
         if not (record.host and record.port):
@@ -54,7 +71,7 @@ class FrontEnd:
 
     def routable(self, record: SessionRecord) -> bool:
         """Ready, or last seen ready while the scheduler cannot be asked (its server is most likely still up)."""
-        return bool(record.host and record.port) and record.state in ("ready", "unknown")
+        return bool(record.host and record.port) and record.state in ROUTABLE
 
     def serves_http(self, route) -> bool:
         """The route's server is one whose own web client is proxied at /session/<id>/."""

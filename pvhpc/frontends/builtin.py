@@ -33,7 +33,8 @@ from tornado.web import RequestHandler
 from pvhpc.db.store import SessionRecord
 from pvhpc.frontends.base import FrontEnd
 from pvhpc.frontends.relay import ANSWER_HEADERS, HandshakeError, WebSocketRelay, upgrade_request, why_unreachable
-from pvhpc.frontends.routes import SESSION_ID, Route, RouteTable
+from pvhpc.frontends.routes import Route, RouteTable
+from pvhpc.jobs.ids import SESSION_ID, SESSION_ID_TEXT
 from pvhpc.web.errors import ErrorAnswers
 from pvhpc.web.ratelimit import HeldAtOnce
 
@@ -66,7 +67,7 @@ class DirectConnector(Connector):
 
 
 class ProxyTraffic:
-    """What the proxy carries, told to whoever counts it (pvhpc.metrics sets its own); by default nobody."""
+    """What the proxy carries, told to whoever counts it (pvhpc.metrics gives its own); by default nobody."""
 
     def opened(self) -> None:
         """A client's websocket was joined to its session's server."""
@@ -94,16 +95,34 @@ class BuiltinFrontEnd(FrontEnd):
     429), and a websocket that carries nothing either way for ``limits.proxy_idle_timeout`` seconds is closed.
     Every connection of a session is closed when the session stops being routable (its walltime at the latest)."""
 
-    def __init__(self, session_url: str, connector: Connector | None = None):
-        super().__init__(session_url)
+    @classmethod
+    def from_config(cls, config, *, served_applications: frozenset[str] = frozenset(), ssh_link=None,
+                    traffic: ProxyTraffic | None = None, limits=None) -> "BuiltinFrontEnd":
+        connector = None
+        if ssh_link is not None:   # SSH mode: the nodes are reached through the login host
+            from pvhpc.frontends.tunnel import TunnelConnector
+
+            connector = TunnelConnector(ssh_link)
+        return cls(config.session_url, connector, served_applications, traffic, limits)
+
+    def __init__(self, session_url: str, connector: Connector | None = None,
+                 served_applications: frozenset[str] = frozenset(), traffic: ProxyTraffic | None = None,
+                 limits=None):
+        """``connector``: how the proxy reaches a session's server (default: it dials node:port); ``traffic``:
+        told what the proxy carries (pvhpc.metrics counts it; default: nobody); ``limits``: the site's limits
+        (a Limits), whose bounds on proxied connections it keeps (None: no bounds)."""
+        super().__init__(session_url, served_applications)
         self.routes = RouteTable(self.routable)
         self.connections: dict[str, set[WebSocketRelay]] = {}
         self.connector = connector or DirectConnector()
-        self.traffic = ProxyTraffic()
-        self.limits = None   # the site's limits, from handlers(); None (a bare test rig): no bounds
+        self.traffic = traffic or ProxyTraffic()
+        self.limits = limits
         self.held = HeldAtOnce()   # connections held, by user
         self.holdings: dict[WebSocketRelay, Holding] = {}
         self._idle_watch: asyncio.Task | None = None
+
+    def open_connections(self) -> int:
+        return sum(len(relays) for relays in self.connections.values())
 
     def update(self, record: SessionRecord) -> None:
         # A changed route (ended, or moved after a requeue) leaves the old server: drop its connections.
@@ -122,15 +141,14 @@ class BuiltinFrontEnd(FrontEnd):
     def handlers(self, ctx) -> list:
         from pvhpc.frontends.served import NotSessionContent, ServedSessionHandler, SessionOriginRedirect
 
-        self.limits = getattr(ctx.config, "limits", None)
         args = {"frontend": self, "auth": ctx.auth}
         served = {**args, "private_headers": ("Authorization", "Cookie", ctx.auth.config.header)}
-        session_path = r"/session/([A-Za-z0-9_-]{1,128})(/.*)?"
+        session_path = rf"/session/({SESSION_ID_TEXT})(/.*)?"
         session_origin = ctx.config.frontend.session_origin
         if session_origin is None:
             return [(r"/proxy", SessionProxyHandler, args),
                     (session_path, ServedSessionHandler, {**served, "allowed_origins": ctx.config.service.allowed_origins})]
-        # Sessions' content on a host of its own (content.py): there, only /session/; here, a redirect there.
+        # Sessions' content on a host of its own (web/content.py): there, only /session/; here, a redirect there.
         session_host = Rule(HostMatches(re.escape(urlsplit(session_origin).hostname) + "$"), [
             (session_path, ServedSessionHandler, {**served, "allowed_origins": (session_origin,), "sandboxed": False}),
             (r".*", NotSessionContent)])

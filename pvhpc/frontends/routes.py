@@ -1,7 +1,7 @@
 """Where each routable session listens: the in-memory table both map-keeping front ends share.
 
 A route is a session id and the host:port of its server. Ids and hosts are
-checked here, once, because both end up in places where a stray space or
+checked here (against pvhpc/jobs/ids.py), because both end up in places where a stray space or
 newline would be read as something else (a line of Apache's map file, a URL).
 """
 
@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from pvhpc.db.store import SessionRecord
+from pvhpc.jobs.ids import HOST, SESSION_ID
 
-SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
-HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,253}[A-Za-z0-9])?$")
 OWNER = re.compile(r"^[^\s|]{1,255}$")   # written after a '|' in Apache's map: no separator, no space
 
 

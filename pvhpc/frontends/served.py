@@ -4,7 +4,7 @@ HTTP requests and websocket upgrades under ``/session/<id>/`` go to the same
 path on the session's server. Only the session's owner gets through, staff
 included in no exception: the client that comes back is the user's own code,
 so nobody else may load it; and it is kept off pvhpc's origin, in a sandbox or on
-an origin of its own (content.py). Any other id, or a session
+an origin of its own (pvhpc/web/content.py). Any other id, or a session
 whose application does not serve its own client, answers 404 as if it did not
 exist (the same look as /proxy).
 
@@ -23,7 +23,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.web import RequestHandler
 
 from pvhpc.errors import PvhpcError
-from pvhpc.frontends import content
+from pvhpc.web import content
 from pvhpc.frontends.builtin import CONNECT_TIMEOUT, SessionProxyHandler
 from pvhpc.frontends.relay import why_unreachable
 from pvhpc.web import origins
@@ -57,7 +57,7 @@ SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 
 class ServedSessionHandler(SessionProxyHandler):
     """``/session/<id>/``, where sessions' content is served: on pvhpc's origin in a sandbox, or on the site's
-    session origin (``sandboxed`` false; content.py says why and how)."""
+    session origin (``sandboxed`` false; pvhpc/web/content.py says why and how)."""
 
     def initialize(self, frontend, auth, allowed_origins=(), private_headers=(), sandboxed=True) -> None:
         super().initialize(frontend, auth)

@@ -3,7 +3,5 @@
 The job script runs these by path: ``jobhelper.py``, ``launcher.py`` and ``parallel.py`` under the node's
 python3 with the standard library only; ``pvweb_server.py`` and ``argv_secret.py`` (with ``dataroots.py`` and
 ``wslink_exits.py`` beside them) under ``pvpython``. None of them may import anything from pvhpc.
-
-``runtime.py`` is the exception: it runs inside the ``pvhpc`` command, to install and check what the nodes
-need (``pvhpc runtime install/check``).
+What installs and checks this runtime runs inside the ``pvhpc`` command: ``pvhpc/runtime.py``.
 """

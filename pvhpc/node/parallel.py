@@ -168,7 +168,7 @@ def run(spec, launcher_argv):
         problem = f"{spec['pvserver'][0]} is not found on this node"
     elif not os.path.basename(exe).startswith("pvserver"):
         # The guard acts in pvserver only: another program in front would start it unguarded (see
-        # pvhpc/sessions/parallel.py check_pvserver, which refuses such a config before any job).
+        # pvhpc/jobs/mpi.py check_pvserver, which refuses such a config before any job).
         problem = f"{spec['pvserver'][0]} is {exe}, not ParaView's pvserver"
     if problem:
         print(f"pvhpc: {problem}", flush=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-from pvhpc.sessions.durations import parse_minutes as _parse_minutes
+from pvhpc.jobs.durations import parse_minutes as _parse_minutes
 from pvhpc.scheduler.runners import CommandRunner, CommandResult, CommandUnavailable
 from pvhpc.scheduler.base import ControllerDown, JobInfo, JobRequest, PartitionInfo, Scheduler, SchedulerUnavailable, SubmitRefused
 from pvhpc.scheduler.slurm_install import SlurmVersion, tool_path

@@ -3,7 +3,8 @@
 A pvhpc that runs off the cluster (a web server that cannot reach the compute
 nodes) runs the scheduler's commands on a login host (``runners.SSHRunner``)
 and reaches each session's ``node:port`` through direct-tcpip channels of the
-same connection (``TunnelConnector``, the built-in proxy's way upstream).
+same connection (``open_tunnel``; the built-in proxy's way upstream is
+pvhpc/frontends/tunnel.py).
 
 The host key is checked against the configured known_hosts file only, and an
 unknown or changed key is refused, never learned: trusting whoever answers
@@ -21,19 +22,15 @@ import base64
 import hashlib
 import logging
 import select
-import shlex
 import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Mapping
 
 import paramiko
 
 from pvhpc.errors import PvhpcError
-from pvhpc.frontends.builtin import Connector
-from pvhpc.frontends.routes import HOST, Route
 
 log = logging.getLogger("pvhpc.scheduler.ssh")
 
@@ -296,164 +293,3 @@ def _drain(channel: paramiko.Channel, out: bytearray, err: bytearray) -> None:
         out += channel.recv(CHUNK)
     while channel.recv_stderr_ready():
         err += channel.recv_stderr(CHUNK)
-
-
-class LoopbackForward:
-    """Like ``ssh -L 127.0.0.1:0:host:port``: each connection to a loopback listener is carried over the link.
-
-    Tornado's websocket client can only dial TCP, so the proxy dials this
-    listener. Every accepted connection gets its own channel, opened when it
-    arrives, so a connection made after the SSH connection dropped uses the
-    new one. Anyone on this machine can dial the listener; the session's server
-    still wants its secret, as it does when reached directly.
-    """
-
-    def __init__(self, link: SSHLink, host: str, port: int):
-        self.link, self.host, self.port = link, host, port
-        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._listener.bind(("127.0.0.1", 0))
-        self._listener.listen(64)
-        self.local_port = self._listener.getsockname()[1]
-        self._open: set[socket.socket] = set()
-        self._lock = threading.Lock()
-        self._closed = False
-        threading.Thread(target=self._accept, name=f"pvhpc-forward-{self.local_port}", daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self._listener.accept()
-            except OSError:
-                return   # closed
-            with self._lock:
-                if self._closed:
-                    conn.close()
-                    return
-                self._open.add(conn)
-            threading.Thread(target=self._carry, args=(conn,), daemon=True).start()
-
-    def _carry(self, conn: socket.socket) -> None:
-        channel = None
-        try:
-            channel = self.link.open_tunnel(self.host, self.port)
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            _pump(conn, channel)
-        except SSHError as e:
-            log.warning("tunnel to %s:%d: %s", self.host, self.port, e)
-        finally:
-            if channel is not None:
-                channel.close()
-            with self._lock:
-                self._open.discard(conn)
-            conn.close()
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            conns, self._open = list(self._open), set()
-        # shutdown (not just close) wakes the threads blocked in accept/select on these sockets.
-        for sock in [self._listener, *conns]:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        self._listener.close()
-
-
-def _pump(conn: socket.socket, channel: paramiko.Channel) -> None:
-    """Copy bytes both ways until either side closes; a websocket needs no half-closed state.
-
-    One thread per direction: a blocked send one way (a full SSH window) must
-    never stop the other way from being read.
-    """
-    def to_server() -> None:
-        try:
-            while data := conn.recv(CHUNK):
-                channel.sendall(data)
-        except (OSError, EOFError, paramiko.SSHException):
-            pass
-        finally:
-            channel.close()   # wakes the other direction
-
-    upstream = threading.Thread(target=to_server, daemon=True)
-    upstream.start()
-    try:
-        while data := channel.recv(CHUNK):
-            conn.sendall(data)
-    except (OSError, EOFError, paramiko.SSHException):
-        pass
-    finally:
-        try:
-            conn.shutdown(socket.SHUT_RDWR)   # wakes to_server's recv
-        except OSError:
-            pass
-        upstream.join()
-
-
-class TunnelConnector(Connector):
-    """The built-in proxy's way to a session's server in SSH mode: one loopback forward per session.
-
-    A forward is made when the session is first dialled and closed when its
-    route goes away (the session ended or moved), so nothing listens for a
-    session that is gone.
-    """
-
-    def __init__(self, link: SSHLink):
-        self.link = link
-        self._forwards: dict[str, tuple[Route, LoopbackForward]] = {}
-
-    async def address(self, route: Route) -> str:
-        held = self._forwards.get(route.session_id)
-        if held is None or held[0] != route:
-            if held is not None:
-                held[1].close()
-            # Binding a loopback socket does not wait on the network: no thread needed, and no await
-            # between the lookup and the store, so two first dials share one forward.
-            held = (route, LoopbackForward(self.link, route.host, route.port))
-            self._forwards[route.session_id] = held
-            log.info("session %s…: tunnel 127.0.0.1:%d -> %s via %s", route.session_id[:6], held[1].local_port,
-                     route.target, self.link.name)
-        return f"127.0.0.1:{held[1].local_port}"
-
-    def forget(self, session_id: str) -> None:
-        held = self._forwards.pop(session_id, None)
-        if held is not None:
-            held[1].close()
-
-    async def close(self) -> None:
-        for session_id in list(self._forwards):
-            self.forget(session_id)
-
-
-def route_through(frontend, link: SSHLink) -> None:
-    """Send a proxying front end's upstream connections through the link.
-
-    Only the built-in proxy dials servers itself; Apache runs beside the nodes,
-    and with 'direct' the clients dial on their own.
-    """
-    if isinstance(getattr(frontend, "connector", None), Connector):
-        frontend.connector = TunnelConnector(link)
-
-
-def forward_command(session: Any, login_host: str, local_port: int | None = None, ssh_port: int = 22) -> str:
-    """The ``ssh -L`` line a user runs on a laptop to reach a ready session at ws://localhost:LOCAL_PORT/ws.
-
-    ``session`` is a session record or the API's session object (``host`` and
-    ``port``); ``login_host`` is ``host`` or ``user@host``.
-    """
-    host = session.get("host") if isinstance(session, Mapping) else getattr(session, "host", None)
-    port = session.get("port") if isinstance(session, Mapping) else getattr(session, "port", None)
-    if not host or not isinstance(port, int) or not 0 < port < 65536:
-        raise ValueError("the session has no server address yet (it is not ready)")
-    if not HOST.match(host):
-        raise ValueError(f"{host!r} is not a host name")
-    local_port = port if local_port is None else local_port
-    if not isinstance(local_port, int) or not 0 < local_port < 65536:
-        raise ValueError(f"{local_port!r} is not a port")
-    user, _, name = login_host.rpartition("@")
-    if not HOST.match(name) or (user and not HOST.match(user.replace("_", "-"))):
-        raise ValueError(f"{login_host!r} is not a login host ([user@]host)")
-    argv = ["ssh", "-N", "-L", f"127.0.0.1:{local_port}:{host}:{port}"]
-    if ssh_port != 22:
-        argv += ["-p", str(ssh_port)]
-    return shlex.join(argv + [login_host])

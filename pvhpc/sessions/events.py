@@ -41,7 +41,7 @@ class EventBus:
         self._notice_queues: set[asyncio.Queue] = set()
 
     def publish(self, record: SessionRecord, from_peer: bool = False) -> None:
-        """``from_peer``: another instance sharing the database made this change (pvhpc.db.feed)."""
+        """``from_peer``: another instance sharing the database made this change (pvhpc.sessions.storefeed)."""
         for callback in self._callbacks:
             callback(record)
         for news in self._news:

@@ -8,9 +8,11 @@ import re
 from pathlib import Path
 
 from pvhpc.config import ApplicationConfig, SiteConfig
-from pvhpc.node import runtime
+from pvhpc.jobs import command
+from pvhpc.jobs.template import JobTemplate
+from pvhpc import runtime
 from pvhpc.scheduler import JobRequest
-from pvhpc.sessions import command, joblogs, parallel, savedstates
+from pvhpc.sessions import joblogs, parallel, savedstates
 from pvhpc.sessions.spec import SessionSpec
 
 # pvhpc's launcher, found beside the job helper (runtime.job_helper): the node-side files travel together.
@@ -76,11 +78,12 @@ def watchdog_setting(config: SiteConfig) -> str:
 
 def script_values(config: SiteConfig, spec: SessionSpec, user: str, session_id: str, job_name: str, secret: str,
                   report_token: str, save_state: bool = True) -> dict:
-    """Every value a job script template may name (jobscript.JOB_SCRIPT_VALUES, kept equal by a test)."""
+    """Every value a job script template may name (template.JOB_SCRIPT_VALUES, kept equal by a test)."""
     app = config.applications[spec.application]
     partition = config.partitions[spec.partition]
     per_user = joblogs.per_user(config)
     log = joblogs.log_path(config, user, job_name)
+    data_roots = os.pathsep.join(str(root) for root in app.data_roots)
     return {
         "helper_python": config.runtime.helper_python,
         "job_helper": config.runtime.job_helper,
@@ -113,8 +116,10 @@ def script_values(config: SiteConfig, spec: SessionSpec, user: str, session_id: 
         # before submit) and the roots its data must lie in, checked again on the node (pvhpc/node/pvstate.py).
         "state_save": savedstates.save_prefix(config, user, session_id) if save_state else "",
         "state_load": spec.state_file or "",
-        "state_roots": os.pathsep.join(str(root) for root in app.data_roots),
-        "data_roots": os.pathsep.join(str(root) for root in app.data_roots),
+        # One value, two names: a state reads files only inside the session's data roots, and the server
+        # (pvhpc/node/pvstate.py) and the clients' containment (pvhpc/node/contained.py) each read their own.
+        "state_roots": data_roots,
+        "data_roots": data_roots,
     }
 
 
@@ -122,7 +127,7 @@ def build_job(config: SiteConfig, spec: SessionSpec, user: str, session_id: str,
               report_token: str, save_state: bool = True) -> JobRequest:
     """``save_state``: the job's server saves its ParaView state when the job is ended (not for doctor's probe)."""
     values = script_values(config, spec, user, session_id, job_name, secret, report_token, save_state)
-    template = config.template(config.applications[spec.application])
+    template = JobTemplate(config.applications[spec.application].jobscript)   # read at each submit
     partition = config.partitions[spec.partition]
     per_user = joblogs.per_user(config)
     # A template uses the values it needs; the config check made sure it names none pvhpc lacks.

@@ -8,12 +8,51 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from pvhpc.scheduler import JobInfo, JobState
-from pvhpc.sessions.states import (END_MESSAGES, END_REASONS, EXIT_CAUSES, EndReason, SessionState,
-                                   explain_queue_reason)
 from pvhpc.db.store import Change, SessionRecord
+from pvhpc.jobs.states import END_MESSAGES, EXIT_CAUSES, EndReason, SessionState
+from pvhpc.scheduler import JobInfo, JobState
+from pvhpc.scheduler.base import EndCause, QueueReason
 
 S = SessionState
+
+# How the scheduler says a job ended, as the reason a session ended. A cancel through pvhpc is recorded
+# (CANCELLED) before the scheduler's word comes in, so a cancel the scheduler reports came from outside.
+END_REASONS = {
+    EndCause.COMPLETED: EndReason.COMPLETED,
+    EndCause.CANCELLED: EndReason.CANCELLED_OUTSIDE,
+    EndCause.TIMEOUT: EndReason.WALLTIME,
+    EndCause.FAILED: EndReason.FAILED,
+    EndCause.BOOT_FAIL: EndReason.NODE_FAILURE,
+    EndCause.NODE_FAIL: EndReason.NODE_FAILURE,
+    EndCause.PREEMPTED: EndReason.PREEMPTED,
+    EndCause.OUT_OF_MEMORY: EndReason.OUT_OF_MEMORY,
+}
+
+
+# Why a job waits, in words a user understands.
+QUEUE_WORDS = {
+    QueueReason.NONE: "waiting to be scheduled",
+    QueueReason.RESOURCES: "waiting for free nodes or GPUs",
+    QueueReason.PRIORITY: "waiting behind jobs with higher priority",
+    QueueReason.DEPENDENCY: "waiting for another job to finish",
+    QueueReason.USER_JOB_LIMIT: "you have as many jobs running as your QoS allows",
+    QueueReason.USER_GPU_LIMIT: "you use as many GPUs as your QoS allows",
+    QueueReason.ACCOUNT_JOB_LIMIT: "your account has as many jobs running as it may",
+    QueueReason.NODE_UNAVAILABLE: "a node the job needs is unavailable (drained, down or reserved)",
+    QueueReason.PARTITION_DOWN: "the partition is down",
+    QueueReason.PARTITION_INACTIVE: "the partition is inactive",
+    QueueReason.OVER_TIME_LIMIT: "the walltime is over the partition's limit",
+    QueueReason.HELD_BY_USER: "held by you",
+    QueueReason.HELD_BY_ADMIN: "held by the administrators",
+    QueueReason.BEGIN_TIME: "waiting for its start time",
+    QueueReason.RESERVATION: "waiting for its reservation",
+}
+
+
+def explain_queue_reason(reason: QueueReason, scheduler_words: str = "") -> str:
+    """Why the job waits; a reason pvhpc has no words for is shown in the scheduler's own."""
+    return QUEUE_WORDS.get(reason) or scheduler_words or QUEUE_WORDS[QueueReason.NONE]
+
 
 
 def ended(reason: EndReason, extra: str = "") -> Change:

@@ -5,99 +5,26 @@ Staff allow them per partition (``max_nodes``, ``max_ranks``, ``max_ranks_per_no
 out, the application takes no ranks; ``mpi_launcher``: how ranks are started, e.g. ``mpiexec -n ${ranks}``
 or ``srun --mpi=pmix -n ${ranks}``; ``pvserver_connect``: the arguments that attach the application's web
 server to a running pvserver). A request asks for ``ranks`` (and ``nodes``); without ranks a session is one
-process, exactly as before. The job runs pvhpc/node/parallel.py on its first node (docs/parallel.md).
+process, exactly as before. The job runs pvhpc/node/parallel.py on its first node (docs/parallel.md). How
+staff write the MPI launch, and its checks: pvhpc/jobs/mpi.py.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import re
 from typing import TYPE_CHECKING
 
 from pvhpc.errors import PvhpcError
+from pvhpc.jobs.mpi import launch
 
-if TYPE_CHECKING:   # the config's keys use this module's checks
+if TYPE_CHECKING:
     from pvhpc.config.model import ApplicationConfig, PartitionConfig
-
-PLACEHOLDER = re.compile(r"\$\{([^}]*)\}")
-# Filled in when the job is built.
-LAUNCHER_PLACEHOLDERS = {
-    "ranks": "the session's MPI ranks",
-    "nodes": "the session's nodes",
-    "ranks_per_node": "ranks on each node (ranks / nodes, rounded up)",
-}
-# Filled in on the node by pvhpc/node/parallel.py, once the pvserver listens.
-CONNECT_PLACEHOLDERS = {
-    "ds_host": "the host the pvserver's root rank listens on (the job's first node, as 127.0.0.1)",
-    "ds_port": "its port, free on that node",
-    "connect_id": "the random connect id the pvserver was started with (a client must present it); filled in "
-                  "inside a Python web server's own process (pvhpc's argv wrapper), never on a command line",
-    "ranks": "the session's MPI ranks",
-}
-# pvhpc's own server (pvhpc/node/pvweb_server.py) takes these; the Visualizer takes --ds-host/--ds-port.
-PVHPC_SERVER_CONNECT = ["--ds-host", "${ds_host}", "--ds-port", "${ds_port}", "--connect-id", "${connect_id}",
-                        "--ranks", "${ranks}"]
-WSLINK_APP_CONNECT = ["--ds-host", "${ds_host}", "--ds-port", "${ds_port}"]
-DEFAULT_MPI_LAUNCHER = ["mpiexec", "-n", "${ranks}"]
 
 
 class ParallelRequestError(PvhpcError):
     """A request's nodes or ranks are not what the partition and application allow (400, naming the field)."""
 
     status = 400
-
-
-def _argv(value, known: dict[str, str], what: str) -> tuple[str, ...]:
-    if not isinstance(value, list) or not value:
-        raise ValueError(f"must be a non-empty list of arguments ({what}), not {value!r}")
-    out = []
-    for i, arg in enumerate(value):
-        if isinstance(arg, bool) or not isinstance(arg, (str, int)):
-            raise _at(i, f"must be a string, not {arg!r}")
-        arg = str(arg)
-        if "\0" in arg or "\n" in arg:
-            raise _at(i, "must be one line without NUL bytes")
-        for name in PLACEHOLDER.findall(arg):
-            if name not in known:
-                allowed = ", ".join(f"${{{n}}}" for n in known) or "none"
-                raise _at(i, f"unknown placeholder ${{{name}}} (known here: {allowed})")
-        out.append(arg)
-    return tuple(out)
-
-
-def _at(index: int, message: str) -> ValueError:
-    wrong = ValueError(message)
-    wrong.index = index   # the config reader names the item as key[index]
-    return wrong
-
-
-def check_mpi_launcher(value) -> tuple[str, ...]:
-    argv = _argv(value, LAUNCHER_PLACEHOLDERS, "the MPI launcher and its options, before the pvserver")
-    if not any("${ranks}" in arg for arg in argv):
-        raise ValueError(f"must pass ${{ranks}} (e.g. {DEFAULT_MPI_LAUNCHER}): the ranks are the session's")
-    return argv
-
-
-def check_pvserver(value) -> tuple[str, ...]:
-    if isinstance(value, str):
-        value = [value]
-    argv = _argv(value, {}, "ParaView's pvserver built with the site's MPI, and its options")
-    # pvhpc's guard (pvhpc/node/pvserver_guard.c) hides the connect id and guards the port in the pvserver
-    # program itself: a wrapper in front (numactl, vglrun, a container runner) would get the id and start
-    # pvserver with it on its command line, unguarded. Wrappers go in the MPI launcher's options instead.
-    if not os.path.basename(argv[0]).startswith("pvserver"):
-        raise ValueError(f"must start with ParaView's pvserver itself, not {argv[0]!r}: pvhpc guards the pvserver "
-                         "program (put wrappers such as numactl in the MPI launcher's command)")
-    return argv
-
-
-def check_connect(value) -> tuple[str, ...]:
-    argv = _argv(value, CONNECT_PLACEHOLDERS, "options that attach the web server to a pvserver")
-    used = {name for arg in argv for name in PLACEHOLDER.findall(arg)}
-    if not {"ds_host", "ds_port"} <= used:
-        raise ValueError("must pass ${ds_host} and ${ds_port}, e.g. " + " ".join(WSLINK_APP_CONNECT))
-    return argv
 
 
 def allowed(partition: PartitionConfig, app: ApplicationConfig) -> bool:
@@ -157,7 +84,6 @@ def job_value(app: ApplicationConfig, nodes: int, ranks: int, guard: str) -> str
     ``guard``: the library the ranks run with (pvhpc/node/pvserver_guard.c, built by ``pvhpc runtime install``)."""
     if not ranks:
         return ""
-    values = {"ranks": str(ranks), "nodes": str(nodes), "ranks_per_node": str(-(-ranks // nodes))}
-    mpi = [PLACEHOLDER.sub(lambda m: values[m.group(1)], arg) for arg in app.mpi_launcher]
+    mpi = launch(app.mpi_launcher, nodes, ranks)
     return json.dumps({"mpi": mpi, "pvserver": list(app.pvserver), "connect": list(app.pvserver_connect),
                        "ranks": ranks, "guard": guard})

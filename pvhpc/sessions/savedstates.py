@@ -26,7 +26,8 @@ from typing import Callable
 
 from pvhpc.config import ApplicationConfig, SiteConfig
 from pvhpc.db.store import SessionRecord, Store
-from pvhpc.node import pvstate
+from pvhpc.jobs.ids import SESSION_ID_TEXT
+from pvhpc.node import pvstate   # the node's own rules (it imports nothing of pvhpc): judged alike on both sides
 from pvhpc.scheduler.runners import CommandRunner, CommandUnavailable, UnreadableFile, read_tail
 from pvhpc.sessions import joblogs
 from pvhpc.sessions.spec import RequestError, SessionSpec
@@ -34,7 +35,7 @@ from pvhpc.sessions.spec import RequestError, SessionSpec
 USER_STATE_DIR = ".pvhpc/states"
 MAX_STATE_BYTES = pvstate.MAX_STATE_BYTES
 MAX_INDEX_BYTES = 256 * 1024   # the newest few thousand states
-SAVED_NAME = re.compile(r"^(?P<session>[A-Za-z0-9_-]{1,128})-(?P<at>\d{8}T\d{6}Z)\.pvsm$")
+SAVED_NAME = re.compile(rf"^(?P<session>{SESSION_ID_TEXT})-(?P<at>\d{{8}}T\d{{6}}Z)\.pvsm$")
 
 
 def state_dir(config: SiteConfig, user: str) -> Path:

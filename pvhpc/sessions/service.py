@@ -11,27 +11,28 @@ import asyncio
 import hashlib
 import hmac
 import logging
-import re
 import secrets
 import string
 from datetime import timedelta
 from typing import Iterable
 
 from pvhpc import hostaddresses
-from pvhpc.sessions import lifecycle, nodeaddresses
 from pvhpc.config import SiteConfig
-from pvhpc.errors import PvhpcError
-from pvhpc.sessions.events import EventBus, Notice
-from pvhpc.sessions.jobscript import TemplateError
-from pvhpc.scheduler import ControllerDown, Scheduler, SchedulerUnavailable, SubmitRefused
-from pvhpc.sessions.job import build_job
-from pvhpc.sessions.spec import RequestError, SessionSpec
-from pvhpc.sessions.states import EXIT_CAUSES, EndReason, SessionState
 from pvhpc.db.store import Change, SessionRecord, Store, utcnow
+from pvhpc.errors import PvhpcError
+from pvhpc.jobs import reports
+from pvhpc.jobs.ids import HOST
+from pvhpc.jobs.states import EXIT_CAUSES, EndReason, SessionState
+from pvhpc.jobs.template import TemplateError
+from pvhpc.scheduler import ControllerDown, Scheduler, SchedulerUnavailable, SubmitRefused
+from pvhpc.sessions import lifecycle, nodeaddresses
+from pvhpc.sessions.events import EventBus, Notice
+from pvhpc.sessions.job import build_job
+from pvhpc.sessions.savedstates import SavedStates
+from pvhpc.sessions.spec import RequestError, SessionSpec
 
 log = logging.getLogger("pvhpc.sessions.service")
 S = SessionState
-HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,253}[A-Za-z0-9])?$")
 
 
 class ServiceError(PvhpcError):
@@ -76,13 +77,13 @@ def idle_warning(record: SessionRecord, seconds_left: object) -> Notice:
 
 
 class SessionService:
-    # Checks a request's saved state before anything is recorded (pvhpc/sessions/savedstates.py); set by app.py.
-    states = None
-
     def __init__(self, config: SiteConfig, store: Store, scheduler: Scheduler, bus: EventBus,
-                 resolve: nodeaddresses.Resolver | None = None):
-        """``resolve``: how node names become addresses on the side that dials them (default: here)."""
+                 resolve: nodeaddresses.Resolver | None = None, saved_states: SavedStates | None = None):
+        """``resolve``: how node names become addresses on the side that dials them (default: here).
+        ``saved_states``: lists a user's saved ParaView states and checks the one a request starts from before
+        anything is recorded (None: a request that names one is refused)."""
         self.config = config
+        self.saved_states = saved_states
         self.resolve = resolve or nodeaddresses.resolve_here
         self.store = store
         self.db = store.off_loop
@@ -151,9 +152,9 @@ class SessionService:
     async def create(self, user: str, spec: SessionSpec, attach: bool = False) -> SessionRecord:
         """Record the session, then submit its job. With ``attach``, a retried request joins its first session."""
         if spec.state_file is not None:
-            if self.states is None:
+            if self.saved_states is None:
                 raise RequestError("this service cannot check saved states", field="state")
-            spec = await self.states.checked(user, spec)
+            spec = await self.saved_states.checked(user, spec)
         key = spec.request_key(user)
         lock = self._create_locks.setdefault(key, asyncio.Lock())
         async with lock:
@@ -275,16 +276,16 @@ class SessionService:
         if job_id and record.job_id and job_id != record.job_id:
             raise ServiceError(f"the report comes from job {job_id}, not this session's job", status=403)
         node = payload.get("node") or None
-        if node is not None and (not isinstance(node, str) or not HOSTNAME.match(node)):
+        if node is not None and (not isinstance(node, str) or not HOST.match(node)):
             raise RequestError("must be a node name", field="node")
-        if event == "ready":
+        if event == reports.READY:
             if record.host is not None or record.port is not None:
                 # One ready report per start (a requeued job's new start clears the route): a second one, a
                 # replay with the job's token, must not re-route the session to another port on the node.
                 raise ServiceError(f"the session already reported ready on {record.node or record.host}; a "
                                    "session takes one ready report per start", status=409)
             host, port = payload.get("host"), payload.get("port")
-            if not isinstance(host, str) or not HOSTNAME.match(host):
+            if not isinstance(host, str) or not HOST.match(host):
                 raise RequestError("must be a host name or address", field="host")
             if isinstance(port, bool) or not isinstance(port, int) or not 1024 <= port < 65536:
                 raise RequestError("must be a port number between 1024 and 65535", field="port")
@@ -298,7 +299,7 @@ class SessionService:
             # The node as Slurm names it, for people to read: the one the job says, if it is one of the job's.
             node = node if node in job_nodes else (job_nodes[0] if job_nodes else node)
             await self.apply(record.id, lifecycle.ready(address, port, node, **fields))
-        elif event == "exited":
+        elif event == reports.EXITED:
             code = payload.get("code")
             if isinstance(code, bool) or not isinstance(code, int) or not 0 <= code <= 255:
                 raise RequestError("must be an exit status from 0 to 255", field="code")
@@ -307,17 +308,18 @@ class SessionService:
                 raise RequestError(f"must be one of {', '.join(EXIT_CAUSES)}", field="cause")
             # The job would end by itself right after saying so, but it is cancelled all the same (below).
             await self.apply(record.id, lifecycle.exited(code, cause))
-        elif event == "failed":
+        elif event == reports.FAILED:
             reason = payload.get("reason")
             if not isinstance(reason, str):
                 raise RequestError("must be a string", field="reason")
             # After ready it is no longer the start that failed (a parallel session's rank that died).
             await self.end(record, EndReason.FAILED if record.ready_at else EndReason.START_FAILED, reason[:1000])
-        elif event == "idle_warning":
+        elif event == reports.IDLE_WARNING:
             self.bus.notify(idle_warning(record, payload.get("seconds_left")))
         else:
-            raise RequestError("must be 'ready', 'failed', 'exited' or 'idle_warning'", field="event")
-        if event == "exited":
+            raise RequestError("must be " + ", ".join(f"'{name}'" for name in reports.EVENTS[:-1])
+                               + f" or '{reports.EVENTS[-1]}'", field="event")
+        if event == reports.EXITED:
             # Ended means no job left running: a report that the server stopped while the job goes on (a
             # replayed one, or a job script that hangs after its server) must not leave the job behind.
             await self._cancel_job(record)

@@ -20,7 +20,7 @@ from typing import Any
 from pvhpc.config import NAME, ApplicationConfig, PartitionConfig, SiteConfig
 from pvhpc.errors import PvhpcError
 from pvhpc.sessions import parallel
-from pvhpc.sessions.durations import format_minutes, parse_minutes
+from pvhpc.jobs.durations import format_minutes, parse_minutes
 
 SPEC_FIELDS = ("application", "partition", "gpus", "walltime", "account", "qos", "data", "nodes", "ranks",
                "state")

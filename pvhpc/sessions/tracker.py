@@ -20,7 +20,7 @@ from pvhpc.db.leadership import Leadership
 from pvhpc.scheduler import Scheduler, SchedulerUnavailable
 from pvhpc.sessions.joblogs import JobLogs
 from pvhpc.sessions.service import SessionService
-from pvhpc.sessions.states import EndReason, SessionState
+from pvhpc.jobs.states import EndReason, SessionState
 from pvhpc.db.store import Change, Store, utcnow
 
 log = logging.getLogger("pvhpc.sessions.tracker")

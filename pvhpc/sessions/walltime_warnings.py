@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 
 from pvhpc.db.store import SessionRecord, utcnow
 from pvhpc.sessions.events import EventBus, Notice
-from pvhpc.sessions.states import SessionState
+from pvhpc.jobs.states import SessionState
 
 log = logging.getLogger("pvhpc.sessions.walltime_warnings")
 S = SessionState

@@ -10,10 +10,10 @@ from tornado.iostream import StreamClosedError
 
 from pvhpc.db import tokens
 from pvhpc.scheduler import SchedulerUnavailable
-from pvhpc.sessions.durations import format_minutes
+from pvhpc.jobs.durations import format_minutes
 from pvhpc.sessions.events import Notice
 from pvhpc.sessions.spec import parse_spec
-from pvhpc.sessions.states import SessionState
+from pvhpc.jobs.states import SessionState
 from pvhpc.db.store import SessionRecord
 from pvhpc.web.base import JSONHandler
 from pvhpc.web.errors import APIError
@@ -210,7 +210,7 @@ class StatesHandler(JSONHandler):
 
     async def get(self) -> None:
         user = self.require_user()
-        self.send({"states": await self.ctx.service.states.list(user)})
+        self.send({"states": await self.ctx.service.saved_states.list(user)})
 
 
 class ApplicationsHandler(JSONHandler):

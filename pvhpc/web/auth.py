@@ -9,7 +9,8 @@ from __future__ import annotations
 import socket
 
 from pvhpc import plugins
-from pvhpc.config import NAME, AuthConfig
+from pvhpc.config import AuthConfig
+from pvhpc.jobs.ids import NAME
 
 
 def over_frontend_socket(request) -> bool:

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from pvhpc.frontends.routes import SESSION_ID
+from pvhpc.jobs.ids import SESSION_ID
 from pvhpc.sessions.spec import parse_spec
-from pvhpc.sessions.states import SessionState
+from pvhpc.jobs.states import SessionState
 from pvhpc.db.store import Change
 from pvhpc.web.base import JSONHandler
 from pvhpc.web.errors import APIError

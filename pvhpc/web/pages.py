@@ -21,7 +21,7 @@ from pathlib import Path
 
 from tornado.web import RedirectHandler, StaticFileHandler
 
-from pvhpc.frontends import content, web_clients
+from pvhpc.web import content
 from pvhpc.paths import web_clients_dir
 from pvhpc.sessions.spec import READ, SEARCH, UserAccess, judged
 
@@ -127,7 +127,7 @@ class WebClientHandler(ErrorAnswers, StaticFileHandler):
 def web_client_routes(config) -> list:
     """One static route per application with a web client; ``/apps/<name>`` redirects to ``/apps/<name>/``."""
     out = []
-    for name, directory in web_clients(config).items():
+    for name, directory in config.web_clients().items():
         out.append((rf"/apps/{re.escape(name)}", RedirectHandler, {"url": f"{name}/"}))
         out.append((rf"/apps/{re.escape(name)}/(.*)", WebClientHandler,
                     {"path": str(directory), "default_filename": "index.html",

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from pvhpc.sessions.durations import format_minutes
-from pvhpc.sessions.states import END_MESSAGES
-from pvhpc.sessions.walltime_warnings import ends_at, time_left
 from pvhpc.db.store import SessionRecord
+from pvhpc.jobs.durations import format_minutes
+from pvhpc.jobs.states import END_MESSAGES, SessionState
+from pvhpc.sessions.walltime_warnings import ends_at, time_left
 
 
 # Why a session ended, in the words every client shows (the page, too): an ended session's detail begins with them.
@@ -47,6 +47,6 @@ def session_json(record: SessionRecord, frontend, with_secret: bool = True) -> d
         "ends_at": _iso(ends_at(record)),
         "time_left": None if (left := time_left(record)) is None else round(left),
     }
-    if with_secret and record.state != "ended":
+    if with_secret and record.state != SessionState.ENDED.value:
         data["secret"] = record.secret
     return data

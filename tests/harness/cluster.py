@@ -1,6 +1,6 @@
 """The test's Slurm cluster (pvhpc's own local cluster on free ports) and the jobs tests put on it.
 
-``pvhpc.scheduler.localcluster`` starts, waits for and stops the daemons;
+``pvhpc.localcluster.cluster`` starts, waits for and stops the daemons;
 this module only picks where and on which ports, and what tests do with
 Slurm's commands around pvhpc: look at the queue, fill a partition, clean up.
 """
@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 from pvhpc.paths import JOBSCRIPTS_DIR
-from pvhpc.scheduler.localcluster import LocalCluster
+from pvhpc.localcluster.cluster import LocalCluster
 
 from tests.harness.ports import free_port_block
 from tests.helpers import wait_until

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from pvhpc.scheduler.localcluster import LocalCluster
+from pvhpc.localcluster.cluster import LocalCluster
 
 from tests.harness.daemon import Daemon
 from tests.harness.frontend import TrustedFrontEnd

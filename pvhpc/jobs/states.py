@@ -5,7 +5,6 @@ from __future__ import annotations
 from enum import Enum
 
 from pvhpc.errors import PvhpcError
-from pvhpc.scheduler.base import EndCause, QueueReason
 
 
 class SessionState(str, Enum):
@@ -57,19 +56,6 @@ class EndReason(str, Enum):
     LOST = "lost"                         # the job left the queue and no record tells how
 
 
-# How the scheduler says a job ended, as the reason a session ended. A cancel through pvhpc is recorded
-# (CANCELLED) before the scheduler's word comes in, so a cancel the scheduler reports came from outside.
-END_REASONS = {
-    EndCause.COMPLETED: EndReason.COMPLETED,
-    EndCause.CANCELLED: EndReason.CANCELLED_OUTSIDE,
-    EndCause.TIMEOUT: EndReason.WALLTIME,
-    EndCause.FAILED: EndReason.FAILED,
-    EndCause.BOOT_FAIL: EndReason.NODE_FAILURE,
-    EndCause.NODE_FAIL: EndReason.NODE_FAILURE,
-    EndCause.PREEMPTED: EndReason.PREEMPTED,
-    EndCause.OUT_OF_MEMORY: EndReason.OUT_OF_MEMORY,
-}
-
 END_MESSAGES = {
     EndReason.CANCELLED: "cancelled by its user",
     EndReason.CANCELLED_OUTSIDE: "the job was cancelled outside pvhpc (scancel or staff)",
@@ -92,28 +78,3 @@ EXIT_CAUSES = {
     "idle": (EndReason.IDLE, "no client was connected for its idle timeout"),
     "input_idle": (EndReason.IDLE, "nobody used it (no user input) for its input_idle_timeout"),
 }
-
-
-# Why a job waits, in words a user understands.
-QUEUE_WORDS = {
-    QueueReason.NONE: "waiting to be scheduled",
-    QueueReason.RESOURCES: "waiting for free nodes or GPUs",
-    QueueReason.PRIORITY: "waiting behind jobs with higher priority",
-    QueueReason.DEPENDENCY: "waiting for another job to finish",
-    QueueReason.USER_JOB_LIMIT: "you have as many jobs running as your QoS allows",
-    QueueReason.USER_GPU_LIMIT: "you use as many GPUs as your QoS allows",
-    QueueReason.ACCOUNT_JOB_LIMIT: "your account has as many jobs running as it may",
-    QueueReason.NODE_UNAVAILABLE: "a node the job needs is unavailable (drained, down or reserved)",
-    QueueReason.PARTITION_DOWN: "the partition is down",
-    QueueReason.PARTITION_INACTIVE: "the partition is inactive",
-    QueueReason.OVER_TIME_LIMIT: "the walltime is over the partition's limit",
-    QueueReason.HELD_BY_USER: "held by you",
-    QueueReason.HELD_BY_ADMIN: "held by the administrators",
-    QueueReason.BEGIN_TIME: "waiting for its start time",
-    QueueReason.RESERVATION: "waiting for its reservation",
-}
-
-
-def explain_queue_reason(reason: QueueReason, scheduler_words: str = "") -> str:
-    """Why the job waits; a reason pvhpc has no words for is shown in the scheduler's own."""
-    return QUEUE_WORDS.get(reason) or scheduler_words or QUEUE_WORDS[QueueReason.NONE]

@@ -1,5 +1,6 @@
 """The ParaViewWeb runtime on compute nodes: ParaView's pvpython, a wslink it can import, an X server;
-and the web clients that come from npm.
+and the web clients that come from npm. Installed and checked from the ``pvhpc`` command
+(``pvhpc runtime install/check``), on the service's side: what runs on the nodes is in ``pvhpc/node/``.
 
 Debian's ParaView 5.11 ships ParaView's web protocols but not wslink. wslink 1.x
 is installed into a directory of its own and put on pvpython's PYTHONPATH by
@@ -11,7 +12,7 @@ they are published: ``npm pack`` fetches each tarball once into a cache beside t
 unpacked from there, so installing again fetches nothing.
 
 A parallel session's pvserver ranks run with a small library of pvhpc's preloaded
-(pvserver_guard.c, beside this file): it gives them their connect id without putting it on a command
+(pvhpc/node/pvserver_guard.c): it gives them their connect id without putting it on a command
 line and takes only their own user's client (docs/parallel.md). It is compiled here with the node's C
 compiler (``cc``) into the same directory as wslink, which the nodes share.
 """
@@ -49,7 +50,7 @@ WEB_CLIENTS = {"pvw-visualizer": "3.2.0", "wslink": "1.12.4"}
 TARBALL_CACHE = ".npm-packs"
 INSTALLED_MARK = ".pvhpc-installed"
 PVSERVER_GUARD = "pvhpc-pvserver-guard.so"
-PVSERVER_GUARD_SOURCE = Path(__file__).resolve().parent / "pvserver_guard.c"
+PVSERVER_GUARD_SOURCE = Path(__file__).resolve().parent / "node" / "pvserver_guard.c"
 CC_ENV = "CC"   # the C compiler to build it with, as make's; default cc
 
 

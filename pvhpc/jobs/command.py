@@ -3,10 +3,13 @@ when a session's job is built.
 
 Staff write the command as a list of arguments, as the wslink launcher's ``cmd``; it is never a shell string
 and never passes through a shell. Most placeholders are known when the job is built (the data directory, the
-file to load, ...). Three are known only on the node, and pvhpc's launcher there fills them in
-(pvhpc/node/launcher.py): ``${port}``, ``${port_file}`` and ``${secret}``. The secret is never put on the
+file to load, ...). Four are known only on the node, and pvhpc's launcher there fills them in
+(pvhpc/node/launcher.py): ``${port}``, ``${port_file}``, ``${host}`` and ``${secret}``. The secret is never put on the
 command line the node's ``ps`` shows: a command that names it is run through pvhpc's argv wrapper, which
 puts it into the server's own ``sys.argv`` inside the process.
+
+The other argument lists staff write (a parallel session's MPI launch, ``mpi.py``) follow the same grammar,
+``check_argv``, with placeholders of their own.
 """
 
 from __future__ import annotations
@@ -45,36 +48,47 @@ def placeholders(command: tuple[str, ...] | list[str]) -> set[str]:
     return {name for arg in command for name in PLACEHOLDER.findall(arg)}
 
 
-def check_command(value) -> tuple[str, ...]:
-    """A command as staff write it: a non-empty list of one-line strings with only known placeholders."""
+def item_error(index: int, message: str) -> ValueError:
+    """What is wrong with one item of a list staff wrote; the config reader names it as key[index]."""
+    wrong = ValueError(message)
+    wrong.index = index
+    return wrong
+
+
+def check_argv(value, known: Mapping[str, str], what: str, known_words: str | None = None) -> tuple[str, ...]:
+    """A list of arguments as staff write one (never a shell string): a non-empty list of one-line strings (numbers
+    are taken as their text) whose ``${name}`` placeholders are all in ``known``, each closed.
+    ``known_words``: how the error names the known ones (default: "known here: ${a}, ${b}")."""
     if not isinstance(value, list) or not value:
-        raise ValueError(f"must be a non-empty list of arguments (the command line, one item per argument), "
-                         f"not {value!r}")
+        raise ValueError(f"must be a non-empty list of arguments ({what}), not {value!r}")
+    if known_words is None:
+        known_words = "known here: " + (", ".join(f"${{{n}}}" for n in known) or "none")
     out = []
     for i, arg in enumerate(value):
         if isinstance(arg, bool) or not isinstance(arg, (str, int, float)):
-            raise _at(i, f"must be a string, not {arg!r}")
+            raise item_error(i, f"must be a string, not {arg!r}")
         arg = str(arg)
         if "\0" in arg or "\n" in arg:
-            raise _at(i, "must be one line without NUL bytes")
+            raise item_error(i, "must be one line without NUL bytes")
         for name in PLACEHOLDER.findall(arg):
-            if name not in PLACEHOLDERS:
-                raise _at(i, f"unknown placeholder ${{{name}}} (known: {HELP})")
+            if name not in known:
+                raise item_error(i, f"unknown placeholder ${{{name}}} ({known_words})")
         if "${" in PLACEHOLDER.sub("", arg):
-            raise _at(i, f"{arg!r} opens a placeholder '${{' it does not close")
+            raise item_error(i, f"{arg!r} opens a placeholder '${{' it does not close")
         out.append(arg)
-    if "secret" in placeholders(out[:2]):
-        raise _at(0, "${secret} may not be the interpreter or the script: it is given to the script as an argument")
-    if "secret" in placeholders(out) and (len(out) < 2 or not out[1].endswith(".py")):
-        raise _at(1, "a command that passes ${secret} must be INTERPRETER SCRIPT.py ARGS...: pvhpc runs the script "
-                     "through its argv wrapper, so the secret never shows on the command line")
     return tuple(out)
 
 
-def _at(index: int, message: str) -> ValueError:
-    wrong = ValueError(message)
-    wrong.index = index   # the config reader names the item as command[index]
-    return wrong
+def check_command(value) -> tuple[str, ...]:
+    """A command as staff write it: a non-empty list of one-line strings with only known placeholders."""
+    out = check_argv(value, PLACEHOLDERS, "the command line, one item per argument", f"known: {HELP}")
+    if "secret" in placeholders(out[:2]):
+        raise item_error(0, "${secret} may not be the interpreter or the script: it is given to the script as an "
+                            "argument")
+    if "secret" in placeholders(out) and (len(out) < 2 or not out[1].endswith(".py")):
+        raise item_error(1, "a command that passes ${secret} must be INTERPRETER SCRIPT.py ARGS...: pvhpc runs the "
+                            "script through its argv wrapper, so the secret never shows on the command line")
+    return out
 
 
 def fill(command: tuple[str, ...], values: Mapping[str, str]) -> list[str]:

@@ -3,8 +3,12 @@
 A template is a shell script with ``{{ name }}`` placeholders. Every value is
 shell-quoted when it is put in, so whatever a value holds (spaces, quotes, ``$``,
 newlines) reaches the script as one literal word; nothing is ever interpreted by
-the shell. A placeholder without a value, or a value the template does not use,
-is an error: a typo must not silently become an empty string.
+the shell.
+
+A template may name only values pvhpc gives (``JOB_SCRIPT_VALUES``): a name outside them is a config error
+when the site config is read, so a typo never silently becomes an empty string. pvhpc then renders it with
+exactly the values it names (pvhpc/sessions/job.py); ``render`` still refuses a missing or an extra value, for
+a caller that passes others.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ JOB_SCRIPT_VALUES = (
     # A parallel session's MPI ParaView server, for pvhpc/node/parallel.py (empty for one process).
     "parallel",
     # The ParaView state saved when the job is ended and the one loaded at start (pvhpc/node/pvstate.py).
-    "state_save", "state_load", "state_roots",
+    "state_save", "state_load", "state_roots",   # state_roots: the data roots, which a state reads inside
     # SECONDS:WARNING without user input before the server stops as idle, or empty (pvhpc/node/input_idle.py).
     "input_idle",
     # INTERVAL:GRACE of the node's watchdog, which stops a server whose session has ended (pvhpc/node/watchdog.py).

@@ -22,7 +22,7 @@ from pvhpc.sessions.background import BackgroundLoop
 from pvhpc.sessions.events import EventBus
 from pvhpc.db.store import SessionRecord, Store, utcnow
 
-log = logging.getLogger("pvhpc.db.feed")
+log = logging.getLogger("pvhpc.sessions.storefeed")
 
 
 class StoreFeed(BackgroundLoop):

@@ -21,7 +21,7 @@ namespace with its own address, host name and hosts file; slurmctld and pvhpc on
 itself), else, or when asked, slurmd processes of this one host. ``login_address`` is where the nodes reach the
 login side (where pvhpc's callback URL must point), ``node_address`` where the login side reaches a node.
 
-Any Slurm installed here runs it (``slurm_install.py``): by default the newest, e.g. 25.11 built by
+Any Slurm installed here runs it (pvhpc/scheduler/slurm_install.py): by default the newest, e.g. 25.11 built by
 install.sh, else Debian's 22.05. The directory records which one it was started with, so later
 commands (status, stop, a reused test cluster) use the same programs.
 """
@@ -40,7 +40,7 @@ from pathlib import Path
 from pvhpc.errors import PvhpcError
 from pvhpc.node.jobhelper import pid_alive
 from pvhpc.scheduler import slurm_install
-from pvhpc.scheduler.nodehosts import NodeNetwork, NodeNetworkError
+from pvhpc.localcluster.nodehosts import NodeNetwork, NodeNetworkError
 from pvhpc.scheduler.slurm_install import SlurmInstall, SlurmNotFound
 
 GPU_NODES = ("gpu01", "gpu02")
