@@ -1,13 +1,12 @@
 """One error root, and one place that turns errors into answers.
 
 The mapping itself is pure logic; the answers are checked on pvhpc's real routes (the
-Tornado application ``pvhpc.app`` builds, on a real SQLite store in a temporary directory).
+Tornado application ``pvhpc.app`` builds, in-process: tests/harness/inprocess.py).
 """
 
 from __future__ import annotations
 
 import ast
-import asyncio
 import builtins
 import json
 import logging
@@ -15,15 +14,10 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-import tornado.httpserver
-import tornado.netutil
 from sqlalchemy.exc import OperationalError
-from tornado.httpclient import AsyncHTTPClient
 from tornado.web import HTTPError
 
 import pvhpc
-from pvhpc import config
-from pvhpc.app import PvhpcApp
 from pvhpc.db import store as store_module
 from pvhpc.errors import PvhpcError
 from pvhpc.scheduler import ControllerDown, Scheduler
@@ -31,6 +25,8 @@ from pvhpc.scheduler.runners import CommandUnavailable
 from pvhpc.sessions.service import ServiceError
 from pvhpc.sessions.spec import RequestError
 from pvhpc.web.errors import DATABASE_DOWN, INTERNAL, APIError, error_answer
+
+from tests.harness.inprocess import fetch_all, make_app
 
 PACKAGE = Path(pvhpc.__file__).parent
 # Run by path on compute nodes, outside pvhpc's environment: they may not import pvhpc.errors.
@@ -108,38 +104,11 @@ def test_one_argument_order_message_first():
 
 # -- on the real routes ---------------------------------------------------------------------------------
 
-def make_app(tmp_path: Path, scheduler: Scheduler) -> PvhpcApp:
-    """pvhpc's Tornado application on a real SQLite store, with ``scheduler`` behind it."""
-    site = config.parse({"service": {"database": f"sqlite:///{tmp_path / 'db.sqlite'}"},
-                         "frontend": {"kind": "builtin"}, "partitions": {"cpu": {}},
-                         "applications": {"paraview": {"data_roots": [str(tmp_path)]}}}, "site.yaml")
-    app = PvhpcApp(site, scheduler=scheduler)
-    app.ctx.store.open()
-    return app
-
-
 @pytest.fixture
 def service(tmp_path, monkeypatch):
     """No scheduler at all (the base class answers nothing): none of these requests may get that far."""
     monkeypatch.setattr(store_module, "LOCK_WAIT_SECONDS", 1)   # a locked database answers after 1 s, not 3
     return make_app(tmp_path, Scheduler()), tmp_path / "db.sqlite"
-
-
-def fetch_all(app, requests: list[tuple[str, str, str | None]], headers: dict | None = None) -> list:
-    async def run():
-        server = tornado.httpserver.HTTPServer(app.web)
-        [sock] = tornado.netutil.bind_sockets(0, "127.0.0.1")
-        server.add_sockets([sock])
-        client = AsyncHTTPClient(force_instance=True)
-        try:
-            return [await client.fetch(f"http://127.0.0.1:{sock.getsockname()[1]}{path}", method=method, body=body,
-                                       headers=headers, raise_error=False, allow_nonstandard_methods=True)
-                    for method, path, body in requests]
-        finally:
-            client.close()
-            server.stop()
-
-    return asyncio.run(run())
 
 
 def answer(response) -> tuple[int, dict]:

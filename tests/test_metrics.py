@@ -8,13 +8,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-import tornado.httpserver
-import tornado.netutil
 from prometheus_client.parser import text_string_to_metric_families
-from tornado.httpclient import AsyncHTTPClient
 
-from pvhpc import config
-from pvhpc.app import PvhpcApp
 from pvhpc.db.store import Change, Store, utcnow
 from pvhpc.errors import PvhpcError
 from pvhpc.metrics import Metrics
@@ -22,6 +17,7 @@ from pvhpc.scheduler import Scheduler, SchedulerUnavailable, SubmitRefused
 from pvhpc.jobs.states import EndReason, SessionState
 from pvhpc.web.metrics import read_token_file, route_label
 
+from tests.harness import inprocess
 from tests.helpers import run, session_record
 
 S = SessionState
@@ -158,32 +154,14 @@ def test_scheduler_calls_and_failures_are_counted_by_call_and_a_refusal_is_no_fa
 
 # -- who may read /metrics ----------------------------------------------------------------------------
 
-def make_app(tmp_path: Path, token_file: Path | None = None, staff=("alice",), user="alice") -> PvhpcApp:
-    tmp_path.mkdir(exist_ok=True)
-    site = config.parse({"service": {"database": f"sqlite:///{tmp_path / 'db.sqlite'}"},
-                         "frontend": {"kind": "builtin"}, "partitions": {"cpu": {}},
-                         "applications": {"paraview": {"data_roots": [str(tmp_path)]}},
-                         "auth": {"user": user, "staff": list(staff)},
-                         "metrics": {"token_file": str(token_file)} if token_file else {}}, "site.yaml")
-    app = PvhpcApp(site, scheduler=Scheduler())
-    app.ctx.store.open()
-    return app
+def make_app(tmp_path: Path, token_file: Path | None = None, staff=("alice",), user="alice"):
+    return inprocess.make_app(tmp_path, auth={"user": user, "staff": list(staff)},
+                              metrics={"token_file": str(token_file)} if token_file else {})
 
 
 def fetch(app, requests: list[tuple[str, dict]]) -> list:
-    async def go():
-        server = tornado.httpserver.HTTPServer(app.web)
-        [sock] = tornado.netutil.bind_sockets(0, "127.0.0.1")
-        server.add_sockets([sock])
-        client = AsyncHTTPClient(force_instance=True)
-        try:
-            return [await client.fetch(f"http://127.0.0.1:{sock.getsockname()[1]}{path}", headers=headers,
-                                       raise_error=False) for path, headers in requests]
-        finally:
-            client.close()
-            server.stop()
-
-    return run(go())
+    """GET each path with its own headers."""
+    return [inprocess.fetch_all(app, [("GET", path, None)], headers=headers)[0] for path, headers in requests]
 
 
 def write_token(path: Path, token: str, mode: int = 0o600) -> Path:

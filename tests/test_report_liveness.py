@@ -14,8 +14,8 @@ from pvhpc.sessions.service import token_hash
 from pvhpc.jobs.states import EndReason, SessionState
 
 from tests.fakes import ScriptedScheduler
+from tests.harness.inprocess import fetch_all, make_app
 from tests.helpers import session_record
-from tests.test_errors import fetch_all, make_app   # the in-process app of the errors' tests
 
 TOKEN = "the-jobs-report-token-0123456789abcdef"
 LIVE_ID, ENDED_ID = "livesessionxxxxxxxxxxxxxxxxxxxxx", "endedsessionxxxxxxxxxxxxxxxxxxxx"
