@@ -17,21 +17,21 @@ import os
 import signal
 import socket
 import sqlite3
-import subprocess
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pytest
-import yaml
 
 from pvhpc.client.api import ClientError
-from pvhpc.frontends.proxymap import ProxyMapFile
-from pvhpc.db.store import SessionRecord, Store
+from pvhpc.db.store import Store
+from pvhpc.scheduler import EndCause, JobState
 
 from tests import backends
-from tests.harness.cluster import block_gpu_partition, cancel, slow_start_jobscript
+from tests.harness.cluster import (back_in_service, block_gpu_partition, cancel, every_job, job, known_job_ids,
+                                   in_service, live, node_state, set_node_state)
+from tests.harness.drills import DRILL_LIMITS, audit_jobs, drill_service, stored_sessions
 from tests.harness.postgres import PostgresServer
 from tests.helpers import RequestLoad, foreground_fraction, processes_of_job, render, wait_until
 
@@ -41,66 +41,17 @@ POLL = 1   # the test services poll every second
 # more under load), the test's own 0.1 s polling and a 2-core machine shared with other tests.
 SLACK = 1.0
 TWO_POLLS = 2 * POLL + SLACK
-LIVE_JOB = ("PENDING", "RUNNING", "CONFIGURING", "SUSPENDED", "REQUEUED", "RESIZING")
-# Room for a dozen sessions of one user, and for clients that poll every 0.1-0.5 s.
-DRILL_LIMITS = {"sessions_per_user": 100, "gpus_per_user": 100, "requests_per_minute": 100000}
 
 
 # -- Slurm's side ------------------------------------------------------------------------------------
 
-def slurm(cluster, *argv) -> str:
-    return subprocess.run(list(argv), env=dict(os.environ, **cluster.environment()), capture_output=True, text=True,
-                          check=True).stdout
-
-
-def job_state(cluster, job_id: str) -> str:
-    out = slurm(cluster, "squeue", "-h", "-t", "all", "-j", job_id, "-o", "%T")
-    return out.strip()
-
-
-def node_state(cluster, node: str) -> str:
-    return slurm(cluster, "sinfo", "-h", "-n", node, "-o", "%t").strip().rstrip("*~#")
-
-
-@dataclass(frozen=True)
-class SlurmJob:
-    id: str
-    name: str
-    state: str
-    node: str
-
-
-def slurm_jobs(cluster) -> list[SlurmJob]:
-    """Every job Slurm knows of, finished ones included (they stay for MinJobAge)."""
-    out = slurm(cluster, "squeue", "-h", "-t", "all", "-o", "%i|%j|%T|%N")
-    return [SlurmJob(*line.split("|")) for line in out.splitlines() if line.count("|") == 3]
-
-
-def known_job_ids(cluster) -> set[str]:
-    """Jobs of earlier tests: a drill judges only the jobs it made."""
-    return {j.id for j in slurm_jobs(cluster)}
-
-
-def back_in_service(cluster, node: str, timeout: float = 120) -> None:
-    """With ReturnToService=2 a node comes back by itself once its slurmd registers; RESUME it if it did not."""
-    env = dict(os.environ, **cluster.environment())
-
-    def back() -> bool:
-        if node_state(cluster, node) in ("idle", "mix", "alloc"):
-            return True
-        subprocess.run(["scontrol", "update", f"NodeName={node}", "State=RESUME"], env=env, capture_output=True)
-        return False
-
-    wait_until(back, timeout, interval=1, message=f"{node} back in service")
-
-
-def ended_after_slurm_knew(client, cluster, routes, session, slurm_states, timeout=120):
-    """Wait for Slurm to report one of ``slurm_states``, then for the session to end and leave the map.
+def ended_after_slurm_knew(client, cluster, routes, session, cause: EndCause, timeout=120):
+    """Wait for Slurm to report the job ended by ``cause``, then for the session to end and leave the map.
 
     Returns the ended session and the lag from the moment Slurm showed the state.
     """
-    wait_until(lambda: job_state(cluster, session["job_id"]) in slurm_states, timeout,
-               message=f"job {session['job_id']} in {slurm_states}")
+    wait_until(lambda: (lambda j: j is not None and j.end is cause)(job(cluster, session["job_id"])), timeout,
+               message=f"job {session['job_id']} ended by {cause}")
     known = time.monotonic()
     ended = wait_until(lambda: (lambda s: s if s["state"] == "ended" else None)(client.get(session["id"])), 10,
                        interval=0.1, message="session ended")
@@ -121,26 +72,6 @@ def settled(problems, timeout: float, what: str) -> None:
 def on_backend(drill: str, backend: str) -> str:
     """A drill's name in the table: the command-line backend's as it always was, pyslurm's marked."""
     return drill if backend == "slurm" else f"{drill} (pyslurm)"
-
-
-def drill_service(service_factory, tmp_path, name: str = "svc", **overrides):
-    """A test service with the Apache front end, whose map file is returned with it, and a slow-starting app.
-
-    Application ``slow`` is the real job script with a 20 s pause before the server starts: a session that
-    stays ``starting`` for a while.
-    """
-    map_dir = tmp_path / f"{name}-apache"
-    map_dir.mkdir()
-    data = tmp_path / name / "data"
-    data.mkdir(parents=True)
-    overrides.setdefault("applications", {
-        "paraview": {"data_roots": [str(data)], "start_timeout": 120},
-        "slow": {"data_roots": [str(data)], "start_timeout": 120, "jobscript": slow_start_jobscript(tmp_path)},
-    })
-    overrides.setdefault("limits", DRILL_LIMITS)
-    svc = service_factory(name, frontend={"kind": "apache", "map_file": str(map_dir / "session-map.txt")},
-                          **overrides)
-    return svc, ProxyMapFile(map_dir / "session-map.txt")
 
 
 def one_ready_session(service_factory, cluster, tmp_path, backend: str = "slurm", **launch):
@@ -181,60 +112,10 @@ def refused_reports(svc) -> int:
                if " 503 POST /api/v1/sessions/" in line and "/report " in line)
 
 
-def stored_sessions(svc) -> list[SessionRecord]:
-    """The service's sessions as its database holds them (job names included, which the API does not show)."""
-    url = yaml.safe_load(svc.config_path.read_text())["service"]["database"]
-    store = Store(url)
-    try:
-        return store.find()
-    finally:
-        store.engine.dispose()
-
-
 def outcomes(records) -> str:
     """' (2 queued, 1 ended submit_failed)': how sessions came out, for a note."""
     counts = Counter(r.state if r.state != "ended" else f"ended {r.end_reason}" for r in records)
     return f" ({', '.join(f'{n} {what}' for what, n in sorted(counts.items()))})" if counts else ""
-
-
-@dataclass
-class JobAudit:
-    """Slurm's queue against the store: every live session's job exists exactly once, and nothing else runs."""
-
-    sessions: list[SessionRecord] = field(repr=False)
-    missing: list[str] = field(default_factory=list)    # a live session whose job is not queued or running
-    doubled: list[str] = field(default_factory=list)    # a session with more than one job
-    orphaned: list[str] = field(default_factory=list)   # a pvhpc job queued or running with no live session
-    # (A second job of a session is both: "doubled" names the session, "orphaned" the job.)
-
-    @property
-    def ok(self) -> bool:
-        return not (self.missing or self.doubled or self.orphaned)
-
-    def __str__(self) -> str:
-        return f"missing: {self.missing}; doubled: {self.doubled}; orphaned: {self.orphaned}"
-
-
-def audit_jobs(cluster, svc, ignore: set[str]) -> JobAudit:
-    sessions = stored_sessions(svc)
-    jobs = [j for j in slurm_jobs(cluster) if j.name.startswith("pvhpc-") and j.id not in ignore]
-    audit = JobAudit(sessions)
-    by_name: dict[str, list[SlurmJob]] = {}
-    for j in jobs:
-        by_name.setdefault(j.name, []).append(j)
-    live = {s.job_name: s for s in sessions if s.state != "ended"}
-    for s in sessions:
-        mine = by_name.get(s.job_name, [])
-        if len(mine) > 1:
-            audit.doubled.append(f"session {s.id[:6]}… ({s.state}): {mine}")
-    for s in live.values():
-        running = [j.id for j in by_name.get(s.job_name, []) if j.state in LIVE_JOB]
-        if s.job_id not in running:
-            audit.missing.append(f"session {s.id[:6]}… ({s.state}, job {s.job_id}): Slurm has {running}")
-    for j in jobs:
-        if j.state in LIVE_JOB and (j.name not in live or live[j.name].job_id != j.id):
-            audit.orphaned.append(f"job {j.id} {j.name} {j.state}")
-    return audit
 
 
 # -- a session's job ends --------------------------------------------------------------------------
@@ -249,8 +130,8 @@ def test_node_downed_under_a_session(backend, service_factory, cluster, tmp_path
     ignore, svc, routes, client, session = one_ready_session(service_factory, cluster, tmp_path, backend)
     node = session["node"]
     try:
-        slurm(cluster, "scontrol", "update", f"NodeName={node}", "State=DOWN", "Reason=pvhpc-drill")
-        ended, lag = ended_after_slurm_knew(client, cluster, routes, session, {"NODE_FAIL"})
+        set_node_state(cluster, node, "DOWN", reason="pvhpc-drill")
+        ended, lag = ended_after_slurm_knew(client, cluster, routes, session, EndCause.NODE_FAIL)
         audit = audit_jobs(cluster, svc, ignore)
         drill_record(lost=int(ended["end_reason"] != "node_failure"), orphaned=len(audit.orphaned),
                      recover_s=round(lag, 2))
@@ -268,7 +149,7 @@ def test_job_reaches_its_walltime(backend, service_factory, cluster, tmp_path, d
                  recovery="from Slurm showing TIMEOUT to the session ended (walltime) and out of the map",
                  bound_s=TWO_POLLS)
     ignore, svc, routes, client, session = one_ready_session(service_factory, cluster, tmp_path, backend, walltime=1)
-    ended, lag = ended_after_slurm_knew(client, cluster, routes, session, {"TIMEOUT"}, timeout=180)
+    ended, lag = ended_after_slurm_knew(client, cluster, routes, session, EndCause.TIMEOUT, timeout=180)
     audit = audit_jobs(cluster, svc, ignore)
     drill_record(lost=int(ended["end_reason"] != "walltime"), orphaned=len(audit.orphaned), recover_s=round(lag, 2))
     assert ended["end_reason"] == "walltime" and lag <= TWO_POLLS, (ended, lag)
@@ -283,8 +164,8 @@ def test_job_cancelled_outside_pvhpc(backend, service_factory, cluster, tmp_path
                  recovery="from Slurm showing CANCELLED to the session ended (cancelled_outside) and out of the map",
                  bound_s=TWO_POLLS)
     ignore, svc, routes, client, session = one_ready_session(service_factory, cluster, tmp_path, backend)
-    slurm(cluster, "scancel", session["job_id"])
-    ended, lag = ended_after_slurm_knew(client, cluster, routes, session, {"CANCELLED"}, timeout=30)
+    cancel(cluster, [session["job_id"]])
+    ended, lag = ended_after_slurm_knew(client, cluster, routes, session, EndCause.CANCELLED, timeout=30)
     audit = audit_jobs(cluster, svc, ignore)
     drill_record(lost=int(ended["end_reason"] != "cancelled_outside"), orphaned=len(audit.orphaned),
                  recover_s=round(lag, 2))
@@ -310,7 +191,7 @@ def test_server_crash_ends_the_session(service_factory, cluster, tmp_path, drill
                        interval=0.1, message="session ended within two poll cycles of the crash")
     gone = session["id"] not in routes.read()
     lag = time.monotonic() - killed
-    wait_until(lambda: job_state(cluster, session["job_id"]) not in LIVE_JOB, 30, message="the job ends with its server")
+    wait_until(lambda: not live(job(cluster, session["job_id"])), 30, message="the job ends with its server")
     audit = audit_jobs(cluster, svc, ignore)
     drill_record(lost=int(ended["end_reason"] != "failed"), orphaned=len(audit.orphaned), recover_s=round(lag, 2))
     assert (ended["end_reason"], ended["detail"]) == (
@@ -330,7 +211,7 @@ def test_node_drained_under_a_session_keeps_it_and_places_nothing_new_there(serv
     ignore, svc, routes, client, session = one_ready_session(service_factory, cluster, tmp_path)
     node = session["node"]
     other = {"cpu01": "cpu02", "cpu02": "cpu01"}[node]
-    slurm(cluster, "scontrol", "update", f"NodeName={node}", "State=DRAIN", "Reason=pvhpc-drill")
+    set_node_state(cluster, node, "DRAIN", reason="pvhpc-drill")
     try:
         wait_until(lambda: node_state(cluster, node) == "drng", 10, message=f"{node} draining")
         drained = time.monotonic()
@@ -363,8 +244,8 @@ def test_node_drained_under_a_session_keeps_it_and_places_nothing_new_there(serv
         assert waiting["state"] == "queued" and not waiting["node"], waiting
         assert audit.ok, str(audit)
     finally:
-        slurm(cluster, "scontrol", "update", f"NodeName={node}", "State=RESUME")
-        wait_until(lambda: node_state(cluster, node) in ("idle", "mix", "alloc"), 60, interval=1,
+        set_node_state(cluster, node, "RESUME")
+        wait_until(lambda: in_service(cluster, node), 60, interval=1,
                    message=f"{node} back in service")
 
 
@@ -554,11 +435,11 @@ def test_slurmctld_down_for_a_minute_under_load(service_factory, cluster, tmp_pa
 
         def problems() -> list[str]:
             found = []
-            jobs = {j.id: j.state for j in slurm_jobs(cluster)}
+            jobs = {j.job_id: j.state for j in every_job(cluster)}
             for s in client.list():
                 if s["id"] not in before:
                     continue
-                real = {"PENDING": ("queued",), "RUNNING": ("starting", "ready")}.get(jobs.get(s["job_id"]), ())
+                real = {JobState.PENDING: ("queued",), JobState.RUNNING: ("starting", "ready")}.get(jobs.get(s["job_id"]), ())
                 if s["state"] not in real or s["job_id"] != before[s["id"]]["job_id"]:
                     found.append(f"{s['id'][:6]}… {s['state']} job {s['job_id']}: Slurm says {jobs.get(s['job_id'])}")
             return found
@@ -912,6 +793,6 @@ def test_postgresql_down_fails_requests_cleanly_then_they_succeed(drill_postgres
     assert audit.ok, str(audit)
     # The tracker follows Slurm again.
     client.cancel(session["id"])
-    slurm(cluster, "scancel", ready["job_id"])
-    ended, lag = ended_after_slurm_knew(client, cluster, routes, ready, {"CANCELLED"}, timeout=30)
+    cancel(cluster, [ready["job_id"]])
+    ended, lag = ended_after_slurm_knew(client, cluster, routes, ready, EndCause.CANCELLED, timeout=30)
     assert ended["end_reason"] == "cancelled_outside" and lag <= TWO_POLLS, (ended, lag)

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 
 import pytest
 
+from tests.harness.cluster import back_in_service, known_job_ids
+from tests.harness.drills import audit_jobs, drill_service
 from tests.helpers import processes_of_cluster_job, render, wait_until
-from tests.test_fault_drills import audit_jobs, back_in_service, drill_service, known_job_ids
 
 pytestmark = pytest.mark.cluster
 LINK_CUT_S = 90

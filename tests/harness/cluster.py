@@ -2,7 +2,9 @@
 
 ``pvhpc.localcluster.cluster`` starts, waits for and stops the daemons;
 this module only picks where and on which ports, and what tests do with
-Slurm's commands around pvhpc: look at the queue, fill a partition, clean up.
+Slurm's commands around pvhpc: look at the queue and the nodes, fill a partition, take a node out and back,
+clean up. It is the one place tests run Slurm's commands; where a test needs a job's state, it reads it in
+pvhpc's own words (``pvhpc.scheduler.slurm_states``), never with a list of Slurm's of its own.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from pathlib import Path
 
 from pvhpc.paths import JOBSCRIPTS_DIR
 from pvhpc.localcluster.cluster import LocalCluster
+from pvhpc.scheduler import JobInfo, JobState
+from pvhpc.scheduler import slurm_states
 
 from tests.harness.ports import free_port_block
 from tests.helpers import wait_until
@@ -51,15 +55,70 @@ def start_cluster(slurm: str | None = None) -> LocalCluster:
     return cluster
 
 
-def _slurm(cluster: LocalCluster, argv: list[str], check: bool = True) -> str:
-    return subprocess.run(argv, env=dict(os.environ, **cluster.environment()), capture_output=True, text=True,
+def slurm(cluster: LocalCluster, *argv: str, check: bool = True) -> str:
+    """Run one of Slurm's commands against ``cluster``; its standard output."""
+    return subprocess.run(list(argv), env=dict(os.environ, **cluster.environment()), capture_output=True, text=True,
                           check=check).stdout
 
 
 def squeue(cluster, *args) -> list[list[str]]:
     """squeue's rows: id, name, state, reason, nodes."""
-    out = _slurm(cluster, ["squeue", "-h", *args, "-o", "%i|%j|%T|%r|%N"])
+    out = slurm(cluster, "squeue", "-h", *args, "-o", "%i|%j|%T|%r|%N")
     return [line.split("|") for line in out.splitlines() if line.strip()]
+
+
+def jobs(cluster, *args) -> list[JobInfo]:
+    """squeue's rows (``args`` choose them) in pvhpc's words, as its Slurm backends read them."""
+    return [slurm_states.job_info(job_id, state, reason, nodes, name)
+            for job_id, name, state, reason, nodes in squeue(cluster, *args)]
+
+
+def every_job(cluster) -> list[JobInfo]:
+    """Every job Slurm knows of, finished ones included (they stay for MinJobAge)."""
+    return jobs(cluster, "-t", "all")
+
+
+def job(cluster, job_id: str) -> JobInfo | None:
+    """One job as Slurm knows it now, finished or not; None once Slurm has forgotten it."""
+    found = jobs(cluster, "-t", "all", "-j", job_id)
+    return found[0] if found else None
+
+
+def live(info: JobInfo | None) -> bool:
+    """Whether a job still holds its place: queued or running (a job on its way out is not)."""
+    return info is not None and info.state in (JobState.PENDING, JobState.RUNNING)
+
+
+def known_job_ids(cluster) -> set[str]:
+    """Jobs of earlier tests: a test judges only the jobs it made."""
+    return {j.job_id for j in every_job(cluster)}
+
+
+def node_state(cluster, node: str) -> str:
+    """sinfo's compact state of ``node`` ("idle", "mix", "alloc", "drng", "drain", "down"), its flags left off."""
+    return slurm(cluster, "sinfo", "-h", "-n", node, "-o", "%t").strip().rstrip("*~#")
+
+
+def in_service(cluster, node: str) -> bool:
+    return node_state(cluster, node) in ("idle", "mix", "alloc")
+
+
+def set_node_state(cluster, node: str, state: str, reason: str | None = None) -> None:
+    """What staff do with ``scontrol update``: State=DOWN, DRAIN (both need a reason) or RESUME."""
+    slurm(cluster, "scontrol", "update", f"NodeName={node}", f"State={state}",
+          *([f"Reason={reason}"] if reason else []))
+
+
+def back_in_service(cluster, node: str, timeout: float = 120) -> None:
+    """With ReturnToService=2 a node comes back by itself once its slurmd registers; RESUME it if it did not."""
+
+    def back() -> bool:
+        if in_service(cluster, node):
+            return True
+        slurm(cluster, "scontrol", "update", f"NodeName={node}", "State=RESUME", check=False)
+        return False
+
+    wait_until(back, timeout, interval=1, message=f"{node} back in service")
 
 
 def pvhpc_jobs(cluster, states="pending,running") -> list[list[str]]:
@@ -71,23 +130,23 @@ def block_gpu_partition(cluster) -> list[str]:
     """Take every GPU of partition gpu with plain sleep jobs; return their ids."""
     ids = []
     for node in ("gpu01", "gpu02"):
-        out = _slurm(cluster, ["sbatch", "--parsable", "-p", "gpu", "-w", node, "--gres=gpu:2", "-J", "blocker",
-                               "-o", "/dev/null", "--wrap", "sleep 600"])
+        out = slurm(cluster, "sbatch", "--parsable", "-p", "gpu", "-w", node, "--gres=gpu:2", "-J", "blocker",
+                    "-o", "/dev/null", "--wrap", "sleep 600")
         ids.append(out.strip().split(";")[0])
     wait_until(lambda: all(j[2] == "RUNNING" for j in squeue(cluster, "-j", ",".join(ids))), 30,
                message="blockers running")
     return ids
 
 
-def cancel(cluster, ids) -> None:
-    subprocess.run(["scancel", *ids], env=dict(os.environ, **cluster.environment()), check=True)
+def cancel(cluster, ids, check: bool = True) -> None:
+    slurm(cluster, "scancel", *ids, check=check)
 
 
 def cancel_every_job(cluster) -> None:
     """No test may leave a job behind for the next one."""
-    jobs = _slurm(cluster, ["squeue", "-h", "-o", "%i"], check=False).split()
-    if jobs:
-        subprocess.run(["scancel", *jobs], env=dict(os.environ, **cluster.environment()))
+    ids = slurm(cluster, "squeue", "-h", "-o", "%i", check=False).split()
+    if ids:
+        cancel(cluster, ids, check=False)
 
 
 def slow_start_jobscript(directory) -> str:
