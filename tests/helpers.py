@@ -1,19 +1,26 @@
-"""Small helpers for tests: reading a job's output, judging a rendered image, finding leftover processes,
-sample data (a minimal site config, a session record), and the request load of the fault drills.
+"""Small helpers for tests: running the pvhpc command as a user would, reading a job's output, judging a rendered
+image, finding a job's processes and leftovers, sample data (a minimal site config, a parallel partition, a session
+record, VTK files), and the request load of the fault drills.
 
 The real components themselves (cluster, service, Apache, sshd, PostgreSQL) are in tests/harness/.
 """
 
 from __future__ import annotations
 
+import asyncio
 import colorsys
 import io
+import json
 import os
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def run(coro):
@@ -26,6 +33,28 @@ def run(coro):
 # The least a site config needs to parse: one partition, one application.
 MINIMAL_SITE = {"partitions": {"gpu": {"gpu_type": "a100", "gpus": {"max": 2}}},
                 "applications": {"paraview": {"data_roots": ["/tmp"]}}}
+# Partition cpu of the test cluster for parallel sessions (cpu01 and cpu02), and the pvserver they run.
+PARALLEL_CPU = {"walltime": {"default": 30, "max": 120}, "max_nodes": 2, "max_ranks": 4, "max_ranks_per_node": 2}
+PVSERVER = ["/usr/bin/pvserver", "--force-offscreen-rendering"]
+
+
+def pvhpc(*args, url: str | None = None, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run the pvhpc command as a user would, with nothing from this machine's own client config."""
+    full_env = dict(os.environ, PYTHONPATH=str(REPO), PVHPC_CLIENT_CONFIG=str(REPO / "no-such-client.yaml"))
+    for name in ("PVHPC_URL", "PVHPC_TOKEN", "PVHPC_LOGIN_HOST"):
+        full_env.pop(name, None)
+    if url:
+        full_env["PVHPC_URL"] = url
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "pvhpc", *map(str, args)], env=full_env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def as_json(proc: subprocess.CompletedProcess):
+    try:
+        return json.loads(proc.stdout)
+    except ValueError:
+        raise AssertionError(f"not JSON (exit {proc.returncode}):\n{proc.stdout}\nstderr:\n{proc.stderr}") from None
 
 
 def session_record(i: int = 0, **kw):
@@ -99,6 +128,44 @@ def processes_of_cluster_job(cluster, job_id: str) -> list[str]:
     return found
 
 
+def processes_of_this_job(cluster, job_id: str) -> list[tuple[int, str, dict[str, str]]]:
+    """The job's processes (pid, command, environment) on this cluster: other clusters on the machine number
+    their jobs alike, and the local cluster gives each of its nodes a TMPDIR of its own, under its directory."""
+    found = []
+    for entry in processes_of_job(job_id):
+        pid, cmd = entry.split(": ", 1)
+        try:
+            raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        env = dict(e.decode(errors="replace").split("=", 1) for e in raw if b"=" in e)
+        if env.get("TMPDIR", "").startswith(f"{cluster.dir}/"):
+            found.append((int(pid), cmd, env))
+    return found
+
+
+def job_processes_by_node(cluster, job_id: str, name: str) -> dict[str, int]:
+    """How many processes called ``name`` the job runs on each emulated node (SLURMD_NODENAME of each)."""
+    found: dict[str, int] = {}
+    for _, cmd, env in processes_of_this_job(cluster, job_id):
+        if os.path.basename(cmd.split()[0]) == name:
+            found[env.get("SLURMD_NODENAME", "?")] = found.get(env.get("SLURMD_NODENAME", "?"), 0) + 1
+    return found
+
+
+def servers_of(cluster, job_id: str) -> list[str]:
+    return [f"{pid}: {cmd}" for pid, cmd, _ in processes_of_this_job(cluster, job_id)
+            if any(n in cmd for n in ("pvserver", "pvpython", "orted"))]
+
+
+def wait_no_server_left(cluster, job_id: str, timeout: float = 30) -> None:
+    try:
+        wait_until(lambda: not servers_of(cluster, job_id), timeout,
+                   message="no pvserver, orted or pvpython of the job")
+    except AssertionError as e:
+        raise AssertionError(f"{e}; left: {servers_of(cluster, job_id)}") from None
+
+
 def wait_until(predicate, timeout: float, interval: float = 0.2, message: str = "condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -126,6 +193,44 @@ def render(url: str, secret: str, headers: dict | None = None, source: str = "Sp
     import asyncio
 
     return asyncio.run(render_async(url, secret, headers, source))
+
+
+async def new_image(client: WslinkClient, previous: bytes | None, timeout: float = 30) -> bytes:
+    """The view once it shows the last step: a frame pushed just before the step may still be on its way."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        image = await client.push_image((400, 300))
+        if image != previous or loop.time() > deadline:
+            return image
+        await asyncio.sleep(0.5)
+
+
+def write_blob(path, n=24):
+    """A legacy VTK image whose scalar is the distance from its centre: a Contour of it is a sphere."""
+    c = (n - 1) / 2
+    rows = [" ".join(f"{((i - c) ** 2 + (j - c) ** 2 + (k - c) ** 2) ** 0.5:.3f}" for i in range(n))
+            for k in range(n) for j in range(n)]
+    path.write_text(f"# vtk DataFile Version 3.0\nblob\nASCII\nDATASET STRUCTURED_POINTS\nDIMENSIONS {n} {n} {n}\n"
+                    f"ORIGIN 0 0 0\nSPACING 1 1 1\nPOINT_DATA {n ** 3}\nSCALARS distance float 1\n"
+                    "LOOKUP_TABLE default\n" + "\n".join(rows) + "\n")
+
+
+def write_series(directory, n=16, steps=3):
+    """wave_0.vtk .. wave_2.vtk: a distance field whose centre moves along x from step to step (time), with a
+    second field (a gradient) to colour by."""
+    directory.mkdir(parents=True, exist_ok=True)
+    c = (n - 1) / 2
+    for t in range(steps):
+        x0 = c + 3 * (t - 1)
+        distance = [f"{((i - x0) ** 2 + (j - c) ** 2 + (k - c) ** 2) ** 0.5:.3f}"
+                    for k in range(n) for j in range(n) for i in range(n)]
+        gradient = [f"{i + 2 * j:.1f}" for k in range(n) for j in range(n) for i in range(n)]
+        (directory / f"wave_{t}.vtk").write_text("\n".join([
+            "# vtk DataFile Version 3.0", "moving blob", "ASCII", "DATASET STRUCTURED_POINTS",
+            f"DIMENSIONS {n} {n} {n}", "ORIGIN 0 0 0", "SPACING 1 1 1", f"POINT_DATA {n ** 3}",
+            "SCALARS distance float 1", "LOOKUP_TABLE default", " ".join(distance),
+            "SCALARS gradient float 1", "LOOKUP_TABLE default", " ".join(gradient), ""]))
 
 
 # -- for fault drills ------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """The built-in proxy's mechanics against a real websocket server on this machine (no cluster needed).
 
-The upstream here is a small Tornado websocket server, so the proxy can be
+The upstream here is a small Tornado websocket server (tests/harness/builtin_proxy.py), so the proxy can be
 watched doing what a ParaViewWeb server cannot show on demand: binary frames,
 close codes, and a session that ends while its server is still up (the real
 flow is in test_frontends.py).
@@ -10,96 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-from types import SimpleNamespace
 
 import pytest
-import tornado.web
 from tornado.httpclient import HTTPClientError, HTTPRequest
-from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
-from tornado.websocket import WebSocketHandler, websocket_connect
+from tornado.websocket import websocket_connect
 
-from pvhpc.web.auth import make_authenticator
-from pvhpc.config import AuthConfig
-from pvhpc.frontends.builtin import BuiltinFrontEnd, ProxyTraffic
+from pvhpc.frontends.builtin import ProxyTraffic
 from pvhpc.frontends.relay import FrameBoundary, close_frame
 from pvhpc.db.store import SessionRecord
 
-
-class Upstream(WebSocketHandler):
-    """Echoes every frame as it came (text or binary); "close:<code>" makes it close with that code,
-    "big:<MiB>" answers that many MiB in one frame, "drop" drops the connection without a close frame.
-    At /greet it speaks first, in the same breath as its handshake answer."""
-
-    closed: list = []
-
-    def open(self):
-        if self.request.path == "/greet":
-            self.write_message("hello first")
-
-    def on_message(self, message):
-        if isinstance(message, str) and message.startswith("close:"):
-            self.close(int(message[6:]), "asked to")
-        elif isinstance(message, str) and message.startswith("big:"):
-            self.write_message(b"\x07" * (int(message[4:]) << 20), binary=True)
-        elif message == "drop":
-            self.request.connection.stream.close()
-        else:
-            self.write_message(message, binary=isinstance(message, bytes))
-
-    def on_close(self):
-        Upstream.closed.append(self.close_code)
-
-
-def record(sid, port, state="ready", user="alice") -> SessionRecord:
-    return SessionRecord(id=sid, user=user, state=state, host="127.0.0.1", port=port)
-
-
-class Rig:
-    def __init__(self, staff=(), session_origin=None):
-        self.frontend = BuiltinFrontEnd("unused")
-        auth = make_authenticator(AuthConfig(kind="local", user="alice", header="X-Remote-User", staff=tuple(staff),
-                                                  users_trust_each_other=False))
-        upstream_sockets = bind_sockets(0, "127.0.0.1")
-        proxy_sockets = bind_sockets(0, "127.0.0.1")
-        self.upstream_port = upstream_sockets[0].getsockname()[1]
-        self.port = proxy_sockets[0].getsockname()[1]
-        # The site's own pages are the proxy's own origin (service.allowed_origins).
-        service = SimpleNamespace(allowed_origins=(f"http://127.0.0.1:{self.port}",))
-        if session_origin:
-            session_origin = f"{session_origin}:{self.port}"
-        ctx = SimpleNamespace(auth=auth, config=SimpleNamespace(service=service, frontend=SimpleNamespace(
-            session_origin=session_origin)))
-        self.servers = [HTTPServer(tornado.web.Application([(r"/(?:ws|greet)", Upstream)])),
-                        HTTPServer(tornado.web.Application(self.frontend.handlers(ctx)))]
-        self.servers[0].add_sockets(upstream_sockets)
-        self.servers[1].add_sockets(proxy_sockets)
-        Upstream.closed = []
-
-    def url(self, sid, path="ws"):
-        return f"ws://127.0.0.1:{self.port}/proxy?sessionId={sid}&path={path}"
-
-    async def refused(self, sid, path="ws"):
-        try:
-            conn = await websocket_connect(self.url(sid, path))
-        except HTTPClientError as e:
-            return e.code, json.loads(e.response.body)["error"] if e.response and e.response.body else ""
-        conn.close()
-        return 101, ""
-
-    def stop(self):
-        for s in self.servers:
-            s.stop()
-
-
-def run(coro_fn, **kwargs):
-    async def go():
-        rig = Rig(**kwargs)
-        try:
-            return await coro_fn(rig)
-        finally:
-            rig.stop()
-    return asyncio.run(go())
+from tests.harness.builtin_proxy import Upstream, record, run
 
 
 class CountedTraffic(ProxyTraffic):

@@ -237,14 +237,14 @@ def with_callbacks(svc, urls: list[str]):
 
 
 def checks_of(proc) -> dict:
-    from tests.test_cli import as_json
+    from tests.helpers import as_json
 
     return {c["name"]: c for c in as_json(proc)["checks"]}
 
 
 @pytest.mark.cluster
 def test_doctor_probe_job_calls_each_callback_from_its_node(service_factory, cluster):
-    from tests.test_cli import pvhpc
+    from tests.helpers import pvhpc
 
     svc = service_factory()
     # Where the nodes reach this host (the bridge's address on the cluster of hosts), and a port nobody listens on.
@@ -268,7 +268,7 @@ def test_doctor_probe_job_calls_each_callback_from_its_node(service_factory, clu
 def test_a_loopback_callback_with_nodes_on_other_hosts(service_factory, cluster):
     if not cluster.multi_host:
         pytest.skip("needs the cluster of hosts: here every node is this host, and loopback reaches pvhpc")
-    from tests.test_cli import pvhpc
+    from tests.helpers import pvhpc
 
     svc = service_factory()
     login = f"http://{cluster.login_address}:{svc.port}"

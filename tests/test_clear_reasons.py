@@ -29,7 +29,7 @@ from pvhpc.jobs.states import SessionState
 from pvhpc.sessions.tracker import Tracker
 
 from tests.fakes import ScriptedScheduler, running
-from tests.test_builtin_proxy import record, run as with_rig
+from tests.harness.builtin_proxy import record, run as with_rig
 
 S = SessionState
 

@@ -22,40 +22,15 @@ from pvhpc.cli.check_report import FAIL, OK
 from pvhpc.cli.config_check import check_partition
 from pvhpc.cli.progress import ProgressDisplay
 from pvhpc.config import PartitionConfig, Range
-from pvhpc.scheduler import PartitionInfo
+from pvhpc.scheduler import EndCause, PartitionInfo
 
-from tests.helpers import foreground_fraction, render, wait_until
+from tests.harness.cluster import block_gpu_partition, cancel, job
+from tests.helpers import REPO, as_json, foreground_fraction, pvhpc, render, wait_until
 
-REPO = Path(__file__).resolve().parent.parent
 # The documented --json fields of a session (docs/cli.md).
 SESSION_FIELDS = {"id", "user", "application", "partition", "gpus", "walltime", "data", "state", "detail",
                   "end_reason", "job_id", "node", "host", "port", "sessionURL", "expected_start", "created_at",
                   "ready_at", "ended_at"}
-
-
-def pvhpc(*args, url: str | None = None, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run the pvhpc command as a user would, with nothing from this machine's own client config."""
-    full_env = dict(os.environ, PYTHONPATH=str(REPO), PVHPC_CLIENT_CONFIG=str(REPO / "no-such-client.yaml"))
-    for name in ("PVHPC_URL", "PVHPC_TOKEN", "PVHPC_LOGIN_HOST"):
-        full_env.pop(name, None)
-    if url:
-        full_env["PVHPC_URL"] = url
-    full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "pvhpc", *map(str, args)], env=full_env, capture_output=True,
-                          text=True, timeout=timeout)
-
-
-def as_json(proc: subprocess.CompletedProcess):
-    try:
-        return json.loads(proc.stdout)
-    except ValueError:
-        raise AssertionError(f"not JSON (exit {proc.returncode}):\n{proc.stdout}\nstderr:\n{proc.stderr}") from None
-
-
-def squeue_state(cluster, job_id: str) -> str:
-    out = subprocess.run(["squeue", "-h", "-t", "all", "-j", job_id, "-o", "%T"], capture_output=True, text=True,
-                         env=dict(os.environ, **cluster.environment())).stdout.strip()
-    return out or "GONE"
 
 
 # -- unit tests of the pure parts -----------------------------------------------------------------------
@@ -237,8 +212,8 @@ def test_submit_wait_gives_a_url_that_renders_and_cancel_ends_it(service_factory
     assert cancelled.returncode == 0, cancelled.stderr
     [ended] = as_json(cancelled)["sessions"]
     assert ended["state"] == "ended" and ended["end_reason"] == "cancelled"
-    wait_until(lambda: squeue_state(cluster, session["job_id"]) in ("CANCELLED", "COMPLETED", "GONE"), 30,
-               message="the session's job cancelled")
+    wait_until(lambda: (lambda j: j is None or j.end in (EndCause.CANCELLED, EndCause.COMPLETED))(
+        job(cluster, session["job_id"])), 30, message="the session's job cancelled")
     waited = pvhpc("wait", "--", sid, url=svc.url)
     assert waited.returncode == exit_codes.FAILED and "cancelled" in waited.stderr
 
@@ -249,11 +224,7 @@ def test_waiting_in_the_queue_shows_the_reason_then_times_out_then_waits_to_read
     env = dict(os.environ, **cluster.environment())
     blockers = []
     try:
-        for node in ("gpu01", "gpu02"):
-            blockers.append(subprocess.run(
-                ["sbatch", "--parsable", "-p", "gpu", "-w", node, "--gres=gpu:2", "-J", "blocker", "-o", "/dev/null",
-                 "--wrap", "sleep 600"], env=env, capture_output=True, text=True, check=True).stdout.strip())
-        wait_until(lambda: all(squeue_state(cluster, j) == "RUNNING" for j in blockers), 30, message="blockers run")
+        block_gpu_partition(cluster, blockers)
         proc = pvhpc("submit", "paraview", "-p", "gpu", "--wait", "--timeout", "8", url=svc.url)
         assert proc.returncode == exit_codes.TIMEOUT, proc.stdout + proc.stderr
         lines = proc.stdout.splitlines()
@@ -266,13 +237,13 @@ def test_waiting_in_the_queue_shows_the_reason_then_times_out_then_waits_to_read
                                        "PVHPC_CLIENT_CONFIG": str(REPO / "no-such-client.yaml")},
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         time.sleep(2)
-        subprocess.run(["scancel", *blockers], env=env, check=True)
+        cancel(cluster, blockers)
         out, err = waiter.communicate(timeout=240)
         assert waiter.returncode == 0, out + err
         assert json.loads(out)["state"] == "ready"
         assert pvhpc("cancel", "--", sid, url=svc.url).returncode == 0
     finally:
-        subprocess.run(["scancel", *blockers], env=env)
+        cancel(cluster, blockers, check=False)
 
 
 @pytest.mark.cluster

@@ -115,7 +115,7 @@ def test_browser_tabs_left_open_end_idle_with_their_state_and_a_used_one_stays(s
     from pvhpc import runtime
     from tests.harness.browser import chromium
     from tests.helpers import wait_until
-    from tests.test_trame_app import write_series
+    from tests.helpers import write_series
 
     runtime.install_web_clients(paths.web_clients_dir())
     runtime.install_trame_client(runtime.install_trame(paths.runtime_dir()), paths.web_clients_dir())

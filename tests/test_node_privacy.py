@@ -39,13 +39,12 @@ from pvhpc.sessions.job import build_job
 from pvhpc.jobs.template import JobTemplate
 from pvhpc.sessions.spec import parse_spec
 
-from tests.helpers import foreground_fraction, hues, processes_of_cluster_job, render, render_by_process, wait_until
+from tests.helpers import (PVSERVER, foreground_fraction, hues, processes_of_cluster_job, render, render_by_process,
+                           wait_until)
 
 ROOT = Path(__file__).resolve().parent.parent
 NODE_DIR = ROOT / "pvhpc" / "node"
 LAUNCHER = NODE_DIR / "launcher.py"
-# Names of their own: tests/test_multiuser.py makes and removes its users, perhaps at the same time.
-PVSERVER = ["/usr/bin/pvserver", "--force-offscreen-rendering"]
 
 
 def job_values(script: str) -> dict[str, str]:

@@ -20,10 +20,8 @@ from pvhpc.sessions.parallel import ParallelRequestError
 from pvhpc.sessions.spec import parse_spec
 
 from tests.harness.cluster import pvhpc_jobs, squeue
-from tests.helpers import hues, processes_of_job, render_by_process, wait_until
-
-PARALLEL_CPU = {"walltime": {"default": 30, "max": 120}, "max_nodes": 2, "max_ranks": 4, "max_ranks_per_node": 2}
-PVSERVER = ["/usr/bin/pvserver", "--force-offscreen-rendering"]
+from tests.helpers import (PARALLEL_CPU, PVSERVER, hues, job_processes_by_node, processes_of_job, processes_of_this_job,
+                           render_by_process, wait_no_server_left, wait_until)
 
 
 def parallel_site(data_dir: Path, **paraview) -> dict:
@@ -114,48 +112,10 @@ def launch(svc, **fields) -> tuple[int, dict]:
         return e.code, json.loads(e.read())
 
 
-def processes_of_this_job(cluster, job_id: str) -> list[tuple[int, str, dict[str, str]]]:
-    """The job's processes (pid, command, environment) on this cluster: other clusters on the machine number
-    their jobs alike, and the local cluster gives each of its nodes a TMPDIR of its own, under its directory."""
-    found = []
-    for entry in processes_of_job(job_id):
-        pid, cmd = entry.split(": ", 1)
-        try:
-            raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        env = dict(e.decode(errors="replace").split("=", 1) for e in raw if b"=" in e)
-        if env.get("TMPDIR", "").startswith(f"{cluster.dir}/"):
-            found.append((int(pid), cmd, env))
-    return found
-
-
-def job_processes_by_node(cluster, job_id: str, name: str) -> dict[str, int]:
-    """How many processes called ``name`` the job runs on each emulated node (SLURMD_NODENAME of each)."""
-    found: dict[str, int] = {}
-    for _, cmd, env in processes_of_this_job(cluster, job_id):
-        if os.path.basename(cmd.split()[0]) == name:
-            found[env.get("SLURMD_NODENAME", "?")] = found.get(env.get("SLURMD_NODENAME", "?"), 0) + 1
-    return found
-
-
-def servers_of(cluster, job_id: str) -> list[str]:
-    return [f"{pid}: {cmd}" for pid, cmd, _ in processes_of_this_job(cluster, job_id)
-            if any(n in cmd for n in ("pvserver", "pvpython", "orted"))]
-
-
 def cancel_leaves_no_server(svc, cluster, session: dict) -> None:
     ended = svc.client().request("DELETE", f"/paraview/{session['id']}")
     assert ended["end_reason"] == "cancelled"
     wait_no_server_left(cluster, session["job_id"])
-
-
-def wait_no_server_left(cluster, job_id: str, timeout: float = 30) -> None:
-    try:
-        wait_until(lambda: not servers_of(cluster, job_id), timeout,
-                   message="no pvserver, orted or pvpython of the job")
-    except AssertionError as e:
-        raise AssertionError(f"{e}; left: {servers_of(cluster, job_id)}") from None
 
 
 @pytest.mark.cluster

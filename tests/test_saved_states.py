@@ -133,7 +133,7 @@ async def build_pipeline(url: str, secret: str) -> bytes:
     import asyncio
 
     from pvhpc.client.wslink import WslinkClient
-    from tests.test_visualizer_job import new_image
+    from tests.helpers import new_image
 
     client = await WslinkClient.connect(url, secret)
     try:
@@ -178,7 +178,7 @@ def test_a_visualizer_session_ended_saves_its_state_and_a_new_one_starts_from_it
     from pvhpc.client import ClientError
     from pvhpc import runtime
     from tests.helpers import foreground_fraction
-    from tests.test_visualizer_job import write_blob
+    from tests.helpers import write_blob
 
     runtime.install_web_clients(paths.web_clients_dir())
     data = tmp_path / "data"
@@ -202,7 +202,7 @@ def test_a_visualizer_session_ended_saves_its_state_and_a_new_one_starts_from_it
 
     if how == "cancel":
         # As a user at a shell: pvhpc states lists it, pvhpc submit --state starts from it.
-        from tests.test_cli import as_json, pvhpc
+        from tests.helpers import as_json, pvhpc
 
         listed = pvhpc("states", url=svc.url)
         assert listed.returncode == 0 and f"session {first['id']}" in listed.stdout and saved["path"] in listed.stdout

@@ -18,27 +18,11 @@ from PIL import Image
 from pvhpc import config, paths
 from pvhpc import runtime
 from tests.harness.browser import changed_share, chromium
+from tests.helpers import write_series
 
 
 STEP_S = 45
 VIEW = "#pvhpc-view"
-
-
-def write_series(directory, n=16, steps=3):
-    """wave_0.vtk .. wave_2.vtk: a distance field whose centre moves along x from step to step (time), with a
-    second field (a gradient) to colour by."""
-    directory.mkdir(parents=True, exist_ok=True)
-    c = (n - 1) / 2
-    for t in range(steps):
-        x0 = c + 3 * (t - 1)
-        distance = [f"{((i - x0) ** 2 + (j - c) ** 2 + (k - c) ** 2) ** 0.5:.3f}"
-                    for k in range(n) for j in range(n) for i in range(n)]
-        gradient = [f"{i + 2 * j:.1f}" for k in range(n) for j in range(n) for i in range(n)]
-        (directory / f"wave_{t}.vtk").write_text("\n".join([
-            "# vtk DataFile Version 3.0", "moving blob", "ASCII", "DATASET STRUCTURED_POINTS",
-            f"DIMENSIONS {n} {n} {n}", "ORIGIN 0 0 0", "SPACING 1 1 1", f"POINT_DATA {n ** 3}",
-            "SCALARS distance float 1", "LOOKUP_TABLE default", " ".join(distance),
-            "SCALARS gradient float 1", "LOOKUP_TABLE default", " ".join(gradient), ""]))
 
 
 def view_image(page) -> Image.Image:
@@ -153,7 +137,7 @@ def test_the_trame_app_opens_slices_colours_and_steps_time_in_chromium(service_f
     client = svc.client()
     # As a user at a shell: pvhpc submit --wait says where to open it, as the page does: trame's static client,
     # attached to the session (no secret in the URL).
-    from tests.test_cli import pvhpc
+    from tests.helpers import pvhpc
 
     submitted = pvhpc("submit", "trame", "-p", "gpu", "-g", "1", "--wait", url=svc.url)
     assert submitted.returncode == 0, submitted.stderr
@@ -251,7 +235,7 @@ def test_the_trame_app_through_an_ssh_tunnel(service_factory, cluster, sshd, tmp
 
     from tests.harness.ports import accepts_connections, free_port_block
     from tests.helpers import wait_until
-    from tests.test_cli import pvhpc
+    from tests.helpers import pvhpc
 
     apps = trame_on_a_series(tmp_path)
     svc = service_factory(frontend={"kind": "builtin"}, applications=apps).start()

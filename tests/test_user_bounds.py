@@ -256,7 +256,7 @@ FAILS_LOUDLY = f"printf 'starting\\n{OCTAL}\\n'; exit 3"
 @pytest.mark.cluster
 def test_staff_see_what_users_wrote_with_its_control_characters_written_out(service_factory, tmp_path):
     """A failed report's reason holds what the server printed: the CLI shows its escapes, never obeys them."""
-    from tests.test_cli import pvhpc
+    from tests.helpers import pvhpc
 
     me = pwd.getpwuid(os.geteuid()).pw_name
     data = tmp_path / "escapes" / "data"

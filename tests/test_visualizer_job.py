@@ -12,30 +12,9 @@ from pvhpc import config, paths
 from pvhpc.client.wslink import WslinkClient, WslinkError
 from pvhpc import runtime
 
-from tests.helpers import foreground_fraction, processes_of_cluster_job, wait_until
+from tests.helpers import foreground_fraction, new_image, processes_of_cluster_job, wait_until, write_blob
 
 pytestmark = pytest.mark.cluster
-
-
-def write_blob(path, n=24):
-    """A legacy VTK image whose scalar is the distance from its centre: a Contour of it is a sphere."""
-    c = (n - 1) / 2
-    rows = [" ".join(f"{((i - c) ** 2 + (j - c) ** 2 + (k - c) ** 2) ** 0.5:.3f}" for i in range(n))
-            for k in range(n) for j in range(n)]
-    path.write_text(f"# vtk DataFile Version 3.0\nblob\nASCII\nDATASET STRUCTURED_POINTS\nDIMENSIONS {n} {n} {n}\n"
-                    f"ORIGIN 0 0 0\nSPACING 1 1 1\nPOINT_DATA {n ** 3}\nSCALARS distance float 1\n"
-                    "LOOKUP_TABLE default\n" + "\n".join(rows) + "\n")
-
-
-async def new_image(client: WslinkClient, previous: bytes | None, timeout: float = 30) -> bytes:
-    """The view once it shows the last step: a frame pushed just before the step may still be on its way."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        image = await client.push_image((400, 300))
-        if image != previous or loop.time() > deadline:
-            return image
-        await asyncio.sleep(0.5)
 
 
 async def pipeline(url: str, secret: str) -> list[bytes]:

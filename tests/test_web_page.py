@@ -428,7 +428,7 @@ def test_a_parallel_session_chosen_in_the_page_runs_over_two_nodes(service_facto
     """Nodes and ranks are offered only where staff allow them (cpu here, for paraview), bounded by the limits;
     a bad choice is the API's error beside its field; a good one launches an MPI pvserver over both nodes and
     the quick view shows its composited image."""
-    from tests.test_parallel import PARALLEL_CPU, PVSERVER, job_processes_by_node, wait_no_server_left
+    from tests.helpers import PARALLEL_CPU, PVSERVER, job_processes_by_node, wait_no_server_left
 
     root = str(tmp_path / "svc" / "data")   # the harness's data root of service "svc"
     svc = service_factory(frontend=BUILTIN, partitions={

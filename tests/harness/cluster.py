@@ -61,16 +61,16 @@ def slurm(cluster: LocalCluster, *argv: str, check: bool = True) -> str:
                           check=check).stdout
 
 
-def squeue(cluster, *args) -> list[list[str]]:
+def squeue(cluster, *args, check: bool = True) -> list[list[str]]:
     """squeue's rows: id, name, state, reason, nodes."""
-    out = slurm(cluster, "squeue", "-h", *args, "-o", "%i|%j|%T|%r|%N")
+    out = slurm(cluster, "squeue", "-h", *args, "-o", "%i|%j|%T|%r|%N", check=check)
     return [line.split("|") for line in out.splitlines() if line.strip()]
 
 
-def jobs(cluster, *args) -> list[JobInfo]:
+def jobs(cluster, *args, check: bool = True) -> list[JobInfo]:
     """squeue's rows (``args`` choose them) in pvhpc's words, as its Slurm backends read them."""
     return [slurm_states.job_info(job_id, state, reason, nodes, name)
-            for job_id, name, state, reason, nodes in squeue(cluster, *args)]
+            for job_id, name, state, reason, nodes in squeue(cluster, *args, check=check)]
 
 
 def every_job(cluster) -> list[JobInfo]:
@@ -79,8 +79,9 @@ def every_job(cluster) -> list[JobInfo]:
 
 
 def job(cluster, job_id: str) -> JobInfo | None:
-    """One job as Slurm knows it now, finished or not; None once Slurm has forgotten it."""
-    found = jobs(cluster, "-t", "all", "-j", job_id)
+    """One job as Slurm knows it now, finished or not; None once Slurm has forgotten it (squeue refuses an id it
+    no longer knows)."""
+    found = jobs(cluster, "-t", "all", "-j", job_id, check=False)
     return found[0] if found else None
 
 
@@ -126,14 +127,15 @@ def pvhpc_jobs(cluster, states="pending,running") -> list[list[str]]:
     return [j for j in squeue(cluster, "-t", states) if j[1].startswith("pvhpc-")]
 
 
-def block_gpu_partition(cluster) -> list[str]:
-    """Take every GPU of partition gpu with plain sleep jobs; return their ids."""
-    ids = []
+def block_gpu_partition(cluster, ids: list[str] | None = None) -> list[str]:
+    """Take every GPU of partition gpu with plain sleep jobs; return their ids (added to ``ids`` as each is
+    queued, if given: for a test to cancel them even if this fails half-way)."""
+    ids = [] if ids is None else ids
     for node in ("gpu01", "gpu02"):
         out = slurm(cluster, "sbatch", "--parsable", "-p", "gpu", "-w", node, "--gres=gpu:2", "-J", "blocker",
                     "-o", "/dev/null", "--wrap", "sleep 600")
         ids.append(out.strip().split(";")[0])
-    wait_until(lambda: all(j[2] == "RUNNING" for j in squeue(cluster, "-j", ",".join(ids))), 30,
+    wait_until(lambda: all(j.is_running for j in jobs(cluster, "-j", ",".join(ids))), 30,
                message="blockers running")
     return ids
 
