@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import collections
 import json
-import os
-import subprocess
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -25,6 +23,8 @@ from hypothesis import strategies as st
 
 from pvhpc import config as site_config
 from pvhpc.sessions.spec import SPEC_FIELDS
+
+from tests.harness.cluster import every_job
 
 CANARY = Path("/tmp") / f"pvhpc-canary-{uuid.uuid4().hex}"
 HOSTILE_TEXT = [
@@ -84,12 +84,9 @@ def test_generated_hostile_requests(service_factory, cluster, capsys):
     ).start()
     headers = {"X-Remote-User": "mallory"}   # through the front end's channel (tests/harness/frontend.py)
     outcomes = collections.Counter()
-    env = dict(os.environ, **cluster.environment())
 
     def pvhpc_job_ids() -> set[str]:
-        out = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%i %j"], env=env, capture_output=True, text=True,
-                             check=True).stdout.split("\n")
-        return {line.split()[0] for line in out if line.strip() and line.split()[1].startswith("pvhpc-")}
+        return {j.job_id for j in every_job(cluster) if j.name.startswith("pvhpc-")}
 
     before = pvhpc_job_ids()
 

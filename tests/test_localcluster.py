@@ -16,6 +16,7 @@ from pvhpc.scheduler.slurm_install import SlurmNotFound, SlurmVersion
 
 from tests import backends
 from tests.harness import cluster as test_cluster
+from tests.harness.cluster import run_slurm
 
 from tests.harness.ports import free_port_block
 from tests.helpers import foreground_fraction, wait_until
@@ -38,8 +39,7 @@ def test_status_and_idempotent_start_on_running_cluster(cluster):
     for name in ("munged", "slurmctld", "slurmd-gpu01", "slurmd-gpu02", "slurmd-cpu01", "slurmd-cpu02"):
         assert f"{name}" in status.stdout
     assert "stopped" not in status.stdout
-    sinfo = subprocess.run(["sinfo", "-h", "-N", "-o", "%N %P %G"], env=dict(os.environ, **cluster.environment()),
-                           capture_output=True, text=True, check=True).stdout
+    sinfo = run_slurm(cluster, "sinfo", "-h", "-N", "-o", "%N %P %G")
     assert "gpu01 gpu gpu:a100:2" in sinfo and "cpu02 cpu* (null)" in sinfo
 
 
@@ -74,7 +74,7 @@ def test_the_nodes_are_hosts_of_their_own_that_the_login_side_knows_by_address(c
     env = dict(os.environ, **cluster.environment())
     for node in cluster.nodes:
         address = cluster.node_address(node)
-        shown = subprocess.run(["scontrol", "show", "node", node], env=env, capture_output=True, text=True).stdout
+        shown = run_slurm(cluster, "scontrol", "show", "node", node, check=False)
         assert f"NodeAddr={address} " in shown and f"NodeHostName={node} " in shown, shown
         inside = subprocess.run(cluster.on_node(node, ["sh", "-c", "hostname; hostname -I; getent hosts cpu02"]),
                                 capture_output=True, text=True, timeout=30).stdout.split()
@@ -91,7 +91,7 @@ def test_the_test_cluster_runs_its_own_slurms_tools_and_jobs_see_them(cluster, t
     """The test cluster runs the Slurm chosen for it (--slurm, else the newest installed: 25.11 where its source
     is beside the checkout); its environment and its jobs' find that release's tools, not Debian's first."""
     env = dict(os.environ, **cluster.environment())
-    said = subprocess.run(["sinfo", "--version"], env=env, capture_output=True, text=True, check=True).stdout
+    said = run_slurm(cluster, "sinfo", "--version")
     assert said.strip().split()[-1] == str(cluster.slurm.version)
     # What pvhpc cluster env prints gets a shell there too.
     line = pvhpc("cluster", "env", "--dir", str(cluster.dir)).stdout.strip()
@@ -103,8 +103,7 @@ def test_the_test_cluster_runs_its_own_slurms_tools_and_jobs_see_them(cluster, t
         assert str(cluster.slurm.version) == newest
     # A job's own srun (mpiexec starts its daemons with it) is the cluster's release too.
     out = tmp_path / "srun-version.out"
-    job = subprocess.run(["sbatch", "--parsable", "-p", "cpu", "-o", str(out), "--wrap", "srun --version"], env=env,
-                         capture_output=True, text=True, check=True).stdout.strip()
+    job = run_slurm(cluster, "sbatch", "--parsable", "-p", "cpu", "-o", str(out), "--wrap", "srun --version").strip()
     wait_until(lambda: out.exists() and out.read_text().strip(), 30, message=f"job {job} wrote srun's version")
     assert out.read_text().split()[-1] == str(cluster.slurm.version)
 

@@ -12,6 +12,7 @@ import pytest
 
 from pvhpc.client.api import ClientError
 
+from tests.harness.cluster import job_owner, jobs, live
 from tests.harness.unix_users import shared_dir, shared_site
 from tests.helpers import foreground_fraction, render, wait_until
 
@@ -43,12 +44,9 @@ def test_jobs_run_as_their_users_and_users_stay_apart(unix_users, service_factor
 
         session = alice.launch("paraview", partition="cpu")
         assert session["state"] == "ready", session
-        env = dict(os.environ, **cluster.environment())
-        owner = subprocess.run(["squeue", "-h", "-j", session["job_id"], "-o", "%U %u"], env=env,
-                               capture_output=True, text=True, check=True).stdout.split()
-        assert owner == [str(pwd.getpwnam(unix_users["alice"]).pw_uid), unix_users["alice"]]
-        assert subprocess.run(["squeue", "-h", "-u", unix_users["alice"], "-o", "%i"], env=env, capture_output=True,
-                              text=True).stdout.split() == [session["job_id"]]
+        owner = job_owner(cluster, session["job_id"])
+        assert owner == (str(pwd.getpwnam(unix_users["alice"]).pw_uid), unix_users["alice"])
+        assert [j.job_id for j in jobs(cluster, "-u", unix_users["alice"], check=False)] == [session["job_id"]]
         proxy = f"ws://127.0.0.1:{svc.port + 1}/proxy?sessionId={session['id']}&path=ws"   # the front end
         assert foreground_fraction(render_as(proxy, session["secret"], unix_users["alice"])) > 0.01
         # Bob, with Alice's session id and even her secret, is refused by the front end before any upgrade.
@@ -56,9 +54,7 @@ def test_jobs_run_as_their_users_and_users_stay_apart(unix_users, service_factor
             render_as(proxy, session["secret"], unix_users["bob"])
         bobs = bob.create("paraview", partition="cpu")
         bob_job = wait_until(lambda: bob.get(bobs["id"])["job_id"], 20, message="bob's job id")
-        owner = subprocess.run(["squeue", "-h", "-j", bob_job, "-o", "%U"], env=env, capture_output=True,
-                               text=True, check=True).stdout.split()
-        assert owner == [str(pwd.getpwnam(unix_users["bob"]).pw_uid)]
+        assert job_owner(cluster, bob_job)[0] == str(pwd.getpwnam(unix_users["bob"]).pw_uid)
         bob.cancel(bobs["id"])
 
         # The job's log lies in alice's home, readable by her alone; pvhpc reads it back as her.
@@ -74,8 +70,7 @@ def test_jobs_run_as_their_users_and_users_stay_apart(unix_users, service_factor
 
         ended = alice.cancel(session["id"])
         assert ended["state"] == "ended" and ended["end_reason"] == "cancelled"
-        wait_until(lambda: not subprocess.run(["squeue", "-h", "-t", "pending,running", "-u", unix_users["alice"]],
-                                              env=env, capture_output=True, text=True).stdout.strip(), 20,
+        wait_until(lambda: not [j for j in jobs(cluster, "-u", unix_users["alice"], check=False) if live(j)], 20,
                    message="alice's job cancelled (by alice, through sudo)")
     finally:
         shutil.rmtree(shared, ignore_errors=True)
@@ -116,10 +111,7 @@ def test_ssh_mode_runs_jobs_as_their_users_too(unix_users, service_factory, clus
         alice = svc.user_client(unix_users["alice"])
         session = alice.launch("paraview", partition="cpu")
         assert session["state"] == "ready", session
-        env = dict(os.environ, **cluster.environment())
-        owner = subprocess.run(["squeue", "-h", "-j", session["job_id"], "-o", "%u"], env=env, capture_output=True,
-                               text=True, check=True).stdout.split()
-        assert owner == [unix_users["alice"]]
+        assert job_owner(cluster, session["job_id"])[1] == unix_users["alice"]
         assert "starting the session's server" in alice.log(session["id"])
         proxy = f"ws://127.0.0.1:{svc.port + 1}/proxy?sessionId={session['id']}&path=ws"
         assert foreground_fraction(render_as(proxy, session["secret"], unix_users["alice"])) > 0.01

@@ -6,12 +6,11 @@ Slurm; when it is SIGKILLed the other takes over within seconds, and jobs report
 
 from __future__ import annotations
 
-import os
-import subprocess
 import time
 
 import pytest
 
+from tests.harness.cluster import cancel, pvhpc_jobs
 from tests.harness.ports import free_port_block
 from tests.helpers import foreground_fraction, render, wait_until
 
@@ -20,11 +19,8 @@ POLL = 1              # the test services poll every second
 FOLLOWER_ASKS = 1     # a follower asks for the lead every min(poll interval, 2 s)
 
 
-def pvhpc_jobs(cluster) -> list[str]:
-    out = subprocess.run(["squeue", "-h", "-t", "pending,running", "-o", "%i|%j"],
-                         env=dict(os.environ, **cluster.environment()), capture_output=True, text=True,
-                         check=True).stdout
-    return [line.split("|")[0] for line in out.splitlines() if "|pvhpc-" in line]
+def pvhpc_job_ids(cluster) -> list[str]:
+    return [row[0] for row in pvhpc_jobs(cluster)]
 
 
 def poller(svc) -> dict:
@@ -73,7 +69,7 @@ def test_two_instances_one_poller_shared_sessions_and_takeover(pair, cluster, dr
     assert any("200 POST /api/v1/sessions/" in line and "/report (" in line for line in a.log.read_text().splitlines())
     for svc in (a, b):    # either front door reaches it
         assert foreground_fraction(render(through(svc, session), ready["secret"])) > 0.01
-    assert pvhpc_jobs(cluster) == [ready["job_id"]]
+    assert pvhpc_job_ids(cluster) == [ready["job_id"]]
 
     # The poller dies without a word: b takes the lead within seconds.
     a.kill()
@@ -85,10 +81,10 @@ def test_two_instances_one_poller_shared_sessions_and_takeover(pair, cluster, dr
     assert takeover < FOLLOWER_ASKS + 3   # one ask interval, plus slack for a loaded machine
 
     # b polls now: a job cancelled outside pvhpc ends its session on b within two cycles.
-    subprocess.run(["scancel", ready["job_id"]], env=dict(os.environ, **cluster.environment()), check=True)
+    cancel(cluster, [ready["job_id"]])
     ended = wait_until(lambda: (lambda s: s if s["state"] == "ended" else None)(b.client().get(session["id"])),
                        2 * POLL + 3, interval=0.1, message="session ended on b")
-    drill_record(lost=int(ended["end_reason"] != "cancelled_outside"), orphaned=len(pvhpc_jobs(cluster)))
+    drill_record(lost=int(ended["end_reason"] != "cancelled_outside"), orphaned=len(pvhpc_job_ids(cluster)))
     assert ended["end_reason"] == "cancelled_outside", ended
 
     # A new job's report finds a down, tries b, and gets through.
@@ -103,4 +99,4 @@ def test_two_instances_one_poller_shared_sessions_and_takeover(pair, cluster, dr
     assert foreground_fraction(render(through(a, second), second["secret"])) > 0.01
     assert a.client().cancel(second["id"])["state"] == "ended"
     assert b.client().wait(second["id"], until=("ended",), timeout=10)["state"] == "ended"
-    wait_until(lambda: pvhpc_jobs(cluster) == [], 20, message="no job left")
+    wait_until(lambda: pvhpc_job_ids(cluster) == [], 20, message="no job left")

@@ -7,10 +7,8 @@ answer the same questions about the same jobs, and their answers are compared fi
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import socket
-import subprocess
 import threading
 import time
 from types import SimpleNamespace
@@ -23,6 +21,7 @@ from pvhpc.scheduler import (ControllerDown, EndCause, JobRequest, JobState, Que
 from pvhpc.scheduler.slurm_cli import SlurmCLI, _gres_gpus, comma_lists, parse_squeue
 
 from tests import backends
+from tests.harness.cluster import run_slurm, set_node_state
 from tests.helpers import run, wait_until
 
 
@@ -219,9 +218,7 @@ def backend(request, cluster):
 
 
 def squeue_fields(cluster, job_id: str, fmt: str) -> list[str]:
-    out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", fmt], env=dict(os.environ, **cluster.environment()),
-                         capture_output=True, text=True, check=True).stdout
-    return out.strip().split("|")
+    return run_slurm(cluster, "squeue", "-h", "-j", job_id, "-o", fmt).strip().split("|")
 
 
 def request(tmp_path, name: str, partition: str = "cpu", **options) -> JobRequest:
@@ -296,9 +293,7 @@ def test_backend_contract_on_the_real_cluster(backend, slurm, cluster, tmp_path)
 
 @pytest.mark.cluster
 def test_backends_agree_on_a_drained_node(backend, slurm, cluster):
-    env = dict(os.environ, **cluster.environment())
-    subprocess.run(["scontrol", "update", "NodeName=cpu02", "State=DRAIN", "Reason=pvhpc-contract"], env=env,
-                   check=True)
+    set_node_state(cluster, "cpu02", "DRAIN", reason="pvhpc-contract")
     try:
         # Other tests' jobs may still be ending: compare only in a moment when the cluster stood still (the
         # command-line backend saw the same before and after the backend under test was asked).
@@ -311,7 +306,7 @@ def test_backends_agree_on_a_drained_node(backend, slurm, cluster):
         assert parts == before
         assert parts["cpu"].idle_nodes == 1
     finally:
-        subprocess.run(["scontrol", "update", "NodeName=cpu02", "State=RESUME"], env=env, check=True)
+        set_node_state(cluster, "cpu02", "RESUME")
 
 
 @pytest.mark.cluster

@@ -23,6 +23,7 @@ from pvhpc import config as site_config
 from pvhpc.client.api import Client, ClientError
 from pvhpc.client.wslink import WslinkClient
 
+from tests.harness.cluster import in_queue, jobs
 from tests.harness.daemon import DaemonFailed
 from tests.helpers import wait_until
 
@@ -53,13 +54,6 @@ def job_environment(job_id: str) -> dict[str, str]:
         if env.get("SLURM_JOB_ID") == job_id and env.get("PVHPC_REPORT_TOKEN"):
             return env
     raise AssertionError(f"no process of job {job_id} holds a report token")
-
-
-def job_is_queued(cluster, job_id: str) -> bool:
-    env = dict(os.environ, **cluster.environment())
-    out = subprocess.run(["squeue", "-h", "-t", "pending,running,completing", "-j", job_id, "-o", "%T"], env=env,
-                         capture_output=True, text=True)
-    return bool(out.stdout.strip())
 
 
 # -- 1. any local account could be anyone, staff included --------------------------------------------------
@@ -179,9 +173,8 @@ def test_cross_site_requests_change_nothing(service_factory, cluster):
         assert status == 403 and "error" in answer, (path, headers, status, answer)
     alice = svc.user_client("alice")
     assert alice.list() == [] and alice.request("GET", "/api/v1/tokens")["tokens"] == []
-    env = dict(os.environ, **cluster.environment())
-    jobs = subprocess.run(["squeue", "-h", "-o", "%j"], env=env, capture_output=True, text=True).stdout.split()
-    assert not [j for j in jobs if j.startswith("pvhpc-")], "a refused request submitted a job"
+    submitted = [j for j in jobs(cluster, check=False) if j.name.startswith("pvhpc-")]
+    assert not submitted, "a refused request submitted a job"
 
     # The site's own pages (Origin, or Referer when a browser leaves Origin out) and scripts with a token work.
     status, made, _ = http(front + "/api/v1/tokens", "POST", json.dumps({"name": "s", "days": 1}).encode(),
@@ -217,11 +210,11 @@ def test_a_session_takes_one_ready_report_and_an_exit_report_cancels_its_job(ser
     status, answer = send({"event": "ready", "host": session["host"], "port": session["port"] + 1})
     assert status == 409 and "one ready report per start" in answer["error"]
     assert client.get(session["id"])["port"] == session["port"], "a replayed ready report re-routed the session"
-    assert job_is_queued(cluster, session["job_id"])
+    assert in_queue(cluster, session["job_id"])
 
     status, _ = send({"event": "exited", "code": 0})
     assert status == 200 and client.get(session["id"])["state"] == "ended"
-    wait_until(lambda: not job_is_queued(cluster, session["job_id"]), 20,
+    wait_until(lambda: not in_queue(cluster, session["job_id"]), 20,
                message="the job of a session that reported its exit is gone")
 
 

@@ -28,6 +28,7 @@ from pvhpc.scheduler import SchedulerUnavailable
 from pvhpc.scheduler.slurm_cli import SlurmCLI
 from pvhpc.client.wslink import WslinkClient
 
+from tests.harness.cluster import job, live
 from tests.helpers import MINIMAL_SITE as BASE
 from tests.helpers import foreground_fraction, render, render_async, wait_until
 
@@ -330,10 +331,7 @@ def test_ssh_mode_submits_tracks_and_proxies_a_session_that_renders(service_fact
     ended = client.request("DELETE", f"/paraview/{sid}")
     assert ended["state"] == "ended"
     assert re.search(rf"^scancel {session['job_id']} ", commands.read_text(), re.M)
-    env = dict(os.environ, **cluster.environment())
-    wait_until(lambda: subprocess.run(["squeue", "-h", "-j", session["job_id"], "-t", "pending,running"], env=env,
-                                      capture_output=True, text=True).stdout.strip() == "", 20,
-               message="the job left the queue")
+    wait_until(lambda: not live(job(cluster, session["job_id"])), 20, message="the job left the queue")
     wait_until(lambda: not _accepts(forward_port), 5, message="the session's forward closed")
 
 

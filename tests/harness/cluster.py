@@ -55,7 +55,7 @@ def start_cluster(slurm: str | None = None) -> LocalCluster:
     return cluster
 
 
-def slurm(cluster: LocalCluster, *argv: str, check: bool = True) -> str:
+def run_slurm(cluster: LocalCluster, *argv: str, check: bool = True) -> str:
     """Run one of Slurm's commands against ``cluster``; its standard output."""
     return subprocess.run(list(argv), env=dict(os.environ, **cluster.environment()), capture_output=True, text=True,
                           check=check).stdout
@@ -63,7 +63,7 @@ def slurm(cluster: LocalCluster, *argv: str, check: bool = True) -> str:
 
 def squeue(cluster, *args, check: bool = True) -> list[list[str]]:
     """squeue's rows: id, name, state, reason, nodes."""
-    out = slurm(cluster, "squeue", "-h", *args, "-o", "%i|%j|%T|%r|%N", check=check)
+    out = run_slurm(cluster, "squeue", "-h", *args, "-o", "%i|%j|%T|%r|%N", check=check)
     return [line.split("|") for line in out.splitlines() if line.strip()]
 
 
@@ -90,6 +90,18 @@ def live(info: JobInfo | None) -> bool:
     return info is not None and info.state in (JobState.PENDING, JobState.RUNNING)
 
 
+def in_queue(cluster, job_id: str) -> bool:
+    """Whether Slurm still holds the job, not ended: queued, running or on its way out."""
+    found = job(cluster, job_id)
+    return found is not None and not found.is_finished
+
+
+def job_owner(cluster, job_id: str) -> tuple[str, str]:
+    """Whose the job is, as Slurm says: (uid, user name)."""
+    uid, user = run_slurm(cluster, "squeue", "-h", "-j", job_id, "-o", "%U %u").split()
+    return uid, user
+
+
 def known_job_ids(cluster) -> set[str]:
     """Jobs of earlier tests: a test judges only the jobs it made."""
     return {j.job_id for j in every_job(cluster)}
@@ -97,7 +109,7 @@ def known_job_ids(cluster) -> set[str]:
 
 def node_state(cluster, node: str) -> str:
     """sinfo's compact state of ``node`` ("idle", "mix", "alloc", "drng", "drain", "down"), its flags left off."""
-    return slurm(cluster, "sinfo", "-h", "-n", node, "-o", "%t").strip().rstrip("*~#")
+    return run_slurm(cluster, "sinfo", "-h", "-n", node, "-o", "%t").strip().rstrip("*~#")
 
 
 def in_service(cluster, node: str) -> bool:
@@ -106,8 +118,8 @@ def in_service(cluster, node: str) -> bool:
 
 def set_node_state(cluster, node: str, state: str, reason: str | None = None) -> None:
     """What staff do with ``scontrol update``: State=DOWN, DRAIN (both need a reason) or RESUME."""
-    slurm(cluster, "scontrol", "update", f"NodeName={node}", f"State={state}",
-          *([f"Reason={reason}"] if reason else []))
+    run_slurm(cluster, "scontrol", "update", f"NodeName={node}", f"State={state}",
+              *([f"Reason={reason}"] if reason else []))
 
 
 def back_in_service(cluster, node: str, timeout: float = 120) -> None:
@@ -116,7 +128,7 @@ def back_in_service(cluster, node: str, timeout: float = 120) -> None:
     def back() -> bool:
         if in_service(cluster, node):
             return True
-        slurm(cluster, "scontrol", "update", f"NodeName={node}", "State=RESUME", check=False)
+        run_slurm(cluster, "scontrol", "update", f"NodeName={node}", "State=RESUME", check=False)
         return False
 
     wait_until(back, timeout, interval=1, message=f"{node} back in service")
@@ -132,8 +144,8 @@ def block_gpu_partition(cluster, ids: list[str] | None = None) -> list[str]:
     queued, if given: for a test to cancel them even if this fails half-way)."""
     ids = [] if ids is None else ids
     for node in ("gpu01", "gpu02"):
-        out = slurm(cluster, "sbatch", "--parsable", "-p", "gpu", "-w", node, "--gres=gpu:2", "-J", "blocker",
-                    "-o", "/dev/null", "--wrap", "sleep 600")
+        out = run_slurm(cluster, "sbatch", "--parsable", "-p", "gpu", "-w", node, "--gres=gpu:2", "-J", "blocker",
+                        "-o", "/dev/null", "--wrap", "sleep 600")
         ids.append(out.strip().split(";")[0])
     wait_until(lambda: all(j.is_running for j in jobs(cluster, "-j", ",".join(ids))), 30,
                message="blockers running")
@@ -141,12 +153,12 @@ def block_gpu_partition(cluster, ids: list[str] | None = None) -> list[str]:
 
 
 def cancel(cluster, ids, check: bool = True) -> None:
-    slurm(cluster, "scancel", *ids, check=check)
+    run_slurm(cluster, "scancel", *ids, check=check)
 
 
 def cancel_every_job(cluster) -> None:
     """No test may leave a job behind for the next one."""
-    ids = slurm(cluster, "squeue", "-h", "-o", "%i", check=False).split()
+    ids = run_slurm(cluster, "squeue", "-h", "-o", "%i", check=False).split()
     if ids:
         cancel(cluster, ids, check=False)
 
