@@ -48,3 +48,30 @@ class ScriptedScheduler(Scheduler):
     async def cancel(self, job_id, user=None):
         self.calls.append(("cancel", job_id))
         self.jobs.pop(job_id, None)
+
+
+class SubmittingScheduler(ScriptedScheduler):
+    """A ScriptedScheduler that also takes jobs: each submit queues one (ids 1001, 1002, ...) and keeps its
+    JobRequest in ``submitted``; ``start`` runs it on a node, as Slurm would once it has room. ``nodes`` is what
+    node_addresses answers (node name -> its names and addresses), for checking where a ready job says it is."""
+
+    name = "submitting"
+
+    def __init__(self, nodes: dict[str, set[str]] | None = None):
+        super().__init__()
+        self.nodes = nodes or {}
+        self.submitted: dict[str, object] = {}
+
+    async def submit(self, request):
+        job_id = str(1001 + len(self.submitted))
+        self.calls.append(("submit", request.name))
+        self.submitted[job_id] = request
+        self.jobs[job_id] = pending(job_id, name=request.name)
+        return job_id
+
+    def start(self, job_id: str, node: str) -> None:
+        self.jobs[job_id] = running(job_id, name=self.submitted[job_id].name, nodes=node)
+
+    async def node_addresses(self):
+        self.calls.append(("node_addresses",))
+        return {name: set(names) for name, names in self.nodes.items()}

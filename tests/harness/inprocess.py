@@ -2,16 +2,20 @@
 in a temporary directory, with a stand-in scheduler (tests/fakes.py) behind it, asked over real HTTP on a free port.
 
 No cluster, no other process: the routes, handlers, service and store are pvhpc's own, only the scheduler is not.
+``fetch_all`` sends requests one after the other; ``served`` keeps the application listening for a test that
+sends several at once (a launcher's POST that waits while the job reports).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 from pathlib import Path
 
 import tornado.httpserver
 import tornado.netutil
-from tornado.httpclient import AsyncHTTPClient
+from tornado.httpclient import AsyncHTTPClient, HTTPResponse
 
 from pvhpc import config
 from pvhpc.app import PvhpcApp
@@ -20,11 +24,13 @@ from pvhpc.scheduler import Scheduler
 
 def site(tmp_path: Path, **sections) -> config.SiteConfig:
     """The least site config of an in-process app: its database in ``tmp_path``, the built-in front end, partition
-    ``cpu`` and application ``paraview`` reading ``tmp_path``; ``sections`` add or replace whole sections."""
+    ``cpu`` and application ``paraview`` reading ``tmp_path``; each of ``sections`` adds its keys to the section
+    of its name."""
     raw = {"service": {"database": f"sqlite:///{tmp_path / 'db.sqlite'}"},
            "frontend": {"kind": "builtin"}, "partitions": {"cpu": {}},
            "applications": {"paraview": {"data_roots": [str(tmp_path)]}}}
-    raw.update(sections)
+    for name, keys in sections.items():
+        raw[name] = {**raw.get(name, {}), **keys}
     return config.parse(raw, "site.yaml")
 
 
@@ -37,23 +43,40 @@ def make_app(tmp_path: Path, scheduler: Scheduler | None = None, **sections) -> 
     return app
 
 
-def fetch_all(app: PvhpcApp, requests: list[tuple[str, str, str | None]], headers: dict | None = None) -> list:
-    """Send ``requests`` ((method, path, body), one after the other) to ``app`` served on a free port of this host,
-    and return the responses, errors included (no exception for a 4xx or 5xx)."""
-    return asyncio.run(fetch_in_loop(app, requests, headers))
+class Served:
+    """An application listening on a free port of 127.0.0.1, and a client to ask it."""
+
+    def __init__(self, port: int, client: AsyncHTTPClient):
+        self.url = f"http://127.0.0.1:{port}"
+        self.client = client
+
+    async def fetch(self, method: str, path: str, body: str | dict | None = None,
+                    headers: dict | None = None) -> HTTPResponse:
+        """The response, errors included (no exception for a 4xx or 5xx); a dict ``body`` is sent as JSON."""
+        if isinstance(body, dict):
+            body = json.dumps(body)
+        return await self.client.fetch(self.url + path, method=method, body=body, headers=headers,
+                                       raise_error=False, allow_nonstandard_methods=True, request_timeout=60)
 
 
-async def fetch_in_loop(app: PvhpcApp, requests: list[tuple[str, str, str | None]],
-                        headers: dict | None = None) -> list:
-    """``fetch_all`` for a test already inside an event loop (one that also runs the app's tracker, say)."""
+@contextlib.asynccontextmanager
+async def served(app: PvhpcApp):
     server = tornado.httpserver.HTTPServer(app.web)
     [sock] = tornado.netutil.bind_sockets(0, "127.0.0.1")
     server.add_sockets([sock])
     client = AsyncHTTPClient(force_instance=True)
     try:
-        return [await client.fetch(f"http://127.0.0.1:{sock.getsockname()[1]}{path}", method=method, body=body,
-                                   headers=headers, raise_error=False, allow_nonstandard_methods=True)
-                for method, path, body in requests]
+        yield Served(sock.getsockname()[1], client)
     finally:
         client.close()
         server.stop()
+
+
+def fetch_all(app: PvhpcApp, requests: list[tuple[str, str, str | None]], headers: dict | None = None) -> list:
+    """Send ``requests`` ((method, path, body), one after the other) to ``app`` served on a free port of this host,
+    and return the responses, errors included."""
+    async def run() -> list:
+        async with served(app) as there:
+            return [await there.fetch(method, path, body, headers) for method, path, body in requests]
+
+    return asyncio.run(run())
