@@ -23,7 +23,7 @@ BACKENDS = ("slurm", "pyslurm")
 PYSLURM_ENVIRONMENTS = Path(sys.prefix).parent   # install.sh's $PREFIX: pvhpc's venv and the pyslurm-* beside it
 
 
-def test_slurm():
+def cluster_slurm():
     """The Slurm the test cluster runs (``--slurm``/$PVHPC_TEST_SLURM, else the newest installed), without
     starting it."""
     from pvhpc.scheduler import slurm_install
@@ -49,7 +49,7 @@ def require(backend: str, slurm=None) -> None:
     """Fail or skip (see above) a test of ``backend`` that cannot run on ``slurm`` (default: the test Slurm)."""
     if backend != "pyslurm":
         return
-    release = (slurm or test_slurm()).version.release
+    release = (slurm or cluster_slurm()).version.release
     python = pyslurm_python(release)
     if python.exists() and subprocess.run([str(python), "-I", "-c", "import importlib.util, sys; "
                                            "sys.exit(importlib.util.find_spec('pyslurm') is None)"]).returncode == 0:
@@ -87,7 +87,7 @@ def offline_section(backend: str, environment: dict, timeout: float = 20):
     point them at a slurm.conf of their own rather than at the test cluster."""
     from types import SimpleNamespace
 
-    slurm = test_slurm()
+    slurm = cluster_slurm()
     require(backend, slurm)
     return SimpleNamespace(backend=backend, environment=environment, command_timeout=timeout, submit_as="service",
                            slurm_prefix=slurm.prefix, pyslurm_python=pyslurm_python(slurm.version.release))

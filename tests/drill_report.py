@@ -173,7 +173,7 @@ def _slurm_release() -> str:
     from tests import backends
 
     try:
-        return str(backends.test_slurm().version)
+        return str(backends.cluster_slurm().version)
     except Exception as e:   # the report is still written without it
         return f"unknown ({e})"
 

@@ -142,7 +142,7 @@ def test_a_pyslurm_for_another_slurm_release_is_refused_at_start(tmp_path):
     what the site's tools say (sinfo --version) before any worker starts, and names the key to fix."""
     from pvhpc.scheduler.pyslurm_backend import PySlurmUnavailable, check_release
 
-    slurm = backends.test_slurm()
+    slurm = backends.cluster_slurm()
     env = unreachable_conf(tmp_path, port=1)   # sinfo --version reads slurm.conf, and asks no controller
     assert check_release(f"{slurm.version.major}.{slurm.version.minor}.1", env, slurm.prefix) == slurm.version
     other = "22.5.3" if slurm.version.release != "22.05" else "25.11.2"
