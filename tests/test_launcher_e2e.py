@@ -12,9 +12,10 @@ import urllib.request
 import pytest
 
 from pvhpc.client.api import ClientError
+from pvhpc.scheduler import EndCause
 
 from tests import backends
-from tests.harness.cluster import block_gpu_partition, cancel, pvhpc_jobs, slow_start_jobscript, squeue
+from tests.harness.cluster import block_gpu_partition, cancel, job, pvhpc_jobs, slow_start_jobscript
 from tests.helpers import foreground_fraction, processes_of_job, render, wait_until
 
 pytestmark = pytest.mark.cluster
@@ -43,8 +44,8 @@ def test_launcher_post_gives_a_rendering_session_and_delete_cancels_it(backend, 
     assert {"id", "sessionURL", "secret"} <= session.keys() and session["state"] == "ready"
     assert session["secret"] != "client-made-up" and len(session["secret"]) >= 24 and len(session["id"]) >= 24
     assert session["sessionURL"] == f"ws://{session['host']}:{session['port']}/ws"
-    [job] = pvhpc_jobs(cluster)
-    assert job[0] == session["job_id"] and job[2] == "RUNNING" and job[4] in ("gpu01", "gpu02")
+    [running] = pvhpc_jobs(cluster)
+    assert running.job_id == session["job_id"] and running.is_running and running.nodes in ("gpu01", "gpu02")
 
     image = render(session["sessionURL"], session["secret"])
     (artifacts / "cone.jpg").write_bytes(image)
@@ -54,7 +55,7 @@ def test_launcher_post_gives_a_rendering_session_and_delete_cancels_it(backend, 
     assert client.request("GET", f"/paraview/{session['id']}")["state"] == "ready"
     ended = client.request("DELETE", f"/paraview/{session['id']}")
     assert ended["state"] == "ended" and ended["end_reason"] == "cancelled" and "secret" not in ended
-    wait_until(lambda: squeue(cluster, "-t", "all", "-j", session["job_id"])[0][2] in ("CANCELLED", "COMPLETED"), 20,
+    wait_until(lambda: job(cluster, session["job_id"]).end in (EndCause.CANCELLED, EndCause.COMPLETED), 20,
                message="job cancelled")
     wait_until(lambda: not processes_of_job(session["job_id"]), 20, message="job processes gone")
     # The older URL without the trailing slash works too.
@@ -179,7 +180,7 @@ def test_restart_after_sigkill_reattaches_every_session_without_resubmitting(bac
         queued = client.create("paraview", partition="gpu")
         wait_until(lambda: client.get(starting["id"])["state"] == "starting", 30, message="slow session starting")
         wait_until(lambda: client.get(queued["id"])["state"] == "queued", 30, message="gpu session queued")
-        jobs_before = sorted(j[0] for j in pvhpc_jobs(cluster))
+        jobs_before = sorted(j.job_id for j in pvhpc_jobs(cluster))
         assert len(jobs_before) == 3
 
         svc.proc.send_signal(signal.SIGKILL)
@@ -194,7 +195,7 @@ def test_restart_after_sigkill_reattaches_every_session_without_resubmitting(bac
         assert client.wait(starting["id"], timeout=90)["state"] == "ready"
         cancel(cluster, blockers)
         assert client.wait(queued["id"], timeout=90)["state"] == "ready"
-        assert sorted(j[0] for j in pvhpc_jobs(cluster)) == jobs_before, "a job was lost or submitted twice"
+        assert sorted(j.job_id for j in pvhpc_jobs(cluster)) == jobs_before, "a job was lost or submitted twice"
         for s in (ready, starting, queued):
             s = client.get(s["id"])
             assert s["job_id"] in jobs_before
@@ -221,7 +222,7 @@ def test_scheduler_outage_keeps_sessions_as_unknown_and_they_return(backend, ser
     finally:
         cluster.start()
     wait_until(lambda: client.get(session["id"])["state"] == "ready", 60, message="session ready again")
-    assert [j[0] for j in pvhpc_jobs(cluster)] == [session["job_id"]], "a job was resubmitted"
+    assert [j.job_id for j in pvhpc_jobs(cluster)] == [session["job_id"]], "a job was resubmitted"
     history = [h["state"] for h in client.get(session["id"])["history"]]
     assert history[-2:] == ["unknown", "ready"]
 
@@ -291,7 +292,7 @@ def test_a_lost_sbatch_answer_is_found_by_job_name_not_submitted_twice(cluster, 
     record = asyncio.run(service.create("alice", parse_spec(cfg, {"application": "paraview", "partition": "cpu"}, True)))
     try:
         assert record.state == "queued" and record.job_id
-        jobs = [j for j in pvhpc_jobs(cluster) if j[1] == record.job_name]
-        assert [j[0] for j in jobs] == [record.job_id], "the job was lost or doubled"
+        jobs = [j for j in pvhpc_jobs(cluster) if j.name == record.job_name]
+        assert [j.job_id for j in jobs] == [record.job_id], "the job was lost or doubled"
     finally:
         asyncio.run(service.cancel(store.get(record.id)))

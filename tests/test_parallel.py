@@ -19,7 +19,7 @@ from pvhpc.config import parse
 from pvhpc.sessions.parallel import ParallelRequestError
 from pvhpc.sessions.spec import parse_spec
 
-from tests.harness.cluster import pvhpc_jobs, squeue
+from tests.harness.cluster import jobs, pvhpc_jobs
 from tests.helpers import (PARALLEL_CPU, PVSERVER, hues, job_processes_by_node, processes_of_job, processes_of_this_job,
                            render_by_process, wait_no_server_left, wait_until)
 
@@ -133,8 +133,8 @@ def test_two_ranks_on_two_nodes_render_one_colour_each_and_cancel_leaves_no_serv
     assert (session["nodes"], session["ranks"]) == (2, 2)
     stored = svc.client().request("GET", f"/api/v1/sessions/{session['id']}")
     assert (stored["nodes"], stored["ranks"]) == (2, 2)
-    [job] = [j for j in squeue(cluster, "-j", session["job_id"])]
-    assert job[2] == "RUNNING" and job[4] == "cpu[01-02]"
+    [job] = jobs(cluster, "-j", session["job_id"])
+    assert job.is_running and job.nodes == "cpu[01-02]"
     assert job_processes_by_node(cluster, session["job_id"], "pvserver") == {"cpu01": 1, "cpu02": 1}
 
     image = render_by_process(session["sessionURL"], session["secret"])

@@ -20,7 +20,7 @@ FOLLOWER_ASKS = 1     # a follower asks for the lead every min(poll interval, 2 
 
 
 def pvhpc_job_ids(cluster) -> list[str]:
-    return [row[0] for row in pvhpc_jobs(cluster)]
+    return [j.job_id for j in pvhpc_jobs(cluster)]
 
 
 def poller(svc) -> dict:

@@ -134,9 +134,9 @@ def back_in_service(cluster, node: str, timeout: float = 120) -> None:
     wait_until(back, timeout, interval=1, message=f"{node} back in service")
 
 
-def pvhpc_jobs(cluster, states="pending,running") -> list[list[str]]:
-    """pvhpc's live jobs (finished ones of earlier tests stay in squeue for MinJobAge)."""
-    return [j for j in squeue(cluster, "-t", states) if j[1].startswith("pvhpc-")]
+def pvhpc_jobs(cluster, states="pending,running") -> list[JobInfo]:
+    """pvhpc's jobs in Slurm's ``states`` (squeue -t; finished ones of earlier tests stay in squeue for MinJobAge)."""
+    return [j for j in jobs(cluster, "-t", states) if j.name.startswith("pvhpc-")]
 
 
 def block_gpu_partition(cluster, ids: list[str] | None = None) -> list[str]:
