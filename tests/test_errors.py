@@ -34,7 +34,7 @@ from pvhpc.web.errors import DATABASE_DOWN, INTERNAL, APIError, error_answer
 
 PACKAGE = Path(pvhpc.__file__).parent
 # Run by path on compute nodes, outside pvhpc's environment: they may not import pvhpc.errors.
-STANDALONE = {"node/jobhelper.py", "node/pvweb_server.py", "node/dataroots.py", "node/pvstate.py", "node/launcher.py"}
+STANDALONE = {"node/jobhelper.py", "node/pvweb_server.py", "node/dataroots.py", "node/pvstate.py", "node/supervisor.py"}
 BUILTIN_ERRORS = {name for name, value in vars(builtins).items()
                   if isinstance(value, type) and issubclass(value, BaseException)}
 

@@ -31,7 +31,7 @@ class PartitionConfig:
     accounts: tuple[str, ...]    # empty: no --account is passed and none may be asked for
     qos: tuple[str, ...]
     description: str
-    max_ranks: int               # parallel sessions (pvhpc/sessions/parallel.py); 0: none here
+    max_ranks: int               # parallel sessions (pvhpc/sessions/parallel_request.py); 0: none here
     max_nodes: int
     max_ranks_per_node: int | None
     ranks_divisible_by_nodes: bool

@@ -50,7 +50,7 @@ class SessionRecord(Base):
     application: Mapped[str] = mapped_column(String(64))
     partition: Mapped[str] = mapped_column(String(64))
     gpus: Mapped[int] = mapped_column(Integer, default=0)
-    # What a parallel session asked for (pvhpc/sessions/parallel.py): its nodes and MPI ranks; ranks 0 is one
+    # What a parallel session asked for (pvhpc/sessions/parallel_request.py): its nodes and MPI ranks; ranks 0 is one
     # process, as every session was before schema 4.
     nodes: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     ranks: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

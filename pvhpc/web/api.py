@@ -267,7 +267,7 @@ class PartitionsHandler(JSONHandler):
 
 
 def parallel_limits(partition) -> dict | None:
-    """How big a parallel session may be here (pvhpc/sessions/parallel.py checks requests against the same
+    """How big a parallel session may be here (pvhpc/sessions/parallel_request.py checks requests against the same
     keys), or None where staff allow none; an application runs one only where its own "parallel" is true."""
     if partition.max_ranks == 0:
         return None

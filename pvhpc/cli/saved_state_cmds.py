@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pvhpc.cli import exit_codes, session_format
 from pvhpc.cli.command_help import add_command
-from pvhpc.cli.session_cmds import common_options, emit, make_client, run_guarded
+from pvhpc.cli.base import common_options, emit, make_client, run_guarded
 
 
 @run_guarded
