@@ -162,6 +162,6 @@ def test_browser_tabs_left_open_end_idle_with_their_state_and_a_used_one_stays(s
         assert ended[name]["state"] == "ended" and ended[name]["end_reason"] == "idle", (name, ended[name])
         assert "no user input" in ended[name]["detail"], ended[name]
     assert ended["used"]["state"] == "ready" and clicks >= 10, ended["used"]
-    saved = {s["session"] for s in client.states()}
+    saved = {s["session"] for s in client.saved_states()}
     assert {sessions["visualizer"]["id"], sessions["left"]["id"]} <= saved, saved
     client.cancel(sessions["used"]["id"])

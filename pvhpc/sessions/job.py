@@ -115,7 +115,7 @@ def script_values(config: SiteConfig, spec: SessionSpec, user: str, session_id: 
         # The ParaView state: where the server saves it when the job is ended, the one it starts from (checked
         # before submit) and the roots its data must lie in, checked again on the node (pvhpc/node/pvstate.py).
         "state_save": savedstates.save_prefix(config, user, session_id) if save_state else "",
-        "state_load": spec.state_file or "",
+        "state_load": spec.saved_state_file or "",
         # One value, two names: a state reads files only inside the session's data roots, and the server
         # (pvhpc/node/pvstate.py) and the clients' containment (pvhpc/node/contained.py) each read their own.
         "state_roots": data_roots,

@@ -151,7 +151,7 @@ class SessionService:
 
     async def create(self, user: str, spec: SessionSpec, attach: bool = False) -> SessionRecord:
         """Record the session, then submit its job. With ``attach``, a retried request joins its first session."""
-        if spec.state_file is not None:
+        if spec.saved_state_file is not None:
             if self.saved_states is None:
                 raise RequestError("this service cannot check saved states", field="state")
             spec = await self.saved_states.checked(user, spec)

@@ -44,7 +44,7 @@ class SessionSpec:
     data_file: str | None        # relative to data_root
     nodes: int = 1
     ranks: int = 0               # a parallel session's MPI ranks (pvhpc/sessions/parallel_request.py); 0: one process
-    state_file: str | None = None   # a saved ParaView state to start from (its content: sessions/savedstates.py)
+    saved_state_file: str | None = None   # a saved ParaView state to start from (its content: sessions/savedstates.py)
 
     def request_key(self, user: str) -> str:
         """Identifies 'the same request from the same user' for launcher retries."""

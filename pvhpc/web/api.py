@@ -204,7 +204,7 @@ class SessionEventsHandler(JSONHandler):
 KEEPALIVE = object()   # SessionEventsHandler._next: nothing came, time for a keep-alive
 
 
-class StatesHandler(JSONHandler):
+class SavedStatesHandler(JSONHandler):
     """The user's saved ParaView states (saved when a session's job was ended), newest first: each path may be
     given as a new session's ``state``."""
 
