@@ -127,18 +127,30 @@ class SessionService:
             except SchedulerUnavailable as e:
                 log.warning("could not cancel job %s of an ended session: %s", record.job_id, e)
 
+    # -- reading -----------------------------------------------------------------
+    async def get(self, session_id: str) -> SessionRecord | None:
+        return await self.db.get(session_id)
+
+    async def sessions_of(self, user: str | None, state: SessionState | None = None, live: bool = False,
+                          limit: int | None = None) -> list[SessionRecord]:
+        """``user``'s sessions (everyone's for None), newest first: in ``state``, or with ``live`` not ended."""
+        return await self.db.sessions_of(user, state=state, live=live, limit=limit)
+
+    async def history(self, session_id: str) -> list:
+        """The session's states as it went through them (store.SessionEvent), oldest first."""
+        return await self.db.events(session_id)
+
+    async def count_live(self) -> int:
+        return await self.db.count_live()
+
     # -- create ----------------------------------------------------------------
     def attachable(self, user: str, request_key: str) -> SessionRecord | None:
         """A live session of the same request that no launcher reply has handed out yet. (On the writer thread.)"""
-        found = self.store.find(
-            SessionRecord.user == user, SessionRecord.request_key == request_key,
-            SessionRecord.state != S.ENDED.value, SessionRecord.handed_out.is_(False), limit=1,
-        )
-        return found[0] if found else None
+        return self.store.not_handed_out(user, request_key)
 
     def check_limits(self, user: str, spec: SessionSpec) -> None:
         """Refuse a session over the user's limits. (On the writer thread, with the write it allows.)"""
-        live = self.store.find(SessionRecord.user == user, SessionRecord.state != S.ENDED.value)
+        live = self.store.sessions_of(user, live=True)
         limits = self.config.limits
         if len(live) >= limits.sessions_per_user:
             raise RequestError(f"you already have {len(live)} live sessions, the most this site allows "
@@ -229,6 +241,11 @@ class SessionService:
                 await self.db.change(record.id, Change.to(current.session_state, current.detail, job_id=job_id))
             return await self.db.get(record.id)
         return updated
+
+    # -- handing out -------------------------------------------------------------
+    async def hand_out(self, record: SessionRecord) -> None:
+        """Mark a ready session as handed out by a launcher answer: a retried request no longer attaches to it."""
+        await self.apply(record.id, Change.to(S.READY, record.detail, handed_out=True))
 
     # -- cancel ----------------------------------------------------------------
     async def cancel(self, record: SessionRecord) -> SessionRecord:

@@ -25,19 +25,17 @@ S = SessionState
 class SessionsHandler(JSONHandler):
     async def get(self) -> None:
         user = self.require_user()
-        where = []
         # Everyone may ask for all; only staff get it, and the answer says which they got.
         everyone = bool(self.get_query_argument("all", "")) and self.ctx.auth.is_staff(user)
-        if not everyone:
-            where.append(SessionRecord.user == user)
         state = self.get_query_argument("state", "")
-        if state == "live":
-            where.append(SessionRecord.state != S.ENDED.value)
-        elif state:
-            if state not in {s.value for s in S}:
-                raise APIError(f"{state!r} is not a session state or 'live'", field="state")
-            where.append(SessionRecord.state == state)
-        records = await self.ctx.store.off_loop.find(*where, limit=1000)
+        live, wanted = state == "live", None
+        if state and not live:
+            try:
+                wanted = S(state)
+            except ValueError:
+                raise APIError(f"{state!r} is not a session state or 'live'", field="state") from None
+        records = await self.ctx.service.sessions_of(None if everyone else user, state=wanted, live=live,
+                                                     limit=1000)
         self.send({"all": everyone,
                    "sessions": [session_json(r, self.ctx.frontend, with_secret=r.user == user) for r in records]})
 
@@ -53,7 +51,7 @@ class SessionHandler(JSONHandler):
         record = await self.own_session(session_id)
         data = session_json(record, self.ctx.frontend, with_secret=record.user == self.current_user)
         data["history"] = [{"at": e.at.isoformat() + "Z", "state": e.state, "detail": e.detail}
-                           for e in await self.ctx.store.off_loop.events(record.id)]
+                           for e in await self.ctx.service.history(record.id)]
         self.send(data)
 
     async def delete(self, session_id: str) -> None:
@@ -318,7 +316,7 @@ class TokenHandler(JSONHandler):
 class HealthHandler(JSONHandler):
     async def get(self) -> None:
         tracker = self.ctx.tracker
-        self.send({"ok": True, "live_sessions": await self.ctx.store.off_loop.count_live(),
+        self.send({"ok": True, "live_sessions": await self.ctx.service.count_live(),
                    # Which instance polls the scheduler, when several share a database.
                    "poller": {"leading": tracker.leading, "how": tracker.leadership.kind,
                               "cycles": tracker.poll_cycles, "scheduler_calls": tracker.scheduler_calls},
