@@ -24,6 +24,8 @@ from pvhpc.db.store import Change, SessionRecord, Store
 from pvhpc.paths import JOB_HELPER
 from pvhpc.sessions import nodeaddresses
 from pvhpc.sessions.events import EventBus
+from pvhpc.jobs import reports
+from pvhpc.sessions.outcomes import NotAllowed
 from pvhpc.sessions.service import ServiceError, SessionService, token_hash
 from pvhpc.jobs.states import SessionState
 
@@ -251,8 +253,8 @@ def world(tmp_path):
 
 
 def ready(service, host, peer=None, node="cpu02"):
-    return asyncio.run(service.report("s1", "tok", {"event": "ready", "host": host, "port": 40000, "job_id": "1001",
-                                                     "node": node}, peer=peer))
+    return asyncio.run(service.report("s1", "tok", reports.parse({"event": "ready", "host": host, "port": 40000,
+                                                                  "job_id": "1001", "node": node}), peer=peer))
 
 
 def test_shape_1_the_session_is_dialled_at_slurms_address_not_at_the_name_the_job_said(world):
@@ -280,7 +282,7 @@ def test_shape_2_a_loopback_report_from_a_node_elsewhere_is_refused_naming_both_
     with pytest.raises(ServiceError) as refused:
         ready(service, "127.0.1.1", peer="10.0.0.2")
     message = refused.value.message
-    assert refused.value.status == 403
+    assert isinstance(refused.value, NotAllowed)
     assert "the report says 127.0.1.1, which is not node cpu02 where job 1001 runs" in message
     assert "10.0.0.2" in message and "cpu02 (does not resolve here)" in message
     assert "loopback" in message
@@ -292,7 +294,7 @@ def test_another_hosts_address_is_refused(world):
     for host, peer in (("10.0.0.3", "10.0.0.2"), ("login-node", None), ("login-node", "192.0.2.80")):
         with pytest.raises(ServiceError) as refused:
             ready(service, host, peer=peer)
-        assert refused.value.status == 403 and "not node cpu02" in refused.value.message
+        assert isinstance(refused.value, NotAllowed) and "not node cpu02" in refused.value.message
 
 
 def test_slurms_view_is_read_once_more_before_a_refusal(world):

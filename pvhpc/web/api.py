@@ -10,6 +10,7 @@ from tornado.iostream import StreamClosedError
 
 from pvhpc.db import tokens
 from pvhpc.scheduler import SchedulerUnavailable
+from pvhpc.jobs import reports
 from pvhpc.jobs.durations import format_minutes
 from pvhpc.sessions.events import Notice
 from pvhpc.sessions.spec import parse_spec
@@ -85,7 +86,11 @@ class ReportHandler(JSONHandler):
         try:
             body = self.json_body()
             event = body.get("event") if isinstance(body, dict) else None
-            await self.ctx.service.report(session_id, report_token(self.request), body, peer=self.request.remote_ip)
+            token = report_token(self.request)
+            # Who may report comes first, whatever the body: an unknown session and a wrong token look alike (403),
+            # and an ended session takes no report (409).
+            await self.ctx.service.reporting(session_id, token, live=True)
+            await self.ctx.service.report(session_id, token, reports.parse(body), peer=self.request.remote_ip)
         except Exception:
             self.ctx.metrics.report(event, taken=False)
             raise
