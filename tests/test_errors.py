@@ -29,7 +29,7 @@ from pvhpc.errors import PvhpcError
 from pvhpc.scheduler import ControllerDown, Scheduler
 from pvhpc.scheduler.runners import CommandUnavailable
 from pvhpc.jobs.reports import ReportError
-from pvhpc.sessions.outcomes import JobRefused, NotAllowed, WrongState
+from pvhpc.sessions.outcomes import JobRefused, NotAllowed, OverLimit, WrongState
 from pvhpc.sessions.service import ServiceError
 from pvhpc.sessions.spec import RequestError
 from pvhpc.web.errors import DATABASE_DOWN, INTERNAL, APIError, error_answer
@@ -81,6 +81,7 @@ def test_every_pvhpc_exception_derives_from_the_one_root():
      {"error": "the scheduler did not answer, nothing was queued"}),
     (NotAllowed("unknown session or wrong report token"), 403, {"error": "unknown session or wrong report token"}),
     (WrongState("the session has ended"), 409, {"error": "the session has ended"}),
+    (OverLimit("4 more GPUs would make 6", field="gpus"), 429, {"error": "gpus: 4 more GPUs would make 6", "field": "gpus"}),
     (JobRefused("Slurm refused the job: bad account"), 400, {"error": "Slurm refused the job: bad account"}),
     (ReportError("must be a node name", field="node"), 400, {"error": "node: must be a node name", "field": "node"}),
     (APIError("too many requests", status=429, extra={"retry_after": 7}), 429,

@@ -22,6 +22,10 @@ class WrongState(ServiceError):
     """The session is not in a state for it: it has ended, it already reported ready, its job is not running."""
 
 
+class OverLimit(ServiceError):
+    """The user's limits (limits.sessions_per_user, limits.gpus_per_user) do not allow one more session now."""
+
+
 class SchedulerAway(ServiceError):
     """The scheduler could not be asked (nothing was done, or it is not known to be): try again shortly."""
 

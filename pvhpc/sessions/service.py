@@ -26,8 +26,8 @@ from pvhpc.scheduler import ControllerDown, Scheduler, SchedulerUnavailable, Sub
 from pvhpc.sessions import lifecycle, nodeaddresses
 from pvhpc.sessions.events import EventBus, Notice
 # ServiceError, the outcomes' root, is named here too for the callers that catch it.
-from pvhpc.sessions.outcomes import (JobRefused, JobScriptFailed, NotAllowed, SchedulerAway, ServiceError,  # noqa: F401
-                                     WrongState)
+from pvhpc.sessions.outcomes import (JobRefused, JobScriptFailed, NotAllowed, OverLimit, SchedulerAway,
+                                     ServiceError, WrongState)  # noqa: F401
 from pvhpc.sessions.job import build_job
 from pvhpc.sessions.savedstates import SavedStates
 from pvhpc.sessions.spec import RequestError, SessionSpec
@@ -146,13 +146,12 @@ class SessionService:
         live = self.store.sessions_of(user, live=True)
         limits = self.config.limits
         if len(live) >= limits.sessions_per_user:
-            raise RequestError(f"you already have {len(live)} live sessions, the most this site allows "
-                               f"(limits.sessions_per_user = {limits.sessions_per_user}); end one first",
-                               status=429)
+            raise OverLimit(f"you already have {len(live)} live sessions, the most this site allows "
+                            f"(limits.sessions_per_user = {limits.sessions_per_user}); end one first")
         gpus = sum(s.gpus for s in live)
         if spec.gpus and gpus + spec.gpus > limits.gpus_per_user:
-            raise RequestError(f"{spec.gpus} more GPUs would make {gpus + spec.gpus}; this site allows "
-                               f"{limits.gpus_per_user} per user at once", field="gpus", status=429)
+            raise OverLimit(f"{spec.gpus} more GPUs would make {gpus + spec.gpus}; this site allows "
+                            f"{limits.gpus_per_user} per user at once", field="gpus")
 
     async def create(self, user: str, spec: SessionSpec, attach: bool = False) -> SessionRecord:
         """Record the session, then submit its job. With ``attach``, a retried request joins its first session."""

@@ -44,6 +44,7 @@ NAME_TOO_LONG = "a file name in the request is longer than the file system takes
 OUTCOME_STATUS = (
     (outcomes.NotAllowed, 403),
     (outcomes.WrongState, 409),
+    (outcomes.OverLimit, 429),
     (outcomes.SchedulerAway, 503),
     (outcomes.JobRefused, 400),
     (outcomes.JobScriptFailed, 500),
