@@ -39,7 +39,7 @@ class PartitionConfig:
 
 @dataclass(frozen=True)
 class ReadyRule:
-    """How the launcher on the node sees that an application's server is ready (one of the two)."""
+    """How the supervisor on the node sees that an application's server is ready (one of the two)."""
     line: str | None             # a regex searched in each line of the server's output; (?P<port>...) gives the port
     port_file: bool              # the server writes its port into ${port_file}
 

@@ -3,7 +3,7 @@ when a session's job is built.
 
 Staff write the command as a list of arguments, as the wslink launcher's ``cmd``; it is never a shell string
 and never passes through a shell. Most placeholders are known when the job is built (the data directory, the
-file to load, ...). Four are known only on the node, and pvhpc's launcher there fills them in
+file to load, ...). Four are known only on the node, and pvhpc's supervisor there fills them in
 (pvhpc/node/supervisor.py): ``${port}``, ``${port_file}``, ``${host}`` and ``${secret}``. The secret is never put on the
 command line the node's ``ps`` shows: a command that names it is run through pvhpc's argv wrapper, which
 puts it into the server's own ``sys.argv`` inside the process.

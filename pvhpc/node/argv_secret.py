@@ -3,7 +3,7 @@ command line.
 
     INTERPRETER argv_secret.py SCRIPT.py ARG... (an ARG holds ${secret} or ${connect_id})
 
-pvhpc's launcher (supervisor.py) runs a command this way when it passes ``${secret}`` (the ParaView Visualizer
+pvhpc's supervisor (supervisor.py) runs a command this way when it passes ``${secret}`` (the ParaView Visualizer
 takes its secret only from ``--authKey``) or ``${connect_id}`` (pvhpc's own server attached to a parallel
 session's pvserver). The command line every user of the node sees in ``ps`` and /proc/<pid>/cmdline holds the
 placeholders; the secret comes from PVHPC_SECRET, the connect id from PVHPC_CONNECT_ID, each removed from the

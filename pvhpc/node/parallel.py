@@ -2,7 +2,7 @@
 
     PVHPC_PARALLEL=JSON python3 parallel.py LAUNCHER.py LAUNCHER-ARGS...
 
-The job script runs this in place of pvhpc's launcher when the session asked for ranks (standard library
+The job script runs this in place of pvhpc's supervisor when the session asked for ranks (standard library
 only, beside jobhelper.py and supervisor.py; it imports nothing from pvhpc). PVHPC_PARALLEL holds what the
 session's job was built with: ``mpi`` (the MPI launcher's argv, ranks filled in), ``pvserver`` (ParaView's
 server binary and its options), ``connect`` (the arguments that attach the application's web server to a
@@ -15,7 +15,7 @@ library the ranks run with, pvserver_guard.c as ``pvhpc runtime install`` built 
   the web server, which connects to it on localhost;
 - waits until the root rank accepts connections, which it does only once every rank has started (a
   failed or slow start is reported with the server's last lines);
-- runs pvhpc's launcher with the connect arguments added to the application's command: the web server
+- runs pvhpc's supervisor with the connect arguments added to the application's command: the web server
   connects before it listens, so the session is ready only when it is attached to all ranks;
 - when a rank dies (the MPI launcher then ends the others and exits) reports the session failed with
   the MPI launcher's own words about which rank, and stops the web server;
@@ -240,7 +240,7 @@ def run(spec, launcher_argv):
 
 
 def launcher_argv_options(launcher_argv):
-    """The options meant for pvhpc's launcher that this needs too: where to report, how long a start takes."""
+    """The options meant for pvhpc's supervisor that this needs too: where to report, how long a start takes."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="pvhpc-parallel", add_help=False)

@@ -15,7 +15,7 @@ from pvhpc.scheduler import JobRequest
 from pvhpc.sessions import joblogs, parallel_request, savedstates
 from pvhpc.sessions.spec import SessionSpec
 
-# pvhpc's launcher, found beside the job helper (runtime.job_helper): the node-side files travel together.
+# pvhpc's supervisor on the node, found beside the job helper (runtime.job_helper): the node-side files travel together.
 SUPERVISOR_NAME = "supervisor.py"
 
 
@@ -24,7 +24,7 @@ def report_urls(config: SiteConfig, session_id: str) -> str:
     return " ".join(f"{url}/api/v1/sessions/{session_id}/report" for url in config.service.callback_urls)
 
 
-# In what the node's launcher reads (pvhpc/node/supervisor.py expand), ``${name}`` is a placeholder it fills in and
+# In what the node's supervisor reads (pvhpc/node/supervisor.py expand), ``${name}`` is a placeholder it fills in and
 # ``$$`` a ``$`` of the argument's own. A ``$`` of the command as staff wrote it that could be read otherwise (before
 # ``{`` or ``$``), and every ``$`` of a value filled in here (a data file called ``${port}x.vtk``), is written ``$$``:
 # each value is filled in once, here or there, and never again.
