@@ -123,7 +123,8 @@ def test_request_field_state_form(site, value, message):
     with pytest.raises(RequestError, match=message) as e:
         parse_spec(site, {"application": "paraview", "state": value}, strict=True)
     assert e.value.field == "state"
-    assert parse_spec(site, {"application": "paraview", "state": "/x/s.pvsm"}, strict=True).saved_state_file == "/x/s.pvsm"
+    spec = parse_spec(site, {"application": "paraview", "state": "/x/s.pvsm"}, strict=True)
+    assert spec.saved_state_file == "/x/s.pvsm"
 
 
 # -- for real: a Visualizer session on the local cluster, ended, and a new one started from its state ----------

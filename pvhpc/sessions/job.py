@@ -15,7 +15,7 @@ from pvhpc.scheduler import JobRequest
 from pvhpc.sessions import joblogs, parallel_request, savedstates
 from pvhpc.sessions.spec import SessionSpec
 
-# pvhpc's supervisor on the node, found beside the job helper (runtime.job_helper): the node-side files travel together.
+# pvhpc's supervisor on the node, found beside the job helper (runtime.job_helper): node-side files travel together.
 SUPERVISOR_NAME = "supervisor.py"
 
 
