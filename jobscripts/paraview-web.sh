@@ -7,7 +7,7 @@
 # job name) are passed to sbatch as arguments, never as #SBATCH lines.
 #
 # What it does: start a private X server when the application renders through Xvfb,
-# then hand over to pvhpc's launcher (pvhpc/node/launcher.py), which runs the
+# then hand over to pvhpc's supervisor (pvhpc/node/supervisor.py), which runs the
 # application's command (a JSON list: never through a shell), sees it become ready,
 # tells pvhpc the node and port, and says how it ended. Everything is cleaned up
 # when the job ends or is cancelled.

@@ -35,10 +35,10 @@ from pvhpc.sessions.storefeed import StoreFeed
 from pvhpc.db.tokens import TokenStore
 from pvhpc.sessions.tracker import Tracker
 from pvhpc.sessions.walltime_warnings import WalltimeWarnings
-from pvhpc.web import api, launcher, pages
+from pvhpc.web import api, pages, pvw_launcher
 from pvhpc.web.base import NotFoundHandler
 from pvhpc.web.accesslog import log_request
-from pvhpc.web.metrics import MetricsHandler, counting, read_token_file
+from pvhpc.web.prometheus import MetricsHandler, counting, read_token_file
 
 log = logging.getLogger("pvhpc")
 SESSION_ID = f"({SESSION_ID_TEXT})"
@@ -72,15 +72,15 @@ class Context:
 def routes(ctx: Context) -> list:
     c = {"ctx": ctx}
     return [
-        (r"/paraview/?", launcher.LaunchHandler, c),
-        (rf"/paraview/{SESSION_ID}", launcher.LaunchedSessionHandler, c),
+        (r"/paraview/?", pvw_launcher.LaunchHandler, c),
+        (rf"/paraview/{SESSION_ID}", pvw_launcher.LaunchedSessionHandler, c),
         (r"/api/v1/sessions", api.SessionsHandler, c),
         (rf"/api/v1/sessions/{SESSION_ID}", api.SessionHandler, c),
         (rf"/api/v1/sessions/{SESSION_ID}/events", api.SessionEventsHandler, c),
         (rf"/api/v1/sessions/{SESSION_ID}/report", api.ReportHandler, c),
         (rf"/api/v1/sessions/{SESSION_ID}/log", api.SessionLogHandler, c),
         (r"/api/v1/applications", api.ApplicationsHandler, c),
-        (r"/api/v1/states", api.StatesHandler, c),
+        (r"/api/v1/states", api.SavedStatesHandler, c),
         (r"/api/v1/partitions", api.PartitionsHandler, c),
         (r"/api/v1/tokens", api.TokensHandler, c),
         (r"/api/v1/tokens/([0-9]{1,18})", api.TokenHandler, c),

@@ -2,7 +2,7 @@
 and the addresses a name has here.
 
 Shared by what judges a job's report (pvhpc/sessions/nodeaddresses.py) and what judges the callback URL
-(pvhpc/cli/callback_reach.py). The node's side has its own route look-up (pvhpc/node/launcher.py): it runs
+(pvhpc/cli/callback_reach.py). The node's side has its own route look-up (pvhpc/node/supervisor.py): it runs
 under the node's python and imports nothing from pvhpc.
 """
 

@@ -4,7 +4,7 @@ Metrics follow what happens rather than asking the database at each scrape:
 session changes come from the event bus, poll cycles from the tracker, scheduler
 calls through a wrapper around the scheduler, the built-in proxy's connections and
 bytes from the proxy itself, HTTP requests from the access log hook
-(pvhpc/web/metrics.py, which also serves /metrics).
+(pvhpc/web/prometheus.py, which also serves /metrics).
 
 Each application has a registry of its own, never prometheus_client's global one,
 so that several applications in one process (tests, a bench) do not collide.

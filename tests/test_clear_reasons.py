@@ -23,7 +23,7 @@ from pvhpc.scheduler.runners import LocalRunner
 from pvhpc.sessions import joblogs
 from pvhpc.sessions.events import EventBus
 from pvhpc.sessions.joblogs import JobLogs, last_lines
-from pvhpc.sessions.savedstates import SavedStates, state_dir
+from pvhpc.sessions.savedstates import SavedStates, saved_state_dir
 from pvhpc.sessions.service import SessionService
 from pvhpc.jobs.states import SessionState
 from pvhpc.sessions.tracker import Tracker
@@ -96,7 +96,7 @@ def test_states_of_sessions_that_never_reported_ready_are_not_listed(site, tmp_p
     add_starting(store, "used", "pvhpc-1", utcnow())
     store.change("used", Change.to(S.READY, "", host="10.0.0.2", port=40000, ready_at=utcnow()))
     add_starting(store, "neverready", "pvhpc-2", utcnow())
-    where = state_dir(site, "u")
+    where = saved_state_dir(site, "u")
     where.mkdir(parents=True)
     names = ["used-20261201T101500Z.pvsm", "neverready-20261201T111500Z.pvsm", "unknown-20261201T121500Z.pvsm"]
     for name in names:
@@ -191,4 +191,4 @@ def test_a_session_never_heard_from_ends_with_its_logs_words_and_lists_no_state(
     index = svc.dir / "jobs" / "states" / session["user"] / "index.tsv"
     wait_until(lambda: index.exists() and session["id"] in index.read_text(), 30,
                message="the server saved its state when its job was cancelled (else this test shows nothing)")
-    assert [s for s in client.states() if s["session"] == session["id"]] == []
+    assert [s for s in client.saved_states() if s["session"] == session["id"]] == []

@@ -22,6 +22,8 @@ from pvhpc.db import store as store_module
 from pvhpc.errors import PvhpcError
 from pvhpc.scheduler import ControllerDown, Scheduler
 from pvhpc.scheduler.runners import CommandUnavailable
+from pvhpc.jobs.reports import ReportError
+from pvhpc.sessions.outcomes import JobRefused, NotAllowed, OverLimit, WrongState
 from pvhpc.sessions.service import ServiceError
 from pvhpc.sessions.spec import RequestError
 from pvhpc.web.errors import DATABASE_DOWN, INTERNAL, APIError, error_answer
@@ -30,7 +32,7 @@ from tests.harness.inprocess import fetch_all, make_app
 
 PACKAGE = Path(pvhpc.__file__).parent
 # Run by path on compute nodes, outside pvhpc's environment: they may not import pvhpc.errors.
-STANDALONE = {"node/jobhelper.py", "node/pvweb_server.py", "node/dataroots.py", "node/pvstate.py", "node/launcher.py"}
+STANDALONE = {"node/jobhelper.py", "node/pvweb_server.py", "node/dataroots.py", "node/pvstate.py", "node/supervisor.py"}
 BUILTIN_ERRORS = {name for name, value in vars(builtins).items()
                   if isinstance(value, type) and issubclass(value, BaseException)}
 
@@ -73,6 +75,12 @@ def test_every_pvhpc_exception_derives_from_the_one_root():
      {"error": "Slurm refused the job: bad account"}),
     (ServiceError("the scheduler did not answer, nothing was queued"), 503,
      {"error": "the scheduler did not answer, nothing was queued"}),
+    (NotAllowed("unknown session or wrong report token"), 403, {"error": "unknown session or wrong report token"}),
+    (WrongState("the session has ended"), 409, {"error": "the session has ended"}),
+    (OverLimit("4 more GPUs would make 6", field="gpus"), 429,
+     {"error": "gpus: 4 more GPUs would make 6", "field": "gpus"}),
+    (JobRefused("Slurm refused the job: bad account"), 400, {"error": "Slurm refused the job: bad account"}),
+    (ReportError("must be a node name", field="node"), 400, {"error": "node: must be a node name", "field": "node"}),
     (APIError("too many requests", status=429, extra={"retry_after": 7}), 429,
      {"error": "too many requests", "retry_after": 7}),
     (CommandUnavailable("sbatch did not finish within 30 s"), 503, {"error": "sbatch did not finish within 30 s"}),

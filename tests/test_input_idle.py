@@ -10,9 +10,9 @@ import time
 import pytest
 
 from pvhpc.client.wslink import WslinkClient
+from pvhpc.jobs import reports
 from pvhpc.node import input_idle
 from pvhpc.sessions.service import idle_warning
-from pvhpc.sessions.spec import RequestError
 from tests.helpers import session_record
 
 INPUT_IDLE, WARNING = 24, 12
@@ -32,8 +32,8 @@ def test_an_idle_warning_report_becomes_the_users_warning():
     notice = idle_warning(record, 30)
     assert (notice.reason, notice.seconds_left, notice.json()["type"]) == ("idle", 30, "warning")
     for wrong in ("30", -1, True, 10**6):
-        with pytest.raises(RequestError) as e:
-            idle_warning(record, wrong)
+        with pytest.raises(reports.ReportError) as e:
+            reports.seconds_left(wrong)
         assert e.value.field == "seconds_left"
 
 
@@ -162,6 +162,6 @@ def test_browser_tabs_left_open_end_idle_with_their_state_and_a_used_one_stays(s
         assert ended[name]["state"] == "ended" and ended[name]["end_reason"] == "idle", (name, ended[name])
         assert "no user input" in ended[name]["detail"], ended[name]
     assert ended["used"]["state"] == "ready" and clicks >= 10, ended["used"]
-    saved = {s["session"] for s in client.states()}
+    saved = {s["session"] for s in client.saved_states()}
     assert {sessions["visualizer"]["id"], sessions["left"]["id"]} <= saved, saved
     client.cancel(sessions["used"]["id"])

@@ -15,7 +15,7 @@ from pvhpc.errors import PvhpcError
 from pvhpc.metrics import Metrics
 from pvhpc.scheduler import Scheduler, SchedulerUnavailable, SubmitRefused
 from pvhpc.jobs.states import EndReason, SessionState
-from pvhpc.web.metrics import read_token_file, route_label
+from pvhpc.web.prometheus import read_token_file, route_label
 
 from tests.harness import inprocess
 from tests.helpers import run, session_record

@@ -24,6 +24,8 @@ from pvhpc.db.store import Change, SessionRecord, Store
 from pvhpc.paths import JOB_HELPER
 from pvhpc.sessions import nodeaddresses
 from pvhpc.sessions.events import EventBus
+from pvhpc.jobs import reports
+from pvhpc.sessions.outcomes import NotAllowed
 from pvhpc.sessions.service import ServiceError, SessionService, token_hash
 from pvhpc.jobs.states import SessionState
 
@@ -43,60 +45,60 @@ def node_module(name):
         sys.path.remove(str(JOB_HELPER.parent))
 
 
-launcher = node_module("launcher")
+supervisor = node_module("supervisor")
 
 
 def test_the_route_to_a_host_gives_this_hosts_own_address_on_it():
-    assert launcher.route_address("127.0.0.1", 8480) == "127.0.0.1"
-    assert launcher.route_address("no-such-host.invalid", 8480) is None
+    assert supervisor.route_address("127.0.0.1", 8480) == "127.0.0.1"
+    assert supervisor.route_address("no-such-host.invalid", 8480) is None
 
 
 @pytest.fixture
 def node_named_127_0_1_1(monkeypatch):
     """A node whose hosts file maps its own name to 127.0.1.1 (Debian's installer), on a route 10.0.0.2 -> pvhpc."""
     routes = {"login1": "10.0.0.2", "login1.cluster.test": "10.0.0.2"}
-    monkeypatch.setattr(launcher, "route_address", lambda host, port: routes.get(host))
-    monkeypatch.setattr(launcher.socket, "gethostname", lambda: "cpu02.cluster.test")
-    monkeypatch.setattr(launcher.socket, "gethostbyname", lambda name: "127.0.1.1")
+    monkeypatch.setattr(supervisor, "route_address", lambda host, port: routes.get(host))
+    monkeypatch.setattr(supervisor.socket, "gethostname", lambda: "cpu02.cluster.test")
+    monkeypatch.setattr(supervisor.socket, "gethostbyname", lambda name: "127.0.1.1")
     return routes
 
 
 def test_the_server_listens_and_reports_on_the_route_to_pvhpc_never_on_127_0_1_1(node_named_127_0_1_1):
-    where = launcher.server_address("node", "http://login1:8480/api/v1/sessions/x/report", {})
+    where = supervisor.server_address("node", "http://login1:8480/api/v1/sessions/x/report", {})
     assert (where.bind, where.report) == ("10.0.0.2", "10.0.0.2")
     assert "route to pvhpc (login1)" in where.why
 
 
 def test_every_callback_url_is_tried_in_order_for_a_route(node_named_127_0_1_1):
-    where = launcher.server_address("node", "http://gone:8480/r http://login1.cluster.test:8480/r", {})
+    where = supervisor.server_address("node", "http://gone:8480/r http://login1.cluster.test:8480/r", {})
     assert where.report == "10.0.0.2"
 
 
 def test_listening_on_every_interface_still_reports_the_reachable_address(node_named_127_0_1_1):
-    where = launcher.server_address("any", "http://login1:8480/r", {})
+    where = supervisor.server_address("any", "http://login1:8480/r", {})
     assert (where.bind, where.report) == ("0.0.0.0", "10.0.0.2")
 
 
 def test_an_address_the_site_names_is_both_bound_and_reported(node_named_127_0_1_1):
-    assert launcher.server_address("10.9.9.9", "http://login1:8480/r", {})[:2] == ("10.9.9.9", "10.9.9.9")
+    assert supervisor.server_address("10.9.9.9", "http://login1:8480/r", {})[:2] == ("10.9.9.9", "10.9.9.9")
 
 
 def test_without_a_callback_the_route_to_the_submit_host_counts(node_named_127_0_1_1):
     """doctor's probe reports to nobody: the host the job was submitted from is where pvhpc's side is."""
-    where = launcher.server_address("node", "", {"SLURM_SUBMIT_HOST": "login1"})
+    where = supervisor.server_address("node", "", {"SLURM_SUBMIT_HOST": "login1"})
     assert where.report == "10.0.0.2" and "came from (login1)" in where.why
 
 
 def test_with_no_route_at_all_a_loopback_host_name_is_not_used_and_the_log_says_so(node_named_127_0_1_1):
-    where = launcher.server_address("node", "http://gone:8480/r", {"SLURM_SUBMIT_HOST": "gone"})
+    where = supervisor.server_address("node", "http://gone:8480/r", {"SLURM_SUBMIT_HOST": "gone"})
     assert where.bind == "0.0.0.0" and where.report == "cpu02.cluster.test"
     assert "127.0.1.1" in where.why and "every interface" in where.why
 
 
 def test_with_no_route_a_host_name_that_is_not_loopback_is_used(monkeypatch):
-    monkeypatch.setattr(launcher, "route_address", lambda host, port: None)
-    monkeypatch.setattr(launcher.socket, "gethostbyname", lambda name: "10.0.0.7")
-    assert launcher.server_address("node", "", {})[:2] == ("10.0.0.7", "10.0.0.7")
+    monkeypatch.setattr(supervisor, "route_address", lambda host, port: None)
+    monkeypatch.setattr(supervisor.socket, "gethostbyname", lambda name: "10.0.0.7")
+    assert supervisor.server_address("node", "", {})[:2] == ("10.0.0.7", "10.0.0.7")
 
 
 class Reports(http.server.BaseHTTPRequestHandler):
@@ -127,7 +129,7 @@ def test_the_launcher_reports_the_address_its_server_listens_on(tmp_path):
                PVHPC_LAUNCH_READY=json.dumps({"line": r"port (?P<port>\d+)"}), PVHPC_LISTEN="node",
                PVHPC_REPORT_URL=f"http://127.0.0.1:{server.server_port}/report", PVHPC_REPORT_TOKEN="t")
     try:
-        out = subprocess.run([sys.executable, str(JOB_HELPER.parent / "launcher.py"), "--workdir", str(tmp_path),
+        out = subprocess.run([sys.executable, str(JOB_HELPER.parent / "supervisor.py"), "--workdir", str(tmp_path),
                               "--start-timeout", "20"], env=env, capture_output=True, text=True, timeout=60).stdout
     finally:
         server.shutdown()
@@ -185,7 +187,7 @@ def test_the_peer_is_preferred_among_several_addresses_of_a_name():
 
 def test_this_hosts_own_addresses_are_local_and_others_are_not():
     assert hostaddresses.is_local("127.0.0.1") and hostaddresses.is_local("127.0.1.1")
-    own = launcher.route_address("192.0.2.1", 9) or launcher.route_address("127.0.0.1", 9)
+    own = supervisor.route_address("192.0.2.1", 9) or supervisor.route_address("127.0.0.1", 9)
     assert hostaddresses.is_local(own)
     assert not hostaddresses.is_local("203.0.113.9")   # TEST-NET-3: nobody's
 
@@ -251,8 +253,8 @@ def world(tmp_path):
 
 
 def ready(service, host, peer=None, node="cpu02"):
-    return asyncio.run(service.report("s1", "tok", {"event": "ready", "host": host, "port": 40000, "job_id": "1001",
-                                                     "node": node}, peer=peer))
+    return asyncio.run(service.report("s1", "tok", reports.parse({"event": "ready", "host": host, "port": 40000,
+                                                                  "job_id": "1001", "node": node}), peer=peer))
 
 
 def test_shape_1_the_session_is_dialled_at_slurms_address_not_at_the_name_the_job_said(world):
@@ -280,7 +282,7 @@ def test_shape_2_a_loopback_report_from_a_node_elsewhere_is_refused_naming_both_
     with pytest.raises(ServiceError) as refused:
         ready(service, "127.0.1.1", peer="10.0.0.2")
     message = refused.value.message
-    assert refused.value.status == 403
+    assert isinstance(refused.value, NotAllowed)
     assert "the report says 127.0.1.1, which is not node cpu02 where job 1001 runs" in message
     assert "10.0.0.2" in message and "cpu02 (does not resolve here)" in message
     assert "loopback" in message
@@ -292,7 +294,7 @@ def test_another_hosts_address_is_refused(world):
     for host, peer in (("10.0.0.3", "10.0.0.2"), ("login-node", None), ("login-node", "192.0.2.80")):
         with pytest.raises(ServiceError) as refused:
             ready(service, host, peer=peer)
-        assert refused.value.status == 403 and "not node cpu02" in refused.value.message
+        assert isinstance(refused.value, NotAllowed) and "not node cpu02" in refused.value.message
 
 
 def test_slurms_view_is_read_once_more_before_a_refusal(world):

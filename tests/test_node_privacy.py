@@ -44,7 +44,7 @@ from tests.helpers import (PVSERVER, foreground_fraction, hues, processes_of_clu
 
 ROOT = Path(__file__).resolve().parent.parent
 NODE_DIR = ROOT / "pvhpc" / "node"
-LAUNCHER = NODE_DIR / "launcher.py"
+LAUNCHER = NODE_DIR / "supervisor.py"
 
 
 def job_values(script: str) -> dict[str, str]:
@@ -62,10 +62,10 @@ def job_values(script: str) -> dict[str, str]:
 def node(monkeypatch):
     """pvhpc's node-side modules as the job runs them: by file name, beside each other."""
     monkeypatch.syspath_prepend(str(NODE_DIR))
-    import launcher
+    import supervisor
 
-    yield launcher
-    for name in ("launcher", "jobhelper"):
+    yield supervisor
+    for name in ("supervisor", "jobhelper"):
         sys.modules.pop(name, None)
 
 
@@ -203,7 +203,7 @@ def run_job_script(tmp_path: Path, render_mode: str, reports: Reports, session_i
         if found:
             recorder(bin_dir / program, found, log)
     script = JobTemplate(JOBSCRIPTS_DIR / "paraview-web.sh").render(dict(
-        helper_python=python, job_helper=JOB_HELPER, launcher=JOB_HELPER.parent / "launcher.py",
+        helper_python=python, job_helper=JOB_HELPER, launcher=JOB_HELPER.parent / "supervisor.py",
         command=json.dumps(command), ready=json.dumps(ready), server_listen="any",
         report_url=f"{reports.url}/api/v1/sessions/{session_id}/report", render_mode=render_mode, start_timeout=60,
         secret=secret, report_token=token, pythonpath="", venv="", log_file="", parallel="", state_save="",
@@ -459,7 +459,7 @@ def environment_of(pid: int) -> dict[str, str]:
 def session_values(cluster, session: dict) -> dict[str, str]:
     """What must stay the session's: read as root from its job's processes and files."""
     procs = [line.split(": ", 1) for line in processes_of_cluster_job(cluster, session["job_id"])]
-    launcher = next(int(pid) for pid, cmd in procs if "launcher.py" in cmd and "parallel.py" not in cmd)
+    launcher = next(int(pid) for pid, cmd in procs if "supervisor.py" in cmd and "parallel.py" not in cmd)
     env = environment_of(launcher)
     xvfb = next(cmd for _, cmd in procs if cmd.split()[0].endswith("Xvfb"))
     auth_file = xvfb.split()[xvfb.split().index("-auth") + 1]
@@ -503,13 +503,13 @@ def test_another_user_of_the_node_sees_nothing_of_a_session(unix_users, shared, 
     now = as_bob(bob_user, "ps", "-eo", "user:20,args").stdout.splitlines()
     # bob does see alice's job: its bash, its launcher, Xvfb, her pvpython server.
     hers = [line for line in now if line.startswith(alice_user)]
-    for what in ("slurm_script", "launcher.py", "Xvfb", "pvweb_server.py"):
+    for what in ("slurm_script", "supervisor.py", "Xvfb", "pvweb_server.py"):
         assert any(what in line for line in hers), (what, hers)
-    assert any("launcher.py" in line for line in seen), seen
+    assert any("supervisor.py" in line for line in seen), seen
     assert not found_in(values, seen + now)
     # ... but not her processes' environment.
     launcher = next(int(line.split(": ")[0]) for line in processes_of_cluster_job(cluster, session["job_id"])
-                    if "launcher.py" in line)
+                    if "supervisor.py" in line)
     assert "Permission denied" in as_bob(bob_user, "cat", f"/proc/{launcher}/environ").stderr
     # The file named like a placeholder was opened by its name, and the session renders.
     proxy = f"ws://127.0.0.1:{svc.port + 1}/proxy?sessionId={session['id']}&path=ws"
@@ -609,7 +609,7 @@ def test_another_user_cannot_take_or_hold_a_parallel_sessions_ranks(unix_users, 
         def real_connect_id():   # root reads it where it is: in the environment of alice's processes
             for line in processes_of_cluster_job(cluster, session["job_id"]):
                 pid, cmd = line.split(": ", 1)
-                if "launcher.py" in cmd and "parallel.py" not in cmd:
+                if "supervisor.py" in cmd and "parallel.py" not in cmd:
                     return environment_of(int(pid)).get("PVHPC_CONNECT_ID")
             return None
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from pvhpc.config import parse
-from pvhpc.sessions.parallel import ParallelRequestError
+from pvhpc.sessions.parallel_request import ParallelRequestError
 from pvhpc.sessions.spec import parse_spec
 
 from tests.harness.cluster import jobs, pvhpc_jobs

@@ -7,7 +7,7 @@ import pytest
 
 from pvhpc import config
 from pvhpc.scheduler.runners import LocalRunner
-from pvhpc.sessions.savedstates import SavedStates, save_prefix, state_dir
+from pvhpc.sessions.savedstates import SavedStates, save_prefix, saved_state_dir
 from pvhpc.sessions.spec import RequestError, parse_spec
 from tests.helpers import run
 
@@ -37,7 +37,7 @@ def site(tmp_path):
 
 def saved(site, user, name, text):
     """A state as a server saves it: the file, and its line in the index (pvhpc/node/pvstate.py)."""
-    where = state_dir(site, user)
+    where = saved_state_dir(site, user)
     where.mkdir(parents=True, exist_ok=True)
     (where / name).write_text(text)
     with open(where / "index.tsv", "a") as index:
@@ -60,7 +60,7 @@ def test_a_saved_state_reading_data_inside_the_roots_is_accepted(site):
     assert [(s["session"], s["saved_at"]) for s in listed] == [("s2", "2026-12-01T11:15:00Z"),
                                                                ("s1", "2026-12-01T10:15:00Z")]
     assert run(SavedStates(site, LocalRunner()).list("bob")) == []
-    assert save_prefix(site, "alice", "s3") == str(state_dir(site, "alice") / "s3")
+    assert save_prefix(site, "alice", "s3") == str(saved_state_dir(site, "alice") / "s3")
 
 
 def test_refused_states_say_why(site, tmp_path):
@@ -88,7 +88,7 @@ def test_refused_states_say_why(site, tmp_path):
     with pytest.raises(RequestError, match="outside application paraview's data roots"):
         check(site, "alice", linked)
     with pytest.raises(RequestError, match="cannot be read"):
-        check(site, "alice", str(state_dir(site, "alice") / "gone-20261201T101500Z.pvsm"))
+        check(site, "alice", str(saved_state_dir(site, "alice") / "gone-20261201T101500Z.pvsm"))
 
 
 def test_an_application_that_cannot_load_states_refuses_one(site, tmp_path):
@@ -123,7 +123,8 @@ def test_request_field_state_form(site, value, message):
     with pytest.raises(RequestError, match=message) as e:
         parse_spec(site, {"application": "paraview", "state": value}, strict=True)
     assert e.value.field == "state"
-    assert parse_spec(site, {"application": "paraview", "state": "/x/s.pvsm"}, strict=True).state_file == "/x/s.pvsm"
+    spec = parse_spec(site, {"application": "paraview", "state": "/x/s.pvsm"}, strict=True)
+    assert spec.saved_state_file == "/x/s.pvsm"
 
 
 # -- for real: a Visualizer session on the local cluster, ended, and a new one started from its state ----------
@@ -163,7 +164,7 @@ async def pipeline_now(url: str, secret: str) -> tuple[list[str], bytes]:
 def wait_for_state(client, session_id, timeout=60):
     from tests.helpers import wait_until
 
-    return wait_until(lambda: [s for s in client.states() if s["session"] == session_id], timeout,
+    return wait_until(lambda: [s for s in client.saved_states() if s["session"] == session_id], timeout,
                       message=f"a state saved by session {session_id}")[0]
 
 

@@ -24,7 +24,7 @@ def render_job(runtime_dir, data_dir, secret):
     command = ["/usr/bin/pvpython", str(SERVER_SCRIPT), "--host", "0.0.0.0", "--port", "${port}", "--timeout", "600",
                "--data", str(data_dir), "--ready-file", "${port_file}"]
     return JobTemplate(JOBSCRIPTS_DIR / "paraview-web.sh").render(dict(
-        helper_python="/usr/bin/python3", job_helper=JOB_HELPER, launcher=JOB_HELPER.parent / "launcher.py",
+        helper_python="/usr/bin/python3", job_helper=JOB_HELPER, launcher=JOB_HELPER.parent / "supervisor.py",
         command=json.dumps(command), ready=json.dumps({"port_file": True}), report_url="", render_mode="xvfb",
         start_timeout=120, secret=secret, report_token="unused", pythonpath=runtime_dir, venv="", log_file="",
         parallel="", server_listen="node", state_save="", state_load="", state_roots="", data_roots="", input_idle="",

@@ -117,6 +117,8 @@ def test_unanswered_submission_is_found_by_name_or_given_up(world):
 
 
 def test_a_report_must_name_the_jobs_own_node(world):
+    from pvhpc.jobs import reports
+    from pvhpc.sessions.outcomes import NotAllowed
     from pvhpc.sessions.service import ServiceError, token_hash
 
     store, sched, tracker = world
@@ -128,17 +130,16 @@ def test_a_report_must_name_the_jobs_own_node(world):
     sched.jobs["1001"] = running("1001", nodes="gpu01", name="pvhpc-1")
 
     def report(host, port=40000, job_id="1001"):
-        return asyncio.run(service.report("s1", "tok", {"event": "ready", "host": host, "port": port, "job_id": job_id}))
+        return asyncio.run(service.report("s1", "tok", reports.parse({"event": "ready", "host": host, "port": port,
+                                                                      "job_id": job_id})))
 
     for host in ("evil.example", "10.0.0.1", "login-node"):
         with pytest.raises(ServiceError) as e:
             report(host)
-        assert e.value.status == 403 and "not node gpu01" in e.value.message
+        assert isinstance(e.value, NotAllowed) and "not node gpu01" in e.value.message
     with pytest.raises(ServiceError, match="not this session's job"):
         report("gpu01", job_id="999")
-    from pvhpc.sessions.spec import RequestError
-
-    with pytest.raises(RequestError, match="between 1024 and 65535"):
+    with pytest.raises(reports.ReportError, match="between 1024 and 65535"):
         report("gpu01", port=22)
     assert report("127.0.0.1").state == "ready"   # an address of the node (localhost here) is the node
 
@@ -165,6 +166,7 @@ def test_a_submission_that_never_reached_slurm_ends_at_once_with_503(world):
     import getpass
 
     from pvhpc.scheduler import ControllerDown
+    from pvhpc.sessions.outcomes import SchedulerAway
     from pvhpc.sessions.service import ServiceError
     from pvhpc.sessions.spec import parse_spec
 
@@ -178,7 +180,7 @@ def test_a_submission_that_never_reached_slurm_ends_at_once_with_503(world):
     with pytest.raises(ServiceError) as refused:
         asyncio.run(tracker.service.create(getpass.getuser(), parse_spec(tracker.config, {"application": "paraview"},
                                                                           True)))
-    assert refused.value.status == 503 and "nothing was queued" in refused.value.message
+    assert isinstance(refused.value, SchedulerAway) and "nothing was queued" in refused.value.message
     [session] = store.find()
     assert session.state == "ended" and session.end_reason == "submit_failed"
     assert [c[0] for c in sched.calls] == ["submit"]      # not looked for by name

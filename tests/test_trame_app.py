@@ -159,7 +159,7 @@ def test_the_trame_app_opens_slices_colours_and_steps_time_in_chromium(service_f
     saved = None
     deadline = time.monotonic() + 60
     while saved is None and time.monotonic() < deadline:
-        saved = next((s for s in client.states() if s["session"] == session["id"]), None)
+        saved = next((s for s in client.saved_states() if s["session"] == session["id"]), None)
         time.sleep(1)
     assert saved is not None, "the trame session saved no state when cancelled"
     assert "Slice" in open(saved["path"]).read()

@@ -292,7 +292,7 @@ def node_job(tmp_path, pvhpc, setting, parallel=False):
                                                str(tmp_path / "server.pid"), "${port}"]),
            "PVHPC_LAUNCH_READY": json.dumps({"line": "server listening"}), "PVHPC_LISTEN": "127.0.0.1",
            "PVHPC_REPORT_URL": pvhpc.url, "PVHPC_REPORT_TOKEN": "tok", "PVHPC_WATCHDOG": setting}
-    argv = [sys.executable, str(NODE_DIR / "launcher.py"), "--start-timeout", "30", "--workdir", str(workdir)]
+    argv = [sys.executable, str(NODE_DIR / "supervisor.py"), "--start-timeout", "30", "--workdir", str(workdir)]
     if parallel:
         bin_dir = tmp_path / "bin"
         bin_dir.mkdir()

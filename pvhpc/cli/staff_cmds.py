@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from pvhpc import config as site_config
-from pvhpc.cli import check_report, exit_codes, session_cmds, session_format
+from pvhpc.cli import base, check_report, exit_codes, session_format
 from pvhpc.cli.command_help import add_command
 
 SITE_ENVIRONMENT = """\
@@ -29,7 +29,7 @@ def load_site(args):
             return site_config.load(args.config)
         return site_config.embedded_defaults()
     except site_config.ConfigError as e:
-        raise session_cmds.CommandError(f"config error: {e}", code=exit_codes.USAGE) from None
+        raise base.CommandError(f"config error: {e}", code=exit_codes.USAGE) from None
 
 
 def guarded(body):
@@ -38,8 +38,8 @@ def guarded(body):
     def run(args) -> int:
         try:
             return body(args)
-        except session_cmds.CommandError as e:
-            return session_cmds.report_error(args, e.code, e.message)
+        except base.CommandError as e:
+            return base.report_error(args, e.code, e.message)
 
     return run
 
@@ -71,7 +71,7 @@ def cmd_config_check(args) -> int:
             asyncio.run(link.check())
         except SSHError as e:
             link.close()
-            raise session_cmds.CommandError(f"cannot reach Slurm through ssh.host: {e}",
+            raise base.CommandError(f"cannot reach Slurm through ssh.host: {e}",
                                             code=exit_codes.FAILED) from None
     try:
         runner = runner_for(cfg, link)
@@ -96,7 +96,7 @@ def cmd_doctor(args) -> int:
     if not args.no_probe:
         partition = args.probe_partition or next(iter(cfg.partitions))
         if partition not in cfg.partitions:
-            raise session_cmds.CommandError(f"--probe-partition: {partition!r} is not a partition "
+            raise base.CommandError(f"--probe-partition: {partition!r} is not a partition "
                                             f"of {cfg.source} ({', '.join(cfg.partitions)})", code=exit_codes.USAGE)
     if not args.json:
         print(f"checking the site of {cfg.source} ...", flush=True)
@@ -123,14 +123,14 @@ def cmd_map_rebuild(args) -> int:
 
     cfg = load_site(args)
     if cfg.frontend.kind != "apache":
-        raise session_cmds.CommandError(
+        raise base.CommandError(
             f"frontend.kind is {cfg.frontend.kind!r}: only the apache front end keeps a map file "
             "(the built-in one keeps its table in the service and rebuilds it at every start)", code=exit_codes.USAGE)
     store = Store(cfg.service.database_url)
     version = store.schema_version()
     if version != SCHEMA_VERSION:
         # Reading an old or missing schema would give a wrong map; creating one here would hide the mistake.
-        raise session_cmds.CommandError(
+        raise base.CommandError(
             f"database {store.safe_url}: " + ("no pvhpc schema (is service.database right?)"
                                               if version is None else
                                               f"schema version {version}, not {SCHEMA_VERSION}: "
@@ -143,13 +143,13 @@ def cmd_map_rebuild(args) -> int:
     try:
         map_file.write(table.targets())
     except (OSError, ProxyMapError) as e:
-        raise session_cmds.CommandError(f"frontend.map_file {cfg.frontend.map_file}: {e}",
+        raise base.CommandError(f"frontend.map_file {cfg.frontend.map_file}: {e}",
                                         code=exit_codes.FAILED) from None
     after = table.targets()
     stale = sorted(set(before) - set(after))
     missing = sorted(set(after) - set(before))
     data = {"map_file": str(cfg.frontend.map_file), "routes": len(after), "removed": len(stale), "added": len(missing)}
-    session_cmds.emit(args, data, f"wrote {cfg.frontend.map_file}: {len(after)} routes "
+    base.emit(args, data, f"wrote {cfg.frontend.map_file}: {len(after)} routes "
                                   f"({len(missing)} added, {len(stale)} stale removed)")
     return exit_codes.OK
 
@@ -166,7 +166,7 @@ def cmd_db_upgrade(args) -> int:
         before = store.schema_version()
         store.open(upgrade=True)
     except SchemaError as e:
-        raise session_cmds.CommandError(f"database: {e}", code=exit_codes.FAILED) from None
+        raise base.CommandError(f"database: {e}", code=exit_codes.FAILED) from None
     after = store.schema_version()
     data = {"database": store.safe_url, "from": before, "to": after, "current": SCHEMA_VERSION}
     if before is None:
@@ -175,21 +175,21 @@ def cmd_db_upgrade(args) -> int:
         text = f"{store.safe_url}: already at schema version {after}; nothing to do"
     else:
         text = f"{store.safe_url}: upgraded from schema version {before} to {after}"
-    session_cmds.emit(args, data, text)
+    base.emit(args, data, text)
     return exit_codes.OK
 
 
 # -- partitions, sessions (through the service) ---------------------------------------------------------
 
-@session_cmds.run_guarded
+@base.run_guarded
 def cmd_partitions(args) -> int:
-    client, _ = session_cmds.make_client(args)
+    client, _ = base.make_client(args)
     answer = client.partitions()
     live = client.list(state="live", all_users=True)
     for p in answer["partitions"]:
         p["live_sessions"] = sum(1 for s in live if s.get("partition") == p["name"])
     if args.json:
-        session_cmds.emit(args, answer, "")
+        base.emit(args, answer, "")
         return exit_codes.OK
     rows = [("PARTITION", "STATE", "NODES IDLE/ALL", "GPUS FREE/ALL", "GPU TYPE", "GPUS/SESSION", "WALLTIME DEF/MAX",
              "SESSIONS")]
@@ -212,12 +212,12 @@ def cmd_partitions(args) -> int:
     return exit_codes.OK
 
 
-@session_cmds.run_guarded
+@base.run_guarded
 def cmd_sessions(args) -> int:
-    client, _ = session_cmds.make_client(args)
+    client, _ = base.make_client(args)
     state = "" if args.state == "any" else args.state
     sessions = client.list(state=state, all_users=args.all)
-    session_cmds.emit(args, {"sessions": sessions}, session_format.table(sessions, with_user=True))
+    base.emit(args, {"sessions": sessions}, session_format.table(sessions, with_user=True))
     return exit_codes.OK
 
 
@@ -230,7 +230,7 @@ def _site_options(p) -> None:
 
 
 def register(sub) -> None:
-    common = session_cmds.common_options()
+    common = base.common_options()
 
     p = add_command(
         sub, "config", "staff: check the site config against the live cluster",

@@ -18,7 +18,7 @@ from pvhpc.client.api import Client, ClientError
 from pvhpc.cli import exit_codes
 from pvhpc.cli.session_format import shown
 from pvhpc.cli.command_help import add_command
-from pvhpc.cli.session_cmds import CommandError, common_options, emit, make_client, run_guarded
+from pvhpc.cli.base import CommandError, common_options, emit, make_client, run_guarded
 
 DENIED_HINT = ("a token cannot make tokens: log in through the site's front end with --login USER (the "
                "password is asked on the terminal), or make one on the web page")

@@ -103,9 +103,11 @@ class Client:
     def cancel(self, session_id: str) -> dict:
         return self.request("DELETE", f"/api/v1/sessions/{session_id}")
 
-    def states(self) -> list[dict]:
-        """Your saved ParaView states, newest first (``path`` may be a new session's ``state``)."""
+    def saved_states(self) -> list[dict]:
+        """Your saved ParaView states (.pvsm), newest first (``path`` may be a new session's ``state``)."""
         return self.request("GET", "/api/v1/states")["states"]
+
+    states = saved_states   # its earlier name, kept for scripts that call it
 
     def log(self, session_id: str) -> str:
         """The session job's output (the ParaView server's log); the last 256 KiB."""

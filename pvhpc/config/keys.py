@@ -202,7 +202,7 @@ APPLICATIONS = Named(
             "server", example=["${pvpython}", "/opt/site/app.py", "--port", "${port}", "--authKey", "${secret}"]),
         Key("ready", checks.ready_rule, Derived(_ready, "{port_file: true} when the command has ${port_file}, "
                                                         f"else {{line: '{WSLINK_READY_LINE}'}}"),
-            f"how pvhpc's launcher on the node sees the server listen: {checks.READY_FORMS}; a (?P<port>\\d+) "
+            f"how pvhpc's supervisor on the node sees the server listen: {checks.READY_FORMS}; a (?P<port>\\d+) "
             "group in the line takes the port from it. Without a port reported, ${port} is a free port the "
             "launcher picks", example={"line": "App running at"}),
         Key("runtime", checks.app_runtime,

@@ -31,7 +31,7 @@ class PartitionConfig:
     accounts: tuple[str, ...]    # empty: no --account is passed and none may be asked for
     qos: tuple[str, ...]
     description: str
-    max_ranks: int               # parallel sessions (pvhpc/sessions/parallel.py); 0: none here
+    max_ranks: int               # parallel sessions (pvhpc/sessions/parallel_request.py); 0: none here
     max_nodes: int
     max_ranks_per_node: int | None
     ranks_divisible_by_nodes: bool
@@ -39,7 +39,7 @@ class PartitionConfig:
 
 @dataclass(frozen=True)
 class ReadyRule:
-    """How the launcher on the node sees that an application's server is ready (one of the two)."""
+    """How the supervisor on the node sees that an application's server is ready (one of the two)."""
     line: str | None             # a regex searched in each line of the server's output; (?P<port>...) gives the port
     port_file: bool              # the server writes its port into ${port_file}
 

@@ -67,6 +67,9 @@ class OffLoopStore:
     async def live(self) -> "list[SessionRecord]":
         return await self.read(self.store.live)
 
+    async def sessions_of(self, user: "str | None", **options) -> "list[SessionRecord]":
+        return await self.read(self.store.sessions_of, user, **options)
+
     async def count_live(self) -> int:
         return await self.read(self.store.count_live)
 

@@ -50,7 +50,7 @@ class SessionRecord(Base):
     application: Mapped[str] = mapped_column(String(64))
     partition: Mapped[str] = mapped_column(String(64))
     gpus: Mapped[int] = mapped_column(Integer, default=0)
-    # What a parallel session asked for (pvhpc/sessions/parallel.py): its nodes and MPI ranks; ranks 0 is one
+    # What a parallel session asked for (pvhpc/sessions/parallel_request.py): its nodes and MPI ranks; ranks 0 is one
     # process, as every session was before schema 4.
     nodes: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     ranks: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
@@ -288,6 +288,24 @@ class Store:
 
     def live(self) -> list[SessionRecord]:
         return self.find(SessionRecord.state != SessionState.ENDED.value, order_newest_first=False)
+
+    def sessions_of(self, user: str | None, state: SessionState | None = None, live: bool = False,
+                    limit: int | None = None) -> list[SessionRecord]:
+        """``user``'s sessions (everyone's for None), newest first: those in ``state``, or with ``live`` every
+        one that has not ended."""
+        where = [] if user is None else [SessionRecord.user == user]
+        if live:
+            where.append(SessionRecord.state != SessionState.ENDED.value)
+        if state is not None:
+            where.append(SessionRecord.state == state.value)
+        return self.find(*where, limit=limit)
+
+    def not_handed_out(self, user: str, request_key: str) -> SessionRecord | None:
+        """A live session of ``user``'s made for ``request_key`` that no launcher answer has handed out yet."""
+        found = self.find(SessionRecord.user == user, SessionRecord.request_key == request_key,
+                          SessionRecord.state != SessionState.ENDED.value, SessionRecord.handed_out.is_(False),
+                          limit=1)
+        return found[0] if found else None
 
     def count_live(self) -> int:
         with self._sessions() as db:

@@ -19,7 +19,6 @@ default, or through an SSH tunnel when pvhpc runs off the cluster (ssh.py).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import time
@@ -35,7 +34,8 @@ from pvhpc.frontends.base import FrontEnd
 from pvhpc.frontends.relay import ANSWER_HEADERS, HandshakeError, WebSocketRelay, upgrade_request, why_unreachable
 from pvhpc.frontends.routes import Route, RouteTable
 from pvhpc.jobs.ids import SESSION_ID, SESSION_ID_TEXT
-from pvhpc.web.errors import ErrorAnswers
+from pvhpc.web import origins
+from pvhpc.web.errors import APIError, ErrorAnswers
 from pvhpc.web.ratelimit import HeldAtOnce
 
 log = logging.getLogger("pvhpc.frontends.builtin")
@@ -311,16 +311,7 @@ class SessionProxyHandler(ErrorAnswers, RequestHandler):
         return kept
 
     def _cross_site(self) -> bool:
-        """A browser page of another site opening the websocket (browsers let any page try): Tornado's own rule
-        for websockets, which this handler no longer is. Clients that are not browsers send no Origin."""
-        fetch_site = self.request.headers.get("Sec-Fetch-Site")
-        if fetch_site in ("same-origin", "none"):
-            return False
-        origin = self.request.headers.get("Origin")
-        if fetch_site is None:
-            return origin is not None and urlsplit(origin).netloc.lower() != self.request.headers.get("Host",
-                                                                                                   "").lower()
-        return True
+        return origins.cross_site_websocket(self.request.headers)
 
     async def _own_route(self, session_id: str) -> Route | None:
         """The session's route if it is routable and the caller's own; an unknown id and another user's look
@@ -337,6 +328,6 @@ class SessionProxyHandler(ErrorAnswers, RequestHandler):
         return route
 
     def _refuse(self, status: int, message: str, extra: dict | None = None) -> None:
-        self.set_status(status)
-        self.set_header("Content-Type", "application/json; charset=utf-8")
-        self.finish(json.dumps({"error": message, **(extra or {})}))
+        """Answer as every pvhpc error does (web/errors.py), without raising: a refusal here may come after the
+        request was partly handled (a dial that failed), where there is nothing to unwind."""
+        self.write_error(status, exc_info=(APIError, APIError(message, status=status, extra=extra), None))

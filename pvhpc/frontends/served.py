@@ -52,7 +52,6 @@ HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authoriza
 NOT_FORWARDED = HOP_BY_HOP | {"host", "content-length"}
 NOT_RETURNED = HOP_BY_HOP | {"content-length", "set-cookie"}
 METHODS_WITH_BODY = {"POST", "PUT", "PATCH", "DELETE"}
-SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 
 
 class ServedSessionHandler(SessionProxyHandler):
@@ -70,13 +69,10 @@ class ServedSessionHandler(SessionProxyHandler):
         # with the user's login. Reading (a link followed from elsewhere) is fine; a websocket upgrade is held
         # to the same rule by the proxy's own origin check (SessionProxyHandler._cross_site). The rule is
         # pvhpc's own (web/origins.py), and a sibling site the browser calls "same-site" is refused too.
-        if self.request.method not in SAFE_METHODS and self.request.headers.get("Sec-Fetch-Site") in (
-                "cross-site", "same-site"):
-            return self._refuse(403, "requests from another site's pages are refused here")
         why = origins.refusal(self.request.method, self.request.headers, self.allowed_origins,
-                              self.auth.browser_credentials, by_token=False)
+                              self.auth.browser_credentials, by_token=False, fetch_site=True)
         if why:
-            self._refuse(403, f"requests from another site's pages are refused here: {why}")
+            self._refuse(403, why if why == origins.CROSS_SITE else f"{origins.CROSS_SITE}: {why}")
 
     async def get(self, session_id: str, rest: str | None = None) -> None:
         route = await self._served_route(session_id)
@@ -100,12 +96,7 @@ class ServedSessionHandler(SessionProxyHandler):
 
 
     def _cross_site(self) -> bool:
-        # The sandboxed page's own websocket: an opaque origin says "null" (and the browser calls it cross-site).
-        # Another site's sandboxed page says the same, but gets only as far as the session's server, which wants
-        # the session's secret; nothing it sends reaches pvhpc's own handlers.
-        if self.sandboxed and self.request.headers.get("Origin") == "null":
-            return False
-        return super()._cross_site()
+        return origins.cross_site_websocket(self.request.headers, opaque_allowed=self.sandboxed)
 
     async def _served_route(self, session_id: str):
         route = await self._own_route(session_id)

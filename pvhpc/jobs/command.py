@@ -3,8 +3,8 @@ when a session's job is built.
 
 Staff write the command as a list of arguments, as the wslink launcher's ``cmd``; it is never a shell string
 and never passes through a shell. Most placeholders are known when the job is built (the data directory, the
-file to load, ...). Four are known only on the node, and pvhpc's launcher there fills them in
-(pvhpc/node/launcher.py): ``${port}``, ``${port_file}``, ``${host}`` and ``${secret}``. The secret is never put on the
+file to load, ...). Four are known only on the node, and pvhpc's supervisor there fills them in
+(pvhpc/node/supervisor.py): ``${port}``, ``${port_file}``, ``${host}`` and ``${secret}``. The secret is never put on the
 command line the node's ``ps`` shows: a command that names it is run through pvhpc's argv wrapper, which
 puts it into the server's own ``sys.argv`` inside the process.
 
@@ -30,7 +30,7 @@ BUILD_PLACEHOLDERS = {
     "idle_timeout": "the application's idle_timeout, in seconds",
     "web_client": "the application's web_client directory",
 }
-# Filled in on the node, by pvhpc/node/launcher.py.
+# Filled in on the node, by pvhpc/node/supervisor.py.
 NODE_PLACEHOLDERS = {
     "port": "the port to listen on: 0 when the ready rule reports the port (the kernel picks one), "
             "else a free port the launcher picks on the node",

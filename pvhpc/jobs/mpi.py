@@ -1,6 +1,6 @@
 """A parallel session's MPI launch as staff write it: the MPI launcher, ParaView's pvserver, and the options
 that attach an application's web server to the pvserver, each an argument list with placeholders of its own
-(the grammar of ``command.py``). What a request may ask for is checked in pvhpc/sessions/parallel.py; the
+(the grammar of ``command.py``). What a request may ask for is checked in pvhpc/sessions/parallel_request.py; the
 node side runs in pvhpc/node/parallel.py (docs/parallel.md).
 """
 

@@ -3,13 +3,13 @@ command line.
 
     INTERPRETER argv_secret.py SCRIPT.py ARG... (an ARG holds ${secret} or ${connect_id})
 
-pvhpc's launcher (launcher.py) runs a command this way when it passes ``${secret}`` (the ParaView Visualizer
+pvhpc's supervisor (supervisor.py) runs a command this way when it passes ``${secret}`` (the ParaView Visualizer
 takes its secret only from ``--authKey``) or ``${connect_id}`` (pvhpc's own server attached to a parallel
 session's pvserver). The command line every user of the node sees in ``ps`` and /proc/<pid>/cmdline holds the
 placeholders; the secret comes from PVHPC_SECRET, the connect id from PVHPC_CONNECT_ID, each removed from the
 environment once taken so the server's own children do not inherit it (a script that takes its secret from
 PVHPC_SECRET itself, and names no ``${secret}``, finds it there). The ARGs are the launcher's templates
-(launcher.expand: ``$$`` is a ``$`` of their own), filled in here once. The script runs as ``__main__``
+(supervisor.expand: ``$$`` is a ``$`` of their own), filled in here once. The script runs as ``__main__``
 (runpy), with wslink's exit hooks installed (wslink_exits.py), once: a script that installs them itself
 (pvhpc's own server) finds them in place. When it returns, the process leaves at once with os._exit:
 pvpython can crash (SIGSEGV) while tearing ParaView down, which would read as a failed session.
@@ -22,7 +22,7 @@ import sys
 import traceback
 
 import contained      # beside this file
-import launcher       # beside this file
+import supervisor     # beside this file
 import pvstate        # beside this file
 import wslink_exits   # beside this file
 
@@ -44,7 +44,7 @@ def main():
         print("usage: INTERPRETER argv_secret.py SCRIPT.py ARG...", file=sys.stderr)
         leave(2)
     script, templates = sys.argv[1], sys.argv[2:]
-    named = {name for arg in templates for name in launcher.placeholders(arg)}
+    named = {name for arg in templates for name in supervisor.placeholders(arg)}
     values = {}
     if "secret" in named:
         values["secret"] = os.environ.pop(SECRET_ENV, "")
@@ -79,7 +79,7 @@ def main():
             pass
         else:
             vtkRemotingCoreConfiguration.GetInstance().SetConnectID(int(connect_id))
-    sys.argv = [script] + [launcher.expand(arg, values) for arg in templates]
+    sys.argv = [script] + [supervisor.expand(arg, values) for arg in templates]
     # As if the script had been run itself: its own directory first on the import path.
     sys.path[0] = os.path.dirname(os.path.abspath(script))
     try:

@@ -7,7 +7,7 @@ at where all traffic arrives, whatever the front end: an RPC other than an image
 changes, file listings) is user input, as is a client connecting. After PVHPC_INPUT_IDLE's ``SECONDS:WARNING``
 (``900:120``) with no input, WARNING seconds before the end the server
 
-- writes ``idle-warning`` in the job's work directory (PVHPC_IDLE_WARNING_FILE), which pvhpc's launcher reports
+- writes ``idle-warning`` in the job's work directory (PVHPC_IDLE_WARNING_FILE), which pvhpc's supervisor reports
   to pvhpc, which pushes the warning to the user's page (``event: warning``, reason ``idle``);
 - publishes ``pvhpc.idle.warning`` to its connected clients (for clients that listen);
 

@@ -2,8 +2,8 @@
 
     PVHPC_PARALLEL=JSON python3 parallel.py LAUNCHER.py LAUNCHER-ARGS...
 
-The job script runs this in place of pvhpc's launcher when the session asked for ranks (standard library
-only, beside jobhelper.py and launcher.py; it imports nothing from pvhpc). PVHPC_PARALLEL holds what the
+The job script runs this in place of pvhpc's supervisor when the session asked for ranks (standard library
+only, beside jobhelper.py and supervisor.py; it imports nothing from pvhpc). PVHPC_PARALLEL holds what the
 session's job was built with: ``mpi`` (the MPI launcher's argv, ranks filled in), ``pvserver`` (ParaView's
 server binary and its options), ``connect`` (the arguments that attach the application's web server to a
 pvserver, with ``${ds_host}``, ``${ds_port}``, ``${connect_id}``, ``${ranks}``), ``ranks`` and ``guard`` (the
@@ -15,7 +15,7 @@ library the ranks run with, pvserver_guard.c as ``pvhpc runtime install`` built 
   the web server, which connects to it on localhost;
 - waits until the root rank accepts connections, which it does only once every rank has started (a
   failed or slow start is reported with the server's last lines);
-- runs pvhpc's launcher with the connect arguments added to the application's command: the web server
+- runs pvhpc's supervisor with the connect arguments added to the application's command: the web server
   connects before it listens, so the session is ready only when it is attached to all ranks;
 - when a rank dies (the MPI launcher then ends the others and exits) reports the session failed with
   the MPI launcher's own words about which rank, and stops the web server;
@@ -46,7 +46,7 @@ import threading
 import time
 
 import jobhelper   # beside this file
-import launcher
+import supervisor
 import watchdog
 
 PARALLEL_ENV = "PVHPC_PARALLEL"
@@ -69,8 +69,8 @@ POLL = 0.1
 def mpi_environment():
     env = dict(os.environ)
     # The web server's private things are not the ParaView server's.
-    for name in ("PVHPC_SECRET", "PVHPC_REPORT_TOKEN", launcher.REPORT_URL_ENV, launcher.COMMAND_ENV,
-                 launcher.READY_ENV, PARALLEL_ENV):
+    for name in ("PVHPC_SECRET", "PVHPC_REPORT_TOKEN", supervisor.REPORT_URL_ENV, supervisor.COMMAND_ENV,
+                 supervisor.READY_ENV, PARALLEL_ENV):
         env.pop(name, None)
     # The job's X display is private to its first node; ranks elsewhere could not open it, and every rank
     # should render the same way: offscreen (pvserver --force-offscreen-rendering, EGL or OSMesa builds).
@@ -113,7 +113,7 @@ def launcher_environment(command, connect_id):
     env = dict(os.environ)
     env.pop(PARALLEL_ENV, None)
     env.pop(watchdog.WATCHDOG_ENV, None)   # this process runs the session's watchdog
-    env[launcher.COMMAND_ENV] = json.dumps(command)
+    env[supervisor.COMMAND_ENV] = json.dumps(command)
     # pvhpc's argv wrapper fills it into the web server's argv (${connect_id}) or, for servers that take no
     # connect id of their own (the Visualizer), sets it in their ParaView before they connect: it is on no
     # command line of the web server's.
@@ -125,7 +125,7 @@ def why_ranks_ended(watch, code):
     """The MPI launcher's own words about the rank that ended (which rank, on which node, how), else its exit."""
     lines = [line.strip() for line in watch.last if "FATL" not in line and "Loguru" not in line]
     said = [line for line in lines if RANK_LINE.search(line)] or [line for line in lines if RANK_WORDS.search(line)]
-    return " | ".join(said[-3:])[-900:] if said else f"the MPI launcher ended ({launcher.how(code)})"
+    return " | ".join(said[-3:])[-900:] if said else f"the MPI launcher ended ({supervisor.how(code)})"
 
 
 def stop_all(web, servers):
@@ -153,7 +153,7 @@ def _signal_group(proc, signum):
 def run(spec, launcher_argv):
     args = launcher_argv_options(launcher_argv)
     ranks = int(spec["ranks"])
-    port = launcher.free_port("0.0.0.0")   # pvserver cannot be told an address: it listens on every interface
+    port = supervisor.free_port("0.0.0.0")   # pvserver cannot be told an address: it listens on every interface
     connect_id = random.SystemRandom().randint(1, 2**31 - 1)
     # The connect id is left for the web server's argv wrapper to fill in, inside its process.
     # 127.0.0.1, not localhost: pvserver listens on IPv4, and a node's hosts file may name ::1 first.
@@ -193,7 +193,7 @@ def run(spec, launcher_argv):
     watchdog.start(args.url, os.environ.get("PVHPC_REPORT_TOKEN", ""), os.environ.get(watchdog.WATCHDOG_ENV, ""),
                    on_end=lambda why: stopping.set())
 
-    watch = launcher.OutputWatch(servers.stdout, LISTENING_LINE, "")
+    watch = supervisor.OutputWatch(servers.stdout, LISTENING_LINE, "")
     watch.start()
     try:
         deadline = time.monotonic() + args.start_timeout
@@ -204,7 +204,7 @@ def run(spec, launcher_argv):
                 watch.join(5)
                 jobhelper.send(args.url, "failed", 30,
                                reason=f"the ParaView server ({ranks} ranks) exited before it listened "
-                                      f"({launcher.how(launcher.exit_status(servers.returncode))}); its last "
+                                      f"({supervisor.how(supervisor.exit_status(servers.returncode))}); its last "
                                       f"lines: {watch.tail() or '(no output)'}")
                 return 1
             if time.monotonic() > deadline:
@@ -214,9 +214,9 @@ def run(spec, launcher_argv):
                 return 1
             time.sleep(POLL)
 
-        # The launcher's command is templates (launcher.expand): the connect arguments become templates too.
-        connect = [launcher.expand(launcher.template_of(arg), values, final=False) for arg in spec["connect"]]
-        command = json.loads(os.environ[launcher.COMMAND_ENV]) + connect
+        # The launcher's command is templates (supervisor.expand): the connect arguments become templates too.
+        connect = [supervisor.expand(supervisor.template_of(arg), values, final=False) for arg in spec["connect"]]
+        command = json.loads(os.environ[supervisor.COMMAND_ENV]) + connect
         # Its own process group too: the web server under it is stopped with it, whatever becomes of the launcher.
         web = subprocess.Popen([sys.executable, *launcher_argv], env=launcher_environment(command, connect_id),
                                process_group=0)
@@ -226,7 +226,7 @@ def run(spec, launcher_argv):
             if servers.poll() is not None:
                 # Said before the web server notices its server has gone, so the session ends with why.
                 watch.join(2)
-                code = launcher.exit_status(servers.returncode)
+                code = supervisor.exit_status(servers.returncode)
                 reason = f"a ParaView server rank exited, so the session's server has stopped: {why_ranks_ended(watch, code)}"
                 print(f"pvhpc: {reason}", flush=True)
                 jobhelper.send(args.url, "failed", 30, reason=reason)
@@ -240,12 +240,12 @@ def run(spec, launcher_argv):
 
 
 def launcher_argv_options(launcher_argv):
-    """The options meant for pvhpc's launcher that this needs too: where to report, how long a start takes."""
+    """The options meant for pvhpc's supervisor that this needs too: where to report, how long a start takes."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="pvhpc-parallel", add_help=False)
     parser.add_argument("--start-timeout", type=float, default=300)
-    parser.add_argument("--url", default=os.environ.get(launcher.REPORT_URL_ENV, ""))
+    parser.add_argument("--url", default=os.environ.get(supervisor.REPORT_URL_ENV, ""))
     args, _ = parser.parse_known_args(launcher_argv[1:])
     return args
 

@@ -13,7 +13,7 @@ job's report token (``GET .../report``: pvhpc/web/api.py), and tells its caller 
 
 A failed ask only counts towards the grace, so a short blip never ends a live session. Any answer from pvhpc
 counts as reaching it, even one without a verdict (a busy database's 503, an older pvhpc's 404), except 502
-and 504, which a gateway gives when it could not reach pvhpc. Standard library only, beside launcher.py; it
+and 504, which a gateway gives when it could not reach pvhpc. Standard library only, beside supervisor.py; it
 imports nothing from pvhpc. What it prints goes to the job's log: no URL (they name the session), only hosts.
 """
 

@@ -1,4 +1,4 @@
-"""Why a wslink server stopped by itself, written where pvhpc's launcher reads it (pvhpc/node/launcher.py).
+"""Why a wslink server stopped by itself, written where pvhpc's supervisor reads it (pvhpc/node/supervisor.py).
 
 Imported inside the server's own process (pvhpc's server, and any Python server run through argv_secret.py),
 under pvpython: standard library and wslink only. wslink stops a server in two ways that look the same from

@@ -12,11 +12,11 @@ from pvhpc.jobs import command
 from pvhpc.jobs.template import JobTemplate
 from pvhpc import runtime
 from pvhpc.scheduler import JobRequest
-from pvhpc.sessions import joblogs, parallel, savedstates
+from pvhpc.sessions import joblogs, parallel_request, savedstates
 from pvhpc.sessions.spec import SessionSpec
 
-# pvhpc's launcher, found beside the job helper (runtime.job_helper): the node-side files travel together.
-LAUNCHER_NAME = "launcher.py"
+# pvhpc's supervisor on the node, found beside the job helper (runtime.job_helper): node-side files travel together.
+SUPERVISOR_NAME = "supervisor.py"
 
 
 def report_urls(config: SiteConfig, session_id: str) -> str:
@@ -24,7 +24,7 @@ def report_urls(config: SiteConfig, session_id: str) -> str:
     return " ".join(f"{url}/api/v1/sessions/{session_id}/report" for url in config.service.callback_urls)
 
 
-# In what the node's launcher reads (pvhpc/node/launcher.py expand), ``${name}`` is a placeholder it fills in and
+# In what the node's supervisor reads (pvhpc/node/supervisor.py expand), ``${name}`` is a placeholder it fills in and
 # ``$$`` a ``$`` of the argument's own. A ``$`` of the command as staff wrote it that could be read otherwise (before
 # ``{`` or ``$``), and every ``$`` of a value filled in here (a data file called ``${port}x.vtk``), is written ``$$``:
 # each value is filled in once, here or there, and never again.
@@ -87,7 +87,7 @@ def script_values(config: SiteConfig, spec: SessionSpec, user: str, session_id: 
     return {
         "helper_python": config.runtime.helper_python,
         "job_helper": config.runtime.job_helper,
-        "launcher": str(Path(config.runtime.job_helper).parent / LAUNCHER_NAME),
+        "launcher": str(Path(config.runtime.job_helper).parent / SUPERVISOR_NAME),
         # A JSON list in one quoted shell word, read by the launcher: no argument passes through a shell.
         "command": json.dumps(command_line(config, app, spec)),
         "ready": json.dumps({"line": app.ready.line} if app.ready.line else {"port_file": True}),
@@ -111,11 +111,11 @@ def script_values(config: SiteConfig, spec: SessionSpec, user: str, session_id: 
         "input_idle": f"{app.input_idle_timeout}:{app.input_idle_warning}" if app.input_idle_timeout else "",
         # INTERVAL:GRACE of the node's watchdog (pvhpc/node/watchdog.py); none without a URL to ask (doctor's probe).
         "watchdog": watchdog_setting(config),
-        "parallel": parallel.job_value(app, spec.nodes, spec.ranks, pvserver_guard(config)),
+        "parallel": parallel_request.job_value(app, spec.nodes, spec.ranks, pvserver_guard(config)),
         # The ParaView state: where the server saves it when the job is ended, the one it starts from (checked
         # before submit) and the roots its data must lie in, checked again on the node (pvhpc/node/pvstate.py).
         "state_save": savedstates.save_prefix(config, user, session_id) if save_state else "",
-        "state_load": spec.state_file or "",
+        "state_load": spec.saved_state_file or "",
         # One value, two names: a state reads files only inside the session's data roots, and the server
         # (pvhpc/node/pvstate.py) and the clients' containment (pvhpc/node/contained.py) each read their own.
         "state_roots": data_roots,

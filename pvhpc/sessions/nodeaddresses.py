@@ -1,6 +1,6 @@
 """Which address of a job's node pvhpc dials: the one the job's report names, checked against Slurm's view.
 
-A job reports the address its server listens on (pvhpc/node/launcher.py: the node's address on its route to
+A job reports the address its server listens on (pvhpc/node/supervisor.py: the node's address on its route to
 pvhpc). The front end connects wherever a session's route points, so that address must be the node's as Slurm
 knows it: one of the addresses its names give (NodeName, NodeAddr, NodeHostname), each resolved here, on the
 side that dials (in SSH mode, the login host: ``over_ssh``); an address Slurm gives stays itself. How the node

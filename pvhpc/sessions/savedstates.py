@@ -38,7 +38,7 @@ MAX_INDEX_BYTES = 256 * 1024   # the newest few thousand states
 SAVED_NAME = re.compile(rf"^(?P<session>{SESSION_ID_TEXT})-(?P<at>\d{{8}}T\d{{6}}Z)\.pvsm$")
 
 
-def state_dir(config: SiteConfig, user: str) -> Path:
+def saved_state_dir(config: SiteConfig, user: str) -> Path:
     if joblogs.per_user(config):
         try:
             return Path(pwd.getpwnam(user).pw_dir) / USER_STATE_DIR
@@ -51,7 +51,7 @@ def state_dir(config: SiteConfig, user: str) -> Path:
 
 def save_prefix(config: SiteConfig, user: str, session_id: str) -> str:
     """What the job's server saves to: the prefix of ``<session id>-<UTC time>.pvsm``."""
-    return str(state_dir(config, user) / session_id)
+    return str(saved_state_dir(config, user) / session_id)
 
 
 def _inside(path: str, roots) -> bool:
@@ -82,7 +82,7 @@ class SavedStates:
 
     async def list(self, user: str) -> list[dict]:
         """The user's saved states, newest first: name, path, the session that saved it, when, size."""
-        where = state_dir(self.config, user)
+        where = saved_state_dir(self.config, user)
         try:
             # The index the servers append to (pvhpc/node/pvstate.py), read as the user where jobs run as users; one
             # that is not a regular file (a FIFO, a directory) raises UnreadableFile, a 4xx naming it.
@@ -113,7 +113,7 @@ class SavedStates:
             raise RequestError(f"application {app.name} cannot start from a saved state (its server is not one "
                                "pvhpc loads states into: saved_states is false); start it without one",
                                field="state")
-        own = state_dir(self.config, user)
+        own = saved_state_dir(self.config, user)
         real = os.path.realpath(value)
         if not (_inside(real, [own]) or _inside(real, app.data_roots)):
             roots = ", ".join(str(r) for r in app.data_roots)
@@ -158,7 +158,7 @@ class SavedStates:
 
     async def checked(self, user: str, spec: SessionSpec) -> SessionSpec:
         """The spec with its state (if any) checked and made a real path: what the job loads."""
-        if spec.state_file is None:
+        if spec.saved_state_file is None:
             return spec
         app = self.config.applications[spec.application]
-        return replace(spec, state_file=await self.check(user, app, spec.state_file))
+        return replace(spec, saved_state_file=await self.check(user, app, spec.saved_state_file))

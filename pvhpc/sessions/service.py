@@ -19,26 +19,21 @@ from typing import Iterable
 from pvhpc import hostaddresses
 from pvhpc.config import SiteConfig
 from pvhpc.db.store import Change, SessionRecord, Store, utcnow
-from pvhpc.errors import PvhpcError
 from pvhpc.jobs import reports
-from pvhpc.jobs.ids import HOST
-from pvhpc.jobs.states import EXIT_CAUSES, EndReason, SessionState
+from pvhpc.jobs.states import EndReason, SessionState
 from pvhpc.jobs.template import TemplateError
 from pvhpc.scheduler import ControllerDown, Scheduler, SchedulerUnavailable, SubmitRefused
 from pvhpc.sessions import lifecycle, nodeaddresses
 from pvhpc.sessions.events import EventBus, Notice
+# ServiceError, the outcomes' root, is named here too for the callers that catch it.
+from pvhpc.sessions.outcomes import (JobRefused, JobScriptFailed, NotAllowed, OverLimit, SchedulerAway,
+                                     ServiceError, WrongState)  # noqa: F401
 from pvhpc.sessions.job import build_job
 from pvhpc.sessions.savedstates import SavedStates
 from pvhpc.sessions.spec import RequestError, SessionSpec
 
 log = logging.getLogger("pvhpc.sessions.service")
 S = SessionState
-
-
-class ServiceError(PvhpcError):
-    """A request that is fine but cannot be served now (status 503), or is not allowed (403/404/409/429)."""
-
-    status = 503
 
 
 def random_word() -> str:
@@ -67,10 +62,8 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def idle_warning(record: SessionRecord, seconds_left: object) -> Notice:
+def idle_warning(record: SessionRecord, seconds_left: int) -> Notice:
     """The server's word that nobody has used it for a while (pvhpc/node/input_idle.py), as the user's warning."""
-    if isinstance(seconds_left, bool) or not isinstance(seconds_left, int) or not 0 <= seconds_left <= 86400:
-        raise RequestError("must be whole seconds from 0 to 86400", field="seconds_left")
     return Notice(record.id, "idle", f"Nobody has used this session for a while: it ends in {seconds_left} s "
                   "(its state is saved) unless you use it (rotate the view, change something)",
                   seconds_left=seconds_left, ends_at=utcnow() + timedelta(seconds=seconds_left))
@@ -127,31 +120,42 @@ class SessionService:
             except SchedulerUnavailable as e:
                 log.warning("could not cancel job %s of an ended session: %s", record.job_id, e)
 
+    # -- reading -----------------------------------------------------------------
+    async def get(self, session_id: str) -> SessionRecord | None:
+        return await self.db.get(session_id)
+
+    async def sessions_of(self, user: str | None, state: SessionState | None = None, live: bool = False,
+                          limit: int | None = None) -> list[SessionRecord]:
+        """``user``'s sessions (everyone's for None), newest first: in ``state``, or with ``live`` not ended."""
+        return await self.db.sessions_of(user, state=state, live=live, limit=limit)
+
+    async def history(self, session_id: str) -> list:
+        """The session's states as it went through them (store.SessionEvent), oldest first."""
+        return await self.db.events(session_id)
+
+    async def count_live(self) -> int:
+        return await self.db.count_live()
+
     # -- create ----------------------------------------------------------------
     def attachable(self, user: str, request_key: str) -> SessionRecord | None:
         """A live session of the same request that no launcher reply has handed out yet. (On the writer thread.)"""
-        found = self.store.find(
-            SessionRecord.user == user, SessionRecord.request_key == request_key,
-            SessionRecord.state != S.ENDED.value, SessionRecord.handed_out.is_(False), limit=1,
-        )
-        return found[0] if found else None
+        return self.store.not_handed_out(user, request_key)
 
     def check_limits(self, user: str, spec: SessionSpec) -> None:
         """Refuse a session over the user's limits. (On the writer thread, with the write it allows.)"""
-        live = self.store.find(SessionRecord.user == user, SessionRecord.state != S.ENDED.value)
+        live = self.store.sessions_of(user, live=True)
         limits = self.config.limits
         if len(live) >= limits.sessions_per_user:
-            raise RequestError(f"you already have {len(live)} live sessions, the most this site allows "
-                               f"(limits.sessions_per_user = {limits.sessions_per_user}); end one first",
-                               status=429)
+            raise OverLimit(f"you already have {len(live)} live sessions, the most this site allows "
+                            f"(limits.sessions_per_user = {limits.sessions_per_user}); end one first")
         gpus = sum(s.gpus for s in live)
         if spec.gpus and gpus + spec.gpus > limits.gpus_per_user:
-            raise RequestError(f"{spec.gpus} more GPUs would make {gpus + spec.gpus}; this site allows "
-                               f"{limits.gpus_per_user} per user at once", field="gpus", status=429)
+            raise OverLimit(f"{spec.gpus} more GPUs would make {gpus + spec.gpus}; this site allows "
+                            f"{limits.gpus_per_user} per user at once", field="gpus")
 
     async def create(self, user: str, spec: SessionSpec, attach: bool = False) -> SessionRecord:
         """Record the session, then submit its job. With ``attach``, a retried request joins its first session."""
-        if spec.state_file is not None:
+        if spec.saved_state_file is not None:
             if self.saved_states is None:
                 raise RequestError("this service cannot check saved states", field="state")
             spec = await self.saved_states.checked(user, spec)
@@ -178,12 +182,11 @@ class SessionService:
             job = build_job(self.config, spec, user, record.id, record.job_name, record.secret, report_token)
         except TemplateError as e:
             await self.apply(record.id, lifecycle.ended(EndReason.SUBMIT_FAILED, str(e)))
-            raise ServiceError(f"the job script could not be made: {e}", status=500) from None
+            raise JobScriptFailed(f"the job script could not be made: {e}") from None
         except KeyError:
             # Jobs run as their users: a user the system does not know cannot have one.
             await self.apply(record.id, lifecycle.ended(EndReason.SUBMIT_FAILED, f"no account {user} on this host"))
-            raise ServiceError(f"user {user} has no account on this host; pvhpc cannot run jobs as them",
-                               status=403) from None
+            raise NotAllowed(f"user {user} has no account on this host; pvhpc cannot run jobs as them") from None
         return await self._submit(record, job)
 
     def _record_new(self, record: SessionRecord, spec: SessionSpec, attach: bool) -> SessionRecord | None:
@@ -202,12 +205,12 @@ class SessionService:
             job_id = await self.scheduler.submit(job)
         except SubmitRefused as e:
             await self.apply(record.id, lifecycle.ended(EndReason.SUBMIT_FAILED, str(e)))
-            raise ServiceError(f"Slurm refused the job: {e}", status=400) from None
+            raise JobRefused(f"Slurm refused the job: {e}") from None
         except ControllerDown as e:
             # Nothing reached Slurm: say so now rather than look for a job that cannot exist.
             await self.apply(record.id, lifecycle.ended(EndReason.SUBMIT_FAILED, f"Slurm's controller is down: {e}"))
-            raise ServiceError(f"Slurm's controller cannot be reached, nothing was queued; try again "
-                               f"shortly: {e}", status=503) from None
+            raise SchedulerAway(f"Slurm's controller cannot be reached, nothing was queued; try again "
+                                f"shortly: {e}") from None
         except SchedulerUnavailable as e:
             # The job may or may not be queued: ask by name before deciding.
             try:
@@ -217,7 +220,7 @@ class SessionService:
                 return await self.db.get(record.id)
             if found is None:
                 await self.apply(record.id, lifecycle.ended(EndReason.SUBMIT_FAILED, f"Slurm did not answer: {e}"))
-                raise ServiceError(f"the scheduler did not answer, nothing was queued: {e}", status=503) from None
+                raise SchedulerAway(f"the scheduler did not answer, nothing was queued: {e}") from None
             job_id = found.job_id
         updated = await self.apply(record.id, Change.to(S.QUEUED, f"submitted as job {job_id}", job_id=job_id))
         if updated is None:
@@ -230,6 +233,11 @@ class SessionService:
             return await self.db.get(record.id)
         return updated
 
+    # -- handing out -------------------------------------------------------------
+    async def hand_out(self, record: SessionRecord) -> None:
+        """Mark a ready session as handed out by a launcher answer: a retried request no longer attaches to it."""
+        await self.apply(record.id, Change.to(S.READY, record.detail, handed_out=True))
+
     # -- cancel ----------------------------------------------------------------
     async def cancel(self, record: SessionRecord) -> SessionRecord:
         if record.session_state is S.ENDED:
@@ -238,18 +246,20 @@ class SessionService:
             try:
                 await self.scheduler.cancel(record.job_id, record.user)
             except SchedulerUnavailable as e:
-                raise ServiceError(f"could not reach the scheduler to cancel job {record.job_id}: {e}",
-                                   status=503) from None
+                raise SchedulerAway(f"could not reach the scheduler to cancel job {record.job_id}: {e}") from None
         await self.apply(record.id, lifecycle.ended(EndReason.CANCELLED))
         return await self.db.get(record.id)
 
     # -- the job's report --------------------------------------------------------
-    async def reporting(self, session_id: str, token: str) -> SessionRecord:
-        """The session whose job holds ``token`` (its report token), read once from the store."""
+    async def reporting(self, session_id: str, token: str, live: bool = False) -> SessionRecord:
+        """The session whose job holds ``token`` (its report token), read once from the store; with ``live``, one
+        that has not ended (WrongState)."""
         record = await self.db.get(session_id)
         # Unknown session and wrong token get the same answer: no way to probe for ids.
         if record is None or not token or not hmac.compare_digest(token_hash(token), record.report_token_hash):
-            raise ServiceError("unknown session or wrong report token", status=403)
+            raise NotAllowed("unknown session or wrong report token")
+        if live and record.session_state is S.ENDED:
+            raise WrongState("the session has ended")
         return record
 
     async def liveness(self, session_id: str, token: str) -> dict:
@@ -261,86 +271,60 @@ class SessionService:
             return {"live": False, "state": record.state, "end_reason": record.end_reason}
         return {"live": True, "state": record.state}
 
-    async def report(self, session_id: str, token: str, payload: object, peer: str | None = None) -> SessionRecord:
-        """Take the job's report. ``peer``: the address it came from (the request's), which a ready report's
-        address is preferred to be among several its node has."""
-        record = await self.reporting(session_id, token)
-        if record.session_state is S.ENDED:
-            raise ServiceError("the session has ended", status=409)
-        if not isinstance(payload, dict):
-            raise RequestError("the report must be a JSON object")
-        event = payload.get("event")
-        job_id = payload.get("job_id") or None
-        if job_id is not None and (not isinstance(job_id, str) or not job_id.isdigit()):
-            raise RequestError("must be a job id", field="job_id")
+    async def report(self, session_id: str, token: str, report: reports.Report,
+                     peer: str | None = None) -> SessionRecord:
+        """Take the job's report (reports.parse read it). ``peer``: the address it came from (the request's),
+        which a ready report's address is preferred to be among several its node has."""
+        record = await self.reporting(session_id, token, live=True)
+        job_id = report.job_id
         if job_id and record.job_id and job_id != record.job_id:
-            raise ServiceError(f"the report comes from job {job_id}, not this session's job", status=403)
-        node = payload.get("node") or None
-        if node is not None and (not isinstance(node, str) or not HOST.match(node)):
-            raise RequestError("must be a node name", field="node")
-        if event == reports.READY:
+            raise NotAllowed(f"the report comes from job {job_id}, not this session's job")
+        if isinstance(report, reports.Ready):
             if record.host is not None or record.port is not None:
                 # One ready report per start (a requeued job's new start clears the route): a second one, a
                 # replay with the job's token, must not re-route the session to another port on the node.
-                raise ServiceError(f"the session already reported ready on {record.node or record.host}; a "
-                                   "session takes one ready report per start", status=409)
-            host, port = payload.get("host"), payload.get("port")
-            if not isinstance(host, str) or not HOST.match(host):
-                raise RequestError("must be a host name or address", field="host")
-            if isinstance(port, bool) or not isinstance(port, int) or not 1024 <= port < 65536:
-                raise RequestError("must be a port number between 1024 and 65535", field="port")
+                raise WrongState(f"the session already reported ready on {record.node or record.host}; a "
+                                 "session takes one ready report per start")
             # The front end will connect wherever this says: it must be the job's own node, or a forged
             # report could point the proxy at any host the login node reaches. What it dials is the address
             # checked, never a name this side may not resolve.
-            address, job_nodes = await self._check_on_job_node(record, job_id or record.job_id, host, peer)
+            address, job_nodes = await self._check_on_job_node(record, job_id or record.job_id, report.host, peer)
             fields = dict(ready_at=utcnow(), expected_start=None)
             if record.job_id is None and job_id:
                 fields["job_id"] = job_id
             # The node as Slurm names it, for people to read: the one the job says, if it is one of the job's.
+            node = report.node
             node = node if node in job_nodes else (job_nodes[0] if job_nodes else node)
-            await self.apply(record.id, lifecycle.ready(address, port, node, **fields))
-        elif event == reports.EXITED:
-            code = payload.get("code")
-            if isinstance(code, bool) or not isinstance(code, int) or not 0 <= code <= 255:
-                raise RequestError("must be an exit status from 0 to 255", field="code")
-            cause = payload.get("cause")
-            if cause is not None and cause not in EXIT_CAUSES:
-                raise RequestError(f"must be one of {', '.join(EXIT_CAUSES)}", field="cause")
+            await self.apply(record.id, lifecycle.ready(address, report.port, node, **fields))
+        elif isinstance(report, reports.Exited):
             # The job would end by itself right after saying so, but it is cancelled all the same (below).
-            await self.apply(record.id, lifecycle.exited(code, cause))
-        elif event == reports.FAILED:
-            reason = payload.get("reason")
-            if not isinstance(reason, str):
-                raise RequestError("must be a string", field="reason")
-            # After ready it is no longer the start that failed (a parallel session's rank that died).
-            await self.end(record, EndReason.FAILED if record.ready_at else EndReason.START_FAILED, reason[:1000])
-        elif event == reports.IDLE_WARNING:
-            self.bus.notify(idle_warning(record, payload.get("seconds_left")))
-        else:
-            raise RequestError("must be " + ", ".join(f"'{name}'" for name in reports.EVENTS[:-1])
-                               + f" or '{reports.EVENTS[-1]}'", field="event")
-        if event == reports.EXITED:
+            await self.apply(record.id, lifecycle.exited(report.code, report.cause))
             # Ended means no job left running: a report that the server stopped while the job goes on (a
             # replayed one, or a job script that hangs after its server) must not leave the job behind.
             await self._cancel_job(record)
+        elif isinstance(report, reports.Failed):
+            # After ready it is no longer the start that failed (a parallel session's rank that died).
+            await self.end(record, EndReason.FAILED if record.ready_at else EndReason.START_FAILED, report.reason)
+        elif isinstance(report, reports.IdleWarning):
+            self.bus.notify(idle_warning(record, report.seconds_left))
         return await self.db.get(record.id)
 
     async def _check_on_job_node(self, record: SessionRecord, job_id: str | None, host: str,
                                  peer: str | None = None) -> tuple[str, list[str]]:
         """The address to dial for a ready report that says ``host``, checked against Slurm's view of the job's
-        node(s) (nodeaddresses.py), and the job's nodes as Slurm names them; ServiceError if it is not theirs."""
+        node(s) (nodeaddresses.py), and the job's nodes as Slurm names them; NotAllowed if it is not theirs."""
         if not job_id:
-            raise ServiceError("the report names no job and the session has none yet", status=409)
+            raise WrongState("the report names no job and the session has none yet")
         try:
             job = (await self.scheduler.query([job_id])).get(job_id)
             if job is None or not job.is_running or (record.job_id is None and job.name != record.job_name):
-                raise ServiceError(f"job {job_id} is not this session's running job", status=409)
+                raise WrongState(f"job {job_id} is not this session's running job")
             job_nodes = self.scheduler.node_names(job.nodes)
             fresh = not set(job_nodes) <= self._nodes.keys()
             if fresh:
                 self._nodes = await self.scheduler.node_addresses()
         except SchedulerUnavailable as e:
-            raise ServiceError(f"cannot check the report with the scheduler now: {e}", status=503) from None
+            raise SchedulerAway(f"cannot check the report with the scheduler now: {e}") from None
         reported_gives = (await self.resolve([host]))[host]
         while True:
             # A job on several nodes (a parallel session) reports from any one of them: its first, in practice.
@@ -354,15 +338,15 @@ class SessionService:
             try:
                 self._nodes = await self.scheduler.node_addresses()
             except SchedulerUnavailable as e:
-                raise ServiceError(f"cannot check the report with the scheduler now: {e}", status=503) from None
+                raise SchedulerAway(f"cannot check the report with the scheduler now: {e}") from None
         if address is None:
             said = host if reported_gives in (set(), {host}) else f"{host} ({', '.join(sorted(reported_gives))})"
             hint = ""
             if any(hostaddresses.is_loopback(a) for a in reported_gives):
                 hint = ("; a loopback address is taken only from a node that is this very host: the node's server "
                         "must listen where this host reaches it (is service.callback_url reachable from the node?)")
-            raise ServiceError(f"the report says {said}, which is not node {job.nodes} where job {job_id} runs: "
-                               f"Slurm names it {nodeaddresses.describe(node_view)}{hint}", status=403)
+            raise NotAllowed(f"the report says {said}, which is not node {job.nodes} where job {job_id} runs: "
+                             f"Slurm names it {nodeaddresses.describe(node_view)}{hint}")
         return address, job_nodes
 
     @staticmethod

@@ -19,7 +19,7 @@ from typing import Any
 
 from pvhpc.config import NAME, ApplicationConfig, PartitionConfig, SiteConfig
 from pvhpc.errors import PvhpcError
-from pvhpc.sessions import parallel
+from pvhpc.sessions import parallel_request
 from pvhpc.jobs.durations import format_minutes, parse_minutes
 
 SPEC_FIELDS = ("application", "partition", "gpus", "walltime", "account", "qos", "data", "nodes", "ranks",
@@ -43,8 +43,8 @@ class SessionSpec:
     data_root: str
     data_file: str | None        # relative to data_root
     nodes: int = 1
-    ranks: int = 0               # a parallel session's MPI ranks (pvhpc/sessions/parallel.py); 0: one process
-    state_file: str | None = None   # a saved ParaView state to start from (its content: sessions/savedstates.py)
+    ranks: int = 0               # a parallel session's MPI ranks (pvhpc/sessions/parallel_request.py); 0: one process
+    saved_state_file: str | None = None   # a saved ParaView state to start from (its content: sessions/savedstates.py)
 
     def request_key(self, user: str) -> str:
         """Identifies 'the same request from the same user' for launcher retries."""
@@ -284,6 +284,6 @@ def parse_spec(config: SiteConfig, body: Any, strict: bool, user: str | None = N
     gpus = _gpus(body, partition)
     walltime = _walltime(body, partition)
     data_root, data_file = _data(body, app, UserAccess.of(user))
-    nodes, ranks = parallel.sizes(body, partition, app)
+    nodes, ranks = parallel_request.sizes(body, partition, app)
     return SessionSpec(app_name, partition_name, gpus, walltime, account, qos, data_root, data_file, nodes, ranks,
                        _state(body))

@@ -1,1 +1,1 @@
-"""HTTP: the ParaViewWeb launcher API (launcher.py), the native API (api.py), shared base (base.py)."""
+"""HTTP: the ParaViewWeb launcher API (pvw_launcher.py), the native API (api.py), shared base (base.py)."""

@@ -10,6 +10,7 @@ from tornado.iostream import StreamClosedError
 
 from pvhpc.db import tokens
 from pvhpc.scheduler import SchedulerUnavailable
+from pvhpc.jobs import reports
 from pvhpc.jobs.durations import format_minutes
 from pvhpc.sessions.events import Notice
 from pvhpc.sessions.spec import parse_spec
@@ -25,19 +26,17 @@ S = SessionState
 class SessionsHandler(JSONHandler):
     async def get(self) -> None:
         user = self.require_user()
-        where = []
         # Everyone may ask for all; only staff get it, and the answer says which they got.
         everyone = bool(self.get_query_argument("all", "")) and self.ctx.auth.is_staff(user)
-        if not everyone:
-            where.append(SessionRecord.user == user)
         state = self.get_query_argument("state", "")
-        if state == "live":
-            where.append(SessionRecord.state != S.ENDED.value)
-        elif state:
-            if state not in {s.value for s in S}:
-                raise APIError(f"{state!r} is not a session state or 'live'", field="state")
-            where.append(SessionRecord.state == state)
-        records = await self.ctx.store.off_loop.find(*where, limit=1000)
+        live, wanted = state == "live", None
+        if state and not live:
+            try:
+                wanted = S(state)
+            except ValueError:
+                raise APIError(f"{state!r} is not a session state or 'live'", field="state") from None
+        records = await self.ctx.service.sessions_of(None if everyone else user, state=wanted, live=live,
+                                                     limit=1000)
         self.send({"all": everyone,
                    "sessions": [session_json(r, self.ctx.frontend, with_secret=r.user == user) for r in records]})
 
@@ -53,7 +52,7 @@ class SessionHandler(JSONHandler):
         record = await self.own_session(session_id)
         data = session_json(record, self.ctx.frontend, with_secret=record.user == self.current_user)
         data["history"] = [{"at": e.at.isoformat() + "Z", "state": e.state, "detail": e.detail}
-                           for e in await self.ctx.store.off_loop.events(record.id)]
+                           for e in await self.ctx.service.history(record.id)]
         self.send(data)
 
     async def delete(self, session_id: str) -> None:
@@ -87,7 +86,11 @@ class ReportHandler(JSONHandler):
         try:
             body = self.json_body()
             event = body.get("event") if isinstance(body, dict) else None
-            await self.ctx.service.report(session_id, report_token(self.request), body, peer=self.request.remote_ip)
+            token = report_token(self.request)
+            # Who may report comes first, whatever the body: an unknown session and a wrong token look alike (403),
+            # and an ended session takes no report (409).
+            await self.ctx.service.reporting(session_id, token, live=True)
+            await self.ctx.service.report(session_id, token, reports.parse(body), peer=self.request.remote_ip)
         except Exception:
             self.ctx.metrics.report(event, taken=False)
             raise
@@ -204,7 +207,7 @@ class SessionEventsHandler(JSONHandler):
 KEEPALIVE = object()   # SessionEventsHandler._next: nothing came, time for a keep-alive
 
 
-class StatesHandler(JSONHandler):
+class SavedStatesHandler(JSONHandler):
     """The user's saved ParaView states (saved when a session's job was ended), newest first: each path may be
     given as a new session's ``state``."""
 
@@ -267,7 +270,7 @@ class PartitionsHandler(JSONHandler):
 
 
 def parallel_limits(partition) -> dict | None:
-    """How big a parallel session may be here (pvhpc/sessions/parallel.py checks requests against the same
+    """How big a parallel session may be here (pvhpc/sessions/parallel_request.py checks requests against the same
     keys), or None where staff allow none; an application runs one only where its own "parallel" is true."""
     if partition.max_ranks == 0:
         return None
@@ -318,7 +321,7 @@ class TokenHandler(JSONHandler):
 class HealthHandler(JSONHandler):
     async def get(self) -> None:
         tracker = self.ctx.tracker
-        self.send({"ok": True, "live_sessions": await self.ctx.store.off_loop.count_live(),
+        self.send({"ok": True, "live_sessions": await self.ctx.service.count_live(),
                    # Which instance polls the scheduler, when several share a database.
                    "poller": {"leading": tracker.leading, "how": tracker.leadership.kind,
                               "cycles": tracker.poll_cycles, "scheduler_calls": tracker.scheduler_calls},

@@ -106,7 +106,7 @@ class JSONHandler(ErrorAnswers):
     async def own_session(self, session_id: str):
         """The caller's session; another user's answers exactly like one that does not exist."""
         user = self.require_user()
-        record = await self.ctx.store.off_loop.get(session_id)
+        record = await self.ctx.service.get(session_id)
         if record is None or (record.user != user and not self.ctx.auth.is_staff(user)):
             raise APIError(f"no session {session_id}", status=404)
         return record

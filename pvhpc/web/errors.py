@@ -4,7 +4,8 @@ The ParaViewWeb JS client shows only JSON errors with an "error" key; anything
 else (an HTML 500, a plain 404) it hides and silently falls back to a wrong URL.
 So every error answer is ``{"error": ..., "field"?: ...}``:
 
-- a ``PvhpcError`` answers with its own status, message and field;
+- a ``PvhpcError`` answers with its message and field, and the status of its kind: the session service's
+  outcomes by OUTCOME_STATUS below, any other with the status it carries;
 - a Tornado ``HTTPError`` (405 for a method a URL does not take, 404 for a missing
   static file, ...) with its reason phrase and the request, never a bare "OK"
   (its ``log_message`` goes to the log only, as Tornado intends);
@@ -27,6 +28,7 @@ from tornado import httputil
 from tornado.web import HTTPError, RequestHandler
 
 from pvhpc.errors import PvhpcError
+from pvhpc.sessions import outcomes
 from pvhpc.web.accesslog import LONG_RANDOM, scrub
 
 log = logging.getLogger("pvhpc.web")
@@ -36,6 +38,25 @@ DATABASE_DOWN = "the database is busy or unavailable; nothing was changed, retry
 DATABASE_RETRY_AFTER = 2   # seconds: a locked SQLite or a PostgreSQL failover is usually over by then
 MAX_ECHOED_PATH = 200      # a hostile path is not worth echoing in full
 NAME_TOO_LONG = "a file name in the request is longer than the file system takes (255 bytes a name, 4096 a path)"
+
+
+# The session service names what happened (pvhpc/sessions/outcomes.py); what each is in HTTP is said here.
+OUTCOME_STATUS = (
+    (outcomes.NotAllowed, 403),
+    (outcomes.WrongState, 409),
+    (outcomes.OverLimit, 429),
+    (outcomes.SchedulerAway, 503),
+    (outcomes.JobRefused, 400),
+    (outcomes.JobScriptFailed, 500),
+)
+
+
+def status_of(error: PvhpcError) -> int:
+    """The HTTP status ``error`` answers with: its outcome's, else the status it carries."""
+    for kind, status in OUTCOME_STATUS:
+        if isinstance(error, kind):
+            return status
+    return error.status
 
 
 class APIError(PvhpcError):
@@ -73,7 +94,8 @@ def error_answer(error: BaseException | None, status: int, method: str, path: st
         if isinstance(error, APIError):
             body.update(error.extra)
         # An error made for another use (a client's "no answer" is status 0) must still answer as an error.
-        answer = ErrorAnswer(error.status if 400 <= error.status <= 599 else 500, body)
+        status = status_of(error)
+        answer = ErrorAnswer(status if 400 <= status <= 599 else 500, body)
     elif isinstance(error, OperationalError):
         answer = ErrorAnswer(503, {"error": DATABASE_DOWN, "retry_after": DATABASE_RETRY_AFTER})
     elif isinstance(error, OSError) and error.errno == errno.ENAMETOOLONG:
@@ -111,9 +133,10 @@ class ErrorAnswers(RequestHandler):
         if isinstance(value, PvhpcError):
             # Explained errors need no traceback; a refused request (4xx) is in the access log already.
             # A 503 says "try again" (a session still queued, Slurm briefly away): worth a line, not a warning.
-            if value.status >= 500:
-                log.log(logging.INFO if value.status == 503 else logging.WARNING, "%s answered %d: %s",
-                        where, value.status, LONG_RANDOM.sub("…", str(value))[:500])
+            status = status_of(value)
+            if status >= 500:
+                log.log(logging.INFO if status == 503 else logging.WARNING, "%s answered %d: %s",
+                        where, status, LONG_RANDOM.sub("…", str(value))[:500])
         elif isinstance(value, OSError) and value.errno == errno.ENAMETOOLONG:
             return   # the client's doing, answered 400
         elif isinstance(value, OperationalError):

@@ -21,7 +21,6 @@ from urllib.parse import urlsplit
 from pvhpc.jobs.ids import SESSION_ID
 from pvhpc.sessions.spec import parse_spec
 from pvhpc.jobs.states import SessionState
-from pvhpc.db.store import Change
 from pvhpc.web.base import JSONHandler
 from pvhpc.web.errors import APIError
 from pvhpc.web.views import session_json
@@ -40,7 +39,7 @@ class LaunchHandler(JSONHandler):
         record = await service.create(user, spec, attach=True)
         record = await service.wait_for(record.id, [S.READY], self.ctx.config.service.launcher_wait)
         if record.state == S.READY.value:
-            await service.apply(record.id, Change.to(S.READY, record.detail, handed_out=True))
+            await service.hand_out(record)
             return self.send(self.for_page(session_json(record, self.ctx.frontend)))
         about = {"id": record.id, "state": record.state, "detail": record.detail}
         if record.state == S.ENDED.value:
@@ -56,7 +55,7 @@ class LaunchHandler(JSONHandler):
         session_id = body["attach"]
         if not isinstance(session_id, str) or not SESSION_ID.match(session_id):
             raise APIError("must be the id of one of your sessions", field="attach")
-        record = await self.ctx.store.off_loop.get(session_id)
+        record = await self.ctx.service.get(session_id)
         # The owner only, staff included: attaching hands out the secret.
         if record is None or record.user != user:
             raise APIError(f"no session {session_id}", status=404, field="attach")
@@ -68,7 +67,7 @@ class LaunchHandler(JSONHandler):
             raise APIError(f"session {session_id} is {record.state}, not ready"
                            + (f" ({record.detail})" if record.detail else ""), status=409, field="attach",
                            extra={"id": record.id, "state": record.state})
-        await self.ctx.service.apply(record.id, Change.to(S.READY, record.detail, handed_out=True))
+        await self.ctx.service.hand_out(record)
         self.send(self.for_page(session_json(record, self.ctx.frontend)))
 
     def for_page(self, session: dict) -> dict:

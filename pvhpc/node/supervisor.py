@@ -1,6 +1,6 @@
-"""pvhpc's launcher on the node: runs one session's server, as the site's application command says.
+"""pvhpc's supervisor on the node: runs one session's server, as the site's application command says.
 
-    PVHPC_LAUNCH_COMMAND=JSON PVHPC_LAUNCH_READY=JSON PVHPC_REPORT_URL=U python3 launcher.py --start-timeout S --workdir DIR
+    PVHPC_LAUNCH_COMMAND=JSON PVHPC_LAUNCH_READY=JSON PVHPC_REPORT_URL=U python3 supervisor.py --start-timeout S --workdir DIR
 
 The command (a JSON list), the ready rule (``{"line": REGEX}`` or ``{"port_file": true}``) and where to report
 (its URLs name the session) come in the environment, so the launcher's own command line, which ``ps`` shows to
@@ -395,7 +395,7 @@ def run(args):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="pvhpc-launcher")
+    parser = argparse.ArgumentParser(prog="pvhpc-supervisor")
     parser.add_argument("--start-timeout", type=float, default=300)
     parser.add_argument("--url", default=os.environ.get(REPORT_URL_ENV, ""),
                         help=f"where to report (space-separated URLs; default: ${REPORT_URL_ENV}, which keeps them "

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from pvhpc.cli import exit_codes, session_format
 from pvhpc.cli.command_help import add_command
-from pvhpc.cli.session_cmds import common_options, emit, make_client, run_guarded
+from pvhpc.cli.base import common_options, emit, make_client, run_guarded
 
 
 @run_guarded
-def cmd_states(args) -> int:
+def cmd_saved_states(args) -> int:
     client, _ = make_client(args)
-    states = client.states()
+    states = client.saved_states()
     shown = session_format.shown   # a path holds what its user named it
     text = "\n".join(f"{shown(s['saved_at'])}  session {shown(s['session']):<24} {s['bytes'] // 1024:>6} kB  "
                      f"{shown(s['path'])}" for s in states)
@@ -29,4 +29,4 @@ def register(sub) -> None:
                      ("pvhpc submit visualizer --wait --state \"$(pvhpc states --json | jq -r '.states[0].path')\"",
                       "a new Visualizer session from the newest one")],
                     parents=[common_options()])
-    p.set_defaults(func=cmd_states)
+    p.set_defaults(func=cmd_saved_states)

@@ -1,0 +1,38 @@
+"""How the session service says it did not do what it was asked, by what happened; the web layer picks each one's
+HTTP status (pvhpc/web/errors.py), the service never does."""
+
+from __future__ import annotations
+
+from pvhpc.errors import PvhpcError
+
+
+class ServiceError(PvhpcError):
+    """A request that is fine but that the service did not carry out. Raised as one of the kinds below; the root
+    itself answers 503 (try again)."""
+
+    status = 503
+
+
+class NotAllowed(ServiceError):
+    """Not for this caller: an unknown session or a wrong report token (alike, so that ids cannot be probed), a
+    report from another job or host than the session's, a user with no account here to run a job as."""
+
+
+class WrongState(ServiceError):
+    """The session is not in a state for it: it has ended, it already reported ready, its job is not running."""
+
+
+class OverLimit(ServiceError):
+    """The user's limits (limits.sessions_per_user, limits.gpus_per_user) do not allow one more session now."""
+
+
+class SchedulerAway(ServiceError):
+    """The scheduler could not be asked (nothing was done, or it is not known to be): try again shortly."""
+
+
+class JobRefused(ServiceError):
+    """The scheduler refused the job as it was asked for (an account, a partition's limit)."""
+
+
+class JobScriptFailed(ServiceError):
+    """The job script could not be made from the site's template: the site's to fix, not the user's."""
