@@ -381,3 +381,25 @@ def test_batch_waits_out_the_request_rate_limit_but_not_the_session_limit():
     client = _ScriptedClient([(0, "cannot reach pvhpc", None)])
     result = batch_submit.submit_one(client, pacer, {"application": "paraview"}, None, 10, 60, sleep=slept.append)
     assert result["exit_code"] == exit_codes.UNREACHABLE and client.calls == 1, "an unanswered submission is not repeated"
+
+
+def test_submit_takes_saved_state_and_its_deprecated_old_flag_state_with_a_note(capsys):
+    """``--saved-state PATH`` says which state a session starts from; ``--state``, its old name (beside ``pvhpc list
+    --state``, a session's state), still works, hidden from --help, with a one-line note; both at once are refused."""
+    from pvhpc.cli.base import CommandError
+    from pvhpc.cli.session_cmds import request_fields
+
+    parser = build_parser()
+    args = parser.parse_args(["submit", "paraview", "--saved-state", "/x/s.pvsm"])
+    assert request_fields(args) == {"saved_state": "/x/s.pvsm"} and capsys.readouterr().err == ""
+    args = parser.parse_args(["submit", "paraview", "--state", "/x/s.pvsm"])
+    assert request_fields(args) == {"saved_state": "/x/s.pvsm"}
+    assert capsys.readouterr().err == "pvhpc submit: --state is deprecated, use --saved-state\n"
+    args = parser.parse_args(["submit", "paraview", "--state", "/x/s.pvsm", "--saved-state", "/x/t.pvsm"])
+    with pytest.raises(CommandError, match="--saved-state and --state were both given") as e:
+        request_fields(args)
+    assert e.value.code == exit_codes.USAGE
+    with pytest.raises(SystemExit):
+        parser.parse_args(["submit", "--help"])
+    shown = capsys.readouterr().out
+    assert "--saved-state PATH" in shown and "--state" not in shown

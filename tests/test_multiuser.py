@@ -144,8 +144,8 @@ def test_a_state_another_user_wrote_is_not_loaded_for_alice(unix_users, service_
                               f"index=\"0\" value=\"{script}\"/></Property></Proxy></ServerManagerState>"
                               "</GenericParaViewApplication>"), text=True)
         with pytest.raises(ClientError) as e:
-            alice.create("paraview", partition="cpu", state=str(bobs_state))
-        assert e.value.status == 403 and e.value.field == "state", e.value
+            alice.create("paraview", partition="cpu", saved_state=str(bobs_state))
+        assert e.value.status == 403 and e.value.field == "saved_state", e.value
         assert f"belongs to {unix_users['bob']}, not to you" in e.value.message
         assert alice.list() == [], "a refused request left a session"
     finally:

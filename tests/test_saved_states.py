@@ -8,7 +8,9 @@ import pytest
 from pvhpc import config
 from pvhpc.scheduler.runners import LocalRunner
 from pvhpc.sessions.savedstates import SavedStates, save_prefix, saved_state_dir
+from pvhpc.sessions.outcomes import NotAllowed
 from pvhpc.sessions.spec import RequestError, parse_spec
+from pvhpc.web.errors import status_of
 from tests.helpers import run
 
 STATE = """<GenericParaViewApplication>
@@ -69,7 +71,7 @@ def test_refused_states_say_why(site, tmp_path):
     others = saved(site, "bob", "b-20261201T101500Z.pvsm", good)
     with pytest.raises(RequestError, match="neither in your saved states") as e:
         check(site, "alice", others)
-    assert e.value.field == "state"
+    assert e.value.field == "saved_state"
     (tmp_path / "loose.pvsm").write_text(good)
     with pytest.raises(RequestError, match="neither in your saved states"):
         check(site, "alice", str(tmp_path / "loose.pvsm"))
@@ -109,7 +111,7 @@ def test_an_application_that_cannot_load_states_refuses_one(site, tmp_path):
         True, False, True)
     with pytest.raises(RequestError, match="application binary cannot start from a saved state") as e:
         run(SavedStates(sites, LocalRunner()).check("alice", apps["binary"], path))
-    assert e.value.field == "state"
+    assert e.value.field == "saved_state"
     assert run(SavedStates(sites, LocalRunner()).check("alice", apps["told"], path)) == path
 
 
@@ -119,12 +121,27 @@ def test_an_application_that_cannot_load_states_refuses_one(site, tmp_path):
     (5, "must be a path string"),
     ("/x/a\nb.pvsm", "must be an absolute path"),
 ])
-def test_request_field_state_form(site, value, message):
+def test_request_field_saved_state_form(site, value, message):
     with pytest.raises(RequestError, match=message) as e:
-        parse_spec(site, {"application": "paraview", "state": value}, strict=True)
-    assert e.value.field == "state"
-    spec = parse_spec(site, {"application": "paraview", "state": "/x/s.pvsm"}, strict=True)
+        parse_spec(site, {"application": "paraview", "saved_state": value}, strict=True)
+    assert e.value.field == "saved_state"
+    spec = parse_spec(site, {"application": "paraview", "saved_state": "/x/s.pvsm"}, strict=True)
     assert spec.saved_state_file == "/x/s.pvsm"
+
+
+@pytest.mark.parametrize("strict", [True, False])
+def test_the_deprecated_field_state_is_still_a_saved_state(site, strict):
+    """``state``, the field's old name (beside a session's state), is still taken, in the native API's body and
+    in a ParaViewWeb client's (an app page's ?state=PATH); given beside ``saved_state`` it is refused, naming both."""
+    spec = parse_spec(site, {"application": "paraview", "state": "/x/s.pvsm"}, strict=strict)
+    assert spec.saved_state_file == "/x/s.pvsm"
+    with pytest.raises(RequestError, match="must be an absolute path") as e:
+        parse_spec(site, {"application": "paraview", "state": "relative.pvsm"}, strict=strict)
+    assert e.value.field == "saved_state"
+    with pytest.raises(RequestError, match="given twice, as 'saved_state' and as 'state'") as e:
+        parse_spec(site, {"application": "paraview", "saved_state": "/x/s.pvsm", "state": "/x/t.pvsm"},
+                   strict=strict)
+    assert (e.value.field, status_of(e.value)) == ("saved_state", 400)
 
 
 # -- for real: a Visualizer session on the local cluster, ended, and a new one started from its state ----------
@@ -202,16 +219,16 @@ def test_a_visualizer_session_ended_saves_its_state_and_a_new_one_starts_from_it
     assert os.stat(saved["path"]).st_mode & 0o077 == 0, "a saved state is its user's alone"
 
     if how == "cancel":
-        # As a user at a shell: pvhpc states lists it, pvhpc submit --state starts from it.
+        # As a user at a shell: pvhpc states lists it, pvhpc submit --saved-state starts from it.
         from tests.helpers import as_json, pvhpc
 
         listed = pvhpc("states", url=svc.url)
         assert listed.returncode == 0 and f"session {first['id']}" in listed.stdout and saved["path"] in listed.stdout
-        submitted = as_json(pvhpc("submit", "visualizer", "-p", "gpu", "-g", "1", "--state", saved["path"],
+        submitted = as_json(pvhpc("submit", "visualizer", "-p", "gpu", "-g", "1", "--saved-state", saved["path"],
                                   "--wait", "--json", url=svc.url))
         second = client.get(submitted["id"])
     else:
-        second = client.launch("visualizer", partition="gpu", gpus="1", state=saved["path"])
+        second = client.launch("visualizer", partition="gpu", gpus="1", saved_state=saved["path"])
     assert second["state"] == "ready", second
     names, after = asyncio.run(pipeline_now(second["sessionURL"], second["secret"]))
     (artifacts / f"{how}-after.jpg").write_bytes(after)
@@ -234,8 +251,8 @@ def test_a_visualizer_session_ended_saves_its_state_and_a_new_one_starts_from_it
     for path, words in ((outside, "neither in your saved states"), (corrupt, "not a readable ParaView state"),
                         (escaping, "the state reads /etc/hostname, outside application visualizer's data roots")):
         with pytest.raises(ClientError, match=words) as e:
-            client.launch("visualizer", partition="gpu", gpus="1", state=str(path))
-        assert e.value.status == 400 and e.value.field == "state"
+            client.launch("visualizer", partition="gpu", gpus="1", saved_state=str(path))
+        assert e.value.status == 400 and e.value.field == "saved_state"
     assert len(client.list()) == jobs_before, "a refused request made a session"
     if how == "cancel":
         from_the_page(svc, client, saved, escaping, artifacts)
@@ -255,14 +272,14 @@ def from_the_page(svc, client, saved, escaping, artifacts):
         row = page.locator("#states-table tbody tr", has_text=saved["session"])
         row.wait_for(timeout=15_000)
         page.select_option("#application", "visualizer")
-        page.fill("#state", str(escaping))
+        page.fill("#saved_state", str(escaping))
         page.click("#launch-button")
-        page.wait_for_function("document.querySelector('#state-error').textContent.includes('outside')",
+        page.wait_for_function("document.querySelector('#saved_state-error').textContent.includes('outside')",
                                timeout=15_000)
-        assert page.locator("#state-error").text_content().startswith(
+        assert page.locator("#saved_state-error").text_content().startswith(
             "The state reads /etc/hostname, outside application visualizer's data roots")
         row.get_by_role("button", name="Start a new session from the state").click()
-        assert page.input_value("#state") == saved["path"]
+        assert page.input_value("#saved_state") == saved["path"]
         before = {s["id"] for s in client.list()}
         page.select_option("#partition", "gpu")
         page.click("#launch-button")
@@ -319,7 +336,7 @@ def test_pvhpc_own_server_saves_its_state_when_cancelled_and_starts_from_it(serv
     before = asyncio.run(make_sphere(first["sessionURL"], first["secret"]))
     client.cancel(first["id"])
     saved = wait_for_state(client, first["id"])
-    second = client.launch("paraview", partition="cpu", state=saved["path"])
+    second = client.launch("paraview", partition="cpu", saved_state=saved["path"])
     assert second["state"] == "ready", second
     names, _ = asyncio.run(pipeline_now(second["sessionURL"], second["secret"]))
     assert names == ["Sphere1"], names
@@ -356,14 +373,14 @@ def test_a_state_someone_else_could_have_written_is_refused_before_submit(site, 
     theirs = data / "theirs.pvsm"
     theirs.write_text(good)
     os.chown(theirs, SOMEONE_ELSE, -1)
-    with pytest.raises(RequestError, match=r"theirs.pvsm belongs to uid 4242, not to you: a state runs the Python"):
+    with pytest.raises(NotAllowed, match=r"theirs.pvsm belongs to uid 4242, not to you: a state runs the Python"):
         check(site, "alice", str(theirs))
     open_to_all = data / "open.pvsm"
     open_to_all.write_text(good)
     open_to_all.chmod(0o666)
-    with pytest.raises(RequestError, match=r"open.pvsm can be written by other users \(mode -rw-rw-rw-\)") as e:
+    with pytest.raises(NotAllowed, match=r"open.pvsm can be written by other users \(mode -rw-rw-rw-\)") as e:
         check(site, "alice", str(open_to_all))
-    assert (e.value.field, e.value.status) == ("state", 403)
+    assert (e.value.field, status_of(e.value)) == ("saved_state", 403)
     # The file is one's own, but another user could have put it there (their directory, or one open to all).
     for name, mode, owner in (("given", 0o755, SOMEONE_ELSE), ("shared", 0o777, 0)):
         directory = data / name
@@ -371,7 +388,7 @@ def test_a_state_someone_else_could_have_written_is_refused_before_submit(site, 
         directory.chmod(mode)
         os.chown(directory, owner, -1)
         (directory / "s.pvsm").write_text(good)
-        with pytest.raises(RequestError, match=rf"s.pvsm lies in {directory}, which "):
+        with pytest.raises(NotAllowed, match=rf"s.pvsm lies in {directory}, which "):
             check(site, "alice", str(directory / "s.pvsm"))
     # A sticky directory open to all (as /tmp) lets nobody replace another's file: one's own there is fine.
     sticky = data / "sticky"
@@ -436,6 +453,20 @@ def test_a_login_without_an_account_here_is_told_so_not_answered_500(tmp_path):
         "partitions": {"cpu": {"walltime": {"default": 30, "max": 60}}},
         "applications": {"paraview": {"data_roots": [str(data)]}},
     }, "site.yaml")
-    with pytest.raises(RequestError, match="'no-such-user-here' has no account on this host") as e:
+    with pytest.raises(NotAllowed, match="'no-such-user-here' has no account on this host") as e:
         run(SavedStates(site, LocalRunner()).list("no-such-user-here"))
-    assert e.value.status == 403
+    assert status_of(e.value) == 403
+
+
+def test_the_list_at_its_new_url_and_at_its_deprecated_old_one(tmp_path):
+    """GET /api/v1/saved-states lists them; /api/v1/states, its old URL, answers the same, saying it is deprecated
+    and where the list moved."""
+    import json
+
+    from tests.harness.inprocess import fetch_all, make_app
+
+    app = make_app(tmp_path, service={"job_output_dir": str(tmp_path / "jobs")})
+    new, old = fetch_all(app, [("GET", "/api/v1/saved-states", None), ("GET", "/api/v1/states", None)])
+    assert (new.code, old.code) == (200, 200) and json.loads(old.body) == json.loads(new.body) == {"states": []}
+    assert "Deprecation" not in new.headers and old.headers["Deprecation"] == "true"
+    assert old.headers["Link"] == '<saved-states>; rel="successor-version"'

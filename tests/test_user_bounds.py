@@ -334,8 +334,8 @@ def test_a_users_fifos_and_directories_get_a_clear_4xx_quickly_and_leave_nothing
         as_user(alice, "mkdir", str(directory))
         as_user(alice, "ln", "-s", "/dev/zero", str(device))
         for path, status in ((fifo, 409), (directory, 409), (device, 400)):
-            error, took = timed(lambda: client.create("paraview", partition="cpu", state=str(path)))
-            assert error is not None and error.status == status and error.field == "state", (path, error)
+            error, took = timed(lambda: client.create("paraview", partition="cpu", saved_state=str(path)))
+            assert error is not None and error.status == status and error.field == "saved_state", (path, error)
             assert str(path) in error.message and took < 10, (path, error.message, took)
             assert processes_of(alice) == "", f"{path}: a process of alice's was left running"
         assert client.list() == [], "a refused state left a session"

@@ -1,5 +1,5 @@
 """``pvhpc states``: the ParaView states your sessions saved when their jobs were ended (walltime, cancel,
-idle), newest first; ``pvhpc submit APP --state PATH`` starts a new session from one."""
+idle), newest first; ``pvhpc submit APP --saved-state PATH`` starts a new session from one."""
 
 from __future__ import annotations
 
@@ -23,10 +23,10 @@ def register(sub) -> None:
     p = add_command(sub, "states", "list the ParaView states your sessions saved when they were ended",
                     "A session's ParaView server saves its pipeline (a .pvsm state) when its job reaches its "
                     "walltime, is cancelled or is ended as idle. This lists them, newest first: when, which "
-                    "session, the size and the path, which 'pvhpc submit APP --state PATH' starts a new "
+                    "session, the size and the path, which 'pvhpc submit APP --saved-state PATH' starts a new "
                     "session from (its data paths are checked against the data roots again).",
                     [("pvhpc states", "your saved states"),
-                     ("pvhpc submit visualizer --wait --state \"$(pvhpc states --json | jq -r '.states[0].path')\"",
+                     ("pvhpc submit visualizer --wait --saved-state \"$(pvhpc states --json | jq -r '.states[0].path')\"",
                       "a new Visualizer session from the newest one")],
                     parents=[common_options()])
     p.set_defaults(func=cmd_saved_states)

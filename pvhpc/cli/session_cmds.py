@@ -34,15 +34,24 @@ def request_options() -> argparse.ArgumentParser:
     p.add_argument("-N", "--nodes", type=int, help="a parallel session: nodes its ParaView server spans")
     p.add_argument("-n", "--ranks", type=int,
                    help="a parallel session: MPI ranks of its ParaView server (where the partition allows)")
-    p.add_argument("--state", metavar="PATH",
+    p.add_argument("--saved-state", metavar="PATH",
                    help="start from a saved ParaView state (.pvsm; 'pvhpc states' lists yours)")
+    # Its old name, beside `pvhpc list --state` (a session's state): still taken, hidden, with a note.
+    p.add_argument("--state", dest="deprecated_saved_state", metavar="PATH", help=argparse.SUPPRESS)
     return p
 
 
 def request_fields(args) -> dict:
+    saved_state = args.saved_state
+    if args.deprecated_saved_state is not None:
+        if saved_state is not None:
+            raise CommandError("--saved-state and --state were both given; --state is the deprecated old name of "
+                               "--saved-state: give --saved-state only", code=exit_codes.USAGE)
+        print(f"pvhpc {args.command}: --state is deprecated, use --saved-state", file=sys.stderr)
+        saved_state = args.deprecated_saved_state
     fields = {"partition": args.partition, "gpus": args.gpus, "walltime": args.walltime,
               "account": args.account, "qos": args.qos, "nodes": args.nodes, "ranks": args.ranks,
-              "state": args.state}
+              "saved_state": saved_state}
     return {k: v for k, v in fields.items() if v is not None}
 
 

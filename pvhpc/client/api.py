@@ -104,8 +104,13 @@ class Client:
         return self.request("DELETE", f"/api/v1/sessions/{session_id}")
 
     def saved_states(self) -> list[dict]:
-        """Your saved ParaView states (.pvsm), newest first (``path`` may be a new session's ``state``)."""
-        return self.request("GET", "/api/v1/states")["states"]
+        """Your saved ParaView states (.pvsm), newest first (``path`` may be a new session's ``saved_state``)."""
+        try:
+            return self.request("GET", "/api/v1/saved-states")["states"]
+        except ClientError as e:
+            if e.status != 404:
+                raise
+            return self.request("GET", "/api/v1/states")["states"]   # a service from before the list's new URL
 
     states = saved_states   # its earlier name, kept for scripts that call it
 

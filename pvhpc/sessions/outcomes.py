@@ -15,7 +15,8 @@ class ServiceError(PvhpcError):
 
 class NotAllowed(ServiceError):
     """Not for this caller: an unknown session or a wrong report token (alike, so that ids cannot be probed), a
-    report from another job or host than the session's, a user with no account here to run a job as."""
+    report from another job or host than the session's, a user with no account here to run a job as, a file the
+    user (or the service, for them) may not read, a saved state others could have written."""
 
 
 class WrongState(ServiceError):
@@ -28,6 +29,11 @@ class OverLimit(ServiceError):
 
 class SchedulerAway(ServiceError):
     """The scheduler could not be asked (nothing was done, or it is not known to be): try again shortly."""
+
+
+class CannotReadNow(ServiceError):
+    """A file the request names could not be read just now (the command that reads it as its user could not be
+    run): nothing was done, try again shortly."""
 
 
 class JobRefused(ServiceError):

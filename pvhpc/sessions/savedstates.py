@@ -9,7 +9,7 @@ into the user's state directory, as ``<session id>-<UTC time>.pvsm``:
 The list a user gets leaves out what a session that never reported ready saved (its server was stopped before
 anyone used it: a start timeout, a refused report).
 
-A new session may start from a state (request field ``state``): before any job is submitted the file is read
+A new session may start from a state (request field ``saved_state``; ``state`` is its deprecated old name): before any job is submitted the file is read
 (as the user, where jobs run as users), must lie in the user's state directory or the application's data
 roots, be a ParaView state, and read no file outside the data roots. The server checks the data paths again
 on the node before it loads the state.
@@ -30,6 +30,7 @@ from pvhpc.jobs.ids import SESSION_ID_TEXT
 from pvhpc.node import pvstate   # the node's own rules (it imports nothing of pvhpc): judged alike on both sides
 from pvhpc.scheduler.runners import CommandRunner, CommandUnavailable, UnreadableFile, read_tail
 from pvhpc.sessions import joblogs
+from pvhpc.sessions.outcomes import CannotReadNow, NotAllowed
 from pvhpc.sessions.spec import RequestError, SessionSpec
 
 USER_STATE_DIR = ".pvhpc/states"
@@ -44,8 +45,8 @@ def saved_state_dir(config: SiteConfig, user: str) -> Path:
             return Path(pwd.getpwnam(user).pw_dir) / USER_STATE_DIR
         except KeyError:
             # The front end's login names someone this host has no account for: jobs run as users here.
-            raise RequestError(f"{user!r} has no account on this host, and sessions here run as their users "
-                               "(scheduler.submit_as: user)", status=403) from None
+            raise NotAllowed(f"{user!r} has no account on this host, and sessions here run as their users "
+                             "(scheduler.submit_as: user)") from None
     return config.service.job_output_dir / "states" / user
 
 
@@ -108,40 +109,41 @@ class SavedStates:
         return sorted(states, key=lambda s: s["saved_at"], reverse=True)
 
     async def check(self, user: str, app: ApplicationConfig, value: str) -> str:
-        """The real path of a state the user may start ``app`` from; RequestError (field ``state``) if not."""
+        """The real path of a state the user may start ``app`` from; RequestError, NotAllowed, UnreadableFile or
+        CannotReadNow (field ``saved_state``) if not."""
         if not app.saved_states:
             raise RequestError(f"application {app.name} cannot start from a saved state (its server is not one "
                                "pvhpc loads states into: saved_states is false); start it without one",
-                               field="state")
+                               field="saved_state")
         own = saved_state_dir(self.config, user)
         real = os.path.realpath(value)
         if not (_inside(real, [own]) or _inside(real, app.data_roots)):
             roots = ", ".join(str(r) for r in app.data_roots)
             raise RequestError(f"{value!r} is neither in your saved states ({own}) nor in application "
-                               f"{app.name}'s data roots ({roots})", field="state")
+                               f"{app.name}'s data roots ({roots})", field="saved_state")
         self._refuse_others_code(user, real)
         try:
             # At most one byte more than a state may hold, within runners.READ_TIMEOUT (a FIFO, a device or a
             # directory is refused, naming it), as the user where jobs run as users.
             text = await read_tail(self._runner(user), real, MAX_STATE_BYTES + 1)
         except UnreadableFile as e:
-            raise RequestError(str(e), field="state", status=e.status) from None
+            raise UnreadableFile(e.message, field="saved_state", status=e.status) from None   # the runner's kind
         except CommandUnavailable as e:
-            raise RequestError(f"{value!r} could not be read: {e}", field="state", status=503) from None
+            raise CannotReadNow(f"{value!r} could not be read: {e}", field="saved_state") from None
         if text is None:
-            raise RequestError(f"{value!r} cannot be read: no such file", field="state")
+            raise RequestError(f"{value!r} cannot be read: no such file", field="saved_state")
         if len(text.encode()) > MAX_STATE_BYTES:
             raise RequestError(f"{value!r} is over {MAX_STATE_BYTES // (1024 * 1024)} MB: not a saved state",
-                               field="state")
+                               field="saved_state")
         try:
             names = pvstate.files_named(text, value)
         except pvstate.StateRefused as e:
-            raise RequestError(str(e), field="state") from None
+            raise RequestError(str(e), field="saved_state") from None
         bad = pvstate.outside(names, [str(r) for r in app.data_roots])
         if bad:
             roots = ", ".join(str(r) for r in app.data_roots)
             raise RequestError(f"the state reads {bad[0]}, outside application {app.name}'s data roots ({roots})",
-                               field="state")
+                               field="saved_state")
         return real
 
     def _refuse_others_code(self, user: str, real: str) -> None:
@@ -154,7 +156,7 @@ class SavedStates:
         except OSError:
             return
         if why:
-            raise RequestError(why, field="state", status=403)
+            raise NotAllowed(why, field="saved_state")
 
     async def checked(self, user: str, spec: SessionSpec) -> SessionSpec:
         """The spec with its state (if any) checked and made a real path: what the job loads."""

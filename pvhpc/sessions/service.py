@@ -157,7 +157,7 @@ class SessionService:
         """Record the session, then submit its job. With ``attach``, a retried request joins its first session."""
         if spec.saved_state_file is not None:
             if self.saved_states is None:
-                raise RequestError("this service cannot check saved states", field="state")
+                raise RequestError("this service cannot check saved states", field="saved_state")
             spec = await self.saved_states.checked(user, spec)
         key = spec.request_key(user)
         lock = self._create_locks.setdefault(key, asyncio.Lock())

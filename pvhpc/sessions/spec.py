@@ -20,14 +20,17 @@ from typing import Any
 from pvhpc.config import NAME, ApplicationConfig, PartitionConfig, SiteConfig
 from pvhpc.errors import PvhpcError
 from pvhpc.sessions import parallel_request
+from pvhpc.sessions.outcomes import NotAllowed
 from pvhpc.jobs.durations import format_minutes, parse_minutes
 
 SPEC_FIELDS = ("application", "partition", "gpus", "walltime", "account", "qos", "data", "nodes", "ranks",
-               "state")
+               "saved_state")
+# Old spellings still taken, each for the field it became: "state" said a saved .pvsm, beside a session's state.
+DEPRECATED_FIELDS = {"state": "saved_state"}
 
 
 class RequestError(PvhpcError):
-    """The request is wrong; ``field`` names what (400, or 429 for a limit the request would pass)."""
+    """The request is wrong; ``field`` names what (400)."""
 
     status = 400
 
@@ -126,7 +129,7 @@ def _data(body: dict, app: ApplicationConfig, access: UserAccess | None = None) 
                                       unchecked=f", so {value!r} cannot be checked")
             if refused is not None:
                 what = "file" if refused == resolved else "directory"
-                raise RequestError(f"{refused} is a {what} {access.name} may not read", field="data", status=403)
+                raise NotAllowed(f"{refused} is a {what} {access.name} may not read", field="data")
             if not is_file:
                 raise RequestError(f"{value!r} is not an existing file", field="data")
             return str(root), str(resolved.relative_to(root))
@@ -221,8 +224,8 @@ def judged(access: "UserAccess | None", path: Path, want: int, is_kind, field: s
            unchecked: str = "") -> tuple[Path | None, bool]:
     """Where on ``path``'s way the user may not ``want`` (None: nowhere, or no account here) and whether
     ``is_kind(path)``: the user's own permissions first, so nothing past a directory the user may not search is
-    looked at. Where the service itself cannot look, 403 naming the place; a name too long stays the client's
-    doing (400, web/errors.py)."""
+    looked at. Where the service itself cannot look, NotAllowed naming the place; a name too long stays the
+    client's doing (400, web/errors.py)."""
     try:
         return (access.refusal(path, want) if access is not None else None), is_kind(path)
     except FileNotFoundError:
@@ -230,8 +233,8 @@ def judged(access: "UserAccess | None", path: Path, want: int, is_kind, field: s
     except OSError as e:
         if e.errno == errno.ENAMETOOLONG:
             raise
-        raise RequestError(f"{service_refusal(path)} cannot be read by pvhpc's service account{unchecked}",
-                           field=field, status=403) from None
+        raise NotAllowed(f"{service_refusal(path)} cannot be read by pvhpc's service account{unchecked}",
+                         field=field) from None
 
 
 def service_refusal(path: Path) -> Path:
@@ -242,31 +245,39 @@ def service_refusal(path: Path) -> Path:
     return path
 
 
-def _state(body: dict) -> str | None:
-    """The form of a ``state`` path; what it holds is checked before submit (pvhpc/sessions/savedstates.py)."""
-    value = body.get("state")
-    if value is None or value == "":
+def _saved_state(body: dict) -> str | None:
+    """The form of a ``saved_state`` path (or of ``state``, its deprecated old name); what it holds is checked
+    before submit (pvhpc/sessions/savedstates.py)."""
+    given = [name for name in ("saved_state", "state") if body.get(name) is not None and body.get(name) != ""]
+    if len(given) > 1:
+        raise RequestError("was given twice, as 'saved_state' and as 'state' (its deprecated old name): "
+                           "give 'saved_state' only", field="saved_state")
+    if not given:
         return None
+    value = body[given[0]]
     if not isinstance(value, str):
-        raise RequestError(f"must be a path string, not {type(value).__name__}", field="state")
+        raise RequestError(f"must be a path string, not {type(value).__name__}", field="saved_state")
     if len(value) > 4096 or "\0" in value or "\n" in value or "\r" in value or not os.path.isabs(value):
-        raise RequestError("must be an absolute path to a .pvsm file (without NUL or line breaks)", field="state")
+        raise RequestError("must be an absolute path to a .pvsm file (without NUL or line breaks)",
+                           field="saved_state")
     if not value.endswith(".pvsm"):
-        raise RequestError(f"{value[:200]!r} is not a ParaView state file (.pvsm)", field="state")
+        raise RequestError(f"{value[:200]!r} is not a ParaView state file (.pvsm)", field="saved_state")
     return value
 
 
 def parse_spec(config: SiteConfig, body: Any, strict: bool, user: str | None = None) -> SessionSpec:
     """Check a request body. With ``strict``, unknown keys are errors (the native API);
     without, they are ignored (ParaViewWeb clients send their whole config to the launcher).
-    With ``user``, a data file must be one that user may read (UserAccess), else 403 naming where not."""
+    With ``user``, a data file must be one that user may read (UserAccess), else NotAllowed naming where not.
+    A deprecated field name (DEPRECATED_FIELDS) is taken as the field it became."""
     if not isinstance(body, dict):
         raise RequestError("the request body must be a JSON object")
     if not strict:
         # A ParaViewWeb client sends its page's URL query as strings: an empty one (?partition=) says nothing.
-        body = {k: v for k, v in body.items() if not (k in SPEC_FIELDS and isinstance(v, str) and not v.strip())}
+        body = {k: v for k, v in body.items()
+                if not ((k in SPEC_FIELDS or k in DEPRECATED_FIELDS) and isinstance(v, str) and not v.strip())}
     if strict:
-        unknown = sorted(set(body) - set(SPEC_FIELDS))
+        unknown = sorted(set(body) - set(SPEC_FIELDS) - set(DEPRECATED_FIELDS))
         if unknown:
             raise RequestError(f"unknown field (known: {', '.join(SPEC_FIELDS)})", field=unknown[0])
     app_name = _name_field(body, "application")
@@ -286,4 +297,4 @@ def parse_spec(config: SiteConfig, body: Any, strict: bool, user: str | None = N
     data_root, data_file = _data(body, app, UserAccess.of(user))
     nodes, ranks = parallel_request.sizes(body, partition, app)
     return SessionSpec(app_name, partition_name, gpus, walltime, account, qos, data_root, data_file, nodes, ranks,
-                       _state(body))
+                       _saved_state(body))

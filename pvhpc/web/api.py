@@ -209,11 +209,21 @@ KEEPALIVE = object()   # SessionEventsHandler._next: nothing came, time for a ke
 
 class SavedStatesHandler(JSONHandler):
     """The user's saved ParaView states (saved when a session's job was ended), newest first: each path may be
-    given as a new session's ``state``."""
+    given as a new session's ``saved_state``."""
 
     async def get(self) -> None:
         user = self.require_user()
         self.send({"states": await self.ctx.service.saved_states.list(user)})
+
+
+class DeprecatedSavedStatesHandler(SavedStatesHandler):
+    """/api/v1/states, the list's old URL ("states" beside a session's state): the same answer, with a
+    ``Deprecation: true`` header and a ``Link`` to where it moved (relative to this URL, so under any prefix)."""
+
+    async def get(self) -> None:
+        self.set_header("Deprecation", "true")
+        self.set_header("Link", '<saved-states>; rel="successor-version"')
+        await super().get()
 
 
 class ApplicationsHandler(JSONHandler):

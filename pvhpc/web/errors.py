@@ -46,6 +46,7 @@ OUTCOME_STATUS = (
     (outcomes.WrongState, 409),
     (outcomes.OverLimit, 429),
     (outcomes.SchedulerAway, 503),
+    (outcomes.CannotReadNow, 503),
     (outcomes.JobRefused, 400),
     (outcomes.JobScriptFailed, 500),
 )

@@ -58,7 +58,7 @@ export const api = {
   cancel: (id) => request("DELETE", sessionPath(id)),
   log: (id) => request("GET", `${sessionPath(id)}/log`),
   // The ParaView states sessions saved when their jobs were ended.
-  savedStates: () => request("GET", "api/v1/states"),
+  savedStates: () => request("GET", "api/v1/saved-states"),
   // One directory of an application's data roots (root: the root's index; path: relative to it).
   files: (application, root, path) => request(
     "GET", `api/v1/applications/${encodeURIComponent(application)}/files?${new URLSearchParams({ root: String(root), path })}`),

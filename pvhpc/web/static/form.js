@@ -55,9 +55,9 @@ export class LaunchForm {
 
   // A saved ParaView state to start the new session from.
   startFrom(path) {
-    $("state").value = path;
+    $("saved_state").value = path;
     $("launch").scrollIntoView();
-    $("state").focus();
+    $("saved_state").focus();
     announce("The state is in the form: choose the application and launch.");
   }
 
@@ -111,8 +111,8 @@ export class LaunchForm {
     if (p && p.qos.length && $("qos").value) request.qos = $("qos").value;
     const data = $("data").value.trim();
     if (data) request.data = data;
-    const state = $("state").value.trim();
-    if (state) request.state = state;
+    const savedState = $("saved_state").value.trim();
+    if (savedState) request.saved_state = savedState;
     return request;
   }
 
