@@ -171,7 +171,8 @@ def test_the_trame_app_opens_slices_colours_and_steps_time_in_chromium(service_f
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         said = []
         page.on("console", lambda message: said.append(f"{message.type}: {message.text[:300]}"))
-        page.goto(f"{svc.url}/apps/trame/?" + urlencode({"partition": "gpu", "gpus": "1", "saved_state": saved["path"]}))
+        page.goto(f"{svc.url}/apps/trame/?"
+                  + urlencode({"partition": "gpu", "gpus": "1", "saved_state": saved["path"]}))
         try:
             page.wait_for_function("(document.querySelector('#pvhpc-pipeline')?.textContent || '')"
                                    ".includes('Slice')", timeout=240_000)

@@ -26,7 +26,8 @@ def register(sub) -> None:
                     "session, the size and the path, which 'pvhpc submit APP --saved-state PATH' starts a new "
                     "session from (its data paths are checked against the data roots again).",
                     [("pvhpc states", "your saved states"),
-                     ("pvhpc submit visualizer --wait --saved-state \"$(pvhpc states --json | jq -r '.states[0].path')\"",
+                     ("pvhpc submit visualizer --wait "
+                      "--saved-state \"$(pvhpc states --json | jq -r '.states[0].path')\"",
                       "a new Visualizer session from the newest one")],
                     parents=[common_options()])
     p.set_defaults(func=cmd_saved_states)

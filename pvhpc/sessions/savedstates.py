@@ -9,10 +9,10 @@ into the user's state directory, as ``<session id>-<UTC time>.pvsm``:
 The list a user gets leaves out what a session that never reported ready saved (its server was stopped before
 anyone used it: a start timeout, a refused report).
 
-A new session may start from a state (request field ``saved_state``; ``state`` is its deprecated old name): before any job is submitted the file is read
-(as the user, where jobs run as users), must lie in the user's state directory or the application's data
-roots, be a ParaView state, and read no file outside the data roots. The server checks the data paths again
-on the node before it loads the state.
+A new session may start from a state (request field ``saved_state``; ``state`` is its deprecated old name):
+before any job is submitted the file is read (as the user, where jobs run as users), must lie in the user's state
+directory or the application's data roots, be a ParaView state, and read no file outside the data roots. The
+server checks the data paths again on the node before it loads the state.
 """
 
 from __future__ import annotations
