@@ -98,7 +98,8 @@ def report_time(job_output: str) -> float:
 class ReportStub:
     """Stands in for pvhpc's report endpoint on the floor: notes when each job's report arrives, checks nothing."""
 
-    def __init__(self):
+    def __init__(self, address: str):
+        """``address``: where the nodes reach this machine (the login side's address on the cluster of hosts)."""
         self.reports: dict[str, list[tuple[float, dict]]] = {}
         self.arrived = threading.Condition()
         stub = self
@@ -121,9 +122,9 @@ class ReportStub:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer((address, 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.url = f"http://{address}:{self.server.server_address[1]}"
 
     def _outcome(self, session_id: str) -> tuple[float, dict] | None:
         return next(((at, p) for at, p in self.reports.get(session_id, []) if p.get("event") in ("ready", "failed")),
@@ -318,7 +319,7 @@ def main() -> int:
                                                             size)}
 
         # The floor: the same config, but the job reports to the stub.
-        stub = ReportStub()
+        stub = ReportStub(cluster.login_address)
         undo.add(stub.close, "stop the report stub")
         floor_cfg = site_config_parser.parse(
             {**svc_config, "service": {**svc_config["service"], "callback_url": stub.url}}, "<floor>")

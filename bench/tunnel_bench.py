@@ -36,6 +36,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -76,8 +77,13 @@ def serve_child(args) -> None:
                                             port=spec["port"])])
             auth = make_authenticator(AuthConfig(kind="local", user=spec["user"], header="X-Remote-User", staff=(),
                                                          users_trust_each_other=False))
-            ctx = type("Ctx", (), {"auth": auth})()
             sockets = bind_sockets(0, "127.0.0.1")
+            # What the proxy's handlers read of the site: no origin of its own for sessions' content, and the
+            # proxy's own address as the pages' origin.
+            site = SimpleNamespace(service=SimpleNamespace(
+                allowed_origins=(f"http://127.0.0.1:{sockets[0].getsockname()[1]}",)),
+                frontend=SimpleNamespace(session_origin=None))
+            ctx = SimpleNamespace(auth=auth, config=site)
             HTTPServer(tornado.web.Application(frontend.handlers(ctx))).add_sockets(sockets)
             print(sockets[0].getsockname()[1], flush=True)
         await asyncio.Event().wait()
