@@ -61,6 +61,10 @@ class NodeHost:
     def hosts_file(self) -> Path:
         return HOSTS_DIR / self.netns / "hosts"
 
+    @property
+    def resolver_file(self) -> Path:
+        return HOSTS_DIR / self.netns / "resolv.conf"
+
 
 class NodeNetwork:
     """The bridge, namespaces and links of one cluster's nodes, named after its base port."""
@@ -129,6 +133,11 @@ class NodeNetwork:
             h.hosts_file.parent.mkdir(parents=True, exist_ok=True)
             h.hosts_file.write_text(self.hosts_text())
             h.hosts_file.chmod(0o644)
+            # No name server: this machine's is not reachable from the nodes' network, and every lookup a hosts
+            # file does not answer (getent, glibc's IPv6 try first) would wait for it to time out.
+            h.resolver_file.write_text("# Written by pvhpc's local cluster: names come from this node's hosts "
+                                       "file alone.\noptions timeout:1 attempts:1\n")
+            h.resolver_file.chmod(0o644)
 
     def hosts_text(self) -> str:
         """A node's /etc/hosts: every node and the login side by name, as where all hosts share one file."""
@@ -176,10 +185,11 @@ class NodeNetwork:
 
     # -- run on a node --------------------------------------------------------
     def on_node(self, node: str, argv: list[str]) -> list[str]:
-        """``argv`` run on ``node``: in its network namespace, with its host name and its hosts file."""
+        """``argv`` run on ``node``: in its network namespace, with its host name, hosts file and resolver."""
         h = self.host(node)
-        setup = (f"mount --bind {shlex.quote(str(h.hosts_file))} /etc/hosts && hostname {shlex.quote(h.name)} && "
-                 f"exec {shlex.join(argv)}")
+        setup = (f"mount --bind {shlex.quote(str(h.hosts_file))} /etc/hosts && "
+                 f"mount --bind {shlex.quote(str(h.resolver_file))} /etc/resolv.conf && "
+                 f"hostname {shlex.quote(h.name)} && exec {shlex.join(argv)}")
         return ["nsenter", f"--net={NETNS_DIR / h.netns}", "--", "unshare", "--mount", "--uts",
                 "--propagation", "private", "sh", "-c", setup]
 
