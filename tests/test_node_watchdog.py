@@ -72,8 +72,10 @@ def test_pvhpc_away_past_the_grace_ends_the_job_and_a_restart_ends_nothing(servi
     session = client.launch("paraview", partition="cpu")
     job = session["job_id"]
 
-    # A crash and a restart: the service away for a few seconds, well under the grace.
+    # A crash and a restart: the service away for a few seconds, well under the grace, and long enough for the
+    # watchdog to miss at least one answer (a restart quicker than an interval would go unnoticed: nothing to test).
     svc.kill()
+    time.sleep(2 * INTERVAL + 1)
     svc.start()
     wait_until(lambda: "pvhpc answers again" in client.log(session["id"]), 4 * INTERVAL + 10, interval=0.5,
                message="the watchdog reaching pvhpc again after its restart")
