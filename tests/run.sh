@@ -16,10 +16,8 @@ export PVHPC_TESTS_AFTER_INSTALL=1
 PY=${PVHPC_PREFIX:-/opt/pvhpc}/venv/bin/python
 SECOND_SLURM_TESTS=(tests/test_scheduler_backends.py tests/test_launcher_e2e.py tests/test_fault_drills.py)
 # Once is enough for the drills that do not turn on what Slurm says or does: a locked or stopped database, a
-# crashing server, a drained node, the service killed; and a walltime is Slurm's TIMEOUT to either backend alike
-# (the command-line backend's drill runs again).
+# crashing server, a drained node, the service killed.
 SECOND_SLURM_SKIP="not database_locked and not postgresql and not server_crash and not drained and not sigkilled"
-SECOND_SLURM_SKIP+=" and not (walltime and pyslurm)"
 
 "$PY" -m pytest --durations=25 "$@"   # the slowest tests named at the end: the suite must stay within CI's time
 rc=$?

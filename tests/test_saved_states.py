@@ -206,7 +206,7 @@ def test_a_visualizer_session_ended_saves_its_state_and_a_new_one_starts_from_it
     apps["visualizer"]["start_timeout"] = 120
     svc = service_factory(applications=apps).start()
     client = svc.client()
-    walltime = {"walltime": "2"} if how == "walltime" else {}   # minutes: the shortest Slurm counts in
+    walltime = {"walltime": "1"} if how == "walltime" else {}   # minutes: the shortest Slurm counts in
     first = client.launch("visualizer", partition="gpu", gpus="1", **walltime)
     assert first["state"] == "ready", first
     before = asyncio.run(build_pipeline(first["sessionURL"], first["secret"]))
