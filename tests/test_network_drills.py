@@ -52,6 +52,8 @@ class LinkCut:
 def cut_under_session(cluster, client, session: dict, node: str, seconds: float | None = LINK_CUT_S) -> LinkCut:
     """Cut ``node``'s link under ``session`` for ``seconds`` (None: until the session has ended): wait for the
     session to end meanwhile, mend the link, and wait for the job's processes to be gone."""
+    # Found before the cut, or the wait for them to be gone below would be met at once, whatever the drill did.
+    assert processes_of_cluster_job(cluster, session["job_id"]), f"no process of job {session['job_id']} found"
     cut = time.monotonic()
     cluster.network.cut(node)
     try:
@@ -80,7 +82,6 @@ def test_a_nodes_link_cut_for_90_s_under_a_ready_session(service_factory, cluste
     client = svc.client()
     session = client.launch("paraview", partition="cpu")
     node = session["node"]
-    assert processes_of_cluster_job(cluster, session["job_id"])
     cut = cut_under_session(cluster, client, session, node)
     audit = audit_jobs(cluster, svc, ignore)
     drill_record(lost=int(cut.ended["end_reason"] != "node_failure"), orphaned=len(audit.orphaned),

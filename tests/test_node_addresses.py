@@ -269,6 +269,21 @@ def test_shape_1_a_job_that_reports_its_address_is_taken(world):
     assert (record.state, record.host, record.node) == ("ready", "10.0.0.2", "cpu02")
 
 
+def test_an_address_slurm_gives_for_the_node_is_taken_without_resolving_its_names(world):
+    """Shape 1's usual report: the node's NodeAddr. The node's names, which the login side does not resolve (a
+    site's DNS may take seconds to say so), are not looked up on the way to the session's first frame."""
+    store, service, cluster = world
+    asked = []
+
+    async def resolve(names):
+        asked.extend(names)
+        return await cluster.resolve(names)
+
+    service.resolve = resolve
+    record = ready(service, "10.0.0.2", peer="10.0.0.2")
+    assert (record.state, record.host) == ("ready", "10.0.0.2") and asked == []
+
+
 def test_shape_3_an_fqdn_the_login_side_does_not_resolve_is_matched_by_where_the_report_came_from(world):
     store, service, _ = world
     with pytest.raises(ServiceError, match="not node cpu02"):

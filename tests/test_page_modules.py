@@ -1,6 +1,6 @@
 """The page's ES modules hold together without a browser: each import names a module and an export that exist,
 no module keeps mutable state at its top level, the page's import map versions each of them, and the words the
-page shows of an ended session come from the API (one copy, in sessions/states.py).
+page shows of an ended session come from the API (one copy, in pvhpc/jobs/states.py).
 
 The page in a browser is tests/test_web_page.py's (Chromium, on the real cluster)."""
 

@@ -46,6 +46,9 @@ class TokenStore:
     async def user_off_loop(self, token: str) -> str | None:
         """``user_for`` for the event loop: the check on a reader thread; the last-used stamp, when due, on
         the writer thread, not waited for (a busy database delays a stamp, never the request)."""
+        if not token.startswith(TOKEN_PREFIX):
+            # Not a personal token (a job's report token, on every report and watchdog ask): no reader thread.
+            return None
         record = await self.store.off_loop.read(self.valid, token)
         if record is None:
             return None

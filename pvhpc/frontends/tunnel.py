@@ -144,13 +144,3 @@ class TunnelConnector(Connector):
     async def close(self) -> None:
         for session_id in list(self._forwards):
             self.forget(session_id)
-
-
-def route_through(frontend, link: SSHLink) -> None:
-    """Send a proxying front end's upstream connections through the link.
-
-    Only the built-in proxy dials servers itself; Apache runs beside the nodes,
-    and with 'direct' the clients dial on their own.
-    """
-    if isinstance(getattr(frontend, "connector", None), Connector):
-        frontend.connector = TunnelConnector(link)

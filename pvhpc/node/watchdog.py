@@ -2,9 +2,9 @@
 
 pvhpc ends a session's job through Slurm. When Slurm cannot reach the node (its link was cut while pvhpc ended
 the session as a node failure, say), the job's processes live on until Slurm takes the node back, which may be
-minutes after the link returns. So the launcher (or, for a parallel session, parallel.py) runs this beside the
-server: every ``runtime.watchdog_interval`` seconds it asks pvhpc, at the job's callback URLs in turn, with the
-job's report token (``GET .../report``: pvhpc/web/api.py), and tells its caller to stop the server when
+minutes after the link returns. So the supervisor (supervisor.py; for a parallel session, parallel.py) runs this
+beside the server: every ``runtime.watchdog_interval`` seconds it asks pvhpc, at the job's callback URLs in turn,
+with the job's report token (``GET .../report``: pvhpc/web/api.py), and tells its caller to stop the server when
 
 - pvhpc says the session has ended (or knows no such session: a refusal of the token is every instance's, as
   they share one database);

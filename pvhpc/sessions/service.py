@@ -325,6 +325,11 @@ class SessionService:
                 self._nodes = await self.scheduler.node_addresses()
         except SchedulerUnavailable as e:
             raise SchedulerAway(f"cannot check the report with the scheduler now: {e}") from None
+        if host in {a for n in job_nodes for a in self._nodes.get(n, ()) if nodeaddresses.is_ipv4(a)}:
+            # An address Slurm itself gives for the job's node (its NodeAddr) is the node's, as the look-ups below
+            # would find too: nothing to resolve. A name of the node the login side does not resolve would
+            # otherwise keep every session's start waiting for the site's DNS to give up on it.
+            return host, job_nodes
         reported_gives = (await self.resolve([host]))[host]
         while True:
             # A job on several nodes (a parallel session) reports from any one of them: its first, in practice.

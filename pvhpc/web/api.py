@@ -87,10 +87,14 @@ class ReportHandler(JSONHandler):
             body = self.json_body()
             event = body.get("event") if isinstance(body, dict) else None
             token = report_token(self.request)
-            # Who may report comes first, whatever the body: an unknown session and a wrong token look alike (403),
-            # and an ended session takes no report (409).
-            await self.ctx.service.reporting(session_id, token, live=True)
-            await self.ctx.service.report(session_id, token, reports.parse(body), peer=self.request.remote_ip)
+            try:
+                report = reports.parse(body)
+            except reports.ReportError:
+                # Who may report comes first, whatever the body: an unknown session and a wrong token look alike
+                # (403), and an ended session takes no report (409). service.report checks the same for a good one.
+                await self.ctx.service.reporting(session_id, token, live=True)
+                raise
+            await self.ctx.service.report(session_id, token, report, peer=self.request.remote_ip)
         except Exception:
             self.ctx.metrics.report(event, taken=False)
             raise

@@ -33,10 +33,20 @@ WSLINK_DIR = web_clients_dir() / "wslink" / "dist"   # npm wslink 1.x, installed
 MAX_LISTING = 500   # entries of one directory; a chooser with more is no longer a chooser
 
 
+# path -> ((mtime_ns, size), hash): every page load names a dozen assets; each is hashed again only when it changed.
+_VERSIONS: dict[Path, tuple[tuple[int, int], str]] = {}
+
+
 def _version(name: str, directory: Path = STATIC_DIR) -> str:
     """A short content hash: the asset URL changes when the file does, so browsers may cache it for long."""
+    path = directory / name
     try:
-        return hashlib.sha256((directory / name).read_bytes()).hexdigest()[:12]
+        stat = path.stat()
+        known = _VERSIONS.get(path)
+        if known is None or known[0] != (stat.st_mtime_ns, stat.st_size):
+            known = _VERSIONS[path] = ((stat.st_mtime_ns, stat.st_size),
+                                       hashlib.sha256(path.read_bytes()).hexdigest()[:12])
+        return known[1]
     except FileNotFoundError:
         return "missing"   # the page then says the wslink client did not load, and what to run
 
