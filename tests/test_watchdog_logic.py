@@ -379,7 +379,7 @@ def site(**runtime):
 
 
 def test_the_keys_reach_the_job_as_interval_and_grace():
-    assert watchdog_setting(site()) == "15:300"
+    assert watchdog_setting(site()) == "15:3600"
     assert watchdog_setting(site(watchdog_interval=5, watchdog_grace=0)) == "5:0"
     assert watchdog_setting(site(watchdog_interval=0)) == ""
     cfg = site()

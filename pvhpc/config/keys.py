@@ -137,7 +137,10 @@ RUNTIME = Section("runtime", RuntimeConfig, help="what session jobs run on the c
         "seconds between a session's job asking pvhpc (at service.callback_url) whether its session is still live; "
         "when pvhpc says it has ended, the job stops its server and ends, even where Slurm could not reach the "
         "node to end it. 0: jobs never ask"),
-    Key("watchdog_grace", whole(0, 7 * 86400), 300,
+    # An hour: a pvhpc away for an upgrade, a database migration or its host's reboot ends no session (Slurm keeps
+    # the jobs all the while), and a node cut off for good, whose session pvhpc ended after Slurm's
+    # SlurmdTimeout, still stops its server within a bound.
+    Key("watchdog_grace", whole(0, 7 * 86400), 3600,
         "seconds a session's job may fail to reach pvhpc before it stops its server and ends (pvhpc has ended "
         "the session by then if the node was cut off); failed asks shorter than this never end a session. "
         "0: never end for that. At least 3 times watchdog_interval"),
