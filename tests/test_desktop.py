@@ -227,3 +227,219 @@ def test_the_local_listener_takes_only_its_own_users_connections(bridge):
     assert connection.checked and connection.connections == 0 and echo.connections == 0
     assert any("refused a connection" in line for line in logged), logged
     assert carry(DesktopConnection(f"ws://127.0.0.1:{port}/ws", secret), b"mine") == b"mine"
+
+
+# -- the real thing: pvpython through pvhpc connect to pvserver sessions on the cluster -----------------------------
+
+# The desktop client as users run it: pvpython, connected to cs://localhost:PORT. Every image is rendered where the
+# data is (remote-render threshold 0: on the session's ranks, composited there) and carried back through the bridge.
+CLIENT = textwrap.dedent("""\
+    import sys
+    from paraview.simple import *
+    from paraview import servermanager
+    port, image, data, hold = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4] == "hold"
+    Connect("localhost", port)
+    print("partitions", servermanager.ActiveConnection.GetNumberOfDataPartitions(), flush=True)
+    sphere = Sphere(ThetaResolution=48, PhiResolution=48)
+    view = GetActiveViewOrCreate("RenderView")
+    view.RemoteRenderThreshold = 0
+    Show(ProcessIdScalars(Input=sphere), view)
+    ResetCamera(view)
+    Render(view)
+    SaveScreenshot(image, view, ImageResolution=[400, 300])
+    reader = OpenDataFile(data)
+    reader.UpdatePipeline()
+    print("points", reader.GetDataInformation().GetNumberOfPoints(), flush=True)
+    if hold:
+        print("holding", flush=True)
+        sys.stdin.read()
+    Disconnect()
+    print("disconnected", flush=True)
+""")
+# A triangle in VTK's legacy format: a file of the application's data roots, opened on the session's server.
+TRIANGLE = "# vtk DataFile Version 3.0\npvhpc\nASCII\nDATASET POLYDATA\nPOINTS 3 float\n0 0 0 1 0 0 0 1 0\n" \
+           "POLYGONS 1 4\n3 0 1 2\n"
+
+
+def connect_env(url: str, **extra) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(REPO), PVHPC_CLIENT_CONFIG=str(REPO / "no-such-client.yaml"), PVHPC_URL=url)
+    env.pop("PVHPC_TOKEN", None)
+    env.pop("PVHPC_LOGIN_HOST", None)
+    env.update(extra)
+    return env
+
+
+class Connect:
+    """``pvhpc connect ... --json`` running in the background, as a .pvsc's command or a user's terminal runs it."""
+
+    def __init__(self, tmp_path: Path, *args, url: str, stdin_text: str | None = None, **env):
+        self.stderr_path = tmp_path / f"connect-{time.monotonic_ns()}.err"
+        self.proc = subprocess.Popen([sys.executable, "-m", "pvhpc", "connect", "--json", *map(str, args)],
+                                     env=connect_env(url, **env), stdout=subprocess.PIPE, text=True,
+                                     stdin=subprocess.PIPE if stdin_text is not None else subprocess.DEVNULL,
+                                     stderr=open(self.stderr_path, "w"))
+        if stdin_text is not None:
+            self.proc.stdin.write(stdin_text)
+            self.proc.stdin.close()
+
+    @property
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def listening(self, timeout: float = 240) -> dict:
+        """The JSON line it prints once it listens: {url, port, session}."""
+        found: list[str] = []
+        reader = threading.Thread(target=lambda: found.append(self.proc.stdout.readline()), daemon=True)
+        reader.start()
+        reader.join(timeout)
+        assert found and found[0].strip(), f"pvhpc connect printed nothing (exit {self.proc.poll()}):\n{self.stderr}"
+        return json.loads(found[0])
+
+    def wait(self, timeout: float = 90) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"pvhpc connect is still running after {timeout} s:\n{self.stderr}") from None
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def connects():
+    started: list[Connect] = []
+
+    def make(*args, **kwargs) -> Connect:
+        started.append(Connect(*args, **kwargs))
+        return started[-1]
+
+    yield make
+    for c in started:
+        c.stop()
+
+
+def paraview_client(port: int, image: Path, data: Path, hold: bool = False) -> subprocess.Popen:
+    """pvpython connected to cs://localhost:PORT (on a private X display: Debian's pvpython renders with GLX)."""
+    script = image.parent / "client.py"
+    script.write_text(CLIENT)
+    return subprocess.Popen(["xvfb-run", "-a", "pvpython", str(script), str(port), str(image), str(data),
+                             "hold" if hold else "once"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def client_lines(client: subprocess.Popen, until: str, timeout: float = 180) -> list[str]:
+    lines: list[str] = []
+
+    def read():
+        for line in client.stdout:
+            lines.append(line.rstrip())
+            if line.startswith(until):
+                return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout)
+    assert any(line.startswith(until) for line in lines), "\n".join(lines[-40:])
+    return lines
+
+
+def desktop_service(service_factory, tmp_path, **overrides):
+    data = tmp_path / "svc" / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    (data / "triangle.vtk").write_text(TRIANGLE)
+    return service_factory(**desktop_site(data), **overrides), data / "triangle.vtk"
+
+
+def pvpython_renders_through(port: int, data: Path, tmp_path: Path, ranks: int, hold: bool = False):
+    image = tmp_path / f"desktop-{ranks}.png"
+    client = paraview_client(port, image, data, hold)
+    lines = client_lines(client, "holding" if hold else "disconnected")
+    assert f"partitions {ranks}" in lines and "points 3" in lines, lines
+    from PIL import Image
+
+    with Image.open(image) as opened:
+        png = opened.convert("RGB")
+    import io
+
+    jpeg = io.BytesIO()
+    png.save(jpeg, "JPEG")
+    assert foreground_fraction(jpeg.getvalue()) > 0.01, "the sphere's image is blank"
+    return client
+
+
+@pytest.mark.cluster
+@pytest.mark.paraview
+def test_pvpython_through_the_builtin_front_end_to_one_rank_until_it_disconnects(service_factory, cluster, connects,
+                                                                                 tmp_path):
+    from tests.harness.cluster import pvhpc_jobs
+
+    svc, data = desktop_service(service_factory, tmp_path)
+    svc.start()
+    client = svc.client()
+    apps = {a["name"]: a for a in client.applications()}
+    assert apps["pvserver"]["desktop"] is True and apps["paraview"]["desktop"] is False
+
+    # A session that is not for the desktop client is refused at once, naming why; nothing is left listening.
+    other = client.create("paraview", partition="cpu")
+    refused = pvhpc("connect", other["id"], url=svc.url)
+    assert refused.returncode == 2 and "not for ParaView's desktop client" in refused.stderr, refused
+    client.cancel(other["id"])
+    unknown = pvhpc("connect", secrets.token_urlsafe(24), url=svc.url)
+    assert unknown.returncode == 3 and "no session" in unknown.stderr, unknown
+
+    # SIGTERM before the session is ready: it is cancelled, no job is left.
+    early = connects(tmp_path, "--new", "-p", "cpu", url=svc.url)
+    wait_until(lambda: "submitted session" in early.stderr, 60, message="submitted")
+    early.proc.terminate()
+    assert early.wait() == 130
+    early_id = early.stderr.split("submitted session ", 1)[1].split()[0]
+    assert client.get(early_id)["end_reason"] == "cancelled"
+
+    connect = connects(tmp_path, "--new", "-p", "cpu", url=svc.url)
+    listening = connect.listening()
+    sid, port = listening["session"], listening["port"]
+    assert listening["url"] == f"cs://localhost:{port}"
+    session = client.get(sid)
+    assert session["desktop"] is True and session["state"] == "ready" and session["application"] == "pvserver"
+
+    pvpython_renders_through(port, data, tmp_path, ranks=1).wait(60)
+    # The client left: its pvserver ended, and the session with it, completed; pvhpc connect exits with it.
+    assert connect.wait() == 0, connect.stderr
+    ended = client.get(sid)
+    assert ended["end_reason"] == "completed", ended
+    assert not [j for j in pvhpc_jobs(cluster) if j.job_id == session["job_id"]]
+    again = pvhpc("connect", sid, url=svc.url)
+    assert again.returncode == 1 and "has ended (completed)" in again.stderr, again
+
+
+@pytest.mark.cluster
+@pytest.mark.paraview
+def test_pvpython_through_the_builtin_front_end_to_two_ranks_on_two_nodes_until_cancelled(service_factory, cluster,
+                                                                                          connects, tmp_path):
+    from tests.harness.cluster import jobs
+    from tests.helpers import job_processes_by_node, wait_no_server_left
+
+    svc, data = desktop_service(service_factory, tmp_path)
+    svc.start()
+    connect = connects(tmp_path, "--new", "-p", "cpu", "-N", 2, "-n", 2, url=svc.url)
+    listening = connect.listening()
+    sid, port = listening["session"], listening["port"]
+    session = svc.client().get(sid)
+    assert (session["nodes"], session["ranks"], session["desktop"]) == (2, 2, True)
+    [job] = jobs(cluster, "-j", session["job_id"])
+    assert job.nodes == "cpu[01-02]"
+    assert job_processes_by_node(cluster, session["job_id"], "pvserver") == {"cpu01": 1, "cpu02": 1}
+
+    client = pvpython_renders_through(port, data, tmp_path, ranks=2, hold=True)
+    try:
+        # Its user cancels it while ParaView is connected: cancelled, every rank gone, and pvhpc connect exits.
+        cancelled = pvhpc("cancel", sid, url=svc.url)
+        assert cancelled.returncode == 0, cancelled
+        assert connect.wait() == 0, connect.stderr
+        assert svc.client().get(sid)["end_reason"] == "cancelled"
+        wait_no_server_left(cluster, session["job_id"])
+    finally:
+        client.kill()
+        client.wait()
