@@ -29,7 +29,7 @@ from pvhpc.client.desktop import DesktopConnection, DesktopError, session_proble
 from pvhpc.config import ConfigError, embedded_defaults, parse
 from pvhpc.paths import PACKAGE_DIR
 
-from tests.helpers import PARALLEL_CPU, PVSERVER, REPO, as_json, foreground_fraction, pvhpc, wait_until
+from tests.helpers import PARALLEL_CPU, PVSERVER, REPO, foreground_fraction, hues, pvhpc, wait_until
 
 BRIDGE = PACKAGE_DIR / "node" / "desktop_bridge.py"
 
@@ -234,6 +234,7 @@ def test_the_local_listener_takes_only_its_own_users_connections(bridge):
 # The desktop client as users run it: pvpython, connected to cs://localhost:PORT. Every image is rendered where the
 # data is (remote-render threshold 0: on the session's ranks, composited there) and carried back through the bridge.
 CLIENT = textwrap.dedent("""\
+    import os
     import sys
     from paraview.simple import *
     from paraview import servermanager
@@ -252,7 +253,8 @@ CLIENT = textwrap.dedent("""\
     print("points", reader.GetDataInformation().GetNumberOfPoints(), flush=True)
     if hold:
         print("holding", flush=True)
-        sys.stdin.read()
+        while os.read(0, 4096):   # until the test closes standard input (pvpython replaces sys.stdin)
+            pass
     Disconnect()
     print("disconnected", flush=True)
 """)
@@ -366,6 +368,7 @@ def pvpython_renders_through(port: int, data: Path, tmp_path: Path, ranks: int, 
     jpeg = io.BytesIO()
     png.save(jpeg, "JPEG")
     assert foreground_fraction(jpeg.getvalue()) > 0.01, "the sphere's image is blank"
+    assert len(hues(jpeg.getvalue())) == ranks, "the sphere is not in one colour a rank (ProcessIdScalars)"
     return client
 
 
@@ -438,7 +441,8 @@ def test_pvpython_through_the_builtin_front_end_to_two_ranks_on_two_nodes_until_
         cancelled = pvhpc("cancel", sid, url=svc.url)
         assert cancelled.returncode == 0, cancelled
         assert connect.wait() == 0, connect.stderr
-        assert svc.client().get(sid)["end_reason"] == "cancelled"
+        ended = svc.client().get(sid)
+        assert ended["end_reason"] == "cancelled", ended
         wait_no_server_left(cluster, session["job_id"])
     finally:
         client.kill()

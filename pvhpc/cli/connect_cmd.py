@@ -210,8 +210,8 @@ def cancel(client: Client, session_id: str) -> None:
     """End what --new submitted, whatever stopped the command (Ctrl-C and SIGTERM again are held off meanwhile)."""
     held = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        session = client.cancel(session_id)
-        if session.get("end_reason") == "cancelled":
+        if client.get(session_id).get("state") != "ended":
+            client.cancel(session_id)
             say(f"cancelled session {session_id}")
     except ClientError as e:
         say(f"could not cancel session {session_id}: {e}; cancel it with: pvhpc cancel {as_arg(session_id)}")
