@@ -447,3 +447,67 @@ def test_pvpython_through_the_builtin_front_end_to_two_ranks_on_two_nodes_until_
     finally:
         client.kill()
         client.wait()
+
+
+@pytest.mark.cluster
+@pytest.mark.paraview
+@pytest.mark.apache
+def test_pvpython_through_apache_with_the_users_login_and_another_user_is_refused(service_factory, cluster, connects,
+                                                                                  apache_factory, apache_dir,
+                                                                                  apache_login, tmp_path):
+    from pvhpc.frontends import apacheconf
+    from tests.harness.apache import APACHE_PASSWORD, APACHE_USER
+    from tests.harness.ports import free_port_block
+
+    map_file = apache_dir / "session-map.txt"
+    port = free_port_block(1)
+    site = apacheconf.Site("localhost", map_file, "http://127.0.0.1:1", port=port, auth_include=apache_login)
+    svc, data = desktop_service(service_factory, tmp_path,
+                                frontend={"kind": "apache", "map_file": str(map_file), "map_group": "www-data",
+                                          "session_url": site.session_url},
+                                auth={"kind": "header", "header": "X-Remote-User"},
+                                public_url=f"http://127.0.0.1:{port}", allowed_origins=[f"http://127.0.0.1:{port}"])
+    site = apacheconf.Site("localhost", map_file, svc.frontend_target, port=port, auth_include=apache_login)
+    svc.start()
+    apache = apache_factory(site).start()
+
+    # Alice, logged in at Apache as a browser is (the password on standard input, never on a command line).
+    connect = connects(tmp_path, "--new", "-p", "cpu", "--frontend-user", APACHE_USER, "--password-stdin",
+                       url=apache.url, stdin_text=APACHE_PASSWORD + "\n")
+    listening = connect.listening()
+    sid, port = listening["session"], listening["port"]
+
+    # Bob, with a token of his own, cannot connect to her session: it answers as one that does not exist.
+    bobs_token = svc.user_client("bob").create_token("bob's laptop")["token"]
+    refused = pvhpc("connect", sid, url=svc.url, env={"PVHPC_TOKEN": bobs_token})
+    assert refused.returncode == 3 and "no session" in refused.stderr, refused
+
+    pvpython_renders_through(port, data, tmp_path, ranks=1).wait(60)
+    assert connect.wait() == 0, connect.stderr
+    ended = svc.user_client(APACHE_USER).get(sid)
+    assert ended["user"] == APACHE_USER and ended["end_reason"] == "completed", ended
+    assert sid not in site.access_log.read_text()   # Apache logged the websocket, never the session's id
+
+
+@pytest.mark.cluster
+@pytest.mark.paraview
+@pytest.mark.sshd
+def test_pvpython_through_an_ssh_tunnel_via_the_login_host(service_factory, cluster, connects, sshd, tmp_path):
+    svc, data = desktop_service(service_factory, tmp_path)
+    svc.start()
+    ssh = ["--ssh", "--login", "root@127.0.0.1", "--ssh-port", sshd.port, "--ssh-key", sshd.client_key,
+           "--known-hosts", sshd.known_hosts]
+    # A login host whose key is not the one known is refused before anything is carried (and the session cancelled).
+    unknown = tmp_path / "known_hosts_other"
+    unknown.write_text("")
+    session = svc.client().create("pvserver", partition="cpu")
+    svc.client().wait(session["id"])
+    refused = pvhpc("connect", session["id"], *ssh[:-1], unknown, url=svc.url)
+    assert refused.returncode == 5 and "is not in" in refused.stderr and "ssh-keyscan" in refused.stderr, refused
+
+    connect = connects(tmp_path, session["id"], *ssh, url=svc.url)
+    port = connect.listening()["port"]
+    pvpython_renders_through(port, data, tmp_path, ranks=1).wait(60)
+    assert connect.wait() == 0, connect.stderr
+    assert svc.client().get(session["id"])["end_reason"] == "completed"
+    assert "Accepted publickey for root" in sshd.log.read_text()
