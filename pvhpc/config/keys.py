@@ -215,8 +215,8 @@ APPLICATIONS = Named(
             Derived(_command, "pvhpc's own server; for a desktop application pvhpc's bridge to its pvserver"),
             "the server's command line, one item per argument (never through a shell), as the wslink launcher's "
             f"cmd; placeholders are written ${{name}}: {command.HELP}. An item that is only a placeholder whose "
-            "value is empty (no load_file) is left out, with the option right before it (--load ${load_file}). The default runs pvhpc's own "
-            "server", example=["${pvpython}", "/opt/site/app.py", "--port", "${port}", "--authKey", "${secret}"]),
+            "value is empty (no load_file) is left out, with the option right before it (--load ${load_file})",
+            example=["${pvpython}", "/opt/site/app.py", "--port", "${port}", "--authKey", "${secret}"]),
         Key("ready", checks.ready_rule, Derived(_ready, "{port_file: true} when the command has ${port_file}, "
                                                         f"else {{line: '{WSLINK_READY_LINE}'}}; the bridge's "
                                                         "own line for a desktop application's default command"),
