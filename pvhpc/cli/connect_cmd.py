@@ -44,14 +44,11 @@ def say(line: str) -> None:
     print(f"pvhpc connect: {session_format.shown(line)}", file=sys.stderr, flush=True)
 
 
-class Stopped(KeyboardInterrupt):
-    """SIGTERM, taken as Ctrl-C is: stop, and cancel what --new submitted."""
-
-
 @contextlib.contextmanager
 def terminate_as_interrupt():
+    """SIGTERM taken as Ctrl-C is: stop, and cancel what --new submitted."""
     def on_term(signum, frame):
-        raise Stopped()
+        raise KeyboardInterrupt()
 
     before = signal.signal(signal.SIGTERM, on_term)
     try:
