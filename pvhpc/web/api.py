@@ -245,7 +245,10 @@ def opens(app) -> dict:
     """How a ready session of ``app`` opens in a browser (docs/web.md): the page's quick view, the application's
     own client at /apps/<name>/ (``client_url``, relative), or the client its server serves at /session/<id>/
     (with a static copy at ``client_url`` where staff installed one, as trame's: the page opens that, which
-    gets the secret from the launcher rather than from the URL)."""
+    gets the secret from the launcher rather than from the URL); a desktop application's opens in ParaView's
+    desktop client ("desktop")."""
+    if app.desktop:   # in ParaView's desktop client, through pvhpc connect (docs/desktop.md): nothing opens here
+        return {"opens": "desktop", "client_url": None}
     if app.serves_own_client:
         return {"opens": "served", "client_url": f"apps/{app.name}/" if app.web_client is not None else None}
     if app.web_client is not None:
