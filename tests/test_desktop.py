@@ -159,8 +159,26 @@ def carry(connection: DesktopConnection, payload: bytes) -> bytes:
 
 def test_the_bridge_carries_the_byte_stream_after_the_secret_and_ends_when_its_client_leaves(bridge):
     proc, port, echo, secret, cause = bridge
+    url = f"ws://127.0.0.1:{port}/ws"
     payload = os.urandom(700_000)   # several frames and TCP reads each way
-    assert carry(DesktopConnection(f"ws://127.0.0.1:{port}/ws", secret), payload) == payload
+
+    async def two_clients():
+        first = DesktopConnection(url, secret)
+        await first.start()
+        reader, writer = await asyncio.open_connection("127.0.0.1", first.port)
+        writer.write(payload)
+        got = await asyncio.wait_for(reader.readexactly(len(payload)), 20)
+        # pvserver serves one client: a second one, with the right secret, is told so while the first is there.
+        with pytest.raises(DesktopError) as second:
+            await DesktopConnection(url, secret).open_websocket()
+        writer.close()
+        await asyncio.sleep(0.3)
+        await first.close()
+        return got, second.value
+
+    got, second = asyncio.run(two_clients())
+    assert got == payload
+    assert "already has its client" in str(second) and "1013" in str(second)
     assert echo.connections == 1
     # pvserver serves one client: once that one has gone, the bridge ends and says why (the session: completed).
     assert proc.wait(10) == 0
