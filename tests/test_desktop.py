@@ -208,6 +208,34 @@ def test_a_wrong_or_missing_secret_is_closed_with_why_and_reaches_no_pvserver(br
     assert carry(DesktopConnection(url, secret), b"hello") == b"hello"
 
 
+def test_a_pvserver_the_bridge_cannot_reach_fails_the_session_it_does_not_complete_it(tmp_path):
+    closed = socket.create_server(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()   # nothing listens there now
+    secret, cause = secrets.token_urlsafe(24), tmp_path / "exit-cause"
+    env = dict(os.environ, PVHPC_SECRET=secret, PVHPC_EXIT_CAUSE_FILE=str(cause))
+    proc = subprocess.Popen([sys.executable, str(BRIDGE), "--host", "127.0.0.1", "--port", "0", "--ds-host",
+                             "127.0.0.1", "--ds-port", str(port)], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        bridge_port = int(proc.stdout.readline().rsplit(" ", 1)[1])
+
+        async def client():
+            from tornado.websocket import websocket_connect
+
+            ws = await websocket_connect(f"ws://127.0.0.1:{bridge_port}/ws")
+            await ws.write_message(json.dumps({"secret": secret}))
+            answer = await ws.read_message()
+            assert await ws.read_message() is None
+            return answer, ws.close_code, ws.close_reason
+
+        answer, code, reason = asyncio.run(client())
+        assert json.loads(answer) == {"ok": True} and code == 1011 and "cannot be reached" in reason
+        assert proc.wait(10) == 1 and not cause.exists()   # the supervisor reports exit code 1: failed
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 # -- the local listener: this user's connections only --------------------------------------------------
 
 def test_the_owner_of_a_socket_is_read_from_the_kernels_table():

@@ -16,7 +16,8 @@ The protocol, which ``pvhpc connect`` (pvhpc/client/desktop.py) speaks and other
 
 A wrong or missing secret is closed with code 1008 and a reason that says so, and no pvserver connection is made.
 pvserver serves one client and then ends: the bridge takes one client, and ends when that client's connection has
-ended (cause ``client``: the session ends completed). A second client while the first is connected is closed with
+ended (cause ``client``: the session ends completed), or, when the pvserver cannot be dialled, with status 1 (failed).
+A second client while the first is connected is closed with
 a reason (1013). Nobody in ``--timeout`` seconds: it ends as idle.
 
 Who can reach it: everyone who reaches the node's address, as every session server; it believes the secret alone.
@@ -143,6 +144,7 @@ class Bridge:
     def __init__(self, secret, ds_host, ds_port):
         self.secret, self.ds_host, self.ds_port = secret, ds_host, ds_port
         self.taken = False
+        self.unreachable = False      # the pvserver could not be dialled: the session failed, it did not complete
         self.done = asyncio.Event()   # the one client's session with the pvserver is over
 
     async def handle(self, reader, writer):
@@ -182,6 +184,7 @@ class Bridge:
                 upstream_reader, upstream = await asyncio.open_connection(self.ds_host, self.ds_port)
             except OSError as e:
                 print(f"pvhpc-bridge: cannot reach the pvserver at {self.ds_host}:{self.ds_port}: {e}", flush=True)
+                self.unreachable = True
                 writer.write(close_frame(UNREACHABLE))
                 await writer.drain()
                 return
@@ -246,6 +249,8 @@ async def serve(args, secret):
         return 0
     finally:
         server.close()
+    if bridge.unreachable:
+        return 1   # reported as the server's exit: the session ends failed, with the line above in its log
     note_cause("client")
     return 0
 
