@@ -463,6 +463,15 @@ def test_pvpython_through_the_builtin_front_end_to_one_rank_until_it_disconnects
     again = pvhpc("connect", sid, url=svc.url)
     assert again.returncode == 1 and "has ended (completed)" in again.stderr, again
 
+    # SIGTERM once it is ready and listening (ParaView's own end of a .pvsc connection, say): cancelled too.
+    late = connects(tmp_path, "--new", "-p", "cpu", url=svc.url)
+    late_id = late.listening()["session"]
+    late.proc.terminate()
+    assert late.wait() == 130
+    assert client.get(late_id)["end_reason"] == "cancelled"
+    late_job = client.get(late_id)["job_id"]
+    wait_until(lambda: not [j for j in pvhpc_jobs(cluster) if j.job_id == late_job], 30, message="no job left")
+
 
 @pytest.mark.cluster
 @pytest.mark.paraview

@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -38,6 +39,7 @@ from pvhpc.cli.token_cmds import front_end_login
 PROBLEM_CODES = {"not_desktop": exit_codes.USAGE, "not_ready": exit_codes.FAILED, "ended": exit_codes.FAILED,
                  "refused": exit_codes.FAILED, "unreachable": exit_codes.FAILED}
 SSH_KEYS = ("id_ed25519", "id_ecdsa", "id_rsa")
+WATCH_RETRY = 5   # seconds between asks while the service does not answer
 
 
 def say(line: str) -> None:
@@ -102,10 +104,10 @@ def watch_session(client: Client, session_id: str, loop: asyncio.AbstractEventLo
             try:
                 session = client.wait(session_id, until=("ended",), timeout=24 * 3600)
             except ClientError as e:
-                if e.status == 404:
-                    session = {"id": session_id, "state": "ended", "end_reason": None, "detail": str(e)}
-                else:
+                if e.status != 404:
+                    time.sleep(WATCH_RETRY)   # the service is away for a moment: ask again, not at once
                     continue
+                session = {"id": session_id, "state": "ended", "end_reason": None, "detail": str(e)}
             if session.get("state") == "ended":
                 last.update(session)
                 loop.call_soon_threadsafe(ended.set)
