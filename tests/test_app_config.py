@@ -140,7 +140,8 @@ def test_the_embedded_defaults_offer_the_visualizer_unmodified_where_it_is_insta
 
     monkeypatch.setenv("PVHPC_WEB_CLIENTS_DIR", str(tmp_path / "none"))
     monkeypatch.setenv("PVHPC_RUNTIME_DIR", str(tmp_path / "no-runtime"))   # no trame there either
-    assert list(config.embedded_defaults().applications) == ["paraview"]
+    # What needs no installed runtime of its own: pvhpc's server and the desktop client's bare pvserver.
+    assert list(config.embedded_defaults().applications) == ["paraview", "pvserver"]
     package = tmp_path / "clients" / "pvw-visualizer"
     (package / "server").mkdir(parents=True)
     (package / "dist").mkdir()

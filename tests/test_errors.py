@@ -32,7 +32,8 @@ from tests.harness.inprocess import fetch_all, make_app
 
 PACKAGE = Path(pvhpc.__file__).parent
 # Run by path on compute nodes, outside pvhpc's environment: they may not import pvhpc.errors.
-STANDALONE = {"node/jobhelper.py", "node/pvweb_server.py", "node/dataroots.py", "node/pvstate.py", "node/supervisor.py"}
+STANDALONE = {"node/jobhelper.py", "node/pvweb_server.py", "node/dataroots.py", "node/pvstate.py", "node/supervisor.py",
+              "node/desktop_bridge.py"}
 BUILTIN_ERRORS = {name for name, value in vars(builtins).items()
                   if isinstance(value, type) and issubclass(value, BaseException)}
 

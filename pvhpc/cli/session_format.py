@@ -9,8 +9,9 @@ from __future__ import annotations
 import re
 import shlex
 from datetime import datetime, timezone
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
+from pvhpc.client.api import connect_url  # noqa: F401  (the session URL as clients dial it; pvhpc url shows it)
 from pvhpc.jobs.ids import HOST
 from pvhpc.jobs.states import EndReason, SessionState
 
@@ -176,14 +177,6 @@ def details(session: dict) -> str:
             lines.append(f"  {clock(at) if at else '?':>16}  {shown(event.get('state'))}: "
                          f"{shown(event.get('detail'))}".rstrip())
     return "\n".join(lines)
-
-
-def connect_url(session_url: str | None, service_url: str) -> str | None:
-    """The session URL with USE_HOST/USE_HOSTNAME filled in, as the ParaViewWeb JS client fills it from its page."""
-    if not session_url:
-        return None
-    parts = urlsplit(service_url)
-    return session_url.replace("USE_HOSTNAME", parts.hostname or "").replace("USE_HOST", parts.netloc)
 
 
 def page_with_secret(url: str, secret: str | None) -> str:

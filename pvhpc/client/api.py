@@ -20,11 +20,20 @@ import time
 import urllib.error
 import urllib.request
 from typing import Any, Iterator
+from urllib.parse import urlsplit
 
 from pvhpc.errors import PvhpcError
 
 
 WAIT_POLL = 5   # seconds between asking for a session while no event stream is to be had (429)
+
+def connect_url(session_url: str | None, service_url: str) -> str | None:
+    """The session URL with USE_HOST/USE_HOSTNAME filled in, as the ParaViewWeb JS client fills it from its page."""
+    if not session_url:
+        return None
+    parts = urlsplit(service_url)
+    return session_url.replace("USE_HOSTNAME", parts.hostname or "").replace("USE_HOST", parts.netloc)
+
 
 class ClientError(PvhpcError):
     """The service answered with an error. ``status`` is the HTTP status (0: no answer at all).

@@ -74,6 +74,12 @@ def _command_rules(s: Reader, app: ApplicationConfig) -> None:
     if app.pvserver is not None and "parallel" not in JobTemplate(app.jobscript).names:
         raise s.error("pvserver", f"{app.jobscript} cannot start a parallel session's ParaView server (it has no "
                                   "{{ parallel }}): use pvhpc's paraview-web.sh, or leave pvserver out")
+    if app.desktop and app.pvserver is None:
+        raise s.error("pvserver", "is needed for a desktop application: its session is that pvserver, which "
+                                  "ParaView's desktop client connects to (e.g. [pvserver, --force-offscreen-rendering])")
+    if app.desktop and (app.serves_own_client or app.web_client is not None):
+        raise s.error("desktop", "a desktop application's session is for ParaView's desktop client: it has no web "
+                                 "client (leave out web_client and serves_own_client)")
     if "web_client" in used and app.web_client is None:
         raise s.error("command", "uses ${web_client} but the application has no web_client")
     unknown = JobTemplate(app.jobscript).names - set(JOB_SCRIPT_VALUES)
@@ -206,6 +212,10 @@ def embedded_defaults(cluster_conf: Path | None = None, **service: Any) -> SiteC
         "applications": {
             "paraview": {"description": "ParaView (pvpython web server)", "data_roots": [str(Path.home())],
                          "partitions": ["gpu", "cpu"], "pvserver": ["pvserver", "--force-offscreen-rendering"]},
+            # ParaView's desktop client (pvhpc connect): a bare pvserver behind pvhpc's websocket bridge.
+            "pvserver": {"description": "ParaView desktop client (pvserver)", "desktop": True,
+                         "data_roots": [str(Path.home())], "partitions": ["cpu", "gpu"],
+                         "pvserver": ["pvserver", "--force-offscreen-rendering"]},
             **visualizer_application([str(Path.home())]),
             **trame_application([str(Path.home())]),
         },

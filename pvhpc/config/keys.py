@@ -42,9 +42,20 @@ PVHPC_SERVER_COMMAND = ["${pvpython}", "${server_script}", "--host", "${host}", 
                         "--ready-file", "${port_file}"]
 # What wslink 1.x and 2.x servers print once they listen (wslink's own launcher waits for it).
 WSLINK_READY_LINE = "wslink: Starting factory"
+# A desktop application's server (docs/desktop.md): pvhpc's websocket bridge to the session's pvserver
+# (pvhpc/node/desktop_bridge.py, standard library only), which prints its port once it listens.
+DESKTOP_BRIDGE_COMMAND = ["${python}", str(paths.PACKAGE_DIR / "node" / "desktop_bridge.py"), "--host", "${host}",
+                          "--port", "${port}", "--timeout", "${idle_timeout}"]
+DESKTOP_READY_LINE = r"pvhpc-bridge: listening on port (?P<port>\d+)"
+
+
+def _command(ctx) -> list[str]:
+    return DESKTOP_BRIDGE_COMMAND if ctx.values["desktop"] else PVHPC_SERVER_COMMAND
 
 
 def _ready(ctx) -> dict:
+    if ctx.values["desktop"] and tuple(ctx.values["command"]) == tuple(DESKTOP_BRIDGE_COMMAND):
+        return {"line": DESKTOP_READY_LINE}
     if "port_file" in command.placeholders(ctx.values["command"]):
         return {"port_file": True}
     return {"line": WSLINK_READY_LINE}
@@ -198,13 +209,20 @@ APPLICATIONS = Named(
         Key("server_script", checks.path, Derived(lambda ctx: str(paths.SERVER_SCRIPT),
                                                   "pvhpc/node/pvweb_server.py in the installed package"),
             "the ParaViewWeb server application the job runs under pvpython", example="/opt/site/my_pvw_app.py"),
-        Key("command", command.check_command, PVHPC_SERVER_COMMAND,
+        Key("desktop", checks.flag, False,
+            "the session is a bare ParaView server for ParaView's desktop client (pvhpc connect, docs/desktop.md): "
+            "the job runs the application's pvserver (required; over MPI ranks where the partition allows) and "
+            "pvhpc's websocket bridge to it, which the front ends carry as they carry any session; the session "
+            "ends completed when the desktop client disconnects"),
+        Key("command", command.check_command,
+            Derived(_command, "pvhpc's own server; for a desktop application pvhpc's bridge to its pvserver"),
             "the server's command line, one item per argument (never through a shell), as the wslink launcher's "
             f"cmd; placeholders are written ${{name}}: {command.HELP}. An item that is only a placeholder whose "
-            "value is empty (no load_file) is left out, with the option right before it (--load ${load_file}). The default runs pvhpc's own "
-            "server", example=["${pvpython}", "/opt/site/app.py", "--port", "${port}", "--authKey", "${secret}"]),
+            "value is empty (no load_file) is left out, with the option right before it (--load ${load_file})",
+            example=["${pvpython}", "/opt/site/app.py", "--port", "${port}", "--authKey", "${secret}"]),
         Key("ready", checks.ready_rule, Derived(_ready, "{port_file: true} when the command has ${port_file}, "
-                                                        f"else {{line: '{WSLINK_READY_LINE}'}}"),
+                                                        f"else {{line: '{WSLINK_READY_LINE}'}}; the bridge's "
+                                                        "own line for a desktop application's default command"),
             f"how pvhpc's supervisor on the node sees the server listen: {checks.READY_FORMS}; a (?P<port>\\d+) "
             "group in the line takes the port from it. Without a port reported, ${port} is a free port the "
             "launcher picks", example={"line": "App running at"}),

@@ -84,6 +84,8 @@ class ApplicationConfig:
     pvserver: tuple[str, ...] | None
     mpi_launcher: tuple[str, ...]
     pvserver_connect: tuple[str, ...]
+    # For ParaView's desktop client: the session is the pvserver, reached through pvhpc's bridge (docs/desktop.md).
+    desktop: bool = False
 
 
 @dataclass(frozen=True)
@@ -195,6 +197,10 @@ class SiteConfig:
     def served_applications(self) -> frozenset[str]:
         """The applications whose session server serves its own web client (``serves_own_client``)."""
         return frozenset(name for name, app in self.applications.items() if app.serves_own_client)
+
+    def desktop_applications(self) -> frozenset[str]:
+        """The applications whose sessions are for ParaView's desktop client (``desktop``: pvhpc connect)."""
+        return frozenset(name for name, app in self.applications.items() if app.desktop)
 
     def web_clients(self) -> dict[str, Path]:
         """Application name -> the directory of its static web client (``web_client``), served at /apps/<name>/."""

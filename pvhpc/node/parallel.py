@@ -32,6 +32,16 @@ first and sends nothing no longer holds the ranks in their handshake (ParaView w
 as long as it stays, and takes the next only after). That the port shows (on pvserver's command line, and
 in /proc/net/tcp for every listening socket anyway) then gives nothing away. After its first client,
 pvserver closes its port.
+
+A desktop session (``desktop`` in PVHPC_PARALLEL, docs/desktop.md) is the same pvserver with pvhpc's websocket
+bridge (desktop_bridge.py) as its web server, and ParaView's desktop client behind the bridge; one rank runs
+without an MPI launcher (``mpi`` empty). Its connect id is 0, ParaView's "none", which is what the desktop client
+sends: ParaView 5.11's client puts its connect id in the handshake string ("paraview-5.11.connect_id.N.
+renderingbackend.B", in a framed message of VTK's socket communicator), which the bridge would have to rewrite,
+length and all, inside VTK's own protocol. It need not: the guard already takes only the job's user's loopback
+connections, and that user can read the job's environment (the id with it) anyway, so an id keeps nobody out that
+the guard lets in. The client that leaves ends the pvserver (it serves one client): then the ranks' end is the
+session's, and the bridge, which sees its pvserver connection close, reports it (completed), not this.
 """
 
 import json
@@ -64,6 +74,7 @@ RANK_WORDS = re.compile(r"rank|signal|exit|abort|kill|fail|error", re.IGNORECASE
 # launcher is gone would no longer be tracked as the job's.
 STOP_GRACE = 1.5
 POLL = 0.1
+BRIDGE_GRACE = 10   # seconds a desktop session's bridge has to report its end once its pvserver has ended
 
 
 def mpi_environment():
@@ -128,6 +139,14 @@ def why_ranks_ended(watch, code):
     return " | ".join(said[-3:])[-900:] if said else f"the MPI launcher ended ({supervisor.how(code)})"
 
 
+def wait_for(proc, seconds):
+    """``proc``'s exit status once it has ended, within ``seconds``; else 143 (then stopped as on SIGTERM)."""
+    try:
+        return proc.wait(seconds)
+    except subprocess.TimeoutExpired:
+        return 143
+
+
 def stop_all(web, servers):
     """SIGTERM the web server's launcher and the MPI launcher's group (it passes it to every rank) at once,
     then kill what is left. Quick, and all at once: the job script kills this 2 s after its own SIGTERM,
@@ -152,9 +171,10 @@ def _signal_group(proc, signum):
 
 def run(spec, launcher_argv):
     args = launcher_argv_options(launcher_argv)
-    ranks = int(spec["ranks"])
+    ranks, desktop = int(spec["ranks"]), bool(spec.get("desktop"))
     port = supervisor.free_port("0.0.0.0")   # pvserver cannot be told an address: it listens on every interface
-    connect_id = random.SystemRandom().randint(1, 2**31 - 1)
+    # A desktop session's pvserver takes ParaView's "no connect id" (0), which the desktop client sends: see above.
+    connect_id = 0 if desktop else random.SystemRandom().randint(1, 2**31 - 1)
     # The connect id is left for the web server's argv wrapper to fill in, inside its process.
     # 127.0.0.1, not localhost: pvserver listens on IPv4, and a node's hosts file may name ::1 first.
     values = {"ds_host": "127.0.0.1", "ds_port": str(port), "ranks": str(ranks)}
@@ -224,9 +244,14 @@ def run(spec, launcher_argv):
             if stopping.is_set():
                 return 143
             if servers.poll() is not None:
+                code = supervisor.exit_status(servers.returncode)
+                if desktop and code == 0:
+                    # Its desktop client left and the pvserver ended, as it does: the bridge, whose pvserver
+                    # connection has closed, ends too and reports it.
+                    print("pvhpc: the ParaView server ended after its client disconnected", flush=True)
+                    return wait_for(web, BRIDGE_GRACE)
                 # Said before the web server notices its server has gone, so the session ends with why.
                 watch.join(2)
-                code = supervisor.exit_status(servers.returncode)
                 reason = f"a ParaView server rank exited, so the session's server has stopped: {why_ranks_ended(watch, code)}"
                 print(f"pvhpc: {reason}", flush=True)
                 jobhelper.send(args.url, "failed", 30, reason=reason)

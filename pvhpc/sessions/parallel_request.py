@@ -81,9 +81,13 @@ def sizes(body: dict, partition: PartitionConfig, app: ApplicationConfig) -> tup
 
 def job_value(app: ApplicationConfig, nodes: int, ranks: int, guard: str) -> str:
     """What the job script hands pvhpc/node/parallel.py (PVHPC_PARALLEL): empty for a one-process session.
-    ``guard``: the library the ranks run with (pvhpc/node/pvserver_guard.c, built by ``pvhpc runtime install``)."""
-    if not ranks:
+    ``guard``: the library the ranks run with (pvhpc/node/pvserver_guard.c, built by ``pvhpc runtime install``).
+
+    A desktop application's session is its pvserver whatever its size: without ranks, one pvserver process started
+    directly (no MPI launcher), under the same guard; ``desktop`` tells the node that the pvserver's end after its
+    client left is the session's end, not a crash (docs/desktop.md)."""
+    if not ranks and not app.desktop:
         return ""
-    mpi = launch(app.mpi_launcher, nodes, ranks)
+    mpi = launch(app.mpi_launcher, nodes, ranks) if ranks else []
     return json.dumps({"mpi": mpi, "pvserver": list(app.pvserver), "connect": list(app.pvserver_connect),
-                       "ranks": ranks, "guard": guard})
+                       "ranks": ranks or 1, "guard": guard, "desktop": app.desktop})

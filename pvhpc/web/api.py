@@ -18,7 +18,6 @@ from pvhpc.jobs.states import SessionState
 from pvhpc.db.store import SessionRecord
 from pvhpc.web.base import JSONHandler
 from pvhpc.web.errors import APIError
-from pvhpc.web.views import session_json
 
 S = SessionState
 
@@ -38,26 +37,26 @@ class SessionsHandler(JSONHandler):
         records = await self.ctx.service.sessions_of(None if everyone else user, state=wanted, live=live,
                                                      limit=1000)
         self.send({"all": everyone,
-                   "sessions": [session_json(r, self.ctx.frontend, with_secret=r.user == user) for r in records]})
+                   "sessions": [self.session_view(r, with_secret=r.user == user) for r in records]})
 
     async def post(self) -> None:
         user = self.require_user()
         spec = parse_spec(self.ctx.config, self.json_body(), strict=True, user=user)
         record = await self.ctx.service.create(user, spec)
-        self.send(session_json(record, self.ctx.frontend), status=201)
+        self.send(self.session_view(record), status=201)
 
 
 class SessionHandler(JSONHandler):
     async def get(self, session_id: str) -> None:
         record = await self.own_session(session_id)
-        data = session_json(record, self.ctx.frontend, with_secret=record.user == self.current_user)
+        data = self.session_view(record, with_secret=record.user == self.current_user)
         data["history"] = [{"at": e.at.isoformat() + "Z", "state": e.state, "detail": e.detail}
                            for e in await self.ctx.service.history(record.id)]
         self.send(data)
 
     async def delete(self, session_id: str) -> None:
         record = await self.ctx.service.cancel(await self.own_session(session_id))
-        self.send(session_json(record, self.ctx.frontend))
+        self.send(self.session_view(record))
 
 
 class SessionLogHandler(JSONHandler):
@@ -203,7 +202,7 @@ class SessionEventsHandler(JSONHandler):
             raise StreamClosedError() from None
 
     async def _send_event(self, record: SessionRecord) -> None:
-        data = session_json(record, self.ctx.frontend, with_secret=record.user == self.current_user)
+        data = self.session_view(record, with_secret=record.user == self.current_user)
         self.write(f"event: session\ndata: {json.dumps(data, default=str)}\n\n")
         await self._flush()
 
@@ -239,6 +238,8 @@ class ApplicationsHandler(JSONHandler):
              "default_partition": a.default_partition, "data_roots": [str(r) for r in a.data_roots],
              # Whether it can run over an MPI pvserver: a partition whose "parallel" is not null says how far.
              "parallel": a.pvserver is not None,
+             # For ParaView's desktop client (pvhpc connect), not a browser: docs/desktop.md.
+             "desktop": a.desktop,
              **opens(a)}
             for a in apps.values()
         ]})
@@ -248,7 +249,10 @@ def opens(app) -> dict:
     """How a ready session of ``app`` opens in a browser (docs/web.md): the page's quick view, the application's
     own client at /apps/<name>/ (``client_url``, relative), or the client its server serves at /session/<id>/
     (with a static copy at ``client_url`` where staff installed one, as trame's: the page opens that, which
-    gets the secret from the launcher rather than from the URL)."""
+    gets the secret from the launcher rather than from the URL); a desktop application's opens in ParaView's
+    desktop client ("desktop")."""
+    if app.desktop:   # in ParaView's desktop client, through pvhpc connect (docs/desktop.md): nothing opens here
+        return {"opens": "desktop", "client_url": None}
     if app.serves_own_client:
         return {"opens": "served", "client_url": f"apps/{app.name}/" if app.web_client is not None else None}
     if app.web_client is not None:

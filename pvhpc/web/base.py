@@ -103,6 +103,12 @@ class JSONHandler(ErrorAnswers):
         self.set_status(status)
         self.finish(json.dumps(data, default=str))
 
+    def session_view(self, record, with_secret: bool = True) -> dict:
+        """A session as the APIs show it (views.py), with what this site's config says of its application."""
+        from pvhpc.web.views import session_json
+
+        return session_json(record, self.ctx.frontend, with_secret, self.ctx.config.desktop_applications())
+
     async def own_session(self, session_id: str):
         """The caller's session; another user's answers exactly like one that does not exist."""
         user = self.require_user()

@@ -23,7 +23,6 @@ from pvhpc.sessions.spec import parse_spec
 from pvhpc.jobs.states import SessionState
 from pvhpc.web.base import JSONHandler
 from pvhpc.web.errors import APIError
-from pvhpc.web.views import session_json
 
 S = SessionState
 
@@ -40,7 +39,7 @@ class LaunchHandler(JSONHandler):
         record = await service.wait_for(record.id, [S.READY], self.ctx.config.service.launcher_wait)
         if record.state == S.READY.value:
             await service.hand_out(record)
-            return self.send(self.for_page(session_json(record, self.ctx.frontend)))
+            return self.send(self.for_page(self.session_view(record)))
         about = {"id": record.id, "state": record.state, "detail": record.detail}
         if record.state == S.ENDED.value:
             raise APIError(f"the session ended before it was ready: {record.detail}", status=503, extra=about)
@@ -68,7 +67,7 @@ class LaunchHandler(JSONHandler):
                            + (f" ({record.detail})" if record.detail else ""), status=409, field="attach",
                            extra={"id": record.id, "state": record.state})
         await self.ctx.service.hand_out(record)
-        self.send(self.for_page(session_json(record, self.ctx.frontend)))
+        self.send(self.for_page(self.session_view(record)))
 
     def for_page(self, session: dict) -> dict:
         """The session with USE_HOST / USE_HOSTNAME in its URL already filled in with the page's host, as newer
@@ -90,8 +89,8 @@ class LaunchedSessionHandler(JSONHandler):
     async def get(self, session_id: str) -> None:
         record = await self.own_session(session_id)
         # Staff see every session, but its secret only its owner: it is the key to the user's server.
-        self.send(session_json(record, self.ctx.frontend, with_secret=record.user == self.current_user))
+        self.send(self.session_view(record, with_secret=record.user == self.current_user))
 
     async def delete(self, session_id: str) -> None:
         record = await self.ctx.service.cancel(await self.own_session(session_id))
-        self.send(session_json(record, self.ctx.frontend))
+        self.send(self.session_view(record))

@@ -18,7 +18,9 @@ def _iso(value: datetime | None) -> str | None:
     return value.replace(tzinfo=timezone.utc).isoformat() if value else None
 
 
-def session_json(record: SessionRecord, frontend, with_secret: bool = True) -> dict:
+def session_json(record: SessionRecord, frontend, with_secret: bool = True,
+                 desktop: frozenset[str] = frozenset()) -> dict:
+    """``desktop``: the applications whose sessions are for ParaView's desktop client (config.desktop_applications)."""
     data = {
         "id": record.id,
         "user": record.user,
@@ -39,6 +41,8 @@ def session_json(record: SessionRecord, frontend, with_secret: bool = True) -> d
         "host": record.host,
         "port": record.port,
         "sessionURL": frontend.session_url(record),
+        # A session for ParaView's desktop client (pvhpc connect): its sessionURL leads to a pvserver's bridge.
+        "desktop": record.application in desktop,
         "expected_start": _iso(record.expected_start),
         "created_at": _iso(record.created_at),
         "ready_at": _iso(record.ready_at),

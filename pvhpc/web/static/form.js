@@ -197,6 +197,9 @@ function describeApplication(app) {
                          "ready. Or open ", direct, " directly: it launches a session itself.");
   } else if (app.opens === "served") {
     hint.textContent = "Its session serves its own web client, which opens in a new tab when the session is ready.";
+  } else if (app.opens === "desktop") {
+    hint.textContent = "For ParaView's desktop client: once the session is ready, run 'pvhpc connect SESSION' " +
+      "where ParaView runs and connect ParaView to the address it prints.";
   } else {
     hint.textContent = "Opens in the quick view on this page.";
   }

@@ -132,7 +132,9 @@ export class SessionPanel {
   // A ready session of an application with a client of its own: links to it; the quick view on request.
   showOpenIn(session) {
     const app = this.applicationOf(session);
-    const offered = session.state === "ready" && app.opens !== "view" && Boolean(session.secret);
+    // A desktop session opens in ParaView's desktop client (pvhpc connect), not here.
+    const offered = session.state === "ready" && (app.opens === "client" || app.opens === "served") &&
+      Boolean(session.secret);
     $("open-in").hidden = !offered;
     if (!offered) return;
     const url = app.opens === "served" ? servedURL(app, session) : clientURL(app, session);
