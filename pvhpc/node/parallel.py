@@ -77,7 +77,7 @@ POLL = 0.1
 BRIDGE_GRACE = 10   # seconds a desktop session's bridge has to report its end once its pvserver has ended
 
 
-def mpi_environment():
+def mpi_environment(keep_display: bool = False):
     env = dict(os.environ)
     # The web server's private things are not the ParaView server's.
     for name in ("PVHPC_SECRET", "PVHPC_REPORT_TOKEN", supervisor.REPORT_URL_ENV, supervisor.COMMAND_ENV,
@@ -85,8 +85,12 @@ def mpi_environment():
         env.pop(name, None)
     # The job's X display is private to its first node; ranks elsewhere could not open it, and every rank
     # should render the same way: offscreen (pvserver --force-offscreen-rendering, EGL or OSMesa builds).
-    for name in ("DISPLAY", "XAUTHORITY"):
-        env.pop(name, None)
+    # A pvserver of one rank started here, with no MPI launcher (a desktop session's), keeps it: an X-only
+    # ParaView build (Debian's) renders nothing without one, and ParaView's desktop client, told so, warns its
+    # user and renders on their machine instead.
+    if not keep_display:
+        for name in ("DISPLAY", "XAUTHORITY"):
+            env.pop(name, None)
     # A job submitted with --export=NONE (pvhpc's are) hands SLURM_EXPORT_ENV=NONE down to every srun inside
     # it, the one the MPI launcher starts its daemons with too: they would find neither PATH nor anything the
     # job script set up. The ranks get the job's environment.
@@ -178,7 +182,7 @@ def run(spec, launcher_argv):
     # The connect id is left for the web server's argv wrapper to fill in, inside its process.
     # 127.0.0.1, not localhost: pvserver listens on IPv4, and a node's hosts file may name ::1 first.
     values = {"ds_host": "127.0.0.1", "ds_port": str(port), "ranks": str(ranks)}
-    env = mpi_environment()
+    env = mpi_environment(keep_display=not spec["mpi"])
     guard, exe = spec.get("guard") or "", pvserver_executable(spec["pvserver"], env)
     problem = ""
     if not os.path.isfile(guard):

@@ -83,11 +83,13 @@ def job_value(app: ApplicationConfig, nodes: int, ranks: int, guard: str) -> str
     """What the job script hands pvhpc/node/parallel.py (PVHPC_PARALLEL): empty for a one-process session.
     ``guard``: the library the ranks run with (pvhpc/node/pvserver_guard.c, built by ``pvhpc runtime install``).
 
-    A desktop application's session is its pvserver whatever its size: without ranks, one pvserver process started
-    directly (no MPI launcher), under the same guard; ``desktop`` tells the node that the pvserver's end after its
-    client left is the session's end, not a crash (docs/desktop.md)."""
+    A desktop application's session is its pvserver whatever its size: of one rank (asked for or not), one pvserver
+    process started directly (no MPI launcher, and so with the job's X display: pvhpc/node/parallel.py), under the
+    same guard; ``desktop`` tells the node that the pvserver's end after its client left is the session's end, not
+    a crash (docs/desktop.md)."""
     if not ranks and not app.desktop:
         return ""
-    mpi = launch(app.mpi_launcher, nodes, ranks) if ranks else []
+    one_process = app.desktop and (ranks or 1) == 1
+    mpi = [] if one_process or not ranks else launch(app.mpi_launcher, nodes, ranks)
     return json.dumps({"mpi": mpi, "pvserver": list(app.pvserver), "connect": list(app.pvserver_connect),
                        "ranks": ranks or 1, "guard": guard, "desktop": app.desktop})
