@@ -6,7 +6,7 @@
 # ever interpreted by the shell. Scheduler options (partition, GPUs, walltime,
 # job name) are passed to sbatch as arguments, never as #SBATCH lines.
 #
-# What it does: start a private X server when the application renders through Xvfb,
+# What it does: load the session's environment modules (Lmod or Environment Modules), start a private X server when the application renders through Xvfb,
 # then hand over to pvhpc's supervisor (pvhpc/node/supervisor.py), which runs the
 # application's command (a JSON list: never through a shell), sees it become ready,
 # tells pvhpc the node and port, and says how it ended. Everything is cleaned up
@@ -42,9 +42,10 @@ export PVHPC_INPUT_IDLE={{ input_idle }}
 # For the launcher (pvhpc/node/watchdog.py): ask pvhpc whether the session is live every INTERVAL s, and stop the
 # server when it has ended or pvhpc has not answered for GRACE s (INTERVAL:GRACE; empty: never ask).
 export PVHPC_WATCHDOG={{ watchdog }}
-if [ -n "$VENV" ]; then
-    export VIRTUAL_ENV="$VENV" PATH="$VENV/bin:$PATH"
-fi
+# Environment modules, one a line: the partition's, the application's, its version's (pvhpc/jobs/modules.py).
+MODULES={{ modules }}
+MODULES_INIT={{ modules_init }}
+MODULE_PATHS={{ module_paths }}
 
 if [ -n "$LOG_FILE" ]; then
     # The job's own log, where only its user can read it.
@@ -78,6 +79,40 @@ fail() {
     "$HELPER_PYTHON" "$JOB_HELPER" report --event failed --reason "$1" --give-up-after 30
     exit 1
 }
+
+# The modules first, before anything else runs. A job's bash (sbatch --export=NONE, no login) has no module
+# command: source the module system's init (staff's runtime.modules_init, else the usual places) until one defines
+# it. Each name is one argument of module load; a module that does not load ends the session with the module
+# system's own words. set -u is off meanwhile: module systems' init scripts read variables they may not find.
+if [ -n "$MODULES" ]; then
+    set +u
+    if ! type module >/dev/null 2>&1; then
+        while IFS= read -r init; do
+            [ -n "$init" ] && [ -r "$init" ] || continue
+            . "$init" >/dev/null 2>&1
+            type module >/dev/null 2>&1 && break
+        done <<<"$MODULES_INIT"
+    fi
+    type module >/dev/null 2>&1 || fail "no module system on $(hostname) to load $(tr '\n' ' ' <<<"$MODULES")with (none of $(tr '\n' ' ' <<<"$MODULES_INIT")defines module); set runtime.modules_init to its bash init"
+    if [ -n "${LMOD_CMD:-}" ]; then module_system=Lmod; else module_system="Environment Modules"; fi
+    while IFS= read -r dir; do
+        [ -n "$dir" ] && module use "$dir"
+    done <<<"$MODULE_PATHS"
+    while IFS= read -r name; do
+        [ -n "$name" ] || continue
+        if module load "$name" 2>"$workdir/module.err"; then
+            echo "pvhpc: loaded module $name ($module_system)"
+            cat "$workdir/module.err"
+        else
+            cat "$workdir/module.err" >&2
+            fail "module $name could not be loaded ($module_system on $(hostname)): $(tr -s ' \n' ' ' <"$workdir/module.err" | head -c 800)"
+        fi
+    done <<<"$MODULES"
+    set -u
+fi
+if [ -n "$VENV" ]; then
+    export VIRTUAL_ENV="$VENV" PATH="$VENV/bin:$PATH"
+fi
 
 case "$RENDER_MODE" in
 xvfb)

@@ -166,7 +166,7 @@ class SessionService:
             record = SessionRecord(
                 id=new_session_id(), user=user, application=spec.application, partition=spec.partition,
                 gpus=spec.gpus, nodes=spec.nodes, ranks=spec.ranks, walltime_minutes=spec.walltime_minutes,
-                account=spec.account,
+                account=spec.account, version=spec.version,
                 data_file=spec.data_file, request_key=key, state=S.SUBMITTING.value,
                 detail="submitting the job to Slurm", job_name=f"pvhpc-{secrets.token_hex(8)}",
                 secret=new_secret(), report_token_hash=token_hash(report_token),
