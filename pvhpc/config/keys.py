@@ -275,7 +275,7 @@ APPLICATIONS = Named(
             "environment modules the job loads before its server starts (before Xvfb too), after the partition's; "
             "a module that does not load ends the session start_failed with the module system's words",
             example=["paraview/5.11-egl"]),
-        Key("versions", modules.check_versions, {},
+        Key("versions", modules.check_versions, Derived(lambda ctx: {}, "none: the application has no versions"),
             "the versions users choose from (request field version, pvhpc submit --app-version), each the modules "
             "it loads after the application's: {VERSION: [MODULE, ...]}; quote a version YAML would read as a "
             "number (\"5.11\")", example={"5.11": ["paraview/5.11"], "5.11-egl": ["paraview/5.11-egl"]}),

@@ -235,6 +235,9 @@ class ApplicationsHandler(JSONHandler):
              "default_partition": a.default_partition, "data_roots": [str(r) for r in a.data_roots],
              # Whether it can run over an MPI pvserver: a partition whose "parallel" is not null says how far.
              "parallel": a.pvserver is not None,
+             # The versions users choose from (request field "version"), in the config's order, and the one a
+             # request that names none gets; [] and null where the application offers none.
+             "versions": list(a.versions), "default_version": a.default_version,
              **opens(a)}
             for a in apps.values()
         ]})

@@ -65,6 +65,11 @@ export class LaunchForm {
     const app = this.application();
     if (!app) return;
     describeApplication(app);
+    // Versions only where the application offers them: its default chosen.
+    const versions = app.versions || [];
+    $("version-field").hidden = versions.length === 0;
+    fillSelect($("version"), versions.map((v) => [v, v === app.default_version ? `${v} (default)` : v]),
+               app.default_version);
     const offered = this.store.partitions.filter((p) => app.partitions.includes(p.name));
     fillSelect($("partition"), offered.map((p) => [p.name, `${p.name}: ${partitionNow(p)}`]), app.default_partition);
     const roots = app.data_roots;
@@ -96,6 +101,7 @@ export class LaunchForm {
 
   request() {
     const request = { application: $("application").value, partition: $("partition").value };
+    if (!$("version-field").hidden && $("version").value) request.version = $("version").value;
     const p = this.partition();
     const gpus = $("gpus").value.trim();
     if (!$("gpus").disabled && gpus !== "") request.gpus = typed(gpus);
