@@ -42,7 +42,8 @@ export PVHPC_INPUT_IDLE={{ input_idle }}
 # For the launcher (pvhpc/node/watchdog.py): ask pvhpc whether the session is live every INTERVAL s, and stop the
 # server when it has ended or pvhpc has not answered for GRACE s (INTERVAL:GRACE; empty: never ask).
 export PVHPC_WATCHDOG={{ watchdog }}
-# Environment modules, one a line: the partition's, the application's, its version's (pvhpc/jobs/modules.py).
+# Environment modules, apart by spaces: the partition's, the application's, its version's (pvhpc/jobs/modules.py);
+# the module system's init scripts to try and the modulefile directories to add, apart by ':'.
 MODULES={{ modules }}
 MODULES_INIT={{ modules_init }}
 MODULE_PATHS={{ module_paths }}
@@ -86,20 +87,22 @@ fail() {
 # system's own words. set -u is off meanwhile: module systems' init scripts read variables they may not find.
 if [ -n "$MODULES" ]; then
     set +u
+    read -r -a module_names <<<"$MODULES"
+    IFS=: read -r -a module_inits <<<"$MODULES_INIT"
+    IFS=: read -r -a module_paths <<<"$MODULE_PATHS"
     if ! type module >/dev/null 2>&1; then
-        while IFS= read -r init; do
+        for init in "${module_inits[@]}"; do
             [ -n "$init" ] && [ -r "$init" ] || continue
             . "$init" >/dev/null 2>&1
             type module >/dev/null 2>&1 && break
-        done <<<"$MODULES_INIT"
+        done
     fi
-    type module >/dev/null 2>&1 || fail "no module system on $(hostname) to load $(tr '\n' ' ' <<<"$MODULES")with (none of $(tr '\n' ' ' <<<"$MODULES_INIT")defines module); set runtime.modules_init to its bash init"
+    type module >/dev/null 2>&1 || fail "no module system on $(hostname) to load ${module_names[*]} with (none of ${module_inits[*]} defines module): set runtime.modules_init to its bash init"
     if [ -n "${LMOD_CMD:-}" ]; then module_system=Lmod; else module_system="Environment Modules"; fi
-    while IFS= read -r dir; do
+    for dir in "${module_paths[@]}"; do
         [ -n "$dir" ] && module use "$dir"
-    done <<<"$MODULE_PATHS"
-    while IFS= read -r name; do
-        [ -n "$name" ] || continue
+    done
+    for name in "${module_names[@]}"; do
         if module load "$name" 2>"$workdir/module.err"; then
             echo "pvhpc: loaded module $name ($module_system)"
             cat "$workdir/module.err"
@@ -107,7 +110,7 @@ if [ -n "$MODULES" ]; then
             cat "$workdir/module.err" >&2
             fail "module $name could not be loaded ($module_system on $(hostname)): $(tr -s ' \n' ' ' <"$workdir/module.err" | head -c 800)"
         fi
-    done <<<"$MODULES"
+    done
     set -u
 fi
 if [ -n "$VENV" ]; then

@@ -168,7 +168,7 @@ def module_findings(named: dict[str, list[str]], found: modules.Probe, init: str
     """Pure: what the probe found of each module, named by every key that names it."""
     if not found.system:
         return [Check("runtime.modules_init", FAIL,
-                      f"no module system found here (none of {init.replace(chr(10), ', ')} defines module), but the "
+                      f"no module system found here (none of {init.replace(':', ', ')} defines module), but the "
                       f"config names {len(named)} module{'s' if len(named) != 1 else ''} "
                       f"({', '.join(list(named)[:5])}{', ...' if len(named) > 5 else ''}): every session would "
                       "end start_failed", "install the module system (Debian: apt-get install lmod) or set "
@@ -203,7 +203,7 @@ async def check_modules(cfg: SiteConfig, runner: CommandRunner | None) -> list[C
     except CommandUnavailable as e:
         return [Check("modules", SKIP, f"could not ask the module system: {e}"[:400],
                       "run this on a login node with bash and the module system")]
-    return module_findings(named, found, modules.init_value(str(cfg.runtime.modules_init or "")))
+    return module_findings(named, found, modules.init_value(cfg.runtime.modules_init))
 
 
 async def check_site(cfg: SiteConfig, scheduler: Scheduler, runner: CommandRunner | None) -> list[Check]:

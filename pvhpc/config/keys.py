@@ -142,11 +142,11 @@ RUNTIME = Section("runtime", RuntimeConfig, help="what session jobs run on the c
         "the session by then if the node was cut off); failed asks shorter than this never end a session. "
         "0: never end for that. At least 3 times watchdog_interval"),
     # Environment modules (pvhpc/jobs/modules.py; docs/applications.md): the job sources the module system itself.
-    Key("modules_init", checks.absolute_path, None,
+    Key("modules_init", modules.check_path, None,
         "the module system's bash init that session jobs source before loading modules (jobs run with "
         f"--export=NONE in a non-login bash, where no module command is defined); left out, the first of {modules.INIT_HELP} "
         "that defines module", example="/etc/profile.d/lmod.sh"),
-    Key("module_paths", checks.each(checks.absolute_path), [],
+    Key("module_paths", modules.check_paths, [],
         "directories of modulefiles added to the module system's search path (module use) before any module is "
         "loaded or looked for", example=["/opt/site/modulefiles"]),
 ))

@@ -146,8 +146,8 @@ class RuntimeConfig:
     server_listen: str           # "node", "any" or an address: where a session's server binds on its node
     watchdog_interval: int       # seconds between a job's asks whether its session is live; 0: never
     watchdog_grace: int          # seconds a job may fail to reach pvhpc before it ends itself; 0: never
-    modules_init: Path | None = None      # the module system's bash init on the nodes; None: the usual places
-    module_paths: tuple[Path, ...] = ()  # directories of modulefiles added (module use) before loading
+    modules_init: str | None = None      # the module system's bash init on the nodes; None: the usual places
+    module_paths: tuple[str, ...] = ()  # directories of modulefiles added (module use) before loading
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,8 @@ looked for.
 
 Staff name modules per partition, per application and per version of an application (``versions:``); a session
 loads them in that order, in its job, before anything else runs (jobscripts/paraview-web.sh). Module names are
-staff-written but still never pass through a shell: the job script gets them as one shell-quoted word, one name a
-line, and hands each to ``module load`` as one argument; the availability probe below gets them as arguments of
+staff-written but still never pass through a shell: the job script gets them as one shell-quoted word, the names
+apart by spaces (which no name holds), reads them into an array and hands each to ``module load`` as one argument; the availability probe below gets them as arguments of
 its own, never inside its script.
 
 Jobs run with ``--export=NONE`` in a non-login bash, where no ``module`` command is defined: the job script (and
@@ -20,7 +20,7 @@ from typing import Any, Iterable
 
 # Lmod and Environment Modules names: paraview/5.11-egl, ParaView/5.11.2-foss-2022a-mpi, gcc@12 (Spack), ...
 # Never starting with '-' (an option) or '/', never holding blanks or shell syntax.
-MODULE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+/@:%,=~-]{0,199}$")
+MODULE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+/@%,=~-]{0,199}$")
 
 # Where module systems put their bash init, the login scripts first (they also set MODULEPATH): Lmod's and
 # Environment Modules' profile.d scripts, then their init/bash as Debian, RHEL and source builds install them.
@@ -40,7 +40,7 @@ def module_name(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError(f"must be a module name, not {type(value).__name__}")
     if not MODULE_NAME.match(value):
-        raise ValueError(f"{value[:100]!r} is not a module name (letters, digits and _.+/@:%,=~-, not starting "
+        raise ValueError(f"{value[:100]!r} is not a module name (letters, digits and _.+/@%,=~-, not starting "
                          "with '-' or '/', no blanks; at most 200)")
     return value
 
@@ -63,6 +63,31 @@ def check_modules(value: Any) -> tuple[str, ...]:
 
 
 VERSION_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,63}$")
+
+
+def check_path(value: Any) -> str:
+    """A directory or init script: absolute, and without ':' (the lists the job gets are ':'-separated)."""
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise ValueError(f"{str(value)[:200]!r} is not an absolute path")
+    if ":" in value or "\n" in value:
+        raise ValueError(f"{value[:200]!r} holds ':' or a line break, which module systems' paths may not")
+    return value
+
+
+def check_paths(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list):
+        raise ValueError(f"must be a list of absolute paths, not {value!r}"[:200])
+    out = []
+    for i, item in enumerate(value):
+        try:
+            out.append(check_path(item))
+        except ValueError as e:
+            wrong = ValueError(str(e))
+            wrong.index = i
+            raise wrong from None
+    return tuple(out)
 
 
 def check_versions(value: Any) -> dict[str, tuple[str, ...]]:
@@ -104,29 +129,36 @@ def for_session(partition_modules: Iterable[str], app_modules: Iterable[str],
 
 
 def job_value(modules: Iterable[str]) -> str:
-    """The modules as the job script reads them: one a line (no name holds a line break)."""
-    return "\n".join(modules)
+    """The modules as the job script reads them: apart by spaces (no name holds one)."""
+    return " ".join(modules)
 
 
 def init_value(modules_init: str | None) -> str:
-    """The init scripts the job script and the probe try, one a line: staff's own, or the usual places."""
-    return modules_init if modules_init else "\n".join(INIT_CANDIDATES)
+    """The init scripts the job script and the probe try, apart by ':': staff's own, or the usual places."""
+    return modules_init if modules_init else ":".join(INIT_CANDIDATES)
 
 
-# The probe: run as ``bash -c PROBE pvhpc-modules INITS PATHS NAME...`` (every value an argument of its own). It
+def paths_value(paths: Iterable[object]) -> str:
+    """Directories of modulefiles, apart by ':' as in MODULEPATH (config checks that none holds one)."""
+    return ":".join(str(p) for p in paths)
+
+
+# The probe: run as ``bash -c PROBE pvhpc-modules INITS PATHS NAME...`` (every value an argument of its own; INITS and
+# PATHS apart by ':'). It
 # sources the module system as a job would, then says, a line each: "system Lmod 8.6.19" (or "system none"), and
 # "avail NAME", "spider NAME" (found only by Lmod's spider: loadable once the modules it needs are) or
 # "missing NAME". Environment Modules 4.1+ and Lmod 8 both have is-avail.
 PROBE = r"""
 set +u
-inits=$1 paths=$2
+IFS=: read -r -a inits <<<"$1"
+IFS=: read -r -a paths <<<"$2"
 shift 2
 if ! type module >/dev/null 2>&1; then
-    while IFS= read -r init; do
+    for init in "${inits[@]}"; do
         [ -n "$init" ] && [ -r "$init" ] || continue
         . "$init" >/dev/null 2>&1
         type module >/dev/null 2>&1 && break
-    done <<<"$inits"
+    done
 fi
 if ! type module >/dev/null 2>&1; then
     echo "system none"
@@ -137,9 +169,9 @@ if [ -n "${LMOD_CMD:-}" ]; then
 else
     echo "system Environment Modules ${MODULES_VERSION:-}"
 fi
-while IFS= read -r dir; do
+for dir in "${paths[@]}"; do
     [ -n "$dir" ] && module use "$dir" >/dev/null 2>&1
-done <<<"$paths"
+done
 for name in "$@"; do
     if module is-avail "$name" >/dev/null 2>&1; then
         echo "avail $name"
@@ -153,7 +185,7 @@ done
 
 
 def probe_argv(init: str, paths: Iterable[str], names: Iterable[str]) -> list[str]:
-    return ["bash", "--noprofile", "--norc", "-c", PROBE, "pvhpc-modules", init, "\n".join(paths), *names]
+    return ["bash", "--noprofile", "--norc", "-c", PROBE, "pvhpc-modules", init, paths_value(paths), *names]
 
 
 @dataclass(frozen=True)

@@ -130,8 +130,8 @@ def script_values(config: SiteConfig, spec: SessionSpec, user: str, session_id: 
         "data_roots": data_roots,
         # Loaded before anything else runs, with the module system the node has (pvhpc/jobs/modules.py).
         "modules": modules.job_value(session_modules(config, spec)),
-        "modules_init": modules.init_value(str(config.runtime.modules_init or "")),
-        "module_paths": "\n".join(str(p) for p in config.runtime.module_paths),
+        "modules_init": modules.init_value(config.runtime.modules_init),
+        "module_paths": modules.paths_value(config.runtime.module_paths),
     }
 
 

@@ -49,8 +49,8 @@ def every_module(config: SiteConfig) -> dict[str, list[str]]:
 
 async def probe(config: SiteConfig, runner: CommandRunner, names: list[str], timeout: float) -> modules.Probe:
     """Ask the module system where ``runner`` runs about ``names``; CommandUnavailable if it could not be asked."""
-    argv = modules.probe_argv(modules.init_value(str(config.runtime.modules_init or "")),
-                              [str(p) for p in config.runtime.module_paths], names)
+    argv = modules.probe_argv(modules.init_value(config.runtime.modules_init),
+                              config.runtime.module_paths, names)
     result = await runner.run(argv, timeout=timeout)
     if not result.ok:
         raise CommandUnavailable(f"the module probe failed: {result.describe()}")
