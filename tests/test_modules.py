@@ -123,7 +123,7 @@ def test_the_job_script_gets_the_modules_as_quoted_words_and_loads_them_before_x
     assert values["MODULES"].split(" ") == ["cuda/12", "base", "paraview/5.11-egl"]
     assert values["MODULE_PATHS"] == str(tmp_path / "modulefiles")
     assert values["MODULES_INIT"].split(":") == list(modules.INIT_CANDIDATES)
-    assert script.index('module load "$name"') < script.index("Xvfb") < script.index('"$LAUNCHER"')
+    assert script.index('module load "$name"') < script.index('Xvfb ":$n"') < script.index('"$LAUNCHER" --start')
     assert "pvhpc paraview 5.11-egl" == job.build_job(cfg, spec, "alice", "sid", "pvhpc-x", "s" * 32,
                                                       "t" * 32).comment
 
