@@ -2,8 +2,9 @@
 # Install what pvhpc needs on Debian 12, as root: Debian's Slurm, munge, ParaView, Xvfb,
 # Lmod (environment modules: the tests load ParaView's versions with it, as centers do), Apache,
 # OpenSSH and PostgreSQL; a virtual environment with pvhpc in /opt/pvhpc/venv (command linked as
-# /usr/local/bin/pvhpc); where their sources are beside the checkout, Slurm 25.11 built from source and pyslurm for each Slurm (install/); wslink for pvpython; and the web clients
-# from npm (ParaView Visualizer, wslink's browser client), fetched once with npm.
+# /usr/local/bin/pvhpc); where their sources are beside the checkout, Slurm 25.11 built from source
+# and pyslurm for each Slurm (install/); wslink for pvpython; and the web clients from npm (ParaView
+# Visualizer, wslink's browser client), fetched once with npm.
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")"
