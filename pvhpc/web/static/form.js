@@ -61,6 +61,31 @@ export class LaunchForm {
     announce("The state is in the form: choose the application and launch.");
   }
 
+  // A past session's request in the form again: its application, version, partition, GPUs, walltime and data file.
+  // Launching stays the person's click (the form may be changed first); the API checks it all again.
+  launchAgain(session) {
+    if (!this.store.applications.some((a) => a.name === session.application)) {
+      announce(`Application ${session.application} is no longer offered.`);
+      return;
+    }
+    $("application").value = session.application;
+    this.applicationChanged();
+    if (session.version && [...$("version").options].some((o) => o.value === session.version)) {
+      $("version").value = session.version;
+    }
+    if ([...$("partition").options].some((o) => o.value === session.partition)) {
+      $("partition").value = session.partition;
+      this.partitionChanged();
+    }
+    if (!$("gpus").disabled) $("gpus").value = String(session.gpus);
+    $("walltime").value = session.walltime;
+    $("data").value = session.data || "";
+    $("launch").scrollIntoView();
+    $("launch-button").focus();
+    announce(`The form has that session's settings${session.version ? `, version ${session.version}` : ""}: ` +
+             "launch when ready.");
+  }
+
   applicationChanged() {
     const app = this.application();
     if (!app) return;
