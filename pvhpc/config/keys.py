@@ -117,7 +117,9 @@ SCHEDULER = Section("scheduler", SchedulerConfig, help="where sessions run", key
 ))
 
 RUNTIME = Section("runtime", RuntimeConfig, help="what session jobs run on the compute nodes", keys=(
-    Key("pvpython", checks.text, "/usr/bin/pvpython", "ParaView's pvpython on the compute nodes"),
+    Key("pvpython", checks.text, "/usr/bin/pvpython",
+        "ParaView's pvpython on the compute nodes; a bare name (pvpython) is looked for on the PATH the session's "
+        "environment modules set"),
     Key("helper_python", checks.text, "/usr/bin/python3", "the python3 that runs pvhpc's job helper on the nodes"),
     Key("pythonpath", checks.text,
         Derived(lambda ctx: str(paths.runtime_dir()), "pvhpc's runtime directory ($PVHPC_RUNTIME_DIR, else "
