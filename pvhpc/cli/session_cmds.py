@@ -340,6 +340,8 @@ def register(sub) -> None:
         [("pvhpc submit paraview", "submit on the default partition and return at once"),
          ("pvhpc submit paraview -p gpu -g 2 -t 2:00:00 --data run1/out.vtu --wait",
           "two GPUs for two hours, open run1/out.vtu, wait until ready"),
+         ("pvhpc submit paraview --app-version 5.11-egl -p gpu",
+          "one of the application's versions (its environment modules; 'pvhpc applications' lists them)"),
          ("pvhpc submit paraview --wait --timeout 600 --json | jq -r .sessionURL",
           "for scripts: the session as JSON once ready (exit 7 if not ready within 10 minutes)")],
         parents=[common, req])
