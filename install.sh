@@ -1,9 +1,10 @@
 #!/bin/bash
 # Install what pvhpc needs on Debian 12, as root: Debian's Slurm, munge, ParaView, Xvfb,
-# Apache, OpenSSH and PostgreSQL; a virtual environment with pvhpc in /opt/pvhpc/venv
-# (command linked as /usr/local/bin/pvhpc); where their sources are beside the checkout, Slurm 25.11
-# built from source and pyslurm for each Slurm (install/); wslink for pvpython; and the web clients
-# from npm (ParaView Visualizer, wslink's browser client), fetched once with npm.
+# Lmod (environment modules: the tests load ParaView's versions with it, as centers do), Apache,
+# OpenSSH and PostgreSQL; a virtual environment with pvhpc in /opt/pvhpc/venv (command linked as
+# /usr/local/bin/pvhpc); where their sources are beside the checkout, Slurm 25.11 built from source
+# and pyslurm for each Slurm (install/); wslink for pvpython; and the web clients from npm (ParaView
+# Visualizer, wslink's browser client), fetched once with npm.
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -12,7 +13,8 @@ PREFIX=${PVHPC_PREFIX:-/opt/pvhpc}
 PACKAGES=(
     python3 python3-venv python3-pip ca-certificates procps iproute2 sudo
     slurm-wlm slurm-wlm-basic-plugins munge
-    paraview python3-paraview xvfb xauth
+    paraview python3-paraview xvfb xauth xdotool
+    lmod
     apache2 openssh-server openssh-client postgresql
     chromium logrotate
     gcc libc6-dev python3-dev

@@ -6,7 +6,7 @@
 # ever interpreted by the shell. Scheduler options (partition, GPUs, walltime,
 # job name) are passed to sbatch as arguments, never as #SBATCH lines.
 #
-# What it does: start a private X server when the application renders through Xvfb,
+# What it does: load the session's environment modules (Lmod or Environment Modules), start a private X server when the application renders through Xvfb,
 # then hand over to pvhpc's supervisor (pvhpc/node/supervisor.py), which runs the
 # application's command (a JSON list: never through a shell), sees it become ready,
 # tells pvhpc the node and port, and says how it ended. Everything is cleaned up
@@ -42,9 +42,11 @@ export PVHPC_INPUT_IDLE={{ input_idle }}
 # For the launcher (pvhpc/node/watchdog.py): ask pvhpc whether the session is live every INTERVAL s, and stop the
 # server when it has ended or pvhpc has not answered for GRACE s (INTERVAL:GRACE; empty: never ask).
 export PVHPC_WATCHDOG={{ watchdog }}
-if [ -n "$VENV" ]; then
-    export VIRTUAL_ENV="$VENV" PATH="$VENV/bin:$PATH"
-fi
+# Environment modules, apart by spaces: the partition's, the application's, its version's (pvhpc/jobs/modules.py);
+# the module system's init scripts to try and the modulefile directories to add, apart by ':'.
+MODULES={{ modules }}
+MODULES_INIT={{ modules_init }}
+MODULE_PATHS={{ module_paths }}
 
 if [ -n "$LOG_FILE" ]; then
     # The job's own log, where only its user can read it.
@@ -78,6 +80,42 @@ fail() {
     "$HELPER_PYTHON" "$JOB_HELPER" report --event failed --reason "$1" --give-up-after 30
     exit 1
 }
+
+# The modules first, before anything else runs. A job's bash (sbatch --export=NONE, no login) has no module
+# command: source the module system's init (staff's runtime.modules_init, else the usual places) until one defines
+# it. Each name is one argument of module load; a module that does not load ends the session with the module
+# system's own words. set -u is off meanwhile: module systems' init scripts read variables they may not find.
+if [ -n "$MODULES" ]; then
+    set +u
+    read -r -a module_names <<<"$MODULES"
+    IFS=: read -r -a module_inits <<<"$MODULES_INIT"
+    IFS=: read -r -a module_paths <<<"$MODULE_PATHS"
+    if ! type module >/dev/null 2>&1; then
+        for init in "${module_inits[@]}"; do
+            [ -n "$init" ] && [ -r "$init" ] || continue
+            . "$init" >/dev/null 2>&1
+            type module >/dev/null 2>&1 && break
+        done
+    fi
+    type module >/dev/null 2>&1 || fail "no module system on $(hostname) to load ${module_names[*]} with (none of ${module_inits[*]} defines module): set runtime.modules_init to its bash init"
+    if [ -n "${LMOD_CMD:-}" ]; then module_system=Lmod; else module_system="Environment Modules"; fi
+    for dir in "${module_paths[@]}"; do
+        [ -n "$dir" ] && module use "$dir"
+    done
+    for name in "${module_names[@]}"; do
+        if module load "$name" 2>"$workdir/module.err"; then
+            echo "pvhpc: loaded module $name ($module_system)"
+            cat "$workdir/module.err"
+        else
+            cat "$workdir/module.err" >&2
+            fail "module $name could not be loaded ($module_system on $(hostname)): $(tr -s ' \n' ' ' <"$workdir/module.err" | head -c 800)"
+        fi
+    done
+    set -u
+fi
+if [ -n "$VENV" ]; then
+    export VIRTUAL_ENV="$VENV" PATH="$VENV/bin:$PATH"
+fi
 
 case "$RENDER_MODE" in
 xvfb)

@@ -22,6 +22,7 @@ from pvhpc.sessions.events import EventBus
 from pvhpc.frontends import FrontEnd, make_frontend
 from pvhpc.sessions.joblogs import JobLogs
 from pvhpc.sessions import nodeaddresses
+from pvhpc.sessions.modules import ModuleAvailability, every_module
 from pvhpc.sessions.savedstates import SavedStates
 from pvhpc.db.leadership import leadership_for
 from pvhpc.jobs.ids import SESSION_ID_TEXT
@@ -110,7 +111,9 @@ class PvhpcApp:
         # Nodes' names become addresses where the front end dials from: here, or the login host in SSH mode.
         resolve = nodeaddresses.over_ssh(self.ssh_link) if self.ssh_link else None
         saved_states = SavedStates(config, runner, runner_for_user, store)
-        service = SessionService(config, store, scheduler, bus, resolve, saved_states)
+        # Environment modules the config names, asked about once at start (sessions/modules.py says why then).
+        modules = ModuleAvailability(config, runner) if every_module(config) else None
+        service = SessionService(config, store, scheduler, bus, resolve, saved_states, modules)
         logs = JobLogs(config, runner, runner_for_user)
         frontend = make_frontend(config, self.ssh_link, metrics.proxy_traffic())
         bus.on_change(frontend.update)
@@ -142,6 +145,8 @@ class PvhpcApp:
         if self.ssh_link:
             await self.ssh_link.check()   # an unusable login host stops the service here, with its reason
         log.info("scheduler: %s", ", ".join(f"{k} {v}" for k, v in (await self.ctx.scheduler.about()).items()))
+        if self.ctx.service.modules is not None:
+            await self.ctx.service.modules.check()
         stats = await self.tracker.poll_if_leading()
         if stats is None:
             log.info("another instance polls the scheduler; this one follows its changes in the database")

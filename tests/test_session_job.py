@@ -28,7 +28,7 @@ def render_job(runtime_dir, data_dir, secret):
         command=json.dumps(command), ready=json.dumps({"port_file": True}), report_url="", render_mode="xvfb",
         start_timeout=120, secret=secret, report_token="unused", pythonpath=runtime_dir, venv="", log_file="",
         parallel="", server_listen="node", state_save="", state_load="", state_roots="", data_roots="", input_idle="",
-        watchdog="",
+        watchdog="", modules="", modules_init="", module_paths="",
     ))
 
 

@@ -251,14 +251,27 @@ def test_queued_on_a_full_partition_shows_reason_and_start_then_turns_ready(serv
         cancel(cluster, blockers)
 
 
-def test_errors_from_the_api_appear_next_to_their_field(service_factory, tabs, artifacts):
+def test_errors_from_the_api_appear_next_to_their_field(service_factory, runtime_dir, tmp_path, tabs, artifacts):
+    # Two versions of the application (environment modules, Lmod): one whose module exists, one whose does not.
+    (tmp_path / "modulefiles" / "paraview").mkdir(parents=True)
+    (tmp_path / "modulefiles" / "paraview" / "5.11.lua").write_text('setenv("PVHPC_TEST_BUILD", "5.11")\n')
     svc = service_factory(frontend=BUILTIN, limits={"gpus_per_user": 1}, partitions={
         "gpu": {"gpu_type": "a100", "gpus": {"default": 1, "max": 2}, "walltime": {"default": 30, "max": 120},
                 "accounts": ["proj-a", "proj-b"]},
         "cpu": {"walltime": {"default": 30, "max": 120}},
+    }, runtime={"pythonpath": str(runtime_dir), "module_paths": [str(tmp_path / "modulefiles")]}, applications={
+        "paraview": {"data_roots": [str(tmp_path)], "versions": {"5.11": ["paraview/5.11"], "6.0": ["paraview/6.0"]}},
     }).start()
     tab = tabs(svc.url).loaded()
     page = tab.page
+    assert page.locator("#version option").all_inner_texts() == ["5.11 (default)", "6.0"]
+    assert page.input_value("#version") == "5.11"
+    page.select_option("#version", "6.0")
+    page.click("#launch-button")
+    assert "needs module paraview/6.0" in tab.wait_text("#version-error", "not installed", 10_000)
+    assert page.get_attribute("#version", "aria-invalid") == "true"
+    tab.shot(artifacts / "00-version-not-installed.png")
+    page.select_option("#version", "5.11")
     # The account is asked for only where the partition has accounts, and offers exactly those.
     assert page.is_visible("#account")
     assert page.locator("#account option").all_inner_texts() == ["proj-a", "proj-b"]
@@ -297,6 +310,17 @@ def test_errors_from_the_api_appear_next_to_their_field(service_factory, tabs, a
     assert "outside the allowed data directories" in tab.wait_text("#data-error", "outside", 10_000)
     tab.shot(artifacts / "03-data-outside.png")
     assert svc.client().list() == []
+
+    # A past session's settings, its version too, back in the form.
+    client = svc.client()
+    ended = client.cancel(client.create("paraview", partition="cpu", version="5.11", walltime="25")["id"])
+    assert (ended["state"], ended["version"]) == ("ended", "5.11"), ended
+    page.reload()
+    tab.loaded()
+    page.select_option("#version", "6.0")
+    page.locator(f'#past-table tr[data-session="{ended["id"]}"] button').click()
+    assert (page.input_value("#version"), page.input_value("#partition"), page.input_value("#walltime")) == (
+        "5.11", "cpu", "00:25:00")
     assert tab.errors == []
 
 

@@ -6,7 +6,8 @@ the partitions' nodes, time limits, accounts and QoS, and whether each
 application's job script renders and Slurm would accept the job
 (``sbatch --test-only``, which queues nothing), and whether jobs on the
 partitions' nodes can reach ``service.callback_url`` (``callback_reach.py``:
-a loopback URL with nodes elsewhere fails).
+a loopback URL with nodes elsewhere fails), and whether each environment module
+the config names is one the module system here knows (``check_modules``).
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ import pwd
 import shutil
 
 from pvhpc.config import PartitionConfig, SiteConfig
+from pvhpc.jobs import modules
 from pvhpc.jobs.durations import format_minutes
 from pvhpc.jobs.template import TemplateError
 from pvhpc.scheduler.runners import CommandRunner, CommandUnavailable
 from pvhpc.scheduler import PartitionInfo, Scheduler, SchedulerUnavailable
 from pvhpc.scheduler.slurm_install import tool_path
 from pvhpc.sessions.job import build_job
+from pvhpc.sessions.modules import every_module, probe
 from pvhpc.sessions.spec import SessionSpec
 from pvhpc.cli import callback_reach
 from pvhpc.cli.check_report import FAIL, OK, SKIP, WARN, Check
@@ -134,7 +137,7 @@ async def check_jobscripts(cfg: SiteConfig, scheduler: Scheduler, runner: Comman
         for pname in app.partitions:
             p = cfg.partitions[pname]
             spec = SessionSpec(app.name, pname, p.gpus.default, p.walltime.default, None, None,
-                               str(app.data_roots[0]), None)
+                               str(app.data_roots[0]), None, version=app.default_version)
             try:
                 job = build_job(cfg, spec, _service_user(), "config-check", "pvhpc-config-check", "x" * 32, "x" * 32)
             except (TemplateError, KeyError, OSError) as e:
@@ -161,15 +164,60 @@ async def check_jobscripts(cfg: SiteConfig, scheduler: Scheduler, runner: Comman
     return out
 
 
+def module_findings(named: dict[str, list[str]], found: modules.Probe, init: str) -> list[Check]:
+    """Pure: what the probe found of each module, named by every key that names it."""
+    if not found.system:
+        return [Check("runtime.modules_init", FAIL,
+                      f"no module system found here (none of {init.replace(':', ', ')} defines module), but the "
+                      f"config names {len(named)} module{'s' if len(named) != 1 else ''} "
+                      f"({', '.join(list(named)[:5])}{', ...' if len(named) > 5 else ''}): every session would "
+                      "end start_failed", "install the module system (Debian: apt-get install lmod) or set "
+                      "runtime.modules_init to its bash init (as on the compute nodes)")]
+    out = []
+    for name, keys in named.items():
+        answer = found.found.get(name, "missing")
+        for key in keys:
+            if answer == "avail":
+                out.append(Check(key, OK, f"module {name} is available ({found.system})"))
+            elif answer == "spider":
+                out.append(Check(key, WARN, f"module {name} is found by module spider only ({found.system}): it "
+                                            "loads only after the modules it depends on",
+                                 "name those first (a partition's modules load before the application's)"))
+            else:
+                out.append(Check(key, FAIL, f"module {name} does not exist here ({found.system}): its sessions "
+                                            "are refused before submit",
+                                 f"install it, add its directory to runtime.module_paths, or correct the name "
+                                 f"(module spider {name.split('/')[0]})"))
+    return out
+
+
+async def check_modules(cfg: SiteConfig, runner: CommandRunner | None) -> list[Check]:
+    """Each module the config names, asked of the module system where Slurm's commands run (the login host)."""
+    named = every_module(cfg)
+    if not named:
+        return []
+    if runner is None:
+        return [Check("modules", SKIP, "environment modules cannot be checked without a command runner")]
+    try:
+        found = await probe(cfg, runner, list(named), timeout=60)
+    except CommandUnavailable as e:
+        return [Check("modules", SKIP, f"could not ask the module system: {e}"[:400],
+                      "run this on a login node with bash and the module system")]
+    return module_findings(named, found, modules.init_value(cfg.runtime.modules_init))
+
+
 async def check_site(cfg: SiteConfig, scheduler: Scheduler, runner: CommandRunner | None) -> list[Check]:
+    module_checks = await check_modules(cfg, runner)
     try:
         live = {p.name: p for p in await scheduler.partitions()}
     except SchedulerUnavailable as e:
         # What the config alone shows of the callback is still said (a loopback one: a warning).
         return [Check("scheduler", FAIL, f"cannot ask Slurm, so nothing could be checked against it: {e}",
                       "run 'pvhpc doctor' to find out why Slurm does not answer"),
+                *module_checks,
                 *await callback_reach.check_callbacks(cfg, scheduler, None, f"Slurm does not answer: {e}")]
-    checks = [Check("scheduler", OK, f"Slurm answers ({len(live)} partitions: {', '.join(sorted(live))})")]
+    checks = [Check("scheduler", OK, f"Slurm answers ({len(live)} partitions: {', '.join(sorted(live))})"),
+              *module_checks]
     tryable = set()
     for p in cfg.partitions.values():
         found = check_partition(p, live.get(p.slurm_partition), sorted(live))

@@ -36,6 +36,10 @@ def request_options() -> argparse.ArgumentParser:
                    help="a parallel session: MPI ranks of its ParaView server (where the partition allows)")
     p.add_argument("--saved-state", metavar="PATH",
                    help="start from a saved ParaView state (.pvsm; 'pvhpc states' lists yours)")
+    # --app-version, not --version: that one would read as pvhpc's own version.
+    p.add_argument("--app-version", metavar="VERSION",
+                   help="the application's version to run (its environment modules; 'pvhpc applications' lists "
+                        "them; default: the application's default version)")
     # Its old name, beside `pvhpc list --state` (a session's state): still taken, hidden, with a note.
     p.add_argument("--state", dest="deprecated_saved_state", metavar="PATH", help=argparse.SUPPRESS)
     return p
@@ -51,7 +55,7 @@ def request_fields(args) -> dict:
         saved_state = args.deprecated_saved_state
     fields = {"partition": args.partition, "gpus": args.gpus, "walltime": args.walltime,
               "account": args.account, "qos": args.qos, "nodes": args.nodes, "ranks": args.ranks,
-              "saved_state": saved_state}
+              "saved_state": saved_state, "version": args.app_version}
     return {k: v for k, v in fields.items() if v is not None}
 
 
@@ -303,6 +307,8 @@ def cmd_applications(args) -> int:
     client, _ = make_client(args)
     apps = client.applications()
     text = "\n".join(f"{a['name']:<16} partitions {', '.join(a['partitions'])} (default {a['default_partition']})"
+                     + (f"; versions {', '.join(a['versions'])} (default {a['default_version']})"
+                        if a.get("versions") else "")
                      + (f"  {a['description']}" if a.get("description") else "") for a in apps)
     emit(args, {"applications": apps}, text or "no applications")
     return exit_codes.OK
@@ -334,6 +340,8 @@ def register(sub) -> None:
         [("pvhpc submit paraview", "submit on the default partition and return at once"),
          ("pvhpc submit paraview -p gpu -g 2 -t 2:00:00 --data run1/out.vtu --wait",
           "two GPUs for two hours, open run1/out.vtu, wait until ready"),
+         ("pvhpc submit paraview --app-version 5.11-egl -p gpu",
+          "one of the application's versions (its environment modules; 'pvhpc applications' lists them)"),
          ("pvhpc submit paraview --wait --timeout 600 --json | jq -r .sessionURL",
           "for scripts: the session as JSON once ready (exit 7 if not ready within 10 minutes)")],
         parents=[common, req])
@@ -451,6 +459,7 @@ def register(sub) -> None:
 
     p = add_command(
         sub, "applications", "list the applications you can submit",
-        "Lists the site's applications with the partitions each may run on.",
+        "Lists the site's applications with the partitions each may run on, and the versions it offers "
+        "(pvhpc submit --app-version).",
         [("pvhpc applications", "")], parents=[common])
     p.set_defaults(func=cmd_applications)

@@ -161,6 +161,7 @@ def details(session: dict) -> str:
     """Everything about one session, for ``pvhpc status``."""
     fields = [
         ("id", session.get("id")), ("user", session.get("user")), ("application", session.get("application")),
+        ("version", session.get("version")),
         ("state", status_words(session)), ("partition", session.get("partition")), ("gpus", session.get("gpus")),
         ("parallel", parallel_words(session)), ("walltime", session.get("walltime")), ("data", session.get("data")), ("job", session.get("job_id")),
         ("node", session.get("node")), ("time left", time_left(session)[len("time left "):]),

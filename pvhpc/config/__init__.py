@@ -59,6 +59,9 @@ def _application_rules(s: Reader, app: ApplicationConfig, site: dict) -> None:
     if app.default_partition not in app.partitions:
         raise s.error("default_partition",
                       f"{app.default_partition or ''!r} is not among this application's partitions")
+    if app.default_version is not None and app.default_version not in app.versions:
+        offered = ", ".join(app.versions) or "none: this application has no versions"
+        raise s.error("default_version", f"{app.default_version!r} is not one of versions ({offered})")
     _command_rules(s, app)
 
 

@@ -17,7 +17,7 @@ from pvhpc.config.checks import whole
 from pvhpc.config.model import (ApplicationConfig, AppRuntime, AuthConfig, FrontendConfig, Limits, MetricsConfig,
                                 PartitionConfig, RuntimeConfig, SchedulerConfig, ServiceConfig, SSHConfig)
 from pvhpc.config.schema import Derived, Key, Named, RangeKey, Section
-from pvhpc.jobs import command, mpi
+from pvhpc.jobs import command, modules, mpi
 
 RENDER_MODES = ("xvfb", "egl", "osmesa")
 STATE = "pvhpc's state directory ($PVHPC_STATE_DIR, else /var/lib/pvhpc for root, ~/.local/share/pvhpc for others)"
@@ -128,7 +128,9 @@ SCHEDULER = Section("scheduler", SchedulerConfig, help="where sessions run", key
 ))
 
 RUNTIME = Section("runtime", RuntimeConfig, help="what session jobs run on the compute nodes", keys=(
-    Key("pvpython", checks.text, "/usr/bin/pvpython", "ParaView's pvpython on the compute nodes"),
+    Key("pvpython", checks.text, "/usr/bin/pvpython",
+        "ParaView's pvpython on the compute nodes; a bare name (pvpython) is looked for on the PATH the session's "
+        "environment modules set"),
     Key("helper_python", checks.text, "/usr/bin/python3", "the python3 that runs pvhpc's job helper on the nodes"),
     Key("pythonpath", checks.text,
         Derived(lambda ctx: str(paths.runtime_dir()), "pvhpc's runtime directory ($PVHPC_RUNTIME_DIR, else "
@@ -155,6 +157,14 @@ RUNTIME = Section("runtime", RuntimeConfig, help="what session jobs run on the c
         "seconds a session's job may fail to reach pvhpc before it stops its server and ends (pvhpc has ended "
         "the session by then if the node was cut off); failed asks shorter than this never end a session. "
         "0: never end for that. At least 3 times watchdog_interval"),
+    # Environment modules (pvhpc/jobs/modules.py; docs/applications.md): the job sources the module system itself.
+    Key("modules_init", modules.check_path, None,
+        "the module system's bash init that session jobs source before loading modules (jobs run with "
+        f"--export=NONE in a non-login bash, where no module command is defined); left out, the first of {modules.INIT_HELP} "
+        "that defines module", example="/etc/profile.d/lmod.sh"),
+    Key("module_paths", modules.check_paths, [],
+        "directories of modulefiles added to the module system's search path (module use) before any module is "
+        "loaded or looked for", example=["/opt/site/modulefiles"]),
 ))
 
 PARTITIONS = Named(
@@ -193,6 +203,9 @@ PARTITIONS = Named(
             "the most ranks of a parallel session on one node; left out, no limit but max_ranks", example=4),
         Key("ranks_divisible_by_nodes", checks.flag, True,
             "a parallel session's ranks must be a multiple of its nodes (the same number on every node)"),
+        Key("modules", modules.check_modules, [],
+            "environment modules (Lmod or Environment Modules) every session on this partition loads first, before "
+            "its application's", example=["cuda/12.2"]),
     ))
 
 APPLICATIONS = Named(
@@ -281,6 +294,17 @@ APPLICATIONS = Named(
             "the server saves its ParaView state when its job is ended (walltime, cancel, idle) and a session can "
             "start from a saved one: pvhpc does both inside a pvpython server's own process (docs/trame.md); "
             "false for a server that is not pvpython, whose requests naming a state are then refused"),
+        Key("modules", modules.check_modules, [],
+            "environment modules the job loads before its server starts (before Xvfb too), after the partition's; "
+            "a module that does not load ends the session start_failed with the module system's words",
+            example=["paraview/5.11-egl"]),
+        Key("versions", modules.check_versions, Derived(lambda ctx: {}, "none: the application has no versions"),
+            "the versions users choose from (request field version, pvhpc submit --app-version), each the modules "
+            "it loads after the application's: {VERSION: [MODULE, ...]}; quote a version YAML would read as a "
+            "number (\"5.11\")", example={"5.11": ["paraview/5.11"], "5.11-egl": ["paraview/5.11-egl"]}),
+        Key("default_version", checks.name,
+            Derived(lambda ctx: next(iter(ctx.values["versions"]), None), "the first of versions"),
+            "the version a request that names none gets", example="5.11"),
     ))
 
 LIMITS = Section("limits", Limits, help="per user", keys=(

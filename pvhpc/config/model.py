@@ -8,7 +8,7 @@ declared key and each key a field.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -35,6 +35,7 @@ class PartitionConfig:
     max_nodes: int
     max_ranks_per_node: int | None
     ranks_divisible_by_nodes: bool
+    modules: tuple[str, ...] = ()          # environment modules every session here loads first (pvhpc/jobs/modules.py)
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,11 @@ class ApplicationConfig:
     pvserver_connect: tuple[str, ...]
     # For ParaView's desktop client: the session is the pvserver, reached through pvhpc's bridge (docs/desktop.md).
     desktop: bool = False
+    # Environment modules the job loads (after the partition's), and the versions users choose from: each a list
+    # of modules loaded after these (pvhpc/jobs/modules.py); default_version is None when there are none.
+    modules: tuple[str, ...] = ()
+    versions: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    default_version: str | None = None
 
 
 @dataclass(frozen=True)
@@ -142,6 +148,8 @@ class RuntimeConfig:
     server_listen: str           # "node", "any" or an address: where a session's server binds on its node
     watchdog_interval: int       # seconds between a job's asks whether its session is live; 0: never
     watchdog_grace: int          # seconds a job may fail to reach pvhpc before it ends itself; 0: never
+    modules_init: str | None = None      # the module system's bash init on the nodes; None: the usual places
+    module_paths: tuple[str, ...] = ()  # directories of modulefiles added (module use) before loading
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from pvhpc.db.offloop import OffLoopStore
 from pvhpc.errors import PvhpcError
 from pvhpc.jobs.states import SessionState, check_transition
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # A lock held elsewhere (a staff command, another instance, a migration) is waited for at most this long per
 # statement: then the call fails, and the request that made it gets a clean 503 ("retry shortly") rather than
 # hanging. The service makes its calls in threads (``Store.off_loop``): only that request waits, not the
@@ -55,6 +55,8 @@ class SessionRecord(Base):
     nodes: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     ranks: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     walltime_minutes: Mapped[int] = mapped_column(Integer)
+    # The application's version it runs (its environment modules: pvhpc/jobs/modules.py); None: no versions.
+    version: Mapped[str | None] = mapped_column(String(64), nullable=True)
     account: Mapped[str | None] = mapped_column(String(64), nullable=True)
     data_file: Mapped[str | None] = mapped_column(Text, nullable=True)
     # Same user + same request: a launcher retry attaches here instead of submitting again.
@@ -138,11 +140,17 @@ def _add_nodes_and_ranks(conn) -> None:
         conn.execute(text(f"ALTER TABLE sessions ADD COLUMN {column} INTEGER NOT NULL DEFAULT {default}"))
 
 
+def _add_version(conn) -> None:
+    # Sessions made before ran an application without versions.
+    conn.execute(text("ALTER TABLE sessions ADD COLUMN version VARCHAR(64)"))
+
+
 # version -> function that brings a database from version-1 to version, inside one transaction.
 MIGRATIONS = {
     2: _add_api_tokens,
     3: _index_updated_at,
     4: _add_nodes_and_ranks,
+    5: _add_version,
 }
 
 

@@ -35,6 +35,9 @@ JOB_SCRIPT_VALUES = (
     "input_idle",
     # INTERVAL:GRACE of the node's watchdog, which stops a server whose session has ended (pvhpc/node/watchdog.py).
     "watchdog",
+    # Environment modules to load, one a line; the module system's init scripts to try and the modulefile
+    # directories to add, one a line (pvhpc/jobs/modules.py).
+    "modules", "modules_init", "module_paths",
     # What templates written before applications had a command use: pvhpc's own server's arguments.
     "pvpython", "server_script", "data_dir", "load_file", "idle_timeout",
 )

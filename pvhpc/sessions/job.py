@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 from pvhpc.config import ApplicationConfig, SiteConfig
-from pvhpc.jobs import command
+from pvhpc.jobs import command, modules
 from pvhpc.jobs.template import JobTemplate
 from pvhpc import runtime
 from pvhpc.scheduler import JobRequest
@@ -69,6 +69,14 @@ def pythonpath(config: SiteConfig, app: ApplicationConfig) -> str:
     return ":".join(app.runtime.pythonpath)
 
 
+def session_modules(config: SiteConfig, spec: SessionSpec) -> tuple[str, ...]:
+    """The environment modules the session's job loads, in order: its partition's, its application's, its
+    version's."""
+    app = config.applications[spec.application]
+    version = app.versions.get(spec.version, ()) if spec.version else ()
+    return modules.for_session(config.partitions[spec.partition].modules, app.modules, version)
+
+
 def watchdog_setting(config: SiteConfig) -> str:
     runtime = config.runtime
     if not runtime.watchdog_interval or not config.service.callback_urls:
@@ -120,6 +128,10 @@ def script_values(config: SiteConfig, spec: SessionSpec, user: str, session_id: 
         # (pvhpc/node/pvstate.py) and the clients' containment (pvhpc/node/contained.py) each read their own.
         "state_roots": data_roots,
         "data_roots": data_roots,
+        # Loaded before anything else runs, with the module system the node has (pvhpc/jobs/modules.py).
+        "modules": modules.job_value(session_modules(config, spec)),
+        "modules_init": modules.init_value(config.runtime.modules_init),
+        "module_paths": modules.paths_value(config.runtime.module_paths),
     }
 
 
@@ -146,6 +158,6 @@ def build_job(config: SiteConfig, spec: SessionSpec, user: str, session_id: str,
         ntasks=max(spec.ranks, 1),
         account=spec.account,
         qos=spec.qos,
-        comment=f"pvhpc {spec.application}",
+        comment=f"pvhpc {spec.application}" + (f" {spec.version}" if spec.version else ""),
         user=user if per_user else None,
     )

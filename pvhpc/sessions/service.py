@@ -29,6 +29,7 @@ from pvhpc.sessions.events import EventBus, Notice
 from pvhpc.sessions.outcomes import (JobRefused, JobScriptFailed, NotAllowed, OverLimit, SchedulerAway,
                                      ServiceError, WrongState)  # noqa: F401
 from pvhpc.sessions.job import build_job
+from pvhpc.sessions.modules import ModuleAvailability
 from pvhpc.sessions.savedstates import SavedStates
 from pvhpc.sessions.spec import RequestError, SessionSpec
 
@@ -71,11 +72,15 @@ def idle_warning(record: SessionRecord, seconds_left: int) -> Notice:
 
 class SessionService:
     def __init__(self, config: SiteConfig, store: Store, scheduler: Scheduler, bus: EventBus,
-                 resolve: nodeaddresses.Resolver | None = None, saved_states: SavedStates | None = None):
+                 resolve: nodeaddresses.Resolver | None = None, saved_states: SavedStates | None = None,
+                 modules: ModuleAvailability | None = None):
         """``resolve``: how node names become addresses on the side that dials them (default: here).
         ``saved_states``: lists a user's saved ParaView states and checks the one a request starts from before
-        anything is recorded (None: a request that names one is refused)."""
+        anything is recorded (None: a request that names one is refused).
+        ``modules``: the environment modules known missing, whose sessions are refused before anything is
+        recorded (None: none are looked for)."""
         self.config = config
+        self.modules = modules
         self.saved_states = saved_states
         self.resolve = resolve or nodeaddresses.resolve_here
         self.store = store
@@ -155,6 +160,8 @@ class SessionService:
 
     async def create(self, user: str, spec: SessionSpec, attach: bool = False) -> SessionRecord:
         """Record the session, then submit its job. With ``attach``, a retried request joins its first session."""
+        if self.modules is not None:
+            await self.modules.refuse_missing(spec)
         if spec.saved_state_file is not None:
             if self.saved_states is None:
                 raise RequestError("this service cannot check saved states", field="saved_state")
@@ -166,7 +173,7 @@ class SessionService:
             record = SessionRecord(
                 id=new_session_id(), user=user, application=spec.application, partition=spec.partition,
                 gpus=spec.gpus, nodes=spec.nodes, ranks=spec.ranks, walltime_minutes=spec.walltime_minutes,
-                account=spec.account,
+                account=spec.account, version=spec.version,
                 data_file=spec.data_file, request_key=key, state=S.SUBMITTING.value,
                 detail="submitting the job to Slurm", job_name=f"pvhpc-{secrets.token_hex(8)}",
                 secret=new_secret(), report_token_hash=token_hash(report_token),

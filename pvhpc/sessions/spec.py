@@ -24,7 +24,7 @@ from pvhpc.sessions.outcomes import NotAllowed
 from pvhpc.jobs.durations import format_minutes, parse_minutes
 
 SPEC_FIELDS = ("application", "partition", "gpus", "walltime", "account", "qos", "data", "nodes", "ranks",
-               "saved_state")
+               "saved_state", "version")
 # Old spellings still taken, each for the field it became: "state" said a saved .pvsm, beside a session's state.
 DEPRECATED_FIELDS = {"state": "saved_state"}
 
@@ -48,6 +48,7 @@ class SessionSpec:
     nodes: int = 1
     ranks: int = 0               # a parallel session's MPI ranks (pvhpc/sessions/parallel_request.py); 0: one process
     saved_state_file: str | None = None   # a saved ParaView state to start from (its content: sessions/savedstates.py)
+    version: str | None = None   # one of the application's versions (its modules); None: it offers none
 
     def request_key(self, user: str) -> str:
         """Identifies 'the same request from the same user' for launcher retries."""
@@ -245,6 +246,20 @@ def service_refusal(path: Path) -> Path:
     return path
 
 
+def _version(body: dict, app: ApplicationConfig) -> str | None:
+    """The application's version asked for (its default when none is), checked against the versions it offers."""
+    value = body.get("version")
+    if value is None or value == "":
+        return app.default_version
+    offered = ", ".join(app.versions) if app.versions else "none"
+    if not isinstance(value, str):
+        raise RequestError(f"must be a version name, one of: {offered}", field="version")
+    if value not in app.versions:
+        raise RequestError(f"{value[:100]!r} is not a version of application {app.name} (offered: {offered})",
+                           field="version")
+    return value
+
+
 def _saved_state(body: dict) -> str | None:
     """The form of a ``saved_state`` path (or of ``state``, its deprecated old name); what it holds is checked
     before submit (pvhpc/sessions/savedstates.py)."""
@@ -297,4 +312,4 @@ def parse_spec(config: SiteConfig, body: Any, strict: bool, user: str | None = N
     data_root, data_file = _data(body, app, UserAccess.of(user))
     nodes, ranks = parallel_request.sizes(body, partition, app)
     return SessionSpec(app_name, partition_name, gpus, walltime, account, qos, data_root, data_file, nodes, ranks,
-                       _saved_state(body))
+                       _saved_state(body), _version(body, app))

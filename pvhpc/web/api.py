@@ -240,6 +240,9 @@ class ApplicationsHandler(JSONHandler):
              "parallel": a.pvserver is not None,
              # For ParaView's desktop client (pvhpc connect), not a browser: docs/desktop.md.
              "desktop": a.desktop,
+             # The versions users choose from (request field "version"), in the config's order, and the one a
+             # request that names none gets; [] and null where the application offers none.
+             "versions": list(a.versions), "default_version": a.default_version,
              **opens(a)}
             for a in apps.values()
         ]})

@@ -25,6 +25,7 @@ def session_json(record: SessionRecord, frontend, with_secret: bool = True,
         "id": record.id,
         "user": record.user,
         "application": record.application,
+        "version": record.version,   # the application's version (its modules); null where it offers none
         "partition": record.partition,
         "gpus": record.gpus,
         # A parallel session's request: ranks MPI ranks over nodes nodes; ranks 0 is one process.

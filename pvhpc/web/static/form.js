@@ -61,10 +61,40 @@ export class LaunchForm {
     announce("The state is in the form: choose the application and launch.");
   }
 
+  // A past session's request in the form again: its application, version, partition, GPUs, walltime and data file.
+  // Launching stays the person's click (the form may be changed first); the API checks it all again.
+  launchAgain(session) {
+    if (!this.store.applications.some((a) => a.name === session.application)) {
+      announce(`Application ${session.application} is no longer offered.`);
+      return;
+    }
+    $("application").value = session.application;
+    this.applicationChanged();
+    if (session.version && [...$("version").options].some((o) => o.value === session.version)) {
+      $("version").value = session.version;
+    }
+    if ([...$("partition").options].some((o) => o.value === session.partition)) {
+      $("partition").value = session.partition;
+      this.partitionChanged();
+    }
+    if (!$("gpus").disabled) $("gpus").value = String(session.gpus);
+    $("walltime").value = session.walltime;
+    $("data").value = session.data || "";
+    $("launch").scrollIntoView();
+    $("launch-button").focus();
+    announce(`The form has that session's settings${session.version ? `, version ${session.version}` : ""}: ` +
+             "launch when ready.");
+  }
+
   applicationChanged() {
     const app = this.application();
     if (!app) return;
     describeApplication(app);
+    // Versions only where the application offers them: its default chosen.
+    const versions = app.versions || [];
+    $("version-field").hidden = versions.length === 0;
+    fillSelect($("version"), versions.map((v) => [v, v === app.default_version ? `${v} (default)` : v]),
+               app.default_version);
     const offered = this.store.partitions.filter((p) => app.partitions.includes(p.name));
     fillSelect($("partition"), offered.map((p) => [p.name, `${p.name}: ${partitionNow(p)}`]), app.default_partition);
     const roots = app.data_roots;
@@ -96,6 +126,7 @@ export class LaunchForm {
 
   request() {
     const request = { application: $("application").value, partition: $("partition").value };
+    if (!$("version-field").hidden && $("version").value) request.version = $("version").value;
     const p = this.partition();
     const gpus = $("gpus").value.trim();
     if (!$("gpus").disabled && gpus !== "") request.gpus = typed(gpus);

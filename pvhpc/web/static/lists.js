@@ -9,12 +9,14 @@ const PAST_SHOWN = 50;
 
 export class Lists {
   // shownId(): the id of the session the page shows, if any; onOpen(id): open that session;
-  // onStartFrom(path): put a saved state in the launch form.
-  constructor({ staff, shownId, onOpen, onStartFrom }) {
+  // onStartFrom(path): put a saved state in the launch form; onLaunchAgain(session): put a past session's request
+  // (its version too) in the launch form.
+  constructor({ staff, shownId, onOpen, onStartFrom, onLaunchAgain }) {
     this.staff = staff;
     this.shownId = shownId;
     this.onOpen = onOpen;
     this.onStartFrom = onStartFrom;
+    this.onLaunchAgain = onLaunchAgain;
     $("all-users-label").hidden = !staff;
     $("all-users").addEventListener("change", () => this.refreshSessions());
   }
@@ -39,8 +41,13 @@ export class Lists {
     fillTable("past", past.map((s) => {
       const row = element("tr");
       row.dataset.session = s.id;
-      row.append(element("td", formatTime(s.ended_at)), element("td", s.user), element("td", s.partition),
-                 element("td", howItEnded(s)), element("td", whyItEnded(s)));
+      const again = element("button", "Launch again", {
+        type: "button", "aria-label": `Put the settings of the session that ended ${formatTime(s.ended_at)} in the form`,
+      });
+      again.addEventListener("click", () => this.onLaunchAgain(s));
+      row.append(element("td", formatTime(s.ended_at)), element("td", s.user),
+                 element("td", s.version ? `${s.partition} (${s.application} ${s.version})` : s.partition),
+                 element("td", howItEnded(s)), element("td", whyItEnded(s)), cell(again));
       return row;
     }));
   }

@@ -30,6 +30,7 @@ async function start() {
   });
   const lists = new Lists({
     staff, shownId: () => panel.id, onOpen: (id) => panel.openById(id), onStartFrom: (path) => form.startFrom(path),
+    onLaunchAgain: (session) => form.launchAgain(session),
   });
 
   async function refreshPartitions() {

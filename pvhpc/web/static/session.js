@@ -120,6 +120,8 @@ export class SessionPanel {
     $("session-start").hidden = !waiting;
     $("session-start").textContent = expectedStart(session);
     $("session-job").textContent = jobLine(session);
+    $("session-version-label").hidden = $("session-version").hidden = !session.version;
+    $("session-version").textContent = session.version ? `${session.application} ${session.version}` : "";
     const parallel = parallelLine(session);
     $("session-parallel-label").hidden = $("session-parallel").hidden = !parallel;
     $("session-parallel").textContent = parallel;
