@@ -81,6 +81,7 @@ def routes(ctx: Context) -> list:
         (rf"/api/v1/sessions/{SESSION_ID}/report", api.ReportHandler, c),
         (rf"/api/v1/sessions/{SESSION_ID}/log", api.SessionLogHandler, c),
         (r"/api/v1/applications", api.ApplicationsHandler, c),
+        (r"/api/v1/pvsc", api.ServerConfigurationHandler, c),
         (r"/api/v1/saved-states", api.SavedStatesHandler, c),
         (r"/api/v1/states", api.DeprecatedSavedStatesHandler, c),   # deprecated: the old name of the one above
         (r"/api/v1/partitions", api.PartitionsHandler, c),

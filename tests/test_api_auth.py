@@ -48,6 +48,7 @@ def test_header_over_tcp_is_ignored(service_factory):
     """Only the front end's socket carries a believed user; pvhpc's TCP port (jobs', scripts') never does."""
     svc = service_factory(auth=HEADER_AUTH).start()
     assert status_of(lambda: Client(svc.url, headers={"X-Remote-User": "alice"}).list()) == 401
+    assert status_of(lambda: Client(svc.url).request("GET", "/api/v1/pvsc")) == 401
     assert as_user(svc, "alice").list() == []
 
 

@@ -82,3 +82,23 @@ def test_names_and_values_are_escaped_and_nothing_secret_is_written():
 def test_a_service_without_desktop_applications_says_so():
     with pytest.raises(ValueError, match="no application for the desktop ParaView"):
         pvsc.server_configuration(APPLICATIONS[:1], PARTITIONS, URL)
+
+
+def test_the_service_serves_its_own_pvsc_from_the_same_answers(tmp_path):
+    """GET /api/v1/pvsc (the page links it): the entries of ``pvhpc pvsc`` for this site, naming its public URL; to
+    a logged-in user only (tests/test_api_auth.py); a 404 that says why where the site runs no desktop application."""
+    from tests.harness.inprocess import fetch_all, make_app
+
+    desktop = {"pvserver": {"desktop": True, "pvserver": ["/usr/bin/pvserver"], "data_roots": [str(tmp_path)]}}
+    app = make_app(tmp_path / "a", service={"public_url": "https://viz.example.org"}, applications=desktop,
+                   partitions={"cpu": {"max_ranks": 4, "max_nodes": 2}})
+    [answer] = fetch_all(app, [("GET", "/api/v1/pvsc", None)])
+    assert answer.code == 200 and answer.headers["Content-Type"].startswith("application/xml")
+    assert answer.headers["Content-Disposition"] == 'attachment; filename="viz.example.org.pvsc"'
+    found = servers(answer.body.decode())
+    assert sorted(found) == ["pvhpc pvserver on cpu"]
+    argv = command_paraview_runs(found["pvhpc pvserver on cpu"], {})
+    assert "--url=https://viz.example.org" in argv and "--ranks=1" in argv
+
+    [none_here] = fetch_all(make_app(tmp_path / "c"), [("GET", "/api/v1/pvsc", None)])
+    assert none_here.code == 404 and b"no application for the desktop ParaView" in none_here.body

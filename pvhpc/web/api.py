@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from urllib.parse import urlsplit
 
 from tornado.iostream import StreamClosedError
 
+from pvhpc.client import pvsc
 from pvhpc.db import tokens
 from pvhpc.scheduler import SchedulerUnavailable
 from pvhpc.jobs import reports
@@ -232,20 +234,20 @@ class DeprecatedSavedStatesHandler(SavedStatesHandler):
 class ApplicationsHandler(JSONHandler):
     def get(self) -> None:
         self.require_user()
-        apps = self.ctx.config.applications
-        self.send({"applications": [
-            {"name": a.name, "description": a.description, "partitions": list(a.partitions),
-             "default_partition": a.default_partition, "data_roots": [str(r) for r in a.data_roots],
-             # Whether it can run over an MPI pvserver: a partition whose "parallel" is not null says how far.
-             "parallel": a.pvserver is not None,
-             # For ParaView's desktop client (pvhpc connect), not a browser: docs/desktop.md.
-             "desktop": a.desktop,
-             # The versions users choose from (request field "version"), in the config's order, and the one a
-             # request that names none gets; [] and null where the application offers none.
-             "versions": list(a.versions), "default_version": a.default_version,
-             **opens(a)}
-            for a in apps.values()
-        ]})
+        self.send({"applications": [application_json(a) for a in self.ctx.config.applications.values()]})
+
+
+def application_json(a) -> dict:
+    return {"name": a.name, "description": a.description, "partitions": list(a.partitions),
+            "default_partition": a.default_partition, "data_roots": [str(r) for r in a.data_roots],
+            # Whether it can run over an MPI pvserver: a partition whose "parallel" is not null says how far.
+            "parallel": a.pvserver is not None,
+            # For ParaView's desktop client (pvhpc connect), not a browser: docs/desktop.md.
+            "desktop": a.desktop,
+            # The versions users choose from (request field "version"), in the config's order, and the one a
+            # request that names none gets; [] and null where the application offers none.
+            "versions": list(a.versions), "default_version": a.default_version,
+            **opens(a)}
 
 
 def opens(app) -> dict:
@@ -271,23 +273,46 @@ class PartitionsHandler(JSONHandler):
             error = None
         except SchedulerUnavailable as e:
             live, error = {}, str(e)
-        out = []
-        for p in self.ctx.config.partitions.values():
-            info = live.get(p.slurm_partition)
-            out.append({
-                "name": p.name, "description": p.description, "render": p.render, "gpu_type": p.gpu_type,
-                "gpus": {"default": p.gpus.default, "max": p.gpus.max},
-                "walltime_minutes": {"default": p.walltime.default, "max": p.walltime.max},
-                # The same as a walltime is written (HH:MM:SS, D-HH:MM:SS), for the page's form and hints.
-                "walltime": {"default": format_minutes(p.walltime.default), "max": format_minutes(p.walltime.max)},
-                "accounts": list(p.accounts), "qos": list(p.qos),
-                "parallel": parallel_limits(p),
-                "now": None if info is None else {
-                    "available": info.available, "nodes": len(info.nodes), "idle_nodes": info.idle_nodes,
-                    "gpus_total": info.gpus_total, "gpus_free": info.gpus_total - info.gpus_used,
-                },
-            })
-        self.send({"partitions": out, "scheduler_error": error})
+        self.send({"partitions": [partition_json(p, live.get(p.slurm_partition))
+                                  for p in self.ctx.config.partitions.values()],
+                   "scheduler_error": error})
+
+
+def partition_json(p, info=None) -> dict:
+    """A partition as staff configured it, with what Slurm says is free there now (``info``; None: not asked)."""
+    return {
+        "name": p.name, "description": p.description, "render": p.render, "gpu_type": p.gpu_type,
+        "gpus": {"default": p.gpus.default, "max": p.gpus.max},
+        "walltime_minutes": {"default": p.walltime.default, "max": p.walltime.max},
+        # The same as a walltime is written (HH:MM:SS, D-HH:MM:SS), for the page's form and hints.
+        "walltime": {"default": format_minutes(p.walltime.default), "max": format_minutes(p.walltime.max)},
+        "accounts": list(p.accounts), "qos": list(p.qos),
+        "parallel": parallel_limits(p),
+        "now": None if info is None else {
+            "available": info.available, "nodes": len(info.nodes), "idle_nodes": info.idle_nodes,
+            "gpus_total": info.gpus_total, "gpus_free": info.gpus_total - info.gpus_used,
+        },
+    }
+
+
+class ServerConfigurationHandler(JSONHandler):
+    """``GET /api/v1/pvsc``: the site's server configuration for the desktop ParaView's Connect dialog, as
+    ``pvhpc pvsc`` writes it from the two answers above (pvhpc/client/pvsc.py), naming the service's public URL;
+    the page links it. Nothing in it is the user's: their pvhpc finds their token where it always does."""
+
+    def get(self) -> None:
+        self.require_user()
+        config = self.ctx.config
+        try:
+            text = pvsc.server_configuration([application_json(a) for a in config.applications.values()],
+                                             [partition_json(p) for p in config.partitions.values()],
+                                             config.service.public_url)
+        except ValueError as e:
+            raise APIError(str(e), status=404) from None
+        host = urlsplit(config.service.public_url).hostname or "pvhpc"
+        self.set_header("Content-Type", "application/xml; charset=utf-8")
+        self.set_header("Content-Disposition", f'attachment; filename="{host}.pvsc"')
+        self.finish(text)
 
 
 def parallel_limits(partition) -> dict | None:

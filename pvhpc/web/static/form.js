@@ -229,8 +229,10 @@ function describeApplication(app) {
   } else if (app.opens === "served") {
     hint.textContent = "Its session serves its own web client, which opens in a new tab when the session is ready.";
   } else if (app.opens === "desktop") {
-    hint.textContent = "For ParaView's desktop client: once the session is ready, run 'pvhpc connect SESSION' " +
-      "where ParaView runs and connect ParaView to the address it prints.";
+    const pvsc = element("a", "this site's server configuration", { href: "api/v1/pvsc", download: "" });
+    hint.replaceChildren("For ParaView's desktop client: once the session is ready, run 'pvhpc connect SESSION' ",
+                         "where ParaView runs and connect ParaView to the address it prints. Or load ", pvsc,
+                         " in ParaView (File > Connect > Load Servers): its entries launch and connect by themselves.");
   } else {
     hint.textContent = "Opens in the quick view on this page.";
   }
