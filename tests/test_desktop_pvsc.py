@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -150,3 +150,37 @@ def test_paraview_connects_through_the_sites_pvsc_and_renders_on_the_node(servic
     over = svc.client().wait(session["id"], until=("ended",), timeout=60)
     assert over["end_reason"] == "completed", over
     wait_until(lambda: not pvhpc_jobs(cluster), 30, message="no job left in Slurm")
+
+
+def test_pvhpc_connect_launch_starts_paraview_connected_to_the_session(service_factory, tmp_path, cluster):
+    """``pvhpc connect ID --launch``: ParaView's GUI started on the address it listens at, connected through it;
+    ParaView closed, the command ends (0) and so does the session (completed)."""
+    data_dir = tmp_path / "svc" / "data"
+    svc = service_factory(**desktop_site(data_dir)).start()
+    client = svc.client()
+    session = client.launch("pvserver", partition="cpu")
+    assert session["state"] == "ready", session
+    home = tmp_path / "home"
+    quiet_settings(home)
+    xvfb, display = start_display()
+    env = dict(os.environ, DISPLAY=display, HOME=str(home), XDG_RUNTIME_DIR=str(home))
+    connect = subprocess.Popen([sys.executable, "-m", "pvhpc", "connect", session["id"], "--launch", "--json"],
+                               env=dict(env, PYTHONPATH=str(REPO), PVHPC_URL=svc.url,
+                                        PVHPC_CLIENT_CONFIG=str(tmp_path / "no-client.yaml")),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: "a client is connected to the ParaView server" in client.log(session["id"]), 120,
+                   interval=1, message="ParaView's GUI connected through pvhpc connect (the bridge's word in the job log)")
+        children = subprocess.run(["pgrep", "-P", str(connect.pid), "-x", "paraview"], capture_output=True,
+                                  text=True).stdout.split()
+        assert len(children) == 1, f"pvhpc connect --launch started {children or 'no'} paraview"
+        os.kill(int(children[0]), signal.SIGTERM)
+        out, err = connect.communicate(timeout=60)
+    finally:
+        if connect.poll() is None:
+            connect.kill()
+        xvfb.terminate()
+    assert connect.returncode == 0, (out, err)
+    assert json.loads(out.splitlines()[0])["session"] == session["id"]
+    over = client.wait(session["id"], until=("ended",), timeout=60)
+    assert over["end_reason"] == "completed", over
