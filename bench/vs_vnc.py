@@ -300,7 +300,10 @@ class Probe:
         ws.on("framesent", lambda payload: count(payload, True))
 
     def close(self) -> None:
-        self.context.close()
+        try:
+            self.context.close()
+        except Exception:   # the browser already gone (Ctrl-C, SIGTERM): the rest of the clean-up goes on
+            pass
 
     def probe(self, what: str):
         return self.page.evaluate(f"window.__probe.{what}")
@@ -624,4 +627,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt as e:   # Ctrl-C, SIGTERM, SIGHUP: everything started has been removed by now
+        print(f"interrupted ({e or 'SIGINT'}); everything it started is removed", file=sys.stderr)
+        sys.exit(130)
