@@ -72,13 +72,18 @@ mkdir -p "$XDG_CONFIG_HOME/ParaView"
 # (The settings file's name carries ParaView's version: Debian's package's, or VNC_PARAVIEW_VERSION.)
 version=${VNC_PARAVIEW_VERSION:-$(dpkg-query -W -f '${Version}' paraview 2>/dev/null | sed 's/[+~-].*//' || true)}
 printf '[General]\nGeneralSettings.ShowWelcomeDialog=false\n' >"$XDG_CONFIG_HOME/ParaView/ParaView${version}.ini"
+# It also notes the time of each render in DIR/renders.log: what bench/vs_vnc.py counts ParaView's own frames by.
 script="$dir/show.py"
-if [[ -n "$data" ]]; then
-  printf 'from paraview.simple import *\nr = OpenDataFile(%s)\nShow(r)\nResetCamera()\nRender()\n' \
-    "$(python3 -c 'import sys; print(repr(sys.argv[1]))' "$data")" >"$script"
-else
-  printf 'from paraview.simple import *\nShow(Cone())\nRender()\n' >"$script"
-fi
+quote() { python3 -c 'import sys; print(repr(sys.argv[1]))' "$1"; }
+{
+  echo 'import time'
+  echo 'from paraview.simple import *'
+  if [[ -n "$data" ]]; then echo "Show(OpenDataFile($(quote "$data")))"; else echo 'Show(Cone())'; fi
+  echo 'ResetCamera()'
+  echo "_renders = open($(quote "$dir/renders.log"), 'a', buffering=1)"
+  echo 'GetActiveView().GetRenderWindow().AddObserver("EndEvent", lambda *_: _renders.write("%.4f\n" % time.time()))'
+  echo 'Render()'
+} >"$script"
 paraview --script="$script" >"$dir/paraview.log" 2>&1 &
 pids+=($!)
 

@@ -50,3 +50,10 @@ def test_circle_and_the_sphere():
     assert (round(x), round(y)) == (100, 110)
     text = sphere_vtk(4)
     assert "POINTS 20 float" in text and "POLYGONS 16 80" in text and "POINT_DATA 20" in text
+
+
+def test_renders_between_reads_the_desktops_render_log():
+    from bench.vs_vnc import renders_between
+
+    assert renders_between("10.0\n10.5\n11.2\n", 10.0, 11.0) == 2
+    assert renders_between("", 10.0, 11.0) == 0
