@@ -199,6 +199,14 @@ def render_calls(rpcs: list[tuple[float, str, dict]], start: float, end: float) 
             "image_kb": statistics.median(with_image) / 1000 if with_image else 0.0}
 
 
+def interleaved(paths: list[str]) -> list[str]:
+    """One round: each pvhpc path followed by the VNC desktop (pvhpc, VNC, pvhpc, VNC ...)."""
+    pvhpc = [p for p in paths if p != VNC]
+    if VNC not in paths:
+        return pvhpc
+    return [p for path in pvhpc for p in (path, VNC)] or [VNC]
+
+
 def circle(centre: tuple[float, float], radius: float, step: int, steps_per_turn: int = 60) -> tuple[float, float]:
     """The ``step``-th point of a drag around ``centre`` (a full turn every ``steps_per_turn`` moves)."""
     a = 2 * math.pi * step / steps_per_turn
@@ -233,6 +241,13 @@ def missing_packages() -> list[str]:
     if not NOVNC_PAGE.is_file():
         missing.append("novnc")
     return sorted(set(missing))
+
+
+def quietly(step) -> None:
+    try:
+        step()
+    except Exception:
+        pass
 
 
 def install() -> None:
@@ -386,7 +401,7 @@ class Probe:
                 if changed is not None:
                     found.append((changed - inputs[before]) / 1000)
         finally:
-            mouse.up()
+            quietly(mouse.up)
         return found
 
 
@@ -441,8 +456,7 @@ class Bench:
             probe.page.click("#launch-button")
             return self.measure(QUICK, probe, ["#viewer"], requested)
         finally:
-            probe.close()
-            self.end_sessions()
+            self.after_run(probe.close, self.end_sessions)
 
     def visualizer(self) -> Run:
         selectors = ['[class*="MainView-viewport"] img', '[class*="MainView-viewport"] canvas']
@@ -452,8 +466,7 @@ class Bench:
             probe.page.goto(f"{self.svc.url}/apps/visualizer/?partition=cpu&data={DATA_FILE}")
             return self.measure(VISUALIZER, probe, ['[class*="MainView-viewport"]'], requested)
         finally:
-            probe.close()
-            self.end_sessions()
+            self.after_run(probe.close, self.end_sessions)
 
     def vnc(self) -> Run:
         self.count += 1
@@ -483,11 +496,25 @@ class Bench:
                             f"&password={info['password']}")
             return self.measure(VNC, probe, ["#noVNC_canvas", "canvas"], requested, directory / "renders.log")
         finally:
-            probe.close()
-            if job_id:
-                subprocess.run(["scancel", job_id], env=self.env, capture_output=True)
-            wait_idle(self.env)
-            kill_under(directory)
+            def end_job():
+                if job_id:
+                    subprocess.run(["scancel", job_id], env=self.env, capture_output=True)
+                wait_idle(self.env)
+                kill_under(directory)
+
+            self.after_run(probe.close, end_job)
+
+    @staticmethod
+    def after_run(*steps) -> None:
+        """A run's own clean-up. After an error or an interruption (Ctrl-C reaches the service and Chromium too)
+        a step that fails is passed over: the teardown removes everything anyway, and the cause is what to
+        report."""
+        failing = sys.exc_info()[0] is not None
+        for step in steps:
+            if failing:
+                quietly(step)
+            else:
+                step()
 
     def end_sessions(self) -> None:
         client = self.svc.client()
@@ -618,11 +645,7 @@ def main() -> int:
             runs: dict[str, list[Run]] = {name: [] for name in chosen}
             for r in range(args.warmup + args.rounds):
                 label = "warm-up" if r < args.warmup else f"round {r - args.warmup + 1}/{args.rounds}"
-                # pvhpc, VNC, pvhpc, VNC ...; the order turned round every other round.
-                order = [n for n in chosen if n != VNC]
-                sequence = []
-                for n in order or [None]:
-                    sequence += [x for x in (n, VNC if VNC in chosen else None) if x]
+                sequence = interleaved(chosen)
                 for name in (sequence if r % 2 == 0 else sequence[::-1]):
                     run = do[name]()
                     print(f"{label:>12}  {name:<22} first picture {run.first_picture:6.2f} s  {run.fps:5.1f} frames/s"
@@ -643,5 +666,5 @@ if __name__ == "__main__":
     try:
         sys.exit(main())
     except KeyboardInterrupt as e:   # Ctrl-C, SIGTERM, SIGHUP: everything started has been removed by now
-        print(f"interrupted ({e or 'SIGINT'}); everything it started is removed", file=sys.stderr)
+        print(f"interrupted ({str(e) or 'SIGINT'}); everything it started is removed", file=sys.stderr)
         sys.exit(130)

@@ -57,3 +57,12 @@ def test_renders_between_reads_the_desktops_render_log():
 
     assert renders_between("10.0\n10.5\n11.2\n", 10.0, 11.0) == 2
     assert renders_between("", 10.0, 11.0) == 0
+
+
+def test_a_round_interleaves_each_pvhpc_path_with_the_desktop():
+    from bench.vs_vnc import QUICK, VISUALIZER, VNC, interleaved
+
+    assert interleaved([QUICK, VISUALIZER, VNC]) == [QUICK, VNC, VISUALIZER, VNC]
+    assert interleaved([QUICK, VNC]) == [QUICK, VNC]
+    assert interleaved([VNC]) == [VNC]
+    assert interleaved([QUICK]) == [QUICK]
