@@ -415,13 +415,14 @@ class Bench:
         self.count = 0
 
     def measure(self, name: str, probe: Probe, selectors: list[str], requested: float,
-                renders: Path | None = None) -> Run:
-        """``renders``: where the VNC desktop's ParaView notes the time of each render it makes."""
+                renders: Path | None = None, steps: dict | None = None) -> Run:
+        """``renders``: where the VNC desktop's ParaView notes the time of each render it makes; ``steps``:
+        moments on the way to the first picture (seconds after the request), printed with the run."""
         first = probe.wait_first_picture() - requested
         probe.settle(quiet=0.5, timeout=10)
         centre = probe.centre(selectors)
         fps, rate, start, end, changes = probe.rotate(centre, self.args.seconds)
-        why = render_calls(probe.rpcs, start, end)
+        why = {**(steps or {}), **render_calls(probe.rpcs, start, end)}
         if renders is not None:
             # A picture on screen is at most one of ParaView's renders: VNC may show one render in several
             # updates further apart than SAME_PICTURE_S, so its rate is capped at ParaView's own.
@@ -454,7 +455,9 @@ class Bench:
             probe.page.fill("#data", str(self.data))
             requested = time.time()
             probe.page.click("#launch-button")
-            return self.measure(QUICK, probe, ["#viewer"], requested)
+            probe.page.wait_for_selector('#session-state[data-state="ready"]', timeout=READY_S * 1000)
+            steps = {"session_ready_s": time.time() - requested}
+            return self.measure(QUICK, probe, ["#viewer"], requested, steps=steps)
         finally:
             self.after_run(probe.close, self.end_sessions)
 
@@ -489,12 +492,14 @@ class Bench:
                     raise RuntimeError(f"the VNC job wrote no connection file in {READY_S} s: "
                                        + (out.read_text()[-600:] if out.is_file() else "(no output)"))
                 time.sleep(0.05)
+            steps = {"connection_file_s": time.time() - requested}
             info = dict(line.split("=", 1) for line in connection.read_text().split())
             host = self.cluster.node_address(info["host"])
             wait_port(host, int(info["port"]), 30)
             probe.page.goto(f"http://{host}:{info['port']}/vnc.html?autoconnect=true&resize=off"
                             f"&password={info['password']}")
-            return self.measure(VNC, probe, ["#noVNC_canvas", "canvas"], requested, directory / "renders.log")
+            return self.measure(VNC, probe, ["#noVNC_canvas", "canvas"], requested, directory / "renders.log",
+                                steps)
         finally:
             def end_job():
                 if job_id:
