@@ -60,6 +60,8 @@ NEEDED = {"Xvnc": "tigervnc-standalone-server", "vncpasswd": "tigervnc-tools", "
 NOVNC_PAGE = Path("/usr/share/novnc/vnc.html")
 DATA_FILE = "sphere.vtk"
 QUICK, VISUALIZER, VNC = "pvhpc quick view", "pvhpc Visualizer", "VNC desktop (noVNC)"
+QUICK_BEFORE = "quick view (--before)"
+INTERACT = "pvhpc.viewport.interact"   # the quick view's one call for a mouse event and its picture
 VIEWPORT = {"width": 1280, "height": 900}
 READY_S = 180
 RED_SHARE = 0.01          # the data is on screen when this share of the view is its red
@@ -168,7 +170,8 @@ def wslink_summary(message: str) -> dict:
         return {}
     result = body.get("result") if isinstance(body.get("result"), dict) else {}
     return {"id": body.get("id"), "method": body.get("method"), "work_ms": result.get("workTime"),
-            "stale": result.get("stale"), "image_bytes": len(result.get("image") or "")}
+            "stale": result.get("stale"), "image_bytes": len(result.get("image") or ""),
+            "renders": result.get("renders")}
 
 
 def calls(rpcs: list[tuple[float, str, dict]], method: str, start: float, end: float) -> list[tuple[float, float, dict]]:
@@ -184,12 +187,15 @@ def render_calls(rpcs: list[tuple[float, str, dict]], start: float, end: float) 
     encoder) per call, the share answered stale (the encoder not done: the answer carries the image before,
     and the view asks again after a pause), image bytes; and the round trip of the mouse moves sent
     (viewport.mouse.interaction), which the server answers in turn with the render calls."""
-    pairs = calls(rpcs, "viewport.image.render", start, end)
+    pairs = calls(rpcs, "viewport.image.render", start, end) + calls(rpcs, INTERACT, start, end)
     if not pairs:
         return {}
-    mouse = calls(rpcs, "viewport.mouse.interaction", start, end)
+    mouse = calls(rpcs, "viewport.mouse.interaction", start, end) + calls(rpcs, INTERACT, start, end)
     with_image = [m["image_bytes"] for _, _, m in pairs if m["image_bytes"]]
-    return {"calls": len(pairs), "calls_per_s": len(pairs) / (end - start),
+    # pvhpc's server counts its view's renders in each answer: the renders one picture shown cost
+    counts = [m["renders"] for _, _, m in pairs if m.get("renders") is not None]
+    per_image = {"renders_per_image": (max(counts) - min(counts)) / max(1, len(with_image) - 1)} if counts else {}
+    return {**per_image, "calls": len(pairs), "calls_per_s": len(pairs) / (end - start),
             "mouse_calls_per_s": len(mouse) / (end - start),
             "mouse_round_trip_ms": statistics.median((b - a) * 1000 for a, b, _ in mouse) if mouse else float("nan"),
             "round_trip_ms": statistics.median((b - a) * 1000 for a, b, _ in pairs),
@@ -312,7 +318,8 @@ class Probe:
             self.frames.append((now, len(payload)))
             # wslink's calls of the quick view's loop and their answers (an answer is small, or carries an image)
             if isinstance(payload, str) and (
-                    (sent and ('"viewport.image.render"' in payload or '"viewport.mouse.interaction"' in payload))
+                    (sent and ('"viewport.image.render"' in payload or '"viewport.mouse.interaction"' in payload
+                               or f'"{INTERACT}"' in payload))
                     or (not sent and (len(payload) < 2000 or '"workTime"' in payload))):
                 self.rpcs.append((now, "sent" if sent else "received", wslink_summary(payload)))
 
@@ -444,9 +451,14 @@ class Bench:
             probe.page.screenshot(path=str(self.args.shots / f"{self.count:02d}-{name.split()[-1].strip('()')}.png"))
         return Run(name, first, fps, latencies, rate, size, why)
 
-    def quick_view(self) -> Run:
+    def quick_view(self, before: Path | None = None) -> Run:
+        """``before``: the page's viewer.js replaced by this file (an older one), the same run's other server."""
         selectors = ["#viewer-image"]
         probe = Probe(self.browser, selectors)
+        if before is not None:
+            # (any ?v=: the page asks for its modules by content hash)
+            probe.context.route(lambda url: url.split("?")[0].endswith("/static/viewer.js"), lambda route: route.fulfill(
+                body=before.read_text(), content_type="text/javascript"))
         try:
             probe.page.goto(self.svc.url + "/")
             probe.page.wait_for_selector("body[data-loaded=true]", timeout=15_000)
@@ -457,7 +469,7 @@ class Bench:
             probe.page.click("#launch-button")
             probe.page.wait_for_selector('#session-state[data-state="ready"]', timeout=READY_S * 1000)
             steps = {"session_ready_s": time.time() - requested}
-            return self.measure(QUICK, probe, ["#viewer"], requested, steps=steps)
+            return self.measure(QUICK_BEFORE if before else QUICK, probe, ["#viewer"], requested, steps=steps)
         finally:
             self.after_run(probe.close, self.end_sessions)
 
@@ -568,7 +580,7 @@ def plot(runs: dict[str, list[Run]], path: Path) -> None:
 
     plt = pyplot()
     names = list(runs)
-    colors = {QUICK: "#3182bd", VISUALIZER: "#6baed6", VNC: "#fd8d3c"}
+    colors = {QUICK: "#3182bd", QUICK_BEFORE: "#9ecae1", VISUALIZER: "#6baed6", VNC: "#fd8d3c"}
     fig, axes = plt.subplots(1, len(FIGURES), figsize=(15, 3.2))
     for ax, (title, unit, value, better) in zip(axes, FIGURES):
         medians = [median_of(runs[n], value) for n in names]
@@ -594,13 +606,19 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=4, help="rotating drag per run (default 4 s)")
     parser.add_argument("--samples", type=int, default=9, help="mouse moves for the latency (default 9)")
     parser.add_argument("--resolution", type=int, default=160, help="the sphere's rings (default 160)")
-    parser.add_argument("--paths", default="quick,visualizer,vnc", help="which paths (default all three)")
+    parser.add_argument("--paths", default="quick,visualizer,vnc",
+                        help="which paths (default all three; 'before' is the quick view with --before's viewer.js)")
+    parser.add_argument("--before", type=Path,
+                        help="an earlier pvhpc/web/static/viewer.js (git show REV:pvhpc/web/static/viewer.js > FILE) "
+                             "for the path 'before': a change of the quick view measured in the same run")
     parser.add_argument("--plot", type=Path, help="draw the figure into this PNG file")
     parser.add_argument("--shots", type=Path, help="keep a screenshot of each run's page here")
     parser.add_argument("--single-host", action="store_true",
                         help="the cluster's nodes as processes of this host (default: hosts of their own, as root)")
     parser.add_argument("--install", action="store_true", help=f"install the VNC side first: {APT_LINE}")
     args = parser.parse_args()
+    if "before" in args.paths and not (args.before and args.before.is_file()):
+        parser.error("the path 'before' needs --before FILE (an earlier viewer.js)")
     if args.install:
         install()
     missing = missing_packages()
@@ -634,7 +652,7 @@ def main() -> int:
         apps = {"paraview": {"data_roots": [str(data_dir)], "start_timeout": 120}}
         apps.update({name: {**app, "start_timeout": 120}
                      for name, app in site_config_parser.visualizer_application([str(data_dir)]).items()})
-        wanted = {"quick": QUICK, "visualizer": VISUALIZER, "vnc": VNC}
+        wanted = {"quick": QUICK, "before": QUICK_BEFORE, "visualizer": VISUALIZER, "vnc": VNC}
         chosen = [wanted[p.strip()] for p in args.paths.split(",")]
         if VISUALIZER in chosen and "visualizer" not in apps:
             print("the Visualizer is not installed (pvhpc runtime install): left out", file=sys.stderr)
@@ -646,7 +664,8 @@ def main() -> int:
         svc.start()
         with chromium() as browser:
             bench = Bench(args, cluster, svc, browser, work, data, undo)
-            do = {QUICK: bench.quick_view, VISUALIZER: bench.visualizer, VNC: bench.vnc}
+            do = {QUICK: bench.quick_view, QUICK_BEFORE: lambda: bench.quick_view(args.before),
+                  VISUALIZER: bench.visualizer, VNC: bench.vnc}
             runs: dict[str, list[Run]] = {name: [] for name in chosen}
             for r in range(args.warmup + args.rounds):
                 label = "warm-up" if r < args.warmup else f"round {r - args.warmup + 1}/{args.rounds}"

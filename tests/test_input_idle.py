@@ -20,6 +20,7 @@ INPUT_IDLE, WARNING = 24, 12
 
 def test_what_counts_as_user_input():
     assert input_idle.is_input("viewport.mouse.interaction") and input_idle.is_input("pv.proxy.manager.update")
+    assert input_idle.is_input("pvhpc.viewport.interact")   # the quick view's mouse, answered with a picture
     assert not input_idle.is_input("viewport.image.push") and not input_idle.is_input("viewport.image.render")
     assert input_idle.method_of('{"wslink": "1.0", "id": "rpc:1", "method": "viewport.mouse.interaction"}') == \
         "viewport.mouse.interaction"

@@ -124,3 +124,58 @@ def test_clients_stay_inside_the_data_directory(contained_server):
             client.close()
 
     asyncio.run(scenario())
+
+
+def test_quick_view_interaction_answers_with_the_picture_it_made(contained_server):
+    """pvhpc.viewport.interact applies the mouse events and answers, after one render, with the picture they made,
+    encoded before it answers (never ParaView's `stale` previous picture): the quick view's one call a frame."""
+    import asyncio
+
+    from pvhpc.client.wslink import WslinkClient
+
+    url, secret = contained_server
+    options = {"view": -1, "size": [320, 240], "quality": 50, "mtime": 0}
+
+    def mouse(action, x, y, left):
+        return {"view": -1, "action": action, "x": x, "y": y, "buttonLeft": left, "buttonMiddle": False,
+                "buttonRight": False, "shiftKey": False, "ctrlKey": False, "altKey": False, "metaKey": False}
+
+    async def fresh(client):
+        """ParaView's own path, re-rendered and waited for: the picture of the view as it is now."""
+        reply = await client.call("viewport.image.render", [{**options, "clearCache": True}])
+        while reply["stale"]:
+            await asyncio.sleep(0.05)
+            reply = await client.call("viewport.image.render", [options])
+        return reply["image"]
+
+    async def scenario():
+        client = await WslinkClient.connect(url, secret)
+        try:
+            await client.call("pv.proxy.manager.create", ["Cone", -1])
+            await client.call("viewport.camera.reset", [-1])
+            before = await fresh(client)
+            down = await client.call("pvhpc.viewport.interact", [[mouse("down", 0.5, 0.5, True)], options])
+            pictures = [down["image"]]
+            last = down
+            for step in range(1, 6):
+                moved = await client.call("pvhpc.viewport.interact",
+                                          [[mouse("move", 0.5 + 0.05 * step, 0.5 + 0.02 * step, True)], options])
+                assert moved["stale"] is False, moved
+                assert moved["renders"] - last["renders"] == 1, "one render per interaction frame"
+                assert moved["image"] and moved["mtime"] != last["mtime"]
+                pictures.append(moved["image"])
+                last = moved
+            assert before not in pictures[1:] and len(set(pictures)) == len(pictures), "each move a new picture"
+            # The answer is the picture of the camera the events left, as ParaView renders it afresh.
+            assert await fresh(client) == pictures[-1]
+            up = await client.call("pvhpc.viewport.interact",
+                                   [[mouse("up", 0.75, 0.6, False)], {**options, "quality": 85}])
+            assert up["image"] and up["stale"] is False
+            # Nothing new: the client's mtime gets no image back.
+            idle = await client.call("pvhpc.viewport.interact", [[], {**options, "quality": 85,
+                                                                        "mtime": up["mtime"]}])
+            assert idle["image"] is None and idle["renders"] == up["renders"]
+        finally:
+            client.close()
+
+    asyncio.run(scenario())

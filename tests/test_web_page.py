@@ -50,7 +50,31 @@ class Tab:
         self.page = context.new_page()
         self.errors: list[str] = []
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.answers: list[tuple[str, dict]] = []   # (method, result) of the view's calls answered with a picture
+        self.sent: list[str] = []                     # the methods the page called, in order
+        self.page.on("websocket", self._socket)
         self.response = self.page.goto(url + "/")
+
+    def _socket(self, ws) -> None:
+        import json
+
+        methods: dict = {}
+
+        def seen(payload, sent: bool) -> None:
+            try:
+                message = json.loads(payload)
+            except (TypeError, ValueError):
+                return
+            if not isinstance(message, dict):
+                return
+            if sent and "method" in message:
+                methods[message.get("id")] = message["method"]
+                self.sent.append(message["method"])
+            elif not sent and isinstance(message.get("result"), dict) and "renders" in message["result"]:
+                self.answers.append((methods.get(message.get("id")), message["result"]))
+
+        ws.on("framesent", lambda payload: seen(payload, True))
+        ws.on("framereceived", lambda payload: seen(payload, False))
 
     def loaded(self) -> "Tab":
         self.page.wait_for_selector("body[data-loaded=true]", timeout=15_000)
@@ -169,8 +193,19 @@ def test_launch_watch_ready_view_rotate_zoom_pan_reconnect_and_cancel(service_fa
     tab.wait_frame_after(0)
     before = tab.view(artifacts / "03-view.png")
     assert has_picture(before) > 0.01
+    mark, sent_mark = len(tab.answers), len(tab.sent)
     rotated = tab.view_after(lambda: tab.drag(160, 60), artifacts / "04-rotated.png")
     assert changed_share(before, rotated) > 0.01
+    # Each mouse event of the drag is one call answered with its own picture, and that picture is one render
+    # (the server's count of its view's renders, in every answer): never ParaView's mouse call and then an
+    # image call, two renders for one picture.
+    drag = tab.answers[mark - 1 if mark else 0:]
+    interacts = [(i, result) for i, (method, result) in enumerate(drag) if method == "pvhpc.viewport.interact"]
+    assert len(interacts) >= 3 and "viewport.mouse.interaction" not in tab.sent[sent_mark:], tab.sent[sent_mark:]
+    for i, result in interacts:
+        if i > 0:
+            assert result["image"] and result["stale"] is False
+            assert result["renders"] - drag[i - 1][1]["renders"] == 1, [(m, r["renders"]) for m, r in drag]
     assert has_picture(rotated) > 0.01
 
     def zoom_in():

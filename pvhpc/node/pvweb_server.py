@@ -4,7 +4,8 @@ This file runs on compute nodes under ParaView's Python: it imports only the
 standard library, ParaView and wslink, never pvhpc itself.
 
 It serves the standard ParaView web protocols (view port, image delivery, mouse
-interaction, proxy manager, file listing of one data directory), with every path a
+interaction, proxy manager, file listing of one data directory) and pvhpc's quick view's own mouse call
+(quickview.py: the events and the picture they made, rendered once), with every path a
 client names held inside that directory (dataroots.py: real paths, not prefixes). The secret
 comes from ``--authKey`` or, so that it does not show in ``ps``, from the
 environment variable PVHPC_SECRET; there is no default secret. With ``--port 0``
@@ -19,6 +20,7 @@ import sys
 
 import contained                                  # beside this file too
 import pvstate
+import quickview
 import wslink_exits
 from dataroots import DataRoot, OutsideDataRoot   # beside this file: the job runs it by path
 
@@ -86,9 +88,12 @@ def make_protocol(args):
                 ProxyManager(baseDir=root.path, fileToLoad=args.load, allowUnconfiguredReaders=True)
             )
             self.registerVtkWebProtocol(pv_protocols.ParaViewWebColorManager())
-            self.registerVtkWebProtocol(pv_protocols.ParaViewWebMouseHandler())
+            mouse, renders = pv_protocols.ParaViewWebMouseHandler(), quickview.RenderCount()
+            self.registerVtkWebProtocol(mouse)
             self.registerVtkWebProtocol(pv_protocols.ParaViewWebViewPort())
-            self.registerVtkWebProtocol(pv_protocols.ParaViewWebViewPortImageDelivery())
+            self.registerVtkWebProtocol(quickview.ImageDelivery(renders))
+            # The quick view's mouse: the events and the picture they make in one call, rendered once.
+            self.registerVtkWebProtocol(quickview.QuickViewInteraction(mouse, renders))
             self.registerVtkWebProtocol(pv_protocols.ParaViewWebPublishImageDelivery(decode=False))
             self.registerVtkWebProtocol(pv_protocols.ParaViewWebViewPortGeometryDelivery())
             self.registerVtkWebProtocol(pv_protocols.ParaViewWebTimeHandler())

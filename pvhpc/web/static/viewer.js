@@ -4,6 +4,11 @@
 // link shows fewer frames instead of a growing backlog. Frames during a drag use a lower JPEG quality;
 // the still frame after it is sent at full quality. Mouse moves queued behind a slow answer collapse
 // into the latest position for the same reason.
+//
+// With pvhpc's own server (pvhpc/node/quickview.py) a mouse event and its picture are one call,
+// pvhpc.viewport.interact: rendered once, and the answer is the picture the event made. Other ParaViewWeb
+// servers (the Visualizer's) get ParaView's pair: viewport.mouse.interaction, then viewport.image.render,
+// which renders again and, while ParaView's encoder is busy, answers `stale` with the picture before.
 
 // The connection is the npm wslink 1.x client (SmartConnect), the one ParaViewWeb's own apps use; index.html
 // loads its UMD bundle (static/vendor/wslink.js, installed by `pvhpc runtime install`), which defines `wslink`.
@@ -13,6 +18,7 @@ const MOVING_QUALITY = 50;
 const MAX_PIXELS = 1920 * 1200;        // a frame larger than this costs more than it shows
 const STALE_RETRY_MS = 40;
 const HELLO_TIMEOUT_MS = 20000;
+const INTERACT = "pvhpc.viewport.interact";
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -31,6 +37,7 @@ export class RemoteView {
     this.rendering = false;
     this.dragButton = null;
     this.queuedMove = null;
+    this.direct = false;                // the server answers INTERACT
     this.chain = Promise.resolve();
     this.listeners = [];
     this.resizeObserver = null;
@@ -50,9 +57,16 @@ export class RemoteView {
       await this.connection.call("pv.proxy.manager.create", ["Cone", -1]);
       await this.connection.call("viewport.camera.reset", [-1]);
     }
+    // No events: the first picture, and whether the server has the one-call path.
+    try {
+      this._show(await this.connection.call(INTERACT, [[], this._options(STILL_QUALITY, 0)]), STILL_QUALITY);
+      this.direct = true;
+    } catch (error) {
+      this.direct = false;   // not pvhpc's server: ParaView's own calls
+    }
     this.attach();
     this.onStatus("Connected. Drag to rotate, right or middle drag to pan, wheel to zoom.");
-    this.requestFrame();
+    if (!this.direct) this.requestFrame();
   }
 
   close() {
@@ -99,15 +113,12 @@ export class RemoteView {
         const quality = moving ? MOVING_QUALITY : STILL_QUALITY;
         // mtime: the server sends no image when nothing changed since the frame we have (saves the link);
         // a quality upgrade of an unchanged scene must ask with 0 to get one.
-        const reply = await this.connection.call("viewport.image.render", [{
-          size: this._size(), view: -1, quality, mtime: upgrade ? 0 : this.mtime, localTime: Date.now(),
-        }]);
-        if (reply && reply.image) {
-          this.image.src = "data:image/jpeg;base64," + reply.image;
-          this.mtime = reply.mtime;
-          this.shownQuality = quality;
-          this.frames += 1;
-          this.container.dataset.frames = String(this.frames);
+        const reply = await this.connection.call("viewport.image.render",
+                                                 [this._options(quality, upgrade ? 0 : this.mtime)]);
+        // A stale answer carries ParaView's previous picture, which after pvhpc's own calls can be older than
+        // the one shown: with those, only a finished picture is shown.
+        if (reply && reply.image && !(this.direct && reply.stale)) {
+          this._show(reply, quality);
         } else if (upgrade) {
           this.shownQuality = STILL_QUALITY;   // nothing newer to show
         }
@@ -121,6 +132,19 @@ export class RemoteView {
     } finally {
       this.rendering = false;
     }
+  }
+
+  _options(quality, mtime) {
+    return { size: this._size(), view: -1, quality, mtime, localTime: Date.now() };
+  }
+
+  _show(reply, quality) {
+    if (!reply || !reply.image) return;
+    this.image.src = "data:image/jpeg;base64," + reply.image;
+    this.mtime = reply.mtime;
+    this.shownQuality = quality;
+    this.frames += 1;
+    this.container.dataset.frames = String(this.frames);
   }
 
   // -- mouse and keys ----------------------------------------------------------------------------
@@ -202,31 +226,54 @@ export class RemoteView {
 
   // A whole drag from the middle of the view: how wheel and keys reach ParaView's mouse handler.
   _gesture(button, dx, dy) {
-    this._interact("down", 0.5, 0.5, button);
-    this._interact("move", 0.5 + dx, 0.5 + dy, button);
-    this._interact("up", 0.5 + dx, 0.5 + dy, null);
+    const events = [
+      mouseEvent("down", 0.5, 0.5, button), mouseEvent("move", 0.5 + dx, 0.5 + dy, button),
+      mouseEvent("up", 0.5 + dx, 0.5 + dy, null),
+    ];
+    if (this.direct) {
+      this._send(events);   // one call, one picture
+    } else {
+      for (const event of events) this._send([event]);
+    }
   }
 
   _interact(action, x, y, button) {
-    if (!this.connection) return;
-    const event = {
-      view: -1, action, x, y,
-      buttonLeft: button === "left", buttonMiddle: button === "middle", buttonRight: button === "right",
-      shiftKey: false, ctrlKey: false, altKey: false, metaKey: false,
-    };
+    const event = mouseEvent(action, x, y, button);
     if (action === "move" && this.queuedMove) {
       Object.assign(this.queuedMove, event);   // not sent yet: send the latest position instead
       return;
     }
     if (action === "move") this.queuedMove = event;
-    this.chain = this.chain.then(() => {
-      if (this.queuedMove === event) this.queuedMove = null;
-      if (!this.connection) return null;
-      return this.connection.call("viewport.mouse.interaction", [event]);
-    }).then(() => this.requestFrame(), (error) => {
+    this._send([event]);
+  }
+
+  // Events go one call at a time, in order. pvhpc's server answers with their picture: a drag's at the moving
+  // quality, the one its last event (the button up) leaves at the still quality.
+  _send(events) {
+    if (!this.connection) return;
+    this.chain = this.chain.then(async () => {
+      if (events.includes(this.queuedMove)) this.queuedMove = null;
+      if (!this.connection) return;
+      if (this.direct) {
+        const last = events[events.length - 1];
+        const quality = last.action !== "up" && this.dragButton !== null ? MOVING_QUALITY : STILL_QUALITY;
+        this._show(await this.connection.call(INTERACT, [events, this._options(quality, this.mtime)]), quality);
+      } else {
+        for (const event of events) await this.connection.call("viewport.mouse.interaction", [event]);
+        this.requestFrame();
+      }
+    }).catch((error) => {
       if (this.connection) this.onStatus(`The server did not take the mouse event: ${error.message}`, true);
     });
   }
+}
+
+function mouseEvent(action, x, y, button) {
+  return {
+    view: -1, action, x, y,
+    buttonLeft: button === "left", buttonMiddle: button === "middle", buttonRight: button === "right",
+    shiftKey: false, ctrlKey: false, altKey: false, metaKey: false,
+  };
 }
 
 // SmartConnect with a session URL (USE_HOST in it becomes the page's host) and the session's secret: it opens the
