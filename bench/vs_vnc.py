@@ -2,6 +2,8 @@
 
     /opt/pvhpc/venv/bin/python bench/vs_vnc.py [--rounds 3] [--plot docs/img/vs-vnc.png]
     /opt/pvhpc/venv/bin/python bench/vs_vnc.py --install     # Debian's VNC server, noVNC, websockify, Xfce
+    /opt/pvhpc/venv/bin/python bench/vs_vnc.py --paths before,quick,vnc --before OLD_VIEWER_JS   # a change of
+                                                 # the quick view: the page's viewer.js before it, same run
 
 Open OnDemand's ParaView app runs ParaView's GUI in an Xfce desktop on a VNC server started by a Slurm job,
 and the user's browser shows that desktop through noVNC and websockify. This puts pvhpc beside it, on the
