@@ -535,8 +535,14 @@ def test_a_parallel_session_chosen_in_the_page_runs_over_two_nodes(service_facto
     assert (session["nodes"], session["ranks"], session["partition"]) == (2, 2, "cpu")
     assert job_processes_by_node(cluster, session["job_id"], "pvserver") == {"cpu01": 1, "cpu02": 1}
     tab.wait_frame_after(0)
-    assert has_picture(tab.view(artifacts / "02-parallel-view.png")) > 0.01
+    parallel_view = tab.view(artifacts / "02-parallel-view.png")
+    assert has_picture(parallel_view) > 0.01
     tab.shot(artifacts / "02-parallel-ready.png")
+    # The quick view's one-call drag works with the data and rendering on the ranks too.
+    mark = len(tab.answers)
+    turned = tab.view_after(lambda: tab.drag(160, 60), artifacts / "03-parallel-rotated.png")
+    assert changed_share(parallel_view, turned) > 0.01 and has_picture(turned) > 0.01
+    assert any(method == "pvhpc.viewport.interact" and result["image"] for method, result in tab.answers[mark:])
 
     page.click("#cancel")
     tab.wait_state("ended", 30_000)
