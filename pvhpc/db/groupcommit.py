@@ -97,8 +97,9 @@ class WriteGroups:
         future = loop.create_future()
         with self._lock:   # the writer thread takes a group under the same lock: none is taken half-filled
             if self._open is None:
-                self._open = []
-                self._executor.submit(self._run, self._open, loop)
+                group: list[tuple[Unit, asyncio.Future]] = []
+                self._executor.submit(self._run, group, loop)   # raises once the store is closed: no group left open
+                self._open = group
             self._open.append((unit, future))
         return future
 
