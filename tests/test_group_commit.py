@@ -100,6 +100,28 @@ def test_a_refused_unit_leaves_nothing_and_the_others_commit(store):
     assert [e.state for e in store.events("s1")] == ["submitting", "queued"] and store.events("s9") == []
 
 
+def test_a_unit_that_lost_a_deadlock_runs_again_once(store):
+    """Another instance's group holding rows in the other order: PostgreSQL aborts one statement with 40P01."""
+    from sqlalchemy.exc import OperationalError
+
+    class Deadlock(Exception):
+        sqlstate = "40P01"
+
+    tries = {"s1": 0, "s2": 0}
+
+    def deadlocked(i, times):
+        def unit(db):
+            tries[f"s{i}"] += 1
+            store.add_in(db, record(i, job_name=f"pvhpc-{i}"))
+            if tries[f"s{i}"] <= times:
+                raise OperationalError("UPDATE sessions ...", {}, Deadlock("deadlock detected"))
+        return unit
+
+    outcomes = commit_together(store.transaction, [deadlocked(1, 1), deadlocked(2, 2)])
+    assert outcomes[0].error is None and isinstance(outcomes[1].error, OperationalError)   # retried once, not twice
+    assert tries == {"s1": 4, "s2": 2} and ids(store) == ["s1"]   # s1 ran again with each new pass
+
+
 def test_a_failed_commit_fails_every_unit_and_writes_nothing(store):
     @contextmanager
     def begin_then_fail():

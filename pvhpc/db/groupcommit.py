@@ -12,6 +12,10 @@ raises must leave nothing behind, whatever it wrote before raising: the transact
 runs again without it, so the others commit what they would have committed one after another, that unit refused.
 A unit may thus run more than once; only the run that commits counts, and its result is the one handed back.
 
+Holding every row it writes until the group commits, a group can deadlock with another instance's on the
+same PostgreSQL (rows locked in the other order), which one at a time never could: the database then aborts one
+statement (a deadlock, or a serialization failure), and the group runs again with that unit in it, once.
+
 An error that is the database's, not the unit's (its connection lost, the transaction failing to begin or to
 commit) fails every unit left in the group with it at once: none of them is written, as none would have been one
 at a time, and the group does not wait out the same failure once per unit. A statement of one unit's that fails
@@ -47,6 +51,7 @@ def commit_together(begin: Callable[[], AbstractContextManager[Session]], units:
     return their outcomes in the same order. See the module's doc for what happens when one raises."""
     outcomes: dict[int, Outcome] = {}
     pending = list(range(len(units)))
+    retried: set[int] = set()
     while pending:
         results: dict[int, Any] = {}
         failed: int | None = None   # the unit whose error is rolling the transaction back
@@ -64,6 +69,9 @@ def commit_together(begin: Callable[[], AbstractContextManager[Session]], units:
                         failed = i
                         raise
         except Exception as e:
+            if failed is not None and failed not in retried and _lost_a_race(e):
+                retried.add(failed)
+                continue
             if failed is not None:
                 outcomes[failed] = Outcome(error=e)
                 pending.remove(failed)
@@ -75,6 +83,14 @@ def commit_together(begin: Callable[[], AbstractContextManager[Session]], units:
             outcomes[i] = Outcome(value=results[i])
         break
     return [outcomes[i] for i in range(len(units))]
+
+
+# PostgreSQL's SQLSTATEs for "try again": deadlock detected, serialization failure.
+RETRYABLE = {"40P01", "40001"}
+
+
+def _lost_a_race(error: BaseException) -> bool:
+    return isinstance(error, DBAPIError) and getattr(error.orig, "sqlstate", None) in RETRYABLE
 
 
 class WriteGroups:
