@@ -2,7 +2,8 @@
 
 Every state change goes store -> event bus, in that order, through ``apply``;
 nothing else writes a session's state. Store calls run off the event loop
-(pvhpc.db.offloop), writes one at a time on the store's writer thread.
+(pvhpc.db.offloop), writes on the store's writer thread, in the order asked for (those that wait there
+together committed together: pvhpc.db.groupcommit).
 """
 
 from __future__ import annotations
@@ -47,13 +48,22 @@ def random_word() -> str:
 
 
 SESSION_ID_ALPHABET = string.ascii_lowercase + string.digits
+ID_SPACE = len(SESSION_ID_ALPHABET) ** 32
 
 
 def new_session_id() -> str:
     """32 lowercase letters and digits (165 random bits). Lowercase because trame's browser client lowercases
     the whole sessionURL the launcher hands it (``?sessionId=<id>`` included) before it connects; the front
-    ends read the query's key in any case. Never starting with '-', as random_word."""
-    return "".join(secrets.choice(SESSION_ID_ALPHABET) for _ in range(32))
+    ends read the query's key in any case. Never starting with '-', as random_word.
+
+    One draw below 36**32 written in base 36: every id as likely as with a draw per character, but a read or two
+    of the system's randomness instead of 60 (a draw per character, some drawn again), a cost a burst noticed."""
+    number = secrets.randbelow(ID_SPACE)
+    digits = []
+    for _ in range(32):
+        number, digit = divmod(number, len(SESSION_ID_ALPHABET))
+        digits.append(SESSION_ID_ALPHABET[digit])
+    return "".join(digits)
 
 
 new_secret = random_word
@@ -142,13 +152,14 @@ class SessionService:
         return await self.db.count_live()
 
     # -- create ----------------------------------------------------------------
-    def attachable(self, user: str, request_key: str) -> SessionRecord | None:
-        """A live session of the same request that no launcher reply has handed out yet. (On the writer thread.)"""
-        return self.store.not_handed_out(user, request_key)
+    def attachable(self, db, user: str, request_key: str) -> SessionRecord | None:
+        """A live session of the same request that no launcher reply has handed out yet. (In the writer's
+        transaction ``db``.)"""
+        return self.store.not_handed_out(user, request_key, db=db)
 
-    def check_limits(self, user: str, spec: SessionSpec) -> None:
-        """Refuse a session over the user's limits. (On the writer thread, with the write it allows.)"""
-        live = self.store.sessions_of(user, live=True)
+    def check_limits(self, db, user: str, spec: SessionSpec) -> None:
+        """Refuse a session over the user's limits. (In the writer's transaction ``db``, with the write it allows.)"""
+        live = self.store.sessions_of(user, live=True, db=db)
         limits = self.config.limits
         if len(live) >= limits.sessions_per_user:
             raise OverLimit(f"you already have {len(live)} live sessions, the most this site allows "
@@ -179,7 +190,7 @@ class SessionService:
                 secret=new_secret(), report_token_hash=token_hash(report_token),
             )
             # Recorded before sbatch runs: a crash or a lost answer leaves a session to find the job by name.
-            existing = await self.db.write(self._record_new, record, spec, attach)
+            existing = await self.db.together(lambda db: self._record_new(db, record, spec, attach))
             if existing is not None:
                 return existing
             self.bus.publish(record)
@@ -196,15 +207,17 @@ class SessionService:
             raise NotAllowed(f"user {user} has no account on this host; pvhpc cannot run jobs as them") from None
         return await self._submit(record, job)
 
-    def _record_new(self, record: SessionRecord, spec: SessionSpec, attach: bool) -> SessionRecord | None:
-        """On the writer thread, so that nothing is written between the checks and the new row: the session
-        to attach to, if ``attach`` finds one; else ``record`` is added, if the user's limits allow it."""
+    def _record_new(self, db, record: SessionRecord, spec: SessionSpec, attach: bool) -> SessionRecord | None:
+        """In one transaction ``db`` of the writer thread's, so that nothing is written between the checks and the
+        new row: the session to attach to, if ``attach`` finds one; else ``record`` is added, if the user's
+        limits allow it."""
         if attach:
-            existing = self.attachable(record.user, record.request_key)
+            existing = self.attachable(db, record.user, record.request_key)
             if existing is not None:
+                db.expunge(existing)
                 return existing
-        self.check_limits(record.user, spec)
-        self.store.add(record)
+        self.check_limits(db, record.user, spec)
+        self.store.add_in(db, record)
         return None
 
     async def _submit(self, record: SessionRecord, job) -> SessionRecord:
