@@ -14,6 +14,7 @@ import hmac
 import logging
 import secrets
 import string
+import time
 from datetime import timedelta
 from typing import Iterable
 
@@ -36,6 +37,8 @@ from pvhpc.sessions.spec import RequestError, SessionSpec
 
 log = logging.getLogger("pvhpc.sessions.service")
 S = SessionState
+# Seconds within which a ready report that Slurm's node view refuses does not read that view again.
+NODES_REREAD_S = 10.0
 
 
 def random_word() -> str:
@@ -99,6 +102,7 @@ class SessionService:
         self.bus = bus
         self._create_locks: dict[str, asyncio.Lock] = {}
         self._nodes: dict[str, set[str]] = {}   # node -> Slurm's names and addresses, refreshed on a new node
+        self._nodes_read_at = -NODES_REREAD_S
 
     # -- the one way a state changes ----------------------------------------
     async def apply(self, session_id: str, change: Change | None,
@@ -329,6 +333,10 @@ class SessionService:
             self.bus.notify(idle_warning(record, report.seconds_left))
         return await self.db.get(record.id)
 
+    async def _read_nodes(self) -> None:
+        self._nodes = await self.scheduler.node_addresses()
+        self._nodes_read_at = time.monotonic()
+
     async def _check_on_job_node(self, record: SessionRecord, job_id: str | None, host: str,
                                  peer: str | None = None) -> tuple[str, list[str]]:
         """The address to dial for a ready report that says ``host``, checked against Slurm's view of the job's
@@ -342,7 +350,7 @@ class SessionService:
             job_nodes = self.scheduler.node_names(job.nodes)
             fresh = not set(job_nodes) <= self._nodes.keys()
             if fresh:
-                self._nodes = await self.scheduler.node_addresses()
+                await self._read_nodes()
         except SchedulerUnavailable as e:
             raise SchedulerAway(f"cannot check the report with the scheduler now: {e}") from None
         if host in {a for n in job_nodes for a in self._nodes.get(n, ()) if nodeaddresses.is_ipv4(a)}:
@@ -358,10 +366,14 @@ class SessionService:
             address = nodeaddresses.checked_address(host, reported_gives, node_view, self._all_local, peer)
             if address is not None or fresh:
                 break
-            # Slurm's view may have changed since it was read (a node's NodeAddr): read it once more before refusing.
+            # Slurm's view may have changed since it was read (a node's NodeAddr): read it once more before refusing,
+            # but not again within NODES_REREAD_S: a job's user can post forged reports with its token as fast as
+            # they like, and each would cost a whole sinfo.
             fresh = True
+            if time.monotonic() - self._nodes_read_at < NODES_REREAD_S:
+                break
             try:
-                self._nodes = await self.scheduler.node_addresses()
+                await self._read_nodes()
             except SchedulerUnavailable as e:
                 raise SchedulerAway(f"cannot check the report with the scheduler now: {e}") from None
         if address is None:
