@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import os
 import re
 import shutil
@@ -245,6 +246,7 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=1, help="unmeasured sessions first (default 1)")
     parser.add_argument("--visualizer", action="store_true", help="also the ParaView Visualizer (if installed)")
     parser.add_argument("--baseline", metavar="REV", help="also the node side of this commit, alternating")
+    parser.add_argument("--json", type=Path, help="write every session's moments (epoch seconds) into this file")
     parser.add_argument("--single-host", action="store_true",
                         help="the cluster's nodes as processes of this host (default: hosts of their own, as root)")
     args = parser.parse_args()
@@ -264,7 +266,8 @@ def main() -> int:
         runtime_dir = paths.runtime_dir()
         runtime.install(runtime_dir)
 
-        kinds = [("paraview", "paraview", "server.listening")]
+        # What each kind's log says last: its timing is complete once that is there.
+        kinds = [("paraview", "paraview", "supervisor.answered")]
         apps = None
         if args.visualizer:
             apps = visualizer_application([str(work / "svc" / "data")])
@@ -290,7 +293,7 @@ def main() -> int:
         variants = {kind: (service("svc", None), app, needed) for kind, app, needed in kinds}
         if args.baseline:
             node = baseline_tree(args.baseline, work / "baseline")
-            variants[f"baseline {args.baseline}"] = (service("svc-baseline", node), "paraview", "server.listening")
+            variants[f"baseline {args.baseline}"] = (service("svc-baseline", node), "paraview", "report.left")
 
         runs: dict[str, list[dict]] = {name: [] for name in variants}
         order = list(variants)
@@ -304,6 +307,8 @@ def main() -> int:
                       f"{(moments['service.ready'] - moments['script.job_start']) * 1000:7.0f} ms", flush=True)
                 if i >= args.warmup:
                     runs[name].append(moments)
+                    if args.json:
+                        args.json.write_text(json.dumps(runs, indent=1))
 
         print_variant("pvhpc's paraview: pvhpc's own server", runs["paraview"], OWN_SERVER_STEPS)
         if args.visualizer:
