@@ -162,6 +162,22 @@ BASELINE_STAMPS = [
 ]
 
 
+XVFB_FIRST = ('    spawn_xvfb || fail "could not start Xvfb: no free display number found"\n    child_pids+=("$xvfb_pid")\n',
+              "    start_xvfb_waiting\n")
+
+
+def xvfb_first_jobscript(into: Path) -> Path:
+    """This code's job script, but Xvfb waited for before the supervisor starts, as before: what starting it
+    beside the server gains, in the same run."""
+    text = (ROOT / "jobscripts" / "paraview-web.sh").read_text()
+    if text.count(XVFB_FIRST[0]) != 1:
+        raise SystemExit("the job script no longer starts Xvfb as --xvfb-first expects")
+    into.mkdir(parents=True, exist_ok=True)
+    path = into / "paraview-web-xvfb-first.sh"
+    path.write_text(text.replace(*XVFB_FIRST))
+    return path
+
+
 def baseline_tree(rev: str, into: Path) -> Path:
     """The node side of commit ``rev`` (pvhpc/node/, jobscripts/), with timing lines put in (BASELINE_STAMPS)."""
     archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "pvhpc/node", "jobscripts"],
@@ -246,6 +262,8 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=1, help="unmeasured sessions first (default 1)")
     parser.add_argument("--visualizer", action="store_true", help="also the ParaView Visualizer (if installed)")
     parser.add_argument("--baseline", metavar="REV", help="also the node side of this commit, alternating")
+    parser.add_argument("--xvfb-first", action="store_true",
+                        help="also this code with Xvfb waited for before the supervisor, as before (alternating)")
     parser.add_argument("--json", type=Path, help="write every session's moments (epoch seconds) into this file")
     parser.add_argument("--single-host", action="store_true",
                         help="the cluster's nodes as processes of this host (default: hosts of their own, as root)")
@@ -275,10 +293,12 @@ def main() -> int:
                 raise SystemExit("the Visualizer is not installed here (pvhpc runtime install)")
             kinds.append(("visualizer", "visualizer", "supervisor.answered"))
 
-        def service(name: str, node: Path | None):
+        def service(name: str, node: Path | None, jobscript: Path | None = None):
             directory = work / name
             config = site_config(cluster, directory, runtime_dir)
             app = config["applications"]["paraview"]
+            if jobscript is not None:
+                app["jobscript"] = str(jobscript)
             if node is not None:
                 config["runtime"] = {**config["runtime"], "job_helper": str(node / "pvhpc/node/jobhelper.py")}
                 app.update(jobscript=str(node / "jobscripts/paraview-web.sh"),
@@ -291,6 +311,9 @@ def main() -> int:
             return svc
 
         variants = {kind: (service("svc", None), app, needed) for kind, app, needed in kinds}
+        if args.xvfb_first:
+            variants["xvfb first"] = (service("svc-xvfb-first", None, xvfb_first_jobscript(work / "xvfb-first")),
+                                      "paraview", "supervisor.answered")
         if args.baseline:
             node = baseline_tree(args.baseline, work / "baseline")
             variants[f"baseline {args.baseline}"] = (service("svc-baseline", node), "paraview", "report.left")
@@ -313,6 +336,12 @@ def main() -> int:
         print_variant("pvhpc's paraview: pvhpc's own server", runs["paraview"], OWN_SERVER_STEPS)
         if args.visualizer:
             print_variant("the ParaView Visualizer", runs["visualizer"], OTHER_SERVER_STEPS)
+        if args.xvfb_first:
+            print_variant("this code with Xvfb waited for before the supervisor (--xvfb-first; its first row holds "
+                          "Xvfb's start)", runs["xvfb first"], OWN_SERVER_STEPS)
+        print("\njob start until pvhpc holds it ready, medians: " + ", ".join(
+            f"{name} {statistics.median(r['service.ready'] - r['script.job_start'] for r in done) * 1000:.0f} ms"
+            for name, done in runs.items()))
         if args.baseline:
             print_baseline(args.baseline, runs[f"baseline {args.baseline}"], runs["paraview"])
     return 0
