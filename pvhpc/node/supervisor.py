@@ -74,6 +74,8 @@ PR_SET_PDEATHSIG = 1
 DISPLAY_FAILED = 75
 # How often a server that reports ready in a port file is looked for, besides at each of its output lines.
 PORT_FILE_POLL = 0.05
+# How soon a signal's stop is acted on before ready (the server has its SIGTERM at once, from the handler).
+SIGNAL_POLL = 0.1
 TIMING_PREFIX = "pvhpc-timing:"
 # The server's own start, under the name its gate is known by: pvhpc's server waits at the gate itself.
 OWN_SERVER = os.path.join(HERE, "pvweb_server.py")
@@ -398,10 +400,9 @@ def run(args):
 
     def on_signal(signum, frame):
         # Slurm (scancel, walltime) or the job script: stop the server; the scheduler tells how the job ended.
+        # Not wake.set() here, nor a thread started: a handler runs between two bytecodes of the main thread,
+        # which may hold the event's lock (or threading's) just then. The wait below ends soon enough.
         stopping.set()
-        # Not wake.set() here: a handler runs between two bytecodes of the main thread, which may hold the event's
-        # lock just then; a thread of its own waits for it.
-        threading.Thread(target=wake.set, daemon=True).start()
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
 
@@ -453,9 +454,9 @@ def run(args):
             jobhelper.send(args.url, "failed", 30, reason=f"{what} not ready within {args.start_timeout:g} s; "
                                                           f"its last lines: {watch.tail() or '(no output)'}")
             return 1
-        # A port file is looked for at each output line too; the wait's end is only for what says nothing (an
-        # exit seen by its status, the deadline).
-        wake.wait(PORT_FILE_POLL if ready.get("port_file") else 0.5)
+        # A port file is looked for at each output line too; the wait's end is only for what says nothing (a
+        # signal, an exit seen by its status, the deadline, a server that writes its port file silently).
+        wake.wait(PORT_FILE_POLL if ready.get("port_file") else SIGNAL_POLL)
     if display is not None:
         moments["display"] = display.at
 
