@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.report import spread  # noqa: E402
-from bench.teardown import Teardown, start_cluster  # noqa: E402
+from bench.teardown import Teardown, start_cluster, wait_idle  # noqa: E402
 from pvhpc import paths, runtime  # noqa: E402
 from pvhpc.localcluster.cluster import LocalCluster  # noqa: E402
 
@@ -135,14 +135,6 @@ def one_session(svc, application: str, needed: str, timeout: float = 20) -> dict
     return moments
 
 
-def wait_idle(env: dict, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        out = subprocess.run(["squeue", "-h", "-o", "%i"], env=env, capture_output=True, text=True).stdout
-        if not out.strip():
-            return
-        time.sleep(0.2)
-    raise RuntimeError(f"jobs still in the queue after {timeout:.0f} s")
 
 
 # The baseline's code timed by the bench: (file, text found once, text put before it). Timing lines of the same
