@@ -1,6 +1,7 @@
 """200 users asking for sessions at once: the native API under a burst, against bare sbatch.
 
     /opt/pvhpc/venv/bin/python bench/burst.py [--users 200] [--spread 0] [--plot docs/img/burst.png]
+        [--slurm 22.05] [--backend slurm|pyslurm] [--py-spy burst.svg]
 
 A course starts, a workshop begins: many users ask for a session within a few
 seconds. Each POST /api/v1/sessions records the session and answers once
@@ -26,6 +27,13 @@ is both baselines then the burst, against one service that keeps running;
 --rounds of them give the spread. It also reads, from /proc, the CPU time the
 service, the sbatch processes it ran and slurmctld spent during each burst:
 on a small machine they share the same cores.
+
+--backend picks the service's scheduler backend (the command-line tools, the
+default, or pyslurm's worker processes, from install.sh's environment for the
+cluster's Slurm); the baselines are bare sbatch either way. --slurm names the
+Slurm the cluster runs (a release or a prefix; default the newest installed).
+--py-spy records the service's stacks during every burst into a flame graph
+(py-spy, where it is installed beside this python).
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ import math
 import os
 import secrets
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -201,19 +210,52 @@ def plot(latencies: list[float], rates: dict[str, float], users: int, path: Path
     save(fig, path)
 
 
-def one_round(cfg, env: dict, svc, staff, users: list[str], spread: float, slurmctld: int) -> dict:
+def service_cpu(pid: int) -> tuple[float, float]:
+    """CPU seconds so far of the service itself, and of its children: those ended (the sbatch it ran) and those
+    still running (the pyslurm backend's workers)."""
+    own, ended = cpu_seconds(pid)
+    running = 0.0
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        for child in children.read_text().split():
+            try:
+                running += cpu_seconds(int(child))[0]
+            except OSError:
+                pass   # ended since the list was read: counted with the ended ones
+    return own, ended + running
+
+
+def py_spy(pid: int, path: Path) -> subprocess.Popen:
+    """py-spy recording ``pid``'s stacks (its children's too: the pyslurm workers) into ``path`` until SIGINT."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # --nonblocking: the service is not stopped for each sample (stopping it made the burst several times slower);
+    # --gil: only the threads holding the GIL, i.e. running Python (a thread waiting on a pipe or the disk is not).
+    spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--subprocesses", "--nonblocking",
+                            "--gil", "--rate", "200", "--pid", str(pid), "--output", str(path),
+                            # .txt: collapsed stacks, one line each, to count by frame; else a flame graph
+                            "--format", "raw" if path.suffix == ".txt" else "flamegraph"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)   # attached before the first request
+    return spy
+
+
+def one_round(cfg, env: dict, svc, staff, users: list[str], spread: float, slurmctld: int,
+              profile: Path | None = None) -> dict:
     """Both baselines, then the burst, its checks, and every session ended again."""
     result: dict = {"rates": {}}
     # Each baseline's jobs are cancelled before the next measurement, so every one sees the same queue.
     for label, threads in (("sbatch, one after another", 1), (f"sbatch, {len(users)} at once", len(users))):
         seconds, ids = sbatch_baseline(cfg, env, len(users), threads)
-        subprocess.run(["scancel", *ids], env=env, check=True)
+        subprocess.run(["scancel", *ids], env=env, check=True, stderr=subprocess.DEVNULL)
         result["rates"][label] = len(users) / seconds
 
     # CPU seconds during the burst: the service's own, its children's (the sbatch it ran), slurmctld's.
-    before = (*cpu_seconds(svc.proc.pid), cpu_seconds(slurmctld)[0])
+    spy = py_spy(svc.proc.pid, profile) if profile else None
+    before = service_cpu(svc.proc.pid) + (cpu_seconds(slurmctld)[0],)
     answers = asyncio.run(fire(svc.frontend_url, [(u, "POST", "/api/v1/sessions", REQUEST) for u in users], spread))
-    result["cpu"] = [b - a for a, b in zip(before, (*cpu_seconds(svc.proc.pid), cpu_seconds(slurmctld)[0]))]
+    if spy:
+        spy.send_signal(signal.SIGINT)   # py-spy writes its file on SIGINT
+        spy.wait(30)
+    result["cpu"] = [b - a for a, b in zip(before, service_cpu(svc.proc.pid) + (cpu_seconds(slurmctld)[0],))]
     created = [a for a in answers if a.status == 201]
     result["rates"][f"pvhpc, {len(users)} users at once"] = len(created) / wall(answers)
     result["latencies"] = [a.latency for a in answers]
@@ -251,7 +293,7 @@ def print_results(rounds: list[dict], users: int, spread: float) -> None:
     print(f"  burst, first request to last answer: {report.spread([r['wall'] for r in rounds], '{:.2f}')} s")
     own, sbatch, ctld = ([r["cpu"][i] for r in rounds] for i in range(3))
     print(f"  CPU seconds during the burst: the service {report.spread(own, '{:.2f}')} "
-          f"({statistics.median(own) / users * 1000:.1f} ms per session), the sbatch it ran "
+          f"({statistics.median(own) / users * 1000:.1f} ms per session), its children (sbatch or pyslurm workers) "
           f"{report.spread(sbatch, '{:.2f}')}, slurmctld {report.spread(ctld, '{:.2f}')} "
           f"({os.cpu_count()} cores here)")
     problems = [p for r in rounds for p in r["problems"]]
@@ -279,20 +321,28 @@ def main() -> int:
     parser.add_argument("--spread", type=float, default=0,
                         help="start the requests evenly over this many seconds (default 0: all at once)")
     parser.add_argument("--plot", type=Path, help="draw the figure into this PNG file")
+    parser.add_argument("--slurm", default=None, help="the Slurm the cluster runs: a release or a prefix "
+                        "(default: the newest installed)")
+    parser.add_argument("--backend", choices=("slurm", "pyslurm"), default="slurm",
+                        help="the service's scheduler backend (default slurm: the command-line tools)")
+    parser.add_argument("--py-spy", type=Path, dest="py_spy",
+                        help="record the service's stacks during each burst into this flame graph (round N: -N added)")
     args = parser.parse_args()
 
     from tests.harness.ports import free_port_block
+    from tests.backends import scheduler_section
     from tests.harness.service import ServiceProcess, site_config
 
     work = Path(tempfile.mkdtemp(prefix="pvhpc-burst-"))
     with Teardown(work) as undo:
         undo.add(lambda: shutil.rmtree(work, ignore_errors=True), "remove the work directory")
-        cluster = start_cluster(undo, LocalCluster(work / "cluster", base_port=free_port_block(5)))
+        cluster = start_cluster(undo, LocalCluster(work / "cluster", base_port=free_port_block(5), slurm=args.slurm))
         env = dict(os.environ, **cluster.environment())
         occupy_cpu_nodes(env)
 
         config = site_config(cluster, work / "svc", paths.runtime_dir(), poll_interval=5,
-                             scheduler={"environment": cluster.environment()},   # the site default timeouts
+                             scheduler={k: v for k, v in scheduler_section(cluster, args.backend).items()
+                                        if k != "command_timeout"},   # the site default timeouts
                              auth={"kind": "header", "header": "X-Remote-User", "staff": [STAFF]})
         cfg = site_config_parser.parse(config, "<burst>")
         svc = ServiceProcess(work / "svc", config)
@@ -304,11 +354,13 @@ def main() -> int:
         slurmctld = next(d.pid for d in cluster.status() if d.name == "slurmctld")
         rounds = []
         for i in range(args.rounds):
-            r = one_round(cfg, env, svc, staff, users, args.spread, slurmctld)
+            profile = args.py_spy.with_stem(f"{args.py_spy.stem}-{i + 1}") if args.py_spy else None
+            r = one_round(cfg, env, svc, staff, users, args.spread, slurmctld, profile)
             rounds.append(r)
             print(f"round {i + 1}/{args.rounds}: " + ", ".join(f"{k} {v:.0f}/s" for k, v in r["rates"].items())
                   + f"; API p50 {percentile(r['latencies'], 0.5) * 1000:.0f} ms, "
                   f"max {max(r['latencies']) * 1000:.0f} ms", flush=True)
+        print(f"{cluster.slurm.describe()}; the service's backend: {args.backend}")
         print_results(rounds, args.users, args.spread)
         warnings = [line for line in svc.log.read_text(errors="replace").splitlines()
                     if " WARNING " in line or " ERROR " in line]

@@ -57,7 +57,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.report import spread  # noqa: E402
-from bench.teardown import Teardown, start_cluster  # noqa: E402
+from bench.teardown import Teardown, start_cluster, wait_idle  # noqa: E402
 from pvhpc import config as site_config_parser, paths  # noqa: E402
 from pvhpc import runtime  # noqa: E402
 from pvhpc.localcluster.cluster import LocalCluster  # noqa: E402
@@ -197,15 +197,6 @@ def launcher_run(name: str, svc, base_url: str, size) -> Run:
     return Run(name, requested, queued, report_time(log), url_known, done)
 
 
-def wait_idle(env: dict, timeout: float = 90) -> None:
-    """Until Slurm holds no job: each round starts on an idle cluster."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        out = subprocess.run(["squeue", "-h", "-o", "%i"], env=env, capture_output=True, text=True).stdout
-        if not out.strip():
-            return
-        time.sleep(0.2)
-    raise RuntimeError(f"jobs still in the queue after {timeout:.0f} s")
 
 
 def median_phase(runs: list[Run], i: int) -> float:

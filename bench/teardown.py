@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -79,3 +81,14 @@ def start_cluster(undo: Teardown, cluster):
     print("starting a local Slurm cluster ...", flush=True)
     cluster.start()
     return cluster
+
+
+def wait_idle(env: dict, timeout: float = 90) -> None:
+    """Until Slurm holds no job: each round starts on an idle cluster."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = subprocess.run(["squeue", "-h", "-o", "%i"], env=env, capture_output=True, text=True).stdout
+        if not out.strip():
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"jobs still in the queue after {timeout:.0f} s")

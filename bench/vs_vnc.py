@@ -51,7 +51,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.report import spread  # noqa: E402
-from bench.teardown import Teardown, processes_under, start_cluster  # noqa: E402
+from bench.teardown import Teardown, processes_under, start_cluster, wait_idle  # noqa: E402
 
 JOB_SCRIPT = Path(__file__).resolve().parent / "vnc_desktop.sh"
 APT_PACKAGES = ("tigervnc-standalone-server", "tigervnc-tools", "novnc", "websockify", "xfce4", "dbus-x11")
@@ -290,12 +290,6 @@ def wait_port(host: str, port: int, timeout: float) -> None:
             time.sleep(0.05)
 
 
-def wait_idle(env: dict, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while subprocess.run(["squeue", "-h", "-o", "%i"], env=env, capture_output=True, text=True).stdout.strip():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"jobs still in the queue after {timeout:.0f} s")
-        time.sleep(0.2)
 
 
 # -- in the browser -----------------------------------------------------------------------------------------

@@ -13,6 +13,8 @@
 # when the job ends or is cancelled.
 
 set -u
+# When the job started (bash 5's clock, no process started for it; empty on older bash): bench/node_startup.py.
+job_start=${EPOCHREALTIME:-}
 unset DISPLAY
 # What the job writes (its log, the server's files, X cookies) is its user's alone: the node has other users.
 umask 077
@@ -50,12 +52,11 @@ MODULE_PATHS={{ module_paths }}
 
 if [ -n "$LOG_FILE" ]; then
     # The job's own log, where only its user can read it.
-    mkdir -p -m 700 "$(dirname "$LOG_FILE")"
+    mkdir -p -m 700 "${LOG_FILE%/*}"
     exec >>"$LOG_FILE" 2>&1
 fi
 
-workdir=$(mktemp -d "${TMPDIR:-/tmp}/pvhpc-job.XXXXXXXX")
-chmod 700 "$workdir"
+workdir=$(mktemp -d "${TMPDIR:-/tmp}/pvhpc-job.XXXXXXXX")   # mode 0700, as mktemp makes directories
 child_pids=()
 
 cleanup() {
@@ -117,47 +118,75 @@ if [ -n "$VENV" ]; then
     export VIRTUAL_ENV="$VENV" PATH="$VENV/bin:$PATH"
 fi
 
-case "$RENDER_MODE" in
-xvfb)
-    # A private display with its own cookie: other users on the node cannot attach to it. The cookie is on no
-    # command line (ps shows every process's to every user): xauth reads its commands from stdin, given by
-    # printf, a bash builtin.
-    # Display numbers are drawn at random from a wide range rather than taken lowest-free:
-    # a number another job has just given up may still be held by its dying X server.
-    cookie=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
-    export XAUTHORITY="$workdir/Xauthority"
-    touch "$XAUTHORITY" "$workdir/Xserver-auth"
-    for _ in $(seq 20); do
+# A private display with its own cookie: other users on the node cannot attach to it. The cookie is on no command
+# line (ps shows every process's to every user): xauth reads its commands from stdin, given by printf, a bash
+# builtin; Xvfb (-auth) and its clients (XAUTHORITY) read the same file, private to the job.
+# Display numbers are drawn at random from a wide range rather than taken lowest-free:
+# a number another job has just given up may still be held by its dying X server.
+# -displayfd: Xvfb writes the number into a pipe once it accepts clients, not merely once its socket exists;
+# whoever waits for it blocks on that pipe (xvfb_fd).
+# -noreset: without it the server resets when its first client disconnects, and ParaView opens
+# the display more than once at start; a connection made during the reset fails.
+spawn_xvfb() {
+    local n
+    for _ in {1..20}; do
         n=$((RANDOM % 20000 + 1000))
         [ -e "/tmp/.X$n-lock" ] || [ -e "/tmp/.X11-unix/X$n" ] && continue
-        printf 'add :%s . %s\n' "$n" "$cookie" | xauth -q -f "$workdir/Xserver-auth" source -
-        # -displayfd: Xvfb writes the number there once it accepts clients, not merely once its socket exists.
-        # -noreset: without it the server resets when its first client disconnects, and ParaView opens
-        # the display more than once at start; a connection made during the reset fails.
-        rm -f "$workdir/display"
-        Xvfb ":$n" -displayfd 3 -auth "$workdir/Xserver-auth" -nolisten tcp -noreset -screen 0 1920x1080x24 \
-            3>"$workdir/display" >"$workdir/xvfb.log" 2>&1 &
+        printf 'add :%s . %s\n' "$n" "$cookie" | xauth -q source -
+        exec {xvfb_fd}< <(exec Xvfb ":$n" -displayfd 3 -auth "$XAUTHORITY" -nolisten tcp -noreset \
+            -screen 0 1920x1080x24 3>&1 >"$workdir/xvfb.log" 2>&1)
         xvfb_pid=$!
-        for _ in $(seq 200); do
-            [ -s "$workdir/display" ] && break
-            kill -0 "$xvfb_pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        if kill -0 "$xvfb_pid" 2>/dev/null && [ -s "$workdir/display" ]; then
-            child_pids+=("$xvfb_pid")
-            export DISPLAY=":$n"
-            break
-        fi
-        kill "$xvfb_pid" 2>/dev/null
+        export DISPLAY=":$n"
+        return 0
     done
-    [ -n "${DISPLAY:-}" ] || fail "could not start Xvfb: $(tail -n 3 "$workdir/xvfb.log" | tr '\n' ' ')"
-    printf 'add %s . %s\n' "$DISPLAY" "$cookie" | xauth -q source -
+    return 1
+}
+
+# Whether the Xvfb just spawned accepts clients (it is stopped if not).
+xvfb_up() {
+    local shown=
+    read -r -t 20 -u "$xvfb_fd" shown
+    exec {xvfb_fd}<&-
+    unset xvfb_fd
+    [ "$shown" = "${DISPLAY#:}" ] && return 0
+    kill "$xvfb_pid" 2>/dev/null
+    unset DISPLAY
+    return 1
+}
+
+# Xvfb started and waited for, tried with up to 20 display numbers.
+start_xvfb_waiting() {
+    for _ in {1..20}; do
+        spawn_xvfb || break
+        if xvfb_up; then
+            child_pids=("$xvfb_pid" "${child_pids[@]}")   # first: what the end of this script looks at
+            return 0
+        fi
+    done
+    fail "could not start Xvfb: $(tail -n 3 "$workdir/xvfb.log" | tr '\n' ' ')"
+}
+
+case "$RENDER_MODE" in
+xvfb)
+    if [ -n "${SRANDOM:-}" ]; then
+        printf -v cookie '%08x%08x%08x%08x' "$SRANDOM" "$SRANDOM" "$SRANDOM" "$SRANDOM"   # bash 5.1: getrandom()
+    else
+        cookie=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+    fi
+    export XAUTHORITY="$workdir/Xauthority"
+    : >"$XAUTHORITY"
+    # Not waited for here: the supervisor starts the server beside it (server_gate.py).
+    spawn_xvfb || fail "could not start Xvfb: no free display number found"
+    child_pids+=("$xvfb_pid")
+    xvfb_spawned=${EPOCHREALTIME:-}
     ;;
 egl | osmesa) ;; # offscreen builds of ParaView need no X server
 *) fail "unknown render mode $RENDER_MODE" ;;
 esac
 
-echo "pvhpc: starting the session's server on $(hostname) (job ${SLURM_JOB_ID:-?}, node ${SLURMD_NODENAME:-?}, render $RENDER_MODE)"
+# The node's name read by a builtin, not by hostname(1) (a process); $HOSTNAME may be the submitter's, exported.
+read -r node_name </proc/sys/kernel/hostname || node_name=$(hostname)
+echo "pvhpc: starting the session's server on $node_name (job ${SLURM_JOB_ID:-?}, node ${SLURMD_NODENAME:-?}, render $RENDER_MODE)"
 # The launcher reports ready, a start that failed (with the server's last lines) and the server's exit.
 # A parallel session (ranks asked for) runs it through parallel.py, beside it, which first starts the MPI
 # ParaView server over the job's nodes and stops every rank when the session ends.
@@ -168,11 +197,40 @@ if [ -n "$PVHPC_PARALLEL" ]; then
 else
     unset PVHPC_PARALLEL
 fi
-"$HELPER_PYTHON" "${parallel[@]}" "$LAUNCHER" --start-timeout "$START_TIMEOUT" --workdir "$workdir" &
-launcher_pid=$!
-child_pids+=("$launcher_pid")
-wait "$launcher_pid"
+launch() {
+    local display=()
+    if [ -n "${xvfb_fd:-}" ]; then
+        if [ -n "${PVHPC_PARALLEL:-}" ]; then
+            # The MPI ranks may use the display from their start: Xvfb is waited for first.
+            xvfb_up || { child_pids=(); start_xvfb_waiting; }
+        else
+            display=(--display-fd "$xvfb_fd")
+        fi
+    fi
+    echo "pvhpc-timing: script job_start=$job_start xvfb_spawned=${xvfb_spawned:-} supervisor=${EPOCHREALTIME:-}"
+    # -S: no site module (site-packages, .pth files): the supervisor and parallel.py use the standard library only,
+    # and the site module is a third of Python's start.
+    "$HELPER_PYTHON" -S "${parallel[@]}" "$LAUNCHER" --start-timeout "$START_TIMEOUT" --workdir "$workdir" \
+        "${display[@]}" &
+    launcher_pid=$!
+    child_pids+=("$launcher_pid")
+    if [ -n "${xvfb_fd:-}" ]; then
+        exec {xvfb_fd}<&-   # the supervisor's now
+        unset xvfb_fd
+    fi
+    wait "$launcher_pid"
+}
+launch
 code=$?
+if [ "$code" -eq 75 ] && [ "$RENDER_MODE" = xvfb ]; then
+    # Xvfb exited before it accepted clients, and the supervisor stopped the server without a word to pvhpc:
+    # start Xvfb again, waited for this time, then the server.
+    echo "pvhpc: Xvfb on $DISPLAY exited before it accepted clients: $(tail -n 3 "$workdir/xvfb.log" | tr '\n' ' ')"
+    child_pids=()
+    start_xvfb_waiting
+    launch
+    code=$?
+fi
 if [ "$code" -ne 0 ] && [ "$RENDER_MODE" = xvfb ] && ! kill -0 "${child_pids[0]}" 2>/dev/null; then
     echo "pvhpc: Xvfb on $DISPLAY has exited; its log:"
     cat "$workdir/xvfb.log"

@@ -16,7 +16,7 @@ from pvhpc.scheduler import EndCause
 
 from tests import backends
 from tests.harness.cluster import block_gpu_partition, cancel, job, pvhpc_jobs, slow_start_jobscript
-from tests.helpers import foreground_fraction, processes_of_job, render, wait_until
+from tests.helpers import foreground_fraction, processes_of_cluster_job, render, wait_until
 
 pytestmark = pytest.mark.cluster
 
@@ -57,7 +57,7 @@ def test_launcher_post_gives_a_rendering_session_and_delete_cancels_it(backend, 
     assert ended["state"] == "ended" and ended["end_reason"] == "cancelled" and "secret" not in ended
     wait_until(lambda: job(cluster, session["job_id"]).end in (EndCause.CANCELLED, EndCause.COMPLETED), 20,
                message="job cancelled")
-    wait_until(lambda: not processes_of_job(session["job_id"]), 20, message="job processes gone")
+    wait_until(lambda: not processes_of_cluster_job(cluster, session["job_id"]), 20, message="job processes gone")
     # The older URL without the trailing slash works too.
     status, second = raw_post(svc.url + "/paraview", b'{"application": "paraview", "partition": "cpu"}')
     assert status == 200 and second["partition"] == "cpu" and second["node"] in ("cpu01", "cpu02")

@@ -23,6 +23,7 @@ from pvhpc import config, hostaddresses
 from pvhpc.db.store import Change, SessionRecord, Store
 from pvhpc.paths import JOB_HELPER
 from pvhpc.sessions import nodeaddresses
+from pvhpc.sessions import service as service_module
 from pvhpc.sessions.events import EventBus
 from pvhpc.jobs import reports
 from pvhpc.sessions.outcomes import NotAllowed
@@ -319,3 +320,17 @@ def test_slurms_view_is_read_once_more_before_a_refusal(world):
     service._nodes = {"cpu02": {"cpu02", "10.0.0.1"}}   # ...when the node had another address
     record = ready(service, "10.0.0.2")
     assert record.host == "10.0.0.2" and cluster.node_calls == 2
+
+
+def test_forged_reports_in_a_row_read_slurms_node_view_once(world):
+    """A job's user holds its report token and may post refused reports as fast as they like: Slurm's node view is
+    read again for the first refusal only, not for each (every read is a whole sinfo), until NODES_REREAD_S."""
+    store, service, cluster = world
+    for _ in range(5):
+        with pytest.raises(ServiceError, match="not node cpu02"):
+            ready(service, "10.0.0.3", peer="10.0.0.2")
+    assert cluster.node_calls == 1, cluster.node_calls
+    service._nodes_read_at -= service_module.NODES_REREAD_S
+    with pytest.raises(ServiceError, match="not node cpu02"):
+        ready(service, "10.0.0.3", peer="10.0.0.2")
+    assert cluster.node_calls == 2, cluster.node_calls

@@ -112,6 +112,22 @@ def test_template_errors(tmp_path):
         JobTemplate(tmp_path / "missing.sh")
 
 
+def test_a_template_is_read_again_once_its_file_changed_and_only_then(tmp_path, monkeypatch):
+    template = tmp_path / "t.sh"
+    template.write_text("A={{ a }}\n")
+    first = JobTemplate.current(template)
+    assert JobTemplate.current(template) is first   # unchanged: not read again
+    template.write_text("A={{ a }}\nB={{ b }}\n")   # staff's edit, in place
+    assert JobTemplate.current(template).names == {"a", "b"}
+    replacement = tmp_path / "new.sh"
+    replacement.write_text("A={{ a }}\nC={{ b }}\n")   # same size, another file moved over it
+    replacement.replace(template)
+    assert "C=" in JobTemplate.current(template).text
+    template.unlink()
+    with pytest.raises(TemplateError, match="cannot read job script template"):
+        JobTemplate.current(template)
+
+
 def test_session_job_script_is_valid_bash_and_options_are_arguments(site):
     spec = parse_spec(site, {"application": "paraview", "data": "sub/can.vtk", "account": "proj1"}, True)
     job = build_job(site, spec, "alice", "sid", "pvhpc-0123", "s3cret'$(id)", "tok")

@@ -152,8 +152,8 @@ def test_a_cycle_in_which_nothing_moved_writes_nothing(world, monkeypatch):
         sched.jobs[str(1000 + i)] = pending(str(1000 + i), QueueReason.RESOURCES, name=f"pvhpc-{i}")
     poll(tracker)                       # the first cycle brings every session to what Slurm says
     writes = []
-    original = store.change
-    monkeypatch.setattr(store, "change", lambda *a, **kw: writes.append(a) or original(*a, **kw))
+    original = store.change_in   # every write of a session's change, alone or in a group (pvhpc.db.groupcommit)
+    monkeypatch.setattr(store, "change_in", lambda db, *a, **kw: writes.append(a) or original(db, *a, **kw))
     poll(tracker)
     assert writes == []
     sched.jobs["1007"] = running("1007", name="pvhpc-7", nodes="gpu01")

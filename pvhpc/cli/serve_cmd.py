@@ -9,6 +9,7 @@ import sys
 from pvhpc import config as site_config
 from pvhpc.app import serve_forever
 from pvhpc.frontends.base import FrontEndError
+from pvhpc.scheduler.runners import watch_commands_without_threads
 from pvhpc.scheduler.ssh import SSHError
 from pvhpc.db.store import SchemaError
 from pvhpc.errors import PvhpcError
@@ -44,6 +45,7 @@ def run(args) -> int:
         from dataclasses import replace
 
         cfg = replace(cfg, service=replace(cfg.service, listen_port=args.port))
+    watch_commands_without_threads()
     try:
         asyncio.run(serve_forever(cfg))
     except SSHError as e:

@@ -278,19 +278,31 @@ class Store:
 
     def add(self, record: SessionRecord) -> SessionRecord:
         with self.transaction() as db:
-            db.add(record)
-            db.add(SessionEvent(session_id=record.id, state=record.state, detail=record.detail))
+            return self.add_in(db, record)
+
+    @staticmethod
+    def add_in(db: Session, record: SessionRecord) -> SessionRecord:
+        """``add`` inside the open transaction ``db`` (pvhpc.db.groupcommit's unit; run again after a rollback, it
+        adds the record anew: the rollback made it new again, expunged or not)."""
+        db.add(record)
+        db.add(SessionEvent(session_id=record.id, state=record.state, detail=record.detail))
+        db.flush()
+        db.expunge(record)   # its own from here on: a later write to the same session in the group reads it anew
         return record
 
     def get(self, session_id: str) -> SessionRecord | None:
         with self._sessions() as db:
             return db.get(SessionRecord, session_id)
 
-    def find(self, *where, order_newest_first: bool = True, limit: int | None = None) -> list[SessionRecord]:
+    def find(self, *where, order_newest_first: bool = True, limit: int | None = None,
+             db: Session | None = None) -> list[SessionRecord]:
+        """Sessions matching ``where``; with ``db``, read inside that open transaction (its own writes seen)."""
         query = select(SessionRecord).where(*where)
         query = query.order_by(SessionRecord.created_at.desc() if order_newest_first else SessionRecord.created_at)
         if limit:
             query = query.limit(limit)
+        if db is not None:
+            return list(db.scalars(query))
         with self._sessions() as db:
             return list(db.scalars(query))
 
@@ -298,21 +310,21 @@ class Store:
         return self.find(SessionRecord.state != SessionState.ENDED.value, order_newest_first=False)
 
     def sessions_of(self, user: str | None, state: SessionState | None = None, live: bool = False,
-                    limit: int | None = None) -> list[SessionRecord]:
+                    limit: int | None = None, db: Session | None = None) -> list[SessionRecord]:
         """``user``'s sessions (everyone's for None), newest first: those in ``state``, or with ``live`` every
-        one that has not ended."""
+        one that has not ended. With ``db``, read inside that open transaction."""
         where = [] if user is None else [SessionRecord.user == user]
         if live:
             where.append(SessionRecord.state != SessionState.ENDED.value)
         if state is not None:
             where.append(SessionRecord.state == state.value)
-        return self.find(*where, limit=limit)
+        return self.find(*where, limit=limit, db=db)
 
-    def not_handed_out(self, user: str, request_key: str) -> SessionRecord | None:
+    def not_handed_out(self, user: str, request_key: str, db: Session | None = None) -> SessionRecord | None:
         """A live session of ``user``'s made for ``request_key`` that no launcher answer has handed out yet."""
         found = self.find(SessionRecord.user == user, SessionRecord.request_key == request_key,
                           SessionRecord.state != SessionState.ENDED.value, SessionRecord.handed_out.is_(False),
-                          limit=1)
+                          limit=1, db=db)
         return found[0] if found else None
 
     def count_live(self) -> int:
@@ -346,32 +358,40 @@ class Store:
         waited for squeue) and the next poll cycle decides again.
         """
         with self.transaction() as db:
-            record = db.get(SessionRecord, session_id, with_for_update=True)
-            if record is None:
-                return None
-            old = record.session_state
-            new = change.state
-            fields = dict(change.fields)
-            unknown = fields.keys() - SETTABLE
-            if unknown:
-                raise ValueError(f"cannot set {', '.join(sorted(unknown))} through a change")
-            if old is SessionState.ENDED or (decided_on is not None and record.updated_at != decided_on):
-                return None
-            check_transition(old, new)
-            if not change.is_news_for(record):
-                return None
-            now = utcnow()
-            for key, value in fields.items():
-                setattr(record, key, value)
-            if new is not old or change.detail != record.detail:
-                db.add(SessionEvent(session_id=record.id, state=new.value, detail=change.detail, at=now))
-            record.state = new.value
-            record.detail = change.detail
-            record.updated_at = now
-            if new is SessionState.ENDED:
-                record.end_reason = change.end_reason
-                record.ended_at = now
-            return record
+            return self.change_in(db, session_id, change, decided_on)
+
+    @staticmethod
+    def change_in(db: Session, session_id: str, change: Change,
+                  decided_on: datetime | None = None) -> SessionRecord | None:
+        """``change`` inside the open transaction ``db`` (pvhpc.db.groupcommit's unit)."""
+        record = db.get(SessionRecord, session_id, with_for_update=True)
+        if record is None:
+            return None
+        old = record.session_state
+        new = change.state
+        fields = dict(change.fields)
+        unknown = fields.keys() - SETTABLE
+        if unknown:
+            raise ValueError(f"cannot set {', '.join(sorted(unknown))} through a change")
+        if old is SessionState.ENDED or (decided_on is not None and record.updated_at != decided_on):
+            return None
+        check_transition(old, new)
+        if not change.is_news_for(record):
+            return None
+        now = utcnow()
+        for key, value in fields.items():
+            setattr(record, key, value)
+        if new is not old or change.detail != record.detail:
+            db.add(SessionEvent(session_id=record.id, state=new.value, detail=change.detail, at=now))
+        record.state = new.value
+        record.detail = change.detail
+        record.updated_at = now
+        if new is SessionState.ENDED:
+            record.end_reason = change.end_reason
+            record.ended_at = now
+        db.flush()
+        db.expunge(record)   # the caller's from here on, whatever a later write in the group does to the row
+        return record
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:

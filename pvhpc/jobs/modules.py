@@ -47,14 +47,20 @@ def module_name(value: Any) -> str:
 
 def check_modules(value: Any) -> tuple[str, ...]:
     """A list of module names (a bare name is a list of one); a wrong one is named by its index."""
+    return _each(value, module_name, "module names")
+
+
+def _each(value: Any, check, what: str) -> tuple[str, ...]:
+    """``value`` as a list (a bare string is a list of one), each item through ``check``; the ValueError of a wrong
+    one carries its ``index``, which the config's error names."""
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list):
-        raise ValueError(f"must be a list of module names, not {value!r}"[:200])
+        raise ValueError(f"must be a list of {what}, not {value!r}"[:200])
     out = []
     for i, item in enumerate(value):
         try:
-            out.append(module_name(item))
+            out.append(check(item))
         except ValueError as e:
             wrong = ValueError(str(e))
             wrong.index = i
@@ -75,19 +81,7 @@ def check_path(value: Any) -> str:
 
 
 def check_paths(value: Any) -> tuple[str, ...]:
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list):
-        raise ValueError(f"must be a list of absolute paths, not {value!r}"[:200])
-    out = []
-    for i, item in enumerate(value):
-        try:
-            out.append(check_path(item))
-        except ValueError as e:
-            wrong = ValueError(str(e))
-            wrong.index = i
-            raise wrong from None
-    return tuple(out)
+    return _each(value, check_path, "absolute paths")
 
 
 def check_versions(value: Any) -> dict[str, tuple[str, ...]]:

@@ -25,6 +25,7 @@ import contained      # beside this file
 import supervisor     # beside this file
 import pvstate        # beside this file
 import wslink_exits   # beside this file
+import server_gate      # beside this file
 
 SECRET_ENV, CONNECT_ID_ENV = "PVHPC_SECRET", "PVHPC_CONNECT_ID"
 
@@ -79,6 +80,10 @@ def main():
             pass
         else:
             vtkRemotingCoreConfiguration.GetInstance().SetConnectID(int(connect_id))
+    # The job's Xvfb may still be starting (server_gate.py): the script may use the display from its first line.
+    if not server_gate.wait():
+        print("argv_secret: the session's Xvfb exited before it accepted clients", file=sys.stderr)
+        leave(1)
     sys.argv = [script] + [supervisor.expand(arg, values) for arg in templates]
     # As if the script had been run itself: its own directory first on the import path.
     sys.path[0] = os.path.dirname(os.path.abspath(script))

@@ -24,8 +24,9 @@ import os
 import socket
 import sys
 import time
-import urllib.error
-import urllib.request
+
+# urllib.request (with http.client, ssl and email under it) is most of this file's import time: it is imported
+# when first needed (post, preload), so that the supervisor starts the server before paying for it.
 
 READY_PREFIX = "PVHPC_READY"
 REPORT_URL_ENV = "PVHPC_REPORT_URL"
@@ -64,8 +65,17 @@ def wait_ready(path, pid, timeout):
     return 2
 
 
+def preload():
+    """Import what a report needs now, ahead of the first one (the supervisor does, while the server starts)."""
+    import urllib.error    # noqa: F401
+    import urllib.request  # noqa: F401
+
+
 def post(url, body, token):
     """POST one report; None when taken, else why not and whether another try could help."""
+    import urllib.error
+    import urllib.request
+
     request = urllib.request.Request(
         url, data=body, method="POST",
         headers={"Content-Type": "application/json", "Authorization": f"token {token}"},

@@ -11,8 +11,14 @@ comes from ``--authKey`` or, so that it does not show in ``ps``, from the
 environment variable PVHPC_SECRET; there is no default secret. With ``--port 0``
 the kernel picks a free port, so two sessions on one node never race for one.
 Once the server listens it prints ``pvhpc-server: ready port=N`` and, with
-``--ready-file``, writes the port there (atomically) for the job script.
+``--ready-file``, writes the port there (atomically) for the job script. Just before, it prints when each step
+of its start happened (``pvhpc-timing: server``, epoch seconds), for bench/node_startup.py. Where the job's Xvfb
+starts beside it, it waits for the display (server_gate.py) only once ParaView is imported.
 """
+
+import time
+
+MOMENTS = {"started": time.time()}   # the interpreter's own start is behind this already
 
 import argparse
 import os
@@ -22,9 +28,11 @@ import contained                                  # beside this file too
 import pvstate
 import quickview
 import wslink_exits
+import server_gate
 from dataroots import DataRoot, OutsideDataRoot   # beside this file: the job runs it by path
 
 READY_LINE = "pvhpc-server: ready port={port}"
+TIMING_LINE = "pvhpc-timing: server {moments}"
 
 
 def parse_args(argv=None):
@@ -106,6 +114,8 @@ def make_protocol(args):
                 with open(tmp, "w") as f:
                     f.write(f"{port}\n")
                 os.replace(tmp, args.ready_file)
+            MOMENTS["listening"] = time.time()
+            print(TIMING_LINE.format(moments=" ".join(f"{k}={v:.6f}" for k, v in MOMENTS.items())), flush=True)
             print(READY_LINE.format(port=port), flush=True)
 
     return SessionServer
@@ -152,7 +162,13 @@ def main(argv=None):
     except SystemExit as e:
         leave(e.code if isinstance(e.code, int) else 2)
     from wslink import server
+    from paraview.web import pv_wslink  # noqa: F401  most of the start, and it needs no display yet
 
+    MOMENTS["imported"] = time.time()
+    if not server_gate.wait(moments=MOMENTS):
+        print("pvhpc-server: the session's Xvfb exited before it accepted clients", file=sys.stderr)
+        leave(1)
+    MOMENTS["display"] = time.time()
     if args.ds_host is not None:
         attach_pvserver(args)
     # Whether it stopped because its client asked or because it was idle, for the launcher to report.

@@ -24,7 +24,19 @@ jobhelper.py; it imports nothing from pvhpc). It
   lines of its output; when it exits after, reports its exit status and why it stopped (its client asked, or it
   was idle) as the server's wslink hooks wrote it (wslink_exits.py);
 - on SIGTERM (scancel, the walltime) stops the server and reports nothing: the scheduler says how the job ended.
+
+With ``--display-fd FD`` (the job script's Xvfb, started beside it rather than before) it starts the server at
+once if it waits for the display itself (server_gate.py), any other once the display is up, and reports ready
+only once both are; when Xvfb exits before it accepts clients it stops the server and exits with DISPLAY_FAILED,
+reporting nothing, and the job script starts Xvfb again. Its start-up is on every session's critical path: what
+the server's start does not need (the report's HTTP modules, the watchdog) is imported while the server starts,
+and it waits on events (output, the display, a signal) rather than polling. It prints when each step of the
+start happened (``pvhpc-timing:``, epoch seconds) once the ready report is answered: bench/node_startup.py.
 """
+
+import time
+
+STARTED = time.time()   # before the imports: their time is part of the start-up the timing line tells
 
 import argparse
 import collections
@@ -36,11 +48,12 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.parse
 
 import jobhelper   # beside this file
-import watchdog
+import server_gate
+
+IMPORTED = time.time()
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ARGV_WRAPPER = os.path.join(HERE, "argv_secret.py")
@@ -57,11 +70,21 @@ LAST_LINES = 12
 # launcher (2 s), so that the server never outlives it.
 STOP_GRACE = 1.5
 PR_SET_PDEATHSIG = 1
+# The supervisor's exit status when Xvfb exited before it accepted clients: the job script starts it again.
+DISPLAY_FAILED = 75
+# How often a server that reports ready in a port file is looked for, besides at each of its output lines.
+PORT_FILE_POLL = 0.05
+# How soon a signal's stop is acted on before ready (the server has its SIGTERM at once, from the handler).
+SIGNAL_POLL = 0.1
+TIMING_PREFIX = "pvhpc-timing:"
+# The server's own start, under the name its gate is known by: pvhpc's server waits at the gate itself.
+OWN_SERVER = os.path.join(HERE, "pvweb_server.py")
 
 
 def die_with_the_launcher():
     """In the server's process, before it runs: the kernel kills it if the launcher dies (even by SIGKILL).
-    An orphan would escape the job's process tracking (proctrack/linuxproc follows parents) and live on."""
+    An orphan would escape the job's process tracking (proctrack/linuxproc follows parents) and live on.
+    (A server that waits at server_gate.py's gate sets it itself: this import of ctypes costs every start.)"""
     try:
         import ctypes
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -219,13 +242,15 @@ class OutputWatch(threading.Thread):
     """Copies the server's output to the job's log line by line, keeps the last lines, and looks for the
     ready line, also in a line not yet ended (wslink prints its line without a newline)."""
 
-    def __init__(self, stream, ready_line, secret):
+    def __init__(self, stream, ready_line, secret, on_output=lambda: None):
         super().__init__(daemon=True)
         self.stream, self.secret = stream, secret
         self.ready_line = re.compile(ready_line) if ready_line else None
         self.last = collections.deque(maxlen=LAST_LINES)
         self.match = None
         self.seen = threading.Event()
+        self.seen_at = None
+        self.on_output = on_output   # after each read, and at the end: whoever waits on the server looks again
 
     def _clean(self, line):
         return line.replace(self.secret, "<secret>") if self.secret else line
@@ -235,6 +260,7 @@ class OutputWatch(threading.Thread):
             found = self.ready_line.search(line)
             if found:
                 self.match = found
+                self.seen_at = time.time()
                 self.seen.set()
 
     def run(self):
@@ -252,11 +278,13 @@ class OutputWatch(threading.Thread):
                 self._look(line)
             self._look(pending.decode(errors="replace"))
             sys.stdout.flush()
+            self.on_output()
         if pending:
             line = self._clean(pending.decode(errors="replace"))
             self.last.append(line)
             sys.stdout.write(line + "\n")
             sys.stdout.flush()
+        self.on_output()
 
     def tail(self):
         return " | ".join(line.strip() for line in self.last if line.strip())[-1500:]
@@ -298,7 +326,27 @@ def read_cause(path):
     return cause if cause in jobhelper.EXIT_CAUSES else ""
 
 
+def waits_at_the_gate(argv):
+    """Whether the server waits at server_gate.py's gate (for the display, and it ties its life to this process's
+    itself): pvhpc's own server, and any script run through the argv wrapper, which waits before it runs it."""
+    return len(argv) > 1 and os.path.realpath(argv[1]) in (os.path.realpath(ARGV_WRAPPER),
+                                                           os.path.realpath(OWN_SERVER))
+
+
+def timing_line(moments):
+    """The start's moments (epoch seconds, in the order they came) as one line of the job's log."""
+    return TIMING_PREFIX + " supervisor " + " ".join(f"{name}={at:.6f}" for name, at in moments.items()
+                                                     if at is not None)
+
+
 def run(args):
+    moments = {"started": STARTED, "imported": IMPORTED}
+    wake = threading.Event()   # something the start waits on may have happened: look again
+    display = None
+    if args.display_fd is not None:
+        # Xvfb, started beside this: read its word beside the server's start.
+        display = server_gate.DisplayWatch(args.display_fd, on_done=wake.set)
+        display.start()
     command, ready = json.loads(os.environ[COMMAND_ENV]), json.loads(os.environ[READY_ENV])
     where = server_address(os.environ.get(LISTEN_ENV, "node"), args.url)
     print(f"pvhpc: {where.why}", flush=True)
@@ -312,41 +360,83 @@ def run(args):
     for stale in (env[EXIT_CAUSE_ENV], env[IDLE_WARNING_ENV], os.path.join(args.workdir, "port")):
         if os.path.exists(stale):
             os.unlink(stale)   # only what this server says counts
+    deadline = time.monotonic() + args.start_timeout
+    gate = server_gate.Gate() if waits_at_the_gate(argv) else None
+    if gate:
+        env.update(gate.environment())
+    if display is not None:
+        if gate is None and not display.done.wait(args.start_timeout):
+            print(f"pvhpc: Xvfb did not accept clients within {args.start_timeout:g} s", flush=True)
+            jobhelper.send(args.url, "failed", 30, reason=f"Xvfb did not accept clients within "
+                                                          f"{args.start_timeout:g} s")
+            return 1
+        if display.done.is_set() and not display.up:
+            print("pvhpc: Xvfb exited before it accepted clients", flush=True)
+            if gate:
+                gate.shut()
+            return DISPLAY_FAILED
     stopping = threading.Event()
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                env=env, preexec_fn=die_with_the_launcher)
+                                env=env, preexec_fn=None if gate else die_with_the_launcher,
+                                pass_fds=(gate.fd,) if gate else ())
     except OSError as e:
         # A program that is not there (a wrong runtime.pvpython, say): the start failed, and this says why.
+        if gate:
+            gate.shut()
         print(f"pvhpc: cannot run {argv[0]}: {e.strerror}", flush=True)
         jobhelper.send(args.url, "failed", 30, reason=f"the server could not be started: {argv[0]}: {e.strerror}")
         return 1
+    moments["spawned"] = time.time()
+    if gate:
+        gate.started()
+        if display is None:
+            gate.open()
+        else:
+            # Opened (or shut) once Xvfb has spoken; at once if it already has.
+            display.on_done = lambda: (gate.open() if display.up else gate.shut(), wake.set())
+            if display.done.is_set():
+                display.on_done()
 
     def on_signal(signum, frame):
         # Slurm (scancel, walltime) or the job script: stop the server; the scheduler tells how the job ended.
+        # Not wake.set() here, nor a thread started: a handler runs between two bytecodes of the main thread,
+        # which may hold the event's lock (or threading's) just then. The wait below ends soon enough.
         stopping.set()
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, on_signal)
+    watch = OutputWatch(proc.stdout, ready.get("line"), os.environ.get("PVHPC_SECRET", ""), on_output=wake.set)
+    watch.start()
+    # While the server starts (a second, for pvpython): what only comes after, imported now, off the critical path.
+    jobhelper.preload()
+    import watchdog   # beside this file
     # pvhpc may end the session where Slurm cannot end the job (its node was cut off): the watchdog asks pvhpc,
     # and stops the server as Slurm's SIGTERM would (parallel.py runs its own for a parallel session, and not this).
     watchdog.start(args.url, os.environ.get("PVHPC_REPORT_TOKEN", ""), os.environ.get(watchdog.WATCHDOG_ENV, ""),
                    on_end=lambda why: on_signal(None, None))
 
-    watch = OutputWatch(proc.stdout, ready.get("line"), os.environ.get("PVHPC_SECRET", ""))
-    watch.start()
     port_file = os.path.join(args.workdir, "port")
-    deadline = time.monotonic() + args.start_timeout
     listening = None
-    while listening is None:
-        if ready.get("port_file"):
-            listening = read_port_file(port_file)
-        elif watch.seen.is_set():
-            group = watch.match.groupdict().get("port")
-            listening = int(group) if group and group.isdigit() else port
-        if listening is not None:
+    while True:
+        wake.clear()   # before looking: whatever happens from here on wakes the wait below
+        if listening is None:
+            if ready.get("port_file"):
+                listening = read_port_file(port_file)
+                if listening is not None:
+                    moments["ready"] = time.time()
+            elif watch.seen.is_set():
+                group = watch.match.groupdict().get("port")
+                listening = int(group) if group and group.isdigit() else port
+                moments["ready"] = watch.seen_at
+        if display is not None and display.done.is_set() and not display.up:
+            print("pvhpc: Xvfb exited before it accepted clients: stopping the server", flush=True)
+            stop(proc)
+            watch.join(5)
+            return DISPLAY_FAILED
+        if listening is not None and (display is None or display.up):
             break
         if stopping.is_set():
             stop(proc)
@@ -360,13 +450,23 @@ def run(args):
         if time.monotonic() > deadline:
             stop(proc)
             watch.join(5)
-            jobhelper.send(args.url, "failed", 30, reason=f"the server was not ready within {args.start_timeout:g} s; "
+            what = "the server was" if listening is None else "Xvfb was"
+            jobhelper.send(args.url, "failed", 30, reason=f"{what} not ready within {args.start_timeout:g} s; "
                                                           f"its last lines: {watch.tail() or '(no output)'}")
             return 1
-        time.sleep(0.05)
+        # A port file is looked for at each output line too; the wait's end is only for what says nothing (a
+        # signal, an exit seen by its status, the deadline, a server that writes its port file silently).
+        wake.wait(PORT_FILE_POLL if ready.get("port_file") else SIGNAL_POLL)
+    if display is not None:
+        moments["display"] = display.at
 
-    reporter = threading.Thread(target=jobhelper.send, args=(args.url, "ready", args.start_timeout),
-                                kwargs={"port": listening, "host": where.report}, daemon=True)
+    def report_ready():
+        moments["report"] = time.time()
+        jobhelper.send(args.url, "ready", args.start_timeout, port=listening, host=where.report)
+        moments["answered"] = time.time()
+        print(timing_line(moments), flush=True)
+
+    reporter = threading.Thread(target=report_ready, daemon=True)
     reporter.start()
     idle_warned = False
     while proc.poll() is None:
@@ -401,6 +501,9 @@ def main(argv=None):
                         help=f"where to report (space-separated URLs; default: ${REPORT_URL_ENV}, which keeps them "
                              "off the command line); none: only print")
     parser.add_argument("--workdir", required=True, help="the job's private directory (port and exit-cause files)")
+    parser.add_argument("--display-fd", type=int, default=None,
+                        help="the pipe Xvfb, started beside this, writes its display number into once it accepts "
+                             "clients (-displayfd): the server may start before it does")
     args = parser.parse_args(argv)
     for name in (COMMAND_ENV, READY_ENV):
         if not os.environ.get(name):

@@ -139,7 +139,7 @@ def build_job(config: SiteConfig, spec: SessionSpec, user: str, session_id: str,
               report_token: str, save_state: bool = True) -> JobRequest:
     """``save_state``: the job's server saves its ParaView state when the job is ended (not for doctor's probe)."""
     values = script_values(config, spec, user, session_id, job_name, secret, report_token, save_state)
-    template = JobTemplate(config.applications[spec.application].jobscript)   # read at each submit
+    template = JobTemplate.current(config.applications[spec.application].jobscript)   # as the file is now
     partition = config.partitions[spec.partition]
     per_user = joblogs.per_user(config)
     # A template uses the values it needs; the config check made sure it names none pvhpc lacks.

@@ -2,7 +2,8 @@
 
 Every state change goes store -> event bus, in that order, through ``apply``;
 nothing else writes a session's state. Store calls run off the event loop
-(pvhpc.db.offloop), writes one at a time on the store's writer thread.
+(pvhpc.db.offloop), writes on the store's writer thread, in the order asked for (those that wait there
+together committed together: pvhpc.db.groupcommit).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import hmac
 import logging
 import secrets
 import string
+import time
 from datetime import timedelta
 from typing import Iterable
 
@@ -35,6 +37,8 @@ from pvhpc.sessions.spec import RequestError, SessionSpec
 
 log = logging.getLogger("pvhpc.sessions.service")
 S = SessionState
+# Seconds within which a ready report that Slurm's node view refuses does not read that view again.
+NODES_REREAD_S = 10.0
 
 
 def random_word() -> str:
@@ -47,13 +51,22 @@ def random_word() -> str:
 
 
 SESSION_ID_ALPHABET = string.ascii_lowercase + string.digits
+ID_SPACE = len(SESSION_ID_ALPHABET) ** 32
 
 
 def new_session_id() -> str:
     """32 lowercase letters and digits (165 random bits). Lowercase because trame's browser client lowercases
     the whole sessionURL the launcher hands it (``?sessionId=<id>`` included) before it connects; the front
-    ends read the query's key in any case. Never starting with '-', as random_word."""
-    return "".join(secrets.choice(SESSION_ID_ALPHABET) for _ in range(32))
+    ends read the query's key in any case. Never starting with '-', as random_word.
+
+    One draw below 36**32 written in base 36: every id as likely as with a draw per character, but a read or two
+    of the system's randomness instead of 60 (a draw per character, some drawn again), a cost a burst noticed."""
+    number = secrets.randbelow(ID_SPACE)
+    digits = []
+    for _ in range(32):
+        number, digit = divmod(number, len(SESSION_ID_ALPHABET))
+        digits.append(SESSION_ID_ALPHABET[digit])
+    return "".join(digits)
 
 
 new_secret = random_word
@@ -89,6 +102,7 @@ class SessionService:
         self.bus = bus
         self._create_locks: dict[str, asyncio.Lock] = {}
         self._nodes: dict[str, set[str]] = {}   # node -> Slurm's names and addresses, refreshed on a new node
+        self._nodes_read_at = -NODES_REREAD_S
 
     # -- the one way a state changes ----------------------------------------
     async def apply(self, session_id: str, change: Change | None,
@@ -142,13 +156,14 @@ class SessionService:
         return await self.db.count_live()
 
     # -- create ----------------------------------------------------------------
-    def attachable(self, user: str, request_key: str) -> SessionRecord | None:
-        """A live session of the same request that no launcher reply has handed out yet. (On the writer thread.)"""
-        return self.store.not_handed_out(user, request_key)
+    def attachable(self, db, user: str, request_key: str) -> SessionRecord | None:
+        """A live session of the same request that no launcher reply has handed out yet. (In the writer's
+        transaction ``db``.)"""
+        return self.store.not_handed_out(user, request_key, db=db)
 
-    def check_limits(self, user: str, spec: SessionSpec) -> None:
-        """Refuse a session over the user's limits. (On the writer thread, with the write it allows.)"""
-        live = self.store.sessions_of(user, live=True)
+    def check_limits(self, db, user: str, spec: SessionSpec) -> None:
+        """Refuse a session over the user's limits. (In the writer's transaction ``db``, with the write it allows.)"""
+        live = self.store.sessions_of(user, live=True, db=db)
         limits = self.config.limits
         if len(live) >= limits.sessions_per_user:
             raise OverLimit(f"you already have {len(live)} live sessions, the most this site allows "
@@ -179,7 +194,7 @@ class SessionService:
                 secret=new_secret(), report_token_hash=token_hash(report_token),
             )
             # Recorded before sbatch runs: a crash or a lost answer leaves a session to find the job by name.
-            existing = await self.db.write(self._record_new, record, spec, attach)
+            existing = await self.db.together(lambda db: self._record_new(db, record, spec, attach))
             if existing is not None:
                 return existing
             self.bus.publish(record)
@@ -196,15 +211,17 @@ class SessionService:
             raise NotAllowed(f"user {user} has no account on this host; pvhpc cannot run jobs as them") from None
         return await self._submit(record, job)
 
-    def _record_new(self, record: SessionRecord, spec: SessionSpec, attach: bool) -> SessionRecord | None:
-        """On the writer thread, so that nothing is written between the checks and the new row: the session
-        to attach to, if ``attach`` finds one; else ``record`` is added, if the user's limits allow it."""
+    def _record_new(self, db, record: SessionRecord, spec: SessionSpec, attach: bool) -> SessionRecord | None:
+        """In one transaction ``db`` of the writer thread's, so that nothing is written between the checks and the
+        new row: the session to attach to, if ``attach`` finds one; else ``record`` is added, if the user's
+        limits allow it."""
         if attach:
-            existing = self.attachable(record.user, record.request_key)
+            existing = self.attachable(db, record.user, record.request_key)
             if existing is not None:
+                db.expunge(existing)
                 return existing
-        self.check_limits(record.user, spec)
-        self.store.add(record)
+        self.check_limits(db, record.user, spec)
+        self.store.add_in(db, record)
         return None
 
     async def _submit(self, record: SessionRecord, job) -> SessionRecord:
@@ -316,6 +333,10 @@ class SessionService:
             self.bus.notify(idle_warning(record, report.seconds_left))
         return await self.db.get(record.id)
 
+    async def _read_nodes(self) -> None:
+        self._nodes = await self.scheduler.node_addresses()
+        self._nodes_read_at = time.monotonic()
+
     async def _check_on_job_node(self, record: SessionRecord, job_id: str | None, host: str,
                                  peer: str | None = None) -> tuple[str, list[str]]:
         """The address to dial for a ready report that says ``host``, checked against Slurm's view of the job's
@@ -329,7 +350,7 @@ class SessionService:
             job_nodes = self.scheduler.node_names(job.nodes)
             fresh = not set(job_nodes) <= self._nodes.keys()
             if fresh:
-                self._nodes = await self.scheduler.node_addresses()
+                await self._read_nodes()
         except SchedulerUnavailable as e:
             raise SchedulerAway(f"cannot check the report with the scheduler now: {e}") from None
         if host in {a for n in job_nodes for a in self._nodes.get(n, ()) if nodeaddresses.is_ipv4(a)}:
@@ -345,10 +366,14 @@ class SessionService:
             address = nodeaddresses.checked_address(host, reported_gives, node_view, self._all_local, peer)
             if address is not None or fresh:
                 break
-            # Slurm's view may have changed since it was read (a node's NodeAddr): read it once more before refusing.
+            # Slurm's view may have changed since it was read (a node's NodeAddr): read it once more before refusing,
+            # but not again within NODES_REREAD_S: a job's user can post forged reports with its token as fast as
+            # they like, and each would cost a whole sinfo.
             fresh = True
+            if time.monotonic() - self._nodes_read_at < NODES_REREAD_S:
+                break
             try:
-                self._nodes = await self.scheduler.node_addresses()
+                await self._read_nodes()
             except SchedulerUnavailable as e:
                 raise SchedulerAway(f"cannot check the report with the scheduler now: {e}") from None
         if address is None:

@@ -113,11 +113,13 @@ def _walltime(body: dict, partition: PartitionConfig) -> int:
     return minutes
 
 
-def _data(body: dict, app: ApplicationConfig, access: UserAccess | None = None) -> tuple[str, str | None]:
+def _data(body: dict, app: ApplicationConfig, user: str | None = None) -> tuple[str, str | None]:
     value = body.get("data")
     default_root = str(app.data_roots[0])
     if value is None or value == "":
         return default_root, None
+    # Only now: the user's account and groups are an NSS lookup or two, which most requests (no data file) need not.
+    access = UserAccess.of(user)
     if not isinstance(value, str):
         raise RequestError(f"must be a path string, not {type(value).__name__}", field="data")
     if len(value) > 4096 or "\0" in value or "\n" in value or "\r" in value:
@@ -309,7 +311,7 @@ def parse_spec(config: SiteConfig, body: Any, strict: bool, user: str | None = N
     qos = _choose(partition.qos, _name_field(body, "qos"), "qos", "a QoS")
     gpus = _gpus(body, partition)
     walltime = _walltime(body, partition)
-    data_root, data_file = _data(body, app, UserAccess.of(user))
+    data_root, data_file = _data(body, app, user)
     nodes, ranks = parallel_request.sizes(body, partition, app)
     return SessionSpec(app_name, partition_name, gpus, walltime, account, qos, data_root, data_file, nodes, ranks,
                        _saved_state(body), _version(body, app))

@@ -166,7 +166,7 @@ def cancel_every_job(cluster) -> None:
 def slow_start_jobscript(directory) -> str:
     """The real job script with a pause before the server starts: a session that stays 'starting' for a while."""
     text = (JOBSCRIPTS_DIR / "paraview-web.sh").read_text()
-    start = '"$HELPER_PYTHON" "${parallel[@]}" "$LAUNCHER"'
+    start = '"$HELPER_PYTHON" -S "${parallel[@]}" "$LAUNCHER"'
     assert start in text, "the job script no longer starts its launcher as this stand-in expects"
     text = text.replace(start, "sleep 20\n" + start, 1)
     path = directory / "slow-start.sh"
