@@ -57,10 +57,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.report import spread  # noqa: E402
-from bench.teardown import Teardown, start_cluster, wait_idle  # noqa: E402
-from pvhpc import config as site_config_parser, paths  # noqa: E402
-from pvhpc import runtime  # noqa: E402
-from pvhpc.localcluster.cluster import LocalCluster  # noqa: E402
+from bench.teardown import Teardown, start_bench_cluster, wait_idle  # noqa: E402
+from pvhpc import config as site_config_parser  # noqa: E402
 from pvhpc.scheduler.slurm_cli import SlurmCLI  # noqa: E402
 from pvhpc.sessions.job import build_job  # noqa: E402
 from pvhpc.sessions.spec import parse_spec  # noqa: E402
@@ -294,12 +292,8 @@ def main() -> int:
     work.chmod(0o755)   # Apache's workers (www-data) read the session map below it
     with Teardown(work) as undo:
         undo.add(lambda: shutil.rmtree(work, ignore_errors=True), "remove the work directory")
-        cluster = start_cluster(undo, LocalCluster(work / "cluster", base_port=free_port_block(5),
-                                                   hosts=False if args.single_host else None))
-        print(f"the cluster's {cluster.describe_shape()}", flush=True)
+        cluster, runtime_dir = start_bench_cluster(undo, work, args.single_host)
         env = dict(os.environ, **cluster.environment())
-        runtime_dir = paths.runtime_dir()
-        runtime.install(runtime_dir)
 
         svc_config = site_config(cluster, work / "svc", runtime_dir, frontend={"kind": "builtin"},
                                  poll_interval=args.poll_interval)

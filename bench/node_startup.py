@@ -40,9 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.report import spread  # noqa: E402
-from bench.teardown import Teardown, start_cluster, wait_idle  # noqa: E402
-from pvhpc import paths, runtime  # noqa: E402
-from pvhpc.localcluster.cluster import LocalCluster  # noqa: E402
+from bench.teardown import Teardown, start_bench_cluster, wait_idle  # noqa: E402
 
 TARGET_MS = 100
 TIMING = re.compile(r"^pvhpc-timing: (\w+) (.*)$", re.MULTILINE)
@@ -262,19 +260,14 @@ def main() -> int:
     args = parser.parse_args()
 
     from pvhpc.config import visualizer_application
-    from tests.harness.ports import free_port_block
     from tests.harness.service import ServiceProcess, site_config
 
     work = Path(tempfile.mkdtemp(prefix="pvhpc-node-startup-"))
     work.chmod(0o755)
     with Teardown(work) as undo:
         undo.add(lambda: shutil.rmtree(work, ignore_errors=True), "remove the work directory")
-        cluster = start_cluster(undo, LocalCluster(work / "cluster", base_port=free_port_block(5),
-                                                   hosts=False if args.single_host else None))
-        print(f"the cluster's {cluster.describe_shape()}", flush=True)
+        cluster, runtime_dir = start_bench_cluster(undo, work, args.single_host)
         env = dict(os.environ, **cluster.environment())
-        runtime_dir = paths.runtime_dir()
-        runtime.install(runtime_dir)
 
         # What each kind's log says last: its timing is complete once that is there.
         kinds = [("paraview", "paraview", "supervisor.answered")]

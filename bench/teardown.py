@@ -83,6 +83,21 @@ def start_cluster(undo: Teardown, cluster):
     return cluster
 
 
+def start_bench_cluster(undo: Teardown, work: Path, single_host: bool):
+    """A benchmark's private cluster under ``work`` (its nodes hosts of their own unless ``single_host``), its shape
+    said, and the runtime its nodes need installed: (cluster, runtime directory)."""
+    from pvhpc import paths, runtime
+    from pvhpc.localcluster.cluster import LocalCluster
+    from tests.harness.ports import free_port_block
+
+    cluster = start_cluster(undo, LocalCluster(work / "cluster", base_port=free_port_block(5),
+                                               hosts=False if single_host else None))
+    print(f"the cluster's {cluster.describe_shape()}", flush=True)
+    runtime_dir = paths.runtime_dir()
+    runtime.install(runtime_dir)
+    return cluster, runtime_dir
+
+
 def wait_idle(env: dict, timeout: float = 90) -> None:
     """Until Slurm holds no job: each round starts on an idle cluster."""
     deadline = time.monotonic() + timeout

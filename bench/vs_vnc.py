@@ -51,7 +51,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.report import spread  # noqa: E402
-from bench.teardown import Teardown, processes_under, start_cluster, wait_idle  # noqa: E402
+from bench.teardown import Teardown, processes_under, start_bench_cluster, wait_idle  # noqa: E402
 
 JOB_SCRIPT = Path(__file__).resolve().parent / "vnc_desktop.sh"
 APT_PACKAGES = ("tigervnc-standalone-server", "tigervnc-tools", "novnc", "websockify", "xfce4", "dbus-x11")
@@ -625,21 +625,15 @@ def main() -> int:
     if args.shots:
         args.shots.mkdir(parents=True, exist_ok=True)
 
-    from pvhpc import config as site_config_parser, paths, runtime
-    from pvhpc.localcluster.cluster import LocalCluster
+    from pvhpc import config as site_config_parser
     from tests.harness.browser import chromium
-    from tests.harness.ports import free_port_block
     from tests.harness.service import ServiceProcess, site_config
 
     work = Path(tempfile.mkdtemp(prefix="pvhpc-vs-vnc-"))
     work.chmod(0o755)
     with Teardown(work) as undo:
         undo.add(lambda: shutil.rmtree(work, ignore_errors=True), "remove the work directory")
-        cluster = start_cluster(undo, LocalCluster(work / "cluster", base_port=free_port_block(5),
-                                                   hosts=False if args.single_host else None))
-        print(f"the cluster's {cluster.describe_shape()}", flush=True)
-        runtime_dir = paths.runtime_dir()
-        runtime.install(runtime_dir)
+        cluster, runtime_dir = start_bench_cluster(undo, work, args.single_host)
         data_dir = work / "svc" / "data"
         data_dir.mkdir(parents=True)
         data = data_dir / DATA_FILE
