@@ -222,9 +222,11 @@ launch() {
 }
 launch
 code=$?
-if [ "$code" -eq 75 ] && [ "$RENDER_MODE" = xvfb ]; then
-    # Xvfb exited before it accepted clients, and the supervisor stopped the server without a word to pvhpc:
-    # start Xvfb again, waited for this time, then the server.
+if [ "$code" -eq 75 ] && [ "$RENDER_MODE" = xvfb ] && [ -e "$workdir/display-failed" ]; then
+    # Xvfb exited before it accepted clients, and the supervisor stopped the server without a word to pvhpc (and
+    # said so in that file: a server's own exit code may be 75 too): start Xvfb again, waited for this time, then
+    # the server.
+    rm -f "$workdir/display-failed"
     echo "pvhpc: Xvfb on $DISPLAY exited before it accepted clients: $(tail -n 3 "$workdir/xvfb.log" | tr '\n' ' ')"
     child_pids=()
     start_xvfb_waiting

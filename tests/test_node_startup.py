@@ -234,6 +234,18 @@ def test_the_job_starts_xvfb_again_when_the_first_exits_before_it_accepts_client
     (bin_dir / "Xvfb").chmod(0o755)
     server = server_script(tmp_path)
     (tmp_path / "server.py").write_text(server.read_text().replace("time.sleep(60)", "time.sleep(1)"))
+    proc = run_job(tmp_path, bin_dir, server)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert len(starts.read_text().splitlines()) == 2, out
+    assert "exited before it accepted clients" in out and "display taken" in out
+    assert out.count("PVHPC_READY ") == 1 and "PVHPC_FAILED" not in out, out
+    assert re.search(r"^pvhpc-timing: script job_start=[\d.]+ xvfb_spawned=[\d.]+ supervisor=[\d.]+$", out, re.M), out
+
+
+def run_job(tmp_path: Path, bin_dir: Path, server: Path) -> subprocess.CompletedProcess:
+    """pvhpc's job script, rendering through Xvfb, running ``server`` with ``bin_dir`` first on PATH; no pvhpc to
+    report to."""
     script = JobTemplate(JOBSCRIPTS_DIR / "paraview-web.sh").render(dict(
         helper_python=PYTHON, job_helper=JOB_HELPER, launcher=SUPERVISOR,
         command=json.dumps([PYTHON, str(server), "--key", "${secret}"]), ready=json.dumps({"line": "server: up"}),
@@ -242,11 +254,26 @@ def test_the_job_starts_xvfb_again_when_the_first_exits_before_it_accepts_client
         state_roots="", data_roots="", input_idle="", watchdog="", modules="", modules_init="", module_paths=""))
     (tmp_path / "job.sh").write_text(script)
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path), "TMPDIR": str(tmp_path)}
-    proc = subprocess.run(["/bin/bash", str(tmp_path / "job.sh")], env=env, capture_output=True, text=True,
+    return subprocess.run(["/bin/bash", str(tmp_path / "job.sh")], env=env, capture_output=True, text=True,
                           timeout=120)
+
+
+@pytest.mark.paraview
+def test_a_server_that_exits_75_itself_is_not_taken_for_a_failed_xvfb(tmp_path):
+    """75 is also what the supervisor returns when Xvfb failed; a server's own 75, with Xvfb well, must end the job
+    with it, not start Xvfb and the session over (leaving the first Xvfb behind)."""
+    real = shutil.which("Xvfb")
+    if real is None:
+        pytest.skip("no Xvfb here")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    starts = tmp_path / "xvfb-starts"
+    (bin_dir / "Xvfb").write_text(f"#!/bin/bash\necho \"$*\" >>{starts}\nexec {real} \"$@\"\n")
+    (bin_dir / "Xvfb").chmod(0o755)
+    server = tmp_path / "server.py"
+    server.write_text("import sys, time\nprint('server: up', flush=True)\ntime.sleep(1)\nsys.exit(75)\n")
+    proc = run_job(tmp_path, bin_dir, server)
     out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out
-    assert len(starts.read_text().splitlines()) == 2, out
-    assert "exited before it accepted clients" in out and "display taken" in out
-    assert out.count("PVHPC_READY ") == 1 and "PVHPC_FAILED" not in out, out
-    assert re.search(r"^pvhpc-timing: script job_start=[\d.]+ xvfb_spawned=[\d.]+ supervisor=[\d.]+$", out, re.M), out
+    assert proc.returncode == 75, out
+    assert len(starts.read_text().splitlines()) == 1, out
+    assert out.count("PVHPC_READY ") == 1 and "exited before it accepted clients" not in out, out

@@ -72,6 +72,14 @@ STOP_GRACE = 1.5
 PR_SET_PDEATHSIG = 1
 # The supervisor's exit status when Xvfb exited before it accepted clients: the job script starts it again.
 DISPLAY_FAILED = 75
+DISPLAY_FAILED_MARK = "display-failed"   # in the workdir: the job script starts Xvfb again only when it is there
+
+
+def display_failed(workdir):
+    """Says, beside the exit code, that Xvfb failed: a server's own exit code may be 75 too, and must not be
+    taken for this (the job script would start the session over)."""
+    open(os.path.join(workdir, DISPLAY_FAILED_MARK), "w").close()
+    return DISPLAY_FAILED
 # How often a server that reports ready in a port file is looked for, besides at each of its output lines.
 PORT_FILE_POLL = 0.05
 # How soon a signal's stop is acted on before ready (the server has its SIGTERM at once, from the handler).
@@ -374,7 +382,7 @@ def run(args):
             print("pvhpc: Xvfb exited before it accepted clients", flush=True)
             if gate:
                 gate.shut()
-            return DISPLAY_FAILED
+            return display_failed(args.workdir)
     stopping = threading.Event()
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -435,7 +443,7 @@ def run(args):
             print("pvhpc: Xvfb exited before it accepted clients: stopping the server", flush=True)
             stop(proc)
             watch.join(5)
-            return DISPLAY_FAILED
+            return display_failed(args.workdir)
         if listening is not None and (display is None or display.up):
             break
         if stopping.is_set():
