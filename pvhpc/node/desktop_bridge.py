@@ -35,8 +35,9 @@ import os
 import struct
 import sys
 
+import wslink_exits   # beside this file: how the supervisor learns why its server stopped by itself
+
 SECRET_ENV = "PVHPC_SECRET"
-EXIT_CAUSE_ENV = "PVHPC_EXIT_CAUSE_FILE"   # supervisor.py's: why the server stopped by itself
 WEBSOCKET_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 TEXT, BINARY, CLOSE, PING, PONG, CONTINUATION = 0x1, 0x2, 0x8, 0x9, 0xA, 0x0
 MAX_HEAD = 16 * 1024          # an HTTP upgrade request's head
@@ -125,15 +126,16 @@ def close_frame(close):
     return frame(CLOSE, struct.pack("!H", code) + reason.encode()[:123])
 
 
-async def read_frame(reader):
-    """(fin, opcode, payload) of the next frame; IncompleteReadError when the connection ends."""
+async def read_frame(reader, max_size=MAX_FRAME):
+    """(fin, opcode, payload) of the next frame, refused (ValueError) over ``max_size`` before it is read;
+    IncompleteReadError when the connection ends."""
     b0, b1 = await reader.readexactly(2)
     n = b1 & 0x7F
     if n == 126:
         (n,) = struct.unpack("!H", await reader.readexactly(2))
     elif n == 127:
         (n,) = struct.unpack("!Q", await reader.readexactly(8))
-    if n > MAX_FRAME:
+    if n > max_size:
         raise ValueError(f"a frame of {n} bytes")
     mask = await reader.readexactly(4) if b1 & 0x80 else None
     payload = await reader.readexactly(n)
@@ -143,7 +145,7 @@ async def read_frame(reader):
 class Bridge:
     def __init__(self, secret, ds_host, ds_port):
         self.secret, self.ds_host, self.ds_port = secret, ds_host, ds_port
-        self.taken = False
+        self.taken = asyncio.Event()   # the one client came
         self.unreachable = False      # the pvserver could not be dialled: the session failed, it did not complete
         self.done = asyncio.Event()   # the one client's session with the pvserver is over
 
@@ -158,13 +160,14 @@ class Bridge:
     async def _handle(self, reader, writer):
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HELLO_TIMEOUT)
-            key = parse_upgrade(head[:MAX_HEAD])
+            key = parse_upgrade(head)   # at most MAX_HEAD: the reader's limit
         except (ValueError, asyncio.LimitOverrunError):
             writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
             return
         writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                      b"Sec-WebSocket-Accept: " + accept_key(key).encode() + b"\r\n\r\n")
-        _, kind, payload = await asyncio.wait_for(read_frame(reader), HELLO_TIMEOUT)
+        # The first message is read only up to MAX_HELLO: whoever reaches the node's address gets this far.
+        _, kind, payload = await asyncio.wait_for(read_frame(reader, MAX_HELLO), HELLO_TIMEOUT)
         try:
             check_hello(kind, payload, self.secret)
         except HelloError as e:
@@ -172,11 +175,11 @@ class Bridge:
             writer.write(close_frame(e.close))
             await writer.drain()
             return
-        if self.taken:
+        if self.taken.is_set():
             writer.write(close_frame(TAKEN))
             await writer.drain()
             return
-        self.taken = True
+        self.taken.set()
         try:
             writer.write(frame(TEXT, b'{"ok": true}'))
             await writer.drain()
@@ -227,13 +230,6 @@ class Bridge:
                 pass
 
 
-def note_cause(cause):
-    path = os.environ.get(EXIT_CAUSE_ENV)
-    if path:
-        with open(path, "w") as f:
-            f.write(cause + "\n")
-
-
 async def serve(args, secret):
     bridge = Bridge(secret, args.ds_host, args.ds_port)
     server = await asyncio.start_server(bridge.handle, args.host, args.port, limit=MAX_HEAD)
@@ -241,23 +237,18 @@ async def serve(args, secret):
     print(f"pvhpc-bridge: listening on port {port}", flush=True)
     try:
         if args.timeout > 0:
-            await asyncio.wait_for(_until_taken(bridge), args.timeout)
+            await asyncio.wait_for(bridge.taken.wait(), args.timeout)
         await bridge.done.wait()
     except asyncio.TimeoutError:
         print(f"pvhpc-bridge: no client came within {args.timeout:g} s", flush=True)
-        note_cause("idle")
+        wslink_exits.note("idle")
         return 0
     finally:
         server.close()
     if bridge.unreachable:
         return 1   # reported as the server's exit: the session ends failed, with the line above in its log
-    note_cause("client")
+    wslink_exits.note("client")
     return 0
-
-
-async def _until_taken(bridge):
-    while not bridge.taken:
-        await asyncio.sleep(0.5)
 
 
 def main(argv=None):
