@@ -16,6 +16,7 @@ import os
 import pwd
 import secrets
 import socket
+import struct
 import subprocess
 import sys
 import textwrap
@@ -25,7 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from pvhpc.client.desktop import DesktopConnection, DesktopError, session_problem, socket_owner
+from pvhpc.client.api import Client
+from pvhpc.client.desktop import DesktopConnection, DesktopError, session_problem, socket_owner, websocket_headers
 from pvhpc.config import ConfigError, embedded_defaults, parse
 from pvhpc.paths import PACKAGE_DIR
 
@@ -567,3 +569,35 @@ def test_pvpython_through_an_ssh_tunnel_via_the_login_host(service_factory, clus
     assert connect.wait() == 0, connect.stderr
     assert svc.client().get(session["id"])["end_reason"] == "completed"
     assert "Accepted publickey for root" in sshd.log.read_text()
+
+
+def test_an_oversized_first_message_is_refused_before_it_is_read_and_the_bridge_waits_on(bridge):
+    """Whoever reaches the node's address gets as far as the first message: it is refused by its announced length,
+    over MAX_HELLO, before its bytes are taken in (the connection closed, no pvserver dialled)."""
+    proc, port, echo, secret, _ = bridge
+
+    async def oversized():
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        await reader.readuntil(b"\r\n\r\n")
+        # A masked text frame announcing 64 MiB - 1 bytes (the largest frame the relay takes), of which only the
+        # header is sent: the bridge must close now rather than wait for them.
+        writer.write(bytes([0x81, 0x80 | 127]) + struct.pack("!Q", 64 * 1024 * 1024 - 1) + b"mask")
+        await writer.drain()
+        closed = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        return closed
+
+    assert asyncio.run(oversized()) == b""
+    assert echo.connections == 0 and proc.poll() is None
+    assert carry(DesktopConnection(f"ws://127.0.0.1:{port}/ws", secret), b"after") == b"after"
+
+
+def test_the_users_login_goes_only_to_the_services_own_front_end():
+    """``frontend.kind: direct`` hands out the node's own address: a personal token must not travel there."""
+    client = Client("https://viz.example.org", token="pvhpc_t0ken", headers={"X-Site": "1"})
+    through = websocket_headers(client, "wss://viz.example.org/proxy?sessionId=abc")
+    assert through == {"X-Site": "1", "Authorization": "token pvhpc_t0ken"}
+    assert websocket_headers(client, "ws://10.1.2.11:40000/ws") == {}
+    assert websocket_headers(client, "wss://viz.example.org.evil.net/proxy") == {}

@@ -64,14 +64,19 @@ class Client:
         self.headers = dict(headers or {})
         self.timeout = timeout
 
+    def auth_headers(self) -> dict:
+        """Who is asking, as every request to the service says it: the given headers, the token."""
+        headers = dict(self.headers)
+        if self.token:
+            headers["Authorization"] = f"token {self.token}"
+        return headers
+
     # -- transport --------------------------------------------------------------
     def _open(self, method: str, path: str, body: Any = None, timeout: float | None = None, raw: bytes | None = None):
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-        headers = {"Accept": "application/json", **self.headers}
+        headers = {"Accept": "application/json", **self.auth_headers()}
         if data is not None:
             headers["Content-Type"] = "application/json"
-        if self.token:
-            headers["Authorization"] = f"token {self.token}"
         request = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
         try:
             return urllib.request.urlopen(request, timeout=timeout or self.timeout)

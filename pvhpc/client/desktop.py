@@ -28,7 +28,9 @@ import json
 import os
 import socket
 import struct
+import sys
 from typing import Callable
+from urllib.parse import urlsplit
 
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import WebSocketClosedError, websocket_connect
@@ -40,6 +42,7 @@ TCP_TABLE = "/proc/net/tcp"
 TCP_TIME_WAIT = "06"
 CHUNK = 256 * 1024
 CONNECT_TIMEOUT = 20
+PING_INTERVAL = 30   # seconds; well under any front end's idle timeout (the built-in proxy's default is 900)
 MAX_MESSAGE = 64 * 1024 * 1024
 
 
@@ -144,6 +147,10 @@ class DesktopConnection:
         try:
             uid = peer_uid(sock)
         except OSError:
+            if sys.platform.startswith("linux"):
+                # Linux has the table: not reading it is a fault here, not a system without one. Refused.
+                self.log(f"refused a connection: {TCP_TABLE} cannot be read, so its user cannot be told")
+                return False
             if self.checked:
                 self.log(f"warning: {TCP_TABLE} cannot be read here, so connections from other local users "
                          "cannot be told apart and are not refused")
@@ -176,13 +183,21 @@ class DesktopConnection:
         request = HTTPRequest(self.websocket_url, headers=self.headers, connect_timeout=CONNECT_TIMEOUT,
                               request_timeout=CONNECT_TIMEOUT)
         try:
-            ws = await asyncio.wait_for(websocket_connect(request, max_message_size=MAX_MESSAGE), CONNECT_TIMEOUT)
+            # Pings keep the websocket busy while ParaView says nothing (its user thinking): a front end closes an
+            # idle one (the built-in proxy after limits.proxy_idle_timeout, Apache after ProxyTimeout), and the
+            # session would end with it. The bridge answers them.
+            ws = await asyncio.wait_for(websocket_connect(request, max_message_size=MAX_MESSAGE,
+                                                          ping_interval=PING_INTERVAL), CONNECT_TIMEOUT)
         except Exception as e:   # tornado's HTTPClientError (403/404 from a front end), OSError, a timeout
             code = getattr(e, "code", None)
             raise DesktopError(f"cannot open the session's websocket ({'HTTP %s' % code if code else e or type(e).__name__})",
                                "unreachable") from None
-        await ws.write_message(json.dumps({"secret": self._secret}))
-        answer = await asyncio.wait_for(ws.read_message(), CONNECT_TIMEOUT)
+        try:
+            await ws.write_message(json.dumps({"secret": self._secret}))
+            answer = await asyncio.wait_for(ws.read_message(), CONNECT_TIMEOUT)
+        except (asyncio.TimeoutError, WebSocketClosedError) as e:
+            ws.close()
+            raise DesktopError(f"the session did not answer its secret ({type(e).__name__})", "unreachable") from None
         if answer is None:
             raise DesktopError(f"the session refused the connection: {ws.close_reason or 'closed'}"
                                + (f" (code {ws.close_code})" if ws.close_code else ""), "refused")
@@ -222,12 +237,11 @@ class DesktopConnection:
             self.log("ParaView's connection to the session has ended")
 
 
-def websocket_headers(client: Client) -> dict:
-    """What the front end wants to know whose websocket this is: the client's login, exactly as its API calls send it."""
-    headers = dict(client.headers)
-    if client.token:
-        headers["Authorization"] = f"token {client.token}"
-    return headers
+def websocket_headers(client: Client, url: str) -> dict:
+    """The client's login, exactly as its API calls send it, for a websocket through the service's own front end;
+    nothing for one elsewhere (``frontend.kind: direct`` hands out the node's own address and port, which another
+    user of that node could hold once the bridge has ended: a token must not go there)."""
+    return client.auth_headers() if urlsplit(url).netloc == urlsplit(client.url).netloc else {}
 
 
 async def open_desktop(client: Client, session_id: str, port: int = 0, websocket_url: str | None = None,
@@ -239,10 +253,10 @@ async def open_desktop(client: Client, session_id: str, port: int = 0, websocket
     problem = session_problem(session)
     if problem:
         raise problem
-    headers = {} if websocket_url else websocket_headers(client)
     url = websocket_url or connect_url(session.get("sessionURL"), client.url)
     if not url:
         raise DesktopError(f"session {session_id} has no URL to connect to", "not_ready")
+    headers = {} if websocket_url else websocket_headers(client, url)
     connection = DesktopConnection(url, session["secret"], headers, port, same_user_only, log)
     await connection.start()
     return connection
