@@ -39,7 +39,7 @@ INIT_HELP = ", ".join(INIT_CANDIDATES)
 def module_name(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError(f"must be a module name, not {type(value).__name__}")
-    if not MODULE_NAME.match(value):
+    if not MODULE_NAME.fullmatch(value):
         raise ValueError(f"{value[:100]!r} is not a module name (letters, digits and _.+/@%,=~-, not starting "
                          "with '-' or '/', no blanks; at most 200)")
     return value
@@ -93,7 +93,7 @@ def check_versions(value: Any) -> dict[str, tuple[str, ...]]:
         name = str(key)   # YAML reads 5.11 as a number: the version users see is what staff wrote
         if isinstance(key, float):
             raise _at(name, "is read as a number by YAML (5.10 would become 5.1): quote it, e.g. \"5.11\"")
-        if not VERSION_NAME.match(name):
+        if not VERSION_NAME.fullmatch(name):
             raise _at(name, f"{name[:100]!r} is not a version name (letters, digits and _.+-, at most 64)")
         try:
             found = check_modules(modules)
