@@ -364,7 +364,8 @@ class Store:
     def change_in(db: Session, session_id: str, change: Change,
                   decided_on: datetime | None = None) -> SessionRecord | None:
         """``change`` inside the open transaction ``db`` (pvhpc.db.groupcommit's unit)."""
-        record = db.get(SessionRecord, session_id, with_for_update=True)
+        # populate_existing: in a group of writes an earlier unit may have loaded the row; read it afresh, locked.
+        record = db.get(SessionRecord, session_id, with_for_update=True, populate_existing=True)
         if record is None:
             return None
         old = record.session_state
