@@ -76,12 +76,19 @@ class Supervisor:
 
     def children(self) -> list[str]:
         """The command lines of the supervisor's child processes."""
+        return [command for _, command in self._children()]
+
+    def child_pids(self, word: str) -> list[str]:
+        """The pids of the supervisor's children whose command line holds ``word``."""
+        return [pid for pid, command in self._children() if word in command]
+
+    def _children(self) -> list[tuple[str, str]]:
         found = []
         for pid in filter(str.isdigit, os.listdir("/proc")):
             try:
                 stat = Path(f"/proc/{pid}/stat").read_text()
                 if int(stat.rsplit(")", 1)[1].split()[1]) == self.proc.pid:
-                    found.append(Path(f"/proc/{pid}/cmdline").read_bytes().decode().replace("\0", " "))
+                    found.append((pid, Path(f"/proc/{pid}/cmdline").read_bytes().decode().replace("\0", " ")))
             except (OSError, ValueError, IndexError):
                 continue
         return found
@@ -135,14 +142,14 @@ def test_when_xvfb_exits_before_it_accepts_clients_the_server_is_stopped_and_not
     read_end, write_end = display
     sup = Supervisor(tmp_path, [PYTHON, str(server_script(tmp_path)), "--key", "${secret}"], read_end)
     os.close(read_end)
-    wait_until(lambda: any("argv_secret.py" in c for c in sup.children()), 30, message="the server started")
+    servers = wait_until(lambda: sup.child_pids("argv_secret.py"), 30, message="the server started")
     os.close(write_end)   # Xvfb's end of the pipe closed without a display number: it exited
     assert sup.proc.wait(30) == supervisor.DISPLAY_FAILED, sup.lines
     sup.reader.join(10)
     assert not (tmp_path / "ran").exists()
     assert not sup.said("PVHPC_(READY|FAILED|EXITED)"), sup.lines
     assert sup.said("Xvfb exited before it accepted clients"), sup.lines
-    assert not sup.children()
+    assert not [pid for pid in servers if Path(f"/proc/{pid}").exists()], "the server outlived its supervisor"
 
 
 def test_a_server_that_cannot_wait_at_the_gate_is_started_once_the_display_is_up(tmp_path, display):
