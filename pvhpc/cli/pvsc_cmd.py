@@ -35,7 +35,7 @@ def cmd_pvsc(args) -> int:
 
 def write_whole(path: Path, text: str) -> None:
     """Written beside its place and renamed in: a ParaView reading the file meanwhile never sees half of it."""
-    fd, staging = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent or ".")
+    fd, staging = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as out:
             out.write(text)
