@@ -229,16 +229,7 @@ def test_only_pvhpcs_own_server_and_the_wrapper_are_taken_to_wait_at_the_gate():
 def test_the_job_starts_xvfb_again_when_the_first_exits_before_it_accepts_clients(tmp_path):
     """An Xvfb that fails at once (its display taken, say): the supervisor stops the server unreported, the job
     script starts Xvfb again, waited for, then the server, which is reported ready once."""
-    real = shutil.which("Xvfb")
-    if real is None:
-        pytest.skip("no Xvfb here")
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    starts = tmp_path / "xvfb-starts"
-    (bin_dir / "Xvfb").write_text(f"#!/bin/bash\necho \"$*\" >>{starts}\n"
-                                  f"[ \"$(wc -l <{starts})\" -gt 1 ] && exec {real} \"$@\"\n"
-                                  "echo 'Fatal server error: (stand-in) display taken' >&2\nexit 1\n")
-    (bin_dir / "Xvfb").chmod(0o755)
+    bin_dir, starts = counting_xvfb(tmp_path, first_fails=True)
     server = server_script(tmp_path)
     (tmp_path / "server.py").write_text(server.read_text().replace("time.sleep(60)", "time.sleep(1)"))
     proc = run_job(tmp_path, bin_dir, server)
@@ -248,6 +239,22 @@ def test_the_job_starts_xvfb_again_when_the_first_exits_before_it_accepts_client
     assert "exited before it accepted clients" in out and "display taken" in out
     assert out.count("PVHPC_READY ") == 1 and "PVHPC_FAILED" not in out, out
     assert re.search(r"^pvhpc-timing: script job_start=[\d.]+ xvfb_spawned=[\d.]+ supervisor=[\d.]+$", out, re.M), out
+
+
+def counting_xvfb(tmp_path: Path, first_fails: bool) -> tuple[Path, Path]:
+    """A directory whose Xvfb is the real one, each start noted in a file (both returned); with ``first_fails`` its
+    first start fails at once, as when its display is taken."""
+    real = shutil.which("Xvfb")
+    if real is None:
+        pytest.skip("no Xvfb here")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    starts = tmp_path / "xvfb-starts"
+    fail = (f"[ \"$(wc -l <{starts})\" -gt 1 ] && exec {real} \"$@\"\n"
+            "echo 'Fatal server error: (stand-in) display taken' >&2\nexit 1\n") if first_fails else ""
+    (bin_dir / "Xvfb").write_text(f"#!/bin/bash\necho \"$*\" >>{starts}\n{fail}exec {real} \"$@\"\n")
+    (bin_dir / "Xvfb").chmod(0o755)
+    return bin_dir, starts
 
 
 def run_job(tmp_path: Path, bin_dir: Path, server: Path) -> subprocess.CompletedProcess:
@@ -269,14 +276,7 @@ def run_job(tmp_path: Path, bin_dir: Path, server: Path) -> subprocess.Completed
 def test_a_server_that_exits_75_itself_is_not_taken_for_a_failed_xvfb(tmp_path):
     """75 is also what the supervisor returns when Xvfb failed; a server's own 75, with Xvfb well, must end the job
     with it, not start Xvfb and the session over (leaving the first Xvfb behind)."""
-    real = shutil.which("Xvfb")
-    if real is None:
-        pytest.skip("no Xvfb here")
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    starts = tmp_path / "xvfb-starts"
-    (bin_dir / "Xvfb").write_text(f"#!/bin/bash\necho \"$*\" >>{starts}\nexec {real} \"$@\"\n")
-    (bin_dir / "Xvfb").chmod(0o755)
+    bin_dir, starts = counting_xvfb(tmp_path, first_fails=False)
     server = tmp_path / "server.py"
     server.write_text("import sys, time\nprint('server: up', flush=True)\ntime.sleep(1)\nsys.exit(75)\n")
     proc = run_job(tmp_path, bin_dir, server)
