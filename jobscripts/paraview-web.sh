@@ -41,6 +41,9 @@ export PVHPC_STATE_SAVE={{ state_save }} PVHPC_STATE_LOAD={{ state_load }} PVHPC
 export PVHPC_DATA_ROOTS={{ data_roots }}
 # For the server (pvhpc/node/input_idle.py): stop after this long without user input (SECONDS:WARNING; empty: never).
 export PVHPC_INPUT_IDLE={{ input_idle }}
+# For wslink servers (pvhpc/node/wslink_exits.py): stop after this long with no client connected, whatever
+# --timeout their command gave wslink (0: never). pvhpc's rule, so that a dropped view finds its server again.
+export PVHPC_CLIENT_IDLE={{ idle_timeout }}
 # For the launcher (pvhpc/node/watchdog.py): ask pvhpc whether the session is live every INTERVAL s, and stop the
 # server when it has ended or pvhpc has not answered for GRACE s (INTERVAL:GRACE; empty: never ask).
 export PVHPC_WATCHDOG={{ watchdog }}

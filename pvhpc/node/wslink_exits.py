@@ -6,6 +6,11 @@ outside (exit status 0): a client asked (``application.exit`` / ``application.ex
 ``autoStopServer`` and SmartConnect send), or no client came back within ``--timeout`` (idle). The hooks below
 write which one into the file named by PVHPC_EXIT_CAUSE_FILE, first cause wins, just before wslink stops.
 Without that variable, or with a wslink whose insides differ, nothing is hooked and the server runs as it would.
+
+How long a server waits without a client is pvhpc's rule, not the server's: a network drop or a laptop's sleep
+must find the server still there while pvhpc keeps the session. So the idle timer hooked here counts
+PVHPC_CLIENT_IDLE seconds (the application's ``idle_timeout``, set by the job script) whatever ``--timeout`` the
+command gave wslink (wslink's own default is 300 s, and a site's command may hard-code one); 0 there: never.
 """
 
 import functools
@@ -14,6 +19,7 @@ import os
 import input_idle   # beside this file
 
 CAUSE_ENV = "PVHPC_EXIT_CAUSE_FILE"
+CLIENT_IDLE_ENV = "PVHPC_CLIENT_IDLE"
 # Called before the idle timer stops the server (pvstate.py saves the session's state there).
 before_idle_stop = []
 
@@ -28,6 +34,16 @@ def note(cause):
         return   # already said (the first cause is the one), or nowhere to say it
     with os.fdopen(fd, "w") as f:
         f.write(cause + "\n")
+
+
+def client_idle_seconds(wslink_timeout):
+    """Seconds the server waits without a client before it stops as idle: pvhpc's PVHPC_CLIENT_IDLE where the job
+    set it (0: never), else the server's own ``--timeout`` (a server run outside a pvhpc job)."""
+    text = os.environ.get(CLIENT_IDLE_ENV, "").strip()
+    try:
+        return max(0.0, float(text)) if text else float(wslink_timeout or 0)
+    except ValueError:
+        return float(wslink_timeout or 0)
 
 
 def install():
@@ -46,13 +62,14 @@ def install():
         return False
 
     def shutdown_schedule(self):
-        # As wslink's own, with the cause said when the idle timer fires.
+        # As wslink's own, with the cause said when the idle timer fires, on pvhpc's time (not --timeout's).
         async def idle_stop():
             note("idle")
             for call in before_idle_stop:
                 call()
             await self.stop()
-        self._shutdown_task = wslink.schedule_coroutine(self.timeout, idle_stop) if self.timeout > 0 else None
+        seconds = client_idle_seconds(self.timeout)
+        self._shutdown_task = wslink.schedule_coroutine(seconds, idle_stop) if seconds > 0 else None
 
     exit_now, exit_later = server.exit, server.exitLater
 
