@@ -4,24 +4,37 @@
 
 import { api } from "./api.js";
 import { $, announce, element, showPageError } from "./dom.js";
+import { Notifications } from "./notifications.js";
+import { TabTitle } from "./tabtitle.js";
 import { RemoteView } from "./viewer.js";
 import {
   expectedStart, jobLine, parallelLine, sessionDetail, stateNews, stateWords, timeLeft,
 } from "./words.js";
 
 const FOLLOW_AGAIN_MS = 15000;   // after the service refused a session's event stream (429)
+const WAITING = ["submitting", "queued", "starting"];
+// A notice's title by its reason; any other reason (a continuation that took over, ...) is told with its message.
+const NOTICE_TITLES = { walltime: "Session ending soon", idle: "Session idle: it will be ended" };
 
 export class SessionPanel {
   // store: {applications} as the API lists them; onNews(): what the lists show may have changed.
   constructor(store, { onNews }) {
     this.store = store;
     this.onNews = onNews;
-    this.current = null;   // {id, session, events: EventSource|null, view: RemoteView|null, lastState}
+    this.current = null;   // {id, session, events: EventSource|null, view: RemoteView|null, lastState, waited}
+    this.notifications = new Notifications($("notify"), announce);
+    this.title = new TabTitle();
     $("cancel").addEventListener("click", () => this.cancel());
     $("show-log").addEventListener("click", () => this.toggleLog());
     $("close-session").addEventListener("click", () => { this.close(); this.onNews(); });
     $("add-source-button").addEventListener("click", () => this.view() && this.view().addSource($("add-source").value));
     $("reset-camera").addEventListener("click", () => this.view() && this.view().resetCamera());
+    $("viewer-reconnect").addEventListener("click", () => {
+      if (!this.current || this.current.session.state !== "ready") return;
+      if (this.current.view) this.current.view.close();
+      this.current.view = null;
+      this.startView(this.current.session);
+    });
     $("quick-view").addEventListener("click", () => {
       if (!this.current || this.current.view || this.current.session.state !== "ready") return;
       $("quick-view").hidden = true;
@@ -62,7 +75,8 @@ export class SessionPanel {
   // history: the states so far ([{state, detail, at}]), as a session's GET has them.
   open(session, history) {
     this.close();
-    this.current = { id: session.id, session, events: null, view: null, lastState: null };
+    // waited: seen waiting in this tab, so that its turning ready is news worth a notification.
+    this.current = { id: session.id, session, events: null, view: null, lastState: null, waited: false };
     $("session-none").hidden = true;
     $("session-body").hidden = false;
     $("session-timeline").replaceChildren();
@@ -85,6 +99,7 @@ export class SessionPanel {
     $("log").hidden = true;
     $("show-log").setAttribute("aria-expanded", "false");
     $("show-log").textContent = "Show job log";
+    this.title.show(null);
   }
 
   // The session as the API sends it now: drawn, its change (if any) told, its view run.
@@ -97,9 +112,19 @@ export class SessionPanel {
         addToTimeline(session.state, session.detail, new Date().toISOString());
       }
       announce(stateNews(session, this.applicationOf(session).opens === "view"));
+      this.tellReady(session);
       this.onNews();
     }
     this.runView(session);
+  }
+
+  // A notification when a session this tab saw waiting is ready: the person may be in another tab or window.
+  tellReady(session) {
+    if (WAITING.includes(session.state)) this.current.waited = true;
+    if (session.state !== "ready" || !this.current.waited) return;
+    this.current.waited = false;
+    this.notifications.tell("Session ready", `Your ${session.application} session on ${session.partition} is ready.`,
+                            `ready-${session.id}`);
   }
 
   // A new reason while queued is news too ("waiting to be scheduled" -> "waiting for free nodes or GPUs").
@@ -147,9 +172,10 @@ export class SessionPanel {
     $("quick-view").hidden = app.opens === "served" || Boolean(this.current.view);
   }
 
-  // The countdown of a running session's walltime, redrawn every second.
+  // The countdown of a running session's walltime, redrawn every second, and the tab's title with it.
   showTimeLeft() {
     const session = this.current && this.current.session;
+    this.title.show(session || null, this.current && this.current.view ? $("viewer").dataset.connection : null);
     const shown = Boolean(session && session.state === "ready" && session.ends_at);
     $("session-left-label").hidden = !shown;
     $("session-left").hidden = !shown;
@@ -181,7 +207,16 @@ export class SessionPanel {
       status("Only the session's owner can open its view.", true);
       return;
     }
-    const view = new RemoteView($("viewer"), $("viewer-image"), status);
+    const id = session.id;
+    $("viewer-reconnect").hidden = true;
+    const view = new RemoteView($("viewer"), $("viewer-image"), status, {
+      // The same session, still there: an ended one is not retried (its view goes with it, runView).
+      canReconnect: async () => {
+        const now = await api.session(id);
+        return now.state === "ended" ? `the session has ended (${now.end_reason_text || now.end_reason})` : null;
+      },
+      onGaveUp: () => { $("viewer-reconnect").hidden = false; },
+    });
     this.current.view = view;
     try {
       await view.open(websocketURL(session.sessionURL), session.secret);
@@ -201,8 +236,13 @@ export class SessionPanel {
       if (followed()) this.show(JSON.parse(event.data));
     });
     // Warnings change no state: the walltime is near, the session is idle (docs/web.md).
+    // Any other reason (a continuation that took over, ...) is shown and told alike, with the service's message.
     events.addEventListener("warning", (event) => {
-      if (followed()) showWarning(JSON.parse(event.data));
+      if (!followed()) return;
+      const warning = JSON.parse(event.data);
+      showWarning(warning);
+      this.notifications.tell(NOTICE_TITLES[warning.reason] || "Session news", warning.message,
+                              `${warning.reason}-${id}`);
     });
     events.addEventListener("error", async () => {
       // EventSource reconnects by itself after a dropped link and after the service ends a stream that has lasted

@@ -10,6 +10,13 @@
 // servers (the Visualizer's) get ParaView's pair: viewport.mouse.interaction, then viewport.image.render,
 // which renders again and, while ParaView's encoder is busy, answers `stale` with the picture before.
 
+// A dropped websocket (a network drop, a laptop's sleep, a front end's restart) is not the end of the view: it
+// reconnects by itself to the same session, with backoff (1 s, 2 s, 4 s ... 30 s, a little jitter so that the tabs a
+// restarted front end dropped do not all come back in the same second), at once when the browser says it is online
+// again, and says so in its status line. Before each try it asks the page whether the session is still there
+// (canReconnect): an ended session is not retried. It gives up after RECONNECT_FOR_MS and says why. The server
+// waits for it: no server ends for lack of a client on wslink's own timer under pvhpc (docs/applications.md).
+
 // The connection is the npm wslink 1.x client (SmartConnect), the one ParaViewWeb's own apps use; index.html
 // loads its UMD bundle (static/vendor/wslink.js, installed by `pvhpc runtime install`), which defines `wslink`.
 
@@ -19,16 +26,28 @@ const MAX_PIXELS = 1920 * 1200;        // a frame larger than this costs more th
 const STALE_RETRY_MS = 40;
 const HELLO_TIMEOUT_MS = 20000;
 const INTERACT = "pvhpc.viewport.interact";
+const RECONNECT_DELAYS_MS = [1000, 2000, 4000, 8000, 15000, 30000];
+const RECONNECT_FOR_MS = 10 * 60 * 1000;
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 export class RemoteView {
   // container: the element that takes the mouse; image: the <img> frames are shown in;
-  // onStatus(text, isError): where to say what happens.
-  constructor(container, image, onStatus) {
+  // onStatus(text, isError): where to say what happens; canReconnect(): resolves to null while the session may
+  // be reconnected to, or to the reason it may not (it ended); onGaveUp(reason): reconnecting stopped.
+  constructor(container, image, onStatus, { canReconnect = async () => null, onGaveUp = () => {} } = {}) {
     this.container = container;
     this.image = image;
     this.onStatus = onStatus;
+    this.canReconnect = canReconnect;
+    this.onGaveUp = onGaveUp;
+    this.url = null;
+    this.secret = null;
+    this.closed = false;                // closed on purpose: never reconnected
+    this.reconnecting = false;
+    this.reconnects = 0;
+    this.wake = null;                   // ends the wait before the next try early (the browser is online again)
+    this.onOnline = () => this.wake && this.wake();
     this.connection = null;
     this.mtime = 0;
     this.shownQuality = 0;
@@ -44,13 +63,11 @@ export class RemoteView {
   }
 
   async open(url, secret) {
+    this.url = url;
+    this.secret = secret;
     this.onStatus("Connecting to the session's server…");
-    this.connection = await connect(url, secret, (event) => {
-      this.connection = null;
-      this.detach();
-      this.onStatus(event.code === 1000 ? "Disconnected." : `Disconnected (${event.reason || "connection lost"}).`,
-                    event.code !== 1000);
-    });
+    this._connection("connecting");
+    await this._connect();
     // A session opened with a data file shows it already; an empty one gets a cone so there is something to turn.
     const listing = await this.connection.call("pv.proxy.manager.list", []);
     if (!listing || !listing.sources || listing.sources.length === 0) {
@@ -66,10 +83,80 @@ export class RemoteView {
     }
     this.attach();
     this.onStatus("Connected. Drag to rotate, right or middle drag to pan, wheel to zoom.");
+    this._connection("connected");
     if (!this.direct) this.requestFrame();
+    window.addEventListener("online", this.onOnline);
+  }
+
+  async _connect() {
+    this.connection = await connect(this.url, this.secret, (event) => {
+      this.connection = null;
+      this.detach();
+      this._reconnect(event.reason || `connection lost, code ${event.code}`);
+    });
+  }
+
+  // The state of the link, for the page and its tests: connecting, connected, reconnecting, gave-up.
+  _connection(state) {
+    this.container.dataset.connection = state;
+  }
+
+  async _reconnect(why) {
+    if (this.reconnecting || this.closed) return;
+    this.reconnecting = true;
+    const since = Date.now();
+    let tries = 0;
+    let lastError = why;
+    this._connection("reconnecting");
+    try {
+      while (!this.closed) {
+        const delay = RECONNECT_DELAYS_MS[Math.min(tries, RECONNECT_DELAYS_MS.length - 1)] * (0.8 + 0.4 * Math.random());
+        if (Date.now() - since + delay > RECONNECT_FOR_MS) {
+          return this._giveUp(`no answer for ${Math.round((Date.now() - since) / 60000)} min after ${tries} tries ` +
+                              `(last: ${lastError})`);
+        }
+        tries += 1;
+        this.onStatus(`Connection lost (${lastError}). Reconnecting in ${Math.max(1, Math.round(delay / 1000))} s ` +
+                      `(try ${tries})…`, true);
+        await new Promise((resolve) => {
+          const timer = setTimeout(resolve, delay);
+          this.wake = () => { clearTimeout(timer); resolve(); };
+        });
+        this.wake = null;
+        if (this.closed) return;
+        const refused = await this.canReconnect().catch(() => null);   // pvhpc unreachable too: try anyway
+        if (refused) return this._giveUp(refused);
+        this.onStatus(`Reconnecting (try ${tries})…`, true);
+        try {
+          await this._connect();
+        } catch (error) {
+          lastError = error.message;
+          continue;
+        }
+        this.reconnects += 1;
+        this.container.dataset.reconnects = String(this.reconnects);
+        this.mtime = 0;   // the server's count starts again with a new client: ask for a whole picture
+        this.attach();
+        this._connection("connected");
+        this.onStatus("Reconnected to the same session. Drag to rotate, right or middle drag to pan, wheel to zoom.");
+        this.requestFrame();
+        return;
+      }
+    } finally {
+      this.reconnecting = false;
+    }
+  }
+
+  _giveUp(reason) {
+    this._connection("gave-up");
+    this.onStatus(`Gave up reconnecting: ${reason}.`, true);
+    this.onGaveUp(reason);
   }
 
   close() {
+    this.closed = true;
+    window.removeEventListener("online", this.onOnline);
+    if (this.wake) this.wake();
     this.detach();
     if (this.connection) {
       this.connection.close();
