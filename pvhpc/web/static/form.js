@@ -4,6 +4,7 @@
 
 import { api } from "./api.js";
 import { $, announce, element, fillSelect } from "./dom.js";
+import { chooseIfOffered, rememberChoices, rememberedChoices } from "./formmemory.js";
 import { partitionLimits, partitionNow } from "./words.js";
 
 const NUMBER = /^-?\d+$/;
@@ -35,12 +36,34 @@ export class LaunchForm {
     return this.store.partitions.find((p) => p.name === $("partition").value);
   }
 
-  // The applications are in the store: offer them, the first one chosen.
+  // The applications are in the store: offer them, the one chosen last time (if still offered) or the first.
   showApplications() {
     const apps = this.store.applications;
     fillSelect($("application"), apps.map((a) => [a.name, a.description ? `${a.name}: ${a.description}` : a.name]),
                apps[0] && apps[0].name);
+    const last = rememberedChoices();
+    const again = last && chooseIfOffered($("application"), last.application);
     this.applicationChanged();
+    if (again) this.restoreChoices(last);
+  }
+
+  // The last launch's choices over the defaults, each only where the form offers it now (formmemory.js).
+  restoreChoices(last) {
+    if (!$("version-field").hidden) chooseIfOffered($("version"), last.version);
+    if (chooseIfOffered($("partition"), last.partition)) this.partitionChanged();
+    if (last.partition !== $("partition").value) return;   // the rest was that partition's
+    const gpus = $("gpus");
+    if (!gpus.disabled && Number.isInteger(last.gpus) && last.gpus >= 0 && last.gpus <= Number(gpus.max)) {
+      gpus.value = String(last.gpus);
+    }
+    if (typeof last.walltime === "string" || typeof last.walltime === "number") $("walltime").value = last.walltime;
+    if (!$("nodes-field").hidden) {
+      for (const field of ["nodes", "ranks"]) {
+        if (Number.isInteger(last[field]) && last[field] <= Number($(field).max)) $(field).value = String(last[field]);
+      }
+    }
+    if (!$("account-field").hidden) chooseIfOffered($("account"), last.account);
+    if (!$("qos-field").hidden) chooseIfOffered($("qos"), last.qos);
   }
 
   // The partitions in the store are new: refresh what the options say about them, keeping every choice.
@@ -61,9 +84,10 @@ export class LaunchForm {
     announce("The state is in the form: choose the application and launch.");
   }
 
-  // A past session's request in the form again: its application, version, partition, GPUs, walltime and data file.
+  // A past session's request in the form again: its application, version, partition, GPUs, walltime and data file;
+  // with statePath, the state it saved last to start from instead of its data file (the state opens its own data).
   // Launching stays the person's click (the form may be changed first); the API checks it all again.
-  launchAgain(session) {
+  launchAgain(session, statePath = null) {
     if (!this.store.applications.some((a) => a.name === session.application)) {
       announce(`Application ${session.application} is no longer offered.`);
       return;
@@ -79,11 +103,12 @@ export class LaunchForm {
     }
     if (!$("gpus").disabled) $("gpus").value = String(session.gpus);
     $("walltime").value = session.walltime;
-    $("data").value = session.data || "";
+    $("data").value = statePath ? "" : session.data || "";
+    $("saved_state").value = statePath || "";
     $("launch").scrollIntoView();
     $("launch-button").focus();
-    announce(`The form has that session's settings${session.version ? `, version ${session.version}` : ""}: ` +
-             "launch when ready.");
+    announce(`The form has that session's settings${session.version ? `, version ${session.version}` : ""}` +
+             `${statePath ? " and its last saved state" : ""}: launch when ready.`);
   }
 
   applicationChanged() {
@@ -154,7 +179,9 @@ export class LaunchForm {
     button.disabled = true;
     button.textContent = "Launching…";
     try {
-      const session = await api.launch(this.request());
+      const request = this.request();
+      const session = await api.launch(request);
+      rememberChoices(request);
       announce("Session submitted.");
       this.onLaunched(session);
     } catch (error) {

@@ -9,14 +9,16 @@ const PAST_SHOWN = 50;
 
 export class Lists {
   // shownId(): the id of the session the page shows, if any; onOpen(id): open that session;
-  // onStartFrom(path): put a saved state in the launch form; onLaunchAgain(session): put a past session's request
-  // (its version too) in the launch form.
+  // onStartFrom(path): put a saved state in the launch form; onLaunchAgain(session, statePath): put a past
+  // session's request (its version too) in the launch form, with the state it saved last where statePath is given.
   constructor({ staff, shownId, onOpen, onStartFrom, onLaunchAgain }) {
     this.staff = staff;
     this.shownId = shownId;
     this.onOpen = onOpen;
     this.onStartFrom = onStartFrom;
     this.onLaunchAgain = onLaunchAgain;
+    this.past = [];
+    this.lastStates = new Map();   // session id -> the path of the newest state it saved
     $("all-users-label").hidden = !staff;
     $("all-users").addEventListener("change", () => this.refreshSessions());
   }
@@ -38,16 +40,34 @@ export class Lists {
                  element("td", stateWithDetail(s)), cell(open));
       return row;
     }));
-    fillTable("past", past.map((s) => {
+    this.past = past;
+    this.showPast();
+  }
+
+  // "Launch again", and "with its last saved state" where the session saved one (known from the saved states).
+  showPast() {
+    fillTable("past", this.past.map((s) => {
       const row = element("tr");
       row.dataset.session = s.id;
+      const when = formatTime(s.ended_at);
       const again = element("button", "Launch again", {
-        type: "button", "aria-label": `Put the settings of the session that ended ${formatTime(s.ended_at)} in the form`,
+        type: "button", "aria-label": `Put the settings of the session that ended ${when} in the form`,
       });
-      again.addEventListener("click", () => this.onLaunchAgain(s));
-      row.append(element("td", formatTime(s.ended_at)), element("td", s.user),
+      again.addEventListener("click", () => this.onLaunchAgain(s, null));
+      const actions = element("td");
+      actions.append(again);
+      const state = this.lastStates.get(s.id);   // the user's own states only: never another's session
+      if (state) {
+        const withState = element("button", "with its last saved state", {
+          type: "button", class: "with-state",
+          "aria-label": `Put the settings of the session that ended ${when} and its last saved state in the form`,
+        });
+        withState.addEventListener("click", () => this.onLaunchAgain(s, state));
+        actions.append(" ", withState);
+      }
+      row.append(element("td", when), element("td", s.user),
                  element("td", s.version ? `${s.partition} (${s.application} ${s.version})` : s.partition),
-                 element("td", howItEnded(s)), element("td", whyItEnded(s)), cell(again));
+                 element("td", howItEnded(s)), element("td", whyItEnded(s)), actions);
       return row;
     }));
   }
@@ -57,6 +77,10 @@ export class Lists {
   async refreshSavedStates() {
     const answer = await answerOrPageError(api.savedStates());
     if (!answer) return;
+    // The list is the user's own, newest first: the first one met of a session is the last it saved.
+    this.lastStates = new Map();
+    for (const s of answer.states) if (!this.lastStates.has(s.session)) this.lastStates.set(s.session, s.path);
+    this.showPast();
     fillTable("states", answer.states.map((s) => {
       const row = element("tr");
       const use = element("button", "Start from this", {

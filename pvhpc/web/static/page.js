@@ -29,8 +29,9 @@ async function start() {
     onLaunched: (session) => { panel.open(session); lists.refreshSessions(); },
   });
   const lists = new Lists({
-    staff, shownId: () => panel.id, onOpen: (id) => panel.openById(id), onStartFrom: (path) => form.startFrom(path),
-    onLaunchAgain: (session) => form.launchAgain(session),
+    staff, shownId: () => panel.id, onOpen: (id) => panel.openById(id),
+    onStartFrom: (path) => form.startFrom(path),
+    onLaunchAgain: (session, statePath) => form.launchAgain(session, statePath),
   });
 
   async function refreshPartitions() {
