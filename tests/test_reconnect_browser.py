@@ -3,6 +3,8 @@ and pvhpc's ParaViewWeb server in a Slurm job:
 
 - the quick view's websocket cut under it (the service with its built-in proxy restarted): the view says it is
   reconnecting, comes back by itself to the same session (same id, same job, no new one), and renders after input;
+  cut again once nobody has used it for a while, it waits for its person (a reconnection is input to the server's
+  idle rule) and comes back at their first click;
 - browser notifications, opted in by a click (the permission granted through the DevTools protocol): the session
   this tab saw waiting turning ready, and the walltime warning, each observed as the page made it;
 - the tab's title says the state: waiting, the minutes left, reconnecting.
@@ -88,6 +90,7 @@ def test_the_quick_view_comes_back_after_its_connection_is_cut_and_the_user_is_t
     context = browser.new_context(viewport={"width": 1280, "height": 1000})
     context.add_init_script(RECORD_SCRIPT)
     page = context.new_page()
+    page.clock.install()   # time flows as usual; the page's clock can be moved on below
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(svc.url + "/")
@@ -150,6 +153,21 @@ def test_the_quick_view_comes_back_after_its_connection_is_cut_and_the_user_is_t
     assert [s["id"] for s in client.list()] == [session_id]
     assert client.get(session_id)["job_id"] == session["job_id"]
     assert [j.job_id for j in pvhpc_jobs(cluster)] == jobs_before   # no new job
+
+    # Nobody has used the view for six minutes (the page's clock moved on): cut again, it waits for its person.
+    page.clock.fast_forward("06:00")
+    svc.stop()
+    page.wait_for_selector('#viewer[data-connection="waiting"]', timeout=10_000)
+    assert "while nobody used the view" in page.locator("#viewer-status").inner_text()
+    page.wait_for_function(f"() => document.title === 'Disconnected - {BASE_TITLE}'", timeout=5_000)
+    svc.start()
+    page.wait_for_timeout(5_000)
+    assert page.get_attribute("#viewer", "data-connection") == "waiting"   # not by itself
+    assert page.get_attribute("#viewer", "data-reconnects") == "1"
+    page.click("#viewer")
+    page.wait_for_selector('#viewer[data-reconnects="2"][data-connection="connected"]', timeout=60_000)
+    page.screenshot(path=str(artifacts / "05-back-on-click.png"), full_page=True)
+    assert client.get(session_id)["job_id"] == session["job_id"]
 
     # Told in time: the walltime warning becomes a notification too, in the service's words.
     page.wait_for_function("() => window.__notices.some(n => n.title === 'Session ending soon')", timeout=120_000)

@@ -1,5 +1,6 @@
 // The tab's title says how the open session is, so a tab in the background shows it: "Queued - ParaView
-// sessions", "Ready - ...", "5 min left - ...", "Reconnecting - ...". The page's own title without a session.
+// sessions", "Ready - ...", "5 min left - ...", "Reconnecting - ...", "Disconnected - ..." (the quick view waits
+// for its person, or gave up). The page's own title without a session.
 
 import { stateWords } from "./words.js";
 
@@ -18,6 +19,7 @@ export class TabTitle {
   words(session, viewState) {
     if (session.state === "ready") {
       if (viewState === "reconnecting") return "Reconnecting";
+      if (viewState === "waiting" || viewState === "gave-up") return "Disconnected";
       if (session.ends_at) {
         const left = (new Date(session.ends_at) - Date.now()) / 1000;
         if (left < LEFT_SHOWN_BELOW_S) return left < 60 ? "Under 1 min left" : `${Math.floor(left / 60)} min left`;

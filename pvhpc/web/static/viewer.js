@@ -16,6 +16,10 @@
 // again, and says so in its status line. Before each try it asks the page whether the session is still there
 // (canReconnect): an ended session is not retried. It gives up after RECONNECT_FOR_MS and says why. The server
 // waits for it: no server ends for lack of a client on wslink's own timer under pvhpc (docs/applications.md).
+// A view nobody used for UNUSED_MS is not reconnected by itself but on the person's return (input on the view, the
+// tab shown again, the window focused, the browser online): the server counts a client connecting as user input
+// (pvhpc/node/input_idle.py), so a tab left open would otherwise keep its session from idle culling, and a front end
+// that closes websockets that carry nothing (limits.proxy_idle_timeout) would see it come straight back.
 
 // The connection is the npm wslink 1.x client (SmartConnect), the one ParaViewWeb's own apps use; index.html
 // loads its UMD bundle (static/vendor/wslink.js, installed by `pvhpc runtime install`), which defines `wslink`.
@@ -28,6 +32,7 @@ const HELLO_TIMEOUT_MS = 20000;
 const INTERACT = "pvhpc.viewport.interact";
 const RECONNECT_DELAYS_MS = [1000, 2000, 4000, 8000, 15000, 30000];
 const RECONNECT_FOR_MS = 10 * 60 * 1000;
+const UNUSED_MS = 5 * 60 * 1000;
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -48,6 +53,8 @@ export class RemoteView {
     this.reconnects = 0;
     this.wake = null;                   // ends the wait before the next try early (the browser is online again)
     this.onOnline = () => this.wake && this.wake();
+    this.lastUse = Date.now();          // the view opened, or the person's last mouse or key on it
+    this.onReturn = null;               // listeners of a view waiting for its person to come back
     this.connection = null;
     this.mtime = 0;
     this.shownQuality = 0;
@@ -92,8 +99,32 @@ export class RemoteView {
     this.connection = await connect(this.url, this.secret, (event) => {
       this.connection = null;
       this.detach();
-      this._reconnect(event.reason || `connection lost, code ${event.code}`);
+      const why = event.reason || `connection lost, code ${event.code}`;
+      if (Date.now() - this.lastUse > UNUSED_MS) this._reconnectOnReturn(why);
+      else this._reconnect(why);
     });
+  }
+
+  // A view nobody used lately: reconnected when its person is back, not before (see the top of this file).
+  _reconnectOnReturn(why) {
+    if (this.closed || this.onReturn) return;
+    this._connection("waiting");
+    this.onStatus(`Disconnected (${why}) while nobody used the view; it reconnects when you use it.`, true);
+    const back = () => {
+      if (document.hidden) return;
+      this._stopWaitingForReturn();
+      this.lastUse = Date.now();
+      this._reconnect(why);
+    };
+    this.onReturn = [
+      [this.container, "pointerdown"], [this.container, "keydown"], [this.container, "wheel"],
+      [document, "visibilitychange"], [window, "focus"], [window, "online"],
+    ].map(([target, type]) => { target.addEventListener(type, back); return [target, type, back]; });
+  }
+
+  _stopWaitingForReturn() {
+    for (const [target, type, handler] of this.onReturn || []) target.removeEventListener(type, handler);
+    this.onReturn = null;
   }
 
   // The state of the link, for the page and its tests: connecting, connected, reconnecting, gave-up.
@@ -155,6 +186,7 @@ export class RemoteView {
 
   close() {
     this.closed = true;
+    this._stopWaitingForReturn();
     window.removeEventListener("online", this.onOnline);
     if (this.wake) this.wake();
     this.detach();
@@ -165,11 +197,13 @@ export class RemoteView {
   }
 
   async addSource(name) {
+    this.lastUse = Date.now();
     await this.connection.call("pv.proxy.manager.create", [name, -1]);
     this.requestFrame();
   }
 
   async resetCamera() {
+    this.lastUse = Date.now();
     await this.connection.call("viewport.camera.reset", [-1]);
     this.requestFrame();
   }
@@ -313,6 +347,7 @@ export class RemoteView {
 
   // A whole drag from the middle of the view: how wheel and keys reach ParaView's mouse handler.
   _gesture(button, dx, dy) {
+    this.lastUse = Date.now();
     const events = [
       mouseEvent("down", 0.5, 0.5, button), mouseEvent("move", 0.5 + dx, 0.5 + dy, button),
       mouseEvent("up", 0.5 + dx, 0.5 + dy, null),
@@ -325,6 +360,7 @@ export class RemoteView {
   }
 
   _interact(action, x, y, button) {
+    this.lastUse = Date.now();
     const event = mouseEvent(action, x, y, button);
     if (action === "move" && this.queuedMove) {
       Object.assign(this.queuedMove, event);   // not sent yet: send the latest position instead
