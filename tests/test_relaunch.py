@@ -78,8 +78,8 @@ def run_async(coro_fn, *args):
 
 
 def worked_on_and_ended(client) -> tuple[dict, dict]:
-    """A session on the cpu partition, 7 minutes, given a sphere and cancelled; and the state it saved."""
-    session = client.launch("paraview", partition="cpu", walltime=7)
+    """A session on the cpu partition, 20 minutes, given a sphere and cancelled; and the state it saved."""
+    session = client.launch("paraview", partition="cpu", walltime=20)
     assert session["state"] == "ready", session
     asyncio.run(make_sphere(session))
     client.cancel(session["id"])
@@ -109,7 +109,7 @@ def test_pvhpc_relaunch_with_state_starts_from_the_last_saved_state(service_fact
     assert done.returncode == 0, done.stderr
     again = json.loads(done.stdout)
     assert again["id"] != past["id"] and again["state"] == "ready", again
-    assert (again["partition"], again["walltime"], again["application"]) == ("cpu", "00:07:00", "paraview")
+    assert (again["partition"], again["walltime"], again["application"]) == ("cpu", "00:20:00", "paraview")
     assert asyncio.run(pipeline(again)) == ["Sphere1"]
     assert f"pvhpc: loaded the state {state['path']}" in client.log(again["id"])
 
@@ -158,11 +158,12 @@ def test_the_page_relaunches_with_the_last_saved_state_and_remembers_the_forms_c
         assert page.locator(f'#past-table tr[data-session="{bare["id"]}"] button.with-state').count() == 0
         row.locator("button.with-state").click()
         assert page.input_value("#saved_state") == state["path"] and page.input_value("#data") == ""
-        assert (page.input_value("#partition"), page.input_value("#walltime")) == ("cpu", "00:07:00")
+        assert (page.input_value("#partition"), page.input_value("#walltime")) == ("cpu", "00:20:00")
         page.screenshot(path=str(artifacts / "01-form-with-state.png"), full_page=True)
         page.click("#launch-button")
         page.wait_for_selector('#session-state[data-state="ready"]', timeout=READY_MS)
         new_id = page.evaluate("document.querySelector('#live-table tbody tr').dataset.session")
+        page.wait_for_function("() => document.title === 'Ready - ParaView sessions'", timeout=5_000)   # 20 min left
         again = client.get(new_id)
         assert new_id != past["id"] and run_async(pipeline, again) == ["Sphere1"]
         assert f"pvhpc: loaded the state {state['path']}" in client.log(new_id)
@@ -170,7 +171,7 @@ def test_the_page_relaunches_with_the_last_saved_state_and_remembers_the_forms_c
         # The form's last choices, across a reload: that launch's, not the defaults.
         load()
         assert (page.input_value("#application"), page.input_value("#partition"),
-                page.input_value("#walltime")) == ("paraview", "cpu", "00:07:00")
+                page.input_value("#walltime")) == ("paraview", "cpu", "00:20:00")
         assert page.input_value("#saved_state") == ""   # one session's, not a choice to remember
         page.screenshot(path=str(artifacts / "02-remembered.png"), full_page=True)
         # Choices no longer offered are dropped quietly: the defaults, and nothing said about them.
