@@ -202,6 +202,8 @@ export class SessionPanel {
       const s = $("viewer-status");
       s.textContent = text;
       s.classList.toggle("bad", Boolean(isError));
+      // Read out the link's turns (lost, back, given up), not each try's countdown.
+      if (/^(Reconnected|Gave up|Disconnected)/.test(text) || text.includes("(try 1)")) announce(text);
     };
     if (!session.secret || !session.sessionURL) {
       status("Only the session's owner can open its view.", true);
