@@ -24,9 +24,12 @@ submitted twice (the live Slurm jobs named pvhpc-* are exactly the sessions'
 jobs, each session with its own job id), then ends every session through the
 API (all at once again) and checks that no job is left in the queue. A round
 is both baselines then the burst, against one service that keeps running;
---rounds of them give the spread. It also reads, from /proc, the CPU time the
-service, the sbatch processes it ran and slurmctld spent during each burst:
-on a small machine they share the same cores.
+--rounds of them give the spread, and each round's rate is set against the
+sequential sbatch of the same round (the RATIO line: on a shared machine the
+load moves between rounds). It also reads, from /proc, the CPU time the
+service, its command spawner (or pyslurm workers), the sbatch processes they
+ran and slurmctld spent during each burst, the whole machine's busy time and
+the load: on a small machine they share the same cores.
 
 --backend picks the service's scheduler backend (the command-line tools, the
 default, or pyslurm's worker processes, from install.sh's environment for the
