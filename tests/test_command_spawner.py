@@ -4,6 +4,7 @@ processes: the spawner itself, and small commands of this machine (sh, sleep, ca
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import time
@@ -222,3 +223,26 @@ def test_frames_round_trip_and_an_oversized_one_is_refused():
         return first, await read_frame(empty)
 
     assert run(main()) == ({"id": 1, "argv": ["sbatch"], "input": "é\n"}, None)
+
+
+# The first spawner's asyncio transport is collected after its loop has closed, and asyncio's own clean-up then
+# complains of the closed loop (an exception it ignores): the pipe and the process are gone already.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_runner_used_again_from_another_event_loop_starts_a_spawner_there_and_lets_the_first_go():
+    runner = SpawnerRunner()
+
+    async def once():
+        return (await runner.run(["echo", "hi"])).stdout, runner.pid
+
+    first_answer, first = run(once())          # its loop is closed after this
+    second_answer, second = run(once())
+    assert first_answer == second_answer == "hi\n" and second != first
+    assert gone_soon(first)
+
+    async def close():
+        await runner.close()
+
+    run(close())   # the second spawner's loop is gone too: let go, not waited for
+    assert gone_soon(second)
+    del runner
+    gc.collect()   # the transports' clean-up here, under this test's filter

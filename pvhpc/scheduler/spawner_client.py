@@ -38,7 +38,8 @@ class SpawnerRunner(CommandRunner):
         self.env = {**os.environ, "LC_ALL": "C", **(env or {})}
         self._ids = itertools.count(1)
         self._waiting: dict[int, tuple[object, asyncio.Future]] = {}   # by request: its spawner, its answer
-        self._started: asyncio.Future | None = None   # of (process, its stdin): one start for all first callers
+        self._started: asyncio.Future | None = None   # of the process: one start for all first callers
+        self._loop: asyncio.AbstractEventLoop | None = None   # the event loop its pipes belong to
 
     async def run(self, argv: Sequence[str], input: str | None = None, timeout: float = 30,
                   max_output: int | None = None) -> CommandResult:
@@ -70,6 +71,9 @@ class SpawnerRunner(CommandRunner):
         """Let the spawner finish the commands under way (their answers still reach their callers) and end."""
         if self._started is None:
             return
+        if self._loop is not asyncio.get_running_loop():
+            self._let_go()
+            return
         started, self._started = self._started, None
         try:
             proc = await started
@@ -89,7 +93,18 @@ class SpawnerRunner(CommandRunner):
         if proc.returncode is None and not proc.stdin.is_closing():
             proc.stdin.write(frame({"id": number, "cancel": True}))
 
+    def _let_go(self) -> None:
+        """Close the pipe into a spawner started on another event loop (one asyncio.run after another: staff
+        commands, tests), without that loop: it finishes what it runs and ends, and this loop starts its own."""
+        started, self._started = self._started, None
+        if started is not None and started.done() and not started.cancelled() and started.exception() is None:
+            started.result().stdin.transport.get_extra_info("pipe").close()
+
     async def _spawner(self):
+        loop = asyncio.get_running_loop()
+        if self._started is not None and self._loop is not loop:
+            self._let_go()
+        self._loop = loop
         if self._started is None:
             self._started = asyncio.ensure_future(self._start())
         started = self._started
