@@ -24,9 +24,12 @@ submitted twice (the live Slurm jobs named pvhpc-* are exactly the sessions'
 jobs, each session with its own job id), then ends every session through the
 API (all at once again) and checks that no job is left in the queue. A round
 is both baselines then the burst, against one service that keeps running;
---rounds of them give the spread. It also reads, from /proc, the CPU time the
-service, the sbatch processes it ran and slurmctld spent during each burst:
-on a small machine they share the same cores.
+--rounds of them give the spread, and each round's rate is set against the
+sequential sbatch of the same round (the RATIO line: on a shared machine the
+load moves between rounds). It also reads, from /proc, the CPU time the
+service, its command spawner (or pyslurm workers), the sbatch processes they
+ran and slurmctld spent during each burst, the whole machine's busy time and
+the load: on a small machine they share the same cores.
 
 --backend picks the service's scheduler backend (the command-line tools, the
 default, or pyslurm's worker processes, from install.sh's environment for the
@@ -210,18 +213,27 @@ def plot(latencies: list[float], rates: dict[str, float], users: int, path: Path
     save(fig, path)
 
 
-def service_cpu(pid: int) -> tuple[float, float]:
-    """CPU seconds so far of the service itself, and of its children: those ended (the sbatch it ran) and those
-    still running (the pyslurm backend's workers)."""
+def service_cpu(pid: int) -> tuple[float, float, float]:
+    """CPU seconds so far of the service itself, of its helper processes still running (the command spawner, the
+    pyslurm backend's workers), and of the commands they or the service ran and waited for (the sbatch)."""
     own, ended = cpu_seconds(pid)
-    running = 0.0
+    helpers = 0.0
     for children in Path(f"/proc/{pid}/task").glob("*/children"):
         for child in children.read_text().split():
             try:
-                running += cpu_seconds(int(child))[0]
+                child_own, child_ended = cpu_seconds(int(child))
             except OSError:
-                pass   # ended since the list was read: counted with the ended ones
-    return own, ended + running
+                continue   # ended since the list was read: counted with the ended ones
+            helpers += child_own
+            ended += child_ended   # the spawner's sbatch
+    return own, helpers, ended
+
+
+def machine_busy() -> float:
+    """CPU seconds the whole machine has been busy (all cores, every process: other people's too), /proc/stat."""
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in
+                                                                Path("/proc/stat").read_text().split()[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def py_spy(pid: int, path: Path) -> subprocess.Popen:
@@ -241,7 +253,7 @@ def py_spy(pid: int, path: Path) -> subprocess.Popen:
 def one_round(cfg, env: dict, svc, staff, users: list[str], spread: float, slurmctld: int,
               profile: Path | None = None) -> dict:
     """Both baselines, then the burst, its checks, and every session ended again."""
-    result: dict = {"rates": {}}
+    result: dict = {"rates": {}, "load": os.getloadavg()[0]}
     # Each baseline's jobs are cancelled before the next measurement, so every one sees the same queue.
     for label, threads in (("sbatch, one after another", 1), (f"sbatch, {len(users)} at once", len(users))):
         seconds, ids = sbatch_baseline(cfg, env, len(users), threads)
@@ -250,12 +262,13 @@ def one_round(cfg, env: dict, svc, staff, users: list[str], spread: float, slurm
 
     # CPU seconds during the burst: the service's own, its children's (the sbatch it ran), slurmctld's.
     spy = py_spy(svc.proc.pid, profile) if profile else None
-    before = service_cpu(svc.proc.pid) + (cpu_seconds(slurmctld)[0],)
+    before = service_cpu(svc.proc.pid) + (cpu_seconds(slurmctld)[0], machine_busy())
     answers = asyncio.run(fire(svc.frontend_url, [(u, "POST", "/api/v1/sessions", REQUEST) for u in users], spread))
     if spy:
         spy.send_signal(signal.SIGINT)   # py-spy writes its file on SIGINT
         spy.wait(30)
-    result["cpu"] = [b - a for a, b in zip(before, service_cpu(svc.proc.pid) + (cpu_seconds(slurmctld)[0],))]
+    after = service_cpu(svc.proc.pid) + (cpu_seconds(slurmctld)[0], machine_busy())
+    result["cpu"] = [b - a for a, b in zip(before, after)]
     created = [a for a in answers if a.status == 201]
     result["rates"][f"pvhpc, {len(users)} users at once"] = len(created) / wall(answers)
     result["latencies"] = [a.latency for a in answers]
@@ -291,11 +304,15 @@ def print_results(rounds: list[dict], users: int, spread: float) -> None:
     for q, label in ((0.5, "p50"), (0.9, "p90"), (0.99, "p99"), (1.0, "max")):
         print(f"  API latency {label}: {report.spread([percentile(r['latencies'], q) * 1000 for r in rounds])} ms")
     print(f"  burst, first request to last answer: {report.spread([r['wall'] for r in rounds], '{:.2f}')} s")
-    own, sbatch, ctld = ([r["cpu"][i] for r in rounds] for i in range(3))
+    own, helpers, commands, ctld, machine = ([r["cpu"][i] for r in rounds] for i in range(5))
     print(f"  CPU seconds during the burst: the service {report.spread(own, '{:.2f}')} "
-          f"({statistics.median(own) / users * 1000:.1f} ms per session), its children (sbatch or pyslurm workers) "
-          f"{report.spread(sbatch, '{:.2f}')}, slurmctld {report.spread(ctld, '{:.2f}')} "
-          f"({os.cpu_count()} cores here)")
+          f"({statistics.median(own) / users * 1000:.1f} ms per session), its helper processes (the command spawner "
+          f"or pyslurm workers) {report.spread(helpers, '{:.2f}')}, the commands they ran (sbatch) "
+          f"{report.spread(commands, '{:.2f}')}, slurmctld {report.spread(ctld, '{:.2f}')}; the whole machine "
+          f"{report.spread(machine, '{:.2f}')} of {report.spread([r['wall'] * os.cpu_count() for r in rounds], '{:.2f}')} "
+          f"({os.cpu_count()} cores)")
+    loads = ", ".join(f"{r['load']:.2f}" for r in rounds)
+    print(f"  1-minute load average at each round's start: {loads}")
     problems = [p for r in rounds for p in r["problems"]]
     sessions = ", ".join(str(r["created"]) for r in rounds)
     job_ids = ", ".join(str(r["job_ids"]) for r in rounds)
@@ -306,6 +323,10 @@ def print_results(rounds: list[dict], users: int, spread: float) -> None:
     for label in rounds[0]["rates"]:
         rates = [r["rates"][label] for r in rounds]
         print(f"  {label:<28} {report.spread(rates):>16}/s  {statistics.median(rates) / base:5.2f}x")
+    label = f"pvhpc, {users} users at once"
+    ratios = [r["rates"][label] / r["rates"]["sbatch, one after another"] for r in rounds]
+    print(f"\nRATIO pvhpc / sequential sbatch of the same round: median {statistics.median(ratios):.2f}x "
+          f"({', '.join(f'{x:.2f}x' for x in ratios)}; goal 1.5x)")
     print(f"\nEnding every session through the API (DELETE, all at once): "
           f"{report.spread([r['end_wall'] for r in rounds], '{:.2f}')} s; "
           f"not ended: {sum(r['not_ended'] for r in rounds)}; "

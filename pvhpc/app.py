@@ -30,6 +30,7 @@ from pvhpc.metrics import Metrics
 from pvhpc.web.ratelimit import HeldAtOnce, RateLimiter
 from pvhpc.scheduler import Scheduler, make_scheduler
 from pvhpc.scheduler.runners import CommandRunner, LocalRunner, SSHRunner, SudoRunner
+from pvhpc.scheduler.spawner_client import SpawnerRunner
 from pvhpc.sessions.service import SessionService
 from pvhpc.db.store import Store
 from pvhpc.sessions.storefeed import StoreFeed
@@ -104,7 +105,8 @@ class PvhpcApp:
             from pvhpc.scheduler import ssh
 
             self.ssh_link = ssh.SSHLink.from_config(config.ssh)
-        runner = runner_for(config, self.ssh_link)
+        # The service's own commands are started by its command spawner, off its event loop (spawner.py says why).
+        self.runner = runner = runner_for(config, self.ssh_link, spawner=True)
         runner_for_user = user_runners_for(config, runner)
         metrics = Metrics(config.partitions)
         scheduler = metrics.metered(scheduler or scheduler_for(config, runner, runner_for_user))
@@ -180,6 +182,8 @@ class PvhpcApp:
         await self.ctx.frontend.stop()
         if self.ssh_link:
             self.ssh_link.close()
+        if isinstance(self.runner, SpawnerRunner):
+            await self.runner.close()   # after the tracker: nothing starts a command any more
         if self.server:
             self.server.stop()
             await self.server.close_all_connections()
@@ -194,10 +198,13 @@ class PvhpcApp:
 # The scheduler's parts, built the same way for the service and for staff commands that talk to Slurm
 # without a running service (pvhpc doctor, pvhpc cluster ...).
 
-def runner_for(cfg: SiteConfig, ssh_link=None) -> CommandRunner:
-    """Where Slurm's commands run: here, or on the login host over the SSH link."""
+def runner_for(cfg: SiteConfig, ssh_link=None, spawner: bool = False) -> CommandRunner:
+    """Where Slurm's commands run: here, or on the login host over the SSH link. ``spawner``: here, started by a
+    command spawner process (for the service; a staff command starts its few commands itself)."""
     env = cfg.scheduler.environment
-    return SSHRunner(ssh_link, env) if ssh_link is not None else LocalRunner(env)
+    if ssh_link is not None:
+        return SSHRunner(ssh_link, env)
+    return SpawnerRunner(env) if spawner else LocalRunner(env)
 
 
 def user_runners_for(cfg: SiteConfig, runner: CommandRunner):

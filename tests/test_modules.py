@@ -207,7 +207,11 @@ def test_the_service_refuses_an_unknown_version_and_a_missing_module_before_any_
                    partitions={"cpu": {"modules": ["cuda/12"]}},
                    applications={"paraview": {"data_roots": [str(tmp_path)], "modules": ["base"],
                                               "versions": VERSIONS}})
-    asyncio.run(app.ctx.service.modules.check())
+    async def check_at_start():
+        await app.ctx.service.modules.check()
+        await app.runner.close()   # its command spawner belongs to this event loop; fetch_all runs another
+
+    asyncio.run(check_at_start())
     assert app.ctx.service.modules.system.startswith("Lmod")
     answers = fetch_all(app, [
         ("POST", "/api/v1/sessions", json.dumps({"application": "paraview", "version": "7.0"})),

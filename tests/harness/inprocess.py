@@ -19,6 +19,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPResponse
 
 from pvhpc import config
 from pvhpc.app import PvhpcApp
+from pvhpc.scheduler.spawner_client import SpawnerRunner
 from pvhpc.scheduler import Scheduler
 
 
@@ -70,6 +71,8 @@ async def served(app: PvhpcApp):
     finally:
         client.close()
         server.stop()
+        if isinstance(app.runner, SpawnerRunner):
+            await app.runner.close()   # the command spawner its commands started ends here, not with pytest
 
 
 def fetch_all(app: PvhpcApp, requests: list[tuple[str, str, str | None]], headers: dict | None = None) -> list:
