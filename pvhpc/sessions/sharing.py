@@ -1,0 +1,224 @@
+"""Sharing a session: who may share what with whom, and what a sharee gets.
+
+An owner grants a named user (or, where staff allow, a Unix group) ``view`` (sees the picture: the session's
+server lets nothing else of theirs through) or ``control`` (drives it too). The sharee opens the session with
+their own login and a key of their own (pvhpc/node/share_keys.py), never with the owner's secret; the session's
+server learns from its job's watchdog which grants stand (``grants_for_session``), so a revoke, sharing turned off,
+or the session's end cuts the sharee off within seconds (pvhpc/node/share_gate.py). Every grant, revoke and
+sharee's connection is a line in the session's history. docs/sharing.md says it for users and staff.
+"""
+
+from __future__ import annotations
+
+import grp
+import pwd
+import re
+from dataclasses import dataclass
+
+from pvhpc.db.shares import ShareStore
+from pvhpc.db.store import SessionRecord, ShareGrant
+from pvhpc.errors import PvhpcError
+from pvhpc.jobs.states import SessionState
+from pvhpc.node import share_keys
+
+ROLES = share_keys.ROLES
+NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")   # a Unix user or group name as pvhpc takes one
+
+
+class SharingError(PvhpcError):
+    status = 400
+
+
+@dataclass(frozen=True)
+class Sharee:
+    """Who is named: a user or a group."""
+    kind: str   # "user" or "group"
+    name: str
+
+
+class UnixDirectory:
+    """Users and groups as the service host knows them (the same accounts the jobs run as)."""
+
+    def user_exists(self, name: str) -> bool:
+        try:
+            pwd.getpwnam(name)
+        except KeyError:
+            return False
+        return True
+
+    def group_exists(self, name: str) -> bool:
+        try:
+            grp.getgrnam(name)
+        except KeyError:
+            return False
+        return True
+
+    def groups_of(self, user: str) -> list[str]:
+        try:
+            gid = pwd.getpwnam(user).pw_gid
+        except KeyError:
+            return []
+        return sorted({g.gr_name for g in grp.getgrall() if user in g.gr_mem or g.gr_gid == gid})
+
+
+def roles_of(app) -> tuple[str, ...]:
+    """The roles a session of ``app`` may be shared with: where pvhpc's share gate runs inside the server
+    (pvhpc's own server, and any Python ParaViewWeb server run through pvhpc's argv wrapper, which a
+    ``${secret}`` in the command means) both; nowhere else (a desktop session's bridge, trame's wslink 2.x, a
+    site's own server check only the owner's secret)."""
+    if app is None or app.desktop or app.serves_own_client:
+        return ()
+    command = " ".join(app.command or ())
+    return ROLES if "${server_script}" in command or "${secret}" in command else ()
+
+
+def application_sharing(app, config) -> dict:
+    """What ``GET /api/v1/applications`` says of sharing its sessions (the page's Share dialog offers these)."""
+    roles = roles_of(app) if config.sharing.enabled else ()
+    if config.sharing.view_only:
+        roles = tuple(r for r in roles if r == "view")
+    if not config.sharing.enabled:
+        why = "sharing is turned off at this site (sharing.enabled)"
+    elif not roles_of(app):
+        why = ("its sessions cannot be shared: pvhpc cannot check a sharee's key or keep a view-only one from "
+               "driving it in this application's server")
+    elif config.sharing.view_only:
+        why = "this site allows view grants only (sharing.view_only)"
+    else:
+        why = None
+    return {"share_roles": list(roles), "share_groups": bool(roles) and config.sharing.groups, "share_note": why}
+
+
+def describe(grant: ShareGrant) -> dict:
+    return {"kind": grant.kind, "name": grant.name, "role": grant.role,
+            "granted_at": grant.created_at.isoformat() + "Z"}
+
+
+class Sharing:
+    def __init__(self, config, store, directory: UnixDirectory | None = None):
+        self.config = config
+        self.shares = ShareStore(store)
+        self.db = store.off_loop
+        self.directory = directory or UnixDirectory()
+
+    # -- the owner's --------------------------------------------------------------------------------------
+    def check_request(self, record: SessionRecord, actor: str, body) -> tuple[Sharee, str]:
+        """The sharee and role a share request names, or a SharingError naming the field at fault."""
+        sharing = self.config.sharing
+        if not sharing.enabled:
+            raise SharingError("sharing is turned off at this site (sharing.enabled)", status=403)
+        self.check_owner(record, actor)
+        if not isinstance(body, dict):
+            raise SharingError("the request body must be a JSON object")
+        unknown = sorted(set(body) - {"user", "group", "role"})
+        if unknown:
+            raise SharingError("unknown field (known: user, group, role)", field=unknown[0])
+        if ("user" in body) == ("group" in body):
+            raise SharingError("name one user or one group to share with", field="user")
+        kind = "user" if "user" in body else "group"
+        name = body[kind]
+        if not isinstance(name, str) or not NAME.match(name):
+            raise SharingError(f"{name!r} is not a {kind} name", field=kind)
+        role = body.get("role")
+        if role not in ROLES:
+            raise SharingError(f"{role!r} is not a role: view (sees the picture) or control (drives it too)",
+                               field="role")
+        if kind == "group" and not sharing.groups:
+            raise SharingError("this site does not let sessions be shared with groups (sharing.groups): name "
+                               "users", field="group", status=403)
+        if role == "control" and sharing.view_only:
+            raise SharingError("this site allows view grants only (sharing.view_only)", field="role", status=403)
+        if record.session_state is SessionState.ENDED:
+            raise SharingError("the session has ended: there is nothing to share", status=409)
+        if record.ranks:
+            raise SharingError("a parallel session cannot be shared (its servers are out of the share gate's "
+                               "reach)", status=409)
+        app = self.config.applications.get(record.application)
+        offered = roles_of(app)
+        if role not in offered:
+            raise SharingError(
+                f"sessions of {record.application} cannot be shared" if not offered else
+                f"sessions of {record.application} can be shared as {' or '.join(offered)} only", field="role")
+        if kind == "user":
+            if name == record.user:
+                raise SharingError("that is the session's owner: an owner needs no share", field="user")
+            if not self.directory.user_exists(name):
+                raise SharingError(f"no user {name!r} on this site", field="user")
+        elif not self.directory.group_exists(name):
+            raise SharingError(f"no group {name!r} on this site", field="group")
+        return Sharee(kind, name), role
+
+    def check_owner(self, record: SessionRecord, actor: str) -> None:
+        if record.user != actor:
+            # Staff too: a grant hands out a key to the session, and staff never get one of another's.
+            raise SharingError(f"only the session's owner ({record.user}) shares it or ends a share", status=403)
+
+    async def share(self, record: SessionRecord, actor: str, body) -> ShareGrant:
+        sharee, role = self.check_request(record, actor, body)
+        detail = f"shared with {sharee.kind} {sharee.name} ({role})"
+        made = await self.db.write(self.shares.grant, record.id, sharee.kind, sharee.name, role, detail)
+        if made is None:
+            raise SharingError("the session has ended: there is nothing to share", status=409)
+        return made
+
+    async def unshare(self, record: SessionRecord, actor: str, name: str, kind: str = "user") -> list[ShareGrant]:
+        self.check_owner(record, actor)
+        if kind not in ("user", "group"):
+            raise SharingError(f"{kind!r} is not user or group", field="kind")
+        gone = await self.db.write(self.shares.revoke, record.id, kind, name, f"share with {kind} {name} revoked")
+        if not gone:
+            raise SharingError(f"the session is not shared with {kind} {name}", field=kind, status=404)
+        return gone
+
+    async def grants(self, record: SessionRecord) -> list[ShareGrant]:
+        return await self.db.read(self.shares.live_of, record.id)
+
+    # -- the sharee's ---------------------------------------------------------------------------------------
+    async def shared_with(self, user: str) -> list[tuple[SessionRecord, ShareGrant]]:
+        """The live sessions shared with ``user`` (by name or a group of theirs), one grant each, control first."""
+        if not self.config.sharing.enabled:
+            return []
+        groups = self.directory.groups_of(user) if self.config.sharing.groups else []
+        found = await self.db.read(self.shares.shared_with, user, groups)
+        best: dict[str, tuple[SessionRecord, ShareGrant]] = {}
+        for record, grant in found:
+            if not self.allowed(grant) or record.user == user:
+                continue
+            if record.id not in best or (grant.role == "control" and best[record.id][1].role != "control"):
+                best[record.id] = (record, grant)
+        return list(best.values())
+
+    async def grant_of(self, session_id: str, user: str) -> ShareGrant | None:
+        """The grant that lets ``user`` into the session, or None."""
+        for record, grant in await self.shared_with(user):
+            if record.id == session_id:
+                return grant
+        return None
+
+    def allowed(self, grant: ShareGrant) -> bool:
+        """Whether the site's rules still allow this grant (staff may have narrowed them since it was made)."""
+        sharing = self.config.sharing
+        return (sharing.enabled and (grant.kind == "user" or sharing.groups)
+                and (grant.role == "view" or not sharing.view_only))
+
+    @staticmethod
+    def key(record: SessionRecord, grant: ShareGrant) -> str:
+        return share_keys.key_for(record.secret, grant.id, grant.role)
+
+    def view_for_sharee(self, data: dict, record: SessionRecord, grant: ShareGrant) -> dict:
+        """A session as its sharee sees it: whose it is and their role, and their own key as its ``secret``
+        (clients connect with it exactly as with an owner's secret)."""
+        data = {k: v for k, v in data.items() if k not in ("secret", "job_id", "node", "host", "port", "data")}
+        data["shared"] = {"by": record.user, "role": grant.role}
+        if record.session_state is not SessionState.ENDED:
+            data["secret"] = self.key(record, grant)
+        return data
+
+    async def connected(self, session_id: str, user: str, grant: ShareGrant) -> None:
+        """A sharee's connection through the front end, in the session's history."""
+        await self.db.write(self.shares.note, session_id, f"{user} connected ({grant.role}, shared)")
+
+    # -- the node's -------------------------------------------------------------------------------------------
+    async def grants_for_session(self, session_id: str) -> dict[str, str]:
+        """{grant id: role} of a live session's grants that stand, for its server (through its watchdog)."""
+        return {g.id: g.role for g in await self.db.read(self.shares.live_of, session_id) if self.allowed(g)}
