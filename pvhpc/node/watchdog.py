@@ -188,9 +188,10 @@ class Watchdog(threading.Thread):
         return bool(said.get("connected")) and since >= FAST_ASK
 
     def run(self):
+        # Without a share gate to serve: one ask every interval. With one: a look at its ask file every TICK.
         tick = self.interval if self.shares is None else min(TICK, self.interval)
         while not self.closed.wait(tick):
-            if not self.due():
+            if self.shares is not None and not self.due():
                 continue
             self.last_ask, started = self.clock(), self.wall()
             if self.shares is not None:

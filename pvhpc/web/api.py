@@ -94,7 +94,10 @@ class ReportHandler(JSONHandler):
         if answer.get("live") and self.ctx.sharing is not None:
             # The grants that stand, for the server's share gate (pvhpc/node/share_gate.py): ids and roles only,
             # nothing a key can be made from. The job's user (the owner) may read them; they are theirs.
-            answer["grants"] = await self.ctx.sharing.grants_for_session(session_id)
+            # Said only when there are any: no "grants" means none stand, so a revoke of the last one still cuts.
+            grants = await self.ctx.sharing.grants_for_session(session_id)
+            if grants:
+                answer["grants"] = grants
         self.send(answer)
 
     async def post(self, session_id: str) -> None:
@@ -137,7 +140,9 @@ class SessionEventsHandler(JSONHandler):
     RETRY_MS = 2000
 
     async def get(self, session_id: str) -> None:
-        record = await self.own_session(session_id)
+        # A sharee follows it too, seeing it as sharees do (sessions/sharing.py).
+        self._shared = await self.shared_session(session_id)
+        record = self._shared[0] if self._shared is not None else await self.own_session(session_id)
         user = self.current_user
         limit = self.ctx.config.limits.event_streams_per_user
         streams = self.ctx.open_streams
@@ -220,6 +225,9 @@ class SessionEventsHandler(JSONHandler):
 
     async def _send_event(self, record: SessionRecord) -> None:
         data = self.session_view(record, with_secret=record.user == self.current_user)
+        if getattr(self, "_shared", None) is not None:
+            data = self.ctx.sharing.view_for_sharee(self.session_view(record, with_secret=False), record,
+                                                    self._shared[1])
         self.write(f"event: session\ndata: {json.dumps(data, default=str)}\n\n")
         await self._flush()
 

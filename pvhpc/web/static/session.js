@@ -4,6 +4,7 @@
 
 import { api } from "./api.js";
 import { $, announce, element, showPageError } from "./dom.js";
+import { ShareDialog, roleWords } from "./share.js";
 import { RemoteView } from "./viewer.js";
 import {
   expectedStart, jobLine, parallelLine, sessionDetail, stateNews, stateWords, timeLeft,
@@ -20,6 +21,13 @@ export class SessionPanel {
     $("cancel").addEventListener("click", () => this.cancel());
     $("show-log").addEventListener("click", () => this.toggleLog());
     $("close-session").addEventListener("click", () => { this.close(); this.onNews(); });
+    this.shareDialog = new ShareDialog({
+      // Others look on or drive: the owner's view watches for their changes too.
+      onShares: (shares) => this.view() && this.view().watch(shares.length > 0),
+    });
+    $("share").addEventListener("click", () => {
+      if (this.current) this.shareDialog.open(this.current.session, this.applicationOf(this.current.session));
+    });
     $("add-source-button").addEventListener("click", () => this.view() && this.view().addSource($("add-source").value));
     $("reset-camera").addEventListener("click", () => this.view() && this.view().resetCamera());
     $("quick-view").addEventListener("click", () => {
@@ -47,7 +55,10 @@ export class SessionPanel {
   // How a ready session of an application opens (the API's "opens"): pvhpc's quick view in this page, the
   // application's own web client at apps/<name>/ (the Visualizer), or the client its server serves itself.
   applicationOf(session) {
-    return this.store.applications.find((a) => a.name === session.application) || { opens: "view", client_url: null };
+    const app = this.store.applications.find((a) => a.name === session.application) || { opens: "view", client_url: null };
+    // A session shared with this user opens in the quick view, whatever its application (its own client would
+    // ask the launcher, which hands a session to its owner only).
+    return session.shared ? { ...app, opens: "view", client_url: null } : app;
   }
 
   async openById(id) {
@@ -125,7 +136,14 @@ export class SessionPanel {
     const parallel = parallelLine(session);
     $("session-parallel-label").hidden = $("session-parallel").hidden = !parallel;
     $("session-parallel").textContent = parallel;
-    $("cancel").hidden = session.state === "ended";
+    $("cancel").hidden = session.state === "ended" || Boolean(session.shared);
+    $("show-log").hidden = Boolean(session.shared);
+    $("session-shared-label").hidden = $("session-shared").hidden = !session.shared;
+    $("session-shared").textContent = session.shared
+      ? `by ${session.shared.by} with you: ${roleWords(session.shared.role)}` : "";
+    $("add-source-button").disabled = $("reset-camera").disabled =
+      Boolean(session.shared && session.shared.role === "view");
+    this.shareDialog.offer(session, this.applicationOf(session));
     this.showTimeLeft();
     if (session.state === "ended") showWarning(null);
     this.showOpenIn(session);
@@ -178,13 +196,17 @@ export class SessionPanel {
       s.classList.toggle("bad", Boolean(isError));
     };
     if (!session.secret || !session.sessionURL) {
-      status("Only the session's owner can open its view.", true);
+      status("Only the session's owner, and those it is shared with, can open its view.", true);
       return;
     }
     const view = new RemoteView($("viewer"), $("viewer-image"), status);
     this.current.view = view;
     try {
-      await view.open(websocketURL(session.sessionURL), session.secret);
+      await view.open(websocketURL(session.sessionURL), session.secret, session.shared ? session.shared.role : "owner");
+      if (!session.shared) {
+        // Shared already (a reload, another tab): watch for what the others do.
+        api.shares(session.id).then((answer) => view.watch(answer.shares.length > 0), () => {});
+      }
     } catch (error) {
       if (this.current && this.current.view === view) {
         status(`The view could not be opened: ${error.message}`, true);

@@ -19,6 +19,7 @@ const MAX_PIXELS = 1920 * 1200;        // a frame larger than this costs more th
 const STALE_RETRY_MS = 40;
 const HELLO_TIMEOUT_MS = 20000;
 const INTERACT = "pvhpc.viewport.interact";
+const WATCH_MS = 1000;                 // a shared session's view asks this often whether another changed it
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -41,18 +42,24 @@ export class RemoteView {
     this.chain = Promise.resolve();
     this.listeners = [];
     this.resizeObserver = null;
+    this.watching = null;
+    this.role = "owner";                // or a sharee's "view" or "control"
   }
 
-  async open(url, secret) {
+  // role: "owner", or the role of a session shared with this user ("view": the server refuses everything but the
+  // picture, so nothing is created here and the mouse is not sent).
+  async open(url, secret, role = "owner") {
+    this.role = role;
     this.onStatus("Connecting to the session's server…");
     this.connection = await connect(url, secret, (event) => {
       this.connection = null;
+      this.watch(false);
       this.detach();
       this.onStatus(event.code === 1000 ? "Disconnected." : `Disconnected (${event.reason || "connection lost"}).`,
                     event.code !== 1000);
     });
     // A session opened with a data file shows it already; an empty one gets a cone so there is something to turn.
-    const listing = await this.connection.call("pv.proxy.manager.list", []);
+    const listing = role === "view" ? { sources: [true] } : await this.connection.call("pv.proxy.manager.list", []);
     if (!listing || !listing.sources || listing.sources.length === 0) {
       await this.connection.call("pv.proxy.manager.create", ["Cone", -1]);
       await this.connection.call("viewport.camera.reset", [-1]);
@@ -65,11 +72,24 @@ export class RemoteView {
       this.direct = false;   // not pvhpc's server: ParaView's own calls
     }
     this.attach();
-    this.onStatus("Connected. Drag to rotate, right or middle drag to pan, wheel to zoom.");
+    this.onStatus(role === "view" ? "Connected, view only: you see the session as its owner works."
+      : "Connected. Drag to rotate, right or middle drag to pan, wheel to zoom.");
     if (!this.direct) this.requestFrame();
+    if (role !== "owner") this.watch(true);
+  }
+
+  // While others look on or drive (a shared session), ask every WATCH_MS for a newer picture: the server answers
+  // without an image when nothing changed.
+  watch(on) {
+    if (on && !this.watching) this.watching = setInterval(() => this.requestFrame(), WATCH_MS);
+    if (!on && this.watching) {
+      clearInterval(this.watching);
+      this.watching = null;
+    }
   }
 
   close() {
+    this.watch(false);
     this.detach();
     if (this.connection) {
       this.connection.close();
@@ -155,6 +175,11 @@ export class RemoteView {
       this.listeners.push([target, type, handler, options]);
     };
     const c = this.container;
+    if (this.role === "view") {
+      this.resizeObserver = new ResizeObserver(() => this.requestFrame());
+      this.resizeObserver.observe(c);
+      return;   // a view-only sharee's input would be refused by the server anyway (pvhpc/node/share_gate.py)
+    }
     on(c, "pointerdown", (e) => this._pointerDown(e));
     on(c, "pointermove", (e) => this._pointerMove(e));
     on(c, "pointerup", (e) => this._pointerUp(e));
