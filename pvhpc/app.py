@@ -133,7 +133,8 @@ class PvhpcApp:
         self.ctx = Context(config, store, scheduler, bus, service, frontend,
                            make_authenticator(config.auth, tokens), tokens,
                            RateLimiter(config.limits.requests_per_minute), logs,
-                           self.tracker, metrics, sharing=Sharing(config, store))
+                           self.tracker, metrics,
+                           sharing=Sharing(config, store, on_sharees=frontend.set_sharees))
         self.web = tornado.web.Application(frontend.handlers(self.ctx) + routes(self.ctx),
                                            default_handler_class=NotFoundHandler,
                                            log_function=counting(log_request, metrics),
@@ -161,6 +162,7 @@ class PvhpcApp:
                      "reachable" if stats.reachable else "UNREACHABLE: kept as unknown")
         await self.ctx.frontend.start()
         self.ctx.frontend.rebuild(self.ctx.store.live())
+        self.ctx.sharing.publish_all()   # who each session is shared with, for a front end that checks it itself
         self.walltime_warnings.start(self.ctx.store.live())
         self.server = tornado.httpserver.HTTPServer(
             self.web, xheaders=False, max_body_size=max(cfg.limits.max_body_bytes * 4, 1024 * 1024),

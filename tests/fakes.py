@@ -93,3 +93,6 @@ class Directory:
 
     def groups_of(self, user):
         return sorted(g for g, members in self.groups.items() if user in members)
+
+    def members_of(self, group):
+        return sorted(self.groups.get(group, ()))

@@ -23,6 +23,13 @@ class ShareStore:
                                                             ShareGrant.revoked_at.is_(None))
                                    .order_by(ShareGrant.created_at)))
 
+    def all_live(self) -> list[ShareGrant]:
+        """Every grant that stands, of sessions not ended."""
+        with self.store.transaction() as db:
+            return list(db.scalars(select(ShareGrant).join(SessionRecord, SessionRecord.id == ShareGrant.session_id)
+                                   .where(ShareGrant.revoked_at.is_(None),
+                                          SessionRecord.state != SessionState.ENDED.value)))
+
     def grant(self, session_id: str, kind: str, name: str, role: str, detail: str) -> ShareGrant | None:
         """A new grant (replacing a standing one for the same sharee), with ``detail`` in the history; None when
         the session has ended meanwhile."""

@@ -53,6 +53,13 @@ class UnixDirectory:
             return False
         return True
 
+    def members_of(self, group: str) -> list[str]:
+        try:
+            found = grp.getgrnam(group)
+        except KeyError:
+            return []
+        return sorted(set(found.gr_mem) | {u.pw_name for u in pwd.getpwall() if u.pw_gid == found.gr_gid})
+
     def groups_of(self, user: str) -> list[str]:
         try:
             gid = pwd.getpwnam(user).pw_gid
@@ -95,11 +102,41 @@ def describe(grant: ShareGrant) -> dict:
 
 
 class Sharing:
-    def __init__(self, config, store, directory: UnixDirectory | None = None):
+    """``on_sharees(session_id, users)``: told the users each session is shared with whenever that changes (the
+    front end's set_sharees: Apache's map lets them through /proxy)."""
+
+    def __init__(self, config, store, directory: UnixDirectory | None = None, on_sharees=None):
         self.config = config
         self.shares = ShareStore(store)
         self.db = store.off_loop
         self.directory = directory or UnixDirectory()
+        self.on_sharees = on_sharees
+
+    def users_of(self, grants) -> frozenset[str]:
+        """The users ``grants`` (of one session) let in: named ones, and the members of named groups."""
+        users = set()
+        for grant in grants:
+            if not self.allowed(grant):
+                continue
+            if grant.kind == "user":
+                users.add(grant.name)
+            else:
+                users.update(self.directory.members_of(grant.name))
+        return frozenset(users)
+
+    def publish_all(self) -> None:
+        """Every live session's sharees to ``on_sharees``, at start (the front end's map is rebuilt then)."""
+        if self.on_sharees is None:
+            return
+        by_session: dict[str, list[ShareGrant]] = {}
+        for grant in self.shares.all_live():
+            by_session.setdefault(grant.session_id, []).append(grant)
+        for session_id, grants in by_session.items():
+            self.on_sharees(session_id, self.users_of(grants))
+
+    async def _publish(self, session_id: str) -> None:
+        if self.on_sharees is not None:
+            self.on_sharees(session_id, self.users_of(await self.db.read(self.shares.live_of, session_id)))
 
     # -- the owner's --------------------------------------------------------------------------------------
     def check_request(self, record: SessionRecord, actor: str, body) -> tuple[Sharee, str]:
@@ -159,6 +196,7 @@ class Sharing:
         made = await self.db.write(self.shares.grant, record.id, sharee.kind, sharee.name, role, detail)
         if made is None:
             raise SharingError("the session has ended: there is nothing to share", status=409)
+        await self._publish(record.id)
         return made
 
     async def unshare(self, record: SessionRecord, actor: str, name: str, kind: str = "user") -> list[ShareGrant]:
@@ -168,6 +206,7 @@ class Sharing:
         gone = await self.db.write(self.shares.revoke, record.id, kind, name, f"share with {kind} {name} revoked")
         if not gone:
             raise SharingError(f"the session is not shared with {kind} {name}", field=kind, status=404)
+        await self._publish(record.id)
         return gone
 
     async def grants(self, record: SessionRecord) -> list[ShareGrant]:
@@ -208,7 +247,7 @@ class Sharing:
     def view_for_sharee(self, data: dict, record: SessionRecord, grant: ShareGrant) -> dict:
         """A session as its sharee sees it: whose it is and their role, and their own key as its ``secret``
         (clients connect with it exactly as with an owner's secret)."""
-        data = {k: v for k, v in data.items() if k not in ("secret", "job_id", "node", "host", "port", "data")}
+        data = {k: v for k, v in data.items() if k not in ("secret", "host", "port", "data")}
         data["shared"] = {"by": record.user, "role": grant.role}
         if record.session_state is not SessionState.ENDED:
             data["secret"] = self.key(record, grant)

@@ -43,6 +43,7 @@ export class RemoteView {
     this.listeners = [];
     this.resizeObserver = null;
     this.watching = null;
+    this.freshWanted = false;
     this.role = "owner";                // or a sharee's "view" or "control"
   }
 
@@ -81,7 +82,7 @@ export class RemoteView {
   // While others look on or drive (a shared session), ask every WATCH_MS for a newer picture: the server answers
   // without an image when nothing changed.
   watch(on) {
-    if (on && !this.watching) this.watching = setInterval(() => this.requestFrame(), WATCH_MS);
+    if (on && !this.watching) this.watching = setInterval(() => this.requestFrame(true), WATCH_MS);
     if (!on && this.watching) {
       clearInterval(this.watching);
       this.watching = null;
@@ -109,8 +110,11 @@ export class RemoteView {
 
   // -- frames ------------------------------------------------------------------------------------
 
-  requestFrame() {
+  // fresh: a whole picture even if the server thinks this view has it (another client's work may have changed the
+  // scene without this view's own renders seeing it).
+  requestFrame(fresh = false) {
     this.frameWanted = true;
+    if (fresh) this.freshWanted = true;
     if (!this.rendering) this._renderLoop();
   }
 
@@ -130,11 +134,13 @@ export class RemoteView {
         const upgrade = !moving && this.shownQuality > 0 && this.shownQuality < STILL_QUALITY;
         if (!this.frameWanted && !upgrade) break;
         this.frameWanted = false;
+        const fresh = this.freshWanted;
+        this.freshWanted = false;
         const quality = moving ? MOVING_QUALITY : STILL_QUALITY;
         // mtime: the server sends no image when nothing changed since the frame we have (saves the link);
         // a quality upgrade of an unchanged scene must ask with 0 to get one.
         const reply = await this.connection.call("viewport.image.render",
-                                                 [this._options(quality, upgrade ? 0 : this.mtime)]);
+                                                 [this._options(quality, upgrade || fresh ? 0 : this.mtime)]);
         // A stale answer carries ParaView's previous picture, which after pvhpc's own calls can be older than
         // the one shown: with those, only a finished picture is shown.
         if (reply && reply.image && !(this.direct && reply.stale)) {
