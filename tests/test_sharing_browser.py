@@ -76,6 +76,16 @@ class Tab:
         image = Image.open(io.BytesIO(png)).convert("RGB")
         return image.crop((2, 2, image.width - 2, image.height - 2))
 
+    def view_changed_from(self, before: Image.Image, path, timeout: float = 30) -> float:
+        """How much of the view changed from ``before``, once it has (or the timeout passed): another client's work
+        reaches this view at its next fresh picture (viewer.js asks every second while shared)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            share = changed_share(before, self.view(path))
+            if share > 0.02 or time.monotonic() > deadline:
+                return share
+            self.page.wait_for_timeout(500)
+
     def drag(self, dx: float, dy: float) -> None:
         box = self.page.locator("#viewer").bounding_box()
         x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
@@ -224,8 +234,8 @@ def run_the_story(svc, alice, bob, alice_name, bob_name, artifacts):
     alice.page.select_option("#add-source", "Wavelet")
     alice.page.click("#add-source-button")
     bob.wait_frame_after(frames)
-    after = bob.view(artifacts / "04-bob-sees-alice-work.png")
-    assert changed_share(before, after) > 0.02, "bob's view did not follow alice's work"
+    assert bob.view_changed_from(before, artifacts / "04-bob-sees-alice-work.png") > 0.02, \
+        "bob's view did not follow alice's work"
 
     # bob's mouse and keys: the page sends nothing that changes anything ...
     count = len(sources(proxy, owner["secret"], alice_name))
@@ -279,9 +289,9 @@ def run_the_story(svc, alice, bob, alice_name, bob_name, artifacts):
     bob.page.click("#add-source-button")
     bob.drag(-150, 60)
     alice.wait_frame_after(frames)
-    alices_after = alice.view(artifacts / "07-alice-sees-bobs-source.png")
+    assert alice.view_changed_from(alices_before, artifacts / "07-alice-sees-bobs-source.png") > 0.02, \
+        "alice's view did not show bob's work"
     assert len(sources(proxy, owner["secret"], alice_name)) == count + 1
-    assert changed_share(alices_before, alices_after) > 0.02, "alice's view did not show bob's work"
     alice.shot(artifacts / "07-alice-page.png")
 
     history = [h["detail"] for h in svc.user_client(alice_name).get(session_id)["history"]]
@@ -302,3 +312,81 @@ def run_the_story(svc, alice, bob, alice_name, bob_name, artifacts):
     print(f"session ended -> bob disconnected: {time.monotonic() - ended_at:.2f} s")
     assert time.monotonic() - ended_at < CUT_WITHIN
     assert alice.errors == [] and bob.errors == []
+
+
+@pytest.mark.apache
+def test_view_only_holds_behind_apache(unix_users, service_factory, apache_factory, apache_dir, artifacts):
+    """The same view-only path as deployed: Apache logs alice and bob in (Basic), lets bob's websocket through its
+    map's "<id>.as.<user>" line only while the share stands, and the session's server refuses his input."""
+    from pvhpc.frontends import apacheconf
+
+    from tests.harness.apache import APACHE_GROUP
+    from tests.harness.ports import free_port_block
+
+    alice_name, bob_name = unix_users["alice"], unix_users["bob"]
+    password = "pvhpc-share-test"
+    users = apache_dir / "users"
+    for i, name in enumerate((alice_name, bob_name)):
+        subprocess.run(["htpasswd", "-b" + ("c" if i == 0 else ""), str(users), name, password], check=True,
+                       capture_output=True)
+    shutil.chown(users, group=APACHE_GROUP)
+    users.chmod(0o640)
+    login = apache_dir / "auth.conf"
+    login.write_text(f"AuthType Basic\nAuthName pvhpc\nAuthUserFile {users}\nRequire valid-user\n")
+    map_file = apache_dir / "session-map.txt"
+    port = free_port_block(1)
+    session_url = apacheconf.Site("localhost", map_file, "http://127.0.0.1:1", port=port).session_url
+    svc = service_factory(frontend={"kind": "apache", "map_file": str(map_file), "map_group": "www-data",
+                                    "session_url": session_url},
+                          auth={"kind": "header", "header": "X-Remote-User", "users_trust_each_other": True},
+                          public_url=f"http://127.0.0.1:{port}").start()
+    apache = apache_factory(apacheconf.Site("localhost", map_file, svc.frontend_target, port=port,
+                                            auth_include=login)).start()
+    with chromium() as browser:
+        tabs = [browser.new_context(viewport={"width": 1280, "height": 1000},
+                                    http_credentials={"username": name, "password": password})
+                for name in (alice_name, bob_name)]
+        alice, bob = Tab(tabs[0], apache.url), Tab(tabs[1], apache.url)
+        alice.page.select_option("#partition", "cpu")
+        alice.page.click("#launch-button")
+        alice.page.wait_for_selector('#session-state[data-state="ready"]', timeout=READY_MS)
+        alice.wait_frame_after(0)
+        session_id = alice.page.get_attribute("#live-table tbody tr", "data-session")
+        proxy = f"ws://127.0.0.1:{port}/proxy?sessionId={session_id}&path=ws"
+        # Before any share, Apache lets bob's websocket nowhere (404 before any upgrade).
+        with pytest.raises(Exception, match="no socket"):
+            bob.page.evaluate(TRY_EVERYTHING, [proxy, "anything"])
+
+        alice.share(bob_name, "view")
+        alice.page.wait_for_selector(f'#share-list li[data-share="user:{bob_name}"]', timeout=10_000)
+        alice.page.click("#share-close")
+        assert f"{session_id}.as.{bob_name} " in map_file.read_text()
+        bob.page.reload()
+        bob.page.wait_for_selector("body[data-loaded=true]")
+        bob.open_shared(session_id)
+        bob.wait_text("#viewer-status", "view only", FRAME_MS)
+        bob.wait_frame_after(0)
+        before = bob.view(artifacts / "01-bob-through-apache.png")
+        frames = bob.frames()
+        alice.drag(160, 40)   # she turns her view (a Wavelet alone would lie outside the cone's camera)
+        bob.wait_frame_after(frames)
+        assert bob.view_changed_from(before, artifacts / "02-bob-sees-alice-work.png") > 0.02
+        key = bob.page.evaluate("id => fetch(`api/v1/sessions/${id}`).then((r) => r.json())", session_id)["secret"]
+        tried = bob.page.evaluate(TRY_EVERYTHING, [proxy, key])
+        assert tried["hello"] and tried["picture"] == "ok" and all(
+            tried[k] == "error -32003" for k in ("create", "mouse", "drag", "reset", "list", "exit")), tried
+
+        alice.page.click("#share")
+        revoked_at = time.monotonic()
+        alice.page.locator(f'#share-list li[data-share="user:{bob_name}"] button').click()
+        bob.wait_text("#viewer-status", "Disconnected", CUT_WITHIN * 1000 + 2000)
+        took = time.monotonic() - revoked_at
+        print(f"behind Apache: revoke -> bob disconnected: {took:.2f} s")
+        assert took < CUT_WITHIN
+        assert f"{session_id}.as.{bob_name} " not in map_file.read_text()
+        alice.page.click("#share-close")
+        alice.page.click("#cancel")
+        alice.page.wait_for_selector('#session-state[data-state="ended"]', timeout=30_000)
+        assert alice.errors == [] and bob.errors == []
+        for context in tabs:
+            context.close()
