@@ -146,13 +146,13 @@ class BuiltinFrontEnd(FrontEnd):
         session_path = rf"/session/({SESSION_ID_TEXT})(/.*)?"
         session_origin = ctx.config.frontend.session_origin
         if session_origin is None:
-            return [(r"/proxy", SessionProxyHandler, {**args, "sharing": ctx.sharing}),
+            return [(r"/proxy", SessionProxyHandler, {**args, "sharing": getattr(ctx, "sharing", None)}),
                     (session_path, ServedSessionHandler, {**served, "allowed_origins": ctx.config.service.allowed_origins})]
         # Sessions' content on a host of its own (web/content.py): there, only /session/; here, a redirect there.
         session_host = Rule(HostMatches(re.escape(urlsplit(session_origin).hostname) + "$"), [
             (session_path, ServedSessionHandler, {**served, "allowed_origins": (session_origin,), "sandboxed": False}),
             (r".*", NotSessionContent)])
-        return [session_host, (r"/proxy", SessionProxyHandler, {**args, "sharing": ctx.sharing}),
+        return [session_host, (r"/proxy", SessionProxyHandler, {**args, "sharing": getattr(ctx, "sharing", None)}),
                 (r"/session/.*", SessionOriginRedirect, {"session_origin": session_origin})]
 
     async def stop(self) -> None:
