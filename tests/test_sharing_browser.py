@@ -390,3 +390,4 @@ def test_view_only_holds_behind_apache(unix_users, service_factory, apache_facto
         assert alice.errors == [] and bob.errors == []
         for context in tabs:
             context.close()
+

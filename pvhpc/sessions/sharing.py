@@ -69,14 +69,15 @@ class UnixDirectory:
 
 
 def roles_of(app) -> tuple[str, ...]:
-    """The roles a session of ``app`` may be shared with: where pvhpc's share gate runs inside the server
-    (pvhpc's own server, and any Python ParaViewWeb server run through pvhpc's argv wrapper, which a
-    ``${secret}`` in the command means) both; nowhere else (a desktop session's bridge, trame's wslink 2.x, a
-    site's own server check only the owner's secret)."""
-    if app is None or app.desktop or app.serves_own_client:
+    """The roles a session of ``app`` may be shared with: both for pvhpc's own server (its share gate checks the
+    sharee's key and holds a view-only one to the picture, and the sharee sees it in pvhpc's quick view); none
+    for the rest. A desktop session's bridge, trame's wslink 2.x and a site's own server check only the owner's
+    secret; the Visualizer's server has the gate (it runs through pvhpc's argv wrapper) but answers no
+    ``viewport.image.render``, so the quick view shows a sharee nothing, and its own client is handed a session
+    by the launcher, which gives it to its owner only."""
+    if app is None or app.desktop or app.serves_own_client or app.web_client is not None:
         return ()
-    command = " ".join(app.command or ())
-    return ROLES if "${server_script}" in command or "${secret}" in command else ()
+    return ROLES if "${server_script}" in " ".join(app.command or ()) else ()
 
 
 def application_sharing(app, config) -> dict:
