@@ -154,3 +154,31 @@ def test_applications_say_which_roles_their_sessions_offer(tmp_path):
     assert roles["paraview"] == (["view", "control"], None)
     assert roles["desk"][0] == [] and "cannot be shared" in roles["desk"][1]
     assert roles["own"][0] == []
+
+
+def test_a_sharees_event_stream_ends_with_their_share(tmp_path):
+    import asyncio
+
+    from tests.harness.inprocess import served
+
+    app, tokens = sharing_app(tmp_path)
+    ask(app, tokens, ("alice", "POST", SHARES, {"user": "bob", "role": "view"}))
+
+    async def follow():
+        chunks = []
+        async with served(app) as there:
+            streaming = asyncio.ensure_future(there.client.fetch(
+                there.url + f"/api/v1/sessions/{SID}/events", headers={"Authorization": f"token {tokens['bob']}"},
+                streaming_callback=lambda c: chunks.append(c.decode()), request_timeout=30))
+            while not any('"shared":' in c for c in chunks):
+                await asyncio.sleep(0.05)
+            await there.fetch("DELETE", f"{SHARES}/bob", headers={"Authorization": f"token {tokens['alice']}"})
+            # a change of the session (any) is what the stream next sends: then it ends for bob
+            app.ctx.bus.publish(app.ctx.store.get(SID))
+            await asyncio.wait_for(streaming, 10)
+        return "".join(chunks)
+
+    text = asyncio.run(follow())
+    first, *rest = [c for c in text.split("\n\n") if c.startswith("event: session")]
+    assert '"shared":' in first and '"secret": "pvhpc-share.' in first
+    assert rest and all('"secret"' not in c and '"shared":' not in c for c in rest), rest

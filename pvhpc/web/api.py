@@ -226,8 +226,16 @@ class SessionEventsHandler(JSONHandler):
     async def _send_event(self, record: SessionRecord) -> None:
         data = self.session_view(record, with_secret=record.user == self.current_user)
         if getattr(self, "_shared", None) is not None:
-            data = self.ctx.sharing.view_for_sharee(self.session_view(record, with_secret=False), record,
-                                                    self._shared[1])
+            # A sharee's stream lasts as long as their share: revoked (or the session ended), it ends.
+            grant = await self.ctx.sharing.grant_of(record.id, self.current_user)
+            if grant is None:
+                data = {k: v for k, v in self.session_view(record, with_secret=False).items()
+                        if k in ("id", "user", "application", "state", "end_reason", "end_reason_text")}
+                self.write(f"event: session\ndata: {json.dumps(data, default=str)}\n\n")
+                await self._flush()
+                self._gone.set()
+                return
+            data = self.ctx.sharing.view_for_sharee(self.session_view(record, with_secret=False), record, grant)
         self.write(f"event: session\ndata: {json.dumps(data, default=str)}\n\n")
         await self._flush()
 
