@@ -182,3 +182,42 @@ def test_a_sharees_event_stream_ends_with_their_share(tmp_path):
     first, *rest = [c for c in text.split("\n\n") if c.startswith("event: session")]
     assert '"shared":' in first and '"secret": "pvhpc-share.' in first
     assert rest and all('"secret"' not in c and '"shared":' not in c for c in rest), rest
+
+
+def test_the_share_commands_as_a_user_runs_them(tmp_path):
+    """pvhpc share / shares / unshare (a real process, pvhpc's real routes in-process), with alice's token."""
+    import asyncio
+    import os
+    import sys
+    from pathlib import Path
+
+    from tests.harness.inprocess import served
+
+    repo = Path(__file__).resolve().parent.parent
+    app, tokens = sharing_app(tmp_path)
+
+    async def pvhpc(url, *args):
+        env = dict(os.environ, PYTHONPATH=str(repo), PVHPC_CLIENT_CONFIG=str(repo / "no-such-client.yaml"),
+                   PVHPC_URL=url, PVHPC_TOKEN=tokens["alice"])
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "pvhpc", *args, env=env,
+                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await proc.communicate()
+        return proc.returncode, out.decode(), err.decode()
+
+    async def run():
+        async with served(app) as there:
+            return [await pvhpc(there.url, *args) for args in (
+                ("share", SID, "bob", "--view"),
+                ("shares", SID, "--json"),
+                ("share", SID, "nosuchuser", "--control"),
+                ("share", SID, "bob"),
+                ("unshare", SID, "bob"),
+                ("unshare", SID, "bob"))]
+
+    shared, listed, unknown, no_role, unshared, again = asyncio.run(run())
+    assert shared[0] == 0 and "user  bob" in shared[1] and "view" in shared[1], shared
+    assert [(s["name"], s["role"]) for s in json.loads(listed[1])["shares"]] == [("bob", "view")]
+    assert unknown[0] == 2 and "no user 'nosuchuser'" in unknown[2], unknown
+    assert no_role[0] == 2 and "--view" in no_role[2], no_role
+    assert unshared[0] == 0 and "not shared with anyone" in unshared[1], unshared
+    assert again[0] == 3 and "not shared with user bob" in again[2], again
