@@ -384,6 +384,9 @@ def test_view_only_holds_behind_apache(unix_users, service_factory, apache_facto
         print(f"behind Apache: revoke -> bob disconnected: {took:.2f} s")
         assert took < CUT_WITHIN
         assert f"{session_id}.as.{bob_name} " not in map_file.read_text()
+        # Apache tells pvhpc nothing of connections: the session's server does, through its watchdog.
+        history = [h["detail"] for h in svc.user_client(alice_name).get(session_id)["history"]]
+        assert f"{bob_name} connected (view, shared)" in history, history
         alice.page.click("#share-close")
         alice.page.click("#cancel")
         alice.page.wait_for_selector('#session-state[data-state="ended"]', timeout=30_000)

@@ -12,9 +12,11 @@ Which grants stand, this process learns from pvhpc through two files in the job'
 
 - PVHPC_SHARES_FILE, written by the job's watchdog (watchdog.py) from pvhpc's answer to its liveness ask:
   ``{"asked_at": EPOCH, "grants": {GRANT_ID: ROLE}}``;
-- PVHPC_SHARES_ASK_FILE, written here: ``{"ask": EPOCH, "connected": N}``. A new ``ask`` makes the watchdog ask
-  pvhpc at once; while ``connected`` is above 0 it asks every FAST_ASK seconds (watchdog.py), so a revoke reaches
-  a connected sharee within about that (each change to the grants file is read within WATCH_EVERY).
+- PVHPC_SHARES_ASK_FILE, written here: ``{"ask": EPOCH, "connected": N, "grants": [GRANT_ID...]}``. A new
+  ``ask`` makes the watchdog ask pvhpc at once; while ``connected`` is above 0 it asks every FAST_ASK seconds
+  (watchdog.py), so a revoke reaches a connected sharee within about that (each change to the grants file is read
+  within WATCH_EVERY). ``grants``, those of the sharees connected, go to pvhpc with the ask, for the session's
+  history.
 
 A sharee's hello is answered only once a word from pvhpc newer than the hello lists its grant with its role (a
 key whose grant was revoked never gets in, even for a moment); with no fresh word within ADMIT_WAIT (pvhpc
@@ -125,7 +127,8 @@ class Gate:
         if ask is not None:
             self.asked = ask
         try:
-            write_json(self.ask_path, {"ask": self.asked, "connected": len(self.sharees)})
+            write_json(self.ask_path, {"ask": self.asked, "connected": len(self.sharees),
+                                       "grants": sorted({s.grant_id for s in self.sharees.values()})})
         except OSError:
             pass
 

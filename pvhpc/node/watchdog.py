@@ -187,6 +187,17 @@ class Watchdog(threading.Thread):
             return True
         return bool(said.get("connected")) and since >= FAST_ASK
 
+    def asked_urls(self):
+        """The URLs to ask, with the grants of the sharees connected now (ids only: nothing a key is made from) for
+        the session's history; as they are without a share gate, or with nobody connected."""
+        if self.shares is None:
+            return self.urls
+        grants = read_json(self.shares[1]).get("grants")
+        if not isinstance(grants, list) or not grants:
+            return self.urls
+        query = urllib.parse.urlencode({"connected": ",".join(str(g) for g in grants[:50])})
+        return [f"{url}{'&' if '?' in url else '?'}{query}" for url in self.urls]
+
     def run(self):
         # Without a share gate to serve: one ask every interval. With one: a look at its ask file every TICK.
         tick = self.interval if self.shares is None else min(TICK, self.interval)
@@ -197,7 +208,7 @@ class Watchdog(threading.Thread):
             if self.shares is not None:
                 said = read_json(self.shares[1]).get("ask", 0)
                 self.answered_ask = max(self.answered_ask, said if isinstance(said, (int, float)) else 0)
-            answer = self.ask(self.urls, self.token, self.timeout)
+            answer = self.ask(self.asked_urls(), self.token, self.timeout)
             if answer.kind == LIVE and self.shares is not None:
                 write_grants(self.shares[0], started, answer.grants or {})
             stop, said = self.watch.judge(answer, self.clock())

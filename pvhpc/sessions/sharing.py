@@ -112,6 +112,7 @@ class Sharing:
         self.db = store.off_loop
         self.directory = directory or UnixDirectory()
         self.on_sharees = on_sharees
+        self._connected: dict[str, set[str]] = {}   # session id -> grants whose sharees its server said are connected
 
     def users_of(self, grants) -> frozenset[str]:
         """The users ``grants`` (of one session) let in: named ones, and the members of named groups."""
@@ -257,6 +258,23 @@ class Sharing:
     async def connected(self, session_id: str, user: str, grant: ShareGrant) -> None:
         """A sharee's connection through the front end, in the session's history."""
         await self.db.write(self.shares.note, session_id, f"{user} connected ({grant.role}, shared)")
+
+    async def seen_connected(self, session_id: str, grant_ids: list[str]) -> None:
+        """The session's server says sharees of these grants are connected (through its watchdog's ask): each grant
+        newly connected is a line in the history. The built-in front end writes who connected itself (it knows
+        the user, where a group's grant does not), so this is for the others (Apache), which tell pvhpc nothing."""
+        if self.config.frontend.kind == "builtin":
+            return
+        seen = self._connected.setdefault(session_id, set())
+        new = set(grant_ids) - seen
+        seen.intersection_update(grant_ids)   # one who left and comes back is a new connection
+        if not new:
+            return
+        seen.update(new)
+        for grant in await self.db.read(self.shares.live_of, session_id):
+            if grant.id in new:
+                who = grant.name if grant.kind == "user" else f"a member of group {grant.name}"
+                await self.db.write(self.shares.note, session_id, f"{who} connected ({grant.role}, shared)")
 
     # -- the node's -------------------------------------------------------------------------------------------
     async def grants_for_session(self, session_id: str) -> dict[str, str]:

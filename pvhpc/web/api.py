@@ -98,6 +98,10 @@ class ReportHandler(JSONHandler):
             grants = await self.ctx.sharing.grants_for_session(session_id)
             if grants:
                 answer["grants"] = grants
+            # The grants whose sharees the session's server has connected now: a new one is a line in the history.
+            connected = self.get_query_argument("connected", "")
+            if connected:
+                await self.ctx.sharing.seen_connected(session_id, connected.split(","))
         self.send(answer)
 
     async def post(self, session_id: str) -> None:
