@@ -128,6 +128,13 @@ def test_staff_rules_view_only_groups_and_off(tmp_path):
     assert code == 403 and "sharing.enabled" in body["error"]
     assert apps["applications"][0]["share_roles"] == [] and "turned off" in apps["applications"][0]["share_note"]
 
+    # The grants reach a session's server with its watchdog's asks: without a watchdog, nothing can be shared.
+    no_watchdog = make_app(tmp_path / "d", ScriptedScheduler(), runtime={"watchdog_interval": 0, "watchdog_grace": 0})
+    token = no_watchdog.ctx.tokens.create("alice", "t", 1)[1]
+    (_, apps), = ask(no_watchdog, {"alice": token}, ("alice", "GET", "/api/v1/applications", None))
+    assert apps["applications"][0]["share_roles"] == []
+    assert "runtime.watchdog_interval" in apps["applications"][0]["share_note"]
+
 
 def test_grants_made_before_stop_when_staff_turn_sharing_off(tmp_path):
     app, tokens = sharing_app(tmp_path / "on")

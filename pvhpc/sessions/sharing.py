@@ -80,13 +80,24 @@ def roles_of(app) -> tuple[str, ...]:
     return ROLES if "${server_script}" in " ".join(app.command or ()) else ()
 
 
+def off_because(config) -> str | None:
+    """Why nothing can be shared at this site, or None."""
+    if not config.sharing.enabled:
+        return "sharing is turned off at this site (sharing.enabled)"
+    if not config.runtime.watchdog_interval:
+        # The grants reach a session's server only with its watchdog's asks (pvhpc/node/share_gate.py).
+        return "sharing needs the jobs' watchdog, which this site turned off (runtime.watchdog_interval is 0)"
+    return None
+
+
 def application_sharing(app, config) -> dict:
     """What ``GET /api/v1/applications`` says of sharing its sessions (the page's Share dialog offers these)."""
-    roles = roles_of(app) if config.sharing.enabled else ()
+    off = off_because(config)
+    roles = roles_of(app) if off is None else ()
     if config.sharing.view_only:
         roles = tuple(r for r in roles if r == "view")
-    if not config.sharing.enabled:
-        why = "sharing is turned off at this site (sharing.enabled)"
+    if off is not None:
+        why = off
     elif not roles_of(app):
         why = ("its sessions cannot be shared: pvhpc cannot check a sharee's key or keep a view-only one from "
                "driving it in this application's server")
@@ -144,8 +155,9 @@ class Sharing:
     def check_request(self, record: SessionRecord, actor: str, body) -> tuple[Sharee, str]:
         """The sharee and role a share request names, or a SharingError naming the field at fault."""
         sharing = self.config.sharing
-        if not sharing.enabled:
-            raise SharingError("sharing is turned off at this site (sharing.enabled)", status=403)
+        off = off_because(self.config)
+        if off is not None:
+            raise SharingError(off, status=403)
         self.check_owner(record, actor)
         if not isinstance(body, dict):
             raise SharingError("the request body must be a JSON object")
