@@ -32,12 +32,13 @@ from pvhpc.scheduler import Scheduler, make_scheduler
 from pvhpc.scheduler.runners import CommandRunner, LocalRunner, SSHRunner, SudoRunner
 from pvhpc.scheduler.spawner_client import SpawnerRunner
 from pvhpc.sessions.service import SessionService
+from pvhpc.sessions.sharing import Sharing
 from pvhpc.db.store import Store
 from pvhpc.sessions.storefeed import StoreFeed
 from pvhpc.db.tokens import TokenStore
 from pvhpc.sessions.tracker import Tracker
 from pvhpc.sessions.walltime_warnings import WalltimeWarnings
-from pvhpc.web import api, pages, pvw_launcher
+from pvhpc.web import api, pages, pvw_launcher, shares_api
 from pvhpc.web.base import NotFoundHandler
 from pvhpc.web.accesslog import log_request
 from pvhpc.web.prometheus import MetricsHandler, counting, read_token_file
@@ -69,6 +70,8 @@ class Context:
     metrics: Metrics
     # Event streams each user holds open on this instance (limits.event_streams_per_user).
     open_streams: HeldAtOnce = field(default_factory=HeldAtOnce)
+    # Sessions shared by their owners with other users (sessions/sharing.py).
+    sharing: Sharing | None = None
 
 
 def routes(ctx: Context) -> list:
@@ -81,6 +84,8 @@ def routes(ctx: Context) -> list:
         (rf"/api/v1/sessions/{SESSION_ID}/events", api.SessionEventsHandler, c),
         (rf"/api/v1/sessions/{SESSION_ID}/report", api.ReportHandler, c),
         (rf"/api/v1/sessions/{SESSION_ID}/log", api.SessionLogHandler, c),
+        (rf"/api/v1/sessions/{SESSION_ID}/shares", shares_api.SharesHandler, c),
+        (rf"/api/v1/sessions/{SESSION_ID}/shares/([A-Za-z0-9_.-]{{1,64}})", shares_api.ShareHandler, c),
         (r"/api/v1/applications", api.ApplicationsHandler, c),
         (r"/api/v1/pvsc", api.ServerConfigurationHandler, c),
         (r"/api/v1/saved-states", api.SavedStatesHandler, c),
@@ -130,7 +135,8 @@ class PvhpcApp:
         self.ctx = Context(config, store, scheduler, bus, service, frontend,
                            make_authenticator(config.auth, tokens), tokens,
                            RateLimiter(config.limits.requests_per_minute), logs,
-                           self.tracker, metrics)
+                           self.tracker, metrics,
+                           sharing=Sharing(config, store, on_sharees=frontend.set_sharees))
         self.web = tornado.web.Application(frontend.handlers(self.ctx) + routes(self.ctx),
                                            default_handler_class=NotFoundHandler,
                                            log_function=counting(log_request, metrics),
@@ -158,6 +164,7 @@ class PvhpcApp:
                      "reachable" if stats.reachable else "UNREACHABLE: kept as unknown")
         await self.ctx.frontend.start()
         self.ctx.frontend.rebuild(self.ctx.store.live())
+        self.ctx.sharing.publish_all()   # who each session is shared with, for a front end that checks it itself
         self.walltime_warnings.start(self.ctx.store.live())
         self.server = tornado.httpserver.HTTPServer(
             self.web, xheaders=False, max_body_size=max(cfg.limits.max_body_bytes * 4, 1024 * 1024),

@@ -75,3 +75,24 @@ class SubmittingScheduler(ScriptedScheduler):
     async def node_addresses(self):
         self.calls.append(("node_addresses",))
         return {name: set(names) for name, names in self.nodes.items()}
+
+
+class Directory:
+    """Unix users and groups for sharing's rules (pvhpc/sessions/sharing.py's UnixDirectory), without touching the
+    machine's own accounts."""
+
+    def __init__(self, users=("alice", "bob", "carol"), groups=None):
+        self.users = set(users)
+        self.groups = dict(groups or {})   # group -> members
+
+    def user_exists(self, name):
+        return name in self.users
+
+    def group_exists(self, name):
+        return name in self.groups
+
+    def groups_of(self, user):
+        return sorted(g for g, members in self.groups.items() if user in members)
+
+    def members_of(self, group):
+        return sorted(self.groups.get(group, ()))

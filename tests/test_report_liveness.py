@@ -59,13 +59,15 @@ def test_unknown_sessions_and_wrong_tokens_are_refused_alike_as_the_report_is(tm
     assert (posted.code, json.loads(posted.body)) == refused
 
 
-def test_each_ask_is_one_read_of_the_store(tmp_path):
+def test_each_ask_is_one_read_of_the_session_and_one_of_its_share_grants(tmp_path):
     app, _ = app_with_sessions(tmp_path)
     statements = []
     event.listen(app.ctx.store.engine, "before_cursor_execute",
                  lambda conn, cursor, statement, *rest: statements.append(statement))
     assert asked(app, LIVE_ID)[0] == 200
-    assert len(statements) == 1 and statements[0].lstrip().upper().startswith("SELECT"), statements
+    # The grants tell the server's share gate whom to let in and whom to cut off (pvhpc/node/share_gate.py).
+    assert len(statements) == 2 and all(s.lstrip().upper().startswith("SELECT") for s in statements), statements
+    assert "share_grants" in statements[1]
 
 
 def test_asks_are_logged_at_debug_and_refusals_as_ever(tmp_path, caplog):

@@ -93,7 +93,7 @@ def test_upgrade_from_schema_1_keeps_every_session(tmp_path):
         Store(url).open()
     upgraded = Store(url)
     upgraded.open(upgrade=True)
-    assert upgraded.schema_version() == SCHEMA_VERSION == 5
+    assert upgraded.schema_version() == SCHEMA_VERSION == 6
     assert [(r.id, r.job_id, r.state, r.nodes, r.ranks) for r in upgraded.live()] == [("s7", "77", "queued", 1, 0)]
     assert [e.state for e in upgraded.events("s7")] == ["submitting", "queued"]
     assert ApiToken.__tablename__ in upgraded.engine.dialect.get_table_names(upgraded.engine.connect())
@@ -111,6 +111,26 @@ def _drop_nodes_and_ranks(store) -> None:
 def _drop_version(store) -> None:
     with store.engine.begin() as conn:
         conn.execute(text("ALTER TABLE sessions DROP COLUMN version"))
+        conn.execute(text("DROP TABLE IF EXISTS share_grants"))   # schema 6 added it
+
+
+def test_upgrade_from_schema_5_makes_share_grants(store):
+    """Schema 6 stores sessions' share grants (pvhpc/sessions/sharing.py): sessions of before are shared with nobody."""
+    from pvhpc.db.shares import ShareStore
+
+    store.add(record(5))
+    with store.engine.begin() as conn:
+        conn.execute(text("DROP TABLE share_grants"))
+        conn.execute(text("UPDATE pvhpc_schema SET version = 5"))
+    with pytest.raises(SchemaError, match="schema version 5 is older"):
+        Store(store.url).open()
+    upgraded = Store(store.url)
+    upgraded.open(upgrade=True)
+    assert upgraded.schema_version() == 6
+    shares = ShareStore(upgraded)
+    assert shares.live_of("s5") == []
+    made = shares.grant("s5", "user", "bob", "view", "shared with user bob (view)")
+    assert [(g.id, g.role) for g in shares.live_of("s5")] == [(made.id, "view")]
 
 
 def test_upgrade_from_schema_4_records_versions(store):
@@ -123,7 +143,7 @@ def test_upgrade_from_schema_4_records_versions(store):
         Store(store.url).open()
     upgraded = Store(store.url)
     upgraded.open(upgrade=True)
-    assert upgraded.schema_version() == 5
+    assert upgraded.schema_version() == 6
     assert upgraded.get("s5").version is None
     upgraded.add(record(6, version="5.11-egl"))
     assert Store(store.url).get("s6").version == "5.11-egl"
@@ -140,7 +160,7 @@ def test_upgrade_from_schema_3_records_nodes_and_ranks(store):
         Store(store.url).open()
     upgraded = Store(store.url)
     upgraded.open(upgrade=True)
-    assert upgraded.schema_version() == 5
+    assert upgraded.schema_version() == 6
     assert (upgraded.get("s3").nodes, upgraded.get("s3").ranks) == (1, 0)
     upgraded.add(record(4, partition="cpu", gpus=0, nodes=2, ranks=4))
     assert (Store(store.url).get("s4").nodes, Store(store.url).get("s4").ranks) == (2, 4)

@@ -20,7 +20,7 @@ import time
 import urllib.error
 import urllib.request
 from typing import Any, Iterator
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from pvhpc.errors import PvhpcError
 
@@ -135,6 +135,22 @@ class Client:
     def log_record(self, session_id: str) -> dict:
         """The job's output with what it belongs to: ``id``, ``job_id``, ``truncated``, ``log``."""
         return self.request("GET", f"/api/v1/sessions/{session_id}/log")
+
+    # -- sharing a session (docs/sharing.md) -----------------------------------------------------------------
+    def shares(self, session_id: str) -> list[dict]:
+        """Whom your session is shared with: ``kind`` (user, group), ``name``, ``role`` (view, control)."""
+        return self.request("GET", f"/api/v1/sessions/{session_id}/shares")["shares"]
+
+    def share(self, session_id: str, user: str | None = None, role: str = "view", group: str | None = None) -> list[dict]:
+        """Share your session with a user (or a group, where the site allows) as ``view`` or ``control``;
+        returns the shares that now stand."""
+        body = {"role": role, **({"group": group} if group is not None else {"user": user})}
+        return self.request("POST", f"/api/v1/sessions/{session_id}/shares", body)["shares"]
+
+    def unshare(self, session_id: str, name: str, group: bool = False) -> list[dict]:
+        """Revoke a share (the sharee is cut off within seconds); returns the shares that still stand."""
+        kind = "?kind=group" if group else ""
+        return self.request("DELETE", f"/api/v1/sessions/{session_id}/shares/{quote(name, safe='')}{kind}")["shares"]
 
     # -- personal API tokens (docs/security.md: a token cannot make tokens) -------------------------
     def tokens(self) -> list[dict]:

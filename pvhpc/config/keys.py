@@ -15,7 +15,8 @@ from pvhpc import paths, plugins
 from pvhpc.config import checks
 from pvhpc.config.checks import whole
 from pvhpc.config.model import (ApplicationConfig, AppRuntime, AuthConfig, FrontendConfig, Limits, MetricsConfig,
-                                PartitionConfig, RuntimeConfig, SchedulerConfig, ServiceConfig, SSHConfig)
+                                PartitionConfig, RuntimeConfig, SchedulerConfig, ServiceConfig, SharingConfig,
+                                SSHConfig)
 from pvhpc.config.schema import Derived, Key, Named, RangeKey, Section
 from pvhpc.jobs import command, modules, mpi
 
@@ -391,5 +392,16 @@ SSH = Section("ssh", SSHConfig, optional=True,
     Key("connect_timeout", checks.seconds, 10, "seconds to wait for the login host"),
 ))
 
+SHARING = Section("sharing", SharingConfig, help="owners sharing their sessions with other users (docs/sharing.md)", keys=(
+    Key("enabled", checks.flag, True,
+        "whether a session's owner may share it with named users (view: sees the picture; control: drives it "
+        "too). Turned off, no new grants are taken and those made before stop working within seconds"),
+    Key("groups", checks.flag, False,
+        "whether a Unix group (as the service host's group database says) may be named as a sharee: each of its "
+        "members then sees the session"),
+    Key("view_only", checks.flag, False,
+        "only view grants: a sharee sees the picture and nobody but the owner drives a session"),
+))
+
 # In the order they are read, which is SiteConfig's.
-SITE = (SERVICE, SCHEDULER, RUNTIME, PARTITIONS, APPLICATIONS, LIMITS, FRONTEND, AUTH, METRICS, SSH)
+SITE = (SERVICE, SCHEDULER, RUNTIME, PARTITIONS, APPLICATIONS, LIMITS, FRONTEND, AUTH, METRICS, SSH, SHARING)

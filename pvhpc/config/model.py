@@ -189,6 +189,14 @@ class SSHConfig:
 
 
 @dataclass(frozen=True)
+class SharingConfig:
+    """Whether owners may share their sessions with other users (pvhpc/sessions/sharing.py), and how far."""
+    enabled: bool
+    groups: bool                 # Unix groups may be named as sharees, not only users
+    view_only: bool              # only "view" grants: nobody but the owner drives a session
+
+
+@dataclass(frozen=True)
 class SiteConfig:
     source: str
     service: ServiceConfig
@@ -201,6 +209,7 @@ class SiteConfig:
     auth: AuthConfig
     metrics: MetricsConfig
     ssh: SSHConfig | None
+    sharing: SharingConfig
 
     def served_applications(self) -> frozenset[str]:
         """The applications whose session server serves its own web client (``serves_own_client``)."""

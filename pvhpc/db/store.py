@@ -26,7 +26,7 @@ from pvhpc.db.offloop import OffLoopStore
 from pvhpc.errors import PvhpcError
 from pvhpc.jobs.states import SessionState, check_transition
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 # A lock held elsewhere (a staff command, another instance, a migration) is waited for at most this long per
 # statement: then the call fails, and the request that made it gets a clean 503 ("retry shortly") rather than
 # hanging. The service makes its calls in threads (``Store.off_loop``): only that request waits, not the
@@ -120,6 +120,23 @@ class ApiToken(Base):
     last_used_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
+class ShareGrant(Base):
+    """A session shared by its owner with a user or a Unix group (pvhpc/sessions/sharing.py). The sharee's key to
+    the session's server is derived from the session's secret and this grant's id (pvhpc/sessions/share_keys.py),
+    so nothing secret is stored here; a revoked grant stays, for the session's history."""
+
+    __tablename__ = "share_grants"
+    __table_args__ = (Index("ix_share_grants_session", "session_id"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(8))        # "user" or "group"
+    name: Mapped[str] = mapped_column(String(64))       # the user's or the group's name
+    role: Mapped[str] = mapped_column(String(8))        # "view" or "control"
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
 class SchemaVersion(Base):
     __tablename__ = "pvhpc_schema"
 
@@ -145,12 +162,17 @@ def _add_version(conn) -> None:
     conn.execute(text("ALTER TABLE sessions ADD COLUMN version VARCHAR(64)"))
 
 
+def _add_share_grants(conn) -> None:
+    ShareGrant.__table__.create(conn)
+
+
 # version -> function that brings a database from version-1 to version, inside one transaction.
 MIGRATIONS = {
     2: _add_api_tokens,
     3: _index_updated_at,
     4: _add_nodes_and_ranks,
     5: _add_version,
+    6: _add_share_grants,
 }
 
 

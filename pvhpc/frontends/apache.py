@@ -42,6 +42,7 @@ class ApacheFrontEnd(FrontEnd):
         self.map_file = map_file
         self.routes = RouteTable(self.routable)
         self._stale = False    # the last write failed: the file lags the table
+        self._sharees: dict[str, frozenset[str]] = {}   # session id -> users it is shared with (sessions/sharing.py)
         self._retry: PeriodicCallback | None = None
 
     async def start(self) -> None:
@@ -64,7 +65,19 @@ class ApacheFrontEnd(FrontEnd):
         self._write()
 
     def update(self, record: SessionRecord) -> None:
+        if record.state == "ended":
+            self._sharees.pop(record.id, None)
         if self.routes.apply(record) or self._stale:
+            self._write()
+
+    def set_sharees(self, session_id: str, users: frozenset[str]) -> None:
+        if self._sharees.get(session_id, frozenset()) == users:
+            return
+        if users:
+            self._sharees[session_id] = users
+        else:
+            self._sharees.pop(session_id, None)
+        if self.routes.get(session_id) is not None:
             self._write()
 
     def entries(self) -> dict[str, str]:
@@ -78,6 +91,11 @@ class ApacheFrontEnd(FrontEnd):
             if not OWNER.match(route.user):
                 continue
             out[route.session_id] = f"{route.target}|{route.user}"
+            # A user the session is shared with: "<id>.as.<user>", which /proxy looks up with the user Apache
+            # logged in (apacheconf.py); the session's server still wants their own key (node/share_gate.py).
+            for sharee in sorted(self._sharees.get(route.session_id, ())):
+                if OWNER.match(sharee) and sharee != route.user:
+                    out[f"{route.session_id}.as.{sharee}"] = f"{route.target}|{sharee}"
             if self.serves_http(route):
                 out[f"{route.session_id}.http"] = f"{route.target}|{route.user}"
         return out

@@ -184,7 +184,13 @@ def render_site(site: Site) -> str:
         # (Not logged in: the 404 waits for the login, which answers 401 first.)
         proxy_owner = ('    RewriteCond "${session-to-port:%1}|%2|%{LA-U:REMOTE_USER}" '
                        '^([A-Za-z0-9.-]+:[0-9]+)\\|([^|]+)\\|([^|]*)\\|\\2$')
-        proxy_unknown = (f"    RewriteCond %{{LA-U:REMOTE_USER}} .\n    RewriteRule ^{site.prefix}/proxy$ - [R=404,L]")
+        # A user the owner shared the session with (docs/sharing.md): the map's "<id>.as.<user>" line, looked up
+        # with the user Apache logged in, so nobody else's name can be put in the key.
+        proxy_unknown = ("    RewriteCond %{QUERY_STRING} ^sessionId=([A-Za-z0-9_-]+)&path=([A-Za-z0-9_/-]*)$ [NC]\n"
+                         '    RewriteCond "${session-to-port:%1.as.%{LA-U:REMOTE_USER}}|%2|%{LA-U:REMOTE_USER}" '
+                         '^([A-Za-z0-9.-]+:[0-9]+)\\|([^|]+)\\|([^|]*)\\|\\2$\n'
+                         f"    RewriteRule ^{site.prefix}/proxy$ ws://%1/%3 [P,L,QSD]\n"
+                         f"    RewriteCond %{{LA-U:REMOTE_USER}} .\n    RewriteRule ^{site.prefix}/proxy$ - [R=404,L]")
     else:
         # Without a login there is nobody to tell apart (a site of one user, docs/apache.md).
         proxy_owner = ('    RewriteCond "${session-to-port:%1}|%2" ^([A-Za-z0-9.-]+:[0-9]+)\\|([^|]+)\\|(.*)$')

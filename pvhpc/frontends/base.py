@@ -56,6 +56,10 @@ class FrontEnd:
     def update(self, record: SessionRecord) -> None:
         pass
 
+    def set_sharees(self, session_id: str, users: frozenset[str]) -> None:
+        """The users a session is shared with now (sessions/sharing.py), for a front end that checks who may
+        reach a session on its own (Apache's map); the built-in one asks pvhpc at each connection instead."""
+
     def rebuild(self, records: Iterable[SessionRecord]) -> None:
         pass
 

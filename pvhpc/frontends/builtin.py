@@ -146,13 +146,13 @@ class BuiltinFrontEnd(FrontEnd):
         session_path = rf"/session/({SESSION_ID_TEXT})(/.*)?"
         session_origin = ctx.config.frontend.session_origin
         if session_origin is None:
-            return [(r"/proxy", SessionProxyHandler, args),
+            return [(r"/proxy", SessionProxyHandler, {**args, "sharing": getattr(ctx, "sharing", None)}),
                     (session_path, ServedSessionHandler, {**served, "allowed_origins": ctx.config.service.allowed_origins})]
         # Sessions' content on a host of its own (web/content.py): there, only /session/; here, a redirect there.
         session_host = Rule(HostMatches(re.escape(urlsplit(session_origin).hostname) + "$"), [
             (session_path, ServedSessionHandler, {**served, "allowed_origins": (session_origin,), "sandboxed": False}),
             (r".*", NotSessionContent)])
-        return [session_host, (r"/proxy", SessionProxyHandler, args),
+        return [session_host, (r"/proxy", SessionProxyHandler, {**args, "sharing": getattr(ctx, "sharing", None)}),
                 (r"/session/.*", SessionOriginRedirect, {"session_origin": session_origin})]
 
     async def stop(self) -> None:
@@ -235,9 +235,10 @@ class SessionProxyHandler(ErrorAnswers, RequestHandler):
     being routable. Refusals answer JSON as the API does; so does anything unexpected (ErrorAnswers).
     """
 
-    def initialize(self, frontend: BuiltinFrontEnd, auth) -> None:
+    def initialize(self, frontend: BuiltinFrontEnd, auth, sharing=None) -> None:
         self.frontend = frontend
         self.auth = auth
+        self.sharing = sharing   # sessions/sharing.py: who else the owner let in
 
     async def get(self) -> None:
         # Either case of the key: trame's client lowercases the whole URL it is given (?sessionid=...).
@@ -322,8 +323,15 @@ class SessionProxyHandler(ErrorAnswers, RequestHandler):
         if route is None:
             return None
         user = await self.auth.user_off_loop(self.request)
-        if user is None or user != route.user:
+        if user is None:
             return None
+        if user != route.user:
+            # A sharee: the session's server still wants their own key (share_gate.py), and holds a view-only
+            # one to the picture; here only whether the owner let them in at all, and the history says they came.
+            grant = await self.sharing.grant_of(session_id, user) if self.sharing is not None else None
+            if grant is None:
+                return None
+            await self.sharing.connected(session_id, user, grant)
         self.user = user   # whose connection this is, in the front end's count
         return route
 

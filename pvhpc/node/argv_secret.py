@@ -24,6 +24,7 @@ import traceback
 import contained      # beside this file
 import supervisor     # beside this file
 import pvstate        # beside this file
+import share_gate   # beside this file
 import wslink_exits   # beside this file
 import server_gate      # beside this file
 
@@ -59,6 +60,8 @@ def main():
             leave(2)
         values["connect_id"] = connect_id
     wslink_exits.install()
+    # Sharees: their keys, view-only calls, cut off when pvhpc says their grant is revoked.
+    share_gate.install()
     # The ParaView state saved when the job is ended (walltime, cancel), a saved one loaded at start.
     pvstate.install()
     # Once in this process: the script imports these same modules, and a second install would hook wslink's

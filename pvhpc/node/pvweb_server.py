@@ -27,6 +27,7 @@ import sys
 import contained                                  # beside this file too
 import pvstate
 import quickview
+import share_gate   # beside this file
 import wslink_exits
 import server_gate
 from dataroots import DataRoot, OutsideDataRoot   # beside this file: the job runs it by path
@@ -173,6 +174,8 @@ def main(argv=None):
         attach_pvserver(args)
     # Whether it stopped because its client asked or because it was idle, for the launcher to report.
     wslink_exits.install()
+    # Sharees: their keys, view-only calls, cut off when pvhpc says their grant is revoked.
+    share_gate.install()
     # The state saved when the job is ended (walltime, cancel, idle), a saved one loaded before serving.
     pvstate.install()
     server.start_webserver(options=args, protocol=make_protocol(args))

@@ -63,6 +63,7 @@ TEMPLATE = re.compile(r"\$\$|\$\{(\w+)\}")
 PRIVATE_PLACEHOLDERS = ("secret", "connect_id")
 EXIT_CAUSE_ENV = "PVHPC_EXIT_CAUSE_FILE"
 IDLE_WARNING_ENV = "PVHPC_IDLE_WARNING_FILE"   # where the server says nobody used it for a while (input_idle.py)
+SHARES_ENV, SHARES_ASK_ENV = "PVHPC_SHARES_FILE", "PVHPC_SHARES_ASK_FILE"   # share_gate.py and watchdog.py
 COMMAND_ENV, READY_ENV, LISTEN_ENV = "PVHPC_LAUNCH_COMMAND", "PVHPC_LAUNCH_READY", "PVHPC_LISTEN"
 REPORT_URL_ENV = jobhelper.REPORT_URL_ENV
 LAST_LINES = 12
@@ -234,6 +235,10 @@ def server_argv(command, ready, workdir, address=None):
     return argv, port
 
 
+def shares_files(workdir):
+    return os.path.join(workdir, "shares.json"), os.path.join(workdir, "shares-ask.json")
+
+
 def server_environment(workdir):
     env = dict(os.environ)
     # The server cannot report for its session: only this launcher can.
@@ -241,6 +246,8 @@ def server_environment(workdir):
         env.pop(name, None)
     env[EXIT_CAUSE_ENV] = os.path.join(workdir, "exit-cause")
     env[IDLE_WARNING_ENV] = os.path.join(workdir, "idle-warning")
+    # Where the watchdog writes pvhpc's word on the session's grants and the server asks for it (share_gate.py).
+    env[SHARES_ENV], env[SHARES_ASK_ENV] = shares_files(workdir)
     # wslink prints its ready line without a newline; unbuffered, it arrives when printed.
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
@@ -365,7 +372,8 @@ def run(args):
         jobhelper.send(args.url, "failed", 30, reason=f"the server could not be started: {e}")
         return 1
     env = server_environment(args.workdir)
-    for stale in (env[EXIT_CAUSE_ENV], env[IDLE_WARNING_ENV], os.path.join(args.workdir, "port")):
+    for stale in (env[EXIT_CAUSE_ENV], env[IDLE_WARNING_ENV], os.path.join(args.workdir, "port"),
+                  env[SHARES_ENV], env[SHARES_ASK_ENV]):
         if os.path.exists(stale):
             os.unlink(stale)   # only what this server says counts
     deadline = time.monotonic() + args.start_timeout
@@ -424,7 +432,7 @@ def run(args):
     # pvhpc may end the session where Slurm cannot end the job (its node was cut off): the watchdog asks pvhpc,
     # and stops the server as Slurm's SIGTERM would (parallel.py runs its own for a parallel session, and not this).
     watchdog.start(args.url, os.environ.get("PVHPC_REPORT_TOKEN", ""), os.environ.get(watchdog.WATCHDOG_ENV, ""),
-                   on_end=lambda why: on_signal(None, None))
+                   on_end=lambda why: on_signal(None, None), shares=shares_files(args.workdir))
 
     port_file = os.path.join(args.workdir, "port")
     listening = None

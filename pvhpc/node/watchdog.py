@@ -11,6 +11,10 @@ with the job's report token (``GET .../report``: pvhpc/web/api.py), and tells it
 - no callback URL has answered for longer than ``runtime.watchdog_grace`` seconds (0: never for that): a node
   cut off from pvhpc that long has had its session ended by pvhpc already, as a node failure.
 
+While the session is shared (share_gate.py) the answer also lists the grants that stand, which it writes to the
+server's grants file; it then asks at once when the server asks it to (a sharee's hello), and every FAST_ASK
+seconds while a sharee is connected, so a revoke reaches the sharee's connection within seconds.
+
 A failed ask only counts towards the grace, so a short blip never ends a live session. Any answer from pvhpc
 counts as reaching it, even one without a verdict (a busy database's 503, an older pvhpc's 404), except 502
 and 504, which a gateway gives when it could not reach pvhpc. Standard library only, beside supervisor.py; it
@@ -20,6 +24,7 @@ imports nothing from pvhpc. What it prints goes to the job's log: no URL (they n
 import http.client
 import json
 import math
+import os
 import threading
 import time
 import urllib.error
@@ -30,14 +35,16 @@ WATCHDOG_ENV = "PVHPC_WATCHDOG"   # INTERVAL:GRACE in seconds, from the job scri
 LIVE, ENDED, NO_VERDICT, UNREACHED = "live", "ended", "no verdict", "unreached"
 GATEWAY_FAILURES = (502, 504)     # a proxy in front of pvhpc could not reach it: pvhpc did not answer
 LONGEST_ASK = 10.0                # seconds one callback URL may take to answer
-LONGEST_ANSWER = 4096             # bytes read of an answer: a verdict is a few dozen
+LONGEST_ANSWER = 65536            # bytes read of an answer: a verdict is a few dozen, a shared session's grants more
+FAST_ASK = 2.0                    # seconds between asks while a sharee is connected (a revoke cuts within 5 s)
+TICK = 0.25                       # seconds between looks at the server's ask file
 
 
 class Answer:
     """What one round of asks found: ``kind`` (LIVE, ENDED, NO_VERDICT, UNREACHED) and words for the log."""
 
-    def __init__(self, kind, words=""):
-        self.kind, self.words = kind, words
+    def __init__(self, kind, words="", grants=None):
+        self.kind, self.words, self.grants = kind, words, grants   # grants: {grant id: role}, None if not said
 
     def __repr__(self):
         return f"Answer({self.kind!r}, {self.words!r})"
@@ -101,7 +108,9 @@ def ask(urls, token, timeout):
             verdict = None
         live = verdict.get("live") if isinstance(verdict, dict) else None
         if live is True:
-            return Answer(LIVE)
+            grants = verdict.get("grants")
+            return Answer(LIVE, grants={str(k): str(v) for k, v in grants.items()} if isinstance(grants, dict)
+                          else None)
         if live is False:
             reason = str(verdict.get("end_reason") or "no reason given")[:100]
             return Answer(ENDED, f"pvhpc says this session has ended ({reason})")
@@ -152,18 +161,57 @@ class Watchdog(threading.Thread):
     this thread): the caller stops the server as it would on SIGTERM. ``ask``, ``clock`` and ``say`` are the
     network, the clock and the job's log; tests give their own."""
 
-    def __init__(self, urls, token, interval, grace, on_end, ask=ask, clock=time.monotonic, say=None):
+    def __init__(self, urls, token, interval, grace, on_end, ask=ask, clock=time.monotonic, say=None,
+                 shares=None, wall=time.time):
         super().__init__(name="pvhpc-watchdog", daemon=True)
         self.urls, self.token, self.interval = list(urls), token, interval
-        self.on_end, self.ask, self.clock = on_end, ask, clock
+        self.on_end, self.ask, self.clock, self.wall = on_end, ask, clock, wall
         self.say = say or (lambda line: print(f"pvhpc: {line}", flush=True))
         self.timeout = min(LONGEST_ASK, max(1.0, interval))
         self.watch = Watch(grace, clock())
         self.closed = threading.Event()
+        self.shares = shares   # (grants file, ask file) of the server's share gate, or None
+        self.last_ask = clock()
+        self.answered_ask = 0.0   # the server's latest ask (its wall clock) that an ask of ours followed
+
+    def due(self):
+        """Whether to ask now: the interval is up, the server asked, or a sharee is connected and FAST_ASK is up."""
+        since = self.clock() - self.last_ask
+        if since >= self.interval:
+            return True
+        if self.shares is None:
+            return False
+        said = read_json(self.shares[1])
+        asked = said.get("ask", 0) if isinstance(said.get("ask"), (int, float)) else 0
+        if asked > self.answered_ask:
+            return True
+        return bool(said.get("connected")) and since >= FAST_ASK
+
+    def asked_urls(self):
+        """The URLs to ask, with the grants of the sharees connected now (ids only: nothing a key is made from) for
+        the session's history; as they are without a share gate, or with nobody connected."""
+        if self.shares is None:
+            return self.urls
+        grants = read_json(self.shares[1]).get("grants")
+        if not isinstance(grants, list) or not grants:
+            return self.urls
+        query = urllib.parse.urlencode({"connected": ",".join(str(g) for g in grants[:50])})
+        return [f"{url}{'&' if '?' in url else '?'}{query}" for url in self.urls]
 
     def run(self):
-        while not self.closed.wait(self.interval):
-            stop, said = self.watch.judge(self.ask(self.urls, self.token, self.timeout), self.clock())
+        # Without a share gate to serve: one ask every interval. With one: a look at its ask file every TICK.
+        tick = self.interval if self.shares is None else min(TICK, self.interval)
+        while not self.closed.wait(tick):
+            if self.shares is not None and not self.due():
+                continue
+            self.last_ask, started = self.clock(), self.wall()
+            if self.shares is not None:
+                said = read_json(self.shares[1]).get("ask", 0)
+                self.answered_ask = max(self.answered_ask, said if isinstance(said, (int, float)) else 0)
+            answer = self.ask(self.asked_urls(), self.token, self.timeout)
+            if answer.kind == LIVE and self.shares is not None:
+                write_grants(self.shares[0], started, answer.grants or {})
+            stop, said = self.watch.judge(answer, self.clock())
             if said:
                 self.say(said)
             if stop and not self.closed.is_set():
@@ -174,9 +222,32 @@ class Watchdog(threading.Thread):
         self.closed.set()
 
 
-def start(url_text, token, setting, on_end):
+def read_json(path):
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def write_grants(path, asked_at, grants):
+    """pvhpc's word on the session's grants, for the server's share gate (share_gate.py): written whole (a rename),
+    0600 in the job's work directory, with when the ask began (an answer is as fresh as its question)."""
+    tmp = f"{path}.part"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"asked_at": asked_at, "grants": grants}, f)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+def start(url_text, token, setting, on_end, shares=None):
     """The watchdog for a job given ``url_text`` (PVHPC_REPORT_URL: space-separated) and ``setting``
-    (PVHPC_WATCHDOG), started; None where there is nothing to ask (pvhpc's probe job) or it is off."""
+    (PVHPC_WATCHDOG), started; None where there is nothing to ask (pvhpc's probe job) or it is off. ``shares``:
+    the server's share gate's (grants file, ask file), where it has one."""
     urls = url_text.split()
     try:
         found = settings(setting)
@@ -185,6 +256,6 @@ def start(url_text, token, setting, on_end):
         return None
     if not urls or not token or found is None:
         return None
-    dog = Watchdog(urls, token, found[0], found[1], on_end)
+    dog = Watchdog(urls, token, found[0], found[1], on_end, shares=shares)
     dog.start()
     return dog

@@ -15,6 +15,7 @@ from pvhpc.scheduler import SchedulerUnavailable
 from pvhpc.jobs import reports
 from pvhpc.jobs.durations import format_minutes
 from pvhpc.sessions.events import Notice
+from pvhpc.sessions.sharing import application_sharing
 from pvhpc.sessions.spec import parse_spec
 from pvhpc.jobs.states import SessionState
 from pvhpc.db.store import SessionRecord
@@ -38,8 +39,13 @@ class SessionsHandler(JSONHandler):
                 raise APIError(f"{state!r} is not a session state or 'live'", field="state") from None
         records = await self.ctx.service.sessions_of(None if everyone else user, state=wanted, live=live,
                                                      limit=1000)
-        self.send({"all": everyone,
-                   "sessions": [self.session_view(r, with_secret=r.user == user) for r in records]})
+        listed = [self.session_view(r, with_secret=r.user == user) for r in records]
+        if not everyone and (wanted is None or wanted is not S.ENDED):
+            # Sessions others shared with this user: live ones only, each marked with its owner and their role.
+            sharing = self.ctx.sharing
+            listed += [sharing.view_for_sharee(self.session_view(r, with_secret=False), r, g)
+                       for r, g in await sharing.shared_with(user) if wanted is None or r.state == wanted.value]
+        self.send({"all": everyone, "sessions": listed})
 
     async def post(self) -> None:
         user = self.require_user()
@@ -50,6 +56,10 @@ class SessionsHandler(JSONHandler):
 
 class SessionHandler(JSONHandler):
     async def get(self, session_id: str) -> None:
+        shared = await self.shared_session(session_id)
+        if shared is not None:
+            self.send(self.ctx.sharing.view_for_sharee(self.session_view(shared[0], with_secret=False), *shared))
+            return
         record = await self.own_session(session_id)
         data = self.session_view(record, with_secret=record.user == self.current_user)
         data["history"] = [{"at": e.at.isoformat() + "Z", "state": e.state, "detail": e.detail}
@@ -80,7 +90,19 @@ class ReportHandler(JSONHandler):
     routine_methods = frozenset({"GET"})
 
     async def get(self, session_id: str) -> None:
-        self.send(await self.ctx.service.liveness(session_id, report_token(self.request)))
+        answer = await self.ctx.service.liveness(session_id, report_token(self.request))
+        if answer.get("live") and self.ctx.sharing is not None:
+            # The grants that stand, for the server's share gate (pvhpc/node/share_gate.py): ids and roles only,
+            # nothing a key can be made from. The job's user (the owner) may read them; they are theirs.
+            # Said only when there are any: no "grants" means none stand, so a revoke of the last one still cuts.
+            grants = await self.ctx.sharing.grants_for_session(session_id)
+            if grants:
+                answer["grants"] = grants
+            # The grants whose sharees the session's server has connected now: a new one is a line in the history.
+            connected = self.get_query_argument("connected", "")
+            if connected:
+                await self.ctx.sharing.seen_connected(session_id, connected.split(","))
+        self.send(answer)
 
     async def post(self, session_id: str) -> None:
         event = None
@@ -122,7 +144,9 @@ class SessionEventsHandler(JSONHandler):
     RETRY_MS = 2000
 
     async def get(self, session_id: str) -> None:
-        record = await self.own_session(session_id)
+        # A sharee follows it too, seeing it as sharees do (sessions/sharing.py).
+        self._shared = await self.shared_session(session_id)
+        record = self._shared[0] if self._shared is not None else await self.own_session(session_id)
         user = self.current_user
         limit = self.ctx.config.limits.event_streams_per_user
         streams = self.ctx.open_streams
@@ -205,6 +229,17 @@ class SessionEventsHandler(JSONHandler):
 
     async def _send_event(self, record: SessionRecord) -> None:
         data = self.session_view(record, with_secret=record.user == self.current_user)
+        if getattr(self, "_shared", None) is not None:
+            # A sharee's stream lasts as long as their share: revoked (or the session ended), it ends.
+            grant = await self.ctx.sharing.grant_of(record.id, self.current_user)
+            if grant is None:
+                data = {k: v for k, v in self.session_view(record, with_secret=False).items()
+                        if k in ("id", "user", "application", "state", "end_reason", "end_reason_text")}
+                self.write(f"event: session\ndata: {json.dumps(data, default=str)}\n\n")
+                await self._flush()
+                self._gone.set()
+                return
+            data = self.ctx.sharing.view_for_sharee(self.session_view(record, with_secret=False), record, grant)
         self.write(f"event: session\ndata: {json.dumps(data, default=str)}\n\n")
         await self._flush()
 
@@ -234,7 +269,9 @@ class DeprecatedSavedStatesHandler(SavedStatesHandler):
 class ApplicationsHandler(JSONHandler):
     def get(self) -> None:
         self.require_user()
-        self.send({"applications": [application_json(a) for a in self.ctx.config.applications.values()]})
+        config = self.ctx.config
+        self.send({"applications": [{**application_json(a), **application_sharing(a, config)}
+                                    for a in config.applications.values()]})
 
 
 def application_json(a) -> dict:

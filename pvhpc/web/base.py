@@ -118,6 +118,16 @@ class JSONHandler(ErrorAnswers):
         return record
 
 
+    async def shared_session(self, session_id: str):
+        """(session, grant) when the caller is not its owner but one it is shared with (sessions/sharing.py)."""
+        user = self.require_user()
+        record = await self.ctx.service.get(session_id)
+        if record is None or record.user == user or self.ctx.sharing is None:
+            return None
+        grant = await self.ctx.sharing.grant_of(session_id, user)
+        return (record, grant) if grant is not None else None
+
+
 class NotFoundHandler(JSONHandler):
     def prepare(self) -> None:   # no origin rule: there is nothing here to change
         raise APIError(f"no such endpoint: {self.request.method} {self.request.path}", status=404)

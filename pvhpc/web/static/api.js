@@ -62,6 +62,11 @@ export const api = {
   // One directory of an application's data roots (root: the root's index; path: relative to it).
   files: (application, root, path) => request(
     "GET", `api/v1/applications/${encodeURIComponent(application)}/files?${new URLSearchParams({ root: String(root), path })}`),
+  // Whom a session is shared with; share it ({user|group, role}); revoke a share (kind: "user" or "group").
+  shares: (id) => request("GET", `${sessionPath(id)}/shares`),
+  share: (id, body) => request("POST", `${sessionPath(id)}/shares`, body),
+  unshare: (id, name, kind) => request(
+    "DELETE", `${sessionPath(id)}/shares/${encodeURIComponent(name)}${kind === "group" ? "?kind=group" : ""}`),
   // The session's states and warnings as they happen (server-sent events).
   events: (id) => new EventSource(`${sessionPath(id)}/events`),
 };

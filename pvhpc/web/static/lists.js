@@ -36,7 +36,9 @@ export class Lists {
         type: "button", "aria-label": `Open session on ${s.partition} started ${formatTime(s.created_at)}`,
       });
       open.addEventListener("click", () => this.onOpen(s.id));
-      row.append(element("td", formatTime(s.created_at)), element("td", s.user), element("td", s.partition),
+      // A session shared with this user says by whom and as what.
+      const who = s.shared ? `${s.user} (shared with you: ${s.shared.role === "control" ? "view and control" : "view only"})` : s.user;
+      row.append(element("td", formatTime(s.created_at)), element("td", who), element("td", s.partition),
                  element("td", stateWithDetail(s)), cell(open));
       return row;
     }));

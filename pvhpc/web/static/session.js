@@ -5,6 +5,7 @@
 import { api } from "./api.js";
 import { $, announce, element, showPageError } from "./dom.js";
 import { Notifications } from "./notifications.js";
+import { ShareDialog, roleWords } from "./share.js";
 import { TabTitle } from "./tabtitle.js";
 import { RemoteView } from "./viewer.js";
 import {
@@ -27,6 +28,13 @@ export class SessionPanel {
     $("cancel").addEventListener("click", () => this.cancel());
     $("show-log").addEventListener("click", () => this.toggleLog());
     $("close-session").addEventListener("click", () => { this.close(); this.onNews(); });
+    this.shareDialog = new ShareDialog({
+      // Others look on or drive: the owner's view watches for their changes too.
+      onShares: (shares) => this.view() && this.view().watch(shares.length > 0),
+    });
+    $("share").addEventListener("click", () => {
+      if (this.current) this.shareDialog.open(this.current.session, this.applicationOf(this.current.session));
+    });
     $("add-source-button").addEventListener("click", () => this.view() && this.view().addSource($("add-source").value));
     $("reset-camera").addEventListener("click", () => this.view() && this.view().resetCamera());
     $("viewer-reconnect").addEventListener("click", () => {
@@ -60,7 +68,10 @@ export class SessionPanel {
   // How a ready session of an application opens (the API's "opens"): pvhpc's quick view in this page, the
   // application's own web client at apps/<name>/ (the Visualizer), or the client its server serves itself.
   applicationOf(session) {
-    return this.store.applications.find((a) => a.name === session.application) || { opens: "view", client_url: null };
+    const app = this.store.applications.find((a) => a.name === session.application) || { opens: "view", client_url: null };
+    // A session shared with this user opens in the quick view, whatever its application (its own client would
+    // ask the launcher, which hands a session to its owner only).
+    return session.shared ? { ...app, opens: "view", client_url: null } : app;
   }
 
   async openById(id) {
@@ -150,7 +161,14 @@ export class SessionPanel {
     const parallel = parallelLine(session);
     $("session-parallel-label").hidden = $("session-parallel").hidden = !parallel;
     $("session-parallel").textContent = parallel;
-    $("cancel").hidden = session.state === "ended";
+    $("cancel").hidden = session.state === "ended" || Boolean(session.shared);
+    $("show-log").hidden = Boolean(session.shared);
+    $("session-shared-label").hidden = $("session-shared").hidden = !session.shared;
+    $("session-shared").textContent = session.shared
+      ? `by ${session.shared.by} with you: ${roleWords(session.shared.role)}` : "";
+    $("add-source-button").disabled = $("reset-camera").disabled =
+      Boolean(session.shared && session.shared.role === "view");
+    this.shareDialog.offer(session, this.applicationOf(session));
     this.showTimeLeft();
     if (session.state === "ended") showWarning(null);
     this.showOpenIn(session);
@@ -206,7 +224,7 @@ export class SessionPanel {
       if (/^(Reconnected|Gave up|Disconnected)/.test(text) || text.includes("(try 1)")) announce(text);
     };
     if (!session.secret || !session.sessionURL) {
-      status("Only the session's owner can open its view.", true);
+      status("Only the session's owner, and those it is shared with, can open its view.", true);
       return;
     }
     const id = session.id;
@@ -214,14 +232,25 @@ export class SessionPanel {
     const view = new RemoteView($("viewer"), $("viewer-image"), status, {
       // The same session, still there: an ended one is not retried (its view goes with it, runView).
       canReconnect: async () => {
-        const now = await api.session(id);
+        let now;
+        try {
+          now = await api.session(id);
+        } catch (error) {
+          // Gone from this user's list: no longer shared with them (or no longer theirs to see).
+          if (error.status === 404) return "the session is no longer shared with you";
+          throw error;
+        }
         return now.state === "ended" ? `the session has ended (${now.end_reason_text || now.end_reason})` : null;
       },
       onGaveUp: () => { $("viewer-reconnect").hidden = false; },
     });
     this.current.view = view;
     try {
-      await view.open(websocketURL(session.sessionURL), session.secret);
+      await view.open(websocketURL(session.sessionURL), session.secret, session.shared ? session.shared.role : "owner");
+      if (!session.shared) {
+        // Shared already (a reload, another tab): watch for what the others do.
+        api.shares(session.id).then((answer) => view.watch(answer.shares.length > 0), () => {});
+      }
     } catch (error) {
       if (this.current && this.current.view === view) {
         status(`The view could not be opened: ${error.message}`, true);

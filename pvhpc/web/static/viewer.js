@@ -33,6 +33,7 @@ const INTERACT = "pvhpc.viewport.interact";
 const RECONNECT_DELAYS_MS = [1000, 2000, 4000, 8000, 15000, 30000];
 const RECONNECT_FOR_MS = 10 * 60 * 1000;
 const UNUSED_MS = 5 * 60 * 1000;
+const WATCH_MS = 1000;                 // a shared session's view asks this often whether another changed it
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -67,16 +68,22 @@ export class RemoteView {
     this.chain = Promise.resolve();
     this.listeners = [];
     this.resizeObserver = null;
+    this.watching = null;
+    this.freshWanted = false;
+    this.role = "owner";                // or a sharee's "view" or "control"
   }
 
-  async open(url, secret) {
+  // role: "owner", or the role of a session shared with this user ("view": the server refuses everything but the
+  // picture, so nothing is created here and the mouse is not sent).
+  async open(url, secret, role = "owner") {
     this.url = url;
     this.secret = secret;
+    this.role = role;
     this.onStatus("Connecting to the session's server…");
     this._connection("connecting");
     await this._connect();
     // A session opened with a data file shows it already; an empty one gets a cone so there is something to turn.
-    const listing = await this.connection.call("pv.proxy.manager.list", []);
+    const listing = role === "view" ? { sources: [true] } : await this.connection.call("pv.proxy.manager.list", []);
     if (!listing || !listing.sources || listing.sources.length === 0) {
       await this.connection.call("pv.proxy.manager.create", ["Cone", -1]);
       await this.connection.call("viewport.camera.reset", [-1]);
@@ -89,10 +96,23 @@ export class RemoteView {
       this.direct = false;   // not pvhpc's server: ParaView's own calls
     }
     this.attach();
-    this.onStatus("Connected. Drag to rotate, right or middle drag to pan, wheel to zoom.");
+    this.onStatus(this.role === "view" ? "Connected, view only: you see the session as its owner works."
+      : "Connected. Drag to rotate, right or middle drag to pan, wheel to zoom.");
     this._connection("connected");
     if (!this.direct) this.requestFrame();
     window.addEventListener("online", this.onOnline);
+    if (this.role !== "owner") this.watch(true);
+  }
+
+  // While others look on or drive (a shared session), ask every WATCH_MS for a newer picture: the server answers
+  // without an image when nothing changed. The timer outlives a dropped link (it asks nothing while there is no
+  // connection), so a reconnected view goes on watching.
+  watch(on) {
+    if (on && !this.watching) this.watching = setInterval(() => this.requestFrame(true), WATCH_MS);
+    if (!on && this.watching) {
+      clearInterval(this.watching);
+      this.watching = null;
+    }
   }
 
   async _connect() {
@@ -186,6 +206,7 @@ export class RemoteView {
 
   close() {
     this.closed = true;
+    this.watch(false);
     this._stopWaitingForReturn();
     window.removeEventListener("online", this.onOnline);
     if (this.wake) this.wake();
@@ -210,8 +231,11 @@ export class RemoteView {
 
   // -- frames ------------------------------------------------------------------------------------
 
-  requestFrame() {
+  // fresh: a whole picture even if the server thinks this view has it (another client's work may have changed the
+  // scene without this view's own renders seeing it).
+  requestFrame(fresh = false) {
     this.frameWanted = true;
+    if (fresh) this.freshWanted = true;
     if (!this.rendering) this._renderLoop();
   }
 
@@ -231,11 +255,13 @@ export class RemoteView {
         const upgrade = !moving && this.shownQuality > 0 && this.shownQuality < STILL_QUALITY;
         if (!this.frameWanted && !upgrade) break;
         this.frameWanted = false;
+        const fresh = this.freshWanted;
+        this.freshWanted = false;
         const quality = moving ? MOVING_QUALITY : STILL_QUALITY;
         // mtime: the server sends no image when nothing changed since the frame we have (saves the link);
         // a quality upgrade of an unchanged scene must ask with 0 to get one.
         const reply = await this.connection.call("viewport.image.render",
-                                                 [this._options(quality, upgrade ? 0 : this.mtime)]);
+                                                 [this._options(quality, upgrade || fresh ? 0 : this.mtime)]);
         // A stale answer carries ParaView's previous picture, which after pvhpc's own calls can be older than
         // the one shown: with those, only a finished picture is shown.
         if (reply && reply.image && !(this.direct && reply.stale)) {
@@ -276,6 +302,11 @@ export class RemoteView {
       this.listeners.push([target, type, handler, options]);
     };
     const c = this.container;
+    if (this.role === "view") {
+      this.resizeObserver = new ResizeObserver(() => this.requestFrame());
+      this.resizeObserver.observe(c);
+      return;   // a view-only sharee's input would be refused by the server anyway (pvhpc/node/share_gate.py)
+    }
     on(c, "pointerdown", (e) => this._pointerDown(e));
     on(c, "pointermove", (e) => this._pointerMove(e));
     on(c, "pointerup", (e) => this._pointerUp(e));

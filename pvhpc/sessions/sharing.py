@@ -1,0 +1,294 @@
+"""Sharing a session: who may share what with whom, and what a sharee gets.
+
+An owner grants a named user (or, where staff allow, a Unix group) ``view`` (sees the picture: the session's
+server lets nothing else of theirs through) or ``control`` (drives it too). The sharee opens the session with
+their own login and a key of their own (pvhpc/node/share_keys.py), never with the owner's secret; the session's
+server learns from its job's watchdog which grants stand (``grants_for_session``), so a revoke, sharing turned off,
+or the session's end cuts the sharee off within seconds (pvhpc/node/share_gate.py). Every grant, revoke and
+sharee's connection is a line in the session's history. docs/sharing.md says it for users and staff.
+"""
+
+from __future__ import annotations
+
+import grp
+import pwd
+import re
+from dataclasses import dataclass
+
+from pvhpc.db.shares import ShareStore
+from pvhpc.db.store import SessionRecord, ShareGrant
+from pvhpc.errors import PvhpcError
+from pvhpc.jobs.states import SessionState
+from pvhpc.node import share_keys
+
+ROLES = share_keys.ROLES
+NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")   # a Unix user or group name as pvhpc takes one
+
+
+class SharingError(PvhpcError):
+    status = 400
+
+
+@dataclass(frozen=True)
+class Sharee:
+    """Who is named: a user or a group."""
+    kind: str   # "user" or "group"
+    name: str
+
+
+class UnixDirectory:
+    """Users and groups as the service host knows them (the same accounts the jobs run as)."""
+
+    def user_exists(self, name: str) -> bool:
+        try:
+            pwd.getpwnam(name)
+        except KeyError:
+            return False
+        return True
+
+    def group_exists(self, name: str) -> bool:
+        try:
+            grp.getgrnam(name)
+        except KeyError:
+            return False
+        return True
+
+    def members_of(self, group: str) -> list[str]:
+        try:
+            found = grp.getgrnam(group)
+        except KeyError:
+            return []
+        return sorted(set(found.gr_mem) | {u.pw_name for u in pwd.getpwall() if u.pw_gid == found.gr_gid})
+
+    def groups_of(self, user: str) -> list[str]:
+        try:
+            gid = pwd.getpwnam(user).pw_gid
+        except KeyError:
+            return []
+        return sorted({g.gr_name for g in grp.getgrall() if user in g.gr_mem or g.gr_gid == gid})
+
+
+def roles_of(app) -> tuple[str, ...]:
+    """The roles a session of ``app`` may be shared with: both for pvhpc's own server (its share gate checks the
+    sharee's key and holds a view-only one to the picture, and the sharee sees it in pvhpc's quick view); none
+    for the rest. A desktop session's bridge, trame's wslink 2.x and a site's own server check only the owner's
+    secret; the Visualizer's server has the gate (it runs through pvhpc's argv wrapper) but answers no
+    ``viewport.image.render``, so the quick view shows a sharee nothing, and its own client is handed a session
+    by the launcher, which gives it to its owner only."""
+    if app is None or app.desktop or app.serves_own_client or app.web_client is not None:
+        return ()
+    return ROLES if "${server_script}" in " ".join(app.command or ()) else ()
+
+
+def off_because(config) -> str | None:
+    """Why nothing can be shared at this site, or None."""
+    if not config.sharing.enabled:
+        return "sharing is turned off at this site (sharing.enabled)"
+    if not config.runtime.watchdog_interval:
+        # The grants reach a session's server only with its watchdog's asks (pvhpc/node/share_gate.py).
+        return "sharing needs the jobs' watchdog, which this site turned off (runtime.watchdog_interval is 0)"
+    return None
+
+
+def application_sharing(app, config) -> dict:
+    """What ``GET /api/v1/applications`` says of sharing its sessions (the page's Share dialog offers these)."""
+    off = off_because(config)
+    roles = roles_of(app) if off is None else ()
+    if config.sharing.view_only:
+        roles = tuple(r for r in roles if r == "view")
+    if off is not None:
+        why = off
+    elif not roles_of(app):
+        why = ("its sessions cannot be shared: pvhpc cannot check a sharee's key or keep a view-only one from "
+               "driving it in this application's server")
+    elif config.sharing.view_only:
+        why = "this site allows view grants only (sharing.view_only)"
+    else:
+        why = None
+    return {"share_roles": list(roles), "share_groups": bool(roles) and config.sharing.groups, "share_note": why}
+
+
+def describe(grant: ShareGrant) -> dict:
+    return {"kind": grant.kind, "name": grant.name, "role": grant.role,
+            "granted_at": grant.created_at.isoformat() + "Z"}
+
+
+class Sharing:
+    """``on_sharees(session_id, users)``: told the users each session is shared with whenever that changes (the
+    front end's set_sharees: Apache's map lets them through /proxy)."""
+
+    def __init__(self, config, store, directory: UnixDirectory | None = None, on_sharees=None):
+        self.config = config
+        self.shares = ShareStore(store)
+        self.db = store.off_loop
+        self.directory = directory or UnixDirectory()
+        self.on_sharees = on_sharees
+        self._connected: dict[str, set[str]] = {}   # session id -> grants whose sharees its server said are connected
+
+    def users_of(self, grants) -> frozenset[str]:
+        """The users ``grants`` (of one session) let in: named ones, and the members of named groups."""
+        users = set()
+        for grant in grants:
+            if not self.allowed(grant):
+                continue
+            if grant.kind == "user":
+                users.add(grant.name)
+            else:
+                users.update(self.directory.members_of(grant.name))
+        return frozenset(users)
+
+    def publish_all(self) -> None:
+        """Every live session's sharees to ``on_sharees``, at start (the front end's map is rebuilt then)."""
+        if self.on_sharees is None:
+            return
+        by_session: dict[str, list[ShareGrant]] = {}
+        for grant in self.shares.all_live():
+            by_session.setdefault(grant.session_id, []).append(grant)
+        for session_id, grants in by_session.items():
+            self.on_sharees(session_id, self.users_of(grants))
+
+    async def _publish(self, session_id: str) -> None:
+        if self.on_sharees is not None:
+            self.on_sharees(session_id, self.users_of(await self.db.read(self.shares.live_of, session_id)))
+
+    # -- the owner's --------------------------------------------------------------------------------------
+    def check_request(self, record: SessionRecord, actor: str, body) -> tuple[Sharee, str]:
+        """The sharee and role a share request names, or a SharingError naming the field at fault."""
+        sharing = self.config.sharing
+        off = off_because(self.config)
+        if off is not None:
+            raise SharingError(off, status=403)
+        self.check_owner(record, actor)
+        if not isinstance(body, dict):
+            raise SharingError("the request body must be a JSON object")
+        unknown = sorted(set(body) - {"user", "group", "role"})
+        if unknown:
+            raise SharingError("unknown field (known: user, group, role)", field=unknown[0])
+        if ("user" in body) == ("group" in body):
+            raise SharingError("name one user or one group to share with", field="user")
+        kind = "user" if "user" in body else "group"
+        name = body[kind]
+        if not isinstance(name, str) or not NAME.match(name):
+            raise SharingError(f"{name!r} is not a {kind} name", field=kind)
+        role = body.get("role")
+        if role not in ROLES:
+            raise SharingError(f"{role!r} is not a role: view (sees the picture) or control (drives it too)",
+                               field="role")
+        if kind == "group" and not sharing.groups:
+            raise SharingError("this site does not let sessions be shared with groups (sharing.groups): name "
+                               "users", field="group", status=403)
+        if role == "control" and sharing.view_only:
+            raise SharingError("this site allows view grants only (sharing.view_only)", field="role", status=403)
+        if record.session_state is SessionState.ENDED:
+            raise SharingError("the session has ended: there is nothing to share", status=409)
+        if record.ranks:
+            raise SharingError("a parallel session cannot be shared (its servers are out of the share gate's "
+                               "reach)", status=409)
+        app = self.config.applications.get(record.application)
+        offered = roles_of(app)
+        if role not in offered:
+            raise SharingError(
+                f"sessions of {record.application} cannot be shared" if not offered else
+                f"sessions of {record.application} can be shared as {' or '.join(offered)} only", field="role")
+        if kind == "user":
+            if name == record.user:
+                raise SharingError("that is the session's owner: an owner needs no share", field="user")
+            if not self.directory.user_exists(name):
+                raise SharingError(f"no user {name!r} on this site", field="user")
+        elif not self.directory.group_exists(name):
+            raise SharingError(f"no group {name!r} on this site", field="group")
+        return Sharee(kind, name), role
+
+    def check_owner(self, record: SessionRecord, actor: str) -> None:
+        if record.user != actor:
+            # Staff too: a grant hands out a key to the session, and staff never get one of another's.
+            raise SharingError(f"only the session's owner ({record.user}) shares it or ends a share", status=403)
+
+    async def share(self, record: SessionRecord, actor: str, body) -> ShareGrant:
+        sharee, role = self.check_request(record, actor, body)
+        detail = f"shared with {sharee.kind} {sharee.name} ({role})"
+        made = await self.db.write(self.shares.grant, record.id, sharee.kind, sharee.name, role, detail)
+        if made is None:
+            raise SharingError("the session has ended: there is nothing to share", status=409)
+        await self._publish(record.id)
+        return made
+
+    async def unshare(self, record: SessionRecord, actor: str, name: str, kind: str = "user") -> list[ShareGrant]:
+        self.check_owner(record, actor)
+        if kind not in ("user", "group"):
+            raise SharingError(f"{kind!r} is not user or group", field="kind")
+        gone = await self.db.write(self.shares.revoke, record.id, kind, name, f"share with {kind} {name} revoked")
+        if not gone:
+            raise SharingError(f"the session is not shared with {kind} {name}", field=kind, status=404)
+        await self._publish(record.id)
+        return gone
+
+    async def grants(self, record: SessionRecord) -> list[ShareGrant]:
+        return await self.db.read(self.shares.live_of, record.id)
+
+    # -- the sharee's ---------------------------------------------------------------------------------------
+    async def shared_with(self, user: str) -> list[tuple[SessionRecord, ShareGrant]]:
+        """The live sessions shared with ``user`` (by name or a group of theirs), one grant each, control first."""
+        if not self.config.sharing.enabled:
+            return []
+        groups = self.directory.groups_of(user) if self.config.sharing.groups else []
+        found = await self.db.read(self.shares.shared_with, user, groups)
+        best: dict[str, tuple[SessionRecord, ShareGrant]] = {}
+        for record, grant in found:
+            if not self.allowed(grant) or record.user == user:
+                continue
+            if record.id not in best or (grant.role == "control" and best[record.id][1].role != "control"):
+                best[record.id] = (record, grant)
+        return list(best.values())
+
+    async def grant_of(self, session_id: str, user: str) -> ShareGrant | None:
+        """The grant that lets ``user`` into the session, or None."""
+        for record, grant in await self.shared_with(user):
+            if record.id == session_id:
+                return grant
+        return None
+
+    def allowed(self, grant: ShareGrant) -> bool:
+        """Whether the site's rules still allow this grant (staff may have narrowed them since it was made)."""
+        sharing = self.config.sharing
+        return (sharing.enabled and (grant.kind == "user" or sharing.groups)
+                and (grant.role == "view" or not sharing.view_only))
+
+    @staticmethod
+    def key(record: SessionRecord, grant: ShareGrant) -> str:
+        return share_keys.key_for(record.secret, grant.id, grant.role)
+
+    def view_for_sharee(self, data: dict, record: SessionRecord, grant: ShareGrant) -> dict:
+        """A session as its sharee sees it: whose it is and their role, and their own key as its ``secret``
+        (clients connect with it exactly as with an owner's secret)."""
+        data = {k: v for k, v in data.items() if k not in ("secret", "host", "port", "data")}
+        data["shared"] = {"by": record.user, "role": grant.role}
+        if record.session_state is not SessionState.ENDED:
+            data["secret"] = self.key(record, grant)
+        return data
+
+    async def connected(self, session_id: str, user: str, grant: ShareGrant) -> None:
+        """A sharee's connection through the front end, in the session's history."""
+        await self.db.write(self.shares.note, session_id, f"{user} connected ({grant.role}, shared)")
+
+    async def seen_connected(self, session_id: str, grant_ids: list[str]) -> None:
+        """The session's server says sharees of these grants are connected (through its watchdog's ask): each grant
+        newly connected is a line in the history. The built-in front end writes who connected itself (it knows
+        the user, where a group's grant does not), so this is for the others (Apache), which tell pvhpc nothing."""
+        if self.config.frontend.kind == "builtin":
+            return
+        seen = self._connected.setdefault(session_id, set())
+        new = set(grant_ids) - seen
+        seen.intersection_update(grant_ids)   # one who left and comes back is a new connection
+        if not new:
+            return
+        seen.update(new)
+        for grant in await self.db.read(self.shares.live_of, session_id):
+            if grant.id in new:
+                who = grant.name if grant.kind == "user" else f"a member of group {grant.name}"
+                await self.db.write(self.shares.note, session_id, f"{who} connected ({grant.role}, shared)")
+
+    # -- the node's -------------------------------------------------------------------------------------------
+    async def grants_for_session(self, session_id: str) -> dict[str, str]:
+        """{grant id: role} of a live session's grants that stand, for its server (through its watchdog)."""
+        return {g.id: g.role for g in await self.db.read(self.shares.live_of, session_id) if self.allowed(g)}

@@ -1,0 +1,230 @@
+"""Sharing a session through pvhpc's real routes and store, in-process: grants, what a sharee sees, revokes, what
+the session's watchdog is told, and every kind of bad request answered with the field at fault and nothing
+changed. (Users and groups: a stand-in directory; the real accounts are in tests/test_sharing_browser.py.)"""
+
+from __future__ import annotations
+
+import json
+
+from pvhpc.node import share_keys
+from pvhpc.sessions import lifecycle
+from pvhpc.sessions.service import token_hash
+
+from tests.fakes import Directory, ScriptedScheduler
+from tests.harness.inprocess import fetch_all, make_app
+from tests.helpers import session_record
+
+SID = "sharedsessionxxxxxxxxxxxxxxxxxxx"
+REPORT = "the-jobs-report-token-0123456789abcdef"
+SECRET = "alices-own-secret-0123456789"
+
+
+def sharing_app(tmp_path, **sharing):
+    app = make_app(tmp_path, ScriptedScheduler(), sharing=sharing) if sharing else make_app(tmp_path, ScriptedScheduler())
+    app.ctx.sharing.directory = Directory(groups={"vislab": ["bob", "carol"]})
+    app.ctx.store.add(session_record(0, id=SID, user="alice", secret=SECRET, report_token_hash=token_hash(REPORT),
+                                     job_id="100"))
+    app.ctx.store.change(SID, lifecycle.ready("10.0.0.2", 40000, "cpu01"))
+    tokens = {u: app.ctx.tokens.create(u, "t", 1)[1] for u in ("alice", "bob", "carol")}
+    return app, tokens
+
+
+def ask(app, tokens, *requests):
+    """Each (user, method, path, body) in turn; [(status, json)]."""
+    out = []
+    for user, method, path, body in requests:
+        headers = {"Authorization": f"token {tokens[user] if user in tokens else user}"}
+        [r] = fetch_all(app, [(method, path, json.dumps(body) if body is not None else None)], headers=headers)
+        out.append((r.code, json.loads(r.body) if r.body else None))
+    return out
+
+
+SHARES = f"/api/v1/sessions/{SID}/shares"
+
+
+def test_a_sharee_sees_the_session_with_a_key_of_their_own_and_loses_it_on_revoke(tmp_path):
+    app, tokens = sharing_app(tmp_path)
+    (made, body), = ask(app, tokens, ("alice", "POST", SHARES, {"user": "bob", "role": "view"}))
+    assert made == 201 and [(s["name"], s["role"]) for s in body["shares"]] == [("bob", "view")], body
+    (_, bobs), (_, one), (_, carols), (_, alices) = ask(app, tokens, ("bob", "GET", "/api/v1/sessions", None),
+                                                        ("bob", "GET", f"/api/v1/sessions/{SID}", None),
+                                                        ("carol", "GET", "/api/v1/sessions", None),
+                                                        ("alice", "GET", f"/api/v1/sessions/{SID}", None))
+    [shared] = bobs["sessions"]
+    assert shared["id"] == SID and shared["shared"] == {"by": "alice", "role": "view"}
+    assert one["shared"] == shared["shared"] and one["secret"] == shared["secret"]
+    # bob's own key: it names his grant and role, made from alice's secret, which he never gets.
+    assert shared["secret"] != SECRET and SECRET not in json.dumps(bobs)
+    grant_id, role = share_keys.read(SECRET, shared["secret"])
+    assert role == "view" and share_keys.read("another-secret", shared["secret"]) is None
+    assert carols["sessions"] == []
+    assert any(h["detail"] == "shared with user bob (view)" for h in alices["history"])
+    # The session's watchdog is told which grants stand, for the server's gate.
+    [live] = fetch_all(app, [("GET", f"/api/v1/sessions/{SID}/report", None)],
+                       headers={"Authorization": f"token {REPORT}"})
+    assert json.loads(live.body)["grants"] == {grant_id: "view"}
+
+    (gone, after), (_, bobs), (_, alices) = ask(app, tokens, ("alice", "DELETE", f"{SHARES}/bob", None),
+                                                ("bob", "GET", "/api/v1/sessions", None),
+                                                ("alice", "GET", f"/api/v1/sessions/{SID}", None))
+    assert gone == 200 and after["shares"] == [] and bobs["sessions"] == []
+    assert any(h["detail"] == "share with user bob revoked" for h in alices["history"])
+    [live] = fetch_all(app, [("GET", f"/api/v1/sessions/{SID}/report", None)],
+                       headers={"Authorization": f"token {REPORT}"})
+    assert "grants" not in json.loads(live.body)   # none stand
+
+
+def test_sharing_again_replaces_the_role_and_the_key(tmp_path):
+    app, tokens = sharing_app(tmp_path)
+    ask(app, tokens, ("alice", "POST", SHARES, {"user": "bob", "role": "view"}))
+    (_, first), = ask(app, tokens, ("bob", "GET", f"/api/v1/sessions/{SID}", None))
+    (_, body), (_, second) = ask(app, tokens, ("alice", "POST", SHARES, {"user": "bob", "role": "control"}),
+                                 ("bob", "GET", f"/api/v1/sessions/{SID}", None))
+    assert [(s["name"], s["role"]) for s in body["shares"]] == [("bob", "control")]
+    assert second["shared"]["role"] == "control" and second["secret"] != first["secret"]
+
+
+def test_bad_share_requests_name_what_is_wrong_and_change_nothing(tmp_path):
+    app, tokens = sharing_app(tmp_path)
+    ask(app, tokens, ("alice", "POST", SHARES, {"user": "bob", "role": "view"}))
+    cases = [
+        (("alice", "POST", SHARES, {"user": "nobody", "role": "view"}), 400, "user", "no user 'nobody'"),
+        (("alice", "POST", SHARES, {"user": "alice", "role": "view"}), 400, "user", "owner"),
+        (("alice", "POST", SHARES, {"user": "carol", "role": "admin"}), 400, "role", "is not a role"),
+        (("alice", "POST", SHARES, {"user": "carol"}), 400, "role", "is not a role"),
+        (("alice", "POST", SHARES, {"user": "bob; rm", "role": "view"}), 400, "user", "is not a user name"),
+        (("alice", "POST", SHARES, {"user": "carol", "group": "vislab", "role": "view"}), 400, "user", "one user"),
+        (("alice", "POST", SHARES, {"user": "carol", "role": "view", "until": 5}), 400, "until", "unknown field"),
+        (("alice", "POST", SHARES, {"group": "vislab", "role": "view"}), 403, "group", "sharing.groups"),
+        # Someone it is shared with may not share it on, nor may a stranger, who is not told it exists.
+        (("bob", "POST", SHARES, {"user": "carol", "role": "view"}), 403, None, "only the session's owner (alice)"),
+        (("carol", "POST", SHARES, {"user": "carol", "role": "view"}), 404, None, "no session"),
+        (("carol", "GET", SHARES, None), 404, None, "no session"),
+        (("bob", "DELETE", f"{SHARES}/bob", None), 403, None, "only the session's owner"),
+        (("alice", "DELETE", f"{SHARES}/carol", None), 404, "user", "not shared with user carol"),
+    ]
+    for request, status, field, words in cases:
+        (code, body), = ask(app, tokens, request)
+        assert code == status and body.get("field") == field and words in body["error"], (request, code, body)
+    (_, body), = ask(app, tokens, ("alice", "GET", SHARES, None))
+    assert [(s["name"], s["role"]) for s in body["shares"]] == [("bob", "view")]
+
+
+def test_staff_rules_view_only_groups_and_off(tmp_path):
+    app, tokens = sharing_app(tmp_path / "a", view_only=True, groups=True)
+    (code, body), (made, _), (_, carols) = ask(
+        app, tokens, ("alice", "POST", SHARES, {"user": "bob", "role": "control"}),
+        ("alice", "POST", SHARES, {"group": "vislab", "role": "view"}),
+        ("carol", "GET", "/api/v1/sessions", None))
+    assert code == 403 and body["field"] == "role" and "sharing.view_only" in body["error"]
+    assert made == 201 and [s["shared"] for s in carols["sessions"]] == [{"by": "alice", "role": "view"}]
+    (_, apps), = ask(app, tokens, ("alice", "GET", "/api/v1/applications", None))
+    [paraview] = apps["applications"]
+    assert paraview["share_roles"] == ["view"] and paraview["share_groups"] is True
+
+    off, tokens = sharing_app(tmp_path / "b", enabled=False)
+    (code, body), (_, apps) = ask(off, tokens, ("alice", "POST", SHARES, {"user": "bob", "role": "view"}),
+                                  ("alice", "GET", "/api/v1/applications", None))
+    assert code == 403 and "sharing.enabled" in body["error"]
+    assert apps["applications"][0]["share_roles"] == [] and "turned off" in apps["applications"][0]["share_note"]
+
+    # The grants reach a session's server with its watchdog's asks: without a watchdog, nothing can be shared.
+    no_watchdog = make_app(tmp_path / "d", ScriptedScheduler(), runtime={"watchdog_interval": 0, "watchdog_grace": 0})
+    token = no_watchdog.ctx.tokens.create("alice", "t", 1)[1]
+    (_, apps), = ask(no_watchdog, {"alice": token}, ("alice", "GET", "/api/v1/applications", None))
+    assert apps["applications"][0]["share_roles"] == []
+    assert "runtime.watchdog_interval" in apps["applications"][0]["share_note"]
+
+
+def test_grants_made_before_stop_when_staff_turn_sharing_off(tmp_path):
+    app, tokens = sharing_app(tmp_path / "on")
+    ask(app, tokens, ("alice", "POST", SHARES, {"user": "bob", "role": "control"}))
+    # The same database under a config that allows view only: bob's control grant no longer stands anywhere.
+    narrowed = make_app(tmp_path / "on", ScriptedScheduler(), sharing={"view_only": True})
+    narrowed.ctx.sharing.directory = app.ctx.sharing.directory
+    bob = narrowed.ctx.tokens.create("bob", "t", 1)[1]
+    (_, bobs), = ask(narrowed, {"bob": bob}, ("bob", "GET", "/api/v1/sessions", None))
+    assert bobs["sessions"] == []
+    [live] = fetch_all(narrowed, [("GET", f"/api/v1/sessions/{SID}/report", None)],
+                       headers={"Authorization": f"token {REPORT}"})
+    assert "grants" not in json.loads(live.body)   # none stand
+
+
+def test_applications_say_which_roles_their_sessions_offer(tmp_path):
+    app = make_app(tmp_path, ScriptedScheduler(), applications={
+        "desk": {"desktop": True, "pvserver": ["pvserver"], "data_roots": [str(tmp_path)]},
+        "own": {"command": ["/opt/site/server", "--port", "${port}"], "ready": {"line": "up"},
+                "data_roots": [str(tmp_path)]}})
+    token = app.ctx.tokens.create("alice", "t", 1)[1]
+    (_, apps), = ask(app, {"alice": token}, ("alice", "GET", "/api/v1/applications", None))
+    roles = {a["name"]: (a["share_roles"], a["share_note"]) for a in apps["applications"]}
+    assert roles["paraview"] == (["view", "control"], None)
+    assert roles["desk"][0] == [] and "cannot be shared" in roles["desk"][1]
+    assert roles["own"][0] == []
+
+
+def test_a_sharees_event_stream_ends_with_their_share(tmp_path):
+    import asyncio
+
+    from tests.harness.inprocess import served
+
+    app, tokens = sharing_app(tmp_path)
+    ask(app, tokens, ("alice", "POST", SHARES, {"user": "bob", "role": "view"}))
+
+    async def follow():
+        chunks = []
+        async with served(app) as there:
+            streaming = asyncio.ensure_future(there.client.fetch(
+                there.url + f"/api/v1/sessions/{SID}/events", headers={"Authorization": f"token {tokens['bob']}"},
+                streaming_callback=lambda c: chunks.append(c.decode()), request_timeout=30))
+            while not any('"shared":' in c for c in chunks):
+                await asyncio.sleep(0.05)
+            await there.fetch("DELETE", f"{SHARES}/bob", headers={"Authorization": f"token {tokens['alice']}"})
+            # a change of the session (any) is what the stream next sends: then it ends for bob
+            app.ctx.bus.publish(app.ctx.store.get(SID))
+            await asyncio.wait_for(streaming, 10)
+        return "".join(chunks)
+
+    text = asyncio.run(follow())
+    first, *rest = [c for c in text.split("\n\n") if c.startswith("event: session")]
+    assert '"shared":' in first and '"secret": "pvhpc-share.' in first
+    assert rest and all('"secret"' not in c and '"shared":' not in c for c in rest), rest
+
+
+def test_the_share_commands_as_a_user_runs_them(tmp_path):
+    """pvhpc share / shares / unshare (a real process, pvhpc's real routes in-process), with alice's token."""
+    import asyncio
+    import os
+    import sys
+    from pathlib import Path
+
+    from tests.harness.inprocess import served
+
+    repo = Path(__file__).resolve().parent.parent
+    app, tokens = sharing_app(tmp_path)
+
+    async def pvhpc(url, *args):
+        env = dict(os.environ, PYTHONPATH=str(repo), PVHPC_CLIENT_CONFIG=str(repo / "no-such-client.yaml"),
+                   PVHPC_URL=url, PVHPC_TOKEN=tokens["alice"])
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "pvhpc", *args, env=env,
+                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await proc.communicate()
+        return proc.returncode, out.decode(), err.decode()
+
+    async def run():
+        async with served(app) as there:
+            return [await pvhpc(there.url, *args) for args in (
+                ("share", SID, "bob", "--view"),
+                ("shares", SID, "--json"),
+                ("share", SID, "nosuchuser", "--control"),
+                ("share", SID, "bob"),
+                ("unshare", SID, "bob"),
+                ("unshare", SID, "bob"))]
+
+    shared, listed, unknown, no_role, unshared, again = asyncio.run(run())
+    assert shared[0] == 0 and "user  bob" in shared[1] and "view" in shared[1], shared
+    assert [(s["name"], s["role"]) for s in json.loads(listed[1])["shares"]] == [("bob", "view")]
+    assert unknown[0] == 2 and "no user 'nosuchuser'" in unknown[2], unknown
+    assert no_role[0] == 2 and "--view" in no_role[2], no_role
+    assert unshared[0] == 0 and "not shared with anyone" in unshared[1], unshared
+    assert again[0] == 3 and "not shared with user bob" in again[2], again
