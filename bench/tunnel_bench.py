@@ -28,6 +28,7 @@ import asyncio
 import getpass
 import json
 import math
+import os
 import shutil
 import socket
 import statistics
@@ -186,6 +187,12 @@ def main() -> int:
     parser.add_argument("--plot", type=Path, help="draw the figure into this PNG file")
     parser.add_argument("--single-host", action="store_true",
                         help="the cluster's nodes as processes of this host (default: hosts of their own, as root)")
+    parser.add_argument("--paths", help="comma-separated paths to measure besides direct (default: all), e.g. "
+                        "'builtin proxy,Apache'")
+    parser.add_argument("--sizes", choices=("all", "400x300", "1920x1080"), default="all",
+                        help="the image size to measure (default: both)")
+    parser.add_argument("--cases", choices=("all", "still", "turning"), default="all",
+                        help="still view (what the path can carry), view turning (what a user sees), or both")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -267,17 +274,32 @@ def main() -> int:
             await client.create_source("Sphere")
             client.close()
 
+        if args.paths:
+            wanted = {name.strip() for name in args.paths.split(",")}
+            unknown = wanted - set(routes)
+            if unknown:
+                parser.error(f"--paths: no path named {', '.join(sorted(unknown))} (there are: {', '.join(routes)})")
+            routes = {name: url for name, url in routes.items() if name == "direct" or name in wanted}
+
         asyncio.run(prepare())
         results: dict[tuple, list[tuple[float, float]]] = {}
-        cases = [(size, turn) for turn in (True, False) for size in SIZES]
+        turns = {"all": (True, False), "still": (False,), "turning": (True,)}[args.cases]
+        sizes = [size for size in SIZES if args.sizes in ("all", f"{size[0]}x{size[1]}")]
+        cases = [(size, turn) for turn in turns for size in sizes]
+        load_at_start = os.getloadavg()
         for r in range(args.rounds):
             for case in cases:
-                for name, url in routes.items():
+                # Each round starts at another path, so none always follows the same one (a busy machine's load
+                # comes and goes in waves of seconds).
+                names = list(routes)
+                names = names[r % len(names):] + names[:r % len(names)]
+                for name in names:
                     results.setdefault((name, case), []).append(
-                        asyncio.run(measure(url, secret, case[0], args.seconds, case[1])))
+                        asyncio.run(measure(routes[name], secret, case[0], args.seconds, case[1])))
             print(f"round {r + 1}/{args.rounds} done", flush=True)
 
-        print(f"\nimage delivery of one session, {args.seconds:g} s per path and case, median of {args.rounds} rounds")
+        print(f"\nimage delivery of one session, {args.seconds:g} s per path and case, median of {args.rounds} rounds;"
+              f" load average (1 min) {load_at_start[0]:.2f} at the start, {os.getloadavg()[0]:.2f} at the end")
         for case in cases:
             (width, height, quality), turn = case
             what = "view turning (mouse move + render)" if turn else "still view (server's cached image)"
