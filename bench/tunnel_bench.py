@@ -157,6 +157,12 @@ async def measure(url: str, secret: str, size: tuple[int, int, int], seconds: fl
         client.close()
 
 
+def paired_shares(results: dict, name: str, case) -> list[float]:
+    """Each round's frames/s of ``name`` as a share of direct's in the same round: on a shared machine the load
+    moves between rounds, and a ratio taken within one round (seconds apart) moves far less than either figure."""
+    return [f / d for (f, _), (d, _) in zip(results[(name, case)], results[("direct", case)])]
+
+
 def plot(results: dict, cases: list, paths: list[str], path: Path) -> None:
     """Frames per second of each path as a share of direct, one group of bars per case."""
     from bench.report import pyplot, save
@@ -304,12 +310,15 @@ def main() -> int:
             (width, height, quality), turn = case
             what = "view turning (mouse move + render)" if turn else "still view (server's cached image)"
             print(f"\n{width}x{height} JPEG quality {quality}, {what}")
-            print(f"  {'path':<18} {'frames/s':>9} {'MB/s':>8} {'vs direct':>10}")
+            print(f"  {'path':<18} {'frames/s':>9} {'MB/s':>8} {'vs direct':>10}  (each round's ratio to direct in"
+                  " that round: median, min-max)")
             base = statistics.median(f for f, _ in results[("direct", case)])
             for name in routes:
                 fps = statistics.median(f for f, _ in results[(name, case)])
                 bps = statistics.median(b for _, b in results[(name, case)])
-                print(f"  {name:<18} {fps:9.1f} {bps / 1e6:8.2f} {fps / base:9.2f}x")
+                shares = paired_shares(results, name, case)
+                print(f"  {name:<18} {fps:9.1f} {bps / 1e6:8.2f} {fps / base:9.2f}x  ({statistics.median(shares):.2f}, "
+                      f"{min(shares):.2f}-{max(shares):.2f})")
         if args.plot:
             plot(results, cases, list(routes), args.plot)
         return 0
