@@ -73,6 +73,9 @@ def serve_child(args) -> None:
             print(forward.local_port, flush=True)
         else:
             connector = TunnelConnector(link) if link else DirectConnector()
+            if spec.get("pass_chunks"):   # --before: each chunk passed on as it is read, as before issue 28
+                from pvhpc.frontends import relay
+                relay.HOLD = 0
             frontend = BuiltinFrontEnd("unused", connector)
             frontend.rebuild([SessionRecord(id=spec["sid"], user=spec["user"], state="ready", host=spec["host"],
                                             port=spec["port"])])
@@ -124,8 +127,8 @@ def openssh_forward(sshd, host: str, port: int) -> tuple[subprocess.Popen, int]:
 # -- measuring ------------------------------------------------------------------------------------------
 
 async def measure(url: str, secret: str, size: tuple[int, int, int], seconds: float,
-                  turn: bool) -> tuple[float, float]:
-    """(frames per second, bytes per second) of back-to-back frames over one connection.
+                  turn: bool) -> tuple[float, float, int]:
+    """(frames per second, bytes per second, frames) of back-to-back frames over one connection.
 
     turn: each frame is a mouse move (the camera turns) and a render, as a
     browser asks while the user drags the view: the rate a user sees, which the
@@ -152,9 +155,30 @@ async def measure(url: str, secret: str, size: tuple[int, int, int], seconds: fl
         elapsed = time.monotonic() - started
         if turn:
             await client.mouse("up", 0.5, 0.5)
-        return frames / elapsed, payload / elapsed
+        return frames / elapsed, payload / elapsed, frames
     finally:
         client.close()
+
+
+def cpu_seconds(pids: list[int], marker: str | None = None) -> float:
+    """User + system CPU seconds used so far by ``pids`` and by every process whose command line holds ``marker``
+    (Apache's parent and workers: its config file's path), all their threads included."""
+    if marker:
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    if marker.encode() in Path(f"/proc/{entry}/cmdline").read_bytes():
+                        pids = [*pids, int(entry)]
+                except OSError:
+                    pass
+    total = 0
+    for pid in set(pids):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])   # utime, stime (fields 14 and 15 of stat(5))
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def paired_shares(results: dict, name: str, case) -> list[float]:
@@ -199,6 +223,9 @@ def main() -> int:
                         help="the image size to measure (default: both)")
     parser.add_argument("--cases", choices=("all", "still", "turning"), default="all",
                         help="still view (what the path can carry), view turning (what a user sees), or both")
+    parser.add_argument("--before", action="store_true",
+                        help="also measure the front ends as they were before issue 28: Apache reading 8 KiB at a "
+                             "time, the built-in proxy passing each chunk on as it is read")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -244,6 +271,8 @@ def main() -> int:
                "known_hosts": str(sshd.known_hosts)}
         record = {"sid": sid, "user": session["user"], "host": host, "port": port}
         proxy, proxy_port = start_child({"kind": "proxy", **record})
+        before_proxy, before_port = start_child({"kind": "proxy", "pass_chunks": True, **record})
+        cleanup.insert(0, before_proxy.kill)
         forward, forward_port = start_child({"kind": "forward", "ssh": ssh, **record})
         tunnel_proxy, tunnel_proxy_port = start_child({"kind": "proxy", "ssh": ssh, **record})
         openssh, openssh_port = openssh_forward(sshd, host, port)
@@ -263,6 +292,16 @@ def main() -> int:
                                                           port=free_port_block(1))).start()
         cleanup.insert(0, apache.stop)
 
+        # --before: the same site with Apache's default read size (8 KiB), as rendered before issue 28.
+        before_root = work / "httpd-before"
+        before_root.mkdir(mode=0o755)
+        apache_before = ApacheServer(before_root, apacheconf.Site("localhost", map_file, svc.url,
+                                                                  port=free_port_block(1)))
+        rendered = apache_before.site_file.read_text()
+        apache_before.site_file.write_text(rendered.replace("    ReadBufferSize 65536\n", ""))
+        apache_before.start()
+        cleanup.insert(0, apache_before.stop)
+
         def proxied(p: int) -> str:
             return f"ws://127.0.0.1:{p}/proxy?sessionId={sid}&path=ws"
 
@@ -270,6 +309,8 @@ def main() -> int:
             "direct": f"ws://{host}:{port}/ws",
             "Apache": f"ws://127.0.0.1:{apache.site.listen_port}/proxy?sessionId={sid}&path=ws",
             "builtin proxy": proxied(proxy_port),
+            "Apache before": f"ws://127.0.0.1:{apache_before.site.listen_port}/proxy?sessionId={sid}&path=ws",
+            "builtin before": proxied(before_port),
             "ssh -L (OpenSSH)": f"ws://127.0.0.1:{openssh_port}/ws",
             "paramiko tunnel": f"ws://127.0.0.1:{forward_port}/ws",
             "proxy+tunnel": proxied(tunnel_proxy_port),
@@ -280,6 +321,8 @@ def main() -> int:
             await client.create_source("Sphere")
             client.close()
 
+        if not args.before:
+            routes = {name: url for name, url in routes.items() if not name.endswith(" before")}
         if args.paths:
             wanted = {name.strip() for name in args.paths.split(",")}
             unknown = wanted - set(routes)
@@ -289,6 +332,12 @@ def main() -> int:
 
         asyncio.run(prepare())
         results: dict[tuple, list[tuple[float, float]]] = {}
+        # The processes that carry each path, whose CPU time per frame is printed: load on the machine moves
+        # frames/s from one second to the next, the CPU a front end spends on a frame far less.
+        carriers = {"Apache": ([], str(apache.config)), "Apache before": ([], str(apache_before.config)),
+                    "builtin proxy": ([proxy.pid],), "builtin before": ([before_proxy.pid],),
+                    "paramiko tunnel": ([forward.pid],), "proxy+tunnel": ([tunnel_proxy.pid],)}
+        cpu: dict[tuple, list] = {}   # (path, case) -> [CPU seconds, frames]
         turns = {"all": (True, False), "still": (False,), "turning": (True,)}[args.cases]
         sizes = [size for size in SIZES if args.sizes in ("all", f"{size[0]}x{size[1]}")]
         cases = [(size, turn) for turn in turns for size in sizes]
@@ -300,8 +349,13 @@ def main() -> int:
                 names = list(routes)
                 names = names[r % len(names):] + names[:r % len(names)]
                 for name in names:
-                    results.setdefault((name, case), []).append(
-                        asyncio.run(measure(routes[name], secret, case[0], args.seconds, case[1])))
+                    used = cpu_seconds(*carriers[name]) if name in carriers else None
+                    fps, bps, frames = asyncio.run(measure(routes[name], secret, case[0], args.seconds, case[1]))
+                    results.setdefault((name, case), []).append((fps, bps))
+                    if used is not None:
+                        cpu.setdefault((name, case), [0.0, 0])
+                        cpu[(name, case)][0] += cpu_seconds(*carriers[name]) - used
+                        cpu[(name, case)][1] += frames
             print(f"round {r + 1}/{args.rounds} done", flush=True)
 
         print(f"\nimage delivery of one session, {args.seconds:g} s per path and case, median of {args.rounds} rounds;"
@@ -310,15 +364,19 @@ def main() -> int:
             (width, height, quality), turn = case
             what = "view turning (mouse move + render)" if turn else "still view (server's cached image)"
             print(f"\n{width}x{height} JPEG quality {quality}, {what}")
-            print(f"  {'path':<18} {'frames/s':>9} {'MB/s':>8} {'vs direct':>10}  (each round's ratio to direct in"
-                  " that round: median, min-max)")
+            print(f"  {'path':<18} {'frames/s':>9} {'MB/s':>8} {'vs direct':>10} {'in-round ratio':>20} "
+                  f"{'CPU us/frame':>13}")
             base = statistics.median(f for f, _ in results[("direct", case)])
             for name in routes:
                 fps = statistics.median(f for f, _ in results[(name, case)])
                 bps = statistics.median(b for _, b in results[(name, case)])
                 shares = paired_shares(results, name, case)
-                print(f"  {name:<18} {fps:9.1f} {bps / 1e6:8.2f} {fps / base:9.2f}x  ({statistics.median(shares):.2f}, "
-                      f"{min(shares):.2f}-{max(shares):.2f})")
+                paired = f"{statistics.median(shares):.2f} ({min(shares):.2f}-{max(shares):.2f})"
+                used, frames = cpu.get((name, case), (0.0, 0))
+                per_frame = f"{used / frames * 1e6:13.0f}" if frames else f"{'-':>13}"
+                print(f"  {name:<18} {fps:9.1f} {bps / 1e6:8.2f} {fps / base:9.2f}x {paired:>20} {per_frame}")
+        print("\nin-round ratio: each round's frames/s over direct's in that round, median (min-max) of the rounds; "
+              "CPU: what the path's own processes (proxy, Apache, tunnel) used per frame, both ways")
         if args.plot:
             plot(results, cases, list(routes), args.plot)
         return 0

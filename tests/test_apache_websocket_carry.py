@@ -44,6 +44,7 @@ class ImageServer(threading.Thread):
 
     def run(self):
         conn, _ = self.listener.accept()
+        self.listener.close()
         with conn:
             request = b""
             while b"\r\n\r\n" not in request:
