@@ -160,8 +160,8 @@ async def measure(url: str, secret: str, size: tuple[int, int, int], seconds: fl
         client.close()
 
 
-def cpu_seconds(pids: list[int], marker: str | None = None) -> float:
-    """User + system CPU seconds used so far by ``pids`` and by every process whose command line holds ``marker``
+def cpu_seconds(pids: list[int], marker: str | None = None) -> tuple[float, float]:
+    """(user, system) CPU seconds used so far by ``pids`` and by every process whose command line holds ``marker``
     (Apache's parent and workers: its config file's path), all their threads included."""
     if marker:
         for entry in os.listdir("/proc"):
@@ -171,14 +171,14 @@ def cpu_seconds(pids: list[int], marker: str | None = None) -> float:
                         pids = [*pids, int(entry)]
                 except OSError:
                     pass
-    total = 0
+    user = system = 0
     for pid in set(pids):
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
         except OSError:
             continue
-        total += int(fields[11]) + int(fields[12])   # utime, stime (fields 14 and 15 of stat(5))
-    return total / os.sysconf("SC_CLK_TCK")
+        user, system = user + int(fields[11]), system + int(fields[12])   # utime, stime: fields 14, 15 of stat(5)
+    return user / os.sysconf("SC_CLK_TCK"), system / os.sysconf("SC_CLK_TCK")
 
 
 def paired_shares(results: dict, name: str, case) -> list[float]:
@@ -337,7 +337,7 @@ def main() -> int:
         carriers = {"Apache": ([], str(apache.config)), "Apache before": ([], str(apache_before.config)),
                     "builtin proxy": ([proxy.pid],), "builtin before": ([before_proxy.pid],),
                     "paramiko tunnel": ([forward.pid],), "proxy+tunnel": ([tunnel_proxy.pid],)}
-        cpu: dict[tuple, list] = {}   # (path, case) -> [CPU seconds, frames]
+        cpu: dict[tuple, list] = {}   # (path, case) -> [user CPU seconds, system CPU seconds, frames]
         turns = {"all": (True, False), "still": (False,), "turning": (True,)}[args.cases]
         sizes = [size for size in SIZES if args.sizes in ("all", f"{size[0]}x{size[1]}")]
         cases = [(size, turn) for turn in turns for size in sizes]
@@ -353,9 +353,11 @@ def main() -> int:
                     fps, bps, frames = asyncio.run(measure(routes[name], secret, case[0], args.seconds, case[1]))
                     results.setdefault((name, case), []).append((fps, bps))
                     if used is not None:
-                        cpu.setdefault((name, case), [0.0, 0])
-                        cpu[(name, case)][0] += cpu_seconds(*carriers[name]) - used
-                        cpu[(name, case)][1] += frames
+                        after = cpu_seconds(*carriers[name])
+                        total = cpu.setdefault((name, case), [0.0, 0.0, 0])
+                        total[0] += after[0] - used[0]
+                        total[1] += after[1] - used[1]
+                        total[2] += frames
             print(f"round {r + 1}/{args.rounds} done", flush=True)
 
         print(f"\nimage delivery of one session, {args.seconds:g} s per path and case, median of {args.rounds} rounds;"
@@ -365,18 +367,19 @@ def main() -> int:
             what = "view turning (mouse move + render)" if turn else "still view (server's cached image)"
             print(f"\n{width}x{height} JPEG quality {quality}, {what}")
             print(f"  {'path':<18} {'frames/s':>9} {'MB/s':>8} {'vs direct':>10} {'in-round ratio':>20} "
-                  f"{'CPU us/frame':>13}")
+                  f"{'CPU us/frame (kernel)':>22}")
             base = statistics.median(f for f, _ in results[("direct", case)])
             for name in routes:
                 fps = statistics.median(f for f, _ in results[(name, case)])
                 bps = statistics.median(b for _, b in results[(name, case)])
                 shares = paired_shares(results, name, case)
                 paired = f"{statistics.median(shares):.2f} ({min(shares):.2f}-{max(shares):.2f})"
-                used, frames = cpu.get((name, case), (0.0, 0))
-                per_frame = f"{used / frames * 1e6:13.0f}" if frames else f"{'-':>13}"
-                print(f"  {name:<18} {fps:9.1f} {bps / 1e6:8.2f} {fps / base:9.2f}x {paired:>20} {per_frame}")
+                user, system, frames = cpu.get((name, case), (0.0, 0.0, 0))
+                per_frame = (f"{(user + system) / frames * 1e6:6.0f} ({system / frames * 1e6:3.0f})" if frames
+                             else f"{'-':>12}")
+                print(f"  {name:<18} {fps:9.1f} {bps / 1e6:8.2f} {fps / base:9.2f}x {paired:>20} {per_frame:>22}")
         print("\nin-round ratio: each round's frames/s over direct's in that round, median (min-max) of the rounds; "
-              "CPU: what the path's own processes (proxy, Apache, tunnel) used per frame, both ways")
+              "CPU: what the path's own processes (proxy, Apache, tunnel) used per frame, both ways (of it in the kernel)")
         if args.plot:
             plot(results, cases, list(routes), args.plot)
         return 0

@@ -30,11 +30,11 @@ CLOSE_GRACE = 2.0          # seconds a frame under way at a cut-off may take to 
 # Seconds a client told to close has to answer with its own close frame before its connection is closed anyway.
 # (Closing at once would race its next write, which then fails as a broken connection instead of a closed one.)
 CLOSE_WAIT = 5.0
-MAX_ANSWER = 16 * 1024
+MAX_ANSWER = 16 * 1024     # the server's handshake answer is headers only
 # The most of an unfinished frame kept back until the rest of it comes (carry): a 4-byte header held for its
 # payload saves a wake-up of both the proxy's peer and this process; a large frame (a 1080p image can be MBs)
 # still streams through in chunks of the kernel's reads.
-HOLD = 64 * 1024     # the server's handshake answer is headers only
+HOLD = 64 * 1024
 # What a websocket upgrade needs to travel; nothing else of the client's request (its cookies, its login) does.
 # No Sec-WebSocket-Extensions: the proxy never offered compression to servers, and does not start now.
 REQUEST_HEADERS = ("Sec-WebSocket-Key", "Sec-WebSocket-Version", "Sec-WebSocket-Protocol")
