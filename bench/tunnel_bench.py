@@ -126,9 +126,19 @@ def openssh_forward(sshd, host: str, port: int) -> tuple[subprocess.Popen, int]:
 
 # -- measuring ------------------------------------------------------------------------------------------
 
-async def measure(url: str, secret: str, size: tuple[int, int, int], seconds: float,
-                  turn: bool) -> tuple[float, float, int]:
-    """(frames per second, bytes per second, frames) of back-to-back frames over one connection.
+async def measure(routes: dict[str, str], secret: str, size: tuple[int, int, int], seconds: float,
+                  turn: bool, turn_time: float) -> dict[str, tuple[float, float, int, float]]:
+    """Per path: (frames per second, bytes per second, frames, the client's CPU seconds), the paths taking turns.
+
+    One connection per path, all open at once; each takes a turn of
+    ``turn_time`` seconds of back-to-back frames (at least one), then the next,
+    so that the paths meet the same load (on a machine shared with other work
+    the load moves from one second to the next: measured a second apart, two
+    paths differ by more than any path costs). A turn of tens of milliseconds
+    keeps each path as warm as a stream of frames keeps it: one frame at a time
+    would wake a sleeping proxy for each frame, a cost direct does not have. A
+    path's frames/s is its frames over the time they took; ``seconds`` per path
+    in all.
 
     turn: each frame is a mouse move (the camera turns) and a render, as a
     browser asks while the user drags the view: the rate a user sees, which the
@@ -137,27 +147,42 @@ async def measure(url: str, secret: str, size: tuple[int, int, int], seconds: fl
     """
     from pvhpc.client.wslink import WslinkClient
 
-    client = await WslinkClient.connect(url, secret)
+    width, height, quality = size
+    args = [{"size": [width, height], "view": -1, "quality": quality, "mtime": 0}]
+    clients = {}
     try:
-        width, height, quality = size
-        args = [{"size": [width, height], "view": -1, "quality": quality, "mtime": 0}]
-        await client.call("viewport.image.render", args)   # warm up: the first frame builds the pipeline
+        for name, url in routes.items():
+            clients[name] = await WslinkClient.connect(url, secret)
+            await clients[name].call("viewport.image.render", args)   # warm up: the first frame builds the pipeline
+        spent = dict.fromkeys(routes, 0.0)
+        frames = dict.fromkeys(routes, 0)
+        payload = dict.fromkeys(routes, 0)
+        client_cpu = dict.fromkeys(routes, 0.0)
+        n = 0
+        while sum(spent.values()) < seconds * len(routes):
+            for name, client in clients.items():
+                if turn and not frames[name]:
+                    await client.mouse("down", 0.5, 0.5)
+                started = now = time.perf_counter()
+                busy = time.process_time()   # this process is the client: its CPU per frame is the receiver's
+                while now - started < turn_time:
+                    if turn:
+                        await client.mouse("move", 0.5 + 0.3 * math.sin(n / 15), 0.5)
+                    result = await client.call("viewport.image.render", args)
+                    now = time.perf_counter()
+                    frames[name] += 1
+                    payload[name] += len(result["image"])
+                    n += 1
+                spent[name] += now - started
+                client_cpu[name] += time.process_time() - busy
         if turn:
-            await client.mouse("down", 0.5, 0.5)
-        frames = payload = 0
-        started = time.monotonic()
-        while time.monotonic() - started < seconds:
-            if turn:
-                await client.mouse("move", 0.5 + 0.3 * math.sin(frames / 15), 0.5)
-            result = await client.call("viewport.image.render", args)
-            frames += 1
-            payload += len(result["image"])
-        elapsed = time.monotonic() - started
-        if turn:
-            await client.mouse("up", 0.5, 0.5)
-        return frames / elapsed, payload / elapsed, frames
+            for client in clients.values():
+                await client.mouse("up", 0.5, 0.5)
+        return {name: (frames[name] / spent[name], payload[name] / spent[name], frames[name], client_cpu[name])
+                for name in routes}
     finally:
-        client.close()
+        for client in clients.values():
+            client.close()
 
 
 def cpu_seconds(pids: list[int], marker: str | None = None) -> tuple[float, float]:
@@ -219,6 +244,8 @@ def main() -> int:
                         help="the cluster's nodes as processes of this host (default: hosts of their own, as root)")
     parser.add_argument("--paths", help="comma-separated paths to measure besides direct (default: all), e.g. "
                         "'builtin proxy,Apache'")
+    parser.add_argument("--turn", type=float, default=0.05,
+                        help="seconds each path has in turn before the next (default 0.05; at least one frame)")
     parser.add_argument("--sizes", choices=("all", "400x300", "1920x1080"), default="all",
                         help="the image size to measure (default: both)")
     parser.add_argument("--cases", choices=("all", "still", "turning"), default="all",
@@ -338,36 +365,41 @@ def main() -> int:
                     "builtin proxy": ([proxy.pid],), "builtin before": ([before_proxy.pid],),
                     "paramiko tunnel": ([forward.pid],), "proxy+tunnel": ([tunnel_proxy.pid],)}
         cpu: dict[tuple, list] = {}   # (path, case) -> [user CPU seconds, system CPU seconds, frames]
+        clients_cpu: dict[tuple, list] = {}   # (path, case) -> [the client's CPU seconds, frames]
         turns = {"all": (True, False), "still": (False,), "turning": (True,)}[args.cases]
         sizes = [size for size in SIZES if args.sizes in ("all", f"{size[0]}x{size[1]}")]
         cases = [(size, turn) for turn in turns for size in sizes]
         load_at_start = os.getloadavg()
         for r in range(args.rounds):
             for case in cases:
-                # Each round starts at another path, so none always follows the same one (a busy machine's load
-                # comes and goes in waves of seconds).
+                # Each round starts at another path, so none always follows the same one.
                 names = list(routes)
                 names = names[r % len(names):] + names[:r % len(names)]
-                for name in names:
-                    used = cpu_seconds(*carriers[name]) if name in carriers else None
-                    fps, bps, frames = asyncio.run(measure(routes[name], secret, case[0], args.seconds, case[1]))
+                used = {name: cpu_seconds(*carriers[name]) for name in names if name in carriers}
+                measured = asyncio.run(measure({name: routes[name] for name in names}, secret, case[0], args.seconds,
+                                               case[1], args.turn))
+                for name, (fps, bps, frames, client_cpu) in measured.items():
                     results.setdefault((name, case), []).append((fps, bps))
-                    if used is not None:
+                    receiver = clients_cpu.setdefault((name, case), [0.0, 0])
+                    receiver[0] += client_cpu
+                    receiver[1] += frames
+                    if name in used:   # idle connections cost nothing: a path's processes worked on its frames only
                         after = cpu_seconds(*carriers[name])
                         total = cpu.setdefault((name, case), [0.0, 0.0, 0])
-                        total[0] += after[0] - used[0]
-                        total[1] += after[1] - used[1]
+                        total[0] += after[0] - used[name][0]
+                        total[1] += after[1] - used[name][1]
                         total[2] += frames
             print(f"round {r + 1}/{args.rounds} done", flush=True)
 
-        print(f"\nimage delivery of one session, {args.seconds:g} s per path and case, median of {args.rounds} rounds;"
+        print(f"\nimage delivery of one session, the paths taking turns of {args.turn:g} s, {args.seconds:g} s per path and "
+              f"case, median of {args.rounds} rounds;"
               f" load average (1 min) {load_at_start[0]:.2f} at the start, {os.getloadavg()[0]:.2f} at the end")
         for case in cases:
             (width, height, quality), turn = case
             what = "view turning (mouse move + render)" if turn else "still view (server's cached image)"
             print(f"\n{width}x{height} JPEG quality {quality}, {what}")
             print(f"  {'path':<18} {'frames/s':>9} {'MB/s':>8} {'vs direct':>10} {'in-round ratio':>20} "
-                  f"{'CPU us/frame (kernel)':>22}")
+                  f"{'CPU us/frame (kernel)':>22} {'client us':>9}")
             base = statistics.median(f for f, _ in results[("direct", case)])
             for name in routes:
                 fps = statistics.median(f for f, _ in results[(name, case)])
@@ -377,9 +409,12 @@ def main() -> int:
                 user, system, frames = cpu.get((name, case), (0.0, 0.0, 0))
                 per_frame = (f"{(user + system) / frames * 1e6:6.0f} ({system / frames * 1e6:3.0f})" if frames
                              else f"{'-':>12}")
-                print(f"  {name:<18} {fps:9.1f} {bps / 1e6:8.2f} {fps / base:9.2f}x {paired:>20} {per_frame:>22}")
+                used, frames = clients_cpu[(name, case)]
+                print(f"  {name:<18} {fps:9.1f} {bps / 1e6:8.2f} {fps / base:9.2f}x {paired:>20} {per_frame:>22} "
+                      f"{used / frames * 1e6:9.0f}")
         print("\nin-round ratio: each round's frames/s over direct's in that round, median (min-max) of the rounds; "
-              "CPU: what the path's own processes (proxy, Apache, tunnel) used per frame, both ways (of it in the kernel)")
+              "CPU: what the path's own processes (proxy, Apache, tunnel) used per frame, both ways (of it in the kernel); "
+              "client: the client's own CPU per frame (this process)")
         if args.plot:
             plot(results, cases, list(routes), args.plot)
         return 0
