@@ -1,13 +1,14 @@
 """Image delivery of one ParaViewWeb session by the way it is reached: frames and bytes per second.
 
-    /opt/pvhpc/venv/bin/python bench/tunnel_bench.py [--seconds 4] [--rounds 2]
+    /opt/pvhpc/venv/bin/python bench/tunnel_bench.py [--seconds 1] [--rounds 5] [--before]
 
 Needs root, Debian's slurm/paraview (as ``install.sh`` sets up) and OpenSSH's
 sshd. It starts a throwaway local cluster (or uses the one named by
 --slurm-conf), a pvhpc service that launches one session on the cpu
 partition, and an sshd of its own on a loopback port (keys made here). Then it
-asks the session for rendered images, as a ParaViewWeb client does, along each
-path in turn:
+asks the session for rendered images, as a ParaViewWeb client does, over one
+connection along each path, the paths taking turns of 50 ms (so that each
+meets the same load on a shared machine):
 
   direct            ws://node:port/ws
   Apache            Debian's apache2 with pvhpc's site config: /proxy through its RewriteMap
@@ -15,6 +16,12 @@ path in turn:
   ssh -L (OpenSSH)  OpenSSH's client forwarding a loopback port (the baseline for tunnels)
   paramiko tunnel   pvhpc's LoopbackForward over its SSH link, without the proxy
   proxy+tunnel      the built-in /proxy in SSH mode: what a browser gets when pvhpc runs off the cluster
+  Apache before     (--before) the same site with Apache's default ReadBufferSize, as rendered before issue 28
+  builtin before    (--before) the built-in proxy passing on each chunk as it is read, as before issue 28
+
+It prints, per image size and path, frames/s, the ratio to direct (of the
+medians, and each round's own ratio: median and spread), the CPU the path's
+own processes spend per frame and the client's.
 
 Each proxy and tunnel runs in a process of its own, as it does in production,
 so the client's work here does not slow it down. Bytes are the image payloads
@@ -220,24 +227,21 @@ def plot(results: dict, cases: list, paths: list[str], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(9, 3.8))
     width = 0.8 / len(paths)
     for i, name in enumerate(paths):
-        shares = []
-        for case in cases:
-            base = statistics.median(f for f, _ in results[("direct", case)])
-            shares.append(statistics.median(f for f, _ in results[(name, case)]) / base)
+        shares = [statistics.median(paired_shares(results, name, case)) for case in cases]
         ax.bar([c + i * width for c in range(len(cases))], shares, width, label=name)
     labels = [f"{w}x{h}\n{'view turning' if turn else 'still view'}" for (w, h, _), turn in cases]
     ax.set_xticks([c + width * (len(paths) - 1) / 2 for c in range(len(cases))], labels, fontsize=8)
     ax.axhline(1, color="grey", linewidth=0.8, linestyle=":")
     ax.set_ylabel("frames/s, share of direct")
-    ax.set_title("image delivery of one session by path (median of rounds)")
+    ax.set_title("image delivery of one session by path (each round's share of direct: median of rounds)")
     ax.legend(fontsize=7, ncol=6, loc="upper center", bbox_to_anchor=(0.5, -0.18))
     save(fig, path)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=4, help="seconds per path and image size")
-    parser.add_argument("--rounds", type=int, default=2, help="rounds over all paths (the median is printed)")
+    parser.add_argument("--seconds", type=float, default=1, help="seconds per path, image size and round")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds over all paths (the median is printed)")
     parser.add_argument("--slurm-conf", help="use this running cluster instead of starting one")
     parser.add_argument("--plot", type=Path, help="draw the figure into this PNG file")
     parser.add_argument("--single-host", action="store_true",
