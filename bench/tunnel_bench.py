@@ -50,6 +50,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 SIZES = ((400, 300, 80), (1920, 1080, 95))
+PATHS = ("direct", "Apache", "builtin proxy", "Apache before", "builtin before", "ssh -L (OpenSSH)", "paramiko tunnel",
+         "proxy+tunnel")
 
 
 # -- the child processes that carry a path: a proxy, or a paramiko forward -----------------------------
@@ -262,6 +264,10 @@ def main() -> int:
     if args.child:
         serve_child(args)
         return 0
+    if args.paths:   # before anything starts
+        unknown = {name.strip() for name in args.paths.split(",")} - set(PATHS)
+        if unknown:
+            parser.error(f"--paths: no path named {', '.join(sorted(unknown))} (there are: {', '.join(PATHS)})")
 
     from pvhpc import paths
     from pvhpc import runtime
@@ -352,13 +358,11 @@ def main() -> int:
             await client.create_source("Sphere")
             client.close()
 
+        assert set(routes) == set(PATHS)
         if not args.before:
             routes = {name: url for name, url in routes.items() if not name.endswith(" before")}
         if args.paths:
             wanted = {name.strip() for name in args.paths.split(",")}
-            unknown = wanted - set(routes)
-            if unknown:
-                parser.error(f"--paths: no path named {', '.join(sorted(unknown))} (there are: {', '.join(routes)})")
             routes = {name: url for name, url in routes.items() if name == "direct" or name in wanted}
 
         asyncio.run(prepare())
