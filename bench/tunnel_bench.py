@@ -1,13 +1,14 @@
 """Image delivery of one ParaViewWeb session by the way it is reached: frames and bytes per second.
 
-    /opt/pvhpc/venv/bin/python bench/tunnel_bench.py [--seconds 4] [--rounds 2]
+    /opt/pvhpc/venv/bin/python bench/tunnel_bench.py [--seconds 1] [--rounds 5] [--before]
 
 Needs root, Debian's slurm/paraview (as ``install.sh`` sets up) and OpenSSH's
 sshd. It starts a throwaway local cluster (or uses the one named by
 --slurm-conf), a pvhpc service that launches one session on the cpu
 partition, and an sshd of its own on a loopback port (keys made here). Then it
-asks the session for rendered images, as a ParaViewWeb client does, along each
-path in turn:
+asks the session for rendered images, as a ParaViewWeb client does, over one
+connection along each path, the paths taking turns of 50 ms (so that each
+meets the same load on a shared machine):
 
   direct            ws://node:port/ws
   Apache            Debian's apache2 with pvhpc's site config: /proxy through its RewriteMap
@@ -15,6 +16,12 @@ path in turn:
   ssh -L (OpenSSH)  OpenSSH's client forwarding a loopback port (the baseline for tunnels)
   paramiko tunnel   pvhpc's LoopbackForward over its SSH link, without the proxy
   proxy+tunnel      the built-in /proxy in SSH mode: what a browser gets when pvhpc runs off the cluster
+  Apache before     (--before) the same site with Apache's default ReadBufferSize, as rendered before issue 28
+  builtin before    (--before) the built-in proxy passing on each chunk as it is read, as before issue 28
+
+It prints, per image size and path, frames/s, the ratio to direct (of the
+medians, and each round's own ratio: median and spread), the CPU the path's
+own processes spend per frame and the client's.
 
 Each proxy and tunnel runs in a process of its own, as it does in production,
 so the client's work here does not slow it down. Bytes are the image payloads
@@ -28,6 +35,7 @@ import asyncio
 import getpass
 import json
 import math
+import os
 import shutil
 import socket
 import statistics
@@ -42,6 +50,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 SIZES = ((400, 300, 80), (1920, 1080, 95))
+PATHS = ("direct", "Apache", "builtin proxy", "Apache before", "builtin before", "ssh -L (OpenSSH)", "paramiko tunnel",
+         "proxy+tunnel")
 
 
 # -- the child processes that carry a path: a proxy, or a paramiko forward -----------------------------
@@ -72,6 +82,9 @@ def serve_child(args) -> None:
             print(forward.local_port, flush=True)
         else:
             connector = TunnelConnector(link) if link else DirectConnector()
+            if spec.get("pass_chunks"):   # --before: each chunk passed on as it is read, as before issue 28
+                from pvhpc.frontends import relay
+                relay.HOLD = 0
             frontend = BuiltinFrontEnd("unused", connector)
             frontend.rebuild([SessionRecord(id=spec["sid"], user=spec["user"], state="ready", host=spec["host"],
                                             port=spec["port"])])
@@ -122,9 +135,19 @@ def openssh_forward(sshd, host: str, port: int) -> tuple[subprocess.Popen, int]:
 
 # -- measuring ------------------------------------------------------------------------------------------
 
-async def measure(url: str, secret: str, size: tuple[int, int, int], seconds: float,
-                  turn: bool) -> tuple[float, float]:
-    """(frames per second, bytes per second) of back-to-back frames over one connection.
+async def measure(routes: dict[str, str], secret: str, size: tuple[int, int, int], seconds: float,
+                  turn: bool, turn_time: float) -> dict[str, tuple[float, float, int, float]]:
+    """Per path: (frames per second, bytes per second, frames, the client's CPU seconds), the paths taking turns.
+
+    One connection per path, all open at once; each takes a turn of
+    ``turn_time`` seconds of back-to-back frames (at least one), then the next,
+    so that the paths meet the same load (on a machine shared with other work
+    the load moves from one second to the next: measured a second apart, two
+    paths differ by more than any path costs). A turn of tens of milliseconds
+    keeps each path as warm as a stream of frames keeps it: one frame at a time
+    would wake a sleeping proxy for each frame, a cost direct does not have. A
+    path's frames/s is its frames over the time they took; ``seconds`` per path
+    in all.
 
     turn: each frame is a mouse move (the camera turns) and a render, as a
     browser asks while the user drags the view: the rate a user sees, which the
@@ -133,27 +156,69 @@ async def measure(url: str, secret: str, size: tuple[int, int, int], seconds: fl
     """
     from pvhpc.client.wslink import WslinkClient
 
-    client = await WslinkClient.connect(url, secret)
+    width, height, quality = size
+    args = [{"size": [width, height], "view": -1, "quality": quality, "mtime": 0}]
+    clients = {}
     try:
-        width, height, quality = size
-        args = [{"size": [width, height], "view": -1, "quality": quality, "mtime": 0}]
-        await client.call("viewport.image.render", args)   # warm up: the first frame builds the pipeline
+        for name, url in routes.items():
+            clients[name] = await WslinkClient.connect(url, secret)
+            await clients[name].call("viewport.image.render", args)   # warm up: the first frame builds the pipeline
+        spent = dict.fromkeys(routes, 0.0)
+        frames = dict.fromkeys(routes, 0)
+        payload = dict.fromkeys(routes, 0)
+        client_cpu = dict.fromkeys(routes, 0.0)
+        n = 0
+        while sum(spent.values()) < seconds * len(routes):
+            for name, client in clients.items():
+                if turn and not frames[name]:
+                    await client.mouse("down", 0.5, 0.5)
+                started = now = time.perf_counter()
+                busy = time.process_time()   # this process is the client: its CPU per frame is the receiver's
+                while now - started < turn_time:
+                    if turn:
+                        await client.mouse("move", 0.5 + 0.3 * math.sin(n / 15), 0.5)
+                    result = await client.call("viewport.image.render", args)
+                    now = time.perf_counter()
+                    frames[name] += 1
+                    payload[name] += len(result["image"])
+                    n += 1
+                spent[name] += now - started
+                client_cpu[name] += time.process_time() - busy
         if turn:
-            await client.mouse("down", 0.5, 0.5)
-        frames = payload = 0
-        started = time.monotonic()
-        while time.monotonic() - started < seconds:
-            if turn:
-                await client.mouse("move", 0.5 + 0.3 * math.sin(frames / 15), 0.5)
-            result = await client.call("viewport.image.render", args)
-            frames += 1
-            payload += len(result["image"])
-        elapsed = time.monotonic() - started
-        if turn:
-            await client.mouse("up", 0.5, 0.5)
-        return frames / elapsed, payload / elapsed
+            for client in clients.values():
+                await client.mouse("up", 0.5, 0.5)
+        return {name: (frames[name] / spent[name], payload[name] / spent[name], frames[name], client_cpu[name])
+                for name in routes}
     finally:
-        client.close()
+        for client in clients.values():
+            client.close()
+
+
+def cpu_seconds(pids: list[int], marker: str | None = None) -> tuple[float, float]:
+    """(user, system) CPU seconds used so far by ``pids`` and by every process whose command line holds ``marker``
+    (Apache's parent and workers: its config file's path), all their threads included."""
+    if marker:
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    if marker.encode() in Path(f"/proc/{entry}/cmdline").read_bytes():
+                        pids = [*pids, int(entry)]
+                except OSError:
+                    pass
+    user = system = 0
+    for pid in set(pids):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        user, system = user + int(fields[11]), system + int(fields[12])   # utime, stime: fields 14, 15 of stat(5)
+    return user / os.sysconf("SC_CLK_TCK"), system / os.sysconf("SC_CLK_TCK")
+
+
+def paired_shares(results: dict, name: str, case) -> list[float]:
+    """Each round's frames/s of ``name`` as a share of direct's in the same round: on a shared machine the load
+    moves between rounds, and a ratio taken within one round (seconds apart) moves far less than either figure."""
+    return [f / d for (f, _), (d, _) in zip(results[(name, case)], results[("direct", case)])]
 
 
 def plot(results: dict, cases: list, paths: list[str], path: Path) -> None:
@@ -164,33 +229,45 @@ def plot(results: dict, cases: list, paths: list[str], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(9, 3.8))
     width = 0.8 / len(paths)
     for i, name in enumerate(paths):
-        shares = []
-        for case in cases:
-            base = statistics.median(f for f, _ in results[("direct", case)])
-            shares.append(statistics.median(f for f, _ in results[(name, case)]) / base)
+        shares = [statistics.median(paired_shares(results, name, case)) for case in cases]
         ax.bar([c + i * width for c in range(len(cases))], shares, width, label=name)
     labels = [f"{w}x{h}\n{'view turning' if turn else 'still view'}" for (w, h, _), turn in cases]
     ax.set_xticks([c + width * (len(paths) - 1) / 2 for c in range(len(cases))], labels, fontsize=8)
     ax.axhline(1, color="grey", linewidth=0.8, linestyle=":")
     ax.set_ylabel("frames/s, share of direct")
-    ax.set_title("image delivery of one session by path (median of rounds)")
+    ax.set_title("image delivery of one session by path (each round's share of direct: median of rounds)")
     ax.legend(fontsize=7, ncol=6, loc="upper center", bbox_to_anchor=(0.5, -0.18))
     save(fig, path)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=4, help="seconds per path and image size")
-    parser.add_argument("--rounds", type=int, default=2, help="rounds over all paths (the median is printed)")
+    parser.add_argument("--seconds", type=float, default=1, help="seconds per path, image size and round")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds over all paths (the median is printed)")
     parser.add_argument("--slurm-conf", help="use this running cluster instead of starting one")
     parser.add_argument("--plot", type=Path, help="draw the figure into this PNG file")
     parser.add_argument("--single-host", action="store_true",
                         help="the cluster's nodes as processes of this host (default: hosts of their own, as root)")
+    parser.add_argument("--paths", help="comma-separated paths to measure besides direct (default: all), e.g. "
+                        "'builtin proxy,Apache'")
+    parser.add_argument("--turn", type=float, default=0.05,
+                        help="seconds each path has in turn before the next (default 0.05; at least one frame)")
+    parser.add_argument("--sizes", choices=("all", "400x300", "1920x1080"), default="all",
+                        help="the image size to measure (default: both)")
+    parser.add_argument("--cases", choices=("all", "still", "turning"), default="all",
+                        help="still view (what the path can carry), view turning (what a user sees), or both")
+    parser.add_argument("--before", action="store_true",
+                        help="also measure the front ends as they were before issue 28: Apache reading 8 KiB at a "
+                             "time, the built-in proxy passing each chunk on as it is read")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         serve_child(args)
         return 0
+    if args.paths:   # before anything starts
+        unknown = {name.strip() for name in args.paths.split(",")} - set(PATHS)
+        if unknown:
+            parser.error(f"--paths: no path named {', '.join(sorted(unknown))} (there are: {', '.join(PATHS)})")
 
     from pvhpc import paths
     from pvhpc import runtime
@@ -231,6 +308,8 @@ def main() -> int:
                "known_hosts": str(sshd.known_hosts)}
         record = {"sid": sid, "user": session["user"], "host": host, "port": port}
         proxy, proxy_port = start_child({"kind": "proxy", **record})
+        before_proxy, before_port = start_child({"kind": "proxy", "pass_chunks": True, **record})
+        cleanup.insert(0, before_proxy.kill)
         forward, forward_port = start_child({"kind": "forward", "ssh": ssh, **record})
         tunnel_proxy, tunnel_proxy_port = start_child({"kind": "proxy", "ssh": ssh, **record})
         openssh, openssh_port = openssh_forward(sshd, host, port)
@@ -250,6 +329,16 @@ def main() -> int:
                                                           port=free_port_block(1))).start()
         cleanup.insert(0, apache.stop)
 
+        # --before: the same site with Apache's default read size (8 KiB), as rendered before issue 28.
+        before_root = work / "httpd-before"
+        before_root.mkdir(mode=0o755)
+        apache_before = ApacheServer(before_root, apacheconf.Site("localhost", map_file, svc.url,
+                                                                  port=free_port_block(1)))
+        rendered = apache_before.site_file.read_text()
+        apache_before.site_file.write_text(rendered.replace("    ReadBufferSize 65536\n", ""))
+        apache_before.start()
+        cleanup.insert(0, apache_before.stop)
+
         def proxied(p: int) -> str:
             return f"ws://127.0.0.1:{p}/proxy?sessionId={sid}&path=ws"
 
@@ -257,6 +346,8 @@ def main() -> int:
             "direct": f"ws://{host}:{port}/ws",
             "Apache": f"ws://127.0.0.1:{apache.site.listen_port}/proxy?sessionId={sid}&path=ws",
             "builtin proxy": proxied(proxy_port),
+            "Apache before": f"ws://127.0.0.1:{apache_before.site.listen_port}/proxy?sessionId={sid}&path=ws",
+            "builtin before": proxied(before_port),
             "ssh -L (OpenSSH)": f"ws://127.0.0.1:{openssh_port}/ws",
             "paramiko tunnel": f"ws://127.0.0.1:{forward_port}/ws",
             "proxy+tunnel": proxied(tunnel_proxy_port),
@@ -267,27 +358,71 @@ def main() -> int:
             await client.create_source("Sphere")
             client.close()
 
+        assert set(routes) == set(PATHS)
+        if not args.before:
+            routes = {name: url for name, url in routes.items() if not name.endswith(" before")}
+        if args.paths:
+            wanted = {name.strip() for name in args.paths.split(",")}
+            routes = {name: url for name, url in routes.items() if name == "direct" or name in wanted}
+
         asyncio.run(prepare())
         results: dict[tuple, list[tuple[float, float]]] = {}
-        cases = [(size, turn) for turn in (True, False) for size in SIZES]
+        # The processes that carry each path, whose CPU time per frame is printed: load on the machine moves
+        # frames/s from one second to the next, the CPU a front end spends on a frame far less.
+        carriers = {"Apache": ([], str(apache.config)), "Apache before": ([], str(apache_before.config)),
+                    "builtin proxy": ([proxy.pid],), "builtin before": ([before_proxy.pid],),
+                    "paramiko tunnel": ([forward.pid],), "proxy+tunnel": ([tunnel_proxy.pid],)}
+        cpu: dict[tuple, list] = {}   # (path, case) -> [user CPU seconds, system CPU seconds, frames]
+        clients_cpu: dict[tuple, list] = {}   # (path, case) -> [the client's CPU seconds, frames]
+        turns = {"all": (True, False), "still": (False,), "turning": (True,)}[args.cases]
+        sizes = [size for size in SIZES if args.sizes in ("all", f"{size[0]}x{size[1]}")]
+        cases = [(size, turn) for turn in turns for size in sizes]
+        load_at_start = os.getloadavg()
         for r in range(args.rounds):
             for case in cases:
-                for name, url in routes.items():
-                    results.setdefault((name, case), []).append(
-                        asyncio.run(measure(url, secret, case[0], args.seconds, case[1])))
+                # Each round starts at another path, so none always follows the same one.
+                names = list(routes)
+                names = names[r % len(names):] + names[:r % len(names)]
+                used = {name: cpu_seconds(*carriers[name]) for name in names if name in carriers}
+                measured = asyncio.run(measure({name: routes[name] for name in names}, secret, case[0], args.seconds,
+                                               case[1], args.turn))
+                for name, (fps, bps, frames, client_cpu) in measured.items():
+                    results.setdefault((name, case), []).append((fps, bps))
+                    receiver = clients_cpu.setdefault((name, case), [0.0, 0])
+                    receiver[0] += client_cpu
+                    receiver[1] += frames
+                    if name in used:   # idle connections cost nothing: a path's processes worked on its frames only
+                        after = cpu_seconds(*carriers[name])
+                        total = cpu.setdefault((name, case), [0.0, 0.0, 0])
+                        total[0] += after[0] - used[name][0]
+                        total[1] += after[1] - used[name][1]
+                        total[2] += frames
             print(f"round {r + 1}/{args.rounds} done", flush=True)
 
-        print(f"\nimage delivery of one session, {args.seconds:g} s per path and case, median of {args.rounds} rounds")
+        print(f"\nimage delivery of one session, the paths taking turns of {args.turn:g} s, {args.seconds:g} s per path and "
+              f"case, median of {args.rounds} rounds;"
+              f" load average (1 min) {load_at_start[0]:.2f} at the start, {os.getloadavg()[0]:.2f} at the end")
         for case in cases:
             (width, height, quality), turn = case
             what = "view turning (mouse move + render)" if turn else "still view (server's cached image)"
             print(f"\n{width}x{height} JPEG quality {quality}, {what}")
-            print(f"  {'path':<18} {'frames/s':>9} {'MB/s':>8} {'vs direct':>10}")
+            print(f"  {'path':<18} {'frames/s':>9} {'MB/s':>8} {'vs direct':>10} {'in-round ratio':>20} "
+                  f"{'CPU us/frame (kernel)':>22} {'client us':>9}")
             base = statistics.median(f for f, _ in results[("direct", case)])
             for name in routes:
                 fps = statistics.median(f for f, _ in results[(name, case)])
                 bps = statistics.median(b for _, b in results[(name, case)])
-                print(f"  {name:<18} {fps:9.1f} {bps / 1e6:8.2f} {fps / base:9.2f}x")
+                shares = paired_shares(results, name, case)
+                paired = f"{statistics.median(shares):.2f} ({min(shares):.2f}-{max(shares):.2f})"
+                user, system, frames = cpu.get((name, case), (0.0, 0.0, 0))
+                per_frame = (f"{(user + system) / frames * 1e6:6.0f} ({system / frames * 1e6:3.0f})" if frames
+                             else f"{'-':>12}")
+                used, frames = clients_cpu[(name, case)]
+                print(f"  {name:<18} {fps:9.1f} {bps / 1e6:8.2f} {fps / base:9.2f}x {paired:>20} {per_frame:>22} "
+                      f"{used / frames * 1e6:9.0f}")
+        print("\nin-round ratio: each round's frames/s over direct's in that round, median (min-max) of the rounds; "
+              "CPU: what the path's own processes (proxy, Apache, tunnel) used per frame, both ways (of it in the kernel); "
+              "client: the client's own CPU per frame (this process)")
         if args.plot:
             plot(results, cases, list(routes), args.plot)
         return 0

