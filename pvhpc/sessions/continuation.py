@@ -65,9 +65,15 @@ def allowed_on(config: SiteConfig, partition: str) -> bool:
     return config.service.continuation if own is None else own
 
 
-def refusal(config: SiteConfig, partition: str, walltime_minutes: int, continuations: int = 0) -> Exception | None:
-    """Why a session on ``partition`` with this walltime, continued ``continuations`` times so far, may not ask
-    for one more job, or None. The error names the field ``continue``."""
+def refusal(config: SiteConfig, partition: str, walltime_minutes: int, continuations: int = 0,
+            application: str | None = None) -> Exception | None:
+    """Why a session of ``application`` on ``partition`` with this walltime, continued ``continuations`` times so
+    far, may not ask for one more job, or None. The error names the field ``continue``."""
+    app = config.applications.get(application) if application else None
+    if app is not None and not app.saved_states:
+        # Its server saves no state: a successor would start empty, the user's work lost.
+        return NotAllowed(f"application {application} cannot continue: its server does not save its ParaView "
+                          "state (saved_states is false)", field="continue")
     if not allowed_on(config, partition):
         return NotAllowed(f"sessions on partition {partition} cannot continue in a successor job here "
                           "(service.continuation, partitions.<name>.continuation)", field="continue")
@@ -87,7 +93,8 @@ def successor_due(config: SiteConfig, record: SessionRecord, now: datetime) -> b
     if not record.continue_wanted or record.successor_job_id or record.session_state is not S.READY:
         return False
     end = ends_at(record)
-    if end is None or refusal(config, record.partition, record.walltime_minutes, record.continuations):
+    if end is None or refusal(config, record.partition, record.walltime_minutes, record.continuations,
+                              record.application):
         return False
     return (end - now).total_seconds() <= lead_seconds(config, record.walltime_minutes)
 
@@ -136,7 +143,7 @@ class Continuation:
     # -- the owner's word -----------------------------------------------------------------------------------------
     def check_launch(self, spec: SessionSpec) -> None:
         """Refuse ``"continue": true`` at launch where it could never happen, before anything is submitted."""
-        why = refusal(self.config, spec.partition, spec.walltime_minutes)
+        why = refusal(self.config, spec.partition, spec.walltime_minutes, application=spec.application)
         if why is not None:
             raise why
 
@@ -147,7 +154,8 @@ class Continuation:
             raise WrongState(f"session {record.id} has ended: it cannot continue; start a new one from its saved "
                              "state", field="continue")
         if wanted:
-            why = refusal(self.config, record.partition, record.walltime_minutes, record.continuations)
+            why = refusal(self.config, record.partition, record.walltime_minutes, record.continuations,
+                          record.application)
             if why is not None:
                 raise why
         if wanted == record.continue_wanted:

@@ -1,0 +1,235 @@
+"""Continuation on the real path: a session asked to continue, with a 2-minute walltime, worked on in the unmodified
+Visualizer in real Chromium through the built-in front end, goes on in a successor Slurm job on the test cluster;
+the same page (not reloaded by the test) comes back attached to the same session, with the same pipeline and
+picture. And what must refuse or end cleanly: continuing where staff do not allow it, past the total, an ended
+session, a successor that never starts.
+
+Screenshots go to test-artifacts/<test>/.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+import urllib.error
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.harness import cluster as test_cluster
+from tests.harness.browser import changed_share, chromium
+from tests.helpers import foreground_fraction
+
+pytestmark = [pytest.mark.browser, pytest.mark.cluster, pytest.mark.paraview]
+
+READY_S = 170
+STEP_S = 45
+VIEWPORT = '[class*="MainView-viewport"]'
+OPEN_FILE = '[class*="ToggleIcons-openFileButton"]'
+ADD_FILTER = '[class*="ToggleIcons-filterButton"]'
+APPLY = '[class*="ProxyEditorWidget-validateButton"]'
+DATA_FILE = "fields.vtk"
+PANEL_WIDTH = 330
+
+
+def write_fields(directory: Path) -> None:
+    """A 12^3 grid whose point field is the distance from its centre: its contours are spheres."""
+    n, c = 12, 5.5
+    values = [f"{((i - c) ** 2 + (j - c) ** 2 + (k - c) ** 2) ** 0.5:.3f}"
+              for k in range(n) for j in range(n) for i in range(n)]
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / DATA_FILE).write_text("\n".join([
+        "# vtk DataFile Version 3.0", "a field on a grid", "ASCII", "DATASET STRUCTURED_POINTS",
+        f"DIMENSIONS {n} {n} {n}", "ORIGIN 0 0 0", "SPACING 1 1 1", f"POINT_DATA {n ** 3}",
+        "SCALARS temperature float 1", "LOOKUP_TABLE default", " ".join(values), ""]))
+
+
+def applications(data_dir: Path) -> dict:
+    from pvhpc import config
+
+    entry = config.visualizer_application([str(data_dir)])
+    if not entry:
+        pytest.fail("the visualizer application is not available (pvhpc runtime install for the npm pvw-visualizer)")
+    return {"paraview": {"data_roots": [str(data_dir)], "start_timeout": 120},
+            **{name: {**app, "start_timeout": 120} for name, app in entry.items()}}
+
+
+def continuing_service(service_factory, tmp_path, **overrides):
+    data_dir = tmp_path / "svc" / "data"
+    write_fields(data_dir)
+    return service_factory(frontend={"kind": "builtin"}, applications=applications(data_dir),
+                           partitions={"cpu": {"walltime": {"default": 2, "max": 10}},
+                                       "gpu": {"gpu_type": "a100", "continuation": False}},
+                           continuation=True, continue_max_total=4, **overrides).start()
+
+
+def viewport(page, path: Path) -> Image.Image:
+    image = Image.open(io.BytesIO(page.locator(VIEWPORT).screenshot(path=str(path)))).convert("RGB")
+    return image.crop((PANEL_WIDTH, 0, image.width, image.height))
+
+
+def new_picture(page, before: Image.Image, path: Path, least: float = 0.01) -> Image.Image:
+    deadline = time.monotonic() + STEP_S
+    while time.monotonic() < deadline:
+        page.wait_for_timeout(500)
+        now = viewport(page, path)
+        if changed_share(before, now) > least:
+            page.wait_for_timeout(1500)
+            return viewport(page, path)
+    raise AssertionError(f"the Visualizer's picture did not change within {STEP_S} s (last: {path})")
+
+
+def filled(image: Image.Image) -> float:
+    png = io.BytesIO()
+    image.save(png, "PNG")
+    return foreground_fraction(png.getvalue())
+
+
+def wait_ready(client, session_id: str, timeout: float = READY_S) -> dict:
+    session = client.wait(session_id, timeout=timeout)
+    assert session["state"] == "ready", session
+    return session
+
+
+@pytest.fixture
+def page(tmp_path):
+    with chromium() as browser:
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        page = context.new_page()
+        page.errors = []
+        page.navigations = []
+        page.on("pageerror", lambda e: page.errors.append(str(e)))
+        page.on("framenavigated", lambda frame: frame == page.main_frame and page.navigations.append(frame.url))
+        yield page
+        context.close()
+
+
+def test_a_continued_session_comes_back_in_the_same_visualizer_page(service_factory, page, artifacts, tmp_path, cluster):
+    svc = continuing_service(service_factory, tmp_path)
+    client = svc.client()
+    session = client.create("visualizer", partition="cpu", walltime=2, **{"continue": True})
+    assert session["continue"] is True
+    sid = session["id"]
+    first = wait_ready(client, sid)
+    started = time.monotonic()
+    url = f"{svc.url}/apps/visualizer/?attach={sid}"
+    page.goto(url)
+
+    # Worked on in the Visualizer's own UI: the data file opened, a Contour added.
+    page.wait_for_selector(OPEN_FILE, timeout=60_000)
+    page.wait_for_timeout(2000)
+    empty = viewport(page, artifacts / "01-connected.png")
+    page.click(OPEN_FILE)
+    page.click(f'li[data-action="file"][data-name="{DATA_FILE}"]')
+    opened = new_picture(page, empty, artifacts / "02-file-opened.png", least=0.002)
+    page.click(ADD_FILTER)
+    page.click('li[data-name="Contour"]')
+    page.click(APPLY)
+    contoured = new_picture(page, opened, artifacts / "03-contour.png")
+    assert filled(contoured) > filled(opened) * 2
+    worked_at = time.monotonic() - started
+    assert worked_at < 85, f"the work took {worked_at:.0f} s: past the successor's lead, the test proves nothing"
+
+    # The successor takes over: the session keeps its id, URL and secret; its job id changes.
+    deadline = started + 200
+    while time.monotonic() < deadline:
+        now = client.get(sid)
+        if now["job_id"] != first["job_id"] and now["state"] == "ready":
+            break
+        time.sleep(2)
+    else:
+        pytest.fail(f"no successor took over: {client.get(sid)}")
+    assert (now["id"], now["secret"], now["sessionURL"]) == (sid, first["secret"], first["sessionURL"])
+    assert now["continuations"] == 1
+    old = test_cluster.job(cluster, first["job_id"])
+    assert not test_cluster.live(old), f"the old job {first['job_id']} is still there: {old}"
+
+    # The same page, reattached by pvhpc by itself (the test neither reloads nor clicks), shows the pipeline.
+    page.wait_for_selector("text=Contour1", timeout=90_000)
+    page.wait_for_timeout(3000)
+    deadline = time.monotonic() + STEP_S
+    while True:
+        back = viewport(page, artifacts / "04-after-takeover.png")
+        if filled(back) > filled(opened) * 2 or time.monotonic() > deadline:
+            break
+        page.wait_for_timeout(1000)
+    at = time.monotonic() - started
+    page.screenshot(path=str(artifacts / "05-whole-page.png"))
+    assert filled(back) > filled(opened) * 2, "the contour should be in the picture again"
+    difference = changed_share(contoured, back)
+    (artifacts / "figures.txt").write_text(f"work done at {worked_at:.0f} s; back at {at:.0f} s after ready; "
+                                           f"picture differs from before by {difference:.3f}\n")
+    assert difference < 0.05, f"the picture after the takeover differs from before by {difference:.1%}"
+    assert at < 200, f"the page came back only {at:.0f} s after the session was first ready"
+    assert page.url == url, "the same URL"
+    assert [u for u in page.navigations if u != url] == [], page.navigations
+    history = [h["detail"] for h in client.get(sid)["history"]]
+    for words in ("successor submitted as job", "taken over by job", "has ended, its state saved"):
+        assert any(words in h for h in history), (words, history)
+
+    client.cancel(sid)
+    for job_id in (first["job_id"], now["job_id"]):
+        assert not test_cluster.live(test_cluster.job(cluster, job_id))
+
+
+def refused(call) -> tuple[int, dict]:
+    import json
+
+    with pytest.raises(urllib.error.HTTPError) as e:
+        call()
+    return e.value.code, json.loads(e.value.read() or b"{}")
+
+
+@pytest.mark.parametrize("how", ["cancelled-while-queued", "refused-by-slurm"])
+def test_a_successor_that_never_starts_ends_the_session_keeps_its_state_and_leaves_no_job(service_factory, tmp_path,
+                                                                                          cluster, how):
+    svc = continuing_service(service_factory, tmp_path)
+    client = svc.client()
+    sid = client.create("paraview", partition="cpu", walltime=2, **{"continue": True})["id"]
+    first = wait_ready(client, sid)
+    if how == "refused-by-slurm":
+        # Slurm refuses the successor: its partition takes no new jobs (drained) between the two submissions.
+        test_cluster.run_slurm(cluster, "scontrol", "update", "PartitionName=cpu", "State=DRAIN")
+    try:
+        deadline = time.monotonic() + 150
+        while time.monotonic() < deadline:
+            now = client.get(sid)
+            if now["successor_job_id"] or now["state"] == "ended":
+                break
+            time.sleep(1)
+        if how == "cancelled-while-queued":
+            assert now["successor_job_id"], now
+            test_cluster.cancel(cluster, [now["successor_job_id"]])
+        ended = client.wait(sid, until=("ended",), timeout=120)
+    finally:
+        if how == "refused-by-slurm":
+            test_cluster.run_slurm(cluster, "scontrol", "update", "PartitionName=cpu", "State=UP")
+    assert (ended["state"], ended["end_reason"]) == ("ended", "successor_failed"), ended
+    assert "successor" in ended["detail"]
+    time.sleep(5)
+    assert [j for j in test_cluster.pvhpc_jobs(cluster) if j.job_id in (first["job_id"], now.get("successor_job_id"))] == []
+    assert any(s["session"] == sid for s in client.saved_states()), "its saved state is kept and listed"
+
+
+def test_bad_continue_requests_are_refused_and_submit_nothing(service_factory, tmp_path, cluster):
+    svc = continuing_service(service_factory, tmp_path)
+    client = svc.client()
+    before = {j.job_id for j in test_cluster.pvhpc_jobs(cluster)}
+    status, body = refused(lambda: client.create("paraview", partition="gpu", **{"continue": True}))
+    assert (status, body.get("field")) == (403, "continue") and "gpu" in body["error"]
+    status, body = refused(lambda: client.create("paraview", partition="cpu", walltime=3, **{"continue": True}))
+    assert (status, body.get("field")) == (429, "continue") and "continue_max_total" in body["error"]
+    status, body = refused(lambda: client.create("paraview", partition="cpu", **{"continue": "yes"}))
+    assert (status, body.get("field")) == (400, "continue")
+    assert {j.job_id for j in test_cluster.pvhpc_jobs(cluster)} == before
+    assert [s for s in client.list() if s["state"] != "ended"] == []
+
+    session = client.create("paraview", partition="cpu", walltime=2)
+    status, body = refused(lambda: client.request("POST", "/api/v1/sessions/" + "x" * 32 + "/continue",
+                                                  {"continue": True}))
+    assert status == 404
+    client.cancel(session["id"])
+    status, body = refused(lambda: client.set_continue(session["id"]))
+    assert (status, body.get("field")) == (409, "continue") and "ended" in body["error"]
+    assert {j.job_id for j in test_cluster.pvhpc_jobs(cluster)} - before == set()
