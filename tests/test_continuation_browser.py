@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import time
-import urllib.error
 from pathlib import Path
 
 import pytest
@@ -203,11 +202,12 @@ def test_a_continued_session_comes_back_in_the_same_visualizer_page(service_fact
 
 
 def refused(call) -> tuple[int, dict]:
-    import json
+    """The status and the error (its message, the field it names) of a call the service refuses."""
+    from pvhpc.client.api import ClientError
 
-    with pytest.raises(urllib.error.HTTPError) as e:
+    with pytest.raises(ClientError) as e:
         call()
-    return e.value.code, json.loads(e.value.read() or b"{}")
+    return e.value.status, {"error": str(e.value), "field": e.value.field}
 
 
 @pytest.mark.parametrize("how", ["cancelled-while-queued", "refused-by-slurm"])
@@ -217,9 +217,10 @@ def test_a_successor_that_never_starts_ends_the_session_keeps_its_state_and_leav
     client = svc.client()
     sid = client.create("paraview", partition="cpu", walltime=2, **{"continue": True})["id"]
     first = wait_ready(client, sid)
-    if how == "refused-by-slurm":
-        # Slurm refuses the successor: its partition takes no new jobs (drained) between the two submissions.
-        test_cluster.run_slurm(cluster, "scontrol", "update", "PartitionName=cpu", "State=DRAIN")
+    # Between the two submissions the partition takes no new jobs (drained: Slurm refuses the successor), or
+    # starts none (down: the successor waits in the queue, where it is cancelled); the running job goes on.
+    state = "DRAIN" if how == "refused-by-slurm" else "DOWN"
+    test_cluster.run_slurm(cluster, "scontrol", "update", "PartitionName=cpu", f"State={state}")
     try:
         deadline = time.monotonic() + 150
         while time.monotonic() < deadline:
@@ -232,8 +233,7 @@ def test_a_successor_that_never_starts_ends_the_session_keeps_its_state_and_leav
             test_cluster.cancel(cluster, [now["successor_job_id"]])
         ended = client.wait(sid, until=("ended",), timeout=120)
     finally:
-        if how == "refused-by-slurm":
-            test_cluster.run_slurm(cluster, "scontrol", "update", "PartitionName=cpu", "State=UP")
+        test_cluster.run_slurm(cluster, "scontrol", "update", "PartitionName=cpu", "State=UP")
     assert (ended["state"], ended["end_reason"]) == ("ended", "successor_failed"), ended
     assert "successor" in ended["detail"]
     time.sleep(5)
