@@ -221,3 +221,13 @@ def test_the_user_is_told_once_when_a_successor_has_taken_over(world):
             seen.append(events.queue.get_nowait())
     notices = [n for n in seen if getattr(n, "reason", None) == "continued"]
     assert len(notices) == 1 and "job 1001" in notices[0].message
+
+
+def test_an_apps_page_loads_the_reattachment_before_its_own_scripts():
+    from pvhpc.web.reattach import with_reattach
+
+    page = b'<!DOCTYPE html>\n<html>\n  <HEAD lang="en">\n<title>V</title></head><body><script src="Visualizer.js">'
+    out = with_reattach(page, "../../static/reattach.js?v=abc")
+    assert out.index(b'<script src="../../static/reattach.js?v=abc"></script>') < out.index(b"Visualizer.js")
+    assert out.startswith(b'<!DOCTYPE html>\n<html>\n  <HEAD lang="en"><script')
+    assert with_reattach(b"<p>no head</p>", "r.js").startswith(b'<script src="r.js"></script><p>')

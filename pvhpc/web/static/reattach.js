@@ -6,6 +6,7 @@
 // (?attach=<id>: the secret comes in the launcher's answer, never in the URL). It asks the user nothing.
 (function () {
   "use strict";
+  if (typeof window === "undefined") return;   // read outside a browser (the page's module checks in Node)
   const Native = window.WebSocket;
   if (!Native || window.__pvhpcReattach) return;
   window.__pvhpcReattach = true;
