@@ -231,3 +231,30 @@ def test_an_apps_page_loads_the_reattachment_before_its_own_scripts():
     assert out.index(b'<script src="../../static/reattach.js?v=abc"></script>') < out.index(b"Visualizer.js")
     assert out.startswith(b'<!DOCTYPE html>\n<html>\n  <HEAD lang="en"><script')
     assert with_reattach(b"<p>no head</p>", "r.js").startswith(b'<script src="r.js"></script><p>')
+
+
+def test_the_api_refuses_another_users_session_an_ended_one_and_a_wrong_handover_token(tmp_path):
+    """pvhpc's own routes in-process (tests/harness/inprocess.py): nothing reaches the scheduler."""
+    import json
+
+    from tests.harness.inprocess import fetch_all, make_app
+
+    sched = SubmittingScheduler()
+    app = make_app(tmp_path, sched, service={"continuation": True}, auth={"kind": "local", "user": "alice"})
+    store = app.ctx.store
+    for sid, user, state in (("b" * 32, "bob", S.READY), ("a" * 32, "alice", S.ENDED)):
+        store.add(SessionRecord(id=sid, user=user, application="paraview", partition="cpu", gpus=0,
+                                walltime_minutes=60, request_key="k", state=S.SUBMITTING.value, detail="",
+                                job_name=f"pvhpc-{user}", secret="s", report_token_hash=token_hash("t-" + user)))
+        store.change(sid, Change.to(state, "", job_id="77", host="h", port=1) if state is S.READY
+                     else Change.to(state, "", end_reason="cancelled"))
+    on = json.dumps({"continue": True})
+    answers = fetch_all(app, [("POST", f"/api/v1/sessions/{'b' * 32}/continue", on),
+                              ("POST", f"/api/v1/sessions/{'a' * 32}/continue", on),
+                              ("POST", f"/api/v1/sessions/{'a' * 32}/continue", json.dumps({"continue": 1}))])
+    # A job's handover ask with another session's report token: refused as an unknown session would be.
+    answers += fetch_all(app, [("GET", f"/api/v1/sessions/{'b' * 32}/handover", None)],
+                         headers={"Authorization": "token t-alice"})
+    assert [a.code for a in answers] == [404, 409, 400, 403]
+    assert [json.loads(a.body).get("field") for a in answers[:3]] == [None, "continue", "continue"]
+    assert store.get("b" * 32).continue_wanted is False and sched.submitted == {}
