@@ -18,7 +18,7 @@ from PIL import Image
 
 from tests.harness import cluster as test_cluster
 from tests.harness.browser import changed_share, chromium
-from tests.helpers import foreground_fraction
+from tests.helpers import as_json, foreground_fraction, pvhpc
 
 pytestmark = [pytest.mark.browser, pytest.mark.cluster, pytest.mark.paraview]
 
@@ -254,11 +254,22 @@ def test_bad_continue_requests_are_refused_and_submit_nothing(service_factory, t
     assert {j.job_id for j in test_cluster.pvhpc_jobs(cluster)} == before
     assert [s for s in client.list() if s["state"] != "ended"] == []
 
+    # The command line says the same, naming what was wrong (exit 5: the service refused).
+    cli = pvhpc("submit", "paraview", "-p", "gpu", "--continue", url=svc.url)
+    assert cli.returncode != 0 and "continue" in cli.stderr and "gpu" in cli.stderr, cli.stderr
+
     session = client.create("paraview", partition="cpu", walltime=2)
     status, body = refused(lambda: client.request("POST", "/api/v1/sessions/" + "x" * 32 + "/continue",
                                                   {"continue": True}))
     assert status == 404
+    switched = as_json(pvhpc("continue", session["id"], "--json", url=svc.url))
+    assert switched["continue"] is True
+    assert as_json(pvhpc("continue", session["id"], "--off", "--json", url=svc.url))["continue"] is False
+    history = [h["detail"] for h in client.get(session["id"])["history"]]
+    assert any("continuation asked" in h for h in history) and any("continuation turned off" in h for h in history)
     client.cancel(session["id"])
     status, body = refused(lambda: client.set_continue(session["id"]))
     assert (status, body.get("field")) == (409, "continue") and "ended" in body["error"]
+    cli = pvhpc("continue", session["id"], url=svc.url)
+    assert cli.returncode != 0 and "ended" in cli.stderr, cli.stderr
     assert {j.job_id for j in test_cluster.pvhpc_jobs(cluster)} - before == set()
