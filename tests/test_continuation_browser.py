@@ -273,3 +273,35 @@ def test_bad_continue_requests_are_refused_and_submit_nothing(service_factory, t
     cli = pvhpc("continue", session["id"], url=svc.url)
     assert cli.returncode != 0 and "ended" in cli.stderr, cli.stderr
     assert {j.job_id for j in test_cluster.pvhpc_jobs(cluster)} - before == set()
+
+
+def test_a_successor_still_queued_at_the_walltime_is_waited_for_and_starts_from_the_saved_state(service_factory,
+                                                                                                  tmp_path, cluster):
+    svc = continuing_service(service_factory, tmp_path)
+    client = svc.client()
+    sid = client.create("paraview", partition="cpu", walltime=2, **{"continue": True})["id"]
+    first = wait_ready(client, sid)
+    # The partition starts no new job until after the walltime: the successor waits in the queue meanwhile.
+    test_cluster.run_slurm(cluster, "scontrol", "update", "PartitionName=cpu", "State=DOWN")
+    try:
+        waiting = None
+        deadline = time.monotonic() + 200
+        while time.monotonic() < deadline:
+            now = client.get(sid)
+            if now["state"] == "queued" and now["job_id"] != first["job_id"]:
+                waiting = now
+                break
+            assert now["state"] != "ended", now
+            time.sleep(1)
+        assert waiting is not None, f"the session did not wait for its successor: {client.get(sid)}"
+        assert "waiting for its successor job" in waiting["detail"] and "saved its state" in waiting["detail"]
+        assert not test_cluster.live(test_cluster.job(cluster, first["job_id"])), "the old job has ended"
+        assert any(s["session"] == sid for s in client.saved_states()), "its state was saved at the walltime"
+    finally:
+        test_cluster.run_slurm(cluster, "scontrol", "update", "PartitionName=cpu", "State=UP")
+    back = wait_ready(client, sid)
+    assert (back["id"], back["secret"], back["sessionURL"], back["job_id"]) == (
+        sid, first["secret"], first["sessionURL"], waiting["job_id"])
+    log = client.log_record(sid)
+    assert log["job_id"] == back["job_id"] and "pvhpc: loaded the state" in log["log"], log["log"][-2000:]
+    client.cancel(sid)

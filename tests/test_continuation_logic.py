@@ -113,7 +113,7 @@ def test_a_successor_is_submitted_within_the_lead_and_takes_over(world):
     record = store.get("s1")
     assert (record.state, record.job_id, record.predecessor_job_id, record.continuations) == ("starting", "1001",
                                                                                                "900", 1)
-    assert (record.host, record.port, record.secret) == (None, None, "the-secret")
+    assert (record.host, record.port, record.secret, record.job_name) == (None, None, "the-secret", "pvhpc-s1-c1")
     assert ("cancel", "900") in sched.calls
     assert "taken over by job 1001; job 900 is saving its state" in history(store)[-1]
     # The old job's token is no longer believed.

@@ -205,7 +205,7 @@ SETTABLE = frozenset({"job_id", "node", "host", "port", "expected_start", "runni
                       "handed_out",
                       # continuation (pvhpc/sessions/continuation.py): a successor's token becomes the session's
                       "continue_wanted", "continuations", "successor_job_id", "successor_token_hash",
-                      "predecessor_job_id", "report_token_hash"})
+                      "predecessor_job_id", "report_token_hash", "job_name"})
 
 
 class Store:

@@ -212,6 +212,7 @@ class Continuation:
                 S.QUEUED, f"its job reached its walltime and saved its state; waiting for its successor job "
                           f"{record.successor_job_id} to start ({words}), which starts from that state",
                 job_id=record.successor_job_id, report_token_hash=record.successor_token_hash,
+                job_name=successor_job_name(record.job_name, record.continuations),   # its log is the session's now
                 successor_job_id=None, successor_token_hash=None, predecessor_job_id=None,
                 continuations=record.continuations + 1, host=None, port=None, node=None, running_since=None,
                 expected_start=successor.expected_start), known=record)
@@ -243,6 +244,7 @@ class Continuation:
         changed = await self.service.apply(record.id, Change.to(
             S.STARTING, f"taken over by job {record.successor_job_id}; job {old} is saving its state",
             job_id=record.successor_job_id, report_token_hash=record.successor_token_hash,
+            job_name=successor_job_name(record.job_name, record.continuations),   # its log is the session's now
             successor_job_id=None, successor_token_hash=None, predecessor_job_id=old,
             continuations=record.continuations + 1, host=None, port=None, node=None, running_since=utcnow(),
             expected_start=None), known=record)
