@@ -22,6 +22,7 @@ reason: its saved states are kept and listed, and no job is left behind.
 
 from __future__ import annotations
 
+import hmac
 import logging
 import re
 import secrets
@@ -37,6 +38,7 @@ from pvhpc.sessions import lifecycle
 from pvhpc.sessions.events import Notice
 from pvhpc.sessions.job import build_job
 from pvhpc.sessions.outcomes import NotAllowed, OverLimit, WrongState
+from pvhpc.sessions.service import token_hash
 from pvhpc.sessions.spec import SessionSpec
 from pvhpc.sessions.walltime_warnings import ends_at
 
@@ -116,12 +118,6 @@ def spec_of(config: SiteConfig, record: SessionRecord) -> SessionSpec:
     return SessionSpec(record.application, record.partition, record.gpus, record.walltime_minutes, record.account,
                        record.qos, record.data_root or str(app.data_roots[0]), record.data_file, record.nodes,
                        record.ranks, None, record.version)
-
-
-def token_hash(token: str) -> str:
-    from pvhpc.sessions.service import token_hash as hashed   # one definition of the hash
-
-    return hashed(token)
 
 
 # -- the steps ----------------------------------------------------------------------------------------------------
@@ -268,8 +264,6 @@ class Continuation:
     async def handover(self, session_id: str, token: str) -> dict:
         """A successor job's ask, with its own report token: ``{"wait": true}`` until its predecessor has left
         the queue (its state saved), then ``{"state": PATH}`` (the newest state the session saved; "" if none)."""
-        import hmac
-
         record = await self.service.get(session_id)
         hashed = token_hash(token) if token else ""
         ours = record is not None and bool(token) and hmac.compare_digest(hashed, record.report_token_hash)
