@@ -37,6 +37,8 @@ export PVHPC_REPORT_TOKEN={{ report_token }}
 export PYTHONPATH={{ pythonpath }}${PYTHONPATH:+:$PYTHONPATH}
 # For the server (pvhpc/node/pvstate.py): save its ParaView state here when Slurm ends the job; start from one.
 export PVHPC_STATE_SAVE={{ state_save }} PVHPC_STATE_LOAD={{ state_load }} PVHPC_STATE_ROOTS={{ state_roots }}
+# "1" in a continued session's successor job: its server starts once the job it takes over from has saved its state.
+CONTINUES={{ continues }}
 # What the session's clients may list and open, held by pvhpc/node/contained.py in every ParaViewWeb server.
 export PVHPC_DATA_ROOTS={{ data_roots }}
 # For the server (pvhpc/node/input_idle.py): stop after this long without user input (SECONDS:WARNING; empty: never).
@@ -186,6 +188,16 @@ xvfb)
 egl | osmesa) ;; # offscreen builds of ParaView need no X server
 *) fail "unknown render mode $RENDER_MODE" ;;
 esac
+
+# A successor job (pvhpc/sessions/continuation.py) serves nothing until the job it takes over from has saved its
+# ParaView state: the job helper asks pvhpc (with this job's report token) until then, and the server starts from it.
+if [ -n "$CONTINUES" ]; then
+    echo "pvhpc: a successor job: waiting for the session's previous job to save its state"
+    handed=$("$HELPER_PYTHON" -S "$JOB_HELPER" handover --timeout "$START_TIMEOUT") ||
+        fail "no handover from the session's previous job (its log says why)"
+    export PVHPC_STATE_LOAD="$handed"
+    echo "pvhpc: taking over${handed:+ from the state $handed}"
+fi
 
 # The node's name read by a builtin, not by hostname(1) (a process); $HOSTNAME may be the submitter's, exported.
 read -r node_name </proc/sys/kernel/hostname || node_name=$(hostname)

@@ -37,8 +37,9 @@ from pvhpc.db.store import Store
 from pvhpc.sessions.storefeed import StoreFeed
 from pvhpc.db.tokens import TokenStore
 from pvhpc.sessions.tracker import Tracker
+from pvhpc.sessions.continuation import Continuation
 from pvhpc.sessions.walltime_warnings import WalltimeWarnings
-from pvhpc.web import api, pages, pvw_launcher, shares_api
+from pvhpc.web import api, continuation_api, pages, pvw_launcher, shares_api
 from pvhpc.web.base import NotFoundHandler
 from pvhpc.web.accesslog import log_request
 from pvhpc.web.prometheus import MetricsHandler, counting, read_token_file
@@ -72,6 +73,7 @@ class Context:
     open_streams: HeldAtOnce = field(default_factory=HeldAtOnce)
     # Sessions shared by their owners with other users (sessions/sharing.py).
     sharing: Sharing | None = None
+    continuation: Continuation | None = None   # successor jobs (pvhpc/sessions/continuation.py)
 
 
 def routes(ctx: Context) -> list:
@@ -86,6 +88,8 @@ def routes(ctx: Context) -> list:
         (rf"/api/v1/sessions/{SESSION_ID}/log", api.SessionLogHandler, c),
         (rf"/api/v1/sessions/{SESSION_ID}/shares", shares_api.SharesHandler, c),
         (rf"/api/v1/sessions/{SESSION_ID}/shares/([A-Za-z0-9_.-]{{1,64}})", shares_api.ShareHandler, c),
+        (rf"/api/v1/sessions/{SESSION_ID}/continue", continuation_api.ContinueHandler, c),
+        (rf"/api/v1/sessions/{SESSION_ID}/handover", continuation_api.HandoverHandler, c),
         (r"/api/v1/applications", api.ApplicationsHandler, c),
         (r"/api/v1/pvsc", api.ServerConfigurationHandler, c),
         (r"/api/v1/saved-states", api.SavedStatesHandler, c),
@@ -128,6 +132,8 @@ class PvhpcApp:
         tokens = TokenStore(store)
         leadership = leadership_for(store.engine)
         self.tracker = Tracker(config, store, scheduler, service, leadership, logs)
+        continuation = Continuation(config, service, saved_states)
+        self.tracker.continuation = continuation
         # Another instance may change sessions in a shared database: follow its writes too.
         self.feed = StoreFeed(store, bus) if leadership.shared else None
         metrics.watch(bus, self.tracker, frontend)
@@ -135,7 +141,7 @@ class PvhpcApp:
         self.ctx = Context(config, store, scheduler, bus, service, frontend,
                            make_authenticator(config.auth, tokens), tokens,
                            RateLimiter(config.limits.requests_per_minute), logs,
-                           self.tracker, metrics,
+                           self.tracker, metrics, continuation=continuation,
                            sharing=Sharing(config, store, on_sharees=frontend.set_sharees))
         self.web = tornado.web.Application(frontend.handlers(self.ctx) + routes(self.ctx),
                                            default_handler_class=NotFoundHandler,

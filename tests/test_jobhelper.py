@@ -63,3 +63,31 @@ def test_a_refusal_is_final_and_not_tried_elsewhere(instance, capsys):
 def test_gives_up_after_its_time_when_no_instance_answers():
     urls = [f"http://127.0.0.1:{free_port_block(1)}/r" for _ in range(2)]
     assert jobhelper.report(urls, {"event": "exited"}, "tok", give_up_after=0.5) == 1
+
+
+def test_a_successors_handover_waits_then_prints_the_state(monkeypatch, capsys):
+    """A successor job's helper asks beside its report URL, with its token, until pvhpc names the state."""
+    answers = [{"wait": True}, {"wait": True}, {"state": "/home/u/.pvhpc/states/s-1.pvsm"}]
+    asked = []
+
+    class Handover(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            asked.append((self.path, self.headers["Authorization"]))
+            body = json.dumps(answers.pop(0) if answers else {"wait": True}).encode()
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    port = free_port_block(1)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handover)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("PVHPC_REPORT_TOKEN", "successor-token")
+    try:
+        code = jobhelper.handover(f"http://127.0.0.1:{port}/api/v1/sessions/abc/report", timeout=20, interval=0.05)
+    finally:
+        server.shutdown()
+    assert code == 0 and capsys.readouterr().out == "/home/u/.pvhpc/states/s-1.pvsm\n"
+    assert asked == [("/api/v1/sessions/abc/handover", "token successor-token")] * 3

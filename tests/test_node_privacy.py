@@ -207,7 +207,7 @@ def run_job_script(tmp_path: Path, render_mode: str, reports: Reports, session_i
         command=json.dumps(command), ready=json.dumps(ready), server_listen="any",
         report_url=f"{reports.url}/api/v1/sessions/{session_id}/report", render_mode=render_mode, start_timeout=60,
         secret=secret, report_token=token, pythonpath="", venv="", log_file="", parallel="", state_save="",
-        state_load="", state_roots="", data_roots="", input_idle="", idle_timeout="", watchdog="", modules="", modules_init="",
+        state_load="", continues="", state_roots="", data_roots="", input_idle="", idle_timeout="", watchdog="", modules="", modules_init="",
         module_paths=""))
     (tmp_path / "job.sh").write_text(script)
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path), "TMPDIR": str(tmp_path),

@@ -88,12 +88,13 @@ def test_upgrade_from_schema_1_keeps_every_session(tmp_path):
     old.change("s7", Change.to(S.QUEUED, "q", job_id="77"))
     _drop_nodes_and_ranks(old)   # schema 4 added them
     _drop_version(old)           # schema 5 added it
+    _drop_continuation(old)      # schema 7 added them
 
     with pytest.raises(SchemaError, match="schema version 1 is older"):
         Store(url).open()
     upgraded = Store(url)
     upgraded.open(upgrade=True)
-    assert upgraded.schema_version() == SCHEMA_VERSION == 6
+    assert upgraded.schema_version() == SCHEMA_VERSION == 7
     assert [(r.id, r.job_id, r.state, r.nodes, r.ranks) for r in upgraded.live()] == [("s7", "77", "queued", 1, 0)]
     assert [e.state for e in upgraded.events("s7")] == ["submitting", "queued"]
     assert ApiToken.__tablename__ in upgraded.engine.dialect.get_table_names(upgraded.engine.connect())
@@ -119,6 +120,7 @@ def test_upgrade_from_schema_5_makes_share_grants(store):
     from pvhpc.db.shares import ShareStore
 
     store.add(record(5))
+    _drop_continuation(store)    # schema 7 added them
     with store.engine.begin() as conn:
         conn.execute(text("DROP TABLE share_grants"))
         conn.execute(text("UPDATE pvhpc_schema SET version = 5"))
@@ -126,24 +128,53 @@ def test_upgrade_from_schema_5_makes_share_grants(store):
         Store(store.url).open()
     upgraded = Store(store.url)
     upgraded.open(upgrade=True)
-    assert upgraded.schema_version() == 6
+    assert upgraded.schema_version() == 7
     shares = ShareStore(upgraded)
     assert shares.live_of("s5") == []
     made = shares.grant("s5", "user", "bob", "view", "shared with user bob (view)")
     assert [(g.id, g.role) for g in shares.live_of("s5")] == [(made.id, "view")]
 
 
+CONTINUATION_COLUMNS = ("qos", "data_root", "continue_wanted", "continuations", "successor_job_id",
+                        "successor_token_hash", "predecessor_job_id")
+
+
+def _drop_continuation(store) -> None:
+    with store.engine.begin() as conn:
+        for column in CONTINUATION_COLUMNS:
+            conn.execute(text(f"ALTER TABLE sessions DROP COLUMN {column}"))
+
+
+def test_upgrade_from_schema_6_records_continuation(store):
+    """Schema 7 keeps what a successor job needs: sessions of before asked for no continuation and have no
+    successor."""
+    store.add(record(5))
+    _drop_continuation(store)
+    with store.engine.begin() as conn:
+        conn.execute(text("UPDATE pvhpc_schema SET version = 6"))
+    with pytest.raises(SchemaError, match="schema version 6 is older"):
+        Store(store.url).open()
+    upgraded = Store(store.url)
+    upgraded.open(upgrade=True)
+    assert upgraded.schema_version() == 7
+    old = upgraded.get("s5")
+    assert (old.continue_wanted, old.continuations, old.successor_job_id, old.qos) == (False, 0, None, None)
+    upgraded.change("s5", Change.to(S.QUEUED, "asked", continue_wanted=True, successor_job_id="9"))
+    assert (Store(store.url).get("s5").continue_wanted, Store(store.url).get("s5").successor_job_id) == (True, "9")
+
+
 def test_upgrade_from_schema_4_records_versions(store):
     """Schema 5 stores the application's version a session runs: its sessions of before ran none."""
     store.add(record(5))
     _drop_version(store)
+    _drop_continuation(store)
     with store.engine.begin() as conn:
         conn.execute(text("UPDATE pvhpc_schema SET version = 4"))
     with pytest.raises(SchemaError, match="schema version 4 is older"):
         Store(store.url).open()
     upgraded = Store(store.url)
     upgraded.open(upgrade=True)
-    assert upgraded.schema_version() == 6
+    assert upgraded.schema_version() == 7
     assert upgraded.get("s5").version is None
     upgraded.add(record(6, version="5.11-egl"))
     assert Store(store.url).get("s6").version == "5.11-egl"
@@ -154,13 +185,14 @@ def test_upgrade_from_schema_3_records_nodes_and_ranks(store):
     store.add(record(3, partition="cpu", gpus=0))
     _drop_nodes_and_ranks(store)
     _drop_version(store)
+    _drop_continuation(store)
     with store.engine.begin() as conn:
         conn.execute(text("UPDATE pvhpc_schema SET version = 3"))
     with pytest.raises(SchemaError, match="schema version 3 is older"):
         Store(store.url).open()
     upgraded = Store(store.url)
     upgraded.open(upgrade=True)
-    assert upgraded.schema_version() == 6
+    assert upgraded.schema_version() == 7
     assert (upgraded.get("s3").nodes, upgraded.get("s3").ranks) == (1, 0)
     upgraded.add(record(4, partition="cpu", gpus=0, nodes=2, ranks=4))
     assert (Store(store.url).get("s4").nodes, Store(store.url).get("s4").ranks) == (2, 4)

@@ -136,6 +136,8 @@ def cmd_submit(args) -> int:
     fields = request_fields(args)
     if args.data:
         fields["data"] = data_path(args.data)
+    if getattr(args, "continue_on", False):
+        fields["continue"] = True
     session = client.create(args.application, **fields)
     if not args.wait:
         emit(args, session, f"submitted: session {session['id']}, {session_format.status_words(session)}\n"
@@ -256,6 +258,16 @@ def cmd_cancel(args) -> int:
 
 
 @run_guarded
+def cmd_continue(args) -> int:
+    client, _ = make_client(args)
+    session = client.set_continue(resolve_id(client, args.session, False), not args.off)
+    words = ("goes on in a successor job before its walltime" if session.get("continue")
+             else "ends at its walltime")
+    emit(args, session, f"{session['id']}: {words}")
+    return exit_codes.OK
+
+
+@run_guarded
 def cmd_logs(args) -> int:
     client, _ = make_client(args)
     record = client.log_record(resolve_id(client, args.session, args.all))
@@ -350,6 +362,9 @@ def register(sub) -> None:
     p.add_argument("-w", "--wait", action="store_true", help="follow the session until it is ready or ended")
     p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                    help="with --wait: give up waiting after this long (exit 7; the session is kept)")
+    p.add_argument("--continue", dest="continue_on", action="store_true",
+                   help="go on in a successor Slurm job shortly before the walltime, with the same id, URL and "
+                        "secret, starting from the state saved (where the site allows it; see 'pvhpc continue')")
     p.set_defaults(func=cmd_submit)
 
     p = add_command(
@@ -430,6 +445,19 @@ def register(sub) -> None:
     p.add_argument("sessions", nargs="+", metavar="SESSION", help="session ids (or unique starts of them)")
     p.add_argument("--all", action="store_true", help="staff: find the ids among every user's sessions")
     p.set_defaults(func=cmd_cancel)
+
+    p = add_command(
+        sub, "continue", "let a session go on in a successor job before its walltime (or stop it)",
+        "Asks that the session go on in a successor Slurm job shortly before its walltime: the same partition, "
+        "resources, account and application; the successor starts from the state the session's job saves as it "
+        "is ended, and the session keeps its id, URL and secret (an application's page opened from it comes back "
+        "by itself). Where staff allow it and within the total they set (service.continue_max_total). --off "
+        "stops asking: the session then ends at its walltime, and a successor already queued is cancelled.",
+        [("pvhpc continue Xy3k", "go on past the walltime"), ("pvhpc continue Xy3k --off", "end at the walltime")],
+        parents=[common])
+    _session_argument(p, staff_all=False)   # the owner's decision: staff do not prolong others' sessions
+    p.add_argument("--off", action="store_true", help="stop asking: the session ends at its walltime")
+    p.set_defaults(func=cmd_continue)
 
     p = add_command(
         sub, "logs", "print a session job's output (the ParaView server's log)",

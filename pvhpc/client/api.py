@@ -117,6 +117,10 @@ class Client:
     def cancel(self, session_id: str) -> dict:
         return self.request("DELETE", f"/api/v1/sessions/{session_id}")
 
+    def set_continue(self, session_id: str, on: bool = True) -> dict:
+        """Whether the session goes on in a successor job before its walltime (docs/web.md, Continuation)."""
+        return self.request("POST", f"/api/v1/sessions/{session_id}/continue", {"continue": bool(on)})
+
     def saved_states(self) -> list[dict]:
         """Your saved ParaView states (.pvsm), newest first (``path`` may be a new session's ``saved_state``)."""
         try:

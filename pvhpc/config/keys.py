@@ -106,6 +106,18 @@ SERVICE = Section("service", ServiceConfig, help="the pvhpc service itself", key
     Key("walltime_warnings", checks.each(checks.seconds), [600, 120],
         "seconds before a ready session's walltime at which its user is warned (the page's banner and quick "
         "view, the push channel, pvhpc wait); [] warns never"),
+    # Continuation (pvhpc/sessions/continuation.py; docs/web.md): a session goes on in a successor job.
+    Key("continuation", checks.flag, False,
+        "whether a session asked to continue (\"continue\": true) goes on in a successor job shortly before its "
+        "walltime, keeping its id, URL and secret and starting from its saved ParaView state; a partition's own "
+        "continuation overrides this"),
+    Key("continue_max_total", checks.minutes, "24:00:00",
+        "the most a continued session may run in all, its first job and every successor together, in minutes "
+        "or [D-]HH:MM:SS: a successor that would take it past this is not submitted (the session then ends at "
+        "its walltime, its state saved)"),
+    Key("continue_lead", checks.seconds, None,
+        "seconds before a continued session's walltime at which its successor job is submitted; left out, a "
+        "quarter of the walltime, at least 30 s and at most 300 s", example=300),
 ))
 
 SCHEDULER = Section("scheduler", SchedulerConfig, help="where sessions run", keys=(
@@ -207,6 +219,9 @@ PARTITIONS = Named(
         Key("modules", modules.check_modules, [],
             "environment modules (Lmod or Environment Modules) every session on this partition loads first, before "
             "its application's", example=["cuda/12.2"]),
+        Key("continuation", checks.flag, None,
+            "whether sessions on this partition may continue in a successor job; left out, "
+            "service.continuation says", example=True),
     ))
 
 APPLICATIONS = Named(

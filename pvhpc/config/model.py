@@ -36,6 +36,7 @@ class PartitionConfig:
     max_ranks_per_node: int | None
     ranks_divisible_by_nodes: bool
     modules: tuple[str, ...] = ()          # environment modules every session here loads first (pvhpc/jobs/modules.py)
+    continuation: bool | None = None       # sessions here may continue in a successor job; None: the site's word
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,12 @@ class ServiceConfig:
     # Pages of these origins may change state with a browser's credentials (POST, DELETE): no cross-site requests.
     allowed_origins: tuple[str, ...]
     walltime_warnings: tuple[float, ...]   # seconds before the walltime at which the user is warned
+    # Continuation (pvhpc/sessions/continuation.py): allowed site-wide (a partition may say otherwise), the total
+    # minutes a continued session may run, and the seconds before the walltime its successor is submitted
+    # (None: scaled to the walltime).
+    continuation: bool = False
+    continue_max_total: int = 24 * 60
+    continue_lead: float | None = None
 
 
 @dataclass(frozen=True)

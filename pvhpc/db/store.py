@@ -26,7 +26,7 @@ from pvhpc.db.offloop import OffLoopStore
 from pvhpc.errors import PvhpcError
 from pvhpc.jobs.states import SessionState, check_transition
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 # A lock held elsewhere (a staff command, another instance, a migration) is waited for at most this long per
 # statement: then the call fails, and the request that made it gets a clean 503 ("retry shortly") rather than
 # hanging. The service makes its calls in threads (``Store.off_loop``): only that request waits, not the
@@ -75,6 +75,18 @@ class SessionRecord(Base):
     secret: Mapped[str] = mapped_column(String(128))
     report_token_hash: Mapped[str] = mapped_column(String(64))
     expected_start: Mapped[datetime | None] = mapped_column(nullable=True)
+    # What a successor job needs to be submitted as the first was (schema 7): the QoS and the data root the
+    # request named (None for sessions made before: no QoS, the application's first data root).
+    qos: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    data_root: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Continuation (pvhpc/sessions/continuation.py): the owner asked for it; how many successors have taken
+    # over; the successor submitted and the hash of its report token, until it takes over; the job it took over
+    # from, while that one saves its state.
+    continue_wanted: Mapped[bool] = mapped_column(default=False, server_default="0")
+    continuations: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    successor_job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    successor_token_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    predecessor_job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # Indexed: instances sharing a database follow each other's changes by it (pvhpc/sessions/storefeed.py).
@@ -166,6 +178,15 @@ def _add_share_grants(conn) -> None:
     ShareGrant.__table__.create(conn)
 
 
+def _add_continuation(conn) -> None:
+    # Sessions made before asked for no continuation and kept no QoS or data root (they need none: they have no
+    # successor to submit).
+    for column in ("qos VARCHAR(64)", "data_root TEXT", "continue_wanted BOOLEAN NOT NULL DEFAULT FALSE",
+                   "continuations INTEGER NOT NULL DEFAULT 0", "successor_job_id VARCHAR(32)",
+                   "successor_token_hash VARCHAR(64)", "predecessor_job_id VARCHAR(32)"):
+        conn.execute(text(f"ALTER TABLE sessions ADD COLUMN {column}"))
+
+
 # version -> function that brings a database from version-1 to version, inside one transaction.
 MIGRATIONS = {
     2: _add_api_tokens,
@@ -173,6 +194,7 @@ MIGRATIONS = {
     4: _add_nodes_and_ranks,
     5: _add_version,
     6: _add_share_grants,
+    7: _add_continuation,
 }
 
 
@@ -201,7 +223,10 @@ class Change:
 
 
 SETTABLE = frozenset({"job_id", "node", "host", "port", "expected_start", "running_since", "ready_at",
-                      "handed_out"})
+                      "handed_out",
+                      # continuation (pvhpc/sessions/continuation.py): a successor's token becomes the session's
+                      "continue_wanted", "continuations", "successor_job_id", "successor_token_hash",
+                      "predecessor_job_id", "report_token_hash", "job_name"})
 
 
 class Store:

@@ -25,7 +25,8 @@ TRANSITIONS: dict[SessionState, frozenset[SessionState]] = {
     S.SUBMITTING: frozenset({S.QUEUED, S.STARTING, S.READY, S.UNKNOWN, S.ENDED}),
     S.QUEUED: frozenset({S.STARTING, S.READY, S.UNKNOWN, S.ENDED}),
     S.STARTING: frozenset({S.QUEUED, S.READY, S.UNKNOWN, S.ENDED}),   # QUEUED: requeued by Slurm
-    S.READY: frozenset({S.QUEUED, S.UNKNOWN, S.ENDED}),
+    # READY -> STARTING: a successor job took over (pvhpc/sessions/continuation.py); its server starts.
+    S.READY: frozenset({S.QUEUED, S.STARTING, S.UNKNOWN, S.ENDED}),
     S.UNKNOWN: frozenset({S.QUEUED, S.STARTING, S.READY, S.ENDED}),
     S.ENDED: frozenset(),
 }
@@ -54,6 +55,7 @@ class EndReason(str, Enum):
     OUT_OF_MEMORY = "out_of_memory"
     SUBMIT_FAILED = "submit_failed"       # the scheduler refused or never queued the job
     LOST = "lost"                         # the job left the queue and no record tells how
+    SUCCESSOR_FAILED = "successor_failed"  # a continued session's successor job never started
 
 
 END_MESSAGES = {
@@ -70,6 +72,7 @@ END_MESSAGES = {
     EndReason.OUT_OF_MEMORY: "the job ran out of memory",
     EndReason.SUBMIT_FAILED: "the job could not be submitted",
     EndReason.LOST: "the job left the queue and no record says how it ended",
+    EndReason.SUCCESSOR_FAILED: "its successor job never started (its saved state is kept)",
 }
 
 # Why a server says it stopped by itself (pvhpc/node/wslink_exits.py), as the reason its session ended.

@@ -31,6 +31,9 @@ JOB_SCRIPT_VALUES = (
     "parallel",
     # The ParaView state saved when the job is ended and the one loaded at start (pvhpc/node/pvstate.py).
     "state_save", "state_load", "state_roots",   # state_roots: the data roots, which a state reads inside
+    # "1" for a continued session's successor job: its server waits for the handover and starts from the state its
+    # predecessor saved (pvhpc/sessions/continuation.py, pvhpc/node/jobhelper.py handover); else empty.
+    "continues",
     # SECONDS:WARNING without user input before the server stops as idle, or empty (pvhpc/node/input_idle.py).
     "input_idle",
     # INTERVAL:GRACE of the node's watchdog, which stops a server whose session has ended (pvhpc/node/watchdog.py).

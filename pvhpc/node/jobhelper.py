@@ -6,6 +6,10 @@
     python3 jobhelper.py report --url U --event ready --host H --port N
     python3 jobhelper.py report --url U --event failed --reason TEXT
     python3 jobhelper.py report --url U --event exited --code N [--cause client|idle]
+    python3 jobhelper.py handover [--timeout T]
+        A continued session's successor job (pvhpc/sessions/continuation.py): ask pvhpc, with the job's report
+        token, until the job it takes over from has saved its ParaView state; print that state's path (an empty
+        line: none). Exit 1 if pvhpc refuses (the session ended, a wrong token), 2 on timeout.
         Tell pvhpc about the session, authenticated by the per-session token in
         the environment variable PVHPC_REPORT_TOKEN. Retries with back-off, since
         pvhpc may be restarting. --url may hold several URLs separated by spaces
@@ -149,6 +153,50 @@ def send(url, event, give_up_after, *, code=0, cause="", host="", port=0, reason
     return report(url.split(), payload, token, give_up_after)
 
 
+def handover_urls(report_urls):
+    """The handover URL beside each report URL (``.../sessions/<id>/report`` -> ``.../sessions/<id>/handover``)."""
+    return [u[: -len("/report")] + "/handover" if u.endswith("/report") else u for u in report_urls.split()]
+
+
+def get_json(url, token):
+    """GET ``url`` with the report token: (answer, None), or (None, (why, final))."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, headers={"Authorization": f"token {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read() or b"{}"), None
+    except urllib.error.HTTPError as e:
+        return None, (f"HTTP {e.code} {e.read()[:200]!r}", 400 <= e.code < 500)
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        return None, (str(e), False)
+
+
+def handover(report_urls, timeout, interval=1.0):
+    """Wait for the handover (see the module's help); print the state's path."""
+    token = os.environ.get("PVHPC_REPORT_TOKEN", "")
+    urls = handover_urls(report_urls)
+    deadline = time.monotonic() + timeout
+    error = "no attempt made"
+    while time.monotonic() < deadline:
+        for url in urls:
+            answer, failure = get_json(url, token)
+            if failure is not None:
+                error, final = failure
+                if final:
+                    print(f"pvhpc refused the handover: {error}", file=sys.stderr)
+                    return 1
+                continue
+            if isinstance(answer, dict) and not answer.get("wait") and "state" in answer:
+                print(answer["state"] or "")
+                return 0
+            break   # told to wait: the other instances would say the same
+        time.sleep(interval)
+    print(f"no handover within {timeout:.0f} s: {error}", file=sys.stderr)
+    return 2
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="jobhelper")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -165,7 +213,13 @@ def main(argv=None):
     r.add_argument("--port", type=int, default=0)
     r.add_argument("--reason", default="")
     r.add_argument("--give-up-after", type=float, default=300)
+    h = sub.add_parser("handover")
+    h.add_argument("--url", default=os.environ.get(REPORT_URL_ENV, ""))
+    h.add_argument("--timeout", type=float, default=600)
     args = parser.parse_args(argv)
+
+    if args.command == "handover":
+        return handover(args.url, args.timeout)
 
     if args.command == "wait-ready":
         return wait_ready(args.file, args.pid, args.timeout)

@@ -85,7 +85,7 @@ def watchdog_setting(config: SiteConfig) -> str:
 
 
 def script_values(config: SiteConfig, spec: SessionSpec, user: str, session_id: str, job_name: str, secret: str,
-                  report_token: str, save_state: bool = True) -> dict:
+                  report_token: str, save_state: bool = True, continues: bool = False) -> dict:
     """Every value a job script template may name (template.JOB_SCRIPT_VALUES, kept equal by a test)."""
     app = config.applications[spec.application]
     partition = config.partitions[spec.partition]
@@ -124,6 +124,9 @@ def script_values(config: SiteConfig, spec: SessionSpec, user: str, session_id: 
         # before submit) and the roots its data must lie in, checked again on the node (pvhpc/node/pvstate.py).
         "state_save": savedstates.save_prefix(config, user, session_id) if save_state else "",
         "state_load": spec.saved_state_file or "",
+        # A successor job (pvhpc/sessions/continuation.py): the state to load comes from its handover, once the
+        # job it takes over from has saved it.
+        "continues": "1" if continues else "",
         # One value, two names: a state reads files only inside the session's data roots, and the server
         # (pvhpc/node/pvstate.py) and the clients' containment (pvhpc/node/contained.py) each read their own.
         "state_roots": data_roots,
@@ -136,9 +139,10 @@ def script_values(config: SiteConfig, spec: SessionSpec, user: str, session_id: 
 
 
 def build_job(config: SiteConfig, spec: SessionSpec, user: str, session_id: str, job_name: str, secret: str,
-              report_token: str, save_state: bool = True) -> JobRequest:
-    """``save_state``: the job's server saves its ParaView state when the job is ended (not for doctor's probe)."""
-    values = script_values(config, spec, user, session_id, job_name, secret, report_token, save_state)
+              report_token: str, save_state: bool = True, continues: bool = False) -> JobRequest:
+    """``save_state``: the job's server saves its ParaView state when the job is ended (not for doctor's probe).
+    ``continues``: a continued session's successor job, which starts from its predecessor's state."""
+    values = script_values(config, spec, user, session_id, job_name, secret, report_token, save_state, continues)
     template = JobTemplate.current(config.applications[spec.application].jobscript)   # as the file is now
     partition = config.partitions[spec.partition]
     per_user = joblogs.per_user(config)

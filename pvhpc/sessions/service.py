@@ -83,6 +83,12 @@ def idle_warning(record: SessionRecord, seconds_left: int) -> Notice:
                   seconds_left=seconds_left, ends_at=utcnow() + timedelta(seconds=seconds_left))
 
 
+def jobs_of(record: SessionRecord) -> list[str]:
+    """Every job a session holds: its own, and a continued session's successor (queued) or predecessor (saving its
+    state); cancelling the session cancels them all."""
+    return [j for j in (record.job_id, record.successor_job_id, record.predecessor_job_id) if j]
+
+
 class SessionService:
     def __init__(self, config: SiteConfig, store: Store, scheduler: Scheduler, bus: EventBus,
                  resolve: nodeaddresses.Resolver | None = None, saved_states: SavedStates | None = None,
@@ -132,12 +138,13 @@ class SessionService:
         await self._cancel_job(record)
 
     async def _cancel_job(self, record: SessionRecord) -> None:
-        """Cancel an ended session's job, if it has one; a scheduler away now is logged (the tracker sees the job)."""
-        if record.job_id:
+        """Cancel an ended session's job, if it has one, and a continued session's successor or predecessor; a
+        scheduler away now is logged (the tracker sees the job)."""
+        for job_id in jobs_of(record):
             try:
-                await self.scheduler.cancel(record.job_id, record.user)
+                await self.scheduler.cancel(job_id, record.user)
             except SchedulerUnavailable as e:
-                log.warning("could not cancel job %s of an ended session: %s", record.job_id, e)
+                log.warning("could not cancel job %s of an ended session: %s", job_id, e)
 
     # -- reading -----------------------------------------------------------------
     async def get(self, session_id: str) -> SessionRecord | None:
@@ -173,8 +180,11 @@ class SessionService:
             raise OverLimit(f"{spec.gpus} more GPUs would make {gpus + spec.gpus}; this site allows "
                             f"{limits.gpus_per_user} per user at once", field="gpus")
 
-    async def create(self, user: str, spec: SessionSpec, attach: bool = False) -> SessionRecord:
-        """Record the session, then submit its job. With ``attach``, a retried request joins its first session."""
+    async def create(self, user: str, spec: SessionSpec, attach: bool = False,
+                     continue_wanted: bool = False) -> SessionRecord:
+        """Record the session, then submit its job. With ``attach``, a retried request joins its first session.
+        ``continue_wanted``: it goes on in a successor job before its walltime (pvhpc/sessions/continuation.py;
+        the caller has checked that the site allows it)."""
         if self.modules is not None:
             await self.modules.refuse_missing(spec)
         if spec.saved_state_file is not None:
@@ -190,6 +200,7 @@ class SessionService:
                 gpus=spec.gpus, nodes=spec.nodes, ranks=spec.ranks, walltime_minutes=spec.walltime_minutes,
                 account=spec.account, version=spec.version,
                 data_file=spec.data_file, request_key=key, state=S.SUBMITTING.value,
+                qos=spec.qos, data_root=spec.data_root, continue_wanted=continue_wanted,
                 detail="submitting the job to Slurm", job_name=f"pvhpc-{secrets.token_hex(8)}",
                 secret=new_secret(), report_token_hash=token_hash(report_token),
             )
@@ -266,11 +277,11 @@ class SessionService:
     async def cancel(self, record: SessionRecord) -> SessionRecord:
         if record.session_state is S.ENDED:
             return record
-        if record.job_id:
+        for job_id in jobs_of(record):
             try:
-                await self.scheduler.cancel(record.job_id, record.user)
+                await self.scheduler.cancel(job_id, record.user)
             except SchedulerUnavailable as e:
-                raise SchedulerAway(f"could not reach the scheduler to cancel job {record.job_id}: {e}") from None
+                raise SchedulerAway(f"could not reach the scheduler to cancel job {job_id}: {e}") from None
         await self.apply(record.id, lifecycle.ended(EndReason.CANCELLED))
         return await self.db.get(record.id)
 

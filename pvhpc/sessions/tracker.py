@@ -49,6 +49,8 @@ class Tracker(BackgroundLoop):
         self.poll_cycles = 0          # for /api/v1/health: shows which instance polls
         self.scheduler_calls = 0
         self.cycle_observers: list = []   # called with each cycle's PollStats (pvhpc.metrics)
+        # Successor jobs (pvhpc/sessions/continuation.py), asked about in the same one query; None: none.
+        self.continuation = None
 
     def start_timeout(self, application: str) -> float:
         app = self.config.applications.get(application)
@@ -58,10 +60,11 @@ class Tracker(BackgroundLoop):
         live = await self.store.off_loop.live()
         stats = PollStats(sessions=len(live))
         with_job = [s for s in live if s.job_id]
+        extra = self.continuation.extra_job_ids(live) if self.continuation else []
         if with_job:
             stats.scheduler_calls += 1
             try:
-                jobs = await self.scheduler.query([s.job_id for s in with_job])
+                jobs = await self.scheduler.query([s.job_id for s in with_job] + extra)
             except SchedulerUnavailable as e:
                 stats.reachable = False
                 log.warning("scheduler unreachable; %d sessions kept as unknown: %s", len(with_job), e)
@@ -70,6 +73,10 @@ class Tracker(BackgroundLoop):
                 return stats
             now = utcnow()
             gone = []
+            if self.continuation is not None:
+                # Continued sessions' steps first: an old job gone at its walltime with a successor queued is no end.
+                decided = await self.continuation.cycle(with_job, jobs, now)
+                with_job = [s for s in with_job if s.id not in decided]
             for s in with_job:
                 job = jobs.get(s.job_id)
                 timeout = self.start_timeout(s.application)

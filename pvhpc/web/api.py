@@ -49,8 +49,21 @@ class SessionsHandler(JSONHandler):
 
     async def post(self) -> None:
         user = self.require_user()
-        spec = parse_spec(self.ctx.config, self.json_body(), strict=True, user=user)
-        record = await self.ctx.service.create(user, spec)
+        body = self.json_body()
+        # "continue": go on in a successor job before the walltime (pvhpc/sessions/continuation.py); not a field of
+        # the job's own request, checked here before anything is recorded or submitted.
+        keep_on = False
+        if isinstance(body, dict) and "continue" in body:
+            body = dict(body)
+            keep_on = body.pop("continue")
+            if not isinstance(keep_on, bool):
+                raise APIError("must be true or false", field="continue")
+        spec = parse_spec(self.ctx.config, body, strict=True, user=user)
+        if keep_on:
+            if self.ctx.continuation is None:
+                raise APIError("this service does not continue sessions", status=403, field="continue")
+            self.ctx.continuation.check_launch(spec)
+        record = await self.ctx.service.create(user, spec, continue_wanted=keep_on)
         self.send(self.session_view(record), status=201)
 
 

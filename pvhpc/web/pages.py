@@ -21,7 +21,7 @@ from pathlib import Path
 
 from tornado.web import RedirectHandler, StaticFileHandler
 
-from pvhpc.web import content
+from pvhpc.web import content, reattach
 from pvhpc.paths import web_clients_dir
 from pvhpc.sessions.spec import READ, SEARCH, UserAccess, judged
 
@@ -125,6 +125,19 @@ class WebClientHandler(ErrorAnswers, StaticFileHandler):
     def initialize(self, path: str, default_filename: str | None = None, policy: str = "") -> None:
         super().initialize(path, default_filename)
         self.policy = policy
+
+    async def get(self, path: str, include_body: bool = True) -> None:
+        if path not in ("", reattach.INDEX):
+            return await super().get(path, include_body)
+        # The client's page, with pvhpc's reattachment loaded first (pvhpc/web/reattach.py).
+        body = reattach.client_page(Path(self.root), _version("reattach.js"))
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.set_header("Etag", f'"{hashlib.sha256(body).hexdigest()[:32]}"')
+        self.set_extra_headers(path)
+        if self.check_etag_header():
+            self.set_status(304)
+            return self.finish()
+        self.finish(body if include_body else b"")
 
     def set_extra_headers(self, path: str) -> None:
         self.set_header("Cache-Control", "no-cache")

@@ -51,6 +51,10 @@ def session_json(record: SessionRecord, frontend, with_secret: bool = True,
         # When the walltime ends a running session's job, and the seconds until then (null before it runs).
         "ends_at": _iso(ends_at(record)),
         "time_left": None if (left := time_left(record)) is None else round(left),
+        # Continuation (pvhpc/sessions/continuation.py): asked for, successors that took over, one queued.
+        "continue": bool(record.continue_wanted),
+        "continuations": record.continuations or 0,
+        "successor_job_id": record.successor_job_id,
     }
     if with_secret and record.state != SessionState.ENDED.value:
         data["secret"] = record.secret

@@ -60,7 +60,8 @@ def site_config(cluster: LocalCluster, directory: Path, runtime_path: Path, **ov
             # Test users are names made up on one machine, all of whose jobs run as the service: said explicitly.
             overrides = {**overrides, "auth": {"users_trust_each_other": True, **auth}}
     for key, value in overrides.items():
-        if key in config["service"] or key in ("public_url", "callback_url", "allowed_origins", "walltime_warnings"):
+        if key in config["service"] or key in ("public_url", "callback_url", "allowed_origins", "walltime_warnings",
+                                                 "continuation", "continue_max_total", "continue_lead"):
             config["service"][key] = value
         else:
             config[key] = value

@@ -169,6 +169,7 @@ export class LaunchForm {
     if (data) request.data = data;
     const savedState = $("saved_state").value.trim();
     if (savedState) request.saved_state = savedState;
+    if ($("continue").checked) request.continue = true;   // a successor job before the walltime (docs/web.md)
     return request;
   }
 
