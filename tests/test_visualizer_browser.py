@@ -234,8 +234,13 @@ def test_the_visualizer_through_apache_with_its_login(service_factory, apache_fa
                 if s["state"] != "ended"]
     assert [(s["application"], s["user"]) for s in sessions] == [("visualizer", APACHE_USER)]
     assert page.errors == []
-    # Served by Apache, not forwarded: pvhpc's log has no request for the Visualizer's files.
-    assert "/apps/visualizer/Visualizer.js" not in (svc.dir / "service.log").read_text()
+    # Served by Apache, not forwarded: pvhpc's log has no request for the Visualizer's files. Its page is
+    # pvhpc's, with the reattachment loaded first (a continued session's page comes back by itself).
+    log = (svc.dir / "service.log").read_text()
+    assert "/apps/visualizer/Visualizer.js" not in log
+    assert "/apps/visualizer/" in log
+    assert page.evaluate("document.querySelector('head script').getAttribute('src')").startswith(
+        "../../static/reattach.js")
 
 
 def test_apps_serves_each_web_client_and_nothing_else(service_factory, tmp_path):

@@ -149,7 +149,9 @@ def _web_client_blocks(site: Site) -> str:
         return "    # (No application has a web_client: render with --config SITE.yaml to serve them here.)\n"
     policy = content.web_client_policy(proxied=True)
     return "".join(_fill("webclient.conf.in", {"PREFIX": site.prefix, "NAME": name, "DIR": str(directory).rstrip("/"),
-                                               "POLICY": policy})
+                                               "POLICY": policy, "PREFIX_RE": re.escape(site.prefix),
+                                               "NAME_RE": re.escape(name), "SERVICE_URL": site.service_target,
+                                               "HTTP_TIMEOUT": str(site.http_timeout)})
                    for name, directory in site.web_clients)
 
 
