@@ -368,8 +368,9 @@ def test_through_apache_a_sessions_content_never_runs_on_pvhpcs_origin(apache_fa
     frontend = ApacheFrontEnd("unused", ProxyMapFile(map_file, "www-data"), frozenset({"trame"}))
     clients = apache_dir / "client"
     clients.mkdir(mode=0o755)
-    (clients / "index.html").write_text("<!doctype html><title>a web client</title>")
-    (clients / "index.html").chmod(0o644)
+    # Its page comes from pvhpc (none runs here: 503); its other files Apache serves itself.
+    (clients / "client.js").write_text("// a web client")
+    (clients / "client.js").chmod(0o644)
     bobs_server = ServedAppThread().start()
     try:
         bobs, mine = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
@@ -412,7 +413,8 @@ def test_through_apache_a_sessions_content_never_runs_on_pvhpcs_origin(apache_fa
         assert get(f"/session/{mine}/echo/a", {**BASIC, "Origin": "null"}, "POST", b"x")[0] == 403
 
         # Framing and content-type headers on every path: pvhpc's session content, Apache's files, its refusals.
-        for path, expected in ((f"/session/{mine}/", 200), ("/apps/viz/", 200), (f"/proxy?sessionId={bobs}&path=", 400),
+        for path, expected in ((f"/session/{mine}/", 200), ("/apps/viz/client.js", 200),
+                               (f"/proxy?sessionId={bobs}&path=", 400),
                                ("/proxy?sessionId=unknown&path=ws", 400), (f"/session/{secrets.token_urlsafe(24)}/", 404)):
             status, _, headers = get(path, BASIC)
             assert status == expected, (path, status)
@@ -420,7 +422,7 @@ def test_through_apache_a_sessions_content_never_runs_on_pvhpcs_origin(apache_fa
             assert headers.get_all("X-Content-Type-Options") == ["nosniff"], path
             assert any("frame-ancestors 'self'" in p for p in headers.get_all("Content-Security-Policy") or []), path
         # The applications' own clients take their config from their URL: they may connect to this site only.
-        assert "connect-src 'self';" in get("/apps/viz/", BASIC)[2]["Content-Security-Policy"]
+        assert "connect-src 'self';" in get("/apps/viz/client.js", BASIC)[2]["Content-Security-Policy"]
     finally:
         bobs_server.stop()
 
