@@ -30,13 +30,14 @@ from pvhpc.metrics import Metrics
 from pvhpc.web.ratelimit import HeldAtOnce, RateLimiter
 from pvhpc.scheduler import Scheduler, make_scheduler
 from pvhpc.scheduler.runners import CommandRunner, LocalRunner, SSHRunner, SudoRunner
+from pvhpc.sessions.more_time import MoreTime
 from pvhpc.sessions.service import SessionService
 from pvhpc.db.store import Store
 from pvhpc.sessions.storefeed import StoreFeed
 from pvhpc.db.tokens import TokenStore
 from pvhpc.sessions.tracker import Tracker
 from pvhpc.sessions.walltime_warnings import WalltimeWarnings
-from pvhpc.web import api, pages, pvw_launcher
+from pvhpc.web import api, extend, pages, pvw_launcher
 from pvhpc.web.base import NotFoundHandler
 from pvhpc.web.accesslog import log_request
 from pvhpc.web.prometheus import MetricsHandler, counting, read_token_file
@@ -68,6 +69,8 @@ class Context:
     metrics: Metrics
     # Event streams each user holds open on this instance (limits.event_streams_per_user).
     open_streams: HeldAtOnce = field(default_factory=HeldAtOnce)
+    # More time for running sessions (sessions/more_time.py).
+    more_time: MoreTime | None = None
 
 
 def routes(ctx: Context) -> list:
@@ -80,6 +83,7 @@ def routes(ctx: Context) -> list:
         (rf"/api/v1/sessions/{SESSION_ID}/events", api.SessionEventsHandler, c),
         (rf"/api/v1/sessions/{SESSION_ID}/report", api.ReportHandler, c),
         (rf"/api/v1/sessions/{SESSION_ID}/log", api.SessionLogHandler, c),
+        (rf"/api/v1/sessions/{SESSION_ID}/extend", extend.ExtendHandler, c),
         (r"/api/v1/applications", api.ApplicationsHandler, c),
         (r"/api/v1/pvsc", api.ServerConfigurationHandler, c),
         (r"/api/v1/saved-states", api.SavedStatesHandler, c),
@@ -128,7 +132,8 @@ class PvhpcApp:
         self.ctx = Context(config, store, scheduler, bus, service, frontend,
                            make_authenticator(config.auth, tokens), tokens,
                            RateLimiter(config.limits.requests_per_minute), logs,
-                           self.tracker, metrics)
+                           self.tracker, metrics,
+                           more_time=MoreTime(config, scheduler, service, metrics.extension))
         self.web = tornado.web.Application(frontend.handlers(self.ctx) + routes(self.ctx),
                                            default_handler_class=NotFoundHandler,
                                            log_function=counting(log_request, metrics),

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pvhpc.cli import (apache_cmd, cluster_cmd, connect_cmd, demo_cmd, pvsc_cmd, runtime_cmd, saved_state_cmds,
-                       serve_cmd, session_cmds, staff_cmds, token_cmds)
+from pvhpc.cli import (apache_cmd, cluster_cmd, connect_cmd, demo_cmd, extend_cmd, pvsc_cmd, runtime_cmd,
+                       saved_state_cmds, serve_cmd, session_cmds, staff_cmds, token_cmds)
 
-GROUPS = (session_cmds, connect_cmd, pvsc_cmd, saved_state_cmds, token_cmds, staff_cmds, cluster_cmd, runtime_cmd,
+GROUPS = (session_cmds, extend_cmd, connect_cmd, pvsc_cmd, saved_state_cmds, token_cmds, staff_cmds, cluster_cmd, runtime_cmd,
           serve_cmd, demo_cmd, apache_cmd)
 
 

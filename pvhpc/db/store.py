@@ -179,7 +179,7 @@ class Change:
 
 
 SETTABLE = frozenset({"job_id", "node", "host", "port", "expected_start", "running_since", "ready_at",
-                      "handed_out"})
+                      "handed_out", "walltime_minutes"})   # walltime_minutes: more time (sessions/more_time.py)
 
 
 class Store:

@@ -4,6 +4,7 @@
 
 import { api } from "./api.js";
 import { $, announce, element, showPageError } from "./dom.js";
+import { MoreTimeControl } from "./more_time.js";
 import { RemoteView } from "./viewer.js";
 import {
   expectedStart, jobLine, parallelLine, sessionDetail, stateNews, stateWords, timeLeft,
@@ -33,6 +34,7 @@ export class SessionPanel {
         if ($("session-warning").dataset.reason === "idle") showWarning(null);
       }, { passive: true });
     }
+    this.moreTime = new MoreTimeControl(this);
     setInterval(() => this.showTimeLeft(), 1000);
   }
 
@@ -63,6 +65,7 @@ export class SessionPanel {
   open(session, history) {
     this.close();
     this.current = { id: session.id, session, events: null, view: null, lastState: null };
+    this.moreTime.reset();
     $("session-none").hidden = true;
     $("session-body").hidden = false;
     $("session-timeline").replaceChildren();
@@ -127,6 +130,7 @@ export class SessionPanel {
     $("session-parallel").textContent = parallel;
     $("cancel").hidden = session.state === "ended";
     this.showTimeLeft();
+    this.moreTime.render(session);
     if (session.state === "ended") showWarning(null);
     this.showOpenIn(session);
   }
