@@ -219,9 +219,11 @@ def test_the_sudo_helper_takes_two_plain_numbers_and_nothing_else(argv):
 
 
 def test_the_sudo_helper_refuses_a_slurm_conf_others_could_write(tmp_path):
+    """The slurm.conf it is installed with must be root's alone: it names the plugins scontrol loads as root."""
     conf = tmp_path / "slurm.conf"
     conf.write_text("ClusterName=x\n")
     conf.chmod(0o666)
-    done = subprocess.run([sys.executable, "-I", str(HELPER), "42", "5"], capture_output=True, text=True,
-                          timeout=30, env={"SLURM_CONF": str(conf), "PATH": "/usr/bin:/bin"})
+    helper = tmp_path / "pvhpc-extend-job"
+    helper.write_text(HELPER.read_text().replace("SLURM_CONF = None", f'SLURM_CONF = "{conf}"'))
+    done = subprocess.run([sys.executable, "-I", str(helper), "42", "5"], capture_output=True, text=True, timeout=30)
     assert done.returncode == 2 and "is not root's alone" in done.stderr

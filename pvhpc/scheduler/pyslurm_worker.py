@@ -72,7 +72,8 @@ class Ops:
 
     def set_time_limit(self, job_id: str, minutes: int) -> None:
         # The slurm_update_job RPC with only a time limit set: as scontrol update JobId=.. TimeLimit=.. does.
-        changes = self.slurm.JobSubmitDescription(time_limit=str(int(minutes)))
+        # An int: pyslurm passes a string of digits through unconverted, which its C field then refuses.
+        changes = self.slurm.JobSubmitDescription(time_limit=int(minutes))
         self.slurm.Job(int(job_id)).modify(changes)
 
     def finished(self, job_id: str) -> dict | None:
