@@ -17,7 +17,7 @@ import pytest
 from pvhpc import config
 from pvhpc.db.store import SessionRecord, Store, utcnow
 from pvhpc.jobs.states import SessionState
-from pvhpc.scheduler import ChangeRefused, SchedulerUnavailable
+from pvhpc.scheduler import ChangeRefused
 from pvhpc.scheduler.slurm_cli import time_limit_argv
 from pvhpc.sessions import more_time
 from pvhpc.sessions.events import EventBus, Notice
@@ -26,7 +26,7 @@ from pvhpc.sessions.service import SessionService
 from pvhpc.sessions.spec import RequestError
 from pvhpc.sessions.walltime_warnings import WalltimeWarnings, ends_at
 
-from tests.fakes import ScriptedScheduler
+from tests.fakes import TimeLimitScheduler
 
 REPO = Path(__file__).resolve().parent.parent
 HELPER = REPO / "deploy" / "pvhpc-extend-job"
@@ -99,27 +99,12 @@ def test_the_offer_says_what_a_request_would_be_answered(tmp_path):
 
 # -- the service: Slurm first, then the store ----------------------------------------------------------
 
-class TimeLimits(ScriptedScheduler):
-    """Records set_time_limit calls; ``refuse``/``down`` make it answer as Slurm refusing or away."""
-
-    def __init__(self):
-        super().__init__()
-        self.refuse = None
-
-    async def set_time_limit(self, job_id, minutes, through):
-        self.calls.append(("set_time_limit", job_id, minutes, through))
-        if self.down:
-            raise SchedulerUnavailable("Unable to contact slurm controller")
-        if self.refuse:
-            raise ChangeRefused(self.refuse)
-
-
 @pytest.fixture
 def world(tmp_path):
     cfg = site(tmp_path)
     store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
     store.open()
-    sched = TimeLimits()
+    sched = TimeLimitScheduler()
     bus = EventBus()
     service = SessionService(cfg, store, sched, bus)
     counted = []
