@@ -22,7 +22,7 @@ from tests.helpers import run, wait_until
 REPO = Path(__file__).resolve().parent.parent
 HELPER = Path("/usr/local/sbin/pvhpc-extend-job")   # where docs/sudoers.pvhpc names it
 
-pytestmark = [pytest.mark.cluster, pytest.mark.sshd]   # sshd: the marker of tests that make Unix users (root only)
+pytestmark = pytest.mark.cluster
 
 
 class AsAccount(CommandRunner):
