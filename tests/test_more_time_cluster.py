@@ -14,11 +14,11 @@ import re
 import secrets
 import stat
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from pvhpc.scheduler import ChangeRefused, JobRequest
-from pvhpc.scheduler.slurm_cli import SlurmCLI
+from pvhpc.scheduler import ChangeRefused, JobRequest, make_scheduler
 from pvhpc.scheduler.runners import LocalRunner
 
 from tests import backends
@@ -78,11 +78,20 @@ def installed_helper(cluster, where: Path) -> Path:
 
 
 @pytest.mark.cluster
-def test_the_sudo_way_runs_the_helper_which_raises_only_a_running_pvhpc_job(slurm, cluster, tmp_path):
+@pytest.mark.parametrize("name", backends.BACKENDS)
+def test_the_sudo_way_runs_the_helper_which_raises_only_a_running_pvhpc_job(name, slurm, cluster, tmp_path):
     if os.geteuid() != 0:
         pytest.skip("the helper is installed root's and run through sudo as root")
     helper = installed_helper(cluster, tmp_path)
-    backend = SlurmCLI(LocalRunner(cluster.environment()), prefix=cluster.slurm.prefix, extend_helper=helper)
+    section = SimpleNamespace(submit_as="service", extend_helper=helper, **backends.scheduler_section(cluster, name))
+    backend = make_scheduler(section, LocalRunner(section.environment))
+    try:
+        sudo_way(backend, slurm, cluster, tmp_path)
+    finally:
+        backend.close()
+
+
+def sudo_way(backend, slurm, cluster, tmp_path):
     job_id, _ = submit(slurm, tmp_path)
     other = run(slurm.submit(JobRequest(script="#!/bin/bash\nsleep 300\n", name="not-a-session", partition="cpu",
                                         time_limit_minutes=5, output=str(tmp_path / "other.out"))))
