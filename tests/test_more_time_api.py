@@ -97,6 +97,16 @@ def test_granted_over_http_the_session_as_the_api_shows_it_and_slurms_refusal_in
         assert line in text, line
 
 
+def test_pvhpc_status_says_what_more_time_there_is():
+    from pvhpc.cli.session_format import details
+
+    ready = {"id": "s1", "state": "ready", "more_time": {"allowed": True, "most_minutes": 30, "why": None}}
+    assert "more time:   up to 30 min (pvhpc extend)" in details(ready)
+    full = {**ready, "more_time": {"allowed": False, "most_minutes": 0, "why": "the most walltime (90 min)"}}
+    assert "more time:   the most walltime (90 min)" in details(full)
+    assert "more time" not in details({**ready, "state": "ended"}) and "more time" not in details({"id": "s"})
+
+
 def test_the_command_takes_a_positive_whole_number_of_minutes(capsys):
     parser = build_parser()
     assert parser.parse_args(["extend", "Xy3k", "30"]).minutes == 30
