@@ -149,6 +149,17 @@ def test_no_slurm_call_for_a_refused_request_and_nothing_stored_when_slurm_refus
     assert counted[-2:] == [("slurm_refused", 0), ("unavailable", 0)]
 
 
+def test_two_requests_at_once_each_get_their_minutes(world):
+    store, sched, bus, granting, counted = world
+    store.add(record())
+
+    async def both():
+        return await asyncio.gather(granting.extend("s1", "alice", 10), granting.extend("s1", "alice", 10))
+
+    asyncio.run(both())
+    assert [c[2] for c in sched.calls] == [70, 80] and store.get("s1").walltime_minutes == 80
+
+
 def test_sudo_partitions_go_through_the_helper_way(world):
     store, sched, bus, granting, counted = world
     store.add(record(partition="viasudo", walltime=60))

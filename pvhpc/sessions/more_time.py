@@ -96,14 +96,14 @@ class MoreTime:
         self._locks: dict[str, asyncio.Lock] = {}
 
     async def extend(self, session_id: str, user: str, minutes) -> SessionRecord:
-        # One request per session at a time here: the second reads the walltime the first one stored.
+        # One request per session at a time here: the second reads the walltime the first one stored (across
+        # instances, asking Slurm for the total keeps two at once from adding more than one of them).
         lock = self._locks.setdefault(session_id, asyncio.Lock())
-        try:
-            async with lock:
-                return await self._extend(session_id, user, minutes)
-        finally:
-            if not lock.locked() and self._locks.get(session_id) is lock:
-                del self._locks[session_id]
+        async with lock:
+            record = await self._extend(session_id, user, minutes)
+        if len(self._locks) > 10000:   # forget the idle ones now and then (as the service forgets its create locks)
+            self._locks = {k: v for k, v in self._locks.items() if v.locked()}
+        return record
 
     async def _extend(self, session_id: str, user: str, minutes) -> SessionRecord:
         record = await self.service.get(session_id)
