@@ -117,6 +117,8 @@ def test_more_time_from_the_page_keeps_the_session_usable_past_its_first_walltim
         end = datetime.fromisoformat(now["ends_at"])
         assert end - datetime.fromisoformat(ends_before) == timedelta(minutes=3)
         assert any(h["detail"] == "walltime extended by 3 min, now 6 min" for h in now["history"])
+        assert now["detail"] == session["detail"] and now["state"] == "ready"   # both as they were
+        assert "walltime extended by 3 min, now 6 min" in page.locator("#session-timeline").inner_text()
         # Minute 4 of the job (past its first walltime of 3): still running in Slurm, still rendering after input.
         started = end - timedelta(minutes=6)
         wait = (started + timedelta(minutes=4, seconds=5) - datetime.now(end.tzinfo)).total_seconds()

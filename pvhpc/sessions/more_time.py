@@ -127,6 +127,6 @@ class MoreTime:
         self.counted(record.partition, "granted", minutes)
         detail = f"walltime extended by {minutes} min, now {total} min"
         log.info("session %s… job %s: %s", session_id[:6], record.job_id, detail)
-        updated = await self.service.apply(session_id, Change.to(record.session_state, detail,
-                                                                 walltime_minutes=total))
+        # The session's detail and state stay (the tracker's words for them); the history says what changed.
+        updated = await self.service.apply(session_id, Change.noted(detail, walltime_minutes=total))
         return updated or await self.service.get(session_id)

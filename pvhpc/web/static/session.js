@@ -92,6 +92,12 @@ export class SessionPanel {
 
   // The session as the API sends it now: drawn, its change (if any) told, its view run.
   show(session) {
+    // More time keeps the state and detail: the timeline says it from the walltime (as the history does).
+    const before = this.current.session;
+    if (before && before.id === session.id && session.walltime_minutes > before.walltime_minutes) {
+      addToTimeline(session.state, `walltime extended by ${session.walltime_minutes - before.walltime_minutes} min, `
+        + `now ${session.walltime_minutes} min`, new Date().toISOString());
+    }
     this.current.session = session;
     this.render(session);
     if (this.isNews(session)) {
