@@ -177,7 +177,8 @@ class Change:
 
     @classmethod
     def noted(cls, note: str, **fields) -> "Change":
-        """Set ``fields`` of a live session and say so in its history (``note``), its state and detail as they are."""
+        """Set ``fields`` of a live session and say so in its history (``note``), its state and detail as they are
+        when it is written (change_in takes them from the row; the state given here is never used)."""
         return cls(SessionState.UNKNOWN, "", None, tuple(sorted(fields.items())), note)
 
     def is_news_for(self, record: "SessionRecord") -> bool:
