@@ -150,6 +150,21 @@ def test_no_slurm_call_for_a_refused_request_and_nothing_stored_when_slurm_refus
     assert counted[-2:] == [("slurm_refused", 0), ("unavailable", 0)]
 
 
+def test_a_noted_change_keeps_the_rows_state_and_detail_and_leaves_an_ended_session_alone(world):
+    from pvhpc.db.store import Change
+
+    store = world[0]
+    store.add(record(state=S.UNKNOWN))   # the tracker's latest word, newer than what the request read
+    store.add(record(state=S.ENDED, i=2))
+    changed = store.change("s1", Change.noted("walltime extended by 5 min, now 65 min", walltime_minutes=65))
+    assert (changed.state, changed.detail, changed.walltime_minutes) == ("unknown", "ready on n1", 65)
+    assert [(e.state, e.detail) for e in store.events("s1")][-2:] == [
+        ("unknown", "ready on n1"), ("unknown", "walltime extended by 5 min, now 65 min")]
+    assert store.change("s2", Change.noted("x", walltime_minutes=65)) is None and store.get("s2").walltime_minutes == 60
+    assert store.change("s1", Change.noted("again", walltime_minutes=65)) is None   # no news: no second line
+    assert len(store.events("s1")) == 2
+
+
 def test_two_requests_at_once_each_get_their_minutes(world):
     store, sched, bus, granting, counted = world
     store.add(record())
