@@ -31,6 +31,7 @@ from pvhpc.web.ratelimit import HeldAtOnce, RateLimiter
 from pvhpc.scheduler import Scheduler, make_scheduler
 from pvhpc.scheduler.runners import CommandRunner, LocalRunner, SSHRunner, SudoRunner
 from pvhpc.scheduler.spawner_client import SpawnerRunner
+from pvhpc.sessions.more_time import MoreTime
 from pvhpc.sessions.service import SessionService
 from pvhpc.sessions.sharing import Sharing
 from pvhpc.db.store import Store
@@ -39,7 +40,7 @@ from pvhpc.db.tokens import TokenStore
 from pvhpc.sessions.tracker import Tracker
 from pvhpc.sessions.continuation import Continuation
 from pvhpc.sessions.walltime_warnings import WalltimeWarnings
-from pvhpc.web import api, continuation_api, pages, pvw_launcher, shares_api
+from pvhpc.web import api, continuation_api, extend, pages, pvw_launcher, shares_api
 from pvhpc.web.base import NotFoundHandler
 from pvhpc.web.accesslog import log_request
 from pvhpc.web.prometheus import MetricsHandler, counting, read_token_file
@@ -74,6 +75,8 @@ class Context:
     # Sessions shared by their owners with other users (sessions/sharing.py).
     sharing: Sharing | None = None
     continuation: Continuation | None = None   # successor jobs (pvhpc/sessions/continuation.py)
+    # More time for running sessions (sessions/more_time.py).
+    more_time: MoreTime | None = None
 
 
 def routes(ctx: Context) -> list:
@@ -90,6 +93,7 @@ def routes(ctx: Context) -> list:
         (rf"/api/v1/sessions/{SESSION_ID}/shares/([A-Za-z0-9_.-]{{1,64}})", shares_api.ShareHandler, c),
         (rf"/api/v1/sessions/{SESSION_ID}/continue", continuation_api.ContinueHandler, c),
         (rf"/api/v1/sessions/{SESSION_ID}/handover", continuation_api.HandoverHandler, c),
+        (rf"/api/v1/sessions/{SESSION_ID}/extend", extend.ExtendHandler, c),
         (r"/api/v1/applications", api.ApplicationsHandler, c),
         (r"/api/v1/pvsc", api.ServerConfigurationHandler, c),
         (r"/api/v1/saved-states", api.SavedStatesHandler, c),
@@ -142,7 +146,8 @@ class PvhpcApp:
                            make_authenticator(config.auth, tokens), tokens,
                            RateLimiter(config.limits.requests_per_minute), logs,
                            self.tracker, metrics, continuation=continuation,
-                           sharing=Sharing(config, store, on_sharees=frontend.set_sharees))
+                           sharing=Sharing(config, store, on_sharees=frontend.set_sharees),
+                           more_time=MoreTime(config, scheduler, service, metrics.extension))
         self.web = tornado.web.Application(frontend.handlers(self.ctx) + routes(self.ctx),
                                            default_handler_class=NotFoundHandler,
                                            log_function=counting(log_request, metrics),

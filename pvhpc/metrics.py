@@ -30,7 +30,7 @@ import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from pvhpc.db.store import SessionRecord
-from pvhpc.scheduler import SubmitRefused
+from pvhpc.scheduler import ChangeRefused, SubmitRefused
 from pvhpc.jobs import reports
 from pvhpc.jobs.states import SessionState
 
@@ -44,7 +44,11 @@ WAIT_BUCKETS = (1, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 144
 POLL_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 CALL_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 # What the scheduler interface offers (pvhpc.scheduler.base.Scheduler): each call counted by this name.
-SCHEDULER_CALLS = ("submit", "query", "find_by_name", "lookup_finished", "cancel", "partitions", "node_addresses")
+SCHEDULER_CALLS = ("submit", "query", "find_by_name", "lookup_finished", "cancel", "partitions", "node_addresses",
+                   "set_time_limit")
+# How a request for more time ended (pvhpc/sessions/more_time.py): granted, refused by pvhpc's rules before Slurm
+# was asked, refused by Slurm, or Slurm could not be asked.
+EXTENSION_OUTCOMES = ("granted", "refused", "slurm_refused", "unavailable")
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
@@ -97,6 +101,10 @@ class Metrics:
                                      ["method", "route", "status"], registry=r)
         self.http_seconds = Histogram("pvhpc_http_request_duration_seconds", "How long an answer took, by route",
                                       ["route"], registry=r)
+        self.extensions = Counter("pvhpc_walltime_extensions", "Requests for more time for a running session, by "
+                                  "partition and outcome", ["partition", "outcome"], registry=r)
+        self.extended_minutes = Counter("pvhpc_walltime_extended_minutes", "Minutes of walltime granted to running "
+                                        "sessions", ["partition"], registry=r)
         self._followed: dict[str, Followed] = {}
         self._counts: dict[tuple[str, str], int] = {}
         self._partitions = tuple(partitions)
@@ -110,6 +118,12 @@ class Metrics:
         for call in SCHEDULER_CALLS:
             self.scheduler_calls.labels(call)
             self.scheduler_failures.labels(call)
+
+    def extension(self, partition: str, outcome: str, minutes: int = 0) -> None:
+        """A request for more time ended so (EXTENSION_OUTCOMES); ``minutes`` granted."""
+        self.extensions.labels(partition, outcome).inc()
+        if minutes:
+            self.extended_minutes.labels(partition).inc(minutes)
 
     # -- wiring ------------------------------------------------------------------
     def watch(self, bus, tracker, frontend) -> None:
@@ -231,7 +245,7 @@ class MeteredScheduler:
         started = time.monotonic()
         try:
             return await getattr(self.inner, name)(*args, **kwargs)
-        except SubmitRefused:
+        except (SubmitRefused, ChangeRefused):
             raise
         except Exception:   # SchedulerUnavailable, or a backend's bug: no answer either way
             self.metrics.scheduler_failures.labels(name).inc()
@@ -260,3 +274,6 @@ class MeteredScheduler:
 
     async def node_addresses(self, *args, **kwargs):
         return await self._call("node_addresses", *args, **kwargs)
+
+    async def set_time_limit(self, *args, **kwargs):
+        return await self._call("set_time_limit", *args, **kwargs)

@@ -5,7 +5,7 @@ Tests that need the real Slurm use the ``cluster`` and ``slurm`` fixtures instea
 
 from __future__ import annotations
 
-from pvhpc.scheduler import EndCause, JobInfo, JobState, QueueReason, Scheduler, SchedulerUnavailable
+from pvhpc.scheduler import ChangeRefused, EndCause, JobInfo, JobState, QueueReason, Scheduler, SchedulerUnavailable
 
 
 def pending(job_id: str, reason: QueueReason = QueueReason.NONE, **fields) -> JobInfo:
@@ -96,3 +96,21 @@ class Directory:
 
     def members_of(self, group):
         return sorted(self.groups.get(group, ()))
+
+
+class TimeLimitScheduler(ScriptedScheduler):
+    """A ScriptedScheduler that records set_time_limit calls; ``refuse`` (Slurm's words) or ``down`` make it answer
+    as Slurm refusing the change or not answering."""
+
+    name = "time-limits"
+
+    def __init__(self):
+        super().__init__()
+        self.refuse: str | None = None
+
+    async def set_time_limit(self, job_id, minutes, through):
+        self.calls.append(("set_time_limit", job_id, minutes, through))
+        if self.down:
+            raise SchedulerUnavailable("Unable to contact slurm controller")
+        if self.refuse:
+            raise ChangeRefused(self.refuse)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pvhpc.cli import (apache_cmd, cluster_cmd, connect_cmd, demo_cmd, pvsc_cmd, relaunch_cmd, runtime_cmd,
-                       saved_state_cmds, serve_cmd, session_cmds, share_cmds, staff_cmds, token_cmds)
+from pvhpc.cli import (apache_cmd, cluster_cmd, connect_cmd, demo_cmd, extend_cmd, pvsc_cmd, relaunch_cmd,
+                       runtime_cmd, saved_state_cmds, serve_cmd, session_cmds, share_cmds, staff_cmds, token_cmds)
 
-GROUPS = (session_cmds, relaunch_cmd, share_cmds, connect_cmd, pvsc_cmd, saved_state_cmds, token_cmds, staff_cmds,
-          cluster_cmd, runtime_cmd, serve_cmd, demo_cmd, apache_cmd)
+GROUPS = (session_cmds, extend_cmd, relaunch_cmd, share_cmds, connect_cmd, pvsc_cmd, saved_state_cmds, token_cmds,
+          staff_cmds, cluster_cmd, runtime_cmd, serve_cmd, demo_cmd, apache_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

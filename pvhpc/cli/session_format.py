@@ -157,6 +157,14 @@ def parallel_words(session: dict) -> str:
     return f"{ranks} rank{'s' if ranks != 1 else ''} on {nodes} node{'s' if nodes != 1 else ''}"
 
 
+def more_time_words(session: dict) -> str:
+    """'up to 30 min (pvhpc extend)', or why not, for a session whose owner may ask; '' otherwise."""
+    offer = session.get("more_time")
+    if not offer or session.get("state") not in ("starting", "ready"):
+        return ""
+    return f"up to {offer.get('most_minutes')} min (pvhpc extend)" if offer.get("allowed") else str(offer.get("why"))
+
+
 def details(session: dict) -> str:
     """Everything about one session, for ``pvhpc status``."""
     fields = [
@@ -165,6 +173,7 @@ def details(session: dict) -> str:
         ("state", status_words(session)), ("partition", session.get("partition")), ("gpus", session.get("gpus")),
         ("parallel", parallel_words(session)), ("walltime", session.get("walltime")), ("data", session.get("data")), ("job", session.get("job_id")),
         ("node", session.get("node")), ("time left", time_left(session)[len("time left "):]),
+        ("more time", more_time_words(session)),
         ("sessionURL", session.get("sessionURL")),
         ("created", session.get("created_at")), ("ready", session.get("ready_at")),
         ("ended", session.get("ended_at")),

@@ -121,6 +121,11 @@ class Client:
         """Whether the session goes on in a successor job before its walltime (docs/web.md, Continuation)."""
         return self.request("POST", f"/api/v1/sessions/{session_id}/continue", {"continue": bool(on)})
 
+    def extend(self, session_id: str, minutes: int) -> dict:
+        """More time for a running session: its walltime grows by ``minutes`` where the site allows; returns the
+        session with its new walltime, ``ends_at`` and ``time_left`` (ClientError says why not)."""
+        return self.request("POST", f"/api/v1/sessions/{session_id}/extend", {"minutes": minutes})
+
     def saved_states(self) -> list[dict]:
         """Your saved ParaView states (.pvsm), newest first (``path`` may be a new session's ``saved_state``)."""
         try:

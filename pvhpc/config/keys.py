@@ -21,6 +21,7 @@ from pvhpc.config.schema import Derived, Key, Named, RangeKey, Section
 from pvhpc.jobs import command, modules, mpi
 
 RENDER_MODES = ("xvfb", "egl", "osmesa")
+EXTEND_WALLTIME = ("none", "operator", "sudo")
 STATE = "pvhpc's state directory ($PVHPC_STATE_DIR, else /var/lib/pvhpc for root, ~/.local/share/pvhpc for others)"
 
 DEFAULT_LISTEN = "127.0.0.1:8480"
@@ -138,6 +139,10 @@ SCHEDULER = Section("scheduler", SchedulerConfig, help="where sessions run", key
     Key("submit_as", checks.choice(("service", "user")), "service",
         "whose jobs they are: \"service\", the service account's; \"user\", submitted and cancelled as the "
         "session's user through sudo -n -u (backend slurm), their output readable only by that user"),
+    Key("extend_helper", checks.absolute_path, "/usr/local/sbin/pvhpc-extend-job",
+        "where staff installed pvhpc's helper deploy/pvhpc-extend-job (owned by root, run through sudo as root), "
+        "which raises one pvhpc job's time limit and nothing else: used by partitions whose extend_walltime is "
+        "sudo; the sudoers rule names the same path (docs/sudoers.pvhpc)"),
 ))
 
 RUNTIME = Section("runtime", RuntimeConfig, help="what session jobs run on the compute nodes", keys=(
@@ -222,6 +227,16 @@ PARTITIONS = Named(
         Key("continuation", checks.flag, None,
             "whether sessions on this partition may continue in a successor job; left out, "
             "service.continuation says", example=True),
+        # More time for a running session (docs/web.md, docs/security.md): off unless staff say how.
+        Key("extend_walltime", checks.choice(EXTEND_WALLTIME), "none",
+            "how pvhpc may raise a running session's walltime (its job's TimeLimit) when its user asks for more "
+            "time: none (never), operator (pvhpc's account is a Slurm operator or administrator and runs scontrol "
+            "update itself), sudo (through the fixed helper scheduler.extend_helper that docs/sudoers.pvhpc lets "
+            "it run as root)"),
+        Key("extend_walltime_max", checks.minutes,
+            Derived(lambda ctx: ctx.values["walltime"].max, "walltime's max"),
+            "the most a session's whole walltime may come to with more time, in minutes or [D-]HH:MM:SS; asked "
+            "before Slurm is", example="12:00:00"),
     ))
 
 APPLICATIONS = Named(

@@ -37,6 +37,10 @@ class PartitionConfig:
     ranks_divisible_by_nodes: bool
     modules: tuple[str, ...] = ()          # environment modules every session here loads first (pvhpc/jobs/modules.py)
     continuation: bool | None = None       # sessions here may continue in a successor job; None: the site's word
+    # "More time" for a running session (pvhpc/sessions/more_time.py): how pvhpc may raise its job's TimeLimit
+    # ("none", "operator", "sudo") and the most its walltime may come to, in minutes.
+    extend_walltime: str = "none"
+    extend_walltime_max: int = 480
 
 
 @dataclass(frozen=True)
@@ -144,6 +148,7 @@ class SchedulerConfig:
     submit_as: str
     slurm_prefix: Path | None = None      # a Slurm not on PATH: its tools are PREFIX/bin/...
     pyslurm_python: Path | None = None    # the python with this Slurm's pyslurm (backend pyslurm)
+    extend_helper: Path = Path("/usr/local/sbin/pvhpc-extend-job")   # partitions' extend_walltime: sudo
 
 
 @dataclass(frozen=True)

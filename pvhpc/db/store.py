@@ -210,20 +210,31 @@ class Change:
     detail: str = ""
     end_reason: str | None = None
     fields: tuple[tuple[str, object], ...] = ()
+    # A line of the session's history for a change of fields only (more time): the session keeps the state and
+    # detail it has when the change is written, which may be newer than the caller's.
+    note: str = ""
 
     @classmethod
     def to(cls, state: SessionState, detail: str = "", end_reason=None, **fields) -> "Change":
         reason = end_reason.value if hasattr(end_reason, "value") else end_reason
         return cls(state, detail, reason, tuple(sorted(fields.items())))
 
+    @classmethod
+    def noted(cls, note: str, **fields) -> "Change":
+        """Set ``fields`` of a live session and say so in its history (``note``), its state and detail as they are
+        when it is written (change_in takes them from the row; the state given here is never used)."""
+        return cls(SessionState.UNKNOWN, "", None, tuple(sorted(fields.items())), note)
+
     def is_news_for(self, record: "SessionRecord") -> bool:
         """Whether applying this to ``record`` as it stands would change anything."""
+        if self.note:
+            return not all(getattr(record, k) == v for k, v in self.fields)
         return not (self.state.value == record.state and self.detail == record.detail
                     and all(getattr(record, k) == v for k, v in self.fields))
 
 
 SETTABLE = frozenset({"job_id", "node", "host", "port", "expected_start", "running_since", "ready_at",
-                      "handed_out",
+                      "handed_out", "walltime_minutes",   # walltime_minutes: more time (sessions/more_time.py)
                       # continuation (pvhpc/sessions/continuation.py): a successor's token becomes the session's
                       "continue_wanted", "continuations", "successor_job_id", "successor_token_hash",
                       "predecessor_job_id", "report_token_hash", "job_name"})
@@ -416,7 +427,9 @@ class Store:
         if record is None:
             return None
         old = record.session_state
-        new = change.state
+        new = old if change.note else change.state
+        if change.note:   # the fields only, with a history line of its own: the state and detail stay as they are
+            change = Change(old, record.detail, None, change.fields, change.note)
         fields = dict(change.fields)
         unknown = fields.keys() - SETTABLE
         if unknown:
@@ -431,6 +444,8 @@ class Store:
             setattr(record, key, value)
         if new is not old or change.detail != record.detail:
             db.add(SessionEvent(session_id=record.id, state=new.value, detail=change.detail, at=now))
+        elif change.note:
+            db.add(SessionEvent(session_id=record.id, state=new.value, detail=change.note, at=now))
         record.state = new.value
         record.detail = change.detail
         record.updated_at = now

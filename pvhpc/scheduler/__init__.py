@@ -1,6 +1,7 @@
 """Scheduler backends behind one small interface (see base.py), found as plug-ins by name."""
 
 from pvhpc.scheduler.base import (  # noqa: F401
+    ChangeRefused,
     ControllerDown,
     EndCause,
     JobInfo,
@@ -11,6 +12,7 @@ from pvhpc.scheduler.base import (  # noqa: F401
     Scheduler,
     SchedulerUnavailable,
     SubmitRefused,
+    TIME_LIMIT_WAYS,
 )
 
 

@@ -39,6 +39,18 @@ class SubmitRefused(PvhpcError):
     status = 400
 
 
+class ChangeRefused(PvhpcError):
+    """The scheduler answered and refused to change a job (not allowed, over a limit, job not running): its
+    own words are the message. Nothing was changed."""
+
+    status = 409
+
+
+#: how pvhpc may raise a running job's time limit (a partition's ``extend_walltime``): as a Slurm operator
+#: itself, or through the fixed helper (deploy/pvhpc-extend-job) that the site's sudoers rule lets it run as root
+TIME_LIMIT_WAYS = ("operator", "sudo")
+
+
 class JobState(str, Enum):
     """Where a job is, as far as a session cares."""
 
@@ -203,6 +215,12 @@ class Scheduler:
         raise NotImplementedError
 
     async def partitions(self) -> list[PartitionInfo]:
+        raise NotImplementedError
+
+    async def set_time_limit(self, job_id: str, minutes: int, through: str) -> None:
+        """Make a running job's whole time limit ``minutes`` (the total, not an addition: asked twice, it is
+        the same). ``through`` one of TIME_LIMIT_WAYS. ChangeRefused with the scheduler's words when it said
+        no, SchedulerUnavailable when it could not be asked (then the limit may or may not have changed)."""
         raise NotImplementedError
 
     async def node_addresses(self) -> dict[str, set[str]]:

@@ -40,9 +40,10 @@ from datetime import datetime
 from pathlib import Path
 
 from pvhpc.errors import PvhpcError
-from pvhpc.scheduler.base import (ControllerDown, JobInfo, JobRequest, PartitionInfo, Scheduler,
+from pvhpc.scheduler.base import (ChangeRefused, ControllerDown, JobInfo, JobRequest, PartitionInfo, Scheduler,
                                   SchedulerUnavailable, SubmitRefused)
-from pvhpc.scheduler.slurm_cli import UNREACHABLE, _gres_gpus, latest_by_name
+from pvhpc.scheduler.runners import CommandUnavailable, LocalRunner, SudoRunner
+from pvhpc.scheduler.slurm_cli import UNREACHABLE, _gres_gpus, latest_by_name, time_limit_argv
 from pvhpc.scheduler.slurm_install import SlurmVersion, tool_path
 from pvhpc.scheduler.slurm_states import job_info
 
@@ -163,8 +164,11 @@ class PySlurm(Scheduler):
     name = "pyslurm"
 
     def __init__(self, environment: dict[str, str] | None = None, timeout: float = 30, workers: int = WORKERS,
-                 python: str | os.PathLike | None = None, prefix: str | os.PathLike | None = None):
+                 python: str | os.PathLike | None = None, prefix: str | os.PathLike | None = None,
+                 extend_helper: str | os.PathLike | None = None):
         self.environment = dict(environment or {})
+        # pyslurm acts as this process's user: the sudo way to raise a time limit is the helper's, as a command.
+        self.extend_helper = str(extend_helper) if extend_helper else None
         self.python = str(python or sys.executable)
         self.version = check_import(self.environment, python=self.python)
         self.slurm_version = check_release(self.version, self.environment, prefix)
@@ -183,7 +187,8 @@ class PySlurm(Scheduler):
         # pyslurm talks to slurmctld itself: it needs no command runner, only the environment.
         return cls(scheduler_config.environment, timeout=scheduler_config.command_timeout,
                    python=getattr(scheduler_config, "pyslurm_python", None),
-                   prefix=getattr(scheduler_config, "slurm_prefix", None))
+                   prefix=getattr(scheduler_config, "slurm_prefix", None),
+                   extend_helper=getattr(scheduler_config, "extend_helper", None))
 
     async def about(self) -> dict:
         return {"backend": self.name, "pyslurm": self.version, "python": self.python,
@@ -279,6 +284,23 @@ class PySlurm(Scheduler):
             await self._call("cancel", job_id=str(job_id))
         except _Refusal as e:
             raise SchedulerUnavailable(f"pyslurm cancel {job_id}: {e.error}") from None
+
+    async def set_time_limit(self, job_id: str, minutes: int, through: str) -> None:
+        argv = time_limit_argv(job_id, minutes, through, self.extend_helper)   # checks the numbers for both ways
+        if through == "sudo":
+            try:
+                result = await SudoRunner(LocalRunner(self.environment), "root").run(argv, timeout=self.timeout)
+            except CommandUnavailable as e:
+                raise SchedulerUnavailable(str(e)) from None
+            if not result.ok:
+                if UNREACHABLE.search(result.stderr):
+                    raise SchedulerUnavailable(result.describe())
+                raise ChangeRefused(result.describe())
+            return
+        try:
+            await self._call("set_time_limit", job_id=str(job_id), minutes=int(minutes))
+        except _Refusal as e:
+            raise ChangeRefused(f"slurm_update_job {job_id}: {e.error}") from None
 
     async def _nodes(self) -> list[dict]:
         try:

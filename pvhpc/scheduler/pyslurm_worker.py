@@ -70,6 +70,12 @@ class Ops:
             self.slurm.slurm_seterrno(0)
         self.slurm.Job(int(job_id)).cancel()
 
+    def set_time_limit(self, job_id: str, minutes: int) -> None:
+        # The slurm_update_job RPC with only a time limit set: as scontrol update JobId=.. TimeLimit=.. does.
+        # An int: pyslurm passes a string of digits through unconverted, which its C field then refuses.
+        changes = self.slurm.JobSubmitDescription(time_limit=int(minutes))
+        self.slurm.Job(int(job_id)).modify(changes)
+
     def finished(self, job_id: str) -> dict | None:
         # Asked first, once: without an accounting database there is no second record (as sacct says), and
         # pyslurm 25.11's database calls would go looking for a slurmdbd that is not there.

@@ -14,8 +14,9 @@ import re
 from datetime import datetime
 
 from pvhpc.jobs.durations import parse_minutes as _parse_minutes
-from pvhpc.scheduler.runners import CommandRunner, CommandResult, CommandUnavailable
-from pvhpc.scheduler.base import ControllerDown, JobInfo, JobRequest, PartitionInfo, Scheduler, SchedulerUnavailable, SubmitRefused
+from pvhpc.scheduler.runners import CommandRunner, CommandResult, CommandUnavailable, SudoRunner
+from pvhpc.scheduler.base import (ChangeRefused, ControllerDown, JobInfo, JobRequest, PartitionInfo, Scheduler,
+                                  SchedulerUnavailable, SubmitRefused)
 from pvhpc.scheduler.slurm_install import SlurmVersion, tool_path
 from pvhpc.scheduler.slurm_states import job_info
 
@@ -84,8 +85,11 @@ def comma_lists(items: list[str], limit: int = MAX_LIST_ARGUMENT) -> list[str]:
 class SlurmCLI(Scheduler):
     name = "slurm"
 
-    def __init__(self, runner: CommandRunner, timeout: float = 30, runner_for_user=None, prefix=None):
+    def __init__(self, runner: CommandRunner, timeout: float = 30, runner_for_user=None, prefix=None,
+                 extend_helper=None):
         self.runner = runner
+        # The fixed helper that raises a job's time limit as root through sudo (partitions' extend_walltime: sudo).
+        self.extend_helper = str(extend_helper) if extend_helper else None
         # A Slurm not on PATH (scheduler.slurm_prefix): its tools by their full path, so that sudo's secure_path
         # or a login host's PATH cannot pick another release's.
         self.prefix = prefix
@@ -100,13 +104,16 @@ class SlurmCLI(Scheduler):
     @classmethod
     def from_config(cls, scheduler_config, runner, runner_for_user=None) -> "SlurmCLI":
         return cls(runner, timeout=scheduler_config.command_timeout, runner_for_user=runner_for_user,
-                   prefix=getattr(scheduler_config, "slurm_prefix", None))
+                   prefix=getattr(scheduler_config, "slurm_prefix", None),
+                   extend_helper=getattr(scheduler_config, "extend_helper", None))
 
-    async def _run(self, argv: list[str], input: str | None = None, user: str | None = None) -> CommandResult:
+    async def _run(self, argv: list[str], input: str | None = None, user: str | None = None,
+                   runner: CommandRunner | None = None) -> CommandResult:
         self.calls[argv[0]] = self.calls.get(argv[0], 0) + 1
-        runner = self.runner_for_user(user) if user and self.runner_for_user else self.runner
+        runner = runner or (self.runner_for_user(user) if user and self.runner_for_user else self.runner)
+        program = argv[0] if argv[0].startswith("/") else tool_path(self.prefix, argv[0])
         try:
-            result = await runner.run([tool_path(self.prefix, argv[0]), *argv[1:]], input=input, timeout=self.timeout)
+            result = await runner.run([program, *argv[1:]], input=input, timeout=self.timeout)
         except CommandUnavailable as e:   # names the full path: a wrong scheduler.slurm_prefix shows
             raise SchedulerUnavailable(str(e)) from None
         result.argv = argv   # what Slurm said names the tool, not where it is installed
@@ -217,6 +224,15 @@ class SlurmCLI(Scheduler):
         if not result.ok and INVALID_JOB_ID not in result.stderr:
             raise SchedulerUnavailable(result.describe())
 
+    async def set_time_limit(self, job_id: str, minutes: int, through: str) -> None:
+        argv, runner = time_limit_argv(job_id, minutes, through, self.extend_helper), None
+        if through == "sudo":
+            # As root, and only this one fixed command with its own argument check (docs/sudoers.pvhpc).
+            runner = SudoRunner(self.runner, "root")
+        result = await self._run(argv, runner=runner)
+        if not result.ok:
+            raise self._unavailable_or(result, ChangeRefused)
+
     async def node_addresses(self) -> dict[str, set[str]]:
         result = await self._run(["sinfo", "-h", "-N", "-o", "%N|%o|%n"])
         if not result.ok:
@@ -262,6 +278,20 @@ class SlurmCLI(Scheduler):
                 gpu_types=gpu_types, gpus_total=total, gpus_used=used,
             ))
         return out
+
+
+def time_limit_argv(job_id: str, minutes: int, through: str, helper: str | None) -> list[str]:
+    """The command that makes job ``job_id``'s time limit ``minutes``: scontrol update as an operator, or the
+    helper (deploy/pvhpc-extend-job, run through sudo as root), which takes the same two numbers and nothing else."""
+    if not str(job_id).isdigit() or isinstance(minutes, bool) or not isinstance(minutes, int) or minutes <= 0:
+        raise ValueError(f"a job id and a positive whole number of minutes, not {job_id!r} and {minutes!r}")
+    if through == "operator":
+        return ["scontrol", "update", f"JobId={job_id}", f"TimeLimit={minutes}"]
+    if through == "sudo":
+        if not helper:
+            raise ChangeRefused("no helper to raise a job's time limit through sudo (scheduler.extend_helper)")
+        return [helper, str(job_id), str(minutes)]
+    raise ValueError(f"{through!r} is not a way to raise a job's time limit (operator, sudo)")
 
 
 def _gres_gpus(text: str) -> list[tuple[str, int]]:

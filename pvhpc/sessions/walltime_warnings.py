@@ -42,8 +42,8 @@ def time_left(record: SessionRecord, now: datetime | None = None) -> float | Non
 def warning_words(seconds_left: float, end: datetime) -> str:
     minutes = max(1, math.ceil(seconds_left / 60))
     return (f"This session ends in less than {minutes} minute{'s' if minutes != 1 else ''} (its walltime, at "
-            f"{end.strftime('%H:%M')} UTC): save your work now; for more time, start a new session with a longer "
-            f"walltime")
+            f"{end.strftime('%H:%M')} UTC): save your work now; for more time, ask for it where the site allows (More "
+            f"time, pvhpc extend) or start a new session with a longer walltime")
 
 
 class WalltimeWarnings:

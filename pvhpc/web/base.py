@@ -105,9 +105,13 @@ class JSONHandler(ErrorAnswers):
 
     def session_view(self, record, with_secret: bool = True) -> dict:
         """A session as the APIs show it (views.py), with what this site's config says of its application."""
+        from pvhpc.sessions.more_time import offer
         from pvhpc.web.views import session_json
 
-        return session_json(record, self.ctx.frontend, with_secret, self.ctx.config.desktop_applications())
+        # What more time its owner may ask for now (the page's button says it): the owner's business only.
+        more_time = offer(record, self.ctx.config) if record.user == self.current_user else None
+        return session_json(record, self.ctx.frontend, with_secret, self.ctx.config.desktop_applications(),
+                            more_time=more_time)
 
     async def own_session(self, session_id: str):
         """The caller's session; another user's answers exactly like one that does not exist."""

@@ -19,8 +19,9 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def session_json(record: SessionRecord, frontend, with_secret: bool = True,
-                 desktop: frozenset[str] = frozenset()) -> dict:
-    """``desktop``: the applications whose sessions are for ParaView's desktop client (config.desktop_applications)."""
+                 desktop: frozenset[str] = frozenset(), more_time: dict | None = None) -> dict:
+    """``desktop``: the applications whose sessions are for ParaView's desktop client (config.desktop_applications).
+    ``more_time``: what more time the owner may ask for now (sessions/more_time.py offer), shown to the owner."""
     data = {
         "id": record.id,
         "user": record.user,
@@ -32,6 +33,7 @@ def session_json(record: SessionRecord, frontend, with_secret: bool = True,
         "nodes": record.nodes,
         "ranks": record.ranks,
         "walltime": format_minutes(record.walltime_minutes),
+        "walltime_minutes": record.walltime_minutes,
         "data": record.data_file,
         "state": record.state,
         "detail": record.detail,
@@ -56,6 +58,9 @@ def session_json(record: SessionRecord, frontend, with_secret: bool = True,
         "continuations": record.continuations or 0,
         "successor_job_id": record.successor_job_id,
     }
+    if more_time is not None:
+        # {"allowed": bool, "most_minutes": N, "why": words or null}: POST .../extend answers the same.
+        data["more_time"] = more_time
     if with_secret and record.state != SessionState.ENDED.value:
         data["secret"] = record.secret
     return data

@@ -57,6 +57,8 @@ export const api = {
   launch: (body) => request("POST", "api/v1/sessions", body),
   cancel: (id) => request("DELETE", sessionPath(id)),
   log: (id) => request("GET", `${sessionPath(id)}/log`),
+  // More time for a running session: its walltime grows by minutes where the site allows.
+  extend: (id, minutes) => request("POST", `${sessionPath(id)}/extend`, { minutes }),
   // The ParaView states sessions saved when their jobs were ended.
   savedStates: () => request("GET", "api/v1/saved-states"),
   // One directory of an application's data roots (root: the root's index; path: relative to it).

@@ -4,6 +4,7 @@
 
 import { api } from "./api.js";
 import { $, announce, element, showPageError } from "./dom.js";
+import { MoreTimeControl } from "./more_time.js";
 import { Notifications } from "./notifications.js";
 import { ShareDialog, roleWords } from "./share.js";
 import { TabTitle } from "./tabtitle.js";
@@ -54,6 +55,7 @@ export class SessionPanel {
         if ($("session-warning").dataset.reason === "idle") showWarning(null);
       }, { passive: true });
     }
+    this.moreTime = new MoreTimeControl(this);
     setInterval(() => this.showTimeLeft(), 1000);
   }
 
@@ -88,6 +90,7 @@ export class SessionPanel {
     this.close();
     // waited: seen waiting in this tab, so that its turning ready is news worth a notification.
     this.current = { id: session.id, session, events: null, view: null, lastState: null, waited: false };
+    this.moreTime.reset();
     $("session-none").hidden = true;
     $("session-body").hidden = false;
     $("session-timeline").replaceChildren();
@@ -115,6 +118,12 @@ export class SessionPanel {
 
   // The session as the API sends it now: drawn, its change (if any) told, its view run.
   show(session) {
+    // More time keeps the state and detail: the timeline says it from the walltime (as the history does).
+    const before = this.current.session;
+    if (before && before.id === session.id && session.walltime_minutes > before.walltime_minutes) {
+      addToTimeline(session.state, `walltime extended by ${session.walltime_minutes - before.walltime_minutes} min, `
+        + `now ${session.walltime_minutes} min`, new Date().toISOString());
+    }
     this.current.session = session;
     this.render(session);
     if (this.isNews(session)) {
@@ -170,6 +179,7 @@ export class SessionPanel {
       Boolean(session.shared && session.shared.role === "view");
     this.shareDialog.offer(session, this.applicationOf(session));
     this.showTimeLeft();
+    this.moreTime.render(session);
     if (session.state === "ended") showWarning(null);
     this.showOpenIn(session);
   }
