@@ -4,9 +4,9 @@
 # (e.g. -m "not cluster" for the fast tests only).
 #
 # The test cluster runs the newest Slurm installed (25.11, where install.sh built it from source beside the
-# checkout). A whole run (no arguments) then runs what depends on Slurm's release a second time on the other
-# Slurm here (Debian's 22.05): the scheduler backends' contract, the launcher's path end to end and the Slurm
-# fault drills (their table goes to test-artifacts/drills-slurm-22.05/).
+# checkout). A whole run (no arguments) runs in two lanes at once (below); the second also runs what depends on
+# Slurm's release a second time on the other Slurm here (Debian's 22.05): the scheduler backends' contract, the
+# launcher's path end to end and the Slurm fault drills (their table goes to test-artifacts/drills-slurm-22.05/).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,20 +19,47 @@ SECOND_SLURM_TESTS=(tests/test_scheduler_backends.py tests/test_launcher_e2e.py 
 # crashing server, a drained node, the service killed.
 SECOND_SLURM_SKIP="not database_locked and not postgresql and not server_crash and not drained and not sigkilled"
 
-"$PY" -m pytest --durations=25 "$@"   # the slowest tests named at the end: the suite must stay within CI's time
-rc=$?
-if [ "$rc" -eq 5 ]; then
-    echo "tests/run.sh: pytest collected no tests for these arguments"
-    exit 0
+if [ $# -gt 0 ] || [ -n "${PVHPC_TEST_SLURM:-}" ]; then
+    "$PY" -m pytest --durations=25 "$@"   # the slowest tests named at the end: the suite must stay within CI's time
+    rc=$?
+    if [ "$rc" -eq 5 ]; then
+        echo "tests/run.sh: pytest collected no tests for these arguments"
+        exit 0
+    fi
+    exit "$rc"
 fi
-if [ $# -eq 0 ] && [ -z "${PVHPC_TEST_SLURM:-}" ]; then
-    second=$("$PY" -c 'from pvhpc.scheduler import slurm_install as s; found = s.installed(); print(found[1].version.release if len(found) > 1 else "")')
+
+# A whole run: two lanes at once, each pytest with a cluster of its own. The waits lane runs the tests that spend
+# their minutes waiting for Slurm's clock (marker `waits`: walltimes of minutes, idle limits), then what depends on
+# Slurm's release on the other Slurm here; the main lane runs everything else. Their waits overlap the main lane's
+# work instead of adding to it: the whole suite stays within CI's time on 2 cores. No test of the waits lane uses
+# the unix_users fixture (it makes and removes the same Unix users for whoever runs).
+mkdir -p test-artifacts
+lane_log=test-artifacts/waits-lane.log
+second=$("$PY" -c 'from pvhpc.scheduler import slurm_install as s; found = s.installed(); print(found[1].version.release if len(found) > 1 else "")')
+(
+    "$PY" -m pytest -p no:cacheprovider --durations=10 -m waits
+    lane_rc=$?
+    [ "$lane_rc" -ne 5 ] || lane_rc=0
     if [ -n "$second" ]; then
         echo "tests/run.sh: again on Slurm $second: ${SECOND_SLURM_TESTS[*]}"
-        "$PY" -m pytest --slurm "$second" -k "$SECOND_SLURM_SKIP" "${SECOND_SLURM_TESTS[@]}"
+        "$PY" -m pytest -p no:cacheprovider --slurm "$second" -k "$SECOND_SLURM_SKIP" "${SECOND_SLURM_TESTS[@]}"
         second_rc=$?
         [ "$second_rc" -ne 5 ] || second_rc=0   # nothing left to run there is not a failure
-        [ "$rc" -ne 0 ] || rc=$second_rc
+        [ "$lane_rc" -ne 0 ] || lane_rc=$second_rc
     fi
-fi
+    exit "$lane_rc"
+) > "$lane_log" 2>&1 &
+lane=$!
+echo "tests/run.sh: the waits lane runs beside this one; its output follows this lane's ($lane_log)"
+
+"$PY" -m pytest --durations=25 -m "not waits"   # the slowest tests named at the end: the suite must stay within CI's time
+rc=$?
+[ "$rc" -ne 5 ] || rc=0
+wait "$lane"
+lane_rc=$?
+echo "tests/run.sh: the waits lane:"
+cat "$lane_log"
+echo "tests/run.sh: main lane exit $rc, waits lane exit $lane_rc"
+[ "$rc" -ne 0 ] || rc=$lane_rc
 exit "$rc"

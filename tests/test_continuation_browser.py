@@ -20,7 +20,7 @@ from tests.harness import cluster as test_cluster
 from tests.harness.browser import changed_share, chromium
 from tests.helpers import as_json, foreground_fraction, pvhpc
 
-pytestmark = [pytest.mark.browser, pytest.mark.cluster, pytest.mark.paraview]
+pytestmark = [pytest.mark.browser, pytest.mark.cluster, pytest.mark.paraview, pytest.mark.waits]
 
 READY_S = 170
 STEP_S = 45

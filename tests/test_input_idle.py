@@ -72,6 +72,7 @@ async def left_open_and_kept_busy(idle_session: dict, busy_session: dict, until_
 
 @pytest.mark.cluster
 @pytest.mark.paraview
+@pytest.mark.waits
 def test_a_session_nobody_uses_is_warned_then_ended_idle_and_a_busy_one_stays(service_factory, tmp_path):
     data = tmp_path / "svc" / "data"
     data.mkdir(parents=True)
@@ -107,6 +108,7 @@ TAB_IDLE, TAB_WARNING = 30, 10
 
 @pytest.mark.browser
 @pytest.mark.cluster
+@pytest.mark.waits
 def test_browser_tabs_left_open_end_idle_with_their_state_and_a_used_one_stays(service_factory, tmp_path,
                                                                               artifacts):
     """The unmodified Visualizer and the trame app, each launched from its own client and left open untouched,

@@ -28,7 +28,7 @@ from tests.harness.browser import changed_share, chromium
 from tests.harness.cluster import run_slurm
 
 REPO = Path(__file__).resolve().parent.parent
-pytestmark = [pytest.mark.browser, pytest.mark.cluster, pytest.mark.paraview]
+pytestmark = [pytest.mark.browser, pytest.mark.cluster, pytest.mark.paraview, pytest.mark.waits]
 
 READY_MS = 150_000
 FRAME_MS = 30_000

@@ -186,7 +186,7 @@ def wait_for_state(client, session_id, timeout=60):
 
 
 @pytest.mark.cluster
-@pytest.mark.parametrize("how", ["cancel", "walltime"])
+@pytest.mark.parametrize("how", ["cancel", pytest.param("walltime", marks=pytest.mark.waits)])
 def test_a_visualizer_session_ended_saves_its_state_and_a_new_one_starts_from_it(
         service_factory, cluster, tmp_path, artifacts, how):
     import asyncio

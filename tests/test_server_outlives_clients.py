@@ -31,6 +31,7 @@ async def render_once(session: dict) -> int:
 
 @pytest.mark.cluster
 @pytest.mark.paraview
+@pytest.mark.waits
 def test_a_server_left_without_clients_past_wslinks_timeout_stays_until_pvhpcs_idle_rule(service_factory, tmp_path):
     data = tmp_path / "svc" / "data"
     data.mkdir(parents=True)
@@ -62,6 +63,7 @@ def with_wslink_timeout(command: list[str], seconds: int) -> list[str]:
 
 @pytest.mark.cluster
 @pytest.mark.paraview
+@pytest.mark.waits
 @pytest.mark.parametrize("name", ["visualizer", "trame"])
 def test_the_visualizer_and_trame_wait_for_a_client_on_pvhpcs_time(service_factory, tmp_path, name):
     """The Visualizer (wslink 1.x) and trame (wslink 2.x), both through pvhpc's argv wrapper: a server no client

@@ -80,6 +80,7 @@ def cli(*args, url: str, **popen):
 
 @pytest.mark.cluster
 @pytest.mark.browser
+@pytest.mark.waits
 def test_walltime_warnings_reach_the_page_and_pvhpc_wait(service_factory, artifacts):
     # Walltime 3 minutes, warned at 2:30 and 2:00 left: the test is over within about a minute of the start.
     svc = service_factory(frontend={"kind": "builtin"}, walltime_warnings=[150, 120]).start()
