@@ -86,3 +86,20 @@ def test_the_launcher_sends_a_view_sharee_to_the_quick_view(tmp_path):
     ask(app, tokens, "alice", "POST", SHARES, {"user": "bob", "role": "control"})
     ask(app, tokens, "alice", "DELETE", f"{SHARES}/bob")
     assert ask(app, tokens, "bob", "POST", "/paraview/", {"attach": SID})[0] == 404
+
+
+def test_trame_and_desktop_sessions_say_why_they_cannot_be_shared(tmp_path):
+    client = tmp_path / "dist"
+    client.mkdir()
+    (client / "index.html").write_text("<html></html>")
+    app = make_app(tmp_path, ScriptedScheduler(), applications={
+        "tr": {"command": ["${pvpython}", "/opt/site/trame_app.py", "--port", "${port}", "--authKey", "${secret}"],
+               "ready": {"line": "App running at"}, "serves_own_client": True, "web_client": str(client),
+               "data_roots": [str(tmp_path)]},
+        "desk": {"desktop": True, "pvserver": ["pvserver"], "data_roots": [str(tmp_path)]}})
+    app.ctx.sharing.directory = Directory(groups={})
+    token = app.ctx.tokens.create("alice", "t", 1)[1]
+    _, apps = ask(app, {"alice": token}, "alice", "GET", "/api/v1/applications")
+    offered = {a["name"]: (a["share_roles"], a["share_note"]) for a in apps["applications"]}
+    assert offered["tr"][0] == [] and "sharee's browser with the sharee's login" in offered["tr"][1]
+    assert offered["desk"][0] == [] and "desktop client" in offered["desk"][1]

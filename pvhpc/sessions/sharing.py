@@ -91,6 +91,19 @@ def roles_of(app) -> tuple[str, ...]:
     return ()
 
 
+def cannot_share_because(app) -> str:
+    """Why sessions of ``app`` cannot be shared, in the page's words (docs/sharing.md has the long story)."""
+    if app is not None and app.desktop:
+        return "its sessions cannot be shared: ParaView's desktop client is the session's one client"
+    if app is not None and app.serves_own_client:
+        # trame: its client (served, or pvhpc's static copy on pvhpc's origin) builds its page from what the
+        # session's server sends, and that server runs as the owner, who can change what it sends.
+        return ("its sessions cannot be shared: its client builds its page from what the owner's server sends, "
+                "which would run in a sharee's browser with the sharee's login")
+    return ("its sessions cannot be shared: pvhpc cannot check a sharee's key or keep a view-only one from "
+            "driving it in this application's server")
+
+
 def opens_own_client(app, role: str) -> bool:
     """Whether a sharee with ``role`` may open the session in the application's own web client: control only
     (the Visualizer's client changes the view's size, quality and picture observers as it starts)."""
@@ -116,8 +129,7 @@ def application_sharing(app, config) -> dict:
     if off is not None:
         why = off
     elif not roles_of(app):
-        why = ("its sessions cannot be shared: pvhpc cannot check a sharee's key or keep a view-only one from "
-               "driving it in this application's server")
+        why = cannot_share_because(app)
     elif config.sharing.view_only:
         why = "this site allows view grants only (sharing.view_only)"
     elif app.web_client is not None:
