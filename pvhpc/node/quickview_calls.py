@@ -32,6 +32,9 @@ def install():
     try:
         from paraview.web import protocols as pv_protocols
         from wslink import websocket
+
+        # Now, while this file's directory leads the import path: the script run next puts its own first.
+        import quickview   # beside this file
     except ImportError:
         return False
     server_class = getattr(websocket, "ServerProtocol", None)
@@ -46,8 +49,6 @@ def install():
         lacking = missing(protocols)
         if not lacking or not any(isinstance(p, pv_protocols.ParaViewWebProtocol) for p in protocols):
             return   # pvhpc's own server, or not a ParaViewWeb server at all
-        import quickview   # beside this file; it needs ParaView, which is here
-
         renders = quickview.RenderCount()
         if "viewport.image.render" in lacking:
             self.registerLinkProtocol(quickview.ImageDelivery(renders))
