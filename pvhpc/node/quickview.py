@@ -52,7 +52,14 @@ class ImageDelivery(pv_protocols.ParaViewWebViewPortImageDelivery):
     @exportRpc("viewport.image.render")
     def stillRender(self, options):
         reply = super().stillRender(options)
-        reply["renders"] = self.renders.of(self.getView(options["view"]).SMProxy)
+        view = self.getView(options["view"]).SMProxy
+        if isinstance(reply.get("image"), bytes):
+            # ParaView's image cache holds the view's last picture in the form last asked for: after a client of
+            # the image push (the Visualizer's, decode=False) it is raw JPEG, which comes back here as bytes (cut
+            # at its first NUL, and no JSON). Rendered afresh, it is base64 again.
+            self.getApplication().InvalidateCache(view)
+            reply = super().stillRender({**options, "mtime": 0})
+        reply["renders"] = self.renders.of(view)
         return reply
 
 
