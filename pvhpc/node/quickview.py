@@ -52,14 +52,7 @@ class ImageDelivery(pv_protocols.ParaViewWebViewPortImageDelivery):
     @exportRpc("viewport.image.render")
     def stillRender(self, options):
         reply = super().stillRender(options)
-        view = self.getView(options["view"]).SMProxy
-        if isinstance(reply.get("image"), bytes):
-            # ParaView's image cache holds the view's last picture in the form last asked for: after a client of
-            # the image push (the Visualizer's, decode=False) it is raw JPEG, which comes back here as bytes (cut
-            # at its first NUL, and no JSON). Rendered afresh, it is base64 again.
-            self.getApplication().InvalidateCache(view)
-            reply = super().stillRender({**options, "mtime": 0})
-        reply["renders"] = self.renders.of(view)
+        reply["renders"] = self.renders.of(self.getView(options["view"]).SMProxy)
         return reply
 
 
@@ -134,3 +127,38 @@ class QuickViewInteraction(pv_protocols.ParaViewWebProtocol):
             if switch is not None:
                 switch.SetElement(0, held)
         return changed
+
+
+class PushSafeImageDelivery(ImageDelivery):
+    """``viewport.image.render`` for a server whose other clients take their pictures from ParaView's image push
+    (the Visualizer's, ``decode=False``): ParaView's image cache then holds raw JPEG, which its
+    StillRenderToString may hand back as bytes (no JSON: "Method result cannot be serialized"). So this asks
+    for the picture as the push does (StillRenderToBuffer), and passes its base64 text on as the quick view wants
+    it. Added by quickview_calls.py."""
+
+    @exportRpc("viewport.image.render")
+    def stillRender(self, options):
+        begin = time.time()
+        view = self.getView(options.get("view", -1))
+        proxy = view.SMProxy
+        size = list(options.get("size") or view.ViewSize[0:2])
+        resize = size != list(view.ViewSize[0:2]) and size != [0, 0]
+        if resize:
+            view.ViewSize = size
+        app = self.getApplication()
+        mtime, quality = options.get("mtime", 0), options.get("quality", 100)
+        if not mtime:
+            app.InvalidateCache(proxy)
+        picture = app.StillRenderToBuffer(proxy, mtime, quality)
+        for _ in range(10):   # the render sets the window's size: until it is the one asked for
+            if not resize or list(app.GetLastStillRenderImageSize()) == size:
+                break
+            app.InvalidateCache(proxy)
+            picture = app.StillRenderToBuffer(proxy, mtime, quality)
+        # The array holds the picture as base64 text already (ParaView's encoder threads write it so); None or
+        # empty where nothing changed since ``mtime``.
+        image = memoryview(picture).tobytes().decode("ascii") if picture is not None else ""
+        return {"image": image, "stale": app.GetHasImagesBeingProcessed(proxy),
+                "mtime": app.GetLastStillRenderToMTime(), "size": view.ViewSize[0:2], "format": "jpeg;base64",
+                "global_id": view.GetGlobalIDAsString(), "localTime": options.get("localTime", 0),
+                "workTime": int(round((time.time() - begin) * 1000)), "renders": self.renders.of(proxy)}

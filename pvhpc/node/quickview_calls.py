@@ -51,7 +51,7 @@ def install():
             return   # pvhpc's own server, or not a ParaViewWeb server at all
         renders = quickview.RenderCount()
         if "viewport.image.render" in lacking:
-            self.registerLinkProtocol(quickview.ImageDelivery(renders))
+            self.registerLinkProtocol(quickview.PushSafeImageDelivery(renders))
         if "pvhpc.viewport.interact" in lacking:
             mouse = mice[0] if mice else pv_protocols.ParaViewWebMouseHandler()
             if not mice:
