@@ -63,12 +63,16 @@ def test_alice_shares_a_visualizer_session_with_bob_control_then_view(unix_users
                                             extra_http_headers={"X-Remote-User": name})
                         for name in (alice_name, bob_name)]
             alice, bob = Tab(contexts[0], svc.frontend_url), Tab(contexts[1], svc.frontend_url)
+            refusals = []   # the server's error answers to alice's page: what to read when her view fails
+            alice.page.on("websocket", lambda ws: ws.on(
+                "framereceived", lambda f: refusals.append(f) if isinstance(f, str) and '"error"' in f else None))
             try:
                 run_the_story(svc, alice, bob, alice_name, bob_name, artifacts)
             except Exception:
                 for name, tab in (("alice", alice), ("bob", bob)):
                     tab.shot(artifacts / f"failed-{name}.png")
                     print(name, "errors:", tab.errors)
+                print("errors answered to alice's page:", [r[:3000] for r in refusals[:3]])
                 for session in svc.user_client(alice_name).list():
                     print(svc.user_client(alice_name).log(session["id"])[-6000:])
                 raise

@@ -22,6 +22,7 @@ from vtkmodules.vtkIOImage import vtkJPEGWriter
 from wslink import register as exportRpc
 
 METHOD = "pvhpc.viewport.interact"
+JPEG_START = b"\xff\xd8"   # every JPEG's first bytes; base64 text never starts so
 
 
 class RenderCount:
@@ -132,9 +133,9 @@ class QuickViewInteraction(pv_protocols.ParaViewWebProtocol):
 class PushSafeImageDelivery(ImageDelivery):
     """``viewport.image.render`` for a server whose other clients take their pictures from ParaView's image push
     (the Visualizer's, ``decode=False``): ParaView's image cache then holds raw JPEG, which its
-    StillRenderToString may hand back as bytes (no JSON: "Method result cannot be serialized"). So this asks
-    for the picture as the push does (StillRenderToBuffer), and passes its base64 text on as the quick view wants
-    it. Added by quickview_calls.py."""
+    StillRenderToString then hands back as bytes, cut at the first NUL (no JSON: "Method result cannot be
+    serialized"). So this asks for the picture as the push does (StillRenderToBuffer), whole, and hands it on as
+    base64 text, as the quick view wants it. Added by quickview_calls.py."""
 
     @exportRpc("viewport.image.render")
     def stillRender(self, options):
@@ -155,9 +156,10 @@ class PushSafeImageDelivery(ImageDelivery):
                 break
             app.InvalidateCache(proxy)
             picture = app.StillRenderToBuffer(proxy, mtime, quality)
-        # The array holds the picture as base64 text already (ParaView's encoder threads write it so); None or
-        # empty where nothing changed since ``mtime``.
-        image = memoryview(picture).tobytes().decode("ascii") if picture is not None else ""
+        # The array holds the picture as base64 text, or as raw JPEG once the application's image encoding was
+        # set to none (the Visualizer's client asks for that); None where nothing changed since ``mtime``.
+        data = memoryview(picture).tobytes() if picture is not None else b""
+        image = base64.b64encode(data).decode("ascii") if data.startswith(JPEG_START) else data.decode("ascii")
         return {"image": image, "stale": app.GetHasImagesBeingProcessed(proxy),
                 "mtime": app.GetLastStillRenderToMTime(), "size": view.ViewSize[0:2], "format": "jpeg;base64",
                 "global_id": view.GetGlobalIDAsString(), "localTime": options.get("localTime", 0),
