@@ -21,8 +21,8 @@ from pvhpc import config, paths
 
 from tests.harness.browser import chromium
 from tests.harness.unix_users import shared_site
-from tests.test_sharing_browser import FRAME_MS, READY_MS, TRY_EVERYTHING, Tab, sources
-from tests.test_visualizer_browser import use_the_visualizer, write_fields
+from tests.harness.sharing_page import FRAME_MS, READY_MS, TRY_EVERYTHING, Tab, sources
+from tests.harness.visualizer_page import use_the_visualizer, write_fields
 
 pytestmark = [pytest.mark.browser, pytest.mark.cluster, pytest.mark.paraview]
 
