@@ -24,6 +24,7 @@ import traceback
 import contained      # beside this file
 import supervisor     # beside this file
 import pvstate        # beside this file
+import quickview_calls   # beside this file
 import share_gate   # beside this file
 import wslink_exits   # beside this file
 import server_gate      # beside this file
@@ -74,6 +75,8 @@ def main():
             contained.install(contained.roots_from_environment(os.getcwd()))
         except ImportError:
             pass   # not a ParaView server: there is no ParaView protocol to hold in
+    # pvhpc's quick view draws and turns a session with calls the Visualizer's server lacks: it gets them.
+    quickview_calls.install()
     if connect_id.isdigit():
         # A parallel session: the pvserver ranks take only a client with their connect id, and a server such as
         # the Visualizer has no option for one; ParaView's own configuration carries it to its Connect().

@@ -22,6 +22,7 @@ from vtkmodules.vtkIOImage import vtkJPEGWriter
 from wslink import register as exportRpc
 
 METHOD = "pvhpc.viewport.interact"
+JPEG_START = b"\xff\xd8"   # every JPEG's first bytes; base64 text never starts so
 
 
 class RenderCount:
@@ -127,3 +128,39 @@ class QuickViewInteraction(pv_protocols.ParaViewWebProtocol):
             if switch is not None:
                 switch.SetElement(0, held)
         return changed
+
+
+class PushSafeImageDelivery(ImageDelivery):
+    """``viewport.image.render`` for a server whose other clients take their pictures from ParaView's image push
+    (the Visualizer's, ``decode=False``): ParaView's image cache then holds raw JPEG, which its
+    StillRenderToString then hands back as bytes, cut at the first NUL (no JSON: "Method result cannot be
+    serialized"). So this asks for the picture as the push does (StillRenderToBuffer), whole, and hands it on as
+    base64 text, as the quick view wants it. Added by quickview_calls.py."""
+
+    @exportRpc("viewport.image.render")
+    def stillRender(self, options):
+        begin = time.time()
+        view = self.getView(options.get("view", -1))
+        proxy = view.SMProxy
+        size = list(options.get("size") or view.ViewSize[0:2])
+        resize = size != list(view.ViewSize[0:2]) and size != [0, 0]
+        if resize:
+            view.ViewSize = size
+        app = self.getApplication()
+        mtime, quality = options.get("mtime", 0), options.get("quality", 100)
+        if not mtime:
+            app.InvalidateCache(proxy)
+        picture = app.StillRenderToBuffer(proxy, mtime, quality)
+        for _ in range(10):   # the render sets the window's size: until it is the one asked for
+            if not resize or list(app.GetLastStillRenderImageSize()) == size:
+                break
+            app.InvalidateCache(proxy)
+            picture = app.StillRenderToBuffer(proxy, mtime, quality)
+        # The array holds the picture as base64 text, or as raw JPEG once the application's image encoding was
+        # set to none (the Visualizer's client asks for that); None where nothing changed since ``mtime``.
+        data = memoryview(picture).tobytes() if picture is not None else b""
+        image = base64.b64encode(data).decode("ascii") if data.startswith(JPEG_START) else data.decode("ascii")
+        return {"image": image, "stale": app.GetHasImagesBeingProcessed(proxy),
+                "mtime": app.GetLastStillRenderToMTime(), "size": view.ViewSize[0:2], "format": "jpeg;base64",
+                "global_id": view.GetGlobalIDAsString(), "localTime": options.get("localTime", 0),
+                "workTime": int(round((time.time() - begin) * 1000)), "renders": self.renders.of(proxy)}

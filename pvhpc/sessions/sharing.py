@@ -69,15 +69,45 @@ class UnixDirectory:
 
 
 def roles_of(app) -> tuple[str, ...]:
-    """The roles a session of ``app`` may be shared with: both for pvhpc's own server (its share gate checks the
-    sharee's key and holds a view-only one to the picture, and the sharee sees it in pvhpc's quick view); none
-    for the rest. A desktop session's bridge, trame's wslink 2.x and a site's own server check only the owner's
-    secret; the Visualizer's server has the gate (it runs through pvhpc's argv wrapper) but answers no
-    ``viewport.image.render``, so the quick view shows a sharee nothing, and its own client is handed a session
-    by the launcher, which gives it to its owner only."""
-    if app is None or app.desktop or app.serves_own_client or app.web_client is not None:
+    """The roles a session of ``app`` may be shared with.
+
+    Both for a ParaViewWeb server under pvhpc's own wrappers: pvhpc's server (``${server_script}``), and a
+    ParaViewWeb server pvhpc gives its secret through its argv wrapper (``${pvpython}`` with ``${secret}``: the
+    Visualizer). Its share gate checks the sharee's key and holds a view-only one to the picture, and it answers
+    the quick view's calls (pvhpc/node/quickview_calls.py), where a sharee sees it. A control sharee of an
+    application with its own web client (the Visualizer) may open that client too (its launcher attaches them,
+    web/pvw_launcher.py); a view sharee only the quick view: the Visualizer's client cannot start without calls
+    that change the view for everyone (sharing.md).
+
+    None for the rest: a desktop session's bridge, trame's wslink 2.x and a site's own server check only the
+    owner's secret."""
+    if app is None or app.desktop or app.serves_own_client:
         return ()
-    return ROLES if "${server_script}" in " ".join(app.command or ()) else ()
+    command = " ".join(app.command or ())
+    if "${server_script}" in command:
+        return ROLES
+    if app.web_client is not None and "${secret}" in command and (app.command or [""])[0] == "${pvpython}":
+        return ROLES
+    return ()
+
+
+def cannot_share_because(app) -> str:
+    """Why sessions of ``app`` cannot be shared, in the page's words (docs/sharing.md has the long story)."""
+    if app is not None and app.desktop:
+        return "its sessions cannot be shared: ParaView's desktop client is the session's one client"
+    if app is not None and app.serves_own_client:
+        # trame: its client (served, or pvhpc's static copy on pvhpc's origin) builds its page from what the
+        # session's server sends, and that server runs as the owner, who can change what it sends.
+        return ("its sessions cannot be shared: its client builds its page from what the owner's server sends, "
+                "which would run in a sharee's browser with the sharee's login")
+    return ("its sessions cannot be shared: pvhpc cannot check a sharee's key or keep a view-only one from "
+            "driving it in this application's server")
+
+
+def opens_own_client(app, role: str) -> bool:
+    """Whether a sharee with ``role`` may open the session in the application's own web client: control only
+    (the Visualizer's client changes the view's size, quality and picture observers as it starts)."""
+    return role == "control" and app is not None and app.web_client is not None and bool(roles_of(app))
 
 
 def off_because(config) -> str | None:
@@ -99,10 +129,12 @@ def application_sharing(app, config) -> dict:
     if off is not None:
         why = off
     elif not roles_of(app):
-        why = ("its sessions cannot be shared: pvhpc cannot check a sharee's key or keep a view-only one from "
-               "driving it in this application's server")
+        why = cannot_share_because(app)
     elif config.sharing.view_only:
         why = "this site allows view grants only (sharing.view_only)"
+    elif app.web_client is not None:
+        why = ("a view-only sharee sees it in pvhpc's quick view; with control they may also open it in its own "
+               "client")
     else:
         why = None
     return {"share_roles": list(roles), "share_groups": bool(roles) and config.sharing.groups, "share_note": why}

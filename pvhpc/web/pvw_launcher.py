@@ -55,8 +55,14 @@ class LaunchHandler(JSONHandler):
         if not isinstance(session_id, str) or not SESSION_ID.match(session_id):
             raise APIError("must be the id of one of your sessions", field="attach")
         record = await self.ctx.service.get(session_id)
-        # The owner only, staff included: attaching hands out the secret.
-        if record is None or record.user != user:
+        shared = None
+        if record is not None and record.user != user:
+            # Not the owner (staff included: attaching hands out the secret): a user it is shared with gets their
+            # own key instead, where their role lets them use the application's own client.
+            shared = await self.shared_session(session_id)
+            if shared is None:
+                raise APIError(f"no session {session_id}", status=404, field="attach")
+        if record is None:
             raise APIError(f"no session {session_id}", status=404, field="attach")
         wanted = body.get("application")
         if wanted is not None and wanted != record.application:
@@ -66,8 +72,22 @@ class LaunchHandler(JSONHandler):
             raise APIError(f"session {session_id} is {record.state}, not ready"
                            + (f" ({record.detail})" if record.detail else ""), status=409, field="attach",
                            extra={"id": record.id, "state": record.state})
+        if shared is not None:
+            return self.send(self.for_page(self._for_sharee(*shared)))
         await self.ctx.service.hand_out(record)
         self.send(self.for_page(self.session_view(record)))
+
+    def _for_sharee(self, record, grant) -> dict:
+        """The session as its sharee attaches to it: their own key as its secret (sessions/sharing.py), never the
+        owner's; view grants only in pvhpc's quick view, as the application's own client would change the view for
+        everyone as it starts (docs/sharing.md)."""
+        from pvhpc.sessions.sharing import opens_own_client
+
+        if not opens_own_client(self.ctx.config.applications.get(record.application), grant.role):
+            raise APIError(f"session {record.id} is shared with you to view only: open it from pvhpc's page, in its "
+                           f"quick view ({record.application}'s own client would change the view for everyone)",
+                           status=403, field="attach")
+        return self.ctx.sharing.view_for_sharee(self.session_view(record, with_secret=False), record, grant)
 
     def for_page(self, session: dict) -> dict:
         """The session with USE_HOST / USE_HOSTNAME in its URL already filled in with the page's host, as newer

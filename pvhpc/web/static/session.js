@@ -71,9 +71,12 @@ export class SessionPanel {
   // application's own web client at apps/<name>/ (the Visualizer), or the client its server serves itself.
   applicationOf(session) {
     const app = this.store.applications.find((a) => a.name === session.application) || { opens: "view", client_url: null };
-    // A session shared with this user opens in the quick view, whatever its application (its own client would
-    // ask the launcher, which hands a session to its owner only).
-    return session.shared ? { ...app, opens: "view", client_url: null } : app;
+    // A session shared with this user opens in the quick view; with control, an application's own web client
+    // (the Visualizer) too, whose launcher attaches a sharee with their own key. Not with view only: that client
+    // changes the view for everyone as it starts, so the server would refuse it (docs/sharing.md).
+    if (!session.shared) return app;
+    if (session.shared.role === "control" && app.opens === "client") return app;
+    return { ...app, opens: "view", client_url: null };
   }
 
   async openById(id) {
