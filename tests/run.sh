@@ -37,6 +37,21 @@ fi
 mkdir -p test-artifacts
 lane_log=test-artifacts/waits-lane.log
 second=$("$PY" -c 'from pvhpc.scheduler import slurm_install as s; found = s.installed(); print(found[1].version.release if len(found) > 1 else "")')
+# Stopped early (Ctrl-C, CI's timeout), the waits lane is stopped too: SIGINT first, so that its pytest ends its
+# fixtures (the cluster, jobs, services); then its output so far is shown.
+lane=""
+stop_lane() {
+    [ -n "$lane" ] && kill -0 "$lane" 2>/dev/null || return 0
+    kill -INT -- "-$lane" 2>/dev/null
+    for _ in $(seq 60); do kill -0 "$lane" 2>/dev/null || break; sleep 1; done
+    kill -TERM -- "-$lane" 2>/dev/null
+    echo "tests/run.sh: the waits lane was stopped; its output so far:"
+    cat "$lane_log"
+}
+main=""
+trap '[ -z "$main" ] || kill -INT -- "-$main" 2>/dev/null; stop_lane; [ -z "$main" ] || wait "$main"; exit 130' INT TERM
+trap stop_lane EXIT
+set -m   # the lane in a process group of its own, to stop it whole
 (
     "$PY" -m pytest -p no:cacheprovider --durations=10 -m waits
     lane_rc=$?
@@ -51,10 +66,18 @@ second=$("$PY" -c 'from pvhpc.scheduler import slurm_install as s; found = s.ins
     exit "$lane_rc"
 ) > "$lane_log" 2>&1 &
 lane=$!
+set +m
 echo "tests/run.sh: the waits lane runs beside this one; its output follows this lane's ($lane_log)"
 
-"$PY" -m pytest --durations=25 -m "not waits"   # the slowest tests named at the end: the suite must stay within CI's time
+# In the background (a process group of its own too), waited for: a signal to this script is then handled at
+# once, not when this lane ends.
+set -m
+"$PY" -m pytest --durations=25 -m "not waits" &   # the slowest tests named at the end: the suite must stay within CI's time
+main=$!
+set +m
+wait "$main"
 rc=$?
+main=""
 [ "$rc" -ne 5 ] || rc=0
 wait "$lane"
 lane_rc=$?

@@ -24,7 +24,7 @@ from PIL import Image
 from tests.harness.browser import changed_share, chromium
 from tests.harness.cluster import pvhpc_jobs
 
-pytestmark = [pytest.mark.browser, pytest.mark.cluster, pytest.mark.paraview]
+pytestmark = [pytest.mark.browser, pytest.mark.cluster, pytest.mark.paraview, pytest.mark.waits]
 
 READY_MS = 150_000
 FRAME_MS = 30_000
