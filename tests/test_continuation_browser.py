@@ -18,30 +18,13 @@ from PIL import Image
 
 from tests.harness import cluster as test_cluster
 from tests.harness.browser import changed_share, chromium
+from tests.harness.visualizer_page import (ADD_FILTER, APPLY, DATA_FILE, OPEN_FILE, PANEL_WIDTH, STEP_S, VIEWPORT,
+                                           new_picture, viewport, write_fields)
 from tests.helpers import as_json, foreground_fraction, pvhpc
 
 pytestmark = [pytest.mark.browser, pytest.mark.cluster, pytest.mark.paraview, pytest.mark.waits]
 
 READY_S = 170
-STEP_S = 45
-VIEWPORT = '[class*="MainView-viewport"]'
-OPEN_FILE = '[class*="ToggleIcons-openFileButton"]'
-ADD_FILTER = '[class*="ToggleIcons-filterButton"]'
-APPLY = '[class*="ProxyEditorWidget-validateButton"]'
-DATA_FILE = "fields.vtk"
-PANEL_WIDTH = 330
-
-
-def write_fields(directory: Path) -> None:
-    """A 12^3 grid whose point field is the distance from its centre: its contours are spheres."""
-    n, c = 12, 5.5
-    values = [f"{((i - c) ** 2 + (j - c) ** 2 + (k - c) ** 2) ** 0.5:.3f}"
-              for k in range(n) for j in range(n) for i in range(n)]
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / DATA_FILE).write_text("\n".join([
-        "# vtk DataFile Version 3.0", "a field on a grid", "ASCII", "DATASET STRUCTURED_POINTS",
-        f"DIMENSIONS {n} {n} {n}", "ORIGIN 0 0 0", "SPACING 1 1 1", f"POINT_DATA {n ** 3}",
-        "SCALARS temperature float 1", "LOOKUP_TABLE default", " ".join(values), ""]))
 
 
 def applications(data_dir: Path) -> dict:
@@ -61,22 +44,6 @@ def continuing_service(service_factory, tmp_path, **overrides):
                            partitions={"cpu": {"walltime": {"default": 2, "max": 10}},
                                        "gpu": {"gpu_type": "a100", "continuation": False}},
                            continuation=True, continue_max_total=4, **overrides).start()
-
-
-def viewport(page, path: Path) -> Image.Image:
-    image = Image.open(io.BytesIO(page.locator(VIEWPORT).screenshot(path=str(path)))).convert("RGB")
-    return image.crop((PANEL_WIDTH, 0, image.width, image.height))
-
-
-def new_picture(page, before: Image.Image, path: Path, least: float = 0.01) -> Image.Image:
-    deadline = time.monotonic() + STEP_S
-    while time.monotonic() < deadline:
-        page.wait_for_timeout(500)
-        now = viewport(page, path)
-        if changed_share(before, now) > least:
-            page.wait_for_timeout(1500)
-            return viewport(page, path)
-    raise AssertionError(f"the Visualizer's picture did not change within {STEP_S} s (last: {path})")
 
 
 def filled(image: Image.Image) -> float:
