@@ -188,7 +188,40 @@ def test_a_sharees_event_stream_ends_with_their_share(tmp_path):
     text = asyncio.run(follow())
     first, *rest = [c for c in text.split("\n\n") if c.startswith("event: session")]
     assert '"shared":' in first and '"secret": "pvhpc-share.' in first
-    assert rest and all('"secret"' not in c and '"shared":' not in c for c in rest), rest
+    # still marked shared (the page offers no Cancel, no job log of alice's session), but with no key
+    assert rest and all('"secret"' not in c and '"revoked": true' in c for c in rest), rest
+
+
+def test_a_revoked_sharees_event_stream_gets_no_more_of_the_owners_notices(tmp_path):
+    """Nothing is published at a revoke: the next Notice (walltime, idle) must not reach bob, and ends his stream."""
+    import asyncio
+
+    from pvhpc.sessions.events import Notice
+    from tests.harness.inprocess import served
+
+    app, tokens = sharing_app(tmp_path)
+    ask(app, tokens, ("alice", "POST", SHARES, {"user": "bob", "role": "view"}))
+
+    async def follow():
+        chunks = []
+        async with served(app) as there:
+            streaming = asyncio.ensure_future(there.client.fetch(
+                there.url + f"/api/v1/sessions/{SID}/events", headers={"Authorization": f"token {tokens['bob']}"},
+                streaming_callback=lambda c: chunks.append(c.decode()), request_timeout=30))
+            while not any('"shared":' in c for c in chunks):
+                await asyncio.sleep(0.05)
+            app.ctx.bus.notify(Notice(SID, "walltime", "before the revoke"))
+            while not any("before the revoke" in c for c in chunks):
+                await asyncio.sleep(0.05)
+            await there.fetch("DELETE", f"{SHARES}/bob", headers={"Authorization": f"token {tokens['alice']}"})
+            app.ctx.bus.notify(Notice(SID, "walltime", "after the revoke"))
+            await asyncio.wait_for(streaming, 10)
+        return "".join(chunks)
+
+    text = asyncio.run(follow())
+    assert "before the revoke" in text and "after the revoke" not in text, text
+    last = [c for c in text.split("\n\n") if c.startswith("event: session")][-1]
+    assert '"revoked": true' in last and '"secret"' not in last, last
 
 
 def test_the_share_commands_as_a_user_runs_them(tmp_path):
