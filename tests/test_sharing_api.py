@@ -247,16 +247,17 @@ def test_the_share_commands_as_a_user_runs_them(tmp_path):
     async def run():
         async with served(app) as there:
             return [await pvhpc(there.url, *args) for args in (
-                ("share", SID, "bob", "--view"),
-                ("shares", SID, "--json"),
+                ("share", SID[:6], "bob", "--view"),        # a unique start of the id, as elsewhere
+                ("shares", SID[:6], "--json"),
                 ("share", SID, "nosuchuser", "--control"),
                 ("share", SID, "bob"),
-                ("unshare", SID, "bob"),
+                ("unshare", SID[:6], "bob"),
                 ("unshare", SID, "bob"))]
 
     shared, listed, unknown, no_role, unshared, again = asyncio.run(run())
     assert shared[0] == 0 and "user  bob" in shared[1] and "view" in shared[1], shared
-    assert [(s["name"], s["role"]) for s in json.loads(listed[1])["shares"]] == [("bob", "view")]
+    assert [(s["name"], s["role"]) for s in json.loads(listed[1])["shares"]] == [("bob", "view")], listed
+    assert json.loads(listed[1])["id"] == SID
     assert unknown[0] == 2 and "no user 'nosuchuser'" in unknown[2], unknown
     assert no_role[0] == 2 and "--view" in no_role[2], no_role
     assert unshared[0] == 0 and "not shared with anyone" in unshared[1], unshared
