@@ -262,3 +262,22 @@ def test_the_share_commands_as_a_user_runs_them(tmp_path):
     assert no_role[0] == 2 and "--view" in no_role[2], no_role
     assert unshared[0] == 0 and "not shared with anyone" in unshared[1], unshared
     assert again[0] == 3 and "not shared with user bob" in again[2], again
+
+
+def test_a_session_is_read_once_for_its_owner_and_once_for_a_sharee(tmp_path):
+    app, tokens = sharing_app(tmp_path)
+    ask(app, tokens, ("alice", "POST", SHARES, {"user": "bob", "role": "view"}))
+    reads = []
+    get = app.ctx.service.get
+
+    async def counted(session_id):
+        reads.append(session_id)
+        return await get(session_id)
+
+    app.ctx.service.get = counted
+    answers = ask(app, tokens, ("alice", "GET", f"/api/v1/sessions/{SID}", None),
+                  ("bob", "GET", f"/api/v1/sessions/{SID}", None),
+                  ("carol", "GET", f"/api/v1/sessions/{SID}", None))
+    assert [code for code, _ in answers] == [200, 200, 404], answers
+    assert "shared" not in answers[0][1] and answers[1][1]["shared"] == {"by": "alice", "role": "view"}
+    assert reads == [SID] * 3, reads

@@ -69,11 +69,10 @@ class SessionsHandler(JSONHandler):
 
 class SessionHandler(JSONHandler):
     async def get(self, session_id: str) -> None:
-        shared = await self.shared_session(session_id)
-        if shared is not None:
-            self.send(self.ctx.sharing.view_for_sharee(self.session_view(shared[0], with_secret=False), *shared))
+        record, grant = await self.session_with_grant(session_id)
+        if grant is not None:
+            self.send(self.ctx.sharing.view_for_sharee(self.session_view(record, with_secret=False), record, grant))
             return
-        record = await self.own_session(session_id)
         data = self.session_view(record, with_secret=record.user == self.current_user)
         data["history"] = [{"at": e.at.isoformat() + "Z", "state": e.state, "detail": e.detail}
                            for e in await self.ctx.service.history(record.id)]
@@ -158,8 +157,8 @@ class SessionEventsHandler(JSONHandler):
 
     async def get(self, session_id: str) -> None:
         # A sharee follows it too, seeing it as sharees do (sessions/sharing.py).
-        self._shared = await self.shared_session(session_id)
-        record = self._shared[0] if self._shared is not None else await self.own_session(session_id)
+        record, grant = await self.session_with_grant(session_id)
+        self._shared = (record, grant) if grant is not None else None
         user = self.current_user
         limit = self.ctx.config.limits.event_streams_per_user
         streams = self.ctx.open_streams
