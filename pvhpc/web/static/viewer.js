@@ -35,6 +35,7 @@ const RECONNECT_FOR_MS = 10 * 60 * 1000;
 const UNUSED_MS = 5 * 60 * 1000;
 const CLOSE_NOT_SHARED = 4403;         // the share gate's close code for a sharee whose grant is gone
 const WATCH_MS = 1000;                 // a shared session's view asks this often whether another changed it
+const FRESH_EVERY = 5;                 // ... and every this many asks, for a whole picture regardless
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -105,11 +106,18 @@ export class RemoteView {
     if (this.role !== "owner") this.watch(true);
   }
 
-  // While others look on or drive (a shared session), ask every WATCH_MS for a newer picture: the server answers
-  // without an image when nothing changed. The timer outlives a dropped link (it asks nothing while there is no
-  // connection), so a reconnected view goes on watching.
+  // While others look on or drive (a shared session), ask every WATCH_MS for a newer picture, with this view's
+  // mtime: the server's picture cache is one per view for all its clients, and any client's change renders it
+  // anew (an interaction marks it for a render, pvhpc's own calls and a camera reset invalidate it, a new or
+  // changed source leaves a representation dirty), so its mtime moves and the answer carries an image only
+  // then. Every FRESH_EVERY-th ask is for a whole picture all the same: a safety net for a change made without
+  // telling ParaView's cache. The timer outlives a dropped link (it asks nothing while there is no connection),
+  // so a reconnected view goes on watching.
   watch(on) {
-    if (on && !this.watching) this.watching = setInterval(() => this.requestFrame(true), WATCH_MS);
+    if (on && !this.watching) {
+      let ticks = 0;
+      this.watching = setInterval(() => this.requestFrame(++ticks % FRESH_EVERY === 0), WATCH_MS);
+    }
     if (!on && this.watching) {
       clearInterval(this.watching);
       this.watching = null;
@@ -205,7 +213,6 @@ export class RemoteView {
 
   // words: what to show instead of "Gave up reconnecting: <reason>." (a refusal that no retry can change).
   _giveUp(reason, words = null) {
-    this.watch(false);
     this._connection("gave-up");
     this.onStatus(words || `Gave up reconnecting: ${reason}.`, true);
     this.onGaveUp(reason || words);
