@@ -88,4 +88,7 @@ def test_apache_passes_an_image_frame_on_in_one_piece(apache_factory, apache_dir
         # Each frame came in one write of Apache's, one segment (eight at the default ReadBufferSize), and an
         # acknowledgement of the request may come apart.
         segments = segments_in(client) - before
-    assert ROUNDS <= segments <= 2 * ROUNDS, f"{segments} segments for {ROUNDS} frames"
+    # 3x, not 2x: tcpi_segs_in counts pure ACKs too, and under load Apache may read the 60 KB frame from the server
+    # in two parts and so write it in two; the fault this guards against (the 8 KiB default buffer) gives ~8x and
+    # still fails clearly.
+    assert ROUNDS <= segments <= 3 * ROUNDS, f"{segments} segments for {ROUNDS} frames"

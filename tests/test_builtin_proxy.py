@@ -427,3 +427,42 @@ def test_a_lowercased_session_url_still_reaches_its_session():
         conn.close()
         assert (await rig.refused("0ABC9LOWER"))[0] == 404   # ids themselves are not case-folded
     run(go)
+
+
+def test_a_sharees_connection_is_in_the_history_once_joined_and_once_in_ten_minutes():
+    """A view reconnects by itself after each drop: each attempt was a "connected" line, written before the server
+    answered. Now only a joined connection is, and one per grant per 10 minutes (sessions/sharing.py)."""
+    import time
+    from types import SimpleNamespace
+
+    from pvhpc.sessions.sharing import Sharing
+
+    class Notes:
+        def __init__(self):
+            self.lines = []
+
+        async def write(self, fn, session_id, detail):
+            self.lines.append((session_id, detail))
+
+    notes = Notes()
+    sharing = Sharing(SimpleNamespace(), SimpleNamespace(off_loop=notes), directory=object())
+    grant = SimpleNamespace(id="g1", role="view")
+
+    async def grant_of(session_id, user):
+        return grant if user == "alice" else None
+    sharing.grant_of = grant_of
+    dead_port = bind_sockets(0, "127.0.0.1")
+    closed = dead_port[0].getsockname()[1]
+    dead_port[0].close()
+
+    async def go(rig):
+        rig.frontend.rebuild([record("bobs", rig.upstream_port, user="bob"), record("dead", closed, user="bob")])
+        assert (await rig.refused("dead"))[0] == 502
+        assert notes.lines == []   # refused by the server: no connection to speak of
+        for _ in range(3):
+            assert (await rig.refused("bobs"))[0] == 101
+        assert notes.lines == [("bobs", "alice connected (view, shared)")]
+    run(go, sharing=sharing)
+    # ten minutes on, a connection is a line again
+    asyncio.run(sharing.connected("bobs", "alice", grant, now=time.monotonic() + 601))
+    assert len(notes.lines) == 2

@@ -42,6 +42,24 @@ def test_a_relaunch_asks_for_the_past_settings_and_options_given_replace_them():
     assert e.value.code == 3
 
 
+def test_a_relaunch_of_a_session_given_more_time_asks_for_at_most_its_partitions_walltime():
+    from pvhpc.cli.relaunch_cmd import cap_walltime
+
+    partitions = [{"name": "cpu", "walltime_minutes": {"default": 60, "max": 240},
+                   "walltime": {"default": "01:00:00", "max": "04:00:00"}}]
+    extended = {**PAST, "walltime": "05:30:00", "walltime_minutes": 330}
+    request = relaunch_request(extended, None, {})
+    note = cap_walltime(request, extended, partitions)
+    assert request["walltime"] == "04:00:00"
+    assert note and "05:30:00" in note and "partition cpu" in note and "04:00:00" in note
+    # within the partition's limit, another partition, or a walltime given: asked as it is
+    for past, overrides in (({**PAST, "walltime_minutes": 7}, {}), ({**extended, "partition": "gpu"}, {}),
+                            (extended, {"walltime": "06:00:00"})):
+        request = relaunch_request(past, None, overrides)
+        wanted = request["walltime"]
+        assert cap_walltime(request, past, partitions) is None and request["walltime"] == wanted
+
+
 def cli(*args, url: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(REPO), PVHPC_CLIENT_CONFIG=str(REPO / "no-such-client.yaml"), PVHPC_URL=url)
     env.pop("PVHPC_TOKEN", None)

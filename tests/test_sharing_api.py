@@ -188,7 +188,40 @@ def test_a_sharees_event_stream_ends_with_their_share(tmp_path):
     text = asyncio.run(follow())
     first, *rest = [c for c in text.split("\n\n") if c.startswith("event: session")]
     assert '"shared":' in first and '"secret": "pvhpc-share.' in first
-    assert rest and all('"secret"' not in c and '"shared":' not in c for c in rest), rest
+    # still marked shared (the page offers no Cancel, no job log of alice's session), but with no key
+    assert rest and all('"secret"' not in c and '"revoked": true' in c for c in rest), rest
+
+
+def test_a_revoked_sharees_event_stream_gets_no_more_of_the_owners_notices(tmp_path):
+    """Nothing is published at a revoke: the next Notice (walltime, idle) must not reach bob, and ends his stream."""
+    import asyncio
+
+    from pvhpc.sessions.events import Notice
+    from tests.harness.inprocess import served
+
+    app, tokens = sharing_app(tmp_path)
+    ask(app, tokens, ("alice", "POST", SHARES, {"user": "bob", "role": "view"}))
+
+    async def follow():
+        chunks = []
+        async with served(app) as there:
+            streaming = asyncio.ensure_future(there.client.fetch(
+                there.url + f"/api/v1/sessions/{SID}/events", headers={"Authorization": f"token {tokens['bob']}"},
+                streaming_callback=lambda c: chunks.append(c.decode()), request_timeout=30))
+            while not any('"shared":' in c for c in chunks):
+                await asyncio.sleep(0.05)
+            app.ctx.bus.notify(Notice(SID, "walltime", "before the revoke"))
+            while not any("before the revoke" in c for c in chunks):
+                await asyncio.sleep(0.05)
+            await there.fetch("DELETE", f"{SHARES}/bob", headers={"Authorization": f"token {tokens['alice']}"})
+            app.ctx.bus.notify(Notice(SID, "walltime", "after the revoke"))
+            await asyncio.wait_for(streaming, 10)
+        return "".join(chunks)
+
+    text = asyncio.run(follow())
+    assert "before the revoke" in text and "after the revoke" not in text, text
+    last = [c for c in text.split("\n\n") if c.startswith("event: session")][-1]
+    assert '"revoked": true' in last and '"secret"' not in last, last
 
 
 def test_the_share_commands_as_a_user_runs_them(tmp_path):
@@ -214,17 +247,37 @@ def test_the_share_commands_as_a_user_runs_them(tmp_path):
     async def run():
         async with served(app) as there:
             return [await pvhpc(there.url, *args) for args in (
-                ("share", SID, "bob", "--view"),
-                ("shares", SID, "--json"),
+                ("share", SID[:6], "bob", "--view"),        # a unique start of the id, as elsewhere
+                ("shares", SID[:6], "--json"),
                 ("share", SID, "nosuchuser", "--control"),
                 ("share", SID, "bob"),
-                ("unshare", SID, "bob"),
+                ("unshare", SID[:6], "bob"),
                 ("unshare", SID, "bob"))]
 
     shared, listed, unknown, no_role, unshared, again = asyncio.run(run())
     assert shared[0] == 0 and "user  bob" in shared[1] and "view" in shared[1], shared
-    assert [(s["name"], s["role"]) for s in json.loads(listed[1])["shares"]] == [("bob", "view")]
+    assert [(s["name"], s["role"]) for s in json.loads(listed[1])["shares"]] == [("bob", "view")], listed
+    assert json.loads(listed[1])["id"] == SID
     assert unknown[0] == 2 and "no user 'nosuchuser'" in unknown[2], unknown
     assert no_role[0] == 2 and "--view" in no_role[2], no_role
     assert unshared[0] == 0 and "not shared with anyone" in unshared[1], unshared
     assert again[0] == 3 and "not shared with user bob" in again[2], again
+
+
+def test_a_session_is_read_once_for_its_owner_and_once_for_a_sharee(tmp_path):
+    app, tokens = sharing_app(tmp_path)
+    ask(app, tokens, ("alice", "POST", SHARES, {"user": "bob", "role": "view"}))
+    reads = []
+    get = app.ctx.service.get
+
+    async def counted(session_id):
+        reads.append(session_id)
+        return await get(session_id)
+
+    app.ctx.service.get = counted
+    answers = ask(app, tokens, ("alice", "GET", f"/api/v1/sessions/{SID}", None),
+                  ("bob", "GET", f"/api/v1/sessions/{SID}", None),
+                  ("carol", "GET", f"/api/v1/sessions/{SID}", None))
+    assert [code for code, _ in answers] == [200, 200, 404], answers
+    assert "shared" not in answers[0][1] and answers[1][1]["shared"] == {"by": "alice", "role": "view"}
+    assert reads == [SID] * 3, reads

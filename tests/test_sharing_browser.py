@@ -102,6 +102,12 @@ def run_the_story(svc, alice, bob, alice_name, bob_name, artifacts):
     bob.wait_frame_after(frames)
     assert bob.view_changed_from(before, artifacts / "04-bob-sees-alice-work.png") > 0.02, \
         "bob's view did not follow alice's work"
+    # Nobody works: his view asks each second but gets a picture only when one was rendered anew, plus a whole
+    # one every 5th ask (viewer.js watch()); a full picture each second would be ~4 here.
+    time.sleep(2)
+    idle_from = bob.frames()
+    time.sleep(4.5)
+    assert bob.frames() - idle_from <= 2, f"{bob.frames() - idle_from} pictures in 4.5 s of an unchanged scene"
 
     # bob's mouse and keys: the page sends nothing that changes anything ...
     count = len(sources(proxy, owner["secret"], alice_name))

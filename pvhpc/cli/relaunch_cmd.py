@@ -40,6 +40,22 @@ def relaunch_request(past: dict, states: list[dict] | None, overrides: dict) -> 
     return {"application": past["application"], **fields}
 
 
+def cap_walltime(request: dict, past: dict, partitions: list[dict]) -> str | None:
+    """A session given more time (``pvhpc extend``) reports its extended total as its walltime, which may be more
+    than its partition lets a new job ask for: then ``request`` asks for the partition's most instead, and the
+    words saying so are returned. Not when the walltime was given as an option: that is the user's to answer for."""
+    limits = next((p for p in partitions if p.get("name") == request.get("partition")), None)
+    minutes = past.get("walltime_minutes")
+    if limits is None or minutes is None or request.get("walltime") != past.get("walltime"):
+        return None
+    most = limits["walltime_minutes"]["max"]
+    if minutes <= most:
+        return None
+    request["walltime"] = limits["walltime"]["max"]
+    return (f"walltime {past['walltime']} (session {past['id']}'s, more time included) is more than partition "
+            f"{limits['name']} allows: asking for its most, {limits['walltime']['max']}")
+
+
 @run_guarded
 def cmd_relaunch(args) -> int:
     client, _ = make_client(args)
@@ -50,6 +66,10 @@ def cmd_relaunch(args) -> int:
     if args.with_state and "saved_state" in overrides:
         raise CommandError("--with-state and --saved-state were both given: choose one", code=exit_codes.USAGE)
     request = relaunch_request(past, client.saved_states() if args.with_state else None, overrides)
+    if "walltime" not in overrides:
+        capped = cap_walltime(request, past, client.partitions()["partitions"])
+        if capped:
+            print(f"pvhpc: {capped}", file=session_cmds.progress_stream(args))
     session = client.create(request.pop("application"), **request)
     started = f" from {request['saved_state']}" if "saved_state" in request else ""
     if not args.wait:
@@ -66,7 +86,9 @@ def register(sub) -> None:
         "Submits a new session with the settings of SESSION (yours; it may have ended): its application and "
         "version, partition, GPUs, nodes and ranks, walltime and data file. With --with-state it starts from the "
         "newest ParaView state SESSION saved (its pipeline as it was when its job was ended); the command "
-        "refuses if it saved none. A request option given replaces that setting. The service checks the request "
+        "refuses if it saved none. A walltime more than the partition now allows (a session given more time "
+        "reports its extended total) is cut to the partition's most, and the command says so. "
+        "A request option given replaces that setting. The service checks the request "
         "as any other, so a setting no longer offered is refused with its name and nothing is submitted.",
         [("pvhpc relaunch 3fQk --with-state --wait", "the same session again, from where it was, and wait"),
          ("pvhpc relaunch 3fQk -t 4:00:00", "the same settings with four hours")],

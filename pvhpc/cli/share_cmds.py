@@ -6,6 +6,7 @@ from __future__ import annotations
 from pvhpc.cli import exit_codes, session_format
 from pvhpc.cli.base import CommandError, common_options, emit, make_client, run_guarded
 from pvhpc.cli.command_help import add_command
+from pvhpc.cli.session_cmds import resolve_id
 
 
 def shares_text(shares: list[dict]) -> str:
@@ -19,24 +20,27 @@ def cmd_share(args) -> int:
     if (args.user is None) == (args.group is None):
         raise CommandError("name one USER, or one group with --group GROUP", code=exit_codes.USAGE)
     client, _ = make_client(args)
-    shares = client.share(args.session, user=args.user, group=args.group, role=args.role)
-    emit(args, {"id": args.session, "shares": shares}, shares_text(shares))
+    session_id = resolve_id(client, args.session)   # a unique prefix, as every session command takes
+    shares = client.share(session_id, user=args.user, group=args.group, role=args.role)
+    emit(args, {"id": session_id, "shares": shares}, shares_text(shares))
     return exit_codes.OK
 
 
 @run_guarded
 def cmd_unshare(args) -> int:
     client, _ = make_client(args)
-    shares = client.unshare(args.session, args.name, group=args.group)
-    emit(args, {"id": args.session, "shares": shares}, shares_text(shares))
+    session_id = resolve_id(client, args.session)
+    shares = client.unshare(session_id, args.name, group=args.group)
+    emit(args, {"id": session_id, "shares": shares}, shares_text(shares))
     return exit_codes.OK
 
 
 @run_guarded
 def cmd_shares(args) -> int:
     client, _ = make_client(args)
-    shares = client.shares(args.session)
-    emit(args, {"id": args.session, "shares": shares}, shares_text(shares))
+    session_id = resolve_id(client, args.session)
+    shares = client.shares(session_id)
+    emit(args, {"id": session_id, "shares": shares}, shares_text(shares))
     return exit_codes.OK
 
 
@@ -49,7 +53,7 @@ def register(sub) -> None:
                     [("pvhpc share 3f2a... bob --view", "bob sees the session"),
                      ("pvhpc share 3f2a... --group vislab --control", "every member of vislab drives it too")],
                     parents=[common_options()])
-    p.add_argument("session", metavar="ID", help="the session's id")
+    p.add_argument("session", metavar="ID", help="the session's id, or a unique start of it")
     p.add_argument("user", metavar="USER", nargs="?", help="the user to share with")
     p.add_argument("--group", metavar="GROUP", help="a Unix group to share with instead of a user")
     role = p.add_mutually_exclusive_group(required=True)
@@ -61,7 +65,7 @@ def register(sub) -> None:
                     "The user (or with --group, the group) loses the session: their connection is closed within "
                     "seconds and it leaves their list.",
                     [("pvhpc unshare 3f2a... bob", "bob is cut off")], parents=[common_options()])
-    p.add_argument("session", metavar="ID", help="the session's id")
+    p.add_argument("session", metavar="ID", help="the session's id, or a unique start of it")
     p.add_argument("name", metavar="USER", help="the user (or the group, with --group)")
     p.add_argument("--group", action="store_true", help="NAME is a group")
     p.set_defaults(func=cmd_unshare)
@@ -69,5 +73,5 @@ def register(sub) -> None:
     p = add_command(sub, "shares", "whom one of your sessions is shared with",
                     "Each share: user or group, its name, its role (view, control) and since when.",
                     [("pvhpc shares 3f2a...", "")], parents=[common_options()])
-    p.add_argument("session", metavar="ID", help="the session's id")
+    p.add_argument("session", metavar="ID", help="the session's id, or a unique start of it")
     p.set_defaults(func=cmd_shares)

@@ -239,6 +239,7 @@ class SessionProxyHandler(ErrorAnswers, RequestHandler):
         self.frontend = frontend
         self.auth = auth
         self.sharing = sharing   # sessions/sharing.py: who else the owner let in
+        self.grant = None        # the caller's share of the session, where they are not its owner
 
     async def get(self) -> None:
         # Either case of the key: trame's client lowercases the whole URL it is given (?sessionid=...).
@@ -307,6 +308,13 @@ class SessionProxyHandler(ErrorAnswers, RequestHandler):
         self.finish()   # the 101, logged as any answer
         await relay.join(self.detach())
         kept = self.frontend.opened(relay, holding)
+        if self.grant is not None:
+            # A sharee: said in the history now the connection stands, not at an attempt the server refused.
+            try:
+                await self.sharing.connected(session_id, self.user, self.grant)
+            except Exception:   # the history line is not worth the joined connection
+                log.exception("session %s…: %s's connection could not be noted in its history", session_id[:6],
+                              self.user)
         if self.frontend.routes.get(session_id) != route:
             relay.end(*SESSION_GONE)   # it ended while the client's connection changed hands
         return kept
@@ -331,7 +339,7 @@ class SessionProxyHandler(ErrorAnswers, RequestHandler):
             grant = await self.sharing.grant_of(session_id, user) if self.sharing is not None else None
             if grant is None:
                 return None
-            await self.sharing.connected(session_id, user, grant)
+            self.grant = grant   # the history says they came once the connection is joined (_join)
         self.user = user   # whose connection this is, in the front end's count
         return route
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import grp
 import pwd
 import re
+import time
 from dataclasses import dataclass
 
 from pvhpc.db.shares import ShareStore
@@ -145,6 +146,9 @@ def describe(grant: ShareGrant) -> dict:
             "granted_at": grant.created_at.isoformat() + "Z"}
 
 
+CONNECTED_NOTE_SECONDS = 600   # a sharee's "connected" line in the history: at most this often per grant
+
+
 class Sharing:
     """``on_sharees(session_id, users)``: told the users each session is shared with whenever that changes (the
     front end's set_sharees: Apache's map lets them through /proxy)."""
@@ -156,6 +160,7 @@ class Sharing:
         self.directory = directory or UnixDirectory()
         self.on_sharees = on_sharees
         self._connected: dict[str, set[str]] = {}   # session id -> grants whose sharees its server said are connected
+        self._noted: dict[tuple[str, str, str], float] = {}   # (session, grant, user) -> when "connected" was written
 
     def users_of(self, grants) -> frozenset[str]:
         """The users ``grants`` (of one session) let in: named ones, and the members of named groups."""
@@ -299,8 +304,16 @@ class Sharing:
             data["secret"] = self.key(record, grant)
         return data
 
-    async def connected(self, session_id: str, user: str, grant: ShareGrant) -> None:
-        """A sharee's connection through the front end, in the session's history."""
+    async def connected(self, session_id: str, user: str, grant: ShareGrant, now: float | None = None) -> None:
+        """A sharee's connection through the front end, in the session's history: at most once per grant (and user,
+        a group's grant letting in several) per CONNECTED_NOTE_SECONDS, since a view reconnects by itself after
+        each drop and every attempt is a connection."""
+        now = time.monotonic() if now is None else now
+        key = (session_id, grant.id, user)
+        if now - self._noted.get(key, -CONNECTED_NOTE_SECONDS) < CONNECTED_NOTE_SECONDS:
+            return
+        self._noted = {k: t for k, t in self._noted.items() if now - t < CONNECTED_NOTE_SECONDS}   # stays small
+        self._noted[key] = now
         await self.db.write(self.shares.note, session_id, f"{user} connected ({grant.role}, shared)")
 
     async def seen_connected(self, session_id: str, grant_ids: list[str]) -> None:

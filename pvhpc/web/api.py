@@ -69,11 +69,10 @@ class SessionsHandler(JSONHandler):
 
 class SessionHandler(JSONHandler):
     async def get(self, session_id: str) -> None:
-        shared = await self.shared_session(session_id)
-        if shared is not None:
-            self.send(self.ctx.sharing.view_for_sharee(self.session_view(shared[0], with_secret=False), *shared))
+        record, grant = await self.session_with_grant(session_id)
+        if grant is not None:
+            self.send(self.ctx.sharing.view_for_sharee(self.session_view(record, with_secret=False), record, grant))
             return
-        record = await self.own_session(session_id)
         data = self.session_view(record, with_secret=record.user == self.current_user)
         data["history"] = [{"at": e.at.isoformat() + "Z", "state": e.state, "detail": e.detail}
                            for e in await self.ctx.service.history(record.id)]
@@ -158,8 +157,8 @@ class SessionEventsHandler(JSONHandler):
 
     async def get(self, session_id: str) -> None:
         # A sharee follows it too, seeing it as sharees do (sessions/sharing.py).
-        self._shared = await self.shared_session(session_id)
-        record = self._shared[0] if self._shared is not None else await self.own_session(session_id)
+        record, grant = await self.session_with_grant(session_id)
+        self._shared = (record, grant) if grant is not None else None
         user = self.current_user
         limit = self.ctx.config.limits.event_streams_per_user
         streams = self.ctx.open_streams
@@ -204,6 +203,10 @@ class SessionEventsHandler(JSONHandler):
                         continue
                     if isinstance(changed, Notice):
                         if changed.session_id == session_id:
+                            # Nothing is published at a revoke: a sharee's grant is checked here too, so the owner's
+                            # news (walltime, idle, continued) never reaches one it is no longer shared with.
+                            if self._shared is not None and not await self._still_shared(record):
+                                continue   # _still_shared ended the stream
                             self.write(f"event: warning\ndata: {json.dumps(changed.json())}\n\n")
                             await self._flush()
                         continue
@@ -246,15 +249,28 @@ class SessionEventsHandler(JSONHandler):
             # A sharee's stream lasts as long as their share: revoked (or the session ended), it ends.
             grant = await self.ctx.sharing.grant_of(record.id, self.current_user)
             if grant is None:
-                data = {k: v for k, v in self.session_view(record, with_secret=False).items()
-                        if k in ("id", "user", "application", "state", "end_reason", "end_reason_text")}
-                self.write(f"event: session\ndata: {json.dumps(data, default=str)}\n\n")
-                await self._flush()
-                self._gone.set()
+                await self._end_unshared(record)
                 return
             data = self.ctx.sharing.view_for_sharee(self.session_view(record, with_secret=False), record, grant)
         self.write(f"event: session\ndata: {json.dumps(data, default=str)}\n\n")
         await self._flush()
+
+    async def _still_shared(self, record: SessionRecord) -> bool:
+        """Whether the caller's grant still stands; when not, the stream's last event is sent and it ends."""
+        if await self.ctx.sharing.grant_of(record.id, self.current_user) is not None:
+            return True
+        await self._end_unshared(record)
+        return False
+
+    async def _end_unshared(self, record: SessionRecord) -> None:
+        """The last event for a sharee whose grant is gone: no key, nothing of the job, but still marked
+        ``shared`` (with ``revoked``) so the page never offers Cancel or the job's log of another's session."""
+        data = {k: v for k, v in self.session_view(record, with_secret=False).items()
+                if k in ("id", "user", "application", "state", "end_reason", "end_reason_text")}
+        data["shared"] = {"by": record.user, "revoked": True}
+        self.write(f"event: session\ndata: {json.dumps(data, default=str)}\n\n")
+        await self._flush()
+        self._gone.set()
 
 
 KEEPALIVE = object()   # SessionEventsHandler._next: nothing came, time for a keep-alive

@@ -132,6 +132,20 @@ class JSONHandler(ErrorAnswers):
         return (record, grant) if grant is not None else None
 
 
+    async def session_with_grant(self, session_id: str):
+        """(session, None) for its owner or staff; (session, grant) for one it is shared with; else 404 as a session
+        that does not exist. One read of the session, where own_session after shared_session made two."""
+        user = self.require_user()
+        record = await self.ctx.service.get(session_id)
+        if record is not None and (record.user == user or self.ctx.auth.is_staff(user)):
+            return record, None
+        grant = (await self.ctx.sharing.grant_of(session_id, user)
+                 if record is not None and self.ctx.sharing is not None else None)
+        if grant is None:
+            raise APIError(f"no session {session_id}", status=404)
+        return record, grant
+
+
 class NotFoundHandler(JSONHandler):
     def prepare(self) -> None:   # no origin rule: there is nothing here to change
         raise APIError(f"no such endpoint: {self.request.method} {self.request.path}", status=404)

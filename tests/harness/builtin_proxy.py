@@ -63,7 +63,7 @@ def record(sid, port, state="ready", user="alice") -> SessionRecord:
 
 
 class Rig:
-    def __init__(self, staff=(), session_origin=None):
+    def __init__(self, staff=(), session_origin=None, sharing=None):
         self.frontend = BuiltinFrontEnd("unused")
         auth = make_authenticator(AuthConfig(kind="local", user="alice", header="X-Remote-User", staff=tuple(staff),
                                                   users_trust_each_other=False))
@@ -76,7 +76,7 @@ class Rig:
         if session_origin:
             session_origin = f"{session_origin}:{self.port}"
         ctx = SimpleNamespace(auth=auth, config=SimpleNamespace(service=service, frontend=SimpleNamespace(
-            session_origin=session_origin)))
+            session_origin=session_origin)), sharing=sharing)
         self.servers = [HTTPServer(tornado.web.Application([(r"/(?:ws|greet)", Upstream)])),
                         HTTPServer(tornado.web.Application(self.frontend.handlers(ctx)))]
         self.servers[0].add_sockets(upstream_sockets)

@@ -47,10 +47,11 @@ class Tab:
         return self.page.locator(selector).inner_text()
 
     def wait_cut_off(self, timeout: float) -> None:
-        """Until the view says its link is gone for good: "Disconnected", or, since the quick view reconnects by
-        itself, "Gave up reconnecting" (a share revoked is not worth retrying)."""
+        """Until the view has given up for good because the share is gone: the give-up state with the words saying
+        so, never a retry (a revoked share is not worth retrying; a mere "Disconnected" would pass by timing)."""
         self.page.wait_for_function(
-            "() => /Disconnected|Gave up reconnecting/.test(document.querySelector('#viewer-status').textContent)",
+            "() => document.querySelector('#viewer').dataset.connection === 'gave-up'"
+            " && /^This session is no longer shared with you/.test(document.querySelector('#viewer-status').textContent)",
             timeout=timeout)
 
     def wait_text(self, selector: str, words: str, timeout: float = READY_MS) -> None:

@@ -102,13 +102,19 @@ export class LaunchForm {
       this.partitionChanged();
     }
     if (!$("gpus").disabled) $("gpus").value = String(session.gpus);
-    $("walltime").value = session.walltime;
+    // A session given more time reports its extended total, which may be more than the partition allows a new
+    // job: the form asks for the partition's most instead, and says so.
+    const limits = this.partition();
+    const capped = limits && session.walltime_minutes > limits.walltime_minutes.max;
+    $("walltime").value = capped ? limits.walltime.max : session.walltime;
     $("data").value = statePath ? "" : session.data || "";
     $("saved_state").value = statePath || "";
     $("launch").scrollIntoView();
     $("launch-button").focus();
     announce(`The form has that session's settings${session.version ? `, version ${session.version}` : ""}` +
-             `${statePath ? " and its last saved state" : ""}: launch when ready.`);
+             `${statePath ? " and its last saved state" : ""}` +
+             `${capped ? `, with walltime ${limits.walltime.max}, the most partition ${limits.name} allows ` +
+                         `(that session had ${session.walltime} with its more time)` : ""}: launch when ready.`);
   }
 
   applicationChanged() {

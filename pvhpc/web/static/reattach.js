@@ -15,14 +15,32 @@
   const base = new URL("../", script ? script.src : location.href);
   const POLL_MS = 2000;
   const QUIET_MS = 10000;   // a page reattached this recently waits this long first: no reload loop
+  // A ready session whose websocket is refused every time would reload the page every QUIET_MS forever: after
+  // this many reattaches within RECENT_MS the page stops, and the banner says why.
+  const MAX_REATTACHES = 3;
+  const RECENT_MS = 2 * 60 * 1000;
+  const REATTACHES = "pvhpc-reattaches";   // sessionStorage: when this tab reattached lately (ms, JSON list)
   let leaving = false;
   let following = false;
   addEventListener("pagehide", () => { leaving = true; });
   addEventListener("beforeunload", () => { leaving = true; });
 
+  function recentReattaches() {
+    let times = [];
+    try {
+      times = JSON.parse(sessionStorage.getItem(REATTACHES) || "[]");
+    } catch (e) {
+      times = [];
+    }
+    const since = Date.now() - RECENT_MS;
+    return Array.isArray(times) ? times.filter((t) => typeof t === "number" && t > since) : [];
+  }
+
+  // The front ends take the session's id as sessionId or sessionid (pvhpc/frontends/): either is this session.
   function sessionOf(url) {
     try {
-      return new URL(String(url), location.href).searchParams.get("sessionId");
+      const query = new URL(String(url), location.href).searchParams;
+      return query.get("sessionId") || query.get("sessionid");
     } catch (e) {
       return null;
     }
@@ -46,7 +64,7 @@
   async function follow(id) {
     if (following || leaving) return;
     following = true;
-    const last = Number(sessionStorage.getItem("pvhpc-reattached-at") || 0);
+    const last = Math.max(0, ...recentReattaches());
     banner("pvhpc: the connection to your session was lost; reconnecting…");
     await sleep(Math.max(POLL_MS, last + QUIET_MS - Date.now()));
     const url = new URL(`api/v1/sessions/${encodeURIComponent(id)}`, base);
@@ -68,7 +86,14 @@
         return;
       }
       if (session && session.state === "ready") {
-        sessionStorage.setItem("pvhpc-reattached-at", String(Date.now()));
+        const times = recentReattaches();
+        if (times.length >= MAX_REATTACHES) {
+          banner(`pvhpc: stopped reconnecting: your session is ready but its connection closed again ` +
+                 `${times.length} times within ${RECENT_MS / 60000} minutes, so reloading would not help; ` +
+                 `open the session again from pvhpc's page, or end it there`);
+          return;
+        }
+        sessionStorage.setItem(REATTACHES, JSON.stringify([...times, Date.now()]));
         const query = new URLSearchParams({ attach: id });
         location.replace(`${location.pathname}?${query}`);
         return;

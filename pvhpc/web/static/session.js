@@ -176,8 +176,9 @@ export class SessionPanel {
     $("cancel").hidden = session.state === "ended" || Boolean(session.shared);
     $("show-log").hidden = Boolean(session.shared);
     $("session-shared-label").hidden = $("session-shared").hidden = !session.shared;
-    $("session-shared").textContent = session.shared
-      ? `by ${session.shared.by} with you: ${roleWords(session.shared.role)}` : "";
+    $("session-shared").textContent = !session.shared ? ""
+      : session.shared.revoked ? `by ${session.shared.by}; no longer shared with you`
+        : `by ${session.shared.by} with you: ${roleWords(session.shared.role)}`;
     $("add-source-button").disabled = $("reset-camera").disabled =
       Boolean(session.shared && session.shared.role === "view");
     this.shareDialog.offer(session, this.applicationOf(session));

@@ -33,7 +33,9 @@ const INTERACT = "pvhpc.viewport.interact";
 const RECONNECT_DELAYS_MS = [1000, 2000, 4000, 8000, 15000, 30000];
 const RECONNECT_FOR_MS = 10 * 60 * 1000;
 const UNUSED_MS = 5 * 60 * 1000;
+const CLOSE_NOT_SHARED = 4403;         // the share gate's close code for a sharee whose grant is gone
 const WATCH_MS = 1000;                 // a shared session's view asks this often whether another changed it
+const FRESH_EVERY = 5;                 // ... and every this many asks, for a whole picture regardless
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -104,11 +106,18 @@ export class RemoteView {
     if (this.role !== "owner") this.watch(true);
   }
 
-  // While others look on or drive (a shared session), ask every WATCH_MS for a newer picture: the server answers
-  // without an image when nothing changed. The timer outlives a dropped link (it asks nothing while there is no
-  // connection), so a reconnected view goes on watching.
+  // While others look on or drive (a shared session), ask every WATCH_MS for a newer picture, with this view's
+  // mtime: the server's picture cache is one per view for all its clients, and any client's change renders it
+  // anew (an interaction marks it for a render, pvhpc's own calls and a camera reset invalidate it, a new or
+  // changed source leaves a representation dirty), so its mtime moves and the answer carries an image only
+  // then. Every FRESH_EVERY-th ask is for a whole picture all the same: a safety net for a change made without
+  // telling ParaView's cache. The timer outlives a dropped link (it asks nothing while there is no connection),
+  // so a reconnected view goes on watching.
   watch(on) {
-    if (on && !this.watching) this.watching = setInterval(() => this.requestFrame(true), WATCH_MS);
+    if (on && !this.watching) {
+      let ticks = 0;
+      this.watching = setInterval(() => this.requestFrame(++ticks % FRESH_EVERY === 0), WATCH_MS);
+    }
     if (!on && this.watching) {
       clearInterval(this.watching);
       this.watching = null;
@@ -120,6 +129,9 @@ export class RemoteView {
       this.connection = null;
       this.detach();
       const why = event.reason || `connection lost, code ${event.code}`;
+      // The share gate (pvhpc/node/share_gate.py) closes a revoked sharee's link with this code: retrying would
+      // only be refused again, so stop at once and say why.
+      if (event.code === CLOSE_NOT_SHARED) return this._giveUp(null, "This session is no longer shared with you.");
       if (Date.now() - this.lastUse > UNUSED_MS) this._reconnectOnReturn(why);
       else this._reconnect(why);
     });
@@ -181,6 +193,7 @@ export class RemoteView {
         try {
           await this._connect();
         } catch (error) {
+          if (error.code === CLOSE_NOT_SHARED) return this._giveUp(null, "This session is no longer shared with you.");
           lastError = error.message;
           continue;
         }
@@ -198,10 +211,11 @@ export class RemoteView {
     }
   }
 
-  _giveUp(reason) {
+  // words: what to show instead of "Gave up reconnecting: <reason>." (a refusal that no retry can change).
+  _giveUp(reason, words = null) {
     this._connection("gave-up");
-    this.onStatus(`Gave up reconnecting: ${reason}.`, true);
-    this.onGaveUp(reason);
+    this.onStatus(words || `Gave up reconnecting: ${reason}.`, true);
+    this.onGaveUp(reason || words);
   }
 
   close() {
@@ -443,12 +457,12 @@ function connect(url, secret, onClose) {
     const smart = wslink.SmartConnect.newInstance({ config: { sessionURL: url, secret } });
     let settled = false;
     let closing = false;
-    const fail = (message) => {
+    const fail = (message, code = null) => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
       smart.destroy(0);
-      reject(new Error(message));
+      reject(Object.assign(new Error(message), { code }));
     };
     const timer = setTimeout(() => fail("the session's server did not answer in time"), HELLO_TIMEOUT_MS);
     smart.onConnectionReady((connection) => {
@@ -468,7 +482,7 @@ function connect(url, secret, onClose) {
     smart.onConnectionError((_, error) => fail(
       error && error.message ? error.message : "the connection to the session's server failed"));
     smart.onConnectionClose((_, event) => {
-      if (!settled) return fail(`the connection closed (${event && event.code})`);
+      if (!settled) return fail(`the connection closed (${event && event.code})`, event && event.code);
       if (!closing && onClose) onClose(event || { code: 1006, reason: "" });
     });
     smart.connect();
