@@ -239,3 +239,35 @@ def test_the_sudo_helper_refuses_a_slurm_conf_others_could_write(tmp_path):
     helper.write_text(HELPER.read_text().replace("SLURM_CONF = None", f'SLURM_CONF = "{conf}"'))
     done = subprocess.run([sys.executable, "-I", str(helper), "42", "5"], capture_output=True, text=True, timeout=30)
     assert done.returncode == 2 and "is not root's alone" in done.stderr
+
+
+def fake_scontrol_helper(tmp_path, shown: str) -> tuple[Path, Path]:
+    """The helper, pointed at a stand-in scontrol that prints ``shown`` for "show job" and records each update."""
+    calls = tmp_path / "calls"
+    scontrol = tmp_path / "scontrol"
+    (tmp_path / "shown").write_text(shown)
+    scontrol.write_text(f"#!/bin/sh\nif [ \"$1\" = update ]; then echo \"$@\" >> {calls}; else cat {tmp_path / 'shown'}; fi\n")
+    scontrol.chmod(0o755)
+    helper = tmp_path / "pvhpc-extend-job"
+    helper.write_text(HELPER.read_text().replace('SCONTROL = "/usr/bin/scontrol"', f'SCONTROL = "{scontrol}"'))
+    return helper, calls
+
+
+def run_helper(helper: Path, *argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-I", str(helper), *argv], capture_output=True, text=True, timeout=30)
+
+
+@pytest.mark.parametrize("name", ["pvhpc-0123456789abcdef", "pvhpc-0123456789abcdef-c1", "pvhpc-0123456789abcdef-c12"])
+def test_the_sudo_helper_lengthens_a_session_job_and_its_successors(tmp_path, name):
+    helper, calls = fake_scontrol_helper(tmp_path, f"JobId=42 JobName={name} JobState=RUNNING TimeLimit=01:00:00\n")
+    done = run_helper(helper, "42", "90")
+    assert done.returncode == 0, done.stderr
+    assert calls.read_text() == "update JobId=42 TimeLimit=90\n"
+
+
+@pytest.mark.parametrize("name", ["pvhpc-0123456789abcdef-x1", "pvhpc-0123456789abcdef-c", "pvhpc-123", "other"])
+def test_the_sudo_helper_refuses_other_job_names(tmp_path, name):
+    helper, calls = fake_scontrol_helper(tmp_path, f"JobId=42 JobName={name} JobState=RUNNING TimeLimit=01:00:00\n")
+    done = run_helper(helper, "42", "90")
+    assert done.returncode == 1 and "not a pvhpc session's job" in done.stderr
+    assert not calls.exists()
