@@ -271,3 +271,26 @@ def test_the_sudo_helper_refuses_other_job_names(tmp_path, name):
     done = run_helper(helper, "42", "90")
     assert done.returncode == 1 and "not a pvhpc session's job" in done.stderr
     assert not calls.exists()
+
+
+@pytest.mark.parametrize("shown", [
+    # the owner's Comment= (after the real fields) spells a session name, a running state, a tiny limit
+    "JobId=42 JobName=mine JobState=RUNNING TimeLimit=01:00:00 Comment=x JobName=pvhpc-0123456789abcdef\n",
+    "JobId=42 JobName=pvhpc-0123456789abcdef JobState=PENDING TimeLimit=01:00:00 Comment=JobState=RUNNING "
+    "JobState=RUNNING\n",
+    # an array job's two lines: one named like a session, one running
+    "JobId=42 JobName=x JobState=PENDING TimeLimit=01:00:00\n"
+    "JobId=43 JobName=pvhpc-0123456789abcdef JobState=RUNNING TimeLimit=01:00:00\n"])
+def test_the_sudo_helper_believes_only_the_first_of_each_field_of_one_line(tmp_path, shown):
+    helper, calls = fake_scontrol_helper(tmp_path, shown)
+    done = run_helper(helper, "42", "90")
+    assert done.returncode == 1 and done.stderr.startswith("pvhpc-extend-job: "), done.stderr
+    assert not calls.exists()
+
+
+def test_the_sudo_helper_reads_the_time_limit_before_the_owners_comment(tmp_path):
+    helper, calls = fake_scontrol_helper(tmp_path, "JobId=42 JobName=pvhpc-0123456789abcdef JobState=RUNNING "
+                                                   "TimeLimit=02:00:00 Comment=x TimeLimit=00:01:00\n")
+    done = run_helper(helper, "42", "90")
+    assert done.returncode == 1 and "only grows" in done.stderr
+    assert not calls.exists()
