@@ -258,3 +258,12 @@ def test_the_api_refuses_another_users_session_an_ended_one_and_a_wrong_handover
     assert [a.code for a in answers] == [404, 409, 400, 403]
     assert [json.loads(a.body).get("field") for a in answers[:3]] == [None, "continue", "continue"]
     assert store.get("b" * 32).continue_wanted is False and sched.submitted == {}
+
+
+def test_a_successor_asks_no_more_than_the_partitions_walltime_max(tmp_path, world):
+    """More time may have grown the session past walltime.max (up to extend_walltime_max): sbatch would refuse."""
+    store, sched, *_ = world
+    record = ready_session(store, sched, seconds_left=100)
+    assert continuation.spec_of(site(tmp_path), record).walltime_minutes == 2
+    record.walltime_minutes = 15        # cpu's walltime max is 10
+    assert continuation.spec_of(site(tmp_path), record).walltime_minutes == 10

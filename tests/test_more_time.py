@@ -294,3 +294,20 @@ def test_the_sudo_helper_reads_the_time_limit_before_the_owners_comment(tmp_path
     done = run_helper(helper, "42", "90")
     assert done.returncode == 1 and "only grows" in done.stderr
     assert not calls.exists()
+
+
+def test_no_more_time_while_a_successor_is_queued_to_continue_the_session(tmp_path, world):
+    """The successor takes over before the walltime and ends this job: minutes granted to it would be lost."""
+    cfg = site(tmp_path)
+    queued = record()
+    queued.successor_job_id = "43"
+    offered = more_time.offer(queued, cfg)
+    assert not offered["allowed"] and offered["why"].startswith("a successor job is already queued")
+    with pytest.raises(NotAllowed, match="a successor job is already queued to continue this session") as refused:
+        more_time.check(queued, "alice", 5, cfg)
+    assert refused.value.field == "continue"
+    store, sched, _, granting, counted = world
+    store.add(queued)
+    with pytest.raises(NotAllowed, match="successor job is already queued"):
+        asyncio.run(granting.extend("s1", "alice", 5))
+    assert sched.calls == [] and counted == [("refused", 0)]

@@ -113,9 +113,12 @@ def successor_job_name(job_name: str, continuations: int) -> str:
 
 def spec_of(config: SiteConfig, record: SessionRecord) -> SessionSpec:
     """The request a successor is submitted with: the session's own, without a state to start from (it waits for
-    the one its predecessor saves)."""
+    the one its predecessor saves). Its walltime is the session's within the partition's walltime max: More time
+    may have grown the session's past it (up to extend_walltime_max), and sbatch would refuse that."""
     app = config.applications[record.application]
-    return SessionSpec(record.application, record.partition, record.gpus, record.walltime_minutes, record.account,
+    partition = config.partitions.get(record.partition)
+    walltime = min(record.walltime_minutes, partition.walltime.max) if partition else record.walltime_minutes
+    return SessionSpec(record.application, record.partition, record.gpus, walltime, record.account,
                        record.qos, record.data_root or str(app.data_roots[0]), record.data_file, record.nodes,
                        record.ranks, None, record.version)
 
