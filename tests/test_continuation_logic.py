@@ -14,7 +14,7 @@ from pvhpc.jobs.states import SessionState
 from pvhpc.scheduler import EndCause, SubmitRefused
 from pvhpc.sessions import continuation
 from pvhpc.sessions.continuation import Continuation
-from pvhpc.sessions.events import EventBus
+from pvhpc.sessions.events import EventBus, Notice
 from pvhpc.sessions.outcomes import NotAllowed, OverLimit, WrongState
 from pvhpc.sessions.service import SessionService, token_hash
 from pvhpc.sessions.tracker import Tracker
@@ -160,23 +160,51 @@ def test_a_successor_still_queued_at_the_walltime_is_waited_for(world):
 
 
 @pytest.mark.parametrize("how", ["cancelled", "refused"])
-def test_a_successor_that_never_starts_ends_the_session_and_leaves_no_job(world, how):
-    store, sched, tracker, _, _ = world
+def test_a_successor_that_never_starts_takes_no_time_from_the_running_job(world, how):
+    """Continuation is an extra: its failure leaves the session its walltime, told so in its history and a Notice."""
+    store, sched, tracker, _, bus = world
     ready_session(store, sched, seconds_left=10)
+
+    async def poll_and_listen():
+        with bus.subscribe(notices=True) as events:
+            await tracker.poll_once()
+            return [n for n in [events.queue.get_nowait() for _ in range(events.queue.qsize())]
+                    if isinstance(n, Notice)]
+
+    tries = []
     if how == "refused":
         async def refuse(request):
+            tries.append(request)
             raise SubmitRefused("sbatch: error: Batch job submission failed: Invalid account")
         sched.submit = refuse
-        poll(tracker)
     else:
         poll(tracker)
         sched.jobs["1001"] = ended("1001", EndCause.CANCELLED, said="Slurm state CANCELLED")
-        poll(tracker)
+    notices = asyncio.run(poll_and_listen())
+    record = store.get("s1")
+    assert (record.state, record.job_id, record.successor_job_id, record.continue_wanted) == ("ready", "900", None,
+                                                                                              False)
+    said = "Invalid account" if how == "refused" else "job 1001 (Slurm state CANCELLED)"
+    assert said in history(store)[-1] and "goes on until its walltime" in history(store)[-1]
+    assert [n.reason for n in notices] == ["successor_failed"] and said in notices[0].message
+    assert "900" in sched.jobs and ("cancel", "900") not in sched.calls, "the running job keeps its time"
+    submits = len(tries) + len([c for c in sched.calls if c[0] == "submit"])
+    poll(tracker)
+    assert store.get("s1").state == "ready"
+    assert len(tries) + len([c for c in sched.calls if c[0] == "submit"]) == submits == 1, "not submitted again"
+
+
+def test_a_successor_that_fails_after_the_old_job_ended_ends_the_session(world):
+    """The walltime came first and the successor, the session's one hope, fails in the same poll."""
+    store, sched, tracker, _, _ = world
+    ready_session(store, sched, seconds_left=10)
+    poll(tracker)
+    sched.jobs["900"] = ended("900", EndCause.TIMEOUT)
+    sched.jobs["1001"] = ended("1001", EndCause.CANCELLED, said="Slurm state CANCELLED")
+    poll(tracker)
     record = store.get("s1")
     assert (record.state, record.end_reason) == ("ended", "successor_failed")
-    assert ("Invalid account" if how == "refused" else "job 1001 (Slurm state CANCELLED)") in record.detail
-    assert "900" not in sched.jobs, "the old job is ended (its state saved)"
-    assert ("cancel", "900") in sched.calls
+    assert "job 1001 (Slurm state CANCELLED)" in record.detail
 
 
 def test_cancelling_a_session_cancels_its_successor_too(world):

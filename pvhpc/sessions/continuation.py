@@ -16,8 +16,10 @@ The steps, each in the session's history and on its push channel:
 
 A successor still queued when the old walltime comes: the old job ends and saves its state as at any walltime,
 and the session waits for its successor (queued, in words that say so); the successor loads that state when it
-starts. A successor that never starts (refused, failed, cancelled while queued) ends the session with that
-reason: its saved states are kept and listed, and no job is left behind.
+starts. A successor that never starts (refused, failed, cancelled while queued) while the old job still runs
+takes nothing from the session: continuation is turned off, the history and a Notice say why, and the session
+runs to its walltime. Only when the old job has already ended (the successor was the session's one hope) does it
+end the session with that reason: its saved states are kept and listed, and no job is left behind.
 """
 
 from __future__ import annotations
@@ -201,8 +203,8 @@ class Continuation:
             return True
         if successor is None or successor.is_finished:
             said = (successor.said if successor is not None and successor.said else "it left the queue")
-            await self.service.end(record, EndReason.SUCCESSOR_FAILED,
-                                   f"job {record.successor_job_id} ({said})", only_if_unchanged=True)
+            await self._successor_failed(record, bool(record.job_id) and job_gone(own),
+                                         f"job {record.successor_job_id} ({said})")
             return True
         if successor.state is JobState.PENDING and job_gone(own):
             # The walltime came first: the old job has ended, its state saved on the way out.
@@ -219,7 +221,7 @@ class Continuation:
         return False
 
     async def submit_successor(self, record: SessionRecord) -> SessionRecord | None:
-        """Submit ``record``'s successor; a refusal ends the session (its state is saved as the job ends)."""
+        """Submit ``record``'s successor; a refusal turns continuation off and the session runs to its walltime."""
         token = secrets.token_urlsafe(32)
         name = successor_job_name(record.job_name, record.continuations)
         try:
@@ -227,7 +229,8 @@ class Continuation:
                             token, continues=True)
             job_id = await self.scheduler.submit(job)
         except (SubmitRefused, TemplateError, KeyError) as e:
-            await self.service.end(record, EndReason.SUCCESSOR_FAILED, f"its submission was refused: {e}")
+            # Only submitted while the session is ready, its job running: it runs on to its walltime.
+            await self._successor_failed(record, False, f"its submission was refused: {e}")
             return None
         changed = await self.service.apply(record.id, Change.to(
             record.session_state, f"successor submitted as job {job_id}; it takes over before the walltime",
@@ -236,6 +239,23 @@ class Continuation:
             # The session moved meanwhile (cancelled, ended): the successor must not outlive the decision.
             await self._cancel(job_id, record.user)
         return changed
+
+    async def _successor_failed(self, record: SessionRecord, own_ended: bool, why: str) -> None:
+        """The successor will not start (``why``). Continuation is an extra: while the session's own job runs it
+        keeps the time it had and ends at its walltime, continuation off (asking again would fail alike); only a
+        session whose job has already ended (``own_ended``), the successor its one hope, ends (successor_failed)."""
+        if own_ended:
+            await self.service.end(record, EndReason.SUCCESSOR_FAILED, why, only_if_unchanged=True)
+            return
+        changed = await self.service.apply(record.id, Change.to(
+            record.session_state, f"its successor did not start ({why}): continuation is off, and the session "
+                                  "goes on until its walltime", continue_wanted=False, successor_job_id=None,
+            successor_token_hash=None), known=record)
+        if changed is None:
+            return   # written meanwhile (taken over, cancelled): decided again on the row as it is now
+        self.service.bus.notify(Notice(
+            record.id, "successor_failed", f"This session cannot go on in a successor job ({why}); it still "
+            "runs until its walltime: save what you need before then", ends_at=ends_at(changed)))
 
     async def take_over(self, record: SessionRecord) -> SessionRecord | None:
         """The successor runs: it becomes the session's job, and the old one is ended, saving its state."""
