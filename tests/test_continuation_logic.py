@@ -295,3 +295,27 @@ def test_a_successor_asks_no_more_than_the_partitions_walltime_max(tmp_path, wor
     assert continuation.spec_of(site(tmp_path), record).walltime_minutes == 2
     record.walltime_minutes = 15        # cpu's walltime max is 10
     assert continuation.spec_of(site(tmp_path), record).walltime_minutes == 10
+
+
+def test_turning_it_off_on_a_stale_read_never_cancels_a_successor_that_has_taken_over(world):
+    """The owner's "off" read the session with job 1001 queued; the successor took over before the write."""
+    store, sched, tracker, _, _ = world
+    ready_session(store, sched, seconds_left=10)
+    poll(tracker)
+    stale = store.get("s1")
+    assert stale.successor_job_id == "1001"
+    sched.start("1001", "cpu02")
+    asyncio.run(tracker.continuation.take_over(store.get("s1")))
+    record = asyncio.run(tracker.continuation.set_wanted(stale, False))
+    assert ("cancel", "1001") not in sched.calls, "the session's own job now"
+    assert (record.state, record.job_id, record.continue_wanted) == ("starting", "1001", False)
+    assert store.get("s1").job_id == "1001" and "1001" in sched.jobs
+
+
+def test_turning_it_off_cancels_a_queued_successor_after_the_write(world):
+    store, sched, tracker, _, _ = world
+    ready_session(store, sched, seconds_left=10)
+    poll(tracker)
+    record = asyncio.run(tracker.continuation.set_wanted(store.get("s1"), False))
+    assert (record.successor_job_id, record.continue_wanted, record.job_id) == (None, False, "900")
+    assert ("cancel", "1001") in sched.calls and "1001" not in sched.jobs

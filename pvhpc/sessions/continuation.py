@@ -39,7 +39,7 @@ from pvhpc.scheduler import JobInfo, JobState, SchedulerUnavailable, SubmitRefus
 from pvhpc.sessions import lifecycle
 from pvhpc.sessions.events import Notice
 from pvhpc.sessions.job import build_job
-from pvhpc.sessions.outcomes import NotAllowed, OverLimit, WrongState
+from pvhpc.sessions.outcomes import NotAllowed, OverLimit, ServiceError, WrongState
 from pvhpc.sessions.service import token_hash
 from pvhpc.sessions.spec import SessionSpec
 from pvhpc.sessions.walltime_warnings import ends_at
@@ -150,25 +150,40 @@ class Continuation:
 
     async def set_wanted(self, record: SessionRecord, wanted: bool) -> SessionRecord:
         """Ask for continuation (or stop asking) on a live session. Turned off with a successor already queued:
-        the successor is cancelled and the session ends at its walltime."""
-        if record.session_state is S.ENDED:
-            raise WrongState(f"session {record.id} has ended: it cannot continue; start a new one from its saved "
-                             "state", field="continue")
-        if wanted:
-            why = refusal(self.config, record.partition, record.walltime_minutes, record.continuations,
-                          record.application)
-            if why is not None:
-                raise why
-        if wanted == record.continue_wanted:
-            return record
-        fields = dict(continue_wanted=wanted)
-        if not wanted and record.successor_job_id:
-            await self._cancel(record.successor_job_id, record.user)
-            fields.update(successor_job_id=None, successor_token_hash=None)
-        words = ("continuation asked: it goes on in a successor job before its walltime" if wanted
-                 else "continuation turned off: it ends at its walltime")
-        changed = await self.service.apply(record.id, Change.to(record.session_state, words, **fields))
-        return changed or await self.service.get(record.id)
+        the successor is cancelled and the session ends at its walltime.
+
+        The change is written only onto the row as it was read (``known``), and a successor cancelled only once
+        that write went through: the tracker or a handover ask may meanwhile have made the successor the
+        session's own job, which must not be cancelled, nor its takeover written back. On such a race the row is
+        read again and decided anew (a few times; then the caller is asked to try again)."""
+        for _ in range(3):
+            if record.session_state is S.ENDED:
+                raise WrongState(f"session {record.id} has ended: it cannot continue; start a new one from its "
+                                 "saved state", field="continue")
+            if wanted:
+                why = refusal(self.config, record.partition, record.walltime_minutes, record.continuations,
+                              record.application)
+                if why is not None:
+                    raise why
+            if wanted == record.continue_wanted:
+                return record
+            fields = dict(continue_wanted=wanted)
+            queued = record.successor_job_id if not wanted else None
+            if queued:
+                fields.update(successor_job_id=None, successor_token_hash=None)
+            words = ("continuation asked: it goes on in a successor job before its walltime" if wanted
+                     else "continuation turned off: it ends at its walltime")
+            changed = await self.service.apply(record.id, Change.to(record.session_state, words, **fields),
+                                               known=record)
+            if changed is not None:
+                if queued:
+                    await self._cancel(queued, record.user)
+                return changed
+            fresh = await self.service.get(record.id)
+            if fresh is None:
+                raise NotAllowed(f"no session {record.id}")
+            record = fresh
+        raise ServiceError(f"session {record.id} kept changing while continuation was switched: try again")
 
     # -- each poll cycle ---------------------------------------------------------------------------------------------
     @staticmethod
