@@ -319,3 +319,20 @@ def test_turning_it_off_cancels_a_queued_successor_after_the_write(world):
     record = asyncio.run(tracker.continuation.set_wanted(store.get("s1"), False))
     assert (record.successor_job_id, record.continue_wanted, record.job_id) == (None, False, "900")
     assert ("cancel", "1001") in sched.calls and "1001" not in sched.jobs
+
+
+@pytest.mark.parametrize("how", ["cancel", "end"])
+def test_ending_a_session_read_before_its_successor_was_submitted_cancels_that_successor(world, how):
+    from pvhpc.jobs.states import EndReason
+
+    store, sched, tracker, service, _ = world
+    ready_session(store, sched, seconds_left=10)
+    before = store.get("s1")
+    poll(tracker)
+    assert store.get("s1").successor_job_id == "1001"
+    if how == "cancel":
+        asyncio.run(service.cancel(before))
+    else:
+        asyncio.run(service.end(before, EndReason.IDLE))
+    assert store.get("s1").state == "ended"
+    assert {"900", "1001"} <= {c[1] for c in sched.calls if c[0] == "cancel"} and sched.jobs == {}
