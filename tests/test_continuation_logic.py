@@ -11,7 +11,7 @@ import pytest
 from pvhpc import config
 from pvhpc.db.store import Change, SessionRecord, Store, utcnow
 from pvhpc.jobs.states import SessionState
-from pvhpc.scheduler import EndCause, SubmitRefused
+from pvhpc.scheduler import EndCause, SchedulerUnavailable, SubmitRefused
 from pvhpc.sessions import continuation
 from pvhpc.sessions.continuation import Continuation
 from pvhpc.sessions.events import EventBus, Notice
@@ -336,3 +336,44 @@ def test_ending_a_session_read_before_its_successor_was_submitted_cancels_that_s
         asyncio.run(service.end(before, EndReason.IDLE))
     assert store.get("s1").state == "ended"
     assert {"900", "1001"} <= {c[1] for c in sched.calls if c[0] == "cancel"} and sched.jobs == {}
+
+
+class LostAnswers(SubmittingScheduler):
+    """Slurm queues each job, but sbatch's answer is lost (it timed out) for the first ``lost`` submissions; with
+    ``then_away``, looking jobs up by name fails too from then on (until ``away`` is cleared)."""
+
+    def __init__(self, lost=1, then_away=False):
+        super().__init__()
+        self.lost, self.then_away, self.away = lost, then_away, False
+
+    async def submit(self, request):
+        job_id = await super().submit(request)
+        if self.lost:
+            self.lost -= 1
+            self.away = self.then_away
+            raise SchedulerUnavailable("sbatch timed out after 60 s")
+        return job_id
+
+    async def find_by_name(self, names):
+        if self.away:
+            raise SchedulerUnavailable("squeue timed out")
+        return await super().find_by_name(names)
+
+
+@pytest.mark.parametrize("away", [False, True])
+def test_a_successor_whose_submission_was_not_answered_is_never_queued_twice(tmp_path, away):
+    cfg = site(tmp_path)
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    store.open()
+    sched = LostAnswers(then_away=away)
+    service = SessionService(cfg, store, sched, EventBus())
+    tracker = Tracker(cfg, store, sched, service)
+    tracker.continuation = Continuation(cfg, service)
+    ready_session(store, sched, seconds_left=10)
+    poll(tracker)
+    if away:
+        assert store.get("s1").successor_job_id is None and "1001" in sched.jobs   # queued, its answer lost
+        sched.away = False
+        poll(tracker)
+    queued = [j for j, job in sched.jobs.items() if job.name == "pvhpc-s1-c1"]
+    assert queued == [store.get("s1").successor_job_id], (queued, sched.calls)

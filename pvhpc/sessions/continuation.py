@@ -242,7 +242,14 @@ class Continuation:
         try:
             job = build_job(self.config, spec_of(self.config, record), record.user, record.id, name, record.secret,
                             token, continues=True)
-            job_id = await self.scheduler.submit(job)
+            # A submission whose answer was lost (sbatch timed out after Slurm queued it) left a successor whose
+            # token nobody kept: it could never take over, and it must not stay queued beside a new one.
+            stray = (await self.scheduler.find_by_name([name])).get(name)
+            if stray is not None and not stray.is_finished:
+                log.warning("session %s…: successor job %s of an unanswered submission cancelled before submitting "
+                            "again", record.id[:6], stray.job_id)
+                await self.scheduler.cancel(stray.job_id, record.user)
+            job_id = await self._submit(job, name)
         except (SubmitRefused, TemplateError, KeyError) as e:
             # Only submitted while the session is ready, its job running: it runs on to its walltime.
             await self._successor_failed(record, False, f"its submission was refused: {e}")
@@ -254,6 +261,17 @@ class Continuation:
             # The session moved meanwhile (cancelled, ended): the successor must not outlive the decision.
             await self._cancel(job_id, record.user)
         return changed
+
+    async def _submit(self, job, name: str) -> str:
+        """Submit ``job``; when sbatch's answer is lost, the job found by its name (as the service's own submit
+        does). A scheduler still away raises: the next poll tries again, cancelling what this one left queued."""
+        try:
+            return await self.scheduler.submit(job)
+        except SchedulerUnavailable:
+            found = (await self.scheduler.find_by_name([name])).get(name)
+            if found is None or found.is_finished:
+                raise
+            return found.job_id
 
     async def _successor_failed(self, record: SessionRecord, own_ended: bool, why: str) -> None:
         """The successor will not start (``why``). Continuation is an extra: while the session's own job runs it
