@@ -64,6 +64,14 @@ def test_a_view_only_connection_may_make_only_the_calls_that_read_the_picture(me
     assert share_gate.view_may_call(method, args) is allowed
 
 
+@pytest.mark.parametrize("kwargs", [{"resetCamera": True}, {"clearCache": True}, ["x"], "x", 1])
+def test_a_view_only_call_with_keyword_arguments_is_refused(kwargs):
+    """wslink passes an RPC's kwargs on to the call: an allowed method must not carry options past the check."""
+    assert share_gate.view_may_call("viewport.image.render", [RENDER], kwargs) is False
+    assert share_gate.view_may_call("pvhpc.viewport.interact", [[], RENDER], kwargs) is False
+    assert share_gate.view_may_call("viewport.image.render", [RENDER], {}) is True
+
+
 def gate_in(tmp_path, clock=time.time):
     return share_gate.Gate(str(tmp_path / "shares.json"), str(tmp_path / "ask.json"), clock=clock)
 
