@@ -228,3 +228,21 @@ def test_the_share_commands_as_a_user_runs_them(tmp_path):
     assert no_role[0] == 2 and "--view" in no_role[2], no_role
     assert unshared[0] == 0 and "not shared with anyone" in unshared[1], unshared
     assert again[0] == 3 and "not shared with user bob" in again[2], again
+
+
+def test_with_sharing_off_the_watchdogs_ask_reads_no_grants(tmp_path):
+    """Every live job asks every watchdog interval: with sharing off there is nothing to read for it."""
+    for enabled in (True, False):
+        app, _ = sharing_app(tmp_path / str(enabled), enabled=enabled)
+        read = []
+        grants_for_session = app.ctx.sharing.grants_for_session
+
+        async def counted(session_id):
+            read.append(session_id)
+            return await grants_for_session(session_id)
+
+        app.ctx.sharing.grants_for_session = counted
+        [live] = fetch_all(app, [("GET", f"/api/v1/sessions/{SID}/report", None)],
+                           headers={"Authorization": f"token {REPORT}"})
+        assert live.code == 200 and json.loads(live.body)["live"] is True
+        assert read == ([SID] if enabled else []), enabled

@@ -310,7 +310,8 @@ class SessionService:
     async def liveness(self, session_id: str, token: str) -> dict:
         """Whether the job's session is live, for the watchdog beside its server (pvhpc/node/watchdog.py), which
         stops the server when it is not. Nothing else of the session: the job's user can read the token. Every
-        live session's job asks every runtime.watchdog_interval seconds, so this is one read, no scheduler call."""
+        live session's job asks every runtime.watchdog_interval seconds, so this is one read of the session, no
+        scheduler call (the web layer adds one read of its grants when sharing is on, for the share gate)."""
         record = await self.reporting(session_id, token)
         if record.session_state is S.ENDED:
             return {"live": False, "state": record.state, "end_reason": record.end_reason}
