@@ -177,8 +177,11 @@ def test_a_sharees_event_stream_ends_with_their_share(tmp_path):
             streaming = asyncio.ensure_future(there.client.fetch(
                 there.url + f"/api/v1/sessions/{SID}/events", headers={"Authorization": f"token {tokens['bob']}"},
                 streaming_callback=lambda c: chunks.append(c.decode()), request_timeout=30))
-            while not any('"shared":' in c for c in chunks):
-                await asyncio.sleep(0.05)
+            async def first_event():
+                while not any('"shared":' in c for c in chunks):
+                    await asyncio.sleep(0.05)
+
+            await asyncio.wait_for(first_event(), 30)   # a stream that never says so fails here, not hangs
             await there.fetch("DELETE", f"{SHARES}/bob", headers={"Authorization": f"token {tokens['alice']}"})
             # a change of the session (any) is what the stream next sends: then it ends for bob
             app.ctx.bus.publish(app.ctx.store.get(SID))
