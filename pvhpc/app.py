@@ -192,6 +192,10 @@ class PvhpcApp:
         return sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
+        if self.server:
+            # First: no request may start anything (a command, and with it a new command spawner) past here.
+            self.server.stop()
+            await self.server.close_all_connections()
         await self.tracker.stop()
         self.walltime_warnings.stop()
         if self.feed:
@@ -201,10 +205,7 @@ class PvhpcApp:
         if self.ssh_link:
             self.ssh_link.close()
         if isinstance(self.runner, SpawnerRunner):
-            await self.runner.close()   # after the tracker: nothing starts a command any more
-        if self.server:
-            self.server.stop()
-            await self.server.close_all_connections()
+            await self.runner.close()   # after the server and the tracker: nothing starts a command any more
         socket_path = self.config.service.frontend_socket
         if self.server and socket_path is not None:
             try:

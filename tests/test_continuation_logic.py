@@ -11,10 +11,10 @@ import pytest
 from pvhpc import config
 from pvhpc.db.store import Change, SessionRecord, Store, utcnow
 from pvhpc.jobs.states import SessionState
-from pvhpc.scheduler import EndCause, SubmitRefused
+from pvhpc.scheduler import EndCause, SchedulerUnavailable, SubmitRefused
 from pvhpc.sessions import continuation
 from pvhpc.sessions.continuation import Continuation
-from pvhpc.sessions.events import EventBus
+from pvhpc.sessions.events import EventBus, Notice
 from pvhpc.sessions.outcomes import NotAllowed, OverLimit, WrongState
 from pvhpc.sessions.service import SessionService, token_hash
 from pvhpc.sessions.tracker import Tracker
@@ -160,23 +160,51 @@ def test_a_successor_still_queued_at_the_walltime_is_waited_for(world):
 
 
 @pytest.mark.parametrize("how", ["cancelled", "refused"])
-def test_a_successor_that_never_starts_ends_the_session_and_leaves_no_job(world, how):
-    store, sched, tracker, _, _ = world
+def test_a_successor_that_never_starts_takes_no_time_from_the_running_job(world, how):
+    """Continuation is an extra: its failure leaves the session its walltime, told so in its history and a Notice."""
+    store, sched, tracker, _, bus = world
     ready_session(store, sched, seconds_left=10)
+
+    async def poll_and_listen():
+        with bus.subscribe(notices=True) as events:
+            await tracker.poll_once()
+            return [n for n in [events.queue.get_nowait() for _ in range(events.queue.qsize())]
+                    if isinstance(n, Notice)]
+
+    tries = []
     if how == "refused":
         async def refuse(request):
+            tries.append(request)
             raise SubmitRefused("sbatch: error: Batch job submission failed: Invalid account")
         sched.submit = refuse
-        poll(tracker)
     else:
         poll(tracker)
         sched.jobs["1001"] = ended("1001", EndCause.CANCELLED, said="Slurm state CANCELLED")
-        poll(tracker)
+    notices = asyncio.run(poll_and_listen())
+    record = store.get("s1")
+    assert (record.state, record.job_id, record.successor_job_id, record.continue_wanted) == ("ready", "900", None,
+                                                                                              False)
+    said = "Invalid account" if how == "refused" else "job 1001 (Slurm state CANCELLED)"
+    assert said in history(store)[-1] and "goes on until its walltime" in history(store)[-1]
+    assert [n.reason for n in notices] == ["successor_failed"] and said in notices[0].message
+    assert "900" in sched.jobs and ("cancel", "900") not in sched.calls, "the running job keeps its time"
+    submits = len(tries) + len([c for c in sched.calls if c[0] == "submit"])
+    poll(tracker)
+    assert store.get("s1").state == "ready"
+    assert len(tries) + len([c for c in sched.calls if c[0] == "submit"]) == submits == 1, "not submitted again"
+
+
+def test_a_successor_that_fails_after_the_old_job_ended_ends_the_session(world):
+    """The walltime came first and the successor, the session's one hope, fails in the same poll."""
+    store, sched, tracker, _, _ = world
+    ready_session(store, sched, seconds_left=10)
+    poll(tracker)
+    sched.jobs["900"] = ended("900", EndCause.TIMEOUT)
+    sched.jobs["1001"] = ended("1001", EndCause.CANCELLED, said="Slurm state CANCELLED")
+    poll(tracker)
     record = store.get("s1")
     assert (record.state, record.end_reason) == ("ended", "successor_failed")
-    assert ("Invalid account" if how == "refused" else "job 1001 (Slurm state CANCELLED)") in record.detail
-    assert "900" not in sched.jobs, "the old job is ended (its state saved)"
-    assert ("cancel", "900") in sched.calls
+    assert "job 1001 (Slurm state CANCELLED)" in record.detail
 
 
 def test_cancelling_a_session_cancels_its_successor_too(world):
@@ -258,3 +286,94 @@ def test_the_api_refuses_another_users_session_an_ended_one_and_a_wrong_handover
     assert [a.code for a in answers] == [404, 409, 400, 403]
     assert [json.loads(a.body).get("field") for a in answers[:3]] == [None, "continue", "continue"]
     assert store.get("b" * 32).continue_wanted is False and sched.submitted == {}
+
+
+def test_a_successor_asks_no_more_than_the_partitions_walltime_max(tmp_path, world):
+    """More time may have grown the session past walltime.max (up to extend_walltime_max): sbatch would refuse."""
+    store, sched, *_ = world
+    record = ready_session(store, sched, seconds_left=100)
+    assert continuation.spec_of(site(tmp_path), record).walltime_minutes == 2
+    record.walltime_minutes = 15        # cpu's walltime max is 10
+    assert continuation.spec_of(site(tmp_path), record).walltime_minutes == 10
+
+
+def test_turning_it_off_on_a_stale_read_never_cancels_a_successor_that_has_taken_over(world):
+    """The owner's "off" read the session with job 1001 queued; the successor took over before the write."""
+    store, sched, tracker, _, _ = world
+    ready_session(store, sched, seconds_left=10)
+    poll(tracker)
+    stale = store.get("s1")
+    assert stale.successor_job_id == "1001"
+    sched.start("1001", "cpu02")
+    asyncio.run(tracker.continuation.take_over(store.get("s1")))
+    record = asyncio.run(tracker.continuation.set_wanted(stale, False))
+    assert ("cancel", "1001") not in sched.calls, "the session's own job now"
+    assert (record.state, record.job_id, record.continue_wanted) == ("starting", "1001", False)
+    assert store.get("s1").job_id == "1001" and "1001" in sched.jobs
+
+
+def test_turning_it_off_cancels_a_queued_successor_after_the_write(world):
+    store, sched, tracker, _, _ = world
+    ready_session(store, sched, seconds_left=10)
+    poll(tracker)
+    record = asyncio.run(tracker.continuation.set_wanted(store.get("s1"), False))
+    assert (record.successor_job_id, record.continue_wanted, record.job_id) == (None, False, "900")
+    assert ("cancel", "1001") in sched.calls and "1001" not in sched.jobs
+
+
+@pytest.mark.parametrize("how", ["cancel", "end"])
+def test_ending_a_session_read_before_its_successor_was_submitted_cancels_that_successor(world, how):
+    from pvhpc.jobs.states import EndReason
+
+    store, sched, tracker, service, _ = world
+    ready_session(store, sched, seconds_left=10)
+    before = store.get("s1")
+    poll(tracker)
+    assert store.get("s1").successor_job_id == "1001"
+    if how == "cancel":
+        asyncio.run(service.cancel(before))
+    else:
+        asyncio.run(service.end(before, EndReason.IDLE))
+    assert store.get("s1").state == "ended"
+    assert {"900", "1001"} <= {c[1] for c in sched.calls if c[0] == "cancel"} and sched.jobs == {}
+
+
+class LostAnswers(SubmittingScheduler):
+    """Slurm queues each job, but sbatch's answer is lost (it timed out) for the first ``lost`` submissions; with
+    ``then_away``, looking jobs up by name fails too from then on (until ``away`` is cleared)."""
+
+    def __init__(self, lost=1, then_away=False):
+        super().__init__()
+        self.lost, self.then_away, self.away = lost, then_away, False
+
+    async def submit(self, request):
+        job_id = await super().submit(request)
+        if self.lost:
+            self.lost -= 1
+            self.away = self.then_away
+            raise SchedulerUnavailable("sbatch timed out after 60 s")
+        return job_id
+
+    async def find_by_name(self, names):
+        if self.away:
+            raise SchedulerUnavailable("squeue timed out")
+        return await super().find_by_name(names)
+
+
+@pytest.mark.parametrize("away", [False, True])
+def test_a_successor_whose_submission_was_not_answered_is_never_queued_twice(tmp_path, away):
+    cfg = site(tmp_path)
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    store.open()
+    sched = LostAnswers(then_away=away)
+    service = SessionService(cfg, store, sched, EventBus())
+    tracker = Tracker(cfg, store, sched, service)
+    tracker.continuation = Continuation(cfg, service)
+    ready_session(store, sched, seconds_left=10)
+    poll(tracker)
+    if away:
+        assert store.get("s1").successor_job_id is None and "1001" in sched.jobs   # queued, its answer lost
+        sched.away = False
+        poll(tracker)
+    queued = [j for j, job in sched.jobs.items() if job.name == "pvhpc-s1-c1"]
+    assert queued == [store.get("s1").successor_job_id], (queued, sched.calls)

@@ -183,8 +183,10 @@ def test_sudo_partitions_go_through_the_helper_way(world):
     assert sched.calls == [("set_time_limit", "42", 75, "sudo")]
 
 
-def test_the_walltime_warnings_are_set_again_for_the_new_end():
-    """A session whose warning was due now, extended: no warning until shortly before its new end."""
+@pytest.mark.parametrize("extended", [True, False])
+def test_the_walltime_warnings_are_set_again_for_the_new_end(extended):
+    """A session whose warning was due now, extended: no warning until shortly before its new end. Not extended
+    (the control): the warning comes, so the silence above is the extension's doing."""
     bus = EventBus()
 
     async def run():
@@ -194,20 +196,24 @@ def test_the_walltime_warnings_are_set_again_for_the_new_end():
         got = []
         with bus.subscribe(notices=True) as events:
             warnings.start([near])
-            extended = record(walltime=1)
-            extended.running_since = near.running_since
-            extended.walltime_minutes = 2
-            bus.publish(extended)
+            if extended:
+                longer = record(walltime=1)
+                longer.running_since = near.running_since
+                longer.walltime_minutes = 2
+                bus.publish(longer)
             await asyncio.sleep(1.5)
             warnings.stop()
             while not events.queue.empty():
                 item = events.queue.get_nowait()
                 if isinstance(item, Notice):
                     got.append(item)
-        return got, warnings
+        return got
 
-    notices, _ = asyncio.run(run())
-    assert notices == []
+    notices = asyncio.run(run())
+    if extended:
+        assert notices == []
+    else:
+        assert [n.reason for n in notices] == ["walltime"], notices
 
 
 # -- the commands -----------------------------------------------------------------------------------------
@@ -239,3 +245,75 @@ def test_the_sudo_helper_refuses_a_slurm_conf_others_could_write(tmp_path):
     helper.write_text(HELPER.read_text().replace("SLURM_CONF = None", f'SLURM_CONF = "{conf}"'))
     done = subprocess.run([sys.executable, "-I", str(helper), "42", "5"], capture_output=True, text=True, timeout=30)
     assert done.returncode == 2 and "is not root's alone" in done.stderr
+
+
+def fake_scontrol_helper(tmp_path, shown: str) -> tuple[Path, Path]:
+    """The helper, pointed at a stand-in scontrol that prints ``shown`` for "show job" and records each update."""
+    calls = tmp_path / "calls"
+    scontrol = tmp_path / "scontrol"
+    (tmp_path / "shown").write_text(shown)
+    scontrol.write_text(f"#!/bin/sh\nif [ \"$1\" = update ]; then echo \"$@\" >> {calls}; else cat {tmp_path / 'shown'}; fi\n")
+    scontrol.chmod(0o755)
+    helper = tmp_path / "pvhpc-extend-job"
+    helper.write_text(HELPER.read_text().replace('SCONTROL = "/usr/bin/scontrol"', f'SCONTROL = "{scontrol}"'))
+    return helper, calls
+
+
+def run_helper(helper: Path, *argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-I", str(helper), *argv], capture_output=True, text=True, timeout=30)
+
+
+@pytest.mark.parametrize("name", ["pvhpc-0123456789abcdef", "pvhpc-0123456789abcdef-c1", "pvhpc-0123456789abcdef-c12"])
+def test_the_sudo_helper_lengthens_a_session_job_and_its_successors(tmp_path, name):
+    helper, calls = fake_scontrol_helper(tmp_path, f"JobId=42 JobName={name} JobState=RUNNING TimeLimit=01:00:00\n")
+    done = run_helper(helper, "42", "90")
+    assert done.returncode == 0, done.stderr
+    assert calls.read_text() == "update JobId=42 TimeLimit=90\n"
+
+
+@pytest.mark.parametrize("name", ["pvhpc-0123456789abcdef-x1", "pvhpc-0123456789abcdef-c", "pvhpc-123", "other"])
+def test_the_sudo_helper_refuses_other_job_names(tmp_path, name):
+    helper, calls = fake_scontrol_helper(tmp_path, f"JobId=42 JobName={name} JobState=RUNNING TimeLimit=01:00:00\n")
+    done = run_helper(helper, "42", "90")
+    assert done.returncode == 1 and "not a pvhpc session's job" in done.stderr
+    assert not calls.exists()
+
+
+@pytest.mark.parametrize("shown", [
+    # the owner's Comment= (after the real fields) spells a session name, a running state, a tiny limit
+    "JobId=42 JobName=mine JobState=RUNNING TimeLimit=01:00:00 Comment=x JobName=pvhpc-0123456789abcdef\n",
+    "JobId=42 JobName=pvhpc-0123456789abcdef JobState=PENDING TimeLimit=01:00:00 Comment=JobState=RUNNING "
+    "JobState=RUNNING\n",
+    # an array job's two lines: one named like a session, one running
+    "JobId=42 JobName=x JobState=PENDING TimeLimit=01:00:00\n"
+    "JobId=43 JobName=pvhpc-0123456789abcdef JobState=RUNNING TimeLimit=01:00:00\n"])
+def test_the_sudo_helper_believes_only_the_first_of_each_field_of_one_line(tmp_path, shown):
+    helper, calls = fake_scontrol_helper(tmp_path, shown)
+    done = run_helper(helper, "42", "90")
+    assert done.returncode == 1 and done.stderr.startswith("pvhpc-extend-job: "), done.stderr
+    assert not calls.exists()
+
+
+def test_the_sudo_helper_reads_the_time_limit_before_the_owners_comment(tmp_path):
+    helper, calls = fake_scontrol_helper(tmp_path, "JobId=42 JobName=pvhpc-0123456789abcdef JobState=RUNNING "
+                                                   "TimeLimit=02:00:00 Comment=x TimeLimit=00:01:00\n")
+    done = run_helper(helper, "42", "90")
+    assert done.returncode == 1 and "only grows" in done.stderr
+    assert not calls.exists()
+
+
+def test_no_more_time_while_a_successor_is_queued_to_continue_the_session(tmp_path, world):
+    """The successor takes over before the walltime and ends this job: minutes granted to it would be lost."""
+    cfg = site(tmp_path)
+    queued = record()
+    queued.successor_job_id = "43"
+    offered = more_time.offer(queued, cfg)
+    assert not offered["allowed"] and offered["why"].startswith("a successor job is already queued")
+    with pytest.raises(NotAllowed, match="a successor job is already queued to continue this session") as refused:
+        more_time.check(queued, "alice", 5, cfg)
+    assert refused.value.field == "continue"
+    store, sched, _, granting, counted = world
+    store.add(queued)
+    with pytest.raises(NotAllowed, match="successor job is already queued"):
+        asyncio.run(granting.extend("s1", "alice", 5))
+    assert sched.calls == [] and counted == [("refused", 0)]

@@ -35,8 +35,9 @@ def backend(request, cluster):
     scheduler.close()
 
 
-def submit(slurm, tmp_path, minutes: int = 5) -> tuple[str, str]:
-    name = f"pvhpc-{secrets.token_hex(8)}"
+def submit(slurm, tmp_path, minutes: int = 5, suffix: str = "") -> tuple[str, str]:
+    """A running job named as a session's (``suffix`` "-c1": as its first successor's)."""
+    name = f"pvhpc-{secrets.token_hex(8)}{suffix}"
     job_id = run(slurm.submit(JobRequest(script="#!/bin/bash\nsleep 300\n", name=name, partition="cpu",
                                          time_limit_minutes=minutes, output=str(tmp_path / f"{name}.out"))))
     wait_until(lambda: run(slurm.query([job_id]))[job_id].is_running, 30, message=f"job {job_id} running")
@@ -106,3 +107,10 @@ def sudo_way(backend, slurm, cluster, tmp_path):
     finally:
         run(slurm.cancel(job_id))
         run(slurm.cancel(other))
+    # A continued session's job is its successor's, named pvhpc-<hex>-c1: More time works on it too.
+    successor, _ = submit(slurm, tmp_path, suffix="-c1")
+    try:
+        run(backend.set_time_limit(successor, 7, "sudo"))
+        assert time_limit(cluster, successor) == "7:00"
+    finally:
+        run(slurm.cancel(successor))

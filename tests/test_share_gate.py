@@ -64,6 +64,14 @@ def test_a_view_only_connection_may_make_only_the_calls_that_read_the_picture(me
     assert share_gate.view_may_call(method, args) is allowed
 
 
+@pytest.mark.parametrize("kwargs", [{"resetCamera": True}, {"clearCache": True}, ["x"], "x", 1])
+def test_a_view_only_call_with_keyword_arguments_is_refused(kwargs):
+    """wslink passes an RPC's kwargs on to the call: an allowed method must not carry options past the check."""
+    assert share_gate.view_may_call("viewport.image.render", [RENDER], kwargs) is False
+    assert share_gate.view_may_call("pvhpc.viewport.interact", [[], RENDER], kwargs) is False
+    assert share_gate.view_may_call("viewport.image.render", [RENDER], {}) is True
+
+
 def gate_in(tmp_path, clock=time.time):
     return share_gate.Gate(str(tmp_path / "shares.json"), str(tmp_path / "ask.json"), clock=clock)
 
@@ -168,3 +176,30 @@ def test_the_watchdog_asks_when_the_gate_asks_and_often_while_a_sharee_is_connec
     finally:
         dog.close()
         dog.join(2)
+
+
+def test_the_watchdog_stamps_its_ask_after_reading_the_gates(tmp_path):
+    """A hello's ask written just as the watchdog asks: the word it writes must be no older than every ask it
+    counts as answered, or that hello would wait for a word that never comes."""
+    shares, ask_file = tmp_path / "shares.json", tmp_path / "ask.json"
+    ask_file.write_text(json.dumps({"ask": 50.0, "connected": 0}))
+
+    clock = iter(range(100, 10000))
+
+    def wall():
+        # The gate writes a new hello's ask right after the watchdog read its clock.
+        now = float(next(clock))
+        ask_file.write_text(json.dumps({"ask": now + 0.001, "connected": 1}))
+        return now
+
+    dog = Watchdog(["http://a:1/r"], "tok", 0.05, 0, lambda why: None, ask=lambda urls, token, timeout: Answer(
+        LIVE, grants={"g1": "view"}), shares=(str(shares), str(ask_file)), wall=wall)
+    dog.start()
+    try:
+        deadline = time.monotonic() + 5
+        while not shares.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        dog.close()
+        dog.join(2)
+    assert json.loads(shares.read_text())["asked_at"] >= dog.answered_ask > 0

@@ -177,8 +177,11 @@ def test_a_sharees_event_stream_ends_with_their_share(tmp_path):
             streaming = asyncio.ensure_future(there.client.fetch(
                 there.url + f"/api/v1/sessions/{SID}/events", headers={"Authorization": f"token {tokens['bob']}"},
                 streaming_callback=lambda c: chunks.append(c.decode()), request_timeout=30))
-            while not any('"shared":' in c for c in chunks):
-                await asyncio.sleep(0.05)
+            async def first_event():
+                while not any('"shared":' in c for c in chunks):
+                    await asyncio.sleep(0.05)
+
+            await asyncio.wait_for(first_event(), 30)   # a stream that never says so fails here, not hangs
             await there.fetch("DELETE", f"{SHARES}/bob", headers={"Authorization": f"token {tokens['alice']}"})
             # a change of the session (any) is what the stream next sends: then it ends for bob
             app.ctx.bus.publish(app.ctx.store.get(SID))
@@ -281,3 +284,21 @@ def test_a_session_is_read_once_for_its_owner_and_once_for_a_sharee(tmp_path):
     assert [code for code, _ in answers] == [200, 200, 404], answers
     assert "shared" not in answers[0][1] and answers[1][1]["shared"] == {"by": "alice", "role": "view"}
     assert reads == [SID] * 3, reads
+
+
+def test_with_sharing_off_the_watchdogs_ask_reads_no_grants(tmp_path):
+    """Every live job asks every watchdog interval: with sharing off there is nothing to read for it."""
+    for enabled in (True, False):
+        app, _ = sharing_app(tmp_path / str(enabled), enabled=enabled)
+        read = []
+        grants_for_session = app.ctx.sharing.grants_for_session
+
+        async def counted(session_id):
+            read.append(session_id)
+            return await grants_for_session(session_id)
+
+        app.ctx.sharing.grants_for_session = counted
+        [live] = fetch_all(app, [("GET", f"/api/v1/sessions/{SID}/report", None)],
+                           headers={"Authorization": f"token {REPORT}"})
+        assert live.code == 200 and json.loads(live.body)["live"] is True
+        assert read == ([SID] if enabled else []), enabled

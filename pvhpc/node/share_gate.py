@@ -41,9 +41,11 @@ RENDER_OPTIONS = frozenset({"view", "size", "mtime", "quality", "localTime"})
 QUICK_VIEW_CALL = "pvhpc.viewport.interact"   # allowed without events: the quick view's first picture
 
 
-def view_may_call(method, args):
-    """Whether a view-only connection may make this call (``args``: the RPC's positional arguments)."""
-    if not isinstance(args, list):
+def view_may_call(method, args, kwargs=None):
+    """Whether a view-only connection may make this call (``args``: the RPC's positional arguments; ``kwargs``:
+    its keyword ones, which wslink passes on to the call too: none of the view's calls takes any, so any is
+    refused rather than checked)."""
+    if kwargs or not isinstance(args, list):
         return False
     options = args[0] if args else {}
     if method in VIEW_CALLS:
@@ -233,7 +235,7 @@ def install(gate=None):
             rpc = read_rpc(msg.data)
             if rpc is None or "id" not in rpc:
                 return
-            if not is_hello(rpc) and not view_may_call(rpc.get("method"), rpc.get("args", [])):
+            if not is_hello(rpc) and not view_may_call(rpc.get("method"), rpc.get("args", []), rpc.get("kwargs")):
                 await self.sendWrappedError(rpc["id"], REFUSED, "refused: this session is shared with you to "
                                             f"view only, and {str(rpc.get('method'))[:80]} is not a view's call",
                                             client_id=client_id)

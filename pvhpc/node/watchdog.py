@@ -204,10 +204,13 @@ class Watchdog(threading.Thread):
         while not self.closed.wait(tick):
             if self.shares is not None and not self.due():
                 continue
-            self.last_ask, started = self.clock(), self.wall()
+            # The gate's ask is read before this ask is stamped: an ask it writes in between is then newer than
+            # what it is marked answered by (and is asked again at once), and the word written stands for every
+            # ask marked answered (its asked_at is no older than any of them).
             if self.shares is not None:
                 said = read_json(self.shares[1]).get("ask", 0)
                 self.answered_ask = max(self.answered_ask, said if isinstance(said, (int, float)) else 0)
+            self.last_ask, started = self.clock(), self.wall()
             answer = self.ask(self.asked_urls(), self.token, self.timeout)
             if answer.kind == LIVE and self.shares is not None:
                 write_grants(self.shares[0], started, answer.grants or {})

@@ -16,8 +16,10 @@ The steps, each in the session's history and on its push channel:
 
 A successor still queued when the old walltime comes: the old job ends and saves its state as at any walltime,
 and the session waits for its successor (queued, in words that say so); the successor loads that state when it
-starts. A successor that never starts (refused, failed, cancelled while queued) ends the session with that
-reason: its saved states are kept and listed, and no job is left behind.
+starts. A successor that never starts (refused, failed, cancelled while queued) while the old job still runs
+takes nothing from the session: continuation is turned off, the history and a Notice say why, and the session
+runs to its walltime. Only when the old job has already ended (the successor was the session's one hope) does it
+end the session with that reason: its saved states are kept and listed, and no job is left behind.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from pvhpc.scheduler import JobInfo, JobState, SchedulerUnavailable, SubmitRefus
 from pvhpc.sessions import lifecycle
 from pvhpc.sessions.events import Notice
 from pvhpc.sessions.job import build_job
-from pvhpc.sessions.outcomes import NotAllowed, OverLimit, WrongState
+from pvhpc.sessions.outcomes import NotAllowed, OverLimit, ServiceError, WrongState
 from pvhpc.sessions.service import token_hash
 from pvhpc.sessions.spec import SessionSpec
 from pvhpc.sessions.walltime_warnings import ends_at
@@ -113,9 +115,12 @@ def successor_job_name(job_name: str, continuations: int) -> str:
 
 def spec_of(config: SiteConfig, record: SessionRecord) -> SessionSpec:
     """The request a successor is submitted with: the session's own, without a state to start from (it waits for
-    the one its predecessor saves)."""
+    the one its predecessor saves). Its walltime is the session's within the partition's walltime max: More time
+    may have grown the session's past it (up to extend_walltime_max), and sbatch would refuse that."""
     app = config.applications[record.application]
-    return SessionSpec(record.application, record.partition, record.gpus, record.walltime_minutes, record.account,
+    partition = config.partitions.get(record.partition)
+    walltime = min(record.walltime_minutes, partition.walltime.max) if partition else record.walltime_minutes
+    return SessionSpec(record.application, record.partition, record.gpus, walltime, record.account,
                        record.qos, record.data_root or str(app.data_roots[0]), record.data_file, record.nodes,
                        record.ranks, None, record.version)
 
@@ -145,25 +150,40 @@ class Continuation:
 
     async def set_wanted(self, record: SessionRecord, wanted: bool) -> SessionRecord:
         """Ask for continuation (or stop asking) on a live session. Turned off with a successor already queued:
-        the successor is cancelled and the session ends at its walltime."""
-        if record.session_state is S.ENDED:
-            raise WrongState(f"session {record.id} has ended: it cannot continue; start a new one from its saved "
-                             "state", field="continue")
-        if wanted:
-            why = refusal(self.config, record.partition, record.walltime_minutes, record.continuations,
-                          record.application)
-            if why is not None:
-                raise why
-        if wanted == record.continue_wanted:
-            return record
-        fields = dict(continue_wanted=wanted)
-        if not wanted and record.successor_job_id:
-            await self._cancel(record.successor_job_id, record.user)
-            fields.update(successor_job_id=None, successor_token_hash=None)
-        words = ("continuation asked: it goes on in a successor job before its walltime" if wanted
-                 else "continuation turned off: it ends at its walltime")
-        changed = await self.service.apply(record.id, Change.to(record.session_state, words, **fields))
-        return changed or await self.service.get(record.id)
+        the successor is cancelled and the session ends at its walltime.
+
+        The change is written only onto the row as it was read (``known``), and a successor cancelled only once
+        that write went through: the tracker or a handover ask may meanwhile have made the successor the
+        session's own job, which must not be cancelled, nor its takeover written back. On such a race the row is
+        read again and decided anew (a few times; then the caller is asked to try again)."""
+        for _ in range(3):
+            if record.session_state is S.ENDED:
+                raise WrongState(f"session {record.id} has ended: it cannot continue; start a new one from its "
+                                 "saved state", field="continue")
+            if wanted:
+                why = refusal(self.config, record.partition, record.walltime_minutes, record.continuations,
+                              record.application)
+                if why is not None:
+                    raise why
+            if wanted == record.continue_wanted:
+                return record
+            fields = dict(continue_wanted=wanted)
+            queued = record.successor_job_id if not wanted else None
+            if queued:
+                fields.update(successor_job_id=None, successor_token_hash=None)
+            words = ("continuation asked: it goes on in a successor job before its walltime" if wanted
+                     else "continuation turned off: it ends at its walltime")
+            changed = await self.service.apply(record.id, Change.to(record.session_state, words, **fields),
+                                               known=record)
+            if changed is not None:
+                if queued:
+                    await self._cancel(queued, record.user)
+                return changed
+            fresh = await self.service.get(record.id)
+            if fresh is None:
+                raise NotAllowed(f"no session {record.id}")
+            record = fresh
+        raise ServiceError(f"session {record.id} kept changing while continuation was switched: try again")
 
     # -- each poll cycle ---------------------------------------------------------------------------------------------
     @staticmethod
@@ -198,8 +218,8 @@ class Continuation:
             return True
         if successor is None or successor.is_finished:
             said = (successor.said if successor is not None and successor.said else "it left the queue")
-            await self.service.end(record, EndReason.SUCCESSOR_FAILED,
-                                   f"job {record.successor_job_id} ({said})", only_if_unchanged=True)
+            await self._successor_failed(record, bool(record.job_id) and job_gone(own),
+                                         f"job {record.successor_job_id} ({said})")
             return True
         if successor.state is JobState.PENDING and job_gone(own):
             # The walltime came first: the old job has ended, its state saved on the way out.
@@ -216,15 +236,23 @@ class Continuation:
         return False
 
     async def submit_successor(self, record: SessionRecord) -> SessionRecord | None:
-        """Submit ``record``'s successor; a refusal ends the session (its state is saved as the job ends)."""
+        """Submit ``record``'s successor; a refusal turns continuation off and the session runs to its walltime."""
         token = secrets.token_urlsafe(32)
         name = successor_job_name(record.job_name, record.continuations)
         try:
             job = build_job(self.config, spec_of(self.config, record), record.user, record.id, name, record.secret,
                             token, continues=True)
-            job_id = await self.scheduler.submit(job)
+            # A submission whose answer was lost (sbatch timed out after Slurm queued it) left a successor whose
+            # token nobody kept: it could never take over, and it must not stay queued beside a new one.
+            stray = (await self.scheduler.find_by_name([name])).get(name)
+            if stray is not None and not stray.is_finished:
+                log.warning("session %s…: successor job %s of an unanswered submission cancelled before submitting "
+                            "again", record.id[:6], stray.job_id)
+                await self.scheduler.cancel(stray.job_id, record.user)
+            job_id = await self._submit(job, name)
         except (SubmitRefused, TemplateError, KeyError) as e:
-            await self.service.end(record, EndReason.SUCCESSOR_FAILED, f"its submission was refused: {e}")
+            # Only submitted while the session is ready, its job running: it runs on to its walltime.
+            await self._successor_failed(record, False, f"its submission was refused: {e}")
             return None
         changed = await self.service.apply(record.id, Change.to(
             record.session_state, f"successor submitted as job {job_id}; it takes over before the walltime",
@@ -233,6 +261,34 @@ class Continuation:
             # The session moved meanwhile (cancelled, ended): the successor must not outlive the decision.
             await self._cancel(job_id, record.user)
         return changed
+
+    async def _submit(self, job, name: str) -> str:
+        """Submit ``job``; when sbatch's answer is lost, the job found by its name (as the service's own submit
+        does). A scheduler still away raises: the next poll tries again, cancelling what this one left queued."""
+        try:
+            return await self.scheduler.submit(job)
+        except SchedulerUnavailable:
+            found = (await self.scheduler.find_by_name([name])).get(name)
+            if found is None or found.is_finished:
+                raise
+            return found.job_id
+
+    async def _successor_failed(self, record: SessionRecord, own_ended: bool, why: str) -> None:
+        """The successor will not start (``why``). Continuation is an extra: while the session's own job runs it
+        keeps the time it had and ends at its walltime, continuation off (asking again would fail alike); only a
+        session whose job has already ended (``own_ended``), the successor its one hope, ends (successor_failed)."""
+        if own_ended:
+            await self.service.end(record, EndReason.SUCCESSOR_FAILED, why, only_if_unchanged=True)
+            return
+        changed = await self.service.apply(record.id, Change.to(
+            record.session_state, f"its successor did not start ({why}): continuation is off, and the session "
+                                  "goes on until its walltime", continue_wanted=False, successor_job_id=None,
+            successor_token_hash=None), known=record)
+        if changed is None:
+            return   # written meanwhile (taken over, cancelled): decided again on the row as it is now
+        self.service.bus.notify(Notice(
+            record.id, "successor_failed", f"This session cannot go on in a successor job ({why}); it still "
+            "runs until its walltime: save what you need before then", ends_at=ends_at(changed)))
 
     async def take_over(self, record: SessionRecord) -> SessionRecord | None:
         """The successor runs: it becomes the session's job, and the old one is ended, saving its state."""

@@ -44,6 +44,10 @@ def allowed_now(record: SessionRecord, partition: PartitionConfig | None) -> tup
     if partition is None or partition.extend_walltime == "none":
         return 0, (f"partition {record.partition} does not allow more time for a running session; "
                    f"start a new session with a longer walltime")
+    if record.successor_job_id:
+        # The successor takes over before this job's walltime and ends it: minutes added to it would be lost.
+        return 0, ("a successor job is already queued to continue this session: it takes over before the "
+                   "walltime, so more time for this job would be lost")
     room = partition.extend_walltime_max - record.walltime_minutes
     if room <= 0:
         return 0, (f"this session has the most walltime partition {record.partition} allows "
@@ -74,7 +78,7 @@ def check(record: SessionRecord, user: str, minutes, config: SiteConfig) -> tupl
     partition = config.partitions.get(record.partition)
     most, why = allowed_now(record, partition)
     if why is not None:
-        raise NotAllowed(why, field="partition")
+        raise NotAllowed(why, field="continue" if record.successor_job_id else "partition")
     if minutes > most:
         raise RequestError(f"{minutes} more minutes would make {record.walltime_minutes + minutes} min, over the "
                            f"{partition.extend_walltime_max} min partition {record.partition} allows "

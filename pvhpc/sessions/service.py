@@ -135,14 +135,19 @@ class SessionService:
         ended = await self.apply(record.id, lifecycle.ended(reason, extra), known=record if only_if_unchanged else None)
         if only_if_unchanged and ended is None:
             return
-        await self._cancel_job(record)
+        await self._cancel_job(record, ended or await self.db.get(record.id))
 
-    async def _cancel_job(self, record: SessionRecord) -> None:
+    async def _cancel_job(self, record: SessionRecord, ended: SessionRecord | None = None) -> None:
         """Cancel an ended session's job, if it has one, and a continued session's successor or predecessor; a
-        scheduler away now is logged (the tracker sees the job)."""
-        for job_id in jobs_of(record):
+        scheduler away now is logged (the tracker sees the job). ``ended``: the row as the end was written: a
+        successor submitted after the caller read ``record`` is in it, not in ``record``."""
+        await self._cancel_ids(record.user, list(dict.fromkeys(
+            jobs_of(record) + (jobs_of(ended) if ended is not None else []))))
+
+    async def _cancel_ids(self, user: str, job_ids: list[str]) -> None:
+        for job_id in job_ids:
             try:
-                await self.scheduler.cancel(job_id, record.user)
+                await self.scheduler.cancel(job_id, user)
             except SchedulerUnavailable as e:
                 log.warning("could not cancel job %s of an ended session: %s", job_id, e)
 
@@ -277,13 +282,18 @@ class SessionService:
     async def cancel(self, record: SessionRecord) -> SessionRecord:
         if record.session_state is S.ENDED:
             return record
-        for job_id in jobs_of(record):
+        cancelled = jobs_of(record)
+        for job_id in cancelled:
             try:
                 await self.scheduler.cancel(job_id, record.user)
             except SchedulerUnavailable as e:
                 raise SchedulerAway(f"could not reach the scheduler to cancel job {job_id}: {e}") from None
         await self.apply(record.id, lifecycle.ended(EndReason.CANCELLED))
-        return await self.db.get(record.id)
+        ended = await self.db.get(record.id)
+        # A successor submitted after ``record`` was read is in the row only; once ended, none is submitted.
+        if ended is not None:
+            await self._cancel_ids(ended.user, [j for j in jobs_of(ended) if j not in cancelled])
+        return ended
 
     # -- the job's report --------------------------------------------------------
     async def reporting(self, session_id: str, token: str, live: bool = False) -> SessionRecord:
@@ -300,7 +310,8 @@ class SessionService:
     async def liveness(self, session_id: str, token: str) -> dict:
         """Whether the job's session is live, for the watchdog beside its server (pvhpc/node/watchdog.py), which
         stops the server when it is not. Nothing else of the session: the job's user can read the token. Every
-        live session's job asks every runtime.watchdog_interval seconds, so this is one read, no scheduler call."""
+        live session's job asks every runtime.watchdog_interval seconds, so this is one read of the session, no
+        scheduler call (the web layer adds one read of its grants when sharing is on, for the share gate)."""
         record = await self.reporting(session_id, token)
         if record.session_state is S.ENDED:
             return {"live": False, "state": record.state, "end_reason": record.end_reason}

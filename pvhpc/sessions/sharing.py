@@ -11,6 +11,7 @@ sharee's connection is a line in the session's history. docs/sharing.md says it 
 from __future__ import annotations
 
 import grp
+import os
 import pwd
 import re
 import time
@@ -55,18 +56,30 @@ class UnixDirectory:
         return True
 
     def members_of(self, group: str) -> list[str]:
+        """The group's listed members (its member list in /etc/group, LDAP's memberUid/member, ...). Not the users
+        whose primary group it is without being listed: finding them means walking every account (getpwall),
+        which a directory with enumeration off (sssd's default) answers with local accounts only, and one with
+        it on answers slowly, on the event loop."""
         try:
-            found = grp.getgrnam(group)
+            return sorted(set(grp.getgrnam(group).gr_mem))
         except KeyError:
             return []
-        return sorted(set(found.gr_mem) | {u.pw_name for u in pwd.getpwall() if u.pw_gid == found.gr_gid})
 
     def groups_of(self, user: str) -> list[str]:
+        """The groups ``user`` is in, as the system's login would see them (getgrouplist: asked of every source
+        NSS has, directories included, without enumerating them), their primary group too."""
         try:
             gid = pwd.getpwnam(user).pw_gid
-        except KeyError:
+            gids = os.getgrouplist(user, gid)
+        except (KeyError, OSError):
             return []
-        return sorted({g.gr_name for g in grp.getgrall() if user in g.gr_mem or g.gr_gid == gid})
+        names = set()
+        for g in gids:
+            try:
+                names.add(grp.getgrgid(g).gr_name)
+            except KeyError:
+                pass   # a gid with no name: nothing a grant can name
+        return sorted(names)
 
 
 def roles_of(app) -> tuple[str, ...]:

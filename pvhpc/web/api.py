@@ -103,7 +103,8 @@ class ReportHandler(JSONHandler):
 
     async def get(self, session_id: str) -> None:
         answer = await self.ctx.service.liveness(session_id, report_token(self.request))
-        if answer.get("live") and self.ctx.sharing is not None:
+        if answer.get("live") and self.ctx.sharing is not None and self.ctx.config.sharing.enabled:
+            # Every live job asks this often: with sharing off no grant can stand, so the grants are not read.
             # The grants that stand, for the server's share gate (pvhpc/node/share_gate.py): ids and roles only,
             # nothing a key can be made from. The job's user (the owner) may read them; they are theirs.
             # Said only when there are any: no "grants" means none stand, so a revoke of the last one still cuts.
