@@ -15,8 +15,11 @@ import {
 
 const FOLLOW_AGAIN_MS = 15000;   // after the service refused a session's event stream (429)
 const WAITING = ["submitting", "queued", "starting"];
-// A notice's title by its reason; any other reason (a continuation that took over, ...) is told with its message.
-const NOTICE_TITLES = { walltime: "Session ending soon", idle: "Session idle: it will be ended" };
+// A notice's title by its reason; any other reason is told as "Session news", with its message.
+const NOTICE_TITLES = {
+  walltime: "Session ending soon", idle: "Session idle: it will be ended",
+  continued: "Session continued in a new job", successor_failed: "Session will not continue",
+};
 
 export class SessionPanel {
   // store: {applications} as the API lists them; onNews(): what the lists show may have changed.
