@@ -264,7 +264,7 @@ def run_job(tmp_path: Path, bin_dir: Path, server: Path) -> subprocess.Completed
         helper_python=PYTHON, job_helper=JOB_HELPER, launcher=SUPERVISOR,
         command=json.dumps([PYTHON, str(server), "--key", "${secret}"]), ready=json.dumps({"line": "server: up"}),
         server_listen="127.0.0.1", report_url="", render_mode="xvfb", start_timeout=60, secret="the-secret",
-        report_token="unused", pythonpath="", venv="", log_file="", parallel="", state_save="", state_load="",
+        report_token="unused", pythonpath="", venv="", log_file="", parallel="", state_save="", state_load="", continues="",
         state_roots="", data_roots="", input_idle="", idle_timeout="", watchdog="", modules="", modules_init="", module_paths=""))
     (tmp_path / "job.sh").write_text(script)
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path), "TMPDIR": str(tmp_path)}

@@ -27,8 +27,8 @@ def render_job(runtime_dir, data_dir, secret):
         helper_python="/usr/bin/python3", job_helper=JOB_HELPER, launcher=JOB_HELPER.parent / "supervisor.py",
         command=json.dumps(command), ready=json.dumps({"port_file": True}), report_url="", render_mode="xvfb",
         start_timeout=120, secret=secret, report_token="unused", pythonpath=runtime_dir, venv="", log_file="",
-        parallel="", server_listen="node", state_save="", state_load="", state_roots="", data_roots="", input_idle="",
-        idle_timeout="", watchdog="", modules="", modules_init="", module_paths="",
+        parallel="", server_listen="node", state_save="", state_load="", continues="", state_roots="", data_roots="",
+        input_idle="", idle_timeout="", watchdog="", modules="", modules_init="", module_paths="",
     ))
 
 
