@@ -15,6 +15,7 @@ import json
 import os
 import pwd
 import secrets
+import signal
 import socket
 import struct
 import subprocess
@@ -377,7 +378,8 @@ def paraview_client(port: int, image: Path, data: Path, hold: bool = False) -> s
     script.write_text(CLIENT)
     return subprocess.Popen(["xvfb-run", "-a", "pvpython", str(script), str(port), str(image), str(data),
                              "hold" if hold else "once"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)   # xvfb-run, its Xvfb and pvpython: killed together, as a group
 
 
 def client_lines(client: subprocess.Popen, until: str, timeout: float = 180) -> list[str]:
@@ -503,7 +505,7 @@ def test_pvpython_through_the_builtin_front_end_to_two_ranks_on_two_nodes_until_
         assert ended["end_reason"] == "cancelled", ended
         wait_no_server_left(cluster, session["job_id"])
     finally:
-        client.kill()
+        os.killpg(client.pid, signal.SIGKILL)   # not xvfb-run alone: its Xvfb would outlive the test
         client.wait()
 
 
