@@ -57,6 +57,17 @@ class ImageDelivery(pv_protocols.ParaViewWebViewPortImageDelivery):
         return reply
 
 
+def sized_view(protocol, options):
+    """The view ``options`` name (``view``, -1: the active one), resized to ``options["size"]`` where that is
+    another size: (the view, the size asked for, whether it was resized)."""
+    view = protocol.getView(options.get("view", -1))
+    size = list(options.get("size") or view.ViewSize[0:2])
+    resized = size != list(view.ViewSize[0:2]) and size != [0, 0]
+    if resized:
+        view.ViewSize = size
+    return view, size, resized
+
+
 class QuickViewInteraction(pv_protocols.ParaViewWebProtocol):
     """``pvhpc.viewport.interact(events, options)``: ``events`` are ``viewport.mouse.interaction`` events (the
     latest of a drag, or a whole gesture), applied in order by ``mouse`` (ParaView's mouse handler);
@@ -74,12 +85,8 @@ class QuickViewInteraction(pv_protocols.ParaViewWebProtocol):
     @exportRpc(METHOD)
     def interact(self, events, options):
         begin = time.time()
-        view = self.getView(options.get("view", -1))
+        view, size, resized = sized_view(self, options)
         proxy = view.SMProxy
-        size = list(options.get("size") or view.ViewSize[0:2])
-        resized = size != list(view.ViewSize[0:2]) and size != [0, 0]
-        if resized:
-            view.ViewSize = size
         changed = self._apply(proxy, events) or resized
         reply = {"image": None, "stale": False, "mtime": self.mtime, "size": view.ViewSize[0:2],
                  "format": "jpeg;base64", "global_id": view.GetGlobalIDAsString(),
@@ -140,12 +147,8 @@ class PushSafeImageDelivery(ImageDelivery):
     @exportRpc("viewport.image.render")
     def stillRender(self, options):
         begin = time.time()
-        view = self.getView(options.get("view", -1))
+        view, size, resize = sized_view(self, options)
         proxy = view.SMProxy
-        size = list(options.get("size") or view.ViewSize[0:2])
-        resize = size != list(view.ViewSize[0:2]) and size != [0, 0]
-        if resize:
-            view.ViewSize = size
         app = self.getApplication()
         mtime, quality = options.get("mtime", 0), options.get("quality", 100)
         if not mtime:
