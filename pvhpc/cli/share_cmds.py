@@ -15,33 +15,32 @@ def shares_text(shares: list[dict]) -> str:
                      f"{shown(s['granted_at'])}" for s in shares) or "not shared with anyone"
 
 
+def show_shares_after(args, change) -> int:
+    """``change(client, session_id)`` on the session ``args`` names (a unique prefix, as every session command
+    takes), then the shares it leaves, printed."""
+    client, _ = make_client(args)
+    session_id = resolve_id(client, args.session)
+    shares = change(client, session_id)
+    emit(args, {"id": session_id, "shares": shares}, shares_text(shares))
+    return exit_codes.OK
+
+
 @run_guarded
 def cmd_share(args) -> int:
     if (args.user is None) == (args.group is None):
         raise CommandError("name one USER, or one group with --group GROUP", code=exit_codes.USAGE)
-    client, _ = make_client(args)
-    session_id = resolve_id(client, args.session)   # a unique prefix, as every session command takes
-    shares = client.share(session_id, user=args.user, group=args.group, role=args.role)
-    emit(args, {"id": session_id, "shares": shares}, shares_text(shares))
-    return exit_codes.OK
+    return show_shares_after(args, lambda client, sid: client.share(sid, user=args.user, group=args.group,
+                                                                     role=args.role))
 
 
 @run_guarded
 def cmd_unshare(args) -> int:
-    client, _ = make_client(args)
-    session_id = resolve_id(client, args.session)
-    shares = client.unshare(session_id, args.name, group=args.group)
-    emit(args, {"id": session_id, "shares": shares}, shares_text(shares))
-    return exit_codes.OK
+    return show_shares_after(args, lambda client, sid: client.unshare(sid, args.name, group=args.group))
 
 
 @run_guarded
 def cmd_shares(args) -> int:
-    client, _ = make_client(args)
-    session_id = resolve_id(client, args.session)
-    shares = client.shares(session_id)
-    emit(args, {"id": session_id, "shares": shares}, shares_text(shares))
-    return exit_codes.OK
+    return show_shares_after(args, lambda client, sid: client.shares(sid))
 
 
 def register(sub) -> None:
