@@ -264,7 +264,13 @@ def test_backend_contract_on_the_real_cluster(backend, slurm, cluster, tmp_path)
         jobs = same_answers("query", [first, second, third, "999999"])
         assert set(jobs) == {first, second, third}
         assert [jobs[j].state for j in (first, second, third)] == [JobState.RUNNING, JobState.RUNNING, JobState.PENDING]
-        assert jobs[third].queue_reason is QueueReason.RESOURCES and jobs[third].expected_start is not None
+        # Waiting for GPUs, Slurm says Resources or Priority: Priority where it last judged the job behind another
+        # pending one (at its submission the two before it may not be placed yet; CI saw it once), Resources where a
+        # pass tried it against the full nodes. Each maps to its own reason, and keeps Slurm's word for messages.
+        waiting = jobs[third]
+        assert (waiting.reason, waiting.queue_reason) in {
+            ("Resources", QueueReason.RESOURCES), ("Priority", QueueReason.PRIORITY)}, waiting
+        assert waiting.expected_start is not None
         assert jobs[first].nodes in ("gpu01", "gpu02") and jobs[third].nodes == ""
         assert same_answers("query", ["999999"]) == {}
         assert same_answers("query", []) == {}

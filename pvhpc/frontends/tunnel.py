@@ -94,7 +94,10 @@ def _pump(conn: socket.socket, channel: paramiko.Channel) -> None:
         except (OSError, EOFError, paramiko.SSHException):
             pass
         finally:
-            channel.close()   # wakes the other direction
+            try:
+                channel.close()   # wakes the other direction
+            except (OSError, EOFError, paramiko.SSHException):
+                pass   # the SSH connection itself is gone: the other direction has woken already
 
     upstream = threading.Thread(target=to_server, daemon=True)
     upstream.start()
