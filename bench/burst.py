@@ -11,8 +11,9 @@ a private local cluster:
 
   burst      --users concurrent POST /api/v1/sessions to a pvhpc service with
              auth.kind ``header`` (each request a distinct user, as Apache
-             would say), scheduler.submit_as ``service`` (no Unix accounts
-             needed), partition cpu
+             would say), each on a connection of its own to the service's
+             front-end socket, where Apache connects; scheduler.submit_as
+             ``service`` (no Unix accounts needed), partition cpu
   baselines  the same jobs (the scripts and sbatch options pvhpc makes for the
              same request) submitted by bare sbatch: one after another, and
              all at once from as many threads
@@ -49,6 +50,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -122,11 +124,25 @@ def sbatch_baseline(cfg, env: dict, count: int, threads: int) -> tuple[float, li
     return time.monotonic() - started, ids
 
 
-async def fire(url: str, requests: list[tuple[str, str, str, dict | None]], spread: float) -> list[Answer]:
-    """Send every (user, method, path, body) at once (or evenly over ``spread`` seconds); one connection each."""
+async def fire(svc, requests: list[tuple[str, str, str, dict | None]], spread: float) -> list[Answer]:
+    """Send every (user, method, path, body) at once (or evenly over ``spread`` seconds); one connection each,
+    to the service's front-end socket, where a site's Apache connects: the bench's client stands in its place.
+    (Through the test harness's stand-in front end, a thread per connection in this process, the bench measured
+    that stand-in as much as pvhpc.)"""
     from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+    from tornado.netutil import Resolver
 
-    AsyncHTTPClient.configure(None, max_clients=len(requests))
+    class FrontEndSocket(Resolver):
+        """Every host name leads to the front-end socket."""
+
+        def initialize(self, path: str) -> None:
+            self.path = path
+
+        async def resolve(self, host, port, family=socket.AF_UNSPEC):
+            return [(socket.AF_UNIX, self.path)]
+
+    url = svc.frontend_url   # for the request line's Host and the Origin only
+    AsyncHTTPClient.configure(None, max_clients=len(requests), resolver=FrontEndSocket(path=str(svc.frontend_socket)))
     http = AsyncHTTPClient()
 
     async def one(i: int, user: str, method: str, path: str, body: dict | None) -> Answer:
@@ -263,7 +279,7 @@ def one_round(cfg, env: dict, svc, staff, users: list[str], spread: float, slurm
     # CPU seconds during the burst: the service's own, its children's (the sbatch it ran), slurmctld's.
     spy = py_spy(svc.proc.pid, profile) if profile else None
     before = service_cpu(svc.proc.pid) + (cpu_seconds(slurmctld)[0], machine_busy())
-    answers = asyncio.run(fire(svc.frontend_url, [(u, "POST", "/api/v1/sessions", REQUEST) for u in users], spread))
+    answers = asyncio.run(fire(svc, [(u, "POST", "/api/v1/sessions", REQUEST) for u in users], spread))
     if spy:
         spy.send_signal(signal.SIGINT)   # py-spy writes its file on SIGINT
         spy.wait(30)
@@ -281,7 +297,7 @@ def one_round(cfg, env: dict, svc, staff, users: list[str], spread: float, slurm
             result["errors"].setdefault(f"{a.status} {a.body.get('error', '')[:100]}", []).append(a.user)
     result["problems"] = check_no_duplicates(answers, env, staff)
 
-    ended = asyncio.run(fire(svc.frontend_url, [(a.user, "DELETE", f"/api/v1/sessions/{a.body['id']}", None)
+    ended = asyncio.run(fire(svc, [(a.user, "DELETE", f"/api/v1/sessions/{a.body['id']}", None)
                                        for a in created], 0)) if created else []
     result["end_wall"] = wall(ended) if ended else 0.0
     result["not_ended"] = sum(1 for a in ended if a.status != 200 or a.body.get("state") != "ended")

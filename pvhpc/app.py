@@ -52,6 +52,11 @@ SESSION_ID = f"({SESSION_ID_TEXT})"
 HEADER_TIMEOUT = 10.0
 BODY_TIMEOUT = 30.0
 FRONTEND_SOCKET_MODE = 0o660   # the front end's group may connect; nobody else
+# Connections the kernel holds for the service before it accepts them. Tornado's default, 128, overflowed when a
+# class of 200 asked at once: each connection past it lost its SYN and waited out TCP's 1 s retry, so every burst
+# took over a second whatever the service did (nstat's TcpExtListenOverflows counted them). The kernel caps it at
+# net.core.somaxconn (4096 on Debian 12).
+LISTEN_BACKLOG = 1024
 
 
 @dataclass
@@ -182,7 +187,7 @@ class PvhpcApp:
             idle_connection_timeout=HEADER_TIMEOUT, body_timeout=BODY_TIMEOUT,
         )
         sockets = tornado.netutil.bind_sockets(cfg.service.listen_port if port is None else port,
-                                               cfg.service.listen_host)
+                                               cfg.service.listen_host, backlog=LISTEN_BACKLOG)
         if cfg.service.frontend_socket is not None:
             sockets.append(bind_frontend_socket(cfg.service.frontend_socket, cfg.service.frontend_socket_group))
         self.server.add_sockets(sockets)
@@ -250,7 +255,7 @@ def bind_frontend_socket(path, group: str | None):
     except KeyError:
         raise PvhpcError(f"service.frontend_socket_group: no group {group!r} on this host") from None
     try:
-        sock = tornado.netutil.bind_unix_socket(str(path), mode=FRONTEND_SOCKET_MODE)
+        sock = tornado.netutil.bind_unix_socket(str(path), mode=FRONTEND_SOCKET_MODE, backlog=LISTEN_BACKLOG)
     except (OSError, ValueError) as e:
         raise PvhpcError(f"service.frontend_socket: cannot listen on {path}: {e}") from None
     try:

@@ -20,7 +20,7 @@ class TrustedFrontEnd:
 
     def __init__(self, socket_path: Path, port: int):
         self.socket_path = socket_path
-        self.listener = socket.create_server(("127.0.0.1", port))
+        self.listener = socket.create_server(("127.0.0.1", port), backlog=1024)   # a burst of 200 at once
         self.listener.settimeout(0.5)   # so that stop() is noticed
         self.url = f"http://127.0.0.1:{port}"
         self._stopped = threading.Event()
