@@ -158,6 +158,12 @@ def test_a_server_that_drops_the_connection_closes_the_clients_with_1011_and_a_c
         await conn.write_message("drop")
         assert await asyncio.wait_for(conn.read_message(), 2) is None
         assert conn.close_code == 1011 and conn.close_reason == "the session's server went away"
+        # Dying with a frame begun: the proxy held that frame's start back, so the client is between frames and
+        # is told the same (not a dropped connection, 1006).
+        conn = await websocket_connect(rig.url("s1"))
+        await conn.write_message("halfdrop")
+        assert await asyncio.wait_for(conn.read_message(), 2) is None
+        assert conn.close_code == 1011 and conn.close_reason == "the session's server went away"
         Upstream.closed = []
         conn = await websocket_connect(rig.url("s1"))
         conn.stream.close()   # no close frame: the client's machine went away

@@ -26,6 +26,7 @@ from pvhpc.web.auth import make_authenticator
 class Upstream(WebSocketHandler):
     """Echoes every frame as it came (text or binary); "close:<code>" makes it close with that code,
     "big:<MiB>" answers that many MiB in one frame, "drop" drops the connection without a close frame,
+    "halfdrop" writes the header of a 1000-byte frame and drops the connection before its payload,
     "split:<bytes>" answers a text frame of that many bytes with its header written 50 ms before its payload
     (as aiohttp, wslink's server, writes frames over 16 KiB: header and payload apart).
     At /greet it speaks first, in the same breath as its handshake answer."""
@@ -51,6 +52,11 @@ class Upstream(WebSocketHandler):
             self.write_message(b"\x07" * (int(message[4:]) << 20), binary=True)
         elif message == "drop":
             self.request.connection.stream.close()
+        elif message == "halfdrop":
+            stream = self.ws_connection.stream
+            await stream.write(bytes((0x81, 126)) + (1000).to_bytes(2, "big"))
+            await asyncio.sleep(0.05)
+            stream.close()
         else:
             self.write_message(message, binary=isinstance(message, bytes))
 
