@@ -7,6 +7,7 @@ tests/test_more_time_browser.py (the page's button, in Chromium)."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import subprocess
 import sys
 from datetime import timedelta
@@ -21,7 +22,7 @@ from pvhpc.scheduler import ChangeRefused
 from pvhpc.scheduler.slurm_cli import time_limit_argv
 from pvhpc.sessions import more_time
 from pvhpc.sessions.events import EventBus, Notice
-from pvhpc.sessions.outcomes import JobRefused, NotAllowed, SchedulerAway, WrongState
+from pvhpc.sessions.outcomes import JobRefused, NotAllowed, NotRecorded, SchedulerAway, WrongState
 from pvhpc.sessions.service import SessionService
 from pvhpc.sessions.spec import RequestError
 from pvhpc.sessions.walltime_warnings import WalltimeWarnings, ends_at
@@ -148,6 +149,31 @@ def test_no_slurm_call_for_a_refused_request_and_nothing_stored_when_slurm_refus
     assert store.get("s1").walltime_minutes == 60
     assert not [e for e in store.events("s1") if "extended" in e.detail]
     assert counted[-2:] == [("slurm_refused", 0), ("unavailable", 0)]
+
+
+def test_a_database_that_cannot_record_the_time_slurm_took_says_so_and_the_same_request_again_adds_nothing_twice(
+        world, tmp_path):
+    store, sched, bus, granting, counted = world
+    store.add(record())
+    holder = sqlite3.connect(tmp_path / "db.sqlite", timeout=0)
+    took = sched.set_time_limit
+
+    async def took_then_locked(job_id, minutes, through):
+        await took(job_id, minutes, through)
+        holder.execute("BEGIN EXCLUSIVE")   # another writer holds the database once Slurm has taken the change
+
+    sched.set_time_limit = took_then_locked
+    try:
+        with pytest.raises(NotRecorded, match="Slurm gave job 42 its new walltime of 80 min, but pvhpc could not "
+                                              "record it .* ask again for the same 20 min"):
+            asyncio.run(granting.extend("s1", "alice", 20))
+    finally:
+        holder.rollback()
+    assert store.get("s1").walltime_minutes == 60
+    sched.set_time_limit = took
+    assert asyncio.run(granting.extend("s1", "alice", 20)).walltime_minutes == 80
+    assert [c[2] for c in sched.calls] == [80, 80]   # the same total asked twice: nothing added twice
+    holder.close()
 
 
 def test_a_noted_change_keeps_the_rows_state_and_detail_and_leaves_an_ended_session_alone(world):

@@ -17,11 +17,13 @@ import asyncio
 import logging
 from typing import Callable
 
+from sqlalchemy.exc import OperationalError
+
 from pvhpc.config import PartitionConfig, SiteConfig
 from pvhpc.db.store import Change, SessionRecord
 from pvhpc.jobs.states import SessionState
 from pvhpc.scheduler import ChangeRefused, Scheduler, SchedulerUnavailable
-from pvhpc.sessions.outcomes import JobRefused, NotAllowed, SchedulerAway, WrongState
+from pvhpc.sessions.outcomes import JobRefused, NotAllowed, NotRecorded, SchedulerAway, WrongState
 from pvhpc.sessions.spec import RequestError
 
 log = logging.getLogger("pvhpc.sessions.more_time")
@@ -132,5 +134,14 @@ class MoreTime:
         detail = f"walltime extended by {minutes} min, now {total} min"
         log.info("session %s… job %s: %s", session_id[:6], record.job_id, detail)
         # The session's detail and state stay (the tracker's words for them); the history says what changed.
-        updated = await self.service.apply(session_id, Change.noted(detail, walltime_minutes=total))
+        try:
+            updated = await self.service.apply(session_id, Change.noted(detail, walltime_minutes=total))
+        except OperationalError as e:
+            # Not the web layer's "nothing was changed": Slurm has the new TimeLimit. The stored walltime is still
+            # the old one, so the same request again asks Slurm for the same total and records it.
+            log.warning("session %s… job %s: %s in Slurm, not recorded: %s", session_id[:6], record.job_id, detail,
+                        e.orig if e.orig is not None else e)
+            raise NotRecorded(f"Slurm gave job {record.job_id} its new walltime of {total} min, but pvhpc could not "
+                              f"record it (its database is busy or unavailable); ask again for the same {minutes} "
+                              f"min shortly: it adds nothing twice") from None
         return updated or await self.service.get(session_id)

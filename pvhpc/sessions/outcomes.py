@@ -36,6 +36,11 @@ class CannotReadNow(ServiceError):
     run): nothing was done, try again shortly."""
 
 
+class NotRecorded(ServiceError):
+    """The scheduler did what was asked, but pvhpc's database could not record it just now (locked, unreachable):
+    it stands in the scheduler, and asking again the same is safe."""
+
+
 class JobRefused(ServiceError):
     """The scheduler refused the job as it was asked for (an account, a partition's limit)."""
 

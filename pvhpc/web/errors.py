@@ -47,6 +47,7 @@ OUTCOME_STATUS = (
     (outcomes.OverLimit, 429),
     (outcomes.SchedulerAway, 503),
     (outcomes.CannotReadNow, 503),
+    (outcomes.NotRecorded, 503),
     (outcomes.JobRefused, 400),
     (outcomes.JobScriptFailed, 500),
 )
