@@ -10,6 +10,7 @@ sharee's connection is a line in the session's history. docs/sharing.md says it 
 
 from __future__ import annotations
 
+import asyncio
 import grp
 import os
 import pwd
@@ -199,7 +200,9 @@ class Sharing:
 
     async def _publish(self, session_id: str) -> None:
         if self.on_sharees is not None:
-            self.on_sharees(session_id, self.users_of(await self.db.read(self.shares.live_of, session_id)))
+            grants = await self.db.read(self.shares.live_of, session_id)
+            # Off the loop: a group's members come from NSS, which may ask a directory server over the network.
+            self.on_sharees(session_id, await asyncio.get_running_loop().run_in_executor(None, self.users_of, grants))
 
     # -- the owner's --------------------------------------------------------------------------------------
     def check_request(self, record: SessionRecord, actor: str, body) -> tuple[Sharee, str]:
@@ -281,7 +284,9 @@ class Sharing:
         """The live sessions shared with ``user`` (by name or a group of theirs), one grant each, control first."""
         if not self.config.sharing.enabled:
             return []
-        groups = self.directory.groups_of(user) if self.config.sharing.groups else []
+        # Off the loop (every list of sessions asks this): getgrouplist may ask a directory server over the network.
+        groups = (await asyncio.get_running_loop().run_in_executor(None, self.directory.groups_of, user)
+                  if self.config.sharing.groups else [])
         found = await self.db.read(self.shares.shared_with, user, groups)
         best: dict[str, tuple[SessionRecord, ShareGrant]] = {}
         for record, grant in found:
