@@ -325,8 +325,8 @@ class WebSocketRelay:
                 continue
             came = connection.peer   # the connection whose bytes this one was writing
             # Between frames as this connection's end saw them: a frame's start held back (carry) never went on.
-            between = came.boundary.between_frames or bool(came.held)
-            told = bool(farewell and self.joined and between and not came.boundary.close_seen)
+            told = bool(farewell and self.joined and (came.boundary.between_frames or came.held)
+                        and not came.boundary.close_seen)
             if told:
                 connection.transport.write(close_frame(*farewell, masked=connection is self.server))
             if told and connection is self.client and not connection.boundary.close_seen:
