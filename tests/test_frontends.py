@@ -236,6 +236,16 @@ def test_session_through_apache_renders_and_is_gone_after_delete(service_factory
     assert ProxyMapFile(map_file).read() == {}
     assert asyncio.run(refused_status(url, BASIC)) == 404, "the ended session is still reachable"
 
+    # The service ended and started again (a crash, systemd's restart): Apache answers 503 while it is away, and
+    # passes requests on again as soon as it is back, not after a back-off of its own.
+    svc.kill()
+    for _ in range(3):
+        with pytest.raises(ClientError) as e:
+            client.request("GET", "/api/v1/sessions")
+        assert e.value.status == 503
+    svc.start()
+    client.request("GET", "/api/v1/sessions")
+
 
 @pytest.mark.cluster
 def test_session_through_the_builtin_proxy_renders_and_is_cut_off_by_delete(service_factory, artifacts):

@@ -104,7 +104,7 @@ class ServiceProcess(Daemon):
         if as_user and self.frontend_socket:
             shutil.chown(self.frontend_socket.parent, as_user)   # the service makes its socket there
         super().start(timeout)
-        if self.frontend_socket:
+        if self.frontend_socket and self.frontend is None:   # started again after kill(): the stand-in stays
             self.frontend = TrustedFrontEnd(self.frontend_socket, self.port + 1)
         return self
 
