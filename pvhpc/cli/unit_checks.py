@@ -63,7 +63,9 @@ class Account:
             entry = pwd.getpwnam(name)
         except KeyError:
             return None
-        gids = {entry.pw_gid} | {g.gr_gid for g in grp.getgrall() if name in g.gr_mem}
+        # As a login would see them, directories included (getgrall sees only local groups where sssd does not
+        # enumerate, and walks every group where it does).
+        gids = {entry.pw_gid, *os.getgrouplist(name, entry.pw_gid)}
         return cls(name, entry.pw_uid, frozenset(gids))
 
     def may(self, path: Path, what: int) -> bool:
