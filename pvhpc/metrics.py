@@ -48,7 +48,7 @@ SCHEDULER_CALLS = ("submit", "query", "find_by_name", "lookup_finished", "cancel
                    "set_time_limit")
 # How a request for more time ended (pvhpc/sessions/more_time.py): granted, refused by pvhpc's rules before Slurm
 # was asked, refused by Slurm, or Slurm could not be asked.
-EXTENSION_OUTCOMES = ("granted", "refused", "slurm_refused", "unavailable")
+EXTENSION_OUTCOMES = ("granted", "refused", "slurm_refused", "unavailable", "unrecorded")
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 

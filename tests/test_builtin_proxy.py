@@ -164,6 +164,13 @@ def test_a_server_that_drops_the_connection_closes_the_clients_with_1011_and_a_c
         await conn.write_message("halfdrop")
         assert await asyncio.wait_for(conn.read_message(), 2) is None
         assert conn.close_code == 1011 and conn.close_reason == "the session's server went away"
+        # Dying in the middle of a frame that went on in part: no close frame may go into that frame's bytes, so
+        # the connection is just dropped, at once (not after waiting for an answer to a close).
+        conn = await websocket_connect(rig.url("s1"), max_message_size=64 << 20)
+        await conn.write_message("bigdrop")
+        started = asyncio.get_running_loop().time()
+        assert await asyncio.wait_for(conn.read_message(), 10) is None
+        assert conn.close_code is None and asyncio.get_running_loop().time() - started < 2
         Upstream.closed = []
         conn = await websocket_connect(rig.url("s1"))
         conn.stream.close()   # no close frame: the client's machine went away

@@ -23,7 +23,7 @@ from pvhpc.errors import PvhpcError
 from pvhpc.scheduler import ControllerDown, Scheduler
 from pvhpc.scheduler.runners import CommandUnavailable
 from pvhpc.jobs.reports import ReportError
-from pvhpc.sessions.outcomes import JobRefused, NotAllowed, OverLimit, WrongState
+from pvhpc.sessions.outcomes import JobRefused, NotAllowed, NotRecorded, OverLimit, WrongState
 from pvhpc.sessions.service import ServiceError
 from pvhpc.sessions.spec import RequestError
 from pvhpc.web.errors import DATABASE_DOWN, INTERNAL, APIError, error_answer
@@ -81,6 +81,8 @@ def test_every_pvhpc_exception_derives_from_the_one_root():
     (OverLimit("4 more GPUs would make 6", field="gpus"), 429,
      {"error": "gpus: 4 more GPUs would make 6", "field": "gpus"}),
     (JobRefused("Slurm refused the job: bad account"), 400, {"error": "Slurm refused the job: bad account"}),
+    (NotRecorded("Slurm gave job 4 its new walltime of 90 min, but pvhpc could not record it"), 503,
+     {"error": "Slurm gave job 4 its new walltime of 90 min, but pvhpc could not record it", "retry_after": 2}),
     (ReportError("must be a node name", field="node"), 400, {"error": "node: must be a node name", "field": "node"}),
     (APIError("too many requests", status=429, extra={"retry_after": 7}), 429,
      {"error": "too many requests", "retry_after": 7}),

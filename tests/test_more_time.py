@@ -102,6 +102,10 @@ def test_the_offer_says_what_a_request_would_be_answered(tmp_path):
 
 @pytest.fixture
 def world(tmp_path):
+    return make_world(tmp_path)
+
+
+def make_world(tmp_path):
     cfg = site(tmp_path)
     store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
     store.open()
@@ -152,8 +156,11 @@ def test_no_slurm_call_for_a_refused_request_and_nothing_stored_when_slurm_refus
 
 
 def test_a_database_that_cannot_record_the_time_slurm_took_says_so_and_the_same_request_again_adds_nothing_twice(
-        world, tmp_path):
-    store, sched, bus, granting, counted = world
+        tmp_path, monkeypatch):
+    from pvhpc.db import store as store_module
+
+    monkeypatch.setattr(store_module, "LOCK_WAIT_SECONDS", 1)   # read at each connection: the lock fails in 1 s
+    store, sched, bus, granting, counted = make_world(tmp_path)
     store.add(record())
     holder = sqlite3.connect(tmp_path / "db.sqlite", timeout=0)
     took = sched.set_time_limit
@@ -169,11 +176,12 @@ def test_a_database_that_cannot_record_the_time_slurm_took_says_so_and_the_same_
             asyncio.run(granting.extend("s1", "alice", 20))
     finally:
         holder.rollback()
+        holder.close()
     assert store.get("s1").walltime_minutes == 60
     sched.set_time_limit = took
     assert asyncio.run(granting.extend("s1", "alice", 20)).walltime_minutes == 80
     assert [c[2] for c in sched.calls] == [80, 80]   # the same total asked twice: nothing added twice
-    holder.close()
+    assert counted == [("unrecorded", 0), ("granted", 20)]   # the minutes counted once, when recorded
 
 
 def test_a_noted_change_keeps_the_rows_state_and_detail_and_leaves_an_ended_session_alone(world):

@@ -302,3 +302,37 @@ def test_with_sharing_off_the_watchdogs_ask_reads_no_grants(tmp_path):
                            headers={"Authorization": f"token {REPORT}"})
         assert live.code == 200 and json.loads(live.body)["live"] is True
         assert read == ([SID] if enabled else []), enabled
+
+
+def test_of_two_publishes_at_once_only_the_later_ones_sharees_reach_the_front_end(tmp_path):
+    """A share, then its revoke, both on their way to the front end's map: the revoke's list is the one that stays,
+    even when the share's group lookup (NSS, perhaps a directory server) ends after it."""
+    import asyncio
+    import threading
+
+    app, tokens = sharing_app(tmp_path, groups=True)
+    told = []
+    app.ctx.sharing.on_sharees = lambda session_id, users: told.append(sorted(users))
+    (made, _), = ask(app, tokens, ("alice", "POST", SHARES, {"group": "vislab", "role": "view"}))
+    assert made == 201 and told == [["bob", "carol"]]
+
+    slow = threading.Event()
+
+    class SlowDirectory(Directory):
+        def members_of(self, group):
+            slow.wait(5)   # the directory answers only once the later publish is done
+            return super().members_of(group)
+
+    app.ctx.sharing.directory = SlowDirectory(groups={"vislab": ["bob", "carol"]})
+    told.clear()
+
+    async def share_then_revoke():
+        first = asyncio.ensure_future(app.ctx.sharing._publish(SID))   # reads the grant, then waits on the directory
+        await asyncio.sleep(0.2)
+        app.ctx.sharing.shares.revoke(SID, "group", "vislab", "share with group vislab revoked")
+        await app.ctx.sharing._publish(SID)
+        slow.set()
+        await first
+
+    asyncio.run(share_then_revoke())
+    assert told == [[]]

@@ -149,7 +149,8 @@ class _Connection(asyncio.Protocol):
         self.peer: _Connection | None = None
         self.transport: asyncio.Transport | None = None
         self.early = bytearray()            # read before joining (the server's handshake answer, ...)
-        self.held = b""                     # the start of a frame whose rest is still to come (see carry)
+        self.held = b""                     # a frame's part kept back until its rest comes (see carry)
+        self.sent_whole = True              # whether what went to the peer so far ends between two frames
         self.answer_read: asyncio.Future | None = None
 
     def connection_made(self, transport) -> None:
@@ -272,14 +273,14 @@ class WebSocketRelay:
         boundary.feed(data)
         held, cut = source.held, boundary.completed
         if boundary.between_frames:
-            out, source.held = (held + data if held else data), b""
+            out, source.held, source.sent_whole = (held + data if held else data), b"", True
         elif (len(data) - cut if cut else len(held) + len(data)) <= HOLD:
             if not cut:
                 source.held = held + data
                 return
-            out, source.held = held + data[:cut], data[cut:]
+            out, source.held, source.sent_whole = held + data[:cut], data[cut:], True
         else:   # a large frame streams through, as it comes
-            out, source.held = (held + data if held else data), b""
+            out, source.held, source.sent_whole = (held + data if held else data), b"", False
         source.peer.transport.write(out)
         self._carried(source.direction, len(out))
 
@@ -324,8 +325,9 @@ class WebSocketRelay:
             if connection.transport is None or connection.transport.is_closing():
                 continue
             came = connection.peer   # the connection whose bytes this one was writing
-            # Between frames as this connection's end saw them: a frame's start held back (carry) never went on.
-            told = bool(farewell and self.joined and (came.boundary.between_frames or came.held)
+            # Between frames as this connection's end saw them: what is held back (carry) never went on, so a
+            # frame whose start is held is not under way there; one that streamed through in part is.
+            told = bool(farewell and self.joined and (came.boundary.between_frames or came.sent_whole)
                         and not came.boundary.close_seen)
             if told:
                 connection.transport.write(close_frame(*farewell, masked=connection is self.server))

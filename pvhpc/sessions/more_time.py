@@ -130,7 +130,6 @@ class MoreTime:
             # Asked for the total, so asking again cannot add twice.
             raise SchedulerAway(f"Slurm could not be asked for more time (the walltime may or may not have "
                                 f"changed; asking again is safe): {e}") from None
-        self.counted(record.partition, "granted", minutes)
         detail = f"walltime extended by {minutes} min, now {total} min"
         log.info("session %s… job %s: %s", session_id[:6], record.job_id, detail)
         # The session's detail and state stay (the tracker's words for them); the history says what changed.
@@ -139,9 +138,11 @@ class MoreTime:
         except OperationalError as e:
             # Not the web layer's "nothing was changed": Slurm has the new TimeLimit. The stored walltime is still
             # the old one, so the same request again asks Slurm for the same total and records it.
+            self.counted(record.partition, "unrecorded", 0)
             log.warning("session %s… job %s: %s in Slurm, not recorded: %s", session_id[:6], record.job_id, detail,
-                        e.orig if e.orig is not None else e)
+                        str(e).splitlines()[0][:200])
             raise NotRecorded(f"Slurm gave job {record.job_id} its new walltime of {total} min, but pvhpc could not "
                               f"record it (its database is busy or unavailable); ask again for the same {minutes} "
                               f"min shortly: it adds nothing twice") from None
+        self.counted(record.partition, "granted", minutes)
         return updated or await self.service.get(session_id)

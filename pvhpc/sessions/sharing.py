@@ -16,6 +16,7 @@ import os
 import pwd
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from pvhpc.db.shares import ShareStore
@@ -175,6 +176,10 @@ class Sharing:
         self.on_sharees = on_sharees
         self._connected: dict[str, set[str]] = {}   # session id -> grants whose sharees its server said are connected
         self._noted: dict[tuple[str, str, str], float] = {}   # (session, grant, user) -> when "connected" was written
+        # Users' groups and groups' members come from NSS, which may ask a directory server over the network: off the
+        # event loop, and off asyncio's default pool too, where a slow directory would hold up name lookups (dials).
+        self._nss = ThreadPoolExecutor(2, thread_name_prefix="pvhpc-nss")
+        self._publishing: dict[str, int] = {}   # session id -> its latest publish; only that one is told
 
     def users_of(self, grants) -> frozenset[str]:
         """The users ``grants`` (of one session) let in: named ones, and the members of named groups."""
@@ -199,10 +204,16 @@ class Sharing:
             self.on_sharees(session_id, self.users_of(grants))
 
     async def _publish(self, session_id: str) -> None:
-        if self.on_sharees is not None:
-            grants = await self.db.read(self.shares.live_of, session_id)
-            # Off the loop: a group's members come from NSS, which may ask a directory server over the network.
-            self.on_sharees(session_id, await asyncio.get_running_loop().run_in_executor(None, self.users_of, grants))
+        if self.on_sharees is None:
+            return
+        turn = self._publishing[session_id] = self._publishing.get(session_id, 0) + 1
+        grants = await self.db.read(self.shares.live_of, session_id)
+        users = await asyncio.get_running_loop().run_in_executor(self._nss, self.users_of, grants)
+        # Two publishes at once (a share, then a revoke) may end in either order: only the latest, which read the
+        # grants last, is told, so an older list never outlives a newer one.
+        if self._publishing.get(session_id) == turn:
+            del self._publishing[session_id]
+            self.on_sharees(session_id, users)
 
     # -- the owner's --------------------------------------------------------------------------------------
     def check_request(self, record: SessionRecord, actor: str, body) -> tuple[Sharee, str]:
@@ -285,7 +296,7 @@ class Sharing:
         if not self.config.sharing.enabled:
             return []
         # Off the loop (every list of sessions asks this): getgrouplist may ask a directory server over the network.
-        groups = (await asyncio.get_running_loop().run_in_executor(None, self.directory.groups_of, user)
+        groups = (await asyncio.get_running_loop().run_in_executor(self._nss, self.directory.groups_of, user)
                   if self.config.sharing.groups else [])
         found = await self.db.read(self.shares.shared_with, user, groups)
         best: dict[str, tuple[SessionRecord, ShareGrant]] = {}

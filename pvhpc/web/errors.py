@@ -95,6 +95,8 @@ def error_answer(error: BaseException | None, status: int, method: str, path: st
             body["field"] = error.field
         if isinstance(error, APIError):
             body.update(error.extra)
+        if isinstance(error, outcomes.NotRecorded):   # the database's to get over, as below
+            body["retry_after"] = DATABASE_RETRY_AFTER
         # An error made for another use (a client's "no answer" is status 0) must still answer as an error.
         status = status_of(error)
         answer = ErrorAnswer(status if 400 <= status <= 599 else 500, body)

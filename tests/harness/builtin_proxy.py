@@ -27,6 +27,7 @@ class Upstream(WebSocketHandler):
     """Echoes every frame as it came (text or binary); "close:<code>" makes it close with that code,
     "big:<MiB>" answers that many MiB in one frame, "drop" drops the connection without a close frame,
     "halfdrop" writes the header of a 1000-byte frame and drops the connection before its payload,
+    "bigdrop" writes 100 KiB of a 1 MiB frame, then 10 KiB more, then drops the connection,
     "split:<bytes>" answers a text frame of that many bytes with its header written 50 ms before its payload
     (as aiohttp, wslink's server, writes frames over 16 KiB: header and payload apart).
     At /greet it speaks first, in the same breath as its handshake answer."""
@@ -52,6 +53,13 @@ class Upstream(WebSocketHandler):
             self.write_message(b"\x07" * (int(message[4:]) << 20), binary=True)
         elif message == "drop":
             self.request.connection.stream.close()
+        elif message == "bigdrop":
+            stream = self.ws_connection.stream
+            await stream.write(bytes((0x82, 127)) + (1 << 20).to_bytes(8, "big") + b"b" * (100 << 10))
+            await asyncio.sleep(0.05)
+            await stream.write(b"b" * (10 << 10))
+            await asyncio.sleep(0.05)
+            stream.close()
         elif message == "halfdrop":
             stream = self.ws_connection.stream
             await stream.write(bytes((0x81, 126)) + (1000).to_bytes(2, "big"))
