@@ -100,6 +100,13 @@ class AdvisoryLockLeadership(Leadership):
 
     def release(self) -> None:
         with self._using:
+            if self._conn is not None:
+                # Unlocked before the connection goes: closing it frees the lock only once its server process has
+                # ended, a moment later, and a follower asking in that moment was told no (CI saw it once).
+                try:
+                    self._conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self.key})
+                except Exception:
+                    pass   # the connection is gone already, and the lock with it
             self._discard()
 
 
