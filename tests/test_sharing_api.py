@@ -284,6 +284,11 @@ def test_a_session_is_read_once_for_its_owner_and_once_for_a_sharee(tmp_path):
     assert [code for code, _ in answers] == [200, 200, 404], answers
     assert "shared" not in answers[0][1] and answers[1][1]["shared"] == {"by": "alice", "role": "view"}
     assert reads == [SID] * 3, reads
+    # The launcher's attach too: once, for a sharee and for anyone else alike.
+    attached = ask(app, tokens, ("bob", "POST", "/paraview/", {"attach": SID}),
+                   ("carol", "POST", "/paraview/", {"attach": SID}))
+    assert [code for code, _ in attached] == [403, 404] and "view only" in attached[0][1]["error"], attached
+    assert reads == [SID] * 5, reads
 
 
 def test_with_sharing_off_the_watchdogs_ask_reads_no_grants(tmp_path):

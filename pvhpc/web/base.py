@@ -121,26 +121,21 @@ class JSONHandler(ErrorAnswers):
             raise APIError(f"no session {session_id}", status=404)
         return record
 
-
-    async def shared_session(self, session_id: str):
-        """(session, grant) when the caller is not its owner but one it is shared with (sessions/sharing.py)."""
+    async def grant_for(self, record):
+        """The caller's share of ``record`` (sessions/sharing.py) where it is someone else's session; else None."""
         user = self.require_user()
-        record = await self.ctx.service.get(session_id)
         if record is None or record.user == user or self.ctx.sharing is None:
             return None
-        grant = await self.ctx.sharing.grant_of(session_id, user)
-        return (record, grant) if grant is not None else None
-
+        return await self.ctx.sharing.grant_of(record.id, user)
 
     async def session_with_grant(self, session_id: str):
         """(session, None) for its owner or staff; (session, grant) for one it is shared with; else 404 as a session
-        that does not exist. One read of the session, where own_session after shared_session made two."""
+        that does not exist. One read of the session."""
         user = self.require_user()
         record = await self.ctx.service.get(session_id)
         if record is not None and (record.user == user or self.ctx.auth.is_staff(user)):
             return record, None
-        grant = (await self.ctx.sharing.grant_of(session_id, user)
-                 if record is not None and self.ctx.sharing is not None else None)
+        grant = await self.grant_for(record)
         if grant is None:
             raise APIError(f"no session {session_id}", status=404)
         return record, grant

@@ -59,9 +59,10 @@ class LaunchHandler(JSONHandler):
         if record is not None and record.user != user:
             # Not the owner (staff included: attaching hands out the secret): a user it is shared with gets their
             # own key instead, where their role lets them use the application's own client.
-            shared = await self.shared_session(session_id)
-            if shared is None:
+            grant = await self.grant_for(record)
+            if grant is None:
                 raise APIError(f"no session {session_id}", status=404, field="attach")
+            shared = (record, grant)
         if record is None:
             raise APIError(f"no session {session_id}", status=404, field="attach")
         wanted = body.get("application")
