@@ -163,32 +163,49 @@ def test_applications_say_which_roles_their_sessions_offer(tmp_path):
     assert roles["own"][0] == []
 
 
-def test_a_sharees_event_stream_ends_with_their_share(tmp_path):
+def bobs_stream(app, tokens, steps) -> str:
+    """The text of bob's event stream of the session, from its start until it ends. ``steps(there, seen)`` runs
+    once the stream has said the session is shared with him; ``seen(text)`` waits (at most 30 s) until it says
+    ``text``, so a stream that never does fails rather than hangs."""
     import asyncio
 
     from tests.harness.inprocess import served
 
-    app, tokens = sharing_app(tmp_path)
-    ask(app, tokens, ("alice", "POST", SHARES, {"user": "bob", "role": "view"}))
-
     async def follow():
         chunks = []
+
+        async def seen(text):
+            async def said():
+                while not any(text in c for c in chunks):
+                    await asyncio.sleep(0.05)
+            await asyncio.wait_for(said(), 30)
+
         async with served(app) as there:
             streaming = asyncio.ensure_future(there.client.fetch(
                 there.url + f"/api/v1/sessions/{SID}/events", headers={"Authorization": f"token {tokens['bob']}"},
                 streaming_callback=lambda c: chunks.append(c.decode()), request_timeout=30))
-            async def first_event():
-                while not any('"shared":' in c for c in chunks):
-                    await asyncio.sleep(0.05)
-
-            await asyncio.wait_for(first_event(), 30)   # a stream that never says so fails here, not hangs
-            await there.fetch("DELETE", f"{SHARES}/bob", headers={"Authorization": f"token {tokens['alice']}"})
-            # a change of the session (any) is what the stream next sends: then it ends for bob
-            app.ctx.bus.publish(app.ctx.store.get(SID))
+            await seen('"shared":')
+            await steps(there, seen)
             await asyncio.wait_for(streaming, 10)
         return "".join(chunks)
 
-    text = asyncio.run(follow())
+    return asyncio.run(follow())
+
+
+def revoke_bob(there, tokens):
+    return there.fetch("DELETE", f"{SHARES}/bob", headers={"Authorization": f"token {tokens['alice']}"})
+
+
+def test_a_sharees_event_stream_ends_with_their_share(tmp_path):
+    app, tokens = sharing_app(tmp_path)
+    ask(app, tokens, ("alice", "POST", SHARES, {"user": "bob", "role": "view"}))
+
+    async def revoke_then_change(there, seen):
+        await revoke_bob(there, tokens)
+        # a change of the session (any) is what the stream next sends: then it ends for bob
+        app.ctx.bus.publish(app.ctx.store.get(SID))
+
+    text = bobs_stream(app, tokens, revoke_then_change)
     first, *rest = [c for c in text.split("\n\n") if c.startswith("event: session")]
     assert '"shared":' in first and '"secret": "pvhpc-share.' in first
     # still marked shared (the page offers no Cancel, no job log of alice's session), but with no key
@@ -197,31 +214,18 @@ def test_a_sharees_event_stream_ends_with_their_share(tmp_path):
 
 def test_a_revoked_sharees_event_stream_gets_no_more_of_the_owners_notices(tmp_path):
     """Nothing is published at a revoke: the next Notice (walltime, idle) must not reach bob, and ends his stream."""
-    import asyncio
-
     from pvhpc.sessions.events import Notice
-    from tests.harness.inprocess import served
 
     app, tokens = sharing_app(tmp_path)
     ask(app, tokens, ("alice", "POST", SHARES, {"user": "bob", "role": "view"}))
 
-    async def follow():
-        chunks = []
-        async with served(app) as there:
-            streaming = asyncio.ensure_future(there.client.fetch(
-                there.url + f"/api/v1/sessions/{SID}/events", headers={"Authorization": f"token {tokens['bob']}"},
-                streaming_callback=lambda c: chunks.append(c.decode()), request_timeout=30))
-            while not any('"shared":' in c for c in chunks):
-                await asyncio.sleep(0.05)
-            app.ctx.bus.notify(Notice(SID, "walltime", "before the revoke"))
-            while not any("before the revoke" in c for c in chunks):
-                await asyncio.sleep(0.05)
-            await there.fetch("DELETE", f"{SHARES}/bob", headers={"Authorization": f"token {tokens['alice']}"})
-            app.ctx.bus.notify(Notice(SID, "walltime", "after the revoke"))
-            await asyncio.wait_for(streaming, 10)
-        return "".join(chunks)
+    async def notices_around_the_revoke(there, seen):
+        app.ctx.bus.notify(Notice(SID, "walltime", "before the revoke"))
+        await seen("before the revoke")
+        await revoke_bob(there, tokens)
+        app.ctx.bus.notify(Notice(SID, "walltime", "after the revoke"))
 
-    text = asyncio.run(follow())
+    text = bobs_stream(app, tokens, notices_around_the_revoke)
     assert "before the revoke" in text and "after the revoke" not in text, text
     last = [c for c in text.split("\n\n") if c.startswith("event: session")][-1]
     assert '"revoked": true' in last and '"secret"' not in last, last
@@ -267,17 +271,22 @@ def test_the_share_commands_as_a_user_runs_them(tmp_path):
     assert again[0] == 3 and "not shared with user bob" in again[2], again
 
 
+def calls_of(owner, name: str) -> list:
+    """The session ids ``owner.name`` (an async method of one) is called with from now on, in order."""
+    calls, method = [], getattr(owner, name)
+
+    async def counted(session_id):
+        calls.append(session_id)
+        return await method(session_id)
+
+    setattr(owner, name, counted)
+    return calls
+
+
 def test_a_session_is_read_once_for_its_owner_and_once_for_a_sharee(tmp_path):
     app, tokens = sharing_app(tmp_path)
     ask(app, tokens, ("alice", "POST", SHARES, {"user": "bob", "role": "view"}))
-    reads = []
-    get = app.ctx.service.get
-
-    async def counted(session_id):
-        reads.append(session_id)
-        return await get(session_id)
-
-    app.ctx.service.get = counted
+    reads = calls_of(app.ctx.service, "get")
     answers = ask(app, tokens, ("alice", "GET", f"/api/v1/sessions/{SID}", None),
                   ("bob", "GET", f"/api/v1/sessions/{SID}", None),
                   ("carol", "GET", f"/api/v1/sessions/{SID}", None))
@@ -295,14 +304,7 @@ def test_with_sharing_off_the_watchdogs_ask_reads_no_grants(tmp_path):
     """Every live job asks every watchdog interval: with sharing off there is nothing to read for it."""
     for enabled in (True, False):
         app, _ = sharing_app(tmp_path / str(enabled), enabled=enabled)
-        read = []
-        grants_for_session = app.ctx.sharing.grants_for_session
-
-        async def counted(session_id):
-            read.append(session_id)
-            return await grants_for_session(session_id)
-
-        app.ctx.sharing.grants_for_session = counted
+        read = calls_of(app.ctx.sharing, "grants_for_session")
         [live] = fetch_all(app, [("GET", f"/api/v1/sessions/{SID}/report", None)],
                            headers={"Authorization": f"token {REPORT}"})
         assert live.code == 200 and json.loads(live.body)["live"] is True
