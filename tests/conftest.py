@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 
@@ -26,6 +27,12 @@ from tests.harness.service import ServiceProcess, site_config
 from tests.harness.sshd import SSHDaemon
 
 pytest_plugins = ["tests.drill_report"]   # the drill_record fixture and the fault-drill table
+
+# Started as a background job of a shell without job control (a CI runner's, `cmd &` in a script), pytest inherits
+# SIGINT ignored, and Python then never raises KeyboardInterrupt: tests/run.sh's stop, SIGINT so that the fixtures
+# end their cluster, services and jobs, would go unheard and leave them running. Heard again here.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_addoption(parser):

@@ -37,24 +37,35 @@ fi
 mkdir -p test-artifacts
 lane_log=test-artifacts/waits-lane.log
 second=$("$PY" -c 'from pvhpc.scheduler import slurm_install as s; found = s.installed(); print(found[1].version.release if len(found) > 1 else "")')
-# Stopped early (Ctrl-C, CI's timeout), the waits lane is stopped too: SIGINT first, so that its pytest ends its
-# fixtures (the cluster, jobs, services); then its output so far is shown.
+# Stopped early (Ctrl-C, CI's timeout), both lanes are stopped: SIGINT to each lane's process group first, so that
+# its pytest ends its fixtures (the cluster, jobs, services; tests/conftest.py hears SIGINT even where this script
+# was started with it ignored, as a background job of a shell without job control is), then SIGTERM to whatever
+# is left a minute later; then the waits lane's output so far is shown.
 lane=""
-stop_lane() {
-    [ -n "$lane" ] && kill -0 "$lane" 2>/dev/null || return 0
-    kill -INT -- "-$lane" 2>/dev/null
-    for _ in $(seq 60); do kill -0 "$lane" 2>/dev/null || break; sleep 1; done
-    kill -TERM -- "-$lane" 2>/dev/null
-    echo "tests/run.sh: the waits lane was stopped; its output so far:"
+main=""
+stopping=test-artifacts/stopping   # there while stopping: the waits lane starts nothing more
+rm -f "$stopping"
+stop_lanes() {
+    local lanes="$main $lane" group timer
+    [ -n "${lanes// /}" ] || return 0
+    touch "$stopping"
+    for group in $lanes; do kill -INT -- "-$group" 2>/dev/null; done
+    ( sleep 60; for group in $lanes; do kill -TERM -- "-$group" 2>/dev/null; done ) &
+    timer=$!
+    wait $lanes 2>/dev/null
+    kill "$timer" 2>/dev/null
+    main="" lane=""
+    rm -f "$stopping"
+    echo "tests/run.sh: stopped early; the waits lane's output so far:"
     cat "$lane_log"
 }
-main=""
-trap '[ -z "$main" ] || kill -INT -- "-$main" 2>/dev/null; stop_lane; [ -z "$main" ] || wait "$main"; exit 130' INT TERM
-trap stop_lane EXIT
+trap 'stop_lanes; exit 130' INT TERM
+trap stop_lanes EXIT
 set -m   # the lane in a process group of its own, to stop it whole
 (
     "$PY" -m pytest -p no:cacheprovider --durations=10 -m waits
     lane_rc=$?
+    [ ! -e "$stopping" ] || exit 130   # stopped early (stop_lanes): the second Slurm's run does not start
     [ "$lane_rc" -ne 5 ] || lane_rc=0
     if [ -n "$second" ]; then
         echo "tests/run.sh: again on Slurm $second: ${SECOND_SLURM_TESTS[*]}"
@@ -81,6 +92,7 @@ main=""
 [ "$rc" -ne 5 ] || rc=0
 wait "$lane"
 lane_rc=$?
+lane=""
 echo "tests/run.sh: the waits lane:"
 cat "$lane_log"
 echo "tests/run.sh: main lane exit $rc, waits lane exit $lane_rc"
