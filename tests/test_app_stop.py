@@ -35,3 +35,23 @@ def test_the_http_server_stops_before_the_command_spawner_closes(tmp_path):
     app.runner.close = recorded_close
     asyncio.run(app.stop())
     assert order == ["server stops listening", "server closes its connections", "spawner closes"]
+
+
+def test_the_stop_ends_the_sharing_lookup_threads(tmp_path):
+    """Users' groups and groups' members are looked up in threads of sharing's own: an application stopped (a
+    service restarted in one process, a test) leaves none behind."""
+    import threading
+
+    app = make_app(tmp_path)
+
+    async def look_up_then_stop():
+        await asyncio.get_running_loop().run_in_executor(app.ctx.sharing._nss, app.ctx.sharing.directory.groups_of,
+                                                         "root")
+        assert any(t.name.startswith("pvhpc-nss") for t in threading.enumerate())
+        await app.stop()
+
+    asyncio.run(look_up_then_stop())
+    for thread in threading.enumerate():
+        if thread.name.startswith("pvhpc-nss"):
+            thread.join(5)
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("pvhpc-nss")]

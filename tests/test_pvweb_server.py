@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -65,9 +66,10 @@ def contained_server(runtime_dir, tmp_path):
     (sibling / "outside.vtk").write_text(TRIANGLE)
     (data / "etc").symlink_to("/etc")
     env = dict(os.environ, PYTHONPATH=str(runtime_dir), PVHPC_SECRET="s3cret-for-test")
+    xvfb_errors = tmp_path / "xvfb.log"   # xvfb-run sends Xvfb's and xauth's words nowhere unless told (-e)
     proc = subprocess.Popen(
-        ["xvfb-run", "-a", "/usr/bin/pvpython", "--no-mpi", str(SERVER_SCRIPT), "--port", "0", "--host", "127.0.0.1",
-         "--data", str(data), "--timeout", "120"],
+        ["xvfb-run", "-a", "-e", str(xvfb_errors), "/usr/bin/pvpython", "--no-mpi", str(SERVER_SCRIPT), "--port", "0",
+         "--host", "127.0.0.1", "--data", str(data), "--timeout", "120"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True,   # xvfb-run, its Xvfb and the server: stopped together, as one process group
     )
@@ -79,7 +81,14 @@ def contained_server(runtime_dir, tmp_path):
         seen.append(line)
         m = re.search(r"ready port=(\d+)", line)
         port = int(m.group(1)) if m else None
-    assert port, "server did not start:\n" + "".join(seen[-30:])
+    if port is None:
+        ended = proc.poll()
+        xvfb_said = xvfb_errors.read_text(errors="replace")[-2000:] if xvfb_errors.exists() else ""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)   # an Xvfb its xvfb-run left
+        proc.wait()
+        pytest.fail(f"server did not start ({'exit ' + str(ended) if ended is not None else 'still running after 90 s'}):\n"
+                    + "".join(seen[-30:]) + f"\nXvfb said: {xvfb_said or '(nothing)'}")
     yield f"ws://127.0.0.1:{port}/ws", "s3cret-for-test"
     os.killpg(proc.pid, signal.SIGTERM)
     try:

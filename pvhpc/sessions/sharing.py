@@ -193,6 +193,10 @@ class Sharing:
                 users.update(self.directory.members_of(grant.name))
         return frozenset(users)
 
+    def close(self) -> None:
+        """At the service's stop: its lookup threads end (a lookup under way is not waited for; nobody needs it)."""
+        self._nss.shutdown(wait=False, cancel_futures=True)
+
     def publish_all(self) -> None:
         """Every live session's sharees to ``on_sharees``, at start (the front end's map is rebuilt then)."""
         if self.on_sharees is None:
