@@ -50,6 +50,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.delayed_link import DelayedLink  # noqa: E402
 from bench.report import spread  # noqa: E402
 from bench.teardown import Teardown, processes_under, start_bench_cluster, wait_idle  # noqa: E402
 
@@ -416,6 +417,13 @@ class Bench:
         self.work, self.data, self.undo = work, data, undo
         self.env = dict(os.environ, **cluster.environment())
         self.count = 0
+        self.page_url = svc.url   # the browser's way to pvhpc (main() puts a --link-delay link in between)
+
+    def linked(self, target: tuple[str, int]) -> DelayedLink:
+        """A DelayedLink (--link-delay) to ``target``, stopped with the bench."""
+        link = DelayedLink(target, self.args.link_delay).start()
+        self.undo.add(link.stop, f"stop the delayed link to {target[0]}:{target[1]}")
+        return link
 
     def measure(self, name: str, probe: Probe, selectors: list[str], requested: float,
                 renders: Path | None = None, steps: dict | None = None) -> Run:
@@ -456,7 +464,7 @@ class Bench:
             probe.context.route(lambda url: url.split("?")[0].endswith("/static/viewer.js"), lambda route: route.fulfill(
                 body=before.read_text(), content_type="text/javascript"))
         try:
-            probe.page.goto(self.svc.url + "/")
+            probe.page.goto(self.page_url + "/")
             probe.page.wait_for_selector("body[data-loaded=true]", timeout=15_000)
             probe.page.select_option("#application", "paraview")
             probe.page.select_option("#partition", "cpu")
@@ -474,7 +482,7 @@ class Bench:
         probe = Probe(self.browser, selectors)
         try:
             requested = time.time()
-            probe.page.goto(f"{self.svc.url}/apps/visualizer/?partition=cpu&data={DATA_FILE}")
+            probe.page.goto(f"{self.page_url}/apps/visualizer/?partition=cpu&data={DATA_FILE}")
             return self.measure(VISUALIZER, probe, ['[class*="MainView-viewport"]'], requested)
         finally:
             self.after_run(probe.close, self.end_sessions)
@@ -504,7 +512,10 @@ class Bench:
             info = dict(line.split("=", 1) for line in connection.read_text().split())
             host = self.cluster.node_address(info["host"])
             wait_port(host, int(info["port"]), 30)
-            probe.page.goto(f"http://{host}:{info['port']}/vnc.html?autoconnect=true&resize=off"
+            where = f"{host}:{info['port']}"
+            if self.args.link_delay:
+                where = f"127.0.0.1:{self.linked((host, int(info['port']))).port}"
+            probe.page.goto(f"http://{where}/vnc.html?autoconnect=true&resize=off"
                             f"&password={info['password']}")
             return self.measure(VNC, probe, ["#noVNC_canvas", "canvas"], requested, directory / "renders.log",
                                 steps)
@@ -607,6 +618,9 @@ def main() -> int:
     parser.add_argument("--before", type=Path,
                         help="an earlier pvhpc/web/static/viewer.js (git show REV:pvhpc/web/static/viewer.js > FILE) "
                              "for the path 'before': a change of the quick view measured in the same run")
+    parser.add_argument("--link-delay", type=float, default=0, metavar="MS",
+                        help="the browser reaches pvhpc and the VNC desktop over a link with this round trip "
+                             "(a relay that holds what it carries; default 0: straight)")
     parser.add_argument("--plot", type=Path, help="draw the figure into this PNG file")
     parser.add_argument("--shots", type=Path, help="keep a screenshot of each run's page here")
     parser.add_argument("--single-host", action="store_true",
@@ -647,13 +661,24 @@ def main() -> int:
         if VISUALIZER in chosen and "visualizer" not in apps:
             print("the Visualizer is not installed (pvhpc runtime install): left out", file=sys.stderr)
             chosen.remove(VISUALIZER)
-        config = site_config(cluster, work / "svc", runtime_dir, frontend={"kind": "builtin"}, poll_interval=5,
+        frontend = {"kind": "builtin"}
+        if args.link_delay:   # the sessions' websockets through the page's own address: the delayed link's
+            frontend["session_url"] = "ws://USE_HOST/proxy?sessionId={id}&path=ws"
+        config = site_config(cluster, work / "svc", runtime_dir, frontend=frontend, poll_interval=5,
                              launcher_wait=READY_S - 10, applications=apps)
         svc = ServiceProcess(work / "svc", config)
+        page_url = svc.url
+        if args.link_delay:   # its port known, the service told that pages come from the link's origin
+            link = DelayedLink(("127.0.0.1", svc.port), args.link_delay).start()
+            undo.add(link.stop, "stop the delayed link to the service")
+            page_url = f"http://127.0.0.1:{link.port}"
+            config["service"]["allowed_origins"] = [page_url]
+            svc = ServiceProcess(work / "svc", config)
         undo.add(svc.stop, "stop the service")
         svc.start()
         with chromium() as browser:
             bench = Bench(args, cluster, svc, browser, work, data, undo)
+            bench.page_url = page_url
             do = {QUICK: bench.quick_view, QUICK_BEFORE: lambda: bench.quick_view(args.before),
                   VISUALIZER: bench.visualizer, VNC: bench.vnc}
             runs: dict[str, list[Run]] = {name: [] for name in chosen}

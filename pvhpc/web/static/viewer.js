@@ -6,9 +6,14 @@
 // into the latest position for the same reason.
 //
 // With pvhpc's own server (pvhpc/node/quickview.py) a mouse event and its picture are one call,
-// pvhpc.viewport.interact: rendered once, and the answer is the picture the event made. Other ParaViewWeb
-// servers (the Visualizer's) get ParaView's pair: viewport.mouse.interaction, then viewport.image.render,
-// which renders again and, while ParaView's encoder is busy, answers `stale` with the picture before.
+// pvhpc.viewport.interact: rendered once, and the answer is the picture the event made. Over a link whose round
+// trip is a good part of a render (LINK_SHARE: from home, over a VPN) a second call goes out before the first is
+// answered, so that the server, which takes them one after another, starts the next render as soon as it has sent
+// a picture instead of idling while the picture travels and the next move comes back; the moves made meanwhile
+// still collapse into the latest. Close by, one at a time: a second call there would only wait at the server and
+// show each picture a render later. Other ParaViewWeb servers (the Visualizer's) get
+// ParaView's pair, one event at a time: viewport.mouse.interaction, then viewport.image.render, which renders again
+// and, while ParaView's encoder is busy, answers `stale` with the picture before.
 
 // A dropped websocket (a network drop, a laptop's sleep, a front end's restart) is not the end of the view: it
 // reconnects by itself to the same session, with backoff (1 s, 2 s, 4 s ... 30 s, a little jitter so that the tabs a
@@ -30,6 +35,8 @@ const MAX_PIXELS = 1920 * 1200;        // a frame larger than this costs more th
 const STALE_RETRY_MS = 40;
 const HELLO_TIMEOUT_MS = 20000;
 const INTERACT = "pvhpc.viewport.interact";
+const INTERACT_IN_FLIGHT = 2;          // calls out at once over a far link ...
+const LINK_SHARE = 0.25;               // ... one whose round trip, less the server's work, is this much of a render
 const RECONNECT_DELAYS_MS = [1000, 2000, 4000, 8000, 15000, 30000];
 const RECONNECT_FOR_MS = 10 * 60 * 1000;
 const UNUSED_MS = 5 * 60 * 1000;
@@ -67,7 +74,12 @@ export class RemoteView {
     this.dragButton = null;
     this.queuedMove = null;
     this.direct = false;                // the server answers INTERACT
-    this.chain = Promise.resolve();
+    this.chain = Promise.resolve();     // ParaView's pair: each event's calls after the one before's
+    this.waiting = [];                  // INTERACT: the calls not sent yet (each a list of events) ...
+    this.inFlight = 0;                  // ... those sent and not answered
+    this.shown = Promise.resolve();     // ... and their pictures, shown in the order they were asked for
+    this.linkMs = 0;                    // the round trip less the server's work, of the last call that was out alone
+    this.workMs = 0;                    // the server's work for the last picture (its render and JPEG)
     this.listeners = [];
     this.resizeObserver = null;
     this.watching = null;
@@ -92,7 +104,10 @@ export class RemoteView {
     }
     // No events: the first picture, and whether the server has the one-call path.
     try {
-      this._show(await this.connection.call(INTERACT, [[], this._options(STILL_QUALITY, 0)]), STILL_QUALITY);
+      const asked = performance.now();
+      const first = await this.connection.call(INTERACT, [[], this._options(STILL_QUALITY, 0)]);
+      this._timed(first, asked, true);
+      this._show(first, STILL_QUALITY);
       this.direct = true;
     } catch (error) {
       this.direct = false;   // not pvhpc's server: ParaView's own calls
@@ -125,6 +140,11 @@ export class RemoteView {
   }
 
   async _connect() {
+    // What was asked of a connection before it dropped is not asked again of the next: a drag ended with it.
+    this.waiting = [];
+    this.inFlight = 0;
+    this.shown = Promise.resolve();
+    this.queuedMove = null;
     this.connection = await connect(this.url, this.secret, (event) => {
       this.connection = null;
       this.detach();
@@ -295,6 +315,14 @@ export class RemoteView {
     }
   }
 
+  // What an INTERACT answer says of the link and the server: the server's work for a picture, and, for a call that
+  // was out alone (its round trip not spent waiting behind another), the rest of its round trip, the link's.
+  _timed(reply, asked, alone) {
+    if (!reply || typeof reply.workTime !== "number") return;
+    if (reply.image) this.workMs = reply.workTime;
+    if (alone) this.linkMs = Math.max(0, performance.now() - asked - reply.workTime);
+  }
+
   _options(quality, mtime) {
     return { size: this._size(), view: -1, quality, mtime, localTime: Date.now() };
   }
@@ -415,24 +443,54 @@ export class RemoteView {
     this._send([event]);
   }
 
-  // Events go one call at a time, in order. pvhpc's server answers with their picture: a drag's at the moving
-  // quality, the one its last event (the button up) leaves at the still quality.
   _send(events) {
     if (!this.connection) return;
+    if (this.direct) {
+      this.waiting.push(events);
+      this._pump();
+      return;
+    }
+    // ParaView's pair: one event at a time, each event's call answered before the next is sent.
     this.chain = this.chain.then(async () => {
       if (events.includes(this.queuedMove)) this.queuedMove = null;
       if (!this.connection) return;
-      if (this.direct) {
-        const last = events[events.length - 1];
-        const quality = last.action !== "up" && this.dragButton !== null ? MOVING_QUALITY : STILL_QUALITY;
-        this._show(await this.connection.call(INTERACT, [events, this._options(quality, this.mtime)]), quality);
-      } else {
-        for (const event of events) await this.connection.call("viewport.mouse.interaction", [event]);
-        this.requestFrame();
-      }
+      for (const event of events) await this.connection.call("viewport.mouse.interaction", [event]);
+      this.requestFrame();
     }).catch((error) => {
       if (this.connection) this.onStatus(`The server did not take the mouse event: ${error.message}`, true);
     });
+  }
+
+  // pvhpc's server: the waiting calls sent, in order, while fewer than INTERACT_IN_FLIGHT are out; each answer is
+  // the picture its events made, a drag's at the moving quality, the one its last event (the button up) leaves at
+  // the still quality. An answer that arrives for a connection since replaced is dropped.
+  _pump() {
+    const connection = this.connection;
+    const most = this.linkMs > LINK_SHARE * this.workMs ? INTERACT_IN_FLIGHT : 1;
+    while (connection && this.inFlight < most && this.waiting.length) {
+      const events = this.waiting.shift();
+      if (events.includes(this.queuedMove)) this.queuedMove = null;   // sent: the next move is queued anew
+      const last = events[events.length - 1];
+      const quality = last.action !== "up" && this.dragButton !== null ? MOVING_QUALITY : STILL_QUALITY;
+      const alone = this.inFlight === 0;
+      const asked = performance.now();
+      this.inFlight += 1;
+      const answer = connection.call(INTERACT, [events, this._options(quality, this.mtime)]);
+      this.shown = this.shown.then(() => answer).then(
+        (reply) => {
+          if (this.connection !== connection) return;
+          this._timed(reply, asked, alone);
+          this._show(reply, quality);
+        },
+        (error) => {
+          if (this.connection === connection) this.onStatus(`The server did not take the mouse event: ${error.message}`, true);
+        },
+      ).finally(() => {
+        if (this.connection !== connection) return;
+        this.inFlight -= 1;
+        this._pump();
+      });
+    }
   }
 }
 
