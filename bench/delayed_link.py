@@ -33,14 +33,16 @@ class DelayedLink:
     def stop(self) -> None:
         async def close():
             self._server.close()
-            for task in asyncio.all_tasks():
-                if task is not asyncio.current_task():
-                    task.cancel()
+            carrying = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in carrying:
+                task.cancel()
+            await asyncio.gather(*carrying, return_exceptions=True)
 
         if self._server is not None:
             asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+        self._loop.close()
 
     async def _client(self, reader, writer) -> None:
         try:
@@ -50,10 +52,17 @@ class DelayedLink:
             return
         for w in (writer, up_writer):
             w.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        await asyncio.gather(self._carry(reader, up_writer), self._carry(up_reader, writer), return_exceptions=True)
+        try:
+            await asyncio.gather(self._carry(reader, up_writer), self._carry(up_reader, writer))
+        except (OSError, asyncio.CancelledError):
+            pass
+        finally:   # both ways done (or one failed): only now both sockets close, so a half-close carries on
+            writer.close()
+            up_writer.close()
 
     async def _carry(self, reader, writer) -> None:
-        """Everything ``reader`` reads, written ``one_way`` seconds after it was read, in order."""
+        """Everything ``reader`` reads, written ``one_way`` seconds after it was read, in order; its end passed on
+        as a half-close."""
         loop = asyncio.get_running_loop()
         held: asyncio.Queue = asyncio.Queue()
 
@@ -64,7 +73,8 @@ class DelayedLink:
                 if wait > 0:
                     await asyncio.sleep(wait)
                 if not chunk:
-                    writer.write_eof() if writer.can_write_eof() else writer.close()
+                    if writer.can_write_eof():
+                        writer.write_eof()
                     return
                 writer.write(chunk)
                 await writer.drain()
@@ -77,7 +87,5 @@ class DelayedLink:
                 if not chunk:
                     break
             await delivering
-        except (OSError, asyncio.CancelledError):
-            delivering.cancel()
         finally:
-            writer.close()
+            delivering.cancel()

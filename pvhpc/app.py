@@ -206,7 +206,8 @@ class PvhpcApp:
         if self.feed:
             await self.feed.stop()
         self.ctx.store.off_loop.close()   # calls under way finish; nothing writes after this
-        self.ctx.sharing.close()
+        if self.ctx.sharing:
+            self.ctx.sharing.close()
         await self.ctx.frontend.stop()
         if self.ssh_link:
             self.ssh_link.close()

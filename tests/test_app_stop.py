@@ -39,19 +39,16 @@ def test_the_http_server_stops_before_the_command_spawner_closes(tmp_path):
 
 def test_the_stop_ends_the_sharing_lookup_threads(tmp_path):
     """Users' groups and groups' members are looked up in threads of sharing's own: an application stopped (a
-    service restarted in one process, a test) leaves none behind."""
-    import threading
-
+    service restarted in one process, a test) leaves none of them behind."""
     app = make_app(tmp_path)
+    pool = app.ctx.sharing._nss
 
     async def look_up_then_stop():
-        await asyncio.get_running_loop().run_in_executor(app.ctx.sharing._nss, app.ctx.sharing.directory.groups_of,
-                                                         "root")
-        assert any(t.name.startswith("pvhpc-nss") for t in threading.enumerate())
+        await asyncio.get_running_loop().run_in_executor(pool, app.ctx.sharing.directory.groups_of, "root")
+        assert pool._threads and all(t.is_alive() for t in pool._threads)
         await app.stop()
 
     asyncio.run(look_up_then_stop())
-    for thread in threading.enumerate():
-        if thread.name.startswith("pvhpc-nss"):
-            thread.join(5)
-    assert not [t.name for t in threading.enumerate() if t.name.startswith("pvhpc-nss")]
+    for thread in pool._threads:
+        thread.join(5)
+    assert not [t.name for t in pool._threads if t.is_alive()]

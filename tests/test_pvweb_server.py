@@ -87,8 +87,8 @@ def contained_server(runtime_dir, tmp_path):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)   # an Xvfb its xvfb-run left
         proc.wait()
-        pytest.fail(f"server did not start ({'exit ' + str(ended) if ended is not None else 'still running after 90 s'}):\n"
-                    + "".join(seen[-30:]) + f"\nXvfb said: {xvfb_said or '(nothing)'}")
+        how = f"exit {ended}" if ended is not None else "still running after 90 s"
+        pytest.fail(f"server did not start ({how}):\n" + "".join(seen[-30:]) + f"\nXvfb said: {xvfb_said or '(nothing)'}")
     yield f"ws://127.0.0.1:{port}/ws", "s3cret-for-test"
     os.killpg(proc.pid, signal.SIGTERM)
     try:

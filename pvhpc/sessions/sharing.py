@@ -194,7 +194,8 @@ class Sharing:
         return frozenset(users)
 
     def close(self) -> None:
-        """At the service's stop: its lookup threads end (a lookup under way is not waited for; nobody needs it)."""
+        """At the service's stop: lookups not begun are dropped, and the threads end once any under way returns
+        (nothing waits for it here; Python's exit does)."""
         self._nss.shutdown(wait=False, cancel_futures=True)
 
     def publish_all(self) -> None:

@@ -7,11 +7,13 @@
 //
 // With pvhpc's own server (pvhpc/node/quickview.py) a mouse event and its picture are one call,
 // pvhpc.viewport.interact: rendered once, and the answer is the picture the event made. Over a link whose round
-// trip is a good part of a render (LINK_SHARE: from home, over a VPN) a second call goes out before the first is
-// answered, so that the server, which takes them one after another, starts the next render as soon as it has sent
-// a picture instead of idling while the picture travels and the next move comes back; the moves made meanwhile
-// still collapse into the latest. Close by, one at a time: a second call there would only wait at the server and
-// show each picture a render later. Other ParaViewWeb servers (the Visualizer's) get
+// trip is a good part of a render (more than LINK_SHARE of one: from home, over a VPN) a second call goes out
+// before the first is answered: the server, which takes calls one after another, then renders the second while the
+// first's picture travels and the next move comes back, instead of idling through the whole round trip (up to
+// twice the pictures; back to back once the round trip is shorter than a render). The moves made meanwhile still
+// collapse into the latest, and no third call goes out, so a picture of a drag is at most a render older. Close
+// by, one at a time: a second call there would only wait at the server. Other ParaViewWeb servers (the
+// Visualizer's) get
 // ParaView's pair, one event at a time: viewport.mouse.interaction, then viewport.image.render, which renders again
 // and, while ParaView's encoder is busy, answers `stale` with the picture before.
 
@@ -35,8 +37,8 @@ const MAX_PIXELS = 1920 * 1200;        // a frame larger than this costs more th
 const STALE_RETRY_MS = 40;
 const HELLO_TIMEOUT_MS = 20000;
 const INTERACT = "pvhpc.viewport.interact";
-const INTERACT_IN_FLIGHT = 2;          // calls out at once over a far link ...
-const LINK_SHARE = 0.25;               // ... one whose round trip, less the server's work, is this much of a render
+const INTERACT_IN_FLIGHT = 2;          // interact calls out at once over a far link ...
+const LINK_SHARE = 0.25;               // ... one whose round trip, less the server's work, is more than this of a render
 const RECONNECT_DELAYS_MS = [1000, 2000, 4000, 8000, 15000, 30000];
 const RECONNECT_FOR_MS = 10 * 60 * 1000;
 const UNUSED_MS = 5 * 60 * 1000;
@@ -106,7 +108,7 @@ export class RemoteView {
     try {
       const asked = performance.now();
       const first = await this.connection.call(INTERACT, [[], this._options(STILL_QUALITY, 0)]);
-      this._timed(first, asked, true);
+      this._measureLink(first, asked, true);
       this._show(first, STILL_QUALITY);
       this.direct = true;
     } catch (error) {
@@ -140,11 +142,7 @@ export class RemoteView {
   }
 
   async _connect() {
-    // What was asked of a connection before it dropped is not asked again of the next: a drag ended with it.
-    this.waiting = [];
-    this.inFlight = 0;
-    this.shown = Promise.resolve();
-    this.queuedMove = null;
+    this._forgetCalls();
     this.connection = await connect(this.url, this.secret, (event) => {
       this.connection = null;
       this.detach();
@@ -155,6 +153,15 @@ export class RemoteView {
       if (Date.now() - this.lastUse > UNUSED_MS) this._reconnectOnReturn(why);
       else this._reconnect(why);
     });
+  }
+
+  // What was asked of a connection before it dropped is not asked again of the next: a drag ended with it. (Its
+  // answers, should any still come, are dropped: _pump.)
+  _forgetCalls() {
+    this.waiting = [];
+    this.inFlight = 0;
+    this.shown = Promise.resolve();
+    this.queuedMove = null;
   }
 
   // A view nobody used lately: reconnected when its person is back, not before (see the top of this file).
@@ -316,8 +323,9 @@ export class RemoteView {
   }
 
   // What an INTERACT answer says of the link and the server: the server's work for a picture, and, for a call that
-  // was out alone (its round trip not spent waiting behind another), the rest of its round trip, the link's.
-  _timed(reply, asked, alone) {
+  // was out alone (its round trip not spent waiting behind another of this view's calls), the rest of its round
+  // trip, the link's.
+  _measureLink(reply, asked, alone) {
     if (!reply || typeof reply.workTime !== "number") return;
     if (reply.image) this.workMs = reply.workTime;
     if (alone) this.linkMs = Math.max(0, performance.now() - asked - reply.workTime);
@@ -439,7 +447,8 @@ export class RemoteView {
       Object.assign(this.queuedMove, event);   // not sent yet: send the latest position instead
       return;
     }
-    if (action === "move") this.queuedMove = event;
+    // A button's down or up ends what a waiting move may take: a later move goes after it, not into one before it.
+    this.queuedMove = action === "move" ? event : null;
     this._send([event]);
   }
 
@@ -466,20 +475,27 @@ export class RemoteView {
   // the still quality. An answer that arrives for a connection since replaced is dropped.
   _pump() {
     const connection = this.connection;
-    const most = this.linkMs > LINK_SHARE * this.workMs ? INTERACT_IN_FLIGHT : 1;
-    while (connection && this.inFlight < most && this.waiting.length) {
+    const allowedOut = this.linkMs > LINK_SHARE * this.workMs ? INTERACT_IN_FLIGHT : 1;
+    while (connection && this.inFlight < allowedOut && this.waiting.length) {
       const events = this.waiting.shift();
       if (events.includes(this.queuedMove)) this.queuedMove = null;   // sent: the next move is queued anew
       const last = events[events.length - 1];
       const quality = last.action !== "up" && this.dragButton !== null ? MOVING_QUALITY : STILL_QUALITY;
-      const alone = this.inFlight === 0;
+      // Alone: no other call of this view's ahead of it at the server (the render loop's neither), so its round
+      // trip is the link's and the server's work only.
+      const alone = this.inFlight === 0 && !this.rendering;
       const asked = performance.now();
+      let answer;
+      try {
+        answer = connection.call(INTERACT, [events, this._options(quality, this.mtime)]);
+      } catch (error) {
+        answer = Promise.reject(error);   // (a connection that throws at once still ends the call below)
+      }
       this.inFlight += 1;
-      const answer = connection.call(INTERACT, [events, this._options(quality, this.mtime)]);
       this.shown = this.shown.then(() => answer).then(
         (reply) => {
           if (this.connection !== connection) return;
-          this._timed(reply, asked, alone);
+          this._measureLink(reply, asked, alone);
           this._show(reply, quality);
         },
         (error) => {
