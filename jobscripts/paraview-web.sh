@@ -71,7 +71,7 @@ cleanup() {
     done
     for pid in "${child_pids[@]}"; do
         for _ in 1 2 3 4 5 6 7 8 9 10; do
-            kill -0 "$pid" 2>/dev/null || break
+            kill -0 "$pid" 2>/dev/null || continue 2   # gone: its pid may be another process's by now
             sleep 0.2
         done
         kill -KILL "$pid" 2>/dev/null
