@@ -36,6 +36,11 @@ MINIMAL_SITE = {"partitions": {"gpu": {"gpu_type": "a100", "gpus": {"max": 2}}},
 # Partition cpu of the test cluster for parallel sessions (cpu01 and cpu02), and the pvserver they run.
 PARALLEL_CPU = {"walltime": {"default": 30, "max": 120}, "max_nodes": 2, "max_ranks": 4, "max_ranks_per_node": 2}
 PVSERVER = ["/usr/bin/pvserver", "--force-offscreen-rendering"]
+# A display for a ParaView started by a test itself (not by a session's job). -noreset: without it Xvfb resets
+# when its first client disconnects, and ParaView opens the display more than once at start, so a start under load
+# now and then found it resetting: "bad X server connection", SIGABRT, exit 134 (2.5 % of 360 starts with two busy
+# loops beside them, none of 120 with it). The sessions' job script starts its Xvfb so for the same reason.
+XVFB_RUN = ["xvfb-run", "-a", "-s", "-screen 0 1280x1024x24 -noreset"]
 
 
 def pvhpc(*args, url: str | None = None, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:

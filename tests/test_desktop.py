@@ -32,7 +32,8 @@ from pvhpc.client.desktop import DesktopConnection, DesktopError, session_proble
 from pvhpc.config import ConfigError, embedded_defaults, parse
 from pvhpc.paths import PACKAGE_DIR
 
-from tests.helpers import PARALLEL_CPU, PVSERVER, REPO, foreground_fraction, hues, pvhpc, wait_until
+from tests.helpers import (PARALLEL_CPU, PVSERVER, REPO, XVFB_RUN, foreground_fraction, hues, pvhpc,
+                           wait_until)
 
 BRIDGE = PACKAGE_DIR / "node" / "desktop_bridge.py"
 
@@ -376,7 +377,7 @@ def paraview_client(port: int, image: Path, data: Path, hold: bool = False) -> s
     """pvpython connected to cs://localhost:PORT (on a private X display: Debian's pvpython renders with GLX)."""
     script = image.parent / "client.py"
     script.write_text(CLIENT)
-    return subprocess.Popen(["xvfb-run", "-a", "pvpython", str(script), str(port), str(image), str(data),
+    return subprocess.Popen([*XVFB_RUN, "pvpython", str(script), str(port), str(image), str(data),
                              "hold" if hold else "once"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)   # xvfb-run, its Xvfb and pvpython: killed together, as a group

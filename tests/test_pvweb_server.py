@@ -11,6 +11,8 @@ import pytest
 
 from pvhpc.paths import SERVER_SCRIPT
 
+from tests.helpers import XVFB_RUN
+
 pytestmark = pytest.mark.paraview
 
 
@@ -20,7 +22,7 @@ def start_server(runtime_dir, *args, env_secret=None):
     if env_secret is not None:
         env["PVHPC_SECRET"] = env_secret
     return subprocess.run(
-        ["xvfb-run", "-a", "/usr/bin/pvpython", "--no-mpi", str(SERVER_SCRIPT), "--port", "0", *args],
+        [*XVFB_RUN, "/usr/bin/pvpython", "--no-mpi", str(SERVER_SCRIPT), "--port", "0", *args],
         env=env, capture_output=True, text=True, timeout=120,
     )
 
@@ -65,10 +67,13 @@ def contained_server(runtime_dir, tmp_path):
     sibling.mkdir()
     (sibling / "outside.vtk").write_text(TRIANGLE)
     (data / "etc").symlink_to("/etc")
-    env = dict(os.environ, PYTHONPATH=str(runtime_dir), PVHPC_SECRET="s3cret-for-test")
+    # A start that dies says where: Python's tracebacks on a fatal signal, glibc's abort message on stderr (not the
+    # terminal, which a test has none of).
+    env = dict(os.environ, PYTHONPATH=str(runtime_dir), PVHPC_SECRET="s3cret-for-test", PYTHONFAULTHANDLER="1",
+               LIBC_FATAL_STDERR_="1")
     xvfb_errors = tmp_path / "xvfb.log"   # xvfb-run sends Xvfb's and xauth's words nowhere unless told (-e)
     proc = subprocess.Popen(
-        ["xvfb-run", "-a", "-e", str(xvfb_errors), "/usr/bin/pvpython", "--no-mpi", str(SERVER_SCRIPT), "--port", "0",
+        [*XVFB_RUN, "-e", str(xvfb_errors), "/usr/bin/pvpython", "--no-mpi", str(SERVER_SCRIPT), "--port", "0",
          "--host", "127.0.0.1", "--data", str(data), "--timeout", "120"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True,   # xvfb-run, its Xvfb and the server: stopped together, as one process group

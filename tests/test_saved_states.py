@@ -11,7 +11,7 @@ from pvhpc.sessions.savedstates import SavedStates, save_prefix, saved_state_dir
 from pvhpc.sessions.outcomes import NotAllowed
 from pvhpc.sessions.spec import RequestError, parse_spec
 from pvhpc.web.errors import status_of
-from tests.helpers import run
+from tests.helpers import XVFB_RUN, run
 
 STATE = """<GenericParaViewApplication>
   <ServerManagerState version="5.11.0">
@@ -306,7 +306,7 @@ def test_the_server_refuses_on_the_node_a_state_reading_data_outside_its_roots(r
     escaping.write_text(STATE.format(data="/etc/hostname"))
     env = dict(os.environ, PYTHONPATH=str(runtime_dir), PVHPC_SECRET="s", PVHPC_STATE_LOAD=str(escaping),
                PVHPC_STATE_ROOTS=str(data), PVHPC_STATE_SAVE=str(tmp_path / "states" / "s1"))
-    proc = subprocess.run(["xvfb-run", "-a", "/usr/bin/pvpython", "--no-mpi", str(SERVER_SCRIPT), "--port", "0",
+    proc = subprocess.run([*XVFB_RUN, "/usr/bin/pvpython", "--no-mpi", str(SERVER_SCRIPT), "--port", "0",
                            "--data", str(data)], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 3, (proc.stdout, proc.stderr)
     assert f"the state {escaping} reads /etc/hostname, outside the session's data roots ({data})" in proc.stderr
@@ -418,7 +418,7 @@ def test_the_server_loads_its_users_own_state_with_its_code_and_refuses_anothers
     def start_from_it():
         env = dict(os.environ, PYTHONPATH=str(runtime_dir), PVHPC_SECRET="s", PVHPC_STATE_LOAD=str(state),
                    PVHPC_STATE_ROOTS=str(data), PVHPC_STATE_SAVE=str(tmp_path / "states" / "s1"))
-        return subprocess.Popen(["xvfb-run", "-a", "/usr/bin/pvpython", "--no-mpi", str(SERVER_SCRIPT), "--port",
+        return subprocess.Popen([*XVFB_RUN, "/usr/bin/pvpython", "--no-mpi", str(SERVER_SCRIPT), "--port",
                                  "0", "--data", str(data)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True, start_new_session=True)
 
