@@ -12,10 +12,11 @@
 // first's picture travels and the next move comes back, instead of idling through the whole round trip (up to
 // twice the pictures; back to back once the round trip is shorter than a render). The moves made meanwhile still
 // collapse into the latest, and no third call goes out, so a picture of a drag is at most a render older. Close
-// by, one at a time: a second call there would only wait at the server. Other ParaViewWeb servers (the
-// Visualizer's) get
-// ParaView's pair, one event at a time: viewport.mouse.interaction, then viewport.image.render, which renders again
-// and, while ParaView's encoder is busy, answers `stale` with the picture before.
+// by, one at a time: a second call there would only wait at the server.
+//
+// Other ParaViewWeb servers (the Visualizer's) get ParaView's pair, one event at a time:
+// viewport.mouse.interaction, then viewport.image.render, which renders again and, while ParaView's encoder is
+// busy, answers `stale` with the picture before.
 
 // A dropped websocket (a network drop, a laptop's sleep, a front end's restart) is not the end of the view: it
 // reconnects by itself to the same session, with backoff (1 s, 2 s, 4 s ... 30 s, a little jitter so that the tabs a
