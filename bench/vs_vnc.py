@@ -409,6 +409,13 @@ class Probe:
         return found
 
 
+def delayed_link(target: tuple[str, int], round_trip_ms: float, undo: Teardown) -> DelayedLink:
+    """A DelayedLink (--link-delay) to ``target``, stopped with the bench."""
+    link = DelayedLink(target, round_trip_ms).start()
+    undo.add(link.stop, f"stop the delayed link to {target[0]}:{target[1]}")
+    return link
+
+
 # -- the three paths ----------------------------------------------------------------------------------------
 
 class Bench:
@@ -419,11 +426,6 @@ class Bench:
         self.count = 0
         self.page_url = svc.url   # the browser's way to pvhpc (main() puts a --link-delay link in between)
 
-    def linked(self, target: tuple[str, int]) -> DelayedLink:
-        """A DelayedLink (--link-delay) to ``target``, stopped with the bench."""
-        link = DelayedLink(target, self.args.link_delay).start()
-        self.undo.add(link.stop, f"stop the delayed link to {target[0]}:{target[1]}")
-        return link
 
     def measure(self, name: str, probe: Probe, selectors: list[str], requested: float,
                 renders: Path | None = None, steps: dict | None = None) -> Run:
@@ -514,7 +516,7 @@ class Bench:
             wait_port(host, int(info["port"]), 30)
             where = f"{host}:{info['port']}"
             if self.args.link_delay:
-                where = f"127.0.0.1:{self.linked((host, int(info['port']))).port}"
+                where = f"127.0.0.1:{delayed_link((host, int(info['port'])), self.args.link_delay, self.undo).port}"
             probe.page.goto(f"http://{where}/vnc.html?autoconnect=true&resize=off"
                             f"&password={info['password']}")
             return self.measure(VNC, probe, ["#noVNC_canvas", "canvas"], requested, directory / "renders.log",
@@ -669,9 +671,7 @@ def main() -> int:
         svc = ServiceProcess(work / "svc", config)
         page_url = svc.url
         if args.link_delay:   # its port known, the service told that pages come from the link's origin
-            link = DelayedLink(("127.0.0.1", svc.port), args.link_delay).start()
-            undo.add(link.stop, "stop the delayed link to the service")
-            page_url = f"http://127.0.0.1:{link.port}"
+            page_url = f"http://127.0.0.1:{delayed_link(('127.0.0.1', svc.port), args.link_delay, undo).port}"
             config["service"]["allowed_origins"] = [page_url]
             svc = ServiceProcess(work / "svc", config)
         undo.add(svc.stop, "stop the service")

@@ -55,15 +55,10 @@ class LaunchHandler(JSONHandler):
         if not isinstance(session_id, str) or not SESSION_ID.match(session_id):
             raise APIError("must be the id of one of your sessions", field="attach")
         record = await self.ctx.service.get(session_id)
-        shared = None
-        if record is not None and record.user != user:
-            # Not the owner (staff included: attaching hands out the secret): a user it is shared with gets their
-            # own key instead, where their role lets them use the application's own client.
-            grant = await self.grant_for(record)
-            if grant is None:
-                raise APIError(f"no session {session_id}", status=404, field="attach")
-            shared = (record, grant)
-        if record is None:
+        # Not the owner (staff included: attaching hands out the secret): a user it is shared with gets their own key
+        # instead, where their role lets them use the application's own client; anyone else, no such session.
+        grant = await self.grant_for(record)
+        if record is None or (record.user != user and grant is None):
             raise APIError(f"no session {session_id}", status=404, field="attach")
         wanted = body.get("application")
         if wanted is not None and wanted != record.application:
@@ -73,8 +68,8 @@ class LaunchHandler(JSONHandler):
             raise APIError(f"session {session_id} is {record.state}, not ready"
                            + (f" ({record.detail})" if record.detail else ""), status=409, field="attach",
                            extra={"id": record.id, "state": record.state})
-        if shared is not None:
-            return self.send(self.for_page(self._for_sharee(*shared)))
+        if grant is not None:
+            return self.send(self.for_page(self._for_sharee(record, grant)))
         await self.ctx.service.hand_out(record)
         self.send(self.for_page(self.session_view(record)))
 
