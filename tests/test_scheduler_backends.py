@@ -126,13 +126,16 @@ def test_unreachable_controller_is_unavailable_not_gone(backend, tmp_path):
     scheduler = make_scheduler(backends.offline_section(backend, env, 30), LocalRunner(env))
     try:
         for question in (scheduler.query(["1", "2"]), scheduler.find_by_name(["pvhpc-x"]), scheduler.partitions(),
-                         scheduler.node_addresses(), scheduler.cancel("1")):
+                         scheduler.node_addresses()):
             with pytest.raises(SchedulerUnavailable):
                 run(question)
-        # sbatch that never connected: certainly nothing queued, so the service can answer at once.
+        # sbatch and scancel that never connected: certainly nothing queued or cancelled, so the service can
+        # answer at once, without trying again what Slurm's client has retried already.
         with pytest.raises(ControllerDown, match="connect failure"):
             run(scheduler.submit(JobRequest(script="#!/bin/bash\n", name="x", partition="p", time_limit_minutes=1,
                                             output=str(tmp_path / "o"))))
+        with pytest.raises(ControllerDown, match="connect failure"):
+            run(scheduler.cancel("1"))
     finally:
         scheduler.close()
 
@@ -172,6 +175,24 @@ def silent_controller():
 
     threading.Thread(target=hold, daemon=True).start()
     return server, held
+
+
+@pytest.mark.parametrize("backend", backends.BACKENDS)
+def test_a_cancel_the_controller_never_answers_is_not_called_never_sent(backend, tmp_path):
+    """A kill that went out and timed out (a busy slurmctld) may have been done: SchedulerUnavailable, which the
+    service tries once more, never ControllerDown, which it does not."""
+    from pvhpc.scheduler.runners import LocalRunner
+
+    server, _ = silent_controller()
+    env = unreachable_conf(tmp_path, server.getsockname()[1], message_timeout=2)
+    scheduler = make_scheduler(backends.offline_section(backend, env, 30), LocalRunner(env))
+    try:
+        with pytest.raises(SchedulerUnavailable) as e:
+            run(scheduler.cancel("1"))
+        assert not isinstance(e.value, ControllerDown) and "timed out" in e.value.message.lower(), e.value.message
+    finally:
+        scheduler.close()
+        server.close()
 
 
 def test_pyslurm_waiting_on_a_hung_controller_leaves_the_event_loop_free_and_gives_up_at_the_timeout(tmp_path):

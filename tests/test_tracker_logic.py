@@ -229,3 +229,56 @@ def test_session_ids_survive_a_client_that_lowercases_its_session_url():
     assert len(ids) == 2000
     assert all(len(i) == 32 and i == i.lower() and i.isalnum() and i.isascii() for i in ids)
     assert set("".join(ids)) == set(service.SESSION_ID_ALPHABET)
+
+
+def test_a_users_cancel_that_slurm_times_out_is_tried_once_more(world, monkeypatch):
+    """A busy controller times out a kill (it may have done it): the user's cancel is tried again, and the session
+    ends. A controller still away after that: 503, the session stays live, nothing is lost, the user tries again."""
+    from pvhpc.scheduler import SchedulerUnavailable
+    from pvhpc.sessions import service as service_module
+    from pvhpc.sessions.outcomes import SchedulerAway
+
+    monkeypatch.setattr(service_module, "CANCEL_RETRY_PAUSE_S", 0)
+    store, sched, tracker = world
+    add(store, 1)
+    add(store, 2)
+    timeouts = {"1001": 1, "1002": 2}
+    cancel = sched.cancel
+
+    async def busy(job_id, user=None):
+        if timeouts[job_id]:
+            timeouts[job_id] -= 1
+            sched.calls.append(("cancel timed out", job_id))
+            raise SchedulerUnavailable(f"scancel: error: Kill job error on job id {job_id}: Socket timed out on "
+                                       "send/recv operation")
+        await cancel(job_id, user)
+
+    sched.cancel = busy
+    service = tracker.service
+    assert asyncio.run(service.cancel(store.get("s1"))).end_reason == "cancelled"
+    assert sched.calls == [("cancel timed out", "1001"), ("cancel", "1001")]
+    with pytest.raises(SchedulerAway, match="could not reach the scheduler to cancel job 1002: .*Socket timed out"):
+        asyncio.run(service.cancel(store.get("s2")))
+    assert store.get("s2").state == "queued"
+    assert asyncio.run(service.cancel(store.get("s2"))).end_reason == "cancelled"   # the user's second try
+    assert sched.calls[2:] == [("cancel timed out", "1002")] * 2 + [("cancel", "1002")]
+
+
+def test_a_users_cancel_that_never_reached_slurm_is_not_tried_again(world):
+    """"connect failure": slurmctld took no connection and Slurm's client has retried already; the user hears
+    at once, the session stays live."""
+    from pvhpc.scheduler import ControllerDown
+    from pvhpc.sessions.outcomes import SchedulerAway
+
+    store, sched, tracker = world
+    add(store, 1)
+
+    async def down(job_id, user=None):
+        sched.calls.append(("cancel", job_id))
+        raise ControllerDown("scancel: error: Kill job error on job id 1001: Unable to contact slurm controller "
+                             "(connect failure)")
+
+    sched.cancel = down
+    with pytest.raises(SchedulerAway, match="connect failure"):
+        asyncio.run(tracker.service.cancel(store.get("s1")))
+    assert sched.calls == [("cancel", "1001")] and store.get("s1").state == "queued"

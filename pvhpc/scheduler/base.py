@@ -30,7 +30,14 @@ class SchedulerUnavailable(PvhpcError):
 
 
 class ControllerDown(SchedulerUnavailable):
-    """A submission never reached the controller (no connection at all): certainly nothing was queued."""
+    """A request never reached the controller (no connection at all): certainly nothing was done, no job queued
+    and none cancelled. Slurm's own clients have already retried the connection by then."""
+
+
+def unavailable(message: str) -> SchedulerUnavailable:
+    """What Slurm's words of a request that got no answer mean: ControllerDown for its "connect failure" (no
+    connection at all), else SchedulerUnavailable (it may have timed out after the request went out)."""
+    return (ControllerDown if "(connect failure)" in message else SchedulerUnavailable)(message)
 
 
 class SubmitRefused(PvhpcError):

@@ -40,8 +40,8 @@ from datetime import datetime
 from pathlib import Path
 
 from pvhpc.errors import PvhpcError
-from pvhpc.scheduler.base import (ChangeRefused, ControllerDown, JobInfo, JobRequest, PartitionInfo, Scheduler,
-                                  SchedulerUnavailable, SubmitRefused)
+from pvhpc.scheduler.base import (ChangeRefused, JobInfo, JobRequest, PartitionInfo, Scheduler, SchedulerUnavailable,
+                                  SubmitRefused, unavailable)
 from pvhpc.scheduler.runners import CommandUnavailable, LocalRunner, SudoRunner
 from pvhpc.scheduler.slurm_cli import UNREACHABLE, _gres_gpus, latest_by_name, time_limit_argv
 from pvhpc.scheduler.slurm_install import SlurmVersion, tool_path
@@ -248,10 +248,7 @@ class PySlurm(Scheduler):
         try:
             return await self._call("submit", description=self.description(request))
         except SchedulerUnavailable as e:
-            # "connect failure": the request never reached slurmctld, so certainly nothing was queued.
-            if "(connect failure)" in str(e):
-                raise ControllerDown(str(e)) from None
-            raise
+            raise unavailable(str(e)) from None
         except _Refusal as e:
             raise SubmitRefused(f"slurm_submit_batch_job: {e.error}") from None
 
@@ -282,6 +279,8 @@ class PySlurm(Scheduler):
     async def cancel(self, job_id: str, user: str | None = None) -> None:
         try:
             await self._call("cancel", job_id=str(job_id))
+        except SchedulerUnavailable as e:
+            raise unavailable(str(e)) from None
         except _Refusal as e:
             raise SchedulerUnavailable(f"pyslurm cancel {job_id}: {e.error}") from None
 

@@ -15,8 +15,8 @@ from datetime import datetime
 
 from pvhpc.jobs.durations import parse_minutes as _parse_minutes
 from pvhpc.scheduler.runners import CommandRunner, CommandResult, CommandUnavailable, SudoRunner
-from pvhpc.scheduler.base import (ChangeRefused, ControllerDown, JobInfo, JobRequest, PartitionInfo, Scheduler,
-                                  SchedulerUnavailable, SubmitRefused)
+from pvhpc.scheduler.base import (ChangeRefused, JobInfo, JobRequest, PartitionInfo, Scheduler, SchedulerUnavailable,
+                                  SubmitRefused, unavailable)
 from pvhpc.scheduler.slurm_install import SlurmVersion, tool_path
 from pvhpc.scheduler.slurm_states import job_info
 
@@ -140,7 +140,7 @@ class SlurmCLI(Scheduler):
 
     def _unavailable_or(self, result: CommandResult, exc_type):
         if UNREACHABLE.search(result.stderr):
-            return SchedulerUnavailable(result.describe())
+            return unavailable(result.describe())
         return exc_type(result.describe())
 
     @staticmethod
@@ -177,9 +177,6 @@ class SlurmCLI(Scheduler):
     async def submit(self, request: JobRequest) -> str:
         result = await self._run(self.sbatch_argv(request), input=request.script, user=request.user)
         if not result.ok:
-            # "connect failure": sbatch never got a connection, unlike a timeout after the request went out.
-            if "(connect failure)" in result.stderr:
-                raise ControllerDown(result.describe())
             raise self._unavailable_or(result, SubmitRefused)
         job_id = result.stdout.strip().split(";")[0]
         if not job_id.isdigit():
@@ -222,7 +219,7 @@ class SlurmCLI(Scheduler):
     async def cancel(self, job_id: str, user: str | None = None) -> None:
         result = await self._run(["scancel", job_id], user=user)
         if not result.ok and INVALID_JOB_ID not in result.stderr:
-            raise SchedulerUnavailable(result.describe())
+            raise unavailable(result.describe())
 
     async def set_time_limit(self, job_id: str, minutes: int, through: str) -> None:
         argv, runner = time_limit_argv(job_id, minutes, through, self.extend_helper), None

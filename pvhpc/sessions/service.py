@@ -39,6 +39,9 @@ log = logging.getLogger("pvhpc.sessions.service")
 S = SessionState
 # Seconds within which a ready report that Slurm's node view refuses does not read that view again.
 NODES_REREAD_S = 10.0
+# Tries of a user's cancel against a scheduler that does not answer (SessionService._cancel_for_user).
+CANCEL_TRIES = 2
+CANCEL_RETRY_PAUSE_S = 1.0
 
 
 def random_word() -> str:
@@ -284,16 +287,30 @@ class SessionService:
             return record
         cancelled = jobs_of(record)
         for job_id in cancelled:
-            try:
-                await self.scheduler.cancel(job_id, record.user)
-            except SchedulerUnavailable as e:
-                raise SchedulerAway(f"could not reach the scheduler to cancel job {job_id}: {e}") from None
+            await self._cancel_for_user(job_id, record.user)
         await self.apply(record.id, lifecycle.ended(EndReason.CANCELLED))
         ended = await self.db.get(record.id)
         # A successor submitted after ``record`` was read is in the row only; once ended, none is submitted.
         if ended is not None:
             await self._cancel_ids(ended.user, [j for j in jobs_of(ended) if j not in cancelled])
         return ended
+
+    async def _cancel_for_user(self, job_id: str, user: str) -> None:
+        """Cancel ``job_id`` for a user who is waiting on the answer: once more after a pause if the request
+        went out and got no answer. A busy controller times out a kill it may well have done (seen with 31
+        cancels at once on 2 cores); cancelling a cancelled job again is harmless (scancel exits 0 on 22.05 and
+        25.11). A controller that took no connection (ControllerDown) is not tried again: Slurm's client has
+        retried that already. Only a scheduler still away is the user's to hear about: the session stays live,
+        to be cancelled again."""
+        for attempt in range(CANCEL_TRIES):
+            try:
+                await self.scheduler.cancel(job_id, user)
+                return
+            except SchedulerUnavailable as e:
+                if attempt + 1 == CANCEL_TRIES or isinstance(e, ControllerDown):
+                    raise SchedulerAway(f"could not reach the scheduler to cancel job {job_id}: {e}") from None
+                log.warning("cancelling job %s: the scheduler did not answer (%s); trying once more", job_id, e)
+                await asyncio.sleep(CANCEL_RETRY_PAUSE_S)
 
     # -- the job's report --------------------------------------------------------
     async def reporting(self, session_id: str, token: str, live: bool = False) -> SessionRecord:
