@@ -343,3 +343,38 @@ def test_of_two_publishes_at_once_only_the_later_ones_sharees_reach_the_front_en
 
     asyncio.run(share_then_revoke())
     assert told == [[]]
+
+
+def test_a_share_request_waits_on_the_directory_off_the_event_loop(tmp_path):
+    """Whether a named user exists is NSS's to say, perhaps a directory server's over the network: while it is
+    slow to answer one owner's share, the service answers everyone else."""
+    import asyncio
+    import threading
+
+    from tests.harness.inprocess import served
+
+    app, tokens = sharing_app(tmp_path)
+    answered = threading.Event()
+    waits = []
+
+    class SlowDirectory(Directory):
+        def user_exists(self, name):
+            # Answers once another request has been answered meanwhile; on the loop, it would wait 3 s in vain.
+            waits.append(answered.wait(3))
+            return super().user_exists(name)
+
+    app.ctx.sharing.directory = SlowDirectory()
+
+    async def share_while_carol_lists():
+        async with served(app) as there:
+            share = asyncio.ensure_future(there.fetch("POST", SHARES, {"user": "bob", "role": "view"},
+                                                      {"Authorization": f"token {tokens['alice']}"}))
+            await asyncio.sleep(0.2)
+            listed = await asyncio.wait_for(there.fetch("GET", "/api/v1/sessions", None,
+                                                        {"Authorization": f"token {tokens['carol']}"}), 5)
+            answered.set()
+            return listed, await share
+
+    listed, shared = asyncio.run(share_while_carol_lists())
+    assert listed.code == 200 and shared.code == 201, (listed.code, shared.code)
+    assert waits == [True]

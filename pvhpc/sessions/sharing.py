@@ -274,7 +274,9 @@ class Sharing:
             raise SharingError(f"only the session's owner ({record.user}) shares it or ends a share", status=403)
 
     async def share(self, record: SessionRecord, actor: str, body) -> ShareGrant:
-        sharee, role = self.check_request(record, actor, body)
+        # Off the loop, as every NSS lookup here: whether the user or group exists may ask a directory server.
+        sharee, role = await asyncio.get_running_loop().run_in_executor(self._nss, self.check_request, record,
+                                                                       actor, body)
         detail = f"shared with {sharee.kind} {sharee.name} ({role})"
         made = await self.db.write(self.shares.grant, record.id, sharee.kind, sharee.name, role, detail)
         if made is None:
