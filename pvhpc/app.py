@@ -147,11 +147,13 @@ class PvhpcApp:
         self.feed = StoreFeed(store, bus) if leadership.shared else None
         metrics.watch(bus, self.tracker, frontend)
         self.walltime_warnings = WalltimeWarnings(config.service.walltime_warnings, bus)
+        sharing = Sharing(config, store, on_sharees=frontend.set_sharees)
+        bus.on_change(sharing.session_changed)
         self.ctx = Context(config, store, scheduler, bus, service, frontend,
                            make_authenticator(config.auth, tokens), tokens,
                            RateLimiter(config.limits.requests_per_minute), logs,
                            self.tracker, metrics, continuation=continuation,
-                           sharing=Sharing(config, store, on_sharees=frontend.set_sharees),
+                           sharing=sharing,
                            more_time=MoreTime(config, scheduler, service, metrics.extension))
         self.web = tornado.web.Application(frontend.handlers(self.ctx) + routes(self.ctx),
                                            default_handler_class=NotFoundHandler,

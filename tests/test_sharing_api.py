@@ -378,3 +378,44 @@ def test_a_share_request_waits_on_the_directory_off_the_event_loop(tmp_path):
     listed, shared = asyncio.run(share_while_carol_lists())
     assert listed.code == 200 and shared.code == 201, (listed.code, shared.code)
     assert waits == [True]
+
+
+def test_a_group_member_the_group_does_not_list_is_named_to_the_front_end_before_their_key_is_handed_out(tmp_path):
+    """dave's login gets group vislab (his primary group) but its member list leaves him out, as a directory
+    leaves out those whose primary group it is: the front end's list names him once he is handed his key, before
+    the answer leaves, and no longer once the group's grant is revoked or the session has ended."""
+    app, tokens = sharing_app(tmp_path, groups=True)
+
+    class PrimaryGroups(Directory):
+        def groups_of(self, user):
+            return super().groups_of(user) + (["vislab"] if user == "dave" else [])
+
+    app.ctx.sharing.directory = PrimaryGroups(users=("alice", "bob", "carol", "dave"),
+                                              groups={"vislab": ["bob", "carol"]})
+    tokens["dave"] = app.ctx.tokens.create("dave", "t", 1)[1]
+    told = []
+    app.ctx.sharing.on_sharees = lambda session_id, users: told.append(sorted(users))
+
+    def sharees_when_dave_got(path):
+        [r] = fetch_all(app, [("GET", path, None)], headers={"Authorization": f"token {tokens['dave']}"})
+        return json.loads(r.body), list(told[-1])
+
+    ask(app, tokens, ("alice", "POST", SHARES, {"group": "vislab", "role": "view"}))
+    assert told == [["bob", "carol"]]
+    listed, named = sharees_when_dave_got("/api/v1/sessions")
+    assert [s["id"] for s in listed["sessions"]] == [SID] and listed["sessions"][0]["secret"]
+    assert named == ["bob", "carol", "dave"]
+    one, named = sharees_when_dave_got(f"/api/v1/sessions/{SID}")
+    assert one["secret"] and named == ["bob", "carol", "dave"] and len(told) == 2   # told once, not per request
+    (_, bobs), = ask(app, tokens, ("bob", "GET", "/api/v1/sessions", None))   # a listed member: nothing to tell
+    assert bobs["sessions"] and len(told) == 2
+
+    (gone, _), = ask(app, tokens, ("alice", "DELETE", f"{SHARES}/vislab?kind=group", None))
+    assert gone == 200 and told[-1] == []
+    ask(app, tokens, ("alice", "POST", SHARES, {"group": "vislab", "role": "view"}))
+    assert told[-1] == ["bob", "carol"]   # dave again only when he is handed a key again
+    sharees_when_dave_got("/api/v1/sessions")
+    assert told[-1] == ["bob", "carol", "dave"]
+    app.ctx.store.change(SID, lifecycle.ended(lifecycle.EndReason.CANCELLED))
+    app.ctx.sharing.session_changed(app.ctx.store.get(SID))
+    assert SID not in app.ctx.sharing._through_groups

@@ -9,6 +9,7 @@ Screenshots of each step are kept under test-artifacts/<test name>/.
 
 from __future__ import annotations
 
+import grp
 import shutil
 import subprocess
 import time
@@ -211,7 +212,7 @@ def test_view_only_holds_behind_apache(unix_users, service_factory, apache_facto
     svc = service_factory(frontend={"kind": "apache", "map_file": str(map_file), "map_group": "www-data",
                                     "session_url": session_url},
                           auth={"kind": "header", "header": "X-Remote-User", "users_trust_each_other": True},
-                          public_url=f"http://127.0.0.1:{port}").start()
+                          public_url=f"http://127.0.0.1:{port}", sharing={"groups": True}).start()
     apache = apache_factory(apacheconf.Site("localhost", map_file, svc.frontend_target, port=port,
                                             auth_include=login)).start()
     with chromium() as browser:
@@ -260,6 +261,15 @@ def test_view_only_holds_behind_apache(unix_users, service_factory, apache_facto
         history = [h["detail"] for h in svc.user_client(alice_name).get(session_id)["history"]]
         assert f"{bob_name} connected (view, shared)" in history, history
         alice.page.click("#share-close")
+
+        # A group that does not list bob, though his login gets it: his own primary group (useradd's). Apache's map
+        # names him once pvhpc hands him his key, before the answer leaves, and his websocket gets through.
+        svc.user_client(alice_name).share(session_id, group=bob_name, role="view")
+        assert bob_name not in (grp.getgrnam(bob_name).gr_mem or [])
+        key = bob.page.evaluate("id => fetch(`api/v1/sessions/${id}`).then((r) => r.json())", session_id)["secret"]
+        assert f"{session_id}.as.{bob_name} " in map_file.read_text()
+        tried = bob.page.evaluate(TRY_EVERYTHING, [proxy, key])
+        assert tried["hello"] and tried["picture"] == "ok" and tried["mouse"] == "error -32003", tried
         alice.page.click("#cancel")
         alice.page.wait_for_selector('#session-state[data-state="ended"]', timeout=30_000)
         assert alice.errors == [] and bob.errors == []

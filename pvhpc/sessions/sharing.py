@@ -61,7 +61,7 @@ class UnixDirectory:
         """The group's listed members (its member list in /etc/group, LDAP's memberUid/member, ...). Not the users
         whose primary group it is without being listed: finding them means walking every account (getpwall),
         which a directory with enumeration off (sssd's default) answers with local accounts only, and one with
-        it on answers slowly, on the event loop."""
+        it on answers slowly. Sharing names those as they are handed their key (Sharing.shared_with)."""
         try:
             return sorted(set(grp.getgrnam(group).gr_mem))
         except KeyError:
@@ -180,18 +180,31 @@ class Sharing:
         # event loop, and off asyncio's default pool too, where a slow directory would hold up name lookups (dials).
         self._nss = ThreadPoolExecutor(2, thread_name_prefix="pvhpc-nss")
         self._publishing: dict[str, int] = {}   # session id -> its latest publish; only that one is told
+        # session id -> {user: their groups}: users handed a key to the session through a group grant. A group's
+        # member list leaves out those whose primary group it is; these are named to the front end all the same.
+        self._through_groups: dict[str, dict[str, frozenset[str]]] = {}
+        self._named: dict[str, frozenset[str]] = {}   # session id -> the users the front end was last told
 
-    def users_of(self, grants) -> frozenset[str]:
-        """The users ``grants`` (of one session) let in: named ones, and the members of named groups."""
-        users = set()
+    def users_of(self, grants, through_groups: dict[str, frozenset[str]] | None = None) -> frozenset[str]:
+        """The users ``grants`` (of one session) let in: named ones, the listed members of named groups, and of
+        ``through_groups`` (user -> their groups) those in a named group."""
+        users, groups = set(), set()
         for grant in grants:
             if not self.allowed(grant):
                 continue
             if grant.kind == "user":
                 users.add(grant.name)
             else:
+                groups.add(grant.name)
                 users.update(self.directory.members_of(grant.name))
+        users.update(user for user, theirs in (through_groups or {}).items() if theirs & groups)
         return frozenset(users)
+
+    def session_changed(self, record: SessionRecord) -> None:
+        """From the event bus: what was kept of an ended session is let go."""
+        if record.session_state is SessionState.ENDED:
+            for kept in (self._through_groups, self._named, self._connected):
+                kept.pop(record.id, None)
 
     def close(self) -> None:
         """At the service's stop: lookups not begun are dropped, and the threads end once any under way returns
@@ -206,19 +219,26 @@ class Sharing:
         for grant in self.shares.all_live():
             by_session.setdefault(grant.session_id, []).append(grant)
         for session_id, grants in by_session.items():
-            self.on_sharees(session_id, self.users_of(grants))
+            self._tell(session_id, self.users_of(grants, self._through_groups.get(session_id)))
 
     async def _publish(self, session_id: str) -> None:
         if self.on_sharees is None:
             return
         turn = self._publishing[session_id] = self._publishing.get(session_id, 0) + 1
         grants = await self.db.read(self.shares.live_of, session_id)
-        users = await asyncio.get_running_loop().run_in_executor(self._nss, self.users_of, grants)
+        if not any(g.kind == "group" for g in grants):
+            self._through_groups.pop(session_id, None)   # no group grant left (or the session ended)
+        through_groups = dict(self._through_groups.get(session_id, {}))   # a copy for the lookup's thread
+        users = await asyncio.get_running_loop().run_in_executor(self._nss, self.users_of, grants, through_groups)
         # Two publishes at once (a share, then a revoke) may end in either order: only the latest, which read the
         # grants last, is told, so an older list never outlives a newer one.
         if self._publishing.get(session_id) == turn:
             del self._publishing[session_id]
-            self.on_sharees(session_id, users)
+            self._tell(session_id, users)
+
+    def _tell(self, session_id: str, users: frozenset[str]) -> None:
+        self._named[session_id] = users
+        self.on_sharees(session_id, users)
 
     # -- the owner's --------------------------------------------------------------------------------------
     def check_request(self, record: SessionRecord, actor: str, body) -> tuple[Sharee, str]:
@@ -312,7 +332,22 @@ class Sharing:
                 continue
             if record.id not in best or (grant.role == "control" and best[record.id][1].role != "control"):
                 best[record.id] = (record, grant)
+        for record, grant in best.values():
+            if grant.kind == "group":
+                await self._name_through_group(record.id, user, frozenset(groups))
         return list(best.values())
+
+    async def _name_through_group(self, session_id: str, user: str, groups: frozenset[str]) -> None:
+        """``user`` is let into the session by a group of theirs: the front end's list must name them before they
+        connect with the key they are being handed, whether or not the group lists them (it need not list those
+        whose primary group it is, which their login gets all the same). Told once per user and session, and
+        again if their groups changed."""
+        known = self._through_groups.setdefault(session_id, {})
+        if known.get(user) == groups:
+            return
+        known[user] = groups
+        if user not in self._named.get(session_id, ()):   # a listed member is named already
+            await self._publish(session_id)
 
     async def grant_of(self, session_id: str, user: str) -> ShareGrant | None:
         """The grant that lets ``user`` into the session, or None."""
