@@ -234,7 +234,7 @@ def test_session_ids_survive_a_client_that_lowercases_its_session_url():
 def test_a_users_cancel_that_slurm_times_out_is_tried_once_more(world, monkeypatch):
     """A busy controller times out a kill (it may have done it): the user's cancel is tried again, and the session
     ends. A controller still away after that: 503, the session stays live, nothing is lost, the user tries again."""
-    from pvhpc.scheduler import SchedulerUnavailable
+    from pvhpc.scheduler import NoAnswer
     from pvhpc.sessions import service as service_module
     from pvhpc.sessions.outcomes import SchedulerAway
 
@@ -249,8 +249,8 @@ def test_a_users_cancel_that_slurm_times_out_is_tried_once_more(world, monkeypat
         if timeouts[job_id]:
             timeouts[job_id] -= 1
             sched.calls.append(("cancel timed out", job_id))
-            raise SchedulerUnavailable(f"scancel: error: Kill job error on job id {job_id}: Socket timed out on "
-                                       "send/recv operation")
+            raise NoAnswer(f"scancel: error: Kill job error on job id {job_id}: Socket timed out on send/recv "
+                           "operation")
         await cancel(job_id, user)
 
     sched.cancel = busy
@@ -264,21 +264,24 @@ def test_a_users_cancel_that_slurm_times_out_is_tried_once_more(world, monkeypat
     assert sched.calls[2:] == [("cancel timed out", "1002")] * 2 + [("cancel", "1002")]
 
 
-def test_a_users_cancel_that_never_reached_slurm_is_not_tried_again(world):
-    """"connect failure": slurmctld took no connection and Slurm's client has retried already; the user hears
-    at once, the session stays live."""
-    from pvhpc.scheduler import ControllerDown
+@pytest.mark.parametrize("away", ["never reached", "hung"])
+def test_a_users_cancel_is_not_tried_again_unless_slurm_gave_up_waiting(world, away):
+    """"connect failure": slurmctld took no connection and Slurm's client has retried already; a command that hung
+    past pvhpc's own timeout would only hang again. The user hears at once, the session stays live."""
+    from pvhpc.scheduler import ControllerDown, SchedulerUnavailable
     from pvhpc.sessions.outcomes import SchedulerAway
 
     store, sched, tracker = world
     add(store, 1)
+    error = (ControllerDown("scancel: error: Kill job error on job id 1001: Unable to contact slurm controller "
+                            "(connect failure)") if away == "never reached" else
+             SchedulerUnavailable("scancel did not finish within 30 s"))
 
     async def down(job_id, user=None):
         sched.calls.append(("cancel", job_id))
-        raise ControllerDown("scancel: error: Kill job error on job id 1001: Unable to contact slurm controller "
-                             "(connect failure)")
+        raise error
 
     sched.cancel = down
-    with pytest.raises(SchedulerAway, match="connect failure"):
+    with pytest.raises(SchedulerAway, match="connect failure|within 30 s"):
         asyncio.run(tracker.service.cancel(store.get("s1")))
     assert sched.calls == [("cancel", "1001")] and store.get("s1").state == "queued"

@@ -7,6 +7,7 @@ from pvhpc.scheduler.base import (  # noqa: F401
     JobInfo,
     JobRequest,
     JobState,
+    NoAnswer,
     PartitionInfo,
     QueueReason,
     Scheduler,

@@ -34,10 +34,19 @@ class ControllerDown(SchedulerUnavailable):
     and none cancelled. Slurm's own clients have already retried the connection by then."""
 
 
+class NoAnswer(SchedulerUnavailable):
+    """A request went out and Slurm's client gave up waiting for the answer ("Socket timed out", a busy
+    controller): it may or may not have been carried out."""
+
+
 def unavailable(message: str) -> SchedulerUnavailable:
-    """What Slurm's words of a request that got no answer mean: ControllerDown for its "connect failure" (no
-    connection at all), else SchedulerUnavailable (it may have timed out after the request went out)."""
-    return (ControllerDown if "(connect failure)" in message else SchedulerUnavailable)(message)
+    """What Slurm's words of a request that failed to get through mean: ControllerDown for its "connect
+    failure", NoAnswer for its "Socket timed out", else SchedulerUnavailable."""
+    if "(connect failure)" in message:
+        return ControllerDown(message)
+    if "Socket timed out" in message:
+        return NoAnswer(message)
+    return SchedulerUnavailable(message)
 
 
 class SubmitRefused(PvhpcError):

@@ -24,7 +24,7 @@ from pvhpc.db.store import Change, SessionRecord, Store, utcnow
 from pvhpc.jobs import reports
 from pvhpc.jobs.states import EndReason, SessionState
 from pvhpc.jobs.template import TemplateError
-from pvhpc.scheduler import ControllerDown, Scheduler, SchedulerUnavailable, SubmitRefused
+from pvhpc.scheduler import ControllerDown, NoAnswer, Scheduler, SchedulerUnavailable, SubmitRefused
 from pvhpc.sessions import lifecycle, nodeaddresses
 from pvhpc.sessions.events import EventBus, Notice
 # ServiceError, the outcomes' root, is named here too for the callers that catch it.
@@ -296,18 +296,18 @@ class SessionService:
         return ended
 
     async def _cancel_for_user(self, job_id: str, user: str) -> None:
-        """Cancel ``job_id`` for a user who is waiting on the answer: once more after a pause if the request
-        went out and got no answer. A busy controller times out a kill it may well have done (seen with 31
-        cancels at once on 2 cores); cancelling a cancelled job again is harmless (scancel exits 0 on 22.05 and
-        25.11). A controller that took no connection (ControllerDown) is not tried again: Slurm's client has
-        retried that already. Only a scheduler still away is the user's to hear about: the session stays live,
-        to be cancelled again."""
+        """Cancel ``job_id`` for a user who is waiting on the answer: once more after a pause if Slurm's client
+        sent the kill and gave up waiting for the answer (NoAnswer). A busy controller times out a kill it may
+        well have done (seen with 31 cancels at once on 2 cores); cancelling a cancelled job again is harmless
+        (scancel exits 0 on 22.05 and 25.11). Anything else is not tried again: a controller that took no
+        connection (Slurm's client has retried that already), a command that hung past pvhpc's own timeout.
+        Only a scheduler still away is the user's to hear about: the session stays live, to be cancelled again."""
         for attempt in range(CANCEL_TRIES):
             try:
                 await self.scheduler.cancel(job_id, user)
                 return
             except SchedulerUnavailable as e:
-                if attempt + 1 == CANCEL_TRIES or isinstance(e, ControllerDown):
+                if attempt + 1 == CANCEL_TRIES or not isinstance(e, NoAnswer):
                     raise SchedulerAway(f"could not reach the scheduler to cancel job {job_id}: {e}") from None
                 log.warning("cancelling job %s: the scheduler did not answer (%s); trying once more", job_id, e)
                 await asyncio.sleep(CANCEL_RETRY_PAUSE_S)
