@@ -179,15 +179,15 @@ class Sharing:
         # Users' groups and groups' members come from NSS, which may ask a directory server over the network: off the
         # event loop, and off asyncio's default pool too, where a slow directory would hold up name lookups (dials).
         self._nss = ThreadPoolExecutor(2, thread_name_prefix="pvhpc-nss")
-        self._publishing: dict[str, int] = {}   # session id -> its latest publish; only that one is told
-        # session id -> {user: their groups}: users handed a key to the session through a group grant. A group's
-        # member list leaves out those whose primary group it is; these are named to the front end all the same.
-        self._through_groups: dict[str, dict[str, frozenset[str]]] = {}
+        self._publishing: dict[str, asyncio.Lock] = {}   # session id -> its publishes, one at a time
+        # session id -> users handed a key to it through a group grant. A group's member list leaves out those
+        # whose primary group it is; these are named to the front end all the same while they are in the group.
+        self._through_groups: dict[str, set[str]] = {}
         self._named: dict[str, frozenset[str]] = {}   # session id -> the users the front end was last told
 
-    def users_of(self, grants, through_groups: dict[str, frozenset[str]] | None = None) -> frozenset[str]:
-        """The users ``grants`` (of one session) let in: named ones, the listed members of named groups, and of
-        ``through_groups`` (user -> their groups) those in a named group."""
+    def users_of(self, grants, through_groups: set[str] = frozenset()) -> frozenset[str]:
+        """The users ``grants`` (of one session) let in: named ones, the listed members of named groups, and those
+        of ``through_groups`` whose login gets a named group now."""
         users, groups = set(), set()
         for grant in grants:
             if not self.allowed(grant):
@@ -197,13 +197,14 @@ class Sharing:
             else:
                 groups.add(grant.name)
                 users.update(self.directory.members_of(grant.name))
-        users.update(user for user, theirs in (through_groups or {}).items() if theirs & groups)
+        if groups:
+            users.update(u for u in through_groups - users if groups.intersection(self.directory.groups_of(u)))
         return frozenset(users)
 
     def session_changed(self, record: SessionRecord) -> None:
         """From the event bus: what was kept of an ended session is let go."""
         if record.session_state is SessionState.ENDED:
-            for kept in (self._through_groups, self._named, self._connected):
+            for kept in (self._through_groups, self._named, self._connected, self._publishing):
                 kept.pop(record.id, None)
 
     def close(self) -> None:
@@ -219,22 +220,20 @@ class Sharing:
         for grant in self.shares.all_live():
             by_session.setdefault(grant.session_id, []).append(grant)
         for session_id, grants in by_session.items():
-            self._tell(session_id, self.users_of(grants, self._through_groups.get(session_id)))
+            self._tell(session_id, self.users_of(grants))
 
     async def _publish(self, session_id: str) -> None:
+        """Tell the front end whom the session's grants let in now. One publish of a session at a time, each
+        reading the grants once the one before has told its list: the list told last is the newest (a share and
+        its revoke at once cannot end the other way round), and a publish returns once a list read after the
+        caller's change has been told."""
         if self.on_sharees is None:
             return
-        turn = self._publishing[session_id] = self._publishing.get(session_id, 0) + 1
-        grants = await self.db.read(self.shares.live_of, session_id)
-        if not any(g.kind == "group" for g in grants):
-            self._through_groups.pop(session_id, None)   # no group grant left (or the session ended)
-        through_groups = dict(self._through_groups.get(session_id, {}))   # a copy for the lookup's thread
-        users = await asyncio.get_running_loop().run_in_executor(self._nss, self.users_of, grants, through_groups)
-        # Two publishes at once (a share, then a revoke) may end in either order: only the latest, which read the
-        # grants last, is told, so an older list never outlives a newer one.
-        if self._publishing.get(session_id) == turn:
-            del self._publishing[session_id]
-            self._tell(session_id, users)
+        async with self._publishing.setdefault(session_id, asyncio.Lock()):
+            grants = await self.db.read(self.shares.live_of, session_id)
+            through_groups = set(self._through_groups.get(session_id, ()))   # a copy for the lookup's thread
+            self._tell(session_id, await asyncio.get_running_loop().run_in_executor(
+                self._nss, self.users_of, grants, through_groups))
 
     def _tell(self, session_id: str, users: frozenset[str]) -> None:
         self._named[session_id] = users
@@ -334,19 +333,17 @@ class Sharing:
                 best[record.id] = (record, grant)
         for record, grant in best.values():
             if grant.kind == "group":
-                await self._name_through_group(record.id, user, frozenset(groups))
+                await self._name_through_group(record.id, user)
         return list(best.values())
 
-    async def _name_through_group(self, session_id: str, user: str, groups: frozenset[str]) -> None:
+    async def _name_through_group(self, session_id: str, user: str) -> None:
         """``user`` is let into the session by a group of theirs: the front end's list must name them before they
         connect with the key they are being handed, whether or not the group lists them (it need not list those
-        whose primary group it is, which their login gets all the same). Told once per user and session, and
-        again if their groups changed."""
-        known = self._through_groups.setdefault(session_id, {})
-        if known.get(user) == groups:
-            return
-        known[user] = groups
-        if user not in self._named.get(session_id, ()):   # a listed member is named already
+        whose primary group it is, which their login gets all the same). Nothing to do where the last list told
+        named them and no publish under way may have read the grants or users before this one."""
+        self._through_groups.setdefault(session_id, set()).add(user)
+        publishing = self._publishing.get(session_id)
+        if user not in self._named.get(session_id, ()) or (publishing is not None and publishing.locked()):
             await self._publish(session_id)
 
     async def grant_of(self, session_id: str, user: str) -> ShareGrant | None:
