@@ -11,6 +11,7 @@ import re
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from types import SimpleNamespace
 
 import pytest
@@ -159,8 +160,12 @@ def test_a_pyslurm_for_another_slurm_release_is_refused_at_start(tmp_path):
     assert check_release(other, env, tmp_path / "no-slurm-here") is None
 
 
+@contextmanager
 def silent_controller():
-    """A TCP port that accepts connections and never answers: a hung slurmctld."""
+    """A TCP port that accepts connections and never answers, a hung slurmctld; yields the port. On leaving, the
+    port is shut down before it is closed: only that wakes the thread waiting in accept(), which, left waiting on
+    a closed socket, went on with the same descriptor number once a later test's socket was given it, and took
+    (and dropped) that test's connections: "Connection reset by peer" where a hung controller was wanted."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(64)
@@ -169,12 +174,20 @@ def silent_controller():
     def hold():
         while True:
             try:
-                held.append(server.accept())
-            except OSError:   # the test closed the port: the controller is gone
+                held.append(server.accept()[0])
+            except OSError:   # shut down: the controller is gone
                 return
 
-    threading.Thread(target=hold, daemon=True).start()
-    return server, held
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
+    try:
+        yield server.getsockname()[1]
+    finally:
+        server.shutdown(socket.SHUT_RDWR)
+        holder.join(5)
+        server.close()
+        for connection in held:
+            connection.close()
 
 
 @pytest.mark.parametrize("backend", backends.BACKENDS)
@@ -183,24 +196,19 @@ def test_a_cancel_the_controller_never_answers_is_not_called_never_sent(backend,
     once more, never ControllerDown, which it does not."""
     from pvhpc.scheduler.runners import LocalRunner
 
-    server, _ = silent_controller()
-    env = unreachable_conf(tmp_path, server.getsockname()[1], message_timeout=2)
-    scheduler = make_scheduler(backends.offline_section(backend, env, 30), LocalRunner(env))
-    try:
-        with pytest.raises(NoAnswer, match="Socket timed out"):
-            run(scheduler.cancel("1"))
-    finally:
-        scheduler.close()
-        server.close()
+    with silent_controller() as port:
+        env = unreachable_conf(tmp_path, port, message_timeout=2)
+        scheduler = make_scheduler(backends.offline_section(backend, env, 30), LocalRunner(env))
+        try:
+            with pytest.raises(NoAnswer, match="Socket timed out"):
+                run(scheduler.cancel("1"))
+        finally:
+            scheduler.close()
 
 
 def test_pyslurm_waiting_on_a_hung_controller_leaves_the_event_loop_free_and_gives_up_at_the_timeout(tmp_path):
     """pyslurm holds the GIL while libslurm waits: in the service's own process, a thread calling it would
     stall every request. The backend's calls wait in worker processes instead."""
-    server, _ = silent_controller()
-    env = unreachable_conf(tmp_path, server.getsockname()[1], message_timeout=30)
-    scheduler = make_scheduler(backends.offline_section("pyslurm", env, timeout=2), None)
-
     async def ticks_while_asking():
         ticks = 0
 
@@ -217,15 +225,17 @@ def test_pyslurm_waiting_on_a_hung_controller_leaves_the_event_loop_free_and_giv
         ticker.cancel()
         return ticks, time.monotonic() - started
 
-    try:
-        ticks, took = run(ticks_while_asking())
-        assert 1.9 < took < 6 and ticks >= 0.7 * took / 0.05, (ticks, took)
-        # The stuck worker was replaced: the next question is asked (and times out) again, not refused.
-        with pytest.raises(SchedulerUnavailable, match="no answer"):
-            run(scheduler.query(["1"]))
-    finally:
-        scheduler.close()
-        server.close()
+    with silent_controller() as port:
+        env = unreachable_conf(tmp_path, port, message_timeout=30)
+        scheduler = make_scheduler(backends.offline_section("pyslurm", env, timeout=2), None)
+        try:
+            ticks, took = run(ticks_while_asking())
+            assert 1.9 < took < 6 and ticks >= 0.7 * took / 0.05, (ticks, took)
+            # The stuck worker was replaced: the next question is asked (and times out) again, not refused.
+            with pytest.raises(SchedulerUnavailable, match="no answer"):
+                run(scheduler.query(["1"]))
+        finally:
+            scheduler.close()
 
 
 # -- the contract, on the real cluster, for each backend -------------------------------------------
