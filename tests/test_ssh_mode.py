@@ -261,6 +261,7 @@ def test_a_loopback_forward_carries_large_data_through_sshd_and_follows_a_new_co
     finally:
         forward.close()
         link.close()
+        server.shutdown(socket.SHUT_RDWR)   # wakes echo's accept(), which a close alone leaves waiting
         server.close()
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", forward.local_port), timeout=2).close()
