@@ -214,7 +214,7 @@ class PySlurm(Scheduler):
             return await asyncio.get_running_loop().run_in_executor(self._pool, self._blocking_call, op, args)
         except _Refusal as e:
             if UNREACHABLE.search(e.error):
-                raise SchedulerUnavailable(f"pyslurm {op}: {e.error}") from None
+                raise unavailable(f"pyslurm {op}: {e.error}") from None
             raise
 
     def close(self) -> None:
@@ -247,8 +247,6 @@ class PySlurm(Scheduler):
     async def submit(self, request: JobRequest) -> str:
         try:
             return await self._call("submit", description=self.description(request))
-        except SchedulerUnavailable as e:
-            raise unavailable(str(e)) from None
         except _Refusal as e:
             raise SubmitRefused(f"slurm_submit_batch_job: {e.error}") from None
 
@@ -279,8 +277,6 @@ class PySlurm(Scheduler):
     async def cancel(self, job_id: str, user: str | None = None) -> None:
         try:
             await self._call("cancel", job_id=str(job_id))
-        except SchedulerUnavailable as e:
-            raise unavailable(str(e)) from None
         except _Refusal as e:
             raise SchedulerUnavailable(f"pyslurm cancel {job_id}: {e.error}") from None
 

@@ -6,7 +6,6 @@ import random
 import socket
 
 
-
 def _below_ephemeral() -> range:
     """The 12,000 ports below the kernel's ephemeral range (net.ipv4.ip_local_port_range, from 32768 on Debian).
 
